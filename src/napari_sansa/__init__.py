@@ -1,0 +1,46 @@
+"""napari-sansa: SANSA few-shot segmentation for napari and for whole datasets.
+
+Mark each class on one or a few images; SANSA (a frozen SAM2 with small adapters,
+arXiv 2505.21795) labels the rest. Importing this package is light: torch and
+napari are loaded only when a model or a widget is first used.
+"""
+
+from .core import (
+    Box,
+    CheckpointError,
+    InvalidInputError,
+    Mask,
+    ModelNotFoundError,
+    Points,
+    Reference,
+    SansaError,
+    Scribble,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Box",
+    "CheckpointError",
+    "InvalidInputError",
+    "Mask",
+    "ModelNotFoundError",
+    "Points",
+    "Prediction",
+    "Predictions",
+    "Reference",
+    "SansaError",
+    "SansaModel",
+    "Scribble",
+    "__version__",
+    "list_models",
+    "load_model",
+]
+
+
+def __getattr__(name):
+    if name in ("load_model", "list_models", "SansaModel", "Prediction", "Predictions"):
+        from . import core
+
+        return getattr(core, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,237 @@
+"""SANSA's prompt-and-propagate steps on a SAM2 model, batched.
+
+Episode frames are the references (indices ``0..k-1``) followed by targets. Each
+frame gives low-resolution mask logits, an object pointer and a memory entry; a
+target is decoded from its own image features conditioned, by SAM2's memory
+attention, on the memories of earlier frames chosen as in the authors' code:
+
+* memories: frame 0 in temporal slot 0, and frames ``t-6 .. t-1`` (those > 0) in
+  slots ``7 - (t - j)``; slot ``s`` adds ``maskmem_tpos_enc[num_maskmem - s - 1]``;
+* object pointers: frame 0's, then frames ``t-1 .. t-15`` (> 0), each split into
+  4 tokens of 64 channels with a zero positional encoding.
+
+Everything here is batched along the first dimension, so several classes and
+several targets go through each step together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["Engine", "Features", "FrameOutput", "MemoryEntry"]
+
+MASK_LOGIT = 10.0  # masks given as prompts become +-10 logits
+
+
+@dataclass
+class Features:
+    """Image features of a batch: two high-resolution levels and the top level."""
+
+    high_res: tuple[torch.Tensor, torch.Tensor]  # [B, 32, 4h, 4w], [B, 64, 2h, 2w]
+    top: torch.Tensor  # [B, 256, h, w]
+
+    @property
+    def batch(self) -> int:
+        return self.top.shape[0]
+
+    def __getitem__(self, idx) -> Features:
+        if isinstance(idx, int):
+            idx = slice(idx, idx + 1)
+        return Features((self.high_res[0][idx], self.high_res[1][idx]), self.top[idx])
+
+    def repeat_interleave(self, n: int) -> Features:
+        if n == 1:
+            return self
+        return Features(
+            tuple(x.repeat_interleave(n, dim=0) for x in self.high_res), self.top.repeat_interleave(n, dim=0)
+        )
+
+    def to(self, device=None, dtype=None, non_blocking: bool = False) -> Features:
+        def move(x):
+            return x.to(device=device, dtype=dtype, non_blocking=non_blocking)
+
+        return Features(tuple(move(x) for x in self.high_res), move(self.top))
+
+    @staticmethod
+    def cat(items: list[Features]) -> Features:
+        if len(items) == 1:
+            return items[0]
+        return Features(
+            (torch.cat([f.high_res[0] for f in items]), torch.cat([f.high_res[1] for f in items])),
+            torch.cat([f.top for f in items]),
+        )
+
+    @property
+    def nbytes(self) -> int:
+        return sum(x.numel() * x.element_size() for x in (*self.high_res, self.top))
+
+
+@dataclass
+class FrameOutput:
+    """What decoding a frame gives: logits at a quarter of the model's input size."""
+
+    low_res: torch.Tensor  # [B, 1, S/4, S/4] float32 logits
+    score: torch.Tensor  # [B] predicted IoU of the kept mask (1 for masks given as prompts)
+    obj_ptr: torch.Tensor  # [B, 256]
+
+
+@dataclass
+class MemoryEntry:
+    """A frame's contribution to later frames' memory."""
+
+    features: torch.Tensor  # [B, 64, h, w]
+    pos: torch.Tensor  # [B, 64, h, w]
+    obj_ptr: torch.Tensor  # [B, 256]
+
+    @staticmethod
+    def cat(items: list[MemoryEntry]) -> MemoryEntry:
+        if len(items) == 1:
+            return items[0]
+        return MemoryEntry(
+            torch.cat([e.features for e in items]),
+            torch.cat([e.pos for e in items]),
+            torch.cat([e.obj_ptr for e in items]),
+        )
+
+
+class Engine:
+    """SANSA's inference steps on a ``sam2`` ``SAM2Base`` (with or without adapters)."""
+
+    def __init__(self, sam):
+        self.sam = sam
+        self.image_size = int(sam.image_size)
+        if sam.num_feature_levels != 3 or not sam.use_high_res_features_in_sam:
+            raise ValueError("SANSA needs SAM2 with three feature levels and high-res features")
+        self._top_pos: torch.Tensor | None = None
+
+    # -- image features ---------------------------------------------------------------
+    def encode(self, images: torch.Tensor) -> Features:
+        """Image encoder on ``[B, 3, S, S]`` normalised images (what ``forward_image`` gives)."""
+        out = self.sam.forward_image(images)
+        fpn = out["backbone_fpn"][-3:]
+        if self._top_pos is None or self._top_pos.device != fpn[2].device:
+            pos = out["vision_pos_enc"][-1][:1]
+            self._top_pos = pos.flatten(2).permute(2, 0, 1).float()  # [HW, 1, 256]
+        return Features((fpn[0], fpn[1]), fpn[2])
+
+    def top_pos(self, batch: int) -> torch.Tensor:
+        if self._top_pos is None:
+            raise RuntimeError("encode an image first")
+        return self._top_pos.expand(-1, batch, -1)
+
+    # -- decoder ------------------------------------------------------------------------
+    def _decode(self, pix, high_res, coords=None, labels=None, mask_prompt=None, multimask=False):
+        sam = self.sam
+        b = pix.shape[0]
+        if coords is None:  # no prompt: one padding point
+            coords = torch.zeros(b, 1, 2, device=pix.device)
+            labels = -torch.ones(b, 1, dtype=torch.int32, device=pix.device)
+        sparse, dense = sam.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=mask_prompt)
+        low, ious, tokens, _ = sam.sam_mask_decoder(
+            image_embeddings=pix,
+            image_pe=sam.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+            repeat_image=False,
+            high_res_features=list(high_res),
+        )
+        low = low.float()
+        token = tokens[:, 0]
+        if multimask:
+            best = torch.argmax(ious, dim=-1)
+            rows = torch.arange(b, device=pix.device)
+            low = low[rows, best].unsqueeze(1)
+            score = ious[rows, best]
+            if tokens.size(1) > 1:
+                token = tokens[rows, best]
+        else:
+            score = ious[:, 0]
+        return FrameOutput(low, score.float(), sam.obj_ptr_proj(token))
+
+    def decode_mask_prompt(self, feats: Features, masks: torch.Tensor) -> FrameOutput:
+        """A reference given as a mask ``[B, 1, S, S]``: the mask itself is the output.
+
+        The object pointer comes from one decoder pass on the raw image features with
+        the mask as dense prompt.
+        """
+        m = masks.float()
+        high = m * (2 * MASK_LOGIT) - MASK_LOGIT
+        low = F.interpolate(
+            high,
+            size=(high.shape[-2] // 4, high.shape[-1] // 4),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )
+        ptr = self._decode(feats.top, feats.high_res, mask_prompt=self.sam.mask_downsample(m)).obj_ptr
+        return FrameOutput(low, torch.ones(m.shape[0], device=m.device), ptr)
+
+    def decode_sparse_prompt(self, feats: Features, coords: torch.Tensor, labels: torch.Tensor) -> FrameOutput:
+        """A reference given as points/boxes/scribbles (SAM2 ``(x, y)`` on the model grid)."""
+        pix = feats.top + self.sam.no_mem_embed.view(1, -1, 1, 1)
+        return self._decode(pix, feats.high_res, coords=coords, labels=labels)
+
+    def decode_with_memory(self, feats: Features, memory) -> FrameOutput:
+        """A target: features conditioned on ``memory`` (from :meth:`gather`), no prompt."""
+        mem, mem_pos, n_ptr = memory
+        top = feats.top
+        b, c, h, w = top.shape
+        curr = top.flatten(2).permute(2, 0, 1)
+        pix = self.sam.memory_attention(
+            curr=[curr],
+            curr_pos=[self.top_pos(b).to(curr.dtype)],
+            memory=mem,
+            memory_pos=mem_pos,
+            num_obj_ptr_tokens=n_ptr,
+        )
+        pix = pix.permute(1, 2, 0).reshape(b, c, h, w)
+        return self._decode(pix, feats.high_res, multimask=True)
+
+    # -- memory -------------------------------------------------------------------------
+    def memory(self, feats: Features, out: FrameOutput) -> MemoryEntry:
+        """Memory entry of a decoded frame (memory encoder on its top-level features)."""
+        s = self.image_size
+        high = F.interpolate(out.low_res, size=(s, s), mode="bilinear", align_corners=False)
+        top = feats.top
+        b, c, h, w = top.shape
+        mem, pos = self.sam._encode_new_memory(
+            current_vision_feats=[top.flatten(2).permute(2, 0, 1)],
+            feat_sizes=[(h, w)],
+            pred_masks_high_res=high,
+            object_score_logits=torch.full((b, 1), MASK_LOGIT, device=top.device),
+            is_mask_from_pts=False,
+        )
+        return MemoryEntry(mem, pos[-1], out.obj_ptr)
+
+    def gather(self, entries: dict[int, MemoryEntry], t: int):
+        """The memory a frame at episode index ``t`` attends to: ``(memory, pos, n_ptr_tokens)``."""
+        sam = self.sam
+        n_mem = sam.num_maskmem
+        slots = [(0, entries[0])]
+        for slot in range(1, n_mem):
+            j = t - (n_mem - slot)
+            if j > 0 and j in entries:
+                slots.append((slot, entries[j]))
+        mems, poss = [], []
+        for slot, e in slots:
+            mems.append(e.features.flatten(2).permute(2, 0, 1))
+            pos = e.pos.flatten(2).permute(2, 0, 1)
+            poss.append(pos + sam.maskmem_tpos_enc[n_mem - slot - 1])
+        ptrs = [entries[0].obj_ptr]
+        for d in range(1, min(t + 1, sam.max_obj_ptrs_in_encoder)):
+            j = t - d
+            if j <= 0:
+                break
+            if j in entries:
+                ptrs.append(entries[j].obj_ptr)
+        obj = torch.stack(ptrs, dim=0)  # [P, B, C]
+        p, b, c = obj.shape
+        split = c // sam.mem_dim
+        obj = obj.reshape(p, b, split, sam.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
+        mems.append(obj)
+        poss.append(obj.new_zeros(obj.shape))
+        return torch.cat(mems, dim=0), torch.cat(poss, dim=0), obj.shape[0]

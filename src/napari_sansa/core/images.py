@@ -1,0 +1,115 @@
+"""Image checks and intensity conversion (numpy only).
+
+Accepted images: 2D grayscale ``(H, W)``, ``(H, W, 1)``, RGB ``(H, W, 3)`` and RGBA
+``(H, W, 4)`` (alpha is dropped), at least 2 pixels on each side. Any array-like
+with ``shape``/``dtype`` works (numpy, memory-mapped TIFFs, dask arrays); pixels
+are read only when the image is converted.
+
+Intensity rule, to the [0, 1] range the model expects:
+
+* ``intensity_range=(lo, hi)`` given: ``(x - lo) / (hi - lo)``, clipped to [0, 1]
+  (the napari widget passes the layer's contrast limits, so that every frame of a
+  stack is scaled the same way).
+* otherwise ``uint8``: divided by 255 (the authors' pipeline); ``bool``: 0 or 1;
+  floats already within [0, 1]: used as they are; anything else (``uint16``,
+  other integers, other floats): rescaled per image from its minimum to its
+  maximum.
+
+Images containing NaN or infinity, and constant images, are refused.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InvalidInputError
+
+__all__ = ["image_hw", "to_float_rgb"]
+
+MIN_SIDE = 2
+
+
+def image_hw(image, what: str = "image") -> tuple[int, int]:
+    """Check an image's shape without reading its pixels; return ``(H, W)``."""
+    shape = getattr(image, "shape", None)
+    if shape is None:
+        try:
+            shape = np.shape(image)
+        except Exception:  # noqa: BLE001 - anything that is not array-like
+            shape = None
+    if shape is None:
+        raise InvalidInputError(f"the {what} is not an array (got {type(image).__name__})")
+    shape = tuple(int(s) for s in shape)
+    dtype = getattr(image, "dtype", None)
+    if dtype is not None and np.dtype(dtype).kind not in "biuf":
+        raise InvalidInputError(
+            f"the {what} has dtype {dtype}; use a numeric (integer, float or bool) image"
+        )
+    if len(shape) == 2:
+        h, w = shape
+    elif len(shape) == 3 and shape[2] in (1, 3, 4):
+        h, w = shape[:2]
+    elif len(shape) == 3:
+        raise InvalidInputError(
+            f"the {what} has shape {shape}: expected (rows, cols) grayscale or "
+            "(rows, cols, channels) with 1, 3 (RGB) or 4 (RGBA) channels last"
+        )
+    else:
+        raise InvalidInputError(
+            f"the {what} has {len(shape)} dimensions (shape {shape}): give one 2D image, "
+            "grayscale (rows, cols) or color (rows, cols, 3); pass a stack as a list of "
+            "images, one per frame"
+        )
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise InvalidInputError(
+            f"the {what} is {h}x{w} pixels: it needs at least {MIN_SIDE} pixels on each side"
+        )
+    return h, w
+
+
+def to_float_rgb(image, intensity_range=None, what: str = "image") -> np.ndarray:
+    """Return a new ``float32`` array ``(H, W, 3)`` with values in [0, 1]."""
+    image_hw(image, what)
+    arr = np.asarray(image)
+    if arr.ndim == 3:
+        arr = arr[..., :3] if arr.shape[2] >= 3 else arr[..., 0]
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise InvalidInputError(
+            f"the {what} contains NaN or infinite values: replace them (e.g. with "
+            "numpy.nan_to_num) before segmenting"
+        )
+    lo_v, hi_v = arr.min(), arr.max()
+    if lo_v == hi_v:
+        raise InvalidInputError(
+            f"the {what} is constant (every pixel is {lo_v}): there is nothing to segment"
+        )
+    if intensity_range is not None:
+        lo, hi = _check_range(intensity_range)
+        out = (arr.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
+        np.clip(out, 0.0, 1.0, out=out)
+    elif arr.dtype == np.uint8:
+        out = arr.astype(np.float32) / np.float32(255.0)
+    elif arr.dtype == bool:
+        out = arr.astype(np.float32)
+    elif arr.dtype.kind == "f" and lo_v >= 0 and hi_v <= 1:
+        out = arr.astype(np.float32)
+    else:
+        lo_f, hi_f = float(lo_v), float(hi_v)
+        out = ((arr.astype(np.float64) - lo_f) / (hi_f - lo_f)).astype(np.float32)
+    if out.ndim == 2:
+        out = np.repeat(out[..., None], 3, axis=2)
+    return np.ascontiguousarray(out)
+
+
+def _check_range(intensity_range) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in intensity_range)
+    except (TypeError, ValueError):
+        raise InvalidInputError(
+            f"intensity_range must be two numbers (low, high), got {intensity_range!r}"
+        ) from None
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+        raise InvalidInputError(
+            f"intensity_range must satisfy low < high, got ({lo:g}, {hi:g})"
+        )
+    return lo, hi

@@ -1,0 +1,125 @@
+"""``load_model``: a registered model by name, or local weights files."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from .adapters import inject_adapters
+from .build import build_sam2, check_config_name
+from .checkpoints import adapter_layout, check_sam2_state_dict, guess_config, read_checkpoint
+from .device import resolve_device, resolve_precision
+from .errors import CheckpointError, InvalidInputError
+from .model import SansaModel
+
+__all__ = ["build_sansa", "file_fingerprint", "load_model"]
+
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def file_fingerprint(path) -> str:
+    """SHA-256 of a file's content (memoised per path, size and modification time)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key not in _FINGERPRINTS:
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+        _FINGERPRINTS[key] = h.hexdigest()
+    return _FINGERPRINTS[key]
+
+
+def build_sansa(config: str, sam2_checkpoint, adapter_checkpoint=None, image_size: int | None = None):
+    """SAM2 ``config`` with Meta's weights and, when given, the authors' adapters.
+
+    Both files are read and checked completely before any weight is copied into
+    the freshly built model, so an unfit file raises and leaves nothing behind.
+    """
+    sam = build_sam2(config, image_size=image_size)
+    raw = read_checkpoint(sam2_checkpoint, "SAM2 checkpoint")
+    state = dict(check_sam2_state_dict(raw, sam, sam2_checkpoint, config))
+    layout = {}
+    if adapter_checkpoint is not None:
+        adapters = read_checkpoint(adapter_checkpoint, "SANSA adapter checkpoint")
+        layout = adapter_layout(adapters, sam, adapter_checkpoint)
+        state.update({k.removeprefix("sam."): v for k, v in adapters.items()})
+    inject_adapters(sam, layout)
+    try:
+        sam.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # checked above; this would be a bug, said plainly
+        raise CheckpointError(f"could not load the weights into {config}: {exc}") from None
+    for p in sam.parameters():
+        p.requires_grad_(False)
+    return sam.eval()
+
+
+def load_model(
+    name: str | None = None,
+    *,
+    config: str | None = None,
+    sam2_checkpoint=None,
+    adapter_checkpoint=None,
+    device="auto",
+    precision: str = "auto",
+    image_size: int | None = None,
+    cache_bytes: int = 1 << 30,
+    download: bool = True,
+) -> SansaModel:
+    """Load SANSA, by registry name or from local files.
+
+    * ``load_model("sansa-universal")``: a registered model (see
+      :func:`napari_sansa.list_models`), downloaded into the cache on first use
+      unless ``download=False``.
+    * ``load_model(config="sam2_hiera_l", sam2_checkpoint=..., adapter_checkpoint=...)``:
+      local files in Meta's and the authors' formats. Without ``adapter_checkpoint``
+      the model is plain SAM2 (the zero-shot baseline). ``config`` may be left out
+      when the SAM2 file tells its size.
+
+    ``device``: ``"auto"`` (CUDA, then MPS, then CPU) or an explicit device.
+    ``precision``: ``"auto"`` (bf16 on CUDA, fp32 elsewhere), ``"fp32"``, ``"bf16"``
+    or ``"fp16"``.
+    """
+    dev = resolve_device(device)
+    dtype = resolve_precision(precision, dev)
+    if name is not None:
+        if any(v is not None for v in (config, sam2_checkpoint, adapter_checkpoint)):
+            raise InvalidInputError(
+                "give either a registered model name or config/sam2_checkpoint/"
+                "adapter_checkpoint files, not both"
+            )
+        from .registry import get_model_spec, resolve_files
+
+        spec = get_model_spec(name)
+        sam2_checkpoint, adapter_checkpoint = resolve_files(spec, download=download)
+        config = spec.config
+        label = spec.name
+    else:
+        if sam2_checkpoint is None:
+            raise InvalidInputError(
+                "give a registered model name (e.g. load_model('sansa-universal')) or the "
+                "SAM2 weights file as sam2_checkpoint=..."
+            )
+        if config is None:
+            config = guess_config(read_checkpoint(sam2_checkpoint, "SAM2 checkpoint"))
+            if config is None:
+                raise InvalidInputError(
+                    f"cannot tell the SAM2 size of {sam2_checkpoint}: pass config='sam2_hiera_l' "
+                    "(or _t, _s, _b+)"
+                )
+        config = check_config_name(config)
+        label = Path(adapter_checkpoint).stem if adapter_checkpoint is not None else config
+    sam = build_sansa(config, sam2_checkpoint, adapter_checkpoint, image_size)
+    identity = "sam2:" + file_fingerprint(sam2_checkpoint)
+    if adapter_checkpoint is not None:
+        identity += "+adapters:" + file_fingerprint(adapter_checkpoint)
+    return SansaModel(
+        sam,
+        config=config,
+        device=dev,
+        dtype=dtype,
+        identity=identity,
+        name=label,
+        cache_bytes=cache_bytes,
+    )

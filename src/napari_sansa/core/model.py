@@ -1,0 +1,457 @@
+"""The SANSA model: references in, labelled targets out.
+
+``SansaModel.segment`` runs the whole job and returns one :class:`Prediction` per
+target; ``SansaModel.segment_iter`` is the same as a generator that yields each
+target as soon as it is finished (for progress bars and cancelling: stop iterating
+and nothing more is computed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .cache import FeatureCache, array_digest
+from .engine import Engine, Features, FrameOutput, MemoryEntry
+from .errors import InvalidInputError
+from .fusion import check_threshold, fuse_labels, sigmoid
+from .images import image_hw, to_float_rgb
+from .preprocess import check_input_size, image_to_input, mask_to_input, sparse_prompts_to_input
+from .prompts import Mask, Reference
+
+__all__ = ["MODES", "Prediction", "Predictions", "SansaModel"]
+
+MODES = ("independent", "sequential")
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """The result for one image.
+
+    ``logits[c]`` and ``probabilities[c]`` are ``(H, W)`` float32 maps of class ``c`` at
+    the image's own size; ``labels`` is the fused ``(H, W)`` class map (0 =
+    background); ``scores[c]`` is SAM2's predicted IoU for the kept mask of class
+    ``c`` (1.0 for a reference given as a mask), a confidence in [0, 1].
+    """
+
+    index: int
+    logits: dict
+    scores: dict
+    threshold: float = 0.5
+    is_reference: bool = False
+
+    @cached_property
+    def probabilities(self) -> dict[int, np.ndarray]:
+        return {c: sigmoid(v) for c, v in self.logits.items()}
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        return fuse_labels(self.probabilities, self.threshold)
+
+    @property
+    def classes(self) -> tuple[int, ...]:
+        return tuple(sorted(self.logits))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return next(iter(self.logits.values())).shape
+
+    def with_threshold(self, threshold: float) -> Prediction:
+        """The same prediction fused at another threshold (nothing is recomputed)."""
+        return Prediction(
+            self.index, self.logits, self.scores, check_threshold(threshold), self.is_reference
+        )
+
+    def __repr__(self) -> str:
+        kind = "reference" if self.is_reference else "target"
+        scores = ", ".join(f"{c}: {s:.3f}" for c, s in sorted(self.scores.items()))
+        return f"Prediction({kind} {self.index}, shape={self.shape}, scores={{{scores}}})"
+
+
+class Predictions(list):
+    """A list of target :class:`Prediction` s; ``.references`` holds what was decoded
+    from each reference's prompts."""
+
+    def __init__(self, items=(), references=()):
+        super().__init__(items)
+        self.references: list[Prediction] = list(references)
+
+
+@dataclass
+class _Group:
+    """Classes with the same number of references, processed together as a batch."""
+
+    classes: list[int]
+    k: int
+    entries: dict[int, MemoryEntry] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    mode: str
+    input_size: int | None
+    threshold: float
+    intensity_range: tuple | None
+    batch_size: int
+
+
+class SansaModel:
+    """SAM2 with (optional) SANSA adapters, ready to segment.
+
+    Made by :func:`napari_sansa.load_model`. ``cache_bytes`` bounds the in-memory
+    image-feature cache (0 turns it off).
+    """
+
+    def __init__(
+        self,
+        sam,
+        *,
+        config: str,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+        identity: str | None = None,
+        name: str | None = None,
+        cache_bytes: int = 1 << 30,
+    ):
+        self.sam = sam.to(device).eval()
+        self.engine = Engine(self.sam)
+        self.config = config
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.name = name or config
+        self._identity = identity or f"unsaved-{uuid.uuid4().hex}"
+        self.feature_cache = FeatureCache(cache_bytes)
+
+    # -- description --------------------------------------------------------------------
+    @property
+    def image_size(self) -> int:
+        """Side of the model's square input (1024 for the released weights)."""
+        return self.engine.image_size
+
+    @property
+    def adapters(self) -> dict[int, int]:
+        """``{Hiera block: bottleneck width}`` of the SANSA adapters (empty: plain SAM2)."""
+        from .adapters import adapter_blocks
+
+        return adapter_blocks(self.sam)
+
+    @property
+    def adapter_stages(self) -> tuple[int, ...]:
+        from .adapters import block_stages
+
+        stages = block_stages(self.sam.image_encoder.trunk)
+        return tuple(sorted({stages[i] for i in self.adapters}))
+
+    @property
+    def identity(self) -> str:
+        """What the features depend on: config, image size, weights and precision."""
+        return f"{self._identity}|{self.config}|{self.image_size}|{str(self.dtype)}"
+
+    def __repr__(self) -> str:
+        kind = f"adapters in stages {list(self.adapter_stages)}" if self.adapters else "no adapters"
+        return (
+            f"SansaModel({self.name!r}, config={self.config}, image_size={self.image_size}, "
+            f"{kind}, device={self.device}, dtype={self.dtype})"
+        )
+
+    # -- public API ---------------------------------------------------------------------
+    def segment(
+        self,
+        references,
+        targets,
+        *,
+        mode: str = "independent",
+        input_size: int | None = 640,
+        threshold: float = 0.5,
+        intensity_range=None,
+        batch_size: int | None = None,
+    ) -> Predictions:
+        """Label every target. Returns a list of :class:`Prediction` (one per target,
+        in order) whose ``.references`` attribute holds the decoded references.
+
+        ``mode="independent"``: each target sees only the references (the authors'
+        benchmark protocol; for unrelated images). ``mode="sequential"``: targets in
+        order, each also sees the previous ones (time-lapses, z-stacks).
+        ``input_size``: the authors' intermediate square resize (640); ``None`` resizes
+        straight to the model's input. ``intensity_range``: ``(low, high)`` mapped to
+        [0, 1] for every image (otherwise each image's dtype rule applies).
+        """
+        items = list(
+            self.segment_iter(
+                references,
+                targets,
+                mode=mode,
+                input_size=input_size,
+                threshold=threshold,
+                intensity_range=intensity_range,
+                batch_size=batch_size,
+                include_references=True,
+            )
+        )
+        refs = [p for p in items if p.is_reference]
+        return Predictions([p for p in items if not p.is_reference], refs)
+
+    def segment_iter(
+        self,
+        references,
+        targets,
+        *,
+        mode: str = "independent",
+        input_size: int | None = 640,
+        threshold: float = 0.5,
+        intensity_range=None,
+        batch_size: int | None = None,
+        include_references: bool = False,
+    ) -> Iterator[Prediction]:
+        """Generator form of :meth:`segment`: yields each target's :class:`Prediction`
+        as soon as it is done, in order (after the references' when
+        ``include_references``). Arguments are checked before it is returned."""
+        refs = self._check_references(references)
+        settings = self._check_settings(mode, input_size, threshold, intensity_range, batch_size)
+        _check_targets(targets)
+        return self._run(refs, targets, settings, include_references)
+
+    def decode_references(self, references, *, input_size=640, threshold=0.5, intensity_range=None):
+        """What SAM2 makes of each reference's prompts, as :class:`Prediction` s."""
+        refs = self._check_references(references)
+        settings = self._check_settings("independent", input_size, threshold, intensity_range, None)
+        return list(self._run(refs, [], settings, include_references=True))
+
+    # -- checks -------------------------------------------------------------------------
+    @staticmethod
+    def _check_references(references) -> list[Reference]:
+        if isinstance(references, Reference):
+            references = [references]
+        if references is None or isinstance(references, (str, bytes)):
+            references = []
+        try:
+            refs = list(references)
+        except TypeError:
+            raise InvalidInputError(
+                "references must be a list of napari_sansa.Reference objects"
+            ) from None
+        if not refs:
+            raise InvalidInputError(
+                "no references: give at least one napari_sansa.Reference (an image with a mask, "
+                "points, a box or a scribble on the objects to find)"
+            )
+        for i, r in enumerate(refs):
+            if not isinstance(r, Reference):
+                raise InvalidInputError(
+                    f"reference {i} is a {type(r).__name__}, not a napari_sansa.Reference; "
+                    "wrap it as Reference(image, [Mask(...), Points(...), ...])"
+                )
+        return refs
+
+    def _check_settings(self, mode, input_size, threshold, intensity_range, batch_size) -> _Settings:
+        if mode not in MODES:
+            raise InvalidInputError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        if intensity_range is not None:
+            from .images import _check_range
+
+            intensity_range = _check_range(intensity_range)
+        if batch_size is None:
+            batch_size = self.default_batch_size()
+        elif isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise InvalidInputError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        return _Settings(
+            mode, check_input_size(input_size), check_threshold(threshold), intensity_range, int(batch_size)
+        )
+
+    def default_batch_size(self) -> int:
+        return 1 if self.device.type == "cpu" else 4
+
+    # -- running ------------------------------------------------------------------------
+    def _compute(self):
+        """Context for every model call: no autograd, and autocast when not fp32."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        if self.dtype != torch.float32:
+            stack.enter_context(torch.autocast(self.device.type, dtype=self.dtype))
+        return stack
+
+    def _load_image(self, image, what: str, s: _Settings):
+        """Read one image: its cache key, (H, W) and the [0, 1] RGB float array."""
+        hw = image_hw(image, what)
+        raw = np.asarray(image)
+        rgb = to_float_rgb(raw, s.intensity_range, what)
+        key = "|".join((array_digest(raw), str(s.intensity_range), str(s.input_size), self.identity))
+        return key, hw, rgb
+
+    def _features(self, loaded, s: _Settings) -> Features:
+        """Features of several loaded images as one batch; each image is encoded at most once."""
+        found: dict[str, Features] = {}
+        todo = []
+        for key, _hw, rgb in loaded:
+            if key in found:
+                continue
+            cached = self.feature_cache.get(key)
+            if cached is not None:
+                found[key] = cached.to(self.device, non_blocking=True)
+            else:
+                todo.append((key, rgb))
+                found[key] = None
+        if todo:
+            batch = torch.stack(
+                [image_to_input(rgb, self.image_size, s.input_size, self.device) for _, rgb in todo]
+            )
+            feats = self.engine.encode(batch)
+            for i, (key, _) in enumerate(todo):
+                one = feats[i]
+                found[key] = one
+                if self.feature_cache.max_bytes > 0:
+                    self.feature_cache.put(key, one.to("cpu"), one.nbytes)
+        return Features.cat([found[key] for key, _, _ in loaded])
+
+    def _run(self, refs: list[Reference], targets, s: _Settings, include_references: bool):
+        groups, ref_preds = self._prepare_references(refs, s, include_references)
+        yield from ref_preds
+        if s.mode == "independent":
+            yield from self._run_independent(targets, groups, s)
+        else:
+            yield from self._run_sequential(targets, groups, s)
+
+    def _prepare_references(self, refs, s: _Settings, want_predictions: bool):
+        size = self.image_size
+        classes = sorted({c for r in refs for c in r.classes})
+        per_class = {c: [i for i, r in enumerate(refs) if c in r.classes] for c in classes}
+        entries: dict[tuple[int, int], MemoryEntry] = {}
+        predictions = []
+        for i, ref in enumerate(refs):
+            loaded = self._load_image(ref.image, f"reference image {i}", s)
+            outputs: dict[int, FrameOutput] = {}
+            with self._compute():
+                feats = self._features([loaded], s)
+                for c in ref.classes:
+                    prompts = ref.prompts_for(c)
+                    if isinstance(prompts[0], Mask):
+                        mask = np.logical_or.reduce([p.mask for p in prompts])
+                        m = mask_to_input(mask, size, s.input_size, self.device)
+                        if not bool(m.any()):
+                            raise InvalidInputError(
+                                f"reference {i}: the mask of class {c} disappears when resized to "
+                                f"the model's input ({s.input_size or size} px square); paint a "
+                                "larger area or use input_size=None"
+                            )
+                        out = self.engine.decode_mask_prompt(feats, m)
+                    else:
+                        coords, labels = sparse_prompts_to_input(prompts, loaded[1], size)
+                        out = self.engine.decode_sparse_prompt(
+                            feats,
+                            torch.from_numpy(coords)[None].to(self.device),
+                            torch.from_numpy(labels)[None].to(self.device),
+                        )
+                    outputs[c] = out
+                    entries[(i, c)] = self.engine.memory(feats, out)
+                if want_predictions:
+                    pred_classes = sorted(outputs)
+                    predictions.append(
+                        self._prediction(
+                            i,
+                            loaded[1],
+                            torch.cat([outputs[c].low_res for c in pred_classes], dim=1)[0],
+                            torch.cat([outputs[c].score for c in pred_classes]),
+                            pred_classes,
+                            s.threshold,
+                            is_reference=True,
+                        )
+                    )
+        by_k: dict[int, list[int]] = {}
+        for c in classes:
+            by_k.setdefault(len(per_class[c]), []).append(c)
+        groups = []
+        for k, cls in sorted(by_k.items()):
+            g = _Group(cls, k)
+            for idx in range(k):
+                g.entries[idx] = MemoryEntry.cat([entries[(per_class[c][idx], c)] for c in cls])
+            groups.append(g)
+        return groups, predictions
+
+    def _prediction(self, index, hw, low, scores, classes, threshold, is_reference=False):
+        """``low``: ``[C, S/4, S/4]`` logits -> Prediction at the image's own size."""
+        up = F.interpolate(low[None].float(), size=hw, mode="bilinear", align_corners=False)[0]
+        up = up.cpu().numpy()
+        scores = scores.float().cpu().numpy()
+        return Prediction(
+            index,
+            {c: up[j] for j, c in enumerate(classes)},
+            {c: float(scores[j]) for j, c in enumerate(classes)},
+            threshold,
+            is_reference,
+        )
+
+    def _decode_group(self, g: _Group, feats: Features, t: int, n: int):
+        """Decode ``n`` targets (``feats``, batch n) for every class of ``g`` at episode index ``t``."""
+        n_cls = len(g.classes)
+        mem, pos, n_ptr = self.engine.gather(g.entries, t)
+        if n > 1:
+            mem, pos = mem.repeat(1, n, 1), pos.repeat(1, n, 1)
+        f = feats.repeat_interleave(n_cls)
+        return f, self.engine.decode_with_memory(f, (mem, pos, n_ptr))
+
+    def _collect(self, groups, outs, n):
+        """Per target: logits ``[C, S/4, S/4]``, scores ``[C]`` and class ids, over all groups."""
+        classes = [c for g in groups for c in g.classes]
+        order = np.argsort(classes)
+        lows = torch.cat([o.low_res.view(n, len(g.classes), *o.low_res.shape[-2:]) for g, o in zip(groups, outs, strict=True)], dim=1)
+        scores = torch.cat([o.score.view(n, len(g.classes)) for g, o in zip(groups, outs, strict=True)], dim=1)
+        idx = torch.as_tensor(order, device=lows.device)
+        return lows[:, idx], scores[:, idx], [classes[j] for j in order]
+
+    def _run_independent(self, targets, groups, s: _Settings):
+        it = iter(enumerate(targets))
+        while True:
+            chunk = list(itertools.islice(it, s.batch_size))
+            if not chunk:
+                return
+            loaded = [self._load_image(img, f"target {i}", s) for i, img in chunk]
+            n = len(chunk)
+            with self._compute():
+                feats = self._features(loaded, s)
+                outs = [self._decode_group(g, feats, g.k, n)[1] for g in groups]
+                lows, scores, classes = self._collect(groups, outs, n)
+                preds = [
+                    self._prediction(i, loaded[j][1], lows[j], scores[j], classes, s.threshold)
+                    for j, (i, _) in enumerate(chunk)
+                ]
+            yield from preds
+
+    def _run_sequential(self, targets, groups, s: _Settings):
+        keep = max(self.sam.num_maskmem - 1, self.sam.max_obj_ptrs_in_encoder - 1)
+        for j, img in enumerate(targets):
+            loaded = self._load_image(img, f"target {j}", s)
+            with self._compute():
+                feats = self._features([loaded], s)
+                outs = []
+                for g in groups:
+                    t = g.k + j
+                    f, out = self._decode_group(g, feats, t, 1)
+                    g.entries[t] = self.engine.memory(f, out)
+                    for old in [x for x in g.entries if 0 < x <= t - keep]:
+                        del g.entries[old]
+                    outs.append(out)
+                lows, scores, classes = self._collect(groups, outs, 1)
+                pred = self._prediction(j, loaded[1], lows[0], scores[0], classes, s.threshold)
+            yield pred
+
+
+def _check_targets(targets) -> None:
+    if targets is None or isinstance(targets, (str, bytes)):
+        raise InvalidInputError("targets must be a list (or a stack) of images")
+    ndim = getattr(targets, "ndim", None)
+    shape = getattr(targets, "shape", None)
+    if ndim == 2 or (ndim == 3 and shape[-1] in (3, 4)):
+        raise InvalidInputError(
+            f"targets has shape {tuple(shape)}, which looks like a single image: pass a list "
+            "of images, e.g. targets=[image]"
+        )
+    if not isinstance(targets, Iterable):
+        raise InvalidInputError("targets must be a list (or a stack) of images")

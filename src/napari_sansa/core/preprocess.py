@@ -1,0 +1,120 @@
+"""From images and prompts to SAM2's inputs, following the authors' evaluation pipeline.
+
+* Image: [0, 1] RGB -> (optional) resize to ``input_size`` x ``input_size`` (bilinear,
+  antialiased; the authors use 640) -> ImageNet mean/std -> resize to the model's
+  square input (bilinear, antialiased, no padding, aspect ratio not kept).
+* Mask: (optional) nearest-neighbour resize to ``input_size`` -> bilinear antialiased
+  resize to the model's input -> ``> 0``.
+* Points, boxes, scribbles: scaled to the model's grid. This module is the one place
+  where napari/numpy ``(row, col)`` becomes SAM2's ``(x, y)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import InvalidInputError
+from .prompts import Box, Mask, Points, Scribble
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "check_input_size",
+    "image_to_input",
+    "mask_to_input",
+    "sparse_prompts_to_input",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# SAM2 point labels
+NEGATIVE, POSITIVE, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = 0, 1, 2, 3
+
+
+def check_input_size(input_size) -> int | None:
+    if input_size is None:
+        return None
+    if isinstance(input_size, bool) or not isinstance(input_size, (int, np.integer)):
+        raise InvalidInputError(
+            f"input_size must be a whole number of pixels (the authors use 640) or None, "
+            f"got {input_size!r}"
+        )
+    if not 16 <= int(input_size) <= 8192:
+        raise InvalidInputError(f"input_size must be between 16 and 8192, got {input_size}")
+    return int(input_size)
+
+
+def _resize(x: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
+    if tuple(x.shape[-2:]) == (size, size):
+        return x
+    if mode == "nearest":
+        return F.interpolate(x, size=(size, size), mode="nearest")
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def image_to_input(rgb: np.ndarray, image_size: int, input_size: int | None, device) -> torch.Tensor:
+    """``(H, W, 3)`` float [0, 1] -> normalised ``(3, S, S)`` float32 tensor on ``device``."""
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device=device, dtype=torch.float32)
+    x = x.permute(2, 0, 1)[None]
+    if input_size is not None:
+        x = _resize(x, input_size)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    return _resize(x, image_size)[0]
+
+
+def mask_to_input(mask: np.ndarray, image_size: int, input_size: int | None, device) -> torch.Tensor:
+    """Binary ``(H, W)`` mask -> ``(1, 1, S, S)`` bool tensor on the model's grid."""
+    m = torch.from_numpy(np.ascontiguousarray(mask)).to(device=device, dtype=torch.float32)
+    m = m[None, None]
+    if input_size is not None:
+        m = _resize(m, input_size, mode="nearest")
+    return _resize(m, image_size) > 0
+
+
+def _to_sam_xy(rows_cols: np.ndarray, hw: tuple[int, int], image_size: int) -> np.ndarray:
+    """(row, col) pixels of an ``hw`` image -> SAM2's (x, y) on the model's square grid."""
+    h, w = hw
+    rows_cols = np.asarray(rows_cols, dtype=np.float64)
+    return np.stack(
+        [rows_cols[:, 1] * (image_size / w), rows_cols[:, 0] * (image_size / h)], axis=1
+    )
+
+
+def densify_path(xy: np.ndarray, spacing: float = 1.0) -> np.ndarray:
+    """Points along a polyline, at most ``spacing`` apart, vertices included."""
+    if len(xy) == 1:
+        return xy.copy()
+    out = [xy[:1]]
+    for a, b in zip(xy[:-1], xy[1:], strict=True):
+        n = max(int(np.ceil(np.linalg.norm(b - a) / spacing)), 1)
+        t = np.arange(1, n + 1, dtype=np.float64)[:, None] / n
+        out.append(a + (b - a) * t)
+    return np.concatenate(out, axis=0)
+
+
+def sparse_prompts_to_input(prompts, hw: tuple[int, int], image_size: int):
+    """Points/boxes/scribbles of one class on one image -> (coords ``(P, 2)`` x,y, labels ``(P,)``)."""
+    coords, labels = [], []
+    for p in prompts:
+        if isinstance(p, Points):
+            coords.append(_to_sam_xy(p.coords, hw, image_size))
+            labels.append(np.where(p.positive, POSITIVE, NEGATIVE))
+        elif isinstance(p, Box):
+            r0, c0, r1, c1 = p.box
+            coords.append(_to_sam_xy(np.array([[r0, c0], [r1, c1]]), hw, image_size))
+            labels.append(np.array([BOX_TOP_LEFT, BOX_BOTTOM_RIGHT]))
+        elif isinstance(p, Scribble):
+            xy = densify_path(_to_sam_xy(p.path, hw, image_size))
+            coords.append(xy)
+            labels.append(np.full(len(xy), POSITIVE))
+        elif isinstance(p, Mask):
+            raise TypeError("masks are not sparse prompts")
+    return (
+        np.concatenate(coords, axis=0).astype(np.float32),
+        np.concatenate(labels, axis=0).astype(np.int32),
+    )
