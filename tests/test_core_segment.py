@@ -211,3 +211,24 @@ def test_tiny_mask_that_vanishes_is_reported(model, images):
     m[3, 3] = True
     with pytest.raises(ValueError, match="disappears"):
         model.segment([ns.Reference(images[0], [ns.Mask(m)])], images[1:2], input_size=16)
+
+
+def test_prepared_references_are_reusable_and_picklable(model, weights, images, disk_mask):
+    import pickle
+
+    refs = [ns.Reference(images[0], [ns.Mask(disk_mask), ns.Points([[70, 30]], label=2)])]
+    direct = model.segment(refs, images[1:3], input_size=128)
+    memory = model.prepare_references(refs, input_size=128)
+    assert memory.classes == (1, 2) and len(memory.decoded) == 1
+    shipped = pickle.loads(pickle.dumps(memory))
+    for mem in (memory, shipped):
+        for mode in ("independent", "sequential"):
+            again = model.segment(mem, images[1:3], mode=mode)
+            want = direct if mode == "independent" else model.segment(refs, images[1:3], mode=mode, input_size=128)
+            for p, q in zip(want, again, strict=True):
+                assert np.abs(p.logits[2] - q.logits[2]).max() < 1e-5
+    with pytest.raises(ValueError, match="input_size=128"):
+        model.segment(memory, images[1:2], input_size=640)
+    other = ns.load_model(config="sam2_hiera_t", sam2_checkpoint=weights[0], device="cpu", image_size=256)
+    with pytest.raises(ValueError, match="another model"):
+        other.segment(memory, images[1:2])

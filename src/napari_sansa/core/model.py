@@ -23,11 +23,11 @@ from .cache import FeatureCache, array_digest
 from .engine import Engine, Features, FrameOutput, MemoryEntry
 from .errors import InvalidInputError
 from .fusion import check_threshold, fuse_labels, sigmoid
-from .images import image_hw, to_float_rgb
+from .images import _check_range, image_hw, to_float_rgb
 from .preprocess import check_input_size, image_to_input, mask_to_input, sparse_prompts_to_input
 from .prompts import Mask, Reference
 
-__all__ = ["MODES", "Prediction", "Predictions", "SansaModel"]
+__all__ = ["MODES", "Prediction", "Predictions", "ReferenceMemory", "SansaModel"]
 
 MODES = ("independent", "sequential")
 
@@ -92,6 +92,61 @@ class _Group:
     classes: list[int]
     k: int
     entries: dict[int, MemoryEntry] = field(default_factory=dict)
+
+
+class ReferenceMemory:
+    """References decoded into per-class memory: prepare once, segment many times.
+
+    Made by :meth:`SansaModel.prepare_references`; pass it to ``segment`` or
+    ``segment_iter`` in place of the references, in this process or another one
+    (it pickles, with its tensors moved to the CPU), e.g. to share it across the
+    workers of a cluster. ``decoded`` holds what was decoded from each reference.
+    """
+
+    def __init__(self, groups, decoded, *, identity, input_size, intensity_range, n_references):
+        self.groups = groups
+        self.decoded = decoded
+        self.identity = identity
+        self.input_size = input_size
+        self.intensity_range = intensity_range
+        self.n_references = n_references
+
+    @property
+    def classes(self) -> tuple[int, ...]:
+        return tuple(sorted(c for g in self.groups for c in g.classes))
+
+    def to(self, device) -> ReferenceMemory:
+        moved = []
+        for g in self.groups:
+            entries = {
+                i: MemoryEntry(e.features.to(device), e.pos.to(device), e.obj_ptr.to(device))
+                for i, e in g.entries.items()
+            }
+            moved.append(_Group(list(g.classes), g.k, entries))
+        return ReferenceMemory(
+            moved,
+            self.decoded,
+            identity=self.identity,
+            input_size=self.input_size,
+            intensity_range=self.intensity_range,
+            n_references=self.n_references,
+        )
+
+    def __getstate__(self):
+        state = self.to("cpu").__dict__.copy()
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        return (
+            f"ReferenceMemory({self.n_references} references, classes={list(self.classes)}, "
+            f"input_size={self.input_size})"
+        )
+
+
+_UNSET = object()
 
 
 @dataclass(frozen=True)
@@ -163,26 +218,41 @@ class SansaModel:
         )
 
     # -- public API ---------------------------------------------------------------------
+    def prepare_references(
+        self, references, *, input_size: int | None = 640, intensity_range=None, threshold: float = 0.5
+    ) -> ReferenceMemory:
+        """Encode the references and decode their prompts into per-class memory, once.
+
+        The result can be given to :meth:`segment` / :meth:`segment_iter` in place of the
+        references any number of times (same model, same ``input_size`` and
+        ``intensity_range``). ``threshold`` only fuses the decoded references' labels.
+        """
+        refs = self._check_references(references)
+        s = self._check_settings("independent", input_size, threshold, intensity_range, None)
+        return self._prepare_references(refs, s)
+
     def segment(
         self,
         references,
         targets,
         *,
         mode: str = "independent",
-        input_size: int | None = 640,
+        input_size=_UNSET,
         threshold: float = 0.5,
-        intensity_range=None,
+        intensity_range=_UNSET,
         batch_size: int | None = None,
     ) -> Predictions:
         """Label every target. Returns a list of :class:`Prediction` (one per target,
         in order) whose ``.references`` attribute holds the decoded references.
 
+        ``references``: a list of :class:`Reference` (or one), or a
+        :class:`ReferenceMemory` from :meth:`prepare_references`.
         ``mode="independent"``: each target sees only the references (the authors'
         benchmark protocol; for unrelated images). ``mode="sequential"``: targets in
         order, each also sees the previous ones (time-lapses, z-stacks).
-        ``input_size``: the authors' intermediate square resize (640); ``None`` resizes
-        straight to the model's input. ``intensity_range``: ``(low, high)`` mapped to
-        [0, 1] for every image (otherwise each image's dtype rule applies).
+        ``input_size``: the authors' intermediate square resize (default 640); ``None``
+        resizes straight to the model's input. ``intensity_range``: ``(low, high)``
+        mapped to [0, 1] for every image (default: each image's dtype rule).
         """
         items = list(
             self.segment_iter(
@@ -205,25 +275,55 @@ class SansaModel:
         targets,
         *,
         mode: str = "independent",
-        input_size: int | None = 640,
+        input_size=_UNSET,
         threshold: float = 0.5,
-        intensity_range=None,
+        intensity_range=_UNSET,
         batch_size: int | None = None,
         include_references: bool = False,
     ) -> Iterator[Prediction]:
         """Generator form of :meth:`segment`: yields each target's :class:`Prediction`
         as soon as it is done, in order (after the references' when
-        ``include_references``). Arguments are checked before it is returned."""
-        refs = self._check_references(references)
-        settings = self._check_settings(mode, input_size, threshold, intensity_range, batch_size)
+        ``include_references``). Arguments are checked before it is returned;
+        stopping the iteration stops the work."""
+        if isinstance(references, ReferenceMemory):
+            memory = references
+            if memory.identity != self.identity:
+                raise InvalidInputError(
+                    "this ReferenceMemory was prepared by another model (or other weights or "
+                    "precision); prepare the references again with this model"
+                )
+            given = {}
+            if input_size is not _UNSET:
+                given["input_size"] = check_input_size(input_size)
+            if intensity_range is not _UNSET:
+                given["intensity_range"] = None if intensity_range is None else _check_range(intensity_range)
+            for name, value in given.items():
+                if value != getattr(memory, name):
+                    raise InvalidInputError(
+                        f"the references were prepared with {name}={getattr(memory, name)!r}, not "
+                        f"{value!r}: targets must be pre-processed like their references"
+                    )
+            settings = self._check_settings(
+                mode, memory.input_size, threshold, memory.intensity_range, batch_size
+            )
+        else:
+            refs = self._check_references(references)
+            settings = self._check_settings(
+                mode,
+                640 if input_size is _UNSET else input_size,
+                threshold,
+                None if intensity_range is _UNSET else intensity_range,
+                batch_size,
+            )
+            memory = None
         _check_targets(targets)
-        return self._run(refs, targets, settings, include_references)
+        return self._run(memory if memory is not None else refs, targets, settings, include_references)
 
     def decode_references(self, references, *, input_size=640, threshold=0.5, intensity_range=None):
         """What SAM2 makes of each reference's prompts, as :class:`Prediction` s."""
-        refs = self._check_references(references)
-        settings = self._check_settings("independent", input_size, threshold, intensity_range, None)
-        return list(self._run(refs, [], settings, include_references=True))
+        return self.prepare_references(
+            references, input_size=input_size, intensity_range=intensity_range, threshold=threshold
+        ).decoded
 
     # -- checks -------------------------------------------------------------------------
     @staticmethod
@@ -255,8 +355,6 @@ class SansaModel:
         if mode not in MODES:
             raise InvalidInputError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
         if intensity_range is not None:
-            from .images import _check_range
-
             intensity_range = _check_range(intensity_range)
         if batch_size is None:
             batch_size = self.default_batch_size()
@@ -311,15 +409,21 @@ class SansaModel:
                     self.feature_cache.put(key, one.to("cpu"), one.nbytes)
         return Features.cat([found[key] for key, _, _ in loaded])
 
-    def _run(self, refs: list[Reference], targets, s: _Settings, include_references: bool):
-        groups, ref_preds = self._prepare_references(refs, s, include_references)
-        yield from ref_preds
-        if s.mode == "independent":
-            yield from self._run_independent(targets, groups, s)
+    def _run(self, refs, targets, s: _Settings, include_references: bool):
+        if isinstance(refs, ReferenceMemory):
+            memory = refs.to(self.device)
+            decoded = [p.with_threshold(s.threshold) for p in memory.decoded]
         else:
-            yield from self._run_sequential(targets, groups, s)
+            memory = self._prepare_references(refs, s)
+            decoded = memory.decoded
+        if include_references:
+            yield from decoded
+        if s.mode == "independent":
+            yield from self._run_independent(targets, memory.groups, s)
+        else:
+            yield from self._run_sequential(targets, memory.groups, s)
 
-    def _prepare_references(self, refs, s: _Settings, want_predictions: bool):
+    def _prepare_references(self, refs, s: _Settings) -> ReferenceMemory:
         size = self.image_size
         classes = sorted({c for r in refs for c in r.classes})
         per_class = {c: [i for i, r in enumerate(refs) if c in r.classes] for c in classes}
@@ -351,19 +455,18 @@ class SansaModel:
                         )
                     outputs[c] = out
                     entries[(i, c)] = self.engine.memory(feats, out)
-                if want_predictions:
-                    pred_classes = sorted(outputs)
-                    predictions.append(
-                        self._prediction(
-                            i,
-                            loaded[1],
-                            torch.cat([outputs[c].low_res for c in pred_classes], dim=1)[0],
-                            torch.cat([outputs[c].score for c in pred_classes]),
-                            pred_classes,
-                            s.threshold,
-                            is_reference=True,
-                        )
+                pred_classes = sorted(outputs)
+                predictions.append(
+                    self._prediction(
+                        i,
+                        loaded[1],
+                        torch.cat([outputs[c].low_res for c in pred_classes], dim=1)[0],
+                        torch.cat([outputs[c].score for c in pred_classes]),
+                        pred_classes,
+                        s.threshold,
+                        is_reference=True,
                     )
+                )
         by_k: dict[int, list[int]] = {}
         for c in classes:
             by_k.setdefault(len(per_class[c]), []).append(c)
@@ -373,7 +476,14 @@ class SansaModel:
             for idx in range(k):
                 g.entries[idx] = MemoryEntry.cat([entries[(per_class[c][idx], c)] for c in cls])
             groups.append(g)
-        return groups, predictions
+        return ReferenceMemory(
+            groups,
+            predictions,
+            identity=self.identity,
+            input_size=s.input_size,
+            intensity_range=s.intensity_range,
+            n_references=len(refs),
+        )
 
     def _prediction(self, index, hw, low, scores, classes, threshold, is_reference=False):
         """``low``: ``[C, S/4, S/4]`` logits -> Prediction at the image's own size."""
@@ -425,6 +535,7 @@ class SansaModel:
             yield from preds
 
     def _run_sequential(self, targets, groups, s: _Settings):
+        groups = [_Group(g.classes, g.k, dict(g.entries)) for g in groups]  # this run's own episode
         keep = max(self.sam.num_maskmem - 1, self.sam.max_obj_ptrs_in_encoder - 1)
         for j, img in enumerate(targets):
             loaded = self._load_image(img, f"target {j}", s)
