@@ -35,7 +35,11 @@ def model(weights):
     torch.set_num_threads(1)
     sam2, adapters = weights
     return ns.load_model(
-        config=CONFIG, sam2_checkpoint=sam2, adapter_checkpoint=adapters, device="cpu", image_size=SIZE
+        config=CONFIG,
+        sam2_checkpoint=sam2,
+        adapter_checkpoint=adapters,
+        device="cpu",
+        image_size=SIZE,
     )
 
 

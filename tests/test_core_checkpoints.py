@@ -18,7 +18,12 @@ SIZE = 256
 
 def _load(sam2, adapters=None, config="sam2_hiera_t", **kw):
     return ns.load_model(
-        config=config, sam2_checkpoint=sam2, adapter_checkpoint=adapters, device="cpu", image_size=SIZE, **kw
+        config=config,
+        sam2_checkpoint=sam2,
+        adapter_checkpoint=adapters,
+        device="cpu",
+        image_size=SIZE,
+        **kw,
     )
 
 
@@ -26,13 +31,17 @@ def _digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_saved_checkpoints_load_back_to_identical_outputs(model, weights, tmp_path, images, disk_mask):
+def test_saved_checkpoints_load_back_to_identical_outputs(
+    model, weights, tmp_path, images, disk_mask
+):
     # write the loaded model back out in both official formats, load again: same outputs
     state = {k: v for k, v in model.sam.state_dict().items() if ".adapter." not in k}
     sam2 = save_sam2_checkpoint(state, tmp_path / "again_sam2.pt")
     adapters = save_adapter_checkpoint(model.sam, tmp_path / "again_adapters.pth")
     raw = torch.load(adapters, weights_only=True)["model"]
-    assert raw and all(re.match(r"sam\.image_encoder\.trunk\.blocks\.\d+\.adapter\.", k) for k in raw)
+    assert raw and all(
+        re.match(r"sam\.image_encoder\.trunk\.blocks\.\d+\.adapter\.", k) for k in raw
+    )
     again = _load(sam2, adapters)
     ref = [ns.Reference(images[0], [ns.Mask(disk_mask), ns.Points([[70, 30]], label=2)])]
     a = model.segment(ref, images[1:3])
@@ -71,7 +80,9 @@ def test_config_is_guessed_from_the_sam2_file(weights):
 
 @pytest.fixture(scope="module")
 def small_weights(tmp_path_factory):
-    return write_random_checkpoints(tmp_path_factory.mktemp("small"), "sam2_hiera_s", image_size=SIZE)
+    return write_random_checkpoints(
+        tmp_path_factory.mktemp("small"), "sam2_hiera_s", image_size=SIZE
+    )
 
 
 def _check_refused(call, path, *words):
@@ -149,8 +160,13 @@ def test_incomplete_or_foreign_adapter_files(weights, tmp_path):
     _check_refused(lambda: _load(sam2, p), p, "block 7", "incomplete")
     far = dict(state)
     far["sam.image_encoder.trunk.blocks.40.adapter.down_proj.weight"] = torch.zeros(3, 3)
-    for name in ("adapter_layer_norm_before.weight", "adapter_layer_norm_before.bias", "down_proj.bias",
-                 "up_proj.weight", "up_proj.bias"):
+    for name in (
+        "adapter_layer_norm_before.weight",
+        "adapter_layer_norm_before.bias",
+        "down_proj.bias",
+        "up_proj.weight",
+        "up_proj.bias",
+    ):
         far[f"sam.image_encoder.trunk.blocks.40.adapter.{name}"] = torch.zeros(3)
     p = tmp_path / "far.pth"
     torch.save({"model": far}, p)
@@ -173,7 +189,9 @@ def test_authors_training_checkpoints_with_args_load(weights, tmp_path):
             "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4, "betas": (0.9, 0.999)}]},
             "lr_scheduler": {"T_max": 100, "last_epoch": 3, "base_lrs": [1e-4]},
             "epoch": 4,
-            "args": argparse.Namespace(adaptformer_stages=[2, 3], channel_factor=0.3, device="cuda"),
+            "args": argparse.Namespace(
+                adaptformer_stages=[2, 3], channel_factor=0.3, device="cuda"
+            ),
         },
         p,
     )

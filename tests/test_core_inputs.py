@@ -123,7 +123,9 @@ def test_row_col_become_sam_x_y_scaled_to_the_model_grid():
         image_size=1024,
     )
     assert np.allclose(coords[0], [30 * 1024 / 200, 10 * 1024 / 100])  # (x, y)
-    assert np.allclose(coords[2:], [[6 * 1024 / 200, 5 * 1024 / 100], [60 * 1024 / 200, 50 * 1024 / 100]])
+    assert np.allclose(
+        coords[2:], [[6 * 1024 / 200, 5 * 1024 / 100], [60 * 1024 / 200, 50 * 1024 / 100]]
+    )
     assert labels.tolist() == [1, 0, 2, 3]
 
 

@@ -16,7 +16,10 @@ def _logits(preds, c=1):
 def test_segment_returns_labels_probabilities_scores(model, images, disk_mask, rect_mask):
     ref = ns.Reference(
         images[0],
-        [ns.Mask(disk_mask, label=1), ns.Points([[70, 30], [10, 120]], label=4, positive=[True, False])],
+        [
+            ns.Mask(disk_mask, label=1),
+            ns.Points([[70, 30], [10, 120]], label=4, positive=[True, False]),
+        ],
     )
     preds = model.segment([ref], images[1:4])
     assert len(preds) == 3
@@ -27,7 +30,7 @@ def test_segment_returns_labels_probabilities_scores(model, images, disk_mask, r
         assert set(p.probabilities) == {1, 4}
         prob = p.probabilities[1]
         assert prob.dtype == np.float32 and prob.shape == (96, 128)
-        assert 0 <= prob.min() and prob.max() <= 1
+        assert prob.min() >= 0 and prob.max() <= 1
         assert all(0.0 <= s <= 1.0 for s in p.scores.values())
         # the fused map is the per-pixel argmax over classes above the threshold
         stack = np.stack([p.probabilities[1], p.probabilities[4]])
@@ -63,9 +66,13 @@ def test_several_classes_match_each_class_alone(model, images, disk_mask, rect_m
         alone = model.segment([ns.Reference(images[0], [p])], images[1:3])
         c = p.label
         assert np.abs(_logits(together, c) - _logits(alone, c)).max() < 1e-4
-        assert np.abs(
-            np.stack([q.probabilities[c] for q in together]) - np.stack([q.probabilities[c] for q in alone])
-        ).max() < 1e-5
+        assert (
+            np.abs(
+                np.stack([q.probabilities[c] for q in together])
+                - np.stack([q.probabilities[c] for q in alone])
+            ).max()
+            < 1e-5
+        )
 
 
 def test_independent_targets_do_not_depend_on_each_other(model, images, disk_mask):
@@ -98,7 +105,10 @@ def test_references_matter(model, images, disk_mask, rect_mask):
     a = model.segment([ns.Reference(images[0], [ns.Mask(disk_mask)])], images[1:2])
     b = model.segment([ns.Reference(images[0], [ns.Mask(rect_mask)])], images[1:2])
     two = model.segment(
-        [ns.Reference(images[0], [ns.Mask(disk_mask)]), ns.Reference(images[5], [ns.Mask(rect_mask)])],
+        [
+            ns.Reference(images[0], [ns.Mask(disk_mask)]),
+            ns.Reference(images[5], [ns.Mask(rect_mask)]),
+        ],
         images[1:2],
     )
     assert np.abs(a[0].logits[1] - b[0].logits[1]).max() > 1e-2
@@ -106,7 +116,9 @@ def test_references_matter(model, images, disk_mask, rect_mask):
     assert len(two.references) == 2
 
 
-def test_class_missing_from_a_reference_uses_only_references_that_have_it(model, images, disk_mask, rect_mask):
+def test_class_missing_from_a_reference_uses_only_references_that_have_it(
+    model, images, disk_mask, rect_mask
+):
     refs = [
         ns.Reference(images[0], [ns.Mask(disk_mask, label=1), ns.Mask(rect_mask, label=2)]),
         ns.Reference(images[5], [ns.Mask(rect_mask, label=2)]),
@@ -170,21 +182,35 @@ def test_each_image_is_encoded_once_per_call(weights, images, disk_mask, rect_ma
     import napari_sansa as ns
 
     sam2, adapters = weights
-    m = ns.load_model(config="sam2_hiera_t", sam2_checkpoint=sam2, adapter_checkpoint=adapters,
-                      device="cpu", image_size=256, cache_bytes=0)
+    m = ns.load_model(
+        config="sam2_hiera_t",
+        sam2_checkpoint=sam2,
+        adapter_checkpoint=adapters,
+        device="cpu",
+        image_size=256,
+        cache_bytes=0,
+    )
     encoded = []
     real = m.engine.encode
     monkeypatch.setattr(m.engine, "encode", lambda x: (encoded.append(x.shape[0]), real(x))[1])
     refs = [
-        ns.Reference(images[0], [ns.Mask(disk_mask, label=1), ns.Box((55, 5, 90, 60), label=2),
-                                 ns.Points([[10, 10]], label=3)]),
+        ns.Reference(
+            images[0],
+            [
+                ns.Mask(disk_mask, label=1),
+                ns.Box((55, 5, 90, 60), label=2),
+                ns.Points([[10, 10]], label=3),
+            ],
+        ),
         ns.Reference(images[5], [ns.Mask(rect_mask, label=1)]),
     ]
     m.segment(refs, images[1:5], batch_size=2)
     assert sum(encoded) == 6  # 2 references + 4 targets, whatever the number of classes
 
 
-def test_feature_cache_makes_reruns_skip_the_encoder(model, images, disk_mask, rect_mask, monkeypatch):
+def test_feature_cache_makes_reruns_skip_the_encoder(
+    model, images, disk_mask, rect_mask, monkeypatch
+):
     ref1 = [ns.Reference(images[0], [ns.Mask(disk_mask)])]
     model.segment(ref1, images[1:3], input_size=128)
     calls = []
@@ -200,7 +226,10 @@ def test_feature_cache_makes_reruns_skip_the_encoder(model, images, disk_mask, r
 
 
 def test_two_shot_and_many_targets_in_sequence_stay_bounded(model, images, disk_mask, rect_mask):
-    refs = [ns.Reference(images[0], [ns.Mask(disk_mask)]), ns.Reference(images[5], [ns.Mask(rect_mask)])]
+    refs = [
+        ns.Reference(images[0], [ns.Mask(disk_mask)]),
+        ns.Reference(images[5], [ns.Mask(rect_mask)]),
+    ]
     targets = [images[1 + i % 4] for i in range(20)]
     preds = list(model.segment_iter(refs, targets, mode="sequential", input_size=64))
     assert len(preds) == 20 and [p.index for p in preds] == list(range(20))
@@ -224,11 +253,17 @@ def test_prepared_references_are_reusable_and_picklable(model, weights, images, 
     for mem in (memory, shipped):
         for mode in ("independent", "sequential"):
             again = model.segment(mem, images[1:3], mode=mode)
-            want = direct if mode == "independent" else model.segment(refs, images[1:3], mode=mode, input_size=128)
+            want = (
+                direct
+                if mode == "independent"
+                else model.segment(refs, images[1:3], mode=mode, input_size=128)
+            )
             for p, q in zip(want, again, strict=True):
                 assert np.abs(p.logits[2] - q.logits[2]).max() < 1e-5
     with pytest.raises(ValueError, match="input_size=128"):
         model.segment(memory, images[1:2], input_size=640)
-    other = ns.load_model(config="sam2_hiera_t", sam2_checkpoint=weights[0], device="cpu", image_size=256)
+    other = ns.load_model(
+        config="sam2_hiera_t", sam2_checkpoint=weights[0], device="cpu", image_size=256
+    )
     with pytest.raises(ValueError, match="another model"):
         other.segment(memory, images[1:2])

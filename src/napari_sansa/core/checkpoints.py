@@ -41,7 +41,9 @@ ADAPTER_KEY = re.compile(
     r"(adapter_layer_norm_before|down_proj|up_proj)\.(weight|bias)$"
 )
 _ADAPTER_PARTS = {
-    f"{m}.{p}" for m in ("adapter_layer_norm_before", "down_proj", "up_proj") for p in ("weight", "bias")
+    f"{m}.{p}"
+    for m in ("adapter_layer_norm_before", "down_proj", "up_proj")
+    for p in ("weight", "bias")
 }
 _OBJECT_SCORE_KEYS = {"no_obj_ptr", "sam_mask_decoder.obj_score_token.weight"}
 # Hiera blocks per SAM2 size, to name the size a mismatched file belongs to.
@@ -151,7 +153,8 @@ def check_sam2_state_dict(state: dict, model, path, config: str) -> dict:
         if extra:
             parts.append(f"{len(extra)} unexpected tensors ({_listing(extra)})")
         raise CheckpointError(
-            f"{path} does not fit SAM2 {config}: " + "; ".join(parts)
+            f"{path} does not fit SAM2 {config}: "
+            + "; ".join(parts)
             + ". Is it a SAM2 checkpoint of this size and version?"
         )
     return kept
@@ -170,11 +173,7 @@ def adapter_layout(state: dict, model, path) -> dict[int, int]:
         by_block.setdefault(int(m.group(1)), {})[f"{m.group(2)}.{m.group(3)}"] = v
     if unknown:
         looks_sam2 = any(k.startswith("image_encoder.") for k in unknown)
-        hint = (
-            " It looks like a SAM2 checkpoint: pass it as sam2_checkpoint."
-            if looks_sam2
-            else ""
-        )
+        hint = " It looks like a SAM2 checkpoint: pass it as sam2_checkpoint." if looks_sam2 else ""
         raise CheckpointError(
             f"{path} is not a SANSA adapter checkpoint: {len(unknown)} tensors are not adapter "
             f"weights ({_listing(unknown)}).{hint}"
@@ -230,9 +229,7 @@ def save_sam2_checkpoint(state: dict, path) -> Path:
 def save_adapter_checkpoint(model, path) -> Path:
     """Write a model's adapter weights in the authors' format."""
     state = {
-        f"sam.{k}": v.detach().cpu()
-        for k, v in model.state_dict().items()
-        if ".adapter." in k
+        f"sam.{k}": v.detach().cpu() for k, v in model.state_dict().items() if ".adapter." in k
     }
     if not state:
         raise ValueError("the model has no adapters to save")

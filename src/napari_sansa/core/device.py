@@ -45,7 +45,9 @@ def resolve_device(device="auto") -> torch.device:
         if mps is None or not mps.is_available():
             raise InvalidInputError(f"device {device!r} (Apple MPS) is not available here")
     elif dev.type != "cpu":
-        raise InvalidInputError(f"unsupported device {device!r}; use 'auto', 'cpu', 'cuda' or 'mps'")
+        raise InvalidInputError(
+            f"unsupported device {device!r}; use 'auto', 'cpu', 'cuda' or 'mps'"
+        )
     return dev
 
 

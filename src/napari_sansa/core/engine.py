@@ -46,7 +46,8 @@ class Features:
         if n == 1:
             return self
         return Features(
-            tuple(x.repeat_interleave(n, dim=0) for x in self.high_res), self.top.repeat_interleave(n, dim=0)
+            tuple(x.repeat_interleave(n, dim=0) for x in self.high_res),
+            self.top.repeat_interleave(n, dim=0),
         )
 
     def to(self, device=None, dtype=None, non_blocking: bool = False) -> Features:
@@ -129,7 +130,9 @@ class Engine:
         if coords is None:  # no prompt: one padding point
             coords = torch.zeros(b, 1, 2, device=pix.device)
             labels = -torch.ones(b, 1, dtype=torch.int32, device=pix.device)
-        sparse, dense = sam.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=mask_prompt)
+        sparse, dense = sam.sam_prompt_encoder(
+            points=(coords, labels), boxes=None, masks=mask_prompt
+        )
         low, ious, tokens, _ = sam.sam_mask_decoder(
             image_embeddings=pix,
             image_pe=sam.sam_prompt_encoder.get_dense_pe(),
@@ -167,10 +170,14 @@ class Engine:
             align_corners=False,
             antialias=True,
         )
-        ptr = self._decode(feats.top, feats.high_res, mask_prompt=self.sam.mask_downsample(m)).obj_ptr
+        ptr = self._decode(
+            feats.top, feats.high_res, mask_prompt=self.sam.mask_downsample(m)
+        ).obj_ptr
         return FrameOutput(low, torch.ones(m.shape[0], device=m.device), ptr)
 
-    def decode_sparse_prompt(self, feats: Features, coords: torch.Tensor, labels: torch.Tensor) -> FrameOutput:
+    def decode_sparse_prompt(
+        self, feats: Features, coords: torch.Tensor, labels: torch.Tensor
+    ) -> FrameOutput:
         """A reference given as points/boxes/scribbles (SAM2 ``(x, y)`` on the model grid)."""
         pix = feats.top + self.sam.no_mem_embed.view(1, -1, 1, 1)
         return self._decode(pix, feats.high_res, coords=coords, labels=labels)

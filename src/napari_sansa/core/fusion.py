@@ -13,7 +13,9 @@ def check_threshold(threshold) -> float:
     try:
         t = float(threshold)
     except (TypeError, ValueError):
-        raise InvalidInputError(f"threshold must be a number in (0, 1), got {threshold!r}") from None
+        raise InvalidInputError(
+            f"threshold must be a number in (0, 1), got {threshold!r}"
+        ) from None
     if not 0.0 < t < 1.0:
         raise InvalidInputError(f"threshold must be strictly between 0 and 1, got {t:g}")
     return t

@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import InvalidInputError
 
-__all__ = ["image_hw", "to_float_rgb"]
+__all__ = ["check_image", "image_hw", "to_float_rgb"]
 
 MIN_SIDE = 2
 
@@ -67,8 +67,8 @@ def image_hw(image, what: str = "image") -> tuple[int, int]:
     return h, w
 
 
-def to_float_rgb(image, intensity_range=None, what: str = "image") -> np.ndarray:
-    """Return a new ``float32`` array ``(H, W, 3)`` with values in [0, 1]."""
+def _read_checked(image, what: str):
+    """The pixels (alpha dropped, 2D or RGB) and their min/max, after every check."""
     image_hw(image, what)
     arr = np.asarray(image)
     if arr.ndim == 3:
@@ -83,15 +83,25 @@ def to_float_rgb(image, intensity_range=None, what: str = "image") -> np.ndarray
         raise InvalidInputError(
             f"the {what} is constant (every pixel is {lo_v}): there is nothing to segment"
         )
+    return arr, lo_v, hi_v
+
+
+def check_image(image, what: str = "image") -> tuple[int, int]:
+    """Raise the error :func:`to_float_rgb` would raise, without converting; return (H, W)."""
+    arr, _, _ = _read_checked(image, what)
+    return arr.shape[:2]
+
+
+def to_float_rgb(image, intensity_range=None, what: str = "image") -> np.ndarray:
+    """Return a new ``float32`` array ``(H, W, 3)`` with values in [0, 1]."""
+    arr, lo_v, hi_v = _read_checked(image, what)
     if intensity_range is not None:
         lo, hi = _check_range(intensity_range)
         out = (arr.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
         np.clip(out, 0.0, 1.0, out=out)
     elif arr.dtype == np.uint8:
         out = arr.astype(np.float32) / np.float32(255.0)
-    elif arr.dtype == bool:
-        out = arr.astype(np.float32)
-    elif arr.dtype.kind == "f" and lo_v >= 0 and hi_v <= 1:
+    elif arr.dtype == bool or arr.dtype.kind == "f" and lo_v >= 0 and hi_v <= 1:
         out = arr.astype(np.float32)
     else:
         lo_f, hi_f = float(lo_v), float(hi_v)
@@ -109,7 +119,5 @@ def _check_range(intensity_range) -> tuple[float, float]:
             f"intensity_range must be two numbers (low, high), got {intensity_range!r}"
         ) from None
     if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
-        raise InvalidInputError(
-            f"intensity_range must satisfy low < high, got ({lo:g}, {hi:g})"
-        )
+        raise InvalidInputError(f"intensity_range must satisfy low < high, got ({lo:g}, {hi:g})")
     return lo, hi

@@ -31,7 +31,9 @@ def file_fingerprint(path) -> str:
     return _FINGERPRINTS[key]
 
 
-def build_sansa(config: str, sam2_checkpoint, adapter_checkpoint=None, image_size: int | None = None):
+def build_sansa(
+    config: str, sam2_checkpoint, adapter_checkpoint=None, image_size: int | None = None
+):
     """SAM2 ``config`` with Meta's weights and, when given, the authors' adapters.
 
     Both files are read and checked completely before any weight is copied into

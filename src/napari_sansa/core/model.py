@@ -219,7 +219,12 @@ class SansaModel:
 
     # -- public API ---------------------------------------------------------------------
     def prepare_references(
-        self, references, *, input_size: int | None = 640, intensity_range=None, threshold: float = 0.5
+        self,
+        references,
+        *,
+        input_size: int | None = 640,
+        intensity_range=None,
+        threshold: float = 0.5,
     ) -> ReferenceMemory:
         """Encode the references and decode their prompts into per-class memory, once.
 
@@ -296,7 +301,9 @@ class SansaModel:
             if input_size is not _UNSET:
                 given["input_size"] = check_input_size(input_size)
             if intensity_range is not _UNSET:
-                given["intensity_range"] = None if intensity_range is None else _check_range(intensity_range)
+                given["intensity_range"] = (
+                    None if intensity_range is None else _check_range(intensity_range)
+                )
             for name, value in given.items():
                 if value != getattr(memory, name):
                     raise InvalidInputError(
@@ -317,7 +324,9 @@ class SansaModel:
             )
             memory = None
         _check_targets(targets)
-        return self._run(memory if memory is not None else refs, targets, settings, include_references)
+        return self._run(
+            memory if memory is not None else refs, targets, settings, include_references
+        )
 
     def decode_references(self, references, *, input_size=640, threshold=0.5, intensity_range=None):
         """What SAM2 makes of each reference's prompts, as :class:`Prediction` s."""
@@ -351,17 +360,27 @@ class SansaModel:
                 )
         return refs
 
-    def _check_settings(self, mode, input_size, threshold, intensity_range, batch_size) -> _Settings:
+    def _check_settings(
+        self, mode, input_size, threshold, intensity_range, batch_size
+    ) -> _Settings:
         if mode not in MODES:
             raise InvalidInputError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
         if intensity_range is not None:
             intensity_range = _check_range(intensity_range)
         if batch_size is None:
             batch_size = self.default_batch_size()
-        elif isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        elif (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, (int, np.integer))
+            or batch_size < 1
+        ):
             raise InvalidInputError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
         return _Settings(
-            mode, check_input_size(input_size), check_threshold(threshold), intensity_range, int(batch_size)
+            mode,
+            check_input_size(input_size),
+            check_threshold(threshold),
+            intensity_range,
+            int(batch_size),
         )
 
     def default_batch_size(self) -> int:
@@ -381,7 +400,9 @@ class SansaModel:
         hw = image_hw(image, what)
         raw = np.asarray(image)
         rgb = to_float_rgb(raw, s.intensity_range, what)
-        key = "|".join((array_digest(raw), str(s.intensity_range), str(s.input_size), self.identity))
+        key = "|".join(
+            (array_digest(raw), str(s.intensity_range), str(s.input_size), self.identity)
+        )
         return key, hw, rgb
 
     def _features(self, loaded, s: _Settings) -> Features:
@@ -499,7 +520,7 @@ class SansaModel:
         )
 
     def _decode_group(self, g: _Group, feats: Features, t: int, n: int):
-        """Decode ``n`` targets (``feats``, batch n) for every class of ``g`` at episode index ``t``."""
+        """Decode ``n`` targets (``feats``) for every class of ``g`` at episode index ``t``."""
         n_cls = len(g.classes)
         mem, pos, n_ptr = self.engine.gather(g.entries, t)
         if n > 1:
@@ -511,8 +532,16 @@ class SansaModel:
         """Per target: logits ``[C, S/4, S/4]``, scores ``[C]`` and class ids, over all groups."""
         classes = [c for g in groups for c in g.classes]
         order = np.argsort(classes)
-        lows = torch.cat([o.low_res.view(n, len(g.classes), *o.low_res.shape[-2:]) for g, o in zip(groups, outs, strict=True)], dim=1)
-        scores = torch.cat([o.score.view(n, len(g.classes)) for g, o in zip(groups, outs, strict=True)], dim=1)
+        lows = torch.cat(
+            [
+                o.low_res.view(n, len(g.classes), *o.low_res.shape[-2:])
+                for g, o in zip(groups, outs, strict=True)
+            ],
+            dim=1,
+        )
+        scores = torch.cat(
+            [o.score.view(n, len(g.classes)) for g, o in zip(groups, outs, strict=True)], dim=1
+        )
         idx = torch.as_tensor(order, device=lows.device)
         return lows[:, idx], scores[:, idx], [classes[j] for j in order]
 

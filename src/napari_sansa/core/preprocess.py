@@ -55,7 +55,9 @@ def _resize(x: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
-def image_to_input(rgb: np.ndarray, image_size: int, input_size: int | None, device) -> torch.Tensor:
+def image_to_input(
+    rgb: np.ndarray, image_size: int, input_size: int | None, device
+) -> torch.Tensor:
     """``(H, W, 3)`` float [0, 1] -> normalised ``(3, S, S)`` float32 tensor on ``device``."""
     x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device=device, dtype=torch.float32)
     x = x.permute(2, 0, 1)[None]
@@ -67,7 +69,9 @@ def image_to_input(rgb: np.ndarray, image_size: int, input_size: int | None, dev
     return _resize(x, image_size)[0]
 
 
-def mask_to_input(mask: np.ndarray, image_size: int, input_size: int | None, device) -> torch.Tensor:
+def mask_to_input(
+    mask: np.ndarray, image_size: int, input_size: int | None, device
+) -> torch.Tensor:
     """Binary ``(H, W)`` mask -> ``(1, 1, S, S)`` bool tensor on the model's grid."""
     m = torch.from_numpy(np.ascontiguousarray(mask)).to(device=device, dtype=torch.float32)
     m = m[None, None]
@@ -98,7 +102,7 @@ def densify_path(xy: np.ndarray, spacing: float = 1.0) -> np.ndarray:
 
 
 def sparse_prompts_to_input(prompts, hw: tuple[int, int], image_size: int):
-    """Points/boxes/scribbles of one class on one image -> (coords ``(P, 2)`` x,y, labels ``(P,)``)."""
+    """Points/boxes/scribbles of one class on one image -> (P, 2) x,y coords, (P,) labels."""
     coords, labels = [], []
     for p in prompts:
         if isinstance(p, Points):

@@ -246,7 +246,10 @@ class Reference:
             if coords is None:
                 continue
             bad = (
-                (coords[:, 0] < -0.5) | (coords[:, 0] > h) | (coords[:, 1] < -0.5) | (coords[:, 1] > w)
+                (coords[:, 0] < -0.5)
+                | (coords[:, 0] > h)
+                | (coords[:, 1] < -0.5)
+                | (coords[:, 1] > w)
             )
             if bad.any():
                 r, c = coords[np.argmax(bad)]

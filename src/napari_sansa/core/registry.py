@@ -221,7 +221,9 @@ def _command(spec: ModelSpec) -> str:
     return f"napari-sansa download {spec.name}"
 
 
-def resolve_files(spec: ModelSpec, download: bool = True, force: bool = False, progress: bool = True):
+def resolve_files(
+    spec: ModelSpec, download: bool = True, force: bool = False, progress: bool = True
+):
     """Paths of a model's weights in the cache, downloading what is missing."""
     paths = []
     for source in (spec.sam2, spec.adapter):
@@ -330,7 +332,9 @@ def fetch(spec: ModelSpec, source: Source, progress: bool = True) -> Path:
             _download(source, tmp, progress)
         except Exception as exc:  # noqa: BLE001 - network libraries raise many types
             raise ModelNotFoundError(
-                _missing_message(spec, source, final, f"download failed: {type(exc).__name__}: {exc}")
+                _missing_message(
+                    spec, source, final, f"download failed: {type(exc).__name__}: {exc}"
+                )
             ) from None
         candidate = tmp
         if _is_plain_archive(tmp):
