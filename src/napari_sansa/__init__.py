@@ -17,7 +17,12 @@ from .core import (
     Scribble,
 )
 
-__version__ = "0.1.0"
+try:
+    from importlib.metadata import PackageNotFoundError, version
+
+    __version__ = version("napari-sansa")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "Box",

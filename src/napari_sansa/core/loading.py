@@ -112,7 +112,15 @@ def load_model(
                 )
         config = check_config_name(config)
         label = Path(adapter_checkpoint).stem if adapter_checkpoint is not None else config
-    sam = build_sansa(config, sam2_checkpoint, adapter_checkpoint, image_size)
+    try:
+        sam = build_sansa(config, sam2_checkpoint, adapter_checkpoint, image_size)
+    except CheckpointError as exc:
+        if name is None:
+            raise
+        raise CheckpointError(
+            f"{exc}. The cached weights of {label} are damaged: run `napari-sansa download "
+            f"{label} --force` to fetch them again"
+        ) from None
     identity = "sam2:" + file_fingerprint(sam2_checkpoint)
     if adapter_checkpoint is not None:
         identity += "+adapters:" + file_fingerprint(adapter_checkpoint)

@@ -11,11 +11,13 @@ deleted and never used; the next call simply tries again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
 import sys
+import time
 import uuid
 import zipfile
 from dataclasses import dataclass, field
@@ -265,6 +267,7 @@ def _download(source: Source, dest: Path, progress: bool) -> None:
     elif source.kind == "http":
         import pooch
 
+        pooch.get_logger().setLevel("WARNING")  # it logs every file's hash at INFO
         pooch.retrieve(
             url=source.url,
             known_hash=None,  # verified below, before the file enters the cache
@@ -325,6 +328,10 @@ def fetch(spec: ModelSpec, source: Source, progress: bool = True) -> Path:
     final = cached_path(source)
     staging = final.parent / ".partial"
     staging.mkdir(parents=True, exist_ok=True)
+    for old in staging.iterdir():  # left by a process that was killed mid-download
+        with contextlib.suppress(OSError):
+            if time.time() - old.stat().st_mtime > 86400:
+                old.unlink()
     tmp = staging / f"{source.filename}.{uuid.uuid4().hex}.download"
     picked = tmp.with_suffix(".pick")
     try:
@@ -352,6 +359,6 @@ def fetch(spec: ModelSpec, source: Source, progress: bool = True) -> Path:
         if progress:
             print(f"napari-sansa: saved {final}", file=sys.stderr)
         return final
-    finally:
-        for p in (tmp, picked):
+    finally:  # the downloaders' own partial files too (gdown keeps one for resuming)
+        for p in staging.glob(tmp.name.removesuffix(".download") + "*"):
             p.unlink(missing_ok=True)

@@ -1,0 +1,265 @@
+"""The ``napari-sansa`` command line.
+
+    napari-sansa gui [--sample] [FILE ...]     open napari with the SANSA widget
+    napari-sansa models [--json]               list the registered models
+    napari-sansa download NAME [NAME ...]      fetch weights ahead of time
+    napari-sansa segment TARGET ... --reference IMAGE LABELS --out DIR [options]
+
+Exit codes: 0 success; 1 the run finished but some images failed (they are listed
+in scores.csv; running again retries them), or it stopped on an unexpected error;
+2 bad usage or input (the message says what to change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from .core.errors import SansaError
+
+log = logging.getLogger("napari_sansa")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="napari-sansa",
+        description="SANSA few-shot segmentation: annotate a few images, label the rest.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    g = sub.add_parser("gui", help="open napari with the SANSA widget")
+    g.add_argument("files", nargs="*", help="images to open")
+    g.add_argument("--sample", action="store_true", help="open the sample stack with annotations")
+
+    m = sub.add_parser("models", help="list the registered models")
+    m.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    d = sub.add_parser("download", help="download models' weights into the cache")
+    d.add_argument("names", nargs="+", metavar="NAME", help="registered model names")
+    d.add_argument("--force", action="store_true", help="download again even if cached")
+
+    s = sub.add_parser(
+        "segment",
+        help="label whole folders of images or TIFF stacks",
+        description="Label every target image from a few annotated references. Outputs mirror "
+        "the inputs' folders as TIFF label images (class ids, same size as the image; a "
+        "multi-page TIFF gives a label stack) and scores.csv lists every target.",
+    )
+    s.add_argument(
+        "targets", nargs="+", metavar="TARGET", help="image files, folders, or multi-page TIFFs"
+    )
+    s.add_argument(
+        "-r",
+        "--reference",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("IMAGE", "LABELS"),
+        help="a reference image and its label image (nonzero value = class id); repeatable",
+    )
+    s.add_argument(
+        "--prompts", metavar="JSON", help="references with points/boxes/scribbles (see docs/cli.md)"
+    )
+    s.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
+    s.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME",
+        help="registered model (default sansa-universal; see `napari-sansa models`)",
+    )
+    s.add_argument("--config", help="SAM2 config of local files, e.g. sam2_hiera_l")
+    s.add_argument("--sam2-checkpoint", metavar="FILE", help="Meta's SAM2 weights file")
+    s.add_argument("--adapter-checkpoint", metavar="FILE", help="SANSA adapter weights file")
+    s.add_argument("--image-size", type=int, default=None, help=argparse.SUPPRESS)
+    s.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    s.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    s.add_argument("--mode", default="independent", choices=("independent", "sequential"))
+    s.add_argument("--threshold", type=float, default=0.5, help="probability threshold (0.5)")
+    s.add_argument(
+        "--input-size",
+        default="640",
+        help="the authors' intermediate square resize (640), or 'none'",
+    )
+    s.add_argument(
+        "--intensity-range",
+        nargs=2,
+        type=float,
+        metavar=("LOW", "HIGH"),
+        help="map LOW..HIGH to the model's range for every image (default: per-image rule)",
+    )
+    s.add_argument("--batch-size", type=int, default=None, help="targets per model batch")
+    s.add_argument(
+        "--probabilities", action="store_true", help="also write per-class probability TIFFs"
+    )
+    s.add_argument("--overwrite", action="store_true", help="redo targets that already have output")
+    s.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar, log lines only")
+    s.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler to spread work over")
+    s.add_argument(
+        "--chunk-size", type=int, default=16, help="targets per Dask task (16)", metavar="N"
+    )
+    return p
+
+
+def _print_models(as_json: bool) -> None:
+    from .core.registry import list_models, napari_sansa_home
+
+    models = list_models()
+    if as_json:
+        print(json.dumps(models, indent=2))
+        return
+    print(f"cache: {napari_sansa_home() / 'weights'}  (NAPARI_SANSA_HOME moves it)\n")
+    print(f"{'name':24} {'config':14} {'size':>9}  {'on disk':7}  description")
+    for m in models:
+        size = f"{m['size_mb']:.0f} MB" if m["size_mb"] else "?"
+        if m["size_mb"] and not m["size_known"]:
+            size = "+" + size
+        print(
+            f"{m['name']:24} {m['config']:14} {size:>9}  {'yes' if m['downloaded'] else 'no':7}  "
+            f"{m['description']}"
+        )
+    print("\n'+N MB': the adapter file's size is not known in advance.")
+
+
+def _download(names, force: bool) -> None:
+    from .core.registry import get_model_spec, resolve_files
+
+    specs = [get_model_spec(n) for n in names]  # check every name before fetching anything
+    for spec in specs:
+        sam2, adapters = resolve_files(spec, download=True, force=force)
+        print(f"{spec.name}: {sam2}" + (f", {adapters}" if adapters else ""))
+
+
+def _segment(args) -> int:
+    from .batch import ModelSource, load_prompt_file, load_reference_pair, segment_dataset
+    from .core.errors import InvalidInputError
+
+    files = (args.config, args.sam2_checkpoint, args.adapter_checkpoint)
+    if args.model and any(files):
+        raise InvalidInputError(
+            "give --model NAME or --config/--sam2-checkpoint/--adapter-checkpoint, not both"
+        )
+    if args.adapter_checkpoint and not args.sam2_checkpoint:
+        raise InvalidInputError("--adapter-checkpoint needs --sam2-checkpoint (Meta's SAM2 file)")
+    common = {"device": args.device, "precision": args.precision, "image_size": args.image_size}
+    if args.sam2_checkpoint:
+        source = ModelSource(
+            config=args.config,
+            sam2_checkpoint=args.sam2_checkpoint,
+            adapter_checkpoint=args.adapter_checkpoint,
+            **common,
+        )
+    else:
+        source = ModelSource(name=args.model or "sansa-universal", **common)
+    size = str(args.input_size).strip().lower()
+    if size in ("none", "0", ""):
+        input_size = None
+    elif size.isdigit():
+        input_size = int(size)
+    else:
+        raise InvalidInputError(f"--input-size must be a number of pixels or 'none', got {size!r}")
+    references = [load_reference_pair(img, lab) for img, lab in args.reference]
+    if args.prompts:
+        references += load_prompt_file(args.prompts)
+    if not references:
+        raise InvalidInputError(
+            "no references: give --reference IMAGE LABELS (repeatable) or --prompts FILE.json"
+        )
+    client = None
+    if args.scheduler:
+        try:
+            from dask.distributed import Client
+        except ImportError:
+            raise InvalidInputError(
+                "--scheduler needs dask.distributed: pip install 'napari-sansa[dask]'"
+            ) from None
+        try:
+            client = Client(args.scheduler)  # dask's distributed.comm.timeouts.connect applies
+        except OSError as exc:
+            raise InvalidInputError(
+                f"cannot reach the Dask scheduler at {args.scheduler}: {exc}"
+            ) from None
+    try:
+        report = segment_dataset(
+            args.targets,
+            references,
+            args.out,
+            model=source,
+            mode=args.mode,
+            threshold=args.threshold,
+            input_size=input_size,
+            intensity_range=args.intensity_range,
+            probabilities=args.probabilities,
+            overwrite=args.overwrite,
+            strict=args.strict,
+            batch_size=args.batch_size,
+            client=client,
+            chunk_size=args.chunk_size,
+            progress=not args.quiet,
+        )
+    finally:
+        if client is not None:
+            client.close()
+    rate = report.frames / report.seconds if report.seconds else 0.0
+    log.info(
+        "labelled %d target(s), skipped %d already done, %d failed in %.1f s (%.2f images/s); "
+        "scores: %s",
+        report.done,
+        report.skipped,
+        len(report.failed),
+        report.seconds,
+        rate,
+        report.csv,
+    )
+    for source_path, message in report.failed:
+        log.warning("failed: %s: %s", source_path, message)
+    if report.failed:
+        log.warning(
+            "%d image(s) failed (listed in %s); run the same command again to retry them",
+            len(report.failed),
+            report.csv,
+        )
+        return 1
+    return 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="napari-sansa: %(message)s", stream=sys.stderr, force=True
+    )
+    try:
+        if args.command == "gui":
+            from ._app import launch
+
+            launch(args.files, sample=args.sample)
+            return 0
+        if args.command == "models":
+            _print_models(args.json)
+            return 0
+        if args.command == "download":
+            _download(args.names, args.force)
+            return 0
+        return _segment(args)
+    except SansaError as exc:
+        print(f"napari-sansa: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        from .batch import DiskFullError
+
+        if isinstance(exc, DiskFullError):
+            print(f"napari-sansa: error: {exc.strerror}", file=sys.stderr)
+            return 1
+        raise
+    except KeyboardInterrupt:
+        print(
+            "napari-sansa: interrupted; finished outputs are kept, run again to continue",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""The `napari-sansa segment` command and `segment_dataset`: folders, stacks, resume, failures."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+
+from conftest import make_image
+from napari_sansa.cli import main
+
+
+@pytest.fixture()
+def dataset(tmp_path):
+    """A folder tree of targets, one reference with its label image."""
+    data = tmp_path / "data"
+    (data / "day2").mkdir(parents=True)
+    for i in range(3):
+        iio.imwrite(data / f"img{i}.png", make_image(10 + i))
+    iio.imwrite(data / "day2" / "img10.png", make_image(20, shape=(64, 80)))
+    iio.imwrite(tmp_path / "ref.png", make_image(0))
+    lab = np.zeros((96, 128), np.uint8)
+    lab[20:50, 30:80] = 1
+    lab[60:85, 10:50] = 2
+    iio.imwrite(tmp_path / "ref_labels.png", lab)
+    return tmp_path
+
+
+def _args(weights, root, *extra, out="out"):
+    sam2, adapters = weights
+    return [
+        "segment",
+        str(root / "data"),
+        "--reference",
+        str(root / "ref.png"),
+        str(root / "ref_labels.png"),
+        "--out",
+        str(root / out),
+        "--sam2-checkpoint",
+        str(sam2),
+        "--adapter-checkpoint",
+        str(adapters),
+        "--image-size",
+        "256",
+        "--device",
+        "cpu",
+        "--quiet",
+        *extra,
+    ]
+
+
+def _csv(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_folder_tree_end_to_end(weights, dataset):
+    assert main(_args(weights, dataset, "--probabilities")) == 0
+    out = dataset / "out"
+    for rel, shape in [
+        ("img0.tif", (96, 128)),
+        ("img2.tif", (96, 128)),
+        ("day2/img10.tif", (64, 80)),
+    ]:
+        labels = tifffile.imread(out / rel)
+        assert labels.shape == shape and labels.dtype == np.uint8
+        assert set(np.unique(labels)) <= {0, 1, 2}
+        probs = tifffile.imread(out / rel.replace(".tif", "_probabilities.tif"))
+        assert probs.shape == (2, *shape) and probs.dtype == np.float32
+        fused = np.where(probs.max(0) > 0.5, probs.argmax(0) + 1, 0)
+        assert np.array_equal(fused, labels)
+    rows = _csv(out / "scores.csv")  # in processing order: natural sort of the paths
+    assert [Path(r["target"]).name for r in rows] == [
+        "img10.png",
+        "img0.png",
+        "img1.png",
+        "img2.png",
+    ]
+    assert all(r["status"] == "ok" and 0 <= float(r["score_1"]) <= 1 for r in rows)
+    labels = tifffile.imread(out / "img1.tif")
+    assert int(rows[2]["area_2"]) == int((labels == 2).sum())
+    assert not list(out.rglob("*napari-sansa-part"))
+
+
+def test_tiff_stack_gives_a_label_stack(weights, dataset):
+    stack = np.stack([make_image(30 + i, rgb=False) for i in range(4)])
+    tifffile.imwrite(dataset / "movie.tif", stack, photometric="minisblack")
+    args = _args(weights, dataset, "--mode", "sequential")
+    args[1] = str(dataset / "movie.tif")
+    assert main(args) == 0
+    labels = tifffile.imread(dataset / "out" / "movie.tif")
+    assert labels.shape == (4, 96, 128) and labels.dtype == np.uint8
+    rows = _csv(dataset / "out" / "scores.csv")
+    assert [r["frame"] for r in rows] == ["0", "1", "2", "3"]
+
+
+def test_unreadable_image_is_reported_not_fatal_unless_strict(weights, dataset, capsys):
+    good = (dataset / "data" / "img0.png").read_bytes()
+    (dataset / "data" / "img1.png").write_bytes(good[:150])  # truncated
+    assert main(_args(weights, dataset)) == 1
+    rows = {Path(r["target"]).name: r for r in _csv(dataset / "out" / "scores.csv")}
+    assert rows["img1.png"]["status"] == "failed" and "truncated" in rows["img1.png"]["message"]
+    assert rows["img2.png"]["status"] == "ok"
+    assert "run the same command again" in capsys.readouterr().err
+    assert main(_args(weights, dataset, "--strict", out="strict")) == 2
+    assert "img1.png" in capsys.readouterr().err
+
+
+def test_resume_after_a_kill_skips_finished_images(weights, dataset):
+    data = dataset / "data"
+    for i in range(3, 9):
+        iio.imwrite(data / f"img{i}.png", make_image(40 + i))
+    out = dataset / "out"
+    cmd = [sys.executable, "-m", "napari_sansa.cli", *_args(weights, dataset)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("*.tif"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in out.rglob("*.tif")}
+    assert 2 <= len(finished) < 10, "the run was not interrupted part-way"
+    for p in finished:  # every output present is complete
+        assert tifffile.imread(p).ndim == 2
+    assert main(_args(weights, dataset)) == 0
+    assert len(list(out.rglob("*.tif"))) == 10
+    for p, mtime in finished.items():
+        assert p.stat().st_mtime_ns == mtime  # finished images were not redone
+    assert not list(out.rglob("*napari-sansa-part"))
+    assert len(_csv(out / "scores.csv")) == 10
+
+
+def test_writes_are_atomic_and_a_full_disk_keeps_what_was_written(
+    weights, dataset, monkeypatch, capsys
+):
+    calls = {"n": 0}
+    original = tifffile.TiffWriter.write
+
+    def failing_write(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(tifffile.TiffWriter, "write", failing_write)
+    assert main(_args(weights, dataset)) == 1
+    assert "no space left" in capsys.readouterr().err.lower()
+    out = dataset / "out"
+    written = sorted(out.rglob("*.tif"))
+    assert len(written) == 2
+    for p in written:
+        assert tifffile.imread(p).ndim == 2  # complete and readable
+    assert not list(out.rglob("*napari-sansa-part"))
+    monkeypatch.undo()
+    assert main(_args(weights, dataset)) == 0  # and the run continues where it stopped
+    assert len(list(out.rglob("*.tif"))) == 4
+
+
+def test_prompt_file_with_points_boxes_and_scribbles(weights, dataset):
+    spec = {
+        "references": [
+            {
+                "image": "ref.png",
+                "points": [
+                    {"row": 30, "col": 50, "label": 1},
+                    {"row": 5, "col": 5, "label": 1, "positive": False},
+                ],
+                "boxes": [{"box": [60, 10, 85, 50], "label": 2}],
+                "scribbles": [{"path": [[20, 100], [40, 110]], "label": 3}],
+            }
+        ]
+    }
+    (dataset / "prompts.json").write_text(json.dumps(spec))
+    args = _args(weights, dataset)
+    i = args.index("--reference")
+    args[i : i + 3] = ["--prompts", str(dataset / "prompts.json")]
+    assert main(args) == 0
+    rows = _csv(dataset / "out" / "scores.csv")
+    assert {"score_1", "score_2", "score_3"} <= set(rows[0])
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda a, r: a.__setitem__(a.index("--reference") + 2, str(r / "empty.png")), "empty"),
+        (lambda a, r: a.__setitem__(a.index("--reference") + 2, str(r / "small.png")), "size"),
+        (lambda a, r: a.__setitem__(a.index("--out") + 1, str(r / "data" / "out")), "inside"),
+        (lambda a, r: a.__setitem__(1, str(r / "nothing")), "does not exist"),
+        (lambda a, r: a.__setitem__(a.index("--threshold") + 1, "2"), "threshold"),
+        (lambda a, r: a.__setitem__(a.index("--input-size") + 1, "big"), "--input-size"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(weights, dataset, capsys, change, message):
+    iio.imwrite(dataset / "empty.png", np.zeros((96, 128), np.uint8))
+    iio.imwrite(dataset / "small.png", np.ones((20, 20), np.uint8))
+    args = _args(weights, dataset, "--threshold", "0.5", "--input-size", "640")
+    change(args, dataset)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "error" in err and message in err
+    assert not (dataset / "data" / "out").exists() or not list((dataset / "data" / "out").iterdir())
+
+
+def test_reference_without_labels_is_a_usage_error(weights, dataset, capsys):
+    args = _args(weights, dataset)
+    i = args.index("--reference")
+    del args[i + 2]
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+
+
+def test_unknown_model_and_corrupt_cached_checkpoint(dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NAPARI_SANSA_HOME", str(tmp_path / "home"))
+    base = [
+        "segment",
+        str(dataset / "data"),
+        "--reference",
+        str(dataset / "ref.png"),
+        str(dataset / "ref_labels.png"),
+        "--out",
+        str(tmp_path / "o"),
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
+    assert main([*base, "--model", "sansa-mega"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    cached = tmp_path / "home" / "weights" / "sam2_hiera_tiny.pt"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"PK\x03\x04" + os.urandom(5000))
+    assert main([*base, "--model", "sam2-tiny"]) == 2
+    err = capsys.readouterr().err
+    assert str(cached) in err and "napari-sansa download sam2-tiny --force" in err
+    assert not (tmp_path / "o" / "img0.tif").exists()
+
+
+def test_other_settings_need_overwrite_and_foreign_files_are_kept(weights, dataset, capsys):
+    out = dataset / "out"
+    out.mkdir()
+    (out / "img0.tif").write_bytes(b"my own file")
+    assert main(_args(weights, dataset)) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (out / "img0.tif").read_bytes() == b"my own file"
+    (out / "img0.tif").unlink()
+    assert main(_args(weights, dataset)) == 0
+    assert main(_args(weights, dataset, "--threshold", "0.7")) == 2
+    assert "threshold" in capsys.readouterr().err
+    before = tifffile.imread(out / "img0.tif")
+    assert main(_args(weights, dataset, "--threshold", "0.99", "--overwrite")) == 0
+    after = tifffile.imread(out / "img0.tif")
+    assert (after > 0).sum() <= (before > 0).sum()
+
+
+def test_python_api(model, dataset):
+    import napari_sansa as ns
+    from napari_sansa.batch import load_reference_pair, segment_dataset
+
+    ref = load_reference_pair(dataset / "ref.png", dataset / "ref_labels.png")
+    assert isinstance(ref, ns.Reference) and ref.classes == (1, 2)
+    report = segment_dataset(dataset / "data", [ref], dataset / "api", model=model, progress=False)
+    assert report.ok and report.done == 4 and report.csv.is_file()
+    again = segment_dataset(dataset / "data", [ref], dataset / "api", model=model, progress=False)
+    assert again.done == 0 and again.skipped == 4
+
+
+def test_console_script_and_models_listing():
+    exe = Path(sys.executable).with_name("napari-sansa")
+    out = subprocess.run([str(exe), "models"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0
+    for name in ("sansa-universal", "sansa-generalist", "sansa-coco20i-fold0", "sam2-large"):
+        assert name in out.stdout
+    bad = subprocess.run([str(exe), "segment"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "usage" in bad.stderr

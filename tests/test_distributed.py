@@ -1,0 +1,150 @@
+"""The Dask path: a LocalCluster of 2 worker processes on loopback gives the local run's outputs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+
+from conftest import make_image
+
+distributed = pytest.importorskip("dask.distributed")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        env={"OMP_NUM_THREADS": "1"},
+    )
+    client = distributed.Client(cluster)
+    yield cluster, client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture()
+def job(tmp_path, weights):
+    from napari_sansa.batch import ModelSource, load_reference_pair
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(8):
+        iio.imwrite(data / f"img{i:02d}.png", make_image(50 + i))
+    iio.imwrite(tmp_path / "ref.png", make_image(0))
+    lab = np.zeros((96, 128), np.uint8)
+    lab[20:50, 30:80] = 1
+    lab[60:85, 10:50] = 2
+    iio.imwrite(tmp_path / "lab.png", lab)
+    ref = load_reference_pair(tmp_path / "ref.png", tmp_path / "lab.png")
+    source = ModelSource(
+        config="sam2_hiera_t",
+        sam2_checkpoint=str(weights[0]),
+        adapter_checkpoint=str(weights[1]),
+        device="cpu",
+        image_size=256,
+    )
+    return tmp_path, data, ref, source
+
+
+def _outputs(folder):
+    return {p.name: tifffile.imread(p) for p in sorted(folder.glob("*.tif"))}
+
+
+def test_cluster_gives_the_local_results(cluster, job):
+    from napari_sansa.batch import segment_dataset
+
+    _, client = cluster
+    root, data, ref, source = job
+    local = segment_dataset(data, [ref], root / "local", model=source, progress=False)
+    dist = segment_dataset(
+        data, [ref], root / "dist", model=source, client=client, chunk_size=3, progress=False
+    )
+    assert local.ok and dist.ok and dist.done == 8
+    a, b = _outputs(root / "local"), _outputs(root / "dist")
+    assert a.keys() == b.keys() and len(a) == 8
+    for k in a:
+        assert np.array_equal(a[k], b[k])
+    assert (root / "dist" / "scores.csv").read_text().count("\n") == 9
+
+
+def test_killing_a_worker_loses_no_finished_output(cluster, job):
+    from napari_sansa.batch import segment_dataset
+
+    _, client = cluster
+    root, data, ref, source = job
+    for i in range(8, 16):
+        iio.imwrite(data / f"img{i:02d}.png", make_image(50 + i))
+    out = root / "killed"
+    result = {}
+
+    def run():
+        result["report"] = segment_dataset(
+            data, [ref], out, model=source, client=client, chunk_size=2, progress=False
+        )
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.time() + 180
+    while time.time() < deadline and len(list(out.glob("*.tif"))) < 3:
+        time.sleep(0.05)
+    finished = {p: p.stat().st_mtime_ns for p in out.glob("*.tif")}
+    assert 3 <= len(finished) < 16, "the worker was not killed part-way"
+    pids = client.run(os.getpid)  # {worker address: process id}
+    os.kill(pids[sorted(pids)[0]], signal.SIGKILL)
+    thread.join(timeout=300)
+    assert not thread.is_alive()
+    report = result["report"]
+    assert report.ok
+    outputs = sorted(out.glob("*.tif"))
+    assert len(outputs) == 16
+    for p, mtime in finished.items():
+        assert p.stat().st_mtime_ns == mtime  # finished outputs were kept, not redone
+    for p in outputs:
+        assert tifffile.imread(p).shape == (96, 128)
+    assert not list(out.rglob("*napari-sansa-part"))
+
+
+def test_cli_scheduler_option(cluster, job, weights):
+    from napari_sansa.cli import main
+
+    local_cluster, _ = cluster
+    root, data, _, _ = job
+    args = [
+        "segment",
+        str(data),
+        "--reference",
+        str(root / "ref.png"),
+        str(root / "lab.png"),
+        "--out",
+        str(root / "cli"),
+        "--sam2-checkpoint",
+        str(weights[0]),
+        "--adapter-checkpoint",
+        str(weights[1]),
+        "--image-size",
+        "256",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--scheduler",
+        local_cluster.scheduler_address,
+        "--chunk-size",
+        "4",
+    ]
+    assert main(args) == 0
+    assert len(list((root / "cli").glob("*.tif"))) == 8
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        assert main([*args[:-4], "--scheduler", "tcp://127.0.0.1:9", "--chunk-size", "4"]) == 2

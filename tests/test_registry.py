@@ -1,0 +1,210 @@
+"""Registry and downloads, against a local HTTP server on loopback (no test reaches outside)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+
+import napari_sansa as ns
+from napari_sansa.cli import main
+from napari_sansa.core import registry
+from napari_sansa.core.registry import ModelSpec, Source
+
+
+class _Files(http.server.BaseHTTPRequestHandler):
+    files: dict = {}
+    mode: dict = {}  # path -> "ok" | "truncate" | "corrupt"
+    hits: list = []
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        self.hits.append(self.path)
+        body = self.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        mode = self.mode.get(self.path, "ok")
+        if mode == "corrupt":
+            body = np.random.default_rng(0).bytes(len(body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if mode == "truncate":
+            self.wfile.write(body[: len(body) // 3])
+            self.wfile.flush()
+            self.connection.close()
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def server(weights):
+    sam2, adapters = weights
+    _Files.files = {"/sam2.pt": sam2.read_bytes(), "/adapters.pth": adapters.read_bytes()}
+    _Files.mode = {}
+    _Files.hits = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Files)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", _Files
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_SANSA_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture()
+def spec(server):
+    base, _ = server
+    s = ModelSpec(
+        "test-tiny",
+        "sam2_hiera_t",
+        Source("test_sam2.pt", f"{base}/sam2.pt"),
+        # the authors' adapters live on Google Drive: exercise the gdown path on loopback
+        Source("test_adapters.pth", f"{base}/adapters.pth", kind="gdrive", role="adapter"),
+        "a random-weight tiny model served on loopback",
+    )
+    registry.register_model(s)
+    yield s
+    registry._REGISTRY.pop(s.name, None)
+
+
+def _cache_files(home):
+    return sorted(p.relative_to(home).as_posix() for p in home.rglob("*") if p.is_file())
+
+
+def test_registry_lists_the_published_models(home):
+    names = {m["name"] for m in ns.list_models()}
+    assert {
+        "sansa-universal",
+        "sansa-generalist",
+        "sansa-fss1000",
+        "sam2-tiny",
+        "sam2-large",
+    } <= names
+    assert {f"sansa-coco20i-fold{i}" for i in range(4)} <= names
+    assert {f"sansa-lvis92i-fold{i}" for i in range(10)} <= names
+    uni = registry.get_model_spec("sansa-universal")
+    assert uni.config == "sam2_hiera_l" and "1nPOdRfMfo3MQRSi1qkPEri7Gl6FCEVHe" in uni.adapter.url
+    assert uni.sam2.url.endswith("/072824/sam2_hiera_large.pt")
+    assert not any(m["downloaded"] for m in ns.list_models())
+    with pytest.raises(ValueError, match="unknown model"):
+        registry.get_model_spec("sansa-huge")
+
+
+def test_offline_error_names_url_path_and_command(home, spec):
+    with pytest.raises(ns.ModelNotFoundError) as info:
+        ns.load_model("test-tiny", download=False)
+    text = str(info.value)
+    assert spec.sam2.url in text
+    assert str(home / "weights" / "test_sam2.pt") in text
+    assert "napari-sansa download test-tiny" in text
+
+
+def test_download_then_load(home, spec, weights, server, images, disk_mask, capsys):
+    assert main(["download", "test-tiny"]) == 0
+    assert _cache_files(home) == ["weights/test_adapters.pth", "weights/test_sam2.pt"]
+    listed = {m["name"]: m for m in ns.list_models()}
+    assert listed["test-tiny"]["downloaded"]
+    assert main(["models"]) == 0
+    assert "test-tiny" in capsys.readouterr().out
+    by_name = ns.load_model("test-tiny", device="cpu", image_size=256)
+    by_file = ns.load_model(
+        config="sam2_hiera_t",
+        sam2_checkpoint=weights[0],
+        adapter_checkpoint=weights[1],
+        device="cpu",
+        image_size=256,
+    )
+    ref = [ns.Reference(images[0], [ns.Mask(disk_mask)])]
+    a = by_name.segment(ref, images[1:2])[0].logits[1]
+    b = by_file.segment(ref, images[1:2])[0].logits[1]
+    assert np.array_equal(a, b)
+    hits = len(server[1].hits)
+    ns.load_model("test-tiny", device="cpu", image_size=256)  # cached: nothing fetched again
+    assert len(server[1].hits) == hits
+
+
+@pytest.mark.parametrize("path", ["/sam2.pt", "/adapters.pth"])
+def test_interrupted_download_never_poisons_the_cache(home, spec, server, path):
+    _, files = server
+    files.mode[path] = "truncate"
+    with pytest.raises(ns.ModelNotFoundError, match="download failed"):
+        registry.resolve_files(spec, progress=False)
+    cached = [p for p in _cache_files(home) if not p.startswith("weights/.partial")]
+    assert f"weights/test_{'sam2.pt' if path == '/sam2.pt' else 'adapters.pth'}" not in cached
+    assert not [p for p in _cache_files(home) if p.startswith("weights/.partial")]
+    files.mode[path] = "ok"  # a later call retries and succeeds
+    sam2, adapters = registry.resolve_files(spec, progress=False)
+    assert sam2.is_file() and adapters.is_file()
+
+
+@pytest.mark.parametrize("path", ["/sam2.pt", "/adapters.pth"])
+def test_corrupt_download_is_discarded(home, spec, server, path):
+    _, files = server
+    files.mode[path] = "corrupt"
+    with pytest.raises(ns.CheckpointError, match="discarded"):
+        registry.resolve_files(spec, progress=False)
+    assert all(
+        ".partial" in p or p.endswith(("sam2.pt", "adapters.pth")) for p in _cache_files(home)
+    )
+    name = "test_sam2.pt" if path == "/sam2.pt" else "test_adapters.pth"
+    assert not (home / "weights" / name).exists()
+    assert not [p for p in _cache_files(home) if p.startswith("weights/.partial")]
+
+
+def test_known_hash_is_checked(home, server):
+    base, files = server
+    good = hashlib.sha256(files.files["/sam2.pt"]).hexdigest()
+    bad = ModelSpec(
+        "h-bad", "sam2_hiera_t", Source("h.pt", f"{base}/sam2.pt", sha256="0" * 64), None, ""
+    )
+    ok = ModelSpec("h-ok", "sam2_hiera_t", Source("h.pt", f"{base}/sam2.pt", sha256=good), None, "")
+    with pytest.raises(ns.CheckpointError, match="SHA-256"):
+        registry.resolve_files(bad, progress=False)
+    assert not (home / "weights" / "h.pt").exists()
+    assert registry.resolve_files(ok, progress=False)[0].is_file()
+
+
+def test_fold_archives_yield_the_chosen_fold(home, server, weights):
+    base, files = server
+    adapters = weights[1].read_bytes()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("coco/adapter_coco_fold0.pth", b"not this one")
+        zf.writestr("coco/adapter_coco_fold1.pth", adapters)
+    files.files["/folds.zip"] = buf.getvalue()
+    s = ModelSpec(
+        "fold-test",
+        "sam2_hiera_t",
+        Source("f_sam2.pt", f"{base}/sam2.pt"),
+        Source(
+            "f_fold1.pth",
+            f"{base}/folds.zip",
+            kind="gdrive",
+            role="adapter",
+            member=r"fold_?1\D*\.pth?$",
+        ),
+        "",
+    )
+    _, got = registry.resolve_files(s, progress=False)
+    assert got.read_bytes() == adapters
+
+
+def test_download_of_unknown_name_fetches_nothing(home, spec, server, capsys):
+    assert main(["download", "test-tiny", "nope"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    assert server[1].hits == []
