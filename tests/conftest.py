@@ -71,3 +71,66 @@ def rect_mask():
     m = np.zeros((96, 128), bool)
     m[60:85, 10:50] = True
     return m
+
+
+# ---------------------------------------------------------------------------------------
+# napari plugin (widget, layer adapter, writer): fixtures for tests/test_napari_*.py
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sansa_env(monkeypatch, weights, tmp_path):
+    """The widget's defaults pointed at the random tiny weights ("custom files", 256 px)."""
+    sam2, adapters = weights
+    monkeypatch.setenv("NAPARI_SANSA_CONFIG", CONFIG)
+    monkeypatch.setenv("NAPARI_SANSA_SAM2_CHECKPOINT", str(sam2))
+    monkeypatch.setenv("NAPARI_SANSA_ADAPTER_CHECKPOINT", str(adapters))
+    monkeypatch.setenv("NAPARI_SANSA_IMAGE_SIZE", str(SIZE))
+    monkeypatch.setenv("NAPARI_SANSA_HOME", str(tmp_path / "sansa-home"))
+    return sam2, adapters
+
+
+@pytest.fixture(scope="session")
+def shared_model_cache():
+    """One widget model cache for the GUI tests of a process: loaded by the first run."""
+    from napari_sansa._widget_worker import ModelCache
+
+    return ModelCache()
+
+
+@pytest.fixture
+def notifications():
+    """Messages of the napari notifications shown during the test, in order."""
+    from napari.utils.notifications import notification_manager
+
+    start = len(notification_manager.records)
+
+    class _Messages:
+        def __call__(self):
+            return [str(n.message) for n in notification_manager.records[start:]]
+
+        def severities(self):
+            return [str(n.severity) for n in notification_manager.records[start:]]
+
+    return _Messages()
+
+
+@pytest.fixture
+def make_sansa(make_napari_viewer, sansa_env, shared_model_cache):
+    """``make_sansa(layers...)`` -> (viewer, widget): a real viewer with the SANSA widget
+    docked, set to the CPU and to the process's shared model cache."""
+
+    def factory(*layers, share_model: bool = True):
+        from napari_sansa._widget import SansaWidget
+
+        viewer = make_napari_viewer()
+        for data, kwargs, kind in layers:
+            getattr(viewer, f"add_{kind}")(data, **kwargs)
+        widget = SansaWidget(viewer)
+        viewer.window.add_dock_widget(widget, name="SANSA")
+        widget._device.value = "cpu"
+        if share_model:
+            widget._cache = shared_model_cache
+        return viewer, widget
+
+    return factory

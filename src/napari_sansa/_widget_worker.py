@@ -1,0 +1,176 @@
+"""What runs in the widget's worker thread: plain values in, plain values out.
+
+The widget reads its settings and layers on the main thread into frozen values
+(:class:`ModelSettings`, :class:`RunSettings`, :class:`~._layers.RunPlan`); the
+generator :func:`run_frames` loads the model if needed, runs the core's
+``segment_iter`` and yields one :class:`FrameResult` per finished frame. It never
+touches a layer or a Qt object; the widget writes each result on the main thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._layers import RunPlan
+
+__all__ = ["FrameResult", "ModelCache", "ModelSettings", "RunOutcome", "RunSettings", "run_frames"]
+
+CUSTOM = "custom files"
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which model to load: a registry ``name``, or local files (``name=None``)."""
+
+    name: str | None = None
+    config: str | None = None
+    sam2_checkpoint: str | None = None
+    adapter_checkpoint: str | None = None
+    device: str = "auto"
+    image_size: int | None = None
+
+    def describe(self) -> str:
+        if self.name is not None:
+            return self.name
+        return f"{self.config or 'SAM2'} from {self.sam2_checkpoint}"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    mode: str = "independent"
+    input_size: int | None = 640
+    threshold: float = 0.5
+    probabilities: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class FrameResult:
+    """One finished frame: its class map, scores and (optionally) probability maps."""
+
+    frame: int
+    labels: np.ndarray
+    scores: dict
+    is_reference: bool
+    probabilities: dict | None = None
+
+    @property
+    def min_score(self) -> float:
+        return float(min(self.scores.values())) if self.scores else float("nan")
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a run ended with; ``error`` holds a user error's message (shown as it is)."""
+
+    done: int
+    error: str | None = None
+
+
+class ModelCache:
+    """Keeps the last loaded model; loads (in the calling thread) only when the
+    settings change. ``loads`` counts the loads, for tests and diagnostics."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._settings: ModelSettings | None = None
+        self._model = None
+        self.loads = 0
+
+    def has(self, settings: ModelSettings) -> bool:
+        return self._model is not None and self._settings == settings
+
+    def get(self, settings: ModelSettings):
+        with self._lock:
+            if not self.has(settings):
+                import napari_sansa as ns
+
+                self._model = self._settings = None  # free the old model before loading
+                if settings.name is not None:
+                    model = ns.load_model(
+                        settings.name, device=settings.device, image_size=settings.image_size
+                    )
+                else:
+                    model = ns.load_model(
+                        config=settings.config,
+                        sam2_checkpoint=settings.sam2_checkpoint,
+                        adapter_checkpoint=settings.adapter_checkpoint,
+                        device=settings.device,
+                        image_size=settings.image_size,
+                    )
+                self._model, self._settings = model, settings
+                self.loads += 1
+            return self._model
+
+    def clear(self) -> None:
+        with self._lock:
+            self._model = self._settings = None
+
+
+def reference_labels(pred, masks: dict[int, np.ndarray], dtype) -> np.ndarray:
+    """A reference frame's class map: SANSA's decoding for clicks, boxes and scribbles,
+    the person's own masks as they are (painted last, so they win where they overlap)."""
+    out = np.where(np.isin(pred.labels, list(masks)), 0, pred.labels).astype(dtype)
+    for c, mask in sorted(masks.items()):
+        out[mask] = c
+    return out
+
+
+def run_frames(
+    plan: RunPlan, model_settings: ModelSettings, settings: RunSettings, cache: ModelCache
+) -> Iterator[FrameResult]:
+    """Generator for the worker: the decoded references, then each target frame.
+
+    Stopping the iteration (the worker's ``quit``) stops the computation between
+    frames. A user error (bad weights, unusable prompts) ends the run with a
+    :class:`RunOutcome` carrying the message.
+    """
+    import napari_sansa as ns
+
+    done = 0
+    dtype = np.uint8 if max(plan.classes) < 256 else np.uint16
+    try:
+        model = cache.get(model_settings)
+        refs = [ns.Reference(plan.stack[r.frame], r.prompts) for r in plan.references]
+        masks = [r.masks() for r in plan.references]
+        results = model.segment_iter(
+            refs,
+            plan.stack.select(plan.targets),
+            mode=settings.mode,
+            input_size=settings.input_size,
+            threshold=settings.threshold,
+            intensity_range=plan.intensity_range,
+            include_references=True,
+        )
+        for pred in results:
+            if pred.is_reference:
+                ref = plan.references[pred.index]
+                labels = reference_labels(pred, masks[pred.index], dtype)
+                probs = _probabilities(pred, masks[pred.index]) if settings.probabilities else None
+                scores = {
+                    c: (1.0 if c in masks[pred.index] else float(s)) for c, s in pred.scores.items()
+                }
+                yield FrameResult(ref.frame, labels, scores, True, probs)
+            else:
+                probs = _probabilities(pred, {}) if settings.probabilities else None
+                yield FrameResult(
+                    plan.targets[pred.index],
+                    pred.labels.astype(dtype, copy=False),
+                    {c: float(s) for c, s in pred.scores.items()},
+                    False,
+                    probs,
+                )
+            done += 1
+    except (ValueError, OSError) as exc:  # user errors: the core's messages say what to change
+        return RunOutcome(done, f"{exc}")
+    return RunOutcome(done)
+
+
+def _probabilities(pred, masks) -> dict[int, np.ndarray]:
+    probs = {c: p.astype(np.float32, copy=False) for c, p in pred.probabilities.items()}
+    for c, mask in masks.items():
+        probs[c] = mask.astype(np.float32)
+    return probs
