@@ -536,3 +536,50 @@ def test_new_prompt_layer_buttons(make_sansa):
     refs = viewer.layers["cells [sansa references]"]
     assert refs.data.shape == (N, H, W) and refs.selected_label == 2
     assert widget._prompts.value == [points, shapes, refs]
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        (RuntimeError("CUDA out of memory"), "SANSA failed: RuntimeError: CUDA out of memory"),
+        (MemoryError("the image does not fit"), "the image does not fit"),
+    ],
+    ids=["torch-runtime-error", "memory"],
+)
+def test_failures_in_the_worker_are_shown_and_the_widget_stays_usable(
+    make_sansa, qtbot, notifications, monkeypatch, error, shown
+):
+    from napari_sansa._widget_worker import ModelCache
+
+    def broken(self, settings):
+        raise error
+
+    monkeypatch.setattr(ModelCache, "get", broken)
+    _, widget = make_sansa(
+        (frames(n=2), {"name": "cells"}, "image"),
+        (mask_on(0, n=2), {"name": "paint"}, "labels"),
+    )
+    run(qtbot, widget)
+    assert notifications()[-1] == shown
+    assert notifications.severities()[-1] == "error"
+    assert widget._status.value == shown
+    assert widget._run_button.enabled and not widget._stop_button.enabled
+
+
+def test_a_bug_in_the_worker_reaches_napari_with_its_traceback(make_sansa, qtbot, monkeypatch):
+    from napari_sansa._widget_worker import ModelCache
+
+    def broken(self, settings):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(ModelCache, "get", broken)
+    _, widget = make_sansa(
+        (frames(n=2), {"name": "cells"}, "image"),
+        (mask_on(0, n=2), {"name": "paint"}, "labels"),
+    )
+    # napari's worker re-raises it in the event loop, where napari shows it
+    with qtbot.capture_exceptions() as raised:
+        run(qtbot, widget)
+    assert [type(e[1]) for e in raised] == [KeyError]
+    assert widget._status.value == "KeyError: 'a bug'"
+    assert widget._run_button.enabled

@@ -591,6 +591,11 @@ class RunPlan:
         return tuple(sorted({c for r in self.references for c in r.classes}))
 
     @property
+    def labels_dtype(self):
+        """The smallest unsigned dtype holding every class id of the run."""
+        return np.uint8 if max(self.classes) < 256 else np.uint16
+
+    @property
     def total(self) -> int:
         """Frames the run yields: the decoded references, then the targets."""
         return len(self.references) + len(self.targets)

@@ -8,7 +8,6 @@ napari worker, and writes each finished frame into a Labels layer of its own
 
 from __future__ import annotations
 
-import os
 import weakref
 from functools import partial
 from pathlib import Path
@@ -31,22 +30,29 @@ from magicgui.widgets import (
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ._layers import (
-    META_KEY,
-    PromptError,
     fit_problem,
     image_geometry,
     is_prompt_layer,
     layer_role,
     make_plan,
-    points_layer_kwargs,
-    shapes_layer_kwargs,
 )
+from ._widget_layers import (
+    defaults_event,
+    find_output,
+    new_points_layer,
+    new_shapes_layer,
+    output_name,
+    prepare_output,
+    prepare_probabilities,
+    read_prompt_defaults,
+    references_layer,
+    write_prompt_defaults,
+)
+from ._widget_model import ModelPanel, path_value
 from ._widget_scores import ScoreTable
 from ._widget_worker import (
-    CUSTOM,
     FrameResult,
     ModelCache,
-    ModelSettings,
     RunOutcome,
     RunSettings,
     run_frames,
@@ -56,48 +62,6 @@ if TYPE_CHECKING:
     import napari
 
 __all__ = ["SansaWidget"]
-
-ENV_CONFIG = "NAPARI_SANSA_CONFIG"
-ENV_SAM2 = "NAPARI_SANSA_SAM2_CHECKPOINT"
-ENV_ADAPTER = "NAPARI_SANSA_ADAPTER_CHECKPOINT"
-ENV_IMAGE_SIZE = "NAPARI_SANSA_IMAGE_SIZE"
-DEFAULT_MODEL = "sansa-universal"
-AUTO_CONFIG = "auto (from the checkpoint)"
-
-
-def output_name(image_name: str) -> str:
-    return f"{image_name} [sansa]"
-
-
-def probability_name(image_name: str, label: int) -> str:
-    return f"{image_name} [sansa p{label}]"
-
-
-def references_name(image_name: str) -> str:
-    return f"{image_name} [sansa references]"
-
-
-def _transform_kwargs(layer) -> dict:
-    """The image's placement in the world, for the layers made for it."""
-    return {
-        "scale": layer.scale,
-        "translate": layer.translate,
-        "rotate": layer.rotate,
-        "shear": layer.shear,
-        "affine": layer.affine,
-    }
-
-
-def _env_path(name: str) -> str | None:
-    value = os.environ.get(name, "").strip()
-    return value or None
-
-
-def _path_value(widget: FileEdit) -> str | None:
-    value = widget.value
-    if value is None or str(value).strip() in ("", "."):
-        return None
-    return str(value)
 
 
 class _Guard:
@@ -158,27 +122,14 @@ class SansaWidget(Container):
             tooltip="positive: a click on the object; negative: a click that is not",
         )
         # -- model --------------------------------------------------------------------
-        self._model = ComboBox(label="model", choices=self._model_choices())
-        self._config = ComboBox(label="config", choices=self._config_choices())
-        self._sam2_file = FileEdit(
-            label="SAM2 weights", mode="r", filter="*.pt *.pth", nullable=True
-        )
-        self._adapter_file = FileEdit(
-            label="adapters",
-            mode="r",
-            filter="*.pt *.pth",
-            nullable=True,
-            tooltip="empty: plain SAM2",
-        )
-        self._device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"])
-        self._image_size = SpinBox(
-            label="model size",
-            min=0,
-            max=4096,
-            step=32,
-            value=0,
-            tooltip="advanced: the model's input size; 0 = the model's own (1024)",
-        )
+        self._model_panel = ModelPanel()
+        # its children, under the names the tests and this widget use
+        self._model = self._model_panel._model
+        self._config = self._model_panel._config
+        self._sam2_file = self._model_panel._sam2_file
+        self._adapter_file = self._model_panel._adapter_file
+        self._device = self._model_panel._device
+        self._image_size = self._model_panel._image_size
         # -- run ----------------------------------------------------------------------
         self._mode = ComboBox(
             label="mode",
@@ -222,11 +173,7 @@ class SansaWidget(Container):
                 row(widgets=[self._new_points, self._new_shapes, self._new_labels]),
                 row(widgets=[self._class_id, self._polarity], labels=True),
                 Label(value="<b>Model</b>"),
-                self._model,
-                self._config,
-                self._sam2_file,
-                self._adapter_file,
-                row(widgets=[self._device, self._image_size], labels=True),
+                self._model_panel,
                 Label(value="<b>Run</b>"),
                 self._mode,
                 self._threshold,
@@ -242,10 +189,8 @@ class SansaWidget(Container):
                 self._save_button,
             ]
         )
-        self._apply_environment()
 
         self._image.changed.connect(self._on_image_changed)
-        self._model.changed.connect(self._on_model_changed)
         self._class_id.changed.connect(self._on_prompt_defaults_changed)
         self._polarity.changed.connect(self._on_prompt_defaults_changed)
         self._new_points.changed.connect(self._on_new_points)
@@ -262,7 +207,6 @@ class SansaWidget(Container):
         viewer.layers.selection.events.active.connect(self._on_active_layer)
         self.native.destroyed.connect(partial(_on_native_destroyed, self._guard))
 
-        self._on_model_changed()
         self.reset_choices()
         self._on_image_changed()
 
@@ -282,47 +226,6 @@ class SansaWidget(Container):
             for layer in self._viewer.layers
             if is_prompt_layer(layer)
         ]
-
-    @staticmethod
-    def _model_choices():
-        import napari_sansa as ns
-
-        choices = []
-        for m in ns.list_models():
-            size = f"{m['size_mb']:.0f} MB" if m.get("size_mb") else "size unknown"
-            state = "on disk" if m["downloaded"] else f"download {size}"
-            choices.append((f"{m['name']} ({state})", m["name"]))
-        return [*choices, (CUSTOM, CUSTOM)]
-
-    @staticmethod
-    def _config_choices():
-        from .core.build import CONFIGS
-
-        configs = list(CONFIGS)
-        env = os.environ.get(ENV_CONFIG, "").strip()
-        if env and env not in configs:
-            configs.append(env)
-        return [AUTO_CONFIG, *configs]
-
-    def _apply_environment(self) -> None:
-        sam2, adapter = _env_path(ENV_SAM2), _env_path(ENV_ADAPTER)
-        config = os.environ.get(ENV_CONFIG, "").strip()
-        if sam2 or adapter or config:
-            self._model.value = CUSTOM
-            if config:
-                self._config.value = config
-            if sam2:
-                self._sam2_file.value = sam2
-            if adapter:
-                self._adapter_file.value = adapter
-        elif DEFAULT_MODEL in [v for _, v in self._model_choices()]:
-            self._model.value = DEFAULT_MODEL
-        size = os.environ.get(ENV_IMAGE_SIZE, "").strip()
-        if size:
-            try:
-                self._image_size.value = int(size)
-            except ValueError:
-                show_warning(f"{ENV_IMAGE_SIZE}={size!r} is not a whole number; ignored")
 
     def _fits(self, layer) -> bool:
         image = self._image.value
@@ -365,31 +268,15 @@ class SansaWidget(Container):
             w.enabled = n > 1
         self._first.value, self._last.value = 0, n - 1
 
-    def _on_model_changed(self, value=None) -> None:
-        custom = self._model.value == CUSTOM
-        for w in (self._config, self._sam2_file, self._adapter_file):
-            w.visible = custom
-
-    @staticmethod
-    def _defaults_event(layer):
-        """The event a prompt layer emits when its next item's class changes."""
-        from napari.layers import Labels, Points, Shapes
-
-        if isinstance(layer, Labels):
-            return layer.events.selected_label
-        if isinstance(layer, (Points, Shapes)):
-            return layer.events.feature_defaults
-        return None
-
     def _on_active_layer(self, event=None) -> None:
         """Follow the active layer: show the class (and polarity) of its next item."""
         if not self._guard.alive:
             return
         old = self._watched() if self._watched is not None else None
         if old is not None:
-            self._defaults_event(old).disconnect(self._pull_prompt_defaults)
+            defaults_event(old).disconnect(self._pull_prompt_defaults)
         layer = self._viewer.layers.selection.active
-        emitter = self._defaults_event(layer)
+        emitter = defaults_event(layer)
         self._watched = None
         if emitter is not None:
             emitter.connect(self._pull_prompt_defaults)
@@ -397,70 +284,35 @@ class SansaWidget(Container):
         self._pull_prompt_defaults()
 
     def _pull_prompt_defaults(self, event=None) -> None:
-        from napari.layers import Labels, Points, Shapes
-
         if not self._guard.alive:
             return
-        layer = self._viewer.layers.selection.active
-        label, positive = None, None
-        if isinstance(layer, (Points, Shapes)):
-            defaults = layer.feature_defaults
-            if "label" in defaults.columns:
-                label = defaults["label"][0]
-            if isinstance(layer, Points) and "positive" in defaults.columns:
-                positive = defaults["positive"][0]
-        elif isinstance(layer, Labels):
-            label = layer.selected_label
+        label, positive = read_prompt_defaults(self._viewer.layers.selection.active)
         with self._class_id.changed.blocked(), self._polarity.changed.blocked():
-            try:
-                if label is not None and int(label) >= 1:
-                    self._class_id.value = int(label)
-            except (TypeError, ValueError):
-                pass
-            if isinstance(positive, (bool, np.bool_)):
+            if label is not None:
+                self._class_id.value = label
+            if positive is not None:
                 self._polarity.value = "positive" if positive else "negative"
 
     def _on_prompt_defaults_changed(self, value=None) -> None:
         """Class selector and polarity toggle -> what the active layer gives its next item."""
-        from napari.layers import Labels, Points, Shapes
-
-        layer = self._viewer.layers.selection.active
-        label = int(self._class_id.value)
-        if isinstance(layer, Points):
-            _set_feature_defaults(layer, label=label, positive=self._polarity.value == "positive")
-        elif isinstance(layer, Shapes):
-            _set_feature_defaults(layer, label=label)
-        elif isinstance(layer, Labels):
-            layer.selected_label = label
+        write_prompt_defaults(
+            self._viewer.layers.selection.active,
+            self._class_id.value,
+            self._polarity.value == "positive",
+        )
 
     def _on_new_points(self, value=None) -> napari.layers.Points | None:
         image = self._require_image()
         if image is None:
             return None
-        kwargs = points_layer_kwargs(
-            image.ndim, self._class_id.value, self._polarity.value == "positive"
-        )
-        layer = self._viewer.add_points(
-            name=f"{image.name} [sansa points]",
-            metadata={META_KEY: "points"},
-            **kwargs,
-            **_transform_kwargs(image),
-        )
-        layer.mode = "add"
-        return layer
+        positive = self._polarity.value == "positive"
+        return new_points_layer(self._viewer, image, self._class_id.value, positive)
 
     def _on_new_shapes(self, value=None) -> napari.layers.Shapes | None:
         image = self._require_image()
         if image is None:
             return None
-        layer = self._viewer.add_shapes(
-            name=f"{image.name} [sansa shapes]",
-            metadata={META_KEY: "shapes"},
-            **shapes_layer_kwargs(image.ndim, self._class_id.value),
-            **_transform_kwargs(image),
-        )
-        layer.mode = "add_rectangle"
-        return layer
+        return new_shapes_layer(self._viewer, image, self._class_id.value)
 
     def _on_new_labels(self, value=None) -> napari.layers.Labels | None:
         image = self._require_image()
@@ -497,26 +349,6 @@ class SansaWidget(Container):
         self._status.value = message
         show_error(message)
 
-    def _model_settings(self) -> ModelSettings:
-        device = self._device.value
-        size = int(self._image_size.value) or None
-        if self._model.value != CUSTOM:
-            return ModelSettings(name=self._model.value, device=device, image_size=size)
-        sam2 = _path_value(self._sam2_file)
-        if sam2 is None:
-            raise PromptError(
-                "choose the SAM2 weights file (e.g. sam2_hiera_large.pt) under 'SAM2 weights', "
-                f"or set {ENV_SAM2}, or pick a registered model"
-            )
-        config = None if self._config.value == AUTO_CONFIG else self._config.value
-        return ModelSettings(
-            config=config,
-            sam2_checkpoint=sam2,
-            adapter_checkpoint=_path_value(self._adapter_file),
-            device=device,
-            image_size=size,
-        )
-
     def _run_settings(self) -> RunSettings:
         return RunSettings(
             mode=self._mode.value,
@@ -525,77 +357,14 @@ class SansaWidget(Container):
             probabilities=bool(self._probabilities.value),
         )
 
-    def _find(self, name: str, kind, shape, role: str | None = None):
-        for layer in self._viewer.layers:
-            if (
-                layer.name == name
-                and isinstance(layer, kind)
-                and tuple(layer.data.shape) == tuple(shape)
-                and (role is None or layer_role(layer) == role)
-            ):
-                return layer
-        return None
-
     def output_layer(self, image=None) -> napari.layers.Labels | None:
         """The output Labels layer of ``image`` (by default the selected image), if any."""
-        from napari.layers import Labels
-
         image = self._image.value if image is None else image
-        if image is None:
-            return None
-        shape = image_geometry(image).shape
-        return self._find(output_name(image.name), Labels, shape, role="output")
-
-    def _prepare_output(self, image, plan):
-        dtype = np.uint8 if max(plan.classes) < 256 else np.uint16
-        layer = self.output_layer(image)
-        if layer is None:
-            return self._viewer.add_labels(
-                np.zeros(plan.geometry.shape, dtype=dtype),
-                name=output_name(image.name),
-                metadata={META_KEY: "output"},
-                opacity=0.6,
-                **_transform_kwargs(image),
-            )
-        if np.iinfo(layer.data.dtype).max < max(plan.classes):
-            layer.data = np.asarray(layer.data).astype(dtype)
-        return layer
-
-    def _prepare_probabilities(self, image, plan) -> dict:
-        from napari.layers import Image
-
-        layers = {}
-        for c in plan.classes:
-            name = probability_name(image.name, c)
-            layer = self._find(name, Image, plan.geometry.shape, role="probability")
-            if layer is None:
-                layer = self._viewer.add_image(
-                    np.zeros(plan.geometry.shape, dtype=np.float32),
-                    name=name,
-                    metadata={META_KEY: "probability"},
-                    colormap="inferno",
-                    contrast_limits=(0.0, 1.0),
-                    blending="additive",
-                    opacity=0.7,
-                    **_transform_kwargs(image),
-                )
-            layers[c] = layer
-        return layers
+        return None if image is None else find_output(self._viewer, image)
 
     def _references_layer(self, image, dtype):
-        """The image's "[sansa references]" Labels layer, made if there is none."""
-        from napari.layers import Labels
-
-        geometry = image_geometry(image)
-        name = references_name(image.name)
-        layer = self._find(name, Labels, geometry.shape)
-        if layer is None:
-            layer = self._viewer.add_labels(
-                np.zeros(geometry.shape, dtype=dtype),
-                name=name,
-                metadata={META_KEY: "references"},
-                **_transform_kwargs(image),
-            )
+        """The image's references layer (made if needed), chosen as a prompt layer."""
+        layer = references_layer(self._viewer, image, dtype)
         if layer not in self._prompts.value:
             self._prompts.value = [*self._prompts.value, layer]
         return layer
@@ -614,7 +383,7 @@ class SansaWidget(Container):
             return self._worker
         image = self._image.value
         try:
-            model_settings = self._model_settings()
+            model_settings = self._model_panel.settings()
             plan = make_plan(
                 image,
                 [layer for layer in self._prompts.value if layer in self._viewer.layers],
@@ -626,9 +395,9 @@ class SansaWidget(Container):
         from napari.qt.threading import create_worker
 
         settings = self._run_settings()
-        self._output = self._prepare_output(image, plan)
+        self._output = prepare_output(self._viewer, image, plan)
         self._probability_layers = (
-            self._prepare_probabilities(image, plan) if settings.probabilities else {}
+            prepare_probabilities(self._viewer, image, plan) if settings.probabilities else {}
         )
         self._plan = plan
         self._done, self._stopped, self._failed = 0, False, None
@@ -731,7 +500,7 @@ class SansaWidget(Container):
             if image is not None:
                 self._fail("there is nothing to save yet: run SANSA first")
             return []
-        folder = folder if folder is not None else _path_value(self._save_folder)
+        folder = folder if folder is not None else path_value(self._save_folder)
         if folder is None:
             self._fail("choose a folder to save the frames in ('save to')")
             return []
@@ -804,22 +573,3 @@ class SansaWidget(Container):
             self._status.value = f"stopped: {self._done} of {total} frames done"
         else:
             self._status.value = f"done: {self._done} frames"
-
-
-def _set_feature_defaults(layer, **values) -> None:
-    """Set what the layer gives its next item, adding missing feature columns (with
-    the values that the prompts take when the column is absent: class 1, positive)."""
-    import pandas as pd
-
-    features = layer.features
-    missing = {k: v for k, v in values.items() if k not in features.columns}
-    if missing:
-        implicit = {"label": 1, "positive": True}
-        features = features.copy()
-        for k, v in missing.items():
-            dtype = bool if isinstance(v, bool) else "int64"
-            features[k] = pd.Series([implicit.get(k, v)] * len(features), dtype=dtype)
-        layer.features = features
-    defaults = {c: layer.feature_defaults[c][0] for c in layer.features.columns}
-    defaults.update(values)
-    layer.feature_defaults = defaults

@@ -9,6 +9,7 @@ touches a layer or a Qt object; the widget writes each result on the main thread
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from ._layers import RunPlan
 __all__ = ["FrameResult", "ModelCache", "ModelSettings", "RunOutcome", "RunSettings", "run_frames"]
 
 CUSTOM = "custom files"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -125,13 +128,14 @@ def run_frames(
     """Generator for the worker: the decoded references, then each target frame.
 
     Stopping the iteration (the worker's ``quit``) stops the computation between
-    frames. A user error (bad weights, unusable prompts) ends the run with a
-    :class:`RunOutcome` carrying the message.
+    frames. A user error (bad weights, unusable prompts, not enough memory) or a
+    RuntimeError (torch's) ends the run with a :class:`RunOutcome` carrying the
+    message; anything else reaches the worker's ``errored`` signal.
     """
     import napari_sansa as ns
 
     done = 0
-    dtype = np.uint8 if max(plan.classes) < 256 else np.uint16
+    dtype = plan.labels_dtype
     try:
         model = cache.get(model_settings)
         refs = [ns.Reference(plan.stack[r.frame], r.prompts) for r in plan.references]
@@ -164,8 +168,14 @@ def run_frames(
                     probs,
                 )
             done += 1
-    except (ValueError, OSError) as exc:  # user errors: the core's messages say what to change
-        return RunOutcome(done, f"{exc}")
+    except (ValueError, OSError, MemoryError) as exc:
+        # user errors and memory: the core's messages say what to change
+        return RunOutcome(done, str(exc) or type(exc).__name__)
+    except RuntimeError as exc:
+        # torch reports many failures as RuntimeError, which superqt's worker would take
+        # for its own deletion and only warn about: report it here, with the traceback
+        logger.exception("SANSA run failed")
+        return RunOutcome(done, f"SANSA failed: {type(exc).__name__}: {exc}")
     return RunOutcome(done)
 
 

@@ -1,0 +1,222 @@
+"""The layers the widget makes and the prompt defaults it sets (main thread only).
+
+Output "<image> [sansa]" (Labels), probability maps "<image> [sansa p<class>]"
+(Image, float32), references "<image> [sansa references]" (Labels, a prompt
+layer) and new Points/Shapes prompt layers: all with the image's placement in
+the world, found again by name (and role) so that re-runs update them in place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._layers import (
+    META_KEY,
+    RunPlan,
+    image_geometry,
+    layer_role,
+    points_layer_kwargs,
+    shapes_layer_kwargs,
+)
+
+__all__ = [
+    "defaults_event",
+    "find_output",
+    "new_points_layer",
+    "new_shapes_layer",
+    "output_name",
+    "prepare_output",
+    "prepare_probabilities",
+    "probability_name",
+    "read_prompt_defaults",
+    "references_layer",
+    "references_name",
+    "write_prompt_defaults",
+]
+
+
+def output_name(image_name: str) -> str:
+    return f"{image_name} [sansa]"
+
+
+def probability_name(image_name: str, label: int) -> str:
+    return f"{image_name} [sansa p{label}]"
+
+
+def references_name(image_name: str) -> str:
+    return f"{image_name} [sansa references]"
+
+
+def transform_kwargs(layer) -> dict:
+    """The image's placement in the world, for the layers made for it."""
+    return {
+        "scale": layer.scale,
+        "translate": layer.translate,
+        "rotate": layer.rotate,
+        "shear": layer.shear,
+        "affine": layer.affine,
+    }
+
+
+def _find(viewer, name: str, kind, shape, role: str | None = None):
+    for layer in viewer.layers:
+        if (
+            layer.name == name
+            and isinstance(layer, kind)
+            and tuple(layer.data.shape) == tuple(shape)
+            and (role is None or layer_role(layer) == role)
+        ):
+            return layer
+    return None
+
+
+def find_output(viewer, image):
+    """The output Labels layer of ``image``, if there is one that fits it."""
+    from napari.layers import Labels
+
+    return _find(viewer, output_name(image.name), Labels, image_geometry(image).shape, "output")
+
+
+def prepare_output(viewer, image, plan: RunPlan):
+    """The output layer for a run: the existing one (widened if the classes need it),
+    or a new one of zeros."""
+    dtype = plan.labels_dtype
+    layer = find_output(viewer, image)
+    if layer is None:
+        return viewer.add_labels(
+            np.zeros(plan.geometry.shape, dtype=dtype),
+            name=output_name(image.name),
+            metadata={META_KEY: "output"},
+            opacity=0.6,
+            **transform_kwargs(image),
+        )
+    if np.iinfo(layer.data.dtype).max < max(plan.classes):
+        layer.data = np.asarray(layer.data).astype(dtype)
+    return layer
+
+
+def prepare_probabilities(viewer, image, plan: RunPlan) -> dict:
+    """One float32 Image layer per class, existing ones reused."""
+    from napari.layers import Image
+
+    layers = {}
+    for c in plan.classes:
+        name = probability_name(image.name, c)
+        layer = _find(viewer, name, Image, plan.geometry.shape, role="probability")
+        if layer is None:
+            layer = viewer.add_image(
+                np.zeros(plan.geometry.shape, dtype=np.float32),
+                name=name,
+                metadata={META_KEY: "probability"},
+                colormap="inferno",
+                contrast_limits=(0.0, 1.0),
+                blending="additive",
+                opacity=0.7,
+                **transform_kwargs(image),
+            )
+        layers[c] = layer
+    return layers
+
+
+def references_layer(viewer, image, dtype=np.uint8):
+    """The image's "[sansa references]" Labels layer, made if there is none."""
+    from napari.layers import Labels
+
+    geometry = image_geometry(image)
+    layer = _find(viewer, references_name(image.name), Labels, geometry.shape)
+    if layer is None:
+        layer = viewer.add_labels(
+            np.zeros(geometry.shape, dtype=dtype),
+            name=references_name(image.name),
+            metadata={META_KEY: "references"},
+            **transform_kwargs(image),
+        )
+    return layer
+
+
+def new_points_layer(viewer, image, label: int, positive: bool):
+    layer = viewer.add_points(
+        name=f"{image.name} [sansa points]",
+        metadata={META_KEY: "points"},
+        **points_layer_kwargs(image.ndim, label, positive),
+        **transform_kwargs(image),
+    )
+    layer.mode = "add"
+    return layer
+
+
+def new_shapes_layer(viewer, image, label: int):
+    layer = viewer.add_shapes(
+        name=f"{image.name} [sansa shapes]",
+        metadata={META_KEY: "shapes"},
+        **shapes_layer_kwargs(image.ndim, label),
+        **transform_kwargs(image),
+    )
+    layer.mode = "add_rectangle"
+    return layer
+
+
+# -- what the next prompt gets ---------------------------------------------------------
+
+
+def defaults_event(layer):
+    """The event a prompt layer emits when its next item's class changes (or None)."""
+    from napari.layers import Labels, Points, Shapes
+
+    if isinstance(layer, Labels):
+        return layer.events.selected_label
+    if isinstance(layer, (Points, Shapes)):
+        return layer.events.feature_defaults
+    return None
+
+
+def read_prompt_defaults(layer) -> tuple[int | None, bool | None]:
+    """(class, positive) that ``layer`` gives its next item; None where it does not say."""
+    from napari.layers import Labels, Points, Shapes
+
+    label, positive = None, None
+    if isinstance(layer, (Points, Shapes)):
+        defaults = layer.feature_defaults
+        if "label" in defaults.columns:
+            label = defaults["label"][0]
+        if isinstance(layer, Points) and "positive" in defaults.columns:
+            positive = defaults["positive"][0]
+    elif isinstance(layer, Labels):
+        label = layer.selected_label
+    try:
+        label = int(label) if label is not None and int(label) >= 1 else None
+    except (TypeError, ValueError):
+        label = None
+    positive = bool(positive) if isinstance(positive, (bool, np.bool_)) else None
+    return label, positive
+
+
+def write_prompt_defaults(layer, label: int, positive: bool) -> None:
+    """Make ``layer``'s next item of class ``label`` (and, for points, ``positive``)."""
+    from napari.layers import Labels, Points, Shapes
+
+    if isinstance(layer, Points):
+        _set_feature_defaults(layer, label=int(label), positive=bool(positive))
+    elif isinstance(layer, Shapes):
+        _set_feature_defaults(layer, label=int(label))
+    elif isinstance(layer, Labels):
+        layer.selected_label = int(label)
+
+
+def _set_feature_defaults(layer, **values) -> None:
+    """Set what the layer gives its next item, adding missing feature columns (with
+    the values that the prompts take when the column is absent: class 1, positive)."""
+    import pandas as pd
+
+    features = layer.features
+    missing = {k: v for k, v in values.items() if k not in features.columns}
+    if missing:
+        implicit = {"label": 1, "positive": True}
+        features = features.copy()
+        for k, v in missing.items():
+            dtype = bool if isinstance(v, bool) else "int64"
+            features[k] = pd.Series([implicit.get(k, v)] * len(features), dtype=dtype)
+        layer.features = features
+    defaults = {c: layer.feature_defaults[c][0] for c in layer.features.columns}
+    defaults.update(values)
+    layer.feature_defaults = defaults

@@ -1,0 +1,138 @@
+"""The widget's model panel: which SANSA to load, read into a frozen ModelSettings.
+
+Registered models (``napari_sansa.list_models``) or "custom files" (SAM2 config,
+SAM2 weights, adapter weights). ``NAPARI_SANSA_CONFIG``,
+``NAPARI_SANSA_SAM2_CHECKPOINT`` and ``NAPARI_SANSA_ADAPTER_CHECKPOINT`` preset
+"custom files"; ``NAPARI_SANSA_IMAGE_SIZE`` presets the model's input size.
+"""
+
+from __future__ import annotations
+
+import os
+
+from magicgui.widgets import ComboBox, Container, FileEdit, SpinBox
+from napari.utils.notifications import show_warning
+
+from ._layers import PromptError
+from ._widget_worker import CUSTOM, ModelSettings
+
+__all__ = ["ModelPanel", "path_value"]
+
+ENV_CONFIG = "NAPARI_SANSA_CONFIG"
+ENV_SAM2 = "NAPARI_SANSA_SAM2_CHECKPOINT"
+ENV_ADAPTER = "NAPARI_SANSA_ADAPTER_CHECKPOINT"
+ENV_IMAGE_SIZE = "NAPARI_SANSA_IMAGE_SIZE"
+DEFAULT_MODEL = "sansa-universal"
+AUTO_CONFIG = "auto (from the checkpoint)"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(name, "").strip() or None
+
+
+def path_value(widget: FileEdit) -> str | None:
+    """A FileEdit's path, or None when it is empty."""
+    value = widget.value
+    if value is None or str(value).strip() in ("", "."):
+        return None
+    return str(value)
+
+
+def model_choices() -> list[tuple[str, str]]:
+    import napari_sansa as ns
+
+    choices = []
+    for m in ns.list_models():
+        size = f"{m['size_mb']:.0f} MB" if m.get("size_mb") else "size unknown"
+        state = "on disk" if m["downloaded"] else f"download {size}"
+        choices.append((f"{m['name']} ({state})", m["name"]))
+    return [*choices, (CUSTOM, CUSTOM)]
+
+
+def config_choices() -> list[str]:
+    from .core.build import CONFIGS  # a plain dict; importing it loads no torch
+
+    configs = list(CONFIGS)
+    env = _env(ENV_CONFIG)
+    if env and env not in configs:
+        configs.append(env)
+    return [AUTO_CONFIG, *configs]
+
+
+class ModelPanel(Container):
+    """Model, custom files (shown only for "custom files"), device and input size."""
+
+    def __init__(self):
+        super().__init__(labels=True)
+        self._model = ComboBox(label="model", choices=model_choices())
+        self._config = ComboBox(label="config", choices=config_choices())
+        self._sam2_file = FileEdit(
+            label="SAM2 weights", mode="r", filter="*.pt *.pth", nullable=True
+        )
+        self._adapter_file = FileEdit(
+            label="adapters",
+            mode="r",
+            filter="*.pt *.pth",
+            nullable=True,
+            tooltip="empty: plain SAM2",
+        )
+        self._device = ComboBox(label="device", choices=list(DEVICES))
+        self._image_size = SpinBox(
+            label="model size",
+            min=0,
+            max=4096,
+            step=32,
+            value=0,
+            tooltip="advanced: the model's input size; 0 = the model's own (1024)",
+        )
+        row = Container(layout="horizontal", widgets=[self._device, self._image_size])
+        self.extend([self._model, self._config, self._sam2_file, self._adapter_file, row])
+        self._apply_environment()
+        self._model.changed.connect(self._on_model_changed)
+        self._on_model_changed()
+
+    def _apply_environment(self) -> None:
+        sam2, adapter, config = _env(ENV_SAM2), _env(ENV_ADAPTER), _env(ENV_CONFIG)
+        if sam2 or adapter or config:
+            self._model.value = CUSTOM
+            if config:
+                self._config.value = config
+            if sam2:
+                self._sam2_file.value = sam2
+            if adapter:
+                self._adapter_file.value = adapter
+        elif DEFAULT_MODEL in self._model.choices:
+            self._model.value = DEFAULT_MODEL
+        size = _env(ENV_IMAGE_SIZE)
+        if size:
+            try:
+                self._image_size.value = int(size)
+            except ValueError:
+                show_warning(f"{ENV_IMAGE_SIZE}={size!r} is not a whole number; ignored")
+
+    def _on_model_changed(self, value=None) -> None:
+        custom = self._model.value == CUSTOM
+        for w in (self._config, self._sam2_file, self._adapter_file):
+            w.visible = custom
+
+    def settings(self) -> ModelSettings:
+        """The chosen model as a frozen value; raises PromptError if files are missing."""
+        device = self._device.value
+        size = int(self._image_size.value) or None
+        if self._model.value != CUSTOM:
+            return ModelSettings(name=self._model.value, device=device, image_size=size)
+        sam2 = path_value(self._sam2_file)
+        if sam2 is None:
+            raise PromptError(
+                "choose the SAM2 weights file (e.g. sam2_hiera_large.pt) under 'SAM2 weights', "
+                f"or set {ENV_SAM2}, or pick a registered model"
+            )
+        config = None if self._config.value == AUTO_CONFIG else self._config.value
+        return ModelSettings(
+            config=config,
+            sam2_checkpoint=sam2,
+            adapter_checkpoint=path_value(self._adapter_file),
+            device=device,
+            image_size=size,
+        )
