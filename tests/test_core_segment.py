@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -168,11 +170,14 @@ def test_generator_yields_each_target_when_done_and_can_stop(model, images, disk
 
     gen = model.segment_iter(ref, lazy_targets())
     first = next(gen)
-    assert first.index == 0 and seen == [1]  # nothing read ahead beyond the batch
+    assert first.index == 0 and len(seen) <= 3  # read ahead, but only a little
     second = next(gen)
     assert second.index == 1
     gen.close()
-    assert seen == [1, 2]
+    time.sleep(0.3)
+    stopped = list(seen)
+    time.sleep(0.3)
+    assert seen == stopped and len(seen) <= 4  # closing stops the reading
     # include_references: references first
     items = list(model.segment_iter(ref, images[1:3], include_references=True))
     assert [(p.is_reference, p.index) for p in items] == [(True, 0), (False, 0), (False, 1)]

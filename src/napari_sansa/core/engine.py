@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -69,6 +70,25 @@ class Features:
     def nbytes(self) -> int:
         return sum(x.numel() * x.element_size() for x in (*self.high_res, self.top))
 
+    def to_numpy(self):
+        """``((high0, high1, top), dtype names)`` as CPU numpy arrays (bf16 kept bit-exact)."""
+        parts = (self.high_res[0], self.high_res[1], self.top)
+
+        def conv(x):
+            x = x.detach().cpu().contiguous()
+            return x.view(torch.int16).numpy() if x.dtype == torch.bfloat16 else x.numpy()
+
+        return tuple(conv(x) for x in parts), ",".join(str(x.dtype) for x in parts)
+
+    @staticmethod
+    def from_numpy(h0, h1, top, dtype_names: str) -> Features:
+        def back(a, name):
+            t = torch.from_numpy(np.ascontiguousarray(a))
+            return t.view(torch.bfloat16) if name == str(torch.bfloat16) else t
+
+        names = dtype_names.split(",")
+        return Features((back(h0, names[0]), back(h1, names[1])), back(top, names[2]))
+
 
 @dataclass
 class FrameOutput:
@@ -113,15 +133,17 @@ class Engine:
         """Image encoder on ``[B, 3, S, S]`` normalised images (what ``forward_image`` gives)."""
         out = self.sam.forward_image(images)
         fpn = out["backbone_fpn"][-3:]
-        if self._top_pos is None or self._top_pos.device != fpn[2].device:
-            pos = out["vision_pos_enc"][-1][:1]
-            self._top_pos = pos.flatten(2).permute(2, 0, 1).float()  # [HW, 1, 256]
         return Features((fpn[0], fpn[1]), fpn[2])
 
-    def top_pos(self, batch: int) -> torch.Tensor:
-        if self._top_pos is None:
-            raise RuntimeError("encode an image first")
-        return self._top_pos.expand(-1, batch, -1)
+    def top_pos(self, top: torch.Tensor) -> torch.Tensor:
+        """Positional encoding ``[HW, B, C]`` of top-level features (it depends on size only)."""
+        b, _, h, w = top.shape
+        key = (h, w, top.device)
+        if self._top_pos is None or self._top_pos[0] != key:
+            probe = torch.zeros(1, 1, h, w, device=top.device)
+            pos = self.sam.image_encoder.neck.position_encoding(probe).float()
+            self._top_pos = (key, pos.flatten(2).permute(2, 0, 1))
+        return self._top_pos[1].expand(-1, b, -1)
 
     # -- decoder ------------------------------------------------------------------------
     def _decode(self, pix, high_res, coords=None, labels=None, mask_prompt=None, multimask=False):
@@ -190,7 +212,7 @@ class Engine:
         curr = top.flatten(2).permute(2, 0, 1)
         pix = self.sam.memory_attention(
             curr=[curr],
-            curr_pos=[self.top_pos(b).to(curr.dtype)],
+            curr_pos=[self.top_pos(top).to(curr.dtype)],
             memory=mem,
             memory_pos=mem_pos,
             num_obj_ptr_tokens=n_ptr,

@@ -22,3 +22,7 @@ class CheckpointError(SansaError, ValueError):
 
 class ModelNotFoundError(CheckpointError, FileNotFoundError):
     """A model's weights are not on disk and cannot be fetched right now."""
+
+
+class DeviceMemoryError(SansaError, MemoryError):
+    """An image does not fit in the device's memory even on its own."""

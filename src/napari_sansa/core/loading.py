@@ -67,6 +67,9 @@ def load_model(
     precision: str = "auto",
     image_size: int | None = None,
     cache_bytes: int = 1 << 30,
+    cache_dir=None,
+    cache_dir_bytes: int = 10 << 30,
+    compile: bool = False,  # noqa: A002 - the name torch uses
     download: bool = True,
 ) -> SansaModel:
     """Load SANSA, by registry name or from local files.
@@ -81,7 +84,10 @@ def load_model(
 
     ``device``: ``"auto"`` (CUDA, then MPS, then CPU) or an explicit device.
     ``precision``: ``"auto"`` (bf16 on CUDA, fp32 elsewhere), ``"fp32"``, ``"bf16"``
-    or ``"fp16"``.
+    or ``"fp16"``. ``cache_bytes``: in-memory image-feature cache (0: off);
+    ``cache_dir``: an optional feature cache on disk, at most ``cache_dir_bytes``.
+    ``compile``: ``torch.compile`` the image encoder, memory attention and decoder
+    (slow first call; worth it for long runs on a GPU).
     """
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
@@ -124,6 +130,9 @@ def load_model(
     identity = "sam2:" + file_fingerprint(sam2_checkpoint)
     if adapter_checkpoint is not None:
         identity += "+adapters:" + file_fingerprint(adapter_checkpoint)
+    if compile:
+        for part in (sam.image_encoder, sam.memory_attention, sam.sam_mask_decoder):
+            part.compile(dynamic=False)
     return SansaModel(
         sam,
         config=config,
@@ -132,4 +141,6 @@ def load_model(
         identity=identity,
         name=label,
         cache_bytes=cache_bytes,
+        cache_dir=cache_dir,
+        cache_dir_bytes=cache_dir_bytes,
     )

@@ -9,7 +9,6 @@ and nothing more is computed).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,9 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cache import FeatureCache, array_digest
+from ._threads import prefetch
+from .cache import DiskFeatureCache, FeatureCache, array_digest
 from .engine import Engine, Features, FrameOutput, MemoryEntry
-from .errors import InvalidInputError
+from .errors import DeviceMemoryError, InvalidInputError
 from .fusion import check_threshold, fuse_labels, sigmoid
 from .images import _check_range, image_hw, to_float_rgb
 from .preprocess import check_input_size, image_to_input, mask_to_input, sparse_prompts_to_input
@@ -155,14 +155,15 @@ class _Settings:
     input_size: int | None
     threshold: float
     intensity_range: tuple | None
-    batch_size: int
+    batch_size: int | None  # None: chosen from free device memory
 
 
 class SansaModel:
     """SAM2 with (optional) SANSA adapters, ready to segment.
 
     Made by :func:`napari_sansa.load_model`. ``cache_bytes`` bounds the in-memory
-    image-feature cache (0 turns it off).
+    image-feature cache (0 turns it off); ``cache_dir`` adds a cache on disk
+    (bounded by ``cache_dir_bytes``).
     """
 
     def __init__(
@@ -175,6 +176,8 @@ class SansaModel:
         identity: str | None = None,
         name: str | None = None,
         cache_bytes: int = 1 << 30,
+        cache_dir=None,
+        cache_dir_bytes: int = 10 << 30,
     ):
         self.sam = sam.to(device).eval()
         self.engine = Engine(self.sam)
@@ -183,7 +186,8 @@ class SansaModel:
         self.dtype = dtype
         self.name = name or config
         self._identity = identity or f"unsaved-{uuid.uuid4().hex}"
-        self.feature_cache = FeatureCache(cache_bytes)
+        disk = DiskFeatureCache(cache_dir, cache_dir_bytes) if cache_dir is not None else None
+        self.feature_cache = FeatureCache(cache_bytes, disk)
 
     # -- description --------------------------------------------------------------------
     @property
@@ -207,8 +211,10 @@ class SansaModel:
 
     @property
     def identity(self) -> str:
-        """What the features depend on: config, image size, weights and precision."""
-        return f"{self._identity}|{self.config}|{self.image_size}|{str(self.dtype)}"
+        """What the features depend on: weights, config, image size, precision, version."""
+        from .. import __version__
+
+        return f"{self._identity}|{self.config}|{self.image_size}|{self.dtype}|{__version__}"
 
     def __repr__(self) -> str:
         kind = f"adapters in stages {list(self.adapter_stages)}" if self.adapters else "no adapters"
@@ -367,9 +373,7 @@ class SansaModel:
             raise InvalidInputError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
         if intensity_range is not None:
             intensity_range = _check_range(intensity_range)
-        if batch_size is None:
-            batch_size = self.default_batch_size()
-        elif (
+        if batch_size is not None and (
             isinstance(batch_size, bool)
             or not isinstance(batch_size, (int, np.integer))
             or batch_size < 1
@@ -380,11 +384,8 @@ class SansaModel:
             check_input_size(input_size),
             check_threshold(threshold),
             intensity_range,
-            int(batch_size),
+            None if batch_size is None else int(batch_size),
         )
-
-    def default_batch_size(self) -> int:
-        return 1 if self.device.type == "cpu" else 4
 
     # -- running ------------------------------------------------------------------------
     def _compute(self):
@@ -396,13 +397,19 @@ class SansaModel:
         return stack
 
     def _load_image(self, image, what: str, s: _Settings):
-        """Read one image: its cache key, (H, W) and the [0, 1] RGB float array."""
+        """Read one image: its cache key, (H, W) and the [0, 1] RGB float array.
+
+        The pixels are hashed for the key only when a feature cache is on; otherwise
+        the key is unique and the image is simply encoded.
+        """
         hw = image_hw(image, what)
         raw = np.asarray(image)
         rgb = to_float_rgb(raw, s.intensity_range, what)
-        key = "|".join(
-            (array_digest(raw), str(s.intensity_range), str(s.input_size), self.identity)
-        )
+        if self.feature_cache.enabled:
+            parts = (array_digest(raw), str(s.intensity_range), str(s.input_size), self.identity)
+            key = "|".join(parts)
+        else:
+            key = f"uncached-{uuid.uuid4().hex}"
         return key, hw, rgb
 
     def _features(self, loaded, s: _Settings) -> Features:
@@ -426,7 +433,7 @@ class SansaModel:
             for i, (key, _) in enumerate(todo):
                 one = feats[i]
                 found[key] = one
-                if self.feature_cache.max_bytes > 0:
+                if self.feature_cache.enabled:
                     self.feature_cache.put(key, one.to("cpu"), one.nbytes)
         return Features.cat([found[key] for key, _, _ in loaded])
 
@@ -545,42 +552,158 @@ class SansaModel:
         idx = torch.as_tensor(order, device=lows.device)
         return lows[:, idx], scores[:, idx], [classes[j] for j in order]
 
+    def _prefetched(self, targets, s: _Settings, depth: int):
+        """Targets read and converted ahead, on background threads: (index, loaded)."""
+        workers = 1 if self.device.type == "cpu" else 4
+        return prefetch(
+            enumerate(targets),
+            lambda item: (item[0], self._load_image(item[1], f"target {item[0]}", s)),
+            depth=depth,
+            workers=workers,
+        )
+
     def _run_independent(self, targets, groups, s: _Settings):
-        it = iter(enumerate(targets))
-        while True:
-            chunk = list(itertools.islice(it, s.batch_size))
-            if not chunk:
-                return
-            loaded = [self._load_image(img, f"target {i}", s) for i, img in chunk]
-            n = len(chunk)
+        sizer = _BatchSizer(s.batch_size, self.device)
+        source = self._prefetched(targets, s, depth=max(2, sizer.size))
+        pending: list = []
+        error = None
+        try:
+            while True:
+                try:
+                    item = next(source)
+                except StopIteration:
+                    break
+                except Exception as exc:  # noqa: BLE001 - a target that cannot be read:
+                    error = exc  # the targets before it are finished first
+                    break
+                pending.append(item)
+                if len(pending) >= sizer.size:
+                    yield from self._independent_batch(pending, groups, s, sizer)
+                    pending = []
+            if pending:
+                yield from self._independent_batch(pending, groups, s, sizer)
+        finally:
+            source.close()
+        if error is not None:
+            raise error
+
+    def _independent_batch(self, items, groups, s: _Settings, sizer):
+        """Decode a batch of targets; on out-of-memory, retry it in smaller batches."""
+        n = len(items)
+        loaded = [x[1] for x in items]
+        try:
             with self._compute():
+                sizer.start()
                 feats = self._features(loaded, s)
                 outs = [self._decode_group(g, feats, g.k, n)[1] for g in groups]
                 lows, scores, classes = self._collect(groups, outs, n)
                 preds = [
                     self._prediction(i, loaded[j][1], lows[j], scores[j], classes, s.threshold)
-                    for j, (i, _) in enumerate(chunk)
+                    for j, (i, _) in enumerate(items)
                 ]
-            yield from preds
+                sizer.measured(n)
+        except Exception as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            del exc
+            self._release_memory()
+            if n == 1:
+                self._out_of_memory(items[0])
+            sizer.shrink(n)
+            half = n // 2
+            yield from self._independent_batch(items[:half], groups, s, sizer)
+            yield from self._independent_batch(items[half:], groups, s, sizer)
+            return
+        yield from preds
+
+    def _release_memory(self):
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _out_of_memory(self, item):
+        index, (_key, (h, w), _rgb) = item
+        need = ""
+        if self.device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
+            need = (
+                f" (it used about {peak / 2**30:.1f} GiB before failing; {free / 2**30:.1f} of "
+                f"{total / 2**30:.1f} GiB free)"
+            )
+        raise DeviceMemoryError(
+            f"target {index} ({h}x{w} pixels) does not fit in the {self.device} memory even on "
+            f"its own{need}: close other programs on the device, use precision='bf16', a smaller "
+            "SAM2, or device='cpu'"
+        ) from None
 
     def _run_sequential(self, targets, groups, s: _Settings):
         groups = [_Group(g.classes, g.k, dict(g.entries)) for g in groups]  # this run's own episode
         keep = max(self.sam.num_maskmem - 1, self.sam.max_obj_ptrs_in_encoder - 1)
-        for j, img in enumerate(targets):
-            loaded = self._load_image(img, f"target {j}", s)
-            with self._compute():
-                feats = self._features([loaded], s)
-                outs = []
-                for g in groups:
-                    t = g.k + j
-                    f, out = self._decode_group(g, feats, t, 1)
-                    g.entries[t] = self.engine.memory(f, out)
-                    for old in [x for x in g.entries if 0 < x <= t - keep]:
-                        del g.entries[old]
-                    outs.append(out)
-                lows, scores, classes = self._collect(groups, outs, 1)
-                pred = self._prediction(j, loaded[1], lows[0], scores[0], classes, s.threshold)
-            yield pred
+        source = self._prefetched(targets, s, depth=2)
+        try:
+            for j, loaded in source:
+                try:
+                    with self._compute():
+                        feats = self._features([loaded], s)
+                        outs = []
+                        for g in groups:
+                            t = g.k + j
+                            f, out = self._decode_group(g, feats, t, 1)
+                            g.entries[t] = self.engine.memory(f, out)
+                            for old in [x for x in g.entries if 0 < x <= t - keep]:
+                                del g.entries[old]
+                            outs.append(out)
+                        lows, scores, classes = self._collect(groups, outs, 1)
+                        pred = self._prediction(
+                            j, loaded[1], lows[0], scores[0], classes, s.threshold
+                        )
+                except Exception as exc:
+                    if not _is_out_of_memory(exc):
+                        raise
+                    del exc
+                    self._release_memory()
+                    self._out_of_memory((j, loaded))
+                yield pred
+        finally:
+            source.close()
+
+
+class _BatchSizer:
+    """The batch size of a run: as given, or measured on the device (CUDA: from free memory)."""
+
+    MAX = 64
+
+    def __init__(self, fixed: int | None, device: torch.device):
+        self.device = device
+        self.auto = fixed is None
+        self.size = fixed if fixed is not None else 1
+        self._probing = self.auto and device.type == "cuda"
+
+    def start(self):
+        if self._probing:
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+
+    def measured(self, n: int):
+        """After a first batch on CUDA: as many targets as fit in 80 % of the free memory."""
+        if not self._probing:
+            return
+        self._probing = False
+        per_target = max((torch.cuda.max_memory_allocated(self.device) - self._base) / n, 1)
+        free, _ = torch.cuda.mem_get_info(self.device)
+        self.size = int(min(self.MAX, max(1, 0.8 * free / per_target)))
+
+    def shrink(self, failed_at: int):
+        self.size = max(1, min(self.size, failed_at) // 2)
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
 
 
 def _check_targets(targets) -> None:
