@@ -90,6 +90,7 @@ class ModelSource:
                     device=self.device,
                     precision=self.precision,
                     image_size=self.image_size,
+                    cache_bytes=0,  # every image is seen once: caching would only cost memory
                 )
             return _MODELS[self]
 
