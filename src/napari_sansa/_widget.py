@@ -402,7 +402,8 @@ class SansaWidget(Container):
         self._plan = plan
         self._done, self._stopped, self._failed = 0, False, None
         self._scores.clear_rows()
-        self._progress.max, self._progress.value = plan.total, 0
+        self._progress.max = plan.total
+        self._show_progress(0)
         loading = (
             "" if self._cache.has(model_settings) else f"loading {model_settings.describe()}, "
         )
@@ -521,6 +522,15 @@ class SansaWidget(Container):
         self._run_button.enabled = not running
         self._stop_button.enabled = running
 
+    def _show_progress(self, done: int) -> None:
+        # QProgressBar.setValue repaints at once (synchronously), which costs a whole
+        # window repaint per frame (0.1 s on Xvfb/Mesa); with updates off it only
+        # schedules a repaint, drawn with the canvas in the next event loop turn
+        bar = self._progress.native
+        bar.setUpdatesEnabled(False)
+        self._progress.value = done
+        bar.setUpdatesEnabled(True)
+
     def _on_yielded(self, result: FrameResult) -> None:
         if not self._guard.alive or self._plan is None:
             return
@@ -546,7 +556,7 @@ class SansaWidget(Container):
             result.is_reference,
             self._plan.geometry.describe(result.frame),
         )
-        self._progress.value = self._done
+        self._show_progress(self._done)
         self._status.value = f"{self._done} / {self._plan.total} frames done"
 
     def _on_returned(self, outcome: RunOutcome) -> None:

@@ -9,7 +9,9 @@ touches a layer or a Qt object; the widget writes each result on the main thread
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -122,6 +124,33 @@ def reference_labels(pred, masks: dict[int, np.ndarray], dtype) -> np.ndarray:
     return out
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def leave_a_core_for_napari():
+    """Run torch's CPU work on one core fewer than the machine has (at least one).
+
+    With as many torch (OpenMP) threads as cores, napari's event loop takes a core
+    from one of them now and then and every parallel step waits for it: on a
+    2-core machine a warm run took 45 s in the worker instead of 9 s inline, and
+    5 s with one core left free (benchmarks/bench_gui_stall.py). The setting is
+    the worker thread's and is put back afterwards.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(before, _cores() - 1)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_frames(
     plan: RunPlan, model_settings: ModelSettings, settings: RunSettings, cache: ModelCache
 ) -> Iterator[FrameResult]:
@@ -132,42 +161,12 @@ def run_frames(
     RuntimeError (torch's) ends the run with a :class:`RunOutcome` carrying the
     message; anything else reaches the worker's ``errored`` signal.
     """
-    import napari_sansa as ns
-
     done = 0
-    dtype = plan.labels_dtype
     try:
-        model = cache.get(model_settings)
-        refs = [ns.Reference(plan.stack[r.frame], r.prompts) for r in plan.references]
-        masks = [r.masks() for r in plan.references]
-        results = model.segment_iter(
-            refs,
-            plan.stack.select(plan.targets),
-            mode=settings.mode,
-            input_size=settings.input_size,
-            threshold=settings.threshold,
-            intensity_range=plan.intensity_range,
-            include_references=True,
-        )
-        for pred in results:
-            if pred.is_reference:
-                ref = plan.references[pred.index]
-                labels = reference_labels(pred, masks[pred.index], dtype)
-                probs = _probabilities(pred, masks[pred.index]) if settings.probabilities else None
-                scores = {
-                    c: (1.0 if c in masks[pred.index] else float(s)) for c, s in pred.scores.items()
-                }
-                yield FrameResult(ref.frame, labels, scores, True, probs)
-            else:
-                probs = _probabilities(pred, {}) if settings.probabilities else None
-                yield FrameResult(
-                    plan.targets[pred.index],
-                    pred.labels.astype(dtype, copy=False),
-                    {c: float(s) for c, s in pred.scores.items()},
-                    False,
-                    probs,
-                )
-            done += 1
+        with leave_a_core_for_napari():
+            for result in _results(plan, model_settings, settings, cache):
+                yield result
+                done += 1
     except (ValueError, OSError, MemoryError) as exc:
         # user errors and memory: the core's messages say what to change
         return RunOutcome(done, str(exc) or type(exc).__name__)
@@ -177,6 +176,42 @@ def run_frames(
         logger.exception("SANSA run failed")
         return RunOutcome(done, f"SANSA failed: {type(exc).__name__}: {exc}")
     return RunOutcome(done)
+
+
+def _results(plan: RunPlan, model_settings, settings: RunSettings, cache: ModelCache):
+    import napari_sansa as ns
+
+    dtype = plan.labels_dtype
+    model = cache.get(model_settings)
+    refs = [ns.Reference(plan.stack[r.frame], r.prompts) for r in plan.references]
+    masks = [r.masks() for r in plan.references]
+    results = model.segment_iter(
+        refs,
+        plan.stack.select(plan.targets),
+        mode=settings.mode,
+        input_size=settings.input_size,
+        threshold=settings.threshold,
+        intensity_range=plan.intensity_range,
+        include_references=True,
+    )
+    for pred in results:
+        if pred.is_reference:
+            own = masks[pred.index]
+            yield FrameResult(
+                plan.references[pred.index].frame,
+                reference_labels(pred, own, dtype),
+                {c: (1.0 if c in own else float(s)) for c, s in pred.scores.items()},
+                True,
+                _probabilities(pred, own) if settings.probabilities else None,
+            )
+        else:
+            yield FrameResult(
+                plan.targets[pred.index],
+                pred.labels.astype(dtype, copy=False),
+                {c: float(s) for c, s in pred.scores.items()},
+                False,
+                _probabilities(pred, {}) if settings.probabilities else None,
+            )
 
 
 def _probabilities(pred, masks) -> dict[int, np.ndarray]:
