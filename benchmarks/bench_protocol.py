@@ -4,7 +4,7 @@ The authors' code runs one episode [references..., target] per target and per
 class, encoding every frame of the episode each time, in fp32, one episode at a
 time. napari-sansa encodes each image once, decodes the references once per
 class and batches the rest. Both ways run here on the same random-weight model
-(SAM2 Hiera-tiny + adapters at 1024 px); outputs must be identical.
+(SAM2 Hiera-tiny + adapters at 1024 px); their logits must agree to float rounding.
 
     python benchmarks/bench_protocol.py [--targets 8 --shots 1 --classes 2] [--json out.json]
 """
@@ -96,9 +96,13 @@ def main():
         for o, t in zip(ours, theirs, strict=True)
         for c in classes
     )
-    same_labels = all(
-        np.array_equal(o.labels, fuse_labels({c: sigmoid(t[c]) for c in classes}, 0.5))
-        for o, t in zip(ours, theirs, strict=True)
+    same_labels = float(
+        np.mean(
+            [
+                (o.labels == fuse_labels({c: sigmoid(t[c]) for c in classes}, 0.5)).mean()
+                for o, t in zip(ours, theirs, strict=True)
+            ]
+        )
     )
     a, b = min(t_theirs), min(t_ours)
     rows = [
@@ -113,7 +117,7 @@ def main():
         ("napari-sansa", f"{b:.2f} s"),
         ("speed-up", f"{a / b:.2f}x (goal >= 3x)"),
         ("max |logit difference|", f"{diff:.2e}"),
-        ("identical label images", str(same_labels)),
+        ("label pixels that agree", f"{100 * same_labels:.4f} %"),
     ]
     report(
         "Benchmark 1: authors' protocol vs napari-sansa",
@@ -123,7 +127,7 @@ def main():
             "ours_s": b,
             "speedup": a / b,
             "max_logit_diff": diff,
-            "identical_labels": same_labels,
+            "label_agreement": same_labels,
             "targets": args.targets,
             "shots": args.shots,
             "classes": args.classes,

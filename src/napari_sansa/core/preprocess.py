@@ -73,7 +73,7 @@ def mask_to_input(
     mask: np.ndarray, image_size: int, input_size: int | None, device
 ) -> torch.Tensor:
     """Binary ``(H, W)`` mask -> ``(1, 1, S, S)`` bool tensor on the model's grid."""
-    m = torch.from_numpy(np.ascontiguousarray(mask)).to(device=device, dtype=torch.float32)
+    m = torch.from_numpy(np.asarray(mask, dtype=np.float32)).to(device=device)  # a new array
     m = m[None, None]
     if input_size is not None:
         m = _resize(m, input_size, mode="nearest")
