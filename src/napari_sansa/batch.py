@@ -394,41 +394,89 @@ def _describe(target, run, classes, scores, areas, shape):
     }
 
 
-def _process_images(model, memory, items, out, run, strict, rows, on_frame):
-    """Stream image targets through the model; unreadable ones are reported and skipped."""
-    queue = deque(items)
-    while queue:
-        pending: deque = deque()
+class _Writer:
+    """Writes outputs on a background thread, so the model never waits for the disk.
 
-        def frames(pending=pending):
-            while queue:
-                t = queue.popleft()
-                try:
-                    img = read_image(t.source)
-                    check_image(img, f"image {t.source}")
-                except InvalidInputError as exc:
-                    if strict:
-                        raise
-                    rows.append(_row(t, "failed", str(exc)))
-                    on_frame(t, 1)
-                    continue
-                pending.append(t)
-                yield img
+    At most ``depth`` writes wait; an error of a write (a full disk) is raised by the
+    next ``submit`` or by ``finish``.
+    """
 
+    def __init__(self, depth: int = 4):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-sansa-write")
+        self._waiting: deque = deque()
+        self._depth = depth
+
+    def submit(self, fn, *args) -> None:
+        while self._waiting and (len(self._waiting) >= self._depth or self._waiting[0].done()):
+            self._waiting.popleft().result()
+        self._waiting.append(self._pool.submit(fn, *args))
+
+    def finish(self) -> None:
         try:
-            for pred in model.segment_iter(
-                memory, frames(), mode=run.mode, threshold=run.threshold, batch_size=run.batch_size
-            ):
-                t = pending.popleft()
-                _write_image(t, pred, out, run, rows)
-                on_frame(t, 1)
-        except InvalidInputError as exc:  # an image that passed the checks still failed
-            if strict or not pending:
-                raise
-            t = pending.popleft()
-            rows.append(_row(t, "failed", str(exc)))
-            on_frame(t, 1)
-            queue.extendleft(reversed(pending))
+            while self._waiting:
+                self._waiting.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+def _process_images(model, memory, items, out, run, strict, rows, on_frame):
+    """Stream image targets through the model; unreadable ones are reported and skipped.
+
+    Images are read by the model's prefetch threads; outputs are written by a writer
+    thread. If the model itself refuses an image, that image is reported and the
+    stream starts again after it.
+    """
+    failed: dict[str, dict] = {}  # by source: a read-ahead image may be read twice
+    remaining = list(items)
+    writer = _Writer()
+
+    def write(t, pred):
+        _write_image(t, pred, out, run, rows)
+        on_frame(t, 1)
+
+    try:
+        while remaining:
+            todo, remaining = remaining, []
+            fed: list = []  # targets handed to the model, in order
+
+            def frames(todo=todo, fed=fed):
+                for t in todo:
+                    try:
+                        img = read_image(t.source)
+                        check_image(img, f"image {t.source}")
+                    except InvalidInputError as exc:
+                        if strict:
+                            raise
+                        if t.source not in failed:
+                            failed[t.source] = _row(t, "failed", str(exc))
+                            on_frame(t, 1)
+                        continue
+                    fed.append(t)
+                    yield img
+
+            done = 0
+            try:
+                for pred in model.segment_iter(
+                    memory,
+                    frames(),
+                    mode=run.mode,
+                    threshold=run.threshold,
+                    batch_size=run.batch_size,
+                ):
+                    writer.submit(write, fed[done], pred)
+                    done += 1
+            except InvalidInputError as exc:  # an image that passed the checks still failed
+                if strict or done >= len(fed):
+                    raise
+                bad = fed[done]
+                failed[bad.source] = _row(bad, "failed", str(exc))
+                on_frame(bad, 1)
+                remaining = todo[todo.index(bad) + 1 :]
+    finally:
+        writer.finish()
+        rows.extend(failed.values())
 
 
 def _write_image(t: Target, pred, out: Path, run: RunSettings, rows):
