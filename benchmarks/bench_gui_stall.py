@@ -130,7 +130,7 @@ def main() -> None:
     paint[0, s // 4 : s // 2, s // 4 : s // 2] = 1
 
     viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1400, 900)
+    viewer.window.resize(1400, 900)
     viewer.add_image(stack, name="frames")
     viewer.add_labels(paint, name="paint")
     widget = SansaWidget(viewer)

@@ -78,11 +78,21 @@ def _on_native_destroyed(guard: _Guard, *_):
         guard.worker.quit()
 
 
+def _row(*widgets) -> Container:
+    row = Container(layout="horizontal", labels=False, widgets=widgets)
+    row.margins = (0, 0, 0, 0)
+    return row
+
+
+def _heading(text: str) -> Label:
+    return Label(value=f"<b>{text}</b>")
+
+
 class SansaWidget(Container):
     """Few-shot segmentation of an image stack with SANSA."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
-        super().__init__(scrollable=True)
+        super().__init__()  # napari docks .native: a magicgui scroll area would be dropped
         self._viewer = viewer
         self._cache = ModelCache()
         self._worker = None
@@ -144,8 +154,8 @@ class SansaWidget(Container):
             value=640,
             tooltip="the authors' intermediate resize; none: straight to the model's size",
         )
-        self._first = SpinBox(label="frames from", min=0, max=0)
-        self._last = SpinBox(label="to", min=0, max=0)
+        self._first = SpinBox(label="first frame", min=0, max=0)
+        self._last = SpinBox(label="last frame", min=0, max=0)
         self._probabilities = CheckBox(text="probability maps", value=False)
         self._run_button = PushButton(text="Run")
         self._stop_button = PushButton(text="Stop", enabled=False)
@@ -163,29 +173,32 @@ class SansaWidget(Container):
         self._save_format = ComboBox(label="format", choices=["tif", "png"])
         self._save_button = PushButton(text="Save frames", tooltip="one file per frame")
 
-        row = partial(Container, layout="horizontal", labels=False)
         self._results_box = Container(widgets=[self._use_frame], labels=False)
         self._results_box.native.layout().addWidget(self._scores)
+        self._prompts.native.setMaximumHeight(90)
         self.extend(
             [
                 self._image,
                 self._prompts,
-                row(widgets=[self._new_points, self._new_shapes, self._new_labels]),
-                row(widgets=[self._class_id, self._polarity], labels=True),
-                Label(value="<b>Model</b>"),
-                self._model_panel,
-                Label(value="<b>Run</b>"),
+                _row(self._new_points, self._new_shapes, self._new_labels),
+                self._class_id,
+                self._polarity,
+                _heading("Model"),
+                *self._model_panel.widgets,
+                _heading("Run"),
                 self._mode,
                 self._threshold,
                 self._input_size,
-                row(widgets=[self._first, self._last], labels=True),
+                self._first,
+                self._last,
                 self._probabilities,
-                row(widgets=[self._run_button, self._stop_button]),
+                _row(self._run_button, self._stop_button),
                 self._progress,
                 self._status,
-                Label(value="<b>Results</b>"),
+                _heading("Results"),
                 self._results_box,
-                row(widgets=[self._save_folder, self._save_format], labels=True),
+                self._save_folder,
+                self._save_format,
                 self._save_button,
             ]
         )

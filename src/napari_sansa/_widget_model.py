@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from magicgui.widgets import ComboBox, Container, FileEdit, SpinBox
+from magicgui.widgets import ComboBox, FileEdit, SpinBox
 from napari.utils.notifications import show_warning
 
 from ._layers import PromptError
@@ -60,12 +60,20 @@ def config_choices() -> list[str]:
     return [AUTO_CONFIG, *configs]
 
 
-class ModelPanel(Container):
-    """Model, custom files (shown only for "custom files"), device and input size."""
+class ModelPanel:
+    """Model, custom files (shown only for "custom files"), device and input size.
+
+    Holds the child widgets (``widgets``, laid out by the dock widget so that
+    their labels line up with its own) and reads them into a ModelSettings.
+    """
 
     def __init__(self):
-        super().__init__(labels=True)
         self._model = ComboBox(label="model", choices=model_choices())
+        # long model names must not widen the dock
+        self._model.native.setSizeAdjustPolicy(
+            self._model.native.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self._model.native.setMinimumContentsLength(16)
         self._config = ComboBox(label="config", choices=config_choices())
         self._sam2_file = FileEdit(
             label="SAM2 weights", mode="r", filter="*.pt *.pth", nullable=True
@@ -86,8 +94,14 @@ class ModelPanel(Container):
             value=0,
             tooltip="advanced: the model's input size; 0 = the model's own (1024)",
         )
-        row = Container(layout="horizontal", widgets=[self._device, self._image_size])
-        self.extend([self._model, self._config, self._sam2_file, self._adapter_file, row])
+        self.widgets = [
+            self._model,
+            self._config,
+            self._sam2_file,
+            self._adapter_file,
+            self._device,
+            self._image_size,
+        ]
         self._apply_environment()
         self._model.changed.connect(self._on_model_changed)
         self._on_model_changed()
