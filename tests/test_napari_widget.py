@@ -323,6 +323,25 @@ def test_rgb_stack_with_frame_shaped_labels_and_probability_maps(make_sansa, qtb
     assert "rgb [sansa]" not in [layer.name for layer in widget._prompts.choices]
 
 
+def test_a_4d_stack_is_labelled_plane_by_plane(make_sansa, qtbot):
+    images = frames(n=4).reshape(2, 2, H, W)
+    viewer, widget = make_sansa((images, {"name": "tz"}, "image"))
+    clicks = viewer.add_points(np.array([[1, 0, 20, 30]]), name="clicks")  # t=1, z=0
+    assert widget._prompts.value == [clicks]
+    assert (widget._first.value, widget._last.value) == (0, 3)
+    run(qtbot, widget)
+    out = viewer.layers["tz [sansa]"]
+    assert out.data.shape == (2, 2, H, W)
+    assert sorted(widget._scores.frames()) == [0, 1, 2, 3]
+    kinds = {
+        widget._scores.item(r, 0).data(256): widget._scores.item(r, 2).text() for r in range(4)
+    }
+    assert kinds[2] == "reference" and kinds[3] == "predicted"
+    widget.go_to_frame(3)
+    assert viewer.dims.current_step[:2] == (1, 1)
+    assert widget.current_frame() == 3
+
+
 # -- bad input: a clear message, nothing changed ----------------------------------------
 
 

@@ -1,0 +1,172 @@
+"""Re-make the screenshots of docs/napari.md: napari with the SANSA widget, headless.
+
+    .venv/bin/python docs/make_screenshots.py          # writes docs/images/*.png
+
+Runs under Xvfb (it re-executes itself with ``xvfb-run -a`` when there is no
+DISPLAY). The model is SANSA's architecture (SAM2 Hiera-tiny at 256 px) with
+RANDOM weights written to a temporary folder, because no pretrained weights can
+be downloaded where the docs are built: the workflow and the widget are real,
+the masks SANSA draws in these pictures are not meaningful. With real weights
+(e.g. ``sansa-universal``) the same steps give real segmentations.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+OUT = Path(__file__).parent / "images"
+WINDOW = (1500, 940)
+MAX_BYTES = 300_000
+
+
+def _ensure_display() -> None:
+    if os.environ.get("DISPLAY"):
+        return
+    xvfb = shutil.which("xvfb-run")
+    if xvfb is None:
+        sys.exit("no DISPLAY and no xvfb-run: run this under a display or Xvfb")
+    screen = f"-screen 0 {WINDOW[0] + 100}x{WINDOW[1] + 100}x24"
+    os.execv(xvfb, [xvfb, "-a", "-s", screen, sys.executable, *sys.argv])
+
+
+def _settle(seconds: float = 0.6) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def _save(array_or_image, name: str, width: int | None = None) -> Path:
+    """Save as an 8-bit palette PNG (small), checking the size limit."""
+    from PIL import Image
+
+    img = (
+        array_or_image
+        if isinstance(array_or_image, Image.Image)
+        else Image.fromarray(array_or_image)
+    )
+    img = img.convert("RGB")
+    if width is not None and img.width > width:
+        img = img.resize((width, round(img.height * width / img.width)), Image.LANCZOS)
+    path = OUT / name
+    # fast octree keeps small saturated marks (green and red clicks) that median cut merges
+    img.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).save(
+        path, optimize=True
+    )
+    size = path.stat().st_size
+    print(f"{path} ({img.width}x{img.height}, {size // 1024} KB)")
+    if size > MAX_BYTES:
+        raise SystemExit(f"{path} is {size} bytes, over the {MAX_BYTES} limit")
+    return path
+
+
+def _grab(widget):
+    from PIL import Image
+
+    pixmap = widget.native.grab()
+    image = pixmap.toImage()
+    tmp = Path(tempfile.mkstemp(suffix=".png")[1])
+    image.save(str(tmp))
+    out = Image.open(tmp).copy()
+    tmp.unlink()
+    return out
+
+
+def _wait_for_run(widget, timeout: float = 600) -> None:
+    end = time.perf_counter() + timeout
+    while widget.worker is not None:
+        if time.perf_counter() > end:
+            raise SystemExit("the run did not finish in time")
+        _settle(0.1)
+
+
+def main() -> None:
+    _ensure_display()
+    import numpy as np
+
+    from napari_sansa.core.random_weights import write_random_checkpoints
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    folder = tempfile.mkdtemp(prefix="sansa-docs-")
+    sam2, adapters = write_random_checkpoints(folder, "sam2_hiera_t", image_size=256, seed=0)
+    os.environ.update(
+        NAPARI_SANSA_CONFIG="sam2_hiera_t",
+        NAPARI_SANSA_SAM2_CHECKPOINT=str(sam2),
+        NAPARI_SANSA_ADAPTER_CHECKPOINT=str(adapters),
+        NAPARI_SANSA_IMAGE_SIZE="256",
+    )
+
+    from napari_sansa._app import launch
+
+    viewer, widget = launch(sample=True, block=False)
+    viewer.window.resize(*WINDOW)
+    widget._device.value = "cpu"
+    name = "coins time-lapse"
+    refs = viewer.layers[f"{name} [sansa references]"]
+    points = viewer.layers[f"{name} [sansa points]"]
+
+    # 1. the sample as it opens: references painted on frame 0
+    widget.go_to_frame(0)
+    viewer.layers.selection.active = refs
+    _settle()
+    viewer.reset_view()
+    _settle()
+    _save(viewer.screenshot(canvas_only=False, flash=False), "sample.png")
+    _save(_grab(widget), "widget.png", width=560)
+
+    # 2. prompts of other kinds on frame 3: clicks (positive, negative) and a box
+    widget.go_to_frame(3)
+    viewer.layers.selection.active = points
+    widget._class_id.value = 1
+    widget._polarity.value = "positive"
+    points.add(np.array([[3, 30, 45], [3, 30, 100]]))
+    widget._polarity.value = "negative"
+    points.add(np.array([[3, 67, 66]]))
+    widget._polarity.value = "positive"
+    shapes = widget._new_shapes.native.click() or viewer.layers[f"{name} [sansa shapes]"]
+    shapes.add_rectangles(np.array([[3, 148, 138], [3, 148, 190], [3, 204, 190], [3, 204, 138]]))
+    shapes.mode = "pan_zoom"
+    points.mode = "pan_zoom"
+    viewer.layers.selection.active = points
+    _settle()
+    _save(viewer.screenshot(canvas_only=False, flash=False), "prompts.png")
+
+    # 3. after Run: the output layer, the confidence table
+    widget.run()
+    _wait_for_run(widget)
+    out = viewer.layers[f"{name} [sansa]"]
+    from qtpy.QtCore import Qt
+
+    widget._scores.sortByColumn(1, Qt.SortOrder.AscendingOrder)
+    least = next(f for f in widget._scores.frames() if f not in (0, 3))
+    widget.go_to_frame(least)
+    viewer.layers.selection.active = out
+    _settle()
+    _save(viewer.screenshot(canvas_only=False, flash=False), "result.png")
+
+    # 4. correction loop: fix the frame in the output layer, use it as a reference
+    from napari_sansa._sample_data import coins_reference
+
+    # a stand-in for a hand correction: the whole coins of that frame painted as class 1
+    image = viewer.layers[name].data[least]
+    out.data[least] = coins_reference(image, n_objects=20)
+    out.refresh()
+    widget.use_current_frame_as_reference()
+    viewer.layers.selection.active = viewer.layers[f"{name} [sansa references]"]
+    _settle()
+    _save(viewer.screenshot(canvas_only=False, flash=False), "correction.png")
+
+    viewer.close()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
