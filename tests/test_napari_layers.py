@@ -92,6 +92,14 @@ def test_points_follow_the_layers_transforms():
     np.testing.assert_allclose(one(ref2.prompts, ns.Points).coords, [[10, 10]])
 
 
+def test_points_follow_rotated_and_affine_images():
+    image = Image(stack(), rotate=30, affine=np.diag([1.0, 1.5, 0.5, 1.0]))
+    world = image.data_to_world([3, 12.0, 34.0])  # where pixel (12, 34) of frame 3 is
+    (ref,) = prompts_from_layers(image, [Points(np.array([world]))])
+    assert ref.frame == 3
+    np.testing.assert_allclose(one(ref.prompts, ns.Points).coords, [[12, 34]], atol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("value", "ok"),
     [(2, 2), (2.0, 2), ("3", 3), (np.int64(4), 4)]

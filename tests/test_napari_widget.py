@@ -193,6 +193,8 @@ def test_the_model_is_loaded_in_the_worker_on_first_run_and_kept(make_sansa, qtb
 
 
 def test_stop_ends_the_run_within_a_frame(make_sansa, qtbot):
+    from qtpy.QtCore import Qt
+
     n = 8
     viewer, widget = make_sansa(
         (frames(n=n), {"name": "cells"}, "image"),
@@ -200,13 +202,17 @@ def test_stop_ends_the_run_within_a_frame(make_sansa, qtbot):
     )
     widget._mode.value = "sequential"
     worker = widget.run()
+    emitted = []  # counted in the worker thread, as each frame is handed over
+    worker.yielded.connect(lambda r: emitted.append(r.frame), Qt.ConnectionType.DirectConnection)
     assert widget._stop_button.enabled and not widget._run_button.enabled
     qtbot.waitUntil(lambda: widget._done >= 2, timeout=TIMEOUT)
     widget._stop_button.native.click()
+    at_stop = len(emitted)
     wait_done(qtbot, widget)
     assert worker.abort_requested
     done = widget._done
-    assert 2 <= done <= 3 < n  # the frame being computed when Stop was pressed, no more
+    # at most the frame being computed when Stop was pressed comes after it
+    assert 2 <= done == len(emitted) <= at_stop + 1 < n
     assert widget._status.value == f"stopped: {done} of {n} frames done"
     out = viewer.layers["cells [sansa]"].data
     assert not out[done:].any()  # frames after the stop were never written
@@ -301,15 +307,17 @@ def test_confidence_table_sorts_and_jumps_to_frames(make_sansa, qtbot):
 
 def test_rgb_stack_with_frame_shaped_labels_and_probability_maps(make_sansa, qtbot):
     images = frames(n=3, rgb=True)
+    skew = np.array([[1, 0, 0, 0], [0, 1, 0.2, 0], [0, 0, 1, 5], [0, 0, 0, 1]])
     viewer, widget = make_sansa(
-        (images, {"name": "rgb", "rgb": True}, "image"),
-        (mask_on(1, n=3, value=3), {"name": "paint"}, "labels"),
+        (images, {"name": "rgb", "rgb": True, "affine": skew}, "image"),
+        (mask_on(1, n=3, value=3), {"name": "paint", "affine": skew}, "labels"),
     )
     assert widget._prompts.value == [viewer.layers["paint"]]
     widget._probabilities.value = True
     run(qtbot, widget)
     out = viewer.layers["rgb [sansa]"]
     assert out.data.shape == (3, H, W)
+    np.testing.assert_allclose(out.affine.affine_matrix, skew)
     np.testing.assert_array_equal(out.data[1], mask_on(1, n=3, value=3)[1])
     assert set(np.unique(out.data)) <= {0, 3}
     prob = viewer.layers["rgb [sansa p3]"]
@@ -502,8 +510,8 @@ def test_removing_layers_during_a_run(make_sansa, qtbot, notifications):
 
 def test_closing_the_viewer_during_a_run(make_sansa, qtbot):
     viewer, widget = make_sansa(
-        (frames(n=6), {"name": "cells"}, "image"),
-        (mask_on(0, n=6), {"name": "paint"}, "labels"),
+        (frames(n=10), {"name": "cells"}, "image"),
+        (mask_on(0, n=10), {"name": "paint"}, "labels"),
     )
     worker = widget.run()
     qtbot.waitUntil(lambda: widget._done >= 1, timeout=TIMEOUT)
