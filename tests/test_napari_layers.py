@@ -112,7 +112,7 @@ def test_points_label_feature_values(value, ok):
     )
     if ok is None:
         with pytest.raises(
-            PromptError, match=r"point 0 of layer 'clicks' has label .*whole number >= 1"
+            PromptError, match=r"point 0 of layer 'clicks' has label=.*whole number >= 1"
         ):
             prompts_from_layers(image, [points])
     else:

@@ -379,7 +379,7 @@ def _bad_inputs():
                 (np.array([[0, 10, 10]]), {"name": "p", "features": {"label": [0]}}, "points"),
             ],
             None,
-            "point 0 of layer 'p' has label 0",
+            "point 0 of layer 'p' has label=0",
         ),
         "text label": (
             [
@@ -387,7 +387,7 @@ def _bad_inputs():
                 (np.array([[0, 10, 10]]), {"name": "p", "features": {"label": ["cell"]}}, "points"),
             ],
             None,
-            "has label 'cell'",
+            "has label='cell'",
         ),
         "positive not a flag": (
             [

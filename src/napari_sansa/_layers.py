@@ -269,21 +269,27 @@ def _as_class(value) -> int | None:
     return None
 
 
-def _classes(layer, n: int, what: str) -> list[int]:
-    values = _feature(layer, "label", n)
+def _column(layer, column: str, n: int, default, parse, problem: str, what: str) -> list:
+    """One parsed value per item from a feature column (``default`` without the column);
+    ``problem`` says why a value that ``parse`` refuses (None) cannot be used."""
+    values = _feature(layer, column, n)
     if values is None:
-        return [1] * n
+        return [default] * n
     out = []
     for i, v in enumerate(values):
-        c = _as_class(v)
-        if c is None:
-            raise PromptError(
-                f"{what} {i} of layer '{layer.name}' has label {v!r}: the 'label' feature must "
-                "be a whole number >= 1, the class id (0 is background); set it with the "
-                "widget's class selector or in the layer's features"
-            )
-        out.append(c)
+        parsed = parse(v)
+        if parsed is None:
+            raise PromptError(f"{what} {i} of layer '{layer.name}' has {column}={v!r}: {problem}")
+        out.append(parsed)
     return out
+
+
+def _classes(layer, n: int, what: str) -> list[int]:
+    problem = (
+        "the 'label' feature must be a whole number >= 1, the class id (0 is background); "
+        "set it with the widget's class selector or in the layer's features"
+    )
+    return _column(layer, "label", n, 1, _as_class, problem, what)
 
 
 _TRUE = {"true", "yes", "1", "positive", "+"}
@@ -303,19 +309,10 @@ def _as_flag(value) -> bool | None:
 
 
 def _polarities(layer, n: int) -> list[bool]:
-    values = _feature(layer, "positive", n)
-    if values is None:
-        return [True] * n
-    out = []
-    for i, v in enumerate(values):
-        flag = _as_flag(v)
-        if flag is None:
-            raise PromptError(
-                f"point {i} of layer '{layer.name}' has positive={v!r}: the 'positive' feature "
-                "must be True (a click on the object) or False (a negative click)"
-            )
-        out.append(flag)
-    return out
+    problem = (
+        "the 'positive' feature must be True (a click on the object) or False (a negative click)"
+    )
+    return _column(layer, "positive", n, True, _as_flag, problem, "point")
 
 
 # -- prompts per frame ---------------------------------------------------------------
