@@ -62,10 +62,6 @@ class FrameResult:
     is_reference: bool
     probabilities: dict | None = None
 
-    @property
-    def min_score(self) -> float:
-        return float(min(self.scores.values())) if self.scores else float("nan")
-
 
 @dataclass(frozen=True)
 class RunOutcome:
@@ -109,10 +105,6 @@ class ModelCache:
                 self._model, self._settings = model, settings
                 self.loads += 1
             return self._model
-
-    def clear(self) -> None:
-        with self._lock:
-            self._model = self._settings = None
 
 
 def reference_labels(pred, masks: dict[int, np.ndarray], dtype) -> np.ndarray:
