@@ -8,6 +8,8 @@ napari worker, and writes each finished frame into a Labels layer of its own
 
 from __future__ import annotations
 
+import sys
+import threading
 import weakref
 from functools import partial
 from pathlib import Path
@@ -76,6 +78,25 @@ def _on_native_destroyed(guard: _Guard, *_):
     guard.alive = False
     if guard.worker is not None:
         guard.worker.quit()
+
+
+def _warm_imports() -> None:
+    """Import torch and the engine (about a second of module code that holds the GIL)."""
+    import napari_sansa.core.loading  # noqa: F401 - torch, sam2, the model classes
+
+
+def warm_up_in_background() -> threading.Thread | None:
+    """Start the engine's imports on a background thread, if they are not done yet.
+
+    The widget calls this when it opens, so that the imports run while a person
+    marks the references, and not during the first run (where they froze napari
+    for up to a second).
+    """
+    if "napari_sansa.core.loading" in sys.modules:
+        return None
+    thread = threading.Thread(target=_warm_imports, name="napari-sansa-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 def _row(*widgets) -> Container:
@@ -222,6 +243,7 @@ class SansaWidget(Container):
 
         self.reset_choices()
         self._on_image_changed()
+        self._warmup = warm_up_in_background()
 
     # -- choices ----------------------------------------------------------------------
     def _image_choices(self, _widget=None):
