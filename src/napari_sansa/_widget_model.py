@@ -1,4 +1,4 @@
-"""The widget's model panel: which SANSA to load, read into a frozen ModelSettings.
+"""The widget's model panel: which SANSA to load, read into a frozen ModelSource.
 
 Registered models (``napari_sansa.list_models``) or "custom files" (SAM2 config,
 SAM2 weights, adapter weights). ``NAPARI_SANSA_CONFIG``,
@@ -14,7 +14,8 @@ from magicgui.widgets import ComboBox, FileEdit, SpinBox
 from napari.utils.notifications import show_warning
 
 from ._layers import PromptError
-from ._widget_worker import CUSTOM, ModelSettings
+from ._widget_worker import CUSTOM
+from .core.source import ModelSource
 
 __all__ = ["ModelPanel", "path_value"]
 
@@ -64,7 +65,7 @@ class ModelPanel:
     """Model, custom files (shown only for "custom files"), device and input size.
 
     Holds the child widgets (``widgets``, laid out by the dock widget so that
-    their labels line up with its own) and reads them into a ModelSettings.
+    their labels line up with its own) and reads them into a ModelSource.
     """
 
     def __init__(self):
@@ -130,12 +131,12 @@ class ModelPanel:
         for w in (self._config, self._sam2_file, self._adapter_file):
             w.visible = custom
 
-    def settings(self) -> ModelSettings:
+    def settings(self) -> ModelSource:
         """The chosen model as a frozen value; raises PromptError if files are missing."""
         device = self._device.value
         size = int(self._image_size.value) or None
         if self._model.value != CUSTOM:
-            return ModelSettings(name=self._model.value, device=device, image_size=size)
+            return ModelSource(name=self._model.value, device=device, image_size=size)
         sam2 = path_value(self._sam2_file)
         if sam2 is None:
             raise PromptError(
@@ -143,7 +144,7 @@ class ModelPanel:
                 f"or set {ENV_SAM2}, or pick a registered model"
             )
         config = None if self._config.value == AUTO_CONFIG else self._config.value
-        return ModelSettings(
+        return ModelSource(
             config=config,
             sam2_checkpoint=sam2,
             adapter_checkpoint=path_value(self._adapter_file),

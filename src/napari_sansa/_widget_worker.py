@@ -1,7 +1,7 @@
 """What runs in the widget's worker thread: plain values in, plain values out.
 
 The widget reads its settings and layers on the main thread into frozen values
-(:class:`ModelSettings`, :class:`RunSettings`, :class:`~._layers.RunPlan`); the
+(:class:`~.core.source.ModelSource`, :class:`RunSettings`, :class:`~._layers.RunPlan`); the
 generator :func:`run_frames` loads the model if needed, runs the core's
 ``segment_iter`` and yields one :class:`FrameResult` per finished frame. It never
 touches a layer or a Qt object; the widget writes each result on the main thread.
@@ -19,29 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._layers import RunPlan
+from .core.source import ModelSource
 
-__all__ = ["FrameResult", "ModelCache", "ModelSettings", "RunOutcome", "RunSettings", "run_frames"]
+__all__ = ["FrameResult", "ModelCache", "RunOutcome", "RunSettings", "run_frames"]
 
 CUSTOM = "custom files"
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ModelSettings:
-    """Which model to load: a registry ``name``, or local files (``name=None``)."""
-
-    name: str | None = None
-    config: str | None = None
-    sam2_checkpoint: str | None = None
-    adapter_checkpoint: str | None = None
-    device: str = "auto"
-    image_size: int | None = None
-
-    def describe(self) -> str:
-        if self.name is not None:
-            return self.name
-        return f"{self.config or 'SAM2'} from {self.sam2_checkpoint}"
 
 
 @dataclass(frozen=True)
@@ -77,32 +61,18 @@ class ModelCache:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._settings: ModelSettings | None = None
+        self._settings: ModelSource | None = None
         self._model = None
         self.loads = 0
 
-    def has(self, settings: ModelSettings) -> bool:
+    def has(self, settings: ModelSource) -> bool:
         return self._model is not None and self._settings == settings
 
-    def get(self, settings: ModelSettings):
+    def get(self, settings: ModelSource):
         with self._lock:
             if not self.has(settings):
-                import napari_sansa as ns
-
                 self._model = self._settings = None  # free the old model before loading
-                if settings.name is not None:
-                    model = ns.load_model(
-                        settings.name, device=settings.device, image_size=settings.image_size
-                    )
-                else:
-                    model = ns.load_model(
-                        config=settings.config,
-                        sam2_checkpoint=settings.sam2_checkpoint,
-                        adapter_checkpoint=settings.adapter_checkpoint,
-                        device=settings.device,
-                        image_size=settings.image_size,
-                    )
-                self._model, self._settings = model, settings
+                self._model, self._settings = settings.load(), settings
                 self.loads += 1
             return self._model
 
@@ -144,7 +114,7 @@ def leave_a_core_for_napari():
 
 
 def run_frames(
-    plan: RunPlan, model_settings: ModelSettings, settings: RunSettings, cache: ModelCache
+    plan: RunPlan, model_settings: ModelSource, settings: RunSettings, cache: ModelCache
 ) -> Iterator[FrameResult]:
     """Generator for the worker: the decoded references, then each target frame.
 

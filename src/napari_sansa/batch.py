@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ from ._io import (
 from .core.errors import InvalidInputError
 from .core.images import check_image, image_hw
 from .core.prompts import Box, Mask, Points, Reference, Scribble, check_label
+from .core.source import ModelSource
 
 __all__ = [
     "BatchReport",
@@ -64,69 +65,12 @@ _MODELS: dict = {}
 _MODELS_LOCK = threading.Lock()
 
 
-@dataclass(frozen=True)
-class ModelSource:
-    """How to load the model: a registry name or local files (picklable, for workers)."""
-
-    name: str | None = None
-    config: str | None = None
-    sam2_checkpoint: str | None = None
-    adapter_checkpoint: str | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    image_size: int | None = None
-
-    def load(self):
-        """The model, loaded once per process and kept."""
-        with _MODELS_LOCK:
-            if self not in _MODELS:
-                from .core.loading import load_model
-
-                _MODELS[self] = load_model(
-                    self.name,
-                    config=self.config,
-                    sam2_checkpoint=self.sam2_checkpoint,
-                    adapter_checkpoint=self.adapter_checkpoint,
-                    device=self.device,
-                    precision=self.precision,
-                    image_size=self.image_size,
-                    cache_bytes=0,  # every image is seen once: caching would only cost memory
-                )
-            return _MODELS[self]
-
-    def files(self) -> tuple[Path | None, Path | None]:
-        if self.name is not None:
-            from .core.registry import get_model_spec, resolve_files
-
-            return resolve_files(get_model_spec(self.name))
-        return (
-            Path(self.sam2_checkpoint) if self.sam2_checkpoint else None,
-            Path(self.adapter_checkpoint) if self.adapter_checkpoint else None,
-        )
-
-    def identity(self) -> dict:
-        """What the outputs depend on, by file content (not by path)."""
-        from .core.build import check_config_name
-        from .core.loading import file_fingerprint
-
-        sam2, adapters = self.files()
-        if sam2 is None:
-            raise InvalidInputError("give --model NAME or --sam2-checkpoint FILE (with --config)")
-        for p in (sam2, adapters):
-            if p is not None and not Path(p).is_file():
-                raise InvalidInputError(f"{p} does not exist")
-        config = self.config
-        if self.name is not None:
-            from .core.registry import get_model_spec
-
-            config = get_model_spec(self.name).config
-        return {
-            "config": check_config_name(config) if config else None,
-            "sam2": file_fingerprint(sam2),
-            "adapters": file_fingerprint(adapters) if adapters else None,
-            "image_size": self.image_size,
-            "precision": self.precision,
-        }
+def _cached_model(source: ModelSource):
+    """The model of ``source``, loaded once per process and kept (Dask workers)."""
+    with _MODELS_LOCK:
+        if source not in _MODELS:
+            _MODELS[source] = source.load()
+        return _MODELS[source]
 
 
 # -- targets ------------------------------------------------------------------------------
@@ -630,14 +574,16 @@ def process_targets(
 
 # -- Dask ----------------------------------------------------------------------------------
 def _prepare_task(source: ModelSource, refs, input_size, intensity_range, threshold):
-    model = source.load()
+    model = _cached_model(source)
     return model.prepare_references(
         refs, input_size=input_size, intensity_range=intensity_range, threshold=threshold
     )
 
 
 def _chunk_task(source: ModelSource, memory, targets, out, run, strict, skip_existing):
-    return process_targets(source.load(), memory, targets, out, run, strict, None, skip_existing)
+    return process_targets(
+        _cached_model(source), memory, targets, out, run, strict, None, skip_existing
+    )
 
 
 def _chunks(targets, run: RunSettings, size: int):
@@ -813,6 +759,8 @@ def segment_dataset(
         source = ModelSource(name=model) if isinstance(model, str) else model
         if not isinstance(source, ModelSource):
             raise InvalidInputError("model must be a registry name, a ModelSource or a SansaModel")
+        # every image is seen once: a feature cache would only cost memory and hashing
+        source = replace(source, cache_bytes=0)
         ident = source.identity()
     settings = {
         "model": ident,
@@ -853,7 +801,7 @@ def segment_dataset(
     try:
         if client is None:
             if loaded is None:
-                loaded = source.load()
+                loaded = _cached_model(source)
             memory = loaded.prepare_references(
                 references,
                 input_size=input_size,
