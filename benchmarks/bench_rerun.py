@@ -20,8 +20,9 @@ def main():
     p.add_argument("--targets", type=int, default=8)
     p.add_argument("--classes", type=int, default=2)
     p.add_argument("--size", type=int, default=512)
+    p.add_argument("--config", default="sam2_hiera_t", help="SAM2 size (sam2_hiera_t ... _l)")
     args = p.parse_args()
-    model = random_model(device=args.device)
+    model = random_model(args.config, device=args.device)
     shape = (args.size, args.size)
     imgs = images(1 + args.targets, shape, seed=100)
 
@@ -55,7 +56,7 @@ def main():
             "setting",
             (
                 f"N={args.targets}, k=1, C={args.classes}, {args.size}px, "
-                f"sam2_hiera_t@1024 random, {args.device}"
+                f"{args.config}@1024 random, {args.device}"
             ),
         ),
         ("cold run", f"{cold:.2f} s"),
