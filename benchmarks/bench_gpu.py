@@ -10,13 +10,14 @@ model, about 2.1 TFLOP per target).
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
 import torch
 
 import napari_sansa as ns
-from common import blob_mask, parser, report
+from common import blob_mask, parser, report, sync
 from napari_sansa.core.adapters import default_bottlenecks, inject_adapters
 from napari_sansa.core.build import build_sam2
 from napari_sansa.core.model import SansaModel
@@ -30,8 +31,10 @@ def main():
     p.add_argument("--precision", default="bf16", choices=("bf16", "fp16", "fp32"))
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--config", default="sam2_hiera_l", help=argparse.SUPPRESS)
+    p.add_argument("--size", type=int, default=1024, help=argparse.SUPPRESS)
     args = p.parse_args()
-    if not torch.cuda.is_available():
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
         report(
             "Benchmark 5: GPU images/s",
             [("result", "skipped: no CUDA device on this machine")],
@@ -39,7 +42,8 @@ def main():
             args.json,
         )
         return
-    sam = build_sam2("sam2_hiera_l")
+    # (--device cpu --config sam2_hiera_t --size 256 --targets 4: a smoke test of this script)
+    sam = build_sam2(args.config, image_size=args.size)
     inject_adapters(sam, default_bottlenecks(sam.image_encoder.trunk, (2, 3), 0.8))
     randomize_(sam)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.precision]
@@ -47,7 +51,7 @@ def main():
         for part in (sam.image_encoder, sam.memory_attention, sam.sam_mask_decoder):
             part.compile(dynamic=False)
     model = SansaModel(
-        sam, config="sam2_hiera_l", device=torch.device(args.device), dtype=dtype, cache_bytes=0
+        sam, config=args.config, device=torch.device(args.device), dtype=dtype, cache_bytes=0
     )
     rng = np.random.default_rng(0)
     frames = [(rng.random((1024, 1024, 3)) * 255).astype(np.uint8) for _ in range(16)]
@@ -58,32 +62,40 @@ def main():
         for i in range(n):
             yield frames[i % len(frames)]
 
-    for _ in model.segment_iter(memory, targets(64), batch_size=args.batch_size):  # warm-up
+    warm = targets(min(64, args.targets))
+    for _ in model.segment_iter(memory, warm, batch_size=args.batch_size):  # warm-up
         pass
-    torch.cuda.synchronize()
+    sync(args.device)
     t0 = time.perf_counter()
     n = 0
     for _ in model.segment_iter(memory, targets(args.targets), batch_size=args.batch_size):
         n += 1
-    torch.cuda.synchronize()
+    sync(args.device)
     dt = time.perf_counter() - t0
     rows = [
-        ("device", torch.cuda.get_device_name(0)),
+        ("device", torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "CPU"),
         (
             "setting",
             (
-                f"sam2_hiera_l@1024, 1-shot, independent, {args.precision}, "
+                f"{args.config}@{args.size}, 1-shot, independent, {args.precision}, "
                 f"batch {args.batch_size or 'auto'}, compile={args.compile}"
             ),
         ),
         ("targets", str(n)),
         ("images/s", f"{n / dt:.1f} (goal >= 150; authors: 15 on an RTX 4090)"),
-        ("peak GPU memory", f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"),
+        (
+            "peak GPU memory",
+            f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if args.device != "cpu" else "-",
+        ),
     ]
     report(
         "Benchmark 5: GPU images/s",
         rows,
-        {"images_per_s": n / dt, "targets": n, "device": torch.cuda.get_device_name(0)},
+        {
+            "images_per_s": n / dt,
+            "targets": n,
+            "device": torch.cuda.get_device_name(0) if args.device != "cpu" else "cpu",
+        },
         args.json,
     )
 
