@@ -24,27 +24,13 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = [
-    "Box",
-    "CheckpointError",
-    "InvalidInputError",
-    "Mask",
-    "ModelNotFoundError",
-    "Points",
-    "Prediction",
-    "Predictions",
-    "Reference",
-    "SansaError",
-    "SansaModel",
-    "Scribble",
-    "__version__",
-    "list_models",
-    "load_model",
-]
+from .core import __all__ as _core_all
+
+__all__ = [*_core_all, "__version__"]
 
 
 def __getattr__(name):
-    if name in ("load_model", "list_models", "SansaModel", "Prediction", "Predictions"):
+    if name in _core_all:  # the core's lazy names (load_model, ...): torch on first use
         from . import core
 
         return getattr(core, name)
