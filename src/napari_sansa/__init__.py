@@ -5,18 +5,6 @@ arXiv 2505.21795) labels the rest. Importing this package is light: torch and
 napari are loaded only when a model or a widget is first used.
 """
 
-from .core import (
-    Box,
-    CheckpointError,
-    InvalidInputError,
-    Mask,
-    ModelNotFoundError,
-    Points,
-    Reference,
-    SansaError,
-    Scribble,
-)
-
 try:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -30,8 +18,14 @@ __all__ = [*_core_all, "__version__"]
 
 
 def __getattr__(name):
-    if name in _core_all:  # the core's lazy names (load_model, ...): torch on first use
+    # the core's public names (Reference, Mask, ..., load_model); the model's ones import
+    # torch on first use
+    if name in _core_all:
         from . import core
 
         return getattr(core, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})
