@@ -259,3 +259,67 @@ def test_memory_mapped_tiff_is_read_frame_by_frame(model, refs, tmp_path):
     assert len(preds) == 6
     direct = model.segment(refs, [np.array(mm[3])])
     assert np.array_equal(preds[3].labels, direct[0].labels)
+
+
+class _Decoded:
+    """Counts the target-class pairs that go through memory attention + decoder."""
+
+    def __init__(self, model, monkeypatch):
+        self.n = 0
+        real = model.engine.decode_with_memory
+
+        def decode(feats, memory):
+            self.n += feats.batch
+            return real(feats, memory)
+
+        monkeypatch.setattr(model.engine, "decode_with_memory", decode)
+
+
+def test_rerun_decodes_only_the_classes_whose_references_changed(
+    weights, images, disk_mask, monkeypatch
+):
+    model = _load(weights)
+    decoded, encoded = _Decoded(model, monkeypatch), _Counter(model, monkeypatch)
+    targets = images[1:4]
+    before = [ns.Reference(images[0], [ns.Mask(disk_mask), ns.Points([[70, 30]], label=2)])]
+    first = model.segment(before, targets, input_size=128)
+    assert (decoded.n, encoded.n) == (6, 4)  # 3 targets x 2 classes; 1 reference + 3 targets
+
+    again = model.segment(before, targets, input_size=128, threshold=0.3)
+    assert (decoded.n, encoded.n) == (6, 4)  # nothing changed: nothing runs again
+    for p, q in zip(first, again, strict=True):
+        for c in (1, 2):
+            assert np.array_equal(p.logits[c], q.logits[c]) and p.scores[c] == q.scores[c]
+        assert np.array_equal(q.labels, p.with_threshold(0.3).labels)
+
+    # class 2's click moves: only class 2 is decoded again, class 1 is reused as it was
+    after = [ns.Reference(images[0], [ns.Mask(disk_mask), ns.Points([[20, 100]], label=2)])]
+    second = model.segment(after, targets, input_size=128)
+    assert decoded.n == 6 + 3 and encoded.n == 4
+    fresh = _load(weights, result_cache_bytes=0).segment(after, targets, input_size=128)
+    for p, q, f in zip(first, second, fresh, strict=True):
+        assert np.array_equal(p.logits[1], q.logits[1])
+        assert np.abs(q.logits[2] - f.logits[2]).max() < 1e-4  # what an uncached run gives
+        assert np.abs(q.logits[2] - p.logits[2]).max() > 1e-2  # the new click mattered
+        assert (q.labels == f.labels).mean() > 0.999
+
+    # a target whose pixels changed is a miss; sequential mode never uses these results
+    changed = targets[0].copy()
+    changed[0, 0, 0] ^= 1
+    model.segment(after, [changed, targets[1]], input_size=128)
+    assert decoded.n == 9 + 2
+    model.segment(after, targets, input_size=128, mode="sequential")
+    assert decoded.n == 11 + 3 * 2
+
+
+def test_result_cache_is_off_with_the_feature_cache_and_bounded(weights, images, refs, monkeypatch):
+    off = _load(weights, cache_bytes=0)
+    decoded = _Decoded(off, monkeypatch)
+    off.segment(refs, images[1:3], input_size=128)
+    off.segment(refs, images[1:3], input_size=128)
+    assert decoded.n == 8 and len(off.result_cache) == 0
+
+    one_entry = 64 * 64 * 4 + 4  # logits at a quarter of the 256 px input, and a score
+    small = _load(weights, result_cache_bytes=3 * one_entry)
+    small.segment(refs, images[1:5], input_size=128)
+    assert len(small.result_cache) == 3 and small.result_cache.nbytes <= 3 * one_entry

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DiskFeatureCache", "FeatureCache", "array_digest"]
+__all__ = ["DiskFeatureCache", "FeatureCache", "array_digest", "tensor_digest"]
 
 log = logging.getLogger("napari_sansa")
 
@@ -39,6 +39,17 @@ def array_digest(arr: np.ndarray) -> str:
     h = hashlib.blake2b(digest_size=16)
     h.update(str((arr.shape, arr.dtype.str)).encode())
     h.update(memoryview(arr).cast("B"))
+    return h.hexdigest()
+
+
+def tensor_digest(tensor) -> str:
+    """Content hash of a torch tensor (values bit for bit, shape and dtype), any device."""
+    import torch
+
+    t = tensor.detach().to("cpu").contiguous()
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str((tuple(t.shape), str(t.dtype))).encode())
+    h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
     return h.hexdigest()
 
 

@@ -43,6 +43,15 @@ class Features:
             idx = slice(idx, idx + 1)
         return Features((self.high_res[0][idx], self.high_res[1][idx]), self.top[idx])
 
+    def take(self, rows: list[int]) -> Features:
+        """The features of images ``rows`` (repeats allowed), in that order."""
+        if list(rows) == list(range(self.batch)):
+            return self
+        idx = torch.as_tensor(rows, device=self.top.device)
+        return Features(
+            tuple(x.index_select(0, idx) for x in self.high_res), self.top.index_select(0, idx)
+        )
+
     def repeat_interleave(self, n: int) -> Features:
         if n == 1:
             return self

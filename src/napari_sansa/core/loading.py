@@ -69,6 +69,7 @@ def load_model(
     cache_bytes: int = 1 << 30,
     cache_dir=None,
     cache_dir_bytes: int = 10 << 30,
+    result_cache_bytes: int = 256 << 20,
     compile: bool = False,  # noqa: A002 - the name torch uses
     download: bool = True,
 ) -> SansaModel:
@@ -86,6 +87,9 @@ def load_model(
     ``precision``: ``"auto"`` (bf16 on CUDA, fp32 elsewhere), ``"fp32"``, ``"bf16"``
     or ``"fp16"``. ``cache_bytes``: in-memory image-feature cache (0: off);
     ``cache_dir``: an optional feature cache on disk, at most ``cache_dir_bytes``.
+    ``result_cache_bytes``: in-memory cache of decoded targets per class, so that a
+    re-run decodes only the classes whose references changed (independent mode;
+    0: off; off too when ``cache_bytes`` is 0).
     ``compile``: ``torch.compile`` the image encoder, memory attention and decoder
     (slow first call; worth it for long runs on a GPU).
     """
@@ -143,4 +147,5 @@ def load_model(
         cache_bytes=cache_bytes,
         cache_dir=cache_dir,
         cache_dir_bytes=cache_dir_bytes,
+        result_cache_bytes=result_cache_bytes,
     )

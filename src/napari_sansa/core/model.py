@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ._threads import prefetch
-from .cache import DiskFeatureCache, FeatureCache, array_digest
+from .cache import DiskFeatureCache, FeatureCache, array_digest, tensor_digest
 from .engine import Engine, Features, FrameOutput, MemoryEntry
 from .errors import DeviceMemoryError, InvalidInputError
 from .fusion import check_threshold, fuse_labels, sigmoid
@@ -92,6 +92,20 @@ class _Group:
     classes: list[int]
     k: int
     entries: dict[int, MemoryEntry] = field(default_factory=dict)
+    digests: list[str] | None = None  # per class: what a target's decoding depends on
+
+    def class_digests(self) -> list[str]:
+        """Per class, a hash of its reference memory (all ``k`` entries): two runs whose
+        class has the same digest decode every target identically."""
+        if self.digests is None:
+            parts = [[f"k={self.k}"] for _ in self.classes]
+            for idx in range(self.k):
+                e = self.entries[idx]
+                feats, pos, ptr = (x.detach().cpu() for x in (e.features, e.pos, e.obj_ptr))
+                for j, part in enumerate(parts):
+                    part += [tensor_digest(feats[j]), tensor_digest(pos[j]), tensor_digest(ptr[j])]
+            self.digests = ["/".join(part) for part in parts]
+        return self.digests
 
 
 class ReferenceMemory:
@@ -122,7 +136,7 @@ class ReferenceMemory:
                 i: MemoryEntry(e.features.to(device), e.pos.to(device), e.obj_ptr.to(device))
                 for i, e in g.entries.items()
             }
-            moved.append(_Group(list(g.classes), g.k, entries))
+            moved.append(_Group(list(g.classes), g.k, entries, g.digests))
         return ReferenceMemory(
             moved,
             self.decoded,
@@ -163,7 +177,11 @@ class SansaModel:
 
     Made by :func:`napari_sansa.load_model`. ``cache_bytes`` bounds the in-memory
     image-feature cache (0 turns it off); ``cache_dir`` adds a cache on disk
-    (bounded by ``cache_dir_bytes``).
+    (bounded by ``cache_dir_bytes``). ``result_cache_bytes`` bounds the cache of
+    decoded targets (independent mode, per target and class, keyed by the target's
+    features and the class's reference memory): a re-run where only some classes'
+    prompts changed decodes only those classes. It needs the feature cache's image
+    signatures and is off, like everything held in memory, when ``cache_bytes`` is 0.
     """
 
     def __init__(
@@ -178,6 +196,7 @@ class SansaModel:
         cache_bytes: int = 1 << 30,
         cache_dir=None,
         cache_dir_bytes: int = 10 << 30,
+        result_cache_bytes: int = 256 << 20,
     ):
         self.sam = sam.to(device).eval()
         self.engine = Engine(self.sam)
@@ -188,6 +207,7 @@ class SansaModel:
         self._identity = identity or f"unsaved-{uuid.uuid4().hex}"
         disk = DiskFeatureCache(cache_dir, cache_dir_bytes) if cache_dir is not None else None
         self.feature_cache = FeatureCache(cache_bytes, disk)
+        self.result_cache = FeatureCache(result_cache_bytes if cache_bytes > 0 else 0)
 
     # -- description --------------------------------------------------------------------
     @property
@@ -526,31 +546,11 @@ class SansaModel:
             is_reference,
         )
 
-    def _decode_group(self, g: _Group, feats: Features, t: int, n: int):
-        """Decode ``n`` targets (``feats``) for every class of ``g`` at episode index ``t``."""
-        n_cls = len(g.classes)
+    def _decode_group(self, g: _Group, feats: Features, t: int):
+        """Decode one target (``feats``) for every class of ``g`` at episode index ``t``."""
         mem, pos, n_ptr = self.engine.gather(g.entries, t)
-        if n > 1:
-            mem, pos = mem.repeat(1, n, 1), pos.repeat(1, n, 1)
-        f = feats.repeat_interleave(n_cls)
+        f = feats.repeat_interleave(len(g.classes))
         return f, self.engine.decode_with_memory(f, (mem, pos, n_ptr))
-
-    def _collect(self, groups, outs, n):
-        """Per target: logits ``[C, S/4, S/4]``, scores ``[C]`` and class ids, over all groups."""
-        classes = [c for g in groups for c in g.classes]
-        order = np.argsort(classes)
-        lows = torch.cat(
-            [
-                o.low_res.view(n, len(g.classes), *o.low_res.shape[-2:])
-                for g, o in zip(groups, outs, strict=True)
-            ],
-            dim=1,
-        )
-        scores = torch.cat(
-            [o.score.view(n, len(g.classes)) for g, o in zip(groups, outs, strict=True)], dim=1
-        )
-        idx = torch.as_tensor(order, device=lows.device)
-        return lows[:, idx], scores[:, idx], [classes[j] for j in order]
 
     def _prefetched(self, targets, s: _Settings, depth: int):
         """Targets read and converted ahead, on background threads: (index, loaded)."""
@@ -588,20 +588,41 @@ class SansaModel:
             raise error
 
     def _independent_batch(self, items, groups, s: _Settings, sizer):
-        """Decode a batch of targets; on out-of-memory, retry it in smaller batches."""
+        """Decode a batch of targets; on out-of-memory, retry it in smaller batches.
+
+        Target-class pairs found in the result cache are not decoded again, and a
+        target whose classes are all found there is not even encoded.
+        """
         n = len(items)
         loaded = [x[1] for x in items]
         try:
             with self._compute():
                 sizer.start()
-                feats = self._features(loaded, s)
-                outs = [self._decode_group(g, feats, g.k, n)[1] for g in groups]
-                lows, scores, classes = self._collect(groups, outs, n)
-                preds = [
-                    self._prediction(i, loaded[j][1], lows[j], scores[j], classes, s.threshold)
-                    for j, (i, _) in enumerate(items)
-                ]
-                sizer.measured(n)
+                found, todo = self._cached_results(loaded, groups)
+                need = sorted({j for pairs in todo for j, _ in pairs})
+                if need:
+                    feats = self._features([loaded[j] for j in need], s)
+                    row = {j: r for r, j in enumerate(need)}
+                    for g, pairs in zip(groups, todo, strict=True):
+                        if not pairs:
+                            continue
+                        out = self._decode_pairs(
+                            g, feats, [row[j] for j, _ in pairs], [ci for _, ci in pairs]
+                        )
+                        for p, (j, ci) in enumerate(pairs):
+                            result = (out.low_res[p], out.score[p])
+                            found[(j, g.classes[ci])] = result
+                            self._remember(loaded[j][0], g, ci, result)
+                classes = sorted(c for g in groups for c in g.classes)
+                preds = []
+                for j, (i, _) in enumerate(items):
+                    low = torch.cat([found[(j, c)][0].to(self.device) for c in classes])
+                    score = torch.stack([found[(j, c)][1].to(self.device) for c in classes])
+                    preds.append(
+                        self._prediction(i, loaded[j][1], low, score, classes, s.threshold)
+                    )
+                if need:
+                    sizer.measured(len(need))
         except Exception as exc:
             if not _is_out_of_memory(exc):
                 raise
@@ -615,6 +636,42 @@ class SansaModel:
             yield from self._independent_batch(items[half:], groups, s, sizer)
             return
         yield from preds
+
+    def _decode_pairs(self, g: _Group, feats: Features, rows: list[int], cls: list[int]):
+        """Decode target ``rows[p]`` of ``feats`` for class ``g.classes[cls[p]]``, all pairs
+        ``p`` as one batch (independent mode: episode index ``g.k``)."""
+        mem, pos, n_ptr = self.engine.gather(g.entries, g.k)  # [L, classes, C]
+        idx = torch.as_tensor(cls, device=mem.device)
+        mem, pos = mem.index_select(1, idx), pos.index_select(1, idx)
+        return self.engine.decode_with_memory(feats.take(rows), (mem, pos, n_ptr))
+
+    def _result_key(self, target_key: str, g: _Group, ci: int) -> str | None:
+        if not self.result_cache.enabled or target_key.startswith("uncached-"):
+            return None
+        return f"{target_key}|class-memory:{g.class_digests()[ci]}"
+
+    def _cached_results(self, loaded, groups):
+        """``({(target, class): (logits [1, h, w], score)}, per group the (target, class
+        index) pairs still to decode)``."""
+        found, todo = {}, []
+        for g in groups:
+            pairs = []
+            for j, (key, _hw, _rgb) in enumerate(loaded):
+                for ci, c in enumerate(g.classes):
+                    rkey = self._result_key(key, g, ci)
+                    hit = self.result_cache.get(rkey) if rkey is not None else None
+                    if hit is None:
+                        pairs.append((j, ci))
+                    else:
+                        found[(j, c)] = hit
+            todo.append(pairs)
+        return found, todo
+
+    def _remember(self, target_key: str, g: _Group, ci: int, result) -> None:
+        rkey = self._result_key(target_key, g, ci)
+        if rkey is not None:
+            low, score = (x.detach().float().to("cpu", copy=True) for x in result)
+            self.result_cache.put(rkey, (low, score), low.numel() * 4 + 4)
 
     def _release_memory(self):
         if self.device.type == "cuda":
@@ -645,17 +702,23 @@ class SansaModel:
                 try:
                     with self._compute():
                         feats = self._features([loaded], s)
-                        outs = []
+                        found = {}
                         for g in groups:
                             t = g.k + j
-                            f, out = self._decode_group(g, feats, t, 1)
+                            f, out = self._decode_group(g, feats, t)
                             g.entries[t] = self.engine.memory(f, out)
                             for old in [x for x in g.entries if 0 < x <= t - keep]:
                                 del g.entries[old]
-                            outs.append(out)
-                        lows, scores, classes = self._collect(groups, outs, 1)
+                            for ci, c in enumerate(g.classes):
+                                found[c] = (out.low_res[ci], out.score[ci])
+                        classes = sorted(found)
                         pred = self._prediction(
-                            j, loaded[1], lows[0], scores[0], classes, s.threshold
+                            j,
+                            loaded[1],
+                            torch.cat([found[c][0] for c in classes]),
+                            torch.stack([found[c][1] for c in classes]),
+                            classes,
+                            s.threshold,
                         )
                 except Exception as exc:
                     if not _is_out_of_memory(exc):
