@@ -19,6 +19,7 @@ __all__ = [
     "atomic_path",
     "open_target",
     "read_image",
+    "read_label_image",
     "read_tiff_description",
     "write_tiff_atomic",
 ]
@@ -31,8 +32,12 @@ PARTIAL = ".napari-sansa-part"
 class TiffStack:
     """A multi-page TIFF read lazily, one 2D (or RGB) frame at a time.
 
-    Every axis of the file's first series other than rows, columns and color
-    samples counts as a frame axis (T, Z, C, ... flattened in file order).
+    Every axis of a series other than rows, columns and color samples counts as a
+    frame axis (T, Z, C, ... flattened in file order), and color samples come last
+    in every frame (planar RGB is reordered). A file of several series (tifffile
+    makes one per page when a writer wrote the pages one at a time) is the stack of
+    all their frames, in file order; frames of different sizes are refused, never
+    dropped. Reduced-resolution copies (thumbnails) are not frames.
     """
 
     def __init__(self, path):
@@ -41,18 +46,32 @@ class TiffStack:
         self.path = Path(path)
         try:
             self._tif = tifffile.TiffFile(self.path)
-            series = self._tif.series[0]
         except Exception as exc:  # noqa: BLE001 - tifffile raises many types for bad files
-            raise InvalidInputError(f"cannot read {self.path}: {exc}") from None
-        self.axes = series.axes
-        self.shape = tuple(series.shape)
-        self.dtype = series.dtype
-        dims = list(zip(self.shape, self.axes, strict=True))
-        self.n_frames = int(math.prod(n for n, a in dims if a not in "YXS"))
-        self.frame_shape = tuple(n for n, a in dims if a in "YXS")
-        self._series = series
-        self._by_page = len(series.pages) == self.n_frames
-        self._whole = None
+            raise InvalidInputError(_unreadable(self.path, exc)) from None
+        try:
+            parts = _frame_series(self._tif)
+        except Exception as exc:  # noqa: BLE001
+            self._tif.close()
+            if isinstance(exc, InvalidInputError):
+                raise
+            raise InvalidInputError(_unreadable(self.path, exc)) from None
+        if not parts:
+            self._tif.close()
+            raise InvalidInputError(f"{self.path} is not a readable image (it holds no image)")
+        shapes = list(dict.fromkeys(p.frame_shape for p in parts))
+        if len(shapes) > 1:
+            self._tif.close()
+            sizes = ", ".join("x".join(str(n) for n in s) for s in shapes)
+            raise InvalidInputError(
+                f"{self.path} holds pages of different sizes ({sizes}): a multi-page TIFF is "
+                "read as one stack of equally sized frames; save its pages as separate files "
+                "(one image per file) and give those instead"
+            )
+        self._parts = parts
+        self.frame_shape = shapes[0]
+        self.dtype = parts[0].dtype
+        self.n_frames = sum(p.n for p in parts)
+        self.shape = (self.n_frames, *self.frame_shape)
 
     def __len__(self) -> int:
         return self.n_frames
@@ -60,14 +79,20 @@ class TiffStack:
     def __getitem__(self, i: int) -> np.ndarray:
         if not 0 <= i < self.n_frames:
             raise IndexError(i)
+        j = i
+        for part in self._parts:
+            if j < part.n:
+                break
+            j -= part.n
         try:
-            if self._by_page:
-                return self._series.pages[i].asarray()
-            if self._whole is None:  # frames are not whole pages: read the series once
-                self._whole = self._series.asarray().reshape(self.n_frames, *self.frame_shape)
-            return self._whole[i]
+            return part.frame(j)
         except Exception as exc:  # noqa: BLE001
-            raise InvalidInputError(f"cannot read frame {i} of {self.path}: {exc}") from None
+            if self.n_frames == 1:
+                raise InvalidInputError(_unreadable(self.path, exc)) from None
+            raise InvalidInputError(
+                f"frame {i} of {self.path} cannot be read ({type(exc).__name__}: {exc}); the "
+                "file may be damaged or incomplete"
+            ) from None
 
     def __iter__(self):
         for i in range(self.n_frames):
@@ -77,31 +102,112 @@ class TiffStack:
         self._tif.close()
 
 
+class _SeriesFrames:
+    """The frames of one tifffile series: frame axes first, then rows, columns, samples."""
+
+    def __init__(self, series):
+        axes, shape = series.axes, tuple(int(n) for n in series.shape)
+        if "Y" not in axes or "X" not in axes:
+            raise ValueError(f"a series of axes {axes!r} has no rows and columns")
+        self.series = series
+        self.dtype = series.dtype
+        frame_axes = [k for k, a in enumerate(axes) if a not in "YXS"]
+        image_axes = [axes.index(a) for a in "YXS" if a in axes]
+        self.order = frame_axes + image_axes
+        self.frame_shape = tuple(shape[k] for k in image_axes)
+        self.n = int(math.prod(shape[k] for k in frame_axes))
+        self.by_page = len(series.pages) == self.n
+        self._whole = None
+
+    def frame(self, j: int) -> np.ndarray:
+        if self.by_page:
+            page = self.series.pages[j]
+            arr = page.asarray()
+            pax = getattr(page, "axes", "")
+            planar = "S" in pax and "Y" in pax and pax.index("S") < pax.index("Y")
+            if planar and arr.ndim == len(pax):
+                arr = np.moveaxis(arr, pax.index("S"), -1)  # planar RGB: samples last
+            return arr.reshape(self.frame_shape)
+        if self._whole is None:  # frames are not whole pages: read the series once
+            data = np.transpose(self.series.asarray(), self.order)
+            self._whole = data.reshape(self.n, *self.frame_shape)
+        return self._whole[j]
+
+
+def _frame_series(tif) -> list[_SeriesFrames]:
+    series = list(tif.series)
+    full = [s for s in series if not getattr(s.keyframe, "is_reduced", False)]
+    return [_SeriesFrames(s) for s in (full or series)]
+
+
+def _unreadable(path: Path, exc: BaseException) -> str:
+    """Why ``path`` is not a readable image, in words, from a reader's exception."""
+    text = str(exc).strip()
+    try:
+        empty = path.stat().st_size == 0
+    except OSError:
+        empty = False
+    if empty:
+        reason = "the file is empty, 0 bytes"
+    elif "Could not find a backend" in text or "cannot identify image file" in text:
+        reason = f"its contents are not {path.suffix.lstrip('.').upper()} image data"
+    elif "not a tiff file" in text.lower():
+        reason = "its contents are not TIFF image data"
+    else:
+        first = text.splitlines()[0] if text else ""
+        reason = f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
+    return (
+        f"{path} is not a readable image ({reason}); it may be damaged, incomplete or not an "
+        "image: check the file, replace it or remove it from the input"
+    )
+
+
 def read_image(path) -> np.ndarray:
-    """One image file as an array; a clear error for unreadable or truncated files."""
+    """One image file as an array; a clear error for unreadable or truncated files.
+
+    A TIFF of several frames gives them stacked on a first axis (frames first, then
+    rows, columns and color samples).
+    """
     path = Path(path)
     if not path.is_file():
         raise InvalidInputError(f"{path} does not exist or is not a file")
-    try:
-        if path.suffix.lower() in TIFF_SUFFIXES:
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                series = tif.series[0]
-                data = series.asarray()
-                axes = series.axes
-            if "S" in axes and axes.index("S") < axes.index("Y"):  # planar RGB: channels last
-                data = np.moveaxis(data, axes.index("S"), -1)
-        else:
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        stack = TiffStack(path)
+        try:
+            data = stack[0] if len(stack) == 1 else np.stack(list(stack))
+        finally:
+            stack.close()
+    else:
+        try:
             import imageio.v3 as iio
 
             data = iio.imread(path)
-    except Exception as exc:  # noqa: BLE001 - image readers raise many types for bad files
-        raise InvalidInputError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - image readers raise many types for bad files
+            raise InvalidInputError(_unreadable(path, exc)) from None
     data = np.asarray(data)
     if data.ndim == 3 and data.shape[0] == 1:
         data = data[0]
     return data
+
+
+def read_label_image(path) -> np.ndarray:
+    """A label image file as an array of class ids.
+
+    Palette images (PNG/GIF of mode "P", as VOC-style annotation tools save them)
+    give their palette indices, not the colors they stand for; everything else is
+    read as :func:`read_image` reads it (8- and 16-bit PNGs and TIFFs as they are).
+    """
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() not in TIFF_SUFFIXES:
+        try:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                if im.mode in ("P", "PA"):
+                    return np.array(im if im.mode == "P" else im.getchannel(0))
+        except Exception:  # noqa: BLE001, S110 - read_image names the problem below
+            pass
+    return read_image(path)
 
 
 def open_target(path):

@@ -6,7 +6,8 @@
     napari-sansa segment TARGET ... --reference IMAGE LABELS --out DIR [options]
 
 Exit codes: 0 success; 1 the run finished but some images failed (they are listed
-in scores.csv; running again retries them), or it stopped on an unexpected error;
+in scores.csv; running again after fixing them does only those), or it stopped on an
+unexpected error;
 2 bad usage or input (the message says what to change).
 """
 
@@ -132,6 +133,15 @@ def _download(names, force: bool) -> None:
         print(f"{spec.name}: {sam2}" + (f", {adapters}" if adapters else ""))
 
 
+def _absolute(path):
+    """``path`` with ``~`` expanded, made absolute (None stays None)."""
+    if not path:
+        return path
+    from pathlib import Path
+
+    return str(Path(path).expanduser().absolute())
+
+
 def _segment(args) -> int:
     from .batch import ModelSource, load_prompt_file, load_reference_pair, segment_dataset
     from .core.errors import InvalidInputError
@@ -143,12 +153,18 @@ def _segment(args) -> int:
         )
     if args.adapter_checkpoint and not args.sam2_checkpoint:
         raise InvalidInputError("--adapter-checkpoint needs --sam2-checkpoint (Meta's SAM2 file)")
+    if args.config and not args.sam2_checkpoint:
+        raise InvalidInputError(
+            "--config needs --sam2-checkpoint FILE (Meta's SAM2 weights of that config), or use "
+            "--model NAME for a registered model (see `napari-sansa models`)"
+        )
     common = {"device": args.device, "precision": args.precision, "image_size": args.image_size}
     if args.sam2_checkpoint:
+        # absolute paths: Dask workers run in another working directory
         source = ModelSource(
             config=args.config,
-            sam2_checkpoint=args.sam2_checkpoint,
-            adapter_checkpoint=args.adapter_checkpoint,
+            sam2_checkpoint=_absolute(args.sam2_checkpoint),
+            adapter_checkpoint=_absolute(args.adapter_checkpoint),
             **common,
         )
     else:
@@ -217,12 +233,28 @@ def _segment(args) -> int:
         log.warning("failed: %s: %s", source_path, message)
     if report.failed:
         log.warning(
-            "%d image(s) failed (listed in %s); run the same command again to retry them",
+            "%d image(s) failed (listed in %s): fix or replace them and run the same command "
+            "again; only they will be done",
             len(report.failed),
             report.csv,
         )
         return 1
     return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the flush at exit cannot fail on a closed pipe."""
+    import os
+
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (tests capture it)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def main(argv=None) -> int:
@@ -246,6 +278,9 @@ def main(argv=None) -> int:
     except SansaError as exc:
         print(f"napari-sansa: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`napari-sansa models | head`)
+        _silence_stdout()
+        return 0
     except OSError as exc:
         from .batch import DiskFullError
 

@@ -76,7 +76,17 @@ def read_checkpoint(path, what: str = "checkpoint") -> dict:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
-    except pickle.UnpicklingError as exc:
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
+        if not is_zip and head[:1] != b"\x80":  # neither torch.save's zip nor its pickle
+            raise CheckpointError(
+                f"{what} {path} is not a PyTorch checkpoint: it was not written by torch.save "
+                "(weights come as .pt/.pth files); give the path of the weights file"
+            ) from None
+        if not isinstance(exc, pickle.UnpicklingError):
+            hint = "truncated or corrupt" if is_zip else "not a PyTorch checkpoint"
+            raise CheckpointError(
+                f"{what} {path} is {hint} ({type(exc).__name__}: {str(exc)[:120]})"
+            ) from None
         text = str(exc)
         if "Weights only load failed" in text:
             raise CheckpointError(
@@ -85,11 +95,6 @@ def read_checkpoint(path, what: str = "checkpoint") -> dict:
                 "torch.save({'model': state_dict}, path)"
             ) from None
         raise CheckpointError(f"{what} {path} is not a PyTorch checkpoint ({text[:80]})") from None
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        hint = "truncated or corrupt" if is_zip else "not a PyTorch checkpoint"
-        raise CheckpointError(
-            f"{what} {path} is {hint} ({type(exc).__name__}: {str(exc)[:120]})"
-        ) from None
     if not isinstance(obj, dict) or "model" not in obj:
         keys = list(obj)[:5] if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(

@@ -1,9 +1,9 @@
 """Image checks and intensity conversion (numpy only).
 
-Accepted images: 2D grayscale ``(H, W)``, ``(H, W, 1)``, RGB ``(H, W, 3)`` and RGBA
-``(H, W, 4)`` (alpha is dropped), at least 2 pixels on each side. Any array-like
-with ``shape``/``dtype`` works (numpy, memory-mapped TIFFs, dask arrays); pixels
-are read only when the image is converted.
+Accepted images: 2D grayscale ``(H, W)``, ``(H, W, 1)``, grayscale with alpha
+``(H, W, 2)``, RGB ``(H, W, 3)`` and RGBA ``(H, W, 4)`` (alpha is dropped), at
+least 2 pixels on each side. Any array-like with ``shape``/``dtype`` works (numpy,
+memory-mapped TIFFs, dask arrays); pixels are read only when the image is converted.
 
 Intensity rule, to the [0, 1] range the model expects:
 
@@ -47,12 +47,13 @@ def image_hw(image, what: str = "image") -> tuple[int, int]:
         )
     if len(shape) == 2:
         h, w = shape
-    elif len(shape) == 3 and shape[2] in (1, 3, 4):
+    elif len(shape) == 3 and shape[2] in (1, 2, 3, 4):
         h, w = shape[:2]
     elif len(shape) == 3:
         raise InvalidInputError(
             f"the {what} has shape {shape}: expected (rows, cols) grayscale or "
-            "(rows, cols, channels) with 1, 3 (RGB) or 4 (RGBA) channels last"
+            "(rows, cols, channels) with 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA) "
+            "channels last"
         )
     else:
         raise InvalidInputError(
@@ -68,11 +69,11 @@ def image_hw(image, what: str = "image") -> tuple[int, int]:
 
 
 def _read_checked(image, what: str):
-    """The pixels (alpha dropped, 2D or RGB) and their min/max, after every check."""
+    """The pixels (alpha dropped: 2D gray or RGB) and their min/max, after every check."""
     image_hw(image, what)
     arr = np.asarray(image)
     if arr.ndim == 3:
-        arr = arr[..., :3] if arr.shape[2] >= 3 else arr[..., 0]
+        arr = arr[..., :3] if arr.shape[2] >= 3 else arr[..., 0]  # gray (+ alpha): gray
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise InvalidInputError(
             f"the {what} contains NaN or infinite values: replace them (e.g. with "

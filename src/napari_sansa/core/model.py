@@ -774,7 +774,7 @@ def _check_targets(targets) -> None:
         raise InvalidInputError("targets must be a list (or a stack) of images")
     ndim = getattr(targets, "ndim", None)
     shape = getattr(targets, "shape", None)
-    if ndim == 2 or (ndim == 3 and shape[-1] in (3, 4)):
+    if ndim == 2 or (ndim == 3 and shape[-1] in (2, 3, 4)):
         raise InvalidInputError(
             f"targets has shape {tuple(shape)}, which looks like a single image: pass a list "
             "of images, e.g. targets=[image]"

@@ -170,6 +170,12 @@ def register_model(spec: ModelSpec, *, replace: bool = False) -> None:
     _REGISTRY[spec.name] = spec
 
 
+_LOCAL_FILES = (
+    "--config, --sam2-checkpoint and --adapter-checkpoint on the command line, config=, "
+    "sam2_checkpoint= and adapter_checkpoint= in Python"
+)
+
+
 def get_model_spec(name: str) -> ModelSpec:
     if isinstance(name, str):
         key = name.strip().lower()
@@ -177,8 +183,8 @@ def get_model_spec(name: str) -> ModelSpec:
             if key == spec.name or key in spec.aliases:
                 return spec
     raise InvalidInputError(
-        f"unknown model {name!r}; registered models: {', '.join(_REGISTRY)} "
-        "(or pass config=, sam2_checkpoint= and adapter_checkpoint= for local files)"
+        f"unknown model {name!r}; registered models: {', '.join(_REGISTRY)} (or use local "
+        f"files: {_LOCAL_FILES})"
     )
 
 
@@ -245,8 +251,8 @@ def _missing_message(spec: ModelSpec, source: Source, path: Path, reason: str) -
     return (
         f"the {source.role} weights of {spec.name} are not on disk ({reason}). Get {source.url} "
         f"and put the file at {path}, or run `{_command(spec)}` on a machine with internet "
-        "access (NAPARI_SANSA_HOME moves the cache); local files can also be given directly "
-        "with config=, sam2_checkpoint= and adapter_checkpoint="
+        f"access (NAPARI_SANSA_HOME moves the cache); local files can also be given directly: "
+        f"{_LOCAL_FILES}"
     )
 
 
