@@ -93,10 +93,21 @@ def sansa_env(monkeypatch, weights, tmp_path):
 
 @pytest.fixture(scope="session")
 def shared_model_cache():
-    """One widget model cache for the GUI tests of a process: loaded by the first run."""
-    from napari_sansa._widget_worker import ModelCache
+    """One widget model cache for the GUI tests of a process: loaded by the first run.
 
-    return ModelCache()
+    Its model keeps no decoded results between runs, so that every run really runs
+    (tests stop runs and remove layers part-way); features stay cached."""
+    from napari_sansa._widget_worker import ModelCache
+    from napari_sansa.core.cache import FeatureCache
+
+    class _Cache(ModelCache):
+        def get(self, settings):
+            model = super().get(settings)
+            if model.result_cache.enabled:
+                model.result_cache = FeatureCache(0)
+            return model
+
+    return _Cache()
 
 
 @pytest.fixture

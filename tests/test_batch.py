@@ -284,3 +284,232 @@ def test_console_script_and_models_listing():
         assert name in out.stdout
     bad = subprocess.run([str(exe), "segment"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "usage" in bad.stderr
+
+
+# -- resume, outputs and failures: what a run may and may not touch --------------------------
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_an_output_that_would_replace_an_input_is_refused(weights, dataset, capsys, overwrite):
+    folder = dataset / "d6"
+    folder.mkdir()
+    tifffile.imwrite(folder / "c.tif", make_image(3))
+    before = (folder / "c.tif").read_bytes()
+    args = _args(weights, dataset, *(["--overwrite"] if overwrite else []), out="d6")
+    args[1] = str(folder / "c.tif")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "would replace that image itself" in err and "choose another --out" in err
+    assert "use --overwrite" not in err
+    assert (folder / "c.tif").read_bytes() == before
+    assert sorted(p.name for p in folder.iterdir()) == ["c.tif"]
+
+
+def test_resume_refuses_the_labels_of_another_image_with_the_same_name(weights, dataset, capsys):
+    for day, seed in (("day1", 1), ("day2", 2)):
+        (dataset / day).mkdir()
+        iio.imwrite(dataset / day / "img1.png", make_image(seed))
+    args = _args(weights, dataset)
+    args[1] = str(dataset / "day1" / "img1.png")
+    assert main(args) == 0
+    out = dataset / "out"
+    labels = (out / "img1.tif").read_bytes()
+    rows = _csv(out / "scores.csv")
+    args[1] = str(dataset / "day2" / "img1.png")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert str(dataset / "day1" / "img1.png") in err and str(dataset / "day2" / "img1.png") in err
+    assert "another --out" in err
+    assert (out / "img1.tif").read_bytes() == labels
+    assert _csv(out / "scores.csv") == rows  # still day1's row, with day1's scores
+    assert main([*args, "--overwrite"]) == 0  # replacing them is asked for explicitly
+    assert [Path(r["target"]).parent.name for r in _csv(out / "scores.csv")] == ["day2"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [["--intensity-range", "10", "5"], ["--config", "sam2_hiera_s"]],
+    ids=["intensity-range", "config"],
+)
+def test_a_run_that_fails_before_labelling_leaves_no_manifest(weights, dataset, capsys, bad):
+    out = dataset / "out"
+    args = _args(weights, dataset)
+    assert main([*args, *bad]) == 2
+    assert not (out / ".napari-sansa" / "run.json").exists()
+    capsys.readouterr()
+    assert main(args) == 0  # the corrected command is not refused as "another run"
+    assert len(list(out.rglob("*.tif"))) == 4
+
+
+def test_a_stale_manifest_without_outputs_does_not_block_a_new_run(weights, dataset):
+    out = dataset / "out"
+    (out / ".napari-sansa").mkdir(parents=True)
+    (out / ".napari-sansa" / "run.json").write_text('{"signature": "x", "settings": {}}')
+    assert main(_args(weights, dataset)) == 0
+    assert main(_args(weights, dataset, "--threshold", "0.7")) == 2  # now outputs are there
+
+
+def test_probabilities_asked_on_a_resume_are_written(weights, dataset):
+    out = dataset / "out"
+    args = _args(weights, dataset)
+    args[1] = str(dataset / "data" / "day2")
+    assert main(args) == 0
+    assert not list(out.rglob("*_probabilities.tif"))
+    assert main([*args, "--probabilities"]) == 0
+    probs = sorted(out.rglob("*_probabilities.tif"))
+    assert len(probs) == 1
+    for p in probs:
+        labels = tifffile.imread(p.with_name(p.name.replace("_probabilities", "")))
+        fused = tifffile.imread(p)
+        assert np.array_equal(np.where(fused.max(0) > 0.5, fused.argmax(0) + 1, 0), labels)
+
+
+def test_overwrite_without_probabilities_removes_our_old_probabilities(weights, dataset):
+    out = dataset / "out"
+    args = _args(weights, dataset)
+    args[1] = str(dataset / "data" / "day2")
+    assert main([*args, "--probabilities"]) == 0
+    assert len(list(out.rglob("*_probabilities.tif"))) == 1
+    (out / "mine_probabilities.tif").write_bytes(b"a file of the user")
+    assert main([*args, "--threshold", "0.6", "--overwrite"]) == 0
+    assert [p.name for p in out.rglob("*_probabilities.tif")] == ["mine_probabilities.tif"]
+    assert (out / "mine_probabilities.tif").read_bytes() == b"a file of the user"
+
+
+def test_sequential_resume_gives_the_uninterrupted_outputs(model, dataset):
+    from napari_sansa.batch import load_reference_pair, segment_dataset
+
+    seq = dataset / "seq"
+    seq.mkdir()
+    for i in range(4):
+        iio.imwrite(seq / f"f{i}.png", make_image(60 + i))
+    ref = load_reference_pair(dataset / "ref.png", dataset / "ref_labels.png")
+    run = {"model": model, "mode": "sequential", "progress": False}
+    whole = segment_dataset(seq, [ref], dataset / "a", **run)
+    assert whole.ok and whole.done == 4
+    b = dataset / "b"
+    segment_dataset(seq, [ref], b, **run)
+    for i in (2, 3):  # a kill leaves the first outputs of the sequence
+        (b / f"f{i}.tif").unlink()
+    kept = {i: (b / f"f{i}.tif").stat().st_mtime_ns for i in range(2)}
+    resumed = segment_dataset(seq, [ref], b, **run)
+    assert resumed.ok and resumed.done == 2 and resumed.skipped == 2
+    for i in range(4):
+        assert np.array_equal(
+            tifffile.imread(b / f"f{i}.tif"), tifffile.imread(dataset / "a" / f"f{i}.tif")
+        )
+    for i, mtime in kept.items():
+        assert (b / f"f{i}.tif").stat().st_mtime_ns == mtime  # finished outputs not rewritten
+    assert (b / "scores.csv").read_text() == (dataset / "a" / "scores.csv").read_text()
+
+
+def _stack_with_blank_frame(dataset):
+    stack = np.stack([make_image(30 + i, rgb=False) for i in range(3)])
+    stack[1] = 0
+    tifffile.imwrite(dataset / "movie.tif", stack, photometric="minisblack")
+    return stack
+
+
+def test_a_blank_frame_in_a_stack_gets_empty_labels_not_a_failure(weights, dataset, capsys):
+    _stack_with_blank_frame(dataset)
+    args = _args(weights, dataset, "--probabilities")
+    args[1] = str(dataset / "movie.tif")
+    assert main(args) == 0
+    out = dataset / "out"
+    labels = tifffile.imread(out / "movie.tif")
+    assert labels.shape == (3, 96, 128) and not labels[1].any()
+    assert not tifffile.imread(out / "movie_probabilities.tif")[1].any()
+    rows = _csv(out / "scores.csv")
+    assert [(r["frame"], r["status"]) for r in rows] == [("0", "ok"), ("1", "blank"), ("2", "ok")]
+    assert rows[1]["message"].startswith("frame 1 is constant") and rows[1]["area_1"] == "0"
+    assert "constant frame" in capsys.readouterr().err
+    assert main(args) == 0 and _csv(out / "scores.csv") == rows  # done, rebuilt the same
+    assert main([*args, "--strict"]) == 0  # finished: nothing to redo
+    args[args.index("--out") + 1] = str(dataset / "strict")
+    assert main([*args, "--strict"]) == 2
+    assert "frame 1 is constant" in capsys.readouterr().err
+    rows = _csv(dataset / "strict" / "scores.csv")
+    assert [(Path(r["target"]).name, r["status"]) for r in rows] == [("movie.tif", "failed")]
+
+
+def test_a_bad_frame_message_names_the_frame(weights, dataset):
+    stack = np.stack([make_image(30 + i, rgb=False) for i in range(3)]).astype(np.float32)
+    stack[2, 5, 5] = np.nan
+    tifffile.imwrite(dataset / "movie.tif", stack, photometric="minisblack")
+    args = _args(weights, dataset)
+    args[1] = str(dataset / "movie.tif")
+    assert main(args) == 1
+    (row,) = _csv(dataset / "out" / "scores.csv")
+    assert row["status"] == "failed" and row["message"].startswith("frame 2 of ")
+
+
+def test_strict_lists_the_failing_image_in_the_csv(weights, dataset):
+    good = (dataset / "data" / "img0.png").read_bytes()
+    (dataset / "data" / "img1.png").write_bytes(good[:150])
+    assert main(_args(weights, dataset, "--strict")) == 2
+    rows = {Path(r["target"]).name: r for r in _csv(dataset / "out" / "scores.csv")}
+    assert rows["img1.png"]["status"] == "failed" and "truncated" in rows["img1.png"]["message"]
+
+
+@pytest.mark.parametrize("name", ["scores.csv", "run.json"])
+def test_a_full_disk_on_the_csv_or_manifest_is_a_clear_message(
+    weights, dataset, monkeypatch, capsys, name
+):
+    import napari_sansa.batch as batch
+
+    replace = os.replace
+
+    def full(src, dst):
+        if Path(dst).name == name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return replace(src, dst)
+
+    monkeypatch.setattr(batch.os, "replace", full)
+    args = _args(weights, dataset)
+    args[1] = str(dataset / "data" / "day2")
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "no space left on the device while writing" in err and name in err
+    assert "Traceback" not in err
+    out = dataset / "out"
+    assert not list(out.rglob("*napari-sansa-part"))
+    for p in out.rglob("*.tif"):
+        assert tifffile.imread(p).ndim == 2  # what was written is complete
+    monkeypatch.undo()
+    assert main(args) == 0
+    assert len(_csv(out / "scores.csv")) == 1
+
+
+def test_csv_lists_frames_in_numeric_order(tmp_path):
+    from napari_sansa.batch import Target, _row, _write_csv
+
+    t = Target("/data/movie.tif", "movie.tif", "stack", 12)
+    rows = [_row(t, "ok", frame=i, scores={1: 0.5}) for i in (10, 2, 11, 0, 1)]
+    _write_csv(tmp_path, rows)
+    assert [r["frame"] for r in _csv(tmp_path / "scores.csv")] == ["0", "1", "2", "10", "11"]
+
+
+def test_a_rerun_with_nothing_left_loads_no_model(weights, dataset, monkeypatch):
+    import napari_sansa.batch as batch
+
+    assert main(_args(weights, dataset)) == 0
+    csv_before = (dataset / "out" / "scores.csv").read_text()
+
+    def no_model(source):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(batch, "_cached_model", no_model)
+    assert main(_args(weights, dataset)) == 0
+    assert (dataset / "out" / "scores.csv").read_text() == csv_before
+
+
+def test_a_probabilities_name_clashes_only_when_probabilities_are_written(tmp_path):
+    from napari_sansa.batch import discover_targets
+    from napari_sansa.core.errors import InvalidInputError
+
+    data = tmp_path / "data"
+    data.mkdir()
+    iio.imwrite(data / "x.png", make_image(1))
+    iio.imwrite(data / "x_probabilities.png", make_image(2))
+    found = discover_targets(data, tmp_path / "out", probabilities=False)
+    assert sorted(t.output for t in found) == ["x.tif", "x_probabilities.tif"]
+    with pytest.raises(InvalidInputError, match="would both be written"):
+        discover_targets(data, tmp_path / "out", probabilities=True)
