@@ -56,6 +56,22 @@ def make_image(seed: int, shape=(96, 128), rgb: bool = True) -> np.ndarray:
     return img if rgb else img[..., 0]
 
 
+def cli_model_args(weights) -> list[str]:
+    """``napari-sansa segment`` options for the random tiny weights on the CPU, quiet."""
+    sam2, adapters = weights
+    return [
+        "--sam2-checkpoint",
+        str(sam2),
+        "--adapter-checkpoint",
+        str(adapters),
+        "--image-size",
+        str(SIZE),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+
+
 @pytest.fixture(scope="session")
 def images():
     return [make_image(s) for s in range(6)]

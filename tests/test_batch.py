@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from conftest import make_image
+from conftest import cli_model_args, make_image
 from napari_sansa.cli import main
 
 
@@ -38,7 +38,6 @@ def dataset(tmp_path):
 
 
 def _args(weights, root, *extra, out="out"):
-    sam2, adapters = weights
     return [
         "segment",
         str(root / "data"),
@@ -47,15 +46,7 @@ def _args(weights, root, *extra, out="out"):
         str(root / "ref_labels.png"),
         "--out",
         str(root / out),
-        "--sam2-checkpoint",
-        str(sam2),
-        "--adapter-checkpoint",
-        str(adapters),
-        "--image-size",
-        "256",
-        "--device",
-        "cpu",
-        "--quiet",
+        *cli_model_args(weights),
         *extra,
     ]
 

@@ -16,7 +16,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from conftest import make_image
+from conftest import cli_model_args, make_image
 from napari_sansa._io import TiffStack, open_target, read_image, read_label_image
 from napari_sansa.batch import load_prompt_file, load_reference_pair
 from napari_sansa.cli import main
@@ -40,21 +40,6 @@ def _reference(root: Path):
     lab[60:85, 10:50] = 2
     iio.imwrite(root / "ref_labels.png", lab)
     return lab
-
-
-def _model_args(weights):
-    sam2, adapters = weights
-    return [
-        "--sam2-checkpoint",
-        str(sam2),
-        "--adapter-checkpoint",
-        str(adapters),
-        "--image-size",
-        "256",
-        "--device",
-        "cpu",
-        "--quiet",
-    ]
 
 
 # -- TIFF stacks ---------------------------------------------------------------------------
@@ -138,7 +123,7 @@ def test_cli_labels_every_page_and_reports_bad_files(weights, tmp_path):
         str(tmp_path / "ref_labels.png"),
         "--out",
         str(tmp_path / "out"),
-        *_model_args(weights),
+        *cli_model_args(weights),
     ]
     assert main(args) == 1  # two files failed, the others were labelled
     out = tmp_path / "out"
