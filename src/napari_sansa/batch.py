@@ -537,9 +537,8 @@ def _existing(t: Target, path: Path) -> dict | None:
     if not _same_source(recorded, t.source):
         raise InvalidInputError(
             f"{path} holds napari-sansa's output for {recorded}, not for {t.source} (another "
-            "image with "
-            f"the same relative path, labelled into this folder by an earlier run); choose "
-            "another --out for these images, or use --overwrite to replace those labels"
+            "image with the same relative path, labelled into this folder by an earlier run); "
+            "choose another --out for these images, or use --overwrite to replace those labels"
         )
     frames = len(info.get("scores") or [])
     if frames != t.frames:
