@@ -108,7 +108,7 @@ def main() -> None:
     folder = tempfile.mkdtemp(prefix="sansa-bench-")
     # in a child process, so that the first run imports torch itself, as in real use
     code = (
-        "import sys; from napari_sansa.core.random_weights import write_random_checkpoints as w; "
+        "import sys; from napari_sansa.core.models.random_weights import write_random_checkpoints as w; "
         f"print(*w(sys.argv[1], {CONFIG!r}, image_size={MODEL_SIZE}, seed=0), sep='\\n')"
     )
     out = subprocess.run(
@@ -126,7 +126,7 @@ def main() -> None:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_sansa._widget import SansaWidget
+    from napari_sansa.napari._qt.widget import SansaWidget
 
     stack = _frames(args.frames, args.size)
     paint = np.zeros(stack.shape, np.uint8)

@@ -67,7 +67,7 @@ def main():
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--counts", type=int, nargs=2, default=(20, 200))
     args = p.parse_args()
-    from napari_sansa.core.random_weights import write_random_checkpoints
+    from napari_sansa.core.models.random_weights import write_random_checkpoints
 
     sam2, ad = write_random_checkpoints(tempfile.mkdtemp(), "sam2_hiera_t", image_size=256)
     small, large = args.counts

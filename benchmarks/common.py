@@ -43,7 +43,7 @@ def machine() -> dict:
 def random_model(config="sam2_hiera_t", image_size=None, device="cpu", precision="auto", **kw):
     """A SANSA model with random weights written and loaded in the official formats."""
     import napari_sansa as ns
-    from napari_sansa.core.random_weights import write_random_checkpoints
+    from napari_sansa.core.models.random_weights import write_random_checkpoints
 
     folder = Path(tempfile.mkdtemp(prefix="sansa-bench-"))
     sam2, adapters = write_random_checkpoints(folder, config, image_size=image_size, seed=0)

@@ -92,7 +92,7 @@ def main() -> None:
     _ensure_display()
     import numpy as np
 
-    from napari_sansa.core.random_weights import write_random_checkpoints
+    from napari_sansa.core.models.random_weights import write_random_checkpoints
 
     OUT.mkdir(parents=True, exist_ok=True)
     folder = tempfile.mkdtemp(prefix="sansa-docs-")
@@ -104,7 +104,7 @@ def main() -> None:
         NAPARI_SANSA_IMAGE_SIZE="256",
     )
 
-    from napari_sansa._app import launch
+    from napari_sansa.napari.app import launch
 
     viewer, widget = launch(sample=True, block=False)
     viewer.window.resize(*WINDOW)
@@ -153,7 +153,7 @@ def main() -> None:
     _save(viewer.screenshot(canvas_only=False, flash=False), "result.png")
 
     # 4. correction loop: fix the frame in the output layer, use it as a reference
-    from napari_sansa._sample_data import coins_reference
+    from napari_sansa.napari.sample_data import coins_reference
 
     # a stand-in for a hand correction: the whole coins of that frame painted as class 1
     image = viewer.layers[name].data[least]

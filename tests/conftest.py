@@ -19,7 +19,7 @@ CONFIG = "sam2_hiera_t"
 
 @pytest.fixture(scope="session")
 def weights(tmp_path_factory):
-    from napari_sansa.core.random_weights import write_random_checkpoints
+    from napari_sansa.core.models.random_weights import write_random_checkpoints
 
     folder = tmp_path_factory.mktemp("weights")
     sam2, adapters = write_random_checkpoints(folder, CONFIG, image_size=SIZE, seed=0)
@@ -113,7 +113,7 @@ def shared_model_cache():
 
     Its model keeps no decoded results between runs, so that every run really runs
     (tests stop runs and remove layers part-way); features stay cached."""
-    from napari_sansa._widget_worker import ModelCache
+    from napari_sansa.napari.worker import ModelCache
     from napari_sansa.core.cache import FeatureCache
 
     class _Cache(ModelCache):
@@ -149,7 +149,7 @@ def make_sansa(make_napari_viewer, sansa_env, shared_model_cache):
     docked, set to the CPU and to the process's shared model cache."""
 
     def factory(*layers, share_model: bool = True):
-        from napari_sansa._widget import SansaWidget
+        from napari_sansa.napari._qt.widget import SansaWidget
 
         viewer = make_napari_viewer()
         for data, kwargs, kind in layers:

@@ -12,7 +12,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-from .core import __all__ as _core_all
+from napari_sansa.core import __all__ as _core_all
 
 __all__ = [*_core_all, "__version__"]
 
@@ -21,7 +21,7 @@ def __getattr__(name):
     # the core's public names (Reference, Mask, ..., load_model); the model's ones import
     # torch on first use
     if name in _core_all:
-        from . import core
+        from napari_sansa import core
 
         return getattr(core, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

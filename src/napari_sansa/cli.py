@@ -18,7 +18,7 @@ import json
 import logging
 import sys
 
-from .core.errors import SansaError
+from napari_sansa.core.errors import SansaError
 
 log = logging.getLogger("napari_sansa")
 
@@ -105,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _print_models(as_json: bool) -> None:
-    from .core.registry import list_models, napari_sansa_home
+    from napari_sansa.core.models.registry import list_models, napari_sansa_home
 
     models = list_models()
     if as_json:
@@ -125,7 +125,7 @@ def _print_models(as_json: bool) -> None:
 
 
 def _download(names, force: bool) -> None:
-    from .core.registry import get_model_spec, resolve_files
+    from napari_sansa.core.models.registry import get_model_spec, resolve_files
 
     specs = [get_model_spec(n) for n in names]  # check every name before fetching anything
     for spec in specs:
@@ -143,8 +143,8 @@ def _absolute(path):
 
 
 def _segment(args) -> int:
-    from .batch import ModelSource, load_prompt_file, load_reference_pair, segment_dataset
-    from .core.errors import InvalidInputError
+    from napari_sansa.dataset.batch import ModelSource, load_prompt_file, load_reference_pair, segment_dataset
+    from napari_sansa.core.errors import InvalidInputError
 
     files = (args.config, args.sam2_checkpoint, args.adapter_checkpoint)
     if args.model and any(files):
@@ -264,7 +264,7 @@ def main(argv=None) -> int:
     )
     try:
         if args.command == "gui":
-            from ._app import launch
+            from napari_sansa.napari.app import launch
 
             launch(args.files, sample=args.sample)
             return 0
@@ -282,7 +282,7 @@ def main(argv=None) -> int:
         _silence_stdout()
         return 0
     except OSError as exc:
-        from .batch import DiskFullError
+        from napari_sansa.dataset.batch import DiskFullError
 
         if isinstance(exc, DiskFullError):
             print(f"napari-sansa: error: {exc.strerror}", file=sys.stderr)

@@ -7,9 +7,9 @@ Public objects are importable from here and from the top-level package::
     preds = model.segment([ns.Reference(image, [ns.Mask(mask, label=1)])], targets=[...])
 """
 
-from .errors import CheckpointError, InvalidInputError, ModelNotFoundError, SansaError
-from .images import to_float_rgb
-from .prompts import Box, Mask, Points, Reference, Scribble
+from napari_sansa.core.errors import CheckpointError, InvalidInputError, ModelNotFoundError, SansaError
+from napari_sansa.core.images import to_float_rgb
+from napari_sansa.core.prompts import Box, Mask, Points, Reference, Scribble
 
 __all__ = [
     "Box",
@@ -30,11 +30,11 @@ __all__ = [
 ]
 
 _LAZY = {
-    "load_model": (".loading", "load_model"),
+    "load_model": (".models.loading", "load_model"),
     "SansaModel": (".model", "SansaModel"),
     "Prediction": (".model", "Prediction"),
     "Predictions": (".model", "Predictions"),
-    "list_models": (".registry", "list_models"),
+    "list_models": (".models.registry", "list_models"),
 }
 
 

@@ -171,7 +171,7 @@ class FeatureCache:
                 self.hits += 1
                 return item
         if self.disk is not None:
-            from .engine import Features
+            from napari_sansa.core.engine import Features
 
             found = self.disk.get(key)
             if found is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InvalidInputError
+from napari_sansa.core.errors import InvalidInputError
 
 __all__ = ["check_threshold", "fuse_labels", "label_dtype", "sigmoid"]
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InvalidInputError
+from napari_sansa.core.errors import InvalidInputError
 
 __all__ = ["check_image", "image_hw", "to_float_rgb"]
 

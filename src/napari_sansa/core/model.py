@@ -18,14 +18,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._threads import prefetch
-from .cache import DiskFeatureCache, FeatureCache, array_digest, tensor_digest
-from .engine import Engine, Features, FrameOutput, MemoryEntry
-from .errors import DeviceMemoryError, InvalidInputError
-from .fusion import check_threshold, fuse_labels, sigmoid
-from .images import _check_range, image_hw, to_float_rgb
-from .preprocess import check_input_size, image_to_input, mask_to_input, sparse_prompts_to_input
-from .prompts import Mask, Reference
+from napari_sansa.core._threads import prefetch
+from napari_sansa.core.cache import DiskFeatureCache, FeatureCache, array_digest, tensor_digest
+from napari_sansa.core.engine import Engine, Features, FrameOutput, MemoryEntry
+from napari_sansa.core.errors import DeviceMemoryError, InvalidInputError
+from napari_sansa.core.fusion import check_threshold, fuse_labels, sigmoid
+from napari_sansa.core.images import _check_range, image_hw, to_float_rgb
+from napari_sansa.core.preprocess import check_input_size, image_to_input, mask_to_input, sparse_prompts_to_input
+from napari_sansa.core.prompts import Mask, Reference
 
 __all__ = ["MODES", "Prediction", "Predictions", "ReferenceMemory", "SansaModel"]
 
@@ -218,13 +218,13 @@ class SansaModel:
     @property
     def adapters(self) -> dict[int, int]:
         """``{Hiera block: bottleneck width}`` of the SANSA adapters (empty: plain SAM2)."""
-        from .adapters import adapter_blocks
+        from napari_sansa.core.models.adapters import adapter_blocks
 
         return adapter_blocks(self.sam)
 
     @property
     def adapter_stages(self) -> tuple[int, ...]:
-        from .adapters import block_stages
+        from napari_sansa.core.models.adapters import block_stages
 
         stages = block_stages(self.sam.image_encoder.trunk)
         return tuple(sorted({stages[i] for i in self.adapters}))
@@ -232,7 +232,7 @@ class SansaModel:
     @property
     def identity(self) -> str:
         """What the features depend on: weights, config, image size, precision, version."""
-        from .. import __version__
+        from napari_sansa import __version__
 
         return f"{self._identity}|{self.config}|{self.image_size}|{self.dtype}|{__version__}"
 

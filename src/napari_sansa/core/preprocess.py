@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InvalidInputError
-from .prompts import Box, Mask, Points, Scribble
+from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.core.prompts import Box, Mask, Points, Scribble
 
 __all__ = [
     "IMAGENET_MEAN",

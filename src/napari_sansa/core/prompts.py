@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import InvalidInputError
-from .images import image_hw
+from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.core.images import image_hw
 
 __all__ = ["Box", "Mask", "Points", "Prompt", "Reference", "Scribble", "check_label"]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError, ModelNotFoundError
+from napari_sansa.core.errors import CheckpointError, ModelNotFoundError
 
 __all__ = [
     "adapter_layout",

@@ -35,7 +35,7 @@ def cluster():
 
 @pytest.fixture()
 def job(tmp_path, weights):
-    from napari_sansa.batch import ModelSource, load_reference_pair
+    from napari_sansa.dataset.batch import ModelSource, load_reference_pair
 
     data = tmp_path / "data"
     data.mkdir()
@@ -62,7 +62,7 @@ def _outputs(folder):
 
 
 def test_cluster_gives_the_local_results(cluster, job):
-    from napari_sansa.batch import segment_dataset
+    from napari_sansa.dataset.batch import segment_dataset
 
     _, client = cluster
     root, data, ref, source = job
@@ -79,7 +79,7 @@ def test_cluster_gives_the_local_results(cluster, job):
 
 
 def test_killing_a_worker_loses_no_finished_output(cluster, job):
-    from napari_sansa.batch import segment_dataset
+    from napari_sansa.dataset.batch import segment_dataset
 
     _, client = cluster
     root, data, ref, source = job

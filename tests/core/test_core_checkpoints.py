@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import napari_sansa as ns
-from napari_sansa.core.checkpoints import save_adapter_checkpoint, save_sam2_checkpoint
-from napari_sansa.core.random_weights import write_random_checkpoints
+from napari_sansa.core.models.checkpoints import save_adapter_checkpoint, save_sam2_checkpoint
+from napari_sansa.core.models.random_weights import write_random_checkpoints
 
 SIZE = 256
 

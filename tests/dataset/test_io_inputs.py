@@ -17,8 +17,8 @@ import tifffile
 from PIL import Image
 
 from conftest import cli_model_args, make_image
-from napari_sansa._io import TiffStack, open_target, read_image, read_label_image
-from napari_sansa.batch import load_prompt_file, load_reference_pair
+from napari_sansa.dataset.io import TiffStack, open_target, read_image, read_label_image
+from napari_sansa.dataset.batch import load_prompt_file, load_reference_pair
 from napari_sansa.cli import main
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.images import check_image, image_hw, to_float_rgb
@@ -306,7 +306,7 @@ def test_cli_malformed_prompt_file_exits_2_without_traceback(tmp_path, capsys):
 
 # -- the command line: model files and output --------------------------------------------------
 def _capture_segment_dataset(monkeypatch):
-    import napari_sansa.batch as batch
+    import napari_sansa.dataset.batch as batch
 
     seen = {}
 
@@ -352,7 +352,7 @@ def test_config_without_sam2_checkpoint_is_a_usage_error(tmp_path, monkeypatch, 
 
 @pytest.mark.parametrize("content", [b"\x89PNG\r\n\x1a\n" + bytes(200), b"hello, weights\n"])
 def test_a_file_that_is_no_checkpoint_says_so(tmp_path, content):
-    from napari_sansa.core.checkpoints import read_checkpoint
+    from napari_sansa.core.models.checkpoints import read_checkpoint
     from napari_sansa.core.errors import CheckpointError
 
     path = tmp_path / "not-weights.pt"
@@ -366,7 +366,7 @@ def test_a_file_that_is_no_checkpoint_says_so(tmp_path, content):
 
 def test_offline_and_unknown_model_messages_name_the_cli_flags(tmp_path, monkeypatch):
     from napari_sansa.core.errors import ModelNotFoundError
-    from napari_sansa.core.registry import get_model_spec, resolve_files
+    from napari_sansa.core.models.registry import get_model_spec, resolve_files
 
     monkeypatch.setenv("NAPARI_SANSA_HOME", str(tmp_path / "home"))
     with pytest.raises(ModelNotFoundError) as info:

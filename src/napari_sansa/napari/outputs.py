@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._layers import (
+from napari_sansa.napari.layers import (
     META_KEY,
     RunPlan,
     image_geometry,

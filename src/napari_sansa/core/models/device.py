@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import InvalidInputError
+from napari_sansa.core.errors import InvalidInputError
 
 __all__ = ["PRECISIONS", "resolve_device", "resolve_precision"]
 

@@ -13,9 +13,9 @@ import os
 from magicgui.widgets import ComboBox, FileEdit, SpinBox
 from napari.utils.notifications import show_warning
 
-from ._layers import PromptError
-from ._widget_worker import CUSTOM
-from .core.source import ModelSource
+from napari_sansa.napari.layers import PromptError
+from napari_sansa.napari.worker import CUSTOM
+from napari_sansa.core.models.source import ModelSource
 
 __all__ = ["ModelPanel", "path_value"]
 
@@ -52,7 +52,7 @@ def model_choices() -> list[tuple[str, str]]:
 
 
 def config_choices() -> list[str]:
-    from .core.build import CONFIGS  # a plain dict; importing it loads no torch
+    from napari_sansa.core.models.build import CONFIGS  # a plain dict; importing it loads no torch
 
     configs = list(CONFIGS)
     env = _env(ENV_CONFIG)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from .adapters import default_bottlenecks, inject_adapters
-from .build import build_sam2
-from .checkpoints import save_adapter_checkpoint, save_sam2_checkpoint
+from napari_sansa.core.models.adapters import default_bottlenecks, inject_adapters
+from napari_sansa.core.models.build import build_sam2
+from napari_sansa.core.models.checkpoints import save_adapter_checkpoint, save_sam2_checkpoint
 
 __all__ = ["randomize_", "write_random_checkpoints"]
 

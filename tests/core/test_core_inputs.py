@@ -164,8 +164,8 @@ def test_bad_target_is_named(model, images, disk_mask):
 
 
 def test_unknown_config_and_device():
-    from napari_sansa.core.build import check_config_name
-    from napari_sansa.core.device import resolve_device
+    from napari_sansa.core.models.build import check_config_name
+    from napari_sansa.core.models.device import resolve_device
 
     with pytest.raises(ValueError, match="sam2_hiera_l"):
         check_config_name("sam2_hiera_xl")

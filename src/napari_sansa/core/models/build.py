@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-from .errors import InvalidInputError
+from napari_sansa.core.errors import InvalidInputError
 
 __all__ = ["CONFIGS", "SANSA_OVERRIDES", "build_sam2", "check_config_name"]
 

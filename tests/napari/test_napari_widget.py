@@ -576,7 +576,7 @@ def test_new_prompt_layer_buttons(make_sansa):
 def test_failures_in_the_worker_are_shown_and_the_widget_stays_usable(
     make_sansa, qtbot, notifications, monkeypatch, error, shown
 ):
-    from napari_sansa._widget_worker import ModelCache
+    from napari_sansa.napari.worker import ModelCache
 
     def broken(self, settings):
         raise error
@@ -594,7 +594,7 @@ def test_failures_in_the_worker_are_shown_and_the_widget_stays_usable(
 
 
 def test_a_bug_in_the_worker_reaches_napari_with_its_traceback(make_sansa, qtbot, monkeypatch):
-    from napari_sansa._widget_worker import ModelCache
+    from napari_sansa.napari.worker import ModelCache
 
     def broken(self, settings):
         raise KeyError("a bug")

@@ -1,7 +1,7 @@
 """The SANSA dock widget: mark a few frames, press Run, the rest of the stack is labelled.
 
 The widget is thin: it reads layers and settings on the main thread into frozen
-values (:mod:`._layers`, :mod:`._widget_worker`), runs the core's generator in a
+values (:mod:`napari_sansa.napari.layers`, :mod:`napari_sansa.napari.worker`), runs the core's generator in a
 napari worker, and writes each finished frame into a Labels layer of its own
 ("<image> [sansa]") from the ``yielded`` signal, on the main thread.
 """
@@ -31,14 +31,14 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from ._layers import (
+from napari_sansa.napari.layers import (
     fit_problem,
     image_geometry,
     is_prompt_layer,
     layer_role,
     make_plan,
 )
-from ._widget_layers import (
+from napari_sansa.napari.outputs import (
     defaults_event,
     find_output,
     new_points_layer,
@@ -50,9 +50,9 @@ from ._widget_layers import (
     references_layer,
     write_prompt_defaults,
 )
-from ._widget_model import ModelPanel, path_value
-from ._widget_scores import ScoreTable
-from ._widget_worker import (
+from napari_sansa.napari._qt.model_panel import ModelPanel, path_value
+from napari_sansa.napari._qt.scores import ScoreTable
+from napari_sansa.napari.worker import (
     FrameResult,
     ModelCache,
     RunOutcome,
@@ -82,7 +82,7 @@ def _on_native_destroyed(guard: _Guard, *_):
 
 def _warm_imports() -> None:
     """Import torch and the engine (about a second of module code that holds the GIL)."""
-    import napari_sansa.core.loading  # noqa: F401 - torch, sam2, the model classes
+    import napari_sansa.core.models.loading  # noqa: F401 - torch, sam2, the model classes
 
 
 def warm_up_in_background() -> threading.Thread | None:
@@ -92,7 +92,7 @@ def warm_up_in_background() -> threading.Thread | None:
     marks the references, and not during the first run (where they froze napari
     for up to a second).
     """
-    if "napari_sansa.core.loading" in sys.modules:
+    if "napari_sansa.core.models.loading" in sys.modules:
         return None
     thread = threading.Thread(target=_warm_imports, name="napari-sansa-imports", daemon=True)
     thread.start()
@@ -528,7 +528,7 @@ class SansaWidget(Container):
 
     def save_frames(self, folder=None, fmt=None) -> list[str]:
         """Write the output layer as one file per frame; returns the paths."""
-        from ._writer import write_frames
+        from napari_sansa.napari.writer import write_frames
 
         image = self._require_image()
         output = self.output_layer(image) if image is not None else None

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import (
+from napari_sansa.dataset.io import (
     IMAGE_SUFFIXES,
     PARTIAL,
     TiffStack,
@@ -36,10 +36,10 @@ from ._io import (
     read_tiff_description,
     write_tiff_atomic,
 )
-from .core.errors import InvalidInputError
-from .core.images import _check_range, check_image, image_hw
-from .core.prompts import Box, Mask, Points, Reference, Scribble, check_label
-from .core.source import ModelSource
+from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.core.images import _check_range, check_image, image_hw
+from napari_sansa.core.prompts import Box, Mask, Points, Reference, Scribble, check_label
+from napari_sansa.core.models.source import ModelSource
 
 __all__ = [
     "BatchReport",
@@ -226,7 +226,7 @@ def _label_masks(labels: np.ndarray, what: str, hw) -> list[Mask]:
 
 def load_reference_pair(image_path, labels_path) -> Reference:
     """A reference from an image file and its label image (nonzero value = class id)."""
-    from ._io import read_label_image
+    from napari_sansa.dataset.io import read_label_image
 
     image = read_image(image_path)
     hw = image_hw(image, f"reference image {image_path}")
@@ -247,7 +247,7 @@ def load_prompt_file(path) -> list[Reference]:
     """
     import numbers
 
-    from ._io import read_label_image
+    from napari_sansa.dataset.io import read_label_image
 
     path = Path(path)
     forms = {
@@ -489,7 +489,7 @@ def _write_failed(err: OSError, path: Path):
 
 
 def _describe(target, run, classes, scores, areas, shape, blank=None):
-    from . import __version__
+    from napari_sansa import __version__
 
     # tifffile reads a JSON description with a "shape" as its own shaped-series metadata
     info = {
@@ -725,7 +725,7 @@ def _process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
     constant (blank) frame is not given to the model: its labels are all 0 and its
     row in ``scores.csv`` says so (with ``strict``, it stops the run).
     """
-    from .core.fusion import label_dtype
+    from napari_sansa.core.fusion import label_dtype
 
     try:
         stack = TiffStack(t.source)
@@ -1115,9 +1115,9 @@ def segment_dataset(
     inputs' folders as TIFF label images (stacks as label stacks); ``scores.csv``
     lists every target with its per-class scores and areas, or why it failed.
     """
-    from .core.fusion import check_threshold
-    from .core.model import MODES, SansaModel
-    from .core.preprocess import check_input_size
+    from napari_sansa.core.fusion import check_threshold
+    from napari_sansa.core.model import MODES, SansaModel
+    from napari_sansa.core.preprocess import check_input_size
 
     t0 = time.perf_counter()
     if mode not in MODES:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._layers import RunPlan
-from .core.source import ModelSource
+from napari_sansa.napari.layers import RunPlan
+from napari_sansa.core.models.source import ModelSource
 
 __all__ = ["FrameResult", "ModelCache", "RunOutcome", "RunSettings", "run_frames"]
 

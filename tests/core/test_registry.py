@@ -13,8 +13,8 @@ import pytest
 
 import napari_sansa as ns
 from napari_sansa.cli import main
-from napari_sansa.core import registry
-from napari_sansa.core.registry import ModelSpec, Source
+from napari_sansa.core.models import registry
+from napari_sansa.core.models.registry import ModelSpec, Source
 
 
 class _Files(http.server.BaseHTTPRequestHandler):

@@ -257,7 +257,7 @@ def test_other_settings_need_overwrite_and_foreign_files_are_kept(weights, datas
 
 def test_python_api(model, dataset):
     import napari_sansa as ns
-    from napari_sansa.batch import load_reference_pair, segment_dataset
+    from napari_sansa.dataset.batch import load_reference_pair, segment_dataset
 
     ref = load_reference_pair(dataset / "ref.png", dataset / "ref_labels.png")
     assert isinstance(ref, ns.Reference) and ref.classes == (1, 2)
@@ -366,7 +366,7 @@ def test_overwrite_without_probabilities_removes_our_old_probabilities(weights, 
 
 
 def test_sequential_resume_gives_the_uninterrupted_outputs(model, dataset):
-    from napari_sansa.batch import load_reference_pair, segment_dataset
+    from napari_sansa.dataset.batch import load_reference_pair, segment_dataset
 
     seq = dataset / "seq"
     seq.mkdir()
@@ -444,7 +444,7 @@ def test_strict_lists_the_failing_image_in_the_csv(weights, dataset):
 def test_a_full_disk_on_the_csv_or_manifest_is_a_clear_message(
     weights, dataset, monkeypatch, capsys, name
 ):
-    import napari_sansa.batch as batch
+    import napari_sansa.dataset.batch as batch
 
     replace = os.replace
 
@@ -470,7 +470,7 @@ def test_a_full_disk_on_the_csv_or_manifest_is_a_clear_message(
 
 
 def test_csv_lists_frames_in_numeric_order(tmp_path):
-    from napari_sansa.batch import Target, _row, _write_csv
+    from napari_sansa.dataset.batch import Target, _row, _write_csv
 
     t = Target("/data/movie.tif", "movie.tif", "stack", 12)
     rows = [_row(t, "ok", frame=i, scores={1: 0.5}) for i in (10, 2, 11, 0, 1)]
@@ -479,7 +479,7 @@ def test_csv_lists_frames_in_numeric_order(tmp_path):
 
 
 def test_a_rerun_with_nothing_left_loads_no_model(weights, dataset, monkeypatch):
-    import napari_sansa.batch as batch
+    import napari_sansa.dataset.batch as batch
 
     assert main(_args(weights, dataset)) == 0
     csv_before = (dataset / "out" / "scores.csv").read_text()
@@ -493,7 +493,7 @@ def test_a_rerun_with_nothing_left_loads_no_model(weights, dataset, monkeypatch)
 
 
 def test_a_probabilities_name_clashes_only_when_probabilities_are_written(tmp_path):
-    from napari_sansa.batch import discover_targets
+    from napari_sansa.dataset.batch import discover_targets
     from napari_sansa.core.errors import InvalidInputError
 
     data = tmp_path / "data"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from .adapters import inject_adapters
-from .build import build_sam2, check_config_name
-from .checkpoints import adapter_layout, check_sam2_state_dict, guess_config, read_checkpoint
-from .device import resolve_device, resolve_precision
-from .errors import CheckpointError, InvalidInputError
-from .model import SansaModel
+from napari_sansa.core.models.adapters import inject_adapters
+from napari_sansa.core.models.build import build_sam2, check_config_name
+from napari_sansa.core.models.checkpoints import adapter_layout, check_sam2_state_dict, guess_config, read_checkpoint
+from napari_sansa.core.models.device import resolve_device, resolve_precision
+from napari_sansa.core.errors import CheckpointError, InvalidInputError
+from napari_sansa.core.model import SansaModel
 
 __all__ = ["build_sansa", "file_fingerprint", "load_model"]
 
@@ -101,7 +101,7 @@ def load_model(
                 "give either a registered model name or config/sam2_checkpoint/"
                 "adapter_checkpoint files, not both"
             )
-        from .registry import get_model_spec, resolve_files
+        from napari_sansa.core.models.registry import get_model_spec, resolve_files
 
         spec = get_model_spec(name)
         sam2_checkpoint, adapter_checkpoint = resolve_files(spec, download=download)

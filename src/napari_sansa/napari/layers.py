@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .core import Box, InvalidInputError, Mask, Points, Reference, Scribble
+from napari_sansa.core import Box, InvalidInputError, Mask, Points, Reference, Scribble
 
 if TYPE_CHECKING:
     import napari

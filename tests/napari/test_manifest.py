@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-MANIFEST = Path(__file__).parents[1] / "src" / "napari_sansa" / "napari.yaml"
+MANIFEST = Path(__file__).parents[2] / "src" / "napari_sansa" / "napari.yaml"
 
 
 def _manifest():

@@ -23,7 +23,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import CheckpointError, InvalidInputError, ModelNotFoundError
+from napari_sansa.core.errors import CheckpointError, InvalidInputError, ModelNotFoundError
 
 __all__ = [
     "ModelSpec",
@@ -164,7 +164,7 @@ def register_model(spec: ModelSpec, *, replace: bool = False) -> None:
     """Add a model (e.g. your own adapters on an internal server) to the registry."""
     if spec.name in _REGISTRY and not replace:
         raise InvalidInputError(f"a model named {spec.name!r} is already registered")
-    from .build import check_config_name
+    from napari_sansa.core.models.build import check_config_name
 
     check_config_name(spec.config)
     _REGISTRY[spec.name] = spec
@@ -318,8 +318,8 @@ def validate_download(spec: ModelSpec, source: Source, path: Path) -> None:
                 f"{source.filename}: SHA-256 {got} does not match the expected {source.sha256}"
             )
         return
-    from .build import build_sam2
-    from .checkpoints import adapter_layout, check_sam2_state_dict, read_checkpoint
+    from napari_sansa.core.models.build import build_sam2
+    from napari_sansa.core.models.checkpoints import adapter_layout, check_sam2_state_dict, read_checkpoint
 
     state = read_checkpoint(path, f"downloaded {source.role} file")
     model = build_sam2(spec.config)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InvalidInputError
+from napari_sansa.core.errors import InvalidInputError
 
 __all__ = ["ModelSource"]
 
@@ -30,7 +30,7 @@ class ModelSource:
 
     def load(self):
         """A new :class:`~napari_sansa.core.model.SansaModel` (imports torch)."""
-        from .loading import load_model
+        from napari_sansa.core.models.loading import load_model
 
         return load_model(
             self.name,
@@ -51,7 +51,7 @@ class ModelSource:
     def files(self) -> tuple[Path | None, Path | None]:
         """The weights files (a registered model's are fetched if missing)."""
         if self.name is not None:
-            from .registry import get_model_spec, resolve_files
+            from napari_sansa.core.models.registry import get_model_spec, resolve_files
 
             return resolve_files(get_model_spec(self.name))
         return (
@@ -61,8 +61,8 @@ class ModelSource:
 
     def identity(self) -> dict:
         """What a model's outputs depend on, by file content (not by path)."""
-        from .build import check_config_name
-        from .loading import file_fingerprint
+        from napari_sansa.core.models.build import check_config_name
+        from napari_sansa.core.models.loading import file_fingerprint
 
         sam2, adapters = self.files()
         if sam2 is None:
@@ -72,7 +72,7 @@ class ModelSource:
                 raise InvalidInputError(f"{p} does not exist")
         config = self.config
         if self.name is not None:
-            from .registry import get_model_spec
+            from napari_sansa.core.models.registry import get_model_spec
 
             config = get_model_spec(self.name).config
         return {

@@ -1,4 +1,4 @@
-"""napari layers -> SANSA prompts (the adapter in napari_sansa._layers).
+"""napari layers -> SANSA prompts (the adapter in napari_sansa.napari.layers).
 
 Layers are real napari layer objects (no viewer needed): what a person draws in
 them must become the core's prompt objects on the right frame, in the image's
@@ -13,7 +13,7 @@ import pytest
 from napari.layers import Image, Labels, Points, Shapes
 
 import napari_sansa as ns
-from napari_sansa._layers import (
+from napari_sansa.napari.layers import (
     FrameStack,
     PromptError,
     fit_problem,

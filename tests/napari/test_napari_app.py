@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sansa._sample_data import coins_frames, make_sample_data
+from napari_sansa.napari.sample_data import coins_frames, make_sample_data
 
 
 def test_sample_is_a_small_stack_with_references_on_frame_0():
@@ -33,7 +33,7 @@ def test_sample_opens_and_runs_in_the_widget(
 ):
     import napari
 
-    from napari_sansa import _app
+    from napari_sansa.napari import app as _app
 
     viewer_kwargs = {}
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_sansa._writer import write_frames, write_labels_tiff
+from napari_sansa.napari.writer import write_frames, write_labels_tiff
 
 
 def labels(n=3, h=20, w=30, dtype=np.uint8):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core.errors import InvalidInputError
+from napari_sansa.core.errors import InvalidInputError
 
 __all__ = [
     "IMAGE_SUFFIXES",

@@ -1,0 +1,2 @@
+"""Headless whole-dataset runs: discovery, reference and prompt files, resume records,
+streaming and writing, Dask. The entry point is ``segment_dataset``."""

@@ -1,0 +1,1 @@
+"""The Qt dock widget: layout and wiring of the session only."""
