@@ -5,12 +5,17 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from napari_sansa.core.models.adapters import inject_adapters
-from napari_sansa.core.models.build import build_sam2, check_config_name
-from napari_sansa.core.models.checkpoints import adapter_layout, check_sam2_state_dict, guess_config, read_checkpoint
-from napari_sansa.core.models.device import resolve_device, resolve_precision
 from napari_sansa.core.errors import CheckpointError, InvalidInputError
 from napari_sansa.core.model import SansaModel
+from napari_sansa.core.models.adapters import inject_adapters
+from napari_sansa.core.models.build import build_sam2, check_config_name
+from napari_sansa.core.models.checkpoints import (
+    adapter_layout,
+    check_sam2_state_dict,
+    guess_config,
+    read_checkpoint,
+)
+from napari_sansa.core.models.device import resolve_device, resolve_precision
 
 __all__ = ["build_sansa", "file_fingerprint", "load_model"]
 
