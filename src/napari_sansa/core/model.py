@@ -13,6 +13,7 @@ results in :mod:`~napari_sansa.core.results`.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import uuid
 from collections.abc import Iterator
 
@@ -23,6 +24,7 @@ from napari_sansa.core.cache import DiskFeatureCache, FeatureCache, array_digest
 from napari_sansa.core.engine import Engine, Features
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.images import _check_range, image_hw, to_float_rgb
+from napari_sansa.core.models.settings import ModelSettings
 from napari_sansa.core.options import (
     MODES,
     RunOptions,
@@ -37,19 +39,29 @@ from napari_sansa.core.runners import run_independent, run_sequential
 
 __all__ = ["MODES", "Prediction", "Predictions", "ReferenceMemory", "SansaModel"]
 
-_UNSET = object()
+
+class _Unset:
+    """An argument not given (``segment_iter`` tells "not given" from ``None``)."""
+
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+_UNSET = _Unset()
 
 
 class SansaModel:
     """SAM2 with (optional) SANSA adapters, ready to segment.
 
-    Made by :func:`napari_sansa.load_model`. ``cache_bytes`` bounds the in-memory
-    image-feature cache (0 turns it off); ``cache_dir`` adds a cache on disk
-    (bounded by ``cache_dir_bytes``). ``result_cache_bytes`` bounds the cache of
+    Made by :func:`napari_sansa.load_model`. ``settings``: the
+    :class:`~napari_sansa.core.models.settings.ModelSettings` it was loaded with (its
+    cache options are used here; ``options`` replace some of them, e.g.
+    ``cache_bytes=0``). ``cache_bytes`` bounds the in-memory image-feature cache (0
+    turns it off, and every other in-memory cache with it); ``cache_dir`` adds one on
+    disk (bounded by ``cache_dir_bytes``). ``result_cache_bytes`` bounds the cache of
     decoded targets (independent mode, per target and class, keyed by the target's
     features and the class's reference memory): a re-run where only some classes'
-    prompts changed decodes only those classes. It needs the feature cache's image
-    signatures and is off, like everything held in memory, when ``cache_bytes`` is 0.
+    prompts changed decodes only those classes.
     """
 
     def __init__(
@@ -61,11 +73,11 @@ class SansaModel:
         dtype: torch.dtype = torch.float32,
         identity: str | None = None,
         name: str | None = None,
-        cache_bytes: int = 1 << 30,
-        cache_dir=None,
-        cache_dir_bytes: int = 10 << 30,
-        result_cache_bytes: int = 256 << 20,
+        settings: ModelSettings | None = None,
+        **options,
     ):
+        self.settings = ModelSettings.from_options(settings, **options)
+        s = self.settings
         self.sam = sam.to(device).eval()
         self.engine = Engine(self.sam)
         self.config = config
@@ -73,9 +85,9 @@ class SansaModel:
         self.dtype = dtype
         self.name = name or config
         self._identity = identity or f"unsaved-{uuid.uuid4().hex}"
-        disk = DiskFeatureCache(cache_dir, cache_dir_bytes) if cache_dir is not None else None
-        self.feature_cache = FeatureCache(cache_bytes, disk)
-        self.result_cache = FeatureCache(result_cache_bytes if cache_bytes > 0 else 0)
+        disk = DiskFeatureCache(s.cache_dir, s.cache_dir_bytes) if s.cache_dir is not None else None
+        self.feature_cache = FeatureCache(s.cache_bytes, disk)
+        self.result_cache = FeatureCache(s.result_cache_bytes if s.cache_bytes > 0 else 0)
 
     # -- description --------------------------------------------------------------------
     @property
@@ -130,41 +142,13 @@ class SansaModel:
         s = check_run_options("independent", input_size, threshold, intensity_range, None)
         return prepare_memory(self, refs, s)
 
-    def segment(
-        self,
-        references,
-        targets,
-        *,
-        mode: str = "independent",
-        input_size=_UNSET,
-        threshold: float = 0.5,
-        intensity_range=_UNSET,
-        batch_size: int | None = None,
-    ) -> Predictions:
+    def segment(self, references, targets, **options) -> Predictions:
         """Label every target. Returns a list of :class:`Prediction` (one per target,
         in order) whose ``.references`` attribute holds the decoded references.
 
-        ``references``: a list of :class:`Reference` (or one), or a
-        :class:`ReferenceMemory` from :meth:`prepare_references`.
-        ``mode="independent"``: each target sees only the references (the authors'
-        benchmark protocol; for unrelated images). ``mode="sequential"``: targets in
-        order, each also sees the previous ones (time-lapses, z-stacks).
-        ``input_size``: the authors' intermediate square resize (default 640); ``None``
-        resizes straight to the model's input. ``intensity_range``: ``(low, high)``
-        mapped to [0, 1] for every image (default: each image's dtype rule).
+        Takes the arguments of :meth:`segment_iter` (all but ``include_references``).
         """
-        items = list(
-            self.segment_iter(
-                references,
-                targets,
-                mode=mode,
-                input_size=input_size,
-                threshold=threshold,
-                intensity_range=intensity_range,
-                batch_size=batch_size,
-                include_references=True,
-            )
-        )
+        items = list(self.segment_iter(references, targets, **options, include_references=True))
         refs = [p for p in items if p.is_reference]
         return Predictions([p for p in items if not p.is_reference], refs)
 
@@ -178,12 +162,30 @@ class SansaModel:
         threshold: float = 0.5,
         intensity_range=_UNSET,
         batch_size: int | None = None,
+        cancel=None,
         include_references: bool = False,
     ) -> Iterator[Prediction]:
-        """Generator form of :meth:`segment`: yields each target's :class:`Prediction`
-        as soon as it is done, in order (after the references' when
-        ``include_references``). Arguments are checked before it is returned;
-        stopping the iteration stops the work."""
+        """Label every target, yielding each target's :class:`Prediction` as soon as it
+        is done, in order (after the references' when ``include_references``).
+        Arguments are checked before the generator is returned; stopping the iteration
+        stops the work.
+
+        ``references``: a list of :class:`Reference` (or one), or a
+        :class:`ReferenceMemory` from :meth:`prepare_references`.
+        ``mode="independent"``: each target sees only the references (the authors'
+        benchmark protocol; for unrelated images). ``mode="sequential"``: targets in
+        order, each also sees the previous ones (time-lapses, z-stacks).
+        ``input_size``: the authors' intermediate square resize (default 640); ``None``
+        resizes straight to the model's input. ``intensity_range``: ``(low, high)``
+        mapped to [0, 1] for every image (default: each image's dtype rule).
+        ``threshold``: fuses the classes' probabilities into labels. ``batch_size``:
+        targets per batch in independent mode (default: measured on CUDA, 1 elsewhere).
+        ``cancel``: a ``threading.Event`` (or a callable returning True) set from another
+        thread to stop the run: it is polled between references, between images and
+        between classes, so the run ends within about one image's work at any batch
+        size (the batch is capped at a few images then, see ``CANCEL_BATCH``), and the
+        generator simply ends. Without it, a consumer stops by not asking for more.
+        """
         if isinstance(references, ReferenceMemory):
             memory = references
             if memory.identity != self.identity:
@@ -205,7 +207,7 @@ class SansaModel:
                         f"{value!r}: targets must be pre-processed like their references"
                     )
             settings = check_run_options(
-                mode, memory.input_size, threshold, memory.intensity_range, batch_size
+                mode, memory.input_size, threshold, memory.intensity_range, batch_size, cancel
             )
         else:
             refs = check_references(references)
@@ -215,6 +217,7 @@ class SansaModel:
                 threshold,
                 None if intensity_range is _UNSET else intensity_range,
                 batch_size,
+                cancel,
             )
             memory = None
         check_targets(targets)
@@ -284,6 +287,8 @@ class SansaModel:
             decoded = [p.with_threshold(s.threshold) for p in memory.decoded]
         else:
             memory = prepare_memory(self, refs, s)
+            if memory is None:  # cancelled
+                return
             decoded = memory.decoded
         if include_references:
             yield from decoded
@@ -291,3 +296,13 @@ class SansaModel:
             yield from run_independent(self, targets, memory.groups, s)
         else:
             yield from run_sequential(self, targets, memory.groups, s)
+
+
+def _signature_of_segment():
+    """``segment`` takes ``segment_iter``'s arguments: one signature, written once."""
+    sig = inspect.signature(SansaModel.segment_iter)
+    params = [p for name, p in sig.parameters.items() if name != "include_references"]
+    return sig.replace(parameters=params, return_annotation="Predictions")
+
+
+SansaModel.segment.__signature__ = _signature_of_segment()
