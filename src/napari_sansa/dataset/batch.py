@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import re
-import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
@@ -39,6 +38,7 @@ from napari_sansa.dataset.io import (
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.images import _check_range, check_image, image_hw
 from napari_sansa.core.prompts import Box, Mask, Points, Reference, Scribble, check_label
+from napari_sansa.core.models.cache import ModelCache
 from napari_sansa.core.models.source import ModelSource
 
 __all__ = [
@@ -64,16 +64,12 @@ class DiskFullError(OSError):
 
 
 # -- the model, as workers reload it ------------------------------------------------------
-_MODELS: dict = {}
-_MODELS_LOCK = threading.Lock()
+_MODELS = ModelCache(max_models=2)  # keyed by weights content and resolved settings
 
 
 def _cached_model(source: ModelSource):
     """The model of ``source``, loaded once per process and kept (Dask workers)."""
-    with _MODELS_LOCK:
-        if source not in _MODELS:
-            _MODELS[source] = source.load()
-        return _MODELS[source]
+    return _MODELS.get(source)
 
 
 # -- targets ------------------------------------------------------------------------------
