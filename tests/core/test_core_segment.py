@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 import pytest
+import torch
 
 import napari_sansa as ns
 from conftest import make_image
@@ -272,3 +274,50 @@ def test_prepared_references_are_reusable_and_picklable(model, weights, images, 
     )
     with pytest.raises(ValueError, match="another model"):
         other.segment(memory, images[1:2])
+
+
+def _shifted_masks(disk_mask, n):
+    return [np.roll(disk_mask, 4 * i, axis=1) for i in range(n)]
+
+
+def test_more_than_seven_references_reach_targets_through_pointers_only(
+    model, images, disk_mask, monkeypatch
+):
+    masks = _shifted_masks(disk_mask, 9)
+    seen = []
+    real = model.engine.decode_with_memory
+
+    def spy(feats, memory):
+        seen.append(memory)
+        return real(feats, memory)
+
+    monkeypatch.setattr(model.engine, "decode_with_memory", spy)
+
+    def run(changed: int | None):
+        ms = list(masks)
+        if changed is not None:
+            ms[changed] = np.roll(ms[changed], 12, axis=0)
+        refs = [ns.Reference(images[i % 6], [ns.Mask(m)]) for i, m in enumerate(ms)]
+        seen.clear()
+        with pytest.warns(UserWarning, match=r"class 1: references \[1, 2\] only through"):
+            memory = model.prepare_references(refs, input_size=128)
+        preds = model.segment(memory, images[1:3])
+        (mem, _pos, n_ptr), *_ = seen
+        return memory, preds, mem[:-n_ptr], mem[-n_ptr:]
+
+    memory, base, base_mem, base_ptr = run(None)
+    # the authors' rule: frame 0 and the last six are memories; all nine give pointers
+    assert memory.pointer_only == {1: (1, 2)} and memory.unused == {}
+    n_tokens = (256 // 16) ** 2  # top-level features of the 256 px model: 16x16
+    assert base_mem.shape[0] == 7 * n_tokens and base_ptr.shape[0] == 9 * 4
+    for i in (1, 2):
+        _, preds, mem, ptr = run(i)
+        assert torch.equal(mem, base_mem)  # reference i is not among the memories ...
+        assert not torch.equal(ptr, base_ptr)  # ... only its pointer changed ...
+        assert np.abs(preds[0].logits[1] - base[0].logits[1]).max() > 0  # ... and matters
+    _, _, mem, ptr = run(3)  # a reference among the last six is a memory
+    assert not torch.equal(mem, base_mem)
+    seven = [ns.Reference(images[i % 6], [ns.Mask(m)]) for i, m in enumerate(masks[:7])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert model.prepare_references(seven, input_size=128).pointer_only == {}

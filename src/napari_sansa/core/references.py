@@ -8,6 +8,8 @@ those classes as one batch.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -20,13 +22,16 @@ from napari_sansa.core.results import ClassGroup, ReferenceMemory, make_predicti
 __all__ = ["prepare_memory"]
 
 
-def prepare_memory(model, refs, s) -> ReferenceMemory:
+def prepare_memory(model, refs, s) -> ReferenceMemory | None:
+    """The references' memory; None when ``s.cancelled()`` turned True meanwhile."""
     size = model.image_size
     classes = sorted({c for r in refs for c in r.classes})
     per_class = {c: [i for i, r in enumerate(refs) if c in r.classes] for c in classes}
     entries: dict[tuple[int, int], MemoryEntry] = {}
     predictions = []
     for i, ref in enumerate(refs):
+        if s.cancelled():
+            return None
         loaded = model._load_image(ref.image, f"reference image {i}", s)
         outputs: dict[int, FrameOutput] = {}
         with model._compute():
@@ -69,11 +74,13 @@ def prepare_memory(model, refs, s) -> ReferenceMemory:
         by_k.setdefault(len(per_class[c]), []).append(c)
     groups = []
     for k, cls in sorted(by_k.items()):
-        g = ClassGroup(cls, k)
+        slots, pointers = model.engine.frames_for(k, range(k))
+        reach = (tuple(sorted(j for _, j in slots)), tuple(sorted(pointers)))
+        g = ClassGroup(cls, k, references=[tuple(per_class[c]) for c in cls], reach=reach)
         for idx in range(k):
             g.entries[idx] = MemoryEntry.cat([entries[(per_class[c][idx], c)] for c in cls])
         groups.append(g)
-    return ReferenceMemory(
+    memory = ReferenceMemory(
         groups,
         predictions,
         identity=model.identity,
@@ -81,3 +88,25 @@ def prepare_memory(model, refs, s) -> ReferenceMemory:
         intensity_range=s.intensity_range,
         n_references=len(refs),
     )
+    _warn_about_unseen_references(memory)
+    return memory
+
+
+def _warn_about_unseen_references(memory: ReferenceMemory) -> None:
+    """Say so when some references of a class reach the targets only by their object
+    pointers (more than 7 references of a class) or not at all (more than 16)."""
+    parts = [
+        f"class {c}: references {list(refs)} only through their object pointers"
+        for c, refs in memory.pointer_only.items()
+    ]
+    parts += [f"class {c}: references {list(refs)} not at all" for c, refs in memory.unused.items()]
+    if parts:
+        warnings.warn(
+            "SAM2's memory holds a class's first reference and its last six (the authors' rule), "
+            "so some references reach the targets less: "
+            + "; ".join(parts)
+            + ". Put the most telling references first and last, or use at most 7 per class "
+            "(ReferenceMemory.pointer_only lists them)",
+            UserWarning,
+            stacklevel=4,
+        )

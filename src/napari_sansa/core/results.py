@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -76,6 +76,25 @@ class ClassGroup:
     k: int
     entries: dict[int, MemoryEntry] = field(default_factory=dict)
     digests: list[str] | None = None  # per class: what a target's decoding depends on
+    # per class, the reference index of each of its k episode frames
+    references: list[tuple[int, ...]] = field(default_factory=list)
+    # the episode frames a target (index k) attends to: (as memories, by object pointer)
+    reach: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
+
+    def references_reaching(self, how: str) -> dict[int, tuple[int, ...]]:
+        """Per class, the references whose frames a target sees ``how``: "memory"
+        (memory attention on their features, and their pointers), "pointer" (only
+        their object pointers) or "none"."""
+        memory, pointers = (set(x) for x in self.reach)
+        frames = {
+            "memory": memory,
+            "pointer": pointers - memory,
+            "none": set(range(self.k)) - memory - pointers,
+        }[how]
+        return {
+            c: tuple(refs[e] for e in sorted(frames))
+            for c, refs in zip(self.classes, self.references, strict=True)
+        }
 
     def class_digests(self) -> list[str]:
         """Per class, a hash of its reference memory (all ``k`` entries): two runs whose
@@ -112,6 +131,31 @@ class ReferenceMemory:
     def classes(self) -> tuple[int, ...]:
         return tuple(sorted(c for g in self.groups for c in g.classes))
 
+    @property
+    def pointer_only(self) -> dict[int, tuple[int, ...]]:
+        """Per class with more than 7 references, the references (indices into the list
+        given) that reach a target only through their object pointers.
+
+        SAM2's memory bank holds 7 frames: the authors' rule keeps a class's first
+        reference and its last six, so with ``k > 7`` references of a class, its
+        references ``1 .. k-7`` (counted among that class's references) condition the
+        targets only by their object pointers, not by memory attention on their
+        features. Classes without such references are left out.
+        """
+        return self._reaching("pointer")
+
+    @property
+    def unused(self) -> dict[int, tuple[int, ...]]:
+        """Per class with more than 16 references, those that reach a target neither
+        by memory nor by object pointer (SAM2 uses at most 16 pointers)."""
+        return self._reaching("none")
+
+    def _reaching(self, how: str) -> dict[int, tuple[int, ...]]:
+        out = {}
+        for g in self.groups:
+            out.update({c: r for c, r in g.references_reaching(how).items() if r})
+        return dict(sorted(out.items()))
+
     def to(self, device) -> ReferenceMemory:
         moved = []
         for g in self.groups:
@@ -119,7 +163,7 @@ class ReferenceMemory:
                 i: MemoryEntry(e.features.to(device), e.pos.to(device), e.obj_ptr.to(device))
                 for i, e in g.entries.items()
             }
-            moved.append(ClassGroup(list(g.classes), g.k, entries, g.digests))
+            moved.append(replace(g, classes=list(g.classes), entries=entries))
         return ReferenceMemory(
             moved,
             self.decoded,
