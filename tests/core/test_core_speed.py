@@ -323,3 +323,30 @@ def test_result_cache_is_off_with_the_feature_cache_and_bounded(weights, images,
     small = _load(weights, result_cache_bytes=3 * one_entry)
     small.segment(refs, images[1:5], input_size=128)
     assert len(small.result_cache) == 3 and small.result_cache.nbytes <= 3 * one_entry
+
+
+@pytest.mark.parametrize("mode", ["independent", "sequential"])
+def test_cancel_stops_within_a_batch(weights, images, refs, monkeypatch, mode):
+    import threading
+
+    model = _load(weights, cache_bytes=0)  # every image really goes through the encoder
+    count = _Counter(model, monkeypatch)
+    targets = [make_image(300 + i) for i in range(8)]
+    # without a cancel token a batch of 8 is encoded as a whole before its first result
+    gen = model.segment_iter(refs, targets, mode=mode, batch_size=8)
+    next(gen)
+    gen.close()
+    assert count.n == 1 + (8 if mode == "independent" else 1)
+    count.n = 0
+    stop = threading.Event()
+    got = []
+    for pred in model.segment_iter(refs, targets, mode=mode, batch_size=8, cancel=stop):
+        got.append(pred.index)
+        stop.set()  # e.g. the Stop button, from another thread
+    assert got == [0] and count.n == 1 + 1  # the reference and the first target only
+    # a callable works too, and a token set before the start runs nothing
+    count.n = 0
+    assert list(model.segment_iter(refs, targets, mode=mode, cancel=lambda: True)) == []
+    assert count.n == 0
+    with pytest.raises(ValueError, match="cancel"):
+        model.segment_iter(refs, targets, cancel=3)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +18,10 @@ __all__ = ["MODES", "RunOptions", "check_references", "check_run_options", "chec
 MODES = ("independent", "sequential")
 
 
+def _never() -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class RunOptions:
     mode: str
@@ -25,9 +29,31 @@ class RunOptions:
     threshold: float
     intensity_range: tuple | None
     batch_size: int | None  # None: chosen from free device memory
+    cancelled: Callable[[], bool] = _never  # polled between steps: True stops the run
+
+    @property
+    def cancellable(self) -> bool:
+        return self.cancelled is not _never
 
 
-def check_run_options(mode, input_size, threshold, intensity_range, batch_size) -> RunOptions:
+def check_cancel(cancel) -> Callable[[], bool]:
+    """``cancel``: None, a ``threading.Event`` (or anything with ``is_set()``) or a
+    callable returning True once the run should stop -> a callable."""
+    if cancel is None:
+        return _never
+    is_set = getattr(cancel, "is_set", None)
+    if callable(is_set):
+        return is_set
+    if callable(cancel):
+        return cancel
+    raise InvalidInputError(
+        f"cancel must be a threading.Event or a callable returning True to stop, got {cancel!r}"
+    )
+
+
+def check_run_options(
+    mode, input_size, threshold, intensity_range, batch_size, cancel=None
+) -> RunOptions:
     if mode not in MODES:
         raise InvalidInputError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     if intensity_range is not None:
@@ -44,6 +70,7 @@ def check_run_options(mode, input_size, threshold, intensity_range, batch_size) 
         check_threshold(threshold),
         intensity_range,
         None if batch_size is None else int(batch_size),
+        check_cancel(cancel),
     )
 
 

@@ -21,7 +21,16 @@ from napari_sansa.core.engine import Features
 from napari_sansa.core.errors import DeviceMemoryError
 from napari_sansa.core.results import ClassGroup, make_prediction
 
-__all__ = ["BatchSizer", "is_out_of_memory", "run_independent", "run_sequential"]
+__all__ = ["CANCEL_BATCH", "BatchSizer", "is_out_of_memory", "run_independent", "run_sequential"]
+
+# The largest batch of a run that can be cancelled (``segment_iter(cancel=...)``): a stop
+# then waits for at most this many images' work. On a GPU a few images cost about as
+# much as one; CPUs gain nothing from batching.
+CANCEL_BATCH = {"cuda": 4}
+
+
+class _Cancelled(Exception):
+    """Raised inside a batch when the run's cancel token is set; ends the run quietly."""
 
 
 def _prefetched(model, targets, s, depth: int):
@@ -37,29 +46,41 @@ def _prefetched(model, targets, s, depth: int):
 
 # -- independent ------------------------------------------------------------------------
 def run_independent(model, targets, groups, s):
-    sizer = BatchSizer(s.batch_size, model.device)
+    cap = CANCEL_BATCH.get(model.device.type, 1) if s.cancellable else None
+    sizer = BatchSizer(s.batch_size, model.device, cap)
     source = _prefetched(model, targets, s, depth=max(2, sizer.size))
-    pending: list = []
-    error = None
     try:
-        while True:
-            try:
-                item = next(source)
-            except StopIteration:
-                break
-            except Exception as exc:  # noqa: BLE001 - a target that cannot be read:
-                error = exc  # the targets before it are finished first
-                break
-            pending.append(item)
-            if len(pending) >= sizer.size:
-                yield from _independent_batch(model, pending, groups, s, sizer)
-                pending = []
-        if pending:
-            yield from _independent_batch(model, pending, groups, s, sizer)
+        yield from _independent_batches(model, source, groups, s, sizer)
+    except _Cancelled:
+        return
     finally:
         source.close()
+
+
+def _independent_batches(model, source, groups, s, sizer):
+    pending: list = []
+    error = None
+    while True:
+        try:
+            item = next(source)
+        except StopIteration:
+            break
+        except Exception as exc:  # noqa: BLE001 - a target that cannot be read:
+            error = exc  # the targets before it are finished first
+            break
+        pending.append(item)
+        if len(pending) >= sizer.size:
+            yield from _independent_batch(model, pending, groups, s, sizer)
+            pending = []
+    if pending:
+        yield from _independent_batch(model, pending, groups, s, sizer)
     if error is not None:
         raise error
+
+
+def _check_cancelled(s) -> None:
+    if s.cancelled():
+        raise _Cancelled
 
 
 def _independent_batch(model, items, groups, s, sizer):
@@ -76,11 +97,13 @@ def _independent_batch(model, items, groups, s, sizer):
             found, todo = _cached_results(model, loaded, groups)
             need = sorted({j for pairs in todo for j, _ in pairs})
             if need:
+                _check_cancelled(s)
                 feats = model._features([loaded[j] for j in need], s)
                 row = {j: r for r, j in enumerate(need)}
                 for g, pairs in zip(groups, todo, strict=True):
                     if not pairs:
                         continue
+                    _check_cancelled(s)
                     out = _decode_pairs(
                         model, g, feats, [row[j] for j, _ in pairs], [ci for _, ci in pairs]
                     )
@@ -161,9 +184,11 @@ def run_sequential(model, targets, groups, s):
         for j, loaded in source:
             try:
                 with model._compute():
+                    _check_cancelled(s)
                     feats = model._features([loaded], s)
                     found = {}
                     for g in groups:
+                        _check_cancelled(s)
                         t = g.k + j
                         mem, pos, n_ptr = model.engine.gather(g.entries, t)
                         f = feats.repeat_interleave(len(g.classes))
@@ -189,6 +214,8 @@ def run_sequential(model, targets, groups, s):
                 _release_memory(model.device)
                 _out_of_memory(model.device, (j, loaded))
             yield pred
+    except _Cancelled:
+        return
     finally:
         source.close()
 
@@ -199,10 +226,13 @@ class BatchSizer:
 
     MAX = 64
 
-    def __init__(self, fixed: int | None, device: torch.device):
+    def __init__(self, fixed: int | None, device: torch.device, cap: int | None = None):
         self.device = device
         self.auto = fixed is None
+        self.cap = cap  # a run that can be cancelled keeps its batches small
         self.size = fixed if fixed is not None else 1
+        if cap is not None:
+            self.size = min(self.size, cap)
         self._probing = self.auto and device.type == "cuda"
 
     def start(self):
@@ -217,7 +247,7 @@ class BatchSizer:
         self._probing = False
         per_target = max((torch.cuda.max_memory_allocated(self.device) - self._base) / n, 1)
         free, _ = torch.cuda.mem_get_info(self.device)
-        self.size = int(min(self.MAX, max(1, 0.8 * free / per_target)))
+        self.size = int(min(self.MAX, self.cap or self.MAX, max(1, 0.8 * free / per_target)))
 
     def shrink(self, failed_at: int):
         self.size = max(1, min(self.size, failed_at) // 2)
