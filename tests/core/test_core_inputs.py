@@ -179,3 +179,29 @@ def test_unknown_config_and_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             resolve_device("cuda")
+
+
+# -- class ids ---------------------------------------------------------------------------
+@pytest.mark.parametrize("label", [2**64, 2**63, 1e300, 1e30, np.uint64(2**63), 2**32])
+def test_class_ids_beyond_the_label_images_are_refused_by_name(label):
+    with pytest.raises(ns.InvalidInputError, match=r"at most 4294967295"):
+        ns.Mask(np.ones((8, 8), bool), label=label)
+
+
+def test_one_label_dtype_rule_up_to_uint32():
+    from napari_sansa.core.fusion import MAX_LABEL, fuse_labels, label_dtype
+
+    assert [label_dtype(c) for c in (1, 255, 256, 65535, 70000, MAX_LABEL)] == [
+        np.uint8,
+        np.uint8,
+        np.uint16,
+        np.uint16,
+        np.uint32,
+        np.uint32,
+    ]
+    with pytest.raises(ns.InvalidInputError, match=str(MAX_LABEL + 1)):
+        label_dtype(MAX_LABEL + 1)
+    p = np.full((2, 2), 0.9, np.float32)
+    labels = fuse_labels({70000: p, MAX_LABEL: p * 0.5})
+    assert labels.dtype == np.uint32 and (labels == 70000).all()  # not 70000 % 65536
+    assert ns.Mask(np.ones((8, 8), bool), label=float(MAX_LABEL)).label == MAX_LABEL
