@@ -163,22 +163,31 @@ def test_bad_target_is_named(model, images, disk_mask):
         model.segment([ref], [images[1], np.full((20, 20), np.nan)])
 
 
-def test_unknown_config_and_device():
+def test_unknown_config_and_device(monkeypatch):
+    import torch
+
     from napari_sansa.core.models.build import check_config_name
     from napari_sansa.core.models.device import resolve_device
 
     with pytest.raises(ValueError, match="sam2_hiera_l"):
         check_config_name("sam2_hiera_xl")
     assert check_config_name("configs/sam2/sam2_hiera_b+.yaml") == "sam2_hiera_b+"
-    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
     assert resolve_device("cpu").type == "cpu"
     with pytest.raises(ValueError):
         resolve_device("tpu")
-    import torch
-
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA"):
-            resolve_device("cuda")
+    # "auto" prefers CUDA, then Apple's MPS, then the CPU (each simulated here)
+    cuda, mps = [True], [True]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda[0])
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps[0])
+    assert resolve_device("auto").type == "cuda"
+    cuda[0] = False
+    assert resolve_device("auto").type == "mps" and resolve_device(None).type == "mps"
+    mps[0] = False
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(ValueError, match="CUDA"):
+        resolve_device("cuda")
+    with pytest.raises(ValueError, match="MPS"):
+        resolve_device("mps")
 
 
 # -- class ids ---------------------------------------------------------------------------

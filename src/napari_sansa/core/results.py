@@ -48,10 +48,14 @@ class Prediction:
         return next(iter(self.logits.values())).shape
 
     def with_threshold(self, threshold: float) -> Prediction:
-        """The same prediction fused at another threshold (nothing is recomputed)."""
-        return Prediction(
+        """The same prediction fused at another threshold (nothing is recomputed: the
+        logits, scores and, once computed, the probabilities are shared)."""
+        new = Prediction(
             self.index, self.logits, self.scores, check_threshold(threshold), self.is_reference
         )
+        if "probabilities" in self.__dict__:
+            new.__dict__["probabilities"] = self.__dict__["probabilities"]
+        return new
 
     def __repr__(self) -> str:
         kind = "reference" if self.is_reference else "target"
