@@ -8,11 +8,13 @@ those classes as one batch.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 
 import numpy as np
 import torch
 
+from napari_sansa.core.cache import array_digest
 from napari_sansa.core.engine import FrameOutput, MemoryEntry
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.preprocess import mask_to_input, sparse_prompts_to_input
@@ -23,47 +25,48 @@ __all__ = ["prepare_memory"]
 
 
 def prepare_memory(model, refs, s) -> ReferenceMemory | None:
-    """The references' memory; None when ``s.cancelled()`` turned True meanwhile."""
-    size = model.image_size
+    """The references' memory; None when ``s.cancelled()`` turned True meanwhile.
+
+    Each (reference, class) is decoded on its own, so its memory entry depends only on
+    the reference image and that class's prompts: it is kept in the model's result
+    cache under that key, and a re-run where some classes' prompts changed decodes
+    only those (a reference whose classes are all found is not even looked up in the
+    feature cache).
+    """
     classes = sorted({c for r in refs for c in r.classes})
     per_class = {c: [i for i, r in enumerate(refs) if c in r.classes] for c in classes}
     entries: dict[tuple[int, int], MemoryEntry] = {}
+    keys: dict[tuple[int, int], str | None] = {}
     predictions = []
     for i, ref in enumerate(refs):
         if s.cancelled():
             return None
         loaded = model._load_image(ref.image, f"reference image {i}", s)
-        outputs: dict[int, FrameOutput] = {}
+        outputs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # class: (low_res, score)
+        feats = None
         with model._compute():
-            feats = model._features([loaded], s)
             for c in ref.classes:
-                prompts = ref.prompts_for(c)
-                if isinstance(prompts[0], Mask):
-                    mask = np.logical_or.reduce([p.mask for p in prompts])
-                    m = mask_to_input(mask, size, s.input_size, model.device)
-                    if not bool(m.any()):
-                        raise InvalidInputError(
-                            f"reference {i}: the mask of class {c} disappears when resized to "
-                            f"the model's input ({s.input_size or size} px square); paint a "
-                            "larger area or use input_size=None"
-                        )
-                    out = model.engine.decode_mask_prompt(feats, m)
+                prompt = _prompt_input(model, ref, c, loaded[1])
+                keys[(i, c)] = key = _entry_key(model, loaded[0], prompt)
+                hit = model.result_cache.get(key) if key is not None else None
+                if hit is not None:
+                    entry, low, score = _to_device(hit, model.device)
                 else:
-                    coords, labels = sparse_prompts_to_input(prompts, loaded[1], size)
-                    out = model.engine.decode_sparse_prompt(
-                        feats,
-                        torch.from_numpy(coords)[None].to(model.device),
-                        torch.from_numpy(labels)[None].to(model.device),
-                    )
-                outputs[c] = out
-                entries[(i, c)] = model.engine.memory(feats, out)
+                    if feats is None:
+                        feats = model._features([loaded], s)
+                    out = _decode_prompt(model, feats, prompt, i, c, s)
+                    entry, low, score = model.engine.memory(feats, out), out.low_res, out.score
+                    if key is not None:
+                        _remember(model, key, (entry, low, score))
+                outputs[c] = (low, score)
+                entries[(i, c)] = entry
             pred_classes = sorted(outputs)
             predictions.append(
                 make_prediction(
                     i,
                     loaded[1],
-                    torch.cat([outputs[c].low_res for c in pred_classes], dim=1)[0],
-                    torch.cat([outputs[c].score for c in pred_classes]),
+                    torch.cat([outputs[c][0] for c in pred_classes], dim=1)[0],
+                    torch.cat([outputs[c][1] for c in pred_classes]),
                     pred_classes,
                     s.threshold,
                     is_reference=True,
@@ -77,6 +80,7 @@ def prepare_memory(model, refs, s) -> ReferenceMemory | None:
         slots, pointers = model.engine.frames_for(k, range(k))
         reach = (tuple(sorted(j for _, j in slots)), tuple(sorted(pointers)))
         g = ClassGroup(cls, k, references=[tuple(per_class[c]) for c in cls], reach=reach)
+        g.digests = _class_digests(k, [[keys[(i, c)] for i in per_class[c]] for c in cls])
         for idx in range(k):
             g.entries[idx] = MemoryEntry.cat([entries[(per_class[c][idx], c)] for c in cls])
         groups.append(g)
@@ -90,6 +94,65 @@ def prepare_memory(model, refs, s) -> ReferenceMemory | None:
     )
     _warn_about_unseen_references(memory)
     return memory
+
+
+def _prompt_input(model, ref, c, hw):
+    """What the decoder gets for class ``c`` of ``ref``: ``("mask", union mask)`` or
+    ``("sparse", coords, labels)`` on the model's grid (numpy)."""
+    prompts = ref.prompts_for(c)
+    if isinstance(prompts[0], Mask):
+        return ("mask", np.logical_or.reduce([p.mask for p in prompts]))
+    return ("sparse", *sparse_prompts_to_input(prompts, hw, model.image_size))
+
+
+def _decode_prompt(model, feats, prompt, i, c, s) -> FrameOutput:
+    size = model.image_size
+    if prompt[0] == "mask":
+        m = mask_to_input(prompt[1], size, s.input_size, model.device)
+        if not bool(m.any()):
+            raise InvalidInputError(
+                f"reference {i}: the mask of class {c} disappears when resized to "
+                f"the model's input ({s.input_size or size} px square); paint a "
+                "larger area or use input_size=None"
+            )
+        return model.engine.decode_mask_prompt(feats, m)
+    _, coords, labels = prompt
+    return model.engine.decode_sparse_prompt(
+        feats,
+        torch.from_numpy(coords)[None].to(model.device),
+        torch.from_numpy(labels)[None].to(model.device),
+    )
+
+
+def _entry_key(model, image_key: str, prompt) -> str | None:
+    """The result-cache key of one (reference, class) memory entry: the reference
+    image's feature key (its pixels, pre-processing and the model) and the prompt."""
+    if not model.result_cache.enabled or image_key.startswith("uncached-"):
+        return None
+    return "|".join(["reference-entry", image_key, prompt[0], *map(array_digest, prompt[1:])])
+
+
+def _class_digests(k: int, keys: list[list[str | None]]) -> list[str] | None:
+    """Per class, a digest of its k entries' keys (what its targets' decoding depends
+    on); None when some entry has no key (the digests are then taken from the tensors)."""
+    if any(key is None for class_keys in keys for key in class_keys):
+        return None
+    return [
+        hashlib.blake2b("\n".join([f"k={k}", *class_keys]).encode(), digest_size=20).hexdigest()
+        for class_keys in keys
+    ]
+
+
+def _remember(model, key: str, item) -> None:
+    entry, low, score = item
+    parts = (entry.features, entry.pos, entry.obj_ptr, low, score)
+    cpu = tuple(x.detach().to("cpu", copy=True) for x in parts)
+    model.result_cache.put(key, cpu, sum(x.numel() * x.element_size() for x in cpu))
+
+
+def _to_device(hit, device):
+    feats, pos, ptr, low, score = (x.to(device) for x in hit)
+    return MemoryEntry(feats, pos, ptr), low, score
 
 
 def _warn_about_unseen_references(memory: ReferenceMemory) -> None:
