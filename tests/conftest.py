@@ -26,13 +26,10 @@ def weights(tmp_path_factory):
     return sam2, adapters
 
 
-@pytest.fixture(scope="session")
-def model(weights):
-    import torch
-
+def load_test_model(weights, **options):
+    """The random tiny model on the CPU at the tests' size, with ``options``."""
     import napari_sansa as ns
 
-    torch.set_num_threads(1)
     sam2, adapters = weights
     return ns.load_model(
         config=CONFIG,
@@ -40,24 +37,23 @@ def model(weights):
         adapter_checkpoint=adapters,
         device="cpu",
         image_size=SIZE,
-    )  # the defaults users get: feature and result caches on
+        **options,
+    )
+
+
+@pytest.fixture(scope="session")
+def model(weights):
+    import torch
+
+    torch.set_num_threads(1)
+    return load_test_model(weights)  # the defaults users get: feature and result caches on
 
 
 @pytest.fixture(scope="session")
 def recomputing_model(weights):
     """The same model without the result cache: every call decodes every target again,
     for tests that compare two computations (batching, class grouping, modes)."""
-    import napari_sansa as ns
-
-    sam2, adapters = weights
-    return ns.load_model(
-        config=CONFIG,
-        sam2_checkpoint=sam2,
-        adapter_checkpoint=adapters,
-        device="cpu",
-        image_size=SIZE,
-        result_cache_bytes=0,
-    )
+    return load_test_model(weights, result_cache_bytes=0)
 
 
 def make_image(seed: int, shape=(96, 128), rgb: bool = True) -> np.ndarray:

@@ -326,30 +326,40 @@ def _shifted_masks(disk_mask, n):
     return [np.roll(disk_mask, 4 * i, axis=1) for i in range(n)]
 
 
-def test_more_than_seven_references_reach_targets_through_pointers_only(
-    model, images, disk_mask, monkeypatch
-):
-    masks = _shifted_masks(disk_mask, 9)
+def _memory_inputs(model, monkeypatch):
+    """Records what memory attention gets: (memories, object-pointer tokens) per call."""
     seen = []
     real = model.engine.decode_with_memory
 
     def spy(feats, memory):
-        seen.append(memory)
+        mem, _pos, n_ptr = memory
+        seen.append((mem[:-n_ptr], mem[-n_ptr:]))
         return real(feats, memory)
 
     monkeypatch.setattr(model.engine, "decode_with_memory", spy)
+    return seen
+
+
+def _nine_references(images, disk_mask, changed=None):
+    masks = _shifted_masks(disk_mask, 9)
+    if changed is not None:
+        masks[changed] = np.roll(masks[changed], 12, axis=0)
+    return [ns.Reference(images[i % 6], [ns.Mask(m)]) for i, m in enumerate(masks)]
+
+
+def test_more_than_seven_references_reach_targets_through_pointers_only(
+    model, images, disk_mask, monkeypatch
+):
+    seen = _memory_inputs(model, monkeypatch)
 
     def run(changed: int | None):
-        ms = list(masks)
-        if changed is not None:
-            ms[changed] = np.roll(ms[changed], 12, axis=0)
-        refs = [ns.Reference(images[i % 6], [ns.Mask(m)]) for i, m in enumerate(ms)]
         seen.clear()
         with pytest.warns(UserWarning, match=r"class 1: references \[1, 2\] only through"):
-            memory = model.prepare_references(refs, input_size=128)
+            memory = model.prepare_references(
+                _nine_references(images, disk_mask, changed), input_size=128
+            )
         preds = model.segment(memory, images[1:3])
-        (mem, _pos, n_ptr), *_ = seen
-        return memory, preds, mem[:-n_ptr], mem[-n_ptr:]
+        return memory, preds, *seen[0]
 
     memory, base, base_mem, base_ptr = run(None)
     # the authors' rule: frame 0 and the last six are memories; all nine give pointers
@@ -363,7 +373,33 @@ def test_more_than_seven_references_reach_targets_through_pointers_only(
         assert np.abs(preds[0].logits[1] - base[0].logits[1]).max() > 0  # ... and matters
     _, _, mem, ptr = run(3)  # a reference among the last six is a memory
     assert not torch.equal(mem, base_mem)
-    seven = [ns.Reference(images[i % 6], [ns.Mask(m)]) for i, m in enumerate(masks[:7])]
+    seven = _nine_references(images, disk_mask)[:7]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert model.prepare_references(seven, input_size=128).pointer_only == {}
+
+
+def test_memory_frames_spread_puts_references_spread_over_the_list_in_memory(
+    model, images, disk_mask, monkeypatch
+):
+    seen = _memory_inputs(model, monkeypatch)
+
+    def memory_inputs(changed):
+        seen.clear()
+        with pytest.warns(UserWarning, match=r"references \[2, 6\] only through"):
+            memory = model.prepare_references(
+                _nine_references(images, disk_mask, changed),
+                input_size=128,
+                memory_frames="spread",
+            )
+        model.segment(memory, images[1:2])
+        return memory, *seen[0]
+
+    memory, base_mem, base_ptr = memory_inputs(None)
+    assert memory.pointer_only == {1: (2, 6)}  # 0, 1, 3, 4, 5, 7, 8 are memories
+    _, mem, _ = memory_inputs(1)
+    assert not torch.equal(mem, base_mem)  # reference 1 is a memory now
+    _, mem, ptr = memory_inputs(2)
+    assert torch.equal(mem, base_mem) and not torch.equal(ptr, base_ptr)
+    with pytest.raises(ValueError, match="memory_frames"):
+        model.prepare_references(_nine_references(images, disk_mask), memory_frames="first")

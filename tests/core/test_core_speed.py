@@ -12,19 +12,8 @@ import pytest
 import torch
 
 import napari_sansa as ns
+from conftest import load_test_model as _load
 from conftest import make_image
-
-
-def _load(weights, **kw):
-    sam2, adapters = weights
-    return ns.load_model(
-        config="sam2_hiera_t",
-        sam2_checkpoint=sam2,
-        adapter_checkpoint=adapters,
-        device="cpu",
-        image_size=256,
-        **kw,
-    )
 
 
 class _Counter:

@@ -131,16 +131,21 @@ class SansaModel:
         input_size: int | None = 640,
         intensity_range=None,
         threshold: float = 0.5,
+        memory_frames: str = "last",
     ) -> ReferenceMemory:
         """Encode the references and decode their prompts into per-class memory, once.
 
         The result can be given to :meth:`segment` / :meth:`segment_iter` in place of the
         references any number of times (same model, same ``input_size`` and
         ``intensity_range``). ``threshold`` only fuses the decoded references' labels.
+        ``memory_frames``: which references of a class with more than 7 enter SAM2's
+        7-frame memory: ``"last"`` (the authors' rule: the first and the last six) or
+        ``"spread"`` (7 spread evenly over the list, first and last included); the
+        others reach the targets through their object pointers only.
         """
         refs = check_references(references)
         s = check_run_options("independent", input_size, threshold, intensity_range, None)
-        return prepare_memory(self, refs, s)
+        return prepare_memory(self, refs, s, memory_frames=memory_frames)
 
     def segment(self, references, targets, **options) -> Predictions:
         """Label every target. Returns a list of :class:`Prediction` (one per target,

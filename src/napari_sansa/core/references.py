@@ -21,11 +21,17 @@ from napari_sansa.core.preprocess import mask_to_input, sparse_prompts_to_input
 from napari_sansa.core.prompts import Mask
 from napari_sansa.core.results import ClassGroup, ReferenceMemory, make_prediction
 
-__all__ = ["prepare_memory"]
+__all__ = ["MEMORY_FRAMES", "episode_order", "prepare_memory"]
 
 
-def prepare_memory(model, refs, s) -> ReferenceMemory | None:
+MEMORY_FRAMES = ("last", "spread")
+
+
+def prepare_memory(model, refs, s, memory_frames: str = "last") -> ReferenceMemory | None:
     """The references' memory; None when ``s.cancelled()`` turned True meanwhile.
+
+    ``memory_frames`` chooses which references of a class enter SAM2's memory bank
+    when it has more than it holds (see :func:`episode_order`).
 
     Each (reference, class) is decoded on its own, so its memory entry depends only on
     the reference image and that class's prompts: it is kept in the model's result
@@ -33,8 +39,14 @@ def prepare_memory(model, refs, s) -> ReferenceMemory | None:
     only those (a reference whose classes are all found is not even looked up in the
     feature cache).
     """
+    if memory_frames not in MEMORY_FRAMES:
+        raise InvalidInputError(
+            f"memory_frames must be one of {', '.join(MEMORY_FRAMES)}, got {memory_frames!r}"
+        )
     classes = sorted({c for r in refs for c in r.classes})
     per_class = {c: [i for i, r in enumerate(refs) if c in r.classes] for c in classes}
+    if memory_frames == "spread":
+        per_class = {c: episode_order(model, idx) for c, idx in per_class.items()}
     entries: dict[tuple[int, int], MemoryEntry] = {}
     keys: dict[tuple[int, int], str | None] = {}
     predictions = []
@@ -94,6 +106,21 @@ def prepare_memory(model, refs, s) -> ReferenceMemory | None:
     )
     _warn_about_unseen_references(memory)
     return memory
+
+
+def episode_order(model, references: list[int]) -> list[int]:
+    """``references`` (one class's, in the order given) reordered so that SAM2's memory,
+    which holds episode frame 0 and the frames just before the target, holds references
+    spread evenly over the list (the first and the last included); the others come in
+    between, in their order, and reach the targets through their object pointers."""
+    k = len(references)
+    slots, _ = model.engine.frames_for(k, range(k))
+    n = len(slots)  # frames in memory: 7 with SAM2's memory bank
+    if k <= n:
+        return list(references)
+    chosen = sorted({round(x) for x in np.linspace(0, k - 1, n)})
+    rest = [i for i in range(k) if i not in chosen]
+    return [references[i] for i in (chosen[0], *rest, *chosen[1:])]
 
 
 def _prompt_input(model, ref, c, hw):
