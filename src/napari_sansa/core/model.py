@@ -3,7 +3,7 @@
 ``SansaModel.segment`` runs the whole job and returns one :class:`Prediction` per
 target; ``SansaModel.segment_iter`` is the same as a generator that yields each
 target as soon as it is finished (for progress bars and cancelling: stop iterating
-and nothing more is computed).
+and nothing more is computed, or set the ``cancel=`` event from another thread).
 
 The work itself lives in :mod:`~napari_sansa.core.references` (references ->
 memory) and :mod:`~napari_sansa.core.runners` (targets through the memory); the
