@@ -143,8 +143,13 @@ def _absolute(path):
 
 
 def _segment(args) -> int:
-    from napari_sansa.dataset.batch import ModelSource, load_prompt_file, load_reference_pair, segment_dataset
     from napari_sansa.core.errors import InvalidInputError
+    from napari_sansa.dataset import (
+        ModelSource,
+        load_prompt_file,
+        load_reference_pair,
+        segment_dataset,
+    )
 
     files = (args.config, args.sam2_checkpoint, args.adapter_checkpoint)
     if args.model and any(files):
@@ -282,7 +287,7 @@ def main(argv=None) -> int:
         _silence_stdout()
         return 0
     except OSError as exc:
-        from napari_sansa.dataset.batch import DiskFullError
+        from napari_sansa.dataset import DiskFullError
 
         if isinstance(exc, DiskFullError):
             print(f"napari-sansa: error: {exc.strerror}", file=sys.stderr)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_sansa.core.atomic import PARTIAL
 from conftest import cli_model_args, make_image
 from napari_sansa.cli import main
 
@@ -81,7 +82,7 @@ def test_folder_tree_end_to_end(weights, dataset):
     assert all(r["status"] == "ok" and 0 <= float(r["score_1"]) <= 1 for r in rows)
     labels = tifffile.imread(out / "img1.tif")
     assert int(rows[2]["area_2"]) == int((labels == 2).sum())
-    assert not list(out.rglob("*napari-sansa-part"))
+    assert not list(out.rglob(f"*{PARTIAL}"))
 
 
 def test_tiff_stack_gives_a_label_stack(weights, dataset):
@@ -129,7 +130,7 @@ def test_resume_after_a_kill_skips_finished_images(weights, dataset):
     assert len(list(out.rglob("*.tif"))) == 10
     for p, mtime in finished.items():
         assert p.stat().st_mtime_ns == mtime  # finished images were not redone
-    assert not list(out.rglob("*napari-sansa-part"))
+    assert not list(out.rglob(f"*{PARTIAL}"))
     assert len(_csv(out / "scores.csv")) == 10
 
 
@@ -153,7 +154,7 @@ def test_writes_are_atomic_and_a_full_disk_keeps_what_was_written(
     assert len(written) == 2
     for p in written:
         assert tifffile.imread(p).ndim == 2  # complete and readable
-    assert not list(out.rglob("*napari-sansa-part"))
+    assert not list(out.rglob(f"*{PARTIAL}"))
     monkeypatch.undo()
     assert main(_args(weights, dataset)) == 0  # and the run continues where it stopped
     assert len(list(out.rglob("*.tif"))) == 4
@@ -257,7 +258,7 @@ def test_other_settings_need_overwrite_and_foreign_files_are_kept(weights, datas
 
 def test_python_api(model, dataset):
     import napari_sansa as ns
-    from napari_sansa.dataset.batch import load_reference_pair, segment_dataset
+    from napari_sansa.dataset import load_reference_pair, segment_dataset
 
     ref = load_reference_pair(dataset / "ref.png", dataset / "ref_labels.png")
     assert isinstance(ref, ns.Reference) and ref.classes == (1, 2)
@@ -366,7 +367,7 @@ def test_overwrite_without_probabilities_removes_our_old_probabilities(weights, 
 
 
 def test_sequential_resume_gives_the_uninterrupted_outputs(model, dataset):
-    from napari_sansa.dataset.batch import load_reference_pair, segment_dataset
+    from napari_sansa.dataset import load_reference_pair, segment_dataset
 
     seq = dataset / "seq"
     seq.mkdir()
@@ -444,7 +445,7 @@ def test_strict_lists_the_failing_image_in_the_csv(weights, dataset):
 def test_a_full_disk_on_the_csv_or_manifest_is_a_clear_message(
     weights, dataset, monkeypatch, capsys, name
 ):
-    import napari_sansa.dataset.batch as batch
+    import napari_sansa.core.atomic as atomic
 
     replace = os.replace
 
@@ -453,7 +454,7 @@ def test_a_full_disk_on_the_csv_or_manifest_is_a_clear_message(
             raise OSError(errno.ENOSPC, "No space left on device")
         return replace(src, dst)
 
-    monkeypatch.setattr(batch.os, "replace", full)
+    monkeypatch.setattr(atomic.os, "replace", full)
     args = _args(weights, dataset)
     args[1] = str(dataset / "data" / "day2")
     assert main(args) == 1
@@ -461,7 +462,7 @@ def test_a_full_disk_on_the_csv_or_manifest_is_a_clear_message(
     assert "no space left on the device while writing" in err and name in err
     assert "Traceback" not in err
     out = dataset / "out"
-    assert not list(out.rglob("*napari-sansa-part"))
+    assert not list(out.rglob(f"*{PARTIAL}"))
     for p in out.rglob("*.tif"):
         assert tifffile.imread(p).ndim == 2  # what was written is complete
     monkeypatch.undo()
@@ -470,7 +471,8 @@ def test_a_full_disk_on_the_csv_or_manifest_is_a_clear_message(
 
 
 def test_csv_lists_frames_in_numeric_order(tmp_path):
-    from napari_sansa.dataset.batch import Target, _row, _write_csv
+    from napari_sansa.dataset import Target
+    from napari_sansa.dataset.records import _row, _write_csv
 
     t = Target("/data/movie.tif", "movie.tif", "stack", 12)
     rows = [_row(t, "ok", frame=i, scores={1: 0.5}) for i in (10, 2, 11, 0, 1)]
@@ -479,7 +481,7 @@ def test_csv_lists_frames_in_numeric_order(tmp_path):
 
 
 def test_a_rerun_with_nothing_left_loads_no_model(weights, dataset, monkeypatch):
-    import napari_sansa.dataset.batch as batch
+    import napari_sansa.dataset.models as models
 
     assert main(_args(weights, dataset)) == 0
     csv_before = (dataset / "out" / "scores.csv").read_text()
@@ -487,13 +489,13 @@ def test_a_rerun_with_nothing_left_loads_no_model(weights, dataset, monkeypatch)
     def no_model(source):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(batch, "_cached_model", no_model)
+    monkeypatch.setattr(models, "_cached_model", no_model)
     assert main(_args(weights, dataset)) == 0
     assert (dataset / "out" / "scores.csv").read_text() == csv_before
 
 
 def test_a_probabilities_name_clashes_only_when_probabilities_are_written(tmp_path):
-    from napari_sansa.dataset.batch import discover_targets
+    from napari_sansa.dataset import discover_targets
     from napari_sansa.core.errors import InvalidInputError
 
     data = tmp_path / "data"

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_sansa.core.atomic import PARTIAL
 from conftest import make_image
 
 distributed = pytest.importorskip("dask.distributed")
@@ -35,7 +36,7 @@ def cluster():
 
 @pytest.fixture()
 def job(tmp_path, weights):
-    from napari_sansa.dataset.batch import ModelSource, load_reference_pair
+    from napari_sansa.dataset import ModelSource, load_reference_pair
 
     data = tmp_path / "data"
     data.mkdir()
@@ -62,7 +63,7 @@ def _outputs(folder):
 
 
 def test_cluster_gives_the_local_results(cluster, job):
-    from napari_sansa.dataset.batch import segment_dataset
+    from napari_sansa.dataset import segment_dataset
 
     _, client = cluster
     root, data, ref, source = job
@@ -79,7 +80,7 @@ def test_cluster_gives_the_local_results(cluster, job):
 
 
 def test_killing_a_worker_loses_no_finished_output(cluster, job):
-    from napari_sansa.dataset.batch import segment_dataset
+    from napari_sansa.dataset import segment_dataset
 
     _, client = cluster
     root, data, ref, source = job
@@ -112,7 +113,7 @@ def test_killing_a_worker_loses_no_finished_output(cluster, job):
         assert p.stat().st_mtime_ns == mtime  # finished outputs were kept, not redone
     for p in outputs:
         assert tifffile.imread(p).shape == (96, 128)
-    assert not list(out.rglob("*napari-sansa-part"))
+    assert not list(out.rglob(f"*{PARTIAL}"))
 
 
 def test_cli_scheduler_option(cluster, job, weights):

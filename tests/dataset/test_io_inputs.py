@@ -18,7 +18,7 @@ from PIL import Image
 
 from conftest import cli_model_args, make_image
 from napari_sansa.dataset.io import TiffStack, open_target, read_image, read_label_image
-from napari_sansa.dataset.batch import load_prompt_file, load_reference_pair
+from napari_sansa.dataset import load_prompt_file, load_reference_pair
 from napari_sansa.cli import main
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.images import check_image, image_hw, to_float_rgb
@@ -306,7 +306,7 @@ def test_cli_malformed_prompt_file_exits_2_without_traceback(tmp_path, capsys):
 
 # -- the command line: model files and output --------------------------------------------------
 def _capture_segment_dataset(monkeypatch):
-    import napari_sansa.dataset.batch as batch
+    import napari_sansa.dataset as dataset_api
 
     seen = {}
 
@@ -316,7 +316,7 @@ def _capture_segment_dataset(monkeypatch):
             done=0, skipped=0, failed=[], seconds=0.0, frames=0, csv=Path(out) / "scores.csv"
         )
 
-    monkeypatch.setattr(batch, "segment_dataset", fake)
+    monkeypatch.setattr(dataset_api, "segment_dataset", fake)
     return seen
 
 

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 
+from napari_sansa.core.atomic import atomic_write
 from napari_sansa.core.errors import InvalidInputError
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "TiffStack",
-    "atomic_path",
     "open_target",
     "read_image",
     "read_label_image",
@@ -26,7 +23,8 @@ __all__ = [
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 TIFF_SUFFIXES = {".tif", ".tiff"}
-PARTIAL = ".napari-sansa-part"
+#: the suffix of temporaries of napari-sansa 0.1 (now those of :mod:`napari_sansa.core.atomic`)
+LEGACY_PARTIAL = ".napari-sansa-part"
 
 
 class TiffStack:
@@ -221,11 +219,6 @@ def open_target(path):
     return "image", path
 
 
-def atomic_path(final: Path) -> Path:
-    """A fresh temporary name next to ``final`` (same folder, so a rename is atomic)."""
-    return final.with_name(f".{final.name}.{uuid.uuid4().hex}{PARTIAL}")
-
-
 def write_tiff_atomic(final, pages, shape, dtype, description=None) -> Path:
     """Write a (zlib-compressed) TIFF of ``shape`` at ``final`` from 2D ``pages``.
 
@@ -241,12 +234,10 @@ def write_tiff_atomic(final, pages, shape, dtype, description=None) -> Path:
 
     final = Path(final)
     shape = tuple(int(n) for n in shape)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(final)
     if isinstance(pages, np.ndarray):
         arr = pages.reshape(-1, *shape[-2:])
         pages = (arr[i] for i in range(arr.shape[0]))
-    try:
+    with atomic_write(final) as tmp:
         with tifffile.TiffWriter(tmp) as tw:
             tw.write(
                 (np.ascontiguousarray(p, dtype=dtype) for p in pages),
@@ -262,13 +253,6 @@ def write_tiff_atomic(final, pages, shape, dtype, description=None) -> Path:
             )
         if callable(description):
             tifffile.tiffcomment(tmp, json.dumps(description()))
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
     return final
 
 

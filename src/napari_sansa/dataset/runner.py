@@ -1,0 +1,215 @@
+"""``segment_dataset``: a whole dataset, headless, from a few references.
+
+It is resumable (outputs already written are skipped), every output is written
+atomically (temporary file, then rename), one unreadable image is reported and
+listed in ``scores.csv`` rather than stopping the run (unless ``strict``), and
+with a ``dask.distributed.Client`` the targets are spread over a cluster: each
+worker loads the model once, the references are decoded once and shared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.core.images import _check_range
+from napari_sansa.core.models.source import ModelSource
+from napari_sansa.core.prompts import Reference
+from napari_sansa.dataset import models
+from napari_sansa.dataset.discovery import discover_targets
+from napari_sansa.dataset.distributed import _prepare_dask, _run_dask
+from napari_sansa.dataset.records import (
+    RunSettings,
+    _check_run_file,
+    _rows_from_outputs,
+    _target_done,
+    _write_csv,
+    _write_run_file,
+)
+from napari_sansa.dataset.references import _references_digest
+from napari_sansa.dataset.writing import _cleanup_partials, _work, process_targets
+
+
+@dataclass
+class BatchReport:
+    """What a run did. ``failed`` lists ``(source, message)``; ``blank`` lists the
+    constant frames of stacks, labelled all 0, as ``(source, frame, message)``."""
+
+    out: Path
+    done: int = 0
+    skipped: int = 0
+    failed: list = field(default_factory=list)
+    blank: list = field(default_factory=list)  # (source, frame, message) of blank frames
+    frames: int = 0
+    seconds: float = 0.0
+    csv: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def segment_dataset(
+    targets,
+    references,
+    out,
+    *,
+    model="sansa-universal",
+    mode: str = "independent",
+    threshold: float = 0.5,
+    input_size: int | None = 640,
+    intensity_range=None,
+    probabilities: bool = False,
+    overwrite: bool = False,
+    strict: bool = False,
+    batch_size: int | None = None,
+    client=None,
+    chunk_size: int = 16,
+    progress: bool = True,
+) -> BatchReport:
+    """Label every target image (files, folders, TIFF stacks) into ``out``.
+
+    ``references``: a list of :class:`~napari_sansa.Reference`. ``model``: a registry
+    name, a :class:`ModelSource`, or (local runs only) a loaded model. ``client``: a
+    ``dask.distributed.Client`` to spread the work over a cluster. Outputs mirror the
+    inputs' folders as TIFF label images (stacks as label stacks); ``scores.csv``
+    lists every target with its per-class scores and areas, or why it failed.
+    """
+    from napari_sansa.core.fusion import check_threshold
+    from napari_sansa.core.model import MODES, SansaModel
+    from napari_sansa.core.preprocess import check_input_size
+
+    t0 = time.perf_counter()
+    if mode not in MODES:
+        raise InvalidInputError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    threshold = check_threshold(threshold)
+    input_size = check_input_size(input_size)
+    if isinstance(references, Reference):
+        references = [references]
+    references = list(references or [])
+    if not references:
+        raise InvalidInputError(
+            "no references: give --reference IMAGE LABELS (or a --prompts JSON file)"
+        )
+    if intensity_range is not None:
+        _check_range(intensity_range)
+    out = Path(out).expanduser().resolve()
+    items = discover_targets(targets, out, probabilities)
+    loaded = None
+    if isinstance(model, SansaModel):
+        if client is not None:
+            raise InvalidInputError("with a Dask client, give the model as a name or a ModelSource")
+        loaded = model
+        ident = {"model": model.identity}
+    else:
+        source = ModelSource(name=model) if isinstance(model, str) else model
+        if not isinstance(source, ModelSource):
+            raise InvalidInputError("model must be a registry name, a ModelSource or a SansaModel")
+        # every image is seen once: a feature cache would only cost memory and hashing
+        source = replace(source, cache_bytes=0)
+        ident = source.identity()
+    settings = {
+        "model": ident,
+        "references": _references_digest(references),
+        "mode": mode,
+        "threshold": threshold,
+        "input_size": input_size,
+        "intensity_range": list(intensity_range) if intensity_range is not None else None,
+    }
+    signature = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    _check_run_file(out, signature, settings, items, overwrite)
+    run = RunSettings(
+        mode,
+        threshold,
+        input_size,
+        tuple(intensity_range) if intensity_range is not None else None,
+        probabilities,
+        batch_size,
+        signature,
+    )
+    # what is finished, checked before anything is loaded or written: a rerun with
+    # nothing left to do loads no model, and outputs of other images are never touched
+    done = set() if overwrite else {t.output for t in items if _target_done(t, out, run)}
+    work = _work(items, done, run)
+    report = BatchReport(out, skipped=len(done))
+    report.frames = sum(t.frames for t in work)
+    rows: list = []
+    memory = None
+    if work:
+        # everything that can fail on bad settings (the model, the references) fails
+        # before the run's manifest is written: a corrected command is not refused then
+        if client is None:
+            if loaded is None:
+                loaded = models._cached_model(source)
+            memory = loaded.prepare_references(
+                references,
+                input_size=input_size,
+                intensity_range=intensity_range,
+                threshold=threshold,
+            )
+        else:
+            memory = _prepare_dask(client, source, references, run)
+        _write_run_file(out, signature, settings)
+        _cleanup_partials(out)
+    elif not out.is_dir():  # nothing to label at all
+        report.seconds = time.perf_counter() - t0
+        return report
+    from tqdm.auto import tqdm
+
+    total = sum(t.frames for t in items)
+    bar = tqdm(
+        total=total,
+        initial=total - report.frames,
+        unit="img",
+        desc="napari-sansa",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    error = None
+    try:
+        if work and client is None:
+            process_targets(
+                loaded,
+                memory,
+                work,
+                out,
+                run,
+                strict,
+                on_frame=lambda t, n: bar.update(n),
+                skip_existing=not overwrite,
+                rows=rows,
+            )
+        elif work:
+            _run_dask(
+                client, source, memory, work, out, run, strict, chunk_size, bar, not overwrite, rows
+            )
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        bar.close()
+        failed = [r for r in rows if r["status"] == "failed"]
+        report.failed = [(r["target"], r["message"]) for r in failed]
+        report.done = len({r["target"] for r in rows if r["status"] in ("ok", "blank")})
+        report.blank = [
+            (r["target"], r["frame"], r["message"]) for r in rows if r["status"] == "blank"
+        ]
+        try:
+            report.csv = _write_csv(out, _rows_from_outputs(items, out, signature) + failed)
+        except OSError:
+            if error is None:
+                raise
+            # the run already stops on an error (a full disk, ...): report that one
+        report.seconds = time.perf_counter() - t0
+    return report
+
+
+def report_dict(report: BatchReport) -> dict:
+    d = asdict(report)
+    d["out"] = str(report.out)
+    d["csv"] = str(report.csv) if report.csv else None
+    return d
