@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_sansa.core.atomic import PARTIAL
 from conftest import cli_model_args, make_image
 from napari_sansa.cli import main
+from napari_sansa.core.atomic import PARTIAL
 
 
 @pytest.fixture()
@@ -472,7 +472,8 @@ def test_a_full_disk_on_the_csv_or_manifest_is_a_clear_message(
 
 def test_csv_lists_frames_in_numeric_order(tmp_path):
     from napari_sansa.dataset import Target
-    from napari_sansa.dataset.records import _row, _write_csv
+    from napari_sansa.dataset.manifest import _write_csv
+    from napari_sansa.dataset.records import _row
 
     t = Target("/data/movie.tif", "movie.tif", "stack", 12)
     rows = [_row(t, "ok", frame=i, scores={1: 0.5}) for i in (10, 2, 11, 0, 1)]
@@ -495,8 +496,8 @@ def test_a_rerun_with_nothing_left_loads_no_model(weights, dataset, monkeypatch)
 
 
 def test_a_probabilities_name_clashes_only_when_probabilities_are_written(tmp_path):
-    from napari_sansa.dataset import discover_targets
     from napari_sansa.core.errors import InvalidInputError
+    from napari_sansa.dataset import discover_targets
 
     data = tmp_path / "data"
     data.mkdir()

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_sansa.core.atomic import PARTIAL
 from conftest import make_image
+from napari_sansa.core.atomic import PARTIAL
 
 distributed = pytest.importorskip("dask.distributed")
 

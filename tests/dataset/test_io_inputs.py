@@ -17,11 +17,11 @@ import tifffile
 from PIL import Image
 
 from conftest import cli_model_args, make_image
-from napari_sansa.dataset.io import TiffStack, open_target, read_image, read_label_image
-from napari_sansa.dataset import load_prompt_file, load_reference_pair
 from napari_sansa.cli import main
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.images import check_image, image_hw, to_float_rgb
+from napari_sansa.dataset import load_prompt_file, load_reference_pair
+from napari_sansa.dataset.io import TiffStack, open_target, read_image, read_label_image
 
 H, W = 48, 64
 
@@ -48,27 +48,23 @@ def test_pages_written_one_at_a_time_are_one_stack(tmp_path):
     _pages_one_at_a_time(tmp_path / "sep.tif", frames)
     with tifffile.TiffFile(tmp_path / "sep.tif") as tif:
         assert len(tif.series) == 3  # the layout this test is about
-    kind, stack = open_target(tmp_path / "sep.tif")
-    try:
+    with open_target(tmp_path / "sep.tif") as (kind, stack):
         assert kind == "stack" and len(stack) == 3 and stack.frame_shape == (H, W)
         for i in range(3):
             np.testing.assert_array_equal(stack[i], frames[i])
-    finally:
-        stack.close()
     assert read_image(tmp_path / "sep.tif").shape == (3, H, W)  # not page 0 alone
 
     rgb = [make_image(50 + i, shape=(H, W)) for i in range(2)]
     _pages_one_at_a_time(tmp_path / "seprgb.tif", rgb, photometric="rgb")
-    stack = TiffStack(tmp_path / "seprgb.tif")
-    assert len(stack) == 2 and stack.frame_shape == (H, W, 3)
-    np.testing.assert_array_equal(stack[1], rgb[1])
-    stack.close()
+    with TiffStack(tmp_path / "seprgb.tif") as stack:
+        assert len(stack) == 2 and stack.frame_shape == (H, W, 3)
+        np.testing.assert_array_equal(stack[1], rgb[1])
 
 
 def test_pages_of_different_sizes_are_refused_not_dropped(tmp_path):
     frames = [np.full(s, 7, np.uint8) for s in [(40, 48), (50, 60), (50, 60)]]
     _pages_one_at_a_time(tmp_path / "diff.tif", frames)
-    for read in (TiffStack, read_image, open_target):
+    for read in (TiffStack, read_image, lambda p: open_target(p).__enter__()):
         with pytest.raises(InvalidInputError) as info:
             read(tmp_path / "diff.tif")
         text = str(info.value)
@@ -80,14 +76,11 @@ def test_planar_rgb_stack_has_samples_last(tmp_path):
     rgb = np.stack([make_image(60 + i, shape=(H, W)) for i in range(3)])  # (3, H, W, 3)
     planar = np.ascontiguousarray(np.moveaxis(rgb, -1, 1))  # (3, 3, H, W): QSYX
     tifffile.imwrite(tmp_path / "p.tif", planar, photometric="rgb", planarconfig="separate")
-    kind, stack = open_target(tmp_path / "p.tif")
-    try:
+    with open_target(tmp_path / "p.tif") as (kind, stack):
         assert kind == "stack" and len(stack) == 3 and stack.frame_shape == (H, W, 3)
         for i in range(3):
             np.testing.assert_array_equal(stack[i], rgb[i])
             check_image(stack[i], f"frame {i}")
-    finally:
-        stack.close()
     # a single planar page as before: an RGB image
     tifffile.imwrite(tmp_path / "p1.tif", planar[0], photometric="rgb", planarconfig="separate")
     np.testing.assert_array_equal(read_image(tmp_path / "p1.tif"), rgb[0])
@@ -352,8 +345,8 @@ def test_config_without_sam2_checkpoint_is_a_usage_error(tmp_path, monkeypatch, 
 
 @pytest.mark.parametrize("content", [b"\x89PNG\r\n\x1a\n" + bytes(200), b"hello, weights\n"])
 def test_a_file_that_is_no_checkpoint_says_so(tmp_path, content):
-    from napari_sansa.core.models.checkpoints import read_checkpoint
     from napari_sansa.core.errors import CheckpointError
+    from napari_sansa.core.models.checkpoints import read_checkpoint
 
     path = tmp_path / "not-weights.pt"
     path.write_bytes(content)

@@ -39,7 +39,7 @@ def _chunk_task(source: ModelSource, memory, targets, out, run, strict, skip_exi
 def _chunks(targets, run: RunSettings, size: int):
     if run.mode == "sequential":
         # order matters within each folder sequence: keep images together, stacks alone
-        images = [t for t in targets if t.kind == "image"]
+        images = [t for t in targets if t.kind != "stack"]  # "tiff": opened on the worker
         return ([images] if images else []) + [[t] for t in targets if t.kind == "stack"]
     out, cur = [], []
     for t in targets:
@@ -79,8 +79,12 @@ def _run_dask(client, source, memory, todo, out, run, strict, chunk_size, bar, s
         futures[f] = sum(t.frames for t in chunk)
     try:
         for f in as_completed(list(futures)):
-            rows.extend(f.result())
-            bar.update(futures[f])
+            done = f.result()
+            rows.extend(done)
+            # a TIFF found to be a stack on the worker: one row per frame (bar in frames)
+            if len(done) > futures[f]:
+                bar.total += len(done) - futures[f]
+            bar.update(len(done))
     except BaseException as exc:
         rows.extend(getattr(exc, "failed_rows", []))
         client.cancel(list(futures))

@@ -1,23 +1,21 @@
-"""What a run leaves besides its label images: the records in each output's TIFF
-description, the run manifest (``.napari-sansa/run.json``) and ``scores.csv``."""
+"""The record napari-sansa keeps in each output's TIFF description, and what it decides:
+whether a target is finished (same run, same input content) and which files are ours."""
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import errno
-import io
-import json
+import hashlib
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from napari_sansa.core.atomic import write_text_atomic
 from napari_sansa.core.errors import InvalidInputError
-from napari_sansa.dataset.discovery import Target, _natural_key
+from napari_sansa.dataset.discovery import Target
 from napari_sansa.dataset.io import read_tiff_description
 
-RUN_FILE = Path(".napari-sansa") / "run.json"
+log = logging.getLogger(__name__)
+
 CSV_NAME = "scores.csv"
 
 
@@ -40,7 +38,7 @@ def _row(target: Target, status: str, message: str = "", frame=None, scores=None
     row = {
         "target": target.source,
         "frame": "" if frame is None else frame,
-        "output": target.output if status in ("ok", "blank") else "",
+        "output": target.output if status in ("ok", "blank", "reference") else "",
         "status": status,
         "message": message,
     }
@@ -61,7 +59,34 @@ def _write_failed(err: OSError, path: Path):
     raise err
 
 
-def _describe(target, run, classes, scores, areas, shape, blank=None):
+#: inputs up to this size are hashed (SHA-256) into their outputs' records, so that a
+#: resume notices a replaced input even with the same size and modification time
+HASHED_INPUT_BYTES = 1 << 20
+
+
+def source_state(path) -> dict:
+    """What identifies the content of an input file: size, modification time and, for
+    files up to :data:`HASHED_INPUT_BYTES`, a SHA-256 of the bytes ({} if unreadable)."""
+    try:
+        st = os.stat(path)
+        state = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        if st.st_size <= HASHED_INPUT_BYTES:
+            with open(path, "rb") as fh:
+                state["sha256"] = hashlib.sha256(fh.read()).hexdigest()
+    except OSError:
+        return {}
+    return state
+
+
+def _unchanged(recorded, path) -> bool:
+    """Whether the input at ``path`` still has the content ``recorded`` when labelled."""
+    if not isinstance(recorded, dict) or not recorded:
+        return False  # written by napari-sansa 0.1, which kept no state: label again
+    now = source_state(path)
+    return bool(now) and all(now.get(k) == v for k, v in recorded.items())
+
+
+def _describe(target, run, classes, scores, areas, shape, blank=None, *, state=None, role="labels"):
     from napari_sansa import __version__
 
     # tifffile reads a JSON description with a "shape" as its own shaped-series metadata
@@ -69,6 +94,8 @@ def _describe(target, run, classes, scores, areas, shape, blank=None):
         "version": __version__,
         "run": run.signature,
         "source": target.source,
+        "input": state or {},
+        "output": role,
         "classes": list(classes),
         "scores": scores,
         "areas": areas,
@@ -112,131 +139,61 @@ def _existing(t: Target, path: Path) -> dict | None:
             "image with the same relative path, labelled into this folder by an earlier run); "
             "choose another --out for these images, or use --overwrite to replace those labels"
         )
-    frames = len(info.get("scores") or [])
-    if frames != t.frames:
-        raise InvalidInputError(
-            f"{path} holds {frames} label frame(s) of {t.source}, which now has {t.frames}: "
-            "the image changed since; use --overwrite to label it again, or choose another --out"
-        )
     return info
 
 
-def _target_done(t: Target, out: Path, run: RunSettings) -> bool:
-    """Whether every output this run asks of ``t`` is there, written by this run's settings.
+def _done_record(t: Target, out: Path, run: RunSettings) -> dict | None:
+    """The record of ``t``'s labels when every output this run asks of ``t`` is there,
+    written with this run's settings from the input's present content; else None.
 
     Outputs of another image, or files napari-sansa did not write, are an error.
     """
     labels = _existing(t, out / t.output)
-    probs = _existing(t, out / t.prob_output) if run.probabilities else None
-    return (
-        labels is not None
-        and labels.get("run") == run.signature
-        and (not run.probabilities or (probs is not None and probs.get("run") == run.signature))
-    )
+    if labels is None or labels.get("run") != run.signature:
+        return None
+    if run.probabilities:
+        probs = _existing(t, out / t.prob_output)
+        if probs is None or probs.get("run") != run.signature:
+            return None
+    if not _unchanged(labels.get("input"), t.source):
+        log.info("%s changed since it was labelled: labelling it again", t.source)
+        return None
+    return labels
+
+
+def _target_done(t: Target, out: Path, run: RunSettings) -> bool:
+    return _done_record(t, out, run) is not None
+
+
+def _as_recorded(t: Target, record: dict | None) -> Target:
+    """``t`` with the kind and frames of its finished output (a TIFF not opened again)."""
+    if record is None:
+        return t
+    frames = len(record.get("scores") or [None])
+    return replace(t, kind="stack" if frames > 1 else "image", frames=frames)
+
+
+class StaleProbabilitiesError(InvalidInputError):
+    """A probability file of earlier labels could not be removed (new labels not written)."""
 
 
 def _remove_stale_probabilities(t: Target, out: Path) -> None:
-    """Remove ``t``'s probabilities of an earlier run, once its new labels are written
-    without probabilities: a probability file always belongs to the labels next to it."""
+    """Remove ``t``'s probabilities of an earlier run before its new labels are written
+    without probabilities: a probability file always belongs to the labels next to it.
+    If it cannot be removed, the new labels are not written (the old pair stays)."""
     path = out / t.prob_output
-    if path.is_file():
-        info = _record(path)
-        if info is not None and _same_source(info.get("source"), t.source):
-            with contextlib.suppress(OSError):
-                path.unlink()
-
-
-def _holds_outputs(out: Path) -> bool:
-    """Whether ``out`` holds any TIFF besides napari-sansa's own bookkeeping."""
-    return any(
-        not p.relative_to(out).parts[0].startswith(".napari-sansa") for p in out.rglob("*.tif")
-    )
-
-
-def _check_run_file(out: Path, signature: str, settings: dict, targets, overwrite: bool):
-    """Refuse a run whose settings differ from those of the outputs in ``out`` (reads only:
-    the manifest is written by :func:`_write_run_file` once the run is ready to start)."""
-    run_file = out / RUN_FILE
-    if run_file.is_file() and not overwrite:
-        try:
-            previous = json.loads(run_file.read_text())
-        except (OSError, json.JSONDecodeError):
-            previous = {}
-        if previous.get("signature") != signature and _holds_outputs(out):
-            old = previous.get("settings", {})
-            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-            raise InvalidInputError(
-                f"{out} holds the results of another run (different "
-                f"{', '.join(diff) or 'settings'}); "
-                "use --overwrite to redo everything there, or choose another --out"
-            )
+    if not path.is_file():
         return
-    if not run_file.is_file() and not overwrite:
-        clash = [t.output for t in targets if (out / t.output).exists()]
-        if clash:
-            raise InvalidInputError(
-                f"{out / clash[0]} already exists and was not written by napari-sansa in this "
-                "folder; use --overwrite to replace such files, or choose another --out"
-            )
-
-
-def _write_run_file(out: Path, signature: str, settings: dict) -> None:
-    run_file = out / RUN_FILE
+    info = _record(path)
+    if info is None or not _same_source(info.get("source"), t.source):
+        return  # not ours: never touched
     try:
-        write_text_atomic(
-            run_file, json.dumps({"signature": signature, "settings": settings}, indent=2)
-        )
+        path.unlink()
+    except FileNotFoundError:
+        pass
     except OSError as exc:
-        _write_failed(exc, run_file)
-
-
-def _rows_from_outputs(targets, out: Path, signature: str):
-    """The rows of the outputs of this run (labels of each target's own image)."""
-    rows = []
-    for t in targets:
-        path = out / t.output
-        if not path.is_file():
-            continue
-        info = _record(path)
-        if info is None or info.get("run") != signature:
-            continue
-        if not _same_source(info.get("source"), t.source):
-            continue
-        scores = info.get("scores") or [{}]
-        areas = info.get("areas") or [{}] * len(scores)
-        blank = info.get("blank") or {}
-        for i, (s, a) in enumerate(zip(scores, areas, strict=False)):
-            rows.append(
-                _row(
-                    t,
-                    "blank" if str(i) in blank else "ok",
-                    blank.get(str(i), ""),
-                    frame=i if t.kind == "stack" else None,
-                    scores={int(k): v for k, v in s.items()},
-                    areas={int(k): v for k, v in a.items()},
-                )
-            )
-    return rows
-
-
-def _write_csv(out: Path, rows) -> Path:
-    keys = ["target", "frame", "output", "status", "message"]
-    extra = sorted(
-        {k for r in rows for k in r if k not in keys},
-        key=lambda k: (k.split("_")[0] != "score", int(k.split("_")[1])),
-    )
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys + extra, restval="")
-    w.writeheader()
-
-    def order(r):  # frames in numeric order
-        return _natural_key(Path(r["target"])), -1 if r["frame"] == "" else int(r["frame"])
-
-    for r in sorted(rows, key=order):
-        w.writerow(r)
-    final = out / CSV_NAME
-    try:
-        write_text_atomic(final, buf.getvalue())
-    except OSError as exc:
-        _write_failed(exc, final)
-    return final
+        raise StaleProbabilitiesError(
+            f"{path}, the probabilities of earlier labels of {t.source}, cannot be removed "
+            f"({exc.strerror or type(exc).__name__}), so the new labels were not written (they "
+            "would not match it): remove that file and run the same command again"
+        ) from None

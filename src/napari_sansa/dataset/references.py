@@ -1,9 +1,15 @@
-"""References from files: image + label image pairs, and JSON prompt files."""
+"""References from files: image + label image pairs, and JSON prompt files.
+
+The loaders remember which files each reference came from
+(:func:`reference_files`), so that a run never writes over a reference's files.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +19,28 @@ from napari_sansa.core.images import image_hw
 from napari_sansa.core.prompts import Box, Mask, Points, Reference, Scribble, check_label
 from napari_sansa.dataset.io import read_image, read_label_image
 
+log = logging.getLogger(__name__)
 
-def _label_masks(labels: np.ndarray, what: str, hw) -> list[Mask]:
+#: more classes than this in one label image gets a warning (each class costs time)
+MANY_CLASSES = 100
+#: a label image with more classes than this fraction of its pixels (and more than
+#: MANY_CLASSES) is refused as "not a label image" unless ``allow_many_classes``
+MAX_CLASS_FRACTION = 0.1
+
+_FILES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def reference_files(references) -> list[Path]:
+    """The files the references were loaded from (image, label image, prompt file)."""
+    return [p for r in references for p in _FILES.get(r, ())]
+
+
+def _remember(ref: Reference, *paths) -> Reference:
+    _FILES[ref] = tuple(Path(p).expanduser().absolute() for p in paths if p is not None)
+    return ref
+
+
+def _label_masks(labels: np.ndarray, what: str, hw, allow_many_classes=False) -> list[Mask]:
     labels = np.asarray(labels)
     if labels.ndim == 3 and labels.shape[-1] == 1:
         labels = labels[..., 0]
@@ -36,6 +62,7 @@ def _label_masks(labels: np.ndarray, what: str, hw) -> list[Mask]:
     if labels.dtype.kind not in "biuf":
         raise InvalidInputError(f"{what} has dtype {labels.dtype}; use an integer label image")
     classes = [int(c) for c in np.unique(labels) if c != 0]
+    _check_class_count(len(classes), labels.size, what, allow_many_classes)
     if not classes:
         raise InvalidInputError(f"{what} is empty (no nonzero pixel): label at least one object")
     if min(classes) < 0:
@@ -43,16 +70,38 @@ def _label_masks(labels: np.ndarray, what: str, hw) -> list[Mask]:
     return [Mask(labels == c, label=c) for c in classes]
 
 
-def load_reference_pair(image_path, labels_path) -> Reference:
-    """A reference from an image file and its label image (nonzero value = class id)."""
+def _check_class_count(n: int, pixels: int, what: str, allow: bool) -> None:
+    if n > max(MANY_CLASSES, MAX_CLASS_FRACTION * pixels) and not allow:
+        raise InvalidInputError(
+            f"{what} holds {n} different values on {pixels} pixels: that is not a label image "
+            "(a noisy or continuous image?). A label image holds one value per class (0 = "
+            "background, 1, 2, ... = class ids); give the label image, or pass "
+            "--allow-many-classes (allow_many_classes=True) if it really has that many classes"
+        )
+    if n > MANY_CLASSES:
+        log.warning(
+            "%s holds %d classes (more than %d): every class is segmented separately, which "
+            "takes time in proportion",
+            what,
+            n,
+            MANY_CLASSES,
+        )
 
+
+def load_reference_pair(image_path, labels_path, *, allow_many_classes=False) -> Reference:
+    """A reference from an image file and its label image (nonzero value = class id).
+
+    A label image with more than :data:`MANY_CLASSES` classes gets a warning; one with
+    more classes than a tenth of its pixels is refused unless ``allow_many_classes``.
+    """
     image = read_image(image_path)
     hw = image_hw(image, f"reference image {image_path}")
-    masks = _label_masks(read_label_image(labels_path), f"the label image {labels_path}", hw)
-    return Reference(image, masks)
+    labels = read_label_image(labels_path)
+    masks = _label_masks(labels, f"the label image {labels_path}", hw, allow_many_classes)
+    return _remember(Reference(image, masks), image_path, labels_path)
 
 
-def load_prompt_file(path) -> list[Reference]:
+def load_prompt_file(path, *, allow_many_classes=False) -> list[Reference]:
     """References with points, boxes, scribbles (and optional label images) from JSON.
 
     ``{"references": [{"image": "ref.png", "labels": "ref_labels.png",
@@ -61,7 +110,8 @@ def load_prompt_file(path) -> list[Reference]:
     "scribbles": [{"path": [[r, c], ...], "label": 3}]}]}``; paths are relative to the
     JSON file; ``label`` defaults to 1 and ``positive`` to true. Every part is checked:
     an error names the file, the entry (``references[0], points[1]``) and the form
-    expected there; unknown keys are refused rather than ignored.
+    expected there; unknown keys are refused rather than ignored. Label images follow
+    the rule of :func:`load_reference_pair` (``allow_many_classes``).
     """
     import numbers
 
@@ -141,6 +191,11 @@ def load_prompt_file(path) -> list[Reference]:
         raise InvalidInputError(f"the prompt file {path} is not a text (JSON) file") from None
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"{path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInputError(
+            f"{path} is nested too deeply to be a prompt file (lists or objects inside each "
+            f'other thousands of levels deep); a prompt file is {{"references": [...]}} ({see})'
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("references"), list):
         raise InvalidInputError(
             f'{path} must hold {{"references": [...]}}: an object whose "references" is a '
@@ -182,7 +237,9 @@ def load_prompt_file(path) -> list[Reference]:
         prompts: list = []
         if labels_name is not None:
             lab = path.parent / labels_name
-            prompts += _label_masks(read_label_image(lab), f"the label image {lab}", hw)
+            prompts += _label_masks(
+                read_label_image(lab), f"the label image {lab}", hw, allow_many_classes
+            )
         clicks: dict[int, tuple[list, list]] = {}  # clicks of one class form one prompt
         for j, p in enumerate(items["points"]):
             pw = f"{where}, points[{j}]"
@@ -225,7 +282,8 @@ def load_prompt_file(path) -> list[Reference]:
             except InvalidInputError as exc:
                 raise InvalidInputError(f"{sw}: {exc}") from None
         try:
-            refs.append(Reference(image, prompts))
+            labels_file = None if labels_name is None else path.parent / labels_name
+            refs.append(_remember(Reference(image, prompts), path.parent / image_name, labels_file))
         except InvalidInputError as exc:
             raise InvalidInputError(f"{where}: {exc}") from None
     if not refs:

@@ -9,6 +9,7 @@ worker loads the model once, the references are decoded once and shared.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -20,17 +21,18 @@ from napari_sansa.core.images import _check_range
 from napari_sansa.core.models.source import ModelSource
 from napari_sansa.core.prompts import Reference
 from napari_sansa.dataset import models
-from napari_sansa.dataset.discovery import discover_targets
+from napari_sansa.dataset.discovery import Target, discover_targets
 from napari_sansa.dataset.distributed import _prepare_dask, _run_dask
-from napari_sansa.dataset.records import (
-    RunSettings,
+from napari_sansa.dataset.locking import OutputLock
+from napari_sansa.dataset.manifest import (
     _check_run_file,
-    _rows_from_outputs,
-    _target_done,
     _write_csv,
     _write_run_file,
+    earlier_rows,
+    final_rows,
 )
-from napari_sansa.dataset.references import _references_digest
+from napari_sansa.dataset.records import RunSettings, _row, _target_done
+from napari_sansa.dataset.references import _references_digest, reference_files
 from napari_sansa.dataset.writing import _cleanup_partials, _work, process_targets
 
 
@@ -51,6 +53,53 @@ class BatchReport:
     @property
     def ok(self) -> bool:
         return not self.failed
+
+
+def _check_count(value, name: str, flag: str, none_ok: bool) -> None:
+    ok = value is None and none_ok
+    ok = ok or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+    if not ok:
+        auto = " (or None: chosen automatically)" if none_ok else ""
+        raise InvalidInputError(f"{name} ({flag}) must be a whole number >= 1{auto}, got {value!r}")
+
+
+def _check_output_folder(out: Path) -> None:
+    """Refuse an ``out`` that cannot be a folder, before anything is loaded or written."""
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(
+            f"the output folder {out} is a file, not a folder: give --out a folder (it is "
+            "created if it does not exist)"
+        )
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InvalidInputError(
+                    f"the output folder {out} cannot be made: {parent} is a file, not a folder"
+                )
+            break
+
+
+def _reference_outputs(items, out: Path, references) -> dict[str, Path]:
+    """The targets whose output is one of the references' files, with that file: such a
+    target is never labelled (a reference file is never an output, even with overwrite)."""
+    files = reference_files(references)
+    keys = {str(p.resolve()) for p in files}
+    ids = {}
+    for p in files:
+        with contextlib.suppress(OSError):
+            st = p.stat()
+            ids[(st.st_dev, st.st_ino)] = p
+    kept = {}
+    for t in items:
+        for o in (t.output, t.prob_output):
+            path = out / o
+            hit = path if str(path.resolve()) in keys else None
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                hit = hit or ids.get((st.st_dev, st.st_ino))
+            if hit is not None:
+                kept[t.output] = hit
+    return kept
 
 
 def segment_dataset(
@@ -78,6 +127,11 @@ def segment_dataset(
     ``dask.distributed.Client`` to spread the work over a cluster. Outputs mirror the
     inputs' folders as TIFF label images (stacks as label stacks); ``scores.csv``
     lists every target with its per-class scores and areas, or why it failed.
+
+    Every setting and the output folder are checked before anything is loaded or
+    written; the run holds the folder's lock (:class:`OutputLockedError` if another run
+    writes there). A target whose output is a reference's file (loaded with
+    :func:`load_reference_pair` or :func:`load_prompt_file`) is never labelled.
     """
     from napari_sansa.core.fusion import check_threshold
     from napari_sansa.core.model import MODES, SansaModel
@@ -88,6 +142,8 @@ def segment_dataset(
         raise InvalidInputError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     threshold = check_threshold(threshold)
     input_size = check_input_size(input_size)
+    _check_count(batch_size, "the batch size", "--batch-size", none_ok=True)
+    _check_count(chunk_size, "the chunk size", "--chunk-size", none_ok=False)
     if isinstance(references, Reference):
         references = [references]
     references = list(references or [])
@@ -97,9 +153,7 @@ def segment_dataset(
         )
     if intensity_range is not None:
         _check_range(intensity_range)
-    out = Path(out).expanduser().resolve()
-    items = discover_targets(targets, out, probabilities)
-    loaded = None
+    loaded = source = None
     if isinstance(model, SansaModel):
         if client is not None:
             raise InvalidInputError("with a Dask client, give the model as a name or a ModelSource")
@@ -112,6 +166,10 @@ def segment_dataset(
         # every image is seen once: a feature cache would only cost memory and hashing
         source = replace(source, cache_bytes=0)
         ident = source.identity()
+    out = Path(out).expanduser().resolve()
+    _check_output_folder(out)
+    unreadable: list = []
+    items = discover_targets(targets, out, probabilities, unreadable=unreadable)
     settings = {
         "model": ident,
         "references": _references_digest(references),
@@ -121,7 +179,6 @@ def segment_dataset(
         "intensity_range": list(intensity_range) if intensity_range is not None else None,
     }
     signature = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-    _check_run_file(out, signature, settings, items, overwrite)
     run = RunSettings(
         mode,
         threshold,
@@ -131,13 +188,66 @@ def segment_dataset(
         batch_size,
         signature,
     )
+    existed = out.is_dir()
+    with OutputLock(out):
+        report = _locked_run(
+            items,
+            unreadable,
+            references,
+            out,
+            existed,
+            run,
+            settings,
+            overwrite,
+            strict,
+            loaded,
+            source,
+            client,
+            chunk_size,
+            progress,
+        )
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _locked_run(
+    items,
+    unreadable,
+    references,
+    out,
+    existed,
+    run,
+    settings,
+    overwrite,
+    strict,
+    loaded,
+    source,
+    client,
+    chunk_size,
+    progress,
+):
+    earlier = earlier_rows(out)  # a scores.csv that is not ours is refused, never replaced
+    kept = _reference_outputs(items, out, references)
+    _check_run_file(out, run.signature, settings, items, overwrite, kept)
+    rows: list = [_row(Target(path, ""), "failed", message) for path, message in unreadable]
+    for t in items:
+        if t.output in kept:
+            rows.append(
+                _row(
+                    t,
+                    "reference",
+                    (
+                        f"not labelled: {out / t.output} is the reference file {kept[t.output]}, "
+                        "which is never replaced"
+                    ),
+                )
+            )
+    items = [t for t in items if t.output not in kept]
     # what is finished, checked before anything is loaded or written: a rerun with
     # nothing left to do loads no model, and outputs of other images are never touched
     done = set() if overwrite else {t.output for t in items if _target_done(t, out, run)}
     work = _work(items, done, run)
     report = BatchReport(out, skipped=len(done))
-    report.frames = sum(t.frames for t in work)
-    rows: list = []
     memory = None
     if work:
         # everything that can fail on bad settings (the model, the references) fails
@@ -147,28 +257,32 @@ def segment_dataset(
                 loaded = models._cached_model(source)
             memory = loaded.prepare_references(
                 references,
-                input_size=input_size,
-                intensity_range=intensity_range,
-                threshold=threshold,
+                input_size=run.input_size,
+                intensity_range=run.intensity_range,
+                threshold=run.threshold,
             )
         else:
             memory = _prepare_dask(client, source, references, run)
-        _write_run_file(out, signature, settings)
+        _write_run_file(out, run.signature, settings)
         _cleanup_partials(out)
-    elif not out.is_dir():  # nothing to label at all
-        report.seconds = time.perf_counter() - t0
+    elif not existed and not rows:  # nothing to label at all
         return report
     from tqdm.auto import tqdm
 
     total = sum(t.frames for t in items)
     bar = tqdm(
         total=total,
-        initial=total - report.frames,
+        initial=total - sum(t.frames for t in work),
         unit="img",
         desc="napari-sansa",
         disable=not progress,
         dynamic_ncols=True,
     )
+
+    def stack_found(t):
+        bar.total += t.frames - 1
+        bar.refresh()
+
     error = None
     try:
         if work and client is None:
@@ -182,6 +296,7 @@ def segment_dataset(
                 on_frame=lambda t, n: bar.update(n),
                 skip_existing=not overwrite,
                 rows=rows,
+                on_stack=stack_found,
             )
         elif work:
             _run_dask(
@@ -195,16 +310,17 @@ def segment_dataset(
         failed = [r for r in rows if r["status"] == "failed"]
         report.failed = [(r["target"], r["message"]) for r in failed]
         report.done = len({r["target"] for r in rows if r["status"] in ("ok", "blank")})
+        report.frames = sum(r["status"] in ("ok", "blank", "failed") for r in rows)
         report.blank = [
             (r["target"], r["frame"], r["message"]) for r in rows if r["status"] == "blank"
         ]
         try:
-            report.csv = _write_csv(out, _rows_from_outputs(items, out, signature) + failed)
+            final = final_rows(out, run.signature, items, rows, earlier, skip=frozenset(kept))
+            report.csv = _write_csv(out, final)
         except OSError:
             if error is None:
                 raise
             # the run already stops on an error (a full disk, ...): report that one
-        report.seconds = time.perf_counter() - t0
     return report
 
 

@@ -18,6 +18,7 @@ from napari_sansa.dataset.records import (
     _remove_stale_probabilities,
     _row,
     _write_failed,
+    source_state,
 )
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,10 @@ def _process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
     """
     from napari_sansa.core.fusion import label_dtype
 
+    state = source_state(t.source)
     try:
+        if not run.probabilities:
+            _remove_stale_probabilities(t, out)
         stack = TiffStack(t.source)
     except InvalidInputError as exc:
         rows.append(_row(t, "failed", str(exc)))
@@ -111,7 +115,7 @@ def _process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
                     pages(),
                     shape,
                     dtype,
-                    lambda: _describe(t, run, classes, scores, areas, shape, blank),
+                    lambda: _describe(t, run, classes, scores, areas, shape, blank, state=state),
                 )
             else:
                 for i, lab in enumerate(pages()):
@@ -121,14 +125,24 @@ def _process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
                     probs,
                     probs.shape,
                     np.float32,
-                    _describe(t, run, classes, scores, areas, probs.shape, blank),
+                    _describe(
+                        t,
+                        run,
+                        classes,
+                        scores,
+                        areas,
+                        probs.shape,
+                        blank,
+                        state=state,
+                        role="probabilities",
+                    ),
                 )
                 write_tiff_atomic(
                     final,
                     labels,
                     shape,
                     dtype,
-                    _describe(t, run, classes, scores, areas, shape, blank),
+                    _describe(t, run, classes, scores, areas, shape, blank, state=state),
                 )
         except OSError as exc:
             _write_failed(exc, final)
@@ -145,8 +159,6 @@ def _process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
             for f in scratch.iterdir():
                 f.unlink(missing_ok=True)
             scratch.rmdir()
-    if not run.probabilities:
-        _remove_stale_probabilities(t, out)
     if blank:
         log.warning(
             "%s: %d constant frame(s) (%s) labelled all 0; listed in %s",

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import re
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +21,17 @@ from napari_sansa.core.atomic import PARTIAL
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.images import check_image
 from napari_sansa.dataset.discovery import Target
-from napari_sansa.dataset.io import read_image, write_tiff_atomic
+from napari_sansa.dataset.io import LEGACY_PARTIAL, read_target, write_tiff_atomic
 from napari_sansa.dataset.records import (
     RunSettings,
+    StaleProbabilitiesError,
+    _as_recorded,
     _describe,
+    _done_record,
     _remove_stale_probabilities,
     _row,
-    _target_done,
     _write_failed,
+    source_state,
 )
 from napari_sansa.dataset.stacks import _process_stack
 
@@ -38,7 +44,7 @@ def _work(items, done: set, run: RunSettings) -> list:
     an uninterrupted run; its finished outputs are not written again."""
     if run.mode != "sequential":
         return [t for t in items if t.output not in done]
-    images = [t for t in items if t.kind == "image"]
+    images = [t for t in items if t.kind in ("image", "tiff")]
     missing = [i for i, t in enumerate(images) if t.output not in done]
     seq = images[: missing[-1] + 1] if missing else []
     return seq + [t for t in items if t.kind == "stack" and t.output not in done]
@@ -78,15 +84,22 @@ def _process_images(model, memory, items, out, run, strict, rows, on_frame, keep
     thread. If the model itself refuses an image, that image is reported and the
     stream starts again after it. Targets whose output is in ``keep`` are computed
     (for the memory of a sequence) but their finished outputs are not written again.
+    A TIFF that turns out to be a stack is not labelled here: the stacks found are
+    returned (as targets of kind "stack"), to be labelled after the images.
     """
     failed: dict[str, dict] = {}  # by source: a read-ahead image may be read twice
     unreadable: list = []  # strict: the image whose reading stopped the run
     passed: set = set()  # finished images (in ``keep``) that cannot be read any more
+    found: dict[str, Target] = {}  # TIFFs that are stacks, by source
+    states: dict[str, dict] = {}  # the input's state when it was read, by source
     remaining = list(items)
     writer = _Writer()
 
     def write(t, pred):
-        _write_image(t, pred, out, run, rows)
+        try:
+            _write_image(t, pred, out, run, rows, states.get(t.source))
+        except StaleProbabilitiesError as exc:
+            rows.append(_row(t, "failed", str(exc)))
         on_frame(t, 1)
 
     try:
@@ -96,8 +109,14 @@ def _process_images(model, memory, items, out, run, strict, rows, on_frame, keep
 
             def frames(todo=todo, fed=fed):
                 for t in todo:
+                    if t.source in found:
+                        continue
+                    state = source_state(t.source)
                     try:
-                        img = read_image(t.source)
+                        kind, img = read_target(t.source)
+                        if kind == "stack":
+                            found[t.source] = replace(t, kind="stack", frames=img)
+                            continue
                         check_image(img, f"image {t.source}")
                     except InvalidInputError as exc:
                         if t.output in keep:  # finished before: its output stays as it is
@@ -112,6 +131,7 @@ def _process_images(model, memory, items, out, run, strict, rows, on_frame, keep
                             unreadable.append(t)
                             raise
                         continue
+                    states[t.source] = state
                     fed.append(t)
                     yield img
 
@@ -142,14 +162,21 @@ def _process_images(model, memory, items, out, run, strict, rows, on_frame, keep
     finally:
         writer.finish()
         rows.extend(failed.values())
+    return [found[t.source] for t in items if t.source in found]
 
 
-def _write_image(t: Target, pred, out: Path, run: RunSettings, rows):
+def _write_image(t: Target, pred, out: Path, run: RunSettings, rows, state=None):
     classes = list(pred.classes)
     scores = {c: pred.scores[c] for c in classes}
     labels = pred.labels
     areas = {c: int((labels == c).sum()) for c in classes}
     final = out / t.output
+
+    def describe(shape, role="labels"):
+        return _describe(t, run, classes, [scores], [areas], shape, state=state, role=role)
+
+    if not run.probabilities:
+        _remove_stale_probabilities(t, out)
     try:
         if run.probabilities:
             probs = np.stack([pred.probabilities[c] for c in classes])
@@ -158,19 +185,11 @@ def _write_image(t: Target, pred, out: Path, run: RunSettings, rows):
                 probs,
                 probs.shape,
                 np.float32,
-                _describe(t, run, classes, [scores], [areas], probs.shape),
+                describe(probs.shape, "probabilities"),
             )
-        write_tiff_atomic(
-            final,
-            labels,
-            labels.shape,
-            labels.dtype,
-            _describe(t, run, classes, [scores], [areas], labels.shape),
-        )
+        write_tiff_atomic(final, labels, labels.shape, labels.dtype, describe(labels.shape))
     except OSError as exc:
         _write_failed(exc, final)
-    if not run.probabilities:
-        _remove_stale_probabilities(t, out)
     rows.append(_row(t, "ok", scores=scores, areas=areas))
 
 
@@ -184,6 +203,7 @@ def process_targets(
     on_frame=None,
     skip_existing=True,
     rows=None,
+    on_stack=None,
 ):
     """Label ``targets`` into ``out``; return CSV rows. Used locally and on Dask workers.
 
@@ -191,14 +211,21 @@ def process_targets(
     run again (a resumed run, a worker that died) redoes nothing that was finished. In
     sequential mode the images form one sequence, computed from its start (see
     :func:`_work`). ``rows``: a list to add the rows to (it keeps them if this raises).
+    ``on_frame(target, n)``: ``n`` frames of ``target`` are done; ``on_stack(target)``: a
+    TIFF was found to be a stack of ``target.frames`` frames when it was opened.
     """
     out = Path(out)
     on_frame = on_frame or (lambda t, n: None)
+    on_stack = on_stack or (lambda t: None)
     rows = [] if rows is None else rows
-    targets = list(targets)
-    done = {t.output for t in targets if skip_existing and _target_done(t, out, run)}
-    todo = _work(targets, done, run)
-    keep = frozenset(t.output for t in todo if t.output in done)
+    records = {}
+    for t in targets if skip_existing else ():
+        record = _done_record(t, out, run)
+        if record is not None:
+            records[t.output] = record
+    targets = [_as_recorded(t, records.get(t.output)) for t in targets]
+    todo = _work(targets, set(records), run)
+    keep = frozenset(t.output for t in todo if t.output in records)
     i = 0
     while i < len(todo):
         if todo[i].kind == "stack":
@@ -206,14 +233,32 @@ def process_targets(
             i += 1
             continue
         j = i
-        while j < len(todo) and todo[j].kind == "image":
+        while j < len(todo) and todo[j].kind != "stack":
             j += 1
-        _process_images(model, memory, todo[i:j], out, run, strict, rows, on_frame, keep)
+        stacks = _process_images(model, memory, todo[i:j], out, run, strict, rows, on_frame, keep)
+        for t in stacks:  # TIFFs found to be stacks when they were opened
+            on_stack(t)
+            _process_stack(model, memory, t, out, run, strict, rows, on_frame)
         i = j
     return rows
 
 
-def _cleanup_partials(out: Path):
-    for p in out.rglob(f"*{PARTIAL}"):
-        with contextlib.suppress(OSError):
-            p.unlink()
+#: the temporaries of :func:`napari_sansa.core.atomic.temporary_path` (and of 0.1)
+_TEMPORARY = re.compile(
+    r"^\..+\.[0-9a-f]{32}" + re.escape(PARTIAL) + "$|" + re.escape(LEGACY_PARTIAL) + "$"
+)
+
+
+def _cleanup_partials(out: Path) -> None:
+    """Remove leftovers of interrupted writes in ``out``. Called while the run holds the
+    folder's lock, so no other run writes there; a subfolder that holds another output
+    folder (its own ``.napari-sansa``) is left alone, and so is every other file."""
+    for folder, dirs, files in os.walk(out):
+        here = Path(folder)
+        if here != out and (here / ".napari-sansa").is_dir():
+            dirs[:] = []
+            continue
+        for name in files:
+            if _TEMPORARY.search(name):
+                with contextlib.suppress(FileNotFoundError):
+                    (here / name).unlink()
