@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -109,21 +108,36 @@ def test_unreadable_image_is_reported_not_fatal_unless_strict(weights, dataset, 
     assert "img1.png" in capsys.readouterr().err
 
 
+_KILL_AFTER = """
+import os, signal, sys
+from napari_sansa.cli import main
+replace, written = os.replace, []
+def replace_then_die(src, dst):
+    # the third output is complete in its temporary file: die before renaming it,
+    # as a SIGKILL there would (the temporary stays behind)
+    if str(dst).endswith(".tif") and len(written) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    replace(src, dst)
+    if str(dst).endswith(".tif"):
+        written.append(dst)
+os.replace = replace_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_resume_after_a_kill_skips_finished_images(weights, dataset):
+    """The run kills itself (SIGKILL) at a known point: after its second output."""
     data = dataset / "data"
     for i in range(3, 9):
         iio.imwrite(data / f"img{i}.png", make_image(40 + i))
     out = dataset / "out"
-    cmd = [sys.executable, "-m", "napari_sansa.cli", *_args(weights, dataset)]
+    cmd = [sys.executable, "-c", _KILL_AFTER, *_args(weights, dataset)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(out.glob("*.tif"))) < 2:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
     finished = {p: p.stat().st_mtime_ns for p in out.rglob("*.tif")}
-    assert 2 <= len(finished) < 10, "the run was not interrupted part-way"
+    assert len(finished) == 2
+    assert len(list(out.rglob(f"*{PARTIAL}"))) == 1  # the third, never renamed
     for p in finished:  # every output present is complete
         assert tifffile.imread(p).ndim == 2
     assert main(_args(weights, dataset)) == 0
@@ -179,8 +193,17 @@ def test_prompt_file_with_points_boxes_and_scribbles(weights, dataset):
     i = args.index("--reference")
     args[i : i + 3] = ["--prompts", str(dataset / "prompts.json")]
     assert main(args) == 0
-    rows = _csv(dataset / "out" / "scores.csv")
-    assert {"score_1", "score_2", "score_3"} <= set(rows[0])
+    out = dataset / "out"
+    rows = _csv(out / "scores.csv")
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
+    for r in rows:  # every class of the prompts, with its score and its true area
+        labels = tifffile.imread(out / r["output"])
+        assert set(np.unique(labels)) <= {0, 1, 2, 3}
+        for c in (1, 2, 3):
+            assert 0.0 <= float(r[f"score_{c}"]) <= 1.0
+            assert int(r[f"area_{c}"]) == int((labels == c).sum())
+    record = json.loads(tifffile.TiffFile(out / rows[0]["output"]).pages[0].description)
+    assert record["napari_sansa"]["classes"] == [1, 2, 3]
 
 
 @pytest.mark.parametrize(

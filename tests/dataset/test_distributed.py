@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import threading
-import time
 
 import imageio.v3 as iio
 import numpy as np
@@ -79,7 +76,31 @@ def test_cluster_gives_the_local_results(cluster, job):
     assert (root / "dist" / "scores.csv").read_text().count("\n") == 9
 
 
+def _die_after_two_outputs(record: str) -> None:
+    """Run on one worker: its process kills itself (SIGKILL) right after writing its
+    second output, having noted in ``record`` which outputs it finished."""
+    import json
+    import os
+    import signal
+
+    replace, written = os.replace, []
+
+    def replace_then_die(src, dst):
+        replace(src, dst)
+        if str(dst).endswith(".tif"):
+            written.append(str(dst))
+            if len(written) == 2:
+                with open(record, "w") as fh:
+                    json.dump({p: os.stat(p).st_mtime_ns for p in written}, fh)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    os.replace = replace_then_die
+
+
 def test_killing_a_worker_loses_no_finished_output(cluster, job):
+    """A worker dies at a known point (after its second output), not at a time."""
+    import json
+
     from napari_sansa.dataset import segment_dataset
 
     _, client = cluster
@@ -87,33 +108,24 @@ def test_killing_a_worker_loses_no_finished_output(cluster, job):
     for i in range(8, 16):
         iio.imwrite(data / f"img{i:02d}.png", make_image(50 + i))
     out = root / "killed"
-    result = {}
-
-    def run():
-        result["report"] = segment_dataset(
-            data, [ref], out, model=source, client=client, chunk_size=2, progress=False
-        )
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    deadline = time.time() + 180
-    while time.time() < deadline and len(list(out.glob("*.tif"))) < 3:
-        time.sleep(0.05)
-    finished = {p: p.stat().st_mtime_ns for p in out.glob("*.tif")}
-    assert 3 <= len(finished) < 16, "the worker was not killed part-way"
-    pids = client.run(os.getpid)  # {worker address: process id}
-    os.kill(pids[sorted(pids)[0]], signal.SIGKILL)
-    thread.join(timeout=300)
-    assert not thread.is_alive()
-    report = result["report"]
+    record = root / "killed.json"
+    victim = sorted(client.scheduler_info()["workers"])[0]
+    client.run(_die_after_two_outputs, str(record), workers=[victim])
+    report = segment_dataset(
+        data, [ref], out, model=source, client=client, chunk_size=2, progress=False
+    )
+    assert record.is_file(), "the worker did not die"
+    finished = json.loads(record.read_text())
+    assert len(finished) == 2
     assert report.ok
     outputs = sorted(out.glob("*.tif"))
     assert len(outputs) == 16
     for p, mtime in finished.items():
-        assert p.stat().st_mtime_ns == mtime  # finished outputs were kept, not redone
+        assert os.stat(p).st_mtime_ns == mtime  # finished outputs were kept, not redone
     for p in outputs:
         assert tifffile.imread(p).shape == (96, 128)
     assert not list(out.rglob(f"*{PARTIAL}"))
+    client.wait_for_workers(2, timeout=120)  # the nanny restarted it, for the next test
 
 
 def test_cli_scheduler_option(cluster, job, weights):

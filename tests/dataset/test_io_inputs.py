@@ -135,8 +135,13 @@ def test_cli_labels_every_page_and_reports_bad_files(weights, tmp_path):
     (diff,) = by_name["diff.tif"]
     assert diff["status"] == "failed" and "different sizes" in diff["message"]
     (bad,) = by_name["bad.png"]
-    assert bad["status"] == "failed" and "not a readable image" in bad["message"]
-    assert "pip install" not in bad["message"]
+    assert bad["status"] == "failed"
+    # the reason in words, not the image library's own ("Could not find a backend ...")
+    assert bad["message"] == (
+        f"{data / 'bad.png'} is not a readable image (its contents are not PNG image data); "
+        "it may be damaged, incomplete or not an image: check the file, replace it or remove "
+        "it from the input"
+    )
     assert {f.name: f.read_bytes() for f in data.iterdir()} == before  # inputs untouched
 
 
@@ -164,15 +169,16 @@ def test_corrupt_and_empty_images_are_named_with_a_reason(tmp_path):
     iio.imwrite(good, make_image(1))
     (tmp_path / "cut.png").write_bytes(good.read_bytes()[:150])
     for name, reason in [
-        ("bad.png", "not PNG image data"),
-        ("empty.jpg", "empty"),
-        ("cut.png", "truncated"),
+        ("bad.png", "its contents are not PNG image data"),
+        ("empty.jpg", "the file is empty, 0 bytes"),
+        ("cut.png", "OSError: image file is truncated"),
     ]:
         with pytest.raises(InvalidInputError) as info:
             read_image(tmp_path / name)
-        text = str(info.value)
-        assert str(tmp_path / name) in text and "not a readable image" in text, text
-        assert reason in text and "pip install" not in text, text
+        assert str(info.value) == (
+            f"{tmp_path / name} is not a readable image ({reason}); it may be damaged, "
+            "incomplete or not an image: check the file, replace it or remove it from the input"
+        )
 
 
 def test_palette_and_16_bit_label_images(tmp_path):
