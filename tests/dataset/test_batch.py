@@ -15,6 +15,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+from dataset_files import write_reference, write_targets
 
 from conftest import cli_model_args, make_image
 from napari_sansa.cli import main
@@ -24,16 +25,10 @@ from napari_sansa.core.atomic import PARTIAL
 @pytest.fixture()
 def dataset(tmp_path):
     """A folder tree of targets, one reference with its label image."""
-    data = tmp_path / "data"
-    (data / "day2").mkdir(parents=True)
-    for i in range(3):
-        iio.imwrite(data / f"img{i}.png", make_image(10 + i))
+    data = write_targets(tmp_path / "data", 3)
+    (data / "day2").mkdir()
     iio.imwrite(data / "day2" / "img10.png", make_image(20, shape=(64, 80)))
-    iio.imwrite(tmp_path / "ref.png", make_image(0))
-    lab = np.zeros((96, 128), np.uint8)
-    lab[20:50, 30:80] = 1
-    lab[60:85, 10:50] = 2
-    iio.imwrite(tmp_path / "ref_labels.png", lab)
+    write_reference(tmp_path)
     return tmp_path
 
 

@@ -8,6 +8,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+from dataset_files import write_reference, write_targets
 
 from conftest import make_image
 from napari_sansa.core.atomic import PARTIAL
@@ -35,15 +36,8 @@ def cluster():
 def job(tmp_path, weights):
     from napari_sansa.dataset import ModelSource, load_reference_pair
 
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(8):
-        iio.imwrite(data / f"img{i:02d}.png", make_image(50 + i))
-    iio.imwrite(tmp_path / "ref.png", make_image(0))
-    lab = np.zeros((96, 128), np.uint8)
-    lab[20:50, 30:80] = 1
-    lab[60:85, 10:50] = 2
-    iio.imwrite(tmp_path / "lab.png", lab)
+    data = write_targets(tmp_path / "data", 8, seed=50, name="img{:02d}.png")
+    write_reference(tmp_path, "lab.png")
     ref = load_reference_pair(tmp_path / "ref.png", tmp_path / "lab.png")
     source = ModelSource(
         config="sam2_hiera_t",

@@ -7,7 +7,6 @@ test says.
 
 from __future__ import annotations
 
-import csv
 import tracemalloc
 from pathlib import Path
 
@@ -15,45 +14,23 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+from dataset_files import read_csv, segment_args, write_reference, write_targets
 from PIL import Image
 
-from conftest import cli_model_args, make_image
+from conftest import make_image
 from napari_sansa.cli import main
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.dataset import discover_targets, load_reference_pair
 from napari_sansa.dataset.io import TiffStack, open_target
 
 
-def _csv(path):
-    with open(path) as fh:
-        return list(csv.DictReader(fh))
-
-
 def _setup(root: Path):
-    data = root / "data"
-    data.mkdir()
-    for i in range(2):
-        iio.imwrite(data / f"img{i}.png", make_image(10 + i))
-    iio.imwrite(root / "ref.png", make_image(0))
-    lab = np.zeros((96, 128), np.uint8)
-    lab[20:50, 30:80] = 1
-    lab[60:85, 10:50] = 2
-    iio.imwrite(root / "ref_labels.png", lab)
-    return data
+    write_reference(root)
+    return write_targets(root / "data", 2)
 
 
-def _args(weights, root, *extra, target=None, out="out"):
-    return [
-        "segment",
-        str(target or root / "data"),
-        "-r",
-        str(root / "ref.png"),
-        str(root / "ref_labels.png"),
-        "--out",
-        str(root / out),
-        *cli_model_args(weights),
-        *extra,
-    ]
+def _args(weights, root, *extra, target=None):
+    return segment_args(weights, root, *extra, target=target)
 
 
 def test_open_target_is_a_context_manager_that_closes_the_file(tmp_path):
@@ -132,7 +109,7 @@ def test_a_run_opens_each_tiff_once_and_labels_stacks_found_then(weights, tmp_pa
     assert sorted(inputs) == ["movie.tif", "movie.tif", "single.tif"]  # stack: found, then read
     out = tmp_path / "out"
     assert tifffile.imread(out / "movie.tif").shape == (3, 96, 128)
-    rows = [r for r in _csv(out / "scores.csv") if r["target"].endswith("movie.tif")]
+    rows = [r for r in read_csv(out / "scores.csv") if r["target"].endswith("movie.tif")]
     assert [r["frame"] for r in rows] == ["0", "1", "2"]
 
 
@@ -198,7 +175,7 @@ def test_probabilities_that_cannot_be_removed_fail_the_image(weights, tmp_path, 
 
     monkeypatch.setattr(Path, "unlink", refuse)
     assert main(_args(weights, tmp_path, "--threshold", "0.7", "--overwrite", target=one)) == 1
-    (row,) = _csv(out / "scores.csv")
+    (row,) = read_csv(out / "scores.csv")
     assert row["status"] == "failed" and "cannot be removed" in row["message"]
     assert "img0_probabilities.tif" in row["message"]
     # the old pair stays together: labels and probabilities of the same run

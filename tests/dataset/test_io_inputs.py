@@ -14,6 +14,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+from dataset_files import write_reference
 from PIL import Image
 
 from conftest import cli_model_args, make_image
@@ -34,12 +35,7 @@ def _pages_one_at_a_time(path, frames, **kwargs):
 
 
 def _reference(root: Path):
-    iio.imwrite(root / "ref.png", make_image(0))
-    lab = np.zeros((96, 128), np.uint8)
-    lab[20:50, 30:80] = 1
-    lab[60:85, 10:50] = 2
-    iio.imwrite(root / "ref_labels.png", lab)
-    return lab
+    return write_reference(root)
 
 
 # -- TIFF stacks ---------------------------------------------------------------------------

@@ -8,7 +8,6 @@ that no user can write (a path under a regular file, ``/dev/full``).
 
 from __future__ import annotations
 
-import csv
 import errno
 import hashlib
 import json
@@ -19,8 +18,9 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+from dataset_files import read_csv, segment_args, write_reference, write_targets
 
-from conftest import cli_model_args, make_image
+from conftest import make_image
 from napari_sansa.cli import main
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.dataset import load_prompt_file, load_reference_pair
@@ -28,35 +28,13 @@ from napari_sansa.dataset import load_prompt_file, load_reference_pair
 
 @pytest.fixture()
 def root(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(3):
-        iio.imwrite(data / f"img{i}.png", make_image(10 + i))
-    iio.imwrite(tmp_path / "ref.png", make_image(0))
-    lab = np.zeros((96, 128), np.uint8)
-    lab[20:50, 30:80] = 1
-    lab[60:85, 10:50] = 2
-    iio.imwrite(tmp_path / "ref_labels.png", lab)
+    write_targets(tmp_path / "data", 3)
+    write_reference(tmp_path)
     return tmp_path
 
 
-def _args(weights, root, *extra, target=None, out=None):
-    return [
-        "segment",
-        str(target or root / "data"),
-        "-r",
-        str(root / "ref.png"),
-        str(root / "ref_labels.png"),
-        "--out",
-        str(out or root / "out"),
-        *cli_model_args(weights),
-        *extra,
-    ]
-
-
-def _csv(path):
-    with open(path) as fh:
-        return list(csv.DictReader(fh))
+_args = segment_args
+_csv = read_csv
 
 
 @pytest.fixture()

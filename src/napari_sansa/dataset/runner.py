@@ -188,48 +188,45 @@ def segment_dataset(
         batch_size,
         signature,
     )
-    existed = out.is_dir()
+    job = _Job(
+        items, unreadable, references, out, out.is_dir(), run, settings, overwrite, strict,
+        loaded, source, client, chunk_size, progress,
+    )  # fmt: skip
     with OutputLock(out):
-        report = _locked_run(
-            items,
-            unreadable,
-            references,
-            out,
-            existed,
-            run,
-            settings,
-            overwrite,
-            strict,
-            loaded,
-            source,
-            client,
-            chunk_size,
-            progress,
-        )
+        report = _locked_run(job)
     report.seconds = time.perf_counter() - t0
     return report
 
 
-def _locked_run(
-    items,
-    unreadable,
-    references,
-    out,
-    existed,
-    run,
-    settings,
-    overwrite,
-    strict,
-    loaded,
-    source,
-    client,
-    chunk_size,
-    progress,
-):
+@dataclass
+class _Job:
+    """Everything a run needs once its settings are checked (see :func:`_locked_run`)."""
+
+    items: list
+    unreadable: list
+    references: list
+    out: Path
+    existed: bool  # the output folder was there before the run (which made its lock)
+    run: RunSettings
+    settings: dict
+    overwrite: bool
+    strict: bool
+    loaded: object  # a SansaModel, or None: loaded from ``source`` when needed
+    source: ModelSource | None
+    client: object
+    chunk_size: int
+    progress: bool
+
+
+def _locked_run(job: _Job) -> BatchReport:
+    """The run itself, while it holds the output folder's lock."""
+    items, out, run, overwrite, strict = job.items, job.out, job.run, job.overwrite, job.strict
+    loaded, source, client, references = job.loaded, job.source, job.client, job.references
+    settings = job.settings
     earlier = earlier_rows(out)  # a scores.csv that is not ours is refused, never replaced
     kept = _reference_outputs(items, out, references)
     _check_run_file(out, run.signature, settings, items, overwrite, kept)
-    rows: list = [_row(Target(path, ""), "failed", message) for path, message in unreadable]
+    rows: list = [_row(Target(p, ""), "failed", message) for p, message in job.unreadable]
     for t in items:
         if t.output in kept:
             rows.append(
@@ -265,7 +262,7 @@ def _locked_run(
             memory = _prepare_dask(client, source, references, run)
         _write_run_file(out, run.signature, settings)
         _cleanup_partials(out)
-    elif not existed and not rows:  # nothing to label at all
+    elif not job.existed and not rows:  # nothing to label at all
         return report
     from tqdm.auto import tqdm
 
@@ -275,7 +272,7 @@ def _locked_run(
         initial=total - sum(t.frames for t in work),
         unit="img",
         desc="napari-sansa",
-        disable=not progress,
+        disable=not job.progress,
         dynamic_ncols=True,
     )
 
@@ -300,7 +297,17 @@ def _locked_run(
             )
         elif work:
             _run_dask(
-                client, source, memory, work, out, run, strict, chunk_size, bar, not overwrite, rows
+                client,
+                source,
+                memory,
+                work,
+                out,
+                run,
+                strict,
+                job.chunk_size,
+                bar,
+                not overwrite,
+                rows,
             )
     except BaseException as exc:
         error = exc
