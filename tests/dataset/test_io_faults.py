@@ -122,12 +122,15 @@ def test_cleanup_leaves_the_temporaries_of_another_output_folder_alone(weights, 
     theirs.write_bytes(b"half a stack")
     leftover = tmp_path / "out" / ".img0.tif.0123456789abcdef0123456789abcdef.partial"
     leftover.write_bytes(b"left by a killed run")
+    scratch = tmp_path / "out" / ".napari-sansa" / ("ab" * 20)  # a killed stack's scratch
+    scratch.mkdir(parents=True)
+    (scratch / "p.npy").write_bytes(b"probabilities of half a stack")
     mine = tmp_path / "out" / "notes.partial"  # a user's file that merely ends so
     mine.write_bytes(b"my notes")
     assert main(_args(weights, tmp_path)) == 0
     assert theirs.read_bytes() == b"half a stack"
     assert mine.read_bytes() == b"my notes"
-    assert not leftover.exists()
+    assert not leftover.exists() and not scratch.exists()
 
 
 def test_a_palette_image_that_cannot_be_decoded_reports_the_real_failure(tmp_path, monkeypatch):

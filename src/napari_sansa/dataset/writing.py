@@ -253,6 +253,14 @@ def _cleanup_partials(out: Path) -> None:
     """Remove leftovers of interrupted writes in ``out``. Called while the run holds the
     folder's lock, so no other run writes there; a subfolder that holds another output
     folder (its own ``.napari-sansa``) is left alone, and so is every other file."""
+    scratch = out / ".napari-sansa"
+    for folder in scratch.glob("*") if scratch.is_dir() else ():
+        if folder.is_dir() and re.fullmatch(r"[0-9a-f]{40}", folder.name):  # a stack's
+            for name in ("p.npy", "l.npy"):  # memory-mapped scratch (see stacks.py)
+                with contextlib.suppress(FileNotFoundError):
+                    (folder / name).unlink()
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     for folder, dirs, files in os.walk(out):
         here = Path(folder)
         if here != out and (here / ".napari-sansa").is_dir():
