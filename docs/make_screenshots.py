@@ -164,6 +164,18 @@ def main() -> None:
     _settle()
     _save(viewer.screenshot(canvas_only=False, flash=False), "correction.png")
 
+    # 5. a hand edit on another predicted frame, then Run again: the edit is kept
+    other = next(f for f in widget.scores.frames() if f not in (0, 3, least))
+    widget.go_to_frame(other)
+    viewer.layers.selection.active = out
+    out.brush_size = 25
+    out.paint((other, 128, 128), 1)
+    out.refresh()
+    widget.run()
+    _wait_for_run(widget)
+    _settle()
+    _save(viewer.screenshot(canvas_only=False, flash=False), "kept.png")
+
     viewer.close()
     shutil.rmtree(folder, ignore_errors=True)
 

@@ -282,3 +282,34 @@ def test_more_than_seven_references_of_a_class_are_named(make_sansa, qtbot, noti
     assert "class 1 has 8 reference frames" in note
     assert "frame 1 reaches the other frames only through object pointers" in note
     assert "at most 7 reference frames per class" in note
+
+
+# -- without Qt: a bare ViewerModel --------------------------------------------------------
+
+
+def test_the_session_needs_no_qt_widgets():
+    from napari.components import ViewerModel
+
+    from napari_sansa.napari import edits
+    from napari_sansa.napari.session import SansaSession
+
+    viewer = ViewerModel()
+    image = viewer.add_image(frames(), name="cells")
+    session = SansaSession(viewer)
+    messages = []
+    session.status.connect(messages.append)
+    assert session.run(image, [], None) is None  # refused before any worker or layer
+    assert "no prompt layers are selected" in messages[-1]
+    assert [layer.name for layer in viewer.layers] == ["cells"]
+    out = viewer.add_labels(
+        np.zeros((N, H, W), np.uint8), name="cells [sansa]", metadata={"napari-sansa": "output"}
+    )
+    written = masks(spec=((1, 1, (5, 20, 5, 25)),))[1]
+    out.data[1] = written
+    edits.record(out, 1, written)
+    assert session.edited_frames(image) == []
+    out.data[1, 30:40, 30:40] = 3
+    assert session.edited_frames(image) == [1]
+    refs = session.promote(image, 1)
+    np.testing.assert_array_equal(refs.data[1], np.where(out.data[1] == 3, 3, 0))
+    assert session.edited_frames(image) == [1]  # class 1 was not taken: still the person's
