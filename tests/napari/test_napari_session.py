@@ -108,7 +108,8 @@ def two_class_output(viewer):
     return out
 
 
-def test_the_current_frame_gives_only_the_classes_the_person_confirms(make_sansa, qtbot):
+def two_class_run(make_sansa, qtbot):
+    """A run with classes 1 and 2 on frame 0, then frame 1 shown as a two-class output."""
     viewer, widget = make_sansa(
         (frames(), {"name": "cells"}, "image"),
         (masks(spec=((0, 1, (5, 20, 5, 25)), (0, 2, (25, 45, 30, 60)))), {"name": "p"}, "labels"),
@@ -116,6 +117,11 @@ def test_the_current_frame_gives_only_the_classes_the_person_confirms(make_sansa
     run(qtbot, widget)
     out = two_class_output(viewer)
     widget.go_to_frame(1)
+    return viewer, widget, out
+
+
+def test_the_current_frame_gives_only_the_classes_the_person_confirms(make_sansa, qtbot):
+    viewer, widget, out = two_class_run(make_sansa, qtbot)
     # nothing edited yet: the default ("the classes I edited") refuses and says why
     assert widget.take.value == "edited"
     assert widget.use_current_frame_as_reference() is None
@@ -130,13 +136,7 @@ def test_the_current_frame_gives_only_the_classes_the_person_confirms(make_sansa
 
 
 def test_an_existing_reference_is_never_replaced_silently(make_sansa, qtbot, notifications):
-    viewer, widget = make_sansa(
-        (frames(), {"name": "cells"}, "image"),
-        (masks(spec=((0, 1, (5, 20, 5, 25)), (0, 2, (25, 45, 30, 60)))), {"name": "p"}, "labels"),
-    )
-    run(qtbot, widget)
-    out = two_class_output(viewer)
-    widget.go_to_frame(1)
+    viewer, widget, out = two_class_run(make_sansa, qtbot)
     widget.take.value = "class"
     widget.class_id.value = 2
     refs = widget.use_current_frame_as_reference()

@@ -217,14 +217,15 @@ def test_stop_ends_the_run_within_a_frame(make_sansa, qtbot):
     qtbot.waitUntil(lambda: widget.session.done >= 2, timeout=TIMEOUT)
     widget.stop_button.native.click()
     at_stop = len(emitted)
+    written = widget.session.done  # frames written when Stop was pressed
     wait_done(qtbot, widget)
     assert worker.abort_requested
-    done = widget.session.done
-    # at most the frame being computed when Stop was pressed comes after it
-    assert 2 <= done == len(emitted) <= at_stop + 1 < n
-    assert widget.status.value == f"stopped: {done} of {n} frames done"
+    # at most the frame being computed when Stop was pressed is handed over after it,
+    # and nothing is written after it
+    assert 2 <= written == widget.session.done <= len(emitted) <= at_stop + 1 < n
+    assert widget.status.value == f"stopped: {written} of {n} frames done"
     out = viewer.layers["cells [sansa]"].data
-    assert not out[done:].any()  # frames after the stop were never written
+    assert not out[written:].any()  # frames after the stop were never written
     assert widget.run_button.enabled and not widget.stop_button.enabled
 
 
