@@ -5,7 +5,10 @@
 
 - :mod:`~napari_sansa.dataset.discovery`: the targets under the inputs given;
 - :mod:`~napari_sansa.dataset.references`: reference pairs and JSON prompt files;
-- :mod:`~napari_sansa.dataset.records`: output records, the run manifest, ``scores.csv``;
+- :mod:`~napari_sansa.dataset.locking`: one run at a time per output folder;
+- :mod:`~napari_sansa.dataset.records`: each output's record (is a target finished?);
+- :mod:`~napari_sansa.dataset.manifest`: the run manifest and ``scores.csv``;
+- :mod:`~napari_sansa.dataset.models`: the model, loaded once per process;
 - :mod:`~napari_sansa.dataset.writing` and :mod:`~napari_sansa.dataset.stacks`: streaming
   targets through the model and writing outputs as they come;
 - :mod:`~napari_sansa.dataset.distributed`: the same over a Dask cluster;
