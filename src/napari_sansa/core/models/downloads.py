@@ -18,7 +18,6 @@ for the server to connect or to send the next bytes.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import inspect
 import json
 import os
@@ -141,7 +140,7 @@ def _extract_member(archive: Path, pattern: str | None, dest: Path, what: str) -
 def validate_download(spec, source, path: Path) -> None:
     """Raise :class:`CheckpointError` unless ``path`` is a complete, fitting weights file."""
     if source.sha256 is not None:
-        got = _sha256_now(path)
+        got = sha256_of(path)
         if got != source.sha256:
             raise CheckpointError(
                 f"{source.filename}: SHA-256 {got} does not match the expected {source.sha256}"
@@ -160,14 +159,6 @@ def validate_download(spec, source, path: Path) -> None:
         adapter_layout(state, model, path)
     else:
         check_sam2_state_dict(state, model, path, spec.config)
-
-
-def _sha256_now(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # -- records of good files -------------------------------------------------------------
