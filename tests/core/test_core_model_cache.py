@@ -58,7 +58,7 @@ def test_auto_precision_is_resolved_in_the_key(weights, monkeypatch):
 
 def test_the_model_cache_is_bounded(weights):
     from napari_sansa.core.models.cache import ModelCache
-    from napari_sansa.dataset import batch
+    from napari_sansa.dataset import models
 
     cache = ModelCache(max_models=2)
     a, b, c = (_settings(weights[0], cache_bytes=n << 20) for n in (1, 2, 3))
@@ -71,7 +71,7 @@ def test_the_model_cache_is_bounded(weights):
     cache.get(b)
     assert cache.loads == 4 and not cache.has(a)
     # the dataset runner's (Dask workers') cache is one of these, bounded
-    assert isinstance(batch._MODELS, ModelCache) and batch._MODELS.max_models <= 2
+    assert isinstance(models._MODELS, ModelCache) and models._MODELS.max_models <= 2
     with pytest.raises(ValueError):
         ModelCache(max_models=0)
 
