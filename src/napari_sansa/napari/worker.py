@@ -113,7 +113,7 @@ def run_frames(
     done = 0
     try:
         with leave_a_core_for_napari():
-            for result in _results(plan, model_settings, settings, cache):
+            for result in _results(plan, model_settings, settings, cache, cancel):
                 if cancel is not None and cancel.is_set():
                     break
                 yield result
@@ -129,7 +129,7 @@ def run_frames(
     return RunOutcome(done)
 
 
-def _results(plan: RunPlan, model_settings, settings: RunSettings, cache: ModelCache):
+def _results(plan: RunPlan, model_settings, settings: RunSettings, cache: ModelCache, cancel=None):
     import napari_sansa as ns
 
     dtype = plan.labels_dtype
@@ -145,6 +145,7 @@ def _results(plan: RunPlan, model_settings, settings: RunSettings, cache: ModelC
         intensity_range=plan.intensity_range,
         batch_size=settings.batch_size,
         include_references=True,
+        cancel=cancel,
     )
     for pred in results:
         if pred.is_reference:
