@@ -17,6 +17,8 @@ __all__ = [
     "InvalidInputError",
     "Mask",
     "ModelNotFoundError",
+    "ObjectOptions",
+    "ObjectTable",
     "Points",
     "Prediction",
     "Predictions",
@@ -26,7 +28,11 @@ __all__ = [
     "Scribble",
     "list_models",
     "load_model",
+    "object_table",
+    "split_objects",
+    "tile_grid",
     "to_float_rgb",
+    "write_labels",
 ]
 
 _LAZY = {
@@ -35,6 +41,12 @@ _LAZY = {
     "Prediction": (".model", "Prediction"),
     "Predictions": (".model", "Predictions"),
     "list_models": (".models.registry", "list_models"),
+    "ObjectOptions": (".objects", "ObjectOptions"),
+    "ObjectTable": (".objects", "ObjectTable"),
+    "object_table": (".objects", "object_table"),
+    "split_objects": (".objects", "split_objects"),
+    "tile_grid": (".tiling", "tile_grid"),
+    "write_labels": (".tiling", "write_labels"),
 }
 
 
