@@ -24,8 +24,8 @@ from napari_sansa.core.engine import Engine, Features, FrameOutput, MemoryEntry
 from napari_sansa.core.errors import DeviceMemoryError, InvalidInputError
 from napari_sansa.core.fusion import check_threshold, fuse_labels, sigmoid
 from napari_sansa.core.images import _check_range, image_hw, to_float_rgb
-from napari_sansa.core.preprocess import check_input_size, image_to_input, mask_to_input, sparse_prompts_to_input
 from napari_sansa.core.objects import ObjectOptions, with_objects
+from napari_sansa.core.preprocess import check_input_size, image_to_input, mask_to_input, sparse_prompts_to_input
 from napari_sansa.core.prompts import Mask, Reference
 from napari_sansa.core.tiling import TileSpec, prepare_tiled_references, run_tiled_targets
 

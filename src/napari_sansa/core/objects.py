@@ -69,9 +69,7 @@ class ObjectOptions:
                 f"centres), got {self.seed_distance}"
             )
         if self.split not in SPLITS:
-            raise InvalidInputError(
-                f"unknown split {self.split!r}; use one of {', '.join(SPLITS)}"
-            )
+            raise InvalidInputError(f"unknown split {self.split!r}; use one of {', '.join(SPLITS)}")
         object.__setattr__(self, "min_size", int(self.min_size))
         object.__setattr__(self, "seed_distance", int(self.seed_distance))
 
@@ -133,7 +131,7 @@ def _check_probabilities(probabilities, classes, shape) -> dict:
                 "probabilities must be a dict {class id: (H, W) map} when the class map has "
                 "several classes"
             )
-        probabilities = {c: probabilities for c in classes}
+        probabilities = dict.fromkeys(classes, probabilities)
     out = {}
     for c in classes:
         if c not in probabilities:
@@ -326,7 +324,7 @@ def object_table(objects, class_map, probabilities=None) -> ObjectTable:
     cen_c = np.bincount(flat, weights=cols.ravel(), minlength=n + 1) / area_f
     cls = _object_classes(flat, cmap.ravel(), n)
     classes = [int(c) for c in np.unique(cls[ids])]
-    probs = _check_probabilities(probabilities, classes, cmap.shape) if probabilities is not None else {}
+    probs = _check_probabilities(probabilities, classes, cmap.shape)
     mean_p = np.full(n + 1, np.nan)
     for c, p in probs.items():
         sel = cls[flat] == c

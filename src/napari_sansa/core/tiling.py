@@ -129,7 +129,11 @@ def _axis(n: int, size: int, halo: int) -> list[tuple[int, int, int, int]]:
     stride = size - 2 * halo
     count = math.ceil((n - size) / stride) + 1
     starts = [min(i * stride, n - size) for i in range(count)]
-    cuts = [0] + [(s + prev + size) // 2 for prev, s in zip(starts[:-1], starts[1:])] + [n]
+    cuts = (
+        [0]
+        + [(s + prev + size) // 2 for prev, s in zip(starts[:-1], starts[1:], strict=True)]
+        + [n]
+    )
     return [(s, s + size, cuts[i], cuts[i + 1]) for i, s in enumerate(starts)]
 
 
@@ -140,7 +144,9 @@ def tile_grid(shape, tile_size: int, halo: int | None = None) -> list[Tile]:
     tiles = []
     for r0, r1, o0, o1 in _axis(h, spec.tile_size, spec.halo):
         for c0, c1, p0, p1 in _axis(w, spec.tile_size, spec.halo):
-            tiles.append(Tile(len(tiles), slice(r0, r1), slice(c0, c1), slice(o0, o1), slice(p0, p1)))
+            tiles.append(
+                Tile(len(tiles), slice(r0, r1), slice(c0, c1), slice(o0, o1), slice(p0, p1))
+            )
     return tiles
 
 
@@ -241,7 +247,9 @@ class StitchedLogits(Mapping):
         low = self.per_class[c][tile.index]
         rows, cols = tile.own_in_tile
         if low is None:
-            return np.full((rows.stop - rows.start, cols.stop - cols.start), BACKGROUND_LOGIT, np.float32)
+            return np.full(
+                (rows.stop - rows.start, cols.stop - cols.start), BACKGROUND_LOGIT, np.float32
+            )
         return _upsample(low, tile.shape)[rows, cols]
 
     def blocks(self) -> Iterator[tuple[Tile, dict[int, np.ndarray]]]:
@@ -269,7 +277,7 @@ def write_labels(prediction, out) -> None:
     ``numpy.memmap`` or a zarr array) block by block, at the prediction's threshold."""
     from napari_sansa.core.fusion import fuse_labels, sigmoid
 
-    if tuple(out.shape[:2]) != tuple(prediction.shape):
+    if tuple(out.shape) != tuple(prediction.shape):
         raise InvalidInputError(
             f"out has shape {tuple(out.shape)}, the prediction {tuple(prediction.shape)}"
         )
