@@ -178,3 +178,31 @@ def test_instances_on_a_frame_with_no_foreground():
     pred = Prediction(0, {1: np.full((20, 30), -10.0, np.float32)}, {1: 0.5})
     assert not pred.objects.any()
     assert len(pred.object_table) == 0
+
+
+def test_a_stack_has_ids_unique_across_frames_and_a_frame_column():
+    from napari_sansa.core.model import Prediction
+
+    frames = []
+    for seed in (6, 7, 8):
+        _, classes = touching_shapes(seed, shape=(96, 96), n=8)
+        logits = {c: np.where(classes == c, 10.0, -10.0).astype(np.float32) for c in (1, 2)}
+        frames.append(Prediction(seed, logits, {1: 1.0, 2: 1.0}))
+    empty = Prediction(
+        9,
+        {1: np.full((96, 96), -10.0, np.float32), 2: np.full((96, 96), -10.0, np.float32)},
+        {1: 0.0, 2: 0.0},
+    )
+    stack, table = ns.stack_objects([frames[0], empty, *frames[1:]])
+    assert stack.shape == (4, 96, 96) and not stack[1].any()
+    assert table.columns[0] == "frame" and len(table) == int(stack.max())
+    ids = np.unique(stack[stack > 0])
+    assert np.array_equal(ids, np.arange(1, len(ids) + 1))  # unique in the stack
+    for f, p in zip((0, 2, 3), frames, strict=True):
+        rows = table["frame"] == f
+        assert np.array_equal(np.unique(stack[f][stack[f] > 0]), table["object"][rows])
+        assert np.array_equal(table["area"][rows], p.object_table["area"])
+    assert sum(table.counts().values()) == len(table)
+    assert table.to_csv().splitlines()[0].startswith("frame,object,class")
+    with pytest.raises(ns.InvalidInputError, match="different shapes"):
+        ns.stack_objects([frames[0], Prediction(0, {1: np.zeros((5, 5), np.float32)}, {1: 0.0})])

@@ -30,6 +30,7 @@ __all__ = [
     "load_model",
     "object_table",
     "split_objects",
+    "stack_objects",
     "tile_grid",
     "to_float_rgb",
     "write_labels",
@@ -45,6 +46,7 @@ _LAZY = {
     "ObjectTable": (".objects", "ObjectTable"),
     "object_table": (".objects", "object_table"),
     "split_objects": (".objects", "split_objects"),
+    "stack_objects": (".objects", "stack_objects"),
     "tile_grid": (".tiling", "tile_grid"),
     "write_labels": (".tiling", "write_labels"),
 }

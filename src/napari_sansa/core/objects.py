@@ -28,7 +28,14 @@ import numpy as np
 
 from napari_sansa.core.errors import InvalidInputError
 
-__all__ = ["SPLITS", "ObjectOptions", "ObjectTable", "object_table", "split_objects"]
+__all__ = [
+    "SPLITS",
+    "ObjectOptions",
+    "ObjectTable",
+    "object_table",
+    "split_objects",
+    "stack_objects",
+]
 
 SPLITS = ("distance", "probability", "none")
 
@@ -251,13 +258,18 @@ class ObjectTable:
     ``centroid_row``, ``centroid_col``, ``bbox_min_row``, ``bbox_min_col`` (inclusive),
     ``bbox_max_row``, ``bbox_max_col`` (exclusive, as ``regionprops``), and
     ``mean_probability`` (of the object's class over its pixels; NaN when no
-    probabilities were given). ``as_dict()`` suits napari's layer ``features``.
+    probabilities were given). A table of several frames (:func:`stack_objects`) starts
+    with a ``frame`` column. ``as_dict()`` suits napari's layer ``features``.
     """
 
     columns = COLUMNS
 
     def __init__(self, data: dict):
-        self._data = {name: np.asarray(data[name]) for name in COLUMNS}
+        missing = [c for c in COLUMNS if c not in data]
+        if missing:
+            raise InvalidInputError(f"an object table needs the columns {missing}")
+        self.columns = tuple(data)
+        self._data = {name: np.asarray(data[name]) for name in self.columns}
 
     def __len__(self) -> int:
         return len(self._data["object"])
@@ -267,6 +279,11 @@ class ObjectTable:
 
     def as_dict(self) -> dict[str, np.ndarray]:
         return {k: v.copy() for k, v in self._data.items()}
+
+    def counts(self) -> dict[int, int]:
+        """``{class: number of objects}``."""
+        classes, n = np.unique(self._data["class"], return_counts=True)
+        return {int(c): int(k) for c, k in zip(classes, n, strict=True)}
 
     def rows(self) -> list[dict]:
         return [{k: v[i].item() for k, v in self._data.items()} for i in range(len(self))]
@@ -283,9 +300,9 @@ class ObjectTable:
         extra = extra or {}
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow([*extra, *COLUMNS])
+        writer.writerow([*extra, *self.columns])
         for row in self.rows():
-            writer.writerow([*extra.values(), *(_fmt(row[k]) for k in COLUMNS)])
+            writer.writerow([*extra.values(), *(_fmt(row[k]) for k in self.columns)])
         if path is None:
             return buf.getvalue()
         from napari_sansa.core.atomic import write_text_atomic
@@ -374,15 +391,11 @@ def _object_classes(flat_obj: np.ndarray, flat_cls: np.ndarray, n: int) -> np.nd
 
 def objects_of(prediction) -> np.ndarray:
     """``prediction.objects``: its class map split with its ``object_options``."""
+    import dataclasses
+
     opts = prediction.object_options or ObjectOptions()
     probs = prediction.probabilities if opts.split == "probability" else None
-    return split_objects(
-        prediction.labels,
-        probs,
-        min_size=opts.min_size,
-        seed_distance=opts.seed_distance,
-        split=opts.split,
-    )
+    return split_objects(prediction.labels, probs, **dataclasses.asdict(opts))
 
 
 def with_objects(predictions, options: ObjectOptions):
@@ -393,3 +406,30 @@ def with_objects(predictions, options: ObjectOptions):
         q = dataclasses.replace(p, object_options=options)
         q.objects  # noqa: B018 - computed now, inside the run
         yield q
+
+
+def stack_objects(predictions) -> tuple[np.ndarray, ObjectTable]:
+    """The objects of several same-sized predictions (a stack's frames) as one
+    ``(N, H, W)`` array whose ids are unique in the stack (frame ``f``'s ids follow the
+    last id of frame ``f - 1``), and one table with a ``frame`` column first."""
+    preds = list(predictions)
+    if not preds:
+        raise InvalidInputError("no predictions to stack")
+    shapes = {tuple(p.shape) for p in preds}
+    if len(shapes) > 1:
+        raise InvalidInputError(
+            f"the frames have different shapes {sorted(shapes)}: stack them one by one"
+        )
+    tables = [p.object_table for p in preds]
+    last = [int(p.objects.max()) for p in preds]
+    out = np.zeros((len(preds), *preds[0].shape), dtype=object_dtype(sum(last)))
+    columns = {"frame": [], **{c: [] for c in COLUMNS}}
+    offset = 0
+    for f, (p, table) in enumerate(zip(preds, tables, strict=True)):
+        fg = p.objects > 0
+        out[f][fg] = p.objects[fg].astype(out.dtype) + offset
+        columns["frame"].append(np.full(len(table), f, dtype=np.int64))
+        for c in COLUMNS:
+            columns[c].append(table[c] + offset if c == "object" else table[c])
+        offset += last[f]
+    return out, ObjectTable({k: np.concatenate(v) for k, v in columns.items()})
