@@ -317,3 +317,16 @@ def test_tiled_references_and_instances_together(model, disk_mask):
     (p,) = preds
     assert p.objects.shape == (96, 192)
     assert len(p.object_table) == int(p.objects.max())
+
+
+def test_a_tiled_image_stops_between_tiles_when_cancelled():
+    image = _straddling_disks()
+    decode = _smooth_segmenter()
+    calls = []
+
+    def cancelled():
+        calls.append(1)
+        return len(calls) > 2
+
+    assert tiled_prediction(0, image, TileSpec(96, 16), decode, cancelled=cancelled) is None
+    assert len(calls) == 3  # two batches of tiles ran, the third was not started

@@ -386,17 +386,28 @@ def run_tiled_targets(model, targets, groups, s, spec: TileSpec):
         return _decode_tiles(model, src, part, groups, s)
 
     for i, image in enumerate(targets):
-        yield tiled_prediction(i, image, spec, decode, s.threshold, s.intensity_range, batch)
+        pred = tiled_prediction(i, image, spec, decode, s.threshold, s.intensity_range, batch)
+        if pred is None:  # cancelled
+            return
+        yield pred
 
 
 def tiled_prediction(
-    index, image, spec: TileSpec, decode, threshold=0.5, intensity_range=None, batch=1
+    index,
+    image,
+    spec: TileSpec,
+    decode,
+    threshold=0.5,
+    intensity_range=None,
+    batch=1,
+    cancelled=None,
 ):
     """One image segmented tile by tile and stitched into a :class:`Prediction`.
 
     ``decode(src, tiles)`` gets a :class:`TiledImage` and up to ``batch`` tiles and
     returns per tile ``{class: (logits, score)}`` (logits at any resolution: they are
-    upsampled to the tile bilinearly when read).
+    upsampled to the tile bilinearly when read). ``cancelled()`` is polled between
+    batches of tiles: when it turns True, None is returned.
     """
     from napari_sansa.core.model import Prediction
 
@@ -407,6 +418,8 @@ def tiled_prediction(
     per_class: dict[int, list] = {}
     scores: dict[int, list] = {}
     for start in range(0, len(grid), batch):
+        if cancelled is not None and cancelled():
+            return None
         part = grid[start : start + batch]
         for tile, result in zip(part, decode(src, part), strict=True):
             for c, (low, score) in result.items():
