@@ -442,6 +442,8 @@ class RunSettings:
     probabilities: bool = False
     batch_size: int | None = None
     signature: str = ""
+    tile_size: int | None = None  # tiles (napari_sansa.core.tiling); None: untiled
+    halo: int | None = None
 
 
 @dataclass
@@ -613,6 +615,19 @@ class _Writer:
             self._pool.shutdown(wait=True)
 
 
+def _predictions(model, memory, frames, run: RunSettings):
+    """The model's predictions of ``frames`` with the run's settings."""
+    return model.segment_iter(
+        memory,
+        frames,
+        mode=run.mode,
+        threshold=run.threshold,
+        batch_size=run.batch_size,
+        tile_size=run.tile_size,
+        halo=run.halo,
+    )
+
+
 def _process_images(model, memory, items, out, run, strict, rows, on_frame, keep=frozenset()):
     """Stream image targets through the model; unreadable ones are reported and skipped.
 
@@ -659,13 +674,7 @@ def _process_images(model, memory, items, out, run, strict, rows, on_frame, keep
 
             done = 0
             try:
-                for pred in model.segment_iter(
-                    memory,
-                    frames(),
-                    mode=run.mode,
-                    threshold=run.threshold,
-                    batch_size=run.batch_size,
-                ):
+                for pred in _predictions(model, memory, frames(), run):
                     if fed[done].output in keep:
                         on_frame(fed[done], 1)
                     else:
@@ -780,9 +789,7 @@ def _process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
             yield np.zeros(hw, dtype)
 
     def pages():
-        preds = model.segment_iter(
-            memory, frames(), mode=run.mode, threshold=run.threshold, batch_size=run.batch_size
-        )
+        preds = _predictions(model, memory, frames(), run)
         for k, pred in enumerate(preds):
             i = fed[k]
             yield from zeros_until(i)
@@ -908,10 +915,17 @@ def process_targets(
 
 
 # -- Dask ----------------------------------------------------------------------------------
-def _prepare_task(source: ModelSource, refs, input_size, intensity_range, threshold):
+def _prepare_task(
+    source: ModelSource, refs, input_size, intensity_range, threshold, tile_size=None, halo=None
+):
     model = _cached_model(source)
     return model.prepare_references(
-        refs, input_size=input_size, intensity_range=intensity_range, threshold=threshold
+        refs,
+        input_size=input_size,
+        intensity_range=intensity_range,
+        threshold=threshold,
+        tile_size=tile_size,
+        halo=halo,
     )
 
 
@@ -950,7 +964,15 @@ def _prepare_dask(client, source, refs, run: RunSettings):
     from dask.distributed import wait
 
     memory = client.submit(
-        _prepare_task, source, refs, run.input_size, run.intensity_range, run.threshold, pure=False
+        _prepare_task,
+        source,
+        refs,
+        run.input_size,
+        run.intensity_range,
+        run.threshold,
+        run.tile_size,
+        run.halo,
+        pure=False,
     )
     wait([memory])
     if memory.status == "error":
@@ -1106,6 +1128,8 @@ def segment_dataset(
     client=None,
     chunk_size: int = 16,
     progress: bool = True,
+    tile_size: int | None = None,
+    halo: int | None = None,
 ) -> BatchReport:
     """Label every target image (files, folders, TIFF stacks) into ``out``.
 
@@ -1114,16 +1138,22 @@ def segment_dataset(
     ``dask.distributed.Client`` to spread the work over a cluster. Outputs mirror the
     inputs' folders as TIFF label images (stacks as label stacks); ``scores.csv``
     lists every target with its per-class scores and areas, or why it failed.
+    ``tile_size``/``halo``: references and targets larger than a tile are segmented
+    by tiles (see :meth:`~napari_sansa.SansaModel.segment_iter`).
     """
     from napari_sansa.core.fusion import check_threshold
     from napari_sansa.core.model import MODES, SansaModel
     from napari_sansa.core.preprocess import check_input_size
+    from napari_sansa.core.tiling import TileSpec
 
     t0 = time.perf_counter()
     if mode not in MODES:
         raise InvalidInputError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     threshold = check_threshold(threshold)
     input_size = check_input_size(input_size)
+    tiles = TileSpec.make(tile_size, halo)
+    if tiles is not None and mode != "independent":
+        raise InvalidInputError("--tile-size works with --mode independent only")
     if isinstance(references, Reference):
         references = [references]
     references = list(references or [])
@@ -1156,6 +1186,8 @@ def segment_dataset(
         "input_size": input_size,
         "intensity_range": list(intensity_range) if intensity_range is not None else None,
     }
+    if tiles is not None:  # only then: untiled runs keep the signature they always had
+        settings["tiles"] = [tiles.tile_size, tiles.halo]
     signature = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     _check_run_file(out, signature, settings, items, overwrite)
     run = RunSettings(
@@ -1166,6 +1198,8 @@ def segment_dataset(
         probabilities,
         batch_size,
         signature,
+        tiles.tile_size if tiles is not None else None,
+        tiles.halo if tiles is not None else None,
     )
     # what is finished, checked before anything is loaded or written: a rerun with
     # nothing left to do loads no model, and outputs of other images are never touched
@@ -1186,6 +1220,8 @@ def segment_dataset(
                 input_size=input_size,
                 intensity_range=intensity_range,
                 threshold=threshold,
+                tile_size=run.tile_size,
+                halo=run.halo,
             )
         else:
             memory = _prepare_dask(client, source, references, run)
