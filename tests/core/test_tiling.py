@@ -298,6 +298,9 @@ def test_a_constant_tile_in_a_large_image_is_fine(model, images, disk_mask):
     nan[100, 100] = np.nan
     with pytest.raises(ns.InvalidInputError, match="NaN"):
         model.segment([ref], [nan], tile_size=64)
+    # any array-like works, as untiled: nested lists too
+    (q,) = model.segment([ref], [big.tolist()], tile_size=64, halo=0)
+    assert np.array_equal(q.logits[1], p.logits[1])
 
 
 def test_tiled_references_and_instances_together(model, disk_mask):

@@ -160,11 +160,13 @@ class TiledImage:
 
     def __init__(self, image, grid: list[Tile], intensity_range, what: str):
         image_hw(image, what)
+        if not (hasattr(image, "shape") and hasattr(image, "dtype")):
+            image = np.asarray(image)  # e.g. nested lists: not a large image
         self.image = image
         self.grid = grid
         self.intensity_range = intensity_range
         self.what = what
-        dtype = np.dtype(getattr(image, "dtype", np.asarray(image[:1, :1]).dtype))
+        dtype = np.dtype(image.dtype)
         self.range = None
         if intensity_range is None and dtype not in (np.uint8, np.bool_):
             self.range = self._min_max()
