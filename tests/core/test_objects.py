@@ -203,6 +203,9 @@ def test_a_stack_has_ids_unique_across_frames_and_a_frame_column():
         assert np.array_equal(np.unique(stack[f][stack[f] > 0]), table["object"][rows])
         assert np.array_equal(table["area"][rows], p.object_table["area"])
     assert sum(table.counts().values()) == len(table)
+    # the same from (objects, table) pairs, as a worker sends them frame by frame
+    again, table2 = ns.stack_objects([(p.objects, p.object_table) for p in (frames[0], empty)])
+    assert np.array_equal(again, stack[:2]) and len(table2) == int(stack[0].max())
     assert table.to_csv().splitlines()[0].startswith("frame,object,class")
     with pytest.raises(ns.InvalidInputError, match="different shapes"):
         ns.stack_objects([frames[0], Prediction(0, {1: np.zeros((5, 5), np.float32)}, {1: 0.0})])

@@ -408,26 +408,29 @@ def with_objects(predictions, options: ObjectOptions):
         yield q
 
 
-def stack_objects(predictions) -> tuple[np.ndarray, ObjectTable]:
-    """The objects of several same-sized predictions (a stack's frames) as one
-    ``(N, H, W)`` array whose ids are unique in the stack (frame ``f``'s ids follow the
-    last id of frame ``f - 1``), and one table with a ``frame`` column first."""
-    preds = list(predictions)
-    if not preds:
-        raise InvalidInputError("no predictions to stack")
-    shapes = {tuple(p.shape) for p in preds}
+def stack_objects(frames) -> tuple[np.ndarray, ObjectTable]:
+    """The objects of several same-sized frames (a stack) as one ``(N, H, W)`` array
+    whose ids are unique in the stack (frame ``f``'s ids follow the last id of frame
+    ``f - 1``), and one table with a ``frame`` column first.
+
+    ``frames``: predictions (their ``objects`` and ``object_table``), or
+    ``(objects, table)`` pairs, e.g. what a worker sent back frame by frame."""
+    pairs = [f if isinstance(f, tuple) else (f.objects, f.object_table) for f in frames]
+    if not pairs:
+        raise InvalidInputError("no frames to stack")
+    shapes = {np.shape(o) for o, _ in pairs}
     if len(shapes) > 1:
         raise InvalidInputError(
             f"the frames have different shapes {sorted(shapes)}: stack them one by one"
         )
-    tables = [p.object_table for p in preds]
-    last = [int(p.objects.max()) for p in preds]
-    out = np.zeros((len(preds), *preds[0].shape), dtype=object_dtype(sum(last)))
+    last = [int(np.max(o)) if np.size(o) else 0 for o, _ in pairs]
+    out = np.zeros((len(pairs), *shapes.pop()), dtype=object_dtype(sum(last)))
     columns = {"frame": [], **{c: [] for c in COLUMNS}}
     offset = 0
-    for f, (p, table) in enumerate(zip(preds, tables, strict=True)):
-        fg = p.objects > 0
-        out[f][fg] = p.objects[fg].astype(out.dtype) + offset
+    for f, (obj, table) in enumerate(pairs):
+        obj = np.asarray(obj)
+        fg = obj > 0
+        out[f][fg] = obj[fg].astype(out.dtype) + offset
         columns["frame"].append(np.full(len(table), f, dtype=np.int64))
         for c in COLUMNS:
             columns[c].append(table[c] + offset if c == "object" else table[c])
