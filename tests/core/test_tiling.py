@@ -333,3 +333,13 @@ def test_a_tiled_image_stops_between_tiles_when_cancelled():
 
     assert tiled_prediction(0, image, TileSpec(96, 16), decode, cancelled=cancelled) is None
     assert len(calls) == 3  # two batches of tiles ran, the third was not started
+
+
+def test_an_error_in_a_reference_tile_names_the_tile(model):
+    image = make_image(13, shape=(64, 128))
+    image[:, 64:] = 9  # the right tile is constant
+    ref = ns.Reference(image, [ns.Points([[30, 100]], label=1)])
+    with pytest.raises(
+        ns.InvalidInputError, match=r"tile at rows 0-64, cols 64-128 of reference 0"
+    ):
+        model.prepare_references([ref], tile_size=64, halo=0)

@@ -349,9 +349,12 @@ def prepare_tiled_references(model, refs, s, spec: TileSpec):
     try:
         memory = model._prepare_references(flat, s)
     except InvalidInputError as exc:
-        message = re.sub(
-            r"reference(?: image)? (\d+)", lambda m: names[int(m.group(1))], str(exc), count=1
-        )
+
+        def name(m):
+            k = int(m.group(1))
+            return names[k] if k < len(names) else m.group(0)
+
+        message = re.sub(r"(?:the )?reference(?: image)? (\d+)", name, str(exc), count=1)
         raise InvalidInputError(message) from None
     decoded = []
     for i, grid, members in plans:
