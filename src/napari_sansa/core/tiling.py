@@ -341,7 +341,9 @@ def prepare_tiled_references(model, refs, s, spec: TileSpec):
         members = []
         for tile, prompts in tile_prompts(ref, grid, keeps):
             raw = src.raw(tile)
-            image = raw if s.intensity_range is not None else src.rgb(tile, raw)
+            # as given where the tile alone converts as the image would (uint8, bool, a
+            # given intensity_range); otherwise converted with the whole image's range
+            image = raw if src.range is None else src.rgb(tile, raw)
             members.append((len(flat), tile))
             names.append(_where(tile, f"reference {i}"))
             flat.append(Reference(image, prompts))
