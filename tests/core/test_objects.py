@@ -209,3 +209,24 @@ def test_a_stack_has_ids_unique_across_frames_and_a_frame_column():
     assert table.to_csv().splitlines()[0].startswith("frame,object,class")
     with pytest.raises(ns.InvalidInputError, match="different shapes"):
         ns.stack_objects([frames[0], Prediction(0, {1: np.zeros((5, 5), np.float32)}, {1: 0.0})])
+
+
+def test_object_table_in_blocks_of_rows_and_mixed_objects(monkeypatch):
+    from napari_sansa.core import objects as mod
+
+    _, classes = touching_shapes(9, shape=(120, 90), n=15)
+    rng = np.random.default_rng(1)
+    probs = {c: rng.random(classes.shape).astype(np.float32) for c in (1, 2)}
+    objects = ns.split_objects(classes)
+    whole = ns.object_table(objects, classes, probs)
+    monkeypatch.setattr(mod, "BLOCK_PIXELS", 7 * 90 + 5)  # blocks of 7 rows
+    blocks = ns.object_table(objects, classes, probs)
+    for c in ns.ObjectTable.columns:
+        assert np.allclose(whole[c], blocks[c], rtol=1e-12, equal_nan=True), c
+    # an object whose pixels have two classes takes the most frequent one
+    cmap = np.zeros((10, 10), np.uint8)
+    cmap[:, :6], cmap[:, 6:] = 2, 1
+    one = np.ones((10, 10), np.uint16)
+    table = ns.object_table(one, cmap, {1: np.full((10, 10), 0.2), 2: np.full((10, 10), 0.8)})
+    assert table["class"].tolist() == [2] and table["area"].tolist() == [100]
+    assert table["mean_probability"][0] == pytest.approx(0.8)

@@ -318,11 +318,21 @@ def _fmt(value):
     return f"{value:.6g}" if isinstance(value, float) else value
 
 
+BLOCK_PIXELS = 1 << 21  # object_table reads the maps in blocks of rows of about this size
+
+
+def _row_blocks(shape):
+    step = max(1, BLOCK_PIXELS // max(shape[1], 1))
+    return [slice(r, min(r + step, shape[0])) for r in range(0, shape[0], step)]
+
+
 def object_table(objects, class_map, probabilities=None) -> ObjectTable:
     """Measure every object of an object map (as from :func:`split_objects`).
 
     An object's class is the class of its pixels in ``class_map`` (the most frequent
-    one if they differ); an object map with no objects gives an empty table.
+    one if they differ); its mean probability is that of its class over all its pixels.
+    An object map with no objects gives an empty table. The maps are read in blocks of
+    rows: nothing of the image's size is made.
     """
     obj = np.asarray(objects)
     cmap = _check_class_map(class_map)
@@ -331,24 +341,36 @@ def object_table(objects, class_map, probabilities=None) -> ObjectTable:
             f"objects must be an integer (H, W) map the shape of the class map {cmap.shape}, "
             f"got {obj.dtype} {obj.shape}"
         )
-    flat = obj.ravel().astype(np.int64)
-    n = int(flat.max()) if flat.size else 0
-    area = np.bincount(flat, minlength=n + 1)
+    n = int(obj.max()) if obj.size else 0
+    k = int(cmap.max()) + 1 if cmap.size else 1
+    area = np.zeros(n + 1, np.int64)
+    sum_r, sum_c = np.zeros(n + 1), np.zeros(n + 1)
+    pairs, counts = [], []
+    cols = np.arange(obj.shape[1], dtype=np.float64)
+    for rows in _row_blocks(obj.shape):
+        o = obj[rows].astype(np.int64).ravel()
+        area += np.bincount(o, minlength=n + 1)
+        r = np.repeat(np.arange(rows.start, rows.stop, dtype=np.float64), obj.shape[1])
+        sum_r += np.bincount(o, weights=r, minlength=n + 1)
+        sum_c += np.bincount(o, weights=np.tile(cols, rows.stop - rows.start), minlength=n + 1)
+        fg = o > 0
+        pair, count = np.unique(o[fg] * k + cmap[rows].ravel()[fg], return_counts=True)
+        pairs.append(pair)
+        counts.append(count)
     ids = np.flatnonzero(area[1:]) + 1
-    rows, cols = np.indices(obj.shape)
-    area_f = np.maximum(area, 1).astype(np.float64)
-    cen_r = np.bincount(flat, weights=rows.ravel(), minlength=n + 1) / area_f
-    cen_c = np.bincount(flat, weights=cols.ravel(), minlength=n + 1) / area_f
-    cls = _object_classes(flat, cmap.ravel(), n)
-    classes = [int(c) for c in np.unique(cls[ids])]
-    probs = _check_probabilities(probabilities, classes, cmap.shape)
+    cls = _object_classes(np.concatenate(pairs), np.concatenate(counts), k, n)
+    probs = _check_probabilities(probabilities, [int(c) for c in np.unique(cls[ids])], cmap.shape)
     mean_p = np.full(n + 1, np.nan)
-    for c, p in probs.items():
-        sel = cls[flat] == c
-        sums = np.bincount(flat[sel], weights=p.ravel()[sel], minlength=n + 1)
-        counts = np.bincount(flat[sel], minlength=n + 1)
-        rows_c = ids[cls[ids] == c]
-        mean_p[rows_c] = sums[rows_c] / np.maximum(counts[rows_c], 1)
+    if probs:
+        sums = np.zeros(n + 1)
+        for rows in _row_blocks(obj.shape):
+            o = obj[rows].astype(np.int64).ravel()
+            of = cls[o]
+            for c, p in probs.items():
+                sel = (o > 0) & (of == c)
+                sums += np.bincount(o[sel], weights=p[rows].ravel()[sel], minlength=n + 1)
+        with_p = ids[np.isin(cls[ids], list(probs))]
+        mean_p[with_p] = sums[with_p] / area[with_p]
     from scipy import ndimage as ndi
 
     boxes = ndi.find_objects(obj.astype(np.int64) if obj.dtype == np.uint64 else obj, max_label=n)
@@ -356,13 +378,14 @@ def object_table(objects, class_map, probabilities=None) -> ObjectTable:
         [[s[0].start, s[1].start, s[0].stop, s[1].stop] for s in (boxes[i - 1] for i in ids)],
         dtype=np.int64,
     ).reshape(-1, 4)
+    area_f = np.maximum(area, 1).astype(np.float64)
     return ObjectTable(
         {
             "object": ids.astype(np.int64),
             "class": cls[ids].astype(np.int64),
             "area": area[ids].astype(np.int64),
-            "centroid_row": cen_r[ids],
-            "centroid_col": cen_c[ids],
+            "centroid_row": (sum_r / area_f)[ids],
+            "centroid_col": (sum_c / area_f)[ids],
             "bbox_min_row": bbox[:, 0],
             "bbox_min_col": bbox[:, 1],
             "bbox_max_row": bbox[:, 2],
@@ -372,17 +395,16 @@ def object_table(objects, class_map, probabilities=None) -> ObjectTable:
     )
 
 
-def _object_classes(flat_obj: np.ndarray, flat_cls: np.ndarray, n: int) -> np.ndarray:
-    """Per object id, the most frequent class among its pixels."""
-    fg = flat_obj > 0
-    o, c = flat_obj[fg], flat_cls[fg].astype(np.int64)
+def _object_classes(pairs: np.ndarray, counts: np.ndarray, k: int, n: int) -> np.ndarray:
+    """Per object id, the most frequent class among its pixels, from ``object * k + class``
+    pair codes and their pixel counts (a pair may appear several times)."""
     out = np.zeros(n + 1, dtype=np.int64)
-    if not o.size:
+    if not pairs.size:
         return out
-    pair, counts = np.unique(o * (int(c.max()) + 1) + c, return_counts=True)
-    k = int(c.max()) + 1
+    pair, inverse = np.unique(pairs, return_inverse=True)
+    total = np.bincount(inverse, weights=counts)
     po, pc = pair // k, pair % k
-    order = np.lexsort((-counts, po))  # per object, the largest count first
+    order = np.lexsort((-total, po))  # per object, the largest count first
     po, pc = po[order], pc[order]
     first = np.r_[True, po[1:] != po[:-1]]
     out[po[first]] = pc[first]
