@@ -282,6 +282,10 @@ def test_large_images_are_read_tile_by_tile(model, images, disk_mask, tmp_path):
     out = np.lib.format.open_memmap(tmp_path / "labels.npy", "w+", np.uint8, big.shape[:2])
     ns.write_labels(c, out)
     assert np.array_equal(np.asarray(out), b.labels)
+    # a dask array is read by tiles the same way
+    da = pytest.importorskip("dask.array")
+    (d,) = model.segment(memory, [da.from_array(big, chunks=(32, 32, 3))], tile_size=64, halo=8)
+    assert np.array_equal(d.logits[1], b.logits[1])
     with pytest.raises(ns.InvalidInputError, match="out has shape"):
         ns.write_labels(c, np.zeros(big.shape, np.uint8))
 
