@@ -230,3 +230,29 @@ def test_object_table_in_blocks_of_rows_and_mixed_objects(monkeypatch):
     table = ns.object_table(one, cmap, {1: np.full((10, 10), 0.2), 2: np.full((10, 10), 0.8)})
     assert table["class"].tolist() == [2] and table["area"].tolist() == [100]
     assert table["mean_probability"][0] == pytest.approx(0.8)
+
+
+def test_refine_objects_by_box_prompts_reuses_the_features(model, images, disk_mask, monkeypatch):
+    ref = ns.Reference(images[0], [ns.Mask(disk_mask, label=1)])
+    target = images[1]
+    (pred,) = model.segment([ref], [target], instances={"min_size": 0})
+    assert len(pred.object_table) > 0
+    calls = []
+    encode = model.engine.encode
+    monkeypatch.setattr(model.engine, "encode", lambda x: calls.append(x) or encode(x))
+    refined, table = ns.refine_objects(model, target, pred)
+    assert calls == []  # the target's features came from the cache: no second encoding
+    assert refined.shape == pred.objects.shape and refined.dtype == pred.objects.dtype
+    assert set(np.unique(refined)) <= set(np.unique(pred.objects))  # ids kept
+    assert not (refined[pred.labels == 0]).any()  # nothing outside the class map
+    for i in np.unique(refined[refined > 0]):
+        assert len(np.unique(pred.labels[refined == i])) == 1
+    assert len(table) == len(np.unique(refined[refined > 0]))
+    # the same inputs, the same result
+    again, _ = ns.refine_objects(model, target, pred, batch=1)
+    assert np.array_equal(again, refined)
+    with pytest.raises(ns.InvalidInputError, match="the image the prediction was made from"):
+        ns.refine_objects(model, images[2][:50], pred)
+    (tiled,) = model.segment([ref], [target], tile_size=64, halo=8)
+    with pytest.raises(ns.InvalidInputError, match="untiled predictions only"):
+        ns.refine_objects(model, target, tiled)
