@@ -22,6 +22,8 @@ __all__ = [
     "InvalidInputError",
     "Mask",
     "ModelNotFoundError",
+    "ObjectOptions",
+    "ObjectTable",
     "Points",
     "Prediction",
     "Predictions",
@@ -31,7 +33,13 @@ __all__ = [
     "Scribble",
     "list_models",
     "load_model",
+    "object_table",
+    "refine_objects",
+    "split_objects",
+    "stack_objects",
+    "tile_grid",
     "to_float_rgb",
+    "write_labels",
 ]
 
 _LAZY = {
@@ -40,6 +48,14 @@ _LAZY = {
     "Prediction": (".results", "Prediction"),
     "Predictions": (".results", "Predictions"),
     "list_models": (".models.registry", "list_models"),
+    "ObjectOptions": (".objects", "ObjectOptions"),
+    "ObjectTable": (".objects", "ObjectTable"),
+    "object_table": (".objects", "object_table"),
+    "refine_objects": (".refine", "refine_objects"),
+    "split_objects": (".objects", "split_objects"),
+    "stack_objects": (".objects", "stack_objects"),
+    "tile_grid": (".tiling", "tile_grid"),
+    "write_labels": (".tiling", "write_labels"),
 }
 
 

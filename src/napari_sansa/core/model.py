@@ -25,6 +25,7 @@ from napari_sansa.core.engine import Engine, Features
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.images import _check_range, image_hw, to_float_rgb
 from napari_sansa.core.models.settings import ModelSettings
+from napari_sansa.core.objects import ObjectOptions, with_objects
 from napari_sansa.core.options import (
     MODES,
     RunOptions,
@@ -36,6 +37,8 @@ from napari_sansa.core.preprocess import check_input_size, image_to_input
 from napari_sansa.core.references import prepare_memory
 from napari_sansa.core.results import Prediction, Predictions, ReferenceMemory
 from napari_sansa.core.runners import run_independent, run_sequential
+from napari_sansa.core.tiled_run import prepare_tiled_references, run_tiled_targets
+from napari_sansa.core.tiling import TileSpec
 
 __all__ = ["MODES", "Prediction", "Predictions", "ReferenceMemory", "SansaModel"]
 
@@ -132,6 +135,8 @@ class SansaModel:
         intensity_range=None,
         threshold: float = 0.5,
         memory_frames: str = "last",
+        tile_size: int | None = None,
+        halo: int | None = None,
     ) -> ReferenceMemory:
         """Encode the references and decode their prompts into per-class memory, once.
 
@@ -142,9 +147,14 @@ class SansaModel:
         7-frame memory: ``"last"`` (the authors' rule: the first and the last six) or
         ``"spread"`` (7 spread evenly over the list, first and last included); the
         others reach the targets through their object pointers only.
+        ``tile_size``/``halo``: references larger than a tile are tiled (see
+        ``segment_iter``); give the targets the same ``tile_size``.
         """
         refs = check_references(references)
         s = check_run_options("independent", input_size, threshold, intensity_range, None)
+        tiles = TileSpec.make(tile_size, halo)
+        if tiles is not None:
+            return prepare_tiled_references(self, refs, s, tiles)
         return prepare_memory(self, refs, s, memory_frames=memory_frames)
 
     def segment(self, references, targets, **options) -> Predictions:
@@ -168,6 +178,9 @@ class SansaModel:
         intensity_range=_UNSET,
         batch_size: int | None = None,
         cancel=None,
+        tile_size: int | None = None,
+        halo: int | None = None,
+        instances=False,
         include_references: bool = False,
     ) -> Iterator[Prediction]:
         """Label every target, yielding each target's :class:`Prediction` as soon as it
@@ -190,6 +203,13 @@ class SansaModel:
         between classes, so the run ends within about one image's work at any batch
         size (the batch is capped at a few images then, see ``CANCEL_BATCH``), and the
         generator simply ends. Without it, a consumer stops by not asking for more.
+        ``tile_size``: cut references and targets larger than ``tile_size`` pixels into
+        overlapping tiles seen at the model's scale, each pixel taken from the tile where
+        it is farthest from an edge (independent mode; default: off); ``halo``: pixels of
+        context kept around each tile's own part (default ``tile_size // 8``).
+        ``instances``: True (or a dict / :class:`ObjectOptions` of ``min_size``,
+        ``seed_distance``, ``split``) splits each result into objects at once
+        (``Prediction.objects``, ``Prediction.object_table``).
         """
         if isinstance(references, ReferenceMemory):
             memory = references
@@ -226,9 +246,16 @@ class SansaModel:
             )
             memory = None
         check_targets(targets)
-        return self._run(
-            memory if memory is not None else refs, targets, settings, include_references
+        tiles = TileSpec.make(tile_size, halo)
+        if tiles is not None and settings.mode != "independent":
+            raise InvalidInputError(
+                "tile_size works with mode='independent' only: each tile is a target of its own"
+            )
+        objects = ObjectOptions.make(instances)
+        run = self._run(
+            memory if memory is not None else refs, targets, settings, include_references, tiles
         )
+        return run if objects is None else with_objects(run, objects)
 
     def decode_references(self, references, *, input_size=640, threshold=0.5, intensity_range=None):
         """What SAM2 makes of each reference's prompts, as :class:`Prediction` s."""
@@ -286,18 +313,23 @@ class SansaModel:
                     self.feature_cache.put(key, one.to("cpu"), one.nbytes)
         return Features.cat([found[key] for key, _, _ in loaded])
 
-    def _run(self, refs, targets, s: RunOptions, include_references: bool):
+    def _run(self, refs, targets, s: RunOptions, include_references: bool, tiles=None):
         if isinstance(refs, ReferenceMemory):
             memory = refs.to(self.device)
             decoded = [p.with_threshold(s.threshold) for p in memory.decoded]
         else:
-            memory = prepare_memory(self, refs, s)
+            if tiles is None:
+                memory = prepare_memory(self, refs, s)
+            else:
+                memory = prepare_tiled_references(self, refs, s, tiles)
             if memory is None:  # cancelled
                 return
             decoded = memory.decoded
         if include_references:
             yield from decoded
-        if s.mode == "independent":
+        if tiles is not None:
+            yield from run_tiled_targets(self, targets, memory.groups, s, tiles)
+        elif s.mode == "independent":
             yield from run_independent(self, targets, memory.groups, s)
         else:
             yield from run_sequential(self, targets, memory.groups, s)

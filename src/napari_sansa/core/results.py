@@ -23,6 +23,9 @@ class Prediction:
     the image's own size; ``labels`` is the fused ``(H, W)`` class map (0 =
     background); ``scores[c]`` is SAM2's predicted IoU for the kept mask of class
     ``c`` (1.0 for a reference given as a mask), a confidence in [0, 1].
+    ``objects`` is the ``(H, W)`` map of object ids (0 = background) that
+    :func:`napari_sansa.split_objects` makes of ``labels`` (with ``object_options``,
+    default ones when None) and ``object_table`` measures them, one row per object.
     """
 
     index: int
@@ -30,6 +33,7 @@ class Prediction:
     scores: dict
     threshold: float = 0.5
     is_reference: bool = False
+    object_options: object = None  # napari_sansa.ObjectOptions (None: the defaults)
 
     @cached_property
     def probabilities(self) -> dict[int, np.ndarray]:
@@ -45,13 +49,30 @@ class Prediction:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return next(iter(self.logits.values())).shape
+        return getattr(self.logits, "shape", None) or next(iter(self.logits.values())).shape
+
+    @cached_property
+    def objects(self) -> np.ndarray:
+        from napari_sansa.core.objects import objects_of
+
+        return objects_of(self)
+
+    @cached_property
+    def object_table(self):
+        from napari_sansa.core.objects import object_table
+
+        return object_table(self.objects, self.labels, self.probabilities)
 
     def with_threshold(self, threshold: float) -> Prediction:
         """The same prediction fused at another threshold (nothing is recomputed: the
         logits, scores and, once computed, the probabilities are shared)."""
         new = Prediction(
-            self.index, self.logits, self.scores, check_threshold(threshold), self.is_reference
+            self.index,
+            self.logits,
+            self.scores,
+            check_threshold(threshold),
+            self.is_reference,
+            self.object_options,
         )
         if "probabilities" in self.__dict__:
             new.__dict__["probabilities"] = self.__dict__["probabilities"]
