@@ -4,6 +4,7 @@
     napari-sansa models [--json]               list the registered models
     napari-sansa download NAME [NAME ...]      fetch weights ahead of time
     napari-sansa segment TARGET ... --reference IMAGE LABELS --out DIR [options]
+    napari-sansa finetune --train IMAGE LABELS ... --out adapters.pth [options]
 
 Exit codes: 0 success; 1 the run finished but some images failed (they are listed
 in scores.csv; running again after fixing them does only those), or it stopped on an
@@ -101,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--chunk-size", type=int, default=16, help="targets per Dask task (16)", metavar="N"
     )
+    from napari_sansa.dataset.finetune import add_parser as add_finetune_parser
+
+    add_finetune_parser(sub)
     return p
 
 
@@ -274,6 +278,10 @@ def main(argv=None) -> int:
         if args.command == "download":
             _download(args.names, args.force)
             return 0
+        if args.command == "finetune":
+            from napari_sansa.dataset.finetune import run as finetune
+
+            return finetune(args)
         return _segment(args)
     except SansaError as exc:
         print(f"napari-sansa: error: {exc}", file=sys.stderr)

@@ -41,8 +41,8 @@ _LAZY = {
     "list_models": (".models.registry", "list_models"),
     "Example": (".training.episodes", "Example"),
     "episode_loss": (".training.loss", "episode_loss"),
-    "finetune": (".training.trainer", "finetune"),
-    "finetune_iter": (".training.trainer", "finetune_iter"),
+    "finetune": (".training.api", "finetune"),
+    "finetune_iter": (".training.api", "finetune_iter"),
 }
 
 

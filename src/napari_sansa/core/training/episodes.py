@@ -96,7 +96,9 @@ def check_prompt_setting(prompt) -> tuple[str, ...]:
     try:
         kinds = tuple(str(k).strip().lower() for k in prompt)
     except TypeError:
-        raise InvalidInputError(f"prompt must be a prompt kind or a list of them, got {prompt!r}") from None
+        raise InvalidInputError(
+            f"prompt must be a prompt kind or a list of them, got {prompt!r}"
+        ) from None
     bad = [k for k in kinds if k not in PROMPT_KINDS]
     if not kinds or bad:
         raise InvalidInputError(
@@ -273,7 +275,9 @@ def check_frames(data, input_size: int | None, intensity_range=None) -> Frames:
                 f"{hw[0]}x{hw[1]}: labels must have the image's rows and columns"
             )
         if lab.dtype.kind not in "biuf" or (lab.dtype.kind == "f" and not np.isfinite(lab).all()):
-            raise InvalidInputError(f"the labels of frame {i} must be integer class ids (0 = background)")
+            raise InvalidInputError(
+                f"the labels of frame {i} must be integer class ids (0 = background)"
+            )
         rgb.append(to_float_rgb(image, intensity_range, f"training image {i}"))
         values = np.unique(lab)
         classes = [int(v) for v in values if v != 0]
@@ -283,7 +287,9 @@ def check_frames(data, input_size: int | None, intensity_range=None) -> Frames:
                 "one class or leave the frame out"
             )
         if any(v < 0 or v != int(v) for v in values):
-            raise InvalidInputError(f"the labels of frame {i} hold values that are not class ids >= 0")
+            raise InvalidInputError(
+                f"the labels of frame {i} hold values that are not class ids >= 0"
+            )
         per_class = {}
         for c in classes:
             m = lab == c

@@ -156,6 +156,30 @@ def check_dropout(dropout) -> float | None:
     return float(dropout)
 
 
+@contextlib.contextmanager
+def autograd_ready(sam: nn.Module):
+    """Inference-mode tensors that SAM2 modules cache between calls (rotary and sine
+    position tables, made by an earlier ``segment``) replaced by normal copies for the
+    duration, so that autograd may use them; the originals are put back afterwards."""
+    swapped = []
+    for m in sam.modules():
+        for name, value in list(vars(m).items()):
+            if isinstance(value, torch.Tensor) and value.is_inference():
+                swapped.append((m, name, value))
+                setattr(m, name, value.clone())
+            elif isinstance(value, dict) and any(
+                isinstance(v, torch.Tensor) and v.is_inference() for v in value.values()
+            ):
+                swapped.append((m, name, value))
+                setattr(m, name, {k: v.clone() if isinstance(v, torch.Tensor) else v
+                                  for k, v in value.items()})  # fmt: skip
+    try:
+        yield
+    finally:
+        for m, name, value in swapped:
+            setattr(m, name, value)
+
+
 def _example_prompt(ex, image_size: int, input_size, device):
     from napari_sansa.core.preprocess import sparse_prompts_to_input
     from napari_sansa.core.prompts import Mask
@@ -199,7 +223,10 @@ def episode_loss(model, supports, query, *, dropout: float = 0.0, input_size=640
         if not isinstance(ex, Example):
             what = "the query" if i == len(supports) else f"support {i}"
             raise InvalidInputError(f"{what} is a {type(ex).__name__}, not napari_sansa.Example")
-    sam, engine, device = model.sam, model.engine, model.device
+    from napari_sansa.core.engine import Engine
+
+    sam, device = model.sam, model.device
+    engine = Engine(sam)  # its own position cache, made with autograd available
     size = engine.image_size
     from napari_sansa.core.prompts import Mask
 
@@ -223,6 +250,12 @@ def episode_loss(model, supports, query, *, dropout: float = 0.0, input_size=640
         if model.dtype == torch.float32
         else torch.autocast(device.type, dtype=model.dtype)
     )
-    with torch.inference_mode(False), torch.enable_grad(), network_mode(sam, dropout), autocast:
+    with (
+        torch.inference_mode(False),
+        torch.enable_grad(),
+        autograd_ready(sam),
+        network_mode(sam, dropout),
+        autocast,
+    ):
         focal, dice, _ = episode_terms(engine, engine.encode(images), episode)
     return {"focal": focal, "dice": dice}

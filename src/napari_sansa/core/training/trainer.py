@@ -5,7 +5,7 @@ optimisation step per ``next()`` and yields its :class:`StepStats`, so a caller 
 show progress and stop between any two steps; ``result()`` then gives the tuned model
 (the best one by validation loss, or the last one without validation) and
 ``state_dict()`` everything a later run needs to continue exactly where this one was.
-:func:`finetune` runs it to the end.
+:func:`finetune` runs it to the end (both in :mod:`.api`).
 
 Recipe (see docs/training.md): AdamW (weight decay 0, betas 0.9/0.999), gradient norm
 clipped to 0.1 over the adapter parameters, cosine schedule stepped every iteration over
@@ -25,24 +25,22 @@ import numpy as np
 import torch
 
 from napari_sansa.core.errors import InvalidInputError, SansaError
-from napari_sansa.core.preprocess import check_input_size, image_to_input
+from napari_sansa.core.preprocess import image_to_input
 from napari_sansa.core.training.encoder import PrefixEncoder
 from napari_sansa.core.training.episodes import (
     check_frames,
-    check_prompt_setting,
     draw_prompt,
     split_validation,
 )
 from napari_sansa.core.training.loss import (
     EpisodeInput,
-    check_dropout,
     episode_terms,
     network_mode,
     prompt_to_model,
 )
 from napari_sansa.core.training.model_copy import adapter_parameters, copy_sam, wrap_model
 
-__all__ = ["Finetuning", "StepStats", "TrainingError", "finetune", "finetune_iter"]
+__all__ = ["Finetuning", "StepStats", "TrainingError"]
 
 STATE_FORMAT = "napari-sansa-finetune-state/1"
 CLIP_MAX_NORM = 0.1
@@ -77,20 +75,6 @@ class StepStats:
         return asdict(self)
 
 
-def _whole(value, name: str, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise InvalidInputError(f"{name} must be a whole number >= {low}, got {value!r}")
-    return int(value)
-
-
-def _positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidInputError(f"{name} must be a number > 0, got {value!r}")
-    if value <= 0:
-        raise InvalidInputError(f"{name} must be > 0, got {value!r}")
-    return float(value)
-
-
 @dataclass(frozen=True)
 class _Settings:
     steps: int
@@ -120,7 +104,7 @@ class Finetuning:
         self.train_idx, self.val_idx = split_validation(
             self.frames, s.validation, np.random.default_rng(seeds[0])
         )
-        self.classes = [c for c in self.frames.classes]
+        self.classes = list(self.frames.classes)
         self.sam = copy_sam(model, fresh=s.fresh_adapters, stages=s.stages,
                             channel_factor=s.channel_factor, seed=s.seed)  # fmt: skip
         from napari_sansa.core.engine import Engine
@@ -150,6 +134,8 @@ class Finetuning:
         self.history: list[dict] = []
         self.digest = self._digest()
         self.closed = False
+        if self.device.type == "cuda":
+            self._check_memory(cache_bytes, seeds[3])
         if resume is not None:
             self.load_state_dict(resume)
 
@@ -188,6 +174,33 @@ class Finetuning:
                 pick = rng.permutation(len(having))[: self.settings.shots]
                 out.append(self._episode(c, q, [having[int(i)] for i in pick], rng))
         return out
+
+    def _check_memory(self, cache_bytes: int, seed) -> None:
+        """Probe the largest step on the GPU before the run starts (see :mod:`.memory`)."""
+        from napari_sansa.core.training.memory import cache_budget, probe_step_memory
+
+        s = self.settings
+        free, _total = torch.cuda.mem_get_info(self.device)
+
+        def episode():
+            rng = np.random.default_rng(seed)
+            c = self.classes[0]
+            having = self.frames.frames_with(c, self.train_idx)
+            ep = self._episode(c, having[0], [having[1]] * s.shots, rng)
+            with self._random_state(), network_mode(self.sam, s.dropout), self._autocast():
+                f, d, _ = self._terms(ep)
+                (f + d).backward()
+
+        saved = (self._torch_state, self._cuda_state)
+        try:
+            peak = probe_step_memory(episode, self.device)
+        finally:
+            self._torch_state, self._cuda_state = saved
+            self.optimizer.zero_grad(set_to_none=True)
+            self.encoder = PrefixEncoder(self.sam, self.encoder.first, cache_bytes)
+        budget = cache_budget(peak, free, cache_bytes, shots=s.shots,
+                              image_size=self.engine.image_size, device=self.device)  # fmt: skip
+        self.encoder.cache_bytes = budget
 
     def _inputs(self, frames):
         size, s = self.engine.image_size, self.settings.input_size
@@ -274,7 +287,12 @@ class Finetuning:
                 self.best = self._adapter_state()
         elif not self.val_episodes:
             self.best_step = self.step
-        focal, dice, grad_norm, lr = train or (None, None, None, self.optimizer.param_groups[0]["lr"])
+        focal, dice, grad_norm, lr = train or (
+            None,
+            None,
+            None,
+            self.optimizer.param_groups[0]["lr"],
+        )
         return StepStats(
             step=self.step,
             steps=s.steps,
@@ -373,91 +391,3 @@ class Finetuning:
         self.best_step = int(state["best_step"])
         self.history = list(state["history"])
         self.step = int(state["step"])
-
-
-def finetune_iter(
-    model,
-    data,
-    *,
-    steps: int = 500,
-    lr: float = 1e-4,
-    shots: int = 1,
-    prompt="mask",
-    batch_size: int = 2,
-    input_size: int | None = 640,
-    validation: float = 0.0,
-    validate_every: int | None = None,
-    seed: int = 0,
-    dropout: float | None = None,
-    fresh_adapters: bool = False,
-    stages=(2, 3),
-    channel_factor: float = 0.3,
-    intensity_range=None,
-    cache_bytes: int = 1 << 30,
-    resume=None,
-) -> Finetuning:
-    """Fine-tune ``model``'s adapters on ``data`` one step at a time (see :class:`Finetuning`).
-
-    ``data``: ``[(image, labels), ...]``, fully annotated frames with ``(H, W)`` class maps
-    (0 = background); every class must be annotated in at least two frames.
-    ``shots``: supports per episode are drawn from 1..shots. ``prompt``: how supports are
-    prompted (``mask``, ``box``, ``point``, ``scribble``, ``multi`` or a list of kinds).
-    ``validation``: the fraction of frames held out; their episode loss and IoU are in the
-    stats every ``validate_every`` steps (default: 20 times per run) and pick the best
-    adapters. ``dropout``: None keeps SAM2's (0.1, the authors'). ``fresh_adapters``:
-    start from new adapters in ``stages`` with ``channel_factor`` instead of the loaded
-    ones. ``cache_bytes`` bounds the cache of the frozen encoder stages' outputs.
-    ``resume``: a :meth:`Finetuning.state_dict` to continue from.
-    """
-    steps = _whole(steps, "steps")
-    if isinstance(validation, bool) or not isinstance(validation, (int, float)):
-        raise InvalidInputError(f"validation must be a fraction in [0, 1), got {validation!r}")
-    s = _Settings(
-        steps=steps,
-        lr=_positive(lr, "lr (the learning rate)"),
-        shots=_whole(shots, "shots"),
-        prompt=check_prompt_setting(prompt),
-        batch_size=_whole(batch_size, "batch_size"),
-        input_size=check_input_size(input_size),
-        validation=float(validation),
-        validate_every=_whole(
-            max(1, steps // 20) if validate_every is None else validate_every, "validate_every"
-        ),
-        seed=_whole(seed, "seed", 0),
-        dropout=check_dropout(dropout),
-        fresh_adapters=bool(fresh_adapters),
-        stages=tuple(stages),
-        channel_factor=float(channel_factor),
-    )
-    return Finetuning(model, data, s, intensity_range=intensity_range,
-                      cache_bytes=cache_bytes, resume=resume)  # fmt: skip
-
-
-def finetune(model, data, *, progress: bool = False, **kwargs):
-    """Fine-tune and return the tuned model (a new :class:`SansaModel`; ``model`` is
-    unchanged). Arguments as :func:`finetune_iter`; ``progress`` shows a tqdm bar."""
-    run = finetune_iter(model, data, **kwargs)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=run.settings.steps, desc="fine-tuning", unit="step")
-    try:
-        for stats in run:
-            if bar is not None:
-                bar.n = stats.step
-                bar.set_postfix(**_postfix(stats), refresh=True)
-    finally:
-        if bar is not None:
-            bar.close()
-    return run.result()
-
-
-def _postfix(stats: StepStats) -> dict:
-    out = {}
-    if stats.loss is not None:
-        out["loss"] = f"{stats.loss:.4f}"
-    if stats.val_loss is not None:
-        out["val"] = f"{stats.val_loss:.4f}"
-        out["iou"] = f"{stats.val_iou:.3f}"
-    return out
