@@ -5,25 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from training_data import GRID, ellipse_frame
 
 import napari_sansa as ns
-from tests.conftest import CONFIG, SIZE
-
-GRID = 64  # loss grid (input_size) of the tests: small and fast
-
-
-def ellipse_frame(seed: int, shape=(64, 64), classes=(1,)):
-    """A bright ellipse per class on a textured background, and its label map."""
-    r = np.random.default_rng(seed)
-    img = (r.random((*shape, 3)) * 90).astype(np.uint8)
-    lab = np.zeros(shape, np.uint8)
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    for c in classes:
-        cy, cx = r.integers(16, shape[0] - 16), r.integers(16, shape[1] - 16)
-        m = ((yy - cy) / r.integers(6, 12)) ** 2 + ((xx - cx) / r.integers(6, 12)) ** 2 < 1
-        img[m] = np.clip(img[m].astype(int) + 120 + 30 * c, 0, 255)
-        lab[m] = c
-    return img, lab
+from conftest import CONFIG, SIZE
 
 
 @pytest.fixture(scope="module")

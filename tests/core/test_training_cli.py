@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from training_data import ellipse_frame
 
+from conftest import cli_model_args
 from napari_sansa.cli import main
-from tests.conftest import cli_model_args
-from tests.core.test_training import ellipse_frame
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,8 @@ def test_a_folder_of_pairs_is_read(weights, pairs, tmp_path):
     assert find_pairs(folder) == sorted(files)
     out = tmp_path / "a.pth"
     args = ["finetune", "--train", str(folder), *cli_model_args(weights), "--out", str(out),
-            "--steps", "1", "--batch-size", "1", "--input-size", "64", "--validation", "0"]  # fmt: skip
+            "--steps", "1", "--batch-size", "1", "--input-size", "64",
+            "--validation", "0"]  # fmt: skip
     assert main(args) == 0 and out.exists()
 
 

@@ -7,9 +7,9 @@ import errno
 import numpy as np
 import pytest
 import torch
+from training_data import GRID, ellipse_frame
 
 import napari_sansa as ns
-from tests.core.test_training import GRID, ellipse_frame
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_disk_full_while_saving_keeps_the_previous_file(model, tmp_path, monkeyp
 
 
 def test_plain_sam2_has_nothing_to_save(weights, tmp_path):
-    from tests.conftest import CONFIG, SIZE
+    from conftest import CONFIG, SIZE
 
     plain = ns.load_model(config=CONFIG, sam2_checkpoint=weights[0], device="cpu",
                           image_size=SIZE)  # fmt: skip
