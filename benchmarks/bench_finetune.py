@@ -1,0 +1,193 @@
+"""Fine-tuning: time and peak memory of a training step, and proof that a short run learns.
+
+1. Speed (``--part speed``): a training step of napari-sansa against "the plain way" on the
+   same model, the same episodes and the same machine, in one run. The plain way is the
+   authors' training step as their code runs it, reimplemented here (their repository and
+   its SAM2 fork are not part of this project; /work/scratch/parity_train/harness.py runs
+   their actual code for the loss and gradient parity): every image goes through the whole
+   image encoder at every step, and the memory attention and mask decoder use the unfused
+   math attention kernel, as their fork forces. napari-sansa computes the frozen stages
+   before the first adapter once per image (cached) and uses PyTorch's fused attention
+   forward and backward. Everything else is the same code (the same ``Finetuning`` object
+   drives both; only its encoder and the attention kernel differ), so the episodes, the
+   dropout draws and the loss are identical. Each variant runs in its own process so that
+   its peak memory (ru_maxrss) is its own; steady-state steps are timed after the cache is
+   filled (the one-off prefix cost per image is printed too).
+
+       python benchmarks/bench_finetune.py --part speed --image-size 1024 --steps 3
+
+2. Learning (``--part learn``): bright ellipses on texture (64 x 64 images), a random-weight
+   Hiera-tiny at 256 px; a short fine-tuning run; prints the held-out episode loss and IoU
+   at the start and the end (goal: loss down by at least 10 %, IoU up).
+
+       python benchmarks/bench_finetune.py --part learn
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def ellipse_frame(seed: int, shape=(64, 64)):
+    r = np.random.default_rng(seed)
+    img = (r.random((*shape, 3)) * 90).astype(np.uint8)
+    lab = np.zeros(shape, np.uint8)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    cy, cx = r.integers(shape[0] // 4, 3 * shape[0] // 4, 2)
+    ry, rx = r.integers(shape[0] // 10, shape[0] // 5, 2)
+    m = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
+    img[m] = np.clip(img[m].astype(int) + 150, 0, 255)
+    lab[m] = 1
+    return img, lab
+
+
+def _model(folder, image_size):
+    import napari_sansa as ns
+    from napari_sansa.core.models.random_weights import write_random_checkpoints
+
+    sam2, adapters = write_random_checkpoints(folder, "sam2_hiera_t", image_size=image_size)
+    return ns.load_model(config="sam2_hiera_t", sam2_checkpoint=sam2, adapter_checkpoint=adapters,
+                         device="cpu", image_size=image_size)  # fmt: skip
+
+
+class _PlainEncoder:
+    """Every stage at every step (the encoder of the authors' training step)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def encode(self, keys, images_fn):
+        return self.engine.encode(images_fn(list(range(len(keys)))))
+
+
+class _MathAttention:
+    """The authors' fork: memory attention and mask decoder on the math SDPA kernel."""
+
+    def __init__(self, module):
+        self.active = []
+        module.register_forward_pre_hook(self.enter)
+        module.register_forward_hook(self.exit)
+
+    def enter(self, *_):
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        ctx = sdpa_kernel(SDPBackend.MATH)
+        ctx.__enter__()
+        self.active.append(ctx)
+
+    def exit(self, *_):
+        self.active.pop().__exit__(None, None, None)
+
+
+def _speed_child(variant: str, image_size: int, steps: int, threads: int) -> dict:
+    import torch
+
+    import napari_sansa as ns
+
+    torch.set_num_threads(threads)
+    folder = Path(tempfile.mkdtemp(prefix="bench_finetune_"))
+    model = _model(folder, image_size)
+    data = [ellipse_frame(s, (640, 640)) for s in range(4)]
+    run = ns.finetune_iter(model, data, steps=steps + 1, batch_size=1, shots=1, seed=0)
+    t0 = time.perf_counter()
+    keys = list(range(len(data)))
+    if variant == "plain":
+        run.encoder = _PlainEncoder(run.engine)
+        for part in (run.sam.memory_attention, run.sam.sam_mask_decoder):
+            _MathAttention(part)
+        prefix = 0.0
+    else:
+        run.encoder._get(keys, run._inputs(keys))  # the frozen prefix of every image, once
+        prefix = (time.perf_counter() - t0) / len(keys)
+    times, losses = [], []
+    for stats in run:
+        times.append(stats.seconds)
+        losses.append(stats.loss)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"variant": variant, "times": times, "losses": losses, "peak": peak, "prefix": prefix}
+
+
+def speed(args) -> None:
+    results = {}
+    for variant in ("ours", "plain"):
+        cmd = [sys.executable, __file__, "--child", variant, "--image-size", str(args.image_size),
+               "--steps", str(args.steps), "--threads", str(args.threads)]  # fmt: skip
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        results[variant] = json.loads(out.strip().splitlines()[-1])
+    ours, plain = results["ours"], results["plain"]
+    # the first step of each warms up allocators and kernels: not timed
+    t_ours, t_plain = np.median(ours["times"][1:]), np.median(plain["times"][1:])
+    same = np.allclose(ours["losses"], plain["losses"], rtol=1e-4)
+    print(f"Hiera-tiny at {args.image_size} px, CPU fp32, {args.threads} thread(s), 1 episode of "
+          f"1 support per step, {args.steps} timed steps (after one warm-up)")  # fmt: skip
+    print(f"  napari-sansa: {t_ours:.2f} s/step (frozen prefix once per image: "
+          f"{ours['prefix']:.2f} s), peak RSS {ours['peak'] / 2**30:.2f} GiB")  # fmt: skip
+    print(f"  plain way:    {t_plain:.2f} s/step, peak RSS {plain['peak'] / 2**30:.2f} GiB")
+    print(f"  speed-up {t_plain / t_ours:.2f}x (goal >= 1.3x); peak memory ratio "
+          f"{ours['peak'] / plain['peak']:.2f} (goal <= 1); same losses: {same}")  # fmt: skip
+    print("  step times ours:", [round(t, 2) for t in ours["times"]])
+    print("  step times plain:", [round(t, 2) for t in plain["times"]])
+
+
+def learn(args) -> None:
+    import torch
+
+    import napari_sansa as ns
+
+    torch.set_num_threads(args.threads)
+    folder = Path(tempfile.mkdtemp(prefix="bench_finetune_"))
+    model = _model(folder, 256)
+    data = [ellipse_frame(s) for s in range(10)]
+    run = ns.finetune_iter(model, data, steps=args.steps, lr=args.lr, batch_size=2,
+                           input_size=64, validation=0.3, validate_every=5, seed=0)  # fmt: skip
+    curve = []
+    t0 = time.perf_counter()
+    for s in run:
+        if s.val_loss is not None:
+            curve.append((s.step, s.val_loss, s.val_iou))
+            print(f"  step {s.step:3d}: held-out loss {s.val_loss:.4f}, IoU {s.val_iou:.3f}",
+                  flush=True)  # fmt: skip
+    (_, l0, i0), (_, l1, i1) = curve[0], curve[-1]
+    drop = (l0 - l1) / l0
+    print(f"random-weight Hiera-tiny at 256 px, {len(run.train_idx)} training and "
+          f"{len(run.val_idx)} held-out ellipse images (64 px), lr {args.lr}, batch 2, "
+          f"{args.steps} steps in {time.perf_counter() - t0:.0f} s")  # fmt: skip
+    print(f"  held-out episode loss {l0:.4f} -> {l1:.4f} ({100 * drop:.1f} % lower; goal >= 10 %)")
+    print(f"  held-out IoU          {i0:.3f} -> {i1:.3f} ({'up' if i1 > i0 else 'NOT up'})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--part", choices=("speed", "learn", "all"), default="all")
+    ap.add_argument("--image-size", type=int, default=1024)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--child", choices=("ours", "plain"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        with contextlib.redirect_stdout(sys.stderr):
+            res = _speed_child(args.child, args.image_size, args.steps, args.threads)
+        print(json.dumps(res))
+        return
+    if args.part in ("speed", "all"):
+        speed(argparse.Namespace(**{**vars(args), "steps": args.steps or 3}))
+    if args.part in ("learn", "all"):
+        learn(argparse.Namespace(**{**vars(args), "steps": args.steps or 60}))
+
+
+if __name__ == "__main__":
+    main()
