@@ -195,6 +195,7 @@ def _scribble_pixels(mask: np.ndarray, rng) -> np.ndarray:
     n = _randint(rng, 1, min(20, int(mask.sum())) + 1)
     pixels = _pixels_xy(mask)
     starts = pixels[rng.permutation(len(pixels))[:n]]
+    starts[:, 1] += starts[:, 0] / w  # the authors' start row is (flat index) / width
     canvas = Image.new("1", (w, h), 0)
     draw = ImageDraw.Draw(canvas)
     for start in starts:
@@ -217,7 +218,7 @@ def draw_prompt(mask: np.ndarray, kind: str, rng: np.random.Generator) -> Suppor
     if kind == "point":
         pixels = _pixels_xy(mask)
         n = _randint(rng, 1, min(20, len(pixels)) + 1)
-        chosen = pixels[rng.permutation(len(pixels))[:n]]
+        chosen = pixels[np.sort(rng.permutation(len(pixels))[:n])]  # in raster order
     elif kind == "scribble":
         chosen = _pixels_xy(_scribble_pixels(mask, rng))
         if len(chosen) == 0:  # the strokes missed the mask: one click at the origin

@@ -293,19 +293,9 @@ class Finetuning:
             None,
             self.optimizer.param_groups[0]["lr"],
         )
-        return StepStats(
-            step=self.step,
-            steps=s.steps,
-            loss=None if train is None else focal + dice,
-            focal=focal,
-            dice=dice,
-            lr=lr,
-            grad_norm=grad_norm,
-            val_loss=val_loss,
-            val_iou=val_iou,
-            best_step=self.best_step,
-            seconds=seconds or 0.0,
-        )
+        loss = None if train is None else focal + dice
+        return StepStats(self.step, s.steps, loss, focal, dice, lr, grad_norm, val_loss, val_iou,
+                         self.best_step, seconds or 0.0)  # fmt: skip
 
     def validate(self) -> tuple[float, float]:
         """Mean held-out episode loss (dropout off) and the queries' mean IoU at logit 0."""
