@@ -89,7 +89,7 @@ def _run_and_wait(widget):
     worker = widget.run()
     start = time.perf_counter() - t0
     if worker is None:
-        raise SystemExit(f"the widget refused to run: {widget._status.value}")
+        raise SystemExit(f"the widget refused to run: {widget.status.value}")
     poll.start()
     loop.exec()
     poll.stop()
@@ -108,7 +108,8 @@ def main() -> None:
     folder = tempfile.mkdtemp(prefix="sansa-bench-")
     # in a child process, so that the first run imports torch itself, as in real use
     code = (
-        "import sys; from napari_sansa.core.models.random_weights import write_random_checkpoints as w; "
+        "import sys; "
+        "from napari_sansa.core.models.random_weights import write_random_checkpoints as w; "
         f"print(*w(sys.argv[1], {CONFIG!r}, image_size={MODEL_SIZE}, seed=0), sep='\\n')"
     )
     out = subprocess.run(
@@ -123,9 +124,9 @@ def main() -> None:
     )
     torch_before = "torch" in sys.modules
 
-    import napari
     from qtpy.QtWidgets import QApplication
 
+    import napari
     from napari_sansa.napari._qt.widget import SansaWidget
 
     stack = _frames(args.frames, args.size)
@@ -139,7 +140,7 @@ def main() -> None:
     viewer.add_labels(paint, name="paint")
     widget = SansaWidget(viewer)
     viewer.window.add_dock_widget(widget, name="SANSA")
-    widget._device.value = "cpu"
+    widget.model_panel.device.value = "cpu"
     app = QApplication.instance()
     for _ in range(20):
         app.processEvents()
@@ -147,28 +148,30 @@ def main() -> None:
     # The widget imports torch and the engine on a background thread as soon as it
     # opens, while a person marks the references; wait for that as a person would.
     warmup = time.perf_counter()
-    while widget._warmup is not None and widget._warmup.is_alive():
+    while widget.warmup is not None and widget.warmup.is_alive():
         app.processEvents()
         time.sleep(0.01)
     warmup = time.perf_counter() - warmup
 
     # time the widget's own main-thread work per finished frame (writing the output
-    # layer, refreshing it, the table): the part of a stall the widget is responsible for
+    # layer, refreshing it, the table): the part of a stall the widget is responsible for;
+    # the session connects its handler when a run starts, so wrapping it here times it
     handler_times: list[float] = []
-    on_yielded = widget._on_yielded
+    session = widget.session
+    on_yielded = session._on_yielded
 
     def timed(result):
         t = time.perf_counter()
         on_yielded(result)
         handler_times.append(time.perf_counter() - t)
 
-    widget._on_yielded = timed
+    session._on_yielded = timed
 
     results = []
     for label in ("cold", "warm"):
         handler_times.clear()
         if label == "warm":  # features cached, but every frame decoded again (new prompts)
-            widget._cache.get(widget._model_panel.settings()).result_cache.clear()
+            session.models.get(widget.model_panel.settings()).result_cache.clear()
         with StallMeter() as meter:
             total, start = _run_and_wait(widget)
         gaps = meter.gaps()
@@ -179,13 +182,13 @@ def main() -> None:
             print(label, "largest gaps (s, at s):", [(round(g, 3), round(t, 2)) for g, t in big])
         p99 = float(np.percentile(gaps, 99))
         results.append((label, total, max(gaps), p99, len(gaps), start, max(handler_times)))
-        if not widget._status.value.startswith("done"):
-            raise SystemExit(f"the run did not finish: {widget._status.value}")
+        if not widget.status.value.startswith("done"):
+            raise SystemExit(f"the run did not finish: {widget.status.value}")
 
     # the same job inline through the core (model already loaded by the widget)
     import napari_sansa as ns
 
-    model = widget._cache.get(widget._model_panel.settings())
+    model = session.models.get(widget.model_panel.settings())
     refs = [ns.Reference(stack[0], [ns.Mask(paint[0] == 1)])]
     model.feature_cache.clear()
     model.result_cache.clear()

@@ -108,7 +108,7 @@ def main() -> None:
 
     viewer, widget = launch(sample=True, block=False)
     viewer.window.resize(*WINDOW)
-    widget._device.value = "cpu"
+    widget.model_panel.device.value = "cpu"
     name = "coins time-lapse"
     refs = viewer.layers[f"{name} [sansa references]"]
     points = viewer.layers[f"{name} [sansa points]"]
@@ -125,13 +125,13 @@ def main() -> None:
     # 2. prompts of other kinds on frame 3: clicks (positive, negative) and a box
     widget.go_to_frame(3)
     viewer.layers.selection.active = points
-    widget._class_id.value = 1
-    widget._polarity.value = "positive"
+    widget.class_id.value = 1
+    widget.polarity.value = "positive"
     points.add(np.array([[3, 30, 45], [3, 30, 100]]))
-    widget._polarity.value = "negative"
+    widget.polarity.value = "negative"
     points.add(np.array([[3, 67, 66]]))
-    widget._polarity.value = "positive"
-    shapes = widget._new_shapes.native.click() or viewer.layers[f"{name} [sansa shapes]"]
+    widget.polarity.value = "positive"
+    shapes = widget.new_shapes_button.native.click() or viewer.layers[f"{name} [sansa shapes]"]
     shapes.add_rectangles(np.array([[3, 148, 138], [3, 148, 190], [3, 204, 190], [3, 204, 138]]))
     shapes.mode = "pan_zoom"
     points.mode = "pan_zoom"
@@ -145,8 +145,8 @@ def main() -> None:
     out = viewer.layers[f"{name} [sansa]"]
     from qtpy.QtCore import Qt
 
-    widget._scores.sortByColumn(1, Qt.SortOrder.AscendingOrder)
-    least = next(f for f in widget._scores.frames() if f not in (0, 3))
+    widget.scores.sortByColumn(1, Qt.SortOrder.AscendingOrder)
+    least = next(f for f in widget.scores.frames() if f not in (0, 3))
     widget.go_to_frame(least)
     viewer.layers.selection.active = out
     _settle()
@@ -163,6 +163,18 @@ def main() -> None:
     viewer.layers.selection.active = viewer.layers[f"{name} [sansa references]"]
     _settle()
     _save(viewer.screenshot(canvas_only=False, flash=False), "correction.png")
+
+    # 5. a hand edit on another predicted frame, then Run again: the edit is kept
+    other = next(f for f in widget.scores.frames() if f not in (0, 3, least))
+    widget.go_to_frame(other)
+    viewer.layers.selection.active = out
+    out.brush_size = 25
+    out.paint((other, 128, 128), 1)
+    out.refresh()
+    widget.run()
+    _wait_for_run(widget)
+    _settle()
+    _save(viewer.screenshot(canvas_only=False, flash=False), "kept.png")
 
     viewer.close()
     shutil.rmtree(folder, ignore_errors=True)

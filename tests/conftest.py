@@ -156,9 +156,9 @@ def make_sansa(make_napari_viewer, sansa_env, shared_model_cache):
             getattr(viewer, f"add_{kind}")(data, **kwargs)
         widget = SansaWidget(viewer)
         viewer.window.add_dock_widget(widget, name="SANSA")
-        widget._device.value = "cpu"
+        widget.model_panel.device.value = "cpu"
         if share_model:
-            widget._cache = shared_model_cache
+            widget.session.models = shared_model_cache
         return viewer, widget
 
     return factory

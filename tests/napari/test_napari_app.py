@@ -32,7 +32,6 @@ def test_sample_opens_and_runs_in_the_widget(
     make_napari_viewer, sansa_env, shared_model_cache, qtbot, monkeypatch
 ):
     import napari
-
     from napari_sansa.napari import app as _app
 
     viewer_kwargs = {}
@@ -52,13 +51,13 @@ def test_sample_opens_and_runs_in_the_widget(
         "coins time-lapse [sansa points]",
     ]
     assert type(widget).__name__ == "SansaWidget"
-    assert widget._image.value is viewer.layers["coins time-lapse"]
-    assert widget._prompts.value == list(viewer.layers)[1:]
-    widget._device.value = "cpu"
-    widget._cache = shared_model_cache
+    assert widget.image.value is viewer.layers["coins time-lapse"]
+    assert widget.prompt_layers.value == list(viewer.layers)[1:]
+    widget.model_panel.device.value = "cpu"
+    widget.session.models = shared_model_cache
     assert widget.run() is not None
     qtbot.waitUntil(lambda: widget.worker is None, timeout=180_000)
-    assert widget._status.value == "done: 8 frames"
+    assert widget.status.value == "done: 8 frames"
     out = viewer.layers["coins time-lapse [sansa]"]
     np.testing.assert_array_equal(out.data[0], viewer.layers[1].data[0])
 
@@ -84,9 +83,9 @@ def test_save_frames_action(make_sansa, tmp_path, notifications):
     data = np.zeros((3, 16, 16), np.uint8)
     data[2, 1:3, 1:3] = 1
     viewer.add_labels(data, name="cells [sansa]", metadata={"napari-sansa": "output"})
-    widget._save_folder.value = tmp_path / "out"
-    widget._save_format.value = "png"
-    widget._save_button.native.click()
+    widget.save_folder.value = tmp_path / "out"
+    widget.save_format.value = "png"
+    widget.save_button.native.click()
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert files == ["cells_0000.png", "cells_0001.png", "cells_0002.png"]
     assert "saved 3 frame(s)" in notifications()[-1]

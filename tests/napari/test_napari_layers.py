@@ -1,4 +1,4 @@
-"""napari layers -> SANSA prompts (the adapter in napari_sansa.napari.layers).
+"""napari layers -> SANSA prompts and run plans (napari_sansa.napari.layers, .geometry, .plan).
 
 Layers are real napari layer objects (no viewer needed): what a person draws in
 them must become the core's prompt objects on the right frame, in the image's
@@ -13,14 +13,9 @@ import pytest
 from napari.layers import Image, Labels, Points, Shapes
 
 import napari_sansa as ns
-from napari_sansa.napari.layers import (
-    FrameStack,
-    PromptError,
-    fit_problem,
-    image_geometry,
-    make_plan,
-    prompts_from_layers,
-)
+from napari_sansa.napari.geometry import FrameStack, PromptError, fit_problem, image_geometry
+from napari_sansa.napari.layers import prompts_from_layers
+from napari_sansa.napari.plan import make_plan
 
 N, H, W = 5, 40, 60
 
@@ -336,13 +331,48 @@ def test_plan_scales_non_uint8_images_with_the_contrast_limits():
     assert make_plan(Image(stack()), [Points(np.array([[0, 10, 10]]))]).intensity_range is None
 
 
-def test_frames_are_read_lazily_from_dask_arrays():
+class CountingArray:
+    """An array-like that counts the frames read from it (as a lazy store would)."""
+
+    def __init__(self, data):
+        self.data = data
+        self.shape, self.dtype, self.ndim = data.shape, data.dtype, data.ndim
+        self.reads = []
+
+    def __getitem__(self, index):
+        if isinstance(index, tuple) and len(index) == 1 and isinstance(index[0], int):
+            self.reads.append(index[0])
+        return self.data[index]
+
+    def __array__(self, dtype=None, copy=None):
+        raise AssertionError("the whole stack was read")
+
+    def __len__(self):
+        return len(self.data)
+
+
+def test_frames_are_read_lazily_one_at_a_time():
+    data = stack()
+    lazy = CountingArray(data)
+    frames = FrameStack(lazy, image_geometry(Image(data)))
+    picked = frames.select([3, 1])
+    assert isinstance(picked, FrameStack) and len(picked) == 2
+    assert lazy.reads == []  # making and selecting reads nothing
+    np.testing.assert_array_equal(picked[0], data[3])
+    assert lazy.reads == [3]  # one frame, when asked for
+    assert [np.array_equal(f, data[i]) for f, i in zip(picked, [3, 1], strict=True)] == [1, 1]
+    assert lazy.reads == [3, 3, 1]
+
+
+def test_a_plan_on_a_dask_image_reads_no_frame():
     da = pytest.importorskip("dask.array")
     data = stack()
-    image = Image(da.from_array(data, chunks=(1, H, W)))
+    lazy = da.from_array(data, chunks=(1, H, W))
+    image = Image(lazy)
     plan = make_plan(image, [Points(np.array([[0, 10, 10]]))])
+    assert plan.stack.data is lazy  # the layer's own lazy array, not a copy in memory
     frames = plan.stack.select(plan.targets)
-    assert isinstance(frames, FrameStack) and len(frames) == N - 1
+    assert isinstance(frames[0], np.ndarray)
     assert all(np.array_equal(f, data[i + 1]) for i, f in enumerate(frames))
 
 

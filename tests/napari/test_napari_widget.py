@@ -41,7 +41,7 @@ def wait_done(qtbot, widget, timeout=TIMEOUT):
 
 def run(qtbot, widget):
     worker = widget.run()
-    assert worker is not None, widget._status.value
+    assert worker is not None, widget.status.value
     wait_done(qtbot, widget)
     return worker
 
@@ -78,38 +78,47 @@ def test_widget_preselects_the_image_and_fitting_prompt_layers(make_sansa):
         (mask_on(0), {"name": "paint"}, "labels"),
         (np.array([[10.0, 10.0]]), {"name": "flat"}, "points"),  # 2D: does not fit
     )
-    assert widget._image.value is viewer.layers["cells"]
-    assert [layer.name for layer in widget._prompts.value] == ["paint"]
-    assert names(widget._prompts) == ["paint (labels)", "flat (points)"]
+    assert widget.image.value is viewer.layers["cells"]
+    assert [layer.name for layer in widget.prompt_layers.value] == ["paint"]
+    assert names(widget.prompt_layers) == ["paint (labels)", "flat (points)"]
     # follows layers being added, renamed and removed
     clicks = viewer.add_points(np.array([[1, 5, 5]]), name="clicks")
-    assert clicks in widget._prompts.value
+    assert clicks in widget.prompt_layers.value
     clicks.name = "my clicks"
-    assert "my clicks (points)" in names(widget._prompts)
-    assert clicks in widget._prompts.value
+    assert "my clicks (points)" in names(widget.prompt_layers)
+    assert clicks in widget.prompt_layers.value
     viewer.layers.remove(clicks)
-    assert clicks not in widget._prompts.value
-    assert "my clicks (points)" not in names(widget._prompts)
+    assert clicks not in widget.prompt_layers.value
+    assert "my clicks (points)" not in names(widget.prompt_layers)
     # the frame range follows the image
-    assert (widget._first.value, widget._last.value, widget._last.max) == (0, N - 1, N - 1)
+    assert (widget.first_frame.value, widget.last_frame.value, widget.last_frame.max) == (
+        0,
+        N - 1,
+        N - 1,
+    )
 
 
 def test_model_defaults_come_from_the_environment(make_sansa, sansa_env, monkeypatch):
     _, widget = make_sansa((frames(), {}, "image"))
     sam2, adapters = sansa_env
-    assert widget._model.value == "custom files"
-    assert widget._config.value == "sam2_hiera_t"
-    assert str(widget._sam2_file.value) == str(sam2)
-    assert str(widget._adapter_file.value) == str(adapters)
-    assert widget._image_size.value == 256
-    assert widget._sam2_file.visible or not widget.visible  # shown with custom files
+    assert widget.model_panel.model.value == "custom files"
+    assert widget.model_panel.config.value == "sam2_hiera_t"
+    assert str(widget.model_panel.sam2_file.value) == str(sam2)
+    assert str(widget.model_panel.adapter_file.value) == str(adapters)
+    assert widget.model_panel.image_size.value == 256
+    # the file choosers are shown with custom files only (isHidden: hidden by the panel
+    # itself, whether or not the window is on screen)
+    files = (widget.model_panel.sam2_file, widget.model_panel.adapter_file)
+    assert not any(w.native.isHidden() for w in files)
+    widget.model_panel.model.value = "sansa-universal"
+    assert all(w.native.isHidden() for w in files)
     for name in ("CONFIG", "SAM2_CHECKPOINT", "ADAPTER_CHECKPOINT", "IMAGE_SIZE"):
         monkeypatch.delenv(f"NAPARI_SANSA_{name}")
     _, plain = make_sansa((frames(), {}, "image"))
-    assert plain._model.value == "sansa-universal"
-    assert plain._model.choices[-1] == "custom files"
-    assert {m["name"] for m in ns.list_models()} <= set(plain._model.choices)
-    assert plain._image_size.value == 0
+    assert plain.model_panel.model.value == "sansa-universal"
+    assert plain.model_panel.model.choices[-1] == "custom files"
+    assert {m["name"] for m in ns.list_models()} <= set(plain.model_panel.model.choices)
+    assert plain.model_panel.image_size.value == 0
 
 
 # -- a full run --------------------------------------------------------------------------
@@ -129,7 +138,7 @@ def test_run_labels_every_other_frame_like_the_core(make_sansa, qtbot, model, no
         name="clicks",
     )
     prompts = [viewer.layers["paint"], clicks]
-    assert widget._prompts.value == prompts
+    assert widget.prompt_layers.value == prompts
     before = snapshot(prompts)
 
     worker = run(qtbot, widget)
@@ -154,14 +163,14 @@ def test_run_labels_every_other_frame_like_the_core(make_sansa, qtbot, model, no
     np.testing.assert_array_equal(out.data[0], paint[0])
     np.testing.assert_array_equal(out.data[2], expected.references[1].labels)
     # progress, table and state afterwards
-    assert widget._progress.value == widget._progress.max == 4
-    assert widget._status.value == "done: 4 frames"
-    assert sorted(widget._scores.frames()) == [0, 1, 2, 3]
-    assert widget._scores.min_scores()[0] == 1.0  # a painted mask is certain
-    assert widget._scores.min_scores()[1] == pytest.approx(
+    assert widget.progress.value == widget.progress.max == 4
+    assert widget.status.value == "done: 4 frames"
+    assert sorted(widget.scores.frames()) == [0, 1, 2, 3]
+    assert widget.scores.min_scores()[0] == 1.0  # a painted mask is certain
+    assert widget.scores.min_scores()[1] == pytest.approx(
         min(expected[0].scores.values()), abs=1e-3
     )
-    assert widget._run_button.enabled and not widget._stop_button.enabled
+    assert widget.run_button.enabled and not widget.stop_button.enabled
     assert worker.pbar is not None and worker.pbar.n == 4
     assert not [s for s in notifications.severities() if s == "error"]
 
@@ -172,24 +181,24 @@ def test_the_model_is_loaded_in_the_worker_on_first_run_and_kept(make_sansa, qtb
         (mask_on(0, n=2), {"name": "paint"}, "labels"),
         share_model=False,
     )
-    assert widget._cache.loads == 0  # nothing is loaded when the widget opens
-    assert widget._status.value == ""
+    assert widget.session.models.loads == 0  # nothing is loaded when the widget opens
+    assert widget.status.value == ""
     run(qtbot, widget)
-    assert widget._cache.loads == 1
+    assert widget.session.models.loads == 1
     out = viewer.layers["cells [sansa]"]
     data = out.data
     first = out.data[1].copy()
     # a re-run with another threshold: same model, same layer, updated in place
-    widget._threshold.value = 0.95
+    widget.threshold.value = 0.95
     run(qtbot, widget)
-    assert widget._cache.loads == 1
+    assert widget.session.models.loads == 1
     assert viewer.layers["cells [sansa]"] is out and out.data is data
     assert len([layer for layer in viewer.layers if layer.name.startswith("cells [sansa")]) == 1
     assert (out.data[1] > 0).sum() <= (first > 0).sum()
     # other model settings load the model again
-    widget._device.value = "auto"
+    widget.model_panel.device.value = "auto"
     run(qtbot, widget)
-    assert widget._cache.loads == 2
+    assert widget.session.models.loads == 2
 
 
 def test_stop_ends_the_run_within_a_frame(make_sansa, qtbot):
@@ -200,23 +209,24 @@ def test_stop_ends_the_run_within_a_frame(make_sansa, qtbot):
         (frames(n=n), {"name": "cells"}, "image"),
         (mask_on(0, n=n), {"name": "paint"}, "labels"),
     )
-    widget._mode.value = "sequential"
+    widget.mode.value = "sequential"
     worker = widget.run()
     emitted = []  # counted in the worker thread, as each frame is handed over
     worker.yielded.connect(lambda r: emitted.append(r.frame), Qt.ConnectionType.DirectConnection)
-    assert widget._stop_button.enabled and not widget._run_button.enabled
-    qtbot.waitUntil(lambda: widget._done >= 2, timeout=TIMEOUT)
-    widget._stop_button.native.click()
+    assert widget.stop_button.enabled and not widget.run_button.enabled
+    qtbot.waitUntil(lambda: widget.session.done >= 2, timeout=TIMEOUT)
+    widget.stop_button.native.click()
     at_stop = len(emitted)
+    written = widget.session.done  # frames written when Stop was pressed
     wait_done(qtbot, widget)
     assert worker.abort_requested
-    done = widget._done
-    # at most the frame being computed when Stop was pressed comes after it
-    assert 2 <= done == len(emitted) <= at_stop + 1 < n
-    assert widget._status.value == f"stopped: {done} of {n} frames done"
+    # at most the frame being computed when Stop was pressed is handed over after it,
+    # and nothing is written after it
+    assert 2 <= written == widget.session.done <= len(emitted) <= at_stop + 1 < n
+    assert widget.status.value == f"stopped: {written} of {n} frames done"
     out = viewer.layers["cells [sansa]"].data
-    assert not out[done:].any()  # frames after the stop were never written
-    assert widget._run_button.enabled and not widget._stop_button.enabled
+    assert not out[written:].any()  # frames after the stop were never written
+    assert widget.run_button.enabled and not widget.stop_button.enabled
 
 
 def test_pressing_run_while_running_is_ignored(make_sansa, qtbot, notifications):
@@ -225,12 +235,12 @@ def test_pressing_run_while_running_is_ignored(make_sansa, qtbot, notifications)
         (mask_on(0, n=3), {"name": "paint"}, "labels"),
     )
     worker = widget.run()
-    assert not widget._run_button.enabled
-    widget._run_button.native.click()  # disabled: nothing happens
+    assert not widget.run_button.enabled
+    widget.run_button.native.click()  # disabled: nothing happens
     assert widget.run() is worker
     assert any("already running" in m for m in notifications())
     wait_done(qtbot, widget)
-    assert widget._done == 3
+    assert widget.session.done == 3
 
 
 # -- correction loop and confidence ------------------------------------------------------
@@ -254,15 +264,11 @@ def test_a_fixed_frame_becomes_a_reference_for_the_next_run(make_sansa, qtbot):
     assert refs.data.shape == (N, H, W)
     np.testing.assert_array_equal(refs.data[2], fixed)
     assert not refs.data[[0, 1, 3]].any()
-    assert refs in widget._prompts.value
+    assert refs in widget.prompt_layers.value
     run(qtbot, widget)
     assert viewer.layers["cells [sansa]"] is out
     np.testing.assert_array_equal(out.data[2], fixed)  # now a reference: kept as it is
-    kinds = {
-        widget._scores.item(r, 0).data(256): widget._scores.item(r, 2).text()
-        for r in range(widget._scores.rowCount())
-    }
-    assert kinds == {0: "reference", 1: "predicted", 2: "reference", 3: "predicted"}
+    assert widget.scores.kinds() == {0: "reference", 1: "predicted", 2: "reference", 3: "predicted"}
 
 
 def test_use_current_frame_needs_an_output_with_content(make_sansa, notifications):
@@ -287,7 +293,7 @@ def test_confidence_table_sorts_and_jumps_to_frames(make_sansa, qtbot):
         (mask_on(0, n=n), {"name": "paint"}, "labels"),
     )
     run(qtbot, widget)
-    table = widget._scores
+    table = widget.scores
     scores = table.min_scores()
     assert sorted(scores) == list(range(n))
     table.sortByColumn(1, Qt.SortOrder.AscendingOrder)
@@ -312,8 +318,8 @@ def test_rgb_stack_with_frame_shaped_labels_and_probability_maps(make_sansa, qtb
         (images, {"name": "rgb", "rgb": True, "affine": skew}, "image"),
         (mask_on(1, n=3, value=3), {"name": "paint", "affine": skew}, "labels"),
     )
-    assert widget._prompts.value == [viewer.layers["paint"]]
-    widget._probabilities.value = True
+    assert widget.prompt_layers.value == [viewer.layers["paint"]]
+    widget.probabilities.value = True
     run(qtbot, widget)
     out = viewer.layers["rgb [sansa]"]
     assert out.data.shape == (3, H, W)
@@ -327,23 +333,21 @@ def test_rgb_stack_with_frame_shaped_labels_and_probability_maps(make_sansa, qtb
     # the class map is the thresholded probability (one class)
     np.testing.assert_array_equal(out.data[0] == 3, prob.data[0] > 0.5)
     # probability and output layers are not offered as image or prompts
-    assert [layer.name for layer in widget._image.choices] == ["rgb"]
-    assert "rgb [sansa]" not in [layer.name for layer in widget._prompts.choices]
+    assert [layer.name for layer in widget.image.choices] == ["rgb"]
+    assert "rgb [sansa]" not in [layer.name for layer in widget.prompt_layers.choices]
 
 
 def test_a_4d_stack_is_labelled_plane_by_plane(make_sansa, qtbot):
     images = frames(n=4).reshape(2, 2, H, W)
     viewer, widget = make_sansa((images, {"name": "tz"}, "image"))
     clicks = viewer.add_points(np.array([[1, 0, 20, 30]]), name="clicks")  # t=1, z=0
-    assert widget._prompts.value == [clicks]
-    assert (widget._first.value, widget._last.value) == (0, 3)
+    assert widget.prompt_layers.value == [clicks]
+    assert (widget.first_frame.value, widget.last_frame.value) == (0, 3)
     run(qtbot, widget)
     out = viewer.layers["tz [sansa]"]
     assert out.data.shape == (2, 2, H, W)
-    assert sorted(widget._scores.frames()) == [0, 1, 2, 3]
-    kinds = {
-        widget._scores.item(r, 0).data(256): widget._scores.item(r, 2).text() for r in range(4)
-    }
+    assert sorted(widget.scores.frames()) == [0, 1, 2, 3]
+    kinds = widget.scores.kinds()
     assert kinds[2] == "reference" and kinds[3] == "predicted"
     widget.go_to_frame(3)
     assert viewer.dims.current_step[:2] == (1, 1)
@@ -429,18 +433,18 @@ def test_bad_input_gives_a_clear_message_and_changes_nothing(case, make_sansa, n
     layers, select, message = _bad_inputs()[case]
     viewer, widget = make_sansa(*layers)
     if select == "no-sam2":
-        widget._sam2_file.value = None
+        widget.model_panel.sam2_file.value = None
     elif select is not None:
-        widget._prompts.value = [viewer.layers[select]]
+        widget.prompt_layers.value = [viewer.layers[select]]
     before = snapshot(list(viewer.layers))
     names = [layer.name for layer in viewer.layers]
     assert widget.run() is None
     assert message in notifications()[-1], notifications()
     assert notifications.severities()[-1] == "error"
-    assert message in widget._status.value
+    assert message in widget.status.value
     assert [layer.name for layer in viewer.layers] == names  # no output layer made
     assert_unchanged(before)
-    assert widget._run_button.enabled and widget.worker is None
+    assert widget.run_button.enabled and widget.worker is None
 
 
 def test_missing_weights_are_reported_and_the_widget_stays_usable(
@@ -452,19 +456,19 @@ def test_missing_weights_are_reported_and_the_widget_stays_usable(
         share_model=False,
     )
     missing = tmp_path / "nowhere" / "sam2_hiera_tiny.pt"
-    widget._sam2_file.value = str(missing)
+    widget.model_panel.sam2_file.value = str(missing)
     run(qtbot, widget)
     errors = [
         m for m, s in zip(notifications(), notifications.severities(), strict=True) if s == "error"
     ]
     assert len(errors) == 1 and "nowhere" in errors[0]
-    assert widget._status.value == errors[0]
-    assert widget._run_button.enabled and not widget._stop_button.enabled
+    assert widget.status.value == errors[0]
+    assert widget.run_button.enabled and not widget.stop_button.enabled
     assert not viewer.layers["cells [sansa]"].data[1].any()
     # fixed: the next run works
-    widget._sam2_file.value = str(sansa_env[0])
+    widget.model_panel.sam2_file.value = str(sansa_env[0])
     run(qtbot, widget)
-    assert widget._status.value == "done: 2 frames"
+    assert widget.status.value == "done: 2 frames"
 
 
 def test_an_unusable_frame_stops_the_run_with_the_cores_message(make_sansa, qtbot, notifications):
@@ -478,9 +482,9 @@ def test_an_unusable_frame_stops_the_run_with_the_cores_message(make_sansa, qtbo
     message = notifications()[-1]
     assert "contains NaN or infinite values" in message
     assert notifications.severities()[-1] == "error"
-    assert widget._status.value == message
-    assert widget._done == 2  # the reference and frame 1, before the bad frame
-    assert widget._run_button.enabled
+    assert widget.status.value == message
+    assert widget.session.done == 2  # the reference and frame 1, before the bad frame
+    assert widget.run_button.enabled
 
 
 # -- layers removed, viewer closed during a run ------------------------------------------
@@ -493,19 +497,19 @@ def test_removing_layers_during_a_run(make_sansa, qtbot, notifications):
         (mask_on(0, n=n), {"name": "paint"}, "labels"),
     )
     widget.run()
-    qtbot.waitUntil(lambda: widget._done >= 1, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: widget.session.done >= 1, timeout=TIMEOUT)
     # the prompt and image layers can go: the run has what it needs
     viewer.layers.remove("paint")
     viewer.layers.remove("cells")
-    qtbot.waitUntil(lambda: widget._done >= 3, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: widget.session.done >= 3, timeout=TIMEOUT)
     # the output layer going stops the run
     out = viewer.layers["cells [sansa]"]
     viewer.layers.remove(out)
     wait_done(qtbot, widget)
-    assert widget._done < n
+    assert widget.session.done < n
     assert any("output layer 'cells [sansa]' was removed" in m for m in notifications())
-    assert widget._run_button.enabled
-    assert widget._status.value.startswith("stopped")
+    assert widget.run_button.enabled
+    assert widget.status.value.startswith("stopped")
 
 
 def test_closing_the_viewer_during_a_run(make_sansa, qtbot):
@@ -514,7 +518,7 @@ def test_closing_the_viewer_during_a_run(make_sansa, qtbot):
         (mask_on(0, n=10), {"name": "paint"}, "labels"),
     )
     worker = widget.run()
-    qtbot.waitUntil(lambda: widget._done >= 1, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: widget.session.done >= 1, timeout=TIMEOUT)
     viewer.close()
     qtbot.waitUntil(lambda: not worker.is_running, timeout=TIMEOUT)
     assert worker.abort_requested
@@ -529,8 +533,8 @@ def test_class_and_polarity_set_what_the_next_click_gets(make_sansa):
     viewer, widget = make_sansa((frames(), {"name": "cells"}, "image"))
     plain = viewer.add_points(np.array([[0, 5, 5]]), name="plain")  # no features yet
     viewer.layers.selection.active = plain
-    widget._class_id.value = 3
-    widget._polarity.value = "negative"
+    widget.class_id.value = 3
+    widget.polarity.value = "negative"
     assert plain.features["label"].tolist() == [1]  # existing click keeps its implicit values
     assert plain.features["positive"].tolist() == [True]
     plain.add(np.array([1, 6, 6]))
@@ -540,29 +544,29 @@ def test_class_and_polarity_set_what_the_next_click_gets(make_sansa):
     paint = viewer.add_labels(np.zeros((N, H, W), np.uint8), name="paint")
     paint.selected_label = 5
     viewer.layers.selection.active = paint
-    assert widget._class_id.value == 5
-    widget._class_id.value = 2
+    assert widget.class_id.value == 5
+    widget.class_id.value = 2
     assert paint.selected_label == 2
     viewer.layers.selection.active = plain
-    assert (widget._class_id.value, widget._polarity.value) == (3, "negative")
+    assert (widget.class_id.value, widget.polarity.value) == (3, "negative")
 
 
 def test_new_prompt_layer_buttons(make_sansa):
     viewer, widget = make_sansa((frames(), {"name": "cells", "scale": (1, 2, 2)}, "image"))
-    widget._class_id.value = 2
-    widget._new_points.native.click()
+    widget.class_id.value = 2
+    widget.new_points_button.native.click()
     points = viewer.layers["cells [sansa points]"]
     assert isinstance(points, Points) and points.ndim == 3 and points.mode == "add"
     np.testing.assert_allclose(points.scale, (1, 2, 2))
     points.add(np.array([1, 10, 10]))
     assert points.features.to_dict("list") == {"label": [2], "positive": [True]}
-    widget._new_shapes.native.click()
+    widget.new_shapes_button.native.click()
     shapes = viewer.layers["cells [sansa shapes]"]
     assert shapes.ndim == 3 and shapes.feature_defaults["label"][0] == 2
-    widget._new_labels.native.click()
+    widget.new_labels_button.native.click()
     refs = viewer.layers["cells [sansa references]"]
     assert refs.data.shape == (N, H, W) and refs.selected_label == 2
-    assert widget._prompts.value == [points, shapes, refs]
+    assert widget.prompt_layers.value == [points, shapes, refs]
 
 
 @pytest.mark.parametrize(
@@ -589,8 +593,8 @@ def test_failures_in_the_worker_are_shown_and_the_widget_stays_usable(
     run(qtbot, widget)
     assert notifications()[-1] == shown
     assert notifications.severities()[-1] == "error"
-    assert widget._status.value == shown
-    assert widget._run_button.enabled and not widget._stop_button.enabled
+    assert widget.status.value == shown
+    assert widget.run_button.enabled and not widget.stop_button.enabled
 
 
 def test_a_bug_in_the_worker_reaches_napari_with_its_traceback(make_sansa, qtbot, monkeypatch):
@@ -608,5 +612,5 @@ def test_a_bug_in_the_worker_reaches_napari_with_its_traceback(make_sansa, qtbot
     with qtbot.capture_exceptions() as raised:
         run(qtbot, widget)
     assert [type(e[1]) for e in raised] == [KeyError]
-    assert widget._status.value == "KeyError: 'a bug'"
-    assert widget._run_button.enabled
+    assert widget.status.value == "KeyError: 'a bug'"
+    assert widget.run_button.enabled

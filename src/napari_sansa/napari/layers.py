@@ -1,19 +1,14 @@
-"""napari layers -> SANSA prompts: the one place where layers become core objects.
+"""napari layers -> SANSA prompts: the one place where prompt layers become core objects.
 
 Everything here runs on the main thread and returns plain, frozen values (the
-core's prompt objects, :class:`FramePrompts`, :class:`RunPlan`) that a worker can
-use without touching a layer or Qt.
-
-Frames. The image layer's last two axes (before the colour axis of an RGB image)
-are a frame's rows and columns; every other (leading) axis indexes frames, which
-are numbered in C order over the leading axes (``numpy.ravel_multi_index``). A 2D
-image is a stack of one frame.
+core's prompt objects grouped by frame in :class:`FramePrompts`) that a worker can
+use without touching a layer or Qt. Frames and transforms: :mod:`.geometry`.
 
 Prompt layers live in their own data coordinates. Points and Shapes are mapped to
-the image's data coordinates through both layers' transforms (scale, translate,
-rotate, shear, affine); the leading coordinates are rounded to a frame index.
-A prompt Labels layer must have the image's shape (without the colour axis) and
-the same transform, so that a painted pixel is an image pixel.
+the image's data coordinates through both layers' transforms; the leading
+coordinates are rounded to a frame index. A prompt Labels layer must have the
+image's shape (without the colour axis) and the same transform, so that a painted
+pixel is an image pixel.
 
 * Labels: every nonzero value is a class id; its pixels are a mask of that class.
 * Points: class from the feature column ``label`` (default 1), polarity from the
@@ -26,220 +21,21 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from napari_sansa.core import Box, InvalidInputError, Mask, Points, Reference, Scribble
+from napari_sansa.napari.geometry import (
+    PromptError,
+    StackGeometry,
+    apply_matrix,
+    fit_problem,
+    image_geometry,
+    layer_to_image,
+)
 
-if TYPE_CHECKING:
-    import napari
-
-__all__ = [
-    "META_KEY",
-    "FramePrompts",
-    "FrameStack",
-    "PromptError",
-    "RunPlan",
-    "StackGeometry",
-    "fit_problem",
-    "image_geometry",
-    "is_prompt_layer",
-    "layer_role",
-    "make_plan",
-    "points_layer_kwargs",
-    "prompts_from_layers",
-    "shapes_layer_kwargs",
-]
-
-#: key in ``layer.metadata`` marking the layers napari-sansa made (value: their role)
-META_KEY = "napari-sansa"
-
-POSITIVE_COLOR = "lime"
-NEGATIVE_COLOR = "red"
-
-
-class PromptError(InvalidInputError):
-    """A prompt layer cannot be used as it is; the message says what to change."""
-
-
-# -- geometry ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StackGeometry:
-    """How an image layer splits into frames."""
-
-    leading: tuple[int, ...]  # sizes of the frame axes; () for a single 2D image
-    hw: tuple[int, int]
-    rgb: bool
-
-    @property
-    def n_frames(self) -> int:
-        return math.prod(self.leading)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """The shape of a label stack for this image (no colour axis)."""
-        return (*self.leading, *self.hw)
-
-    def index(self, frame: int) -> tuple[int, ...]:
-        """The leading-axes index of a frame number."""
-        if not self.leading:
-            return ()
-        return tuple(int(i) for i in np.unravel_index(int(frame), self.leading))
-
-    def frame(self, index) -> int:
-        """The frame number of a leading-axes index."""
-        if not self.leading:
-            return 0
-        return int(np.ravel_multi_index(tuple(int(i) for i in index), self.leading))
-
-    def describe(self, frame: int) -> str:
-        index = self.index(frame)
-        if len(index) <= 1:
-            return f"frame {frame}"
-        return f"frame {frame} (index {', '.join(map(str, index))})"
-
-
-def image_data(layer: napari.layers.Image):
-    """The full-resolution array of an image layer."""
-    return layer.data[0] if layer.multiscale else layer.data
-
-
-def image_geometry(layer: napari.layers.Image) -> StackGeometry:
-    shape = tuple(int(s) for s in image_data(layer).shape)
-    rgb = bool(layer.rgb)
-    spatial = shape[:-1] if rgb else shape
-    if len(spatial) < 2:
-        raise PromptError(
-            f"the image layer '{layer.name}' has shape {shape}: it needs at least two "
-            "axes (rows, cols)"
-        )
-    if min(spatial[-2:]) < 2:
-        raise PromptError(
-            f"the image layer '{layer.name}' is {spatial[-2]}x{spatial[-1]} pixels per frame: "
-            "a frame needs at least 2 pixels on each side"
-        )
-    return StackGeometry(tuple(spatial[:-2]), (spatial[-2], spatial[-1]), rgb)
-
-
-@dataclass(frozen=True, eq=False)
-class FrameStack(Sequence):
-    """Read-only, lazy access to an image's frames (one array read per item).
-
-    ``frames`` picks and orders the frames; by default all of them. Handed to the
-    worker: it holds the layer's array, never the layer.
-    """
-
-    data: Any
-    geometry: StackGeometry
-    frames: tuple[int, ...] | None = None
-
-    def __len__(self) -> int:
-        return self.geometry.n_frames if self.frames is None else len(self.frames)
-
-    def frame_number(self, i: int) -> int:
-        return int(i) if self.frames is None else self.frames[i]
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            raise TypeError("FrameStack does not slice; iterate over it or index one frame")
-        if not -len(self) <= i < len(self):
-            raise IndexError(i)
-        frame = self.frame_number(i % len(self))
-        return np.asarray(self.data[self.geometry.index(frame)])
-
-    def select(self, frames) -> FrameStack:
-        return FrameStack(self.data, self.geometry, tuple(int(f) for f in frames))
-
-
-# -- transforms ----------------------------------------------------------------------
-
-
-def _data_to_world(layer) -> np.ndarray:
-    """The layer's data-to-world transform as a homogeneous (ndim+1) square matrix.
-
-    Read through the public ``data_to_world`` (an affine map, so its values at the
-    origin and the unit vectors define it)."""
-    n = layer.ndim
-    origin = np.asarray(layer.data_to_world(np.zeros(n)), dtype=float)
-    m = np.eye(n + 1)
-    for k in range(n):
-        unit = np.zeros(n)
-        unit[k] = 1.0
-        m[:n, k] = np.asarray(layer.data_to_world(unit), dtype=float) - origin
-    m[:n, n] = origin
-    return m
-
-
-def layer_to_image(layer, image_layer) -> np.ndarray:
-    """Homogeneous matrix mapping ``layer``'s data coordinates to the image's."""
-    return np.linalg.solve(_data_to_world(image_layer), _data_to_world(layer))
-
-
-def _apply(matrix: np.ndarray, coords: np.ndarray) -> np.ndarray:
-    coords = np.asarray(coords, dtype=float).reshape(-1, matrix.shape[0] - 1)
-    return coords @ matrix[:-1, :-1].T + matrix[:-1, -1]
-
-
-# -- layer roles and fit -------------------------------------------------------------
-
-
-def layer_role(layer) -> str | None:
-    """'output', 'probability', 'references', ... for layers napari-sansa made."""
-    meta = getattr(layer, "metadata", None) or {}
-    value = meta.get(META_KEY)
-    return value if isinstance(value, str) else None
-
-
-def is_prompt_layer(layer) -> bool:
-    """A Points, Shapes or Labels layer that is not one of napari-sansa's outputs."""
-    from napari.layers import Labels, Points, Shapes
-
-    return isinstance(layer, (Points, Shapes, Labels)) and layer_role(layer) not in (
-        "output",
-        "probability",
-    )
-
-
-def _kind(layer) -> str:
-    return type(layer).__name__.lower()
-
-
-def fit_problem(image_layer, layer) -> str | None:
-    """Why ``layer`` cannot hold prompts for ``image_layer`` (None: it can)."""
-    from napari.layers import Labels
-
-    geometry = image_geometry(image_layer)
-    name, image = layer.name, image_layer.name
-    if isinstance(layer, Labels):
-        if layer.multiscale:
-            return f"the Labels layer '{name}' is multiscale; prompt masks must be a single array"
-        shape = tuple(int(s) for s in layer.data.shape)
-        if shape != geometry.shape:
-            colour = " (the image's shape without its colour axis)" if geometry.rgb else ""
-            return (
-                f"the Labels layer '{name}' has shape {shape}, but masks for '{image}' "
-                f"need shape {geometry.shape}{colour}: paint in a Labels layer of the "
-                "image's shape (for example with the 'labels' button of this widget)"
-            )
-        if not np.allclose(layer_to_image(layer, image_layer), np.eye(layer.ndim + 1), atol=1e-6):
-            return (
-                f"the Labels layer '{name}' does not lie on the pixels of '{image}' (its "
-                "scale, translate, rotate, shear or affine differ): give it the image's"
-            )
-        return None
-    if layer.ndim != image_layer.ndim:
-        return (
-            f"the {_kind(layer)} layer '{name}' has {layer.ndim} dimensions but the image "
-            f"'{image}' has {image_layer.ndim}: draw prompts in a layer with the image's "
-            "dimensions, so that each prompt belongs to one frame"
-        )
-    return None
-
+__all__ = ["FramePrompts", "quoted_names", "prompts_from_layers"]
 
 # -- feature values ------------------------------------------------------------------
 
@@ -392,8 +188,8 @@ class _Collector:
             if not positive.any():
                 raise PromptError(
                     f"{self.geometry.describe(frame)}: all points of class {label} are negative "
-                    f"(layers {_names(self.sources[frame])}); add at least one positive click "
-                    "on the object"
+                    f"(layers {quoted_names(self.sources[frame])}); add at least one positive "
+                    "click on the object"
                 )
             frames.setdefault(frame, []).append(Points(coords, label=label, positive=positive))
         for (frame, label), mask in sorted(self.masks.items(), key=lambda kv: kv[0]):
@@ -407,15 +203,16 @@ class _Collector:
             try:  # the core's own checks (mask and clicks of one class, bounds), per frame
                 Reference(stand_in, prompts)
             except InvalidInputError as exc:
+                where = quoted_names(self.sources[frame])
                 raise PromptError(
-                    f"{self.geometry.describe(frame)} (layers {_names(self.sources[frame])}): {exc}"
+                    f"{self.geometry.describe(frame)} (layers {where}): {exc}"
                 ) from None
             out.append(FramePrompts(frame, prompts))
         return tuple(out)
 
 
-def _names(names) -> str:
-    return ", ".join(f"'{n}'" for n in sorted(names))
+def quoted_names(items) -> str:
+    return ", ".join(f"'{n}'" for n in sorted(items))
 
 
 def _points_prompts(layer, image_layer, col: _Collector) -> None:
@@ -425,7 +222,7 @@ def _points_prompts(layer, image_layer, col: _Collector) -> None:
         return
     classes = _classes(layer, n, "point")
     positive = _polarities(layer, n)
-    coords = _apply(layer_to_image(layer, image_layer), data)
+    coords = apply_matrix(layer_to_image(layer, image_layer), data)
     if not np.isfinite(coords).all():
         i = int(np.argmax(~np.isfinite(coords).all(axis=1)))
         raise PromptError(f"point {i} of layer '{layer.name}' has NaN or infinite coordinates")
@@ -468,7 +265,7 @@ def _shapes_prompts(layer, image_layer, col: _Collector) -> None:
     matrix = layer_to_image(layer, image_layer)
     hw = col.geometry.hw
     for i, (vertices, kind) in enumerate(zip(layer.data, layer.shape_type, strict=True)):
-        coords = _apply(matrix, vertices)
+        coords = apply_matrix(matrix, vertices)
         if not np.isfinite(coords).all():
             raise PromptError(f"shape {i} of layer '{layer.name}' has NaN or infinite vertices")
         lead = coords[:, :-2]
@@ -565,132 +362,3 @@ def prompts_from_layers(image_layer, layers) -> tuple[FramePrompts, ...]:
                 "Points, Shapes and Labels layers"
             )
     return col.result()
-
-
-# -- run plan ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class RunPlan:
-    """What one run does: the image's frames, the reference frames and the targets."""
-
-    stack: FrameStack
-    references: tuple[FramePrompts, ...]
-    targets: tuple[int, ...]
-    intensity_range: tuple[float, float] | None
-
-    @property
-    def geometry(self) -> StackGeometry:
-        return self.stack.geometry
-
-    @property
-    def classes(self) -> tuple[int, ...]:
-        return tuple(sorted({c for r in self.references for c in r.classes}))
-
-    @property
-    def labels_dtype(self):
-        """The smallest unsigned dtype holding every class id of the run."""
-        return np.uint8 if max(self.classes) < 256 else np.uint16
-
-    @property
-    def total(self) -> int:
-        """Frames the run yields: the decoded references, then the targets."""
-        return len(self.references) + len(self.targets)
-
-
-def intensity_range(image_layer) -> tuple[float, float] | None:
-    """The layer's contrast limits for non-uint8 data, so every frame is scaled as shown."""
-    dtype = np.dtype(image_data(image_layer).dtype)
-    if dtype in (np.uint8, np.bool_):
-        return None
-    lo, hi = (float(v) for v in image_layer.contrast_limits)
-    return (lo, hi) if hi > lo else None
-
-
-def make_plan(image_layer, prompt_layers, frame_range: tuple[int, int] | None = None) -> RunPlan:
-    """Read the image and prompt layers into a :class:`RunPlan`, or raise PromptError.
-
-    ``frame_range``: ``(first, last)`` frame numbers, inclusive, of the frames to
-    label; by default all frames without prompts.
-    """
-    if image_layer is None:
-        raise PromptError("there is no image layer: open an image (a 2D image or a stack) first")
-    geometry = image_geometry(image_layer)
-    layers = list(prompt_layers)
-    if not layers:
-        raise PromptError(
-            "no prompt layers are selected: mark the objects on one or a few frames in a "
-            "Points, Shapes or Labels layer and select it under 'prompt layers'"
-        )
-    refs = prompts_from_layers(image_layer, layers)
-    if not refs:
-        raise PromptError(
-            f"the prompt layers ({_names(layer.name for layer in layers)}) hold no prompts "
-            f"for '{image_layer.name}': click, draw or paint the objects on at least one frame"
-        )
-    ref_frames = {r.frame for r in refs}
-    n = geometry.n_frames
-    first, last = (0, n - 1) if frame_range is None else (int(frame_range[0]), int(frame_range[1]))
-    first, last = max(first, 0), min(last, n - 1)
-    if first > last:
-        raise PromptError(
-            f"the frame range {first}..{last} is empty: the image has frames 0..{n - 1}"
-        )
-    targets = tuple(f for f in range(first, last + 1) if f not in ref_frames)
-    if not targets:
-        if n == 1:
-            raise PromptError(
-                f"'{image_layer.name}' is a single image and it holds the prompts, so nothing is "
-                "left to label: open a stack (frames along the first axis) and mark one or a "
-                "few of its frames"
-            )
-        where = (
-            "every frame" if (first, last) == (0, n - 1) else f"every frame from {first} to {last}"
-        )
-        raise PromptError(
-            f"{where} of '{image_layer.name}' has prompts, so nothing is left to label: "
-            "leave the frames SANSA should label without prompts"
-        )
-    return RunPlan(
-        FrameStack(image_data(image_layer), geometry),
-        refs,
-        targets,
-        intensity_range(image_layer),
-    )
-
-
-# -- layers the widget makes ---------------------------------------------------------
-
-
-def points_layer_kwargs(ndim: int, label: int = 1, positive: bool = True) -> dict:
-    """Keyword arguments of a Points layer set up for prompts: class and polarity
-    features, green positive and red negative clicks, the class id as text."""
-    import pandas as pd
-
-    return {
-        "ndim": ndim,
-        "features": pd.DataFrame(
-            {"label": pd.Series([], dtype="int64"), "positive": pd.Series([], dtype=bool)}
-        ),
-        "feature_defaults": {"label": int(label), "positive": bool(positive)},
-        "face_color": "positive",
-        "face_color_cycle": {True: POSITIVE_COLOR, False: NEGATIVE_COLOR},
-        "border_color": "white",
-        "size": 8,
-        "text": {"string": "{label}", "color": "white", "anchor": "upper_left", "size": 9},
-    }
-
-
-def shapes_layer_kwargs(ndim: int, label: int = 1) -> dict:
-    """Keyword arguments of a Shapes layer set up for prompts (class feature shown as text)."""
-    import pandas as pd
-
-    return {
-        "ndim": ndim,
-        "features": pd.DataFrame({"label": pd.Series([], dtype="int64")}),
-        "feature_defaults": {"label": int(label)},
-        "face_color": "transparent",
-        "edge_color": "yellow",
-        "edge_width": 2,
-        "text": {"string": "{label}", "color": "yellow", "anchor": "upper_left", "size": 9},
-    }

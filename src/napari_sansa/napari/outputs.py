@@ -10,20 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_sansa.napari.layers import (
-    META_KEY,
-    RunPlan,
-    image_geometry,
-    layer_role,
-    points_layer_kwargs,
-    shapes_layer_kwargs,
-)
+from napari_sansa.napari.geometry import META_KEY, image_geometry, layer_role
+from napari_sansa.napari.plan import RunPlan
 
 __all__ = [
     "defaults_event",
     "find_output",
     "new_points_layer",
     "new_shapes_layer",
+    "points_layer_kwargs",
     "output_name",
     "prepare_output",
     "prepare_probabilities",
@@ -31,8 +26,13 @@ __all__ = [
     "read_prompt_defaults",
     "references_layer",
     "references_name",
+    "shapes_layer_kwargs",
     "write_prompt_defaults",
 ]
+
+
+POSITIVE_COLOR = "lime"
+NEGATIVE_COLOR = "red"
 
 
 def output_name(image_name: str) -> str:
@@ -154,6 +154,40 @@ def new_shapes_layer(viewer, image, label: int):
     )
     layer.mode = "add_rectangle"
     return layer
+
+
+def points_layer_kwargs(ndim: int, label: int = 1, positive: bool = True) -> dict:
+    """Keyword arguments of a Points layer set up for prompts: class and polarity
+    features, green positive and red negative clicks, the class id as text."""
+    import pandas as pd
+
+    return {
+        "ndim": ndim,
+        "features": pd.DataFrame(
+            {"label": pd.Series([], dtype="int64"), "positive": pd.Series([], dtype=bool)}
+        ),
+        "feature_defaults": {"label": int(label), "positive": bool(positive)},
+        "face_color": "positive",
+        "face_color_cycle": {True: POSITIVE_COLOR, False: NEGATIVE_COLOR},
+        "border_color": "white",
+        "size": 8,
+        "text": {"string": "{label}", "color": "white", "anchor": "upper_left", "size": 9},
+    }
+
+
+def shapes_layer_kwargs(ndim: int, label: int = 1) -> dict:
+    """Keyword arguments of a Shapes layer set up for prompts (class feature shown as text)."""
+    import pandas as pd
+
+    return {
+        "ndim": ndim,
+        "features": pd.DataFrame({"label": pd.Series([], dtype="int64")}),
+        "feature_defaults": {"label": int(label)},
+        "face_color": "transparent",
+        "edge_color": "yellow",
+        "edge_width": 2,
+        "text": {"string": "{label}", "color": "yellow", "anchor": "upper_left", "size": 9},
+    }
 
 
 # -- what the next prompt gets ---------------------------------------------------------

@@ -57,7 +57,8 @@ def coins_reference(frame: np.ndarray, n_objects: int = 3) -> np.ndarray:
 
 def make_sample_data():
     """npe2 sample-data command: image stack, references on frame 0, a Points layer."""
-    from napari_sansa.napari.layers import META_KEY, points_layer_kwargs
+    from napari_sansa.napari.geometry import META_KEY
+    from napari_sansa.napari.outputs import points_layer_kwargs
 
     stack, _ = coins_frames()
     labels = np.zeros(stack.shape, dtype=np.uint8)

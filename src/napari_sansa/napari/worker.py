@@ -1,10 +1,11 @@
-"""What runs in the widget's worker thread: plain values in, plain values out.
+"""What runs in the session's worker thread: plain values in, plain values out.
 
-The widget reads its settings and layers on the main thread into frozen values
-(:class:`~.core.source.ModelSource`, :class:`RunSettings`, :class:`~._layers.RunPlan`); the
-generator :func:`run_frames` loads the model if needed, runs the core's
+The session reads settings and layers on the main thread into frozen values
+(:class:`~napari_sansa.core.models.source.ModelSource`, :class:`RunSettings`,
+:class:`~napari_sansa.napari.plan.RunPlan`); the generator :func:`run_frames` gets
+the model from the session's model cache (loading it if needed), runs the core's
 ``segment_iter`` and yields one :class:`FrameResult` per finished frame. It never
-touches a layer or a Qt object; the widget writes each result on the main thread.
+touches a layer or a Qt object; the session writes each result on the main thread.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_sansa.napari.layers import RunPlan
 from napari_sansa.core.models.source import ModelSource
+from napari_sansa.napari.plan import RunPlan
 
 __all__ = ["FrameResult", "ModelCache", "RunOutcome", "RunSettings", "run_frames"]
 
@@ -34,6 +35,7 @@ class RunSettings:
     input_size: int | None = 640
     threshold: float = 0.5
     probabilities: bool = False
+    batch_size: int | None = None  # None: the core's automatic batch
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,12 +116,18 @@ def leave_a_core_for_napari():
 
 
 def run_frames(
-    plan: RunPlan, model_settings: ModelSource, settings: RunSettings, cache: ModelCache
+    plan: RunPlan,
+    model_settings: ModelSource,
+    settings: RunSettings,
+    cache: ModelCache,
+    cancel: threading.Event | None = None,
 ) -> Iterator[FrameResult]:
     """Generator for the worker: the decoded references, then each target frame.
 
     Stopping the iteration (the worker's ``quit``) stops the computation between
-    frames. A user error (bad weights, unusable prompts, not enough memory) or a
+    frames; ``cancel`` (set by the session's Stop, from the main thread) also ends it
+    before the next frame is handed over, also in the middle of a batch. A user error
+    (bad weights, unusable prompts, not enough memory) or a
     RuntimeError (torch's) ends the run with a :class:`RunOutcome` carrying the
     message; anything else reaches the worker's ``errored`` signal.
     """
@@ -127,6 +135,8 @@ def run_frames(
     try:
         with leave_a_core_for_napari():
             for result in _results(plan, model_settings, settings, cache):
+                if cancel is not None and cancel.is_set():
+                    break
                 yield result
                 done += 1
     except (ValueError, OSError, MemoryError) as exc:
@@ -154,6 +164,7 @@ def _results(plan: RunPlan, model_settings, settings: RunSettings, cache: ModelC
         input_size=settings.input_size,
         threshold=settings.threshold,
         intensity_range=plan.intensity_range,
+        batch_size=settings.batch_size,
         include_references=True,
     )
     for pred in results:

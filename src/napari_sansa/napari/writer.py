@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_frames", "write_labels_tiff"]
+__all__ = ["WRITER_COMMAND", "prefer_labels_tiff_writer", "write_frames", "write_labels_tiff"]
 
 FRAME_FORMATS = ("tif", "png")
 
@@ -81,3 +81,31 @@ def write_frames(folder, data, fmt: str = "tif", prefix: str = "labels") -> list
             iio.imwrite(path, plane.astype(png_dtype, copy=False), extension=".png")
         out.append(str(path))
     return out
+
+
+#: the npe2 command of :func:`write_labels_tiff` (napari.yaml)
+WRITER_COMMAND = "napari-sansa.write_labels_tiff"
+
+
+def prefer_labels_tiff_writer() -> bool:
+    """Put :func:`write_labels_tiff` ahead of napari's built-in labels writer.
+
+    npe2 picks the writer for a path among the compatible ones by the longest
+    matching extension, then by the order in which plugins were registered; napari's
+    built-in writer (which stores any Labels layer as uint32) declares ``.tif`` and
+    ``.tiff`` too and is registered first, so File > Save Selected Layers and
+    ``viewer.layers.save("x.tif")`` went to it. npe2 has no public priority setting:
+    this moves this plugin's writer to the front of npe2's writer index (the session
+    calls it when the widget opens). Returns whether it could (False when npe2's
+    index is not where this npe2 version keeps it, or the plugin is not registered).
+    """
+    from npe2 import PluginManager
+
+    index = getattr(getattr(PluginManager.instance(), "_contrib", None), "_writers", None)
+    if not isinstance(index, list):
+        return False
+    ours = [entry for entry in index if entry[-1].command == WRITER_COMMAND]
+    if not ours:
+        return False
+    index[:] = ours + [entry for entry in index if entry[-1].command != WRITER_COMMAND]
+    return True

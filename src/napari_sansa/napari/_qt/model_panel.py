@@ -13,9 +13,9 @@ import os
 from magicgui.widgets import ComboBox, FileEdit, SpinBox
 from napari.utils.notifications import show_warning
 
-from napari_sansa.napari.layers import PromptError
-from napari_sansa.napari.worker import CUSTOM
 from napari_sansa.core.models.source import ModelSource
+from napari_sansa.napari.geometry import PromptError
+from napari_sansa.napari.worker import CUSTOM
 
 __all__ = ["ModelPanel", "path_value"]
 
@@ -64,30 +64,31 @@ def config_choices() -> list[str]:
 class ModelPanel:
     """Model, custom files (shown only for "custom files"), device and input size.
 
-    Holds the child widgets (``widgets``, laid out by the dock widget so that
-    their labels line up with its own) and reads them into a ModelSource.
+    Holds the child widgets (public attributes, and ``widgets`` in their order, laid
+    out by the dock widget so that their labels line up with its own) and reads them
+    into a ModelSource.
     """
 
     def __init__(self):
-        self._model = ComboBox(label="model", choices=model_choices())
+        self.model = ComboBox(label="model", choices=model_choices())
         # long model names must not widen the dock
-        self._model.native.setSizeAdjustPolicy(
-            self._model.native.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        self.model.native.setSizeAdjustPolicy(
+            self.model.native.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )
-        self._model.native.setMinimumContentsLength(16)
-        self._config = ComboBox(label="config", choices=config_choices())
-        self._sam2_file = FileEdit(
+        self.model.native.setMinimumContentsLength(16)
+        self.config = ComboBox(label="config", choices=config_choices())
+        self.sam2_file = FileEdit(
             label="SAM2 weights", mode="r", filter="*.pt *.pth", nullable=True
         )
-        self._adapter_file = FileEdit(
+        self.adapter_file = FileEdit(
             label="adapters",
             mode="r",
             filter="*.pt *.pth",
             nullable=True,
             tooltip="empty: plain SAM2",
         )
-        self._device = ComboBox(label="device", choices=list(DEVICES))
-        self._image_size = SpinBox(
+        self.device = ComboBox(label="device", choices=list(DEVICES))
+        self.image_size = SpinBox(
             label="model size",
             min=0,
             max=4096,
@@ -96,58 +97,58 @@ class ModelPanel:
             tooltip="advanced: the model's input size; 0 = the model's own (1024)",
         )
         self.widgets = [
-            self._model,
-            self._config,
-            self._sam2_file,
-            self._adapter_file,
-            self._device,
-            self._image_size,
+            self.model,
+            self.config,
+            self.sam2_file,
+            self.adapter_file,
+            self.device,
+            self.image_size,
         ]
         self._apply_environment()
-        self._model.changed.connect(self._on_model_changed)
+        self.model.changed.connect(self._on_model_changed)
         self._on_model_changed()
 
     def _apply_environment(self) -> None:
         sam2, adapter, config = _env(ENV_SAM2), _env(ENV_ADAPTER), _env(ENV_CONFIG)
         if sam2 or adapter or config:
-            self._model.value = CUSTOM
+            self.model.value = CUSTOM
             if config:
-                self._config.value = config
+                self.config.value = config
             if sam2:
-                self._sam2_file.value = sam2
+                self.sam2_file.value = sam2
             if adapter:
-                self._adapter_file.value = adapter
-        elif DEFAULT_MODEL in self._model.choices:
-            self._model.value = DEFAULT_MODEL
+                self.adapter_file.value = adapter
+        elif DEFAULT_MODEL in self.model.choices:
+            self.model.value = DEFAULT_MODEL
         size = _env(ENV_IMAGE_SIZE)
         if size:
             try:
-                self._image_size.value = int(size)
+                self.image_size.value = int(size)
             except ValueError:
                 show_warning(f"{ENV_IMAGE_SIZE}={size!r} is not a whole number; ignored")
 
     def _on_model_changed(self, value=None) -> None:
-        custom = self._model.value == CUSTOM
-        for w in (self._config, self._sam2_file, self._adapter_file):
+        custom = self.model.value == CUSTOM
+        for w in (self.config, self.sam2_file, self.adapter_file):
             w.visible = custom
 
     def settings(self) -> ModelSource:
         """The chosen model as a frozen value; raises PromptError if files are missing."""
-        device = self._device.value
-        size = int(self._image_size.value) or None
-        if self._model.value != CUSTOM:
-            return ModelSource(name=self._model.value, device=device, image_size=size)
-        sam2 = path_value(self._sam2_file)
+        device = self.device.value
+        size = int(self.image_size.value) or None
+        if self.model.value != CUSTOM:
+            return ModelSource(name=self.model.value, device=device, image_size=size)
+        sam2 = path_value(self.sam2_file)
         if sam2 is None:
             raise PromptError(
                 "choose the SAM2 weights file (e.g. sam2_hiera_large.pt) under 'SAM2 weights', "
                 f"or set {ENV_SAM2}, or pick a registered model"
             )
-        config = None if self._config.value == AUTO_CONFIG else self._config.value
+        config = None if self.config.value == AUTO_CONFIG else self.config.value
         return ModelSource(
             config=config,
             sam2_checkpoint=sam2,
-            adapter_checkpoint=path_value(self._adapter_file),
+            adapter_checkpoint=path_value(self.adapter_file),
             device=device,
             image_size=size,
         )

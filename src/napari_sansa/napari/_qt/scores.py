@@ -48,8 +48,9 @@ class ScoreTable(QTableWidget):
         self.setRowCount(0)
         self._frame_items.clear()
 
-    def set_frame(self, frame: int, scores: dict, is_reference: bool, label: str) -> None:
-        """Add (or replace) the row of ``frame``."""
+    def set_frame(self, frame: int, scores: dict, kind: str, label: str) -> None:
+        """Add (or replace) the row of ``frame``; ``kind``: 'reference', 'predicted' or
+        'kept' (edited by hand, left as it was)."""
         sorting = self.isSortingEnabled()
         self.setSortingEnabled(False)  # rows must not move while one is filled in
         old = self._frame_items.get(frame)
@@ -65,13 +66,20 @@ class ScoreTable(QTableWidget):
         self.setItem(row, 0, frame_item)
         self._frame_items[frame] = frame_item
         self.setItem(row, 1, _item(float(low)))
-        self.setItem(row, 2, _item("reference" if is_reference else "predicted"))
+        self.setItem(row, 2, _item(kind))
         self.setItem(row, 3, _item(text))
         self.setSortingEnabled(sorting)
 
     def frames(self) -> list[int]:
         """Frame numbers in the order the rows are shown."""
         return [self.item(r, 0).data(Qt.ItemDataRole.UserRole) for r in range(self.rowCount())]
+
+    def kinds(self) -> dict[int, str]:
+        """Frame number -> 'reference', 'predicted' or 'kept', as shown."""
+        return {
+            self.item(r, 0).data(Qt.ItemDataRole.UserRole): self.item(r, 2).text()
+            for r in range(self.rowCount())
+        }
 
     def min_scores(self) -> dict[int, float]:
         return {

@@ -1,0 +1,196 @@
+"""The prompt inputs of the dock widget: image, prompt layers, new prompt layers, the
+class and polarity of the next prompt, following the viewer's layers.
+
+A mixin of :class:`~napari_sansa.napari._qt.widget.SansaWidget` (which has
+``viewer`` and ``session``); its controls are the widget's public attributes.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING
+
+from magicgui.widgets import ComboBox, PushButton, RadioButtons, Select, SpinBox
+
+from napari_sansa.core.fusion import label_dtype
+from napari_sansa.napari.geometry import fit_problem, image_geometry, is_prompt_layer, layer_role
+from napari_sansa.napari.outputs import (
+    defaults_event,
+    new_points_layer,
+    new_shapes_layer,
+    read_prompt_defaults,
+    references_layer,
+    write_prompt_defaults,
+)
+from napari_sansa.napari.plan import NO_IMAGE
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["MAX_CLASS", "PromptInputs"]
+
+MAX_CLASS = 2**31 - 1  # a Qt spin box's limit; the layers themselves go to uint32
+
+
+class PromptInputs:
+    """Which image, which prompt layers, and what the next prompt gets."""
+
+    viewer: napari.viewer.Viewer
+
+    def _build_prompt_inputs(self) -> None:
+        self._seen: weakref.WeakSet = weakref.WeakSet()
+        self._watched = None  # weak reference to the active prompt layer
+        self.image = ComboBox(label="image", choices=self._image_choices)
+        self.prompt_layers = Select(
+            label="prompt layers",
+            choices=self._prompt_choices,
+            tooltip="Points, Shapes and Labels layers holding the prompts; a frame with "
+            "any prompt is a reference, the others are labelled",
+        )
+        self.new_points_button = PushButton(text="+ points", tooltip="new Points layer for clicks")
+        self.new_shapes_button = PushButton(text="+ shapes", tooltip="new Shapes layer for boxes")
+        self.new_labels_button = PushButton(text="+ labels", tooltip="Labels layer to paint in")
+        self.class_id = SpinBox(
+            label="class",
+            min=1,
+            max=MAX_CLASS,
+            value=1,
+            tooltip="class id of the next prompt in the selected Points/Shapes/Labels layer",
+        )
+        self.polarity = RadioButtons(
+            label="click",
+            choices=["positive", "negative"],
+            value="positive",
+            orientation="horizontal",
+            tooltip="positive: a click on the object; negative: a click that is not",
+        )
+
+    # -- choices ----------------------------------------------------------------------
+    def _image_choices(self, _widget=None):
+        from napari.layers import Image
+
+        return [
+            (layer.name, layer)
+            for layer in self.viewer.layers
+            if isinstance(layer, Image) and layer_role(layer) is None
+        ]
+
+    def _prompt_choices(self, _widget=None):
+        return [
+            (f"{layer.name} ({type(layer).__name__.lower()})", layer)
+            for layer in self.viewer.layers
+            if is_prompt_layer(layer)
+        ]
+
+    def _fits(self, layer) -> bool:
+        image = self.image.value
+        if image is None:
+            return False
+        try:
+            return fit_problem(image, layer) is None
+        except ValueError:
+            return False
+
+    def reset_choices(self, *_) -> None:
+        """Follow the viewer's layers: keep the chosen prompt layers (also through
+        renames), and choose new ones that fit the image."""
+        if not self.session.alive:
+            return
+        chosen = list(self.prompt_layers.value)
+        super().reset_choices()
+        candidates = [value for _, value in self._prompt_choices()]
+        new = [layer for layer in candidates if layer not in self._seen]
+        for layer in new:
+            self._seen.add(layer)
+        keep = [layer for layer in chosen if layer in candidates]
+        keep += [layer for layer in new if layer not in keep and self._fits(layer)]
+        if keep != list(self.prompt_layers.value):
+            self.prompt_layers.value = keep
+
+    def _choose_prompt_layer(self, layer) -> None:
+        if layer not in self.prompt_layers.value:
+            self.prompt_layers.value = [*self.prompt_layers.value, layer]
+
+    def _on_image_changed(self, value=None) -> None:
+        image = self.image.value
+        candidates = [value for _, value in self._prompt_choices()]
+        self.prompt_layers.value = [layer for layer in candidates if self._fits(layer)]
+        n = 1
+        if image is not None:
+            try:
+                n = image_geometry(image).n_frames
+            except ValueError:
+                n = 1
+        for w in (self.first_frame, self.last_frame):
+            w.max = max(n - 1, 0)
+            w.enabled = n > 1
+        self.first_frame.value, self.last_frame.value = 0, n - 1
+
+    # -- the class and polarity of the next prompt ---------------------------------------
+    def _on_active_layer(self, event=None) -> None:
+        """Follow the active layer: show the class (and polarity) of its next item."""
+        if not self.session.alive:
+            return
+        old = self._watched() if self._watched is not None else None
+        if old is not None:
+            defaults_event(old).disconnect(self._pull_prompt_defaults)
+        layer = self.viewer.layers.selection.active
+        emitter = defaults_event(layer)
+        self._watched = None
+        if emitter is not None:
+            emitter.connect(self._pull_prompt_defaults)
+            self._watched = weakref.ref(layer)
+        self._pull_prompt_defaults()
+
+    def _pull_prompt_defaults(self, event=None) -> None:
+        if not self.session.alive:
+            return
+        label, positive = read_prompt_defaults(self.viewer.layers.selection.active)
+        with self.class_id.changed.blocked(), self.polarity.changed.blocked():
+            if label is not None:
+                self.class_id.value = min(label, MAX_CLASS)
+            if positive is not None:
+                self.polarity.value = "positive" if positive else "negative"
+
+    def _on_prompt_defaults_changed(self, value=None) -> None:
+        """Class selector and polarity toggle -> what the active layer gives its next item."""
+        write_prompt_defaults(
+            self.viewer.layers.selection.active,
+            self.class_id.value,
+            self.polarity.value == "positive",
+        )
+
+    # -- new prompt layers --------------------------------------------------------------
+    def _require_image(self):
+        image = self.image.value
+        if image is None:
+            self.session.fail(NO_IMAGE)
+        return image
+
+    def new_points_layer(self, value=None) -> napari.layers.Points | None:
+        """A Points layer for clicks of the chosen class and polarity ('+ points')."""
+        image = self._require_image()
+        if image is None:
+            return None
+        positive = self.polarity.value == "positive"
+        return new_points_layer(self.viewer, image, self.class_id.value, positive)
+
+    def new_shapes_layer(self, value=None) -> napari.layers.Shapes | None:
+        """A Shapes layer for boxes, scribbles and polygons ('+ shapes')."""
+        image = self._require_image()
+        if image is None:
+            return None
+        return new_shapes_layer(self.viewer, image, self.class_id.value)
+
+    def new_labels_layer(self, value=None) -> napari.layers.Labels | None:
+        """The image's references layer, ready to paint the chosen class ('+ labels')."""
+        image = self._require_image()
+        if image is None:
+            return None
+        label = int(self.class_id.value)
+        layer = references_layer(self.viewer, image, label_dtype(max(label, 255)))
+        self._choose_prompt_layer(layer)
+        layer.selected_label = label
+        self.viewer.layers.selection.active = layer
+        layer.mode = "paint"
+        return layer
