@@ -17,6 +17,10 @@
 
        python benchmarks/bench_finetune.py --part speed --image-size 1024 --steps 3
 
+   ``--authors DIR`` (a checkout of ClaudiaCuttano/SANSA, with ``einops`` importable) also
+   times the authors' own training step, their code, on the same episodes (see
+   authors_step.py); its losses differ from the others' by the dropout draws only.
+
 2. Learning (``--part learn``): bright ellipses on texture (64 x 64 images), a random-weight
    Hiera-tiny at 256 px; a short fine-tuning run; prints the held-out episode loss and IoU
    at the start and the end (goal: loss down by at least 10 %, IoU up).
@@ -93,7 +97,7 @@ class _MathAttention:
         self.active.pop().__exit__(None, None, None)
 
 
-def _runs(variants, image_size: int, steps: int):
+def _runs(variants, image_size: int, steps: int, authors=None):
     """One ``Finetuning`` per variant on the same model, data and seed (same episodes)."""
     import napari_sansa as ns
 
@@ -104,7 +108,11 @@ def _runs(variants, image_size: int, steps: int):
     for variant in variants:
         run = ns.finetune_iter(model, data, steps=steps, batch_size=1, shots=1, seed=0)
         keys = list(range(len(data)))
-        if variant == "plain":
+        if variant == "authors":
+            from authors_step import AuthorsRun
+
+            run = AuthorsRun(authors, folder / "sam2.pt", folder / "adapters.pth", image_size, run)
+        elif variant == "plain":
             run.encoder = _PlainEncoder(run.engine)
             for part in (run.sam.memory_attention, run.sam.sam_mask_decoder):
                 _MathAttention(part)
@@ -116,11 +124,11 @@ def _runs(variants, image_size: int, steps: int):
     return runs, prefix
 
 
-def _memory_child(variant: str, image_size: int, threads: int) -> dict:
+def _memory_child(variant: str, image_size: int, threads: int, authors=None) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    runs, _ = _runs([variant], image_size, 2)
+    runs, _ = _runs([variant], image_size, 2, authors)
     losses = [s.loss for s in runs[variant]]
     return {"peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "losses": losses}
 
@@ -130,15 +138,18 @@ def speed(args) -> None:
 
     torch.set_num_threads(args.threads)
     peaks = {}
-    for variant in ("ours", "plain"):  # peak memory: each variant in a process of its own
+    variants = ("ours", "plain", "authors") if args.authors else ("ours", "plain")
+    for variant in variants:  # peak memory: each variant in a process of its own
         cmd = [sys.executable, __file__, "--child", variant, "--image-size", str(args.image_size),
                "--threads", str(args.threads)]  # fmt: skip
+        if args.authors:
+            cmd += ["--authors", args.authors]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         peaks[variant] = json.loads(out.strip().splitlines()[-1])
     # time: both variants in this process, their steps interleaved (same machine load)
-    runs, prefix = _runs(("ours", "plain"), args.image_size, args.steps + 1)
-    times = {"ours": [], "plain": []}
-    losses = {"ours": [], "plain": []}
+    runs, prefix = _runs(variants, args.image_size, args.steps + 1, args.authors)
+    times = {v: [] for v in variants}
+    losses = {v: [] for v in variants}
     for _ in range(args.steps + 1):
         for variant, run in runs.items():
             stats = next(run)
@@ -156,8 +167,14 @@ def speed(args) -> None:
     print(f"  plain way:    {t_plain:.2f} s/step, peak RSS {p_plain / 2**30:.2f} GiB")
     print(f"  speed-up {t_plain / t_ours:.2f}x (goal >= 1.3x); peak memory ratio "
           f"{p_ours / p_plain:.2f} (goal <= 1); same losses: {same}")  # fmt: skip
-    print("  step times ours: ", [round(t, 2) for t in times["ours"]])
-    print("  step times plain:", [round(t, 2) for t in times["plain"]])
+    if args.authors:
+        t_auth, p_auth = np.median(times["authors"][1:]), peaks["authors"]["peak"]
+        print(f"  the authors' own step: {t_auth:.2f} s/step, peak RSS {p_auth / 2**30:.2f} GiB; "
+              f"speed-up {t_auth / t_ours:.2f}x, peak memory ratio "
+              f"{p_ours / p_auth:.2f}")  # fmt: skip
+    for v in variants:
+        print(f"  step times {v}:", [round(t, 2) for t in times[v]], "losses:",
+              [round(x, 4) for x in losses[v]])  # fmt: skip
 
 
 def learn(args) -> None:
@@ -194,11 +211,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    ap.add_argument("--child", choices=("ours", "plain"), help=argparse.SUPPRESS)
+    ap.add_argument("--authors", metavar="DIR", help="also time the authors' own step (see "
+                    "authors_step.py): a checkout of ClaudiaCuttano/SANSA")  # fmt: skip
+    ap.add_argument("--child", choices=("ours", "plain", "authors"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         with contextlib.redirect_stdout(sys.stderr):
-            res = _memory_child(args.child, args.image_size, args.threads)
+            res = _memory_child(args.child, args.image_size, args.threads, args.authors)
         print(json.dumps(res))
         return
     if args.part in ("speed", "all"):
