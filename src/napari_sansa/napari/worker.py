@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_sansa.core.models.cache import ModelCache  # the widget keeps one model
 from napari_sansa.core.models.source import ModelSource
 from napari_sansa.napari.plan import RunPlan
 
@@ -55,28 +56,6 @@ class RunOutcome:
 
     done: int
     error: str | None = None
-
-
-class ModelCache:
-    """Keeps the last loaded model; loads (in the calling thread) only when the
-    settings change. ``loads`` counts the loads, for tests and diagnostics."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._settings: ModelSource | None = None
-        self._model = None
-        self.loads = 0
-
-    def has(self, settings: ModelSource) -> bool:
-        return self._model is not None and self._settings == settings
-
-    def get(self, settings: ModelSource):
-        with self._lock:
-            if not self.has(settings):
-                self._model = self._settings = None  # free the old model before loading
-                self._model, self._settings = settings.load(), settings
-                self.loads += 1
-            return self._model
 
 
 def reference_labels(pred, masks: dict[int, np.ndarray], dtype) -> np.ndarray:
@@ -134,7 +113,7 @@ def run_frames(
     done = 0
     try:
         with leave_a_core_for_napari():
-            for result in _results(plan, model_settings, settings, cache):
+            for result in _results(plan, model_settings, settings, cache, cancel):
                 if cancel is not None and cancel.is_set():
                     break
                 yield result
@@ -150,7 +129,7 @@ def run_frames(
     return RunOutcome(done)
 
 
-def _results(plan: RunPlan, model_settings, settings: RunSettings, cache: ModelCache):
+def _results(plan: RunPlan, model_settings, settings: RunSettings, cache: ModelCache, cancel=None):
     import napari_sansa as ns
 
     dtype = plan.labels_dtype
@@ -166,6 +145,7 @@ def _results(plan: RunPlan, model_settings, settings: RunSettings, cache: ModelC
         intensity_range=plan.intensity_range,
         batch_size=settings.batch_size,
         include_references=True,
+        cancel=cancel,
     )
     for pred in results:
         if pred.is_reference:
