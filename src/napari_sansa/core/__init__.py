@@ -14,6 +14,7 @@ from napari_sansa.core.prompts import Box, Mask, Points, Reference, Scribble
 __all__ = [
     "Box",
     "CheckpointError",
+    "Example",
     "InvalidInputError",
     "Mask",
     "ModelNotFoundError",
@@ -24,6 +25,9 @@ __all__ = [
     "SansaError",
     "SansaModel",
     "Scribble",
+    "episode_loss",
+    "finetune",
+    "finetune_iter",
     "list_models",
     "load_model",
     "to_float_rgb",
@@ -35,6 +39,10 @@ _LAZY = {
     "Prediction": (".model", "Prediction"),
     "Predictions": (".model", "Predictions"),
     "list_models": (".models.registry", "list_models"),
+    "Example": (".training.episodes", "Example"),
+    "episode_loss": (".training.loss", "episode_loss"),
+    "finetune": (".training.api", "finetune"),
+    "finetune_iter": (".training.api", "finetune_iter"),
 }
 
 

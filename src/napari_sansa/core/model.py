@@ -354,6 +354,19 @@ class SansaModel:
             memory if memory is not None else refs, targets, settings, include_references
         )
 
+    def adapter_parameters(self):
+        """``(name, parameter)`` pairs of the adapter tensors, named as in the authors'
+        checkpoint (``dict(model.adapter_parameters())``)."""
+        from napari_sansa.core.training.model_copy import adapter_parameters
+
+        return iter(adapter_parameters(self.sam))
+
+    def save_adapters(self, path, *, overwrite: bool = False):
+        """Write the adapters in the authors' checkpoint format, atomically."""
+        from napari_sansa.core.training.model_copy import save_adapters
+
+        return save_adapters(self, path, overwrite=overwrite)
+
     def decode_references(self, references, *, input_size=640, threshold=0.5, intensity_range=None):
         """What SAM2 makes of each reference's prompts, as :class:`Prediction` s."""
         return self.prepare_references(
