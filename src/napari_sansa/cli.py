@@ -93,6 +93,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--batch-size", type=int, default=None, help="targets per model batch")
     s.add_argument(
+        "--tile-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="segment images larger than N x N pixels by tiles of N (default: untiled)",
+    )
+    s.add_argument(
+        "--halo",
+        type=int,
+        default=None,
+        metavar="N",
+        help="pixels of context around each tile's kept part (default: tile size / 8)",
+    )
+    s.add_argument(
         "--probabilities", action="store_true", help="also write per-class probability TIFFs"
     )
     s.add_argument("--overwrite", action="store_true", help="redo targets that already have output")
@@ -226,6 +240,8 @@ def _segment(args) -> int:
             overwrite=args.overwrite,
             strict=args.strict,
             batch_size=args.batch_size,
+            tile_size=args.tile_size,
+            halo=args.halo,
             client=client,
             chunk_size=args.chunk_size,
             progress=not args.quiet,

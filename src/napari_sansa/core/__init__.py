@@ -18,6 +18,8 @@ __all__ = [
     "InvalidInputError",
     "Mask",
     "ModelNotFoundError",
+    "ObjectOptions",
+    "ObjectTable",
     "Points",
     "Prediction",
     "Predictions",
@@ -30,7 +32,13 @@ __all__ = [
     "finetune_iter",
     "list_models",
     "load_model",
+    "object_table",
+    "refine_objects",
+    "split_objects",
+    "stack_objects",
+    "tile_grid",
     "to_float_rgb",
+    "write_labels",
 ]
 
 _LAZY = {
@@ -43,6 +51,14 @@ _LAZY = {
     "episode_loss": (".training.loss", "episode_loss"),
     "finetune": (".training.api", "finetune"),
     "finetune_iter": (".training.api", "finetune_iter"),
+    "ObjectOptions": (".objects", "ObjectOptions"),
+    "ObjectTable": (".objects", "ObjectTable"),
+    "object_table": (".objects", "object_table"),
+    "refine_objects": (".refine", "refine_objects"),
+    "split_objects": (".objects", "split_objects"),
+    "stack_objects": (".objects", "stack_objects"),
+    "tile_grid": (".tiling", "tile_grid"),
+    "write_labels": (".tiling", "write_labels"),
 }
 
 

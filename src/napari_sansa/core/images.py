@@ -24,7 +24,7 @@ import numpy as np
 
 from napari_sansa.core.errors import InvalidInputError
 
-__all__ = ["check_image", "image_hw", "to_float_rgb"]
+__all__ = ["check_image", "drop_alpha", "image_hw", "scale_to_unit", "to_float_rgb"]
 
 MIN_SIDE = 2
 
@@ -68,12 +68,17 @@ def image_hw(image, what: str = "image") -> tuple[int, int]:
     return h, w
 
 
+def drop_alpha(arr: np.ndarray) -> np.ndarray:
+    """2D gray or ``(H, W, 3)`` RGB: alpha and a single channel axis dropped."""
+    if arr.ndim == 3:
+        return arr[..., :3] if arr.shape[2] >= 3 else arr[..., 0]  # gray (+ alpha): gray
+    return arr
+
+
 def _read_checked(image, what: str):
     """The pixels (alpha dropped: 2D gray or RGB) and their min/max, after every check."""
     image_hw(image, what)
-    arr = np.asarray(image)
-    if arr.ndim == 3:
-        arr = arr[..., :3] if arr.shape[2] >= 3 else arr[..., 0]  # gray (+ alpha): gray
+    arr = drop_alpha(np.asarray(image))
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise InvalidInputError(
             f"the {what} contains NaN or infinite values: replace them (e.g. with "
@@ -96,6 +101,14 @@ def check_image(image, what: str = "image") -> tuple[int, int]:
 def to_float_rgb(image, intensity_range=None, what: str = "image") -> np.ndarray:
     """Return a new ``float32`` array ``(H, W, 3)`` with values in [0, 1]."""
     arr, lo_v, hi_v = _read_checked(image, what)
+    return scale_to_unit(arr, lo_v, hi_v, intensity_range)
+
+
+def scale_to_unit(arr: np.ndarray, lo_v, hi_v, intensity_range=None) -> np.ndarray:
+    """The intensity rule on pixels ``arr`` (after :func:`drop_alpha`) whose image has the
+    minimum ``lo_v`` and maximum ``hi_v``: a new ``float32`` ``(h, w, 3)`` array in [0, 1].
+
+    ``arr`` may be a part of the image (a tile): the rule follows the whole image's range."""
     if intensity_range is not None:
         lo, hi = _check_range(intensity_range)
         out = (arr.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)

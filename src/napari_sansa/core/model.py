@@ -24,8 +24,10 @@ from napari_sansa.core.engine import Engine, Features, FrameOutput, MemoryEntry
 from napari_sansa.core.errors import DeviceMemoryError, InvalidInputError
 from napari_sansa.core.fusion import check_threshold, fuse_labels, sigmoid
 from napari_sansa.core.images import _check_range, image_hw, to_float_rgb
+from napari_sansa.core.objects import ObjectOptions, with_objects
 from napari_sansa.core.preprocess import check_input_size, image_to_input, mask_to_input, sparse_prompts_to_input
 from napari_sansa.core.prompts import Mask, Reference
+from napari_sansa.core.tiling import TileSpec, prepare_tiled_references, run_tiled_targets
 
 __all__ = ["MODES", "Prediction", "Predictions", "ReferenceMemory", "SansaModel"]
 
@@ -40,6 +42,9 @@ class Prediction:
     the image's own size; ``labels`` is the fused ``(H, W)`` class map (0 =
     background); ``scores[c]`` is SAM2's predicted IoU for the kept mask of class
     ``c`` (1.0 for a reference given as a mask), a confidence in [0, 1].
+    ``objects`` is the ``(H, W)`` map of object ids (0 = background) that
+    :func:`napari_sansa.split_objects` makes of ``labels`` (with ``object_options``,
+    default ones when None) and ``object_table`` measures them, one row per object.
     """
 
     index: int
@@ -47,6 +52,7 @@ class Prediction:
     scores: dict
     threshold: float = 0.5
     is_reference: bool = False
+    object_options: object = None  # napari_sansa.ObjectOptions (None: the defaults)
 
     @cached_property
     def probabilities(self) -> dict[int, np.ndarray]:
@@ -62,12 +68,29 @@ class Prediction:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return next(iter(self.logits.values())).shape
+        return getattr(self.logits, "shape", None) or next(iter(self.logits.values())).shape
+
+    @cached_property
+    def objects(self) -> np.ndarray:
+        from napari_sansa.core.objects import objects_of
+
+        return objects_of(self)
+
+    @cached_property
+    def object_table(self):
+        from napari_sansa.core.objects import object_table
+
+        return object_table(self.objects, self.labels, self.probabilities)
 
     def with_threshold(self, threshold: float) -> Prediction:
         """The same prediction fused at another threshold (nothing is recomputed)."""
         return Prediction(
-            self.index, self.logits, self.scores, check_threshold(threshold), self.is_reference
+            self.index,
+            self.logits,
+            self.scores,
+            check_threshold(threshold),
+            self.is_reference,
+            self.object_options,
         )
 
     def __repr__(self) -> str:
@@ -251,15 +274,22 @@ class SansaModel:
         input_size: int | None = 640,
         intensity_range=None,
         threshold: float = 0.5,
+        tile_size: int | None = None,
+        halo: int | None = None,
     ) -> ReferenceMemory:
         """Encode the references and decode their prompts into per-class memory, once.
 
         The result can be given to :meth:`segment` / :meth:`segment_iter` in place of the
         references any number of times (same model, same ``input_size`` and
         ``intensity_range``). ``threshold`` only fuses the decoded references' labels.
+        ``tile_size``/``halo``: references larger than a tile are tiled (see ``segment``);
+        give the targets the same ``tile_size``.
         """
         refs = self._check_references(references)
         s = self._check_settings("independent", input_size, threshold, intensity_range, None)
+        tiles = TileSpec.make(tile_size, halo)
+        if tiles is not None:
+            return prepare_tiled_references(self, refs, s, tiles)
         return self._prepare_references(refs, s)
 
     def segment(
@@ -272,6 +302,9 @@ class SansaModel:
         threshold: float = 0.5,
         intensity_range=_UNSET,
         batch_size: int | None = None,
+        tile_size: int | None = None,
+        halo: int | None = None,
+        instances=False,
     ) -> Predictions:
         """Label every target. Returns a list of :class:`Prediction` (one per target,
         in order) whose ``.references`` attribute holds the decoded references.
@@ -284,6 +317,13 @@ class SansaModel:
         ``input_size``: the authors' intermediate square resize (default 640); ``None``
         resizes straight to the model's input. ``intensity_range``: ``(low, high)``
         mapped to [0, 1] for every image (default: each image's dtype rule).
+        ``tile_size``: cut references and targets larger than ``tile_size`` pixels into
+        overlapping tiles seen at the model's scale, each pixel taken from the tile where
+        it is farthest from an edge (independent mode; default: off); ``halo``: pixels of
+        context kept around each tile's own part (default ``tile_size // 8``).
+        ``instances``: True (or a dict / :class:`ObjectOptions` of ``min_size``,
+        ``seed_distance``, ``split``) splits each result into objects at once
+        (``Prediction.objects``, ``Prediction.object_table``).
         """
         items = list(
             self.segment_iter(
@@ -294,6 +334,9 @@ class SansaModel:
                 threshold=threshold,
                 intensity_range=intensity_range,
                 batch_size=batch_size,
+                tile_size=tile_size,
+                halo=halo,
+                instances=instances,
                 include_references=True,
             )
         )
@@ -310,6 +353,9 @@ class SansaModel:
         threshold: float = 0.5,
         intensity_range=_UNSET,
         batch_size: int | None = None,
+        tile_size: int | None = None,
+        halo: int | None = None,
+        instances=False,
         include_references: bool = False,
     ) -> Iterator[Prediction]:
         """Generator form of :meth:`segment`: yields each target's :class:`Prediction`
@@ -350,9 +396,16 @@ class SansaModel:
             )
             memory = None
         _check_targets(targets)
-        return self._run(
-            memory if memory is not None else refs, targets, settings, include_references
+        tiles = TileSpec.make(tile_size, halo)
+        if tiles is not None and settings.mode != "independent":
+            raise InvalidInputError(
+                "tile_size works with mode='independent' only: each tile is a target of its own"
+            )
+        objects = ObjectOptions.make(instances)
+        run = self._run(
+            memory if memory is not None else refs, targets, settings, include_references, tiles
         )
+        return run if objects is None else with_objects(run, objects)
 
     def adapter_parameters(self):
         """``(name, parameter)`` pairs of the adapter tensors, named as in the authors'
@@ -470,16 +523,21 @@ class SansaModel:
                     self.feature_cache.put(key, one.to("cpu"), one.nbytes)
         return Features.cat([found[key] for key, _, _ in loaded])
 
-    def _run(self, refs, targets, s: _Settings, include_references: bool):
+    def _run(self, refs, targets, s: _Settings, include_references: bool, tiles=None):
         if isinstance(refs, ReferenceMemory):
             memory = refs.to(self.device)
             decoded = [p.with_threshold(s.threshold) for p in memory.decoded]
+        elif tiles is not None:
+            memory = prepare_tiled_references(self, refs, s, tiles)
+            decoded = memory.decoded
         else:
             memory = self._prepare_references(refs, s)
             decoded = memory.decoded
         if include_references:
             yield from decoded
-        if s.mode == "independent":
+        if tiles is not None:
+            yield from run_tiled_targets(self, targets, memory.groups, s, tiles)
+        elif s.mode == "independent":
             yield from self._run_independent(targets, memory.groups, s)
         else:
             yield from self._run_sequential(targets, memory.groups, s)

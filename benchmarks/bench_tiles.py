@@ -1,0 +1,158 @@
+"""Tiles benchmark: memory and time of a tiled target, 8192 x 8192 against 4096 x 4096.
+
+Each target is an RGB uint8 TIFF on disk, opened as a memory map (``tifffile.memmap``),
+so that only the tiles being encoded are read. Each size runs in a fresh process that
+loads the model (random weights, written once beforehand, SAM2 Hiera-tiny at 256 px,
+feature cache off as in ``napari-sansa segment``), prepares one reference, then
+segments the target with ``tile_size``/``halo`` and writes its class map block by block
+(``napari_sansa.write_labels``) into a memory-mapped ``.npy``. A thread samples the
+process's anonymous resident memory (``RssAnon``: the heap, what the process itself
+holds; the memory-mapped input and output pages are the page cache's and can be dropped)
+every 10 ms; its maximum during the run is the figure, next to the process's overall
+peak (``VmHWM``, file pages included). Goal: anon peak(8192) <= 1.2 x anon peak(4096),
+and time growing with the number of tiles.
+
+    python benchmarks/bench_tiles.py [--tile-size 1024] [--halo 64] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from common import parser, report
+
+CHILD = r"""
+import json, sys, threading, time
+sys.path.insert(0, {bench!r})
+import numpy as np, tifffile
+from common import images, blob_mask
+import napari_sansa as ns
+
+def status(key):
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+
+peak = {{"anon": 0.0}}
+running = True
+def sample():
+    while running:
+        peak["anon"] = max(peak["anon"], status("RssAnon"))
+        time.sleep(0.01)
+
+model = ns.load_model(config="sam2_hiera_t", sam2_checkpoint={sam2!r}, adapter_checkpoint={ad!r},
+                      image_size=256, device={device!r}, cache_bytes=0)
+shape = ({tile}, {tile})
+ref = ns.Reference(images(1, shape, seed=99)[0], [ns.Mask(blob_mask(shape, (300, 400), 150))])
+memory = model.prepare_references([ref])
+target = tifffile.memmap({path!r})
+out = np.lib.format.open_memmap({out!r}, "w+", np.uint8, target.shape[:2])
+base = status("RssAnon")
+thread = threading.Thread(target=sample, daemon=True)
+thread.start()
+t0 = time.perf_counter()
+for pred in model.segment_iter(memory, [target], tile_size={tile}, halo={halo}):
+    ns.write_labels(pred, out)
+    tiles = len(pred.logits.grid)
+seconds = time.perf_counter() - t0
+running = False
+thread.join()
+out.flush()
+print(json.dumps({{"anon_peak_mib": peak["anon"], "anon_before_mib": base, "tiles": tiles,
+                  "seconds": seconds, "hwm_mib": status("VmHWM"),
+                  "foreground": float((out > 0).mean())}}))
+"""
+
+
+def write_target(path: Path, side: int, block: int = 1024) -> None:
+    """A smooth random RGB uint8 TIFF of ``side`` x ``side``, written block by block."""
+    import tifffile
+
+    from common import images
+
+    mm = tifffile.memmap(path, shape=(side, side, 3), dtype="uint8", photometric="rgb")
+    k = 0
+    for r in range(0, side, block):
+        for c in range(0, side, block):
+            mm[r : r + block, c : c + block] = images(1, (block, block), seed=k)[0]
+            k += 1
+    mm.flush()
+    del mm
+
+
+def measure(side, folder: Path, args, sam2, ad) -> dict:
+    path = folder / f"target-{side}.tif"
+    if not path.exists():
+        write_target(path, side)
+    code = CHILD.format(
+        bench=os.path.dirname(os.path.abspath(__file__)),
+        sam2=str(sam2),
+        ad=str(ad),
+        device=args.device,
+        tile=args.tile_size,
+        halo=args.halo,
+        path=str(path),
+        out=str(folder / f"labels-{side}.npy"),
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs=2, default=(4096, 8192))
+    p.add_argument("--tile-size", type=int, default=1024)
+    p.add_argument("--halo", type=int, default=64)
+    args = p.parse_args()
+    from napari_sansa.core.models.random_weights import write_random_checkpoints
+
+    folder = Path(tempfile.mkdtemp(prefix="sansa-tiles-"))
+    sam2, ad = write_random_checkpoints(folder, "sam2_hiera_t", image_size=256)
+    small, large = args.sizes
+    a = measure(small, folder, args, sam2, ad)
+    b = measure(large, folder, args, sam2, ad)
+    ratio = b["anon_peak_mib"] / a["anon_peak_mib"]
+    time_ratio = b["seconds"] / a["seconds"]
+    tile_ratio = b["tiles"] / a["tiles"]
+    rows = [
+        (
+            "setting",
+            f"sam2_hiera_t@256 random, tile_size={args.tile_size}, halo={args.halo}, "
+            f"{args.device}, memory-mapped TIFF in, memory-mapped labels out",
+        ),
+        (f"tiles {small} / {large}", f"{a['tiles']} / {b['tiles']} = {tile_ratio:.2f}x"),
+        (
+            f"anon memory peak {small} / {large}",
+            f"{a['anon_peak_mib']:.0f} / {b['anon_peak_mib']:.0f} MiB = {ratio:.3f}x "
+            "(goal <= 1.2x)",
+        ),
+        (
+            f"anon memory before the target {small} / {large}",
+            f"{a['anon_before_mib']:.0f} / {b['anon_before_mib']:.0f} MiB",
+        ),
+        (
+            f"process peak incl. file pages {small} / {large}",
+            f"{a['hwm_mib']:.0f} / {b['hwm_mib']:.0f} MiB",
+        ),
+        (
+            f"time {small} / {large}",
+            f"{a['seconds']:.1f} / {b['seconds']:.1f} s = {time_ratio:.2f}x "
+            f"({a['seconds'] / a['tiles']:.2f} / {b['seconds'] / b['tiles']:.2f} s per tile)",
+        ),
+    ]
+    report(
+        "Tiles benchmark: a tiled target's memory is bounded by the tile, its time by the tiles",
+        rows,
+        {"small": a, "large": b, "memory_ratio": ratio, "time_ratio": time_ratio},
+        args.json,
+    )
+
+
+if __name__ == "__main__":
+    main()
