@@ -29,6 +29,7 @@ from magicgui.widgets import (
 from napari_sansa.napari._qt.model_panel import ModelPanel, path_value
 from napari_sansa.napari._qt.prompt_inputs import PromptInputs
 from napari_sansa.napari._qt.scores import ScoreTable
+from napari_sansa.napari._qt.training_panel import TrainingPanel
 from napari_sansa.napari.geometry import image_geometry
 from napari_sansa.napari.session import EDITED_ACTION, FrameReport, SansaSession
 from napari_sansa.napari.worker import RunSettings
@@ -128,6 +129,11 @@ class SansaWidget(PromptInputs, Container):
         self.save_folder = FileEdit(label="save to", mode="d", nullable=True)
         self.save_format = ComboBox(label="format", choices=["tif", "png"])
         self.save_button = PushButton(text="Save frames", tooltip="one file per frame")
+        # -- fine-tuning (issue 12): napari/_qt/training_panel.py --------------------------
+        self.training_panel = TrainingPanel(
+            viewer, self.session, lambda: self.image.value, self.model_panel.settings,
+            lambda: self.run_settings().input_size,
+        )  # fmt: skip
 
         results = Container(
             widgets=[self.take, self.use_frame_button, self.edited_button], labels=True
@@ -159,11 +165,14 @@ class SansaWidget(PromptInputs, Container):
                 self.save_folder,
                 self.save_format,
                 self.save_button,
+                _heading("Fine-tuning"),
+                *self.training_panel.widgets,
             ]
         )
         self._connect()
         self.reset_choices()
         self._on_image_changed()
+        self.training_panel.reset_choices()
         self.warmup = warm_up_in_background()
 
     def _connect(self) -> None:
@@ -189,6 +198,10 @@ class SansaWidget(PromptInputs, Container):
         self.viewer.layers.selection.events.active.connect(self._on_active_layer)
         # the session outlives the Qt side: late worker signals find it closed
         self.native.destroyed.connect(session.close)
+        self.native.destroyed.connect(self.training_panel.training.close)
+        for event in (layers.inserted, layers.removed, layers.renamed):
+            event.connect(self.training_panel.reset_choices)
+        self.image.changed.connect(self.training_panel.reset_choices)
 
     # -- public actions -----------------------------------------------------------------
     @property
@@ -210,8 +223,13 @@ class SansaWidget(PromptInputs, Container):
         when the inputs cannot be used (the reason is shown as a notification)."""
         if self.session.busy():
             return self.session.worker
+        training = self.training_panel.training
+        if training.busy():
+            self.session.fail("fine-tuning is running: wait for it (or press its Stop), then Run")
+            return None
         try:
-            model_settings = self.model_panel.settings()
+            model_settings = training.model_source(self.model_panel.settings())
+            settings = self.run_settings()
         except ValueError as exc:
             self.session.fail(str(exc))
             return None
@@ -219,7 +237,7 @@ class SansaWidget(PromptInputs, Container):
             self.image.value,
             list(self.prompt_layers.value),
             model_settings,
-            self.run_settings(),
+            settings,
             (int(self.first_frame.value), int(self.last_frame.value)),
         )
 

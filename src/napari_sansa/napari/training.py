@@ -1,0 +1,453 @@
+"""Fine-tuning from napari, without Qt: which frames, the run in a worker, the two models.
+
+:func:`collect_training_frames` reads a Labels layer of annotations (by default the
+image's "[sansa references]" layer: the frames painted there and the output frames a
+person corrected and took as references) into frozen ``(image, labels)`` pairs, with
+messages that name the stack's own frame numbers. :class:`TrainingSession` starts
+napari's worker on :func:`train_steps` (the core's ``finetune_iter``, one step per
+``yield``; Stop ends it between two steps and keeps the best state so far), then
+holds both models: the one that was loaded and the tuned one. ``model_source`` tells
+the widget's runs which to use; the session's model cache gets the tuned model through
+a :class:`TunedSource`, so the worker still takes its model from the cache only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from napari.utils.notifications import show_error, show_info, show_warning
+from psygnal import Signal
+
+from napari_sansa.napari.geometry import META_KEY, PromptError, image_data, image_geometry
+from napari_sansa.napari.outputs import references_name
+from napari_sansa.napari.plan import NO_IMAGE, intensity_range
+from napari_sansa.napari.worker import leave_a_core_for_napari
+
+__all__ = [
+    "TrainingData",
+    "TrainingOutcome",
+    "TrainingSession",
+    "TrainingSettings",
+    "TunedSource",
+    "annotated_frames",
+    "collect_training_frames",
+    "parse_frames",
+    "train_steps",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """What the widget's fine-tuning section sets (the rest are the authors' defaults)."""
+
+    steps: int = 500
+    validation_frames: int = 1  # frames held out to pick the best state (0: none)
+    input_size: int | None = 640
+    lr: float = 1e-4
+    seed: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingData:
+    """The annotated frames of one image, read on the main thread."""
+
+    image: str
+    layer: str
+    frames: tuple[int, ...]
+    pairs: tuple[tuple[np.ndarray, np.ndarray], ...]
+    intensity_range: tuple[float, float] | None
+
+    def fraction(self, k: int) -> float:
+        """``finetune_iter``'s ``validation`` for ``k`` held-out frames."""
+        n = len(self.frames)
+        return min(max(int(k), 0), n - 1) / n if n else 0.0
+
+
+@dataclass(frozen=True)
+class TunedSource:
+    """The tuned model as a model-cache key: it "loads" the model held in memory."""
+
+    base: object  # the ModelSource the run started from
+    run: int  # 1, 2, ... in this viewer
+    steps: int
+    best_step: int
+    model: object = field(compare=False, repr=False, hash=False, default=None)
+
+    def load(self):
+        return self.model
+
+    def describe(self) -> str:
+        return f"the model fine-tuned in run {self.run} ({self.steps} steps, best {self.best_step})"
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingOutcome:
+    """What a fine-tuning worker ended with."""
+
+    model: object = None  # the tuned model (best state), None when nothing ran
+    base: object = None  # the loaded model it started from
+    step: int = 0
+    best_step: int = 0
+    stopped: bool = False
+    error: str | None = None
+
+
+def parse_frames(text: str, n_frames: int) -> tuple[int, ...] | None:
+    """``"0, 3, 5-7"`` -> (0, 3, 5, 6, 7); empty -> None (all annotated frames)."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    out = []
+    for part in text.replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            a, b = int(lo), int(hi) if sep else int(lo)
+        except ValueError:
+            raise PromptError(
+                f"frames: {part!r} is not a frame number or a range like 3-7; write e.g. "
+                "'0, 3, 5-7', or leave it empty for every annotated frame"
+            ) from None
+        if not (0 <= a <= b < n_frames):
+            raise PromptError(
+                f"frames: {part!r} is outside the image's frames 0..{n_frames - 1}"
+            )
+        out.extend(range(a, b + 1))
+    return tuple(sorted(set(out)))
+
+
+def annotated_frames(labels_layer, geometry) -> list[int]:
+    """Frames of ``labels_layer`` that hold any nonzero pixel."""
+    data = labels_layer.data
+    return [f for f in range(geometry.n_frames) if np.any(np.asarray(data[geometry.index(f)]))]
+
+
+def default_layer(viewer, image):
+    """The image's "[sansa references]" Labels layer, if there is one that fits it."""
+    from napari.layers import Labels
+
+    name = references_name(image.name)
+    shape = image_geometry(image).shape
+    for layer in viewer.layers:
+        if layer.name == name and isinstance(layer, Labels) and layer.data.shape == shape:
+            return layer
+    return None
+
+
+def _frames_text(frames) -> str:
+    frames = list(frames)
+    return f"frame {frames[0]}" if len(frames) == 1 else f"frames {', '.join(map(str, frames))}"
+
+
+def collect_training_frames(image, labels_layer, frames=None) -> TrainingData:
+    """The annotated frames of ``image`` in ``labels_layer`` as ``(image, labels)`` pairs.
+
+    ``frames``: frame numbers to train on (default: every frame with an annotation).
+    Raises PromptError, naming the frames, when they cannot make training episodes."""
+    if image is None:
+        raise PromptError(NO_IMAGE)
+    geometry = image_geometry(image)
+    if labels_layer is None:
+        raise PromptError(
+            f"there are no annotations to train on: paint whole frames of '{image.name}' in "
+            f"'{references_name(image.name)}' (or correct output frames and take them as "
+            "references), then choose that layer under 'annotations'"
+        )
+    if tuple(labels_layer.data.shape) != geometry.shape:
+        raise PromptError(
+            f"'{labels_layer.name}' has shape {tuple(labels_layer.data.shape)}, the image "
+            f"'{image.name}' {geometry.shape}: choose a Labels layer painted on this image"
+        )
+    painted = annotated_frames(labels_layer, geometry)
+    if frames is None:
+        chosen = painted
+    else:
+        empty = [f for f in frames if f not in painted]
+        if empty:
+            raise PromptError(
+                f"{_frames_text(empty)} of '{labels_layer.name}' hold no annotation: paint "
+                "them or leave them out of 'frames'"
+            )
+        chosen = list(frames)
+    if len(chosen) < 2:
+        have = f"only {_frames_text(chosen)}" if chosen else "no frame"
+        raise PromptError(
+            f"fine-tuning needs at least two annotated frames; '{labels_layer.name}' has {have}: "
+            "annotate (or correct and take as references) another frame completely"
+        )
+    pairs, where = [], {}
+    for f in chosen:
+        index = geometry.index(f)
+        labels = np.array(labels_layer.data[index])
+        if (labels != 0).all() and len(np.unique(labels)) == 1:
+            raise PromptError(
+                f"frame {f} of '{labels_layer.name}' is one class everywhere: there is no "
+                "background to learn from; leave some pixels 0 or drop the frame"
+            )
+        for c in np.unique(labels):
+            if c:
+                where.setdefault(int(c), []).append(f)
+        pairs.append((np.asarray(image_data(image)[index]), labels))
+    for c, fs in sorted(where.items()):
+        if len(fs) < 2:
+            raise PromptError(
+                f"class {c} is annotated only in frame {fs[0]}: fine-tuning pairs two frames of "
+                f"each class; annotate it in another frame too, or erase it from frame {fs[0]}"
+            )
+    return TrainingData(
+        image.name, labels_layer.name, tuple(chosen), tuple(pairs), intensity_range(image)
+    )
+
+
+def train_steps(data: TrainingData, source, settings: TrainingSettings, cache, cancel):
+    """Generator for the worker: one ``StepStats`` per step; returns a TrainingOutcome.
+
+    ``cancel`` (Stop, or the viewer closing) is checked before every step: the run then
+    ends at once with the best state so far. Nothing is written anywhere."""
+    import napari_sansa as ns
+    from napari_sansa.core.training import TrainingError
+
+    try:
+        with leave_a_core_for_napari():
+            base = cache.get(source)
+            run = ns.finetune_iter(
+                base,
+                list(data.pairs),
+                steps=settings.steps,
+                lr=settings.lr,
+                validation=data.fraction(settings.validation_frames),
+                input_size=settings.input_size,
+                intensity_range=data.intensity_range,
+                seed=settings.seed,
+            )
+            error = None
+            try:
+                while not cancel.is_set():
+                    try:
+                        stats = next(run)
+                    except StopIteration:
+                        break
+                    yield stats
+            except TrainingError as exc:
+                error = str(exc)
+            step, best = run.step, run.best_step
+            tuned = run.result() if step > 0 else None
+    except (ValueError, OSError, MemoryError) as exc:
+        return TrainingOutcome(error=str(exc) or type(exc).__name__)
+    except RuntimeError as exc:
+        logger.exception("SANSA fine-tuning failed")
+        return TrainingOutcome(error=f"fine-tuning failed: {type(exc).__name__}: {exc}")
+    return TrainingOutcome(tuned, base, step, best, cancel.is_set(), error)
+
+
+_SHOW = {"info": show_info, "warning": show_warning, "error": show_error}
+
+
+class TrainingSession:
+    """Fine-tuning runs for one viewer, beside its :class:`~.session.SansaSession`."""
+
+    status = Signal(str)
+    step = Signal(object)  # a StepStats, for each finished step
+    running = Signal(bool)
+    model_changed = Signal(str)  # 'original' or 'tuned'
+
+    def __init__(self, session):
+        self.session = session
+        self.worker = None
+        self.data: TrainingData | None = None
+        self.settings: TrainingSettings | None = None
+        self.history: list = []
+        self.tuned: TunedSource | None = None
+        self.original = None  # (ModelSource, model) the tuned one started from
+        self.using = "original"
+        self.message = ""
+        self.alive = True
+        self.outcome: TrainingOutcome | None = None
+        self._cancel = threading.Event()
+        self._runs = 0
+
+    def notify(self, message: str, severity: str = "info", *, popup: bool = True) -> None:
+        self.message = message
+        if self.alive:
+            self.status.emit(message)
+            if popup:
+                _SHOW[severity](message)
+
+    def busy(self) -> bool:
+        return self.worker is not None
+
+    # -- running -------------------------------------------------------------------------
+    def start(self, image, labels_layer, source, settings: TrainingSettings, frames=None):
+        """Start fine-tuning on the annotated frames; returns the worker, or None (the
+        reason is shown)."""
+        if self.worker is not None:
+            self.notify("fine-tuning is already running: wait for it, or press Stop", "warning")
+            return self.worker
+        if self.session.worker is not None:
+            self.notify("SANSA is labelling frames: wait for the run to end, then fine-tune",
+                        "warning")  # fmt: skip
+            return None
+        if isinstance(source, TunedSource):
+            source = source.base  # a new run starts from the loaded model
+        if self.original is not None and self.original[0] == source:
+            self.session.models.put(*self.original)  # held already: no second load
+        try:
+            data = collect_training_frames(image, labels_layer, frames)
+        except PromptError as exc:
+            self.notify(str(exc), "error")
+            return None
+        from napari.qt.threading import create_worker
+
+        self.data, self.settings, self.history, self.outcome = data, settings, [], None
+        self._cancel = threading.Event()
+        self._source = source
+        loading = "" if self.session.models.has(source) else f"loading {source.describe()}, "
+        self.notify(
+            f"{loading}fine-tuning on {_frames_text(data.frames)} of '{data.layer}' "
+            f"({settings.steps} steps)",
+            popup=False,
+        )
+        worker = create_worker(
+            train_steps, data, source, settings, self.session.models, self._cancel,
+            _progress={"total": settings.steps, "desc": f"fine-tuning on {data.image}"},
+            _start_thread=False,
+        )  # fmt: skip
+        worker.yielded.connect(self._on_step)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_errored)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.running.emit(True)
+        worker.start()
+        return worker
+
+    def stop(self) -> None:
+        """End the run after the step being computed; the best state so far is kept."""
+        if self.worker is None or self._cancel.is_set():
+            return
+        self._cancel.set()
+        self.notify("stopping after this step...", popup=False)
+
+    def close(self, *_) -> None:
+        """The widget went away: end the run, show nothing more."""
+        self.alive = False
+        self._cancel.set()
+
+    def _on_step(self, stats) -> None:
+        self.history.append(stats)
+        if not self.alive:
+            return
+        self.step.emit(stats)
+        text = f"step {stats.step} / {stats.steps}"
+        if stats.loss is not None:
+            text += f", loss {stats.loss:.4f}"
+        if stats.val_loss is not None:
+            text += f", validation {stats.val_loss:.4f} (IoU {stats.val_iou:.3f})"
+        self.notify(text, popup=False)
+
+    def _on_returned(self, outcome: TrainingOutcome) -> None:
+        self.outcome = outcome
+
+    def _on_errored(self, exc: Exception) -> None:
+        self.outcome = TrainingOutcome(error=f"{type(exc).__name__}: {exc}")
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        outcome = self.outcome or TrainingOutcome(error="fine-tuning ended without a result")
+        if not self.alive:
+            return
+        self.running.emit(False)
+        if outcome.model is None:
+            if outcome.error:
+                self.notify(outcome.error, "error")
+            else:
+                self.notify("stopped before the first step: the model is unchanged")
+            return
+        self._runs += 1
+        self.original = (self._source, outcome.base)
+        self.tuned = TunedSource(self._source, self._runs, outcome.step, outcome.best_step,
+                                 outcome.model)  # fmt: skip
+        how = "stopped at" if outcome.stopped else "done:"
+        best = (
+            f", the best by validation loss is step {outcome.best_step}"
+            if self.data is not None and self.settings.validation_frames and outcome.best_step
+            != outcome.step else ""
+        )  # fmt: skip
+        self.use("tuned", announce=False, force=True)
+        text = (
+            f"fine-tuning {how} step {outcome.step}{best}; runs now use the tuned model "
+            "('use' switches back; 'Save adapters' writes it to a file)"
+        )
+        if outcome.error:
+            self.notify(f"{outcome.error}. {text}", "warning")
+        else:
+            self.notify(text)
+
+    # -- the two models --------------------------------------------------------------------
+    def use(self, which: str, *, announce: bool = True, force: bool = False) -> None:
+        """Runs use ``which`` model: 'tuned' (the last fine-tuned) or 'original'."""
+        if which not in ("original", "tuned"):
+            raise ValueError(f"which must be 'original' or 'tuned', got {which!r}")
+        if which == "tuned" and self.tuned is None:
+            self.notify("there is no tuned model yet: fine-tune first", "warning")
+            return
+        if which == self.using and not force:
+            return
+        self.using = which
+        cache = self.session.models
+        if which == "original" and self.original is not None:
+            cache.put(*self.original)  # back without loading it again
+        if self.alive:
+            self.model_changed.emit(which)
+        if announce:
+            what = self.tuned.describe() if which == "tuned" else "the loaded model"
+            self.notify(f"runs now use {what}")
+
+    def model_source(self, panel_source):
+        """The model a run uses: the tuned one when chosen and made from the model the
+        panel shows; otherwise the panel's."""
+        tuned = self.tuned
+        if self.using == "tuned" and tuned is not None and tuned.base == panel_source:
+            return tuned
+        return panel_source
+
+    def save_adapters(self, path, *, overwrite: bool = False) -> Path | None:
+        """Write the tuned model's adapters (the authors' format, atomically); returns the
+        path, or None (the reason is shown). An existing file needs ``overwrite``."""
+        if self.tuned is None:
+            self.notify("there is no tuned model to save yet: fine-tune first", "error")
+            return None
+        if path is None or not str(path).strip():
+            self.notify("choose a file to save the adapters in", "error")
+            return None
+        try:
+            out = self.tuned.model.save_adapters(path, overwrite=overwrite)
+        except (OSError, ValueError) as exc:
+            self.notify(f"the adapters were not saved: {exc}", "error")
+            return None
+        out = Path(out) if out is not None else Path(path)
+        self.notify(
+            f"saved the tuned adapters in {out}; load them as 'adapters' under custom files "
+            "(or adapter_checkpoint=...)"
+        )
+        return out
+
+
+def is_annotation_layer(layer, geometry) -> bool:
+    """A Labels layer on the image's frames that napari-sansa did not write itself."""
+    from napari.layers import Labels
+
+    role = (getattr(layer, "metadata", None) or {}).get(META_KEY)
+    return (
+        isinstance(layer, Labels)
+        and tuple(layer.data.shape) == geometry.shape
+        and role not in ("output", "objects")
+    )
