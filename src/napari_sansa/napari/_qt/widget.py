@@ -27,6 +27,7 @@ from magicgui.widgets import (
 )
 
 from napari_sansa.napari._qt.model_panel import ModelPanel, path_value
+from napari_sansa.napari._qt.objects_panel import ObjectCounts, TilesObjectsPanel
 from napari_sansa.napari._qt.prompt_inputs import PromptInputs
 from napari_sansa.napari._qt.scores import ScoreTable
 from napari_sansa.napari._qt.training_panel import TrainingPanel
@@ -103,6 +104,7 @@ class SansaWidget(PromptInputs, Container):
         self.first_frame = SpinBox(label="first frame", min=0, max=0)
         self.last_frame = SpinBox(label="last frame", min=0, max=0)
         self.probabilities = CheckBox(text="probability maps", value=False)
+        self.large = TilesObjectsPanel()  # tiles and objects (issue 13): _qt/objects_panel.py
         self.run_button = PushButton(text="Run")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.progress = ProgressBar(min=0, max=1, value=0, label="progress")
@@ -140,6 +142,8 @@ class SansaWidget(PromptInputs, Container):
         )
         results.margins = (0, 0, 0, 0)
         results.native.layout().addWidget(self.scores)
+        self.object_counts = ObjectCounts()
+        results.native.layout().addWidget(self.object_counts)
         self.prompt_layers.native.setMaximumHeight(90)
         self.extend(
             [
@@ -157,6 +161,7 @@ class SansaWidget(PromptInputs, Container):
                 self.first_frame,
                 self.last_frame,
                 self.probabilities,
+                *self.large.widgets,
                 _row(self.run_button, self.stop_button),
                 self.progress,
                 self.status,
@@ -188,6 +193,7 @@ class SansaWidget(PromptInputs, Container):
         self.edited_button.changed.connect(self.use_edited_frames_as_references)
         self.save_button.changed.connect(self.save_frames)
         self.scores.frame_clicked.connect(self.go_to_frame)
+        self.object_counts.frame_clicked.connect(self.go_to_frame)
         session = self.session
         session.status.connect(self._show_status)
         session.frame_written.connect(self._on_frame_written)
@@ -216,6 +222,7 @@ class SansaWidget(PromptInputs, Container):
             input_size=int(self.input_size.value) or None,
             threshold=float(self.threshold.value),
             probabilities=bool(self.probabilities.value),
+            **self.large.settings(),
         )
 
     def run(self, value=None):
@@ -328,6 +335,7 @@ class SansaWidget(PromptInputs, Container):
         self.stop_button.enabled = running
         if running:
             self.scores.clear_rows()
+            self.object_counts.clear_rows()
             self.progress.max = self.session.plan.total
             self._show_progress(0)
 
@@ -342,4 +350,6 @@ class SansaWidget(PromptInputs, Container):
 
     def _on_frame_written(self, report: FrameReport) -> None:
         self.scores.set_frame(report.frame, report.scores, report.kind, report.label)
+        if report.counts is not None:
+            self.object_counts.set_frame(report.frame, report.counts)
         self._show_progress(self.session.done)
