@@ -377,15 +377,22 @@ class TrainingSession:
                                  outcome.model)  # fmt: skip
         how = "stopped at" if outcome.stopped else "done:"
         best = (
-            f", the best by validation loss is step {outcome.best_step}"
-            if self.data is not None and self.settings.validation_frames and outcome.best_step
-            != outcome.step else ""
+            f" (the best by validation loss: step {outcome.best_step}, kept)"
+            if any(s.val_loss is not None for s in self.history)
+            and outcome.best_step != outcome.step else ""
         )  # fmt: skip
         self.use("tuned", announce=False, force=True)
         text = (
             f"fine-tuning {how} step {outcome.step}{best}; runs now use the tuned model "
             "('use' switches back; 'Save adapters' writes it to a file)"
         )
+        if self.settings.validation_frames and not any(
+            s.val_loss is not None for s in self.history
+        ):
+            text += (
+                ". No frame was held out for validation: each class needs two training "
+                "frames besides it (annotate more frames)"
+            )
         if outcome.error:
             self.notify(f"{outcome.error}. {text}", "warning")
         else:
