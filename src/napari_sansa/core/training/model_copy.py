@@ -110,11 +110,9 @@ def save_adapters(model, path, *, overwrite: bool = False) -> Path:
         with atomic_write(path) as tmp:
             save_adapter_checkpoint(model.sam, tmp)
     except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise OSError(
-                errno.ENOSPC,
-                f"no space left on the device while saving the adapters to {path}; "
-                "any earlier file there is intact: free some space and save again",
-            ) from None
-        raise
+        if exc.errno != errno.ENOSPC:
+            raise
+        said = f"no space left on the device while saving the adapters to {path}; any "
+        said += "earlier file there is intact: free some space and save again"
+        raise OSError(errno.ENOSPC, said) from None
     return path
