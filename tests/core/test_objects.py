@@ -212,7 +212,7 @@ def test_a_stack_has_ids_unique_across_frames_and_a_frame_column():
 
 
 def test_object_table_in_blocks_of_rows_and_mixed_objects(monkeypatch):
-    from napari_sansa.core import objects as mod
+    from napari_sansa.core import measures as mod
 
     _, classes = touching_shapes(9, shape=(120, 90), n=15)
     rng = np.random.default_rng(1)

@@ -25,9 +25,15 @@ from napari_sansa.core.errors import DeviceMemoryError, InvalidInputError
 from napari_sansa.core.fusion import check_threshold, fuse_labels, sigmoid
 from napari_sansa.core.images import _check_range, image_hw, to_float_rgb
 from napari_sansa.core.objects import ObjectOptions, with_objects
-from napari_sansa.core.preprocess import check_input_size, image_to_input, mask_to_input, sparse_prompts_to_input
+from napari_sansa.core.preprocess import (
+    check_input_size,
+    image_to_input,
+    mask_to_input,
+    sparse_prompts_to_input,
+)
 from napari_sansa.core.prompts import Mask, Reference
-from napari_sansa.core.tiling import TileSpec, prepare_tiled_references, run_tiled_targets
+from napari_sansa.core.tiled_run import prepare_tiled_references, run_tiled_targets
+from napari_sansa.core.tiling import TileSpec
 
 __all__ = ["MODES", "Prediction", "Predictions", "ReferenceMemory", "SansaModel"]
 

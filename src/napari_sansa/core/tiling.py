@@ -37,7 +37,6 @@ import numpy as np
 
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.images import drop_alpha, image_hw, scale_to_unit
-from napari_sansa.core.tile_prompts import tile_prompts
 
 __all__ = [
     "StitchedLogits",
@@ -296,109 +295,6 @@ def mean_score(grid: list[Tile], scores: list[float | None]) -> float:
     return float(sum(s * a for s, a in pairs) / total) if total else 0.0
 
 
-# -- running a model on tiles (called by SansaModel) ---------------------------------------
-def _tile_key(model, src: TiledImage, raw: np.ndarray, s) -> str:
-    if not model.feature_cache.enabled:
-        import uuid
-
-        return f"uncached-{uuid.uuid4().hex}"
-    from napari_sansa.core.cache import array_digest
-
-    return "|".join((array_digest(raw), src.rule(), str(s.input_size), model.identity))
-
-
-def _where(tile: Tile, what: str) -> str:
-    return (
-        f"the tile at rows {tile.rows.start}-{tile.rows.stop}, cols {tile.cols.start}-"
-        f"{tile.cols.stop} of {what}"
-    )
-
-
-def prepare_tiled_references(model, refs, s, spec: TileSpec):
-    """Reference memory from the tiles of references larger than a tile (the tiles that
-    carry prompts; smaller references as they are). ``decoded`` holds one prediction per
-    given reference, stitched over its tiles (background where no tile carries a class)."""
-    import dataclasses
-    import re
-
-    from napari_sansa.core.model import Prediction, ReferenceMemory
-    from napari_sansa.core.preprocess import mask_to_input
-    from napari_sansa.core.prompts import Reference
-
-    def keeps(mask):
-        return bool(mask_to_input(mask, model.image_size, s.input_size, "cpu").any())
-
-    flat, names, plans = [], [], []
-    for i, ref in enumerate(refs):
-        h, w = ref.shape
-        if h <= spec.tile_size and w <= spec.tile_size:
-            plans.append((i, None, [(len(flat), None)]))
-            names.append(f"reference {i}")
-            flat.append(ref)
-            continue
-        grid = tile_grid((h, w), spec.tile_size, spec.halo)
-        src = TiledImage(ref.image, grid, s.intensity_range, f"reference image {i}")
-        members = []
-        for tile, prompts in tile_prompts(ref, grid, keeps):
-            raw = src.raw(tile)
-            # as given where the tile alone converts as the image would (uint8, bool, a
-            # given intensity_range); otherwise converted with the whole image's range
-            image = raw if src.range is None else src.rgb(tile, raw)
-            members.append((len(flat), tile))
-            names.append(_where(tile, f"reference {i}"))
-            flat.append(Reference(image, prompts))
-        plans.append((i, grid, members))
-    try:
-        memory = model._prepare_references(flat, s)
-    except InvalidInputError as exc:
-
-        def name(m):
-            k = int(m.group(1))
-            return names[k] if k < len(names) else m.group(0)
-
-        message = re.sub(r"(?:the )?reference(?: image)? (\d+)", name, str(exc), count=1)
-        raise InvalidInputError(message) from None
-    decoded = []
-    for i, grid, members in plans:
-        if grid is None:
-            decoded.append(dataclasses.replace(memory.decoded[members[0][0]], index=i))
-            continue
-        preds = [(memory.decoded[k], tile) for k, tile in members]
-        classes = sorted({c for p, _ in preds for c in p.classes})
-        per_class = {c: [None] * len(grid) for c in classes}
-        scores = {c: [] for c in classes}
-        for p, tile in preds:
-            for c in p.classes:
-                per_class[c][tile.index] = p.logits[c]
-                scores[c].append(p.scores[c])
-        stitched = StitchedLogits(grid, refs[i].shape, per_class)
-        mean = {c: float(np.mean(v)) for c, v in scores.items()}
-        decoded.append(Prediction(i, stitched, mean, s.threshold, is_reference=True))
-    return ReferenceMemory(
-        memory.groups,
-        decoded,
-        identity=memory.identity,
-        input_size=memory.input_size,
-        intensity_range=memory.intensity_range,
-        n_references=len(refs),
-    )
-
-
-def run_tiled_targets(model, targets, groups, s, spec: TileSpec):
-    """Each target cut into tiles, every tile decoded against the references' memory
-    (independent mode), the results stitched: one :class:`Prediction` per target."""
-    batch = s.batch_size or (1 if model.device.type == "cpu" else 8)
-
-    def decode(src, part):
-        return _decode_tiles(model, src, part, groups, s)
-
-    for i, image in enumerate(targets):
-        pred = tiled_prediction(i, image, spec, decode, s.threshold, s.intensity_range, batch)
-        if pred is None:  # cancelled
-            return
-        yield pred
-
-
 def tiled_prediction(
     index,
     image,
@@ -434,37 +330,3 @@ def tiled_prediction(
                 scores.setdefault(c, [None] * len(grid))[tile.index] = score
     mean = {c: mean_score(grid, scores[c]) for c in sorted(scores)}
     return Prediction(index, StitchedLogits(grid, hw, per_class), mean, threshold)
-
-
-def _decode_tiles(model, src: TiledImage, part: list[Tile], groups, s) -> list[dict]:
-    """Encode the tiles ``part`` as one batch and decode them for every class."""
-    from napari_sansa.core.errors import DeviceMemoryError
-    from napari_sansa.core.model import _is_out_of_memory
-
-    loaded = []
-    for t in part:
-        raw = src.raw(t)
-        loaded.append((_tile_key(model, src, raw, s), t.shape, src.rgb(t, raw)))
-    results: list[dict] = [{} for _ in part]
-    try:
-        with model._compute():
-            feats = model._features(loaded, s)
-            for g in groups:
-                rows = [j for j in range(len(part)) for _ in g.classes]
-                cls = [ci for _ in part for ci in range(len(g.classes))]
-                out = model._decode_pairs(g, feats, rows, cls)
-                low = out.low_res[:, 0].float().cpu().numpy()
-                score = out.score.float().cpu().numpy()
-                for p, (j, ci) in enumerate(zip(rows, cls, strict=True)):
-                    results[j][g.classes[ci]] = (low[p], float(score[p]))
-    except Exception as exc:
-        if not _is_out_of_memory(exc):
-            raise
-        del exc
-        model._release_memory()
-        raise DeviceMemoryError(
-            f"{len(part)} tile(s) of {part[0].shape[0]}x{part[0].shape[1]} pixels of "
-            f"{src.what} do not fit in the {model.device} memory: use a smaller tile_size "
-            "or batch_size"
-        ) from None
-    return results

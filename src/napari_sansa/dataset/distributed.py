@@ -6,15 +6,13 @@ from __future__ import annotations
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.models.source import ModelSource
 from napari_sansa.dataset import models
-from napari_sansa.dataset.records import RunSettings
+from napari_sansa.dataset.records import RunSettings, reference_options
 from napari_sansa.dataset.writing import process_targets
 
 
-def _prepare_task(source: ModelSource, refs, input_size, intensity_range, threshold):
+def _prepare_task(source: ModelSource, refs, options: dict):
     model = models._cached_model(source)
-    return model.prepare_references(
-        refs, input_size=input_size, intensity_range=intensity_range, threshold=threshold
-    )
+    return model.prepare_references(refs, **options)
 
 
 def _chunk_task(source: ModelSource, memory, targets, out, run, strict, skip_existing):
@@ -59,9 +57,7 @@ def _prepare_dask(client, source, refs, run: RunSettings):
     """The references' memory, prepared on a worker; its errors (model, references) raised."""
     from dask.distributed import wait
 
-    memory = client.submit(
-        _prepare_task, source, refs, run.input_size, run.intensity_range, run.threshold, pure=False
-    )
+    memory = client.submit(_prepare_task, source, refs, reference_options(run), pure=False)
     wait([memory])
     if memory.status == "error":
         memory.result()  # raises the worker's error

@@ -32,6 +32,32 @@ class RunSettings:
     probabilities: bool = False
     batch_size: int | None = None
     signature: str = ""
+    tile_size: int | None = None  # tiles (napari_sansa.core.tiling); None: untiled
+    halo: int | None = None
+
+
+def reference_options(run: RunSettings) -> dict:
+    """``prepare_references``'s keyword arguments for the run's settings."""
+    return {
+        "input_size": run.input_size,
+        "intensity_range": run.intensity_range,
+        "threshold": run.threshold,
+        "tile_size": run.tile_size,
+        "halo": run.halo,
+    }
+
+
+def _predictions(model, memory, frames, run: RunSettings):
+    """The model's predictions of ``frames`` with the run's settings."""
+    return model.segment_iter(
+        memory,
+        frames,
+        mode=run.mode,
+        threshold=run.threshold,
+        batch_size=run.batch_size,
+        tile_size=run.tile_size,
+        halo=run.halo,
+    )
 
 
 def _row(target: Target, status: str, message: str = "", frame=None, scores=None, areas=None):

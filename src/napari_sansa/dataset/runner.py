@@ -31,7 +31,7 @@ from napari_sansa.dataset.manifest import (
     earlier_rows,
     final_rows,
 )
-from napari_sansa.dataset.records import RunSettings, _row, _target_done
+from napari_sansa.dataset.records import RunSettings, _row, _target_done, reference_options
 from napari_sansa.dataset.references import _references_digest, reference_files
 from napari_sansa.dataset.writing import _cleanup_partials, _work, process_targets
 
@@ -119,6 +119,8 @@ def segment_dataset(
     client=None,
     chunk_size: int = 16,
     progress: bool = True,
+    tile_size: int | None = None,
+    halo: int | None = None,
 ) -> BatchReport:
     """Label every target image (files, folders, TIFF stacks) into ``out``.
 
@@ -127,6 +129,8 @@ def segment_dataset(
     ``dask.distributed.Client`` to spread the work over a cluster. Outputs mirror the
     inputs' folders as TIFF label images (stacks as label stacks); ``scores.csv``
     lists every target with its per-class scores and areas, or why it failed.
+    ``tile_size``/``halo``: references and targets larger than a tile are segmented
+    by tiles (see :meth:`~napari_sansa.SansaModel.segment_iter`).
 
     Every setting and the output folder are checked before anything is loaded or
     written; the run holds the folder's lock (:class:`OutputLockedError` if another run
@@ -136,12 +140,16 @@ def segment_dataset(
     from napari_sansa.core.fusion import check_threshold
     from napari_sansa.core.model import MODES, SansaModel
     from napari_sansa.core.preprocess import check_input_size
+    from napari_sansa.core.tiling import TileSpec
 
     t0 = time.perf_counter()
     if mode not in MODES:
         raise InvalidInputError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     threshold = check_threshold(threshold)
     input_size = check_input_size(input_size)
+    tiles = TileSpec.make(tile_size, halo)
+    if tiles is not None and mode != "independent":
+        raise InvalidInputError("--tile-size works with --mode independent only")
     _check_count(batch_size, "the batch size", "--batch-size", none_ok=True)
     _check_count(chunk_size, "the chunk size", "--chunk-size", none_ok=False)
     if isinstance(references, Reference):
@@ -178,6 +186,8 @@ def segment_dataset(
         "input_size": input_size,
         "intensity_range": list(intensity_range) if intensity_range is not None else None,
     }
+    if tiles is not None:  # only then: untiled runs keep the signature they always had
+        settings["tiles"] = [tiles.tile_size, tiles.halo]
     signature = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     run = RunSettings(
         mode,
@@ -187,6 +197,8 @@ def segment_dataset(
         probabilities,
         batch_size,
         signature,
+        tiles.tile_size if tiles is not None else None,
+        tiles.halo if tiles is not None else None,
     )
     job = _Job(
         items, unreadable, references, out, out.is_dir(), run, settings, overwrite, strict,
@@ -252,12 +264,7 @@ def _locked_run(job: _Job) -> BatchReport:
         if client is None:
             if loaded is None:
                 loaded = models._cached_model(source)
-            memory = loaded.prepare_references(
-                references,
-                input_size=run.input_size,
-                intensity_range=run.intensity_range,
-                threshold=run.threshold,
-            )
+            memory = loaded.prepare_references(references, **reference_options(run))
         else:
             memory = _prepare_dask(client, source, references, run)
         _write_run_file(out, run.signature, settings)

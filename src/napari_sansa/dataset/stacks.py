@@ -15,6 +15,7 @@ from napari_sansa.dataset.io import TiffStack, write_tiff_atomic
 from napari_sansa.dataset.records import (
     CSV_NAME,
     _describe,
+    _predictions,
     _remove_stale_probabilities,
     _row,
     _write_failed,
@@ -91,9 +92,7 @@ def _process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
             yield np.zeros(hw, dtype)
 
     def pages():
-        preds = model.segment_iter(
-            memory, frames(), mode=run.mode, threshold=run.threshold, batch_size=run.batch_size
-        )
+        preds = _predictions(model, memory, frames(), run)
         for k, pred in enumerate(preds):
             i = fed[k]
             yield from zeros_until(i)

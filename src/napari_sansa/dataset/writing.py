@@ -28,6 +28,7 @@ from napari_sansa.dataset.records import (
     _as_recorded,
     _describe,
     _done_record,
+    _predictions,
     _remove_stale_probabilities,
     _row,
     _write_failed,
@@ -137,13 +138,7 @@ def _process_images(model, memory, items, out, run, strict, rows, on_frame, keep
 
             done = 0
             try:
-                for pred in model.segment_iter(
-                    memory,
-                    frames(),
-                    mode=run.mode,
-                    threshold=run.threshold,
-                    batch_size=run.batch_size,
-                ):
+                for pred in _predictions(model, memory, frames(), run):
                     if fed[done].output in keep:
                         on_frame(fed[done], 1)
                     else:
