@@ -104,8 +104,12 @@ class ObjectsOutput:
 
         shape = image_geometry(image).shape
         for layer in self.viewer.layers:
-            if (layer.name == objects_name(image.name) and isinstance(layer, Labels)
-                    and tuple(layer.data.shape) == shape and layer_role(layer) == "objects"):  # fmt: skip
+            if (
+                layer.name == objects_name(image.name)
+                and isinstance(layer, Labels)
+                and tuple(layer.data.shape) == shape
+                and layer_role(layer) == "objects"
+            ):
                 return layer
         selection = self.viewer.layers.selection
         active = selection.active
@@ -113,8 +117,9 @@ class ObjectsOutput:
             np.zeros(shape, dtype=np.uint32),
             name=objects_name(image.name),
             metadata={META_KEY: "objects"},
-            features=pd.DataFrame({c: pd.Series([], dtype=_column_dtype(c))
-                                   for c in FEATURE_COLUMNS}),  # fmt: skip
+            features=pd.DataFrame(
+                {c: pd.Series([], dtype=_column_dtype(c)) for c in FEATURE_COLUMNS}
+            ),  # fmt: skip
             opacity=0.5,
             visible=True,
             **transform_kwargs(image),

@@ -117,9 +117,7 @@ def parse_frames(text: str, n_frames: int) -> tuple[int, ...] | None:
                 "'0, 3, 5-7', or leave it empty for every annotated frame"
             ) from None
         if not (0 <= a <= b < n_frames):
-            raise PromptError(
-                f"frames: {part!r} is outside the image's frames 0..{n_frames - 1}"
-            )
+            raise PromptError(f"frames: {part!r} is outside the image's frames 0..{n_frames - 1}")
         out.extend(range(a, b + 1))
     return tuple(sorted(set(out)))
 

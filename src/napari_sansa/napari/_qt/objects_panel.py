@@ -39,9 +39,13 @@ class TilesObjectsPanel:
             tooltip="also split each class into objects: an '<image> [sansa objects]' layer "
             "whose features give each object's class, area, centroid, box and mean probability",
         )  # fmt: skip
-        self.min_size = SpinBox(label="min object size", min=0, max=10**7,
-                                value=defaults.min_size,
-                                tooltip="objects smaller than this (pixels) are dropped")  # fmt: skip
+        self.min_size = SpinBox(
+            label="min object size",
+            min=0,
+            max=10**7,
+            value=defaults.min_size,
+            tooltip="objects smaller than this (pixels) are dropped",
+        )
         self.seed_distance = SpinBox(
             label="seed distance", min=1, max=10_000, value=defaults.seed_distance,
             tooltip="the closest two touching objects' centres may be (pixels): larger, "

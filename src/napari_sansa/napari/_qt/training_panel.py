@@ -105,8 +105,9 @@ class LossCurve(QWidget):
             p.setPen(dash)
             x = at(self.best_step, lo).x()
             p.drawLine(QPointF(x, plot.top()), QPointF(x, plot.bottom()))
-        for points, color, dots in ((self.train, TRAIN_COLOR, False),
-                                    (self.validation, VAL_COLOR, True)):  # fmt: skip
+        # validation first: the training line stays visible where the two agree
+        for points, color, dots in ((self.validation, VAL_COLOR, True),
+                                    (self.train, TRAIN_COLOR, False)):  # fmt: skip
             if not points:
                 continue
             path = QPainterPath(at(*points[0]))
