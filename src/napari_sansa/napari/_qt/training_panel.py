@@ -17,9 +17,8 @@ from qtpy.QtGui import QColor, QPainter, QPainterPath, QPen
 from qtpy.QtWidgets import QFileDialog, QSizePolicy, QWidget
 
 from napari_sansa.napari.geometry import PromptError, image_geometry
-from napari_sansa.napari.training import (
-    TrainingSession,
-    TrainingSettings,
+from napari_sansa.napari.training import TrainingSession, TrainingSettings
+from napari_sansa.napari.training_frames import (
     annotated_frames,
     default_layer,
     is_annotation_layer,
