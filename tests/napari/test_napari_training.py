@@ -77,7 +77,7 @@ def test_fine_tuning_runs_switches_models_and_saves(
     assert "runs now use the tuned model" in panel.status.value
     assert panel.use_model.value == "tuned" and panel.save_button.enabled
     tuned = training.tuned.model
-    original = training.original[1]
+    original = training.original.model
     # the loaded model is untouched, the tuned one has other adapters
     before = adapters_of(original)
     assert any(not torch.equal(before[k], v) for k, v in adapters_of(tuned).items())
@@ -86,12 +86,11 @@ def test_fine_tuning_runs_switches_models_and_saves(
     assert widget.run() is not None
     qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT)
     assert shared_model_cache.get(training.tuned) is tuned
-    # back to the loaded model: no second load
-    loads = shared_model_cache.loads
+    # back to the loaded model: the same object (a load from disk would make a new one)
     panel.use_model.value = "original"
-    assert training.model_source(source) == source
-    assert shared_model_cache.has(source) and shared_model_cache.get(source) is original
-    assert shared_model_cache.loads == loads
+    held = training.model_source(source)
+    assert held is training.original and held.model is original
+    assert shared_model_cache.get(held) is original
     for k, v in adapters_of(original).items():
         assert torch.equal(before[k], v)
     # save the tuned adapters; they load back into the same tensors

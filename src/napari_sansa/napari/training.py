@@ -7,7 +7,8 @@ napari's worker on :func:`train_steps` (the core's ``finetune_iter``, one step p
 ``yield``; Stop ends it between two steps and keeps the best state so far), then
 holds both models: the one that was loaded and the tuned one. ``model_source`` tells
 the widget's runs which to use; the session's model cache gets the tuned model through
-a :class:`TunedSource`, so the worker still takes its model from the cache only.
+a :class:`HeldSource` (and the loaded model too, so that going back loads nothing), so
+the worker still takes its model from the cache only.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
@@ -35,7 +37,7 @@ __all__ = [
     "TrainingOutcome",
     "TrainingSession",
     "TrainingSettings",
-    "TunedSource",
+    "HeldSource",
     "annotated_frames",
     "collect_training_frames",
     "parse_frames",
@@ -57,20 +59,32 @@ class TrainingSettings:
 
 
 @dataclass(frozen=True)
-class TunedSource:
-    """The tuned model as a model-cache key: it "loads" the model held in memory."""
+class HeldSource:
+    """A model held in memory, as a model-cache key: it "loads" that model.
 
-    base: object  # the ModelSource the run started from
-    run: int  # 1, 2, ... in this viewer
-    steps: int
-    best_step: int
+    The tuned model (``label`` 'tuned run N'), and the loaded model it started from
+    (``label`` 'original'), so that going back to it never loads it again. Works with a
+    cache that compares settings (``==``) and with one that keys them by ``cache_key()``.
+    """
+
+    base: object  # the ModelSource the fine-tuning started from
+    label: str
+    steps: int = 0
+    best_step: int = 0
     model: object = field(compare=False, repr=False, hash=False, default=None)
+    name: ClassVar = None  # not a registered model (a model cache asks)
 
     def load(self):
         return self.model
 
+    def cache_key(self) -> str:
+        return f"napari-sansa held model: {self.label} of {self.base!r} ({id(self.model)})"
+
     def describe(self) -> str:
-        return f"the model fine-tuned in run {self.run} ({self.steps} steps, best {self.best_step})"
+        if self.label == "original":
+            return f"the loaded model ({self.base.describe()})"
+        run = self.label.removeprefix("tuned ")
+        return f"the model fine-tuned in {run} ({self.steps} steps, best {self.best_step})"
 
 
 @dataclass(frozen=True, eq=False)
@@ -143,8 +157,8 @@ class TrainingSession:
         self.data: TrainingData | None = None
         self.settings: TrainingSettings | None = None
         self.history: list = []
-        self.tuned: TunedSource | None = None
-        self.original = None  # (ModelSource, model) the tuned one started from
+        self.tuned: HeldSource | None = None
+        self.original: HeldSource | None = None  # the loaded model the tuned one started from
         self.using = "original"
         self.message = ""
         self.alive = True
@@ -173,10 +187,8 @@ class TrainingSession:
             self.notify("SANSA is labelling frames: wait for the run to end, then fine-tune",
                         "warning")  # fmt: skip
             return None
-        if isinstance(source, TunedSource):
+        if isinstance(source, HeldSource):
             source = source.base  # a new run starts from the loaded model
-        if self.original is not None and self.original[0] == source:
-            self.session.models.put(*self.original)  # held already: no second load
         try:
             data = collect_training_frames(image, labels_layer, frames)
         except PromptError as exc:
@@ -187,6 +199,8 @@ class TrainingSession:
         self.data, self.settings, self.history, self.outcome = data, settings, [], None
         self._cancel = threading.Event()
         self._source = source
+        if self.original is not None and self.original.base == source:
+            source = self.original  # held already: no second load
         loading = "" if self.session.models.has(source) else f"loading {source.describe()}, "
         self.notify(
             f"{loading}fine-tuning on {frames_text(data.frames)} of '{data.layer}' "
@@ -250,8 +264,9 @@ class TrainingSession:
                 self.notify("stopped before the first step: the model is unchanged")
             return
         self._runs += 1
-        self.original = (self._source, outcome.base)
-        self.tuned = TunedSource(self._source, self._runs, outcome.step, outcome.best_step,
+        self.original = HeldSource(self._source, "original", model=outcome.base)
+        self.tuned = HeldSource(self._source, f"tuned run {self._runs}", outcome.step,
+                                outcome.best_step,
                                  outcome.model)  # fmt: skip
         how = "stopped at" if outcome.stopped else "done:"
         best = (
@@ -287,9 +302,6 @@ class TrainingSession:
         if which == self.using and not force:
             return
         self.using = which
-        cache = self.session.models
-        if which == "original" and self.original is not None:
-            cache.put(*self.original)  # back without loading it again
         if self.alive:
             self.model_changed.emit(which)
         if announce:
@@ -297,11 +309,11 @@ class TrainingSession:
             self.notify(f"runs now use {what}")
 
     def model_source(self, panel_source):
-        """The model a run uses: the tuned one when chosen and made from the model the
-        panel shows; otherwise the panel's."""
-        tuned = self.tuned
-        if self.using == "tuned" and tuned is not None and tuned.base == panel_source:
-            return tuned
+        """The model a run uses: when the panel shows the model the fine-tuning started
+        from, the tuned or the held original one, as chosen; otherwise the panel's."""
+        held = self.tuned if self.using == "tuned" else self.original
+        if held is not None and held.base == panel_source:
+            return held
         return panel_source
 
     def save_adapters(self, path, *, overwrite: bool = False) -> Path | None:

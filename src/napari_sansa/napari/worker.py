@@ -87,11 +87,6 @@ class ModelCache:
                 self.loads += 1
             return self._model
 
-    def put(self, settings, model) -> None:
-        """Keep ``model`` (already loaded) as the one for ``settings``."""
-        with self._lock:
-            self._model, self._settings = model, settings
-
 
 def reference_labels(pred, masks: dict[int, np.ndarray], dtype) -> np.ndarray:
     """A reference frame's class map: SANSA's decoding for clicks, boxes and scribbles,
