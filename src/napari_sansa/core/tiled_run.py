@@ -47,9 +47,10 @@ def prepare_tiled_references(model, refs, s, spec: TileSpec):
     import dataclasses
     import re
 
-    from napari_sansa.core.model import Prediction, ReferenceMemory
     from napari_sansa.core.preprocess import mask_to_input
     from napari_sansa.core.prompts import Reference
+    from napari_sansa.core.references import prepare_memory
+    from napari_sansa.core.results import Prediction, ReferenceMemory
 
     def keeps(mask):
         return bool(mask_to_input(mask, model.image_size, s.input_size, "cpu").any())
@@ -75,7 +76,7 @@ def prepare_tiled_references(model, refs, s, spec: TileSpec):
             flat.append(Reference(image, prompts))
         plans.append((i, grid, members))
     try:
-        memory = model._prepare_references(flat, s)
+        memory = prepare_memory(model, flat, s)
     except InvalidInputError as exc:
 
         def name(m):
@@ -84,6 +85,8 @@ def prepare_tiled_references(model, refs, s, spec: TileSpec):
 
         message = re.sub(r"(?:the )?reference(?: image)? (\d+)", name, str(exc), count=1)
         raise InvalidInputError(message) from None
+    if memory is None:  # cancelled
+        return None
     decoded = []
     for i, grid, members in plans:
         if grid is None:
@@ -119,7 +122,9 @@ def run_tiled_targets(model, targets, groups, s, spec: TileSpec):
         return _decode_tiles(model, src, part, groups, s)
 
     for i, image in enumerate(targets):
-        pred = tiled_prediction(i, image, spec, decode, s.threshold, s.intensity_range, batch)
+        pred = tiled_prediction(
+            i, image, spec, decode, s.threshold, s.intensity_range, batch, s.cancelled
+        )
         if pred is None:  # cancelled
             return
         yield pred
@@ -128,7 +133,7 @@ def run_tiled_targets(model, targets, groups, s, spec: TileSpec):
 def _decode_tiles(model, src: TiledImage, part: list[Tile], groups, s) -> list[dict]:
     """Encode the tiles ``part`` as one batch and decode them for every class."""
     from napari_sansa.core.errors import DeviceMemoryError
-    from napari_sansa.core.model import _is_out_of_memory
+    from napari_sansa.core.runners import _decode_pairs, _release_memory, is_out_of_memory
 
     loaded = []
     for t in part:
@@ -141,16 +146,16 @@ def _decode_tiles(model, src: TiledImage, part: list[Tile], groups, s) -> list[d
             for g in groups:
                 rows = [j for j in range(len(part)) for _ in g.classes]
                 cls = [ci for _ in part for ci in range(len(g.classes))]
-                out = model._decode_pairs(g, feats, rows, cls)
+                out = _decode_pairs(model, g, feats, rows, cls)
                 low = out.low_res[:, 0].float().cpu().numpy()
                 score = out.score.float().cpu().numpy()
                 for p, (j, ci) in enumerate(zip(rows, cls, strict=True)):
                     results[j][g.classes[ci]] = (low[p], float(score[p]))
     except Exception as exc:
-        if not _is_out_of_memory(exc):
+        if not is_out_of_memory(exc):
             raise
         del exc
-        model._release_memory()
+        _release_memory(model.device)
         raise DeviceMemoryError(
             f"{len(part)} tile(s) of {part[0].shape[0]}x{part[0].shape[1]} pixels of "
             f"{src.what} do not fit in the {model.device} memory: use a smaller tile_size "

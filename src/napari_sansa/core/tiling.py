@@ -312,7 +312,7 @@ def tiled_prediction(
     upsampled to the tile bilinearly when read). ``cancelled()`` is polled between
     batches of tiles: when it turns True, None is returned.
     """
-    from napari_sansa.core.model import Prediction
+    from napari_sansa.core.results import Prediction
 
     what = f"target {index}"
     hw = image_hw(image, what)

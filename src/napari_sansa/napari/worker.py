@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_sansa.core.models.cache import ModelCache  # the widget keeps one model
 from napari_sansa.core.models.source import ModelSource
 from napari_sansa.napari.plan import RunPlan
 
@@ -64,28 +65,6 @@ class RunOutcome:
 
     done: int
     error: str | None = None
-
-
-class ModelCache:
-    """Keeps the last loaded model; loads (in the calling thread) only when the
-    settings change. ``loads`` counts the loads, for tests and diagnostics."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._settings: ModelSource | None = None
-        self._model = None
-        self.loads = 0
-
-    def has(self, settings: ModelSource) -> bool:
-        return self._model is not None and self._settings == settings
-
-    def get(self, settings: ModelSource):
-        with self._lock:
-            if not self.has(settings):
-                self._model = self._settings = None  # free the old model before loading
-                self._model, self._settings = settings.load(), settings
-                self.loads += 1
-            return self._model
 
 
 def reference_labels(pred, masks: dict[int, np.ndarray], dtype) -> np.ndarray:
