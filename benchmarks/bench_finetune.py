@@ -7,9 +7,11 @@
    their actual code for the loss and gradient parity): every image goes through the whole
    image encoder at every step, and the memory attention and mask decoder use the unfused
    math attention kernel, as their fork forces. napari-sansa computes the frozen stages
-   before the first adapter once per image (cached) and uses PyTorch's fused attention
-   forward and backward. Everything else is the same code (the same ``Finetuning`` object
-   drives both; only its encoder and the attention kernel differ), so the episodes, the
+   before the first adapter once per image (cached) and uses PyTorch's fused attention,
+   except for the memory attention while training on the CPU, where the math kernel was
+   measured faster (see src/napari_sansa/core/training/attention.py). Everything else is
+   the same code (the same ``Finetuning`` object drives both; only its encoder and the
+   attention kernels differ), so the episodes, the
    dropout draws and the loss are identical. The steps of the two variants are timed
    interleaved in one process (the same machine load for both), after the cache is filled
    (the one-off prefix cost per image is printed too); peak memory (ru_maxrss) is measured
@@ -78,25 +80,6 @@ class _PlainEncoder:
         return self.engine.encode(images_fn(list(range(len(keys)))))
 
 
-class _MathAttention:
-    """The authors' fork: memory attention and mask decoder on the math SDPA kernel."""
-
-    def __init__(self, module):
-        self.active = []
-        module.register_forward_pre_hook(self.enter)
-        module.register_forward_hook(self.exit)
-
-    def enter(self, *_):
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        ctx = sdpa_kernel(SDPBackend.MATH)
-        ctx.__enter__()
-        self.active.append(ctx)
-
-    def exit(self, *_):
-        self.active.pop().__exit__(None, None, None)
-
-
 def _runs(variants, image_size: int, steps: int, authors=None):
     """One ``Finetuning`` per variant on the same model, data and seed (same episodes)."""
     import napari_sansa as ns
@@ -113,9 +96,12 @@ def _runs(variants, image_size: int, steps: int, authors=None):
 
             run = AuthorsRun(authors, folder / "sam2.pt", folder / "adapters.pth", image_size, run)
         elif variant == "plain":
+            from napari_sansa.core.training.attention import KernelWhileTraining
+
             run.encoder = _PlainEncoder(run.engine)
+            run._kernels.remove()  # the authors' fork: math in both (added back just below)
             for part in (run.sam.memory_attention, run.sam.sam_mask_decoder):
-                _MathAttention(part)
+                KernelWhileTraining(part)
         else:
             t0 = time.perf_counter()
             run.encoder._get(keys, run._inputs(keys))  # every image's frozen prefix, once

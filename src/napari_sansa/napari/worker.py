@@ -122,7 +122,7 @@ def run_frames(
     done = 0
     try:
         with leave_a_core_for_napari():
-            for result in _results(plan, model_settings, settings, cache):
+            for result in _results(plan, model_settings, settings, cache, cancel):
                 if cancel is not None and cancel.is_set():
                     break
                 yield result
@@ -138,7 +138,7 @@ def run_frames(
     return RunOutcome(done)
 
 
-def _results(plan: RunPlan, model_settings, settings: RunSettings, cache: ModelCache):
+def _results(plan: RunPlan, model_settings, settings: RunSettings, cache: ModelCache, cancel=None):
     import napari_sansa as ns
     from napari_sansa.napari.objects_output import frame_objects
 
@@ -158,6 +158,7 @@ def _results(plan: RunPlan, model_settings, settings: RunSettings, cache: ModelC
         halo=settings.halo,
         instances=settings.instances or False,
         include_references=True,
+        cancel=cancel,
     )
     for pred in results:
         if pred.is_reference:

@@ -91,6 +91,7 @@ def wrap_model(model, sam, name: str | None = None):
         dtype=model.dtype,
         identity=f"finetuned-{uuid.uuid4().hex}",
         name=name or f"{model.name}-tuned",
+        settings=model.settings,  # the same cache options
     )
 
 

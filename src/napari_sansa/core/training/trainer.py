@@ -116,6 +116,11 @@ class Finetuning:
         self.params = [p for _, p in self.named]
         first = min(int(n.split(".blocks.")[1].split(".")[0]) for n, _ in self.named)
         self.encoder = PrefixEncoder(self.sam, first, cache_bytes)
+        self._kernels = None
+        if self.device.type == "cpu":  # see attention.py: measured faster there
+            from napari_sansa.core.training.attention import KernelWhileTraining
+
+            self._kernels = KernelWhileTraining(self.sam.memory_attention)
         opt_kwargs = {"fused": True} if self.device.type == "cuda" else {}
         self.optimizer = torch.optim.AdamW(
             [{"params": self.params, "initial_lr": s.lr}], lr=s.lr, weight_decay=0.0,
@@ -327,6 +332,9 @@ class Finetuning:
         if which == "best" and self.val_episodes:
             self._load_adapters(self.best)
         self.encoder = None
+        if self._kernels is not None:
+            self._kernels.remove()
+            self._kernels = None
         return wrap_model(self.source_model, self.sam)
 
     def _digest(self) -> str:
