@@ -30,16 +30,26 @@ __all__ = [
     "FrameStack",
     "PromptError",
     "StackGeometry",
+    "SEPARATE_LAYERS",
     "fit_problem",
+    "folder_sizes",
     "image_data",
     "image_geometry",
     "is_prompt_layer",
     "layer_role",
     "layer_to_image",
+    "size_problem",
 ]
 
 #: key in ``layer.metadata`` marking the layers napari-sansa made (value: their role)
 META_KEY = "napari-sansa"
+
+
+#: what to do with images of different sizes (for messages)
+SEPARATE_LAYERS = (
+    "open the images as separate layers (drag the files, not their folder, onto napari, or "
+    "File > Open Files...) and choose them under 'image' and 'with images'"
+)
 
 
 class PromptError(InvalidInputError):
@@ -118,6 +128,7 @@ class FrameStack(Sequence):
     data: Any
     geometry: StackGeometry
     frames: tuple[int, ...] | None = None
+    name: str = "image"
 
     def __len__(self) -> int:
         return self.geometry.n_frames if self.frames is None else len(self.frames)
@@ -131,10 +142,83 @@ class FrameStack(Sequence):
         if not -len(self) <= i < len(self):
             raise IndexError(i)
         frame = self.frame_number(i % len(self))
-        return np.asarray(self.data[self.geometry.index(frame)])
+        try:
+            out = np.asarray(self.data[self.geometry.index(frame)])
+        except ValueError as exc:  # dask: a file of another size than the stack says
+            if "broadcast" not in str(exc):
+                raise
+            raise InvalidInputError(self._size_problem(frame, None)) from None
+        expected = (*self.geometry.hw, 3) if self.geometry.rgb else self.geometry.hw
+        if out.shape[: len(expected)] != expected or out.ndim != len(expected):
+            raise InvalidInputError(self._size_problem(frame, out.shape))
+        return out
+
+    def _size_problem(self, frame: int, shape) -> str:
+        h, w = self.geometry.hw
+        got = "" if shape is None else f" is {'x'.join(map(str, shape))} pixels, but it"
+        return (
+            f"{self.geometry.describe(frame)} of '{self.name}'{got} does not have the "
+            f"{h}x{w} pixels the layer gives every frame (napari stacks a folder of images "
+            f"at the first image's size): {SEPARATE_LAYERS}"
+        )
 
     def select(self, frames) -> FrameStack:
-        return FrameStack(self.data, self.geometry, tuple(int(f) for f in frames))
+        return FrameStack(self.data, self.geometry, tuple(int(f) for f in frames), self.name)
+
+
+def folder_sizes(layer) -> dict[str, tuple[int, ...]] | None:
+    """For a layer napari opened from a folder (a stack of its files), each file's
+    shape read from its header (no pixels); None for other layers."""
+    import os
+    from glob import glob
+
+    path = getattr(getattr(layer, "source", None), "path", None)
+    if not path or not os.path.isdir(path):
+        return None
+    sizes = {}
+    for name in sorted(glob(os.path.join(path, "*.*"))):
+        if os.path.isdir(name):
+            continue
+        shape = _header_shape(name)
+        if shape is not None:
+            sizes[os.path.basename(name)] = shape
+    return sizes
+
+
+def _header_shape(path: str) -> tuple[int, ...] | None:
+    """(rows, cols) of an image file from its header, or None when it cannot be read."""
+    try:
+        if path.lower().endswith((".tif", ".tiff")):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                shape = tuple(int(s) for s in tif.series[0].shape)
+            colour = len(shape) >= 3 and shape[-1] in (3, 4)
+            return shape[-3:-1] if colour else shape[-2:]
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return (int(im.height), int(im.width))
+    except Exception:  # noqa: BLE001 - an unreadable file is not ours to judge here
+        return None
+
+
+def size_problem(layer) -> str | None:
+    """Why a stack-like layer cannot be labelled as one stack: napari opened a folder of
+    images of different sizes as a stack of the first image's size (None: it can)."""
+    sizes = folder_sizes(layer)
+    if not sizes:
+        return None
+    hw = image_geometry(layer).hw
+    other = {n: s for n, s in sizes.items() if tuple(s[:2]) != hw}
+    if not other:
+        return None
+    n, s = next(iter(other.items()))
+    return (
+        f"'{layer.name}' is a folder of images of different sizes ({len(other)} of "
+        f"{len(sizes)} are not {hw[0]}x{hw[1]}, e.g. {n} is {s[0]}x{s[1]}); napari shows them "
+        f"as one stack of the first image's size, which cannot be labelled: {SEPARATE_LAYERS}"
+    )
 
 
 # -- transforms ----------------------------------------------------------------------

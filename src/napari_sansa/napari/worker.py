@@ -14,12 +14,13 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from napari_sansa.core.models.source import ModelSource
+from napari_sansa.napari.imageset import SetPlan
 from napari_sansa.napari.plan import RunPlan
 
 __all__ = ["FrameResult", "ModelCache", "RunOutcome", "RunSettings", "run_frames"]
@@ -47,6 +48,7 @@ class FrameResult:
     scores: dict
     is_reference: bool
     probabilities: dict | None = None
+    part: int = 0  # which image of the set (SetPlan.parts)
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ def leave_a_core_for_napari():
 
 
 def run_frames(
-    plan: RunPlan,
+    plan: RunPlan | SetPlan,
     model_settings: ModelSource,
     settings: RunSettings,
     cache: ModelCache,
@@ -150,40 +152,77 @@ def run_frames(
     return RunOutcome(done)
 
 
-def _results(plan: RunPlan, model_settings, settings: RunSettings, cache: ModelCache):
+class SetFrames(Sequence):
+    """The targets of an image set, read lazily (one image per item), each scaled to
+    [0, 1] by its own image's rule when the images are not all scaled alike."""
+
+    def __init__(self, plan: SetPlan, items, scale: bool):
+        self.plan, self.items, self.scale = plan, tuple(items), scale
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            raise TypeError("SetFrames does not slice; iterate over it or index one frame")
+        part, frame = self.items[i]
+        return self.read(part, frame)
+
+    def read(self, part: int, frame: int):
+        from napari_sansa.core.images import to_float_rgb
+
+        p = self.plan.parts[part]
+        image = p.stack[frame]
+        return to_float_rgb(image, p.intensity_range, p.stack.name) if self.scale else image
+
+
+def _results(plan, model_settings, settings: RunSettings, cache: ModelCache):
     import napari_sansa as ns
 
+    plan = plan if isinstance(plan, SetPlan) else SetPlan((plan,))
     dtype = plan.labels_dtype
+    shared, intensity = plan.shared_intensity_range()
+    if len(plan.parts) == 1:  # one stack: the core reads and scales its frames itself
+        part = plan.parts[0]
+        targets = part.stack.select(part.targets)
+    else:
+        targets = SetFrames(plan, plan.targets, scale=not shared)
+    reader = SetFrames(plan, (), scale=not shared)
     model = cache.get(model_settings)
-    refs = [ns.Reference(plan.stack[r.frame], r.prompts) for r in plan.references]
-    masks = [r.masks() for r in plan.references]
+    references = plan.references
+    refs = [ns.Reference(reader.read(i, r.frame), r.prompts) for i, r in references]
+    masks = [r.masks() for _, r in references]
     results = model.segment_iter(
         refs,
-        plan.stack.select(plan.targets),
+        targets,
         mode=settings.mode,
         input_size=settings.input_size,
         threshold=settings.threshold,
-        intensity_range=plan.intensity_range,
+        intensity_range=intensity,
         batch_size=settings.batch_size,
         include_references=True,
     )
     for pred in results:
         if pred.is_reference:
             own = masks[pred.index]
+            part, ref = references[pred.index]
             yield FrameResult(
-                plan.references[pred.index].frame,
+                ref.frame,
                 reference_labels(pred, own, dtype),
                 {c: (1.0 if c in own else float(s)) for c, s in pred.scores.items()},
                 True,
                 _probabilities(pred, own) if settings.probabilities else None,
+                part,
             )
         else:
+            part, frame = plan.targets[pred.index]
             yield FrameResult(
-                plan.targets[pred.index],
+                frame,
                 pred.labels.astype(dtype, copy=False),
                 {c: float(s) for c, s in pred.scores.items()},
                 False,
                 _probabilities(pred, {}) if settings.probabilities else None,
+                part,
             )
 
 

@@ -28,7 +28,7 @@ from magicgui.widgets import (
 
 from napari_sansa.napari._qt.model_panel import ModelPanel, path_value
 from napari_sansa.napari._qt.prompt_inputs import PromptInputs
-from napari_sansa.napari._qt.scores import ScoreTable
+from napari_sansa.napari._qt.scores import ConfidencePlot, ScoreTable
 from napari_sansa.napari.geometry import image_geometry
 from napari_sansa.napari.session import EDITED_ACTION, FrameReport, SansaSession
 from napari_sansa.napari.worker import RunSettings
@@ -125,6 +125,7 @@ class SansaWidget(PromptInputs, Container):
             "they are): its edited classes become references",
         )
         self.scores = ScoreTable()
+        self.plot = ConfidencePlot()
         self.save_folder = FileEdit(label="save to", mode="d", nullable=True)
         self.save_format = ComboBox(label="format", choices=["tif", "png"])
         self.save_button = PushButton(text="Save frames", tooltip="one file per frame")
@@ -133,11 +134,13 @@ class SansaWidget(PromptInputs, Container):
             widgets=[self.take, self.use_frame_button, self.edited_button], labels=True
         )
         results.margins = (0, 0, 0, 0)
+        results.native.layout().addWidget(self.plot)
         results.native.layout().addWidget(self.scores)
         self.prompt_layers.native.setMaximumHeight(90)
         self.extend(
             [
                 self.image,
+                self.other_images,
                 self.prompt_layers,
                 _row(self.new_points_button, self.new_shapes_button, self.new_labels_button),
                 self.class_id,
@@ -168,6 +171,7 @@ class SansaWidget(PromptInputs, Container):
 
     def _connect(self) -> None:
         self.image.changed.connect(self._on_image_changed)
+        self.other_images.changed.connect(self._on_images_changed)
         self.class_id.changed.connect(self._on_prompt_defaults_changed)
         self.polarity.changed.connect(self._on_prompt_defaults_changed)
         self.new_points_button.changed.connect(self.new_points_layer)
@@ -179,6 +183,7 @@ class SansaWidget(PromptInputs, Container):
         self.edited_button.changed.connect(self.use_edited_frames_as_references)
         self.save_button.changed.connect(self.save_frames)
         self.scores.frame_clicked.connect(self.go_to_frame)
+        self.plot.frame_clicked.connect(self.go_to_frame)
         session = self.session
         session.status.connect(self._show_status)
         session.frame_written.connect(self._on_frame_written)
@@ -215,8 +220,9 @@ class SansaWidget(PromptInputs, Container):
         except ValueError as exc:
             self.session.fail(str(exc))
             return None
+        images = self.images()
         return self.session.run(
-            self.image.value,
+            images if len(images) > 1 else self.image.value,
             list(self.prompt_layers.value),
             model_settings,
             self.run_settings(),
@@ -246,10 +252,18 @@ class SansaWidget(PromptInputs, Container):
         lead = np.clip(np.rint(data[: len(geometry.leading)]), 0, np.asarray(geometry.leading) - 1)
         return geometry.frame(lead)
 
-    def go_to_frame(self, frame: int) -> None:
-        """Move the viewer's sliders to a frame of the selected image."""
+    def go_to_frame(self, frame) -> None:
+        """Move the viewer's sliders to a frame of the selected image; ``(part, frame)``:
+        a frame of the last run's image set (its output becomes the active layer)."""
         image = self.image.value
-        if image is None or not self.session.alive:
+        if isinstance(frame, tuple):
+            part, frame = frame
+            images = self.session.images
+            image = images[part] if part < len(images) else None
+            output = self.session.outputs.get(part)
+            if output is not None and output in self.viewer.layers:
+                self.viewer.layers.selection.active = output
+        if image is None or not self.session.alive or image not in self.viewer.layers:
             return
         index = image_geometry(image).index(frame)
         world = image.data_to_world([*index, 0, 0])
@@ -310,6 +324,7 @@ class SansaWidget(PromptInputs, Container):
         self.stop_button.enabled = running
         if running:
             self.scores.clear_rows()
+            self.plot.clear()
             self.progress.max = self.session.plan.total
             self._show_progress(0)
 
@@ -323,5 +338,6 @@ class SansaWidget(PromptInputs, Container):
         bar.setUpdatesEnabled(True)
 
     def _on_frame_written(self, report: FrameReport) -> None:
-        self.scores.set_frame(report.frame, report.scores, report.kind, report.label)
+        self.scores.set_frame(report.key, report.scores, report.kind, report.label)
+        self.plot.set_frame(report.key, report.scores, report.kind, report.label)
         self._show_progress(self.session.done)
