@@ -21,6 +21,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_sansa.core import InvalidInputError
+from napari_sansa.napari.axes import (
+    MAX_CHANNELS,
+    PromptError,
+    axes_choice,
+    declared_names,
+    frame_image,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -52,47 +59,94 @@ SEPARATE_LAYERS = (
 )
 
 
-class PromptError(InvalidInputError):
-    """A prompt layer cannot be used as it is; the message says what to change."""
-
-
 # -- geometry ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class StackGeometry:
-    """How an image layer splits into frames."""
+    """How an image layer splits into frames.
 
-    leading: tuple[int, ...]  # sizes of the frame axes; () for a single 2D image
+    ``leading``: the sizes of the axes before rows and columns; one of them may be
+    the channel axis (``channel_axis``, its position among them), whose
+    ``channels`` make each frame (one: gray; two or three: red, green, blue). The
+    other leading axes are the frame axes (``axis_names`` names every leading axis).
+    """
+
+    leading: tuple[int, ...]  # sizes of the leading axes; () for a single 2D image
     hw: tuple[int, int]
     rgb: bool
+    channel_axis: int | None = None
+    channels: tuple[int, ...] = (0,)
+    axis_names: tuple[str, ...] = ()
+
+    @property
+    def frame_axes(self) -> tuple[int, ...]:
+        """Positions (among the leading axes) of the axes that index frames."""
+        return tuple(k for k in range(len(self.leading)) if k != self.channel_axis)
+
+    @property
+    def frame_sizes(self) -> tuple[int, ...]:
+        return tuple(self.leading[k] for k in self.frame_axes)
 
     @property
     def n_frames(self) -> int:
-        return math.prod(self.leading)
+        return math.prod(self.frame_sizes)
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """The shape of a label stack for this image (no colour axis)."""
+        """The shape of a label stack for this image (no colour axis; a channel axis
+        stays: labels are the same on every channel)."""
         return (*self.leading, *self.hw)
 
-    def index(self, frame: int) -> tuple[int, ...]:
-        """The leading-axes index of a frame number."""
+    def index(self, frame: int) -> tuple:
+        """The leading-axes index of a frame number (a slice on the channel axis)."""
         if not self.leading:
             return ()
-        return tuple(int(i) for i in np.unravel_index(int(frame), self.leading))
+        sizes = self.frame_sizes
+        at = [int(i) for i in np.unravel_index(int(frame), sizes)] if sizes else []
+        if self.channel_axis is not None:
+            at.insert(self.channel_axis, slice(None))
+        return tuple(at)
 
     def frame(self, index) -> int:
-        """The frame number of a leading-axes index."""
-        if not self.leading:
+        """The frame number of a leading-axes index (its channel entry is ignored)."""
+        sizes = self.frame_sizes
+        if not sizes:
             return 0
-        return int(np.ravel_multi_index(tuple(int(i) for i in index), self.leading))
+        at = tuple(int(index[k]) for k in self.frame_axes)
+        return int(np.ravel_multi_index(at, sizes))
+
+    def axis_name(self, k: int) -> str:
+        return self.axis_names[k] if k < len(self.axis_names) else f"axis {k}"
 
     def describe(self, frame: int) -> str:
-        index = self.index(frame)
-        if len(index) <= 1:
+        if len(self.leading) <= 1:
             return f"frame {frame}"
-        return f"frame {frame} (index {', '.join(map(str, index))})"
+        index = self.index(frame)
+        if self.channel_axis is None and not self.axis_names:
+            return f"frame {frame} (index {', '.join(map(str, index))})"
+        at = ", ".join(f"{self.axis_name(k)}={index[k]}" for k in self.frame_axes)
+        return f"frame {frame} ({at})"
+
+    def plane(self, data, frame: int, written=None) -> np.ndarray:
+        """One frame of a Labels layer's ``data`` as rows x cols. With a channel axis:
+        the channel whose plane differs from ``written`` (else the first), or without
+        ``written`` every channel's labels together (a prompt painted on any channel)."""
+        block = np.asarray(data[self.index(frame)])
+        if self.channel_axis is None:
+            return block
+        if written is not None:
+            for plane in block:
+                if not np.array_equal(plane, written):
+                    return plane
+            return block[0]
+        return block.max(axis=0)
+
+    def group_key(self, frame: int, along: int | None) -> tuple:
+        """The frame's index on every frame axis but ``along`` (frames of one group of
+        a sequential run share it)."""
+        index = self.index(frame)
+        return tuple(index[k] for k in self.frame_axes if k != along)
 
 
 def image_data(layer: napari.layers.Image):
@@ -114,7 +168,33 @@ def image_geometry(layer: napari.layers.Image) -> StackGeometry:
             f"the image layer '{layer.name}' is {spatial[-2]}x{spatial[-1]} pixels per frame: "
             "a frame needs at least 2 pixels on each side"
         )
-    return StackGeometry(tuple(spatial[:-2]), (spatial[-2], spatial[-1]), rgb)
+    leading = tuple(spatial[:-2])
+    choice = axes_choice(layer, leading)
+    names = declared_names(layer)
+    k = choice.channel_axis
+    if k is not None:
+        size = leading[k]
+        name = names[k] if k < len(names) else f"axis {k}"
+        if not choice.explicit and size > MAX_CHANNELS:
+            raise PromptError(
+                f"'{layer.name}' declares its {name} axis (axis {k}, {size} long) as channels, "
+                f"more than {MAX_CHANNELS}: if that is not where its channels are, choose the "
+                "channel axis under 'channel axis' (or 'none')"
+            )
+        bad = [c for c in choice.channels if not 0 <= c < size]
+        if bad or not 1 <= len(choice.channels) <= 3:
+            raise PromptError(
+                f"'{layer.name}' has channels 0..{size - 1} on its {name} axis: choose one "
+                f"channel, or up to three as red, green and blue (not {list(choice.channels)})"
+            )
+    return StackGeometry(
+        leading,
+        (spatial[-2], spatial[-1]),
+        rgb,
+        k,
+        choice.channels if k is not None else (0,),
+        names if len(names) == len(leading) else (),
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,12 +224,15 @@ class FrameStack(Sequence):
         frame = self.frame_number(i % len(self))
         try:
             out = np.asarray(self.data[self.geometry.index(frame)])
+            if self.geometry.channel_axis is not None:
+                out = frame_image(out, self.geometry)
         except ValueError as exc:  # dask: a file of another size than the stack says
             if "broadcast" not in str(exc):
                 raise
             raise InvalidInputError(self._size_problem(frame, None)) from None
-        expected = (*self.geometry.hw, 3) if self.geometry.rgb else self.geometry.hw
-        if out.shape[: len(expected)] != expected or out.ndim != len(expected):
+        g = self.geometry
+        colour = g.rgb or (g.channel_axis is not None and len(g.channels) > 1)
+        if out.shape[:2] != g.hw or out.ndim != (3 if colour else 2):
             raise InvalidInputError(self._size_problem(frame, out.shape))
         return out
 

@@ -342,7 +342,7 @@ class SansaSession:
         geometry = image_geometry(image)
         where = geometry.describe(frame)
         index = geometry.index(frame)
-        plane = np.asarray(output.data[index])
+        plane = edits.current(output, geometry, frame)
         if not plane.any():
             self.fail(
                 f"{where} of '{output.name}' is empty: paint the objects in it (or run SANSA) "
@@ -376,7 +376,7 @@ class SansaSession:
                 "to start a new references layer"
             )
             return None
-        current = np.asarray(refs.data[index])
+        current = geometry.plane(refs.data, frame)
         new = current.copy()
         if replace:
             new[np.isin(current, classes)] = 0

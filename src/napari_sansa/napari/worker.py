@@ -37,6 +37,10 @@ class RunSettings:
     threshold: float = 0.5
     probabilities: bool = False
     batch_size: int | None = None  # None: the core's automatic batch
+    #: sequential mode on a stack with several frame axes: the axis it runs along
+    #: (its position among the leading axes; None: the last frame axis), separately
+    #: for each index of the other frame axes, never across them
+    sequential_axis: int | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -192,16 +196,20 @@ def _results(plan, model_settings, settings: RunSettings, cache: ModelCache):
     references = plan.references
     refs = [ns.Reference(reader.read(i, r.frame), r.prompts) for i, r in references]
     masks = [r.masks() for _, r in references]
-    results = model.segment_iter(
-        refs,
-        targets,
-        mode=settings.mode,
-        input_size=settings.input_size,
-        threshold=settings.threshold,
-        intensity_range=intensity,
-        batch_size=settings.batch_size,
-        include_references=True,
-    )
+    options = {"threshold": settings.threshold, "batch_size": settings.batch_size}
+    groups = _sequential_groups(plan, settings)
+    if groups is None:
+        results = model.segment_iter(
+            refs,
+            targets,
+            mode=settings.mode,
+            input_size=settings.input_size,
+            intensity_range=intensity,
+            include_references=True,
+            **options,
+        )
+    else:
+        results = _grouped(model, refs, plan, groups, settings, intensity, options)
     for pred in results:
         if pred.is_reference:
             own = masks[pred.index]
@@ -215,7 +223,7 @@ def _results(plan, model_settings, settings: RunSettings, cache: ModelCache):
                 part,
             )
         else:
-            part, frame = plan.targets[pred.index]
+            part, frame = pred.target if hasattr(pred, "target") else plan.targets[pred.index]
             yield FrameResult(
                 frame,
                 pred.labels.astype(dtype, copy=False),
@@ -224,6 +232,60 @@ def _results(plan, model_settings, settings: RunSettings, cache: ModelCache):
                 _probabilities(pred, {}) if settings.probabilities else None,
                 part,
             )
+
+
+def _sequential_groups(plan, settings: RunSettings):
+    """Sequential runs on a stack with several frame axes: the targets in groups, each
+    along the chosen axis within one index of the others (None: one run, as given)."""
+    if settings.mode != "sequential" or len(plan.parts) != 1:
+        return None
+    part = plan.parts[0]
+    g = part.geometry
+    if len(g.frame_axes) < 2:
+        return None
+    along = g.frame_axes[-1] if settings.sequential_axis is None else settings.sequential_axis
+    if along not in g.frame_axes:
+        raise ValueError(
+            f"sequential mode cannot run along axis {along}: the frame axes are "
+            f"{', '.join(g.axis_name(k) for k in g.frame_axes)}"
+        )
+    groups: dict[tuple, list[int]] = {}
+    for f in part.targets:
+        groups.setdefault(g.group_key(f, along), []).append(f)
+    return [sorted(fs, key=lambda f: g.index(f)[along]) for _, fs in sorted(groups.items())]
+
+
+class _Grouped:
+    """A prediction of a grouped run, with the (part, frame) it is for."""
+
+    def __init__(self, pred, target):
+        self._pred, self.target = pred, target
+
+    def __getattr__(self, name):
+        return getattr(self._pred, name)
+
+
+def _grouped(model, refs, plan, groups, settings, intensity, options):
+    """The references (prepared once), then each group's frames in order."""
+    part = plan.parts[0]
+    memory = model.prepare_references(
+        refs,
+        input_size=settings.input_size,
+        intensity_range=intensity,
+        threshold=settings.threshold,
+    )
+    first = True
+    for frames in groups:
+        run = model.segment_iter(
+            memory,
+            part.stack.select(frames),
+            mode="sequential",
+            include_references=first,
+            **options,
+        )
+        for pred in run:
+            yield pred if pred.is_reference else _Grouped(pred, (0, frames[pred.index]))
+        first = False
 
 
 def _probabilities(pred, masks) -> dict[int, np.ndarray]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import ComboBox, PushButton, RadioButtons, Select, SpinBox
+from magicgui.widgets import ComboBox, PushButton, Select, SpinBox
 
 from napari_sansa.core.fusion import label_dtype
 from napari_sansa.napari.geometry import fit_problem, image_geometry, is_prompt_layer, layer_role
@@ -64,11 +64,10 @@ class PromptInputs:
             value=1,
             tooltip="class id of the next prompt in the selected Points/Shapes/Labels layer",
         )
-        self.polarity = RadioButtons(
+        self.polarity = ComboBox(
             label="click",
             choices=["positive", "negative"],
             value="positive",
-            orientation="horizontal",
             tooltip="positive: a click on the object; negative: a click that is not",
         )
 
@@ -131,7 +130,9 @@ class PromptInputs:
         if not self.session.alive:
             return
         chosen = list(self.prompt_layers.value)
-        super().reset_choices()
+        for section in (*self.sections.values(), self.advanced):  # not children of self
+            section.reset_choices()
+        self.other_images.visible = bool(self.other_images.choices)
         candidates = [value for _, value in self._prompt_choices()]
         new = [layer for layer in candidates if layer not in self._seen]
         for layer in new:
@@ -149,6 +150,7 @@ class PromptInputs:
         others = [layer for layer in self.other_images.value if layer is not self.image.value]
         self.other_images.reset_choices()
         self.other_images.value = others
+        self.other_images.visible = bool(self.other_images.choices)
         self._on_images_changed()
 
     def _on_images_changed(self, value=None) -> None:
@@ -161,6 +163,7 @@ class PromptInputs:
                 n = image_geometry(image).n_frames
             except ValueError:
                 n = 1
+        self.axes.update(image)
         single = len(self.images()) <= 1
         for w in (self.first_frame, self.last_frame):
             w.max = max(n - 1, 0)

@@ -26,6 +26,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 
+from napari_sansa.napari._qt.axes_panel import AxesPanel
 from napari_sansa.napari._qt.model_panel import ModelPanel, path_value
 from napari_sansa.napari._qt.prompt_inputs import PromptInputs
 from napari_sansa.napari._qt.scores import ConfidencePlot, ScoreTable
@@ -75,6 +76,112 @@ def _heading(text: str) -> Label:
     return Label(value=f"<b>{text}</b>")
 
 
+def _section(*widgets) -> Container:
+    """Controls with their labels in one column; a message (a wrapped Label) takes the
+    section's whole width."""
+    parts, run = [], []
+    for w in widgets:
+        if isinstance(w, Label) and w.native.wordWrap():
+            if run:
+                parts.append(_labelled(run))
+                run = []
+            parts.append(w)
+        else:
+            run.append(w)
+    if run:
+        parts.append(_labelled(run))
+    box = Container(widgets=parts, labels=False)
+    box.margins = (0, 0, 0, 0)
+    return box
+
+
+def _labelled(widgets) -> Container:
+    box = Container(widgets=widgets, labels=True)
+    box.margins = (0, 0, 0, 0)
+    return box
+
+
+def _fixed_message(label: Label, lines: int = 3) -> None:
+    """A message label of a fixed height (``lines`` lines, wrapped): the widgets below
+    it never move when a message changes; the whole text is in its tooltip."""
+    native = label.native
+    native.setWordWrap(True)
+    native.setAlignment(native.alignment().AlignTop | native.alignment().AlignLeft)
+    native.setFixedHeight(native.fontMetrics().lineSpacing() * lines + 4)
+    native.setMinimumWidth(40)
+    label.changed.connect(lambda value: native.setToolTip(str(value)))
+
+
+#: the dock's width: the canvas keeps most of napari's window
+DOCK_WIDTH = 250
+
+
+def _compact(body) -> None:
+    """Let every control shrink to the dock's width: combo boxes and file choosers do not
+    ask for the width of their longest text."""
+    from qtpy.QtWidgets import QComboBox, QLabel, QPushButton, QSizePolicy
+
+    for combo in body.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(6)
+    for label in body.findChildren(QLabel):
+        if label.wordWrap():  # a wrapped message takes the width it is given
+            label.setMinimumWidth(60)
+            policy = QSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+            policy.setHeightForWidth(True)
+            label.setSizePolicy(policy)
+    for button in body.findChildren(QPushButton):
+        if button.text() in ("Choose directory", "Choose file", "Select file"):
+            button.setToolTip(button.text())
+            button.setText("...")
+
+
+def _scrolling(widget: Container, sections: dict, advanced: Container) -> None:
+    """Lay out the sections (headings, then their controls) and the folded 'advanced'
+    part in a vertical scroll area filling ``widget``."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
+    from superqt import QCollapsible
+
+    body = QWidget()
+    layout = QVBoxLayout(body)
+    layout.setContentsMargins(4, 4, 4, 4)
+    layout.setSpacing(2)
+    for title, section in sections.items():
+        layout.addWidget(_heading(title).native)
+        layout.addWidget(section.native)
+        if title == "Model":
+            fold = QCollapsible("Advanced settings")
+            fold.setContentsMargins(0, 0, 0, 0)
+            fold.layout().setContentsMargins(0, 0, 0, 0)
+            fold.content().layout().setContentsMargins(0, 0, 0, 0)
+            fold.setDuration(0)
+            fold.addWidget(advanced.native)
+            fold.setToolTip("threshold, resizing, probability maps, device, model input size")
+            layout.addWidget(fold)
+            widget.advanced_fold = fold
+    layout.addStretch(1)
+    _compact(body)
+
+    class Scroll(QScrollArea):
+        def sizeHint(self):  # noqa: N802 - Qt's name: napari docks at this width
+            hint = super().sizeHint()
+            hint.setWidth(DOCK_WIDTH)
+            return hint
+
+    scroll = Scroll()
+    scroll.setWidgetResizable(True)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setWidget(body)
+    scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+    native = widget.native
+    native.layout().setContentsMargins(0, 0, 0, 0)
+    native.layout().addWidget(scroll)
+    body.setMinimumWidth(0)
+    native.setMinimumWidth(DOCK_WIDTH)
+    widget.scroll_area = scroll
+
+
 class SansaWidget(PromptInputs, Container):
     """Few-shot segmentation of an image stack with SANSA."""
 
@@ -92,21 +199,31 @@ class SansaWidget(PromptInputs, Container):
             tooltip="independent: each frame sees only the references; sequential: frames "
             "in order, each also sees the previous ones (time-lapses, z-stacks)",
         )
-        self.threshold = FloatSpinBox(label="threshold", min=0.0, max=1.0, step=0.05, value=0.5)
+        self.threshold = FloatSpinBox(
+            label="threshold",
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            value=0.5,
+            tooltip="a pixel belongs to a class when SANSA's probability is above this",
+        )
         self.input_size = ComboBox(
-            label="input size",
-            choices=[("640 (authors')", 640), ("none", 0)],
+            label="resize first",
+            choices=[("to 640 px (as the authors)", 640), ("no", 0)],
             value=640,
-            tooltip="the authors' intermediate resize; none: straight to the model's size",
+            tooltip="the authors resize every image to 640 px before the model's own resize; "
+            "'no' goes straight to the model's size",
         )
         self.first_frame = SpinBox(label="first frame", min=0, max=0)
         self.last_frame = SpinBox(label="last frame", min=0, max=0)
-        self.probabilities = CheckBox(text="probability maps", value=False)
+        self.probabilities = CheckBox(
+            text="probability maps", value=False, tooltip="one float layer per class, 0..1"
+        )
         self.run_button = PushButton(text="Run")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.progress = ProgressBar(min=0, max=1, value=0, label="progress")
         self.status = Label(value="")
-        self.status.native.setWordWrap(True)
+        _fixed_message(self.status)
         # -- results ------------------------------------------------------------------
         self.take = ComboBox(
             label="take",
@@ -129,41 +246,39 @@ class SansaWidget(PromptInputs, Container):
         self.save_folder = FileEdit(label="save to", mode="d", nullable=True)
         self.save_format = ComboBox(label="format", choices=["tif", "png"])
         self.save_button = PushButton(text="Save frames", tooltip="one file per frame")
-
-        results = Container(
-            widgets=[self.take, self.use_frame_button, self.edited_button], labels=True
+        self.axes = AxesPanel(on_change=self._on_images_changed)
+        self.prompt_layers.native.setMaximumHeight(84)
+        self.other_images.native.setMaximumHeight(64)
+        results = _section(self.take, self.use_frame_button, self.edited_button)
+        results.native.layout().insertWidget(0, self.scores)
+        results.native.layout().insertWidget(0, self.plot)
+        self.advanced = _section(
+            self.threshold, self.input_size, self.probabilities, *self.model_panel.advanced
         )
-        results.margins = (0, 0, 0, 0)
-        results.native.layout().addWidget(self.plot)
-        results.native.layout().addWidget(self.scores)
-        self.prompt_layers.native.setMaximumHeight(90)
-        self.extend(
-            [
+        self.sections = {
+            "Images and prompts": _section(
                 self.image,
                 self.other_images,
+                *self.axes.widgets,
                 self.prompt_layers,
                 _row(self.new_points_button, self.new_shapes_button, self.new_labels_button),
                 self.class_id,
                 self.polarity,
-                _heading("Model"),
-                *self.model_panel.widgets,
-                _heading("Run"),
+            ),
+            "Model": _section(*self.model_panel.widgets),
+            "Run": _section(
                 self.mode,
-                self.threshold,
-                self.input_size,
+                self.axes.sequential_axis,
                 self.first_frame,
                 self.last_frame,
-                self.probabilities,
                 _row(self.run_button, self.stop_button),
                 self.progress,
                 self.status,
-                _heading("Results"),
-                results,
-                self.save_folder,
-                self.save_format,
-                self.save_button,
-            ]
-        )
+            ),
+            "Results": results,
+            "Save": _section(self.save_folder, self.save_format, self.save_button),
+        }
+        _scrolling(self, self.sections, self.advanced)
         self._connect()
         self.reset_choices()
         self._on_image_changed()
@@ -208,6 +323,7 @@ class SansaWidget(PromptInputs, Container):
             input_size=int(self.input_size.value) or None,
             threshold=float(self.threshold.value),
             probabilities=bool(self.probabilities.value),
+            sequential_axis=self.axes.sequential_axis.value,
         )
 
     def run(self, value=None):
@@ -265,7 +381,11 @@ class SansaWidget(PromptInputs, Container):
                 self.viewer.layers.selection.active = output
         if image is None or not self.session.alive or image not in self.viewer.layers:
             return
-        index = image_geometry(image).index(frame)
+        index = list(image_geometry(image).index(frame))
+        shown = np.asarray(image.world_to_data(self.viewer.dims.point), dtype=float)
+        for k, i in enumerate(index):
+            if isinstance(i, slice):  # the channel axis: stay on the channel shown
+                index[k] = int(max(np.rint(shown[k]), 0))
         world = image.data_to_world([*index, 0, 0])
         offset = self.viewer.dims.ndim - image.ndim
         for k in range(len(index)):

@@ -1,0 +1,103 @@
+"""The widget's axes controls: which axis holds the channels, which channels make a
+frame, and the axis a sequential run follows. Shown only for images that need them."""
+
+from __future__ import annotations
+
+from magicgui.widgets import ComboBox, Label
+
+from napari_sansa.napari.axes import RGB, describe_axes, set_axes
+from napari_sansa.napari.geometry import image_geometry
+
+__all__ = ["AxesPanel"]
+
+NONE = "none"
+
+
+class AxesPanel:
+    """``channel_axis`` (a leading axis or None), ``channels`` (a tuple of channel
+    indices), ``sequential_axis`` (a frame axis) and ``note`` (what was chosen, in a
+    sentence). ``changed`` callbacks run after the person changes the axes."""
+
+    def __init__(self, on_change):
+        self._on_change = on_change
+        self._image = None
+        self.channel_axis = ComboBox(
+            label="channel axis",
+            choices=[(NONE, None)],
+            tooltip="the axis that holds the channels (not frames); taken from the layer's "
+            "axis labels ('c') when it has them",
+        )
+        self.channels = ComboBox(
+            label="channels",
+            choices=[("channel 0 as gray", (0,))],
+            tooltip="which channel SANSA sees (as gray), or up to three as red, green, blue",
+        )
+        self.sequential_axis = ComboBox(
+            label="sequential along",
+            choices=[("-", None)],
+            tooltip="sequential mode follows this axis, separately at each index of the "
+            "other frame axes (for example z within each time point)",
+        )
+        self.note = Label(value="")
+        self.note.native.setWordWrap(True)
+        #: shown under the image (the sequential axis goes to the run section)
+        self.widgets = [self.channel_axis, self.channels, self.note]
+        self.channel_axis.changed.connect(self._on_axis)
+        self.channels.changed.connect(self._on_channels)
+
+    def update(self, image) -> None:
+        """Follow the chosen image: its leading axes, its channel axis, its frame axes."""
+        self._image = image
+        try:
+            g = image_geometry(image) if image is not None else None
+        except ValueError as exc:
+            g = None
+            self.note.value = str(exc)
+        leading = g.leading if g is not None else ()
+        with self.channel_axis.changed.blocked(), self.channels.changed.blocked():
+            self.channel_axis.choices = [(NONE, None)] + [
+                (f"{g.axis_name(k)} ({n})", k) for k, n in enumerate(leading)
+            ]
+            self.channel_axis.value = None if g is None else g.channel_axis
+            self._fill_channels(g)
+        frame_axes = g.frame_axes if g is not None else ()
+        self.sequential_axis.choices = [("-", None)] + [
+            (f"{g.axis_name(k)} ({g.leading[k]})", k) for k in frame_axes
+        ]
+        if len(frame_axes) >= 2:
+            self.sequential_axis.value = frame_axes[-1]
+        several = len(leading) >= 2 or (g is not None and g.channel_axis is not None)
+        self.channel_axis.visible = several
+        self.channels.visible = g is not None and g.channel_axis is not None
+        self.sequential_axis.visible = len(frame_axes) >= 2
+        self.note.visible = several
+        if g is not None:
+            self.note.value = describe_axes(g)
+
+    def _fill_channels(self, g) -> None:
+        if g is None or g.channel_axis is None:
+            self.channels.choices = [("channel 0 as gray", (0,))]
+            return
+        n = g.leading[g.channel_axis]
+        choices = [(f"channel {c} as gray", (c,)) for c in range(n)]
+        if n >= 2:
+            rgb = tuple(range(min(n, 3)))
+            text = ", ".join(f"{c} {colour}" for c, colour in zip(rgb, RGB, strict=False))
+            choices.append((f"channels {text}", rgb))
+        self.channels.choices = choices
+        if g.channels in [v for _, v in choices]:
+            self.channels.value = g.channels
+
+    def _on_axis(self, value=None) -> None:
+        if self._image is None:
+            return
+        set_axes(self._image, self.channel_axis.value, (0,))
+        self.update(self._image)
+        self._on_change()
+
+    def _on_channels(self, value=None) -> None:
+        if self._image is None or self.channel_axis.value is None:
+            return
+        set_axes(self._image, self.channel_axis.value, self.channels.value)
+        self.update(self._image)
+        self._on_change()
