@@ -53,6 +53,7 @@ def test_sample_opens_and_runs_in_the_widget(
     assert type(widget).__name__ == "SansaWidget"
     assert widget.image.value is viewer.layers["coins time-lapse"]
     assert widget.prompt_layers.value == list(viewer.layers)[1:]
+    assert widget.current_frame() == 0  # the painted frame is the one shown
     widget.model_panel.device.value = "cpu"
     widget.session.models = shared_model_cache
     assert widget.run() is not None

@@ -165,3 +165,24 @@ def test_a_stack_whose_frame_turns_out_of_another_size_fails_clearly(
     status = widget.status.value
     assert "frame 1 of 'lazy' is 40x56 pixels" in status and "separate layers" in status
     assert "done" not in status
+
+
+def test_a_folder_stack_with_a_file_that_is_no_image(make_sansa, tmp_path, notifications):
+    from skimage.io import imsave
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        imsave(folder / f"f{i}.png", make_image(i, SIZES[0], rgb=False), check_contrast=False)
+    viewer, widget = make_sansa()
+    (layer,) = viewer.open(str(folder), stack=True)
+    (folder / "f3.png").write_bytes(b"not a picture")  # broken after napari read the list
+    paint = viewer.add_labels(np.zeros(layer.data.shape, np.uint8), name="paint")
+    paint.data[0, 10:30, 10:40] = 1
+    widget.prompt_layers.value = [paint]
+    names = [lay.name for lay in viewer.layers]
+    assert widget.run() is None
+    message = notifications()[-1]
+    assert "cannot be read as images (f3.png)" in message
+    assert [lay.name for lay in viewer.layers] == names
+    assert (folder / "f3.png").read_bytes() == b"not a picture"

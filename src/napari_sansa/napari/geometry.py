@@ -249,23 +249,21 @@ class FrameStack(Sequence):
         return FrameStack(self.data, self.geometry, tuple(int(f) for f in frames), self.name)
 
 
-def folder_sizes(layer) -> dict[str, tuple[int, ...]] | None:
+def folder_sizes(layer) -> dict[str, tuple[int, ...] | None] | None:
     """For a layer napari opened from a folder (a stack of its files), each file's
-    shape read from its header (no pixels); None for other layers."""
+    shape read from its header (no pixels; None: not readable as an image); None for
+    other layers."""
     import os
     from glob import glob
 
     path = getattr(getattr(layer, "source", None), "path", None)
     if not path or not os.path.isdir(path):
         return None
-    sizes = {}
-    for name in sorted(glob(os.path.join(path, "*.*"))):
-        if os.path.isdir(name):
-            continue
-        shape = _header_shape(name)
-        if shape is not None:
-            sizes[os.path.basename(name)] = shape
-    return sizes
+    return {
+        os.path.basename(name): _header_shape(name)
+        for name in sorted(glob(os.path.join(path, "*.*")))
+        if not os.path.isdir(name)
+    }
 
 
 def _header_shape(path: str) -> tuple[int, ...] | None:
@@ -282,16 +280,24 @@ def _header_shape(path: str) -> tuple[int, ...] | None:
 
         with Image.open(path) as im:
             return (int(im.height), int(im.width))
-    except Exception:  # noqa: BLE001 - an unreadable file is not ours to judge here
+    except Exception:  # noqa: BLE001 - any reader's failure means: not an image we can use
         return None
 
 
 def size_problem(layer) -> str | None:
     """Why a stack-like layer cannot be labelled as one stack: napari opened a folder of
-    images of different sizes as a stack of the first image's size (None: it can)."""
+    images of different sizes (or with files that are no images) as a stack of the
+    first image's size (None: it can)."""
     sizes = folder_sizes(layer)
     if not sizes:
         return None
+    bad = [n for n, s in sizes.items() if s is None]
+    if bad:
+        return (
+            f"'{layer.name}' is a folder with files that cannot be read as images "
+            f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): move them out of the "
+            f"folder and open it again, or {SEPARATE_LAYERS}"
+        )
     hw = image_geometry(layer).hw
     other = {n: s for n, s in sizes.items() if tuple(s[:2]) != hw}
     if not other:

@@ -41,6 +41,12 @@ __all__ = ["EDITED_ACTION", "NO_IMAGE", "FrameReport", "SansaSession"]
 #: the name of the action that takes the edited frames as references (a button in the widget)
 EDITED_ACTION = "Use edited frames as references"
 
+#: said when every prompt is class 255 (a black-and-white mask opened as labels)
+MASK_255 = (
+    "the prompts are class 255 (a 0/255 mask, as black-and-white images are saved): the "
+    "output labels are class 255 too; paint with class 1 (or convert the mask) for class 1"
+)
+
 _SHOW = {"info": show_info, "warning": show_warning, "error": show_error}
 
 
@@ -87,6 +93,7 @@ class SansaSession:
         self.done = 0
         self.kept: tuple[int, ...] = ()  # edited frames the current (or last) run left alone
         self.message = ""
+        self.details = ""  # the full text of the last failure (the widget shows it on demand)
         self.alive = True
         self._probability_layers: dict[int, dict] = {}  # part -> class -> layer
         self._probabilities = False
@@ -155,6 +162,7 @@ class SansaSession:
         self._probabilities = settings.probabilities
         self.plan = plan
         self.done, self.kept, self._stopped, self._failed = 0, (), False, None
+        self.details = ""
         self._cancel = threading.Event()
         cached = self.models.has(model_settings)
         loading = "" if cached else f"loading {model_settings.describe()}, "
@@ -164,6 +172,8 @@ class SansaSession:
         note = memory_note(plan.parts[0]) if len(plan.parts) == 1 else None
         if note is not None:
             show_warning(note)
+        if plan.classes == (255,):
+            show_info(MASK_255)
         desc = images[0].name if len(images) == 1 else f"{len(images)} images"
         worker = create_worker(
             run_frames,
@@ -285,6 +295,7 @@ class SansaSession:
     def _on_returned(self, outcome: RunOutcome) -> None:
         if outcome is not None and outcome.error:
             self._failed = outcome.error
+            self.details = outcome.details or outcome.error
             show_error(outcome.error)
 
     def _on_errored(self, exc: Exception) -> None:

@@ -61,6 +61,7 @@ class RunOutcome:
 
     done: int
     error: str | None = None
+    details: str | None = None  # the full text behind ``error`` (shown on demand)
 
 
 class ModelCache:
@@ -146,8 +147,10 @@ def run_frames(
                 yield result
                 done += 1
     except (ValueError, OSError, MemoryError) as exc:
-        # user errors and memory: the core's messages say what to change
-        return RunOutcome(done, str(exc) or type(exc).__name__)
+        # user errors and memory: the core's messages say what to change, in GUI terms
+        from napari_sansa.napari.messages import gui_message
+
+        return RunOutcome(done, *gui_message(exc, model_settings))
     except RuntimeError as exc:
         # torch reports many failures as RuntimeError, which superqt's worker would take
         # for its own deletion and only warn about: report it here, with the traceback

@@ -10,6 +10,27 @@ from napari_sansa.napari.geometry import image_geometry
 
 __all__ = ["AxesPanel"]
 
+
+def _plain_geometry(image):
+    """The image's leading axes without a channel axis (to offer the axes when the
+    declared ones cannot be used), or None."""
+    from napari_sansa.napari.axes import declared_names
+    from napari_sansa.napari.geometry import StackGeometry, image_data
+
+    shape = tuple(int(s) for s in image_data(image).shape)
+    spatial = shape[:-1] if image.rgb else shape
+    if len(spatial) < 2:
+        return None
+    names = declared_names(image)
+    leading = spatial[:-2]
+    return StackGeometry(
+        leading,
+        spatial[-2:],
+        bool(image.rgb),
+        axis_names=names if len(names) == len(leading) else (),
+    )
+
+
 NONE = "none"
 
 
@@ -21,20 +42,21 @@ class AxesPanel:
     def __init__(self, on_change):
         self._on_change = on_change
         self._image = None
+        self._geometry = None
         self.channel_axis = ComboBox(
             label="channel axis",
-            choices=[(NONE, None)],
+            choices=self._axis_choices,
             tooltip="the axis that holds the channels (not frames); taken from the layer's "
             "axis labels ('c') when it has them",
         )
         self.channels = ComboBox(
             label="channels",
-            choices=[("channel 0 as gray", (0,))],
+            choices=self._channel_choices,
             tooltip="which channel SANSA sees (as gray), or up to three as red, green, blue",
         )
         self.sequential_axis = ComboBox(
             label="sequential along",
-            choices=[("-", None)],
+            choices=self._sequential_choices,
             tooltip="sequential mode follows this axis, separately at each index of the "
             "other frame axes (for example z within each time point)",
         )
@@ -45,48 +67,60 @@ class AxesPanel:
         self.channel_axis.changed.connect(self._on_axis)
         self.channels.changed.connect(self._on_channels)
 
-    def update(self, image) -> None:
-        """Follow the chosen image: its leading axes, its channel axis, its frame axes."""
-        self._image = image
-        try:
-            g = image_geometry(image) if image is not None else None
-        except ValueError as exc:
-            g = None
-            self.note.value = str(exc)
+    # -- choices (callables: the widget's reset_choices calls them) ----------------------
+    def _axis_choices(self, _widget=None):
+        g = self._geometry
         leading = g.leading if g is not None else ()
-        with self.channel_axis.changed.blocked(), self.channels.changed.blocked():
-            self.channel_axis.choices = [(NONE, None)] + [
-                (f"{g.axis_name(k)} ({n})", k) for k, n in enumerate(leading)
-            ]
-            self.channel_axis.value = None if g is None else g.channel_axis
-            self._fill_channels(g)
-        frame_axes = g.frame_axes if g is not None else ()
-        self.sequential_axis.choices = [("-", None)] + [
-            (f"{g.axis_name(k)} ({g.leading[k]})", k) for k in frame_axes
-        ]
-        if len(frame_axes) >= 2:
-            self.sequential_axis.value = frame_axes[-1]
-        several = len(leading) >= 2 or (g is not None and g.channel_axis is not None)
-        self.channel_axis.visible = several
-        self.channels.visible = g is not None and g.channel_axis is not None
-        self.sequential_axis.visible = len(frame_axes) >= 2
-        self.note.visible = several
-        if g is not None:
-            self.note.value = describe_axes(g)
+        return [(NONE, None)] + [(f"{g.axis_name(k)} ({n})", k) for k, n in enumerate(leading)]
 
-    def _fill_channels(self, g) -> None:
+    def _channel_choices(self, _widget=None):
+        g = self._geometry
         if g is None or g.channel_axis is None:
-            self.channels.choices = [("channel 0 as gray", (0,))]
-            return
+            return [("channel 0 as gray", (0,))]
         n = g.leading[g.channel_axis]
         choices = [(f"channel {c} as gray", (c,)) for c in range(n)]
         if n >= 2:
             rgb = tuple(range(min(n, 3)))
             text = ", ".join(f"{c} {colour}" for c, colour in zip(rgb, RGB, strict=False))
             choices.append((f"channels {text}", rgb))
-        self.channels.choices = choices
-        if g.channels in [v for _, v in choices]:
-            self.channels.value = g.channels
+        return choices
+
+    def _sequential_choices(self, _widget=None):
+        g = self._geometry
+        axes = g.frame_axes if g is not None else ()
+        return [("-", None)] + [(f"{g.axis_name(k)} ({g.leading[k]})", k) for k in axes]
+
+    def update(self, image) -> None:
+        """Follow the chosen image: its leading axes, its channel axis, its frame axes."""
+        self._image = image
+        problem = None
+        try:
+            g = image_geometry(image) if image is not None else None
+        except ValueError as exc:
+            g, problem = _plain_geometry(image), str(exc)
+        self._geometry = g
+        along = self.sequential_axis.value
+        with self.channel_axis.changed.blocked(), self.channels.changed.blocked():
+            self.channel_axis.reset_choices()
+            self.channel_axis.value = None if g is None else g.channel_axis
+            self.channels.reset_choices()
+            if g is not None and g.channels in [v for _, v in self._channel_choices()]:
+                self.channels.value = g.channels
+        self.sequential_axis.reset_choices()
+        frame_axes = g.frame_axes if g is not None else ()
+        if len(frame_axes) >= 2:
+            self.sequential_axis.value = along if along in frame_axes else frame_axes[-1]
+        leading = g.leading if g is not None else ()
+        several = len(leading) >= 2 or (g is not None and g.channel_axis is not None)
+        self.channel_axis.visible = several
+        self.channels.visible = g is not None and g.channel_axis is not None
+        self.sequential_axis.visible = len(frame_axes) >= 2
+        self.note.visible = several
+        if problem is not None:
+            self.note.value = problem
+            self.note.visible = True
+        elif g is not None:
+            self.note.value = describe_axes(g)
 
     def _on_axis(self, value=None) -> None:
         if self._image is None:

@@ -33,6 +33,16 @@ __all__ = ["MAX_CLASS", "PromptInputs"]
 MAX_CLASS = 2**31 - 1  # a Qt spin box's limit; the layers themselves go to uint32
 
 
+def _full_names(qlist) -> None:
+    """Long layer names in a narrow list: cut in the middle, whole in the tooltip."""
+    from qtpy.QtCore import Qt
+
+    qlist.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+    for i in range(qlist.count()):
+        item = qlist.item(i)
+        item.setToolTip(item.text())
+
+
 class PromptInputs:
     """Which image, which prompt layers, and what the next prompt gets."""
 
@@ -141,6 +151,8 @@ class PromptInputs:
         keep += [layer for layer in new if layer not in keep and self._fits(layer)]
         if keep != list(self.prompt_layers.value):
             self.prompt_layers.value = keep
+        for select in (self.prompt_layers, self.other_images):
+            _full_names(select.native)
 
     def _choose_prompt_layer(self, layer) -> None:
         if layer not in self.prompt_layers.value:

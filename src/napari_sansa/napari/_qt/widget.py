@@ -282,6 +282,7 @@ class SansaWidget(PromptInputs, Container):
         self._connect()
         self.reset_choices()
         self._on_image_changed()
+        self.show_first_reference()
         self.warmup = warm_up_in_background()
 
     def _connect(self) -> None:
@@ -306,9 +307,31 @@ class SansaWidget(PromptInputs, Container):
         layers = self.viewer.layers.events
         for event in (layers.inserted, layers.removed, layers.moved, layers.renamed):
             event.connect(self.reset_choices)
+        layers.inserted.connect(self._on_inserted)
         self.viewer.layers.selection.events.active.connect(self._on_active_layer)
         # the session outlives the Qt side: late worker signals find it closed
         self.native.destroyed.connect(session.close)
+
+    def show_first_reference(self, event=None) -> None:
+        """Show the first frame painted in the image's references layer (a sample or a
+        reopened session opens on the frame that holds the prompts)."""
+        from napari_sansa.napari.outputs import references_name
+
+        image = self.image.value
+        name = None if image is None else references_name(image.name)
+        if name is None or name not in self.viewer.layers or not self.session.alive:
+            return
+        layer = self.viewer.layers[name]
+        try:
+            geometry = image_geometry(image)
+            if tuple(layer.data.shape) != geometry.shape:
+                return
+            frames = (f for f in range(geometry.n_frames) if geometry.plane(layer.data, f).any())
+            first = next(frames, None)
+        except ValueError:
+            return
+        if first is not None:
+            self.go_to_frame(first)
 
     # -- public actions -----------------------------------------------------------------
     @property
@@ -435,9 +458,19 @@ class SansaWidget(PromptInputs, Container):
         folder = folder if folder is not None else path_value(self.save_folder)
         return self.session.save_frames(image, folder, fmt or self.save_format.value)
 
+    def _on_inserted(self, event=None) -> None:
+        from napari_sansa.napari.geometry import layer_role
+
+        layer = getattr(event, "value", None)
+        if layer is not None and layer_role(layer) == "references" and np.any(layer.data):
+            self.show_first_reference()
+
     # -- what the session reports -------------------------------------------------------
     def _show_status(self, message: str) -> None:
         self.status.value = message
+        details = self.session.details
+        if details and message == self.session.message and details != message:
+            self.status.tooltip = details  # details on demand: hover over the message
 
     def _on_running(self, running: bool) -> None:
         self.run_button.enabled = not running
