@@ -96,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--overwrite", action="store_true", help="redo targets that already have output")
     s.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    s.add_argument(
+        "--allow-many-classes",
+        action="store_true",
+        help="accept a label image with more classes than a tenth of its pixels",
+    )
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar, log lines only")
     s.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler to spread work over")
     s.add_argument(
@@ -143,8 +148,13 @@ def _absolute(path):
 
 
 def _segment(args) -> int:
-    from napari_sansa.dataset.batch import ModelSource, load_prompt_file, load_reference_pair, segment_dataset
     from napari_sansa.core.errors import InvalidInputError
+    from napari_sansa.dataset import (
+        ModelSource,
+        load_prompt_file,
+        load_reference_pair,
+        segment_dataset,
+    )
 
     files = (args.config, args.sam2_checkpoint, args.adapter_checkpoint)
     if args.model and any(files):
@@ -176,9 +186,10 @@ def _segment(args) -> int:
         input_size = int(size)
     else:
         raise InvalidInputError(f"--input-size must be a number of pixels or 'none', got {size!r}")
-    references = [load_reference_pair(img, lab) for img, lab in args.reference]
+    many = {"allow_many_classes": args.allow_many_classes}
+    references = [load_reference_pair(img, lab, **many) for img, lab in args.reference]
     if args.prompts:
-        references += load_prompt_file(args.prompts)
+        references += load_prompt_file(args.prompts, **many)
     if not references:
         raise InvalidInputError(
             "no references: give --reference IMAGE LABELS (repeatable) or --prompts FILE.json"
@@ -257,24 +268,34 @@ def _silence_stdout() -> None:
         os.close(devnull)
 
 
+def _gui(args) -> int:
+    from napari_sansa.napari.app import launch
+
+    launch(args.files, sample=args.sample)
+    return 0
+
+
+def _models(args) -> int:
+    _print_models(args.json)
+    return 0
+
+
+def _download_command(args) -> int:
+    _download(args.names, args.force)
+    return 0
+
+
+#: one function per subcommand: ``args -> exit code``
+COMMANDS = {"gui": _gui, "models": _models, "download": _download_command, "segment": _segment}
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="napari-sansa: %(message)s", stream=sys.stderr, force=True
     )
     try:
-        if args.command == "gui":
-            from napari_sansa.napari.app import launch
-
-            launch(args.files, sample=args.sample)
-            return 0
-        if args.command == "models":
-            _print_models(args.json)
-            return 0
-        if args.command == "download":
-            _download(args.names, args.force)
-            return 0
-        return _segment(args)
+        return COMMANDS[args.command](args)
     except SansaError as exc:
         print(f"napari-sansa: error: {exc}", file=sys.stderr)
         return 2
@@ -282,12 +303,16 @@ def main(argv=None) -> int:
         _silence_stdout()
         return 0
     except OSError as exc:
-        from napari_sansa.dataset.batch import DiskFullError
+        from napari_sansa.dataset import DiskFullError
 
         if isinstance(exc, DiskFullError):
             print(f"napari-sansa: error: {exc.strerror}", file=sys.stderr)
             return 1
-        raise
+        if exc.filename is None:
+            raise
+        # a file that cannot be read or written mid-run: what and why, without a traceback
+        print(f"napari-sansa: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             "napari-sansa: interrupted; finished outputs are kept, run again to continue",

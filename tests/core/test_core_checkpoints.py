@@ -203,3 +203,85 @@ def test_random_weights_have_no_constant_parameters(weights):
     for k, v in state.items():
         if v.is_floating_point() and v.numel() > 1:
             assert v.std() > 0, k
+
+
+# -- damaged weights: refused at load, never NaN logits -------------------------------------
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("role", ["sam2", "adapters"])
+def test_non_finite_weights_are_refused_naming_the_tensor(weights, tmp_path, bad, role):
+    sam2, adapters = weights
+    source = sam2 if role == "sam2" else adapters
+    state = torch.load(source, weights_only=True)["model"]
+    name = sorted(state)[len(state) // 2]
+    state[name] = state[name].clone()
+    state[name].view(-1)[3] = bad
+    p = tmp_path / f"bad_{role}.pt"
+    torch.save({"model": state}, p)
+    call = (lambda: _load(p)) if role == "sam2" else (lambda: _load(sam2, p))
+    _check_refused(call, p, "damaged", name, "NaN or infinite")
+
+
+# where 4 KiB are overwritten: byte offsets (negative: from the end)
+_PLACES = {
+    "file header": 0,
+    "pickle": 100,
+    "first tensor": 3000,
+    "middle tensor": None,  # half-way
+    "last tensor": -30000,
+    "zip directory": -4096,
+}
+
+
+@pytest.mark.parametrize("place", list(_PLACES))
+@pytest.mark.parametrize("fill", ["random", "zeros"])
+def test_4_kib_overwritten_in_place_is_refused(weights, tmp_path, place, fill):
+    # same size, bytes changed anywhere; random bytes in a tensor give NaN weights, zeros
+    # give finite ones: both are caught (the zip's CRC-32s, then the finite check)
+    from napari_sansa.core.models.checkpoints import read_checkpoint
+
+    sam2, _ = weights
+    raw = bytearray(sam2.read_bytes())
+    at = _PLACES[place]
+    at = len(raw) // 2 if at is None else at % len(raw)
+    raw[at : at + 4096] = np.random.default_rng(7).bytes(4096) if fill == "random" else bytes(4096)
+    p = tmp_path / "overwritten.pt"
+    p.write_bytes(bytes(raw))
+    text = _check_refused(lambda: read_checkpoint(p, "SAM2 checkpoint"), p)
+    assert any(w in text for w in ("damaged", "corrupt", "not a PyTorch checkpoint")), text
+    assert "again" in text, text  # says what to do
+
+
+def test_overwritten_checkpoint_is_refused_by_load_model(weights, tmp_path):
+    sam2, adapters = weights
+    for source in (sam2, adapters):
+        raw = bytearray(source.read_bytes())
+        raw[len(raw) // 2 : len(raw) // 2 + 4096] = bytes(4096)
+        p = tmp_path / f"zeroed{source.suffix}"
+        p.write_bytes(bytes(raw))
+        call = (lambda p=p: _load(p)) if source == sam2 else (lambda p=p: _load(sam2, p))
+        _check_refused(call, p, "damaged", "CRC-32")
+
+
+def test_unreadable_checkpoint_names_the_file(weights, tmp_path, monkeypatch):
+    import builtins
+    import os
+
+    from napari_sansa.core.models import checkpoints
+
+    sam2, _ = weights
+    p = tmp_path / "locked.pt"
+    p.write_bytes(sam2.read_bytes())
+    if os.geteuid() == 0:  # root reads anything: the file system refusing is simulated
+
+        def refuse(file, *args, **kw):
+            if str(file) == str(p):
+                raise PermissionError(13, "Permission denied", str(file))
+            return builtins.open(file, *args, **kw)
+
+        monkeypatch.setattr(checkpoints, "open", refuse, raising=False)
+    else:
+        p.chmod(0)
+    with pytest.raises(ns.CheckpointError) as info:
+        _load(p)
+    assert str(p) in str(info.value) and "cannot be read" in str(info.value)
+    assert "chmod" in str(info.value)

@@ -139,7 +139,7 @@ def test_full_cache_disk_warns_and_goes_on(weights, tmp_path, images, refs, monk
         preds = model.segment(refs, images[1:4], input_size=128)
     assert len(preds) == 3
     assert sum("cannot be written" in str(w.message) for w in seen) == 1  # said once
-    assert not list((tmp_path / "c").rglob("*.part"))
+    assert not list((tmp_path / "c").rglob("*.partial"))
 
 
 def test_disk_cache_is_bounded(weights, tmp_path, images, refs):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import json
 import threading
 import zipfile
 
@@ -19,8 +20,9 @@ from napari_sansa.core.models.registry import ModelSpec, Source
 
 class _Files(http.server.BaseHTTPRequestHandler):
     files: dict = {}
-    mode: dict = {}  # path -> "ok" | "truncate" | "corrupt"
+    mode: dict = {}  # path -> "ok" | "truncate" | "corrupt" | "silent" | "stall"
     hits: list = []
+    release = threading.Event()  # set at the end of a test: stalled answers end
 
     def do_GET(self):  # noqa: N802 - http.server's naming
         self.hits.append(self.path)
@@ -29,15 +31,20 @@ class _Files(http.server.BaseHTTPRequestHandler):
             self.send_error(404)
             return
         mode = self.mode.get(self.path, "ok")
+        if mode == "silent":  # a server that never answers
+            self.release.wait(60)
+            return
         if mode == "corrupt":
             body = np.random.default_rng(0).bytes(len(body))
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if mode == "truncate":
+        if mode in ("truncate", "stall"):
             self.wfile.write(body[: len(body) // 3])
             self.wfile.flush()
+            if mode == "stall":  # starts, then sends nothing more
+                self.release.wait(60)
             self.connection.close()
             return
         self.wfile.write(body)
@@ -52,10 +59,13 @@ def server(weights):
     _Files.files = {"/sam2.pt": sam2.read_bytes(), "/adapters.pth": adapters.read_bytes()}
     _Files.mode = {}
     _Files.hits = []
+    _Files.release = threading.Event()
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Files)
+    httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}", _Files
+    _Files.release.set()
     httpd.shutdown()
     httpd.server_close()
 
@@ -116,7 +126,12 @@ def test_offline_error_names_url_path_and_command(home, spec):
 
 def test_download_then_load(home, spec, weights, server, images, disk_mask, capsys):
     assert main(["download", "test-tiny"]) == 0
-    assert _cache_files(home) == ["weights/test_adapters.pth", "weights/test_sam2.pt"]
+    assert _cache_files(home) == [
+        "weights/test_adapters.pth",
+        "weights/test_adapters.pth.sha256.json",
+        "weights/test_sam2.pt",
+        "weights/test_sam2.pt.sha256.json",
+    ]
     listed = {m["name"]: m for m in ns.list_models()}
     assert listed["test-tiny"]["downloaded"]
     assert main(["models"]) == 0
@@ -144,9 +159,9 @@ def test_interrupted_download_never_poisons_the_cache(home, spec, server, path):
     files.mode[path] = "truncate"
     with pytest.raises(ns.ModelNotFoundError, match="download failed"):
         registry.resolve_files(spec, progress=False)
-    cached = [p for p in _cache_files(home) if not p.startswith("weights/.partial")]
+    cached = _cache_files(home)
     assert f"weights/test_{'sam2.pt' if path == '/sam2.pt' else 'adapters.pth'}" not in cached
-    assert not [p for p in _cache_files(home) if p.startswith("weights/.partial")]
+    assert not [p for p in cached if ".partial" in p]
     files.mode[path] = "ok"  # a later call retries and succeeds
     sam2, adapters = registry.resolve_files(spec, progress=False)
     assert sam2.is_file() and adapters.is_file()
@@ -159,11 +174,12 @@ def test_corrupt_download_is_discarded(home, spec, server, path):
     with pytest.raises(ns.CheckpointError, match="discarded"):
         registry.resolve_files(spec, progress=False)
     assert all(
-        ".partial" in p or p.endswith(("sam2.pt", "adapters.pth")) for p in _cache_files(home)
+        ".partial" in p or p.endswith(("sam2.pt", "adapters.pth", ".sha256.json"))
+        for p in _cache_files(home)
     )
     name = "test_sam2.pt" if path == "/sam2.pt" else "test_adapters.pth"
     assert not (home / "weights" / name).exists()
-    assert not [p for p in _cache_files(home) if p.startswith("weights/.partial")]
+    assert not [p for p in _cache_files(home) if ".partial" in p]
 
 
 def test_known_hash_is_checked(home, server):
@@ -208,3 +224,106 @@ def test_download_of_unknown_name_fetches_nothing(home, spec, server, capsys):
     assert main(["download", "test-tiny", "nope"]) == 2
     assert "unknown model" in capsys.readouterr().err
     assert server[1].hits == []
+
+
+# -- timeouts, odd cache paths, damage after the download ------------------------------------
+@pytest.mark.parametrize("kind", ["http", "gdrive"])
+@pytest.mark.parametrize("mode", ["silent", "stall"])
+def test_a_server_that_stops_answering_times_out(home, server, monkeypatch, kind, mode):
+    base, files = server
+    files.mode["/sam2.pt"] = mode
+    monkeypatch.setenv("NAPARI_SANSA_DOWNLOAD_TIMEOUT", "0.5")
+    s = ModelSpec("slow", "sam2_hiera_t", Source("slow.pt", f"{base}/sam2.pt", kind=kind), None, "")
+    with pytest.raises(ns.ModelNotFoundError) as info:
+        registry.resolve_files(s, progress=False)
+    text = str(info.value)
+    assert "sent nothing for 0.5 s" in text and "NAPARI_SANSA_DOWNLOAD_TIMEOUT" in text, text
+    assert _cache_files(home) == []  # nothing half-written stays
+
+
+def test_timeout_setting_must_be_a_positive_number(home, spec, monkeypatch):
+    for bad in ("soon", "0", "-3", "inf"):
+        monkeypatch.setenv("NAPARI_SANSA_DOWNLOAD_TIMEOUT", bad)
+        with pytest.raises(ns.InvalidInputError, match="NAPARI_SANSA_DOWNLOAD_TIMEOUT"):
+            registry.resolve_files(spec, progress=False)
+
+
+def test_cached_path_that_is_a_folder(home, spec, server):
+    folder = home / "weights" / "test_sam2.pt"
+    (folder / "inside").mkdir(parents=True)
+    with pytest.raises(ns.CheckpointError) as info:
+        registry.resolve_files(spec, progress=False)
+    assert str(folder) in str(info.value) and "is a folder" in str(info.value)
+    assert "napari-sansa download test-tiny" in str(info.value)
+    assert (folder / "inside").is_dir()  # left as it was
+    assert server[1].hits == []
+
+
+def test_home_that_is_a_file_or_lies_under_one(tmp_path, monkeypatch, spec):
+    home_file = tmp_path / "home.txt"
+    home_file.write_text("mine")
+    monkeypatch.setenv("NAPARI_SANSA_HOME", str(home_file))
+    with pytest.raises(ns.InvalidInputError) as info:
+        registry.resolve_files(spec, progress=False)
+    assert str(home_file) in str(info.value) and "is a file, not a folder" in str(info.value)
+    assert main(["models"]) == 2
+    monkeypatch.setenv("NAPARI_SANSA_HOME", str(home_file / "below"))
+    with pytest.raises(ns.ModelNotFoundError) as info:
+        registry.resolve_files(spec, progress=False)
+    assert "cannot be created" in str(info.value) and "NAPARI_SANSA_HOME" in str(info.value)
+    assert home_file.read_text() == "mine"
+
+
+def test_first_download_is_recorded_and_later_changes_are_refused(home, spec, server, tmp_path):
+    from napari_sansa.core.models.random_weights import write_random_checkpoints
+
+    sam2, _ = registry.resolve_files(spec, progress=False)
+    record = json.loads((home / "weights" / "test_sam2.pt.sha256.json").read_text())
+    assert record["sha256"] == hashlib.sha256(sam2.read_bytes()).hexdigest()
+    assert record["url"] == spec.sam2.url
+    # other valid, finite weights of the same model under the cached name: refused
+    other, _ = write_random_checkpoints(tmp_path / "o", "sam2_hiera_t", image_size=256, seed=5)
+    sam2.write_bytes(other.read_bytes())
+    with pytest.raises(ns.CheckpointError) as info:
+        ns.load_model("test-tiny", device="cpu", image_size=256)
+    text = str(info.value)
+    assert str(sam2) in text and "changed since" in text and record["sha256"] in text
+    assert "napari-sansa download test-tiny --force" in text
+    assert main(["download", "test-tiny", "--force"]) == 0  # what the message says fixes it
+    assert ns.load_model("test-tiny", device="cpu", image_size=256) is not None
+
+
+def test_4_kib_overwritten_in_a_cached_file_is_refused(home, spec, server):
+    sam2, _ = registry.resolve_files(spec, progress=False)
+    raw = bytearray(sam2.read_bytes())
+    raw[len(raw) // 2 : len(raw) // 2 + 4096] = bytes(4096)  # same size, finite bytes
+    sam2.write_bytes(bytes(raw))
+    with pytest.raises(ns.CheckpointError, match="changed since.*--force"):
+        registry.resolve_files(spec, progress=False)
+
+
+def test_files_without_a_record_are_checked_once_then_recorded(home, spec, server, weights):
+    registry.resolve_files(spec, progress=False)
+    rec = home / "weights" / "test_sam2.pt.sha256.json"
+    rec.unlink()  # as fetched by napari-sansa 0.1 (or put there by hand)
+    registry.resolve_files(spec, progress=False)
+    assert (
+        json.loads(rec.read_text())["sha256"] == hashlib.sha256(weights[0].read_bytes()).hexdigest()
+    )
+    rec.write_text("{not json")  # a damaged record is rebuilt the same way
+    registry.resolve_files(spec, progress=False)
+    assert (
+        json.loads(rec.read_text())["sha256"] == hashlib.sha256(weights[0].read_bytes()).hexdigest()
+    )
+    # a bad file without a record is refused, naming the command that replaces it
+    import torch
+
+    state = torch.load(weights[0], weights_only=True)["model"]
+    state["sam_mask_decoder.iou_token.weight"] = torch.full_like(
+        state["sam_mask_decoder.iou_token.weight"], float("nan")
+    )
+    rec.unlink()
+    torch.save({"model": state}, home / "weights" / "test_sam2.pt")
+    with pytest.raises(ns.CheckpointError, match="iou_token.*--force"):
+        registry.resolve_files(spec, progress=False)
+    assert len(server[1].hits) == 2  # nothing was fetched again without being asked

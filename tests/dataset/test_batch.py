@@ -9,31 +9,26 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+from dataset_files import write_reference, write_targets
 
 from conftest import cli_model_args, make_image
 from napari_sansa.cli import main
+from napari_sansa.core.atomic import PARTIAL
 
 
 @pytest.fixture()
 def dataset(tmp_path):
     """A folder tree of targets, one reference with its label image."""
-    data = tmp_path / "data"
-    (data / "day2").mkdir(parents=True)
-    for i in range(3):
-        iio.imwrite(data / f"img{i}.png", make_image(10 + i))
+    data = write_targets(tmp_path / "data", 3)
+    (data / "day2").mkdir()
     iio.imwrite(data / "day2" / "img10.png", make_image(20, shape=(64, 80)))
-    iio.imwrite(tmp_path / "ref.png", make_image(0))
-    lab = np.zeros((96, 128), np.uint8)
-    lab[20:50, 30:80] = 1
-    lab[60:85, 10:50] = 2
-    iio.imwrite(tmp_path / "ref_labels.png", lab)
+    write_reference(tmp_path)
     return tmp_path
 
 
@@ -81,7 +76,7 @@ def test_folder_tree_end_to_end(weights, dataset):
     assert all(r["status"] == "ok" and 0 <= float(r["score_1"]) <= 1 for r in rows)
     labels = tifffile.imread(out / "img1.tif")
     assert int(rows[2]["area_2"]) == int((labels == 2).sum())
-    assert not list(out.rglob("*napari-sansa-part"))
+    assert not list(out.rglob(f"*{PARTIAL}"))
 
 
 def test_tiff_stack_gives_a_label_stack(weights, dataset):
@@ -108,28 +103,43 @@ def test_unreadable_image_is_reported_not_fatal_unless_strict(weights, dataset, 
     assert "img1.png" in capsys.readouterr().err
 
 
+_KILL_AFTER = """
+import os, signal, sys
+from napari_sansa.cli import main
+replace, written = os.replace, []
+def replace_then_die(src, dst):
+    # the third output is complete in its temporary file: die before renaming it,
+    # as a SIGKILL there would (the temporary stays behind)
+    if str(dst).endswith(".tif") and len(written) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    replace(src, dst)
+    if str(dst).endswith(".tif"):
+        written.append(dst)
+os.replace = replace_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_resume_after_a_kill_skips_finished_images(weights, dataset):
+    """The run kills itself (SIGKILL) at a known point: after its second output."""
     data = dataset / "data"
     for i in range(3, 9):
         iio.imwrite(data / f"img{i}.png", make_image(40 + i))
     out = dataset / "out"
-    cmd = [sys.executable, "-m", "napari_sansa.cli", *_args(weights, dataset)]
+    cmd = [sys.executable, "-c", _KILL_AFTER, *_args(weights, dataset)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(out.glob("*.tif"))) < 2:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
     finished = {p: p.stat().st_mtime_ns for p in out.rglob("*.tif")}
-    assert 2 <= len(finished) < 10, "the run was not interrupted part-way"
+    assert len(finished) == 2
+    assert len(list(out.rglob(f"*{PARTIAL}"))) == 1  # the third, never renamed
     for p in finished:  # every output present is complete
         assert tifffile.imread(p).ndim == 2
     assert main(_args(weights, dataset)) == 0
     assert len(list(out.rglob("*.tif"))) == 10
     for p, mtime in finished.items():
         assert p.stat().st_mtime_ns == mtime  # finished images were not redone
-    assert not list(out.rglob("*napari-sansa-part"))
+    assert not list(out.rglob(f"*{PARTIAL}"))
     assert len(_csv(out / "scores.csv")) == 10
 
 
@@ -153,7 +163,7 @@ def test_writes_are_atomic_and_a_full_disk_keeps_what_was_written(
     assert len(written) == 2
     for p in written:
         assert tifffile.imread(p).ndim == 2  # complete and readable
-    assert not list(out.rglob("*napari-sansa-part"))
+    assert not list(out.rglob(f"*{PARTIAL}"))
     monkeypatch.undo()
     assert main(_args(weights, dataset)) == 0  # and the run continues where it stopped
     assert len(list(out.rglob("*.tif"))) == 4
@@ -178,8 +188,17 @@ def test_prompt_file_with_points_boxes_and_scribbles(weights, dataset):
     i = args.index("--reference")
     args[i : i + 3] = ["--prompts", str(dataset / "prompts.json")]
     assert main(args) == 0
-    rows = _csv(dataset / "out" / "scores.csv")
-    assert {"score_1", "score_2", "score_3"} <= set(rows[0])
+    out = dataset / "out"
+    rows = _csv(out / "scores.csv")
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
+    for r in rows:  # every class of the prompts, with its score and its true area
+        labels = tifffile.imread(out / r["output"])
+        assert set(np.unique(labels)) <= {0, 1, 2, 3}
+        for c in (1, 2, 3):
+            assert 0.0 <= float(r[f"score_{c}"]) <= 1.0
+            assert int(r[f"area_{c}"]) == int((labels == c).sum())
+    record = json.loads(tifffile.TiffFile(out / rows[0]["output"]).pages[0].description)
+    assert record["napari_sansa"]["classes"] == [1, 2, 3]
 
 
 @pytest.mark.parametrize(
@@ -257,7 +276,7 @@ def test_other_settings_need_overwrite_and_foreign_files_are_kept(weights, datas
 
 def test_python_api(model, dataset):
     import napari_sansa as ns
-    from napari_sansa.dataset.batch import load_reference_pair, segment_dataset
+    from napari_sansa.dataset import load_reference_pair, segment_dataset
 
     ref = load_reference_pair(dataset / "ref.png", dataset / "ref_labels.png")
     assert isinstance(ref, ns.Reference) and ref.classes == (1, 2)
@@ -366,7 +385,7 @@ def test_overwrite_without_probabilities_removes_our_old_probabilities(weights, 
 
 
 def test_sequential_resume_gives_the_uninterrupted_outputs(model, dataset):
-    from napari_sansa.dataset.batch import load_reference_pair, segment_dataset
+    from napari_sansa.dataset import load_reference_pair, segment_dataset
 
     seq = dataset / "seq"
     seq.mkdir()
@@ -444,7 +463,7 @@ def test_strict_lists_the_failing_image_in_the_csv(weights, dataset):
 def test_a_full_disk_on_the_csv_or_manifest_is_a_clear_message(
     weights, dataset, monkeypatch, capsys, name
 ):
-    import napari_sansa.dataset.batch as batch
+    import napari_sansa.core.atomic as atomic
 
     replace = os.replace
 
@@ -453,7 +472,7 @@ def test_a_full_disk_on_the_csv_or_manifest_is_a_clear_message(
             raise OSError(errno.ENOSPC, "No space left on device")
         return replace(src, dst)
 
-    monkeypatch.setattr(batch.os, "replace", full)
+    monkeypatch.setattr(atomic.os, "replace", full)
     args = _args(weights, dataset)
     args[1] = str(dataset / "data" / "day2")
     assert main(args) == 1
@@ -461,7 +480,7 @@ def test_a_full_disk_on_the_csv_or_manifest_is_a_clear_message(
     assert "no space left on the device while writing" in err and name in err
     assert "Traceback" not in err
     out = dataset / "out"
-    assert not list(out.rglob("*napari-sansa-part"))
+    assert not list(out.rglob(f"*{PARTIAL}"))
     for p in out.rglob("*.tif"):
         assert tifffile.imread(p).ndim == 2  # what was written is complete
     monkeypatch.undo()
@@ -470,7 +489,9 @@ def test_a_full_disk_on_the_csv_or_manifest_is_a_clear_message(
 
 
 def test_csv_lists_frames_in_numeric_order(tmp_path):
-    from napari_sansa.dataset.batch import Target, _row, _write_csv
+    from napari_sansa.dataset import Target
+    from napari_sansa.dataset.manifest import _write_csv
+    from napari_sansa.dataset.records import _row
 
     t = Target("/data/movie.tif", "movie.tif", "stack", 12)
     rows = [_row(t, "ok", frame=i, scores={1: 0.5}) for i in (10, 2, 11, 0, 1)]
@@ -479,7 +500,7 @@ def test_csv_lists_frames_in_numeric_order(tmp_path):
 
 
 def test_a_rerun_with_nothing_left_loads_no_model(weights, dataset, monkeypatch):
-    import napari_sansa.dataset.batch as batch
+    import napari_sansa.dataset.models as models
 
     assert main(_args(weights, dataset)) == 0
     csv_before = (dataset / "out" / "scores.csv").read_text()
@@ -487,14 +508,14 @@ def test_a_rerun_with_nothing_left_loads_no_model(weights, dataset, monkeypatch)
     def no_model(source):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(batch, "_cached_model", no_model)
+    monkeypatch.setattr(models, "_cached_model", no_model)
     assert main(_args(weights, dataset)) == 0
     assert (dataset / "out" / "scores.csv").read_text() == csv_before
 
 
 def test_a_probabilities_name_clashes_only_when_probabilities_are_written(tmp_path):
-    from napari_sansa.dataset.batch import discover_targets
     from napari_sansa.core.errors import InvalidInputError
+    from napari_sansa.dataset import discover_targets
 
     data = tmp_path / "data"
     data.mkdir()

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
-import threading
-import time
 
-import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+from dataset_files import write_reference, write_targets
 
-from conftest import make_image
+from napari_sansa.core.atomic import PARTIAL
 
 distributed = pytest.importorskip("dask.distributed")
 
@@ -35,17 +32,10 @@ def cluster():
 
 @pytest.fixture()
 def job(tmp_path, weights):
-    from napari_sansa.dataset.batch import ModelSource, load_reference_pair
+    from napari_sansa.dataset import ModelSource, load_reference_pair
 
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(8):
-        iio.imwrite(data / f"img{i:02d}.png", make_image(50 + i))
-    iio.imwrite(tmp_path / "ref.png", make_image(0))
-    lab = np.zeros((96, 128), np.uint8)
-    lab[20:50, 30:80] = 1
-    lab[60:85, 10:50] = 2
-    iio.imwrite(tmp_path / "lab.png", lab)
+    data = write_targets(tmp_path / "data", 8, seed=50, name="img{:02d}.png")
+    write_reference(tmp_path, "lab.png")
     ref = load_reference_pair(tmp_path / "ref.png", tmp_path / "lab.png")
     source = ModelSource(
         config="sam2_hiera_t",
@@ -62,7 +52,7 @@ def _outputs(folder):
 
 
 def test_cluster_gives_the_local_results(cluster, job):
-    from napari_sansa.dataset.batch import segment_dataset
+    from napari_sansa.dataset import segment_dataset
 
     _, client = cluster
     root, data, ref, source = job
@@ -78,41 +68,66 @@ def test_cluster_gives_the_local_results(cluster, job):
     assert (root / "dist" / "scores.csv").read_text().count("\n") == 9
 
 
+def _die_after_two_outputs(folder: str) -> None:
+    """Run on the workers: each kills itself (SIGKILL) right after writing its second
+    output, having noted in ``folder/killed-PID.json`` which outputs it finished. The
+    workers the nannies start again are not patched, so the run then completes."""
+    import json
+    import os
+    import signal
+
+    replace, written = os.replace, []
+
+    def replace_then_die(src, dst):
+        replace(src, dst)
+        if str(dst).endswith(".tif"):
+            written.append(str(dst))
+            if len(written) == 2:
+                with open(os.path.join(folder, f"killed-{os.getpid()}.json"), "w") as fh:
+                    json.dump({p: os.stat(p).st_mtime_ns for p in written}, fh)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    replace_then_die.original = replace
+    os.replace = replace_then_die
+
+
+def _undo_die_after_two_outputs() -> None:
+    import os
+
+    os.replace = getattr(os.replace, "original", os.replace)
+
+
 def test_killing_a_worker_loses_no_finished_output(cluster, job):
-    from napari_sansa.dataset.batch import segment_dataset
+    """Workers die at a known point (after their second output), not at a time: the
+    first worker to write two outputs dies, whichever the scheduler chose."""
+    import json
+
+    from napari_sansa.dataset import segment_dataset
 
     _, client = cluster
     root, data, ref, source = job
-    for i in range(8, 16):
-        iio.imwrite(data / f"img{i:02d}.png", make_image(50 + i))
+    write_targets(data, 16, seed=50, name="img{:02d}.png")
     out = root / "killed"
-    result = {}
-
-    def run():
-        result["report"] = segment_dataset(
+    client.run(_die_after_two_outputs, str(root))
+    try:
+        report = segment_dataset(
             data, [ref], out, model=source, client=client, chunk_size=2, progress=False
         )
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    deadline = time.time() + 180
-    while time.time() < deadline and len(list(out.glob("*.tif"))) < 3:
-        time.sleep(0.05)
-    finished = {p: p.stat().st_mtime_ns for p in out.glob("*.tif")}
-    assert 3 <= len(finished) < 16, "the worker was not killed part-way"
-    pids = client.run(os.getpid)  # {worker address: process id}
-    os.kill(pids[sorted(pids)[0]], signal.SIGKILL)
-    thread.join(timeout=300)
-    assert not thread.is_alive()
-    report = result["report"]
+    finally:
+        client.wait_for_workers(2, timeout=120)  # restarted by the nannies
+        client.run(_undo_die_after_two_outputs)  # a worker that did not die is patched still
+    records = sorted(root.glob("killed-*.json"))
+    assert records, "no worker died"
+    finished = {p: t for r in records for p, t in json.loads(r.read_text()).items()}
+    assert len(finished) == 2 * len(records)
     assert report.ok
     outputs = sorted(out.glob("*.tif"))
     assert len(outputs) == 16
     for p, mtime in finished.items():
-        assert p.stat().st_mtime_ns == mtime  # finished outputs were kept, not redone
+        assert os.stat(p).st_mtime_ns == mtime  # finished outputs were kept, not redone
     for p in outputs:
         assert tifffile.imread(p).shape == (96, 128)
-    assert not list(out.rglob("*napari-sansa-part"))
+    assert not list(out.rglob(f"*{PARTIAL}"))
 
 
 def test_cli_scheduler_option(cluster, job, weights):

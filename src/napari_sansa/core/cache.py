@@ -7,11 +7,15 @@ fingerprints, precision) and the package version. Any difference is a miss; a
 hit is only ever the features of the very same image under the very same model.
 
 Two levels: a bounded least-recently-used store in memory, and an optional folder
-on disk (one ``.npz`` file per image, written atomically, bounded by size with the
-oldest files removed first). Each disk entry stores its full key and is checked
-on reading: a corrupt or foreign file is a miss and is recomputed. A folder that
-cannot be written (read-only, full) is reported once and the run goes on
-without it.
+on disk. On disk the cache keeps to its own subfolder, ``<cache_dir>/napari-sansa-features/``,
+and within it to its own entries: ``<2 hex>/<40 hex>.npz`` whose name is the hash of the
+key stored inside. Only such entries are counted against ``cache_dir_bytes`` and removed
+(oldest first), so any other file in ``cache_dir`` -- a user's own ``.npz`` files
+included -- is never read, counted or deleted. Each entry stores its full key and a
+checksum of its arrays and is checked on reading (key, checksum, SAM2's layout of
+shapes and dtypes, finite values): a damaged, tampered or foreign entry is a miss, is
+removed and recomputed. A folder that cannot be written (read-only, full) is reported
+once and the run goes on without it.
 """
 
 from __future__ import annotations
@@ -20,13 +24,16 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import threading
-import uuid
+import time
 import warnings
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+
+from napari_sansa.core.atomic import PARTIAL, atomic_write
 
 __all__ = ["DiskFeatureCache", "FeatureCache", "array_digest", "tensor_digest"]
 
@@ -53,87 +60,188 @@ def tensor_digest(tensor) -> str:
     return h.hexdigest()
 
 
+#: The subfolder of ``cache_dir`` that holds the disk cache's entries (and nothing else).
+SUBFOLDER = "napari-sansa-features"
+_ENTRY = re.compile(r"^[0-9a-f]{40}\.npz$")
+_BUCKET = re.compile(r"^[0-9a-f]{2}$")
+# a temporary file of an entry (see core.atomic), left behind when a process was killed
+_PARTIAL = re.compile(rf"^\.[0-9a-f]{{40}}\.npz\.[0-9a-f]{{32}}{re.escape(PARTIAL)}$")
+# torch dtype names a features entry may carry -> numpy dtype of the stored array
+# (bf16 is stored bit for bit as int16)
+_STORED = {"torch.float32": "float32", "torch.float16": "float16", "torch.bfloat16": "int16"}
+
+
+def _entry_sum(key: str, dtype_name: str, arrays) -> str:
+    """Checksum of an entry: its key, dtype names and arrays (values, shapes, dtypes)."""
+    parts = [key, dtype_name, *(array_digest(a) for a in arrays)]
+    return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
+
+
+def _all_finite(arr: np.ndarray) -> bool:
+    if arr.dtype == np.int16:  # bf16 bits: all exponent bits set is inf or NaN
+        return not ((arr.view(np.uint16) & 0x7F80) == 0x7F80).any()
+    return bool(np.isfinite(arr).all())
+
+
+def check_entry(arrays, dtype_name: str) -> None:
+    """Raise ``ValueError`` unless ``arrays`` are one image's SAM2 features, as encoded.
+
+    SAM2's layout: ``top`` is ``(1, C, h, w)``, the high-resolution levels are
+    ``(1, C/8, 4h, 4w)`` and ``(1, C/4, 2h, 2w)``; every value is finite.
+    """
+    names = dtype_name.split(",")
+    if len(names) != 3 or any(n not in _STORED for n in names):
+        raise ValueError(f"dtype names {dtype_name!r} are not three of {sorted(_STORED)}")
+    for a, n in zip(arrays, names, strict=True):
+        if a.dtype != np.dtype(_STORED[n]):
+            raise ValueError(f"an array of dtype {a.dtype} is labelled {n}")
+    h0, h1, top = arrays
+    if any(a.ndim != 4 for a in arrays) or top.shape[0] != 1:
+        raise ValueError(f"shapes {[a.shape for a in arrays]} are not 1-image 4-D features")
+    _, c, h, w = top.shape
+    want = ((1, c // 8, 4 * h, 4 * w), (1, c // 4, 2 * h, 2 * w))
+    if c % 8 or (h0.shape, h1.shape) != want:
+        raise ValueError(f"shapes {[a.shape for a in arrays]} do not fit SAM2's feature levels")
+    if not all(_all_finite(a) for a in arrays):
+        raise ValueError("it holds NaN or infinite values")
+
+
 class DiskFeatureCache:
-    """Features as ``.npz`` files in ``directory``, at most ``max_bytes`` in total."""
+    """Features as ``.npz`` files in ``directory/napari-sansa-features``, at most
+    ``max_bytes`` of entries in total."""
 
     def __init__(self, directory, max_bytes: int = 10 << 30):
         self.directory = Path(directory).expanduser()
+        self.root = self.directory / SUBFOLDER
         self.max_bytes = int(max_bytes)
         self.writable = True
         self._lock = threading.Lock()
-        self._total: int | None = None
+        self._known: dict[Path, int] | None = None  # entries counted, with their sizes
+
+    @staticmethod
+    def _name(key: str) -> str:
+        return hashlib.blake2b(key.encode(), digest_size=20).hexdigest()
 
     def _path(self, key: str) -> Path:
-        name = hashlib.blake2b(key.encode(), digest_size=20).hexdigest()
-        return self.directory / name[:2] / f"{name}.npz"
+        name = self._name(key)
+        return self.root / name[:2] / f"{name}.npz"
 
     def get(self, key: str):
-        """``(high0, high1, top, dtype_name)`` numpy arrays, or None (miss, corrupt, foreign)."""
+        """``(high0, high1, top, dtype_name)`` numpy arrays, or None.
+
+        None for a missing entry and for a bad one (unreadable, truncated, another key,
+        arrays that do not match their checksum or SAM2's layout, NaN or infinite
+        values); a bad entry is removed, so that the recomputed features replace it.
+        """
         path = self._path(key)
         if not path.is_file():
             return None
         try:
             with np.load(path, allow_pickle=False) as z:
                 if str(z["key"]) != key:
-                    log.warning(
-                        "feature cache: %s belongs to another image or model; recomputing", path
-                    )
-                    return None
-                out = (z["h0"], z["h1"], z["top"], str(z["dtype"]))
+                    raise ValueError("it belongs to another image or model")
+                arrays = (z["h0"], z["h1"], z["top"])
+                dtype_name = str(z["dtype"])
+                stored_sum = str(z["sum"])
+            if stored_sum != _entry_sum(key, dtype_name, arrays):
+                raise ValueError("its arrays do not match their checksum")
+            check_entry(arrays, dtype_name)
+        except Exception as exc:  # noqa: BLE001 - any bad entry is simply recomputed
+            log.warning("feature cache: dropping %s (%s); recomputing", path, exc)
             with contextlib.suppress(OSError):
-                os.utime(path)  # recently used: removed last
-            return out
-        except Exception as exc:  # noqa: BLE001 - any unreadable entry is simply recomputed
-            log.warning("feature cache: %s is damaged (%s); recomputing", path, exc)
+                path.unlink()
+            with self._lock:
+                if self._known is not None:
+                    self._known.pop(path, None)
             return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recently used: removed last
+        return (*arrays, dtype_name)
 
     def put(self, key: str, arrays, dtype_name: str) -> None:
         if not self.writable:
             return
         path = self._path(key)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as fh:
+            with atomic_write(path, fsync=False) as tmp, open(tmp, "wb") as fh:
                 np.savez(
                     fh,
                     key=np.array(key),
                     dtype=np.array(dtype_name),
+                    sum=np.array(_entry_sum(key, dtype_name, arrays)),
                     h0=arrays[0],
                     h1=arrays[1],
                     top=arrays[2],
                 )
-            os.replace(tmp, path)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             self.writable = False
             warnings.warn(
-                f"the feature cache folder {self.directory} cannot be written "
+                f"the feature cache folder {self.root} cannot be written "
                 f"({exc.strerror or exc}); "
                 "going on without the disk cache",
                 RuntimeWarning,
                 stacklevel=3,
             )
             return
-        self._account(path.stat().st_size)
+        self._account(path)
 
-    def _account(self, added: int) -> None:
+    def _owns(self, path: Path) -> bool:
+        """Whether ``path`` is an entry this cache wrote: its name is its stored key's hash."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return self._name(str(z["key"])) == path.stem
+        except Exception:  # noqa: BLE001 - not readable as an entry: not ours to touch
+            return False
+
+    def _entries(self) -> list[Path]:
+        """This cache's entries (files named like one and proven by their stored key)."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for bucket in self.root.iterdir():
+            if not (_BUCKET.match(bucket.name) and bucket.is_dir()):
+                continue
+            for p in bucket.iterdir():
+                if _ENTRY.match(p.name) and p.name.startswith(bucket.name) and self._owns(p):
+                    found.append(p)
+                elif _PARTIAL.match(p.name) and time.time() - _mtime(p) > 86400:
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+        return found
+
+    def _account(self, path: Path) -> None:
+        """Count a new entry; remove the least recently used entries beyond ``max_bytes``.
+
+        The folder is scanned once (this cache's entries only); after that the entries
+        this object knows of are the ones it counts and removes.
+        """
         with self._lock:
-            if self._total is None:
-                self._total = sum(p.stat().st_size for p in self.directory.rglob("*.npz"))
-            else:
-                self._total += added
-            if self._total <= self.max_bytes:
+            if self._known is None:
+                self._known = {p: _size(p) for p in self._entries()}
+            self._known[path] = _size(path)
+            total = sum(self._known.values())
+            if total <= self.max_bytes:
                 return
-            files = sorted(self.directory.rglob("*.npz"), key=lambda p: p.stat().st_mtime)
-            for p in files:
-                if self._total <= self.max_bytes:
+            for p in sorted(self._known, key=_mtime):  # least recently used first
+                if total <= self.max_bytes:
                     break
                 with contextlib.suppress(OSError):
-                    size = p.stat().st_size
                     p.unlink()
-                    self._total -= size
+                total -= self._known.pop(p)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 class FeatureCache:

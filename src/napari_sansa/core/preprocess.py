@@ -20,6 +20,7 @@ from napari_sansa.core.prompts import Box, Mask, Points, Scribble
 
 __all__ = [
     "IMAGENET_MEAN",
+    "MAX_SCRIBBLE_POINTS",
     "IMAGENET_STD",
     "check_input_size",
     "image_to_input",
@@ -89,16 +90,42 @@ def _to_sam_xy(rows_cols: np.ndarray, hw: tuple[int, int], image_size: int) -> n
     )
 
 
-def densify_path(xy: np.ndarray, spacing: float = 1.0) -> np.ndarray:
-    """Points along a polyline, at most ``spacing`` apart, vertices included."""
+#: The most points one scribble becomes. A stroke whose one-point-per-pixel sampling
+#: would give more is sampled with this many points spread evenly along it instead.
+MAX_SCRIBBLE_POINTS = 4096
+
+
+def densify_path(xy: np.ndarray, spacing: float = 1.0, max_points: int = MAX_SCRIBBLE_POINTS):
+    """Points along a polyline, at most ``spacing`` apart, vertices included.
+
+    A path that would give more than ``max_points`` points (a long or very winding
+    stroke) gives ``max_points`` points spread evenly along its length instead, both
+    ends included, so that the prompt's size stays bounded.
+    """
+    xy = np.asarray(xy, dtype=np.float64)
     if len(xy) == 1:
         return xy.copy()
-    out = [xy[:1]]
-    for a, b in zip(xy[:-1], xy[1:], strict=True):
-        n = max(int(np.ceil(np.linalg.norm(b - a) / spacing)), 1)
-        t = np.arange(1, n + 1, dtype=np.float64)[:, None] / n
-        out.append(a + (b - a) * t)
-    return np.concatenate(out, axis=0)
+    steps = np.diff(xy, axis=0)
+    lengths = np.sqrt((steps**2).sum(axis=1))
+    n = np.maximum(np.ceil(lengths / spacing).astype(np.int64), 1)
+    if 1 + int(n.sum()) > max_points:
+        return _even_along(xy, lengths, max_points)
+    seg = np.repeat(np.arange(len(n)), n)  # the segment of each new point
+    k = np.arange(len(seg)) - np.repeat(np.cumsum(n) - n, n) + 1  # 1..n within its segment
+    t = (k.astype(np.float64) / n[seg])[:, None]
+    a, b = xy[:-1][seg], xy[1:][seg]
+    return np.concatenate([xy[:1], a + (b - a) * t], axis=0)
+
+
+def _even_along(xy: np.ndarray, lengths: np.ndarray, count: int) -> np.ndarray:
+    """``count`` points evenly spaced by arc length along the polyline ``xy``."""
+    keep = np.concatenate([[True], lengths > 0])  # repeated vertices add no length
+    xy, lengths = xy[keep], lengths[lengths > 0]
+    if len(xy) == 1:
+        return xy.copy()
+    at = np.concatenate([[0.0], np.cumsum(lengths)])
+    where = np.linspace(0.0, at[-1], count)
+    return np.stack([np.interp(where, at, xy[:, 0]), np.interp(where, at, xy[:, 1])], axis=1)
 
 
 def sparse_prompts_to_input(prompts, hw: tuple[int, int], image_size: int):

@@ -19,7 +19,23 @@ import numpy as np
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.images import image_hw
 
-__all__ = ["Box", "Mask", "Points", "Prompt", "Reference", "Scribble", "check_label"]
+__all__ = [
+    "MAX_POINTS",
+    "MAX_SCRIBBLE_VERTICES",
+    "Box",
+    "Mask",
+    "Points",
+    "Prompt",
+    "Reference",
+    "Scribble",
+    "check_label",
+]
+
+#: The most clicks one ``Points`` prompt may hold (each is a token of SAM2's decoder).
+MAX_POINTS = 10_000
+#: The most vertices one ``Scribble`` may have (it is then sampled into at most
+#: ``napari_sansa.core.preprocess.MAX_SCRIBBLE_POINTS`` clicks).
+MAX_SCRIBBLE_VERTICES = 100_000
 
 
 def check_label(label, what: str = "label") -> int:
@@ -43,7 +59,7 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _coords(values, name: str, label: int) -> np.ndarray:
+def _coords(values, name: str, label: int, limit: int) -> np.ndarray:
     try:
         arr = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -56,6 +72,11 @@ def _coords(values, name: str, label: int) -> np.ndarray:
         raise InvalidInputError(
             f"{name} of class {label} must have shape (N, 2) with N >= 1 as (row, col) "
             f"pairs, got shape {np.shape(values)}"
+        )
+    if len(arr) > limit:
+        raise InvalidInputError(
+            f"{name} of class {label}: {len(arr)} given, at most {limit} allowed; "
+            "simplify the prompt (fewer vertices or clicks)"
         )
     if not np.isfinite(arr).all():
         raise InvalidInputError(f"{name} of class {label} contain NaN or infinite coordinates")
@@ -104,7 +125,7 @@ class Points:
 
     def __post_init__(self):
         label = check_label(self.label)
-        coords = _coords(self.coords, "points", label)
+        coords = _coords(self.coords, "points", label, MAX_POINTS)
         if self.positive is None:
             positive = np.ones(len(coords), dtype=bool)
         else:
@@ -175,7 +196,9 @@ class Scribble:
     """A stroke through the object as a polyline of ``(row, col)`` vertices.
 
     The engine samples it densely (about one point per pixel of the model's input
-    grid) into positive clicks, as the authors' scribble prompts do.
+    grid) into positive clicks, as the authors' scribble prompts do; a stroke longer
+    than ``MAX_SCRIBBLE_POINTS`` pixels gets that many clicks spread evenly along it.
+    At most ``MAX_SCRIBBLE_VERTICES`` vertices.
     """
 
     path: np.ndarray
@@ -183,7 +206,8 @@ class Scribble:
 
     def __post_init__(self):
         label = check_label(self.label)
-        object.__setattr__(self, "path", _coords(self.path, "scribble vertices", label))
+        path = _coords(self.path, "scribble vertices", label, MAX_SCRIBBLE_VERTICES)
+        object.__setattr__(self, "path", path)
         object.__setattr__(self, "label", label)
 
     def __repr__(self) -> str:

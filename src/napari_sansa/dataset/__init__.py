@@ -1,2 +1,33 @@
-"""Headless whole-dataset runs: discovery, reference and prompt files, resume records,
-streaming and writing, Dask. The entry point is ``segment_dataset``."""
+"""Headless whole-dataset runs: folders of images and TIFF stacks in, label images out.
+
+``segment_dataset`` (the Python form of ``napari-sansa segment``) lives in
+:mod:`~napari_sansa.dataset.runner`; the modules it uses, in the order a run meets them:
+
+- :mod:`~napari_sansa.dataset.discovery`: the targets under the inputs given;
+- :mod:`~napari_sansa.dataset.references`: reference pairs and JSON prompt files;
+- :mod:`~napari_sansa.dataset.locking`: one run at a time per output folder;
+- :mod:`~napari_sansa.dataset.records`: each output's record (is a target finished?);
+- :mod:`~napari_sansa.dataset.manifest`: the run manifest and ``scores.csv``;
+- :mod:`~napari_sansa.dataset.models`: the model, loaded once per process;
+- :mod:`~napari_sansa.dataset.writing` and :mod:`~napari_sansa.dataset.stacks`: streaming
+  targets through the model and writing outputs as they come;
+- :mod:`~napari_sansa.dataset.distributed`: the same over a Dask cluster;
+- :mod:`~napari_sansa.dataset.io`: reading images and stacks, writing TIFFs atomically.
+"""
+
+from napari_sansa.core.models.source import ModelSource
+from napari_sansa.dataset.discovery import Target, discover_targets
+from napari_sansa.dataset.records import DiskFullError
+from napari_sansa.dataset.references import load_prompt_file, load_reference_pair
+from napari_sansa.dataset.runner import BatchReport, segment_dataset
+
+__all__ = [
+    "BatchReport",
+    "DiskFullError",
+    "ModelSource",
+    "Target",
+    "discover_targets",
+    "load_prompt_file",
+    "load_reference_pair",
+    "segment_dataset",
+]

@@ -5,18 +5,17 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from napari_sansa.core.atomic import atomic_write
 from napari_sansa.core.errors import InvalidInputError
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "TiffStack",
-    "atomic_path",
     "open_target",
     "read_image",
     "read_label_image",
@@ -26,7 +25,8 @@ __all__ = [
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 TIFF_SUFFIXES = {".tif", ".tiff"}
-PARTIAL = ".napari-sansa-part"
+#: the suffix of temporaries of napari-sansa 0.1 (now those of :mod:`napari_sansa.core.atomic`)
+LEGACY_PARTIAL = ".napari-sansa-part"
 
 
 class TiffStack:
@@ -49,7 +49,7 @@ class TiffStack:
         except Exception as exc:  # noqa: BLE001 - tifffile raises many types for bad files
             raise InvalidInputError(_unreadable(self.path, exc)) from None
         try:
-            parts = _frame_series(self._tif)
+            parts = _frame_series(self._tif, self.path)
         except Exception as exc:  # noqa: BLE001
             self._tif.close()
             if isinstance(exc, InvalidInputError):
@@ -100,23 +100,44 @@ class TiffStack:
 
     def close(self) -> None:
         self._tif.close()
+        for part in self._parts:
+            part.close()
+
+    def __enter__(self) -> TiffStack:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class _SeriesFrames:
-    """The frames of one tifffile series: frame axes first, then rows, columns, samples."""
+    """The frames of one tifffile series: frame axes first, then rows, columns, samples.
 
-    def __init__(self, series):
+    A frame is read on its own: from its page when every frame is a page, else from a
+    read-only memory map of the file when the series is stored contiguous and
+    uncompressed (ImageJ hyperstacks, volumes in one page). Only a compressed series
+    whose pages each hold several frames is decoded whole, once (its pages are not
+    divisible into frames).
+    """
+
+    def __init__(self, series, path: Path, index: int):
         axes, shape = series.axes, tuple(int(n) for n in series.shape)
         if "Y" not in axes or "X" not in axes:
             raise ValueError(f"a series of axes {axes!r} has no rows and columns")
         self.series = series
+        self.path, self.index = path, index
         self.dtype = series.dtype
-        frame_axes = [k for k, a in enumerate(axes) if a not in "YXS"]
+        self.frame_axes = [k for k, a in enumerate(axes) if a not in "YXS"]
         image_axes = [axes.index(a) for a in "YXS" if a in axes]
-        self.order = frame_axes + image_axes
+        self.order = self.frame_axes + image_axes
+        # the image axes as they remain after indexing the frame axes, put in YXS order
+        remaining = sorted(image_axes)
+        self.image_order = [remaining.index(k) for k in image_axes]
+        self.shape = shape
         self.frame_shape = tuple(shape[k] for k in image_axes)
-        self.n = int(math.prod(shape[k] for k in frame_axes))
+        self.n = int(math.prod(shape[k] for k in self.frame_axes))
         self.by_page = len(series.pages) == self.n
+        self._map = None
         self._whole = None
 
     def frame(self, j: int) -> np.ndarray:
@@ -128,16 +149,30 @@ class _SeriesFrames:
             if planar and arr.ndim == len(pax):
                 arr = np.moveaxis(arr, pax.index("S"), -1)  # planar RGB: samples last
             return arr.reshape(self.frame_shape)
-        if self._whole is None:  # frames are not whole pages: read the series once
-            data = np.transpose(self.series.asarray(), self.order)
-            self._whole = data.reshape(self.n, *self.frame_shape)
-        return self._whole[j]
+        if self._map is None and self._whole is None:
+            if self.series.dataoffset is not None:  # contiguous, uncompressed
+                import tifffile
+
+                self._map = tifffile.memmap(self.path, series=self.index, mode="r")
+            else:
+                data = np.transpose(self.series.asarray(), self.order)
+                self._whole = data.reshape(self.n, *self.frame_shape)
+        if self._whole is not None:
+            return self._whole[j]
+        where = np.unravel_index(j, [self.shape[k] for k in self.frame_axes])
+        index = [slice(None)] * len(self.shape)
+        for k, i in zip(self.frame_axes, where, strict=True):
+            index[k] = int(i)
+        return np.array(self._map[tuple(index)].transpose(self.image_order))
+
+    def close(self) -> None:
+        self._map = self._whole = None  # a memory map closes with its last reference
 
 
-def _frame_series(tif) -> list[_SeriesFrames]:
-    series = list(tif.series)
-    full = [s for s in series if not getattr(s.keyframe, "is_reduced", False)]
-    return [_SeriesFrames(s) for s in (full or series)]
+def _frame_series(tif, path: Path) -> list[_SeriesFrames]:
+    series = list(enumerate(tif.series))
+    full = [(i, s) for i, s in series if not getattr(s.keyframe, "is_reduced", False)]
+    return [_SeriesFrames(s, path, i) for i, s in (full or series)]
 
 
 def _unreadable(path: Path, exc: BaseException) -> str:
@@ -172,11 +207,8 @@ def read_image(path) -> np.ndarray:
     if not path.is_file():
         raise InvalidInputError(f"{path} does not exist or is not a file")
     if path.suffix.lower() in TIFF_SUFFIXES:
-        stack = TiffStack(path)
-        try:
+        with TiffStack(path) as stack:
             data = stack[0] if len(stack) == 1 else np.stack(list(stack))
-        finally:
-            stack.close()
     else:
         try:
             import imageio.v3 as iio
@@ -199,31 +231,45 @@ def read_label_image(path) -> np.ndarray:
     """
     path = Path(path)
     if path.is_file() and path.suffix.lower() not in TIFF_SUFFIXES:
-        try:
-            from PIL import Image
+        from PIL import Image, UnidentifiedImageError
 
-            with Image.open(path) as im:
+        try:
+            im = Image.open(path)
+        except (OSError, UnidentifiedImageError):
+            im = None  # not an image PIL knows: read_image names the problem below
+        if im is not None:
+            with im:
                 if im.mode in ("P", "PA"):
-                    return np.array(im if im.mode == "P" else im.getchannel(0))
-        except Exception:  # noqa: BLE001, S110 - read_image names the problem below
-            pass
+                    try:  # a palette image that cannot be decoded is reported as it is
+                        return np.array(im if im.mode == "P" else im.getchannel(0))
+                    except Exception as exc:  # noqa: BLE001 - PIL raises many types
+                        raise InvalidInputError(_unreadable(path, exc)) from None
     return read_image(path)
 
 
-def open_target(path):
-    """A target file: ``("stack", TiffStack)`` for a multi-frame TIFF, else ``("image", path)``."""
+def read_target(path) -> tuple[str, object]:
+    """A target file opened once: ``("image", array)`` for an image (a one-frame TIFF
+    included), ``("stack", n_frames)`` for a multi-frame TIFF (read later, by frame)."""
+    path = Path(path)
+    if path.suffix.lower() in TIFF_SUFFIXES and path.is_file():
+        with TiffStack(path) as stack:
+            if len(stack) > 1:
+                return "stack", len(stack)
+            return "image", stack[0]
+    return "image", read_image(path)
+
+
+@contextlib.contextmanager
+def open_target(path) -> Iterator[tuple[str, object]]:
+    """A target file, open for the ``with`` block: ``("stack", TiffStack)`` for a
+    multi-frame TIFF (closed at the end of the block), else ``("image", path)``."""
     path = Path(path)
     if path.suffix.lower() in TIFF_SUFFIXES:
-        stack = TiffStack(path)
-        if len(stack) > 1:
-            return "stack", stack
-        stack.close()
-    return "image", path
-
-
-def atomic_path(final: Path) -> Path:
-    """A fresh temporary name next to ``final`` (same folder, so a rename is atomic)."""
-    return final.with_name(f".{final.name}.{uuid.uuid4().hex}{PARTIAL}")
+        with TiffStack(path) as stack:
+            if len(stack) > 1:
+                yield "stack", stack
+                return
+    yield "image", path
 
 
 def write_tiff_atomic(final, pages, shape, dtype, description=None) -> Path:
@@ -241,12 +287,10 @@ def write_tiff_atomic(final, pages, shape, dtype, description=None) -> Path:
 
     final = Path(final)
     shape = tuple(int(n) for n in shape)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(final)
     if isinstance(pages, np.ndarray):
         arr = pages.reshape(-1, *shape[-2:])
         pages = (arr[i] for i in range(arr.shape[0]))
-    try:
+    with atomic_write(final) as tmp:
         with tifffile.TiffWriter(tmp) as tw:
             tw.write(
                 (np.ascontiguousarray(p, dtype=dtype) for p in pages),
@@ -262,13 +306,6 @@ def write_tiff_atomic(final, pages, shape, dtype, description=None) -> Path:
             )
         if callable(description):
             tifffile.tiffcomment(tmp, json.dumps(description()))
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
     return final
 
 

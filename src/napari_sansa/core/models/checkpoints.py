@@ -28,6 +28,7 @@ from napari_sansa.core.errors import CheckpointError, ModelNotFoundError
 
 __all__ = [
     "adapter_layout",
+    "check_finite",
     "check_sam2_state_dict",
     "guess_config",
     "is_object_score_key",
@@ -62,25 +63,29 @@ def read_checkpoint(path, what: str = "checkpoint") -> dict:
         raise ModelNotFoundError(f"{what} file {path} does not exist")
     if path.is_dir():
         raise CheckpointError(f"{what} {path} is a folder; give the path of the .pt/.pth file")
-    size = path.stat().st_size
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise CheckpointError(
+            f"{what} {path} cannot be read ({exc.strerror or exc}): make it readable by this "
+            "user (e.g. chmod a+r), or copy it to a folder you can read and give that path"
+        ) from None
     if size == 0:
         raise CheckpointError(f"{what} {path} is empty (0 bytes): download it again")
-    with open(path, "rb") as fh:
-        head = fh.read(4)
     is_zip = head == b"PK\x03\x04"
-    if is_zip and not zipfile.is_zipfile(path):
-        raise CheckpointError(
-            f"{what} {path} is truncated or corrupt ({size} bytes, its end is missing): "
-            "download it again"
-        )
+    if is_zip:
+        _check_zip(path, what, size)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
         if not is_zip and head[:1] != b"\x80":  # neither torch.save's zip nor its pickle
             raise CheckpointError(
-                f"{what} {path} is not a PyTorch checkpoint: it was not written by torch.save "
-                "(weights come as .pt/.pth files); give the path of the weights file"
+                f"{what} {path} is not a PyTorch checkpoint: it does not begin like a file "
+                "written by torch.save (weights come as .pt/.pth files); give the path of the "
+                "weights file, or download or copy it again if it is damaged"
             ) from None
         if not isinstance(exc, pickle.UnpicklingError):
             hint = "truncated or corrupt" if is_zip else "not a PyTorch checkpoint"
@@ -104,7 +109,58 @@ def read_checkpoint(path, what: str = "checkpoint") -> dict:
     state = obj["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{what} {path}: its 'model' entry is not a dict of tensors")
+    check_finite(state, path, what)
     return state
+
+
+def check_finite(state: dict, path, what: str = "checkpoint") -> None:
+    """Raise :class:`CheckpointError` naming the first tensor with NaN or infinite values.
+
+    Released weights are always finite; a non-finite value means a damaged file (bytes
+    overwritten on disk or in transit) or a training run that diverged, and such weights
+    give NaN logits and empty labels for every image.
+    """
+    for name, tensor in state.items():
+        if not tensor.is_floating_point() or tensor.numel() == 0:
+            continue
+        bad = ~torch.isfinite(tensor)
+        if bad.any():
+            n = int(bad.sum())
+            raise CheckpointError(
+                f"{what} {path} is damaged: tensor {name} holds {n} NaN or infinite value"
+                f"{'s' if n > 1 else ''} of {tensor.numel()} (weights must be finite): "
+                "download or copy the file again"
+            )
+
+
+_ZIPS_CHECKED: set[tuple] = set()  # (path, size, mtime) of files whose checksums matched
+
+
+def _check_zip(path: Path, what: str, size: int) -> None:
+    """Check every member of a torch.save zip against its CRC-32 (once per file version).
+
+    torch.load does not check them, so bytes overwritten in a file of the same size
+    would otherwise load as other weights.
+    """
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _ZIPS_CHECKED:
+        return
+    again = "download or copy it again"
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except Exception as exc:  # noqa: BLE001 - a damaged zip directory raises many types
+        raise CheckpointError(
+            f"{what} {path} is truncated or corrupt ({size} bytes; its zip directory is "
+            f"missing or damaged: {exc}): {again}"
+        ) from None
+    if bad is not None:
+        raise CheckpointError(
+            f"{what} {path} is damaged: the bytes of its record {bad} do not match their "
+            f"CRC-32 checksum (changed on disk or in transit): {again}"
+        )
+    _ZIPS_CHECKED.add(key)
 
 
 def guess_config(state: dict) -> str | None:

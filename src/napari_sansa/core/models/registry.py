@@ -1,25 +1,14 @@
 """Named models, where their weights come from, and a download cache that cannot be poisoned.
 
 Weights live in ``<home>/weights/`` where ``<home>`` is ``$NAPARI_SANSA_HOME`` or
-the per-user cache directory (``~/.cache/napari-sansa`` on Linux). A download
-lands in ``<home>/weights/.partial/`` and becomes the cached file (an atomic
-rename) only once it is complete and valid: its SHA-256 where one is known,
-otherwise its structure (it loads as a checkpoint of the expected model, or holds
-adapter weights of the expected shapes). An interrupted or corrupt download is
-deleted and never used; the next call simply tries again.
+the per-user cache directory (``~/.cache/napari-sansa`` on Linux). Downloading and
+checking files is :mod:`napari_sansa.core.models.downloads`: a file enters the cache
+only complete and valid, and a cached file that changed afterwards is refused.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
-import re
-import shutil
-import sys
-import time
-import uuid
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,7 +180,14 @@ def get_model_spec(name: str) -> ModelSpec:
 def napari_sansa_home() -> Path:
     env = os.environ.get("NAPARI_SANSA_HOME")
     if env:
-        return Path(env).expanduser()
+        home = Path(env).expanduser()
+        if home.exists() and not home.is_dir():
+            raise InvalidInputError(
+                f"NAPARI_SANSA_HOME={env} is a file, not a folder: point NAPARI_SANSA_HOME at "
+                "a folder for napari-sansa's weights (it is created if missing), or unset it "
+                "to use the per-user cache folder"
+            )
+        return home
     import pooch
 
     return Path(pooch.os_cache("napari-sansa"))
@@ -233,18 +229,44 @@ def resolve_files(
     spec: ModelSpec, download: bool = True, force: bool = False, progress: bool = True
 ):
     """Paths of a model's weights in the cache, downloading what is missing."""
+    from napari_sansa.core.models import downloads
+
     paths = []
     for source in (spec.sam2, spec.adapter):
         if source is None:
             paths.append(None)
             continue
         path = cached_path(source)
+        if path.exists() and not path.is_file():
+            raise CheckpointError(
+                f"the cache path of the {source.role} weights of {spec.name}, {path}, is a "
+                f"folder (or another non-file): move or remove it, then run `{_command(spec)}`"
+            )
         if force or not path.is_file():
             if not download:
                 raise ModelNotFoundError(_missing_message(spec, source, path, "downloads are off"))
-            fetch(spec, source, progress=progress)
+            _make_folder(path.parent)
+            downloads.fetch(
+                spec,
+                source,
+                path,
+                lambda reason, s=source, p=path: _missing_message(spec, s, p, reason),
+                progress=progress,
+            )
+        else:
+            downloads.check_cached(spec, source, path, _command(spec))
         paths.append(path)
     return paths[0], paths[1]
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelNotFoundError(
+            f"the weights folder {folder} cannot be created ({exc.strerror or exc}): set "
+            "NAPARI_SANSA_HOME to a folder you can write (it is created if missing)"
+        ) from None
 
 
 def _missing_message(spec: ModelSpec, source: Source, path: Path, reason: str) -> str:
@@ -254,117 +276,3 @@ def _missing_message(spec: ModelSpec, source: Source, path: Path, reason: str) -
         f"access (NAPARI_SANSA_HOME moves the cache); local files can also be given directly: "
         f"{_LOCAL_FILES}"
     )
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _download(source: Source, dest: Path, progress: bool) -> None:
-    """Fetch ``source`` into ``dest`` (a fresh name in the staging folder)."""
-    if source.kind == "gdrive":
-        import gdown
-
-        gdown.download(url=source.url, output=str(dest), quiet=not progress, resume=False)
-    elif source.kind == "http":
-        import pooch
-
-        pooch.get_logger().setLevel("WARNING")  # it logs every file's hash at INFO
-        pooch.retrieve(
-            url=source.url,
-            known_hash=None,  # verified below, before the file enters the cache
-            fname=dest.name,
-            path=dest.parent,
-            progressbar=progress,
-        )
-    else:
-        raise InvalidInputError(f"unknown download kind {source.kind!r} for {source.filename}")
-    if not dest.is_file():
-        raise OSError("the download produced no file")
-
-
-def _is_plain_archive(path: Path) -> bool:
-    """A zip archive of checkpoints (torch's own files are zips holding ``data.pkl``)."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        return not any(n.endswith("data.pkl") for n in zf.namelist())
-
-
-def _extract_member(archive: Path, pattern: str | None, dest: Path, what: str) -> None:
-    with zipfile.ZipFile(archive) as zf:
-        names = [n for n in zf.namelist() if re.search(r"\.pth?$", n)]
-        if pattern is not None:
-            names = [n for n in names if re.search(pattern, Path(n).name)]
-        if len(names) != 1:
-            raise CheckpointError(
-                f"the archive downloaded for {what} holds {len(names)} matching checkpoints "
-                f"({', '.join(names[:5]) or 'none'}); expected exactly one"
-            )
-        with zf.open(names[0]) as src, open(dest, "wb") as out:
-            shutil.copyfileobj(src, out)
-
-
-def validate_download(spec: ModelSpec, source: Source, path: Path) -> None:
-    """Raise :class:`CheckpointError` unless ``path`` is a complete, fitting weights file."""
-    if source.sha256 is not None:
-        got = sha256_of(path)
-        if got != source.sha256:
-            raise CheckpointError(
-                f"{source.filename}: SHA-256 {got} does not match the expected {source.sha256}"
-            )
-        return
-    from napari_sansa.core.models.build import build_sam2
-    from napari_sansa.core.models.checkpoints import adapter_layout, check_sam2_state_dict, read_checkpoint
-
-    state = read_checkpoint(path, f"downloaded {source.role} file")
-    model = build_sam2(spec.config)
-    if source.role == "adapter":
-        adapter_layout(state, model, path)
-    else:
-        check_sam2_state_dict(state, model, path, spec.config)
-
-
-def fetch(spec: ModelSpec, source: Source, progress: bool = True) -> Path:
-    """Download one file of ``spec`` into the cache, atomically, or raise."""
-    final = cached_path(source)
-    staging = final.parent / ".partial"
-    staging.mkdir(parents=True, exist_ok=True)
-    for old in staging.iterdir():  # left by a process that was killed mid-download
-        with contextlib.suppress(OSError):
-            if time.time() - old.stat().st_mtime > 86400:
-                old.unlink()
-    tmp = staging / f"{source.filename}.{uuid.uuid4().hex}.download"
-    picked = tmp.with_suffix(".pick")
-    try:
-        try:
-            _download(source, tmp, progress)
-        except Exception as exc:  # noqa: BLE001 - network libraries raise many types
-            raise ModelNotFoundError(
-                _missing_message(
-                    spec, source, final, f"download failed: {type(exc).__name__}: {exc}"
-                )
-            ) from None
-        candidate = tmp
-        if _is_plain_archive(tmp):
-            _extract_member(tmp, source.member, picked, spec.name)
-            candidate = picked
-        try:
-            validate_download(spec, source, candidate)
-        except CheckpointError as exc:
-            raise CheckpointError(
-                f"the download of {source.url} for {spec.name} is incomplete or not the expected "
-                f"file, so it was discarded and the cache is unchanged ({exc}); try again later"
-            ) from None
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(candidate, final)
-        if progress:
-            print(f"napari-sansa: saved {final}", file=sys.stderr)
-        return final
-    finally:  # the downloaders' own partial files too (gdown keeps one for resuming)
-        for p in staging.glob(tmp.name.removesuffix(".download") + "*"):
-            p.unlink(missing_ok=True)

@@ -1,0 +1,182 @@
+"""The run manifest (``.napari-sansa/run.json``) and ``scores.csv``.
+
+``scores.csv`` is rebuilt at the end of every run from the outputs in the folder, so it
+lists every target labelled there so far (by any run with these settings), each once:
+a target that failed in this run has its failure row only. napari-sansa replaces only a
+``scores.csv`` it wrote itself (it keeps the SHA-256 of what it wrote); any other file
+of that name in ``--out`` is refused, never replaced.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from pathlib import Path
+
+from napari_sansa.core.atomic import write_text_atomic
+from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.dataset.discovery import PROB_SUFFIX, Target, _natural_key
+from napari_sansa.dataset.records import CSV_NAME, _record, _row, _same_source, _write_failed
+
+RUN_FILE = Path(".napari-sansa") / "run.json"
+CSV_DIGESTS = Path(".napari-sansa") / "scores.json"
+KEYS = ["target", "frame", "output", "status", "message"]
+#: rows of earlier runs kept as they are when their targets are not in this run
+KEPT_STATUSES = ("failed", "reference")
+
+
+def _holds_outputs(out: Path) -> bool:
+    """Whether ``out`` holds any TIFF besides napari-sansa's own bookkeeping."""
+    return any(
+        not p.relative_to(out).parts[0].startswith(".napari-sansa") for p in out.rglob("*.tif")
+    )
+
+
+def _check_run_file(out: Path, signature: str, settings: dict, targets, overwrite: bool, kept=()):
+    """Refuse a run whose settings differ from those of the outputs in ``out`` (reads only:
+    the manifest is written by :func:`_write_run_file` once the run is ready to start)."""
+    run_file = out / RUN_FILE
+    if run_file.is_file() and not overwrite:
+        try:
+            previous = json.loads(run_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            previous = {}
+        if previous.get("signature") != signature and _holds_outputs(out):
+            old = previous.get("settings", {})
+            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            raise InvalidInputError(
+                f"{out} holds the results of another run (different "
+                f"{', '.join(diff) or 'settings'}); "
+                "use --overwrite to redo everything there, or choose another --out"
+            )
+        return
+    if not run_file.is_file() and not overwrite:
+        clash = [t.output for t in targets if t.output not in kept and (out / t.output).exists()]
+        if clash:
+            raise InvalidInputError(
+                f"{out / clash[0]} already exists and was not written by napari-sansa in this "
+                "folder; use --overwrite to replace such files, or choose another --out"
+            )
+
+
+def _write_run_file(out: Path, signature: str, settings: dict) -> None:
+    run_file = out / RUN_FILE
+    try:
+        write_text_atomic(
+            run_file, json.dumps({"signature": signature, "settings": settings}, indent=2)
+        )
+    except OSError as exc:
+        _write_failed(exc, run_file)
+
+
+def _output_rows(out: Path, signature: str, skip=frozenset()) -> list[dict]:
+    """The rows of every label image in ``out`` written with this run's settings."""
+    rows = []
+    for path in sorted(out.rglob("*.tif")):
+        rel = path.relative_to(out)
+        if any(part.startswith(".") for part in rel.parts) or str(rel) in skip:
+            continue
+        info = _record(path)
+        if info is None or info.get("run") != signature or not info.get("source"):
+            continue
+        role = info.get("output")
+        if role == "probabilities" or (role is None and _is_probabilities(path, info)):
+            continue
+        scores = info.get("scores") or [{}]
+        areas = info.get("areas") or [{}] * len(scores)
+        blank = info.get("blank") or {}
+        t = Target(str(info["source"]), str(rel), "stack" if len(scores) > 1 else "image")
+        for i, (s, a) in enumerate(zip(scores, areas, strict=False)):
+            rows.append(
+                _row(
+                    t,
+                    "blank" if str(i) in blank else "ok",
+                    blank.get(str(i), ""),
+                    frame=i if t.kind == "stack" else None,
+                    scores={int(k): v for k, v in s.items()},
+                    areas={int(k): v for k, v in a.items()},
+                )
+            )
+    return rows
+
+
+def _is_probabilities(path: Path, info: dict) -> bool:
+    """A probability file of napari-sansa 0.1 (whose records do not say so)."""
+    if not path.stem.endswith(PROB_SUFFIX):
+        return False
+    labels = path.with_name(path.stem[: -len(PROB_SUFFIX)] + path.suffix)
+    other = _record(labels) if labels.is_file() else None
+    return other is not None and _same_source(other.get("source"), info.get("source"))
+
+
+def final_rows(out: Path, signature: str, targets, rows, earlier, skip=frozenset()) -> list:
+    """The rows of ``scores.csv`` after a run: one entry per target, the truth.
+
+    ``rows``: this run's rows (only its failures and kept references are used: the
+    others are read back from the outputs); ``earlier``: the rows of the CSV before.
+    """
+    now = [r for r in rows if r["status"] in KEPT_STATUSES]
+    gone = {r["target"] for r in now}
+    result = [r for r in _output_rows(out, signature, skip) if r["target"] not in gone]
+    listed = gone | {r["target"] for r in result} | {t.source for t in targets}
+    result += [r for r in earlier if r.get("status") in KEPT_STATUSES and r["target"] not in listed]
+    return result + now
+
+
+def _digests(out: Path) -> list[str]:
+    try:
+        known = json.loads((out / CSV_DIGESTS).read_text()).get("sha256", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [d for d in known if isinstance(d, str)] if isinstance(known, list) else []
+
+
+def earlier_rows(out: Path) -> list[dict]:
+    """The rows of the ``scores.csv`` in ``out`` (none if absent); an error if that file
+    is not one napari-sansa wrote (it is never replaced then)."""
+    path = out / CSV_NAME
+    if not path.exists() and not path.is_symlink():
+        return []
+    try:
+        data = path.read_bytes() if path.is_file() else None
+    except OSError:
+        data = None
+    ours = data is not None and hashlib.sha256(data).hexdigest() in _digests(out)
+    if data is not None and not ours and not (out / CSV_DIGESTS).exists():
+        first = data.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
+        ours = first.split(",")[: len(KEYS)] == KEYS  # written by napari-sansa 0.1
+    if not ours:
+        raise InvalidInputError(
+            f"{path} was not written by napari-sansa (or was changed since), and napari-sansa "
+            f"writes its {CSV_NAME} there: it is never replaced. Move or rename that file, or "
+            "choose another --out"
+        )
+    return list(csv.DictReader(io.StringIO(data.decode("utf-8", "replace"))))
+
+
+def _write_csv(out: Path, rows) -> Path:
+    keys = list(KEYS)
+    extra = sorted(
+        {k for r in rows for k in r if k not in keys},
+        key=lambda k: (k.split("_")[0] != "score", int(k.split("_")[1])),
+    )
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys + extra, restval="")
+    w.writeheader()
+
+    def order(r):  # frames in numeric order
+        return _natural_key(Path(r["target"])), -1 if r["frame"] == "" else int(r["frame"])
+
+    for r in sorted(rows, key=order):
+        w.writerow(r)
+    final = out / CSV_NAME
+    data = buf.getvalue().encode("utf-8")
+    try:  # what we write is known as ours before it is there (the last two versions)
+        digests = [hashlib.sha256(data).hexdigest(), *_digests(out)[:1]]
+        write_text_atomic(out / CSV_DIGESTS, json.dumps({"sha256": digests}))
+        write_text_atomic(final, data.decode("utf-8"))
+    except OSError as exc:
+        _write_failed(exc, final)
+    return final

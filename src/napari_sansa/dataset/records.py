@@ -1,0 +1,199 @@
+"""The record napari-sansa keeps in each output's TIFF description, and what it decides:
+whether a target is finished (same run, same input content) and which files are ours."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.dataset.discovery import Target
+from napari_sansa.dataset.io import read_tiff_description
+
+log = logging.getLogger(__name__)
+
+CSV_NAME = "scores.csv"
+
+
+class DiskFullError(OSError):
+    """The output disk filled up; everything written so far is complete and valid."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    mode: str = "independent"
+    threshold: float = 0.5
+    input_size: int | None = 640
+    intensity_range: tuple | None = None
+    probabilities: bool = False
+    batch_size: int | None = None
+    signature: str = ""
+
+
+def _row(target: Target, status: str, message: str = "", frame=None, scores=None, areas=None):
+    row = {
+        "target": target.source,
+        "frame": "" if frame is None else frame,
+        "output": target.output if status in ("ok", "blank", "reference") else "",
+        "status": status,
+        "message": message,
+    }
+    for c, s in (scores or {}).items():
+        row[f"score_{c}"] = f"{s:.4f}"
+    for c, a in (areas or {}).items():
+        row[f"area_{c}"] = a
+    return row
+
+
+def _write_failed(err: OSError, path: Path):
+    if err.errno == errno.ENOSPC:
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"no space left on the device while writing {path}; every output written so far is "
+            "complete. Free some space and run the same command again to continue",
+        ) from None
+    raise err
+
+
+#: inputs up to this size are hashed (SHA-256) into their outputs' records, so that a
+#: resume notices a replaced input even with the same size and modification time
+HASHED_INPUT_BYTES = 1 << 20
+
+
+def source_state(path) -> dict:
+    """What identifies the content of an input file: size, modification time and, for
+    files up to :data:`HASHED_INPUT_BYTES`, a SHA-256 of the bytes ({} if unreadable)."""
+    try:
+        st = os.stat(path)
+        state = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        if st.st_size <= HASHED_INPUT_BYTES:
+            with open(path, "rb") as fh:
+                state["sha256"] = hashlib.sha256(fh.read()).hexdigest()
+    except OSError:
+        return {}
+    return state
+
+
+def _unchanged(recorded, path) -> bool:
+    """Whether the input at ``path`` still has the content ``recorded`` when labelled."""
+    if not isinstance(recorded, dict) or not recorded:
+        return False  # written by napari-sansa 0.1, which kept no state: label again
+    now = source_state(path)
+    return bool(now) and all(now.get(k) == v for k, v in recorded.items())
+
+
+def _describe(target, run, classes, scores, areas, shape, blank=None, *, state=None, role="labels"):
+    from napari_sansa import __version__
+
+    # tifffile reads a JSON description with a "shape" as its own shaped-series metadata
+    info = {
+        "version": __version__,
+        "run": run.signature,
+        "source": target.source,
+        "input": state or {},
+        "output": role,
+        "classes": list(classes),
+        "scores": scores,
+        "areas": areas,
+    }
+    if blank:
+        info["blank"] = {str(i): m for i, m in blank.items()}
+    return {"shape": list(shape), "napari_sansa": info}
+
+
+def _record(path: Path) -> dict | None:
+    """What napari-sansa stored in an output file it wrote; None for any other file."""
+    desc = read_tiff_description(path)
+    info = desc.get("napari_sansa") if isinstance(desc, dict) else None
+    return info if isinstance(info, dict) else None
+
+
+def _same_source(recorded, source: str) -> bool:
+    if recorded == source:
+        return True
+    try:
+        return recorded is not None and os.path.samefile(recorded, source)
+    except OSError:
+        return False
+
+
+def _existing(t: Target, path: Path) -> dict | None:
+    """The record of ``t``'s output at ``path``: None when absent; an error when the file
+    there is not napari-sansa's output of this very target (it is never replaced then)."""
+    if not path.is_file():
+        return None
+    info = _record(path)
+    if info is None:
+        raise InvalidInputError(
+            f"{path} already exists and was not written by napari-sansa; use --overwrite to "
+            "replace such files, or choose another --out"
+        )
+    recorded = info.get("source")
+    if not _same_source(recorded, t.source):
+        raise InvalidInputError(
+            f"{path} holds napari-sansa's output for {recorded}, not for {t.source} (another "
+            "image with the same relative path, labelled into this folder by an earlier run); "
+            "choose another --out for these images, or use --overwrite to replace those labels"
+        )
+    return info
+
+
+def _done_record(t: Target, out: Path, run: RunSettings) -> dict | None:
+    """The record of ``t``'s labels when every output this run asks of ``t`` is there,
+    written with this run's settings from the input's present content; else None.
+
+    Outputs of another image, or files napari-sansa did not write, are an error.
+    """
+    labels = _existing(t, out / t.output)
+    if labels is None or labels.get("run") != run.signature:
+        return None
+    if run.probabilities:
+        probs = _existing(t, out / t.prob_output)
+        if probs is None or probs.get("run") != run.signature:
+            return None
+    if not _unchanged(labels.get("input"), t.source):
+        log.info("%s changed since it was labelled: labelling it again", t.source)
+        return None
+    return labels
+
+
+def _target_done(t: Target, out: Path, run: RunSettings) -> bool:
+    return _done_record(t, out, run) is not None
+
+
+def _as_recorded(t: Target, record: dict | None) -> Target:
+    """``t`` with the kind and frames of its finished output (a TIFF not opened again)."""
+    if record is None:
+        return t
+    frames = len(record.get("scores") or [None])
+    return replace(t, kind="stack" if frames > 1 else "image", frames=frames)
+
+
+class StaleProbabilitiesError(InvalidInputError):
+    """A probability file of earlier labels could not be removed (new labels not written)."""
+
+
+def _remove_stale_probabilities(t: Target, out: Path) -> None:
+    """Remove ``t``'s probabilities of an earlier run before its new labels are written
+    without probabilities: a probability file always belongs to the labels next to it.
+    If it cannot be removed, the new labels are not written (the old pair stays)."""
+    path = out / t.prob_output
+    if not path.is_file():
+        return
+    info = _record(path)
+    if info is None or not _same_source(info.get("source"), t.source):
+        return  # not ours: never touched
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise StaleProbabilitiesError(
+            f"{path}, the probabilities of earlier labels of {t.source}, cannot be removed "
+            f"({exc.strerror or type(exc).__name__}), so the new labels were not written (they "
+            "would not match it): remove that file and run the same command again"
+        ) from None

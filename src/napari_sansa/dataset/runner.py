@@ -1,0 +1,338 @@
+"""``segment_dataset``: a whole dataset, headless, from a few references.
+
+It is resumable (outputs already written are skipped), every output is written
+atomically (temporary file, then rename), one unreadable image is reported and
+listed in ``scores.csv`` rather than stopping the run (unless ``strict``), and
+with a ``dask.distributed.Client`` the targets are spread over a cluster: each
+worker loads the model once, the references are decoded once and shared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.core.images import _check_range
+from napari_sansa.core.models.source import ModelSource
+from napari_sansa.core.prompts import Reference
+from napari_sansa.dataset import models
+from napari_sansa.dataset.discovery import Target, discover_targets
+from napari_sansa.dataset.distributed import _prepare_dask, _run_dask
+from napari_sansa.dataset.locking import OutputLock
+from napari_sansa.dataset.manifest import (
+    _check_run_file,
+    _write_csv,
+    _write_run_file,
+    earlier_rows,
+    final_rows,
+)
+from napari_sansa.dataset.records import RunSettings, _row, _target_done
+from napari_sansa.dataset.references import _references_digest, reference_files
+from napari_sansa.dataset.writing import _cleanup_partials, _work, process_targets
+
+
+@dataclass
+class BatchReport:
+    """What a run did. ``failed`` lists ``(source, message)``; ``blank`` lists the
+    constant frames of stacks, labelled all 0, as ``(source, frame, message)``."""
+
+    out: Path
+    done: int = 0
+    skipped: int = 0
+    failed: list = field(default_factory=list)
+    blank: list = field(default_factory=list)  # (source, frame, message) of blank frames
+    frames: int = 0
+    seconds: float = 0.0
+    csv: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def _check_count(value, name: str, flag: str, none_ok: bool) -> None:
+    ok = value is None and none_ok
+    ok = ok or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+    if not ok:
+        auto = " (or None: chosen automatically)" if none_ok else ""
+        raise InvalidInputError(f"{name} ({flag}) must be a whole number >= 1{auto}, got {value!r}")
+
+
+def _check_output_folder(out: Path) -> None:
+    """Refuse an ``out`` that cannot be a folder, before anything is loaded or written."""
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(
+            f"the output folder {out} is a file, not a folder: give --out a folder (it is "
+            "created if it does not exist)"
+        )
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InvalidInputError(
+                    f"the output folder {out} cannot be made: {parent} is a file, not a folder"
+                )
+            break
+
+
+def _reference_outputs(items, out: Path, references) -> dict[str, Path]:
+    """The targets whose output is one of the references' files, with that file: such a
+    target is never labelled (a reference file is never an output, even with overwrite)."""
+    files = reference_files(references)
+    keys = {str(p.resolve()) for p in files}
+    ids = {}
+    for p in files:
+        with contextlib.suppress(OSError):
+            st = p.stat()
+            ids[(st.st_dev, st.st_ino)] = p
+    kept = {}
+    for t in items:
+        for o in (t.output, t.prob_output):
+            path = out / o
+            hit = path if str(path.resolve()) in keys else None
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                hit = hit or ids.get((st.st_dev, st.st_ino))
+            if hit is not None:
+                kept[t.output] = hit
+    return kept
+
+
+def segment_dataset(
+    targets,
+    references,
+    out,
+    *,
+    model="sansa-universal",
+    mode: str = "independent",
+    threshold: float = 0.5,
+    input_size: int | None = 640,
+    intensity_range=None,
+    probabilities: bool = False,
+    overwrite: bool = False,
+    strict: bool = False,
+    batch_size: int | None = None,
+    client=None,
+    chunk_size: int = 16,
+    progress: bool = True,
+) -> BatchReport:
+    """Label every target image (files, folders, TIFF stacks) into ``out``.
+
+    ``references``: a list of :class:`~napari_sansa.Reference`. ``model``: a registry
+    name, a :class:`ModelSource`, or (local runs only) a loaded model. ``client``: a
+    ``dask.distributed.Client`` to spread the work over a cluster. Outputs mirror the
+    inputs' folders as TIFF label images (stacks as label stacks); ``scores.csv``
+    lists every target with its per-class scores and areas, or why it failed.
+
+    Every setting and the output folder are checked before anything is loaded or
+    written; the run holds the folder's lock (:class:`OutputLockedError` if another run
+    writes there). A target whose output is a reference's file (loaded with
+    :func:`load_reference_pair` or :func:`load_prompt_file`) is never labelled.
+    """
+    from napari_sansa.core.fusion import check_threshold
+    from napari_sansa.core.model import MODES, SansaModel
+    from napari_sansa.core.preprocess import check_input_size
+
+    t0 = time.perf_counter()
+    if mode not in MODES:
+        raise InvalidInputError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    threshold = check_threshold(threshold)
+    input_size = check_input_size(input_size)
+    _check_count(batch_size, "the batch size", "--batch-size", none_ok=True)
+    _check_count(chunk_size, "the chunk size", "--chunk-size", none_ok=False)
+    if isinstance(references, Reference):
+        references = [references]
+    references = list(references or [])
+    if not references:
+        raise InvalidInputError(
+            "no references: give --reference IMAGE LABELS (or a --prompts JSON file)"
+        )
+    if intensity_range is not None:
+        _check_range(intensity_range)
+    loaded = source = None
+    if isinstance(model, SansaModel):
+        if client is not None:
+            raise InvalidInputError("with a Dask client, give the model as a name or a ModelSource")
+        loaded = model
+        ident = {"model": model.identity}
+    else:
+        source = ModelSource(name=model) if isinstance(model, str) else model
+        if not isinstance(source, ModelSource):
+            raise InvalidInputError("model must be a registry name, a ModelSource or a SansaModel")
+        # every image is seen once: a feature cache would only cost memory and hashing
+        source = replace(source, cache_bytes=0)
+        ident = source.identity()
+    out = Path(out).expanduser().resolve()
+    _check_output_folder(out)
+    unreadable: list = []
+    items = discover_targets(targets, out, probabilities, unreadable=unreadable)
+    settings = {
+        "model": ident,
+        "references": _references_digest(references),
+        "mode": mode,
+        "threshold": threshold,
+        "input_size": input_size,
+        "intensity_range": list(intensity_range) if intensity_range is not None else None,
+    }
+    signature = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    run = RunSettings(
+        mode,
+        threshold,
+        input_size,
+        tuple(intensity_range) if intensity_range is not None else None,
+        probabilities,
+        batch_size,
+        signature,
+    )
+    job = _Job(
+        items, unreadable, references, out, out.is_dir(), run, settings, overwrite, strict,
+        loaded, source, client, chunk_size, progress,
+    )  # fmt: skip
+    with OutputLock(out):
+        report = _locked_run(job)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+@dataclass
+class _Job:
+    """Everything a run needs once its settings are checked (see :func:`_locked_run`)."""
+
+    items: list
+    unreadable: list
+    references: list
+    out: Path
+    existed: bool  # the output folder was there before the run (which made its lock)
+    run: RunSettings
+    settings: dict
+    overwrite: bool
+    strict: bool
+    loaded: object  # a SansaModel, or None: loaded from ``source`` when needed
+    source: ModelSource | None
+    client: object
+    chunk_size: int
+    progress: bool
+
+
+def _locked_run(job: _Job) -> BatchReport:
+    """The run itself, while it holds the output folder's lock."""
+    items, out, run, overwrite, strict = job.items, job.out, job.run, job.overwrite, job.strict
+    loaded, source, client, references = job.loaded, job.source, job.client, job.references
+    settings = job.settings
+    earlier = earlier_rows(out)  # a scores.csv that is not ours is refused, never replaced
+    kept = _reference_outputs(items, out, references)
+    _check_run_file(out, run.signature, settings, items, overwrite, kept)
+    rows: list = [_row(Target(p, ""), "failed", message) for p, message in job.unreadable]
+    for t in items:
+        if t.output in kept:
+            rows.append(
+                _row(
+                    t,
+                    "reference",
+                    (
+                        f"not labelled: {out / t.output} is the reference file {kept[t.output]}, "
+                        "which is never replaced"
+                    ),
+                )
+            )
+    items = [t for t in items if t.output not in kept]
+    # what is finished, checked before anything is loaded or written: a rerun with
+    # nothing left to do loads no model, and outputs of other images are never touched
+    done = set() if overwrite else {t.output for t in items if _target_done(t, out, run)}
+    work = _work(items, done, run)
+    report = BatchReport(out, skipped=len(done))
+    memory = None
+    if work:
+        # everything that can fail on bad settings (the model, the references) fails
+        # before the run's manifest is written: a corrected command is not refused then
+        if client is None:
+            if loaded is None:
+                loaded = models._cached_model(source)
+            memory = loaded.prepare_references(
+                references,
+                input_size=run.input_size,
+                intensity_range=run.intensity_range,
+                threshold=run.threshold,
+            )
+        else:
+            memory = _prepare_dask(client, source, references, run)
+        _write_run_file(out, run.signature, settings)
+        _cleanup_partials(out)
+    elif not job.existed and not rows:  # nothing to label at all
+        return report
+    from tqdm.auto import tqdm
+
+    total = sum(t.frames for t in items)
+    bar = tqdm(
+        total=total,
+        initial=total - sum(t.frames for t in work),
+        unit="img",
+        desc="napari-sansa",
+        disable=not job.progress,
+        dynamic_ncols=True,
+    )
+
+    def stack_found(t):
+        bar.total += t.frames - 1
+        bar.refresh()
+
+    error = None
+    try:
+        if work and client is None:
+            process_targets(
+                loaded,
+                memory,
+                work,
+                out,
+                run,
+                strict,
+                on_frame=lambda t, n: bar.update(n),
+                skip_existing=not overwrite,
+                rows=rows,
+                on_stack=stack_found,
+            )
+        elif work:
+            _run_dask(
+                client,
+                source,
+                memory,
+                work,
+                out,
+                run,
+                strict,
+                job.chunk_size,
+                bar,
+                not overwrite,
+                rows,
+            )
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        bar.close()
+        failed = [r for r in rows if r["status"] == "failed"]
+        report.failed = [(r["target"], r["message"]) for r in failed]
+        report.done = len({r["target"] for r in rows if r["status"] in ("ok", "blank")})
+        report.frames = sum(r["status"] in ("ok", "blank", "failed") for r in rows)
+        report.blank = [
+            (r["target"], r["frame"], r["message"]) for r in rows if r["status"] == "blank"
+        ]
+        try:
+            final = final_rows(out, run.signature, items, rows, earlier, skip=frozenset(kept))
+            report.csv = _write_csv(out, final)
+        except OSError:
+            if error is None:
+                raise
+            # the run already stops on an error (a full disk, ...): report that one
+    return report
+
+
+def report_dict(report: BatchReport) -> dict:
+    d = asdict(report)
+    d["out"] = str(report.out)
+    d["csv"] = str(report.csv) if report.csv else None
+    return d

@@ -1,0 +1,272 @@
+"""Streaming targets through the model and writing their outputs as they come.
+
+Images are read by the model's prefetch threads and written by a writer thread, so the
+model never waits for the disk; a TIFF stack is read one frame at a time and its label
+stack written as the frames are computed. Used locally and on Dask workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from collections import deque
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from napari_sansa.core.atomic import PARTIAL
+from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.core.images import check_image
+from napari_sansa.dataset.discovery import Target
+from napari_sansa.dataset.io import LEGACY_PARTIAL, read_target, write_tiff_atomic
+from napari_sansa.dataset.records import (
+    RunSettings,
+    StaleProbabilitiesError,
+    _as_recorded,
+    _describe,
+    _done_record,
+    _remove_stale_probabilities,
+    _row,
+    _write_failed,
+    source_state,
+)
+from napari_sansa.dataset.stacks import _process_stack
+
+log = logging.getLogger(__name__)
+
+
+def _work(items, done: set, run: RunSettings) -> list:
+    """The targets to compute. A sequence (sequential mode) is computed from its start up
+    to its last unfinished image, so that each image sees the same earlier images as in
+    an uninterrupted run; its finished outputs are not written again."""
+    if run.mode != "sequential":
+        return [t for t in items if t.output not in done]
+    images = [t for t in items if t.kind in ("image", "tiff")]
+    missing = [i for i, t in enumerate(images) if t.output not in done]
+    seq = images[: missing[-1] + 1] if missing else []
+    return seq + [t for t in items if t.kind == "stack" and t.output not in done]
+
+
+class _Writer:
+    """Writes outputs on a background thread, so the model never waits for the disk.
+
+    At most ``depth`` writes wait; an error of a write (a full disk) is raised by the
+    next ``submit`` or by ``finish``.
+    """
+
+    def __init__(self, depth: int = 4):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-sansa-write")
+        self._waiting: deque = deque()
+        self._depth = depth
+
+    def submit(self, fn, *args) -> None:
+        while self._waiting and (len(self._waiting) >= self._depth or self._waiting[0].done()):
+            self._waiting.popleft().result()
+        self._waiting.append(self._pool.submit(fn, *args))
+
+    def finish(self) -> None:
+        try:
+            while self._waiting:
+                self._waiting.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+def _process_images(model, memory, items, out, run, strict, rows, on_frame, keep=frozenset()):
+    """Stream image targets through the model; unreadable ones are reported and skipped.
+
+    Images are read by the model's prefetch threads; outputs are written by a writer
+    thread. If the model itself refuses an image, that image is reported and the
+    stream starts again after it. Targets whose output is in ``keep`` are computed
+    (for the memory of a sequence) but their finished outputs are not written again.
+    A TIFF that turns out to be a stack is not labelled here: the stacks found are
+    returned (as targets of kind "stack"), to be labelled after the images.
+    """
+    failed: dict[str, dict] = {}  # by source: a read-ahead image may be read twice
+    unreadable: list = []  # strict: the image whose reading stopped the run
+    passed: set = set()  # finished images (in ``keep``) that cannot be read any more
+    found: dict[str, Target] = {}  # TIFFs that are stacks, by source
+    states: dict[str, dict] = {}  # the input's state when it was read, by source
+    remaining = list(items)
+    writer = _Writer()
+
+    def write(t, pred):
+        try:
+            _write_image(t, pred, out, run, rows, states.get(t.source))
+        except StaleProbabilitiesError as exc:
+            rows.append(_row(t, "failed", str(exc)))
+        on_frame(t, 1)
+
+    try:
+        while remaining:
+            todo, remaining = remaining, []
+            fed: list = []  # targets handed to the model, in order
+
+            def frames(todo=todo, fed=fed):
+                for t in todo:
+                    if t.source in found:
+                        continue
+                    state = source_state(t.source)
+                    try:
+                        kind, img = read_target(t.source)
+                        if kind == "stack":
+                            found[t.source] = replace(t, kind="stack", frames=img)
+                            continue
+                        check_image(img, f"image {t.source}")
+                    except InvalidInputError as exc:
+                        if t.output in keep:  # finished before: its output stays as it is
+                            if t.source not in passed:
+                                passed.add(t.source)
+                                on_frame(t, 1)
+                            continue
+                        if t.source not in failed:
+                            failed[t.source] = _row(t, "failed", str(exc))
+                            on_frame(t, 1)
+                        if strict:
+                            unreadable.append(t)
+                            raise
+                        continue
+                    states[t.source] = state
+                    fed.append(t)
+                    yield img
+
+            done = 0
+            try:
+                for pred in model.segment_iter(
+                    memory,
+                    frames(),
+                    mode=run.mode,
+                    threshold=run.threshold,
+                    batch_size=run.batch_size,
+                ):
+                    if fed[done].output in keep:
+                        on_frame(fed[done], 1)
+                    else:
+                        writer.submit(write, fed[done], pred)
+                    done += 1
+            except InvalidInputError as exc:  # an image that passed the checks still failed
+                if unreadable or done >= len(fed):
+                    raise
+                bad = fed[done]
+                if bad.output not in keep:
+                    failed[bad.source] = _row(bad, "failed", str(exc))
+                on_frame(bad, 1)
+                if strict:
+                    raise
+                remaining = todo[todo.index(bad) + 1 :]
+    finally:
+        writer.finish()
+        rows.extend(failed.values())
+    return [found[t.source] for t in items if t.source in found]
+
+
+def _write_image(t: Target, pred, out: Path, run: RunSettings, rows, state=None):
+    classes = list(pred.classes)
+    scores = {c: pred.scores[c] for c in classes}
+    labels = pred.labels
+    areas = {c: int((labels == c).sum()) for c in classes}
+    final = out / t.output
+
+    def describe(shape, role="labels"):
+        return _describe(t, run, classes, [scores], [areas], shape, state=state, role=role)
+
+    if not run.probabilities:
+        _remove_stale_probabilities(t, out)
+    try:
+        if run.probabilities:
+            probs = np.stack([pred.probabilities[c] for c in classes])
+            write_tiff_atomic(
+                out / t.prob_output,
+                probs,
+                probs.shape,
+                np.float32,
+                describe(probs.shape, "probabilities"),
+            )
+        write_tiff_atomic(final, labels, labels.shape, labels.dtype, describe(labels.shape))
+    except OSError as exc:
+        _write_failed(exc, final)
+    rows.append(_row(t, "ok", scores=scores, areas=areas))
+
+
+def process_targets(
+    model,
+    memory,
+    targets,
+    out,
+    run: RunSettings,
+    strict=False,
+    on_frame=None,
+    skip_existing=True,
+    rows=None,
+    on_stack=None,
+):
+    """Label ``targets`` into ``out``; return CSV rows. Used locally and on Dask workers.
+
+    Targets whose outputs are already there are not written again, so a task that is
+    run again (a resumed run, a worker that died) redoes nothing that was finished. In
+    sequential mode the images form one sequence, computed from its start (see
+    :func:`_work`). ``rows``: a list to add the rows to (it keeps them if this raises).
+    ``on_frame(target, n)``: ``n`` frames of ``target`` are done; ``on_stack(target)``: a
+    TIFF was found to be a stack of ``target.frames`` frames when it was opened.
+    """
+    out = Path(out)
+    on_frame = on_frame or (lambda t, n: None)
+    on_stack = on_stack or (lambda t: None)
+    rows = [] if rows is None else rows
+    records = {}
+    for t in targets if skip_existing else ():
+        record = _done_record(t, out, run)
+        if record is not None:
+            records[t.output] = record
+    targets = [_as_recorded(t, records.get(t.output)) for t in targets]
+    todo = _work(targets, set(records), run)
+    keep = frozenset(t.output for t in todo if t.output in records)
+    i = 0
+    while i < len(todo):
+        if todo[i].kind == "stack":
+            _process_stack(model, memory, todo[i], out, run, strict, rows, on_frame)
+            i += 1
+            continue
+        j = i
+        while j < len(todo) and todo[j].kind != "stack":
+            j += 1
+        stacks = _process_images(model, memory, todo[i:j], out, run, strict, rows, on_frame, keep)
+        for t in stacks:  # TIFFs found to be stacks when they were opened
+            on_stack(t)
+            _process_stack(model, memory, t, out, run, strict, rows, on_frame)
+        i = j
+    return rows
+
+
+#: the temporaries of :func:`napari_sansa.core.atomic.temporary_path` (and of 0.1)
+_TEMPORARY = re.compile(
+    r"^\..+\.[0-9a-f]{32}" + re.escape(PARTIAL) + "$|" + re.escape(LEGACY_PARTIAL) + "$"
+)
+
+
+def _cleanup_partials(out: Path) -> None:
+    """Remove leftovers of interrupted writes in ``out``. Called while the run holds the
+    folder's lock, so no other run writes there; a subfolder that holds another output
+    folder (its own ``.napari-sansa``) is left alone, and so is every other file."""
+    scratch = out / ".napari-sansa"
+    for folder in scratch.glob("*") if scratch.is_dir() else ():
+        if folder.is_dir() and re.fullmatch(r"[0-9a-f]{40}", folder.name):  # a stack's
+            for name in ("p.npy", "l.npy"):  # memory-mapped scratch (see stacks.py)
+                with contextlib.suppress(FileNotFoundError):
+                    (folder / name).unlink()
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+    for folder, dirs, files in os.walk(out):
+        here = Path(folder)
+        if here != out and (here / ".napari-sansa").is_dir():
+            dirs[:] = []
+            continue
+        for name in files:
+            if _TEMPORARY.search(name):
+                with contextlib.suppress(FileNotFoundError):
+                    (here / name).unlink()

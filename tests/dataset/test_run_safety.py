@@ -1,0 +1,275 @@
+"""Bad input, damaged files and concurrent runs (issue 10): no loss, no crash, the truth in
+scores.csv. Each test failed before its fix.
+
+The suite may run as root, for whom permission bits do not stop a read or a write: such
+failures are provoked by monkeypatching in-process (each test says how), or with paths
+that no user can write (a path under a regular file, ``/dev/full``).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+from dataset_files import read_csv, segment_args, write_reference, write_targets
+
+from conftest import make_image
+from napari_sansa.cli import main
+from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.dataset import load_prompt_file, load_reference_pair
+
+
+@pytest.fixture()
+def root(tmp_path):
+    write_targets(tmp_path / "data", 3)
+    write_reference(tmp_path)
+    return tmp_path
+
+
+_args = segment_args
+_csv = read_csv
+
+
+@pytest.fixture()
+def no_model(monkeypatch):
+    """Fail the test if the run loads a model."""
+    import napari_sansa.dataset.models as models
+
+    def refuse(source):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(models, "_cached_model", refuse)
+
+
+# -- data lost ---------------------------------------------------------------------------------
+def test_a_reference_file_in_out_is_never_replaced_even_with_overwrite(weights, root, capsys):
+    out = root / "out"
+    assert main(_args(weights, root)) == 0
+    fixed = tifffile.imread(out / "img1.tif")
+    fixed[:10] = 1  # the person corrects the labels by hand and saves them
+    tifffile.imwrite(out / "img1.tif", fixed)
+    before = (out / "img1.tif").read_bytes()
+    args = _args(weights, root, "-r", str(root / "data" / "img1.png"), str(out / "img1.tif"))
+    assert main(args) == 2  # other references: refused without --overwrite (as before)
+    assert "different references" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+    assert (out / "img1.tif").read_bytes() == before
+    rows = {Path(r["target"]).name: r for r in _csv(out / "scores.csv")}
+    assert (
+        rows["img1.png"]["status"] == "reference"
+        and "never replaced" in rows["img1.png"]["message"]
+    )
+    assert rows["img0.png"]["status"] == rows["img2.png"]["status"] == "ok"
+    assert len(rows) == 3
+
+
+@pytest.mark.parametrize("edited", [False, True], ids=["foreign", "edited"])
+def test_a_users_scores_csv_is_never_replaced(weights, root, capsys, edited, no_model):
+    out = root / "out"
+    out.mkdir()
+    if edited:  # napari-sansa's header, but not the content it recorded writing: edited
+        (out / "scores.csv").write_text("target,frame,output,status,message\nmy,,,ok,note\n")
+        (out / ".napari-sansa").mkdir()
+        (out / ".napari-sansa" / "scores.json").write_text(json.dumps({"sha256": ["0" * 64]}))
+    else:
+        (out / "scores.csv").write_text("sample,weight\nA,3\n")
+    before = (out / "scores.csv").read_bytes()
+    for extra in ([], ["--overwrite"]):
+        assert main(_args(weights, root, *extra)) == 2
+        err = capsys.readouterr().err
+        assert "scores.csv was not written by napari-sansa" in err and "never replaced" in err
+        assert (out / "scores.csv").read_bytes() == before
+    assert not list(out.rglob("*.tif")) and not (out / ".napari-sansa" / "run.json").exists()
+
+
+def test_a_second_run_into_the_same_out_stops_with_exit_2(weights, root, capsys, no_model):
+    """Run A holds the folder's lock while B starts (A is this process: the lock is an
+    OS file lock, so a second open of it conflicts as another process would)."""
+    from napari_sansa.dataset.locking import OutputLock
+
+    out = root / "out"
+    out.mkdir()
+    theirs = out / ".img0.tif.0123456789abcdef0123456789abcdef.partial"  # A is writing it
+    theirs.write_bytes(b"A's half-written labels")
+    with OutputLock(out):
+        assert main(_args(weights, root)) == 2
+    err = capsys.readouterr().err
+    assert "another napari-sansa run is writing into" in err and f"process {os.getpid()}" in err
+    assert theirs.read_bytes() == b"A's half-written labels"
+    assert not (out / "scores.csv").exists() and not (out / ".napari-sansa" / "run.json").exists()
+
+
+def test_a_stale_lock_of_a_dead_run_is_taken_over(weights, root):
+    out = root / "out"
+    (out / ".napari-sansa").mkdir(parents=True)
+    lock = out / ".napari-sansa" / "lock"
+    lock.write_text(json.dumps({"pid": 2**22 + 12345, "host": "gone", "started": 0}))
+    assert main(_args(weights, root)) == 0
+    assert len(list(out.glob("*.tif"))) == 3
+    assert not lock.exists()  # released at the end
+
+
+# -- silent wrong results -------------------------------------------------------------------
+def test_an_unreadable_subfolder_is_listed_as_failed(weights, root, monkeypatch):
+    """The folder's refusal is provoked in-process: os.scandir raises PermissionError."""
+    sub = root / "data" / "private"
+    sub.mkdir()
+    iio.imwrite(sub / "img9.png", make_image(9))
+    scandir = os.scandir
+
+    def refuse(path="."):
+        if Path(path) == sub:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    assert main(_args(weights, root)) == 1
+    rows = {Path(r["target"]).name: r for r in _csv(root / "out" / "scores.csv")}
+    assert rows["private"]["status"] == "failed" and "cannot be read" in rows["private"]["message"]
+    assert [rows[f"img{i}.png"]["status"] for i in range(3)] == ["ok"] * 3
+
+
+@pytest.mark.parametrize("same_size_and_time", [False, True], ids=["png", "same-size-tiff"])
+def test_resume_redoes_an_input_whose_content_changed(weights, root, same_size_and_time):
+    data, out = root / "data", root / "out"
+    if same_size_and_time:  # uncompressed TIFFs of one shape: same size; mtime put back
+        for p in data.glob("*.png"):
+            p.unlink()
+        for i in range(3):
+            tifffile.imwrite(data / f"img{i}.tif", make_image(10 + i))
+    assert main(_args(weights, root)) == 0
+    outputs = sorted(out.glob("*.tif"))
+    mtimes = {p.name: p.stat().st_mtime_ns for p in outputs}
+    name = "img1.tif" if same_size_and_time else "img1.png"
+    st = (data / name).stat()
+    if same_size_and_time:
+        tifffile.imwrite(data / name, make_image(99))
+        assert (data / name).stat().st_size == st.st_size
+    else:
+        iio.imwrite(data / name, make_image(99))
+    os.utime(data / name, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert main(_args(weights, root)) == 0
+    record = json.loads(tifffile.TiffFile(out / "img1.tif").pages[0].description)["napari_sansa"]
+    assert record["input"]["sha256"] == hashlib.sha256((data / name).read_bytes()).hexdigest()
+    assert (out / "img1.tif").stat().st_mtime_ns != mtimes["img1.tif"]
+    for other in ("img0.tif", "img2.tif"):  # unchanged inputs: not redone
+        assert (out / other).stat().st_mtime_ns == mtimes[other]
+
+
+def test_overwrite_with_an_input_now_unreadable_gives_one_row(weights, root):
+    out = root / "out"
+    assert main(_args(weights, root)) == 0
+    good = (root / "data" / "img1.png").read_bytes()
+    (root / "data" / "img1.png").write_bytes(good[:150])
+    assert main(_args(weights, root, "--overwrite")) == 1
+    rows = [r for r in _csv(out / "scores.csv") if r["target"].endswith("img1.png")]
+    assert len(rows) == 1 and rows[0]["status"] == "failed" and rows[0]["output"] == ""
+    assert len(_csv(out / "scores.csv")) == 3
+
+
+def test_a_run_with_other_targets_keeps_the_earlier_rows(weights, root):
+    out, data = root / "out", root / "data"
+    assert main(_args(weights, root, target=data / "img0.png")) == 0
+    (first,) = _csv(out / "scores.csv")
+    assert main(_args(weights, root, target=data / "img1.png")) == 0
+    rows = _csv(out / "scores.csv")
+    assert [Path(r["target"]).name for r in rows] == ["img0.png", "img1.png"]
+    assert rows[0] == first  # the first run's row as it was, scores and areas included
+
+
+# -- crashes instead of clear errors -------------------------------------------------------------
+@pytest.mark.parametrize("where", ["file", "under-file", "dev-full"])
+def test_an_out_that_cannot_be_a_folder_is_refused_before_the_model_loads(
+    weights, root, capsys, where, no_model
+):
+    (root / "afile").write_text("x")
+    out = {"file": root / "afile", "under-file": root / "afile" / "sub", "dev-full": "/dev/full"}
+    if where == "dev-full" and not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    assert main(_args(weights, root, out=out[where])) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert ("is a file, not a folder" if where != "under-file" else "cannot be made") in err
+
+
+def test_an_out_that_cannot_be_written_is_refused_before_the_model_loads(
+    weights, root, capsys, monkeypatch, no_model
+):
+    """A read-only --out, provoked in-process: creating anything in it raises EACCES
+    (os.mkdir and os.open for paths inside it)."""
+    out = root / "out"
+    out.mkdir()
+    mkdir, open_ = os.mkdir, os.open
+
+    def inside(path):
+        return str(Path(path)).startswith(str(out) + os.sep)
+
+    def no_mkdir(path, *a, **k):
+        if inside(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return mkdir(path, *a, **k)
+
+    def no_open(path, flags, *a, **k):
+        if inside(path) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return open_(path, flags, *a, **k)
+
+    monkeypatch.setattr(os, "mkdir", no_mkdir)
+    monkeypatch.setattr(os, "open", no_open)
+    assert main(_args(weights, root)) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write into the output folder {out} (Permission denied)" in err
+    assert "Traceback" not in err
+
+
+def test_a_prompt_file_nested_100000_deep_is_refused(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text('{"references": ' + "[" * 100000 + "]" * 100000 + "}")
+    with pytest.raises(InvalidInputError, match="nested too deeply"):
+        load_prompt_file(path)
+
+
+@pytest.mark.parametrize(
+    "option, value", [("--batch-size", "0"), ("--batch-size", "-3"), ("--chunk-size", "0")]
+)
+def test_bad_counts_are_refused_before_anything_is_loaded_or_written(
+    weights, root, capsys, option, value, no_model
+):
+    assert main(_args(weights, root, option, value)) == 2
+    err = capsys.readouterr().err
+    assert f"({option}) must be a whole number >= 1" in err
+    assert not (root / "out").exists()  # no run.json, no scores.csv, no folder
+
+
+def test_a_noisy_image_is_refused_as_label_image_unless_asked(weights, root, capsys, caplog):
+    rng = np.random.default_rng(1)
+    iio.imwrite(root / "small.png", make_image(3, shape=(40, 40)))
+    noisy = rng.integers(0, 65535, (40, 40), dtype=np.uint16)  # ~1580 values on 1600 px
+    iio.imwrite(root / "noisy.png", noisy)
+    with pytest.raises(InvalidInputError) as info:
+        load_reference_pair(root / "small.png", root / "noisy.png")
+    assert "not a label image" in str(info.value) and "--allow-many-classes" in str(info.value)
+    ref = load_reference_pair(root / "small.png", root / "noisy.png", allow_many_classes=True)
+    assert len(ref.classes) == len(np.unique(noisy[noisy > 0]))
+    # many classes that are classes: a warning, and the reference is loaded
+    blocks = np.kron(np.arange(1, 151).reshape(10, 15), np.ones((8, 8), int)).astype(np.uint16)
+    iio.imwrite(root / "img150.png", make_image(4, shape=blocks.shape))
+    iio.imwrite(root / "lab150.png", blocks)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="napari_sansa"):
+        assert len(load_reference_pair(root / "img150.png", root / "lab150.png").classes) == 150
+    assert "150 classes (more than 100)" in caplog.text
+    args = _args(weights, root, target=root / "small.png")
+    args[args.index("-r") + 1 : args.index("-r") + 3] = [
+        str(root / "small.png"),
+        str(root / "noisy.png"),
+    ]
+    assert main(args) == 2
+    assert "not a label image" in capsys.readouterr().err
