@@ -20,14 +20,14 @@ DNS = (
 def test_offline_weights_name_the_file_and_the_custom_files_choice_and_leave_no_layer(
     make_sansa, qtbot, notifications, tmp_path, monkeypatch
 ):
-    from napari_sansa.core.models import registry
+    from napari_sansa.core.models import downloads
 
     monkeypatch.setenv("NAPARI_SANSA_HOME", str(tmp_path / "home"))
 
-    def offline(source, dest, progress):
+    def offline(source, dest, progress, *args, **kwargs):
         raise OSError(DNS)
 
-    monkeypatch.setattr(registry, "_download", offline)
+    monkeypatch.setattr(downloads, "_download", offline)
     stack = np.stack([make_image(i, (40, 48), rgb=False) for i in range(3)])
     viewer, widget = make_sansa(
         (stack, {"name": "cells"}, "image"),

@@ -35,14 +35,15 @@ def gui_message(exc: BaseException, model_settings=None) -> tuple[str, str]:
 
     details = str(exc) or type(exc).__name__
     name = getattr(model_settings, "name", None)
-    if isinstance(exc, ModelNotFoundError) or (name and any(key in details for key in _NETWORK)):
+    offline = any(key in details for key in _NETWORK)
+    if name and (isinstance(exc, ModelNotFoundError) or offline):
         files = _missing_files(name)
         where = (
             "put " + " and ".join(f"{p.name}" for p in files) + f" in {files[0].parent}"
             if files
             else "put its files in napari-sansa's weights folder"
         )
-        offline = any(key in details for key in _NETWORK) or "downloads are off" in details
+        offline = offline or "downloads are off" in details
         why = "could not be downloaded (no internet connection?)" if offline else "are missing"
         short = (
             f"the weights of '{name}' are not on disk and {why}: {where}, {CUSTOM_HINT}. "

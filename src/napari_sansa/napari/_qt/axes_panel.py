@@ -52,7 +52,8 @@ class AxesPanel:
         self.channels = ComboBox(
             label="channels",
             choices=self._channel_choices,
-            tooltip="which channel SANSA sees (as gray), or up to three as red, green, blue",
+            tooltip="which channel SANSA sees (as a gray image), or up to three as red, "
+            "green and blue",
         )
         self.sequential_axis = ComboBox(
             label="sequential along",
@@ -76,13 +77,13 @@ class AxesPanel:
     def _channel_choices(self, _widget=None):
         g = self._geometry
         if g is None or g.channel_axis is None:
-            return [("channel 0 as gray", (0,))]
+            return [("channel 0", (0,))]
         n = g.leading[g.channel_axis]
-        choices = [(f"channel {c} as gray", (c,)) for c in range(n)]
+        choices = [(f"channel {c}", (c,)) for c in range(n)]
         if n >= 2:
             rgb = tuple(range(min(n, 3)))
-            text = ", ".join(f"{c} {colour}" for c, colour in zip(rgb, RGB, strict=False))
-            choices.append((f"channels {text}", rgb))
+            text = "".join(colour[0].upper() for colour in RGB[: len(rgb)])
+            choices.append((f"{', '.join(map(str, rgb))} as {text}", rgb))
         return choices
 
     def _sequential_choices(self, _widget=None):

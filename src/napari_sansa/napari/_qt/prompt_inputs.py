@@ -38,6 +38,7 @@ def _full_names(qlist) -> None:
     from qtpy.QtCore import Qt
 
     qlist.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+    qlist.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     for i in range(qlist.count()):
         item = qlist.item(i)
         item.setToolTip(item.text())

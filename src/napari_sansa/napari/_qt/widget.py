@@ -23,6 +23,7 @@ from magicgui.widgets import (
     Label,
     ProgressBar,
     PushButton,
+    Select,
     SpinBox,
 )
 
@@ -81,10 +82,13 @@ def _section(*widgets) -> Container:
     section's whole width."""
     parts, run = [], []
     for w in widgets:
-        if isinstance(w, Label) and w.native.wordWrap():
+        full = isinstance(w, Label) and w.native.wordWrap()
+        if full or isinstance(w, Select):
             if run:
                 parts.append(_labelled(run))
                 run = []
+            if isinstance(w, Select):  # a list of layer names: the dock's whole width
+                parts.append(_list_heading(w))
             parts.append(w)
         else:
             run.append(w)
@@ -93,6 +97,29 @@ def _section(*widgets) -> Container:
     box = Container(widgets=parts, labels=False)
     box.margins = (0, 0, 0, 0)
     return box
+
+
+def _list_heading(select) -> Label:
+    """The label of a list shown above it; hidden with the list."""
+    heading = Label(value=select.label, tooltip=select.tooltip)
+    heading.visible = select.visible
+    select.native.installEventFilter(_FollowVisibility(heading.native, select.native))
+    return heading
+
+
+class _FollowVisibility:
+    """Qt event filter factory: ``target`` is shown and hidden with ``source``."""
+
+    def __new__(cls, target, source):
+        from qtpy.QtCore import QEvent, QObject
+
+        class Filter(QObject):
+            def eventFilter(self, obj, event):  # noqa: N802 - Qt's name
+                if event.type() in (QEvent.Type.Show, QEvent.Type.Hide):
+                    target.setVisible(not obj.isHidden())
+                return False
+
+        return Filter(source)
 
 
 def _labelled(widgets) -> Container:
@@ -136,9 +163,9 @@ def _compact(body) -> None:
             button.setText("...")
 
 
-def _scrolling(widget: Container, sections: dict, advanced: Container) -> None:
+def _scrolling(widget: Container, sections: dict, advanced: Container, footer) -> None:
     """Lay out the sections (headings, then their controls) and the folded 'advanced'
-    part in a vertical scroll area filling ``widget``."""
+    part in a vertical scroll area filling ``widget``, with ``footer`` fixed below."""
     from qtpy.QtCore import Qt
     from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
     from superqt import QCollapsible
@@ -177,6 +204,9 @@ def _scrolling(widget: Container, sections: dict, advanced: Container) -> None:
     native = widget.native
     native.layout().setContentsMargins(0, 0, 0, 0)
     native.layout().addWidget(scroll)
+    footer.margins = (4, 2, 4, 4)
+    native.layout().addWidget(footer.native)
+    _compact(footer.native)
     body.setMinimumWidth(0)
     native.setMinimumWidth(DOCK_WIDTH)
     widget.scroll_area = scroll
@@ -209,7 +239,7 @@ class SansaWidget(PromptInputs, Container):
         )
         self.input_size = ComboBox(
             label="resize first",
-            choices=[("to 640 px (as the authors)", 640), ("no", 0)],
+            choices=[("640 px (authors)", 640), ("no", 0)],
             value=640,
             tooltip="the authors resize every image to 640 px before the model's own resize; "
             "'no' goes straight to the model's size",
@@ -271,14 +301,13 @@ class SansaWidget(PromptInputs, Container):
                 self.axes.sequential_axis,
                 self.first_frame,
                 self.last_frame,
-                _row(self.run_button, self.stop_button),
-                self.progress,
-                self.status,
             ),
             "Results": results,
             "Save": _section(self.save_folder, self.save_format, self.save_button),
         }
-        _scrolling(self, self.sections, self.advanced)
+        #: always visible below the scroll area: Run and Stop never move
+        self.footer = _section(_row(self.run_button, self.stop_button), self.progress, self.status)
+        _scrolling(self, self.sections, self.advanced, self.footer)
         self._connect()
         self.reset_choices()
         self._on_image_changed()
