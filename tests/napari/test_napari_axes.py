@@ -162,3 +162,22 @@ def test_the_canvas_keeps_the_width_the_widget_does_not_need(make_sansa, qtbot):
         widget.run_button.native.mapTo(window, widget.run_button.native.rect().topLeft()) == run_at
     )
     print(f"canvas {before} px of a {total} px window ({before / total:.0%})")
+
+
+def test_a_5d_layer_without_axis_labels_is_read_as_frames_and_says_so(make_sansa):
+    from napari_sansa.napari.imageset import make_set_plan
+
+    data = np.zeros((2, 3, 2, H, W), np.uint8)
+    data[...] = make_image(3, (H, W), rgb=False)
+    viewer, widget = make_sansa((data, {"name": "five"}, "image"))
+    assert "12 frame(s)" in widget.axes.note.value
+    assert "axes not named" in widget.axes.note.value
+    clicks = viewer.add_points(np.array([[1, 2, 1, 20.0, 30.0]]), name="clicks")
+    plan = make_set_plan([viewer.layers["five"]], [clicks])
+    assert [r.frame for r in plan.parts[0].references] == [11]
+    assert plan.parts[0].geometry.describe(11) == "frame 11 (index 1, 2, 1)"
+    widget.axes.channel_axis.value = 1  # the person says: axis 1 holds channels
+    plan = make_set_plan([viewer.layers["five"]], [clicks])
+    assert plan.parts[0].geometry.n_frames == 4
+    assert [r.frame for r in plan.parts[0].references] == [3]
+    assert plan.parts[0].stack[0].shape == (H, W)
