@@ -181,3 +181,27 @@ def test_a_5d_layer_without_axis_labels_is_read_as_frames_and_says_so(make_sansa
     assert plan.parts[0].geometry.n_frames == 4
     assert [r.frame for r in plan.parts[0].references] == [3]
     assert plan.parts[0].stack[0].shape == (H, W)
+
+
+def test_channels_split_into_layers_are_used_as_the_channels_of_one_image(make_sansa, qtbot):
+    data = tcyx()
+    viewer, widget = make_sansa()
+    viewer.add_image(data, channel_axis=1, name=["nuclei", "membrane"])
+    nuclei, membrane = viewer.layers["nuclei"], viewer.layers["membrane"]
+    assert nuclei.data.shape == (3, H, W)
+    widget.select_images(["nuclei", "membrane"])
+    assert not widget.as_channels.native.isHidden()
+    widget.as_channels.value = True
+    paint = widget.new_labels_layer()
+    paint.data[0, 5:20, 5:30] = 1
+    assert widget.run() is not None, widget.status.value
+    wait_done(qtbot, widget)
+    assert widget.status.value == "done: 3 frames"
+    assert viewer.layers["nuclei [sansa]"].data.shape == (3, H, W)
+    assert "membrane [sansa]" not in viewer.layers
+    frame = widget.session.plan.parts[0].stack[1]
+    assert frame.shape == (H, W, 3) and frame.dtype == np.float32
+    np.testing.assert_allclose(frame[..., 2], 0)
+    lo, hi = membrane.contrast_limits
+    expected = np.clip((data[1, 1].astype(np.float32) - lo) / (hi - lo), 0, 1)
+    np.testing.assert_allclose(frame[..., 1], expected, atol=1e-6)

@@ -10,15 +10,17 @@ of its own shape, placed on it in the viewer. Main thread only; values are froze
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from napari_sansa.core.fusion import label_dtype
 from napari_sansa.napari.geometry import (
+    FrameStack,
     PromptError,
     apply_matrix,
     fit_problem,
+    image_data,
     image_geometry,
     layer_to_image,
 )
@@ -134,13 +136,63 @@ def assign_prompt_layers(images, layers) -> list[list]:
     return out
 
 
-def make_set_plan(images, prompt_layers, frame_range: tuple[int, int] | None = None) -> SetPlan:
+class ChannelLayers:
+    """Two or three image layers of one shape read as the red, green (and blue) channels
+    of one image (napari's way to show channels: one layer each), lazily, each scaled
+    to [0, 1] by its own contrast limits."""
+
+    def __init__(self, layers):
+        from napari_sansa.napari.plan import intensity_range
+
+        self.parts = [(image_data(layer), intensity_range(layer), layer.name) for layer in layers]
+        data = self.parts[0][0]
+        self.shape = (*data.shape, 3)
+        self.dtype = np.dtype(np.float32)
+
+    def __getitem__(self, index):
+        from napari_sansa.core.images import to_float_rgb
+
+        planes = [
+            to_float_rgb(np.asarray(data[index]), rng, name)[..., 0]
+            for data, rng, name in self.parts
+        ]
+        while len(planes) < 3:
+            planes.append(np.zeros_like(planes[0]))
+        return np.stack(planes, axis=-1)
+
+
+def _channels_plan(images, layers, frame_range) -> SetPlan:
+    """One image made of 2 or 3 same-shape layers as its channels: the first layer's
+    frames, prompts and output."""
+    names = quoted_names(image.name for image in images)
+    shapes = {image_geometry(image).shape for image in images}
+    if len(images) > 3 or len(shapes) != 1 or any(image.rgb for image in images):
+        raise PromptError(
+            f"channel layers must be two or three gray image layers of one shape (the "
+            f"layers {names} are not): choose them under 'image' and 'with images'"
+        )
+    plan = make_plan(images[0], layers, frame_range)
+    geometry = replace(plan.geometry, rgb=True)
+    stack = FrameStack(ChannelLayers(images), geometry, name=images[0].name)
+    return SetPlan((RunPlan(stack, plan.references, plan.targets, None),))
+
+
+def make_set_plan(
+    images,
+    prompt_layers,
+    frame_range: tuple[int, int] | None = None,
+    as_channels: bool = False,
+) -> SetPlan:
     """Plan a run over ``images`` (one stack, or several image layers), or raise
-    PromptError. ``frame_range`` applies to a single stack only."""
+    PromptError. ``frame_range`` applies to a single stack only. ``as_channels``: the
+    images are the channels (red, green, blue) of one image, labelled into the first
+    one's output."""
     images = [image for image in images if image is not None]
     if not images:
         raise PromptError(NO_IMAGE)
     layers = list(prompt_layers)
+    if as_channels and len(images) > 1:
+        return _channels_plan(images, layers, frame_range)
     if len(images) == 1:
         return SetPlan((make_plan(images[0], layers, frame_range),))
     if not layers:

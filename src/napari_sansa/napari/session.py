@@ -140,24 +140,27 @@ class SansaSession:
         model_settings,
         settings: RunSettings | None = None,
         frame_range: tuple[int, int] | None = None,
+        as_channels: bool = False,
     ):
         """Label the frames of ``image`` (a layer, or a list of image layers: an image
         set) without prompts; returns the started worker, or None when the inputs
         cannot be used (the reason is shown). Output layers are made when their image's
-        first frame is done: a run that fails before leaves no layer behind."""
+        first frame is done: a run that fails before leaves no layer behind.
+        ``as_channels``: the listed layers are the channels of one image (see
+        :func:`~.imageset.make_set_plan`)."""
         if self.busy():
             return self.worker
         settings = RunSettings() if settings is None else settings
         images = list(image) if isinstance(image, (list, tuple)) else [image]
         layers = [layer for layer in prompt_layers if layer in self.viewer.layers]
         try:
-            plan = make_set_plan(images, layers, frame_range)
+            plan = make_set_plan(images, layers, frame_range, as_channels)
         except PromptError as exc:
             self.fail(str(exc))
             return None
         from napari.qt.threading import create_worker
 
-        self.images = tuple(images)
+        self.images = tuple(images[: len(plan.parts)])
         self.outputs, self._probability_layers = {}, {}
         self._probabilities = settings.probabilities
         self.plan = plan

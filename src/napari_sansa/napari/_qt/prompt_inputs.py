@@ -177,7 +177,8 @@ class PromptInputs:
             except ValueError:
                 n = 1
         self.axes.update(image)
-        single = len(self.images()) <= 1
+        single = len(self.images()) <= 1 or bool(self.as_channels.value)
+        self.as_channels.visible = len(self.images()) > 1
         for w in (self.first_frame, self.last_frame):
             w.max = max(n - 1, 0)
             w.enabled = n > 1 and single

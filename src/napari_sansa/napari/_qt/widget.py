@@ -277,6 +277,13 @@ class SansaWidget(PromptInputs, Container):
         self.save_format = ComboBox(label="format", choices=["tif", "png"])
         self.save_button = PushButton(text="Save frames", tooltip="one file per frame")
         self.axes = AxesPanel(on_change=self._on_images_changed)
+        self.as_channels = CheckBox(
+            text="channels of one image",
+            value=False,
+            tooltip="the image and the images under 'with images' (2 or 3 gray layers of one "
+            "shape, as napari splits a multichannel image) are its red, green and blue "
+            "channels; the output is the first one's",
+        )
         self.prompt_layers.native.setMaximumHeight(84)
         self.other_images.native.setMaximumHeight(64)
         results = _section(self.take, self.use_frame_button, self.edited_button)
@@ -289,6 +296,7 @@ class SansaWidget(PromptInputs, Container):
             "Images and prompts": _section(
                 self.image,
                 self.other_images,
+                self.as_channels,
                 *self.axes.widgets,
                 self.prompt_layers,
                 _row(self.new_points_button, self.new_shapes_button, self.new_labels_button),
@@ -317,6 +325,7 @@ class SansaWidget(PromptInputs, Container):
     def _connect(self) -> None:
         self.image.changed.connect(self._on_image_changed)
         self.other_images.changed.connect(self._on_images_changed)
+        self.as_channels.changed.connect(self._on_images_changed)
         self.class_id.changed.connect(self._on_prompt_defaults_changed)
         self.polarity.changed.connect(self._on_prompt_defaults_changed)
         self.new_points_button.changed.connect(self.new_points_layer)
@@ -395,6 +404,7 @@ class SansaWidget(PromptInputs, Container):
             model_settings,
             self.run_settings(),
             (int(self.first_frame.value), int(self.last_frame.value)),
+            as_channels=bool(self.as_channels.value) and len(images) > 1,
         )
 
     def stop(self, value=None) -> None:
