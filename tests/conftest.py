@@ -26,13 +26,10 @@ def weights(tmp_path_factory):
     return sam2, adapters
 
 
-@pytest.fixture(scope="session")
-def model(weights):
-    import torch
-
+def load_test_model(weights, **options):
+    """The random tiny model on the CPU at the tests' size, with ``options``."""
     import napari_sansa as ns
 
-    torch.set_num_threads(1)
     sam2, adapters = weights
     return ns.load_model(
         config=CONFIG,
@@ -40,8 +37,23 @@ def model(weights):
         adapter_checkpoint=adapters,
         device="cpu",
         image_size=SIZE,
-        result_cache_bytes=0,  # every call runs the model: tests compare calls
+        **options,
     )
+
+
+@pytest.fixture(scope="session")
+def model(weights):
+    import torch
+
+    torch.set_num_threads(1)
+    return load_test_model(weights)  # the defaults users get: feature and result caches on
+
+
+@pytest.fixture(scope="session")
+def recomputing_model(weights):
+    """The same model without the result cache: every call decodes every target again,
+    for tests that compare two computations (batching, class grouping, modes)."""
+    return load_test_model(weights, result_cache_bytes=0)
 
 
 def make_image(seed: int, shape=(96, 128), rgb: bool = True) -> np.ndarray:
@@ -109,21 +121,11 @@ def sansa_env(monkeypatch, weights, tmp_path):
 
 @pytest.fixture(scope="session")
 def shared_model_cache():
-    """One widget model cache for the GUI tests of a process: loaded by the first run.
+    """One widget model cache for the GUI tests of a process: loaded by the first run,
+    with the caches users get (features and decoded results)."""
+    from napari_sansa.core.models.cache import ModelCache
 
-    Its model keeps no decoded results between runs, so that every run really runs
-    (tests stop runs and remove layers part-way); features stay cached."""
-    from napari_sansa.napari.worker import ModelCache
-    from napari_sansa.core.cache import FeatureCache
-
-    class _Cache(ModelCache):
-        def get(self, settings):
-            model = super().get(settings)
-            if model.result_cache.enabled:
-                model.result_cache = FeatureCache(0)
-            return model
-
-    return _Cache()
+    return ModelCache()
 
 
 @pytest.fixture

@@ -163,19 +163,54 @@ def test_bad_target_is_named(model, images, disk_mask):
         model.segment([ref], [images[1], np.full((20, 20), np.nan)])
 
 
-def test_unknown_config_and_device():
+def test_unknown_config_and_device(monkeypatch):
+    import torch
+
     from napari_sansa.core.models.build import check_config_name
     from napari_sansa.core.models.device import resolve_device
 
     with pytest.raises(ValueError, match="sam2_hiera_l"):
         check_config_name("sam2_hiera_xl")
     assert check_config_name("configs/sam2/sam2_hiera_b+.yaml") == "sam2_hiera_b+"
-    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
     assert resolve_device("cpu").type == "cpu"
     with pytest.raises(ValueError):
         resolve_device("tpu")
-    import torch
+    # "auto" prefers CUDA, then Apple's MPS, then the CPU (each simulated here)
+    cuda, mps = [True], [True]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda[0])
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps[0])
+    assert resolve_device("auto").type == "cuda"
+    cuda[0] = False
+    assert resolve_device("auto").type == "mps" and resolve_device(None).type == "mps"
+    mps[0] = False
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(ValueError, match="CUDA"):
+        resolve_device("cuda")
+    with pytest.raises(ValueError, match="MPS"):
+        resolve_device("mps")
 
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA"):
-            resolve_device("cuda")
+
+# -- class ids ---------------------------------------------------------------------------
+@pytest.mark.parametrize("label", [2**64, 2**63, 1e300, 1e30, np.uint64(2**63), 2**32])
+def test_class_ids_beyond_the_label_images_are_refused_by_name(label):
+    with pytest.raises(ns.InvalidInputError, match=r"at most 4294967295"):
+        ns.Mask(np.ones((8, 8), bool), label=label)
+
+
+def test_one_label_dtype_rule_up_to_uint32():
+    from napari_sansa.core.fusion import MAX_LABEL, fuse_labels, label_dtype
+
+    assert [label_dtype(c) for c in (1, 255, 256, 65535, 70000, MAX_LABEL)] == [
+        np.uint8,
+        np.uint8,
+        np.uint16,
+        np.uint16,
+        np.uint32,
+        np.uint32,
+    ]
+    with pytest.raises(ns.InvalidInputError, match=str(MAX_LABEL + 1)):
+        label_dtype(MAX_LABEL + 1)
+    p = np.full((2, 2), 0.9, np.float32)
+    labels = fuse_labels({70000: p, MAX_LABEL: p * 0.5})
+    assert labels.dtype == np.uint32 and (labels == 70000).all()  # not 70000 % 65536
+    assert ns.Mask(np.ones((8, 8), bool), label=float(MAX_LABEL)).label == MAX_LABEL

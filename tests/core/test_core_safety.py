@@ -37,6 +37,7 @@ def uncached(model, refs, images):
 def _disk_only(model, monkeypatch, folder, max_bytes=10 << 30) -> DiskFeatureCache:
     disk = DiskFeatureCache(folder, max_bytes)
     monkeypatch.setattr(model, "feature_cache", FeatureCache(0, disk))
+    monkeypatch.setattr(model, "result_cache", FeatureCache(0))  # every run reads features
     return disk
 
 

@@ -12,19 +12,8 @@ import pytest
 import torch
 
 import napari_sansa as ns
+from conftest import load_test_model as _load
 from conftest import make_image
-
-
-def _load(weights, **kw):
-    sam2, adapters = weights
-    return ns.load_model(
-        config="sam2_hiera_t",
-        sam2_checkpoint=sam2,
-        adapter_checkpoint=adapters,
-        device="cpu",
-        image_size=256,
-        **kw,
-    )
 
 
 class _Counter:
@@ -149,9 +138,9 @@ def test_disk_cache_is_bounded(weights, tmp_path, images, refs):
     assert 0 < total <= 3_500_000
 
 
-def test_batched_and_unbatched_runs_agree(model, images, refs):
-    one = model.segment(refs, images[1:6], batch_size=1)
-    many = model.segment(refs, images[1:6], batch_size=4)
+def test_batched_and_unbatched_runs_agree(recomputing_model, images, refs):
+    one = recomputing_model.segment(refs, images[1:6], batch_size=1)
+    many = recomputing_model.segment(refs, images[1:6], batch_size=4)
     for p, q in zip(one, many, strict=True):
         for c in (1, 2):
             assert np.abs(p.logits[c] - q.logits[c]).max() < 1e-4
@@ -231,7 +220,7 @@ def test_dask_stacks_are_read_frame_by_frame(model, refs):
     assert sorted(calls) == list(range(12))  # each frame read once, never the whole stack
 
 
-def test_memory_mapped_tiff_is_read_frame_by_frame(model, refs, tmp_path):
+def test_memory_mapped_tiff_is_read_frame_by_frame(recomputing_model, refs, tmp_path):
     import tifffile
 
     path = tmp_path / "stack.tif"
@@ -255,9 +244,9 @@ def test_memory_mapped_tiff_is_read_frame_by_frame(model, refs, tmp_path):
         def __array__(self, *a, **k):
             raise AssertionError("the whole stack was materialised")
 
-    preds = list(model.segment_iter(refs, FramesOnly(mm)))
+    preds = list(recomputing_model.segment_iter(refs, FramesOnly(mm)))
     assert len(preds) == 6
-    direct = model.segment(refs, [np.array(mm[3])])
+    direct = recomputing_model.segment(refs, [np.array(mm[3])])
     assert np.array_equal(preds[3].labels, direct[0].labels)
 
 
@@ -323,3 +312,86 @@ def test_result_cache_is_off_with_the_feature_cache_and_bounded(weights, images,
     small = _load(weights, result_cache_bytes=3 * one_entry)
     small.segment(refs, images[1:5], input_size=128)
     assert len(small.result_cache) == 3 and small.result_cache.nbytes <= 3 * one_entry
+
+
+@pytest.mark.parametrize("mode", ["independent", "sequential"])
+def test_cancel_stops_within_a_batch(weights, images, refs, monkeypatch, mode):
+    import threading
+
+    model = _load(weights, cache_bytes=0)  # every image really goes through the encoder
+    count = _Counter(model, monkeypatch)
+    targets = [make_image(300 + i) for i in range(8)]
+    # without a cancel token a batch of 8 is encoded as a whole before its first result
+    gen = model.segment_iter(refs, targets, mode=mode, batch_size=8)
+    next(gen)
+    gen.close()
+    assert count.n == 1 + (8 if mode == "independent" else 1)
+    count.n = 0
+    stop = threading.Event()
+    got = []
+    for pred in model.segment_iter(refs, targets, mode=mode, batch_size=8, cancel=stop):
+        got.append(pred.index)
+        stop.set()  # e.g. the Stop button, from another thread
+    assert got == [0] and count.n == 1 + 1  # the reference and the first target only
+    # a callable works too, and a token set before the start runs nothing
+    count.n = 0
+    assert list(model.segment_iter(refs, targets, mode=mode, cancel=lambda: True)) == []
+    assert count.n == 0
+    with pytest.raises(ValueError, match="cancel"):
+        model.segment_iter(refs, targets, cancel=3)
+
+
+def test_rerun_reuses_the_reference_memory_of_unchanged_classes(weights, images, monkeypatch):
+    model = _load(weights)
+    decoded_refs = []
+    for name in ("decode_mask_prompt", "decode_sparse_prompt"):
+        real = getattr(model.engine, name)
+
+        def spy(feats, *a, _real=real, _name=name):
+            decoded_refs.append(_name)
+            return _real(feats, *a)
+
+        monkeypatch.setattr(model.engine, name, spy)
+    encoded = _Counter(model, monkeypatch)
+
+    def refs(dy):
+        boxes = [(10, 10, 40, 50), (50, 20 + dy, 80, 70 + dy), (20, 80, 60, 120)]
+        return [
+            ns.Reference(im, [ns.Box(b, label=c + 1) for c, b in enumerate(boxes)])
+            for im in images[:2]
+        ]
+
+    targets = images[2:5]
+    model.segment(refs(0), targets, input_size=128)
+    assert len(decoded_refs) == 2 * 3 and encoded.n == 2 + 3
+    decoded_refs.clear()
+    moved = model.segment(refs(8), targets, input_size=128)  # class 2's box moves
+    assert len(decoded_refs) == 2 and encoded.n == 5  # class 2 on both references, only
+    fresh_model = _load(weights, result_cache_bytes=0)
+    fresh = fresh_model.segment(refs(8), targets, input_size=128)
+    # the reused reference memory is bit for bit what a fresh run computes ...
+    reused = model.prepare_references(refs(8), input_size=128)
+    assert len(decoded_refs) == 2  # (all found this time)
+    again = fresh_model.prepare_references(refs(8), input_size=128)
+    for g, h in zip(reused.groups, again.groups, strict=True):
+        assert g.classes == h.classes and sorted(g.entries) == sorted(h.entries)
+        for i, e in g.entries.items():
+            f = h.entries[i]
+            for x, y in ((e.features, f.features), (e.pos, f.pos), (e.obj_ptr, f.obj_ptr)):
+                assert torch.equal(x, y)
+    for p, f in zip(moved.references, fresh.references, strict=True):
+        for c in (1, 2, 3):
+            assert np.array_equal(p.logits[c], f.logits[c]) and p.scores[c] == f.scores[c]
+    # ... and so are the targets, up to the float rounding of decoding class 2 alone
+    # (a batch of one pair) rather than with classes 1 and 3
+    for p, f in zip(moved, fresh, strict=True):
+        for c in (1, 2, 3):
+            assert np.abs(p.logits[c] - f.logits[c]).max() < 1e-4
+            assert (p.labels == f.labels).mean() > 0.999
+    # sequential mode uses the reused memory as well, and decodes every class as usual
+    decoded_refs.clear()
+    seq = model.segment(refs(8), targets, input_size=128, mode="sequential")
+    assert decoded_refs == []
+    want = fresh_model.segment(refs(8), targets, input_size=128, mode="sequential")
+    for p, f in zip(seq, want, strict=True):
+        assert all(np.array_equal(p.logits[c], f.logits[c]) for c in (1, 2, 3))

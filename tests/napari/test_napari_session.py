@@ -219,16 +219,18 @@ class GatedModels:
 
     def __init__(self, inner, gate: threading.Event, after: int):
         self.inner, self.gate, self.after = inner, gate, after
+        self.calls: list[dict] = []  # the keyword arguments the worker passed to the core
 
     def has(self, settings):
         return self.inner.has(settings)
 
     def get(self, settings):
         model = self.inner.get(settings)
-        gate, after = self.gate, self.after
+        gate, after, calls = self.gate, self.after, self.calls
 
         class Gated:
             def segment_iter(self, *args, **kwargs):
+                calls.append(kwargs)
                 for i, pred in enumerate(model.segment_iter(*args, **kwargs)):
                     if i == after:
                         assert gate.wait(120)
@@ -256,6 +258,9 @@ def test_stop_during_a_batch_writes_nothing_more(make_sansa, qtbot, shared_model
     qtbot.waitUntil(lambda: session.done >= 2, timeout=TIMEOUT)
     widget.stop_button.native.click()
     assert session.stopping and not widget.stop_button.enabled
+    # Stop reaches the core itself (which then stops within one image, mid-batch too)
+    (call,) = session.models.calls
+    assert call["batch_size"] == 8 and call["cancel"].is_set()
     out = viewer.layers["cells [sansa]"]
     at_stop = np.array(out.data)
     gate.set()  # the core hands over the frames it had already computed

@@ -7,7 +7,12 @@ Public objects are importable from here and from the top-level package::
     preds = model.segment([ns.Reference(image, [ns.Mask(mask, label=1)])], targets=[...])
 """
 
-from napari_sansa.core.errors import CheckpointError, InvalidInputError, ModelNotFoundError, SansaError
+from napari_sansa.core.errors import (
+    CheckpointError,
+    InvalidInputError,
+    ModelNotFoundError,
+    SansaError,
+)
 from napari_sansa.core.images import to_float_rgb
 from napari_sansa.core.prompts import Box, Mask, Points, Reference, Scribble
 
@@ -32,8 +37,8 @@ __all__ = [
 _LAZY = {
     "load_model": (".models.loading", "load_model"),
     "SansaModel": (".model", "SansaModel"),
-    "Prediction": (".model", "Prediction"),
-    "Predictions": (".model", "Predictions"),
+    "Prediction": (".results", "Prediction"),
+    "Predictions": (".results", "Predictions"),
     "list_models": (".models.registry", "list_models"),
 }
 

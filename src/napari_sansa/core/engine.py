@@ -245,28 +245,37 @@ class Engine:
         )
         return MemoryEntry(mem, pos[-1], out.obj_ptr)
 
+    def frames_for(self, t: int, available) -> tuple[list[tuple[int, int]], list[int]]:
+        """Which earlier frames a frame at episode index ``t`` attends to, as in the
+        authors' code: ``([(temporal slot, frame)], [frames whose object pointer it
+        uses])``, among the ``available`` frame indices (frame 0 always)."""
+        n_mem = self.sam.num_maskmem
+        slots = [(0, 0)]
+        for slot in range(1, n_mem):
+            j = t - (n_mem - slot)
+            if j > 0 and j in available:
+                slots.append((slot, j))
+        ptrs = [0]
+        for d in range(1, min(t + 1, self.sam.max_obj_ptrs_in_encoder)):
+            j = t - d
+            if j <= 0:
+                break
+            if j in available:
+                ptrs.append(j)
+        return slots, ptrs
+
     def gather(self, entries: dict[int, MemoryEntry], t: int):
         """The memory a frame at episode index ``t`` attends to: ``(memory, pos, n_ptr_tokens)``."""
         sam = self.sam
         n_mem = sam.num_maskmem
-        slots = [(0, entries[0])]
-        for slot in range(1, n_mem):
-            j = t - (n_mem - slot)
-            if j > 0 and j in entries:
-                slots.append((slot, entries[j]))
+        slots, ptr_frames = self.frames_for(t, entries)
         mems, poss = [], []
-        for slot, e in slots:
+        for slot, j in slots:
+            e = entries[j]
             mems.append(e.features.flatten(2).permute(2, 0, 1))
             pos = e.pos.flatten(2).permute(2, 0, 1)
             poss.append(pos + sam.maskmem_tpos_enc[n_mem - slot - 1])
-        ptrs = [entries[0].obj_ptr]
-        for d in range(1, min(t + 1, sam.max_obj_ptrs_in_encoder)):
-            j = t - d
-            if j <= 0:
-                break
-            if j in entries:
-                ptrs.append(entries[j].obj_ptr)
-        obj = torch.stack(ptrs, dim=0)  # [P, B, C]
+        obj = torch.stack([entries[j].obj_ptr for j in ptr_frames], dim=0)  # [P, B, C]
         p, b, c = obj.shape
         split = c // sam.mem_dim
         obj = obj.reshape(p, b, split, sam.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)

@@ -6,7 +6,19 @@ import numpy as np
 
 from napari_sansa.core.errors import InvalidInputError
 
-__all__ = ["check_threshold", "fuse_labels", "label_dtype", "sigmoid"]
+__all__ = [
+    "MAX_LABEL",
+    "check_label_limit",
+    "check_threshold",
+    "fuse_labels",
+    "label_dtype",
+    "sigmoid",
+]
+
+# Label images are uint8, uint16 or uint32, the smallest that holds the largest class id
+# (the core, the dataset runner, the napari layers and the writer all use this rule).
+LABEL_DTYPES = (np.uint8, np.uint16, np.uint32)
+MAX_LABEL = int(np.iinfo(LABEL_DTYPES[-1]).max)
 
 
 def check_threshold(threshold) -> float:
@@ -29,12 +41,25 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return out
 
 
+def check_label_limit(label: int, what: str = "label") -> int:
+    """``label`` if a label image can hold it (at most :data:`MAX_LABEL`), else a clear error."""
+    if label > MAX_LABEL:
+        shown = str(label) if label < 10**20 else f"{label:.6g}"
+        raise InvalidInputError(
+            f"{what} {shown} is too large: class ids must be at most {MAX_LABEL} (the "
+            "largest a uint32 label image holds); number the classes 1, 2, 3, ..."
+        )
+    return label
+
+
 def label_dtype(max_label: int) -> np.dtype:
-    """The smallest unsigned integer type that holds ``max_label``."""
-    for dt in (np.uint8, np.uint16, np.uint32):
+    """The smallest of uint8, uint16 and uint32 that holds ``max_label`` (the one rule
+    for every label image the package makes); above :data:`MAX_LABEL` an error."""
+    max_label = check_label_limit(int(max_label), "class id")
+    for dt in LABEL_DTYPES:
         if max_label <= np.iinfo(dt).max:
             return np.dtype(dt)
-    return np.dtype(np.int64)
+    raise AssertionError("unreachable: MAX_LABEL fits the widest type")
 
 
 def fuse_labels(probabilities: dict[int, np.ndarray], threshold: float = 0.5) -> np.ndarray:

@@ -3,185 +3,65 @@
 ``SansaModel.segment`` runs the whole job and returns one :class:`Prediction` per
 target; ``SansaModel.segment_iter`` is the same as a generator that yields each
 target as soon as it is finished (for progress bars and cancelling: stop iterating
-and nothing more is computed).
+and nothing more is computed, or set the ``cancel=`` event from another thread).
+
+The work itself lives in :mod:`~napari_sansa.core.references` (references ->
+memory) and :mod:`~napari_sansa.core.runners` (targets through the memory); the
+results in :mod:`~napari_sansa.core.results`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import uuid
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from napari_sansa.core._threads import prefetch
-from napari_sansa.core.cache import DiskFeatureCache, FeatureCache, array_digest, tensor_digest
-from napari_sansa.core.engine import Engine, Features, FrameOutput, MemoryEntry
-from napari_sansa.core.errors import DeviceMemoryError, InvalidInputError
-from napari_sansa.core.fusion import check_threshold, fuse_labels, sigmoid
+from napari_sansa.core.cache import DiskFeatureCache, FeatureCache, array_digest
+from napari_sansa.core.engine import Engine, Features
+from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.images import _check_range, image_hw, to_float_rgb
-from napari_sansa.core.preprocess import check_input_size, image_to_input, mask_to_input, sparse_prompts_to_input
-from napari_sansa.core.prompts import Mask, Reference
+from napari_sansa.core.models.settings import ModelSettings
+from napari_sansa.core.options import (
+    MODES,
+    RunOptions,
+    check_references,
+    check_run_options,
+    check_targets,
+)
+from napari_sansa.core.preprocess import check_input_size, image_to_input
+from napari_sansa.core.references import prepare_memory
+from napari_sansa.core.results import Prediction, Predictions, ReferenceMemory
+from napari_sansa.core.runners import run_independent, run_sequential
 
 __all__ = ["MODES", "Prediction", "Predictions", "ReferenceMemory", "SansaModel"]
 
-MODES = ("independent", "sequential")
 
-
-@dataclass(frozen=True, eq=False)
-class Prediction:
-    """The result for one image.
-
-    ``logits[c]`` and ``probabilities[c]`` are ``(H, W)`` float32 maps of class ``c`` at
-    the image's own size; ``labels`` is the fused ``(H, W)`` class map (0 =
-    background); ``scores[c]`` is SAM2's predicted IoU for the kept mask of class
-    ``c`` (1.0 for a reference given as a mask), a confidence in [0, 1].
-    """
-
-    index: int
-    logits: dict
-    scores: dict
-    threshold: float = 0.5
-    is_reference: bool = False
-
-    @cached_property
-    def probabilities(self) -> dict[int, np.ndarray]:
-        return {c: sigmoid(v) for c, v in self.logits.items()}
-
-    @cached_property
-    def labels(self) -> np.ndarray:
-        return fuse_labels(self.probabilities, self.threshold)
-
-    @property
-    def classes(self) -> tuple[int, ...]:
-        return tuple(sorted(self.logits))
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return next(iter(self.logits.values())).shape
-
-    def with_threshold(self, threshold: float) -> Prediction:
-        """The same prediction fused at another threshold (nothing is recomputed)."""
-        return Prediction(
-            self.index, self.logits, self.scores, check_threshold(threshold), self.is_reference
-        )
+class _Unset:
+    """An argument not given (``segment_iter`` tells "not given" from ``None``)."""
 
     def __repr__(self) -> str:
-        kind = "reference" if self.is_reference else "target"
-        scores = ", ".join(f"{c}: {s:.3f}" for c, s in sorted(self.scores.items()))
-        return f"Prediction({kind} {self.index}, shape={self.shape}, scores={{{scores}}})"
+        return "<default>"
 
 
-class Predictions(list):
-    """A list of target :class:`Prediction` s; ``.references`` holds what was decoded
-    from each reference's prompts."""
-
-    def __init__(self, items=(), references=()):
-        super().__init__(items)
-        self.references: list[Prediction] = list(references)
-
-
-@dataclass
-class _Group:
-    """Classes with the same number of references, processed together as a batch."""
-
-    classes: list[int]
-    k: int
-    entries: dict[int, MemoryEntry] = field(default_factory=dict)
-    digests: list[str] | None = None  # per class: what a target's decoding depends on
-
-    def class_digests(self) -> list[str]:
-        """Per class, a hash of its reference memory (all ``k`` entries): two runs whose
-        class has the same digest decode every target identically."""
-        if self.digests is None:
-            parts = [[f"k={self.k}"] for _ in self.classes]
-            for idx in range(self.k):
-                e = self.entries[idx]
-                feats, pos, ptr = (x.detach().cpu() for x in (e.features, e.pos, e.obj_ptr))
-                for j, part in enumerate(parts):
-                    part += [tensor_digest(feats[j]), tensor_digest(pos[j]), tensor_digest(ptr[j])]
-            self.digests = ["/".join(part) for part in parts]
-        return self.digests
-
-
-class ReferenceMemory:
-    """References decoded into per-class memory: prepare once, segment many times.
-
-    Made by :meth:`SansaModel.prepare_references`; pass it to ``segment`` or
-    ``segment_iter`` in place of the references, in this process or another one
-    (it pickles, with its tensors moved to the CPU), e.g. to share it across the
-    workers of a cluster. ``decoded`` holds what was decoded from each reference.
-    """
-
-    def __init__(self, groups, decoded, *, identity, input_size, intensity_range, n_references):
-        self.groups = groups
-        self.decoded = decoded
-        self.identity = identity
-        self.input_size = input_size
-        self.intensity_range = intensity_range
-        self.n_references = n_references
-
-    @property
-    def classes(self) -> tuple[int, ...]:
-        return tuple(sorted(c for g in self.groups for c in g.classes))
-
-    def to(self, device) -> ReferenceMemory:
-        moved = []
-        for g in self.groups:
-            entries = {
-                i: MemoryEntry(e.features.to(device), e.pos.to(device), e.obj_ptr.to(device))
-                for i, e in g.entries.items()
-            }
-            moved.append(_Group(list(g.classes), g.k, entries, g.digests))
-        return ReferenceMemory(
-            moved,
-            self.decoded,
-            identity=self.identity,
-            input_size=self.input_size,
-            intensity_range=self.intensity_range,
-            n_references=self.n_references,
-        )
-
-    def __getstate__(self):
-        state = self.to("cpu").__dict__.copy()
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-
-    def __repr__(self) -> str:
-        return (
-            f"ReferenceMemory({self.n_references} references, classes={list(self.classes)}, "
-            f"input_size={self.input_size})"
-        )
-
-
-_UNSET = object()
-
-
-@dataclass(frozen=True)
-class _Settings:
-    mode: str
-    input_size: int | None
-    threshold: float
-    intensity_range: tuple | None
-    batch_size: int | None  # None: chosen from free device memory
+_UNSET = _Unset()
 
 
 class SansaModel:
     """SAM2 with (optional) SANSA adapters, ready to segment.
 
-    Made by :func:`napari_sansa.load_model`. ``cache_bytes`` bounds the in-memory
-    image-feature cache (0 turns it off); ``cache_dir`` adds a cache on disk
-    (bounded by ``cache_dir_bytes``). ``result_cache_bytes`` bounds the cache of
+    Made by :func:`napari_sansa.load_model`. ``settings``: the
+    :class:`~napari_sansa.core.models.settings.ModelSettings` it was loaded with (its
+    cache options are used here; ``options`` replace some of them, e.g.
+    ``cache_bytes=0``). ``cache_bytes`` bounds the in-memory image-feature cache (0
+    turns it off, and every other in-memory cache with it); ``cache_dir`` adds one on
+    disk (bounded by ``cache_dir_bytes``). ``result_cache_bytes`` bounds the cache of
     decoded targets (independent mode, per target and class, keyed by the target's
     features and the class's reference memory): a re-run where only some classes'
-    prompts changed decodes only those classes. It needs the feature cache's image
-    signatures and is off, like everything held in memory, when ``cache_bytes`` is 0.
+    prompts changed decodes only those classes.
     """
 
     def __init__(
@@ -193,11 +73,11 @@ class SansaModel:
         dtype: torch.dtype = torch.float32,
         identity: str | None = None,
         name: str | None = None,
-        cache_bytes: int = 1 << 30,
-        cache_dir=None,
-        cache_dir_bytes: int = 10 << 30,
-        result_cache_bytes: int = 256 << 20,
+        settings: ModelSettings | None = None,
+        **options,
     ):
+        self.settings = ModelSettings.from_options(settings, **options)
+        s = self.settings
         self.sam = sam.to(device).eval()
         self.engine = Engine(self.sam)
         self.config = config
@@ -205,9 +85,9 @@ class SansaModel:
         self.dtype = dtype
         self.name = name or config
         self._identity = identity or f"unsaved-{uuid.uuid4().hex}"
-        disk = DiskFeatureCache(cache_dir, cache_dir_bytes) if cache_dir is not None else None
-        self.feature_cache = FeatureCache(cache_bytes, disk)
-        self.result_cache = FeatureCache(result_cache_bytes if cache_bytes > 0 else 0)
+        disk = DiskFeatureCache(s.cache_dir, s.cache_dir_bytes) if s.cache_dir is not None else None
+        self.feature_cache = FeatureCache(s.cache_bytes, disk)
+        self.result_cache = FeatureCache(s.result_cache_bytes if s.cache_bytes > 0 else 0)
 
     # -- description --------------------------------------------------------------------
     @property
@@ -251,52 +131,29 @@ class SansaModel:
         input_size: int | None = 640,
         intensity_range=None,
         threshold: float = 0.5,
+        memory_frames: str = "last",
     ) -> ReferenceMemory:
         """Encode the references and decode their prompts into per-class memory, once.
 
         The result can be given to :meth:`segment` / :meth:`segment_iter` in place of the
         references any number of times (same model, same ``input_size`` and
         ``intensity_range``). ``threshold`` only fuses the decoded references' labels.
+        ``memory_frames``: which references of a class with more than 7 enter SAM2's
+        7-frame memory: ``"last"`` (the authors' rule: the first and the last six) or
+        ``"spread"`` (7 spread evenly over the list, first and last included); the
+        others reach the targets through their object pointers only.
         """
-        refs = self._check_references(references)
-        s = self._check_settings("independent", input_size, threshold, intensity_range, None)
-        return self._prepare_references(refs, s)
+        refs = check_references(references)
+        s = check_run_options("independent", input_size, threshold, intensity_range, None)
+        return prepare_memory(self, refs, s, memory_frames=memory_frames)
 
-    def segment(
-        self,
-        references,
-        targets,
-        *,
-        mode: str = "independent",
-        input_size=_UNSET,
-        threshold: float = 0.5,
-        intensity_range=_UNSET,
-        batch_size: int | None = None,
-    ) -> Predictions:
+    def segment(self, references, targets, **options) -> Predictions:
         """Label every target. Returns a list of :class:`Prediction` (one per target,
         in order) whose ``.references`` attribute holds the decoded references.
 
-        ``references``: a list of :class:`Reference` (or one), or a
-        :class:`ReferenceMemory` from :meth:`prepare_references`.
-        ``mode="independent"``: each target sees only the references (the authors'
-        benchmark protocol; for unrelated images). ``mode="sequential"``: targets in
-        order, each also sees the previous ones (time-lapses, z-stacks).
-        ``input_size``: the authors' intermediate square resize (default 640); ``None``
-        resizes straight to the model's input. ``intensity_range``: ``(low, high)``
-        mapped to [0, 1] for every image (default: each image's dtype rule).
+        Takes the arguments of :meth:`segment_iter` (all but ``include_references``).
         """
-        items = list(
-            self.segment_iter(
-                references,
-                targets,
-                mode=mode,
-                input_size=input_size,
-                threshold=threshold,
-                intensity_range=intensity_range,
-                batch_size=batch_size,
-                include_references=True,
-            )
-        )
+        items = list(self.segment_iter(references, targets, **options, include_references=True))
         refs = [p for p in items if p.is_reference]
         return Predictions([p for p in items if not p.is_reference], refs)
 
@@ -310,12 +167,30 @@ class SansaModel:
         threshold: float = 0.5,
         intensity_range=_UNSET,
         batch_size: int | None = None,
+        cancel=None,
         include_references: bool = False,
     ) -> Iterator[Prediction]:
-        """Generator form of :meth:`segment`: yields each target's :class:`Prediction`
-        as soon as it is done, in order (after the references' when
-        ``include_references``). Arguments are checked before it is returned;
-        stopping the iteration stops the work."""
+        """Label every target, yielding each target's :class:`Prediction` as soon as it
+        is done, in order (after the references' when ``include_references``).
+        Arguments are checked before the generator is returned; stopping the iteration
+        stops the work.
+
+        ``references``: a list of :class:`Reference` (or one), or a
+        :class:`ReferenceMemory` from :meth:`prepare_references`.
+        ``mode="independent"``: each target sees only the references (the authors'
+        benchmark protocol; for unrelated images). ``mode="sequential"``: targets in
+        order, each also sees the previous ones (time-lapses, z-stacks).
+        ``input_size``: the authors' intermediate square resize (default 640); ``None``
+        resizes straight to the model's input. ``intensity_range``: ``(low, high)``
+        mapped to [0, 1] for every image (default: each image's dtype rule).
+        ``threshold``: fuses the classes' probabilities into labels. ``batch_size``:
+        targets per batch in independent mode (default: measured on CUDA, 1 elsewhere).
+        ``cancel``: a ``threading.Event`` (or a callable returning True) set from another
+        thread to stop the run: it is polled between references, between images and
+        between classes, so the run ends within about one image's work at any batch
+        size (the batch is capped at a few images then, see ``CANCEL_BATCH``), and the
+        generator simply ends. Without it, a consumer stops by not asking for more.
+        """
         if isinstance(references, ReferenceMemory):
             memory = references
             if memory.identity != self.identity:
@@ -336,20 +211,21 @@ class SansaModel:
                         f"the references were prepared with {name}={getattr(memory, name)!r}, not "
                         f"{value!r}: targets must be pre-processed like their references"
                     )
-            settings = self._check_settings(
-                mode, memory.input_size, threshold, memory.intensity_range, batch_size
+            settings = check_run_options(
+                mode, memory.input_size, threshold, memory.intensity_range, batch_size, cancel
             )
         else:
-            refs = self._check_references(references)
-            settings = self._check_settings(
+            refs = check_references(references)
+            settings = check_run_options(
                 mode,
                 640 if input_size is _UNSET else input_size,
                 threshold,
                 None if intensity_range is _UNSET else intensity_range,
                 batch_size,
+                cancel,
             )
             memory = None
-        _check_targets(targets)
+        check_targets(targets)
         return self._run(
             memory if memory is not None else refs, targets, settings, include_references
         )
@@ -360,53 +236,6 @@ class SansaModel:
             references, input_size=input_size, intensity_range=intensity_range, threshold=threshold
         ).decoded
 
-    # -- checks -------------------------------------------------------------------------
-    @staticmethod
-    def _check_references(references) -> list[Reference]:
-        if isinstance(references, Reference):
-            references = [references]
-        if references is None or isinstance(references, (str, bytes)):
-            references = []
-        try:
-            refs = list(references)
-        except TypeError:
-            raise InvalidInputError(
-                "references must be a list of napari_sansa.Reference objects"
-            ) from None
-        if not refs:
-            raise InvalidInputError(
-                "no references: give at least one napari_sansa.Reference (an image with a mask, "
-                "points, a box or a scribble on the objects to find)"
-            )
-        for i, r in enumerate(refs):
-            if not isinstance(r, Reference):
-                raise InvalidInputError(
-                    f"reference {i} is a {type(r).__name__}, not a napari_sansa.Reference; "
-                    "wrap it as Reference(image, [Mask(...), Points(...), ...])"
-                )
-        return refs
-
-    def _check_settings(
-        self, mode, input_size, threshold, intensity_range, batch_size
-    ) -> _Settings:
-        if mode not in MODES:
-            raise InvalidInputError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-        if intensity_range is not None:
-            intensity_range = _check_range(intensity_range)
-        if batch_size is not None and (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, (int, np.integer))
-            or batch_size < 1
-        ):
-            raise InvalidInputError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-        return _Settings(
-            mode,
-            check_input_size(input_size),
-            check_threshold(threshold),
-            intensity_range,
-            None if batch_size is None else int(batch_size),
-        )
-
     # -- running ------------------------------------------------------------------------
     def _compute(self):
         """Context for every model call: no autograd, and autocast when not fp32."""
@@ -416,7 +245,7 @@ class SansaModel:
             stack.enter_context(torch.autocast(self.device.type, dtype=self.dtype))
         return stack
 
-    def _load_image(self, image, what: str, s: _Settings):
+    def _load_image(self, image, what: str, s: RunOptions):
         """Read one image: its cache key, (H, W) and the [0, 1] RGB float array.
 
         The pixels are hashed for the key only when a feature cache is on; otherwise
@@ -432,7 +261,7 @@ class SansaModel:
             key = f"uncached-{uuid.uuid4().hex}"
         return key, hw, rgb
 
-    def _features(self, loaded, s: _Settings) -> Features:
+    def _features(self, loaded, s: RunOptions) -> Features:
         """Features of several loaded images as one batch; each image is encoded at most once."""
         found: dict[str, Features] = {}
         todo = []
@@ -457,327 +286,28 @@ class SansaModel:
                     self.feature_cache.put(key, one.to("cpu"), one.nbytes)
         return Features.cat([found[key] for key, _, _ in loaded])
 
-    def _run(self, refs, targets, s: _Settings, include_references: bool):
+    def _run(self, refs, targets, s: RunOptions, include_references: bool):
         if isinstance(refs, ReferenceMemory):
             memory = refs.to(self.device)
             decoded = [p.with_threshold(s.threshold) for p in memory.decoded]
         else:
-            memory = self._prepare_references(refs, s)
+            memory = prepare_memory(self, refs, s)
+            if memory is None:  # cancelled
+                return
             decoded = memory.decoded
         if include_references:
             yield from decoded
         if s.mode == "independent":
-            yield from self._run_independent(targets, memory.groups, s)
+            yield from run_independent(self, targets, memory.groups, s)
         else:
-            yield from self._run_sequential(targets, memory.groups, s)
-
-    def _prepare_references(self, refs, s: _Settings) -> ReferenceMemory:
-        size = self.image_size
-        classes = sorted({c for r in refs for c in r.classes})
-        per_class = {c: [i for i, r in enumerate(refs) if c in r.classes] for c in classes}
-        entries: dict[tuple[int, int], MemoryEntry] = {}
-        predictions = []
-        for i, ref in enumerate(refs):
-            loaded = self._load_image(ref.image, f"reference image {i}", s)
-            outputs: dict[int, FrameOutput] = {}
-            with self._compute():
-                feats = self._features([loaded], s)
-                for c in ref.classes:
-                    prompts = ref.prompts_for(c)
-                    if isinstance(prompts[0], Mask):
-                        mask = np.logical_or.reduce([p.mask for p in prompts])
-                        m = mask_to_input(mask, size, s.input_size, self.device)
-                        if not bool(m.any()):
-                            raise InvalidInputError(
-                                f"reference {i}: the mask of class {c} disappears when resized to "
-                                f"the model's input ({s.input_size or size} px square); paint a "
-                                "larger area or use input_size=None"
-                            )
-                        out = self.engine.decode_mask_prompt(feats, m)
-                    else:
-                        coords, labels = sparse_prompts_to_input(prompts, loaded[1], size)
-                        out = self.engine.decode_sparse_prompt(
-                            feats,
-                            torch.from_numpy(coords)[None].to(self.device),
-                            torch.from_numpy(labels)[None].to(self.device),
-                        )
-                    outputs[c] = out
-                    entries[(i, c)] = self.engine.memory(feats, out)
-                pred_classes = sorted(outputs)
-                predictions.append(
-                    self._prediction(
-                        i,
-                        loaded[1],
-                        torch.cat([outputs[c].low_res for c in pred_classes], dim=1)[0],
-                        torch.cat([outputs[c].score for c in pred_classes]),
-                        pred_classes,
-                        s.threshold,
-                        is_reference=True,
-                    )
-                )
-        by_k: dict[int, list[int]] = {}
-        for c in classes:
-            by_k.setdefault(len(per_class[c]), []).append(c)
-        groups = []
-        for k, cls in sorted(by_k.items()):
-            g = _Group(cls, k)
-            for idx in range(k):
-                g.entries[idx] = MemoryEntry.cat([entries[(per_class[c][idx], c)] for c in cls])
-            groups.append(g)
-        return ReferenceMemory(
-            groups,
-            predictions,
-            identity=self.identity,
-            input_size=s.input_size,
-            intensity_range=s.intensity_range,
-            n_references=len(refs),
-        )
-
-    def _prediction(self, index, hw, low, scores, classes, threshold, is_reference=False):
-        """``low``: ``[C, S/4, S/4]`` logits -> Prediction at the image's own size."""
-        up = F.interpolate(low[None].float(), size=hw, mode="bilinear", align_corners=False)[0]
-        up = up.cpu().numpy()
-        scores = scores.float().cpu().numpy()
-        return Prediction(
-            index,
-            {c: up[j] for j, c in enumerate(classes)},
-            {c: float(scores[j]) for j, c in enumerate(classes)},
-            threshold,
-            is_reference,
-        )
-
-    def _decode_group(self, g: _Group, feats: Features, t: int):
-        """Decode one target (``feats``) for every class of ``g`` at episode index ``t``."""
-        mem, pos, n_ptr = self.engine.gather(g.entries, t)
-        f = feats.repeat_interleave(len(g.classes))
-        return f, self.engine.decode_with_memory(f, (mem, pos, n_ptr))
-
-    def _prefetched(self, targets, s: _Settings, depth: int):
-        """Targets read and converted ahead, on background threads: (index, loaded)."""
-        workers = 1 if self.device.type == "cpu" else 4
-        return prefetch(
-            enumerate(targets),
-            lambda item: (item[0], self._load_image(item[1], f"target {item[0]}", s)),
-            depth=depth,
-            workers=workers,
-        )
-
-    def _run_independent(self, targets, groups, s: _Settings):
-        sizer = _BatchSizer(s.batch_size, self.device)
-        source = self._prefetched(targets, s, depth=max(2, sizer.size))
-        pending: list = []
-        error = None
-        try:
-            while True:
-                try:
-                    item = next(source)
-                except StopIteration:
-                    break
-                except Exception as exc:  # noqa: BLE001 - a target that cannot be read:
-                    error = exc  # the targets before it are finished first
-                    break
-                pending.append(item)
-                if len(pending) >= sizer.size:
-                    yield from self._independent_batch(pending, groups, s, sizer)
-                    pending = []
-            if pending:
-                yield from self._independent_batch(pending, groups, s, sizer)
-        finally:
-            source.close()
-        if error is not None:
-            raise error
-
-    def _independent_batch(self, items, groups, s: _Settings, sizer):
-        """Decode a batch of targets; on out-of-memory, retry it in smaller batches.
-
-        Target-class pairs found in the result cache are not decoded again, and a
-        target whose classes are all found there is not even encoded.
-        """
-        n = len(items)
-        loaded = [x[1] for x in items]
-        try:
-            with self._compute():
-                sizer.start()
-                found, todo = self._cached_results(loaded, groups)
-                need = sorted({j for pairs in todo for j, _ in pairs})
-                if need:
-                    feats = self._features([loaded[j] for j in need], s)
-                    row = {j: r for r, j in enumerate(need)}
-                    for g, pairs in zip(groups, todo, strict=True):
-                        if not pairs:
-                            continue
-                        out = self._decode_pairs(
-                            g, feats, [row[j] for j, _ in pairs], [ci for _, ci in pairs]
-                        )
-                        for p, (j, ci) in enumerate(pairs):
-                            result = (out.low_res[p], out.score[p])
-                            found[(j, g.classes[ci])] = result
-                            self._remember(loaded[j][0], g, ci, result)
-                classes = sorted(c for g in groups for c in g.classes)
-                preds = []
-                for j, (i, _) in enumerate(items):
-                    low = torch.cat([found[(j, c)][0].to(self.device) for c in classes])
-                    score = torch.stack([found[(j, c)][1].to(self.device) for c in classes])
-                    preds.append(
-                        self._prediction(i, loaded[j][1], low, score, classes, s.threshold)
-                    )
-                if need:
-                    sizer.measured(len(need))
-        except Exception as exc:
-            if not _is_out_of_memory(exc):
-                raise
-            del exc
-            self._release_memory()
-            if n == 1:
-                self._out_of_memory(items[0])
-            sizer.shrink(n)
-            half = n // 2
-            yield from self._independent_batch(items[:half], groups, s, sizer)
-            yield from self._independent_batch(items[half:], groups, s, sizer)
-            return
-        yield from preds
-
-    def _decode_pairs(self, g: _Group, feats: Features, rows: list[int], cls: list[int]):
-        """Decode target ``rows[p]`` of ``feats`` for class ``g.classes[cls[p]]``, all pairs
-        ``p`` as one batch (independent mode: episode index ``g.k``)."""
-        mem, pos, n_ptr = self.engine.gather(g.entries, g.k)  # [L, classes, C]
-        idx = torch.as_tensor(cls, device=mem.device)
-        mem, pos = mem.index_select(1, idx), pos.index_select(1, idx)
-        return self.engine.decode_with_memory(feats.take(rows), (mem, pos, n_ptr))
-
-    def _result_key(self, target_key: str, g: _Group, ci: int) -> str | None:
-        if not self.result_cache.enabled or target_key.startswith("uncached-"):
-            return None
-        return f"{target_key}|class-memory:{g.class_digests()[ci]}"
-
-    def _cached_results(self, loaded, groups):
-        """``({(target, class): (logits [1, h, w], score)}, per group the (target, class
-        index) pairs still to decode)``."""
-        found, todo = {}, []
-        for g in groups:
-            pairs = []
-            for j, (key, _hw, _rgb) in enumerate(loaded):
-                for ci, c in enumerate(g.classes):
-                    rkey = self._result_key(key, g, ci)
-                    hit = self.result_cache.get(rkey) if rkey is not None else None
-                    if hit is None:
-                        pairs.append((j, ci))
-                    else:
-                        found[(j, c)] = hit
-            todo.append(pairs)
-        return found, todo
-
-    def _remember(self, target_key: str, g: _Group, ci: int, result) -> None:
-        rkey = self._result_key(target_key, g, ci)
-        if rkey is not None:
-            low, score = (x.detach().float().to("cpu", copy=True) for x in result)
-            self.result_cache.put(rkey, (low, score), low.numel() * 4 + 4)
-
-    def _release_memory(self):
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-
-    def _out_of_memory(self, item):
-        index, (_key, (h, w), _rgb) = item
-        need = ""
-        if self.device.type == "cuda":
-            free, total = torch.cuda.mem_get_info(self.device)
-            peak = torch.cuda.max_memory_allocated(self.device)
-            need = (
-                f" (it used about {peak / 2**30:.1f} GiB before failing; {free / 2**30:.1f} of "
-                f"{total / 2**30:.1f} GiB free)"
-            )
-        raise DeviceMemoryError(
-            f"target {index} ({h}x{w} pixels) does not fit in the {self.device} memory even on "
-            f"its own{need}: close other programs on the device, use precision='bf16', a smaller "
-            "SAM2, or device='cpu'"
-        ) from None
-
-    def _run_sequential(self, targets, groups, s: _Settings):
-        groups = [_Group(g.classes, g.k, dict(g.entries)) for g in groups]  # this run's own episode
-        keep = max(self.sam.num_maskmem - 1, self.sam.max_obj_ptrs_in_encoder - 1)
-        source = self._prefetched(targets, s, depth=2)
-        try:
-            for j, loaded in source:
-                try:
-                    with self._compute():
-                        feats = self._features([loaded], s)
-                        found = {}
-                        for g in groups:
-                            t = g.k + j
-                            f, out = self._decode_group(g, feats, t)
-                            g.entries[t] = self.engine.memory(f, out)
-                            for old in [x for x in g.entries if 0 < x <= t - keep]:
-                                del g.entries[old]
-                            for ci, c in enumerate(g.classes):
-                                found[c] = (out.low_res[ci], out.score[ci])
-                        classes = sorted(found)
-                        pred = self._prediction(
-                            j,
-                            loaded[1],
-                            torch.cat([found[c][0] for c in classes]),
-                            torch.stack([found[c][1] for c in classes]),
-                            classes,
-                            s.threshold,
-                        )
-                except Exception as exc:
-                    if not _is_out_of_memory(exc):
-                        raise
-                    del exc
-                    self._release_memory()
-                    self._out_of_memory((j, loaded))
-                yield pred
-        finally:
-            source.close()
+            yield from run_sequential(self, targets, memory.groups, s)
 
 
-class _BatchSizer:
-    """The batch size of a run: as given, or measured on the device (CUDA: from free memory)."""
-
-    MAX = 64
-
-    def __init__(self, fixed: int | None, device: torch.device):
-        self.device = device
-        self.auto = fixed is None
-        self.size = fixed if fixed is not None else 1
-        self._probing = self.auto and device.type == "cuda"
-
-    def start(self):
-        if self._probing:
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._base = torch.cuda.memory_allocated(self.device)
-
-    def measured(self, n: int):
-        """After a first batch on CUDA: as many targets as fit in 80 % of the free memory."""
-        if not self._probing:
-            return
-        self._probing = False
-        per_target = max((torch.cuda.max_memory_allocated(self.device) - self._base) / n, 1)
-        free, _ = torch.cuda.mem_get_info(self.device)
-        self.size = int(min(self.MAX, max(1, 0.8 * free / per_target)))
-
-    def shrink(self, failed_at: int):
-        self.size = max(1, min(self.size, failed_at) // 2)
+def _signature_of_segment():
+    """``segment`` takes ``segment_iter``'s arguments: one signature, written once."""
+    sig = inspect.signature(SansaModel.segment_iter)
+    params = [p for name, p in sig.parameters.items() if name != "include_references"]
+    return sig.replace(parameters=params, return_annotation="Predictions")
 
 
-def _is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and (
-        "out of memory" in text or "can't allocate memory" in text
-    )
-
-
-def _check_targets(targets) -> None:
-    if targets is None or isinstance(targets, (str, bytes)):
-        raise InvalidInputError("targets must be a list (or a stack) of images")
-    ndim = getattr(targets, "ndim", None)
-    shape = getattr(targets, "shape", None)
-    if ndim == 2 or (ndim == 3 and shape[-1] in (2, 3, 4)):
-        raise InvalidInputError(
-            f"targets has shape {tuple(shape)}, which looks like a single image: pass a list "
-            "of images, e.g. targets=[image]"
-        )
-    if not isinstance(targets, Iterable):
-        raise InvalidInputError("targets must be a list (or a stack) of images")
+SansaModel.segment.__signature__ = _signature_of_segment()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.core.fusion import check_label_limit
 from napari_sansa.core.images import image_hw
 
 __all__ = [
@@ -42,7 +43,7 @@ def check_label(label, what: str = "label") -> int:
     """Return ``label`` as a Python int, or raise if it is not an integer >= 1."""
     if isinstance(label, (bool, np.bool_)) or not isinstance(label, numbers.Integral):
         if isinstance(label, numbers.Real) and float(label).is_integer() and label >= 1:
-            return int(label)
+            return check_label_limit(int(label), what)
         raise InvalidInputError(
             f"{what} must be an integer class id >= 1 (0 is background), got {label!r}"
         )
@@ -50,7 +51,7 @@ def check_label(label, what: str = "label") -> int:
         raise InvalidInputError(
             f"{what} must be an integer class id >= 1 (0 is background), got {int(label)}"
         )
-    return int(label)
+    return check_label_limit(int(label), what)
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-
+from napari_sansa.core.models.cache import ModelCache
 from napari_sansa.core.models.source import ModelSource
 
-_MODELS: dict = {}
-_MODELS_LOCK = threading.Lock()
+_MODELS = ModelCache(max_models=2)  # keyed by weights content and resolved settings
 
 
 def _cached_model(source: ModelSource):
     """The model of ``source``, loaded once per process and kept (Dask workers)."""
-    with _MODELS_LOCK:
-        if source not in _MODELS:
-            _MODELS[source] = source.load()
-        return _MODELS[source]
+    return _MODELS.get(source)

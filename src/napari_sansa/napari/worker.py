@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_sansa.core.models.cache import ModelCache  # the widget keeps one model
 from napari_sansa.core.models.source import ModelSource
 from napari_sansa.napari.imageset import SetPlan
 from napari_sansa.napari.plan import RunPlan
@@ -62,28 +63,6 @@ class RunOutcome:
     done: int
     error: str | None = None
     details: str | None = None  # the full text behind ``error`` (shown on demand)
-
-
-class ModelCache:
-    """Keeps the last loaded model; loads (in the calling thread) only when the
-    settings change. ``loads`` counts the loads, for tests and diagnostics."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._settings: ModelSource | None = None
-        self._model = None
-        self.loads = 0
-
-    def has(self, settings: ModelSource) -> bool:
-        return self._model is not None and self._settings == settings
-
-    def get(self, settings: ModelSource):
-        with self._lock:
-            if not self.has(settings):
-                self._model = self._settings = None  # free the old model before loading
-                self._model, self._settings = settings.load(), settings
-                self.loads += 1
-            return self._model
 
 
 def reference_labels(pred, masks: dict[int, np.ndarray], dtype) -> np.ndarray:
@@ -141,7 +120,7 @@ def run_frames(
     done = 0
     try:
         with leave_a_core_for_napari():
-            for result in _results(plan, model_settings, settings, cache):
+            for result in _results(plan, model_settings, settings, cache, cancel):
                 if cancel is not None and cancel.is_set():
                     break
                 yield result
@@ -183,7 +162,7 @@ class SetFrames(Sequence):
         return to_float_rgb(image, p.intensity_range, p.stack.name) if self.scale else image
 
 
-def _results(plan, model_settings, settings: RunSettings, cache: ModelCache):
+def _results(plan, model_settings, settings: RunSettings, cache: ModelCache, cancel=None):
     import napari_sansa as ns
 
     plan = plan if isinstance(plan, SetPlan) else SetPlan((plan,))
@@ -200,6 +179,7 @@ def _results(plan, model_settings, settings: RunSettings, cache: ModelCache):
     refs = [ns.Reference(reader.read(i, r.frame), r.prompts) for i, r in references]
     masks = [r.masks() for _, r in references]
     options = {"threshold": settings.threshold, "batch_size": settings.batch_size}
+    options["cancel"] = cancel  # Stop reaches the core, also in the middle of a batch
     groups = _sequential_groups(plan, settings)
     if groups is None:
         results = model.segment_iter(

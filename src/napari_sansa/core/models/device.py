@@ -6,7 +6,7 @@ import torch
 
 from napari_sansa.core.errors import InvalidInputError
 
-__all__ = ["PRECISIONS", "resolve_device", "resolve_precision"]
+__all__ = ["PRECISIONS", "precision_name", "resolve_device", "resolve_precision"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -68,3 +68,9 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise InvalidInputError("this GPU does not support bf16; use precision='fp16' or 'fp32'")
     return torch.bfloat16
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """``"fp32"``, ``"bf16"`` or ``"fp16"``: the resolved name of a compute dtype."""
+    names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+    return names[dtype]

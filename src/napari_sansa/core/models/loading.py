@@ -5,14 +5,20 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from napari_sansa.core.models.adapters import inject_adapters
-from napari_sansa.core.models.build import build_sam2, check_config_name
-from napari_sansa.core.models.checkpoints import adapter_layout, check_sam2_state_dict, guess_config, read_checkpoint
-from napari_sansa.core.models.device import resolve_device, resolve_precision
 from napari_sansa.core.errors import CheckpointError, InvalidInputError
 from napari_sansa.core.model import SansaModel
+from napari_sansa.core.models.adapters import inject_adapters
+from napari_sansa.core.models.build import build_sam2, check_config_name
+from napari_sansa.core.models.checkpoints import (
+    adapter_layout,
+    check_sam2_state_dict,
+    guess_config,
+    read_checkpoint,
+)
+from napari_sansa.core.models.device import resolve_device, resolve_precision
+from napari_sansa.core.models.settings import ModelSettings
 
-__all__ = ["build_sansa", "file_fingerprint", "load_model"]
+__all__ = ["build_sansa", "file_fingerprint", "load_model", "load_settings"]
 
 _FINGERPRINTS: dict[tuple, str] = {}
 
@@ -57,22 +63,7 @@ def build_sansa(
     return sam.eval()
 
 
-def load_model(
-    name: str | None = None,
-    *,
-    config: str | None = None,
-    sam2_checkpoint=None,
-    adapter_checkpoint=None,
-    device="auto",
-    precision: str = "auto",
-    image_size: int | None = None,
-    cache_bytes: int = 1 << 30,
-    cache_dir=None,
-    cache_dir_bytes: int = 10 << 30,
-    result_cache_bytes: int = 256 << 20,
-    compile: bool = False,  # noqa: A002 - the name torch uses
-    download: bool = True,
-) -> SansaModel:
+def load_model(name: str | None = None, **options) -> SansaModel:
     """Load SANSA, by registry name or from local files.
 
     * ``load_model("sansa-universal")``: a registered model (see
@@ -83,18 +74,39 @@ def load_model(
       the model is plain SAM2 (the zero-shot baseline). ``config`` may be left out
       when the SAM2 file tells its size.
 
-    ``device``: ``"auto"`` (CUDA, then MPS, then CPU) or an explicit device.
-    ``precision``: ``"auto"`` (bf16 on CUDA, fp32 elsewhere), ``"fp32"``, ``"bf16"``
-    or ``"fp16"``. ``cache_bytes``: in-memory image-feature cache (0: off);
-    ``cache_dir``: an optional feature cache on disk, at most ``cache_dir_bytes``.
-    ``result_cache_bytes``: in-memory cache of decoded targets per class, so that a
-    re-run decodes only the classes whose references changed (independent mode;
-    0: off; off too when ``cache_bytes`` is 0).
-    ``compile``: ``torch.compile`` the image encoder, memory attention and decoder
-    (slow first call; worth it for long runs on a GPU).
+    The options (``device``, ``precision``, ``image_size``, ``cache_bytes``,
+    ``cache_dir``, ``cache_dir_bytes``, ``result_cache_bytes``, ``compile``,
+    ``download``) are the fields of :class:`~napari_sansa.core.models.settings.ModelSettings`,
+    which documents them.
     """
-    dev = resolve_device(device)
-    dtype = resolve_precision(precision, dev)
+    return load_settings(ModelSettings.from_options(name=name, **options))
+
+
+def _signature_of_load_model():
+    """``load_model(name, **options)`` shows the options it takes: ModelSettings' fields."""
+    import dataclasses
+    import inspect
+
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params = [inspect.Parameter("name", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)]
+    params += [
+        inspect.Parameter(f.name, kw, default=f.default, annotation=f.type)
+        for f in dataclasses.fields(ModelSettings)
+        if f.name != "name"
+    ]
+    return inspect.Signature(params, return_annotation="SansaModel")
+
+
+load_model.__signature__ = _signature_of_load_model()
+
+
+def load_settings(settings: ModelSettings) -> SansaModel:
+    """The model ``settings`` describe (what :func:`load_model` and
+    :meth:`ModelSettings.load` run)."""
+    name, config = settings.name, settings.config
+    sam2_checkpoint, adapter_checkpoint = settings.sam2_checkpoint, settings.adapter_checkpoint
+    dev = resolve_device(settings.device)
+    dtype = resolve_precision(settings.precision, dev)
     if name is not None:
         if any(v is not None for v in (config, sam2_checkpoint, adapter_checkpoint)):
             raise InvalidInputError(
@@ -104,7 +116,7 @@ def load_model(
         from napari_sansa.core.models.registry import get_model_spec, resolve_files
 
         spec = get_model_spec(name)
-        sam2_checkpoint, adapter_checkpoint = resolve_files(spec, download=download)
+        sam2_checkpoint, adapter_checkpoint = resolve_files(spec, download=settings.download)
         config = spec.config
         label = spec.name
     else:
@@ -123,7 +135,7 @@ def load_model(
         config = check_config_name(config)
         label = Path(adapter_checkpoint).stem if adapter_checkpoint is not None else config
     try:
-        sam = build_sansa(config, sam2_checkpoint, adapter_checkpoint, image_size)
+        sam = build_sansa(config, sam2_checkpoint, adapter_checkpoint, settings.image_size)
     except CheckpointError as exc:
         if name is None:
             raise
@@ -134,7 +146,7 @@ def load_model(
     identity = "sam2:" + file_fingerprint(sam2_checkpoint)
     if adapter_checkpoint is not None:
         identity += "+adapters:" + file_fingerprint(adapter_checkpoint)
-    if compile:
+    if settings.compile:
         for part in (sam.image_encoder, sam.memory_attention, sam.sam_mask_decoder):
             part.compile(dynamic=False)
     return SansaModel(
@@ -144,8 +156,5 @@ def load_model(
         dtype=dtype,
         identity=identity,
         name=label,
-        cache_bytes=cache_bytes,
-        cache_dir=cache_dir,
-        cache_dir_bytes=cache_dir_bytes,
-        result_cache_bytes=result_cache_bytes,
+        settings=settings,
     )
