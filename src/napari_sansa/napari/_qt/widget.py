@@ -23,11 +23,11 @@ from magicgui.widgets import (
     Label,
     ProgressBar,
     PushButton,
-    Select,
     SpinBox,
 )
 
 from napari_sansa.napari._qt.axes_panel import AxesPanel
+from napari_sansa.napari._qt.layout import fixed_message, row, scrolling, section
 from napari_sansa.napari._qt.model_panel import ModelPanel, path_value
 from napari_sansa.napari._qt.prompt_inputs import PromptInputs
 from napari_sansa.napari._qt.scores import ConfidencePlot, ScoreTable
@@ -65,151 +65,6 @@ def warm_up_in_background() -> threading.Thread | None:
     thread = threading.Thread(target=_warm_imports, name="napari-sansa-imports", daemon=True)
     thread.start()
     return thread
-
-
-def _row(*widgets) -> Container:
-    row = Container(layout="horizontal", labels=False, widgets=widgets)
-    row.margins = (0, 0, 0, 0)
-    return row
-
-
-def _heading(text: str) -> Label:
-    return Label(value=f"<b>{text}</b>")
-
-
-def _section(*widgets) -> Container:
-    """Controls with their labels in one column; a message (a wrapped Label) takes the
-    section's whole width."""
-    parts, run = [], []
-    for w in widgets:
-        full = isinstance(w, Label) and w.native.wordWrap()
-        if full or isinstance(w, Select):
-            if run:
-                parts.append(_labelled(run))
-                run = []
-            if isinstance(w, Select):  # a list of layer names: the dock's whole width
-                parts.append(_list_heading(w))
-            parts.append(w)
-        else:
-            run.append(w)
-    if run:
-        parts.append(_labelled(run))
-    box = Container(widgets=parts, labels=False)
-    box.margins = (0, 0, 0, 0)
-    return box
-
-
-def _list_heading(select) -> Label:
-    """The label of a list shown above it; hidden with the list."""
-    heading = Label(value=select.label, tooltip=select.tooltip)
-    heading.visible = select.visible
-    select.native.installEventFilter(_FollowVisibility(heading.native, select.native))
-    return heading
-
-
-class _FollowVisibility:
-    """Qt event filter factory: ``target`` is shown and hidden with ``source``."""
-
-    def __new__(cls, target, source):
-        from qtpy.QtCore import QEvent, QObject
-
-        class Filter(QObject):
-            def eventFilter(self, obj, event):  # noqa: N802 - Qt's name
-                if event.type() in (QEvent.Type.Show, QEvent.Type.Hide):
-                    target.setVisible(not obj.isHidden())
-                return False
-
-        return Filter(source)
-
-
-def _labelled(widgets) -> Container:
-    box = Container(widgets=widgets, labels=True)
-    box.margins = (0, 0, 0, 0)
-    return box
-
-
-def _fixed_message(label: Label, lines: int = 3) -> None:
-    """A message label of a fixed height (``lines`` lines, wrapped): the widgets below
-    it never move when a message changes; the whole text is in its tooltip."""
-    native = label.native
-    native.setWordWrap(True)
-    native.setAlignment(native.alignment().AlignTop | native.alignment().AlignLeft)
-    native.setFixedHeight(native.fontMetrics().lineSpacing() * lines + 4)
-    native.setMinimumWidth(40)
-    label.changed.connect(lambda value: native.setToolTip(str(value)))
-
-
-#: the dock's width: the canvas keeps most of napari's window
-DOCK_WIDTH = 250
-
-
-def _compact(body) -> None:
-    """Let every control shrink to the dock's width: combo boxes and file choosers do not
-    ask for the width of their longest text."""
-    from qtpy.QtWidgets import QComboBox, QLabel, QPushButton, QSizePolicy
-
-    for combo in body.findChildren(QComboBox):
-        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        combo.setMinimumContentsLength(6)
-    for label in body.findChildren(QLabel):
-        if label.wordWrap():  # a wrapped message takes the width it is given
-            label.setMinimumWidth(60)
-            policy = QSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
-            policy.setHeightForWidth(True)
-            label.setSizePolicy(policy)
-    for button in body.findChildren(QPushButton):
-        if button.text() in ("Choose directory", "Choose file", "Select file"):
-            button.setToolTip(button.text())
-            button.setText("...")
-
-
-def _scrolling(widget: Container, sections: dict, advanced: Container, footer) -> None:
-    """Lay out the sections (headings, then their controls) and the folded 'advanced'
-    part in a vertical scroll area filling ``widget``, with ``footer`` fixed below."""
-    from qtpy.QtCore import Qt
-    from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
-    from superqt import QCollapsible
-
-    body = QWidget()
-    layout = QVBoxLayout(body)
-    layout.setContentsMargins(4, 4, 4, 4)
-    layout.setSpacing(2)
-    for title, section in sections.items():
-        layout.addWidget(_heading(title).native)
-        layout.addWidget(section.native)
-        if title == "Model":
-            fold = QCollapsible("Advanced settings")
-            fold.setContentsMargins(0, 0, 0, 0)
-            fold.layout().setContentsMargins(0, 0, 0, 0)
-            fold.content().layout().setContentsMargins(0, 0, 0, 0)
-            fold.setDuration(0)
-            fold.addWidget(advanced.native)
-            fold.setToolTip("threshold, resizing, probability maps, device, model input size")
-            layout.addWidget(fold)
-            widget.advanced_fold = fold
-    layout.addStretch(1)
-    _compact(body)
-
-    class Scroll(QScrollArea):
-        def sizeHint(self):  # noqa: N802 - Qt's name: napari docks at this width
-            hint = super().sizeHint()
-            hint.setWidth(DOCK_WIDTH)
-            return hint
-
-    scroll = Scroll()
-    scroll.setWidgetResizable(True)
-    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-    scroll.setWidget(body)
-    scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-    native = widget.native
-    native.layout().setContentsMargins(0, 0, 0, 0)
-    native.layout().addWidget(scroll)
-    footer.margins = (4, 2, 4, 4)
-    native.layout().addWidget(footer.native)
-    _compact(footer.native)
-    body.setMinimumWidth(0)
-    native.setMinimumWidth(DOCK_WIDTH)
-    widget.scroll_area = scroll
 
 
 class SansaWidget(PromptInputs, Container):
@@ -253,7 +108,7 @@ class SansaWidget(PromptInputs, Container):
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.progress = ProgressBar(min=0, max=1, value=0, label="progress")
         self.status = Label(value="")
-        _fixed_message(self.status)
+        fixed_message(self.status)
         # -- results ------------------------------------------------------------------
         self.take = ComboBox(
             label="take",
@@ -286,36 +141,36 @@ class SansaWidget(PromptInputs, Container):
         )
         self.prompt_layers.native.setMaximumHeight(84)
         self.other_images.native.setMaximumHeight(64)
-        results = _section(self.take, self.use_frame_button, self.edited_button)
+        results = section(self.take, self.use_frame_button, self.edited_button)
         results.native.layout().insertWidget(0, self.scores)
         results.native.layout().insertWidget(0, self.plot)
-        self.advanced = _section(
+        self.advanced = section(
             self.threshold, self.input_size, self.probabilities, *self.model_panel.advanced
         )
         self.sections = {
-            "Images and prompts": _section(
+            "Images and prompts": section(
                 self.image,
                 self.other_images,
                 self.as_channels,
                 *self.axes.widgets,
                 self.prompt_layers,
-                _row(self.new_points_button, self.new_shapes_button, self.new_labels_button),
+                row(self.new_points_button, self.new_shapes_button, self.new_labels_button),
                 self.class_id,
                 self.polarity,
             ),
-            "Model": _section(*self.model_panel.widgets),
-            "Run": _section(
+            "Model": section(*self.model_panel.widgets),
+            "Run": section(
                 self.mode,
                 self.axes.sequential_axis,
                 self.first_frame,
                 self.last_frame,
             ),
             "Results": results,
-            "Save": _section(self.save_folder, self.save_format, self.save_button),
+            "Save": section(self.save_folder, self.save_format, self.save_button),
         }
         #: always visible below the scroll area: Run and Stop never move
-        self.footer = _section(_row(self.run_button, self.stop_button), self.progress, self.status)
-        _scrolling(self, self.sections, self.advanced, self.footer)
+        self.footer = section(row(self.run_button, self.stop_button), self.progress, self.status)
+        scrolling(self, self.sections, self.advanced, self.footer)
         self._connect()
         self.reset_choices()
         self._on_image_changed()
