@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 OUT = Path(__file__).parent / "images"
-WINDOW = (1500, 940)
+SCREEN = (1600, 1000)  # napari opens at 1089 px wide on this screen (its default size)
 MAX_BYTES = 300_000
 
 
@@ -30,7 +30,7 @@ def _ensure_display() -> None:
     xvfb = shutil.which("xvfb-run")
     if xvfb is None:
         sys.exit("no DISPLAY and no xvfb-run: run this under a display or Xvfb")
-    screen = f"-screen 0 {WINDOW[0] + 100}x{WINDOW[1] + 100}x24"
+    screen = f"-screen 0 {SCREEN[0]}x{SCREEN[1]}x24"
     os.execv(xvfb, [xvfb, "-a", "-s", screen, sys.executable, *sys.argv])
 
 
@@ -80,6 +80,119 @@ def _grab(widget):
     return out
 
 
+def _grab_all(widget):
+    """The whole widget, every section (not only the part the scroll area shows)."""
+    from PIL import Image
+
+    body = widget.scroll_area.widget()
+    image = body.grab().toImage()
+    tmp = Path(tempfile.mkstemp(suffix=".png")[1])
+    image.save(str(tmp))
+    out = Image.open(tmp).copy()
+    tmp.unlink()
+    return out
+
+
+def _shot(viewer, name: str) -> None:
+    _settle()
+    _save(viewer.screenshot(canvas_only=False, flash=False), name)
+
+
+def _show_results(widget) -> None:
+    """Scroll the widget to its results: the confidence plot and table."""
+    _settle(0.2)
+    widget.scroll_area.ensureWidgetVisible(widget.scores, 0, 0)
+
+
+def _new(launch):
+    viewer, widget = launch(sample=False, block=False)
+    widget.model_panel.device.value = "cpu"
+    return viewer, widget
+
+
+def image_set(launch) -> None:
+    """Three photos of different sizes, side by side: one painted, two labelled."""
+    import numpy as np
+    from skimage import data
+
+    viewer, widget = _new(launch)
+    x = 0
+    for name in ("astronaut", "coffee", "camera"):
+        img = getattr(data, name)()
+        viewer.add_image(img, name=name, translate=(0, x))
+        x += img.shape[1] + 40
+    widget.select_images(["astronaut", "coffee", "camera"])
+    paint = widget.new_labels_layer()
+    rr, cc = np.ogrid[:512, :512]
+    paint.data[(rr - 130) ** 2 + (cc - 240) ** 2 < 80**2] = 1  # the face
+    paint.refresh()
+    paint.mode = "pan_zoom"
+    widget.run()
+    _wait_for_run(widget)
+    viewer.reset_view()
+    _show_results(widget)
+    _shot(viewer, "imageset.png")
+    viewer.close()
+
+
+def _blobs(t: int, seed: int, shape=(192, 192), n: int = 9):
+    import numpy as np
+
+    r = np.random.default_rng(seed)
+    centres = r.uniform(20, shape[0] - 20, (n, 2))
+    drift = r.normal(0, 3, (n, 2))
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    out = np.zeros((t, *shape))
+    for i in range(t):
+        for cy, cx in centres + i * drift:
+            out[i] += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 9.0**2))
+    return out
+
+
+def timelapse(launch) -> None:
+    """A 16-bit two-channel time-lapse (T, C, Y, X) with declared axes."""
+    import numpy as np
+
+    nuclei = _blobs(6, 1)
+    membrane = _blobs(6, 1) * 0.4 + _blobs(6, 2) * 0.6
+    stack = (np.stack([nuclei, membrane], axis=1) * 3000 + 100).astype(np.uint16)
+    viewer, widget = _new(launch)
+    viewer.add_image(stack, name="time-lapse", axis_labels=("t", "c", "y", "x"))
+    widget.select_images(["time-lapse"])
+    paint = widget.new_labels_layer()
+    paint.data[0, 0] = (stack[0, 0] > 1500).astype(np.uint8)
+    paint.refresh()
+    paint.mode = "pan_zoom"
+    widget.run()
+    _wait_for_run(widget)
+    widget.go_to_frame(3)
+    _shot(viewer, "timelapse.png")
+    viewer.close()
+
+
+def zstack(launch) -> None:
+    """A z-stack labelled in sequential mode along z."""
+    import numpy as np
+    from skimage.data import binary_blobs
+    from skimage.filters import gaussian
+
+    blobs = binary_blobs(length=160, n_dim=3, volume_fraction=0.2, rng=3)[::12]
+    volume = (gaussian(blobs.astype(float), sigma=2) * 255).astype(np.uint8)
+    viewer, widget = _new(launch)
+    viewer.add_image(volume, name="z-stack", axis_labels=("z", "y", "x"))
+    widget.select_images(["z-stack"])
+    paint = widget.new_labels_layer()
+    paint.data[0] = blobs[0].astype(np.uint8)
+    paint.refresh()
+    paint.mode = "pan_zoom"
+    widget.mode.value = "sequential"
+    widget.run()
+    _wait_for_run(widget)
+    widget.go_to_frame(5)
+    _shot(viewer, "zstack.png")
+    viewer.close()
+
+
 def _wait_for_run(widget, timeout: float = 600) -> None:
     end = time.perf_counter() + timeout
     while widget.worker is not None:
@@ -107,8 +220,13 @@ def main() -> None:
     from napari_sansa.napari.app import launch
 
     viewer, widget = launch(sample=True, block=False)
-    viewer.window.resize(*WINDOW)
     widget.model_panel.device.value = "cpu"
+    _settle()
+    window = viewer.window._qt_window
+    canvas = viewer.window._qt_viewer.canvas.native
+    print(
+        f"window {window.width()} px, canvas {canvas.width()} px, dock {widget.native.width()} px"
+    )
     name = "coins time-lapse"
     refs = viewer.layers[f"{name} [sansa references]"]
     points = viewer.layers[f"{name} [sansa points]"]
@@ -120,7 +238,10 @@ def main() -> None:
     viewer.reset_view()
     _settle()
     _save(viewer.screenshot(canvas_only=False, flash=False), "sample.png")
-    _save(_grab(widget), "widget.png", width=560)
+    widget.advanced_fold.expand(animate=False)
+    _settle()
+    _save(_grab_all(widget), "widget.png")
+    widget.advanced_fold.collapse(animate=False)
 
     # 2. prompts of other kinds on frame 3: clicks (positive, negative) and a box
     widget.go_to_frame(3)
@@ -149,6 +270,7 @@ def main() -> None:
     least = next(f for f in widget.scores.frames() if f not in (0, 3))
     widget.go_to_frame(least)
     viewer.layers.selection.active = out
+    _show_results(widget)
     _settle()
     _save(viewer.screenshot(canvas_only=False, flash=False), "result.png")
 
@@ -173,6 +295,7 @@ def main() -> None:
     out.refresh()
     widget.run()
     _wait_for_run(widget)
+    _show_results(widget)
     _settle()
     _save(viewer.screenshot(canvas_only=False, flash=False), "kept.png")
 
@@ -210,6 +333,9 @@ def main() -> None:
     _save(_content(viewer.screenshot(canvas_only=True, flash=False)), "objects.png")
 
     viewer.close()
+    image_set(launch)
+    timelapse(launch)
+    zstack(launch)
     shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -53,6 +53,7 @@ def test_sample_opens_and_runs_in_the_widget(
     assert type(widget).__name__ == "SansaWidget"
     assert widget.image.value is viewer.layers["coins time-lapse"]
     assert widget.prompt_layers.value == list(viewer.layers)[1:]
+    assert widget.current_frame() == 0  # the painted frame is the one shown
     widget.model_panel.device.value = "cpu"
     widget.session.models = shared_model_cache
     assert widget.run() is not None
@@ -89,3 +90,12 @@ def test_save_frames_action(make_sansa, tmp_path, notifications):
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert files == ["cells_0000.png", "cells_0001.png", "cells_0002.png"]
     assert "saved 3 frame(s)" in notifications()[-1]
+
+
+@pytest.mark.gui
+def test_file_open_sample_shows_the_painted_frame(make_sansa):
+    viewer, widget = make_sansa()
+    viewer.open_sample("napari-sansa", "coins-timelapse")
+    assert widget.image.value is viewer.layers["coins time-lapse"]
+    assert viewer.dims.current_step[0] == 0
+    assert widget.current_frame() == 0

@@ -466,7 +466,7 @@ def test_missing_weights_are_reported_and_the_widget_stays_usable(
     assert len(errors) == 1 and "nowhere" in errors[0]
     assert widget.status.value == errors[0]
     assert widget.run_button.enabled and not widget.stop_button.enabled
-    assert not viewer.layers["cells [sansa]"].data[1].any()
+    assert "cells [sansa]" not in viewer.layers  # a run that fails before its first frame
     # fixed: the next run works
     widget.model_panel.sam2_file.value = str(sansa_env[0])
     run(qtbot, widget)

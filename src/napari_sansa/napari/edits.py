@@ -14,7 +14,15 @@ import zlib
 
 import numpy as np
 
-__all__ = ["WRITTEN_KEY", "accept", "edited_classes", "edited_frames", "is_edited", "record"]
+__all__ = [
+    "WRITTEN_KEY",
+    "accept",
+    "current",
+    "edited_classes",
+    "edited_frames",
+    "is_edited",
+    "record",
+]
 
 #: key in ``layer.metadata``: {frame number: (dtype, zlib bytes) of what the plugin wrote}
 WRITTEN_KEY = "napari-sansa-written"
@@ -29,8 +37,10 @@ def _records(layer) -> dict:
     return records
 
 
-def _plane(layer, geometry, frame: int) -> np.ndarray:
-    return np.asarray(layer.data[geometry.index(frame)])
+def current(layer, geometry, frame: int) -> np.ndarray:
+    """``frame`` of ``layer`` as it is now, rows x cols (with a channel axis: the
+    channel the person changed since the plugin wrote it, else the first)."""
+    return geometry.plane(layer.data, frame, _written(layer, geometry, frame))
 
 
 def record(layer, frame: int, plane: np.ndarray) -> None:
@@ -49,7 +59,7 @@ def _written(layer, geometry, frame: int) -> np.ndarray | None:
 
 def is_edited(layer, geometry, frame: int) -> bool:
     """Whether ``frame`` of ``layer`` differs from what the plugin last wrote there."""
-    now = _plane(layer, geometry, frame)
+    now = current(layer, geometry, frame)
     written = _written(layer, geometry, frame)
     if written is None:
         return bool(now.any())
@@ -59,7 +69,7 @@ def is_edited(layer, geometry, frame: int) -> bool:
 def edited_classes(layer, geometry, frame: int) -> tuple[int, ...]:
     """The classes of ``frame`` that the person changed (added, moved, grew, shrank),
     among those on the frame now; all of them on a frame the plugin never wrote."""
-    now = _plane(layer, geometry, frame)
+    now = current(layer, geometry, frame)
     written = _written(layer, geometry, frame)
     if written is None:
         changed = now
@@ -77,4 +87,4 @@ def edited_frames(layer, geometry) -> list[int]:
 
 def accept(layer, geometry, frame: int) -> None:
     """Take ``frame`` as it is now as what the plugin wrote (it became a reference)."""
-    record(layer, frame, _plane(layer, geometry, frame))
+    record(layer, frame, current(layer, geometry, frame))

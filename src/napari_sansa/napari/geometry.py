@@ -21,6 +21,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_sansa.core import InvalidInputError
+from napari_sansa.napari.axes import (
+    MAX_CHANNELS,
+    PromptError,
+    axes_choice,
+    declared_names,
+    frame_image,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -30,20 +37,26 @@ __all__ = [
     "FrameStack",
     "PromptError",
     "StackGeometry",
+    "SEPARATE_LAYERS",
     "fit_problem",
+    "folder_sizes",
     "image_data",
     "image_geometry",
     "is_prompt_layer",
     "layer_role",
     "layer_to_image",
+    "size_problem",
 ]
 
 #: key in ``layer.metadata`` marking the layers napari-sansa made (value: their role)
 META_KEY = "napari-sansa"
 
 
-class PromptError(InvalidInputError):
-    """A prompt layer cannot be used as it is; the message says what to change."""
+#: what to do with images of different sizes (for messages)
+SEPARATE_LAYERS = (
+    "open the images as separate layers (drag the files, not their folder, onto napari, or "
+    "File > Open Files...) and choose them under 'image' and 'with images'"
+)
 
 
 # -- geometry ------------------------------------------------------------------------
@@ -51,38 +64,89 @@ class PromptError(InvalidInputError):
 
 @dataclass(frozen=True)
 class StackGeometry:
-    """How an image layer splits into frames."""
+    """How an image layer splits into frames.
 
-    leading: tuple[int, ...]  # sizes of the frame axes; () for a single 2D image
+    ``leading``: the sizes of the axes before rows and columns; one of them may be
+    the channel axis (``channel_axis``, its position among them), whose
+    ``channels`` make each frame (one: gray; two or three: red, green, blue). The
+    other leading axes are the frame axes (``axis_names`` names every leading axis).
+    """
+
+    leading: tuple[int, ...]  # sizes of the leading axes; () for a single 2D image
     hw: tuple[int, int]
     rgb: bool
+    channel_axis: int | None = None
+    channels: tuple[int, ...] = (0,)
+    axis_names: tuple[str, ...] = ()
+
+    @property
+    def frame_axes(self) -> tuple[int, ...]:
+        """Positions (among the leading axes) of the axes that index frames."""
+        return tuple(k for k in range(len(self.leading)) if k != self.channel_axis)
+
+    @property
+    def frame_sizes(self) -> tuple[int, ...]:
+        return tuple(self.leading[k] for k in self.frame_axes)
 
     @property
     def n_frames(self) -> int:
-        return math.prod(self.leading)
+        return math.prod(self.frame_sizes)
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """The shape of a label stack for this image (no colour axis)."""
+        """The shape of a label stack for this image (no colour axis; a channel axis
+        stays: labels are the same on every channel)."""
         return (*self.leading, *self.hw)
 
-    def index(self, frame: int) -> tuple[int, ...]:
-        """The leading-axes index of a frame number."""
+    def index(self, frame: int) -> tuple:
+        """The leading-axes index of a frame number (a slice on the channel axis)."""
         if not self.leading:
             return ()
-        return tuple(int(i) for i in np.unravel_index(int(frame), self.leading))
+        sizes = self.frame_sizes
+        at = [int(i) for i in np.unravel_index(int(frame), sizes)] if sizes else []
+        if self.channel_axis is not None:
+            at.insert(self.channel_axis, slice(None))
+        return tuple(at)
 
     def frame(self, index) -> int:
-        """The frame number of a leading-axes index."""
-        if not self.leading:
+        """The frame number of a leading-axes index (its channel entry is ignored)."""
+        sizes = self.frame_sizes
+        if not sizes:
             return 0
-        return int(np.ravel_multi_index(tuple(int(i) for i in index), self.leading))
+        at = tuple(int(index[k]) for k in self.frame_axes)
+        return int(np.ravel_multi_index(at, sizes))
+
+    def axis_name(self, k: int) -> str:
+        return self.axis_names[k] if k < len(self.axis_names) else f"axis {k}"
 
     def describe(self, frame: int) -> str:
-        index = self.index(frame)
-        if len(index) <= 1:
+        if len(self.leading) <= 1:
             return f"frame {frame}"
-        return f"frame {frame} (index {', '.join(map(str, index))})"
+        index = self.index(frame)
+        if self.channel_axis is None and not self.axis_names:
+            return f"frame {frame} (index {', '.join(map(str, index))})"
+        at = ", ".join(f"{self.axis_name(k)}={index[k]}" for k in self.frame_axes)
+        return f"frame {frame} ({at})"
+
+    def plane(self, data, frame: int, written=None) -> np.ndarray:
+        """One frame of a Labels layer's ``data`` as rows x cols. With a channel axis:
+        the channel whose plane differs from ``written`` (else the first), or without
+        ``written`` every channel's labels together (a prompt painted on any channel)."""
+        block = np.asarray(data[self.index(frame)])
+        if self.channel_axis is None:
+            return block
+        if written is not None:
+            for plane in block:
+                if not np.array_equal(plane, written):
+                    return plane
+            return block[0]
+        return block.max(axis=0)
+
+    def group_key(self, frame: int, along: int | None) -> tuple:
+        """The frame's index on every frame axis but ``along`` (frames of one group of
+        a sequential run share it)."""
+        index = self.index(frame)
+        return tuple(index[k] for k in self.frame_axes if k != along)
 
 
 def image_data(layer: napari.layers.Image):
@@ -104,7 +168,33 @@ def image_geometry(layer: napari.layers.Image) -> StackGeometry:
             f"the image layer '{layer.name}' is {spatial[-2]}x{spatial[-1]} pixels per frame: "
             "a frame needs at least 2 pixels on each side"
         )
-    return StackGeometry(tuple(spatial[:-2]), (spatial[-2], spatial[-1]), rgb)
+    leading = tuple(spatial[:-2])
+    choice = axes_choice(layer, leading)
+    names = declared_names(layer)
+    k = choice.channel_axis
+    if k is not None:
+        size = leading[k]
+        name = names[k] if k < len(names) else f"axis {k}"
+        if not choice.explicit and size > MAX_CHANNELS:
+            raise PromptError(
+                f"'{layer.name}' declares its {name} axis (axis {k}, {size} long) as channels, "
+                f"more than {MAX_CHANNELS}: if that is not where its channels are, choose the "
+                "channel axis under 'channel axis' (or 'none')"
+            )
+        bad = [c for c in choice.channels if not 0 <= c < size]
+        if bad or not 1 <= len(choice.channels) <= 3:
+            raise PromptError(
+                f"'{layer.name}' has channels 0..{size - 1} on its {name} axis: choose one "
+                f"channel, or up to three as red, green and blue (not {list(choice.channels)})"
+            )
+    return StackGeometry(
+        leading,
+        (spatial[-2], spatial[-1]),
+        rgb,
+        k,
+        choice.channels if k is not None else (0,),
+        names if len(names) == len(leading) else (),
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,6 +208,7 @@ class FrameStack(Sequence):
     data: Any
     geometry: StackGeometry
     frames: tuple[int, ...] | None = None
+    name: str = "image"
 
     def __len__(self) -> int:
         return self.geometry.n_frames if self.frames is None else len(self.frames)
@@ -131,10 +222,92 @@ class FrameStack(Sequence):
         if not -len(self) <= i < len(self):
             raise IndexError(i)
         frame = self.frame_number(i % len(self))
-        return np.asarray(self.data[self.geometry.index(frame)])
+        try:
+            out = np.asarray(self.data[self.geometry.index(frame)])
+            if self.geometry.channel_axis is not None:
+                out = frame_image(out, self.geometry)
+        except ValueError as exc:  # dask: a file of another size than the stack says
+            if "broadcast" not in str(exc):
+                raise
+            raise InvalidInputError(self._size_problem(frame, None)) from None
+        g = self.geometry
+        colour = g.rgb or (g.channel_axis is not None and len(g.channels) > 1)
+        if out.shape[:2] != g.hw or out.ndim != (3 if colour else 2):
+            raise InvalidInputError(self._size_problem(frame, out.shape))
+        return out
+
+    def _size_problem(self, frame: int, shape) -> str:
+        h, w = self.geometry.hw
+        got = "" if shape is None else f" is {'x'.join(map(str, shape))} pixels, but it"
+        return (
+            f"{self.geometry.describe(frame)} of '{self.name}'{got} does not have the "
+            f"{h}x{w} pixels the layer gives every frame (napari stacks a folder of images "
+            f"at the first image's size): {SEPARATE_LAYERS}"
+        )
 
     def select(self, frames) -> FrameStack:
-        return FrameStack(self.data, self.geometry, tuple(int(f) for f in frames))
+        return FrameStack(self.data, self.geometry, tuple(int(f) for f in frames), self.name)
+
+
+def folder_sizes(layer) -> dict[str, tuple[int, ...] | None] | None:
+    """For a layer napari opened from a folder (a stack of its files), each file's
+    shape read from its header (no pixels; None: not readable as an image); None for
+    other layers."""
+    import os
+    from glob import glob
+
+    path = getattr(getattr(layer, "source", None), "path", None)
+    if not path or not os.path.isdir(path):
+        return None
+    return {
+        os.path.basename(name): _header_shape(name)
+        for name in sorted(glob(os.path.join(path, "*.*")))
+        if not os.path.isdir(name)
+    }
+
+
+def _header_shape(path: str) -> tuple[int, ...] | None:
+    """(rows, cols) of an image file from its header, or None when it cannot be read."""
+    try:
+        if path.lower().endswith((".tif", ".tiff")):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                shape = tuple(int(s) for s in tif.series[0].shape)
+            colour = len(shape) >= 3 and shape[-1] in (3, 4)
+            return shape[-3:-1] if colour else shape[-2:]
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return (int(im.height), int(im.width))
+    except Exception:  # noqa: BLE001 - any reader's failure means: not an image we can use
+        return None
+
+
+def size_problem(layer) -> str | None:
+    """Why a stack-like layer cannot be labelled as one stack: napari opened a folder of
+    images of different sizes (or with files that are no images) as a stack of the
+    first image's size (None: it can)."""
+    sizes = folder_sizes(layer)
+    if not sizes:
+        return None
+    bad = [n for n, s in sizes.items() if s is None]
+    if bad:
+        return (
+            f"'{layer.name}' is a folder with files that cannot be read as images "
+            f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): move them out of the "
+            f"folder and open it again, or {SEPARATE_LAYERS}"
+        )
+    hw = image_geometry(layer).hw
+    other = {n: s for n, s in sizes.items() if tuple(s[:2]) != hw}
+    if not other:
+        return None
+    n, s = next(iter(other.items()))
+    return (
+        f"'{layer.name}' is a folder of images of different sizes ({len(other)} of "
+        f"{len(sizes)} are not {hw[0]}x{hw[1]}, e.g. {n} is {s[0]}x{s[1]}); napari shows them "
+        f"as one stack of the first image's size, which cannot be labelled: {SEPARATE_LAYERS}"
+    )
 
 
 # -- transforms ----------------------------------------------------------------------

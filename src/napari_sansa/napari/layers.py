@@ -318,13 +318,13 @@ def _labels_prompts(layer, col: _Collector) -> None:
         raise PromptError(
             f"the Labels layer '{layer.name}' has dtype {data.dtype}; class ids must be integers"
         )
-    if isinstance(data, np.ndarray):
+    if isinstance(data, np.ndarray) and g.channel_axis is None:
         flat = data.reshape(g.n_frames, -1)
         frames = np.flatnonzero(flat.any(axis=1)).tolist()
-    else:  # dask, zarr, ...: read frame by frame
+    else:  # dask, zarr, a channel axis ...: read frame by frame
         frames = [f for f in range(g.n_frames) if np.asarray(data[g.index(f)]).any()]
     for frame in frames:
-        plane = np.asarray(data[g.index(frame)])
+        plane = g.plane(data, frame)  # with a channel axis: painted on any channel
         values = np.unique(plane)
         values = values[values != 0]
         if values.size and values.min() < 0:

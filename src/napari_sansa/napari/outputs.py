@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_sansa.napari.geometry import META_KEY, image_geometry, layer_role
+from napari_sansa.napari.imageset import META_IMAGE, SetPlan
 from napari_sansa.napari.plan import RunPlan
 
 __all__ = [
@@ -77,14 +78,15 @@ def find_output(viewer, image):
     return _find(viewer, output_name(image.name), Labels, image_geometry(image).shape, "output")
 
 
-def prepare_output(viewer, image, plan: RunPlan):
-    """The output layer for a run: the existing one (widened if the classes need it),
-    or a new one of zeros."""
+def prepare_output(viewer, image, plan: SetPlan | RunPlan, part: int = 0):
+    """The output layer of the plan's image ``part``: the existing one (widened if the
+    run's classes need it), or a new one of zeros of that image's shape."""
     dtype = plan.labels_dtype
+    shape = _part(plan, part).geometry.shape
     layer = find_output(viewer, image)
     if layer is None:
         return viewer.add_labels(
-            np.zeros(plan.geometry.shape, dtype=dtype),
+            np.zeros(shape, dtype=dtype),
             name=output_name(image.name),
             metadata={META_KEY: "output"},
             opacity=0.6,
@@ -95,17 +97,22 @@ def prepare_output(viewer, image, plan: RunPlan):
     return layer
 
 
-def prepare_probabilities(viewer, image, plan: RunPlan) -> dict:
-    """One float32 Image layer per class, existing ones reused."""
+def _part(plan, part: int) -> RunPlan:
+    return plan.parts[part] if isinstance(plan, SetPlan) else plan
+
+
+def prepare_probabilities(viewer, image, plan: SetPlan | RunPlan, part: int = 0) -> dict:
+    """One float32 Image layer per class of the run, existing ones reused."""
     from napari.layers import Image
 
     layers = {}
+    shape = _part(plan, part).geometry.shape
     for c in plan.classes:
         name = probability_name(image.name, c)
-        layer = _find(viewer, name, Image, plan.geometry.shape, role="probability")
+        layer = _find(viewer, name, Image, shape, role="probability")
         if layer is None:
             layer = viewer.add_image(
-                np.zeros(plan.geometry.shape, dtype=np.float32),
+                np.zeros(shape, dtype=np.float32),
                 name=name,
                 metadata={META_KEY: "probability"},
                 colormap="inferno",
@@ -128,7 +135,7 @@ def references_layer(viewer, image, dtype=np.uint8):
         layer = viewer.add_labels(
             np.zeros(geometry.shape, dtype=dtype),
             name=references_name(image.name),
-            metadata={META_KEY: "references"},
+            metadata={META_KEY: "references", META_IMAGE: image.name},
             **transform_kwargs(image),
         )
     return layer
@@ -137,7 +144,7 @@ def references_layer(viewer, image, dtype=np.uint8):
 def new_points_layer(viewer, image, label: int, positive: bool):
     layer = viewer.add_points(
         name=f"{image.name} [sansa points]",
-        metadata={META_KEY: "points"},
+        metadata={META_KEY: "points", META_IMAGE: image.name},
         **points_layer_kwargs(image.ndim, label, positive),
         **transform_kwargs(image),
     )
@@ -148,7 +155,7 @@ def new_points_layer(viewer, image, label: int, positive: bool):
 def new_shapes_layer(viewer, image, label: int):
     layer = viewer.add_shapes(
         name=f"{image.name} [sansa shapes]",
-        metadata={META_KEY: "shapes"},
+        metadata={META_KEY: "shapes", META_IMAGE: image.name},
         **shapes_layer_kwargs(image.ndim, label),
         **transform_kwargs(image),
     )

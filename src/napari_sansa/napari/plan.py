@@ -13,10 +13,19 @@ from napari_sansa.napari.geometry import (
     StackGeometry,
     image_data,
     image_geometry,
+    size_problem,
 )
 from napari_sansa.napari.layers import FramePrompts, prompts_from_layers, quoted_names
 
-__all__ = ["MEMORY_FRAMES", "NO_IMAGE", "RunPlan", "intensity_range", "make_plan", "memory_note"]
+__all__ = [
+    "MEMORY_FRAMES",
+    "NO_IMAGE",
+    "RunPlan",
+    "intensity_range",
+    "make_plan",
+    "memory_note",
+    "plan_image",
+]
 
 NO_IMAGE = "there is no image layer: open an image (a 2D image or a stack) first"
 
@@ -74,27 +83,18 @@ def intensity_range(image_layer) -> tuple[float, float] | None:
     return (lo, hi) if hi > lo else None
 
 
-def make_plan(image_layer, prompt_layers, frame_range: tuple[int, int] | None = None) -> RunPlan:
-    """Read the image and prompt layers into a :class:`RunPlan`, or raise PromptError.
-
-    ``frame_range``: ``(first, last)`` frame numbers, inclusive, of the frames to
-    label; by default all frames without prompts.
-    """
+def plan_image(image_layer, prompt_layers, frame_range: tuple[int, int] | None = None) -> RunPlan:
+    """One image's references (from ``prompt_layers``, possibly none) and targets (the
+    frames of ``frame_range`` without prompts, possibly none); raises PromptError for a
+    layer that cannot be read so."""
     if image_layer is None:
         raise PromptError(NO_IMAGE)
     geometry = image_geometry(image_layer)
+    problem = size_problem(image_layer)
+    if problem is not None:
+        raise PromptError(problem)
     layers = list(prompt_layers)
-    if not layers:
-        raise PromptError(
-            "no prompt layers are selected: mark the objects on one or a few frames in a "
-            "Points, Shapes or Labels layer and select it under 'prompt layers'"
-        )
-    refs = prompts_from_layers(image_layer, layers)
-    if not refs:
-        raise PromptError(
-            f"the prompt layers ({quoted_names(layer.name for layer in layers)}) hold no prompts "
-            f"for '{image_layer.name}': click, draw or paint the objects on at least one frame"
-        )
+    refs = prompts_from_layers(image_layer, layers) if layers else ()
     ref_frames = {r.frame for r in refs}
     n = geometry.n_frames
     first, last = (0, n - 1) if frame_range is None else (int(frame_range[0]), int(frame_range[1]))
@@ -104,13 +104,48 @@ def make_plan(image_layer, prompt_layers, frame_range: tuple[int, int] | None = 
             f"the frame range {first}..{last} is empty: the image has frames 0..{n - 1}"
         )
     targets = tuple(f for f in range(first, last + 1) if f not in ref_frames)
-    if not targets:
+    return RunPlan(
+        FrameStack(image_data(image_layer), geometry, name=image_layer.name),
+        refs,
+        targets,
+        intensity_range(image_layer),
+    )
+
+
+def no_layers_problem() -> str:
+    return (
+        "no prompt layers are selected: mark the objects on one or a few frames in a "
+        "Points, Shapes or Labels layer and select it under 'prompt layers'"
+    )
+
+
+def make_plan(image_layer, prompt_layers, frame_range: tuple[int, int] | None = None) -> RunPlan:
+    """Read the image and prompt layers into a :class:`RunPlan`, or raise PromptError.
+
+    ``frame_range``: ``(first, last)`` frame numbers, inclusive, of the frames to
+    label; by default all frames without prompts.
+    """
+    if image_layer is None:
+        raise PromptError(NO_IMAGE)
+    layers = list(prompt_layers)
+    if not layers:
+        raise PromptError(no_layers_problem())
+    plan = plan_image(image_layer, layers, frame_range)
+    if not plan.references:
+        raise PromptError(
+            f"the prompt layers ({quoted_names(layer.name for layer in layers)}) hold no prompts "
+            f"for '{image_layer.name}': click, draw or paint the objects on at least one frame"
+        )
+    n = plan.geometry.n_frames
+    if not plan.targets:
         if n == 1:
             raise PromptError(
                 f"'{image_layer.name}' is a single image and it holds the prompts, so nothing is "
-                "left to label: open a stack (frames along the first axis) and mark one or a "
-                "few of its frames"
+                "left to label: choose the other images to label under 'with images', or open "
+                "a stack (frames along the first axis) and mark one or a few of its frames"
             )
+        first, last = (0, n - 1) if frame_range is None else frame_range
+        first, last = max(int(first), 0), min(int(last), n - 1)
         where = (
             "every frame" if (first, last) == (0, n - 1) else f"every frame from {first} to {last}"
         )
@@ -118,12 +153,7 @@ def make_plan(image_layer, prompt_layers, frame_range: tuple[int, int] | None = 
             f"{where} of '{image_layer.name}' has prompts, so nothing is left to label: "
             "leave the frames SANSA should label without prompts"
         )
-    return RunPlan(
-        FrameStack(image_data(image_layer), geometry),
-        refs,
-        targets,
-        intensity_range(image_layer),
-    )
+    return plan
 
 
 def memory_note(plan: RunPlan) -> str | None:

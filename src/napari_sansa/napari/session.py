@@ -24,6 +24,7 @@ from psygnal import Signal
 from napari_sansa.core.fusion import label_dtype
 from napari_sansa.napari import edits
 from napari_sansa.napari.geometry import PromptError, image_geometry
+from napari_sansa.napari.imageset import make_set_plan
 from napari_sansa.napari.objects_output import ObjectsOutput, split_frame
 from napari_sansa.napari.outputs import (
     find_output,
@@ -32,7 +33,7 @@ from napari_sansa.napari.outputs import (
     prepare_probabilities,
     references_layer,
 )
-from napari_sansa.napari.plan import NO_IMAGE, make_plan, memory_note
+from napari_sansa.napari.plan import NO_IMAGE, memory_note
 from napari_sansa.napari.worker import FrameResult, ModelCache, RunOutcome, RunSettings, run_frames
 from napari_sansa.napari.writer import prefer_labels_tiff_writer
 
@@ -40,6 +41,12 @@ __all__ = ["EDITED_ACTION", "NO_IMAGE", "FrameReport", "SansaSession"]
 
 #: the name of the action that takes the edited frames as references (a button in the widget)
 EDITED_ACTION = "Use edited frames as references"
+
+#: said when every prompt is class 255 (a black-and-white mask opened as labels)
+MASK_255 = (
+    "the prompts are class 255 (a 0/255 mask, as black-and-white images are saved): the "
+    "output labels are class 255 too; paint with class 1 (or convert the mask) for class 1"
+)
 
 _SHOW = {"info": show_info, "warning": show_warning, "error": show_error}
 
@@ -53,6 +60,15 @@ class FrameReport:
     scores: dict
     kind: str
     label: str
+    part: int = 0  # which image of the set
+    image: str = ""  # that image's name
+
+    @property
+    def key(self):
+        """The frame number in a one-image run, (part, frame) in an image set."""
+        return (self.part, self.frame) if self.image_set else self.frame
+
+    image_set: bool = False
     counts: dict | None = None  # objects per class, with RunSettings.instances
 
 
@@ -73,14 +89,17 @@ class SansaSession:
         #: where the worker gets its model: one cache, loaded in the worker, kept between runs
         self.models = ModelCache() if models is None else models
         self.worker = None
-        self.plan = None
-        self.output = None
+        self.plan = None  # the SetPlan of the current (or last) run
+        self.images: tuple = ()  # its image layers, one per plan part
+        self.outputs: dict[int, object] = {}  # part -> output layer, made at its first frame
         self.objects = None  # ObjectsOutput of the current (or last) run with objects
         self.done = 0
         self.kept: tuple[int, ...] = ()  # edited frames the current (or last) run left alone
         self.message = ""
+        self.details = ""  # the full text of the last failure (the widget shows it on demand)
         self.alive = True
-        self._probability_layers: dict[int, object] = {}
+        self._probability_layers: dict[int, dict] = {}  # part -> class -> layer
+        self._probabilities = False
         self._cancel = threading.Event()
         self._stopped = False
         self._failed: str | None = None
@@ -112,6 +131,11 @@ class SansaSession:
         return edits.edited_frames(output, image_geometry(image))
 
     # -- running ------------------------------------------------------------------------
+    @property
+    def output(self):
+        """The output layer of the run's first image (None before its first frame)."""
+        return self.outputs.get(0)
+
     def run(
         self,
         image,
@@ -119,38 +143,46 @@ class SansaSession:
         model_settings,
         settings: RunSettings | None = None,
         frame_range: tuple[int, int] | None = None,
+        as_channels: bool = False,
     ):
-        """Label the frames of ``image`` without prompts; returns the started worker, or
-        None when the inputs cannot be used (the reason is shown)."""
+        """Label the frames of ``image`` (a layer, or a list of image layers: an image
+        set) without prompts; returns the started worker, or None when the inputs
+        cannot be used (the reason is shown). Output layers are made when their image's
+        first frame is done: a run that fails before leaves no layer behind.
+        ``as_channels``: the listed layers are the channels of one image (see
+        :func:`~.imageset.make_set_plan`)."""
         if self.busy():
             return self.worker
         settings = RunSettings() if settings is None else settings
+        images = list(image) if isinstance(image, (list, tuple)) else [image]
         layers = [layer for layer in prompt_layers if layer in self.viewer.layers]
         try:
-            plan = make_plan(image, layers, frame_range)
+            plan = make_set_plan(images, layers, frame_range, as_channels)
         except PromptError as exc:
             self.fail(str(exc))
             return None
         from napari.qt.threading import create_worker
 
-        self.output = prepare_output(self.viewer, image, plan)
-        self._probability_layers = (
-            prepare_probabilities(self.viewer, image, plan) if settings.probabilities else {}
-        )
+        self.images = tuple(images[: len(plan.parts)])
+        self.outputs, self._probability_layers = {}, {}
+        self._probabilities = settings.probabilities
         self.plan = plan
         opts = settings.instances
-        self.objects = None if opts is None else ObjectsOutput(self.viewer, opts, [image])
+        self.objects = None if opts is None else ObjectsOutput(self.viewer, opts, self.images)
         self.done, self.kept, self._stopped, self._failed = 0, (), False, None
+        self.details = ""
         self._cancel = threading.Event()
         cached = self.models.has(model_settings)
         loading = "" if cached else f"loading {model_settings.describe()}, "
-        self.notify(
-            f"{loading}{len(plan.references)} reference frame(s), {len(plan.targets)} to label",
-            popup=False,
-        )
-        note = memory_note(plan)
+        refs, targets = len(plan.references), len(plan.targets)
+        what = "frame(s)" if len(images) == 1 else f"image(s) of {len(images)}"
+        self.notify(f"{loading}{refs} reference {what}, {targets} to label", popup=False)
+        note = memory_note(plan.parts[0]) if len(plan.parts) == 1 else None
         if note is not None:
             show_warning(note)
+        if plan.classes == (255,):
+            show_info(MASK_255)
+        desc = images[0].name if len(images) == 1 else f"{len(images)} images"
         worker = create_worker(
             run_frames,
             plan,
@@ -158,7 +190,7 @@ class SansaSession:
             settings,
             self.models,
             self._cancel,
-            _progress={"total": plan.total, "desc": f"SANSA: {image.name}"},
+            _progress={"total": plan.total, "desc": f"SANSA: {desc}"},
             _start_thread=False,
         )
         worker.yielded.connect(self._on_yielded)
@@ -170,6 +202,28 @@ class SansaSession:
         self.running.emit(True)
         worker.start()
         return worker
+
+    def _output_for(self, part: int):
+        """The output layer of the set's ``part``, made now if needed (the active layer
+        stays active); None when the image or its output was removed."""
+        if part in self.outputs:
+            layer = self.outputs[part]
+            return layer if layer in self.viewer.layers else None
+        image = self.images[part]
+        if image not in self.viewer.layers:
+            return None
+        selection = self.viewer.layers.selection
+        active, selected = selection.active, set(selection)
+        self.outputs[part] = prepare_output(self.viewer, image, self.plan, part)
+        if self._probabilities:
+            self._probability_layers[part] = prepare_probabilities(
+                self.viewer, image, self.plan, part
+            )
+        if selection.active is not active:  # Run never takes the layer being worked on
+            selection.clear()
+            selection.update(layer for layer in selected if layer in self.viewer.layers)
+            selection.active = active
+        return self.outputs[part]
 
     def busy(self) -> bool:
         """Whether a run is going (then says so)."""
@@ -202,12 +256,19 @@ class SansaSession:
     def _on_yielded(self, result: FrameResult) -> None:
         if not self.alive or self.plan is None or self._stopped:
             return  # Stop acknowledged: frames still on their way are dropped
-        output = self.output
-        if output not in self.viewer.layers:
-            show_warning(f"the output layer '{output.name}' was removed: the run stops")
+        part = result.part
+        output = self._output_for(part)
+        if output is None:
+            image = self.images[part]
+            gone = (
+                f"the output layer '{self.outputs[part].name}'"
+                if part in self.outputs
+                else f"the image '{image.name}'"
+            )
+            show_warning(f"{gone} was removed: the run stops")
             self.stop()
             return
-        geometry = self.plan.geometry
+        geometry = self.plan.parts[part].geometry
         index = geometry.index(result.frame)
         if edits.is_edited(output, geometry, result.frame):
             kind = "kept"
@@ -217,8 +278,9 @@ class SansaSession:
             output.data[index] = result.labels
             edits.record(output, result.frame, result.labels)
             output.refresh()
+        probability_layers = self._probability_layers.get(part, {})
         for c, p in (result.probabilities or {}).items():
-            layer = self._probability_layers.get(c)
+            layer = probability_layers.get(c)
             if layer is not None and layer in self.viewer.layers:
                 layer.data[index] = p
                 layer.refresh()
@@ -226,16 +288,28 @@ class SansaSession:
         if self.objects is not None:  # the objects of what the layer now holds
             pair = result.objects if kind != "kept" else split_frame(
                 np.asarray(output.data[index]), self.objects.options)  # fmt: skip
-            counts = self.objects.write(getattr(result, "part", 0), result.frame, pair)
+            counts = self.objects.write(part, result.frame, pair)
         self.done += 1
-        report = FrameReport(result.frame, result.scores, kind, geometry.describe(result.frame),
-                             counts=counts)  # fmt: skip
+        several = len(self.plan.parts) > 1
+        name = self.images[part].name
+        label = geometry.describe(result.frame)
+        report = FrameReport(
+            result.frame,
+            result.scores,
+            kind,
+            f"{name}, {label}" if several and geometry.leading else (name if several else label),
+            part,
+            name,
+            several,
+            counts=counts,
+        )
         self.frame_written.emit(report)
         self.notify(f"{self.done} / {self.plan.total} frames done", popup=False)
 
     def _on_returned(self, outcome: RunOutcome) -> None:
         if outcome is not None and outcome.error:
             self._failed = outcome.error
+            self.details = outcome.details or outcome.error
             show_error(outcome.error)
 
     def _on_errored(self, exc: Exception) -> None:
@@ -295,7 +369,7 @@ class SansaSession:
         geometry = image_geometry(image)
         where = geometry.describe(frame)
         index = geometry.index(frame)
-        plane = np.asarray(output.data[index])
+        plane = edits.current(output, geometry, frame)
         if not plane.any():
             self.fail(
                 f"{where} of '{output.name}' is empty: paint the objects in it (or run SANSA) "
@@ -329,7 +403,7 @@ class SansaSession:
                 "to start a new references layer"
             )
             return None
-        current = np.asarray(refs.data[index])
+        current = geometry.plane(refs.data, frame)
         new = current.copy()
         if replace:
             new[np.isin(current, classes)] = 0

@@ -78,7 +78,10 @@ def default_layer(viewer, image):
     from napari.layers import Labels
 
     name = references_name(image.name)
-    shape = image_geometry(image).shape
+    try:
+        shape = image_geometry(image).shape
+    except PromptError:  # axes the person has still to choose: the run says what to do
+        return None
     for layer in viewer.layers:
         if layer.name == name and isinstance(layer, Labels) and layer.data.shape == shape:
             return layer

@@ -14,13 +14,14 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from napari_sansa.core.models.cache import ModelCache  # the widget keeps one model
 from napari_sansa.core.models.source import ModelSource
+from napari_sansa.napari.imageset import SetPlan
 from napari_sansa.napari.plan import RunPlan
 
 __all__ = ["FrameResult", "ModelCache", "RunOutcome", "RunSettings", "run_frames"]
@@ -37,6 +38,10 @@ class RunSettings:
     threshold: float = 0.5
     probabilities: bool = False
     batch_size: int | None = None  # None: the core's automatic batch
+    #: sequential mode on a stack with several frame axes: the axis it runs along
+    #: (its position among the leading axes; None: the last frame axis), separately
+    #: for each index of the other frame axes, never across them
+    sequential_axis: int | None = None
     tile_size: int | None = None  # tiles of this many pixels (None: off); halo None: 1/8
     halo: int | None = None
     instances: object = None  # an ObjectOptions: objects per frame (napari/objects_output.py)
@@ -56,6 +61,7 @@ class FrameResult:
     scores: dict
     is_reference: bool
     probabilities: dict | None = None
+    part: int = 0  # which image of the set (SetPlan.parts)
     objects: tuple | None = None  # (object ids, ObjectTable) with RunSettings.instances
 
 
@@ -65,6 +71,7 @@ class RunOutcome:
 
     done: int
     error: str | None = None
+    details: str | None = None  # the full text behind ``error`` (shown on demand)
 
 
 def reference_labels(pred, masks: dict[int, np.ndarray], dtype) -> np.ndarray:
@@ -104,7 +111,7 @@ def leave_a_core_for_napari():
 
 
 def run_frames(
-    plan: RunPlan,
+    plan: RunPlan | SetPlan,
     model_settings: ModelSource,
     settings: RunSettings,
     cache: ModelCache,
@@ -128,8 +135,10 @@ def run_frames(
                 yield result
                 done += 1
     except (ValueError, OSError, MemoryError) as exc:
-        # user errors and memory: the core's messages say what to change
-        return RunOutcome(done, str(exc) or type(exc).__name__)
+        # user errors and memory: the core's messages say what to change, in GUI terms
+        from napari_sansa.napari.messages import gui_message
+
+        return RunOutcome(done, *gui_message(exc, model_settings))
     except RuntimeError as exc:
         # torch reports many failures as RuntimeError, which superqt's worker would take
         # for its own deletion and only warn about: report it here, with the traceback
@@ -138,49 +147,143 @@ def run_frames(
     return RunOutcome(done)
 
 
-def _results(plan: RunPlan, model_settings, settings: RunSettings, cache: ModelCache, cancel=None):
+class SetFrames(Sequence):
+    """The targets of an image set, read lazily (one image per item), each scaled to
+    [0, 1] by its own image's rule when the images are not all scaled alike."""
+
+    def __init__(self, plan: SetPlan, items, scale: bool):
+        self.plan, self.items, self.scale = plan, tuple(items), scale
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            raise TypeError("SetFrames does not slice; iterate over it or index one frame")
+        part, frame = self.items[i]
+        return self.read(part, frame)
+
+    def read(self, part: int, frame: int):
+        from napari_sansa.core.images import to_float_rgb
+
+        p = self.plan.parts[part]
+        image = p.stack[frame]
+        return to_float_rgb(image, p.intensity_range, p.stack.name) if self.scale else image
+
+
+def _results(plan, model_settings, settings: RunSettings, cache: ModelCache, cancel=None):
     import napari_sansa as ns
     from napari_sansa.napari.objects_output import frame_objects
 
+    plan = plan if isinstance(plan, SetPlan) else SetPlan((plan,))
     dtype = plan.labels_dtype
+    shared, intensity = plan.shared_intensity_range()
+    if len(plan.parts) == 1:  # one stack: the core reads and scales its frames itself
+        part = plan.parts[0]
+        targets = part.stack.select(part.targets)
+    else:
+        targets = SetFrames(plan, plan.targets, scale=not shared)
+    reader = SetFrames(plan, (), scale=not shared)
     model = cache.get(model_settings)
-    refs = [ns.Reference(plan.stack[r.frame], r.prompts) for r in plan.references]
-    masks = [r.masks() for r in plan.references]
-    results = model.segment_iter(
-        refs,
-        plan.stack.select(plan.targets),
-        mode=settings.mode,
-        input_size=settings.input_size,
-        threshold=settings.threshold,
-        intensity_range=plan.intensity_range,
-        batch_size=settings.batch_size,
-        tile_size=settings.tile_size,
-        halo=settings.halo,
-        instances=settings.instances or False,
-        include_references=True,
-        cancel=cancel,
-    )
+    references = plan.references
+    refs = [ns.Reference(reader.read(i, r.frame), r.prompts) for i, r in references]
+    masks = [r.masks() for _, r in references]
+    options = {"threshold": settings.threshold, "batch_size": settings.batch_size}
+    options.update(tile_size=settings.tile_size, halo=settings.halo)
+    options["instances"] = settings.instances or False
+    options["cancel"] = cancel  # Stop reaches the core, also in the middle of a batch
+    groups = _sequential_groups(plan, settings)
+    if groups is None:
+        results = model.segment_iter(
+            refs,
+            targets,
+            mode=settings.mode,
+            input_size=settings.input_size,
+            intensity_range=intensity,
+            include_references=True,
+            **options,
+        )
+    else:
+        results = _grouped(model, refs, plan, groups, settings, intensity, options)
     for pred in results:
         if pred.is_reference:
             own = masks[pred.index]
+            part, ref = references[pred.index]
             labels = reference_labels(pred, own, dtype)
             yield FrameResult(
-                plan.references[pred.index].frame,
+                ref.frame,
                 labels,
                 {c: (1.0 if c in own else float(s)) for c, s in pred.scores.items()},
                 True,
                 _probabilities(pred, own) if settings.probabilities else None,
+                part,
                 objects=frame_objects(pred, labels, own, settings.instances),
             )
         else:
+            part, frame = pred.target if hasattr(pred, "target") else plan.targets[pred.index]
             yield FrameResult(
-                plan.targets[pred.index],
+                frame,
                 pred.labels.astype(dtype, copy=False),
                 {c: float(s) for c, s in pred.scores.items()},
                 False,
                 _probabilities(pred, {}) if settings.probabilities else None,
+                part,
                 objects=frame_objects(pred, pred.labels, {}, settings.instances),
             )
+
+
+def _sequential_groups(plan, settings: RunSettings):
+    """Sequential runs on a stack with several frame axes: the targets in groups, each
+    along the chosen axis within one index of the others (None: one run, as given)."""
+    if settings.mode != "sequential" or len(plan.parts) != 1:
+        return None
+    part = plan.parts[0]
+    g = part.geometry
+    if len(g.frame_axes) < 2:
+        return None
+    along = g.frame_axes[-1] if settings.sequential_axis is None else settings.sequential_axis
+    if along not in g.frame_axes:
+        raise ValueError(
+            f"sequential mode cannot run along axis {along}: the frame axes are "
+            f"{', '.join(g.axis_name(k) for k in g.frame_axes)}"
+        )
+    groups: dict[tuple, list[int]] = {}
+    for f in part.targets:
+        groups.setdefault(g.group_key(f, along), []).append(f)
+    return [sorted(fs, key=lambda f: g.index(f)[along]) for _, fs in sorted(groups.items())]
+
+
+class _Grouped:
+    """A prediction of a grouped run, with the (part, frame) it is for."""
+
+    def __init__(self, pred, target):
+        self._pred, self.target = pred, target
+
+    def __getattr__(self, name):
+        return getattr(self._pred, name)
+
+
+def _grouped(model, refs, plan, groups, settings, intensity, options):
+    """The references (prepared once), then each group's frames in order."""
+    part = plan.parts[0]
+    memory = model.prepare_references(
+        refs,
+        input_size=settings.input_size,
+        intensity_range=intensity,
+        threshold=settings.threshold,
+    )
+    first = True
+    for frames in groups:
+        run = model.segment_iter(
+            memory,
+            part.stack.select(frames),
+            mode="sequential",
+            include_references=first,
+            **options,
+        )
+        for pred in run:
+            yield pred if pred.is_reference else _Grouped(pred, (0, frames[pred.index]))
+        first = False
 
 
 def _probabilities(pred, masks) -> dict[int, np.ndarray]:

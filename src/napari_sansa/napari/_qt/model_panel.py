@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import os
 
-from magicgui.widgets import ComboBox, FileEdit, SpinBox
+from magicgui.widgets import ComboBox, FileEdit, Label, SpinBox
 from napari.utils.notifications import show_warning
 
 from napari_sansa.core.models.source import ModelSource
 from napari_sansa.napari.geometry import PromptError
 from napari_sansa.napari.worker import CUSTOM
 
-__all__ = ["ModelPanel", "path_value"]
+__all__ = ["ModelPanel", "model_description", "path_value"]
 
 ENV_CONFIG = "NAPARI_SANSA_CONFIG"
 ENV_SAM2 = "NAPARI_SANSA_SAM2_CHECKPOINT"
 ENV_ADAPTER = "NAPARI_SANSA_ADAPTER_CHECKPOINT"
 ENV_IMAGE_SIZE = "NAPARI_SANSA_IMAGE_SIZE"
 DEFAULT_MODEL = "sansa-universal"
-AUTO_CONFIG = "auto (from the checkpoint)"
+AUTO_CONFIG = "read from the weights file"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -43,12 +43,22 @@ def path_value(widget: FileEdit) -> str | None:
 def model_choices() -> list[tuple[str, str]]:
     import napari_sansa as ns
 
-    choices = []
-    for m in ns.list_models():
-        size = f"{m['size_mb']:.0f} MB" if m.get("size_mb") else "size unknown"
-        state = "on disk" if m["downloaded"] else f"download {size}"
-        choices.append((f"{m['name']} ({state})", m["name"]))
+    choices = [(m["name"], m["name"]) for m in ns.list_models()]
     return [*choices, (CUSTOM, CUSTOM)]
+
+
+def model_description(name: str) -> str:
+    """What a model was trained for, its prompts, its size and whether it is on disk."""
+    import napari_sansa as ns
+
+    if name == CUSTOM:
+        return "your own SAM2 weights and (optionally) SANSA adapter files"
+    for m in ns.list_models():
+        if m["name"] == name:
+            size = f"{m['size_mb']:.0f} MB" if m.get("size_mb") else "size unknown"
+            state = "Downloaded" if m["downloaded"] else f"Downloads {size} on first run"
+            return f"{m['description']}. Prompts: {m['prompts']}. {state}."
+    return ""
 
 
 def config_choices() -> list[str]:
@@ -75,7 +85,10 @@ class ModelPanel:
         self.model.native.setSizeAdjustPolicy(
             self.model.native.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )
-        self.model.native.setMinimumContentsLength(16)
+        self.model.native.setMinimumContentsLength(12)
+        self.model.tooltip = "which SANSA (or plain SAM2) to run; described below"
+        self.description = Label(value="")
+        self.description.native.setWordWrap(True)
         self.config = ComboBox(label="config", choices=config_choices())
         self.sam2_file = FileEdit(
             label="SAM2 weights", mode="r", filter="*.pt *.pth", nullable=True
@@ -87,23 +100,32 @@ class ModelPanel:
             nullable=True,
             tooltip="empty: plain SAM2",
         )
-        self.device = ComboBox(label="device", choices=list(DEVICES))
+        self.config.tooltip = "the SAM2 architecture of the custom weights"
+        self.device = ComboBox(
+            label="device",
+            choices=list(DEVICES),
+            tooltip="auto: a GPU (CUDA or Apple) when there is one, else the CPU",
+        )
         self.image_size = SpinBox(
-            label="model size",
+            label="model input (px)",
             min=0,
             max=4096,
             step=32,
             value=0,
-            tooltip="advanced: the model's input size; 0 = the model's own (1024)",
+            tooltip="the square size the model sees; the model's own (1024) unless its "
+            "weights were made for another",
         )
+        self.image_size.native.setSpecialValueText("the model's own")
+        #: the main panel: the choice, its description and the custom files
         self.widgets = [
             self.model,
+            self.description,
             self.config,
             self.sam2_file,
             self.adapter_file,
-            self.device,
-            self.image_size,
         ]
+        #: rarely changed: under 'advanced'
+        self.advanced = [self.device, self.image_size]
         self._apply_environment()
         self.model.changed.connect(self._on_model_changed)
         self._on_model_changed()
@@ -131,6 +153,8 @@ class ModelPanel:
         custom = self.model.value == CUSTOM
         for w in (self.config, self.sam2_file, self.adapter_file):
             w.visible = custom
+        self.description.value = model_description(self.model.value)
+        self.description.tooltip = self.description.value
 
     def settings(self) -> ModelSource:
         """The chosen model as a frozen value; raises PromptError if files are missing."""

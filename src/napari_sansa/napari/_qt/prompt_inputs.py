@@ -10,10 +10,11 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import ComboBox, PushButton, RadioButtons, Select, SpinBox
+from magicgui.widgets import ComboBox, PushButton, Select, SpinBox
 
 from napari_sansa.core.fusion import label_dtype
 from napari_sansa.napari.geometry import fit_problem, image_geometry, is_prompt_layer, layer_role
+from napari_sansa.napari.imageset import META_IMAGE
 from napari_sansa.napari.outputs import (
     defaults_event,
     new_points_layer,
@@ -32,6 +33,17 @@ __all__ = ["MAX_CLASS", "PromptInputs"]
 MAX_CLASS = 2**31 - 1  # a Qt spin box's limit; the layers themselves go to uint32
 
 
+def _full_names(qlist) -> None:
+    """Long layer names in a narrow list: cut in the middle, whole in the tooltip."""
+    from qtpy.QtCore import Qt
+
+    qlist.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+    qlist.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    for i in range(qlist.count()):
+        item = qlist.item(i)
+        item.setToolTip(item.text())
+
+
 class PromptInputs:
     """Which image, which prompt layers, and what the next prompt gets."""
 
@@ -41,6 +53,12 @@ class PromptInputs:
         self._seen: weakref.WeakSet = weakref.WeakSet()
         self._watched = None  # weak reference to the active prompt layer
         self.image = ComboBox(label="image", choices=self._image_choices)
+        self.other_images = Select(
+            label="with images",
+            choices=self._other_image_choices,
+            tooltip="more image layers of the same set, of any sizes: the ones with prompts "
+            "are references, the others are labelled, each in its own output layer",
+        )
         self.prompt_layers = Select(
             label="prompt layers",
             choices=self._prompt_choices,
@@ -57,11 +75,10 @@ class PromptInputs:
             value=1,
             tooltip="class id of the next prompt in the selected Points/Shapes/Labels layer",
         )
-        self.polarity = RadioButtons(
+        self.polarity = ComboBox(
             label="click",
             choices=["positive", "negative"],
             value="positive",
-            orientation="horizontal",
             tooltip="positive: a click on the object; negative: a click that is not",
         )
 
@@ -75,6 +92,29 @@ class PromptInputs:
             if isinstance(layer, Image) and layer_role(layer) is None
         ]
 
+    def _other_image_choices(self, _widget=None):
+        image = self.image.value
+        return [(name, layer) for name, layer in self._image_choices() if layer is not image]
+
+    def images(self) -> list:
+        """The image set: the image chosen under 'image', then those under 'with images'."""
+        image = self.image.value
+        if image is None:
+            return []
+        return [image, *(layer for layer in self.other_images.value if layer is not image)]
+
+    def select_images(self, names) -> list:
+        """Choose the image set by layer names (one stack layer, or several image
+        layers); the first one is the image shown under 'image'. Returns the layers."""
+        names = [names] if isinstance(names, str) else list(names)
+        if not names:
+            raise ValueError("select_images needs at least one image layer name")
+        layers = [self.viewer.layers[name] for name in names]
+        self.image.value = layers[0]
+        self.other_images.value = layers[1:]
+        self._on_images_changed()
+        return self.images()
+
     def _prompt_choices(self, _widget=None):
         return [
             (f"{layer.name} ({type(layer).__name__.lower()})", layer)
@@ -86,6 +126,10 @@ class PromptInputs:
         image = self.image.value
         if image is None:
             return False
+        if (getattr(layer, "metadata", None) or {}).get(META_IMAGE) in {
+            im.name for im in self.images()
+        }:
+            return True
         try:
             return fit_problem(image, layer) is None
         except ValueError:
@@ -97,7 +141,9 @@ class PromptInputs:
         if not self.session.alive:
             return
         chosen = list(self.prompt_layers.value)
-        super().reset_choices()
+        for section in (*self.sections.values(), self.advanced):  # not children of self
+            section.reset_choices()
+        self.other_images.visible = bool(self.other_images.choices)
         candidates = [value for _, value in self._prompt_choices()]
         new = [layer for layer in candidates if layer not in self._seen]
         for layer in new:
@@ -106,12 +152,21 @@ class PromptInputs:
         keep += [layer for layer in new if layer not in keep and self._fits(layer)]
         if keep != list(self.prompt_layers.value):
             self.prompt_layers.value = keep
+        for select in (self.prompt_layers, self.other_images):
+            _full_names(select.native)
 
     def _choose_prompt_layer(self, layer) -> None:
         if layer not in self.prompt_layers.value:
             self.prompt_layers.value = [*self.prompt_layers.value, layer]
 
     def _on_image_changed(self, value=None) -> None:
+        others = [layer for layer in self.other_images.value if layer is not self.image.value]
+        self.other_images.reset_choices()
+        self.other_images.value = others
+        self.other_images.visible = bool(self.other_images.choices)
+        self._on_images_changed()
+
+    def _on_images_changed(self, value=None) -> None:
         image = self.image.value
         candidates = [value for _, value in self._prompt_choices()]
         self.prompt_layers.value = [layer for layer in candidates if self._fits(layer)]
@@ -121,9 +176,12 @@ class PromptInputs:
                 n = image_geometry(image).n_frames
             except ValueError:
                 n = 1
+        self.axes.update(image)
+        single = len(self.images()) <= 1 or bool(self.as_channels.value)
+        self.as_channels.visible = len(self.images()) > 1
         for w in (self.first_frame, self.last_frame):
             w.max = max(n - 1, 0)
-            w.enabled = n > 1
+            w.enabled = n > 1 and single
         self.first_frame.value, self.last_frame.value = 0, n - 1
 
     # -- the class and polarity of the next prompt ---------------------------------------

@@ -1,32 +1,54 @@
-"""The confidence table: one row per finished frame, sortable, a click jumps to the frame."""
+"""Results at a glance: a confidence plot along the frames and a table, one column per class.
+
+Both show SAM2's predicted IoU of each finished frame; a click on a row or on the plot
+jumps to that frame (``frame_clicked`` carries its key: the frame number, or
+``(part, frame)`` in an image set).
+"""
 
 from __future__ import annotations
 
-from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
+import math
 
-__all__ = ["ScoreTable"]
+from qtpy.QtCore import QPointF, QRectF, Qt, Signal
+from qtpy.QtGui import QColor, QPainter, QPen
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QSizePolicy,
+    QTableWidget,
+    QTableWidgetItem,
+    QWidget,
+)
 
-COLUMNS = ("frame", "min score", "kind", "scores by class")
+__all__ = ["ConfidencePlot", "ScoreTable"]
+
+#: the fixed columns; one "class N" column per class follows
+COLUMNS = ("frame", "lowest", "kind")
+KIND_COLORS = {"reference": "#4caf50", "predicted": "#42a5f5", "kept": "#ffb300"}
 
 
-def _item(value, text: str | None = None) -> QTableWidgetItem:
+def _item(value, text: str | None = None, key=None) -> QTableWidgetItem:
     item = QTableWidgetItem()
     # numbers as data (not text) so that sorting is numeric
     item.setData(Qt.ItemDataRole.DisplayRole, value if text is None else text)
-    item.setData(Qt.ItemDataRole.UserRole, value)
+    item.setData(Qt.ItemDataRole.UserRole, value if key is None else key)
     item.setFlags(Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEnabled)
     return item
 
 
-class ScoreTable(QTableWidget):
-    """Frames and SAM2's predicted IoU (the lowest over the frame's classes).
+def _sort_value(key):
+    """Keys sort in frame order; an image set's (part, frame) as one number."""
+    return key if isinstance(key, int) else key[0] * 1_000_000 + key[1]
 
-    Click a column header to sort (e.g. "min score" ascending: least confident
-    first); click a row to show that frame (``frame_clicked`` carries its number).
+
+class ScoreTable(QTableWidget):
+    """One row per finished frame: its lowest score, its kind and each class's score.
+
+    Sorted by the lowest score (least confident first); click a header to sort by
+    another column, a row to show its frame.
     """
 
-    frame_clicked = Signal(int)
+    frame_clicked = Signal(object)
 
     def __init__(self, parent=None):
         super().__init__(0, len(COLUMNS), parent)
@@ -35,61 +57,155 @@ class ScoreTable(QTableWidget):
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.verticalHeader().setVisible(False)
+        self.verticalHeader().setDefaultSectionSize(20)
         header = self.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setStretchLastSection(True)
         self.setSortingEnabled(True)
-        self.sortByColumn(0, Qt.SortOrder.AscendingOrder)
-        self.setMinimumHeight(140)
+        self.sortByColumn(1, Qt.SortOrder.AscendingOrder)
+        self.setMinimumHeight(120)
+        self.setToolTip(
+            "SAM2's predicted IoU per frame and class (1.0: a painted reference); "
+            "least confident first; click a row to show the frame"
+        )
         self.cellClicked.connect(self._on_cell_clicked)
-        self._frame_items: dict[int, QTableWidgetItem] = {}
+        self._items: dict = {}
+        self._classes: list[int] = []
 
     def clear_rows(self) -> None:
         self.setRowCount(0)
-        self._frame_items.clear()
+        self._items.clear()
+        self._classes = []
+        self.setColumnCount(len(COLUMNS))
 
-    def set_frame(self, frame: int, scores: dict, kind: str, label: str) -> None:
-        """Add (or replace) the row of ``frame``; ``kind``: 'reference', 'predicted' or
-        'kept' (edited by hand, left as it was)."""
+    def _class_column(self, c: int) -> int:
+        if c not in self._classes:
+            self._classes.append(c)
+            self.setColumnCount(len(COLUMNS) + len(self._classes))
+            self.setHorizontalHeaderItem(self.columnCount() - 1, QTableWidgetItem(f"class {c}"))
+        return len(COLUMNS) + self._classes.index(c)
+
+    def set_frame(self, key, scores: dict, kind: str, label: str) -> None:
+        """Add (or replace) the row of ``key``; ``kind``: 'reference', 'predicted' or
+        'kept' (edited by hand, left as it was); ``label`` says which frame it is."""
         sorting = self.isSortingEnabled()
         self.setSortingEnabled(False)  # rows must not move while one is filled in
-        old = self._frame_items.get(frame)
+        old = self._items.get(key)
         if old is None:
             row = self.rowCount()
             self.insertRow(row)
         else:
             row = old.row()
         low = round(min(scores.values()), 3) if scores else float("nan")
-        text = ", ".join(f"{c}: {s:.3f}" for c, s in sorted(scores.items()))
-        frame_item = _item(int(frame))
-        frame_item.setToolTip(label)
-        self.setItem(row, 0, frame_item)
-        self._frame_items[frame] = frame_item
-        self.setItem(row, 1, _item(float(low)))
-        self.setItem(row, 2, _item(kind))
-        self.setItem(row, 3, _item(text))
+        first = _item(int(key)) if isinstance(key, int) else _item(_sort_value(key), label, key=key)
+        first.setToolTip(label)
+        self.setItem(row, 0, first)
+        self._items[key] = first
+        self.setItem(row, 1, _item(float(low), f"{low:.3f}"))
+        kind_item = _item(kind)
+        kind_item.setForeground(QColor(KIND_COLORS.get(kind, "#ffffff")))
+        self.setItem(row, 2, kind_item)
+        for c, s in scores.items():
+            self.setItem(row, self._class_column(int(c)), _item(float(s), f"{s:.3f}"))
         self.setSortingEnabled(sorting)
 
-    def frames(self) -> list[int]:
-        """Frame numbers in the order the rows are shown."""
-        return [self.item(r, 0).data(Qt.ItemDataRole.UserRole) for r in range(self.rowCount())]
+    def _key(self, row: int):
+        item = self.item(row, 0)
+        return item.data(Qt.ItemDataRole.UserRole)
 
-    def kinds(self) -> dict[int, str]:
-        """Frame number -> 'reference', 'predicted' or 'kept', as shown."""
+    def frames(self) -> list:
+        """Frame keys in the order the rows are shown."""
+        return [self._key(r) for r in range(self.rowCount())]
+
+    def kinds(self) -> dict:
+        """Frame key -> 'reference', 'predicted' or 'kept', as shown."""
+        return {self._key(r): self.item(r, 2).text() for r in range(self.rowCount())}
+
+    def min_scores(self) -> dict:
         return {
-            self.item(r, 0).data(Qt.ItemDataRole.UserRole): self.item(r, 2).text()
+            self._key(r): self.item(r, 1).data(Qt.ItemDataRole.UserRole)
             for r in range(self.rowCount())
         }
 
-    def min_scores(self) -> dict[int, float]:
-        return {
-            self.item(r, 0).data(Qt.ItemDataRole.UserRole): self.item(r, 1).data(
-                Qt.ItemDataRole.UserRole
-            )
-            for r in range(self.rowCount())
-        }
+    def class_scores(self) -> dict:
+        """Frame key -> {class: score}, as shown (one column per class)."""
+        out = {}
+        for r in range(self.rowCount()):
+            row = {}
+            for i, c in enumerate(self._classes):
+                item = self.item(r, len(COLUMNS) + i)
+                if item is not None:
+                    row[c] = item.data(Qt.ItemDataRole.UserRole)
+            out[self._key(r)] = row
+        return out
 
     def _on_cell_clicked(self, row: int, _column: int) -> None:
-        item = self.item(row, 0)
-        if item is not None:
-            self.frame_clicked.emit(int(item.data(Qt.ItemDataRole.UserRole)))
+        if self.item(row, 0) is not None:
+            self.frame_clicked.emit(self._key(row))
+
+
+class ConfidencePlot(QWidget):
+    """The lowest score of each finished frame, in frame order, as a small bar plot;
+    a click on a bar jumps to its frame (``frame_clicked``)."""
+
+    frame_clicked = Signal(object)
+    MARGIN = 4
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._values: dict = {}  # key -> (lowest score, kind)
+        self.setMinimumHeight(56)
+        self.setMaximumHeight(56)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setToolTip("lowest score per frame, in frame order (green: references); click a bar")
+
+    def clear(self) -> None:
+        self._values.clear()
+        self.update()
+
+    def set_frame(self, key, scores: dict, kind: str, label: str = "") -> None:
+        low = min(scores.values()) if scores else float("nan")
+        self._values[key] = (float(low), kind)
+        self.update()
+
+    def keys(self) -> list:
+        """The frames shown, left to right."""
+        return sorted(self._values, key=_sort_value)
+
+    def bar_rect(self, key) -> QRectF:
+        """Where the bar of ``key`` is drawn (the whole column it can be clicked in)."""
+        keys = self.keys()
+        m = self.MARGIN
+        width = (self.width() - 2 * m) / max(len(keys), 1)
+        i = keys.index(key)
+        return QRectF(m + i * width, m, width, self.height() - 2 * m)
+
+    def key_at(self, x: float):
+        keys = self.keys()
+        if not keys:
+            return None
+        m = self.MARGIN
+        width = (self.width() - 2 * m) / len(keys)
+        i = int((x - m) // width)
+        return keys[i] if 0 <= i < len(keys) else None
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor("#262930"))
+        m = self.MARGIN
+        h = self.height() - 2 * m
+        painter.setPen(QPen(QColor("#5a5f6a"), 1, Qt.PenStyle.DashLine))
+        half = m + h * 0.5
+        painter.drawLine(QPointF(m, half), QPointF(self.width() - m, half))
+        for key in self.keys():
+            low, kind = self._values[key]
+            rect = self.bar_rect(key)
+            value = 0.0 if math.isnan(low) else max(0.0, min(1.0, low))
+            bar = QRectF(rect.x() + 0.5, m + h * (1 - value), max(rect.width() - 1, 1), h * value)
+            painter.fillRect(bar, QColor(KIND_COLORS.get(kind, "#42a5f5")))
+        painter.end()
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        key = self.key_at(event.position().x() if hasattr(event, "position") else event.x())
+        if key is not None:
+            self.frame_clicked.emit(key)

@@ -26,10 +26,12 @@ from magicgui.widgets import (
     SpinBox,
 )
 
+from napari_sansa.napari._qt.axes_panel import AxesPanel
+from napari_sansa.napari._qt.layout import fixed_message, row, scrolling, section
 from napari_sansa.napari._qt.model_panel import ModelPanel, path_value
 from napari_sansa.napari._qt.objects_panel import ObjectCounts, TilesObjectsPanel
 from napari_sansa.napari._qt.prompt_inputs import PromptInputs
-from napari_sansa.napari._qt.scores import ScoreTable
+from napari_sansa.napari._qt.scores import ConfidencePlot, ScoreTable
 from napari_sansa.napari._qt.training_panel import TrainingPanel
 from napari_sansa.napari.geometry import image_geometry
 from napari_sansa.napari.session import EDITED_ACTION, FrameReport, SansaSession
@@ -67,16 +69,6 @@ def warm_up_in_background() -> threading.Thread | None:
     return thread
 
 
-def _row(*widgets) -> Container:
-    row = Container(layout="horizontal", labels=False, widgets=widgets)
-    row.margins = (0, 0, 0, 0)
-    return row
-
-
-def _heading(text: str) -> Label:
-    return Label(value=f"<b>{text}</b>")
-
-
 class SansaWidget(PromptInputs, Container):
     """Few-shot segmentation of an image stack with SANSA."""
 
@@ -94,22 +86,32 @@ class SansaWidget(PromptInputs, Container):
             tooltip="independent: each frame sees only the references; sequential: frames "
             "in order, each also sees the previous ones (time-lapses, z-stacks)",
         )
-        self.threshold = FloatSpinBox(label="threshold", min=0.0, max=1.0, step=0.05, value=0.5)
+        self.threshold = FloatSpinBox(
+            label="threshold",
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            value=0.5,
+            tooltip="a pixel belongs to a class when SANSA's probability is above this",
+        )
         self.input_size = ComboBox(
-            label="input size",
-            choices=[("640 (authors')", 640), ("none", 0)],
+            label="resize first",
+            choices=[("640 px (authors)", 640), ("no", 0)],
             value=640,
-            tooltip="the authors' intermediate resize; none: straight to the model's size",
+            tooltip="the authors resize every image to 640 px before the model's own resize; "
+            "'no' goes straight to the model's size",
         )
         self.first_frame = SpinBox(label="first frame", min=0, max=0)
         self.last_frame = SpinBox(label="last frame", min=0, max=0)
-        self.probabilities = CheckBox(text="probability maps", value=False)
-        self.large = TilesObjectsPanel()  # tiles and objects (issue 13): _qt/objects_panel.py
+        self.probabilities = CheckBox(
+            text="probability maps", value=False, tooltip="one float layer per class, 0..1"
+        )
+        self.large = TilesObjectsPanel()  # tiles and objects: _qt/objects_panel.py
         self.run_button = PushButton(text="Run")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.progress = ProgressBar(min=0, max=1, value=0, label="progress")
         self.status = Label(value="")
-        self.status.native.setWordWrap(True)
+        fixed_message(self.status)
         # -- results ------------------------------------------------------------------
         self.take = ComboBox(
             label="take",
@@ -128,60 +130,73 @@ class SansaWidget(PromptInputs, Container):
             "they are): its edited classes become references",
         )
         self.scores = ScoreTable()
+        self.plot = ConfidencePlot()
         self.save_folder = FileEdit(label="save to", mode="d", nullable=True)
         self.save_format = ComboBox(label="format", choices=["tif", "png"])
         self.save_button = PushButton(text="Save frames", tooltip="one file per frame")
-        # -- fine-tuning (issue 12): napari/_qt/training_panel.py --------------------------
+        # -- fine-tuning: napari/_qt/training_panel.py ------------------------------------
         self.training_panel = TrainingPanel(
             viewer, self.session, lambda: self.image.value, self.model_panel.settings,
             lambda: self.run_settings().input_size,
         )  # fmt: skip
-
-        results = Container(
-            widgets=[self.take, self.use_frame_button, self.edited_button], labels=True
+        self.axes = AxesPanel(on_change=self._on_images_changed)
+        self.as_channels = CheckBox(
+            text="channels of one image",
+            value=False,
+            tooltip="the image and the images under 'with images' (2 or 3 gray layers of one "
+            "shape, as napari splits a multichannel image) are its red, green and blue "
+            "channels; the output is the first one's",
         )
-        results.margins = (0, 0, 0, 0)
-        results.native.layout().addWidget(self.scores)
+        self.prompt_layers.native.setMaximumHeight(84)
+        self.other_images.native.setMaximumHeight(64)
+        results = section(self.take, self.use_frame_button, self.edited_button)
         self.object_counts = ObjectCounts()
-        results.native.layout().addWidget(self.object_counts)
-        self.prompt_layers.native.setMaximumHeight(90)
-        self.extend(
-            [
+        results.native.layout().insertWidget(0, self.object_counts)
+        results.native.layout().insertWidget(0, self.scores)
+        results.native.layout().insertWidget(0, self.plot)
+        self.advanced = section(
+            self.threshold,
+            self.input_size,
+            self.probabilities,
+            *self.large.widgets,
+            *self.model_panel.advanced,
+        )
+        self.sections = {
+            "Images and prompts": section(
                 self.image,
+                self.other_images,
+                self.as_channels,
+                *self.axes.widgets,
                 self.prompt_layers,
-                _row(self.new_points_button, self.new_shapes_button, self.new_labels_button),
+                row(self.new_points_button, self.new_shapes_button, self.new_labels_button),
                 self.class_id,
                 self.polarity,
-                _heading("Model"),
-                *self.model_panel.widgets,
-                _heading("Run"),
+            ),
+            "Model": section(*self.model_panel.widgets),
+            "Run": section(
                 self.mode,
-                self.threshold,
-                self.input_size,
+                self.axes.sequential_axis,
                 self.first_frame,
                 self.last_frame,
-                self.probabilities,
-                *self.large.widgets,
-                _row(self.run_button, self.stop_button),
-                self.progress,
-                self.status,
-                _heading("Results"),
-                results,
-                self.save_folder,
-                self.save_format,
-                self.save_button,
-                _heading("Fine-tuning"),
-                *self.training_panel.widgets,
-            ]
-        )
+            ),
+            "Results": results,
+            "Save": section(self.save_folder, self.save_format, self.save_button),
+            "Fine-tuning": section(*self.training_panel.widgets),
+        }
+        #: always visible below the scroll area: Run and Stop never move
+        self.footer = section(row(self.run_button, self.stop_button), self.progress, self.status)
+        scrolling(self, self.sections, self.advanced, self.footer)
         self._connect()
         self.reset_choices()
         self._on_image_changed()
         self.training_panel.reset_choices()
+        self.show_first_reference()
         self.warmup = warm_up_in_background()
 
     def _connect(self) -> None:
         self.image.changed.connect(self._on_image_changed)
+        self.other_images.changed.connect(self._on_images_changed)
+        self.as_channels.changed.connect(self._on_images_changed)
         self.class_id.changed.connect(self._on_prompt_defaults_changed)
         self.polarity.changed.connect(self._on_prompt_defaults_changed)
         self.new_points_button.changed.connect(self.new_points_layer)
@@ -194,6 +209,7 @@ class SansaWidget(PromptInputs, Container):
         self.save_button.changed.connect(self.save_frames)
         self.scores.frame_clicked.connect(self.go_to_frame)
         self.object_counts.frame_clicked.connect(self.go_to_frame)
+        self.plot.frame_clicked.connect(self.go_to_frame)
         session = self.session
         session.status.connect(self._show_status)
         session.frame_written.connect(self._on_frame_written)
@@ -201,6 +217,7 @@ class SansaWidget(PromptInputs, Container):
         layers = self.viewer.layers.events
         for event in (layers.inserted, layers.removed, layers.moved, layers.renamed):
             event.connect(self.reset_choices)
+        layers.inserted.connect(self._on_inserted)
         self.viewer.layers.selection.events.active.connect(self._on_active_layer)
         # the session outlives the Qt side: late worker signals find it closed
         self.native.destroyed.connect(session.close)
@@ -208,6 +225,27 @@ class SansaWidget(PromptInputs, Container):
         for event in (layers.inserted, layers.removed, layers.renamed):
             event.connect(self.training_panel.reset_choices)
         self.image.changed.connect(self.training_panel.reset_choices)
+
+    def show_first_reference(self, event=None) -> None:
+        """Show the first frame painted in the image's references layer (a sample or a
+        reopened session opens on the frame that holds the prompts)."""
+        from napari_sansa.napari.outputs import references_name
+
+        image = self.image.value
+        name = None if image is None else references_name(image.name)
+        if name is None or name not in self.viewer.layers or not self.session.alive:
+            return
+        layer = self.viewer.layers[name]
+        try:
+            geometry = image_geometry(image)
+            if tuple(layer.data.shape) != geometry.shape:
+                return
+            frames = (f for f in range(geometry.n_frames) if geometry.plane(layer.data, f).any())
+            first = next(frames, None)
+        except ValueError:
+            return
+        if first is not None:
+            self.go_to_frame(first)
 
     # -- public actions -----------------------------------------------------------------
     @property
@@ -222,6 +260,7 @@ class SansaWidget(PromptInputs, Container):
             input_size=int(self.input_size.value) or None,
             threshold=float(self.threshold.value),
             probabilities=bool(self.probabilities.value),
+            sequential_axis=self.axes.sequential_axis.value,
             **self.large.settings(),
         )
 
@@ -240,12 +279,14 @@ class SansaWidget(PromptInputs, Container):
         except ValueError as exc:
             self.session.fail(str(exc))
             return None
+        images = self.images()
         return self.session.run(
-            self.image.value,
+            images if len(images) > 1 else self.image.value,
             list(self.prompt_layers.value),
             model_settings,
             settings,
             (int(self.first_frame.value), int(self.last_frame.value)),
+            as_channels=bool(self.as_channels.value) and len(images) > 1,
         )
 
     def stop(self, value=None) -> None:
@@ -271,12 +312,24 @@ class SansaWidget(PromptInputs, Container):
         lead = np.clip(np.rint(data[: len(geometry.leading)]), 0, np.asarray(geometry.leading) - 1)
         return geometry.frame(lead)
 
-    def go_to_frame(self, frame: int) -> None:
-        """Move the viewer's sliders to a frame of the selected image."""
+    def go_to_frame(self, frame) -> None:
+        """Move the viewer's sliders to a frame of the selected image; ``(part, frame)``:
+        a frame of the last run's image set (its output becomes the active layer)."""
         image = self.image.value
-        if image is None or not self.session.alive:
+        if isinstance(frame, tuple):
+            part, frame = frame
+            images = self.session.images
+            image = images[part] if part < len(images) else None
+            output = self.session.outputs.get(part)
+            if output is not None and output in self.viewer.layers:
+                self.viewer.layers.selection.active = output
+        if image is None or not self.session.alive or image not in self.viewer.layers:
             return
-        index = image_geometry(image).index(frame)
+        index = list(image_geometry(image).index(frame))
+        shown = np.asarray(image.world_to_data(self.viewer.dims.point), dtype=float)
+        for k, i in enumerate(index):
+            if isinstance(i, slice):  # the channel axis: stay on the channel shown
+                index[k] = int(max(np.rint(shown[k]), 0))
         world = image.data_to_world([*index, 0, 0])
         offset = self.viewer.dims.ndim - image.ndim
         for k in range(len(index)):
@@ -326,9 +379,19 @@ class SansaWidget(PromptInputs, Container):
         folder = folder if folder is not None else path_value(self.save_folder)
         return self.session.save_frames(image, folder, fmt or self.save_format.value)
 
+    def _on_inserted(self, event=None) -> None:
+        from napari_sansa.napari.geometry import layer_role
+
+        layer = getattr(event, "value", None)
+        if layer is not None and layer_role(layer) == "references" and np.any(layer.data):
+            self.show_first_reference()
+
     # -- what the session reports -------------------------------------------------------
     def _show_status(self, message: str) -> None:
         self.status.value = message
+        details = self.session.details
+        if details and message == self.session.message and details != message:
+            self.status.tooltip = details  # details on demand: hover over the message
 
     def _on_running(self, running: bool) -> None:
         self.run_button.enabled = not running
@@ -336,6 +399,7 @@ class SansaWidget(PromptInputs, Container):
         if running:
             self.scores.clear_rows()
             self.object_counts.clear_rows()
+            self.plot.clear()
             self.progress.max = self.session.plan.total
             self._show_progress(0)
 
@@ -349,7 +413,8 @@ class SansaWidget(PromptInputs, Container):
         bar.setUpdatesEnabled(True)
 
     def _on_frame_written(self, report: FrameReport) -> None:
-        self.scores.set_frame(report.frame, report.scores, report.kind, report.label)
+        self.scores.set_frame(report.key, report.scores, report.kind, report.label)
+        self.plot.set_frame(report.key, report.scores, report.kind, report.label)
         if report.counts is not None:
-            self.object_counts.set_frame(report.frame, report.counts)
+            self.object_counts.set_frame(report.key, report.counts)
         self._show_progress(self.session.done)

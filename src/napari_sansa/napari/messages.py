@@ -1,0 +1,58 @@
+"""Errors told to a person using the widget: what happened and what to do *in the GUI*.
+
+The core's messages speak to every user (command-line flags, Python keywords); here a
+failure gets a short message that names the widget's own controls, and the full text
+(the core's message, a network library's report) stays available as details.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+__all__ = ["gui_message"]
+
+_NETWORK = ("HTTPSConnectionPool", "NameResolutionError", "Max retries exceeded", "urlopen error")
+CUSTOM_HINT = (
+    "or choose 'custom files' under Model and pick the SAM2 weights (and adapter) files you have"
+)
+
+
+def _missing_files(name: str | None) -> list[Path]:
+    if not name:
+        return []
+    import napari_sansa as ns
+
+    for m in ns.list_models():
+        if m["name"] == name:
+            return [Path(p) for p in m["files"].values() if not Path(p).is_file()]
+    return []
+
+
+def gui_message(exc: BaseException, model_settings=None) -> tuple[str, str]:
+    """(short message for the status and the notification, full details)."""
+    from napari_sansa.core.errors import ModelNotFoundError
+
+    details = str(exc) or type(exc).__name__
+    name = getattr(model_settings, "name", None)
+    offline = any(key in details for key in _NETWORK)
+    if name and (isinstance(exc, ModelNotFoundError) or offline):
+        files = _missing_files(name)
+        where = (
+            "put " + " and ".join(f"{p.name}" for p in files) + f" in {files[0].parent}"
+            if files
+            else "put its files in napari-sansa's weights folder"
+        )
+        offline = offline or "downloads are off" in details
+        why = "could not be downloaded (no internet connection?)" if offline else "are missing"
+        short = (
+            f"the weights of '{name}' are not on disk and {why}: {where}, {CUSTOM_HINT}. "
+            "Details: hover over this message"
+        )
+        return short, details
+    short = re.sub(
+        r"use config='([\w.+-]+)'", r"choose '\1' under 'config' (custom files)", details
+    )
+    if any(key in short for key in _NETWORK):
+        return "a network error stopped the run (no internet connection?)", details
+    return short, details
