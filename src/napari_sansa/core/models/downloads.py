@@ -18,7 +18,6 @@ for the server to connect or to send the next bytes.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import os
 import re
@@ -26,7 +25,6 @@ import shutil
 import sys
 import time
 import uuid
-import warnings
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -78,16 +76,14 @@ def _download(source, dest: Path, progress: bool, timeout: float) -> None:
     if source.kind == "gdrive":
         import gdown
 
-        kwargs = {}
-        if "timeout" in inspect.signature(gdown.download).parameters:
-            kwargs["timeout"] = (timeout, timeout)
-        else:  # gdown before its timeout option: it can wait as long as the server does
-            warnings.warn(
-                "this gdown version has no download timeout; `pip install -U gdown` adds one",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        gdown.download(url=source.url, output=str(dest), quiet=not progress, resume=False, **kwargs)
+        # gdown >= 6.3 (the requirement) takes a (connect, read) timeout
+        gdown.download(
+            url=source.url,
+            output=str(dest),
+            quiet=not progress,
+            resume=False,
+            timeout=(timeout, timeout),
+        )
     elif source.kind == "http":
         import pooch
 
