@@ -18,9 +18,9 @@ import torch
 
 import napari_sansa as ns
 from common import blob_mask, parser, report, sync
+from napari_sansa.core.model import SansaModel
 from napari_sansa.core.models.adapters import default_bottlenecks, inject_adapters
 from napari_sansa.core.models.build import build_sam2
-from napari_sansa.core.model import SansaModel
 from napari_sansa.core.models.random_weights import randomize_
 
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from common import parser, report
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "core"))
