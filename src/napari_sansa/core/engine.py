@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from napari_sansa.core.memory import frames_for
+
 __all__ = ["Engine", "Features", "FrameOutput", "MemoryEntry"]
 
 MASK_LOGIT = 10.0  # masks given as prompts become +-10 logits
@@ -247,22 +249,8 @@ class Engine:
 
     def frames_for(self, t: int, available) -> tuple[list[tuple[int, int]], list[int]]:
         """Which earlier frames a frame at episode index ``t`` attends to, as in the
-        authors' code: ``([(temporal slot, frame)], [frames whose object pointer it
-        uses])``, among the ``available`` frame indices (frame 0 always)."""
-        n_mem = self.sam.num_maskmem
-        slots = [(0, 0)]
-        for slot in range(1, n_mem):
-            j = t - (n_mem - slot)
-            if j > 0 and j in available:
-                slots.append((slot, j))
-        ptrs = [0]
-        for d in range(1, min(t + 1, self.sam.max_obj_ptrs_in_encoder)):
-            j = t - d
-            if j <= 0:
-                break
-            if j in available:
-                ptrs.append(j)
-        return slots, ptrs
+        authors' code (see :func:`napari_sansa.core.memory.frames_for`)."""
+        return frames_for(t, available, self.sam.num_maskmem, self.sam.max_obj_ptrs_in_encoder)
 
     def gather(self, entries: dict[int, MemoryEntry], t: int):
         """The memory a frame at episode index ``t`` attends to: ``(memory, pos, n_ptr_tokens)``."""

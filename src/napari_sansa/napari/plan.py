@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_sansa.core.fusion import label_dtype
+from napari_sansa.core.memory import NUM_MASKMEM, reach
 from napari_sansa.napari.geometry import (
     FrameStack,
     PromptError,
@@ -29,10 +30,8 @@ __all__ = [
 
 NO_IMAGE = "there is no image layer: open an image (a 2D image or a stack) first"
 
-#: SAM2's memory bank (num_maskmem = 7): the first reference and the last six before a target
-MEMORY_FRAMES = 7
-#: SAM2's object pointers (max_obj_ptrs_in_encoder = 16): the first and the last fifteen
-POINTER_FRAMES = 16
+#: SAM2's memory bank: the first reference and the last six before a target
+MEMORY_FRAMES = NUM_MASKMEM
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,13 +58,14 @@ class RunPlan:
 
     def pointer_only(self) -> dict[int, tuple[int, ...]]:
         """Per class, the reference frames that reach the targets only through object
-        pointers, not through SAM2's memory bank (which keeps the class's first reference
-        and its last six: references 1 .. k-7 of k, counted from 0, in frame order)."""
+        pointers, not through SAM2's memory bank (the core's rule: the class's first
+        reference and its last six are in memory), in frame order."""
         out = {}
         for c in self.classes:
             frames = [r.frame for r in self.references if c in r.classes]
-            if len(frames) > MEMORY_FRAMES:
-                out[c] = tuple(frames[1 : len(frames) - (MEMORY_FRAMES - 1)])
+            seen = reach(len(frames))
+            if seen["pointer"] or seen["none"]:
+                out[c] = tuple(frames[i] for i in sorted(seen["pointer"] + seen["none"]))
         return out
 
     @property
@@ -166,7 +166,7 @@ def memory_note(plan: RunPlan) -> str | None:
             if len(frames) == 1
             else (f"frames {', '.join(str(f) for f in frames)} reach")
         )
-        unseen = frames[: max(0, k - POINTER_FRAMES)]
+        unseen = frames[: len(reach(k)["none"])]  # the earliest ones, after the first
         extra = (
             f" (frames {', '.join(str(f) for f in unseen)} not even through those)"
             if unseen
