@@ -105,6 +105,13 @@ def test_a_users_objects_csv_is_never_replaced(weights, root):
     assert main(segment_args(weights, root, "--instances")) == 2
     assert (out / "objects.csv").read_text() == "my,own\n1,2\n"
     assert not (out / "img0.tif").exists()  # refused before anything was written
+    # nor a file of an object image's name
+    (out / "objects.csv").unlink()
+    tifffile.imwrite(out / "img1_objects.tif", np.ones((4, 4), np.uint8))
+    assert main(segment_args(weights, root, "--instances")) == 2
+    assert np.array_equal(tifffile.imread(out / "img1_objects.tif"), np.ones((4, 4)))
+    assert not (out / "img0.tif").exists()
+    (out / "objects.csv").write_text("my,own\n1,2\n")
     # without --instances that file is not napari-sansa's business
     assert main(segment_args(weights, root)) == 0
     assert (out / "objects.csv").read_text() == "my,own\n1,2\n"

@@ -32,7 +32,13 @@ from napari_sansa.dataset.manifest import (
     final_rows,
 )
 from napari_sansa.dataset.objects import check_objects_csv, object_rows, write_objects_csv
-from napari_sansa.dataset.records import RunSettings, _row, _target_done, reference_options
+from napari_sansa.dataset.records import (
+    RunSettings,
+    _existing,
+    _row,
+    _target_done,
+    reference_options,
+)
 from napari_sansa.dataset.references import _references_digest, reference_files
 from napari_sansa.dataset.writing import _cleanup_partials, _work, process_targets
 
@@ -269,6 +275,9 @@ def _locked_run(job: _Job) -> BatchReport:
     # nothing left to do loads no model, and outputs of other images are never touched
     done = set() if overwrite else {t.output for t in items if _target_done(t, out, run)}
     work = _work(items, done, run)
+    if run.objects is not None and not overwrite:
+        for t in work:  # a file of that name that is not ours: refused, never replaced
+            _existing(t, out / t.objects_output)
     report = BatchReport(out, skipped=len(done))
     memory = None
     if work:
