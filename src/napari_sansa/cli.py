@@ -4,6 +4,7 @@
     napari-sansa models [--json]               list the registered models
     napari-sansa download NAME [NAME ...]      fetch weights ahead of time
     napari-sansa segment TARGET ... --reference IMAGE LABELS --out DIR [options]
+    napari-sansa finetune --train IMAGE LABELS ... --out adapters.pth [options]
 
 Exit codes: 0 success; 1 the run finished but some images failed (they are listed
 in scores.csv; running again after fixing them does only those), or it stopped on an
@@ -147,6 +148,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--chunk-size", type=int, default=16, help="targets per Dask task (16)", metavar="N"
     )
+    from napari_sansa.dataset.finetune import add_parser as add_finetune_parser
+
+    add_finetune_parser(sub)
     return p
 
 
@@ -342,7 +346,19 @@ def _download_command(args) -> int:
 
 
 #: one function per subcommand: ``args -> exit code``
-COMMANDS = {"gui": _gui, "models": _models, "download": _download_command, "segment": _segment}
+def _finetune(args) -> int:
+    from napari_sansa.dataset.finetune import run
+
+    return run(args)
+
+
+COMMANDS = {
+    "gui": _gui,
+    "models": _models,
+    "download": _download_command,
+    "segment": _segment,
+    "finetune": _finetune,
+}
 
 
 def main(argv=None) -> int:

@@ -257,6 +257,19 @@ class SansaModel:
         )
         return run if objects is None else with_objects(run, objects)
 
+    def adapter_parameters(self):
+        """``(name, parameter)`` pairs of the adapter tensors, named as in the authors'
+        checkpoint (``dict(model.adapter_parameters())``)."""
+        from napari_sansa.core.training.model_copy import adapter_parameters
+
+        return iter(adapter_parameters(self.sam))
+
+    def save_adapters(self, path, *, overwrite: bool = False):
+        """Write the adapters in the authors' checkpoint format, atomically."""
+        from napari_sansa.core.training.model_copy import save_adapters
+
+        return save_adapters(self, path, overwrite=overwrite)
+
     def decode_references(self, references, *, input_size=640, threshold=0.5, intensity_range=None):
         """What SAM2 makes of each reference's prompts, as :class:`Prediction` s."""
         return self.prepare_references(

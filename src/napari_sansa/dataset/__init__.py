@@ -12,7 +12,9 @@
 - :mod:`~napari_sansa.dataset.writing` and :mod:`~napari_sansa.dataset.stacks`: streaming
   targets through the model and writing outputs as they come;
 - :mod:`~napari_sansa.dataset.distributed`: the same over a Dask cluster;
-- :mod:`~napari_sansa.dataset.io`: reading images and stacks, writing TIFFs atomically.
+- :mod:`~napari_sansa.dataset.io`: reading images and stacks, writing TIFFs atomically;
+- :mod:`~napari_sansa.dataset.finetune`: ``napari-sansa finetune`` (tuning the adapters on
+  annotated files, resumably).
 """
 
 from napari_sansa.core.models.source import ModelSource

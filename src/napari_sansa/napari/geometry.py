@@ -183,6 +183,7 @@ def is_prompt_layer(layer) -> bool:
     return isinstance(layer, (Points, Shapes, Labels)) and layer_role(layer) not in (
         "output",
         "probability",
+        "objects",
     )
 
 

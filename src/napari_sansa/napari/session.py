@@ -24,6 +24,7 @@ from psygnal import Signal
 from napari_sansa.core.fusion import label_dtype
 from napari_sansa.napari import edits
 from napari_sansa.napari.geometry import PromptError, image_geometry
+from napari_sansa.napari.objects_output import ObjectsOutput, split_frame
 from napari_sansa.napari.outputs import (
     find_output,
     output_name,
@@ -52,6 +53,7 @@ class FrameReport:
     scores: dict
     kind: str
     label: str
+    counts: dict | None = None  # objects per class, with RunSettings.instances
 
 
 def _frames_text(frames) -> str:
@@ -73,6 +75,7 @@ class SansaSession:
         self.worker = None
         self.plan = None
         self.output = None
+        self.objects = None  # ObjectsOutput of the current (or last) run with objects
         self.done = 0
         self.kept: tuple[int, ...] = ()  # edited frames the current (or last) run left alone
         self.message = ""
@@ -135,6 +138,8 @@ class SansaSession:
             prepare_probabilities(self.viewer, image, plan) if settings.probabilities else {}
         )
         self.plan = plan
+        opts = settings.instances
+        self.objects = None if opts is None else ObjectsOutput(self.viewer, opts, [image])
         self.done, self.kept, self._stopped, self._failed = 0, (), False, None
         self._cancel = threading.Event()
         cached = self.models.has(model_settings)
@@ -217,8 +222,14 @@ class SansaSession:
             if layer is not None and layer in self.viewer.layers:
                 layer.data[index] = p
                 layer.refresh()
+        counts = None
+        if self.objects is not None:  # the objects of what the layer now holds
+            pair = result.objects if kind != "kept" else split_frame(
+                np.asarray(output.data[index]), self.objects.options)  # fmt: skip
+            counts = self.objects.write(getattr(result, "part", 0), result.frame, pair)
         self.done += 1
-        report = FrameReport(result.frame, result.scores, kind, geometry.describe(result.frame))
+        report = FrameReport(result.frame, result.scores, kind, geometry.describe(result.frame),
+                             counts=counts)  # fmt: skip
         self.frame_written.emit(report)
         self.notify(f"{self.done} / {self.plan.total} frames done", popup=False)
 
@@ -238,6 +249,8 @@ class SansaSession:
         self.worker = None
         if not self.alive:
             return
+        if getattr(self, "objects", None) is not None:
+            self.objects.finish()  # ids in frame order, as a re-run gives them
         self.running.emit(False)
         total = self.plan.total if self.plan is not None else 0
         if self._failed:

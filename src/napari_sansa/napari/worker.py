@@ -37,6 +37,14 @@ class RunSettings:
     threshold: float = 0.5
     probabilities: bool = False
     batch_size: int | None = None  # None: the core's automatic batch
+    tile_size: int | None = None  # tiles of this many pixels (None: off); halo None: 1/8
+    halo: int | None = None
+    instances: object = None  # an ObjectOptions: objects per frame (napari/objects_output.py)
+
+    def __post_init__(self):
+        from napari_sansa.napari.objects_output import check_run_settings
+
+        check_run_settings(self)
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,6 +56,7 @@ class FrameResult:
     scores: dict
     is_reference: bool
     probabilities: dict | None = None
+    objects: tuple | None = None  # (object ids, ObjectTable) with RunSettings.instances
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,7 @@ def run_frames(
 
 def _results(plan: RunPlan, model_settings, settings: RunSettings, cache: ModelCache, cancel=None):
     import napari_sansa as ns
+    from napari_sansa.napari.objects_output import frame_objects
 
     dtype = plan.labels_dtype
     model = cache.get(model_settings)
@@ -144,18 +154,23 @@ def _results(plan: RunPlan, model_settings, settings: RunSettings, cache: ModelC
         threshold=settings.threshold,
         intensity_range=plan.intensity_range,
         batch_size=settings.batch_size,
+        tile_size=settings.tile_size,
+        halo=settings.halo,
+        instances=settings.instances or False,
         include_references=True,
         cancel=cancel,
     )
     for pred in results:
         if pred.is_reference:
             own = masks[pred.index]
+            labels = reference_labels(pred, own, dtype)
             yield FrameResult(
                 plan.references[pred.index].frame,
-                reference_labels(pred, own, dtype),
+                labels,
                 {c: (1.0 if c in own else float(s)) for c, s in pred.scores.items()},
                 True,
                 _probabilities(pred, own) if settings.probabilities else None,
+                objects=frame_objects(pred, labels, own, settings.instances),
             )
         else:
             yield FrameResult(
@@ -164,6 +179,7 @@ def _results(plan: RunPlan, model_settings, settings: RunSettings, cache: ModelC
                 {c: float(s) for c, s in pred.scores.items()},
                 False,
                 _probabilities(pred, {}) if settings.probabilities else None,
+                objects=frame_objects(pred, pred.labels, {}, settings.instances),
             )
 
 

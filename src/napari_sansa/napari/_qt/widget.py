@@ -27,8 +27,10 @@ from magicgui.widgets import (
 )
 
 from napari_sansa.napari._qt.model_panel import ModelPanel, path_value
+from napari_sansa.napari._qt.objects_panel import ObjectCounts, TilesObjectsPanel
 from napari_sansa.napari._qt.prompt_inputs import PromptInputs
 from napari_sansa.napari._qt.scores import ScoreTable
+from napari_sansa.napari._qt.training_panel import TrainingPanel
 from napari_sansa.napari.geometry import image_geometry
 from napari_sansa.napari.session import EDITED_ACTION, FrameReport, SansaSession
 from napari_sansa.napari.worker import RunSettings
@@ -102,6 +104,7 @@ class SansaWidget(PromptInputs, Container):
         self.first_frame = SpinBox(label="first frame", min=0, max=0)
         self.last_frame = SpinBox(label="last frame", min=0, max=0)
         self.probabilities = CheckBox(text="probability maps", value=False)
+        self.large = TilesObjectsPanel()  # tiles and objects (issue 13): _qt/objects_panel.py
         self.run_button = PushButton(text="Run")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.progress = ProgressBar(min=0, max=1, value=0, label="progress")
@@ -128,12 +131,19 @@ class SansaWidget(PromptInputs, Container):
         self.save_folder = FileEdit(label="save to", mode="d", nullable=True)
         self.save_format = ComboBox(label="format", choices=["tif", "png"])
         self.save_button = PushButton(text="Save frames", tooltip="one file per frame")
+        # -- fine-tuning (issue 12): napari/_qt/training_panel.py --------------------------
+        self.training_panel = TrainingPanel(
+            viewer, self.session, lambda: self.image.value, self.model_panel.settings,
+            lambda: self.run_settings().input_size,
+        )  # fmt: skip
 
         results = Container(
             widgets=[self.take, self.use_frame_button, self.edited_button], labels=True
         )
         results.margins = (0, 0, 0, 0)
         results.native.layout().addWidget(self.scores)
+        self.object_counts = ObjectCounts()
+        results.native.layout().addWidget(self.object_counts)
         self.prompt_layers.native.setMaximumHeight(90)
         self.extend(
             [
@@ -151,6 +161,7 @@ class SansaWidget(PromptInputs, Container):
                 self.first_frame,
                 self.last_frame,
                 self.probabilities,
+                *self.large.widgets,
                 _row(self.run_button, self.stop_button),
                 self.progress,
                 self.status,
@@ -159,11 +170,14 @@ class SansaWidget(PromptInputs, Container):
                 self.save_folder,
                 self.save_format,
                 self.save_button,
+                _heading("Fine-tuning"),
+                *self.training_panel.widgets,
             ]
         )
         self._connect()
         self.reset_choices()
         self._on_image_changed()
+        self.training_panel.reset_choices()
         self.warmup = warm_up_in_background()
 
     def _connect(self) -> None:
@@ -179,6 +193,7 @@ class SansaWidget(PromptInputs, Container):
         self.edited_button.changed.connect(self.use_edited_frames_as_references)
         self.save_button.changed.connect(self.save_frames)
         self.scores.frame_clicked.connect(self.go_to_frame)
+        self.object_counts.frame_clicked.connect(self.go_to_frame)
         session = self.session
         session.status.connect(self._show_status)
         session.frame_written.connect(self._on_frame_written)
@@ -189,6 +204,10 @@ class SansaWidget(PromptInputs, Container):
         self.viewer.layers.selection.events.active.connect(self._on_active_layer)
         # the session outlives the Qt side: late worker signals find it closed
         self.native.destroyed.connect(session.close)
+        self.native.destroyed.connect(self.training_panel.training.close)
+        for event in (layers.inserted, layers.removed, layers.renamed):
+            event.connect(self.training_panel.reset_choices)
+        self.image.changed.connect(self.training_panel.reset_choices)
 
     # -- public actions -----------------------------------------------------------------
     @property
@@ -203,6 +222,7 @@ class SansaWidget(PromptInputs, Container):
             input_size=int(self.input_size.value) or None,
             threshold=float(self.threshold.value),
             probabilities=bool(self.probabilities.value),
+            **self.large.settings(),
         )
 
     def run(self, value=None):
@@ -210,8 +230,13 @@ class SansaWidget(PromptInputs, Container):
         when the inputs cannot be used (the reason is shown as a notification)."""
         if self.session.busy():
             return self.session.worker
+        training = self.training_panel.training
+        if training.busy():
+            self.session.fail("fine-tuning is running: wait for it (or press its Stop), then Run")
+            return None
         try:
-            model_settings = self.model_panel.settings()
+            model_settings = training.model_source(self.model_panel.settings())
+            settings = self.run_settings()
         except ValueError as exc:
             self.session.fail(str(exc))
             return None
@@ -219,7 +244,7 @@ class SansaWidget(PromptInputs, Container):
             self.image.value,
             list(self.prompt_layers.value),
             model_settings,
-            self.run_settings(),
+            settings,
             (int(self.first_frame.value), int(self.last_frame.value)),
         )
 
@@ -310,6 +335,7 @@ class SansaWidget(PromptInputs, Container):
         self.stop_button.enabled = running
         if running:
             self.scores.clear_rows()
+            self.object_counts.clear_rows()
             self.progress.max = self.session.plan.total
             self._show_progress(0)
 
@@ -324,4 +350,6 @@ class SansaWidget(PromptInputs, Container):
 
     def _on_frame_written(self, report: FrameReport) -> None:
         self.scores.set_frame(report.frame, report.scores, report.kind, report.label)
+        if report.counts is not None:
+            self.object_counts.set_frame(report.frame, report.counts)
         self._show_progress(self.session.done)

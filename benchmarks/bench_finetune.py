@@ -1,0 +1,216 @@
+"""Fine-tuning: time and peak memory of a training step, and proof that a short run learns.
+
+1. Speed (``--part speed``): a training step of napari-sansa against "the plain way" on the
+   same model, the same episodes and the same machine, in one run. The plain way is the
+   authors' training step as their code runs it, reimplemented here (their repository and
+   its SAM2 fork are not part of this project; /work/scratch/parity_train/harness.py runs
+   their actual code for the loss and gradient parity): every image goes through the whole
+   image encoder at every step, and the memory attention and mask decoder use the unfused
+   math attention kernel, as their fork forces. napari-sansa computes the frozen stages
+   before the first adapter once per image (cached) and uses PyTorch's fused attention,
+   except for the memory attention while training on the CPU, where the math kernel was
+   measured faster (see src/napari_sansa/core/training/attention.py). Everything else is
+   the same code (the same ``Finetuning`` object drives both; only its encoder and the
+   attention kernels differ), so the episodes, the
+   dropout draws and the loss are identical. The steps of the two variants are timed
+   interleaved in one process (the same machine load for both), after the cache is filled
+   (the one-off prefix cost per image is printed too); peak memory (ru_maxrss) is measured
+   with each variant alone in a process of its own.
+
+       python benchmarks/bench_finetune.py --part speed --image-size 1024 --steps 3
+
+   ``--authors DIR`` (a checkout of ClaudiaCuttano/SANSA, with ``einops`` importable) also
+   times the authors' own training step, their code, on the same episodes (see
+   authors_step.py); its losses differ from the others' by the dropout draws only.
+
+2. Learning (``--part learn``): bright ellipses on texture (64 x 64 images), a random-weight
+   Hiera-tiny at 256 px; a short fine-tuning run; prints the held-out episode loss and IoU
+   at the start and the end (goal: loss down by at least 10 %, IoU up).
+
+       python benchmarks/bench_finetune.py --part learn
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def ellipse_frame(seed: int, shape=(64, 64)):
+    r = np.random.default_rng(seed)
+    img = (r.random((*shape, 3)) * 90).astype(np.uint8)
+    lab = np.zeros(shape, np.uint8)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    cy, cx = r.integers(shape[0] // 4, 3 * shape[0] // 4, 2)
+    ry, rx = r.integers(shape[0] // 10, shape[0] // 5, 2)
+    m = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
+    img[m] = np.clip(img[m].astype(int) + 150, 0, 255)
+    lab[m] = 1
+    return img, lab
+
+
+def _model(folder, image_size):
+    import napari_sansa as ns
+    from napari_sansa.core.models.random_weights import write_random_checkpoints
+
+    sam2, adapters = write_random_checkpoints(folder, "sam2_hiera_t", image_size=image_size)
+    return ns.load_model(config="sam2_hiera_t", sam2_checkpoint=sam2, adapter_checkpoint=adapters,
+                         device="cpu", image_size=image_size)  # fmt: skip
+
+
+class _PlainEncoder:
+    """Every stage at every step (the encoder of the authors' training step)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def encode(self, keys, images_fn):
+        return self.engine.encode(images_fn(list(range(len(keys)))))
+
+
+def _runs(variants, image_size: int, steps: int, authors=None):
+    """One ``Finetuning`` per variant on the same model, data and seed (same episodes)."""
+    import napari_sansa as ns
+
+    folder = Path(tempfile.mkdtemp(prefix="bench_finetune_"))
+    model = _model(folder, image_size)
+    data = [ellipse_frame(s, (640, 640)) for s in range(4)]
+    runs, prefix = {}, 0.0
+    for variant in variants:
+        run = ns.finetune_iter(model, data, steps=steps, batch_size=1, shots=1, seed=0)
+        keys = list(range(len(data)))
+        if variant == "authors":
+            from authors_step import AuthorsRun
+
+            run = AuthorsRun(authors, folder / "sam2.pt", folder / "adapters.pth", image_size, run)
+        elif variant == "plain":
+            from napari_sansa.core.training.attention import KernelWhileTraining
+
+            run.encoder = _PlainEncoder(run.engine)
+            run._kernels.remove()  # the authors' fork: math in both (added back just below)
+            for part in (run.sam.memory_attention, run.sam.sam_mask_decoder):
+                KernelWhileTraining(part)
+        else:
+            t0 = time.perf_counter()
+            run.encoder._get(keys, run._inputs(keys))  # every image's frozen prefix, once
+            prefix = (time.perf_counter() - t0) / len(keys)
+        runs[variant] = run
+    return runs, prefix
+
+
+def _memory_child(variant: str, image_size: int, threads: int, authors=None) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    runs, _ = _runs([variant], image_size, 2, authors)
+    losses = [s.loss for s in runs[variant]]
+    return {"peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "losses": losses}
+
+
+def speed(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    peaks = {}
+    variants = ("ours", "plain", "authors") if args.authors else ("ours", "plain")
+    for variant in variants:  # peak memory: each variant in a process of its own
+        cmd = [sys.executable, __file__, "--child", variant, "--image-size", str(args.image_size),
+               "--threads", str(args.threads)]  # fmt: skip
+        if args.authors:
+            cmd += ["--authors", args.authors]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        peaks[variant] = json.loads(out.strip().splitlines()[-1])
+    # time: both variants in this process, their steps interleaved (same machine load)
+    runs, prefix = _runs(variants, args.image_size, args.steps + 1, args.authors)
+    times = {v: [] for v in variants}
+    losses = {v: [] for v in variants}
+    for _ in range(args.steps + 1):
+        for variant, run in runs.items():
+            stats = next(run)
+            times[variant].append(stats.seconds)
+            losses[variant].append(stats.loss)
+    # the first step of each warms up allocators and kernels: not timed
+    t_ours, t_plain = np.median(times["ours"][1:]), np.median(times["plain"][1:])
+    same = np.allclose(losses["ours"], losses["plain"], rtol=1e-4)
+    p_ours, p_plain = peaks["ours"]["peak"], peaks["plain"]["peak"]
+    print(f"Hiera-tiny at {args.image_size} px, CPU fp32, {args.threads} thread(s), 1 episode of "
+          f"1 support per step, {args.steps} timed steps each (after one warm-up), "
+          "interleaved")  # fmt: skip
+    print(f"  napari-sansa: {t_ours:.2f} s/step (frozen prefix once per image: {prefix:.2f} s), "
+          f"peak RSS {p_ours / 2**30:.2f} GiB")  # fmt: skip
+    print(f"  plain way:    {t_plain:.2f} s/step, peak RSS {p_plain / 2**30:.2f} GiB")
+    print(f"  speed-up {t_plain / t_ours:.2f}x (goal >= 1.3x); peak memory ratio "
+          f"{p_ours / p_plain:.2f} (goal <= 1); same losses: {same}")  # fmt: skip
+    if args.authors:
+        t_auth, p_auth = np.median(times["authors"][1:]), peaks["authors"]["peak"]
+        print(f"  the authors' own step: {t_auth:.2f} s/step, peak RSS {p_auth / 2**30:.2f} GiB; "
+              f"speed-up {t_auth / t_ours:.2f}x, peak memory ratio "
+              f"{p_ours / p_auth:.2f}")  # fmt: skip
+    for v in variants:
+        print(f"  step times {v}:", [round(t, 2) for t in times[v]], "losses:",
+              [round(x, 4) for x in losses[v]])  # fmt: skip
+
+
+def learn(args) -> None:
+    import torch
+
+    import napari_sansa as ns
+
+    torch.set_num_threads(args.threads)
+    folder = Path(tempfile.mkdtemp(prefix="bench_finetune_"))
+    model = _model(folder, 256)
+    data = [ellipse_frame(s) for s in range(10)]
+    run = ns.finetune_iter(model, data, steps=args.steps, lr=args.lr, batch_size=2,
+                           input_size=64, validation=0.3, validate_every=5, seed=0)  # fmt: skip
+    curve = []
+    t0 = time.perf_counter()
+    for s in run:
+        if s.val_loss is not None:
+            curve.append((s.step, s.val_loss, s.val_iou))
+            print(f"  step {s.step:3d}: held-out loss {s.val_loss:.4f}, IoU {s.val_iou:.3f}",
+                  flush=True)  # fmt: skip
+    (_, l0, i0), (_, l1, i1) = curve[0], curve[-1]
+    drop = (l0 - l1) / l0
+    print(f"random-weight Hiera-tiny at 256 px, {len(run.train_idx)} training and "
+          f"{len(run.val_idx)} held-out ellipse images (64 px), lr {args.lr}, batch 2, "
+          f"{args.steps} steps in {time.perf_counter() - t0:.0f} s")  # fmt: skip
+    print(f"  held-out episode loss {l0:.4f} -> {l1:.4f} ({100 * drop:.1f} % lower; goal >= 10 %)")
+    print(f"  held-out IoU          {i0:.3f} -> {i1:.3f} ({'up' if i1 > i0 else 'NOT up'})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--part", choices=("speed", "learn", "all"), default="all")
+    ap.add_argument("--image-size", type=int, default=1024)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--authors", metavar="DIR", help="also time the authors' own step (see "
+                    "authors_step.py): a checkout of ClaudiaCuttano/SANSA")  # fmt: skip
+    ap.add_argument("--child", choices=("ours", "plain", "authors"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        with contextlib.redirect_stdout(sys.stderr):
+            res = _memory_child(args.child, args.image_size, args.threads, args.authors)
+        print(json.dumps(res))
+        return
+    if args.part in ("speed", "all"):
+        speed(argparse.Namespace(**{**vars(args), "steps": args.steps or 3}))
+    if args.part in ("learn", "all"):
+        learn(argparse.Namespace(**{**vars(args), "steps": args.steps or 30}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""The image encoder for training, with its frozen prefix computed once per image.
+
+Only the adapters train, and the first adapter sits in Hiera block ``f``: the patch
+embedding and blocks ``0..f-1`` (and the stage outputs among them, which feed the FPN
+neck's high-resolution levels) are frozen and see no gradient, so their outputs for a
+training image are the same at every step. :class:`PrefixEncoder` computes them once
+per image without autograd, keeps them in a cache bounded in bytes (least recently
+used first out), and runs only blocks ``f..`` and the neck with autograd. The result
+is the same as ``Engine.encode`` on the full encoder.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+
+from napari_sansa.core.engine import Features
+
+__all__ = ["PrefixEncoder"]
+
+
+class PrefixEncoder:
+    """``encode(keys, images)`` -> :class:`Features`, the frozen prefix cached by key."""
+
+    def __init__(self, sam, first_trainable: int, cache_bytes: int = 1 << 30):
+        self.sam = sam
+        self.trunk = sam.image_encoder.trunk
+        self.first = int(first_trainable)
+        self.cache_bytes = int(cache_bytes)
+        self._cache: OrderedDict = OrderedDict()
+        self._bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def _stage_out(self, i: int) -> bool:
+        t = self.trunk
+        return i == t.stage_ends[-1] or (i in t.stage_ends and t.return_interm_layers)
+
+    def _prefix(self, images: torch.Tensor):
+        """Patch embedding and blocks before the first trainable one, without autograd."""
+        t = self.trunk
+        with torch.no_grad():
+            x = t.patch_embed(images)
+            x = x + t._get_pos_embed(x.shape[1:3])
+            outs = []
+            for i in range(self.first):
+                x = t.blocks[i](x)
+                if self._stage_out(i):
+                    outs.append(x.permute(0, 3, 1, 2))
+        return x, outs
+
+    def _get(self, keys, images_fn):
+        fresh = {}
+        missing = [j for j, k in enumerate(keys) if k not in self._cache]
+        missing = [j for j in missing if keys.index(keys[j]) == j]  # each image once
+        if missing:
+            self.misses += len(missing)
+            x, outs = self._prefix(images_fn(missing))
+            for r, j in enumerate(missing):
+                item = (x[r : r + 1].clone(), [o[r : r + 1].clone() for o in outs])
+                fresh[keys[j]] = item
+                self._put(keys[j], item)
+        self.hits += len(keys) - len(missing)
+        items = []
+        for k in keys:
+            if k in fresh:
+                items.append(fresh[k])
+            else:
+                self._cache.move_to_end(k)
+                items.append(self._cache[k][0])
+        x = torch.cat([it[0] for it in items])
+        outs = [torch.cat([it[1][s] for it in items]) for s in range(len(items[0][1]))]
+        return x, outs
+
+    def _put(self, key, item) -> None:
+        size = sum(v.numel() * v.element_size() for v in (item[0], *item[1]))
+        if size > self.cache_bytes:
+            return
+        while self._bytes + size > self.cache_bytes and self._cache:
+            _, (_, old) = self._cache.popitem(last=False)
+            self._bytes -= old
+        self._cache[key] = (item, size)
+        self._bytes += size
+
+    def encode(self, keys, images_fn) -> Features:
+        """Features of the images ``keys`` (``images_fn(rows)`` makes the model inputs of
+        those rows, called only for images whose prefix is not cached)."""
+        x, outs = self._get(list(keys), images_fn)
+        t = self.trunk
+        for i in range(self.first, len(t.blocks)):
+            x = t.blocks[i](x)
+            if self._stage_out(i):
+                outs.append(x.permute(0, 3, 1, 2))
+        enc = self.sam.image_encoder
+        feats, _pos = enc.neck(outs)
+        if enc.scalp > 0:
+            feats = feats[: -enc.scalp]
+        dec = self.sam.sam_mask_decoder
+        return Features((dec.conv_s0(feats[0]), dec.conv_s1(feats[1])), feats[-1])
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes

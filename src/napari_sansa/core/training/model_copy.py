@@ -1,0 +1,119 @@
+"""The trainable copy of a model, its adapter parameters, and saving them.
+
+Fine-tuning never touches the model it is given: it trains a copy of its SAM2 (same
+weights, same adapters, or fresh adapters initialised as the authors do) and returns
+a new :class:`SansaModel`.
+"""
+
+from __future__ import annotations
+
+import errno
+import uuid
+from pathlib import Path
+
+import torch
+
+from napari_sansa.core.atomic import atomic_write
+from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.core.models.adapters import adapter_blocks, default_bottlenecks, inject_adapters
+from napari_sansa.core.models.build import build_sam2
+from napari_sansa.core.models.checkpoints import save_adapter_checkpoint
+
+__all__ = ["adapter_parameters", "copy_sam", "save_adapters", "wrap_model"]
+
+PREFIX = "sam."  # the authors' checkpoints name the model's SAM2 ``sam``
+
+
+def adapter_parameters(sam) -> list[tuple[str, torch.nn.Parameter]]:
+    """``(name, parameter)`` of every adapter tensor, named as in the authors' checkpoint."""
+    return [(PREFIX + n, p) for n, p in sam.named_parameters() if ".adapter." in n]
+
+
+def copy_sam(model, *, fresh: bool = False, stages=(2, 3), channel_factor: float = 0.3,
+             seed: int = 0):  # fmt: skip
+    """A new SAM2 with ``model``'s weights on ``model``'s device: its adapters, or fresh
+    ones in Hiera ``stages`` (``int(block dim x channel_factor)`` wide, the authors'
+    initialisation, drawn from ``seed``). Only the adapters require gradients."""
+    src = model.sam
+    if not fresh and not adapter_blocks(src):
+        raise InvalidInputError(
+            "the model has no adapters (plain SAM2): start from fresh ones with "
+            "fresh_adapters=True (choose stages=... and channel_factor=...), or load a model "
+            "with an adapter checkpoint"
+        )
+    sam = build_sam2(model.config, image_size=model.image_size)
+    trunk = sam.image_encoder.trunk
+    state = {k: v for k, v in src.state_dict().items() if ".adapter." not in k}
+    if fresh:
+        try:
+            stages = tuple(int(s) for s in stages)
+            channel_factor = float(channel_factor)
+        except (TypeError, ValueError):
+            raise InvalidInputError("stages must be Hiera stage numbers (0-3) and "
+                                    "channel_factor a number") from None  # fmt: skip
+        n_stages = len(trunk.stage_ends)
+        if not stages or any(not 0 <= s < n_stages for s in stages):
+            raise InvalidInputError(
+                f"stages must be Hiera stages in 0..{n_stages - 1} (the authors use 2 3), "
+                f"got {list(stages)}"
+            )
+        if not 0 < channel_factor <= 4:
+            raise InvalidInputError(f"channel_factor must be in (0, 4], got {channel_factor}")
+        layout = default_bottlenecks(trunk, stages, channel_factor)
+        if any(w < 1 for w in layout.values()):
+            raise InvalidInputError(f"channel_factor {channel_factor} gives adapters 0 wide")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            inject_adapters(sam, layout)
+        result = sam.load_state_dict(state, strict=False)
+        wrong = [k for k in result.missing_keys if ".adapter." not in k] + result.unexpected_keys
+        if wrong:  # pragma: no cover - the same config has the same keys
+            raise RuntimeError(f"the copy does not fit the model's weights: {wrong[:3]}")
+    else:
+        inject_adapters(sam, adapter_blocks(src))
+        sam.load_state_dict(src.state_dict(), strict=True)
+    sam = sam.to(model.device)
+    for name, p in sam.named_parameters():
+        p.requires_grad_(".adapter." in name)
+    return sam
+
+
+def wrap_model(model, sam, name: str | None = None):
+    """A :class:`SansaModel` around ``sam``, with ``model``'s device, precision and config."""
+    from napari_sansa.core.model import SansaModel
+
+    for p in sam.parameters():
+        p.requires_grad_(False)
+    return SansaModel(
+        sam.eval(),
+        config=model.config,
+        device=model.device,
+        dtype=model.dtype,
+        identity=f"finetuned-{uuid.uuid4().hex}",
+        name=name or f"{model.name}-tuned",
+        settings=model.settings,  # the same cache options
+    )
+
+
+def save_adapters(model, path, *, overwrite: bool = False) -> Path:
+    """Write ``model``'s adapters in the authors' format, atomically (a failure leaves any
+    earlier file at ``path`` as it was)."""
+    path = Path(path).expanduser()
+    if not adapter_blocks(model.sam):
+        raise InvalidInputError("the model has no adapters to save (it is plain SAM2)")
+    if path.is_dir():
+        raise InvalidInputError(f"{path} is a folder; give the path of the .pth file to write")
+    if path.exists() and not overwrite:
+        raise InvalidInputError(
+            f"{path} already exists; choose another name or pass overwrite=True (--overwrite)"
+        )
+    try:
+        with atomic_write(path) as tmp:
+            save_adapter_checkpoint(model.sam, tmp)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        said = f"no space left on the device while saving the adapters to {path}; any "
+        said += "earlier file there is intact: free some space and save again"
+        raise OSError(errno.ENOSPC, said) from None
+    return path

@@ -1,0 +1,391 @@
+"""Fine-tuning the adapters on annotated frames: the authors' recipe, one step at a time.
+
+:func:`finetune_iter` returns a :class:`Finetuning`: an iterator that runs one
+optimisation step per ``next()`` and yields its :class:`StepStats`, so a caller can
+show progress and stop between any two steps; ``result()`` then gives the tuned model
+(the best one by validation loss, or the last one without validation) and
+``state_dict()`` everything a later run needs to continue exactly where this one was.
+:func:`finetune` runs it to the end (both in :mod:`.api`).
+
+Recipe (see docs/training.md): AdamW (weight decay 0, betas 0.9/0.999), gradient norm
+clipped to 0.1 over the adapter parameters, cosine schedule stepped every iteration over
+the whole run, ``batch_size`` episodes per step with 1..``shots`` supports (one draw per
+step), the network in training mode (memory-attention dropout 0.1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from napari_sansa.core.errors import InvalidInputError, SansaError
+from napari_sansa.core.preprocess import image_to_input
+from napari_sansa.core.training.encoder import PrefixEncoder
+from napari_sansa.core.training.episodes import (
+    check_frames,
+    draw_prompt,
+    split_validation,
+)
+from napari_sansa.core.training.loss import (
+    EpisodeInput,
+    episode_terms,
+    network_mode,
+    prompt_to_model,
+)
+from napari_sansa.core.training.model_copy import adapter_parameters, copy_sam, wrap_model
+
+__all__ = ["Finetuning", "StepStats", "TrainingError"]
+
+STATE_FORMAT = "napari-sansa-finetune-state/1"
+CLIP_MAX_NORM = 0.1
+
+
+class TrainingError(SansaError, RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the best state so far is kept."""
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """One step's numbers. ``step`` 0 is the validation before any training (loss None).
+
+    ``val_loss``/``val_iou`` (held-out episode loss and the queries' IoU at logit 0) are
+    set on validation steps only; ``best_step`` is the step whose adapters ``result()``
+    would return now.
+    """
+
+    step: int
+    steps: int
+    loss: float | None
+    focal: float | None
+    dice: float | None
+    lr: float
+    grad_norm: float | None
+    val_loss: float | None
+    val_iou: float | None
+    best_step: int
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    steps: int
+    lr: float
+    shots: int
+    prompt: tuple
+    batch_size: int
+    input_size: int | None
+    validation: float
+    validate_every: int
+    seed: int
+    dropout: float | None
+    fresh_adapters: bool
+    stages: tuple
+    channel_factor: float
+
+
+class Finetuning:
+    """A fine-tuning run (made by :func:`finetune_iter`); iterate it for its steps."""
+
+    def __init__(self, model, data, s: _Settings, *, intensity_range=None,
+                 cache_bytes: int = 1 << 30, resume=None):  # fmt: skip
+        self.settings = s
+        self.source_model = model
+        self.frames = check_frames(data, s.input_size, intensity_range)
+        seeds = np.random.SeedSequence(s.seed).spawn(4)
+        self.train_idx, self.val_idx = split_validation(
+            self.frames, s.validation, np.random.default_rng(seeds[0])
+        )
+        self.classes = list(self.frames.classes)
+        self.sam = copy_sam(model, fresh=s.fresh_adapters, stages=s.stages,
+                            channel_factor=s.channel_factor, seed=s.seed)  # fmt: skip
+        from napari_sansa.core.engine import Engine
+
+        self.engine = Engine(self.sam)
+        self.device = model.device
+        self.dtype = model.dtype
+        self.named = adapter_parameters(self.sam)
+        self.params = [p for _, p in self.named]
+        first = min(int(n.split(".blocks.")[1].split(".")[0]) for n, _ in self.named)
+        self.encoder = PrefixEncoder(self.sam, first, cache_bytes)
+        self._kernels = None
+        if self.device.type == "cpu":  # see attention.py: measured faster there
+            from napari_sansa.core.training.attention import KernelWhileTraining
+
+            self._kernels = KernelWhileTraining(self.sam.memory_attention)
+        opt_kwargs = {"fused": True} if self.device.type == "cuda" else {}
+        self.optimizer = torch.optim.AdamW(
+            [{"params": self.params, "initial_lr": s.lr}], lr=s.lr, weight_decay=0.0,
+            betas=(0.9, 0.999), **opt_kwargs,
+        )  # fmt: skip
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=s.steps)
+        self.rng = np.random.default_rng(seeds[1])
+        self.torch_rng = torch.Generator().manual_seed(int(seeds[2].generate_state(1)[0]))
+        self._torch_state = self.torch_rng.get_state()
+        self._cuda_state = None
+        self.val_episodes = self._validation_episodes(np.random.default_rng(seeds[3]))
+        self.step = 0
+        self.best_step = 0
+        self.best_val = math.inf
+        self.best = self._adapter_state()
+        self.history: list[dict] = []
+        self.digest = self._digest()
+        self.closed = False
+        if self.device.type == "cuda":
+            self._check_memory(cache_bytes, seeds[3])
+        if resume is not None:
+            self.load_state_dict(resume)
+
+    # -- episodes ------------------------------------------------------------------------
+    def _episode(self, c: int, query: int, supports: list[int], rng) -> tuple:
+        kinds = self.settings.prompt
+        prompts = []
+        for j in supports:
+            kind = kinds[int(rng.integers(0, len(kinds)))] if len(kinds) > 1 else kinds[0]
+            grid = self.frames.grid_masks[j][c]
+            prompts.append(prompt_to_model(draw_prompt(grid, kind, rng), grid.shape,
+                                           self.engine.image_size, self.device))  # fmt: skip
+        frames = [*supports, query]
+        targets = [
+            torch.from_numpy(self.frames.grid_masks[j][c].astype(np.float32)).to(self.device)
+            for j in frames
+        ]
+        return frames, EpisodeInput(prompts, targets, skip_first=kinds == ("mask",))
+
+    def _sample(self, shot: int):
+        rng = self.rng
+        c = self.classes[int(rng.integers(0, len(self.classes)))]
+        having = self.frames.frames_with(c, self.train_idx)
+        query = having[int(rng.integers(0, len(having)))]
+        others = [j for j in having if j != query]
+        supports = [others[int(rng.integers(0, len(others)))] for _ in range(shot)]
+        return self._episode(c, query, supports, rng)
+
+    def _validation_episodes(self, rng) -> list:
+        """Fixed held-out episodes: every held-out frame and class, ``shots`` supports from
+        the training frames (all of them when fewer)."""
+        out = []
+        for q in self.val_idx:
+            for c in sorted(self.frames.grid_masks[q]):
+                having = self.frames.frames_with(c, self.train_idx)
+                pick = rng.permutation(len(having))[: self.settings.shots]
+                out.append(self._episode(c, q, [having[int(i)] for i in pick], rng))
+        return out
+
+    def _check_memory(self, cache_bytes: int, seed) -> None:
+        """Probe the largest step on the GPU before the run starts (see :mod:`.memory`)."""
+        from napari_sansa.core.training.memory import cache_budget, probe_step_memory
+
+        s = self.settings
+        free, _total = torch.cuda.mem_get_info(self.device)
+
+        def episode():
+            rng = np.random.default_rng(seed)
+            c = self.classes[0]
+            having = self.frames.frames_with(c, self.train_idx)
+            ep = self._episode(c, having[0], [having[1]] * s.shots, rng)
+            with self._random_state(), network_mode(self.sam, s.dropout), self._autocast():
+                f, d, _ = self._terms(ep)
+                (f + d).backward()
+
+        saved = (self._torch_state, self._cuda_state)
+        try:
+            peak = probe_step_memory(episode, self.device)
+        finally:
+            self._torch_state, self._cuda_state = saved
+            self.optimizer.zero_grad(set_to_none=True)
+            self.encoder = PrefixEncoder(self.sam, self.encoder.first, cache_bytes)
+        budget = cache_budget(peak, free, cache_bytes, shots=s.shots,
+                              image_size=self.engine.image_size, device=self.device)  # fmt: skip
+        self.encoder.cache_bytes = budget
+
+    def _inputs(self, frames):
+        size, s = self.engine.image_size, self.settings.input_size
+        return lambda rows: torch.stack(
+            [image_to_input(self.frames.rgb[frames[r]], size, s, self.device) for r in rows]
+        )
+
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def _terms(self, episode):
+        frames, inp = episode
+        feats = self.encoder.encode(frames, self._inputs(frames))
+        return episode_terms(self.engine, feats, inp)
+
+    # -- stepping --------------------------------------------------------------------------
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> StepStats:
+        if self.closed:
+            raise StopIteration
+        if self.step == 0 and not self.history and self.val_episodes:
+            return self._record(self._stats(None, None))
+        if self.step >= self.settings.steps:
+            self.closed = True
+            raise StopIteration
+        return self._record(self._train_step())
+
+    def _record(self, stats: StepStats) -> StepStats:
+        self.history.append(stats.as_dict())
+        return stats
+
+    @contextlib.contextmanager
+    def _random_state(self):
+        """The run's own torch random state (dropout), kept apart from the caller's."""
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.set_rng_state(self._torch_state)
+            if cuda and self._cuda_state is not None:
+                torch.cuda.set_rng_state(self._cuda_state, self.device)
+            yield
+            self._torch_state = torch.get_rng_state()
+            if cuda:
+                self._cuda_state = torch.cuda.get_rng_state(self.device)
+
+    def _train_step(self) -> StepStats:
+        s = self.settings
+        t0 = time.perf_counter()
+        shot = int(self.rng.integers(1, s.shots + 1))
+        episodes = [self._sample(shot) for _ in range(s.batch_size)]
+        focal = dice = 0.0
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._random_state(), network_mode(self.sam, s.dropout):
+            for ep in episodes:
+                with self._autocast():
+                    f, d, _ = self._terms(ep)
+                ((f + d) / s.batch_size).backward()
+                focal += float(f.detach()) / s.batch_size
+                dice += float(d.detach()) / s.batch_size
+        if not math.isfinite(focal + dice):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise TrainingError(
+                f"the loss became {focal + dice} at step {self.step + 1}; the best adapters so "
+                "far are kept: lower the learning rate (lr) and run again"
+            )
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, CLIP_MAX_NORM))
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return self._stats((focal, dice, grad_norm, lr), time.perf_counter() - t0)
+
+    def _stats(self, train, seconds) -> StepStats:
+        s = self.settings
+        val_loss = val_iou = None
+        due = self.step % s.validate_every == 0 or self.step == s.steps
+        if self.val_episodes and due:
+            val_loss, val_iou = self.validate()
+            if val_loss < self.best_val:
+                self.best_val, self.best_step = val_loss, self.step
+                self.best = self._adapter_state()
+        elif not self.val_episodes:
+            self.best_step = self.step
+        focal, dice, grad_norm, lr = train or (
+            None,
+            None,
+            None,
+            self.optimizer.param_groups[0]["lr"],
+        )
+        loss = None if train is None else focal + dice
+        return StepStats(self.step, s.steps, loss, focal, dice, lr, grad_norm, val_loss, val_iou,
+                         self.best_step, seconds or 0.0)  # fmt: skip
+
+    def validate(self) -> tuple[float, float]:
+        """Mean held-out episode loss (dropout off) and the queries' mean IoU at logit 0."""
+        losses, ious = [], []
+        with torch.no_grad(), network_mode(self.sam, 0.0), self._autocast():
+            for ep in self.val_episodes:
+                f, d, query = self._terms(ep)
+                losses.append(float(f + d))
+                pred, target = query > 0, ep[1].targets[-1] > 0.5
+                union = float((pred | target).sum())
+                ious.append(float((pred & target).sum()) / union if union else 1.0)
+        return float(np.mean(losses)), float(np.mean(ious))
+
+    # -- results and state -----------------------------------------------------------------
+    def _adapter_state(self) -> dict:
+        return {n: p.detach().to("cpu", copy=True) for n, p in self.named}
+
+    def _load_adapters(self, state: dict) -> None:
+        with torch.no_grad():
+            for n, p in self.named:
+                p.copy_(state[n].to(p.device))
+
+    def result(self, which: str = "best"):
+        """The tuned model (a new :class:`SansaModel`): ``"best"`` (lowest validation loss;
+        the last step without validation) or ``"last"``. Ends the run."""
+        if which not in ("best", "last"):
+            raise InvalidInputError(f"which must be 'best' or 'last', got {which!r}")
+        self.closed = True
+        if which == "best" and self.val_episodes:
+            self._load_adapters(self.best)
+        self.encoder = None
+        if self._kernels is not None:
+            self._kernels.remove()
+            self._kernels = None
+        return wrap_model(self.source_model, self.sam)
+
+    def _digest(self) -> str:
+        h = hashlib.sha256()
+        for rgb, masks in zip(self.frames.rgb, self.frames.grid_masks, strict=True):
+            h.update(rgb.tobytes())
+            for c in sorted(masks):
+                h.update(str(c).encode())
+                h.update(np.packbits(masks[c]).tobytes())
+        for _, p in self.named:
+            h.update(p.detach().cpu().numpy().tobytes())  # the starting adapters
+        return h.hexdigest()
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue this run exactly (plain types and tensors)."""
+        settings = {k: (list(v) if isinstance(v, tuple) else v)
+                    for k, v in asdict(self.settings).items()}  # fmt: skip
+        return {
+            "format": STATE_FORMAT,
+            "settings": settings,
+            "digest": self.digest,
+            "step": self.step,
+            "adapters": self._adapter_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "torch_rng": self._torch_state.clone(),
+            "best": self.best,
+            "best_val": self.best_val,
+            "best_step": self.best_step,
+            "history": list(self.history),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise InvalidInputError("this is not a napari-sansa fine-tuning state")
+        mine = self.state_dict()
+        if state["settings"] != mine["settings"] or state["digest"] != self.digest:
+            diff = [k for k in mine["settings"] if state["settings"].get(k) != mine["settings"][k]]
+            what = f"settings {', '.join(diff)}" if diff else "training frames or starting model"
+            raise InvalidInputError(
+                f"the saved fine-tuning state belongs to another run (its {what} differ): "
+                "resume with the same data, model and settings, or start afresh"
+            )
+        self._load_adapters(state["adapters"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.rng.bit_generator.state = state["rng"]
+        self._torch_state = state["torch_rng"].clone()
+        self.best = state["best"]
+        self.best_val = float(state["best_val"])
+        self.best_step = int(state["best_step"])
+        self.history = list(state["history"])
+        self.step = int(state["step"])

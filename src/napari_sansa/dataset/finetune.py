@@ -1,0 +1,229 @@
+"""``napari-sansa finetune``: tune the adapters on annotated image files, resumably.
+
+    napari-sansa finetune --train IMAGE LABELS [--train ...] | --train FOLDER
+        (--model NAME | --sam2-checkpoint FILE [--adapter-checkpoint FILE] [--config C])
+        --steps N --out adapters.pth [--validation 0.2] [options]
+
+The run's state (adapters, optimiser, schedule, step, random state, best adapters)
+is saved atomically to ``OUT.state`` every ``--save-every`` steps and when the run is
+interrupted; the same command run again continues from it and ends where an
+uninterrupted run would. ``OUT`` is written once, atomically, at the end (the best
+adapters by validation loss, or the last ones); the state file is then removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+from pathlib import Path
+
+from napari_sansa.core.errors import InvalidInputError
+
+__all__ = ["add_parser", "find_pairs", "run"]
+
+log = logging.getLogger("napari_sansa")
+
+LABEL_SUFFIXES = ("_labels", "_label", "_masks", "_mask")
+IMAGE_EXTS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    """The ``finetune`` subcommand's parser, on ``sub`` (argparse subparsers)."""
+    f = sub.add_parser(
+        "finetune",
+        help="tune the SANSA adapters on your annotated images",
+        description="Fine-tune the adapters (SAM2 stays frozen) on fully annotated images, as "
+        "the authors train them, and write them in the authors' format for --adapter-checkpoint.",
+    )
+    f.add_argument(
+        "--train", nargs="+", action="append", default=[], metavar="PATH", required=True,
+        help="IMAGE LABELS (label image: class ids, 0 = background), repeatable; or a folder "
+        "of pairs (images/ + labels/ with the same names, or NAME.ext + NAME_labels.ext)",
+    )  # fmt: skip
+    f.add_argument("-o", "--out", required=True, metavar="FILE", help="adapter file to write")
+    f.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    f.add_argument("--restart", action="store_true", help="ignore a saved state, start again")
+    models = (
+        ("--model", "registered model (default sansa-universal)", "NAME"),
+        ("--config", "SAM2 config of local files, e.g. sam2_hiera_l", "NAME"),
+        ("--sam2-checkpoint", "Meta's SAM2 weights file", "FILE"),
+        ("--adapter-checkpoint", "SANSA adapter weights to start from", "FILE"),
+    )
+    for flag, text, meta in models:
+        f.add_argument(flag, help=text, metavar=meta)
+    f.add_argument("--image-size", type=int, default=None, help=argparse.SUPPRESS)
+    f.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    f.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    f.add_argument("--fresh-adapters", action="store_true", help="start from new adapters")
+    f.add_argument("--stages", type=int, nargs="+", default=[2, 3], help="(fresh) Hiera stages")
+    f.add_argument("--channel-factor", type=float, default=0.3, help="(fresh) adapter width")
+    numbers = (
+        ("--steps", int, 500, "optimisation steps (500)"),
+        ("--lr", float, 1e-4, "learning rate (1e-4, the authors')"),
+        ("--shots", int, 1, "supports per episode: 1..SHOTS (1)"),
+        ("--batch-size", int, 2, "episodes per step (2)"),
+        ("--validation", float, 0.2, "fraction of the images held out (0.2)"),
+        ("--validate-every", int, None, "steps between validations (default: 20 per run)"),
+        ("--seed", int, 0, "random seed (0)"),
+        ("--save-every", int, 10, "steps between saved states (10)"),
+    )
+    for flag, kind, default, text in numbers:
+        f.add_argument(flag, type=kind, default=default, help=text)
+    f.add_argument("--prompt", default="mask", help="mask, box, point, scribble or multi")
+    f.add_argument("--input-size", default="640", help="the authors' resize (640) or 'none'")
+    f.add_argument("-q", "--quiet", action="store_true", help="no progress bar, log lines only")
+    return f
+
+
+def find_pairs(folder) -> list[tuple[Path, Path]]:
+    """(image, labels) files of a folder: ``images/`` + ``labels/`` with the same names, or
+    ``NAME.ext`` beside ``NAME_labels.ext`` (also ``_label``, ``_mask``, ``_masks``)."""
+    folder = Path(folder)
+
+    def images_in(d):
+        return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+
+    if (folder / "images").is_dir() and (folder / "labels").is_dir():
+        labels = {p.stem: p for p in images_in(folder / "labels")}
+        pairs = [(p, labels[p.stem]) for p in images_in(folder / "images") if p.stem in labels]
+    else:
+        files = images_in(folder)
+        by_stem = {p.stem: p for p in files}
+        pairs = []
+        for p in files:
+            for suffix in LABEL_SUFFIXES:
+                if p.stem.endswith(suffix) and p.stem[: -len(suffix)] in by_stem:
+                    pairs.append((by_stem[p.stem[: -len(suffix)]], p))
+                    break
+    if not pairs:
+        raise InvalidInputError(
+            f"no image/label pairs in {folder}: put images in {folder / 'images'} and label "
+            f"images of the same names in {folder / 'labels'}, or name each label image "
+            "NAME_labels.ext beside NAME.ext"
+        )
+    return sorted(pairs)
+
+
+def _training_files(groups) -> list[tuple[Path, Path]]:
+    pairs = []
+    for g in groups:
+        if len(g) == 2:
+            pairs.append((Path(g[0]), Path(g[1])))
+        elif len(g) == 1 and Path(g[0]).is_dir():
+            pairs += find_pairs(g[0])
+        else:
+            raise InvalidInputError(
+                f"--train takes IMAGE LABELS or one folder of pairs, got {' '.join(g)}"
+            )
+    return pairs
+
+
+def _load_model(args):
+    from napari_sansa.core.models.source import ModelSource
+
+    files = (args.config, args.sam2_checkpoint, args.adapter_checkpoint)
+    if args.model and any(files):
+        raise InvalidInputError(
+            "give --model NAME or --config/--sam2-checkpoint/--adapter-checkpoint, not both"
+        )
+    if any(files) and not args.sam2_checkpoint:
+        raise InvalidInputError("--config/--adapter-checkpoint need --sam2-checkpoint FILE")
+    common = {"device": args.device, "precision": args.precision, "image_size": args.image_size}
+    if args.sam2_checkpoint:
+        return ModelSource(config=args.config, sam2_checkpoint=args.sam2_checkpoint,
+                           adapter_checkpoint=args.adapter_checkpoint, **common).load()  # fmt: skip
+    return ModelSource(name=args.model or "sansa-universal", **common).load()
+
+
+def _save_state(state: dict, path: Path) -> None:
+    import torch
+
+    from napari_sansa.core.atomic import atomic_write
+
+    with atomic_write(path) as tmp:
+        torch.save(state, tmp)
+
+
+def run(args) -> int:
+    """Run ``napari-sansa finetune`` with parsed ``args``; returns the exit status."""
+    import torch
+
+    from napari_sansa.core.training.api import finetune_iter
+    from napari_sansa.dataset.io import read_image, read_label_image
+
+    out = Path(args.out).expanduser()
+    if out.is_dir():
+        raise InvalidInputError(f"--out {out} is a folder; give the .pth file to write")
+    if out.exists() and not args.overwrite:
+        raise InvalidInputError(f"{out} already exists: choose another --out or add --overwrite")
+    size = str(args.input_size).strip().lower()
+    if size not in ("none", "") and not size.isdigit():
+        raise InvalidInputError(f"--input-size must be a number of pixels or 'none', got {size!r}")
+    input_size = None if size in ("none", "") else int(size)
+    pairs = _training_files(args.train)
+    data = [(read_image(img), read_label_image(lab)) for img, lab in pairs]
+    model = _load_model(args)
+    state_path = out.with_name(out.name + ".state")
+    resume = None
+    if state_path.exists() and not args.restart:
+        resume = torch.load(state_path, map_location="cpu", weights_only=False)
+        log.info("resuming from %s (step %s)", state_path, resume.get("step"))
+    if args.save_every < 1:
+        raise InvalidInputError("--save-every must be >= 1")
+    try:
+        tuning = finetune_iter(
+            model, data, steps=args.steps, lr=args.lr, shots=args.shots, prompt=args.prompt,
+            batch_size=args.batch_size, input_size=input_size, validation=args.validation,
+            validate_every=args.validate_every, seed=args.seed,
+            fresh_adapters=args.fresh_adapters, stages=args.stages,
+            channel_factor=args.channel_factor, resume=resume,
+        )  # fmt: skip
+    except InvalidInputError as exc:
+        if resume is not None and "belongs to another run" in str(exc):
+            raise InvalidInputError(f"{exc} (saved in {state_path}; add --restart)") from None
+        raise
+    log.info(
+        "%d training and %d validation images, %d step(s)",
+        len(tuning.train_idx), len(tuning.val_idx), tuning.settings.steps,
+    )  # fmt: skip
+    _train(tuning, state_path, args)
+    tuned = tuning.result()
+    tuned.save_adapters(out, overwrite=True)  # refused above when it existed without --overwrite
+    state_path.unlink(missing_ok=True)
+    if tuning.val_episodes:
+        log.info("wrote %s (best validation loss %.4f, at step %d)", out, tuning.best_val,
+                 tuning.best_step)  # fmt: skip
+    else:
+        log.info("wrote %s", out)
+    return 0
+
+
+def _train(tuning, state_path: Path, args) -> None:
+    from tqdm.auto import tqdm
+
+    from napari_sansa.core.training.api import _postfix
+
+    s = tuning.settings
+    bar = tqdm(total=s.steps, initial=tuning.step, unit="step", desc="fine-tuning",
+               disable=args.quiet, dynamic_ncols=True)  # fmt: skip
+    snapshot = None
+    try:
+        for stats in tuning:
+            snapshot = None
+            bar.n = stats.step
+            post = _postfix(stats)
+            bar.set_postfix(**post, refresh=True)
+            if args.quiet and stats.val_loss is not None:
+                log.info("step %d/%d %s", stats.step, s.steps, post)
+            if stats.step and stats.step % args.save_every == 0 and stats.step < s.steps:
+                _save_state(tuning.state_dict(), state_path)
+            else:
+                snapshot = copy.deepcopy(tuning.state_dict())
+    except KeyboardInterrupt:
+        if snapshot is not None:  # the last finished step, saved before leaving
+            _save_state(snapshot, state_path)
+        log.warning("interrupted: run the same command again to continue from %s", state_path)
+        raise
+    finally:
+        bar.close()

@@ -1,0 +1,129 @@
+"""Advanced run settings for large images and objects, and the per-frame object counts.
+
+:class:`TilesObjectsPanel`: tile size and halo (issue 13's tiles), the "objects"
+checkbox with the splitting's minimum object size and seed distance; ``settings()``
+gives the matching :class:`~napari_sansa.napari.worker.RunSettings` fields.
+:class:`ObjectCounts`: one row per finished frame, one column per class, the number of
+objects (shown only for runs with objects); a click on a row jumps to the frame.
+"""
+
+from __future__ import annotations
+
+from magicgui.widgets import CheckBox, SpinBox
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
+
+__all__ = ["ObjectCounts", "TilesObjectsPanel"]
+
+
+class TilesObjectsPanel:
+    """The controls (public attributes; ``widgets`` in order, laid out by the widget)."""
+
+    def __init__(self):
+        from napari_sansa.core.objects import ObjectOptions  # numpy only
+
+        defaults = ObjectOptions()
+        self.tile_size = SpinBox(
+            label="tile size", min=0, max=65536, step=128, value=0,
+            tooltip="cut frames larger than this (pixels) into tiles, each seen by SAM2 at "
+            "full detail; references and targets alike (independent mode only); 0 = off",
+        )  # fmt: skip
+        self.tile_size.native.setSpecialValueText("off")
+        self.halo = SpinBox(
+            label="halo", min=-1, max=8192, step=16, value=-1,
+            tooltip="context pixels kept around each tile's own part; auto = tile size / 8",
+        )  # fmt: skip
+        self.halo.native.setSpecialValueText("auto")
+        self.instances = CheckBox(
+            text="objects (one label per object)", value=False,
+            tooltip="also split each class into objects: an '<image> [sansa objects]' layer "
+            "whose features give each object's class, area, centroid, box and mean probability",
+        )  # fmt: skip
+        self.min_size = SpinBox(
+            label="min object size",
+            min=0,
+            max=10**7,
+            value=defaults.min_size,
+            tooltip="objects smaller than this (pixels) are dropped",
+        )
+        self.seed_distance = SpinBox(
+            label="seed distance", min=1, max=10_000, value=defaults.seed_distance,
+            tooltip="the closest two touching objects' centres may be (pixels): larger, "
+            "fewer splits",
+        )  # fmt: skip
+        self.widgets = [self.tile_size, self.halo, self.instances, self.min_size,
+                        self.seed_distance]  # fmt: skip
+        self.instances.changed.connect(self._on_instances)
+        self._on_instances()
+
+    def _on_instances(self, value=None) -> None:
+        on = bool(self.instances.value)
+        self.min_size.enabled = self.seed_distance.enabled = on
+
+    def settings(self) -> dict:
+        """``tile_size``, ``halo`` and ``instances`` for RunSettings."""
+        from napari_sansa.core.objects import ObjectOptions
+
+        tile = int(self.tile_size.value) or None
+        halo = int(self.halo.value)
+        instances = None
+        if self.instances.value:
+            instances = ObjectOptions(min_size=int(self.min_size.value),
+                                      seed_distance=int(self.seed_distance.value))  # fmt: skip
+        return {
+            "tile_size": tile,
+            "halo": None if halo < 0 or tile is None else halo,
+            "instances": instances,
+        }
+
+
+class ObjectCounts(QTableWidget):
+    """Objects per class and frame of the last run with objects."""
+
+    frame_clicked = Signal(object)
+
+    def __init__(self, parent=None):
+        super().__init__(0, 1, parent)
+        self.setHorizontalHeaderLabels(["frame"])
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.verticalHeader().setVisible(False)
+        self.verticalHeader().setDefaultSectionSize(20)
+        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.horizontalHeader().setStretchLastSection(True)
+        self.setMinimumHeight(100)
+        self.setToolTip("objects per class in each frame (the '[sansa objects]' layer)")
+        self.cellClicked.connect(self._on_cell_clicked)
+        self._counts: dict = {}
+        self.setVisible(False)
+
+    def clear_rows(self) -> None:
+        self._counts = {}
+        self.setRowCount(0)
+        self.setColumnCount(1)
+        self.setVisible(False)
+
+    def set_frame(self, key, counts: dict) -> None:
+        """The object counts (class -> n) of the frame ``key``."""
+        self._counts[key] = {int(c): int(n) for c, n in counts.items()}
+        classes = sorted({c for v in self._counts.values() for c in v})
+        keys = sorted(self._counts, key=lambda k: (k,) if isinstance(k, int) else k)
+        self.setColumnCount(1 + len(classes))
+        self.setHorizontalHeaderLabels(["frame", *(f"class {c}" for c in classes)])
+        self.setRowCount(len(keys))
+        for r, k in enumerate(keys):
+            item = QTableWidgetItem(str(k if isinstance(k, int) else f"{k[0]}: {k[1]}"))
+            item.setData(Qt.ItemDataRole.UserRole, k)
+            self.setItem(r, 0, item)
+            for j, c in enumerate(classes):
+                self.setItem(r, 1 + j, QTableWidgetItem(str(self._counts[k].get(c, 0))))
+        self.setVisible(True)
+
+    def counts(self) -> dict:
+        """Frame -> {class: number of objects}, as shown."""
+        return {k: dict(v) for k, v in self._counts.items()}
+
+    def _on_cell_clicked(self, row: int, _column: int) -> None:
+        item = self.item(row, 0)
+        if item is not None:
+            self.frame_clicked.emit(item.data(Qt.ItemDataRole.UserRole))
