@@ -107,6 +107,33 @@ def _parser() -> argparse.ArgumentParser:
         help="pixels of context around each tile's kept part (default: tile size / 8)",
     )
     s.add_argument(
+        "--instances",
+        action="store_true",
+        help="also split each class into objects: an object label image per target and "
+        "objects.csv (one row per object)",
+    )
+    s.add_argument(
+        "--min-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --instances: drop objects smaller than N pixels (10; 0 keeps all)",
+    )
+    s.add_argument(
+        "--seed-distance",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --instances: the least distance between two objects' seeds (5 pixels; "
+        "larger splits less)",
+    )
+    s.add_argument(
+        "--split",
+        default=None,
+        choices=("distance", "probability", "none"),
+        help="with --instances: how touching objects are separated (distance)",
+    )
+    s.add_argument(
         "--probabilities", action="store_true", help="also write per-class probability TIFFs"
     )
     s.add_argument("--overwrite", action="store_true", help="redo targets that already have output")
@@ -204,6 +231,16 @@ def _segment(args) -> int:
         input_size = int(size)
     else:
         raise InvalidInputError(f"--input-size must be a number of pixels or 'none', got {size!r}")
+    options = {"min_size": args.min_size, "seed_distance": args.seed_distance, "split": args.split}
+    options = {k: v for k, v in options.items() if v is not None}
+    if options and not args.instances:
+        flags = ", ".join("--" + k.replace("_", "-") for k in options)
+        raise InvalidInputError(f"{flags} split objects: give --instances with it")
+    instances = False
+    if args.instances:
+        from napari_sansa.core.objects import ObjectOptions
+
+        instances = ObjectOptions(**options)  # checked before anything is loaded
     many = {"allow_many_classes": args.allow_many_classes}
     references = [load_reference_pair(img, lab, **many) for img, lab in args.reference]
     if args.prompts:
@@ -242,6 +279,7 @@ def _segment(args) -> int:
             batch_size=args.batch_size,
             tile_size=args.tile_size,
             halo=args.halo,
+            instances=instances,
             client=client,
             chunk_size=args.chunk_size,
             progress=not args.quiet,
@@ -260,6 +298,8 @@ def _segment(args) -> int:
         rate,
         report.csv,
     )
+    if instances:
+        log.info("objects: %s", report.objects_csv)
     for source_path, message in report.failed:
         log.warning("failed: %s: %s", source_path, message)
     if report.failed:

@@ -17,6 +17,7 @@ from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.dataset.io import IMAGE_SUFFIXES, TIFF_SUFFIXES
 
 PROB_SUFFIX = "_probabilities"
+OBJECTS_SUFFIX = "_objects"
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,12 @@ class Target:
     def prob_output(self) -> str:
         p = Path(self.output)
         return str(p.with_name(p.stem + PROB_SUFFIX + p.suffix))
+
+    @property
+    def objects_output(self) -> str:
+        """The object label image next to the labels (``--instances``)."""
+        p = Path(self.output)
+        return str(p.with_name(p.stem + OBJECTS_SUFFIX + p.suffix))
 
 
 def _natural_key(path: Path):

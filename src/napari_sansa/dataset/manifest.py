@@ -71,18 +71,25 @@ def _write_run_file(out: Path, signature: str, settings: dict) -> None:
         _write_failed(exc, run_file)
 
 
-def _output_rows(out: Path, signature: str, skip=frozenset()) -> list[dict]:
-    """The rows of every label image in ``out`` written with this run's settings."""
-    rows = []
+def run_outputs(out: Path, signature: str, skip=frozenset()):
+    """``(path, relative path, record)`` of every output in ``out`` (outside its hidden
+    folders) written with this run's settings, except those whose relative path is in
+    ``skip``."""
     for path in sorted(out.rglob("*.tif")):
         rel = path.relative_to(out)
         if any(part.startswith(".") for part in rel.parts) or str(rel) in skip:
             continue
         info = _record(path)
-        if info is None or info.get("run") != signature or not info.get("source"):
-            continue
+        if info is not None and info.get("run") == signature and info.get("source"):
+            yield path, rel, info
+
+
+def _output_rows(out: Path, signature: str, skip=frozenset()) -> list[dict]:
+    """The rows of every label image in ``out`` written with this run's settings."""
+    rows = []
+    for path, rel, info in run_outputs(out, signature, skip):
         role = info.get("output")
-        if role == "probabilities" or (role is None and _is_probabilities(path, info)):
+        if role in ("probabilities", "objects") or (role is None and _is_probabilities(path, info)):
             continue
         scores = info.get("scores") or [{}]
         areas = info.get("areas") or [{}] * len(scores)
@@ -125,35 +132,59 @@ def final_rows(out: Path, signature: str, targets, rows, earlier, skip=frozenset
     return result + now
 
 
-def _digests(out: Path) -> list[str]:
+def _digests(out: Path, digests: Path = CSV_DIGESTS) -> list[str]:
     try:
-        known = json.loads((out / CSV_DIGESTS).read_text()).get("sha256", [])
+        known = json.loads((out / digests).read_text()).get("sha256", [])
     except (OSError, ValueError, AttributeError):
         return []
     return [d for d in known if isinstance(d, str)] if isinstance(known, list) else []
 
 
-def earlier_rows(out: Path) -> list[dict]:
-    """The rows of the ``scores.csv`` in ``out`` (none if absent); an error if that file
-    is not one napari-sansa wrote (it is never replaced then)."""
-    path = out / CSV_NAME
+def owned_text(out: Path, name: str, digests: Path, legacy_keys=None) -> str | None:
+    """The text of the file ``name`` that napari-sansa wrote in ``out`` (None if absent);
+    an error if that file is not one napari-sansa wrote (it is never replaced then).
+
+    ``digests``: where the SHA-256 of what was written is kept; ``legacy_keys``: the
+    header that marks a file of napari-sansa 0.1 (which kept no digests)."""
+    path = out / name
     if not path.exists() and not path.is_symlink():
-        return []
+        return None
     try:
         data = path.read_bytes() if path.is_file() else None
     except OSError:
         data = None
-    ours = data is not None and hashlib.sha256(data).hexdigest() in _digests(out)
-    if data is not None and not ours and not (out / CSV_DIGESTS).exists():
+    ours = data is not None and hashlib.sha256(data).hexdigest() in _digests(out, digests)
+    if data is not None and not ours and legacy_keys and not (out / digests).exists():
         first = data.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
-        ours = first.split(",")[: len(KEYS)] == KEYS  # written by napari-sansa 0.1
+        ours = first.split(",")[: len(legacy_keys)] == list(legacy_keys)
     if not ours:
         raise InvalidInputError(
             f"{path} was not written by napari-sansa (or was changed since), and napari-sansa "
-            f"writes its {CSV_NAME} there: it is never replaced. Move or rename that file, or "
+            f"writes its {name} there: it is never replaced. Move or rename that file, or "
             "choose another --out"
         )
-    return list(csv.DictReader(io.StringIO(data.decode("utf-8", "replace"))))
+    return data.decode("utf-8", "replace")
+
+
+def write_owned(out: Path, name: str, digests: Path, text: str) -> Path:
+    """Write ``text`` atomically as ``out / name``, known as napari-sansa's (see
+    :func:`owned_text`) before it is there: the digests of the last two versions."""
+    final = out / name
+    data = text.encode("utf-8")
+    try:
+        known = [hashlib.sha256(data).hexdigest(), *_digests(out, digests)[:1]]
+        write_text_atomic(out / digests, json.dumps({"sha256": known}))
+        write_text_atomic(final, text)
+    except OSError as exc:
+        _write_failed(exc, final)
+    return final
+
+
+def earlier_rows(out: Path) -> list[dict]:
+    """The rows of the ``scores.csv`` in ``out`` (none if absent); an error if that file
+    is not one napari-sansa wrote (it is never replaced then)."""
+    text = owned_text(out, CSV_NAME, CSV_DIGESTS, KEYS)
+    return [] if text is None else list(csv.DictReader(io.StringIO(text)))
 
 
 def _write_csv(out: Path, rows) -> Path:
@@ -171,12 +202,4 @@ def _write_csv(out: Path, rows) -> Path:
 
     for r in sorted(rows, key=order):
         w.writerow(r)
-    final = out / CSV_NAME
-    data = buf.getvalue().encode("utf-8")
-    try:  # what we write is known as ours before it is there (the last two versions)
-        digests = [hashlib.sha256(data).hexdigest(), *_digests(out)[:1]]
-        write_text_atomic(out / CSV_DIGESTS, json.dumps({"sha256": digests}))
-        write_text_atomic(final, data.decode("utf-8"))
-    except OSError as exc:
-        _write_failed(exc, final)
-    return final
+    return write_owned(out, CSV_NAME, CSV_DIGESTS, buf.getvalue())

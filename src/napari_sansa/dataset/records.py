@@ -34,6 +34,7 @@ class RunSettings:
     signature: str = ""
     tile_size: int | None = None  # tiles (napari_sansa.core.tiling); None: untiled
     halo: int | None = None
+    objects: object = None  # an ObjectOptions (--instances); None: no object outputs
 
 
 def reference_options(run: RunSettings) -> dict:
@@ -57,7 +58,14 @@ def _predictions(model, memory, frames, run: RunSettings):
         batch_size=run.batch_size,
         tile_size=run.tile_size,
         halo=run.halo,
+        instances=run.objects or False,
     )
+
+
+def _table_record(table) -> dict:
+    """An :class:`~napari_sansa.core.measures.ObjectTable` as JSON for an objects TIFF's
+    record (``objects.csv`` is rebuilt from these records, see dataset/objects.py)."""
+    return {"columns": list(table.columns), "rows": [list(r.values()) for r in table.rows()]}
 
 
 def _row(target: Target, status: str, message: str = "", frame=None, scores=None, areas=None):
@@ -180,6 +188,10 @@ def _done_record(t: Target, out: Path, run: RunSettings) -> dict | None:
     if run.probabilities:
         probs = _existing(t, out / t.prob_output)
         if probs is None or probs.get("run") != run.signature:
+            return None
+    if run.objects is not None:
+        objects = _existing(t, out / t.objects_output)
+        if objects is None or objects.get("run") != run.signature:
             return None
     if not _unchanged(labels.get("input"), t.source):
         log.info("%s changed since it was labelled: labelling it again", t.source)

@@ -31,7 +31,14 @@ from napari_sansa.dataset.manifest import (
     earlier_rows,
     final_rows,
 )
-from napari_sansa.dataset.records import RunSettings, _row, _target_done, reference_options
+from napari_sansa.dataset.objects import check_objects_csv, object_rows, write_objects_csv
+from napari_sansa.dataset.records import (
+    RunSettings,
+    _existing,
+    _row,
+    _target_done,
+    reference_options,
+)
 from napari_sansa.dataset.references import _references_digest, reference_files
 from napari_sansa.dataset.writing import _cleanup_partials, _work, process_targets
 
@@ -49,6 +56,7 @@ class BatchReport:
     frames: int = 0
     seconds: float = 0.0
     csv: Path | None = None
+    objects_csv: Path | None = None  # with instances
 
     @property
     def ok(self) -> bool:
@@ -121,6 +129,7 @@ def segment_dataset(
     progress: bool = True,
     tile_size: int | None = None,
     halo: int | None = None,
+    instances=False,
 ) -> BatchReport:
     """Label every target image (files, folders, TIFF stacks) into ``out``.
 
@@ -130,7 +139,10 @@ def segment_dataset(
     inputs' folders as TIFF label images (stacks as label stacks); ``scores.csv``
     lists every target with its per-class scores and areas, or why it failed.
     ``tile_size``/``halo``: references and targets larger than a tile are segmented
-    by tiles (see :meth:`~napari_sansa.SansaModel.segment_iter`).
+    by tiles (see :meth:`~napari_sansa.SansaModel.segment_iter`). ``instances``: True,
+    a dict of :class:`~napari_sansa.ObjectOptions`' fields, or one: each target also gets
+    an object label image (``<name>_objects.tif``, ids unique within an image or a stack)
+    and ``objects.csv`` lists every object (its class, area, centroid, box, probability).
 
     Every setting and the output folder are checked before anything is loaded or
     written; the run holds the folder's lock (:class:`OutputLockedError` if another run
@@ -139,6 +151,7 @@ def segment_dataset(
     """
     from napari_sansa.core.fusion import check_threshold
     from napari_sansa.core.model import MODES, SansaModel
+    from napari_sansa.core.objects import ObjectOptions
     from napari_sansa.core.preprocess import check_input_size
     from napari_sansa.core.tiling import TileSpec
 
@@ -148,6 +161,7 @@ def segment_dataset(
     threshold = check_threshold(threshold)
     input_size = check_input_size(input_size)
     tiles = TileSpec.make(tile_size, halo)
+    objects = ObjectOptions.make(instances)
     if tiles is not None and mode != "independent":
         raise InvalidInputError("--tile-size works with --mode independent only")
     _check_count(batch_size, "the batch size", "--batch-size", none_ok=True)
@@ -188,6 +202,8 @@ def segment_dataset(
     }
     if tiles is not None:  # only then: untiled runs keep the signature they always had
         settings["tiles"] = [tiles.tile_size, tiles.halo]
+    if objects is not None:  # the same: runs without objects keep their signature
+        settings["instances"] = asdict(objects)
     signature = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     run = RunSettings(
         mode,
@@ -199,6 +215,7 @@ def segment_dataset(
         signature,
         tiles.tile_size if tiles is not None else None,
         tiles.halo if tiles is not None else None,
+        objects,
     )
     job = _Job(
         items, unreadable, references, out, out.is_dir(), run, settings, overwrite, strict,
@@ -236,6 +253,8 @@ def _locked_run(job: _Job) -> BatchReport:
     loaded, source, client, references = job.loaded, job.source, job.client, job.references
     settings = job.settings
     earlier = earlier_rows(out)  # a scores.csv that is not ours is refused, never replaced
+    if run.objects is not None:
+        check_objects_csv(out)  # and so is an objects.csv
     kept = _reference_outputs(items, out, references)
     _check_run_file(out, run.signature, settings, items, overwrite, kept)
     rows: list = [_row(Target(p, ""), "failed", message) for p, message in job.unreadable]
@@ -256,6 +275,9 @@ def _locked_run(job: _Job) -> BatchReport:
     # nothing left to do loads no model, and outputs of other images are never touched
     done = set() if overwrite else {t.output for t in items if _target_done(t, out, run)}
     work = _work(items, done, run)
+    if run.objects is not None and not overwrite:
+        for t in work:  # a file of that name that is not ours: refused, never replaced
+            _existing(t, out / t.objects_output)
     report = BatchReport(out, skipped=len(done))
     memory = None
     if work:
@@ -331,6 +353,9 @@ def _locked_run(job: _Job) -> BatchReport:
         try:
             final = final_rows(out, run.signature, items, rows, earlier, skip=frozenset(kept))
             report.csv = _write_csv(out, final)
+            if run.objects is not None:
+                found = object_rows(out, run.signature, rows, skip=frozenset(kept))
+                report.objects_csv = write_objects_csv(out, found)
         except OSError:
             if error is None:
                 raise
@@ -342,4 +367,5 @@ def report_dict(report: BatchReport) -> dict:
     d = asdict(report)
     d["out"] = str(report.out)
     d["csv"] = str(report.csv) if report.csv else None
+    d["objects_csv"] = str(report.objects_csv) if report.objects_csv else None
     return d

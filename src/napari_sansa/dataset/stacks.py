@@ -18,6 +18,7 @@ from napari_sansa.dataset.records import (
     _predictions,
     _remove_stale_probabilities,
     _row,
+    _table_record,
     _write_failed,
     source_state,
 )
@@ -64,6 +65,7 @@ def _process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
         labels = np.lib.format.open_memmap(scratch / "l.npy", mode="w+", dtype=dtype, shape=shape)
 
     blank: dict[int, str] = {}  # frame -> why it was labelled 0
+    objects: list = []  # (objects, table) per frame, with --instances
     fed: list[int] = []  # the frames handed to the model, in order
 
     def frames():
@@ -88,6 +90,8 @@ def _process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
             areas.append(dict.fromkeys(classes, 0))
             if probs is not None:
                 probs[len(scores) - 1] = 0
+            if run.objects is not None:
+                objects.append(_no_objects(hw))
             on_frame(t, 1)
             yield np.zeros(hw, dtype)
 
@@ -101,6 +105,8 @@ def _process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
             areas.append({c: int((lab == c).sum()) for c in classes})
             if probs is not None:
                 probs[i] = np.stack([pred.probabilities[c] for c in classes])
+            if run.objects is not None:
+                objects.append((pred.objects, pred.object_table))
             on_frame(t, 1)
             yield lab
         yield from zeros_until(n)
@@ -143,6 +149,8 @@ def _process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
                     dtype,
                     _describe(t, run, classes, scores, areas, shape, blank, state=state),
                 )
+            if run.objects is not None:
+                _write_stack_objects(t, out, run, objects, (classes, scores, areas, blank, state))
         except OSError as exc:
             _write_failed(exc, final)
     except InvalidInputError as exc:
@@ -171,6 +179,29 @@ def _process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
             rows.append(_row(t, "blank", blank[i], frame=i, areas=ar))
         else:
             rows.append(_row(t, "ok", frame=i, scores=sc, areas=ar))
+
+
+def _no_objects(hw):
+    from napari_sansa.core.measures import object_table
+
+    empty = np.zeros(hw, np.uint16)
+    return empty, object_table(empty, empty)
+
+
+def _write_stack_objects(t: Target, out, run, objects, facts) -> None:
+    """The object stack of ``t`` (ids unique in the stack) with its table in its record.
+
+    Written after the label stack: a target counts as finished only when both are there
+    (see ``records._done_record``), so an interruption in between redoes the stack."""
+    from napari_sansa.core.measures import stack_objects
+
+    classes, scores, areas, blank, state = facts
+    stack, table = stack_objects(objects)
+    desc = _describe(
+        t, run, classes, scores, areas, stack.shape, blank, state=state, role="objects"
+    )
+    desc["napari_sansa"]["objects"] = _table_record(table)
+    write_tiff_atomic(out / t.objects_output, stack, stack.shape, stack.dtype, desc)
 
 
 def _blank_frame(img, i: int) -> str | None:

@@ -31,6 +31,7 @@ from napari_sansa.dataset.records import (
     _predictions,
     _remove_stale_probabilities,
     _row,
+    _table_record,
     _write_failed,
     source_state,
 )
@@ -170,6 +171,11 @@ def _write_image(t: Target, pred, out: Path, run: RunSettings, rows, state=None)
     def describe(shape, role="labels"):
         return _describe(t, run, classes, [scores], [areas], shape, state=state, role=role)
 
+    def describe_objects(shape):
+        desc = describe(shape, "objects")
+        desc["napari_sansa"]["objects"] = _table_record(pred.object_table)
+        return desc
+
     if not run.probabilities:
         _remove_stale_probabilities(t, out)
     try:
@@ -181,6 +187,11 @@ def _write_image(t: Target, pred, out: Path, run: RunSettings, rows, state=None)
                 probs.shape,
                 np.float32,
                 describe(probs.shape, "probabilities"),
+            )
+        if run.objects is not None:  # before the labels, the marker of a finished target
+            obj = pred.objects
+            write_tiff_atomic(
+                out / t.objects_output, obj, obj.shape, obj.dtype, describe_objects(obj.shape)
             )
         write_tiff_atomic(final, labels, labels.shape, labels.dtype, describe(labels.shape))
     except OSError as exc:

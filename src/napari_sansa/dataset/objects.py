@@ -1,0 +1,64 @@
+"""``objects.csv`` (``--instances``): one row per object of every object image in ``--out``.
+
+Like ``scores.csv`` (see :mod:`~napari_sansa.dataset.manifest`), it is rebuilt at the end
+of every run from the outputs in the folder: each object image written with this run's
+settings keeps its object table in its record, so the CSV lists every object of every
+target labelled there so far, and a target that failed in this run has no rows. Only an
+``objects.csv`` napari-sansa wrote is replaced; any other file of that name is refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from napari_sansa.core.measures import COLUMNS
+from napari_sansa.dataset.discovery import _natural_key
+from napari_sansa.dataset.manifest import KEPT_STATUSES, owned_text, run_outputs, write_owned
+
+OBJECTS_CSV = "objects.csv"
+OBJECTS_DIGESTS = Path(".napari-sansa") / "objects.json"
+OBJECT_KEYS = ["target", "frame", *COLUMNS]
+
+
+def check_objects_csv(out: Path) -> None:
+    """Refuse a run whose ``objects.csv`` would replace a file napari-sansa did not write
+    (called before anything is loaded or written)."""
+    owned_text(out, OBJECTS_CSV, OBJECTS_DIGESTS)
+
+
+def object_rows(out: Path, signature: str, rows, skip=frozenset()) -> list[dict]:
+    """The rows of ``objects.csv`` after a run: the objects of every object image in ``out``
+    written with this run's settings, except those of targets that failed in this run
+    (``rows``: this run's rows of ``scores.csv``) and of outputs in ``skip``."""
+    gone = {r["target"] for r in rows if r["status"] in KEPT_STATUSES}
+    result = []
+    for _, _, info in run_outputs(out, signature, skip):
+        source, table = str(info["source"]), info.get("objects")
+        if info.get("output") != "objects" or source in gone or not isinstance(table, dict):
+            continue
+        stack = len(info.get("scores") or [None]) > 1
+        columns = table.get("columns") or []
+        for values in table.get("rows") or []:
+            row = dict(zip(columns, values, strict=False))
+            frame = row.pop("frame", "") if stack else ""
+            result.append({"target": source, "frame": frame, **row})
+    return result
+
+
+def write_objects_csv(out: Path, rows) -> Path:
+    """Write ``rows`` (:func:`object_rows`) as ``objects.csv``, atomically."""
+    from napari_sansa.core.measures import _fmt
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=OBJECT_KEYS, restval="", extrasaction="ignore")
+    w.writeheader()
+
+    def order(r):
+        frame = -1 if r["frame"] == "" else int(r["frame"])
+        return _natural_key(Path(r["target"])), frame, int(r["object"])
+
+    for r in sorted(rows, key=order):
+        w.writerow({k: _fmt(v) for k, v in r.items()})
+    return write_owned(out, OBJECTS_CSV, OBJECTS_DIGESTS, buf.getvalue())
