@@ -56,3 +56,17 @@ def gui_message(exc: BaseException, model_settings=None) -> tuple[str, str]:
     if any(key in short for key in _NETWORK):
         return "a network error stopped the run (no internet connection?)", details
     return short, details
+
+
+def frames_text(frames) -> str:
+    """``frame 3`` or ``frames 1, 4, 5``."""
+    frames = list(frames)
+    return f"frame {frames[0]}" if len(frames) == 1 else f"frames {', '.join(map(str, frames))}"
+
+
+def classes_text(classes) -> str:
+    """``class 2`` or ``classes 1, 3``."""
+    classes = list(classes)
+    if len(classes) == 1:
+        return f"class {classes[0]}"
+    return f"classes {', '.join(map(str, classes))}"

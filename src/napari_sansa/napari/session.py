@@ -15,23 +15,21 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
 
-from napari_sansa.core.fusion import label_dtype
 from napari_sansa.napari import edits
+from napari_sansa.napari.corrections import Corrections
 from napari_sansa.napari.geometry import PromptError, image_geometry
 from napari_sansa.napari.imageset import make_set_plan
+from napari_sansa.napari.messages import frames_text
 from napari_sansa.napari.objects_output import ObjectsOutput, split_frame
 from napari_sansa.napari.outputs import (
     find_output,
-    output_name,
     prepare_output,
     prepare_probabilities,
-    references_layer,
 )
 from napari_sansa.napari.plan import NO_IMAGE, memory_note
 from napari_sansa.napari.worker import FrameResult, ModelCache, RunOutcome, RunSettings, run_frames
@@ -72,12 +70,8 @@ class FrameReport:
     counts: dict | None = None  # objects per class, with RunSettings.instances
 
 
-def _frames_text(frames) -> str:
-    frames = list(frames)
-    return f"frame {frames[0]}" if len(frames) == 1 else f"frames {', '.join(map(str, frames))}"
 
-
-class SansaSession:
+class SansaSession(Corrections):
     """Runs, corrections and saving for one viewer."""
 
     status = Signal(str)  # every message shown to the person
@@ -338,136 +332,7 @@ class SansaSession:
             self.notify(message, popup=False)
             return
         self.notify(
-            f"{message}; kept {_frames_text(self.kept)} as you edited by hand (not "
+            f"{message}; kept {frames_text(self.kept)} as you edited by hand (not "
             f"overwritten). '{EDITED_ACTION}' makes your edits references for the next run",
             "warning",
         )
-
-    # -- corrections --------------------------------------------------------------------
-    def promote(
-        self, image, frame: int, classes=None, *, replace: bool = False, announce: bool = True
-    ):
-        """Take ``classes`` of ``frame`` of the output layer into the image's references
-        layer (made if needed); the next run uses them as references. Returns that layer,
-        or None (the reason is shown).
-
-        ``classes``: the class ids to take, or "all"; by default those edited by hand
-        since SANSA wrote the frame. A reference already on that frame is never changed unless
-        ``replace`` (then the classes taken replace theirs there). ``announce``: also
-        as a notification (errors always are).
-        """
-        if image is None:
-            self.fail(NO_IMAGE)
-            return None
-        output = self.output_layer(image)
-        if output is None:
-            self.fail(
-                f"there is no output layer '{output_name(image.name)}' yet: run SANSA first, "
-                "then fix a frame in it"
-            )
-            return None
-        geometry = image_geometry(image)
-        where = geometry.describe(frame)
-        index = geometry.index(frame)
-        plane = edits.current(output, geometry, frame)
-        if not plane.any():
-            self.fail(
-                f"{where} of '{output.name}' is empty: paint the objects in it (or run SANSA) "
-                "before using it as a reference"
-            )
-            return None
-        if classes is None:
-            classes = edits.edited_classes(output, geometry, frame)
-            if not classes:
-                self.fail(
-                    f"{where} of '{output.name}' has no hand edits since SANSA wrote it: paint "
-                    "the corrections first, or choose the class to take"
-                )
-                return None
-        if isinstance(classes, str) and classes == "all":
-            classes = np.unique(plane)[1:].tolist()
-        classes = tuple(sorted({int(c) for c in classes}))
-        present = set(np.unique(plane).tolist())
-        missing = [c for c in classes if c not in present]
-        if missing:
-            self.fail(f"{where} of '{output.name}' has no pixels of {_classes_text(missing)}")
-            return None
-        active = self.viewer.layers.selection.active
-        refs = references_layer(self.viewer, image, label_dtype(max(classes)))
-        if active is not None and self.viewer.layers.selection.active is not active:
-            self.viewer.layers.selection.active = active  # keep painting where they were
-        if np.iinfo(refs.data.dtype).max < max(classes):
-            self.fail(
-                f"'{refs.name}' holds class ids up to {np.iinfo(refs.data.dtype).max} "
-                f"({refs.data.dtype}): class {max(classes)} does not fit; rename that layer "
-                "to start a new references layer"
-            )
-            return None
-        current = geometry.plane(refs.data, frame)
-        new = current.copy()
-        if replace:
-            new[np.isin(current, classes)] = 0
-        for c in classes:
-            new[plane == c] = c
-        ours = [c for c in classes if np.any(current == c)]
-        changed = (current != 0) & (new != current)
-        if not replace and (ours or changed.any()):
-            theirs = sorted(set(np.unique(current[current != 0]).tolist()))
-            self.fail(
-                f"{where} already has a reference in '{refs.name}' ({_classes_text(theirs)}) that "
-                "this would change: erase it there first, to take this frame's classes instead"
-            )
-            return None
-        refs.data[index] = new  # in place: the layer keeps its array
-        refs.refresh()
-        if present - {0} <= set(classes):
-            edits.accept(output, geometry, frame)  # the whole frame is a reference now
-        self.notify(
-            f"{where}: {_classes_text(classes)} taken as a reference (in '{refs.name}'); the next "
-            "run uses it",
-            popup=announce,
-        )
-        return refs
-
-    def promote_edited(self, image) -> list[int]:
-        """Take the edited classes of every edited frame as references; returns the
-        frames taken (a frame whose reference would change is left, with a message)."""
-        frames = self.edited_frames(image)
-        if not frames:
-            output = self.output_layer(image)
-            if output is None:
-                self.promote(image, 0)  # says why: no image, or no output yet
-            else:
-                self.fail(f"no frame of '{output.name}' was edited by hand since SANSA wrote it")
-            return []
-        taken = [f for f in frames if self.promote(image, f, announce=False) is not None]
-        if taken:
-            self.notify(f"{_frames_text(taken)}: now references; the next run uses them")
-        return taken
-
-    # -- saving -------------------------------------------------------------------------
-    def save_frames(self, image, folder, fmt: str = "tif") -> list[str]:
-        """Write the output layer of ``image`` as one file per frame; returns the paths."""
-        from napari_sansa.napari.writer import write_frames
-
-        output = self.output_layer(image)
-        if output is None:
-            self.fail("there is nothing to save yet: run SANSA first")
-            return []
-        if folder is None:
-            self.fail("choose a folder to save the frames in ('save to')")
-            return []
-        try:
-            paths = write_frames(folder, output.data, fmt, prefix=image.name)
-        except (OSError, ValueError) as exc:
-            self.fail(f"could not save the frames: {exc}")
-            return []
-        self.notify(f"saved {len(paths)} frame(s) in {Path(folder)}")
-        return paths
-
-
-def _classes_text(classes) -> str:
-    classes = list(classes)
-    if len(classes) == 1:
-        return f"class {classes[0]}"
-    return f"classes {', '.join(map(str, classes))}"

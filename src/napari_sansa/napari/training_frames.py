@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_sansa.napari.geometry import META_KEY, PromptError, image_data, image_geometry
+from napari_sansa.napari.messages import frames_text
 from napari_sansa.napari.outputs import references_name
 from napari_sansa.napari.plan import NO_IMAGE, intensity_range
 
@@ -87,10 +88,6 @@ def default_layer(viewer, image):
             return layer
     return None
 
-
-def frames_text(frames) -> str:
-    frames = list(frames)
-    return f"frame {frames[0]}" if len(frames) == 1 else f"frames {', '.join(map(str, frames))}"
 
 
 def collect_training_frames(image, labels_layer, frames=None) -> TrainingData:
