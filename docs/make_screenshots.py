@@ -316,7 +316,7 @@ def main() -> None:
     while panel.training.worker is not None:
         _settle(0.1)
     _settle()
-    _save(_section(widget, panel), "finetune.png", width=560)
+    _save(_section(widget, "Fine-tuning"), "finetune.png", width=560)
 
     # 7. objects: one label per coin, with the tuned model; counts per frame
     widget.large.instances.value = True
@@ -348,16 +348,12 @@ def _content(array):
     return img.crop(box) if box else img
 
 
-def _section(widget, panel):
-    """The fine-tuning section of the widget, from its heading to its status line."""
+def _section(widget, title):
+    """One section of the widget (its own controls, rendered whole even where the dock
+    scrolls it out of view)."""
     from PIL import Image
-    from qtpy.QtCore import QPoint, QRect
 
-    widgets = panel.widgets
-    top = widgets[0].native.mapTo(widget.native, QPoint(0, 0)).y() - 28
-    last = widgets[-1].native
-    bottom = last.mapTo(widget.native, QPoint(0, last.height())).y() + 6
-    pixmap = widget.native.grab(QRect(0, max(0, top), widget.native.width(), bottom - top))
+    pixmap = widget.sections[title].native.grab()
     tmp = Path(tempfile.mkstemp(suffix=".png")[1])
     pixmap.toImage().save(str(tmp))
     out = Image.open(tmp).copy()

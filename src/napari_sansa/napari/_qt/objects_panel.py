@@ -24,16 +24,14 @@ class TilesObjectsPanel:
 
         defaults = ObjectOptions()
         self.tile_size = SpinBox(
-            label="tile size", min=0, max=65536, step=128, value=0,
+            label="tile size (0: off)", min=0, max=65536, step=128, value=0,
             tooltip="cut frames larger than this (pixels) into tiles, each seen by SAM2 at "
             "full detail; references and targets alike (independent mode only); 0 = off",
         )  # fmt: skip
-        self.tile_size.native.setSpecialValueText("off")
         self.halo = SpinBox(
-            label="halo", min=-1, max=8192, step=16, value=-1,
-            tooltip="context pixels kept around each tile's own part; auto = tile size / 8",
+            label="halo (-1: auto)", min=-1, max=8192, step=16, value=-1,
+            tooltip="context pixels kept around each tile's own part; -1 (auto) = tile size / 8",
         )  # fmt: skip
-        self.halo.native.setSpecialValueText("auto")
         self.instances = CheckBox(
             text="objects (one label per object)", value=False,
             tooltip="also split each class into objects: an '<image> [sansa objects]' layer "
