@@ -12,6 +12,8 @@
 - :mod:`~napari_sansa.dataset.writing` and :mod:`~napari_sansa.dataset.stacks`: streaming
   targets through the model and writing outputs as they come;
 - :mod:`~napari_sansa.dataset.distributed`: the same over a Dask cluster;
+- :mod:`~napari_sansa.dataset.progress`: each finished frame, stopping a run, and
+  ``segment_dataset_iter`` (the run as a generator);
 - :mod:`~napari_sansa.dataset.io`: reading images and stacks, writing TIFFs atomically;
 - :mod:`~napari_sansa.dataset.finetune`: ``napari-sansa finetune`` (tuning the adapters on
   annotated files, resumably).
@@ -19,12 +21,14 @@
 
 from napari_sansa.core.models.source import ModelSource
 from napari_sansa.dataset.discovery import Target, discover_targets
+from napari_sansa.dataset.progress import DatasetProgress, segment_dataset_iter
 from napari_sansa.dataset.records import DiskFullError
 from napari_sansa.dataset.references import load_prompt_file, load_reference_pair
 from napari_sansa.dataset.runner import BatchReport, segment_dataset
 
 __all__ = [
     "BatchReport",
+    "DatasetProgress",
     "DiskFullError",
     "ModelSource",
     "Target",
@@ -32,4 +36,5 @@ __all__ = [
     "load_prompt_file",
     "load_reference_pair",
     "segment_dataset",
+    "segment_dataset_iter",
 ]

@@ -7,7 +7,8 @@ import errno
 import hashlib
 import logging
 import os
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from napari_sansa.core.errors import InvalidInputError
@@ -35,6 +36,9 @@ class RunSettings:
     tile_size: int | None = None  # tiles (napari_sansa.core.tiling); None: untiled
     halo: int | None = None
     objects: object = None  # an ObjectOptions (--instances); None: no object outputs
+    #: polled by the model between steps (``segment_iter(cancel=...)``): True ends the
+    #: predictions early; not part of the run's identity, never sent to Dask workers
+    cancel: Callable[[], bool] | None = field(default=None, compare=False, repr=False)
 
 
 def reference_options(run: RunSettings) -> dict:
@@ -59,6 +63,7 @@ def _predictions(model, memory, frames, run: RunSettings):
         tile_size=run.tile_size,
         halo=run.halo,
         instances=run.objects or False,
+        cancel=run.cancel,
     )
 
 

@@ -4,7 +4,10 @@ It is resumable (outputs already written are skipped), every output is written
 atomically (temporary file, then rename), one unreadable image is reported and
 listed in ``scores.csv`` rather than stopping the run (unless ``strict``), and
 with a ``dask.distributed.Client`` the targets are spread over a cluster: each
-worker loads the model once, the references are decoded once and shared.
+worker loads the model once, the references are decoded once and shared. A run
+reports each finished frame (``on_progress``) and stops cleanly when asked
+(``cancel``); :func:`~napari_sansa.dataset.progress.segment_dataset_iter` is the
+same run as a generator.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from napari_sansa.dataset.manifest import (
     final_rows,
 )
 from napari_sansa.dataset.objects import check_objects_csv, object_rows, write_objects_csv
+from napari_sansa.dataset.progress import RunCancelled, _Progress
 from napari_sansa.dataset.records import (
     RunSettings,
     _existing,
@@ -57,6 +61,7 @@ class BatchReport:
     seconds: float = 0.0
     csv: Path | None = None
     objects_csv: Path | None = None  # with instances
+    cancelled: bool = False  # stopped by ``cancel`` before the end (a rerun resumes)
 
     @property
     def ok(self) -> bool:
@@ -130,6 +135,8 @@ def segment_dataset(
     tile_size: int | None = None,
     halo: int | None = None,
     instances=False,
+    on_progress=None,
+    cancel=None,
 ) -> BatchReport:
     """Label every target image (files, folders, TIFF stacks) into ``out``.
 
@@ -143,6 +150,11 @@ def segment_dataset(
     a dict of :class:`~napari_sansa.ObjectOptions`' fields, or one: each target also gets
     an object label image (``<name>_objects.tif``, ids unique within an image or a stack)
     and ``objects.csv`` lists every object (its class, area, centroid, box, probability).
+    ``on_progress``: called with a :class:`~napari_sansa.dataset.progress.DatasetProgress`
+    for each finished frame (from the run's threads). ``cancel``: a ``threading.Event``
+    or a callable returning True to stop: the run ends after the frame in progress (a
+    stack not finished is left unwritten), ``scores.csv`` lists what was done, the report
+    says ``cancelled`` and the same call later resumes.
 
     Every setting and the output folder are checked before anything is loaded or
     written; the run holds the folder's lock (:class:`OutputLockedError` if another run
@@ -152,6 +164,7 @@ def segment_dataset(
     from napari_sansa.core.fusion import check_threshold
     from napari_sansa.core.model import MODES, SansaModel
     from napari_sansa.core.objects import ObjectOptions
+    from napari_sansa.core.options import check_cancel
     from napari_sansa.core.preprocess import check_input_size
     from napari_sansa.core.tiling import TileSpec
 
@@ -175,6 +188,9 @@ def segment_dataset(
         )
     if intensity_range is not None:
         _check_range(intensity_range)
+    if on_progress is not None and not callable(on_progress):
+        raise InvalidInputError(f"on_progress must be a callable, got {on_progress!r}")
+    cancelled = None if cancel is None else check_cancel(cancel)
     loaded = source = None
     if isinstance(model, SansaModel):
         if client is not None:
@@ -216,10 +232,11 @@ def segment_dataset(
         tiles.tile_size if tiles is not None else None,
         tiles.halo if tiles is not None else None,
         objects,
+        cancelled,
     )
     job = _Job(
         items, unreadable, references, out, out.is_dir(), run, settings, overwrite, strict,
-        loaded, source, client, chunk_size, progress,
+        loaded, source, client, chunk_size, progress, on_progress,
     )  # fmt: skip
     with OutputLock(out):
         report = _locked_run(job)
@@ -245,6 +262,7 @@ class _Job:
     client: object
     chunk_size: int
     progress: bool
+    on_progress: object = None  # called with each DatasetProgress
 
 
 def _locked_run(job: _Job) -> BatchReport:
@@ -279,6 +297,10 @@ def _locked_run(job: _Job) -> BatchReport:
         for t in work:  # a file of that name that is not ours: refused, never replaced
             _existing(t, out / t.objects_output)
     report = BatchReport(out, skipped=len(done))
+    stop = run.cancel or (lambda: False)
+    if stop():
+        report.cancelled = True
+        return report
     memory = None
     if work:
         # everything that can fail on bad settings (the model, the references) fails
@@ -296,21 +318,23 @@ def _locked_run(job: _Job) -> BatchReport:
     from tqdm.auto import tqdm
 
     total = sum(t.frames for t in items)
+    initial = total - sum(t.frames for t in work)
     bar = tqdm(
         total=total,
-        initial=total - sum(t.frames for t in work),
+        initial=initial,
         unit="img",
         desc="napari-sansa",
         disable=not job.progress,
         dynamic_ncols=True,
     )
+    progress = _Progress(bar, rows, out, job.on_progress, stop, initial, total)
 
     def stack_found(t):
-        bar.total += t.frames - 1
-        bar.refresh()
+        progress.total += t.frames - 1
 
     error = None
     try:
+        progress.check()  # Stop while the model was loading
         if work and client is None:
             process_targets(
                 loaded,
@@ -319,7 +343,7 @@ def _locked_run(job: _Job) -> BatchReport:
                 out,
                 run,
                 strict,
-                on_frame=lambda t, n: bar.update(n),
+                on_frame=progress.frame_done,
                 skip_existing=not overwrite,
                 rows=rows,
                 on_stack=stack_found,
@@ -331,13 +355,16 @@ def _locked_run(job: _Job) -> BatchReport:
                 memory,
                 work,
                 out,
-                run,
+                replace(run, cancel=None),  # the workers stop when their futures are
                 strict,
                 job.chunk_size,
-                bar,
+                progress,
                 not overwrite,
                 rows,
             )
+        report.cancelled = stop() and _unfinished(work, rows)
+    except RunCancelled:
+        report.cancelled = True
     except BaseException as exc:
         error = exc
         raise
@@ -360,7 +387,14 @@ def _locked_run(job: _Job) -> BatchReport:
             if error is None:
                 raise
             # the run already stops on an error (a full disk, ...): report that one
+        progress.flush()
     return report
+
+
+def _unfinished(work, rows) -> bool:
+    """Whether a target of ``work`` has no row: the model stopped early (``cancel``)."""
+    seen = {r["target"] for r in rows}
+    return any(t.source not in seen for t in work)
 
 
 def report_dict(report: BatchReport) -> dict:

@@ -156,8 +156,10 @@ def _process_images(model, memory, items, out, run, strict, rows, on_frame, keep
                     raise
                 remaining = todo[todo.index(bad) + 1 :]
     finally:
-        writer.finish()
-        rows.extend(failed.values())
+        try:
+            writer.finish()
+        finally:  # also when a write stopped the run: the failures found are listed
+            rows.extend(failed.values())
     return [found[t.source] for t in items if t.source in found]
 
 
@@ -236,6 +238,7 @@ def process_targets(
     while i < len(todo):
         if todo[i].kind == "stack":
             _process_stack(model, memory, todo[i], out, run, strict, rows, on_frame)
+            on_frame(todo[i], 0)  # its rows are in: progress reports them now
             i += 1
             continue
         j = i
@@ -245,6 +248,7 @@ def process_targets(
         for t in stacks:  # TIFFs found to be stacks when they were opened
             on_stack(t)
             _process_stack(model, memory, t, out, run, strict, rows, on_frame)
+            on_frame(t, 0)
         i = j
     return rows
 
