@@ -27,6 +27,7 @@ from magicgui.widgets import (
 )
 
 from napari_sansa.napari._qt.axes_panel import AxesPanel
+from napari_sansa.napari._qt.folder_panel import FolderPanel
 from napari_sansa.napari._qt.layout import fixed_message, row, scrolling, section
 from napari_sansa.napari._qt.model_panel import ModelPanel, path_value
 from napari_sansa.napari._qt.objects_panel import ObjectCounts, TilesObjectsPanel
@@ -107,6 +108,7 @@ class SansaWidget(PromptInputs, Container):
             text="probability maps", value=False, tooltip="one float layer per class, 0..1"
         )
         self.large = TilesObjectsPanel()  # tiles and objects: _qt/objects_panel.py
+        self.folder = FolderPanel(viewer, self.session.models)  # _qt/folder_panel.py
         self.run_button = PushButton(text="Run")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.progress = ProgressBar(min=0, max=1, value=0, label="progress")
@@ -179,6 +181,7 @@ class SansaWidget(PromptInputs, Container):
                 self.first_frame,
                 self.last_frame,
             ),
+            "Label a folder": self.folder.section,
             "Results": results,
             "Save": section(self.save_folder, self.save_format, self.save_button),
             "Fine-tuning": section(*self.training_panel.widgets),
@@ -187,6 +190,7 @@ class SansaWidget(PromptInputs, Container):
         self.footer = section(row(self.run_button, self.stop_button), self.progress, self.status)
         scrolling(self, self.sections, self.advanced, self.footer)
         self._connect()
+        self.folder.connect(self)
         self.reset_choices()
         self._on_image_changed()
         self.training_panel.reset_choices()
@@ -250,8 +254,8 @@ class SansaWidget(PromptInputs, Container):
     # -- public actions -----------------------------------------------------------------
     @property
     def worker(self):
-        """The running worker, or None."""
-        return self.session.worker
+        """The running worker (a run or a folder run), or None."""
+        return self.session.worker or self.folder.run.worker
 
     def run_settings(self) -> RunSettings:
         """The run settings shown, as a frozen value."""
@@ -280,6 +284,8 @@ class SansaWidget(PromptInputs, Container):
             self.session.fail(str(exc))
             return None
         images = self.images()
+        if self.folder.active or self.folder.run.busy():  # a folder on disk: folder_panel.py
+            return self.folder.start(images, self.prompt_layers.value, model_settings, settings)
         return self.session.run(
             images if len(images) > 1 else self.image.value,
             list(self.prompt_layers.value),
@@ -292,7 +298,13 @@ class SansaWidget(PromptInputs, Container):
     def stop(self, value=None) -> None:
         """Stop the run: frames done so far stay, nothing more is written."""
         self.session.stop()
+        self.folder.run.stop()
         self.stop_button.enabled = False
+
+    def select_folder(self, input_folder, output_folder) -> None:
+        """Label a folder on disk: Run then labels every image of ``input_folder`` into
+        ``output_folder`` from the prompts shown (see napari/folder.py)."""
+        self.folder.select(input_folder, output_folder)
 
     def output_layer(self, image=None) -> napari.layers.Labels | None:
         """The output Labels layer of ``image`` (by default the selected image), if any."""
