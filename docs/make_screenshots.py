@@ -1,6 +1,7 @@
 """Re-make the screenshots of docs/napari.md: napari with the SANSA widget, headless.
 
     .venv/bin/python docs/make_screenshots.py          # writes docs/images/*.png
+    .venv/bin/python docs/make_screenshots.py folder   # only docs/images/folder.png
 
 Runs under Xvfb (it re-executes itself with ``xvfb-run -a`` when there is no
 DISPLAY). The model is SANSA's architecture (SAM2 Hiera-tiny at 256 px) with
@@ -193,12 +194,54 @@ def zstack(launch) -> None:
     viewer.close()
 
 
+def folder_run(launch) -> None:
+    """A folder on disk labelled from one painted image; one result opened to check it."""
+    import imageio.v3 as iio
+    from skimage import data
+
+    from napari_sansa.napari.sample_data import coins_reference
+
+    coins = data.coins()
+    root = Path(tempfile.mkdtemp(prefix="sansa-folder-")) / "data"
+    images = root / "coins"
+    images.mkdir(parents=True)
+    crops = [(0, 0, 190, 190), (0, 150, 200, 384), (110, 0, 303, 230), (100, 170, 303, 384)]
+    for i, (r0, c0, r1, c1) in enumerate(crops):
+        iio.imwrite(images / f"coins-{i + 1}.png", coins[r0:r1, c0:c1])
+    viewer, widget = _new(launch)
+    reference = coins[40:230, 100:290]
+    viewer.add_image(reference, name="painted coins")
+    widget.select_images(["painted coins"])
+    paint = widget.new_labels_layer()
+    paint.data[:] = coins_reference(reference, n_objects=4)
+    paint.refresh()
+    paint.mode = "pan_zoom"
+    widget.select_folder(images, root / "labels")
+    widget.run()
+    _wait_for_run(widget)
+    for layer in list(viewer.layers):
+        layer.visible = False
+    image, labels = widget.folder.open_row(1)
+    viewer.layers.selection.active = labels
+    viewer.reset_view()
+    widget.folder.list.setCurrentRow(1)
+    _settle(0.2)
+    widget.scroll_area.ensureWidgetVisible(widget.folder.open_button.native, 0, 4)
+    _shot(viewer, "folder.png")
+    viewer.close()
+    shutil.rmtree(root.parent, ignore_errors=True)
+
+
 def _wait_for_run(widget, timeout: float = 600) -> None:
     end = time.perf_counter() + timeout
     while widget.worker is not None:
         if time.perf_counter() > end:
             raise SystemExit("the run did not finish in time")
         _settle(0.1)
+
+
+#: ``make_screenshots.py NAME ...`` retakes only these pictures
+ONLY = {"imageset": image_set, "timelapse": timelapse, "zstack": zstack, "folder": folder_run}
 
 
 def main() -> None:
@@ -218,6 +261,12 @@ def main() -> None:
     )
 
     from napari_sansa.napari.app import launch
+
+    if sys.argv[1:]:
+        for name in sys.argv[1:]:
+            ONLY[name](launch)
+        shutil.rmtree(folder, ignore_errors=True)
+        return
 
     viewer, widget = launch(sample=True, block=False)
     widget.model_panel.device.value = "cpu"
@@ -336,6 +385,7 @@ def main() -> None:
     image_set(launch)
     timelapse(launch)
     zstack(launch)
+    folder_run(launch)
     shutil.rmtree(folder, ignore_errors=True)
 
 

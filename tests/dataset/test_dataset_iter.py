@@ -8,10 +8,9 @@ import threading
 import numpy as np
 import pytest
 import tifffile
-
-from conftest import make_image
 from dataset_files import read_csv, write_reference, write_targets
 
+from conftest import make_image
 from napari_sansa.core.errors import InvalidInputError
 
 

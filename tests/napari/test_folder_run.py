@@ -253,3 +253,24 @@ def test_an_unreadable_file_is_listed_and_the_others_are_labelled(
     texts = [widget.folder.list.item(i).text() for i in range(widget.folder.list.count())]
     assert "broken.png: not labelled (failed)" in texts
     assert widget.folder.open_row(texts.index("broken.png: not labelled (failed)")) is None
+
+
+def test_a_folder_of_another_run_is_refused_in_the_widgets_words(
+    make_sansa, qtbot, folder, tmp_path
+):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(folder / "data" / "photo0.png", data)
+    viewer, widget = annotated(make_sansa, folder)
+    out = tmp_path / "out"
+    widget.select_folder(data, out)
+    run(qtbot, widget)
+    assert widget.status.value.startswith("done: 1 image(s)"), widget.status.value
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    widget.threshold.value = 0.7
+    run(qtbot, widget)
+    status = widget.status.value
+    assert "holds the results of another run (different threshold)" in status, status
+    assert "choose another output folder" in status and "--" not in status
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps
+    assert widget.run_button.enabled

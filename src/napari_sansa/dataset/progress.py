@@ -162,4 +162,3 @@ def _iterate(run, targets, references, out, options):
     finally:
         stop.set()
         thread.join()
-

@@ -301,19 +301,19 @@ class FolderRun:
         if r is None:
             self.notify("the folder run stopped")
             return
-        failed = f", {len(r.failed)} not readable (listed below)" if r.failed else ""
+        failed = f", {len(r.failed)} not readable (see the list)" if r.failed else ""
+        where = f"'{r.out.name}'"  # the whole path is in the status's tooltip
         if r.cancelled:
             self.notify(
-                f"stopped: {r.done} image(s) labelled{failed}; Run again to go on where it "
-                f"stopped (finished outputs in {r.out} are kept)"
+                f"stopped: {r.done} image(s) labelled{failed}; Run goes on where it stopped "
+                f"(what is in {where} is kept)"
             )
         elif r.done == 0 and r.skipped and not r.failed:
-            self.notify(f"nothing to do: all {r.skipped} outputs in {r.out} are finished")
+            self.notify(f"nothing to do: all {r.skipped} outputs in {where} are finished")
         else:
-            self.notify(
-                f"done: {r.done} image(s) labelled into {r.out}{failed}"
-                + (f", {r.skipped} finished before" if r.skipped else "")
-                + "; double-click one below to check it",
+            before = f", {r.skipped} finished before" if r.skipped else ""
+            self.notify(  # the list says how to open one
+                f"done: {r.done} image(s) labelled into {where}{failed}{before}",
                 "warning" if r.failed else None,
             )
 

@@ -44,7 +44,7 @@ class FolderPanel:
         self.note.native.setWordWrap(True)  # the section's whole width
         self.list = QListWidget()
         self.list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.list.setMaximumHeight(110)
+        self.list.setMaximumHeight(90)
         self.list.setToolTip("double-click an output to show it over its image")
         self.section = section(
             self.enabled, self.input_folder, self.output_folder, self.note, self.open_button
