@@ -172,6 +172,8 @@ def test_missing_folder_and_missing_prompts_are_told(make_sansa, folder, tmp_pat
     viewer, widget = annotated(make_sansa, folder)
     widget.select_folder(tmp_path / "nowhere", tmp_path / "out")
     assert widget.run() is None and "does not exist" in widget.status.value
+    widget.select_folder(folder / "data", None)
+    assert widget.run() is None and "under 'labels to'" in widget.status.value
     widget.select_folder(folder / "data", tmp_path / "out")
     viewer.layers["ref prompts"].data[:] = 0
     assert widget.run() is None and "hold no prompts" in widget.status.value

@@ -72,11 +72,11 @@ class FolderOutcome:
 def check_folders(input_folder, output_folder) -> tuple[Path, Path]:
     """The two folders, resolved, or a PromptError in the widget's words."""
     if not str(input_folder or "").strip() or str(input_folder) == ".":
-        raise PromptError("choose the folder of images to label under 'input folder'")
+        raise PromptError("choose the folder of images to label under 'images in'")
     if not str(output_folder or "").strip() or str(output_folder) == ".":
         raise PromptError(
-            "choose where the labels go under 'output folder' (a new or empty folder, "
-            "outside the input folder)"
+            "choose where the labels go under 'labels to' (a new or empty folder, outside "
+            "the input folder)"
         )
     src = Path(input_folder).expanduser()
     out = Path(output_folder).expanduser()
