@@ -162,3 +162,26 @@ def test_bad_progress_arguments_are_refused(model, root, ref):
     with pytest.raises(InvalidInputError, match="threshold"):
         next(segment_dataset_iter(root / "data", [ref], root / "out", threshold=3))
     assert not (root / "out").exists()
+
+
+def test_a_cancelled_run_still_lists_the_unreadable_files_it_met(model, root, ref):
+    from napari_sansa.dataset import segment_dataset
+
+    (root / "data" / "a_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    cancel = threading.Event()
+    seen = []
+
+    def on_progress(step):
+        seen.append(step)
+        if len(seen) == 2:  # the broken file, then the first image written
+            cancel.set()
+
+    out = root / "out"
+    report = segment_dataset(
+        root / "data", [ref], out, model=model, progress=False, on_progress=on_progress,
+        cancel=cancel,
+    )  # fmt: skip
+    assert report.cancelled and "stack.tif" not in outputs(out)
+    failed = [r for r in read_csv(out / "scores.csv") if r["status"] == "failed"]
+    assert [r["target"].rsplit("/", 1)[-1] for r in failed] == ["a_broken.png"]
+    assert [t.rsplit("/", 1)[-1] for t, _ in report.failed] == ["a_broken.png"]

@@ -99,6 +99,12 @@ class _Progress:
             self._send("", 0)
 
 
+def _unfinished(work, rows) -> bool:
+    """Whether a target of ``work`` has no row: the model stopped early (``cancel``)."""
+    seen = {r["target"] for r in rows}
+    return any(t.source not in seen for t in work)
+
+
 _END = object()
 
 

@@ -35,7 +35,7 @@ from napari_sansa.dataset.manifest import (
     final_rows,
 )
 from napari_sansa.dataset.objects import check_objects_csv, object_rows, write_objects_csv
-from napari_sansa.dataset.progress import RunCancelled, _Progress
+from napari_sansa.dataset.progress import RunCancelled, _Progress, _unfinished
 from napari_sansa.dataset.records import (
     RunSettings,
     _existing,
@@ -389,12 +389,6 @@ def _locked_run(job: _Job) -> BatchReport:
             # the run already stops on an error (a full disk, ...): report that one
         progress.flush()
     return report
-
-
-def _unfinished(work, rows) -> bool:
-    """Whether a target of ``work`` has no row: the model stopped early (``cancel``)."""
-    seen = {r["target"] for r in rows}
-    return any(t.source not in seen for t in work)
 
 
 def report_dict(report: BatchReport) -> dict:
