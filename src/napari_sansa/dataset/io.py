@@ -54,7 +54,7 @@ class TiffStack:
     dropped. Reduced-resolution copies (thumbnails) are not frames.
     """
 
-    def __init__(self, path, axes: str | None = None, channels=None):
+    def __init__(self, path, axes: str | None = None, channels=None, *, axes_tail=False):
         import tifffile
 
         self.path = Path(path)
@@ -75,7 +75,7 @@ class TiffStack:
                     "files (one image per file) and give those instead"
                 )
             self._parts = parts
-            self._layout(parts, shapes[0], axes, channels)
+            self._layout(parts, shapes[0], axes, channels, axes_tail)
         except Exception as exc:  # noqa: BLE001
             self._tif.close()
             if isinstance(exc, InvalidInputError):
@@ -85,8 +85,11 @@ class TiffStack:
         self.n_frames = int(math.prod(self.frame_sizes))
         self.shape = (self.n_frames, *self.frame_shape)
 
-    def _layout(self, parts, raw_shape, axes, channels) -> None:
-        """The stack's axes, frame axes and channels, checked (see the class)."""
+    def _layout(self, parts, raw_shape, axes, channels, axes_tail) -> None:
+        """The stack's axes, frame axes and channels, checked (see the class).
+        ``axes_tail``: ``axes`` may be longer than the file's, whose axes are then its
+        last letters (a reference image of the targets' channels: CYX of TCYX), and
+        a file of one image (rows, columns, samples) keeps its own."""
         first = parts[0]
         if len(parts) == 1:
             file_axes, lead_sizes = first.axes, first.lead_sizes
@@ -97,8 +100,10 @@ class TiffStack:
             lead_sizes = (sum(p.n for p in parts),)
             file_axes = "I" + first.image_axes
         recorded = file_axes
+        if axes is not None and axes_tail:
+            axes = None if set(recorded) <= set(IMAGE_AXES) else str(axes)[-len(recorded) :]
         if axes is not None:
-            file_axes = _given_axes(axes, recorded, first, self.path)
+            file_axes = _given_axes(axes, recorded, self.path)
         lead = "".join(a for a in file_axes if a not in IMAGE_AXES)
         self.axes = file_axes  # of the file, e.g. "TZCYX"
         self.recorded_axes = recorded
@@ -210,7 +215,7 @@ def _without_c(axes: str) -> str:
     return axes.replace("C", spare)
 
 
-def _given_axes(axes, recorded: str, first, path: Path) -> str:
+def _given_axes(axes, recorded: str, path: Path) -> str:
     """``axes`` given for a file whose series has axes ``recorded``, checked."""
     given = str(axes).strip().upper()
     ok = given.isalpha() and len(set(given)) == len(given)
@@ -354,7 +359,7 @@ def read_frame_image(path, axes=None, channels=None, what: str = "a reference im
     path = Path(path)
     if path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():
         return read_image(path)
-    with TiffStack(path, axes, channels) as stack:
+    with TiffStack(path, axes, channels, axes_tail=True) as stack:
         if len(stack) > 1:
             sizes = ", ".join(
                 f"{a} {n}" for a, n in zip(stack.frame_axes, stack.frame_sizes, strict=True)

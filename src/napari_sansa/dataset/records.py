@@ -40,6 +40,7 @@ class RunSettings:
     axes: str | None = None  # the axes of TIFF targets (--axes); None: from their metadata
     channels: tuple | None = None  # the channels making a frame (--channels); None: (0,)
     sequential_axis: str | None = None  # sequential mode along T or Z; None: the last
+    reference_colour: bool | None = None  # the references are all RGB / all gray; None: mixed
 
 
 def reference_options(run: RunSettings) -> dict:

@@ -40,7 +40,7 @@ from napari_sansa.dataset.records import (
     reference_options,
 )
 from napari_sansa.dataset.references import _references_digest, reference_files
-from napari_sansa.dataset.stacks import check_layout
+from napari_sansa.dataset.stacks import check_layout, reference_colour
 from napari_sansa.dataset.writing import _cleanup_partials, _work, process_targets
 
 
@@ -232,6 +232,7 @@ def segment_dataset(
         axes,
         channels,
         sequential_axis,
+        reference_colour(references),
     )
     job = _Job(
         items, unreadable, references, out, out.is_dir(), run, settings, overwrite, strict,

@@ -75,6 +75,42 @@ def check_layout(axes, channels, mode: str, sequential_axis):
     return axes, channels, sequential_axis
 
 
+def reference_colour(references) -> bool | None:
+    """Whether the references' images are all colour (True) or all gray (False); None
+    when they mix both (said in the log: gray images are taken as gray RGB)."""
+    kinds = [np.ndim(r.image) == 3 for r in references]
+    if len(set(kinds)) == 1:
+        return kinds[0]
+    if kinds:
+        log.warning(
+            "the references mix colour (RGB) and gray images (%d of %d are colour): gray "
+            "images are taken as gray RGB; references of one kind match their targets better",
+            sum(kinds),
+            len(kinds),
+        )
+    return None
+
+
+def _check_channel_kind(stack: TiffStack, run) -> None:
+    """Refuse a stack whose channels make frames of another kind (gray, colour) than
+    the references' (what channels the references need is said)."""
+    if stack.channels is None or run.reference_colour is None:
+        return
+    colour = len(stack.channels) > 1
+    if colour == run.reference_colour:
+        return
+    made = describe_channels(stack.channels)
+    if run.reference_colour:
+        fix = "choose two or three channels as red, green, blue with --channels (e.g. 0,1,2)"
+    else:
+        fix = "choose one channel, as gray, with --channels (e.g. 0)"
+    raise InvalidInputError(
+        f"{stack.path}: its frames are made of {made} ({'colour' if colour else 'gray'}), but "
+        f"the references are {'colour (RGB)' if run.reference_colour else 'gray'} images: "
+        f"{fix}, or give references of its kind"
+    )
+
+
 def frame_groups(stack: TiffStack, run) -> list[list[int]]:
     """The frames of ``stack`` as the runs of the model see them, in order: one group of
     every frame (independent mode), or in sequential mode one group per index of the
@@ -157,6 +193,7 @@ def _process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
         _failed(t, exc, rows, strict, on_frame, t.frames)
         return
     try:
+        _check_channel_kind(stack, run)
         groups = frame_groups(stack, run)
     except InvalidInputError as exc:
         stack.close()
