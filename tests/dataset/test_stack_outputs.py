@@ -108,6 +108,23 @@ def test_resume_skips_finished_stacks_and_reads_0_1_outputs_as_done(weights, roo
     assert all(r["t"] == r["z"] == "" for r in rows)
 
 
+def test_a_stack_whose_channels_an_earlier_version_made_frames_is_labelled_again(weights, root):
+    out = root / "out"
+    assert main(_args(weights, root)) == 0
+    desc = json.loads(tifffile.TiffFile(out / "hyper.tif").pages[0].description)
+    desc.pop("axes")
+    info = desc["napari_sansa"]
+    info.pop("frames")
+    info["scores"] *= C  # as before: T x Z x C frames
+    tifffile.tiffcomment(out / "hyper.tif", json.dumps(desc))
+    assert main(_args(weights, root)) == 0
+    assert _axes(out / "hyper.tif") == ("TZYX", (T, Z, H, W))
+    assert (
+        "frames"
+        in json.loads(tifffile.TiffFile(out / "hyper.tif").pages[0].description)["napari_sansa"]
+    )
+
+
 def test_frame_groups_follow_the_sequential_axis(tmp_path):
     path = tmp_path / "tz.tif"
     tifffile.imwrite(path, np.zeros((T, Z, 8, 8), np.uint8), imagej=True,

@@ -243,7 +243,30 @@ def _done_record(t: Target, out: Path, run: RunSettings) -> dict | None:
     if not _unchanged(labels.get("input"), t.source):
         log.info("%s changed since it was labelled: labelling it again", t.source)
         return None
+    if _other_frames(labels, t, run):
+        log.info(
+            "%s was labelled by an earlier version that counted its channels (or every "
+            "axis) as frames: labelling it again with its frame axes",
+            t.source,
+        )
+        return None
     return labels
+
+
+def _other_frames(info: dict, t: Target, run: RunSettings) -> bool:
+    """Whether the label stack of ``info``, written by a version that recorded no frame
+    axes, has another number of frames than the stack now has (a TCYX stack whose
+    channels were frames); 3D stacks, whose frames are the same, stay finished."""
+    from napari_sansa.dataset.tiffstack import TiffStack
+
+    frames = len(info.get("scores") or [None])
+    if "frames" in info or frames <= 1:
+        return False
+    try:
+        with TiffStack(t.source, run.axes, run.channels) as stack:
+            return len(stack) != frames
+    except InvalidInputError:
+        return True  # labelled again, so that what is wrong with it is reported
 
 
 def _target_done(t: Target, out: Path, run: RunSettings) -> bool:
