@@ -243,3 +243,28 @@ def test_cli_refuses_bad_stacks_by_name_and_labels_the_others(weights, tmp_path)
     assert "channel 0 as gray" in row["message"] and "--channels (e.g. 0,1,2)" in row["message"]
     assert main([*target, "--out", str(tmp_path / "o3"), "--channels", "1,0"]) == 0
     assert tifffile.imread(tmp_path / "o3" / "tc.tif").shape == (2, H, W)
+
+
+def test_pages_written_one_at_a_time_take_axes_too(tmp_path):
+    data = _data([4])
+    with tifffile.TiffWriter(tmp_path / "sep.tif") as tw:
+        for f in data:
+            tw.write(f)
+    with TiffStack(tmp_path / "sep.tif") as stack:
+        assert stack.recorded_axes == "IYX" and len(stack) == 4
+    with TiffStack(tmp_path / "sep.tif", axes="CYX", channels=(3, 1)) as stack:
+        assert len(stack) == 1
+        np.testing.assert_array_equal(stack[0][..., 0], data[3])
+
+
+def test_references_of_both_kinds_are_said(caplog):
+    from napari_sansa.core.prompts import Mask, Reference
+    from napari_sansa.dataset.stacks import reference_colour
+
+    mask = Mask(np.ones((H, W), bool))
+    gray = Reference(make_image(0, shape=(H, W), rgb=False), [mask])
+    rgb = Reference(make_image(1, shape=(H, W)), [mask])
+    assert reference_colour([gray, gray]) is False and reference_colour([rgb]) is True
+    assert not caplog.records
+    assert reference_colour([gray, rgb]) is None
+    assert "mix colour (RGB) and gray images (1 of 2 are colour)" in caplog.text
