@@ -88,6 +88,11 @@ def test_axes_given_for_a_file_that_records_none(tmp_path):
     with TiffStack(tmp_path / "u.tif", axes="TZYX") as stack:
         assert stack.frame_sizes == (3, 2) and stack.index(3) == (1, 1)
         np.testing.assert_array_equal(stack[3], data[1, 1])
+    # a plain image among the stacks keeps its own axes
+    tifffile.imwrite(tmp_path / "one.tif", data[0, 0])
+    with TiffStack(tmp_path / "one.tif", axes="TCYX", channels=(1,)) as stack:
+        assert stack.axes == "YX" and len(stack) == 1
+        np.testing.assert_array_equal(stack[0], data[0, 0])
 
 
 @pytest.mark.parametrize(

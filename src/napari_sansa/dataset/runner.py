@@ -148,7 +148,7 @@ def segment_dataset(
     an object label image (``<name>_objects.tif``, ids unique within an image or a stack)
     and ``objects.csv`` lists every object (its class, area, centroid, box, probability).
     ``axes``: the axes of TIFF targets that record none, e.g. "TCYX" (see
-    :class:`~napari_sansa.dataset.io.TiffStack`); ``channels``: the channels of a channel
+    :class:`~napari_sansa.dataset.tiffstack.TiffStack`); ``channels``: the channels of a channel
     axis that make a frame (one as gray, two or three as red, green, blue; default the
     first); ``sequential_axis``: "T" or "Z", the axis a sequential run goes along
     (restarted at each index of the others; default the last frame axis). Label stacks

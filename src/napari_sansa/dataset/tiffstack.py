@@ -71,9 +71,9 @@ class TiffStack:
 
     def _layout(self, parts, raw_shape, axes, channels, axes_tail) -> None:
         """The stack's axes, frame axes and channels, checked (see the class).
-        ``axes_tail``: ``axes`` may be longer than the file's, whose axes are then its
-        last letters (a reference image of the targets' channels: CYX of TCYX), and
-        a file of one image (rows, columns, samples) keeps its own."""
+        A file of one image (rows, columns, samples) keeps its own axes; with
+        ``axes_tail``, ``axes`` may be longer than the file's, whose axes are then its
+        last letters (a reference image of the targets' channels: CYX of TCYX)."""
         first = parts[0]
         if len(parts) == 1:
             file_axes, lead_sizes = first.axes, first.lead_sizes
@@ -84,8 +84,10 @@ class TiffStack:
             lead_sizes = (sum(p.n for p in parts),)
             file_axes = "I" + first.image_axes
         recorded = file_axes
-        if axes is not None and axes_tail:
-            axes = None if set(recorded) <= set(IMAGE_AXES) else str(axes)[-len(recorded) :]
+        if axes is not None and set(recorded) <= set(IMAGE_AXES):
+            axes = None  # one image (rows, columns, samples) keeps its own axes
+        elif axes is not None and axes_tail:
+            axes = str(axes)[-len(recorded) :]
         if axes is not None:
             file_axes = _given_axes(axes, recorded, self.path)
         lead = "".join(a for a in file_axes if a not in IMAGE_AXES)
