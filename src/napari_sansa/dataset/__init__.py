@@ -15,6 +15,7 @@
 - :mod:`~napari_sansa.dataset.progress`: each finished frame, stopping a run, and
   ``segment_dataset_iter`` (the run as a generator);
 - :mod:`~napari_sansa.dataset.io`: reading images and stacks, writing TIFFs atomically;
+- :mod:`~napari_sansa.dataset.tiffstack`: TIFF stacks frame by frame, their axes and channels;
 - :mod:`~napari_sansa.dataset.finetune`: ``napari-sansa finetune`` (tuning the adapters on
   annotated files, resumably).
 """
