@@ -56,6 +56,24 @@ def scores(out):
     )
 
 
+def cancelled_run(model, root, ref, out, stop_when):
+    """``segment_dataset`` of ``root/data`` cancelled once ``stop_when(steps so far)``."""
+    from napari_sansa.dataset import segment_dataset
+
+    cancel = threading.Event()
+    seen = []
+
+    def on_progress(step):
+        seen.append(step)
+        if stop_when(seen):
+            cancel.set()
+
+    return segment_dataset(
+        root / "data", [ref], out, model=model, progress=False, on_progress=on_progress,
+        cancel=cancel,
+    )  # fmt: skip
+
+
 def test_iter_yields_each_frame_and_returns_the_report(model, root, ref):
     from napari_sansa.dataset import DatasetProgress, segment_dataset, segment_dataset_iter
 
@@ -91,19 +109,8 @@ def test_cancel_then_resume_gives_the_uninterrupted_outputs(model, root, ref, af
     from napari_sansa.dataset import segment_dataset
 
     whole = segment_dataset(root / "data", [ref], root / "whole", model=model, progress=False)
-    cancel = threading.Event()
-    seen = []
-
-    def on_progress(step):
-        seen.append(step)
-        if sum(s.frames for s in seen) >= after:
-            cancel.set()
-
     out = root / "out"
-    report = segment_dataset(
-        root / "data", [ref], out, model=model, progress=False, on_progress=on_progress,
-        cancel=cancel,
-    )  # fmt: skip
+    report = cancelled_run(model, root, ref, out, lambda seen: sum(s.frames for s in seen) >= after)
     assert report.cancelled and report.ok
     assert leftovers(out) == []
     done = outputs(out)
@@ -165,22 +172,11 @@ def test_bad_progress_arguments_are_refused(model, root, ref):
 
 
 def test_a_cancelled_run_still_lists_the_unreadable_files_it_met(model, root, ref):
-    from napari_sansa.dataset import segment_dataset
 
     (root / "data" / "a_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
-    cancel = threading.Event()
-    seen = []
-
-    def on_progress(step):
-        seen.append(step)
-        if len(seen) == 2:  # the broken file, then the first image written
-            cancel.set()
-
     out = root / "out"
-    report = segment_dataset(
-        root / "data", [ref], out, model=model, progress=False, on_progress=on_progress,
-        cancel=cancel,
-    )  # fmt: skip
+    # stopped at the second step: the broken file, then the first image written
+    report = cancelled_run(model, root, ref, out, lambda seen: len(seen) == 2)
     assert report.cancelled and "stack.tif" not in outputs(out)
     failed = [r for r in read_csv(out / "scores.csv") if r["status"] == "failed"]
     assert [r["target"].rsplit("/", 1)[-1] for r in failed] == ["a_broken.png"]
