@@ -24,7 +24,7 @@ __all__ = ["prepare_tiled_references", "run_tiled_targets"]
 
 
 def _tile_key(model, src: TiledImage, raw: np.ndarray, s) -> str:
-    if not model.feature_cache.enabled:
+    if not (model.feature_cache.enabled or model._holds):
         import uuid
 
         return f"uncached-{uuid.uuid4().hex}"
@@ -139,6 +139,8 @@ def _decode_tiles(model, src: TiledImage, part: list[Tile], groups, s) -> list[d
     for t in part:
         raw = src.raw(t)
         loaded.append((_tile_key(model, src, raw, s), t.shape, src.rgb(t, raw)))
+        for hold in model._holds:  # the tile's features, found again to refine objects
+            hold.tile_keys[(src.what, t.index)] = loaded[-1][0]
     results: list[dict] = [{} for _ in part]
     try:
         with model._compute():
