@@ -31,7 +31,12 @@ from napari_sansa.dataset.manifest import (
     earlier_rows,
     final_rows,
 )
-from napari_sansa.dataset.objects import check_objects_csv, object_rows, write_objects_csv
+from napari_sansa.dataset.objects import (
+    check_objects_csv,
+    object_rows,
+    prune_objects_csv,
+    write_objects_csv,
+)
 from napari_sansa.dataset.records import (
     RunSettings,
     _existing,
@@ -204,6 +209,8 @@ def segment_dataset(
         settings["tiles"] = [tiles.tile_size, tiles.halo]
     if objects is not None:  # the same: runs without objects keep their signature
         settings["instances"] = asdict(objects)
+        if not objects.refine:  # and runs with unrefined objects theirs
+            del settings["instances"]["refine"]
     signature = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     run = RunSettings(
         mode,
@@ -356,6 +363,8 @@ def _locked_run(job: _Job) -> BatchReport:
             if run.objects is not None:
                 found = object_rows(out, run.signature, rows, skip=frozenset(kept))
                 report.objects_csv = write_objects_csv(out, found)
+            else:  # the rows of object images this run removed go too
+                prune_objects_csv(out)
         except OSError:
             if error is None:
                 raise

@@ -16,7 +16,7 @@ from napari_sansa.dataset.records import (
     CSV_NAME,
     _describe,
     _predictions,
-    _remove_stale_probabilities,
+    _remove_stale_outputs,
     _row,
     _table_record,
     _write_failed,
@@ -39,8 +39,7 @@ def _process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
 
     state = source_state(t.source)
     try:
-        if not run.probabilities:
-            _remove_stale_probabilities(t, out)
+        _remove_stale_outputs(t, out, run)
         stack = TiffStack(t.source)
     except InvalidInputError as exc:
         rows.append(_row(t, "failed", str(exc)))

@@ -29,7 +29,7 @@ from napari_sansa.dataset.records import (
     _describe,
     _done_record,
     _predictions,
-    _remove_stale_probabilities,
+    _remove_stale_outputs,
     _row,
     _table_record,
     _write_failed,
@@ -176,8 +176,7 @@ def _write_image(t: Target, pred, out: Path, run: RunSettings, rows, state=None)
         desc["napari_sansa"]["objects"] = _table_record(pred.object_table)
         return desc
 
-    if not run.probabilities:
-        _remove_stale_probabilities(t, out)
+    _remove_stale_outputs(t, out, run)
     try:
         if run.probabilities:
             probs = np.stack([pred.probabilities[c] for c in classes])
