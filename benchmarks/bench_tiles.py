@@ -31,12 +31,10 @@ from pathlib import Path
 
 from common import parser, report
 
-CHILD = r"""
+# the child processes' memory sampler: RssAnon every 10 ms while ``running``
+SAMPLER = r"""
 import json, sys, threading, time
 sys.path.insert(0, {bench!r})
-import numpy as np, tifffile
-from common import images, blob_mask
-import napari_sansa as ns
 
 def status(key):
     with open("/proc/self/status") as fh:
@@ -50,6 +48,12 @@ def sample():
     while running:
         peak["anon"] = max(peak["anon"], status("RssAnon"))
         time.sleep(0.01)
+"""
+
+CHILD = SAMPLER + r"""
+import numpy as np, tifffile
+from common import images, blob_mask
+import napari_sansa as ns
 
 model = ns.load_model(config="sam2_hiera_t", sam2_checkpoint={sam2!r}, adapter_checkpoint={ad!r},
                       image_size=256, device={device!r}, cache_bytes=0)
@@ -75,23 +79,8 @@ print(json.dumps({{"anon_peak_mib": peak["anon"], "anon_before_mib": base, "tile
 """
 
 
-CLI_CHILD = r"""
-import json, sys, threading, time
-sys.path.insert(0, {bench!r})
+CLI_CHILD = SAMPLER + r"""
 from napari_sansa.cli import main
-
-def status(key):
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-
-peak = {{"anon": 0.0}}
-running = True
-def sample():
-    while running:
-        peak["anon"] = max(peak["anon"], status("RssAnon"))
-        time.sleep(0.01)
 
 base = status("RssAnon")
 thread = threading.Thread(target=sample, daemon=True)

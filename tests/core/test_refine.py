@@ -102,3 +102,30 @@ def test_refine_option_is_checked():
     # split_objects takes the splitting's options, not refine
     opts = ns.ObjectOptions(min_size=3, refine=True)
     assert opts.split_options() == {"min_size": 3, "seed_distance": 5, "split": "distance"}
+
+
+def test_a_tiled_run_holds_only_the_tiles_with_foreground():
+    import torch
+
+    from napari_sansa.core.engine import Features
+    from napari_sansa.core.refine import FeatureHold
+    from napari_sansa.core.tiling import tile_grid
+
+    grid = tile_grid((40, 40), 20, 0)
+    hold = FeatureHold()
+    feats = Features((torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 2, 2)), torch.zeros(1, 1, 1, 1))
+    keys = [f"k{i}" for i in range(4)]
+    for k in keys:
+        hold.put(k, feats)
+    low = np.full((4, 4), -3.0, np.float32)
+    hot = low.copy()
+    hot[1, 2] = 0.1  # just above the threshold's logit (0 at 0.5)
+    results = [{1: (low, 0.5), 2: (hot, 0.5)}, {1: (low, 0.5)}, {1: (hot, 0.5)}, {}]
+    hold.keep_tiles("target 0", grid, keys, results, 0.5)
+    assert hold.tile_keys == {("target 0", 0): "k0", ("target 0", 2): "k2"}
+    assert "k0" in hold and "k2" in hold and "k1" not in hold and "k3" not in hold
+    # at a higher threshold, no tile has foreground
+    hold.keep_tiles("target 1", grid[:1], keys[:1], results[:1], 0.6)
+    assert ("target 1", 0) not in hold.tile_keys
+    hold.release(["k0"], "target 0")  # k2 was not used, but it is target 0's: it goes too
+    assert len(hold) == 0 and hold.tile_keys == {}

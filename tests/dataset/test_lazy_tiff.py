@@ -4,6 +4,7 @@ written block by block."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -136,3 +137,16 @@ def test_label_tiles_cover_any_grid(model, images, disk_mask):
         np.testing.assert_array_equal(full[:96, :256], pred.labels)
         assert not full[96:].any() and not full[:, 256:].any()
         assert areas == {1: int((pred.labels == 1).sum())}
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_a_constant_tiff_read_by_tiles_fails_as_when_read_whole(weights, tmp_path, dtype):
+    write_reference(tmp_path)
+    (tmp_path / "data").mkdir()
+    tifffile.imwrite(tmp_path / "data" / "flat.tif", np.full((96, 128), 7, dtype))
+    tifffile.imwrite(tmp_path / "data" / "ok.tif", _gray16())
+    assert main(segment_args(weights, tmp_path, "--tile-size", "64")) == 1
+    rows = {Path(r["target"]).name: r for r in read_csv(tmp_path / "out" / "scores.csv")}
+    assert rows["flat.tif"]["status"] == "failed"
+    assert "is constant" in rows["flat.tif"]["message"]
+    assert rows["ok.tif"]["status"] == "ok"

@@ -19,8 +19,10 @@ holds.
 **Tiles.** An object of a tiled prediction is refined on the features of the tile that
 holds its box best: the tile whose window holds most of the box, ties going to the one
 where the box is farthest from the window's inner edges; its box is clipped to that
-window. A tiled run holds the features of every tile of the image being refined (about
-16 MB a tile with the released 1024 px models) until that image is done.
+window. In a run, the candidates are the tiles with foreground (a class above the
+threshold somewhere in the tile): their features are held until the image is done
+(about 16 MB a tile with the released 1024 px models), the other tiles' are dropped
+as soon as they are decoded.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ class FeatureHold:
 
     While a hold is in ``model._holds`` the model keys images by content (as with a
     feature cache) and puts every image's features in it (``SansaModel._features``);
-    a tiled run also records which key each tile of each target had (``tile_keys``).
+    a tiled run records the keys of each target's tiles with foreground (``tile_keys``)
+    and drops the others' features (:meth:`keep_tiles`).
     """
 
     def __init__(self):
@@ -73,6 +76,22 @@ class FeatureHold:
     def get(self, key: str):
         with self._lock:
             return self._items.get(key)
+
+    def keep_tiles(self, what: str, tiles, keys, results, threshold: float) -> None:
+        """After a batch of ``tiles`` of target ``what`` is decoded: keep the features
+        of the tiles where a class is above ``threshold`` somewhere (``results``: per
+        tile ``{class: (low-res logits, score)}``), drop the others'. Every object lies
+        in the kept part of a tile with foreground, so it always has a tile to be
+        refined on (bilinear upsampling never exceeds the low-res maximum)."""
+        cut = float(np.log(threshold / (1.0 - threshold))) if 0 < threshold < 1 else 0.0
+        for t, key, result in zip(tiles, keys, results, strict=True):
+            if any(float(low.max()) > cut for low, _ in result.values()):
+                self.tile_keys[(what, t.index)] = key
+        with self._lock:
+            wanted = set(self.tile_keys.values())
+            for key in keys:
+                if key not in wanted:
+                    self._items.pop(key, None)
 
     def release(self, used: list[str], what: str) -> None:
         """Drop the features ``used`` by the refinement of target ``what``, those of its
@@ -197,7 +216,11 @@ def _views(model, image, prediction, pre, hold) -> list[_View]:
 
         return load
 
-    return [_View(t.rows, t.cols, loader(t)) for t in grid]
+    views = [_View(t.rows, t.cols, loader(t)) for t in grid]
+    if hold is not None:  # in a run: the tiles with foreground, whose features are held
+        held = [v for v, t in zip(views, grid, strict=True) if (what, t.index) in hold.tile_keys]
+        views = held or views
+    return views
 
 
 def _fit(box, view: _View, hw) -> tuple[int, float]:

@@ -139,8 +139,6 @@ def _decode_tiles(model, src: TiledImage, part: list[Tile], groups, s) -> list[d
     for t in part:
         raw = src.raw(t)
         loaded.append((_tile_key(model, src, raw, s), t.shape, src.rgb(t, raw)))
-        for hold in model._holds:  # the tile's features, found again to refine objects
-            hold.tile_keys[(src.what, t.index)] = loaded[-1][0]
     results: list[dict] = [{} for _ in part]
     try:
         with model._compute():
@@ -163,4 +161,6 @@ def _decode_tiles(model, src: TiledImage, part: list[Tile], groups, s) -> list[d
             f"{src.what} do not fit in the {model.device} memory: use a smaller tile_size "
             "or batch_size"
         ) from None
+    for hold in model._holds:  # objects are refined on the tiles with foreground
+        hold.keep_tiles(src.what, part, [x[0] for x in loaded], results, s.threshold)
     return results

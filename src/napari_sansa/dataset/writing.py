@@ -121,8 +121,8 @@ def _process_images(model, memory, items, out, run, strict, rows, on_frame, keep
                             continue
                         if isinstance(img, np.ndarray):
                             check_image(img, f"image {t.source}")
-                        else:  # read by tiles: checked as the tiles are read
-                            image_hw(img, f"image {t.source}")
+                        else:  # read by tiles: checked tile by tile
+                            _check_by_tiles(img, run, f"image {t.source}")
                     except InvalidInputError as exc:
                         if t.output in keep:  # finished before: its output stays as it is
                             if t.source not in passed:
@@ -162,6 +162,20 @@ def _process_images(model, memory, items, out, run, strict, rows, on_frame, keep
         writer.finish()
         rows.extend(failed.values())
     return [found[t.source] for t in items if t.source in found]
+
+
+def _check_by_tiles(img, run: RunSettings, what: str) -> None:
+    """:func:`check_image`'s checks on an image read window by window, one tile at a
+    time. An image whose conversion needs its range (integers other than uint8, floats,
+    no intensity range) is left to the model's own pass over its tiles, which makes the
+    same checks."""
+    from napari_sansa.core.tiling import TiledImage, tile_grid
+
+    hw = image_hw(img, what)
+    if run.intensity_range is None and np.dtype(img.dtype) not in (np.uint8, np.bool_):
+        return
+    grid = tile_grid(hw, run.tile_size, run.halo)
+    TiledImage(img, grid, run.intensity_range, what)._min_max()
 
 
 #: rows and columns of the TIFF tiles of a label image written by blocks
