@@ -156,6 +156,13 @@ def _parser() -> argparse.ArgumentParser:
         help="with --instances: how touching objects are separated (distance)",
     )
     s.add_argument(
+        "--refine",
+        action="store_true",
+        default=None,
+        help="with --instances: refine each object by a SAM2 decoder pass with its box as "
+        "the prompt, on the features already computed (no second encoding)",
+    )
+    s.add_argument(
         "--probabilities", action="store_true", help="also write per-class probability TIFFs"
     )
     s.add_argument("--overwrite", action="store_true", help="redo targets that already have output")
@@ -254,6 +261,7 @@ def _segment(args) -> int:
     else:
         raise InvalidInputError(f"--input-size must be a number of pixels or 'none', got {size!r}")
     options = {"min_size": args.min_size, "seed_distance": args.seed_distance, "split": args.split}
+    options["refine"] = args.refine
     options = {k: v for k, v in options.items() if v is not None}
     if options and not args.instances:
         flags = ", ".join("--" + k.replace("_", "-") for k in options)

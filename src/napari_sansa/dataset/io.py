@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,8 @@ from napari_sansa.dataset.tiffstack import TiffStack, _unreadable
 __all__ = [
     "IMAGE_SUFFIXES",
     "TiffStack",
+    "TiffWindows",
+    "lazy_tiff",
     "open_target",
     "read_frame_image",
     "read_image",
@@ -108,17 +112,115 @@ def read_label_image(path) -> np.ndarray:
     return read_image(path)
 
 
-def read_target(path, axes=None, channels=None) -> tuple[str, object]:
+def read_target(path, axes=None, channels=None, lazy: bool = False) -> tuple[str, object]:
     """A target file opened once: ``("image", array)`` for an image (a one-frame TIFF
     included), ``("stack", n_frames)`` for a multi-frame TIFF (read later, by frame).
-    ``axes``, ``channels``: a TIFF's, as :class:`TiffStack` takes them."""
+    ``axes``, ``channels``: a TIFF's, as :class:`TiffStack` takes them.
+
+    ``lazy`` (runs by tiles): a one-frame TIFF (without ``axes`` or ``channels``) is not
+    read but opened as an array read window by window (:func:`lazy_tiff`); other files
+    are read whole."""
     path = Path(path)
     if path.suffix.lower() in TIFF_SUFFIXES and path.is_file():
         with TiffStack(path, axes, channels) as stack:
             if len(stack) > 1:
                 return "stack", len(stack)
+            if not lazy or axes is not None or channels is not None:
+                return "image", stack[0]
+        found = lazy_tiff(path)
+        if found is not None:
+            return "image", found
+        with TiffStack(path) as stack:
             return "image", stack[0]
     return "image", read_image(path)
+
+
+class TiffWindows:
+    """An uncompressed, contiguous one-page TIFF read window by window.
+
+    ``image[rows, cols]`` reads just the rows asked for (``os.pread``: nothing of the
+    file is mapped, so the pixels read do not stay in the process's memory) and gives
+    the columns asked for, as a new array. ``shape`` and ``dtype`` are the image's.
+    """
+
+    def __init__(self, path, offset: int, shape, dtype):
+        self.path = Path(path)
+        self.offset = int(offset)
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(self.shape)
+        self._row = math.prod(self.shape[1:]) * self.dtype.itemsize
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if key and key[-1] is Ellipsis:
+            key = key[:-1]
+        if len(key) > self.ndim or not all(isinstance(k, slice) for k in key):
+            return np.asarray(self)[key]
+        rows = range(self.shape[0])[key[0]] if key else range(self.shape[0])
+        if rows.step != 1:
+            return np.asarray(self)[key]
+        n = len(rows)
+        data = os.pread(self._fd, n * self._row, self.offset + rows.start * self._row)
+        if len(data) != n * self._row:
+            raise InvalidInputError(
+                f"{self.path} is truncated (rows {rows.start}-{rows.stop} are missing): "
+                "check the file, replace it or remove it from the input"
+            )
+        arr = np.frombuffer(data, self.dtype).reshape(n, *self.shape[1:])
+        arr = arr[(slice(None), *key[1:])]
+        return arr.astype(self.dtype.newbyteorder("="), copy=True)
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self[:]
+        return arr if dtype is None else arr.astype(dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self):
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def __repr__(self) -> str:
+        return f"TiffWindows({self.path.name}, shape={self.shape}, dtype={self.dtype})"
+
+
+def lazy_tiff(path):
+    """A one-page TIFF as an array read window by window, or None if it cannot be.
+
+    Uncompressed contiguous pixels: a :class:`TiffWindows`. Compressed or tiled
+    pixels: a zarr array on tifffile's ``aszarr`` store (each window decodes only the
+    strips or tiles it covers), when the ``zarr`` package is installed
+    (``pip install napari-sansa[large]``); without it, None (the file is read whole).
+    """
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        page = tif.pages[0]
+        shape, dtype = tuple(series.shape), np.dtype(series.dtype)
+        offset = series.dataoffset
+        planar = page.planarconfig
+        byteorder = tif.byteorder
+    ok = len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 2, 3, 4))
+    if not ok:
+        return None
+    if offset is not None and (len(shape) == 2 or planar == 1):
+        return TiffWindows(path, offset, shape, dtype.newbyteorder(byteorder))
+    try:
+        import zarr
+    except ImportError:
+        return None
+    store = tifffile.imread(path, aszarr=True, series=0, level=0)
+    arr = zarr.open(store, mode="r")
+    return arr if tuple(arr.shape) == shape else None
 
 
 @contextlib.contextmanager
@@ -134,7 +236,7 @@ def open_target(path, axes=None, channels=None) -> Iterator[tuple[str, object]]:
     yield "image", path
 
 
-def write_tiff_atomic(final, pages, shape, dtype, description=None) -> Path:
+def write_tiff_atomic(final, pages, shape, dtype, description=None, tile=None) -> Path:
     """Write a (zlib-compressed) TIFF of ``shape`` at ``final`` from 2D ``pages``.
 
     ``pages``: an array of ``shape``, or an iterable of 2D arrays in C order (frames
@@ -144,6 +246,8 @@ def write_tiff_atomic(final, pages, shape, dtype, description=None) -> Path:
     a kill) never leaves a half-written ``final`` behind. ``description``: a dict
     stored as JSON in the first page, or a callable returning one once all pages
     are written (for facts known only at the end, such as per-frame scores).
+    ``tile``: ``(rows, cols)`` of a tiled TIFF, ``pages`` then an iterable of its tiles
+    in order (edge tiles padded), so that no page is ever held whole.
     """
     import tifffile
 
@@ -160,6 +264,7 @@ def write_tiff_atomic(final, pages, shape, dtype, description=None) -> Path:
                 dtype=dtype,
                 photometric="minisblack",
                 compression="zlib",
+                tile=tile,
                 # a callable's JSON replaces this placeholder once the pages are written
                 description=json.dumps(description if isinstance(description, dict) else {})
                 if description is not None

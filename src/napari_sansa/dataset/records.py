@@ -287,26 +287,35 @@ def _as_recorded(t: Target, record: dict | None) -> Target:
 
 
 class StaleProbabilitiesError(InvalidInputError):
-    """A probability file of earlier labels could not be removed (new labels not written)."""
+    """A probability (or object) file of earlier labels could not be removed (new labels
+    not written)."""
 
 
-def _remove_stale_probabilities(t: Target, out: Path) -> None:
-    """Remove ``t``'s probabilities of an earlier run before its new labels are written
-    without probabilities: a probability file always belongs to the labels next to it.
-    If it cannot be removed, the new labels are not written (the old pair stays)."""
-    path = out / t.prob_output
-    if not path.is_file():
-        return
-    info = _record(path)
-    if info is None or not _same_source(info.get("source"), t.source):
-        return  # not ours: never touched
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise StaleProbabilitiesError(
-            f"{path}, the probabilities of earlier labels of {t.source}, cannot be removed "
-            f"({exc.strerror or type(exc).__name__}), so the new labels were not written (they "
-            "would not match it): remove that file and run the same command again"
-        ) from None
+def _remove_stale_outputs(t: Target, out: Path, run: RunSettings) -> None:
+    """Remove ``t``'s outputs of an earlier run that this run does not write, before its
+    new labels are written: its probabilities without ``--probabilities``, its object
+    image without ``--instances`` (such a file always belongs to the labels next to it).
+    Only files napari-sansa wrote for ``t`` are removed; if one cannot be removed, the
+    new labels are not written (the old outputs stay together)."""
+    stale = []
+    if not run.probabilities:
+        stale.append((t.prob_output, "probabilities"))
+    if run.objects is None:
+        stale.append((t.objects_output, "object image"))
+    for name, what in stale:
+        path = out / name
+        if not path.is_file():
+            continue
+        info = _record(path)
+        if info is None or not _same_source(info.get("source"), t.source):
+            continue  # not ours: never touched
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StaleProbabilitiesError(
+                f"{path}, the {what} of earlier labels of {t.source}, cannot be removed "
+                f"({exc.strerror or type(exc).__name__}), so the new labels were not written "
+                "(they would not match it): remove that file and run the same command again"
+            ) from None

@@ -34,7 +34,12 @@ from napari_sansa.dataset.manifest import (
     earlier_rows,
     final_rows,
 )
-from napari_sansa.dataset.objects import check_objects_csv, object_rows, write_objects_csv
+from napari_sansa.dataset.objects import (
+    check_objects_csv,
+    object_rows,
+    prune_objects_csv,
+    write_objects_csv,
+)
 from napari_sansa.dataset.progress import RunCancelled, _Progress, _unfinished
 from napari_sansa.dataset.records import (
     RunSettings,
@@ -231,6 +236,8 @@ def segment_dataset(
         settings["tiles"] = [tiles.tile_size, tiles.halo]
     if objects is not None:  # the same: runs without objects keep their signature
         settings["instances"] = asdict(objects)
+        if not objects.refine:  # and runs with unrefined objects theirs
+            del settings["instances"]["refine"]
     layout = {"axes": axes, "channels": channels, "sequential_axis": sequential_axis}
     settings.update({k: v for k, v in layout.items() if v is not None})  # the same
     signature = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
@@ -400,6 +407,8 @@ def _locked_run(job: _Job) -> BatchReport:
             if run.objects is not None:
                 found = object_rows(out, run.signature, rows, skip=frozenset(kept))
                 report.objects_csv = write_objects_csv(out, found)
+            else:  # the rows of object images this run removed go too
+                prune_objects_csv(out)
         except OSError:
             if error is None:
                 raise

@@ -26,7 +26,7 @@ from napari_sansa.dataset.records import (
     CSV_NAME,
     _describe,
     _predictions,
-    _remove_stale_probabilities,
+    _remove_stale_outputs,
     _row,
     _table_record,
     _write_failed,
@@ -186,8 +186,7 @@ def _process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
 
     state = source_state(t.source)
     try:
-        if not run.probabilities:
-            _remove_stale_probabilities(t, out)
+        _remove_stale_outputs(t, out, run)
         stack = TiffStack(t.source, run.axes, run.channels)
     except InvalidInputError as exc:
         _failed(t, exc, rows, strict, on_frame, t.frames)
