@@ -38,7 +38,7 @@ from napari_sansa.napari.writer import prefer_labels_tiff_writer
 __all__ = ["EDITED_ACTION", "NO_IMAGE", "FrameReport", "SansaSession"]
 
 #: the name of the action that takes the edited frames as references (a button in the widget)
-EDITED_ACTION = "Use edited frames as references"
+EDITED_ACTION = "Use edited frames"
 
 #: said when every prompt is class 255 (a black-and-white mask opened as labels)
 MASK_255 = (

@@ -23,7 +23,6 @@ from magicgui.widgets import (
     Label,
     ProgressBar,
     PushButton,
-    SpinBox,
 )
 
 from napari_sansa.napari._qt.axes_panel import AxesPanel
@@ -42,10 +41,12 @@ if TYPE_CHECKING:
 
 __all__ = ["SansaWidget", "warm_up_in_background"]
 
-#: what "Use current frame as reference" takes from the frame
+#: the button that takes the frame shown as a reference
+USE_FRAME_ACTION = "Use shown frame"
+#: what "Use shown frame" takes from the frame
 TAKE_CHOICES = [
-    ("the classes I edited", "edited"),
-    ("the class above", "class"),
+    ("edited classes", "edited"),
+    ("class above", "class"),
     ("all classes", "all"),
 ]
 
@@ -101,8 +102,6 @@ class SansaWidget(PromptInputs, Container):
             tooltip="the authors resize every image to 640 px before the model's own resize; "
             "'no' goes straight to the model's size",
         )
-        self.first_frame = SpinBox(label="first frame", min=0, max=0)
-        self.last_frame = SpinBox(label="last frame", min=0, max=0)
         self.probabilities = CheckBox(
             text="probability maps", value=False, tooltip="one float layer per class, 0..1"
         )
@@ -117,17 +116,20 @@ class SansaWidget(PromptInputs, Container):
             label="take",
             choices=TAKE_CHOICES,
             value="edited",
-            tooltip="what 'Use current frame as reference' copies into the references layer",
+            tooltip="what 'Use shown frame' copies into the references layer: the classes "
+            "you edited on it, the class chosen above, or all classes",
         )
         self.use_frame_button = PushButton(
-            text="Use current frame as reference",
-            tooltip="copy the classes chosen under 'take' of the shown frame of the output "
-            "(after fixing it) into the references layer; the next run uses them",
+            text=USE_FRAME_ACTION,
+            tooltip="use the frame shown as a reference: copy the classes chosen under 'take' "
+            "of the shown frame of the output (after fixing it) into the references layer; "
+            "the next run uses them",
         )
         self.edited_button = PushButton(
             text=EDITED_ACTION,
-            tooltip="every frame you changed by hand since SANSA wrote it (runs keep them as "
-            "they are): its edited classes become references",
+            tooltip="use the edited frames as references: every frame you changed by hand "
+            "since SANSA wrote it (runs keep them as they are); its edited classes become "
+            "references",
         )
         self.scores = ScoreTable()
         self.plot = ConfidencePlot()
@@ -168,7 +170,8 @@ class SansaWidget(PromptInputs, Container):
                 self.as_channels,
                 *self.axes.widgets,
                 self.prompt_layers,
-                row(self.new_points_button, self.new_shapes_button, self.new_labels_button),
+                row(self.new_points_button, self.new_shapes_button),
+                row(self.new_labels_button, Label(value="")),
                 self.class_id,
                 self.polarity,
             ),
@@ -176,8 +179,7 @@ class SansaWidget(PromptInputs, Container):
             "Run": section(
                 self.mode,
                 self.axes.sequential_axis,
-                self.first_frame,
-                self.last_frame,
+                self.axes.ranges.box,
             ),
             "Results": results,
             "Save": section(self.save_folder, self.save_format, self.save_button),
@@ -253,6 +255,16 @@ class SansaWidget(PromptInputs, Container):
         """The running worker, or None."""
         return self.session.worker
 
+    @property
+    def first_frame(self):
+        """The first frame to label (on a stack with several frame axes: of the first
+        axis; every axis's range is in ``widget.axes.ranges``)."""
+        return self.axes.ranges.first
+
+    @property
+    def last_frame(self):
+        return self.axes.ranges.last
+
     def run_settings(self) -> RunSettings:
         """The run settings shown, as a frozen value."""
         return RunSettings(
@@ -285,7 +297,7 @@ class SansaWidget(PromptInputs, Container):
             list(self.prompt_layers.value),
             model_settings,
             settings,
-            (int(self.first_frame.value), int(self.last_frame.value)),
+            self.axes.ranges.value(),
             as_channels=bool(self.as_channels.value) and len(images) > 1,
         )
 
