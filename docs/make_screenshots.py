@@ -189,6 +189,8 @@ def zstack(launch) -> None:
     widget.run()
     _wait_for_run(widget)
     widget.go_to_frame(5)
+    _settle(0.2)
+    widget.scroll_area.ensureWidgetVisible(widget.axes.ranges.box.native, 0, 120)
     _shot(viewer, "zstack.png")
     viewer.close()
 

@@ -78,9 +78,7 @@ def test_nothing_left_in_the_ranges_says_where():
         make_plan(tz_layer(), [points], {"t": (1, 1), "z": (2, 2)})
 
 
-def test_the_widget_shows_one_range_per_frame_axis_and_labels_only_those_frames(
-    make_sansa, qtbot
-):
+def test_the_widget_shows_one_range_per_frame_axis_and_labels_only_those_frames(make_sansa, qtbot):
     viewer, widget = make_sansa(
         (tz_stack(), {"name": "tz", "axis_labels": ("t", "z", "y", "x")}, "image"),
         (tz_stack()[0], {"name": "z only", "axis_labels": ("z", "y", "x")}, "image"),
@@ -119,9 +117,7 @@ def test_the_widget_shows_one_range_per_frame_axis_and_labels_only_those_frames(
     np.testing.assert_array_equal(viewer.layers["tz"].data, before)
 
 
-def test_a_script_range_outside_the_axis_is_refused_and_makes_no_layer(
-    make_sansa, notifications
-):
+def test_a_script_range_outside_the_axis_is_refused_and_makes_no_layer(make_sansa, notifications):
     viewer, widget = make_sansa(
         (tz_stack(), {"name": "tz", "axis_labels": ("t", "z", "y", "x")}, "image")
     )

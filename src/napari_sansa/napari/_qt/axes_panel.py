@@ -196,10 +196,11 @@ class FrameRanges:
         self.enable(True)
 
     def enable(self, enabled: bool) -> None:
-        """Ranges apply to one stack (off for an image set); an axis of one frame has none."""
+        """Ranges apply to one stack: hidden for an image set and for a single image."""
+        self.box.visible = enabled and bool(self._axes)
         for _, _, first, last in self.rows:
             for spin in (first, last):
-                spin.enabled = enabled and spin.max > 0
+                spin.enabled = spin.max > 0
 
     def value(self) -> dict[int, tuple[int, int]]:
         """``{axis position: (first, last)}`` for each frame axis."""

@@ -149,6 +149,7 @@ def compact(body) -> None:
         combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         combo.setMinimumContentsLength(6)
         combo.setMinimumWidth(60)
+        combo.installEventFilter(_eliding(combo))
     for edit in body.findChildren(QLineEdit):
         edit.setMinimumWidth(40)
     beside = [label for label in body.findChildren(QLabel) if label.property(BESIDE)]
@@ -171,6 +172,34 @@ def compact(body) -> None:
         if button.text() in ("Choose directory", "Choose file", "Select file"):
             button.setToolTip(button.text())
             button.setText("...")
+
+
+def _eliding(combo):
+    """An event filter that paints the combo box's text cut with '...' where it does not
+    fit (Qt cuts it off at the edge); the whole text is in the list and the tooltip."""
+    from qtpy.QtCore import QEvent, QObject, Qt
+    from qtpy.QtWidgets import QStyle, QStyleOptionComboBox, QStylePainter
+
+    class Elide(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802 - Qt's name
+            if event.type() != QEvent.Type.Paint or obj.isEditable():
+                return False
+            opt = QStyleOptionComboBox()
+            obj.initStyleOption(opt)
+            field = obj.style().subControlRect(
+                QStyle.ComplexControl.CC_ComboBox, opt, QStyle.SubControl.SC_ComboBoxEditField, obj
+            )
+            text = opt.currentText
+            opt.currentText = obj.fontMetrics().elidedText(
+                text, Qt.TextElideMode.ElideRight, max(field.width() - 4, 10)
+            )
+            painter = QStylePainter(obj)
+            painter.drawComplexControl(QStyle.ComplexControl.CC_ComboBox, opt)
+            painter.drawControl(QStyle.ControlElement.CE_ComboBoxLabel, opt)
+            painter.end()
+            return True
+
+    return Elide(combo)
 
 
 def scrolling(widget: Container, sections: dict, advanced: Container, footer) -> None:

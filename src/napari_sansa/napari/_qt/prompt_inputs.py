@@ -34,10 +34,11 @@ MAX_CLASS = 2**31 - 1  # a Qt spin box's limit; the layers themselves go to uint
 
 
 def _full_names(qlist) -> None:
-    """Long layer names in a narrow list: cut in the middle, whole in the tooltip."""
+    """Long layer names in a narrow list: cut at the start (the end tells the layers of
+    one image apart: "...[sansa points] (points)"), whole in the tooltip."""
     from qtpy.QtCore import Qt
 
-    qlist.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+    qlist.setTextElideMode(Qt.TextElideMode.ElideLeft)
     qlist.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     for i in range(qlist.count()):
         item = qlist.item(i)

@@ -25,6 +25,8 @@ __all__ = ["ConfidencePlot", "ScoreTable"]
 #: the fixed columns; one "class N" column per class follows
 COLUMNS = ("frame", "lowest", "kind")
 KIND_COLORS = {"reference": "#4caf50", "predicted": "#42a5f5", "kept": "#ffb300"}
+#: the kind as the narrow table shows it (the whole word in its tooltip)
+KIND_TEXT = {"reference": "ref", "predicted": "pred", "kept": "kept"}
 
 
 def _item(value, text: str | None = None, key=None) -> QTableWidgetItem:
@@ -65,7 +67,8 @@ class ScoreTable(QTableWidget):
         self.sortByColumn(1, Qt.SortOrder.AscendingOrder)
         self.setMinimumHeight(120)
         self.setToolTip(
-            "SAM2's predicted IoU per frame and class (1.0: a painted reference); "
+            "SAM2's predicted IoU per frame and class (1.0: a painted reference); kind: "
+            "ref(erence), pred(icted) or kept (edited by hand); "
             "least confident first; click a row to show the frame"
         )
         self.cellClicked.connect(self._on_cell_clicked)
@@ -102,7 +105,8 @@ class ScoreTable(QTableWidget):
         self.setItem(row, 0, first)
         self._items[key] = first
         self.setItem(row, 1, _item(float(low), f"{low:.3f}"))
-        kind_item = _item(kind)
+        kind_item = _item(kind, KIND_TEXT.get(kind, kind))
+        kind_item.setToolTip(kind)
         kind_item.setForeground(QColor(KIND_COLORS.get(kind, "#ffffff")))
         self.setItem(row, 2, kind_item)
         for c, s in scores.items():
@@ -119,7 +123,10 @@ class ScoreTable(QTableWidget):
 
     def kinds(self) -> dict:
         """Frame key -> 'reference', 'predicted' or 'kept', as shown."""
-        return {self._key(r): self.item(r, 2).text() for r in range(self.rowCount())}
+        return {
+            self._key(r): self.item(r, 2).data(Qt.ItemDataRole.UserRole)
+            for r in range(self.rowCount())
+        }
 
     def min_scores(self) -> dict:
         return {

@@ -120,8 +120,8 @@ class LossCurve(QWidget):
                 p.setBrush(color)
                 for s, v in points:
                     p.drawEllipse(at(s, v), 2.5, 2.5)
-        x = plot.left()
-        for name, color in (("training loss", TRAIN_COLOR), ("validation", VAL_COLOR)):
+        x = 4.0  # from the left edge: the legend fits a narrow dock
+        for name, color in (("training", TRAIN_COLOR), ("validation", VAL_COLOR)):
             p.setPen(QPen(color, 3))
             p.drawLine(QPointF(x, top / 2), QPointF(x + 12, top / 2))
             p.setPen(text)

@@ -13,7 +13,6 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -28,11 +27,11 @@ from magicgui.widgets import (
 from napari_sansa.napari._qt.axes_panel import AxesPanel
 from napari_sansa.napari._qt.layout import fixed_message, row, scrolling, section
 from napari_sansa.napari._qt.model_panel import ModelPanel, path_value
+from napari_sansa.napari._qt.navigation import FrameNavigation
 from napari_sansa.napari._qt.objects_panel import ObjectCounts, TilesObjectsPanel
 from napari_sansa.napari._qt.prompt_inputs import PromptInputs
 from napari_sansa.napari._qt.scores import ConfidencePlot, ScoreTable
 from napari_sansa.napari._qt.training_panel import TrainingPanel
-from napari_sansa.napari.geometry import image_geometry
 from napari_sansa.napari.session import EDITED_ACTION, FrameReport, SansaSession
 from napari_sansa.napari.worker import RunSettings
 
@@ -70,7 +69,7 @@ def warm_up_in_background() -> threading.Thread | None:
     return thread
 
 
-class SansaWidget(PromptInputs, Container):
+class SansaWidget(FrameNavigation, PromptInputs, Container):
     """Few-shot segmentation of an image stack with SANSA."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
@@ -228,27 +227,6 @@ class SansaWidget(PromptInputs, Container):
             event.connect(self.training_panel.reset_choices)
         self.image.changed.connect(self.training_panel.reset_choices)
 
-    def show_first_reference(self, event=None) -> None:
-        """Show the first frame painted in the image's references layer (a sample or a
-        reopened session opens on the frame that holds the prompts)."""
-        from napari_sansa.napari.outputs import references_name
-
-        image = self.image.value
-        name = None if image is None else references_name(image.name)
-        if name is None or name not in self.viewer.layers or not self.session.alive:
-            return
-        layer = self.viewer.layers[name]
-        try:
-            geometry = image_geometry(image)
-            if tuple(layer.data.shape) != geometry.shape:
-                return
-            frames = (f for f in range(geometry.n_frames) if geometry.plane(layer.data, f).any())
-            first = next(frames, None)
-        except ValueError:
-            return
-        if first is not None:
-            self.go_to_frame(first)
-
     # -- public actions -----------------------------------------------------------------
     @property
     def worker(self):
@@ -314,39 +292,6 @@ class SansaWidget(PromptInputs, Container):
         """Frames of the output changed by hand since SANSA wrote them (runs keep them)."""
         return self.session.edited_frames(self.image.value if image is None else image)
 
-    def current_frame(self, image=None) -> int:
-        """The frame of ``image`` shown by the viewer's sliders."""
-        image = self.image.value if image is None else image
-        geometry = image_geometry(image)
-        if not geometry.leading:
-            return 0
-        data = np.asarray(image.world_to_data(self.viewer.dims.point), dtype=float)
-        lead = np.clip(np.rint(data[: len(geometry.leading)]), 0, np.asarray(geometry.leading) - 1)
-        return geometry.frame(lead)
-
-    def go_to_frame(self, frame) -> None:
-        """Move the viewer's sliders to a frame of the selected image; ``(part, frame)``:
-        a frame of the last run's image set (its output becomes the active layer)."""
-        image = self.image.value
-        if isinstance(frame, tuple):
-            part, frame = frame
-            images = self.session.images
-            image = images[part] if part < len(images) else None
-            output = self.session.outputs.get(part)
-            if output is not None and output in self.viewer.layers:
-                self.viewer.layers.selection.active = output
-        if image is None or not self.session.alive or image not in self.viewer.layers:
-            return
-        index = list(image_geometry(image).index(frame))
-        shown = np.asarray(image.world_to_data(self.viewer.dims.point), dtype=float)
-        for k, i in enumerate(index):
-            if isinstance(i, slice):  # the channel axis: stay on the channel shown
-                index[k] = int(max(np.rint(shown[k]), 0))
-        world = image.data_to_world([*index, 0, 0])
-        offset = self.viewer.dims.ndim - image.ndim
-        for k in range(len(index)):
-            self.viewer.dims.set_point(offset + k, world[k])
-
     def use_current_frame_as_reference(self, value=None, *, classes=None, replace=False):
         """Copy classes of the shown frame of the output layer into the image's references
         layer (made if needed); the next run uses them as references. Returns that layer,
@@ -390,13 +335,6 @@ class SansaWidget(PromptInputs, Container):
             return []
         folder = folder if folder is not None else path_value(self.save_folder)
         return self.session.save_frames(image, folder, fmt or self.save_format.value)
-
-    def _on_inserted(self, event=None) -> None:
-        from napari_sansa.napari.geometry import layer_role
-
-        layer = getattr(event, "value", None)
-        if layer is not None and layer_role(layer) == "references" and np.any(layer.data):
-            self.show_first_reference()
 
     # -- what the session reports -------------------------------------------------------
     def _show_status(self, message: str) -> None:
