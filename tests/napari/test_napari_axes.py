@@ -167,6 +167,14 @@ def test_the_canvas_keeps_most_of_the_width_at_napari_s_default_window(make_sans
         widget.run_button.native.mapTo(window, widget.run_button.native.rect().topLeft()) == run_at
     )
     print(f"canvas {before} px of a {total} px window ({before / total:.0%})")
+    # an image set (its lists and check box shown) fits too
+    for name in ("a", "b"):
+        viewer.add_image(np.zeros((H, W), np.uint8), name=name)
+    widget.select_images(["a", "b"])
+    qtbot.wait(50)
+    assert not widget.as_channels.native.isHidden()
+    assert body.minimumSizeHint().width() <= widget.scroll_area.viewport().width()
+    assert canvas.width() == before
 
 
 def test_a_5d_layer_without_axis_labels_is_read_as_frames_and_says_so(make_sansa):

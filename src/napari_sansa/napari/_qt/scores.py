@@ -23,7 +23,13 @@ from qtpy.QtWidgets import (
 __all__ = ["ConfidencePlot", "ScoreTable"]
 
 #: the fixed columns; one "class N" column per class follows
-COLUMNS = ("frame", "lowest", "kind")
+COLUMNS = ("frame", "min", "kind")
+#: what each fixed column holds (its header's tooltip)
+COLUMN_TIPS = (
+    "the frame (click a row to show it)",
+    "the frame's lowest score over its classes (least confident first)",
+    "ref: a reference, pred: predicted, kept: edited by hand and left as it was",
+)
 KIND_COLORS = {"reference": "#4caf50", "predicted": "#42a5f5", "kept": "#ffb300"}
 #: the kind as the narrow table shows it (the whole word in its tooltip)
 KIND_TEXT = {"reference": "ref", "predicted": "pred", "kept": "kept"}
@@ -55,6 +61,8 @@ class ScoreTable(QTableWidget):
     def __init__(self, parent=None):
         super().__init__(0, len(COLUMNS), parent)
         self.setHorizontalHeaderLabels(COLUMNS)
+        for k, tip in enumerate(COLUMN_TIPS):
+            self.horizontalHeaderItem(k).setToolTip(tip)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -85,7 +93,9 @@ class ScoreTable(QTableWidget):
         if c not in self._classes:
             self._classes.append(c)
             self.setColumnCount(len(COLUMNS) + len(self._classes))
-            self.setHorizontalHeaderItem(self.columnCount() - 1, QTableWidgetItem(f"class {c}"))
+            header = QTableWidgetItem(f"class {c}")
+            header.setToolTip(f"SAM2's predicted IoU of class {c}")
+            self.setHorizontalHeaderItem(self.columnCount() - 1, header)
         return len(COLUMNS) + self._classes.index(c)
 
     def set_frame(self, key, scores: dict, kind: str, label: str) -> None:

@@ -142,7 +142,7 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
         )  # fmt: skip
         self.axes = AxesPanel(on_change=self._on_images_changed)
         self.as_channels = CheckBox(
-            text="channels of one image",
+            text="as RGB channels",
             value=False,
             tooltip="the image and the images under 'with images' (2 or 3 gray layers of one "
             "shape, as napari splits a multichannel image) are its red, green and blue "
