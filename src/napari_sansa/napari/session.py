@@ -136,13 +136,15 @@ class SansaSession(Corrections):
         prompt_layers,
         model_settings,
         settings: RunSettings | None = None,
-        frame_range: tuple[int, int] | None = None,
+        frame_range=None,
         as_channels: bool = False,
     ):
         """Label the frames of ``image`` (a layer, or a list of image layers: an image
         set) without prompts; returns the started worker, or None when the inputs
         cannot be used (the reason is shown). Output layers are made when their image's
         first frame is done: a run that fails before leaves no layer behind.
+        ``frame_range``: the frames to label, ``{axis: (first, last)}`` per frame axis
+        or a flat ``(first, last)`` (see :func:`~.plan.frames_in_range`).
         ``as_channels``: the listed layers are the channels of one image (see
         :func:`~.imageset.make_set_plan`)."""
         if self.busy():

@@ -69,7 +69,11 @@ class ScoreTable(QTableWidget):
         self.verticalHeader().setVisible(False)
         self.verticalHeader().setDefaultSectionSize(20)
         header = self.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        # columns as wide as their texts (Qt's own fit adds room for a sort arrow to
+        # every column): frame, min and kind fit the narrow dock, the classes scroll
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setMinimumSectionSize(24)
+        header.setDefaultSectionSize(24)
         header.setStretchLastSection(True)
         self.setSortingEnabled(True)
         self.sortByColumn(1, Qt.SortOrder.AscendingOrder)
@@ -82,12 +86,16 @@ class ScoreTable(QTableWidget):
         self.cellClicked.connect(self._on_cell_clicked)
         self._items: dict = {}
         self._classes: list[int] = []
+        self._fit_columns()
 
     def clear_rows(self) -> None:
         self.setRowCount(0)
         self._items.clear()
         self._classes = []
         self.setColumnCount(len(COLUMNS))
+        for col in range(len(COLUMNS)):
+            self.setColumnWidth(col, 0)
+        self._fit_columns()
 
     def _class_column(self, c: int) -> int:
         if c not in self._classes:
@@ -122,6 +130,21 @@ class ScoreTable(QTableWidget):
         for c, s in scores.items():
             self.setItem(row, self._class_column(int(c)), _item(float(s), f"{s:.3f}"))
         self.setSortingEnabled(sorting)
+        self._fit_columns(self._items[key].row())
+
+    def _fit_columns(self, row: int | None = None) -> None:
+        """Widen the columns to the header texts and to ``row``'s texts (never narrower:
+        one row at a time, however long the stack)."""
+        cells, heads = self.fontMetrics(), self.horizontalHeader().fontMetrics()
+        for col in range(self.columnCount()):
+            head = self.horizontalHeaderItem(col)
+            item = None if row is None else self.item(row, col)
+            width = max(
+                heads.horizontalAdvance(head.text() if head is not None else ""),
+                cells.horizontalAdvance(item.text()) if item is not None else 0,
+            )
+            if width + 12 > self.columnWidth(col):
+                self.setColumnWidth(col, width + 12)
 
     def _key(self, row: int):
         item = self.item(row, 0)
