@@ -132,6 +132,10 @@ class ScoreTable(QTableWidget):
         self.setSortingEnabled(sorting)
         self._fit_columns(self._items[key].row())
 
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        self._fit_columns()  # the headers in the font napari's style gives them
+
     def _fit_columns(self, row: int | None = None) -> None:
         """Widen the columns to the header texts and to ``row``'s texts (never narrower:
         one row at a time, however long the stack)."""
