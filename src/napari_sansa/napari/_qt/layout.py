@@ -100,12 +100,6 @@ class _FollowVisibility:
         return Filter(source)
 
 
-def _labelled(widgets) -> Container:
-    box = Container(widgets=widgets, labels=True)
-    box.margins = (0, 0, 0, 0)
-    return box
-
-
 def fixed_message(label: Label, lines: int = 3) -> None:
     """A message label of a fixed height (``lines`` lines, wrapped): the widgets below
     it never move when a message changes; the whole text is in its tooltip."""
