@@ -15,7 +15,14 @@ from pathlib import Path
 
 from napari_sansa.core.measures import COLUMNS
 from napari_sansa.dataset.discovery import _natural_key
-from napari_sansa.dataset.manifest import KEPT_STATUSES, owned_text, run_outputs, write_owned
+from napari_sansa.dataset.manifest import (
+    KEPT_STATUSES,
+    axis_columns,
+    owned_text,
+    run_outputs,
+    write_owned,
+)
+from napari_sansa.dataset.records import frame_at
 
 OBJECTS_CSV = "objects.csv"
 OBJECTS_DIGESTS = Path(".napari-sansa") / "objects.json"
@@ -43,7 +50,7 @@ def object_rows(out: Path, signature: str, rows, skip=frozenset()) -> list[dict]
         for values in table.get("rows") or []:
             row = dict(zip(columns, values, strict=False))
             frame = row.pop("frame", "") if stack else ""
-            result.append({"target": source, "frame": frame, **row})
+            result.append({"target": source, "frame": frame, **frame_at(info, frame), **row})
     return result
 
 
@@ -51,8 +58,9 @@ def write_objects_csv(out: Path, rows) -> Path:
     """Write ``rows`` (:func:`object_rows`) as ``objects.csv``, atomically."""
     from napari_sansa.core.measures import _fmt
 
+    keys = [*OBJECT_KEYS[:2], *axis_columns(rows, OBJECT_KEYS), *OBJECT_KEYS[2:]]
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=OBJECT_KEYS, restval="", extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=keys, restval="", extrasaction="ignore")
     w.writeheader()
 
     def order(r):

@@ -115,7 +115,7 @@ def _process_images(model, memory, items, out, run, strict, rows, on_frame, keep
                         continue
                     state = source_state(t.source)
                     try:
-                        kind, img = read_target(t.source)
+                        kind, img = read_target(t.source, run.axes, run.channels)
                         if kind == "stack":
                             found[t.source] = replace(t, kind="stack", frames=img)
                             continue
@@ -262,9 +262,9 @@ def _cleanup_partials(out: Path) -> None:
     scratch = out / ".napari-sansa"
     for folder in scratch.glob("*") if scratch.is_dir() else ():
         if folder.is_dir() and re.fullmatch(r"[0-9a-f]{40}", folder.name):  # a stack's
-            for name in ("p.npy", "l.npy"):  # memory-mapped scratch (see stacks.py)
+            for f in folder.glob("*.npy"):  # memory-mapped scratch (see stacks.py)
                 with contextlib.suppress(FileNotFoundError):
-                    (folder / name).unlink()
+                    f.unlink()
             with contextlib.suppress(OSError):
                 folder.rmdir()
     for folder, dirs, files in os.walk(out):
