@@ -143,12 +143,13 @@ class ScoreTable(QTableWidget):
         for col in range(self.columnCount()):
             head = self.horizontalHeaderItem(col)
             item = None if row is None else self.item(row, col)
-            width = max(
-                heads.horizontalAdvance(head.text() if head is not None else ""),
-                cells.horizontalAdvance(item.text()) if item is not None else 0,
+            width = max(  # a header: room for napari's larger header font and the arrow
+                heads.horizontalAdvance(head.text() if head is not None else "")
+                + (26 if col == self.horizontalHeader().sortIndicatorSection() else 16),
+                cells.horizontalAdvance(item.text()) + 12 if item is not None else 0,
             )
-            if width + 12 > self.columnWidth(col):
-                self.setColumnWidth(col, width + 12)
+            if width > self.columnWidth(col):
+                self.setColumnWidth(col, width)
 
     def _key(self, row: int):
         item = self.item(row, 0)
