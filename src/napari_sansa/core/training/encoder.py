@@ -5,8 +5,13 @@ embedding and blocks ``0..f-1`` (and the stage outputs among them, which feed th
 neck's high-resolution levels) are frozen and see no gradient, so their outputs for a
 training image are the same at every step. :class:`PrefixEncoder` computes them once
 per image without autograd, keeps them in a cache bounded in bytes (least recently
-used first out), and runs only blocks ``f..`` and the neck with autograd. The result
-is the same as ``Engine.encode`` on the full encoder.
+used first out), and runs only blocks ``f..`` and the neck with autograd. A
+high-resolution level whose neck output takes no top-down features (SAM2's levels 0 and
+1) is frozen all the way to the mask decoder's ``conv_s0``/``conv_s1``: the cache keeps
+that final feature map (a third of the stage output's bytes at level 0) and the step
+skips its lateral and ``conv_s`` convolutions. The neck's position encodings are not
+made (training uses the engine's own). The result is the same as ``Engine.encode`` on
+the full encoder.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 
 from napari_sansa.core.engine import Features
 
@@ -32,6 +38,18 @@ class PrefixEncoder:
         self._bytes = 0
         self.hits = 0
         self.misses = 0
+        self.neck = sam.image_encoder.neck
+        dec = sam.sam_mask_decoder
+        self.high_convs = (dec.conv_s0, dec.conv_s1)
+        ends = [i for i in range(len(self.trunk.blocks)) if self._stage_out(i)]
+        top_down = set(self.neck.fpn_top_down_levels)
+        # level i frozen: made in the prefix, no top-down input, and not the top-down
+        # input of level i - 1 (levels 0 and 1 go through conv_s0 / conv_s1)
+        self.frozen = {
+            i for i in (0, 1)
+            if i < len(ends) and ends[i] < self.first and i not in top_down
+            and (i == 0 or i - 1 not in top_down)
+        }  # fmt: skip
 
     def _stage_out(self, i: int) -> bool:
         t = self.trunk
@@ -47,8 +65,40 @@ class PrefixEncoder:
             for i in range(self.first):
                 x = t.blocks[i](x)
                 if self._stage_out(i):
-                    outs.append(x.permute(0, 3, 1, 2))
+                    level = len(outs)
+                    out = x.permute(0, 3, 1, 2)
+                    if level in self.frozen:  # the decoder's high-resolution input
+                        out = self.high_convs[level](self._lateral(level, out))
+                    outs.append(out)
         return x, outs
+
+    def _lateral(self, level: int, x: torch.Tensor) -> torch.Tensor:
+        return self.neck.convs[len(self.neck.convs) - 1 - level](x)
+
+    def _neck(self, outs: list) -> list:
+        """The FPN neck's outputs (SAM2's ``FpnNeck`` without position encodings), the
+        frozen levels as they are."""
+        neck = self.neck
+        feats = [None] * len(outs)
+        prev = None
+        for i in range(len(outs) - 1, -1, -1):
+            if i in self.frozen:
+                feats[i] = outs[i]
+                continue
+            lateral = self._lateral(i, outs[i])
+            if i in neck.fpn_top_down_levels and prev is not None:
+                nearest = neck.fpn_interp_model == "nearest"
+                top_down = F.interpolate(prev.to(dtype=torch.float32), scale_factor=2.0,
+                                         mode=neck.fpn_interp_model,
+                                         align_corners=None if nearest else False,
+                                         antialias=False)  # fmt: skip
+                prev = lateral + top_down
+                if neck.fuse_type == "avg":
+                    prev /= 2
+            else:
+                prev = lateral
+            feats[i] = prev
+        return feats
 
     def _get(self, keys, images_fn):
         fresh = {}
@@ -92,12 +142,12 @@ class PrefixEncoder:
             x = t.blocks[i](x)
             if self._stage_out(i):
                 outs.append(x.permute(0, 3, 1, 2))
-        enc = self.sam.image_encoder
-        feats, _pos = enc.neck(outs)
-        if enc.scalp > 0:
-            feats = feats[: -enc.scalp]
-        dec = self.sam.sam_mask_decoder
-        return Features((dec.conv_s0(feats[0]), dec.conv_s1(feats[1])), feats[-1])
+        feats = self._neck(outs)
+        scalp = self.sam.image_encoder.scalp
+        if scalp > 0:
+            feats = feats[:-scalp]
+        high = [f if i in self.frozen else self.high_convs[i](f) for i, f in enumerate(feats[:2])]
+        return Features(tuple(high), feats[-1])
 
     @property
     def nbytes(self) -> int:
