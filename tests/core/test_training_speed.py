@@ -90,8 +90,9 @@ def test_prefix_cache_keeps_the_decoders_high_resolution_maps(model, data):
     with torch.no_grad():
         got = enc.encode(["a"], lambda rows: batch[rows])
         want = model.engine.encode(batch)
-    (x, levels), _size = enc._cache["a"]
+    (state, levels), _size = enc._cache["a"]
     assert [t.shape for t in levels] == [t.shape for t in want.high_res]
+    assert enc.split and len(state) == 2  # block 3's norm2 input and its frozen output
     for g, w in zip((*got.high_res, got.top), (*want.high_res, want.top), strict=True):
         torch.testing.assert_close(g, w, rtol=0, atol=1e-5)
     late = PrefixEncoder(model.sam, first_trainable=1)  # stage 1 trains: level 1 is not frozen

@@ -9,8 +9,11 @@ used first out), and runs only blocks ``f..`` and the neck with autograd. A
 high-resolution level whose neck output takes no top-down features (SAM2's levels 0 and
 1) is frozen all the way to the mask decoder's ``conv_s0``/``conv_s1``: the cache keeps
 that final feature map (a third of the stage output's bytes at level 0) and the step
-skips its lateral and ``conv_s`` convolutions. The neck's position encodings are not
-made (training uses the engine's own). The result is the same as ``Engine.encode`` on
+skips its lateral and ``conv_s`` convolutions. Block ``f`` itself is frozen but for its
+adapter, which runs beside the MLP (``x + mlp(norm2(x)) + adapter(x)``, ``x`` the
+value after the attention residual): the cache keeps ``x`` and ``x + mlp(norm2(x))``,
+and the step runs only the adapter of block ``f``. The neck's position encodings are
+not made (training uses the engine's own). The result is the same as ``Engine.encode`` on
 the full encoder.
 """
 
@@ -20,6 +23,7 @@ from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from napari_sansa.core.engine import Features
 
@@ -50,13 +54,20 @@ class PrefixEncoder:
             if i < len(ends) and ends[i] < self.first and i not in top_down
             and (i == 0 or i - 1 not in top_down)
         }  # fmt: skip
+        block = self.trunk.blocks[self.first] if self.first < len(self.trunk.blocks) else None
+        # block f's attention half and MLP are frozen when its drop path is the identity
+        self.split = isinstance(getattr(block, "adapter", None), nn.Module) and isinstance(
+            getattr(block, "drop_path", None), nn.Identity
+        )
 
     def _stage_out(self, i: int) -> bool:
         t = self.trunk
         return i == t.stage_ends[-1] or (i in t.stage_ends and t.return_interm_layers)
 
     def _prefix(self, images: torch.Tensor):
-        """Patch embedding and blocks before the first trainable one, without autograd."""
+        """Patch embedding and blocks before the first trainable one, without autograd:
+        ``(state, levels)``, ``state`` the input of block ``f`` or (see ``split``) its
+        norm2 input and frozen output."""
         t = self.trunk
         with torch.no_grad():
             x = t.patch_embed(images)
@@ -70,7 +81,16 @@ class PrefixEncoder:
                     if level in self.frozen:  # the decoder's high-resolution input
                         out = self.high_convs[level](self._lateral(level, out))
                     outs.append(out)
-        return x, outs
+            if not self.split:
+                return (x,), outs
+            block, mid = t.blocks[self.first], []
+            hook = block.norm2.register_forward_pre_hook(lambda _m, args: mid.append(args[0]))
+            try:
+                block(x)
+            finally:
+                hook.remove()
+            x = mid[0]  # as the block: x + drop_path(mlp(norm2(x))), drop_path the identity
+            return (x, x + block.mlp(block.norm2.forward(x))), outs
 
     def _lateral(self, level: int, x: torch.Tensor) -> torch.Tensor:
         return self.neck.convs[len(self.neck.convs) - 1 - level](x)
@@ -106,9 +126,9 @@ class PrefixEncoder:
         missing = [j for j in missing if keys.index(keys[j]) == j]  # each image once
         if missing:
             self.misses += len(missing)
-            x, outs = self._prefix(images_fn(missing))
+            state, outs = self._prefix(images_fn(missing))
             for r, j in enumerate(missing):
-                item = (x[r : r + 1].clone(), [o[r : r + 1].clone() for o in outs])
+                item = tuple([v[r : r + 1].clone() for v in vs] for vs in (state, outs))
                 fresh[keys[j]] = item
                 self._put(keys[j], item)
         self.hits += len(keys) - len(missing)
@@ -119,12 +139,14 @@ class PrefixEncoder:
             else:
                 self._cache.move_to_end(k)
                 items.append(self._cache[k][0])
-        x = torch.cat([it[0] for it in items])
-        outs = [torch.cat([it[1][s] for it in items]) for s in range(len(items[0][1]))]
-        return x, outs
+        state, outs = (
+            [torch.cat([it[part][s] for it in items]) for s in range(len(items[0][part]))]
+            for part in (0, 1)
+        )
+        return state, outs
 
     def _put(self, key, item) -> None:
-        size = sum(v.numel() * v.element_size() for v in (item[0], *item[1]))
+        size = sum(v.numel() * v.element_size() for v in (*item[0], *item[1]))
         if size > self.cache_bytes:
             return
         while self._bytes + size > self.cache_bytes and self._cache:
@@ -136,9 +158,18 @@ class PrefixEncoder:
     def encode(self, keys, images_fn) -> Features:
         """Features of the images ``keys`` (``images_fn(rows)`` makes the model inputs of
         those rows, called only for images whose prefix is not cached)."""
-        x, outs = self._get(list(keys), images_fn)
+        state, outs = self._get(list(keys), images_fn)
         t = self.trunk
-        for i in range(self.first, len(t.blocks)):
+        start = self.first
+        if self.split:  # block f: its frozen output plus its adapter (as the adapter hook)
+            mid, frozen = state
+            x = frozen + t.blocks[start].adapter(mid)
+            if self._stage_out(start):
+                outs.append(x.permute(0, 3, 1, 2))
+            start += 1
+        else:
+            x = state[0]
+        for i in range(start, len(t.blocks)):
             x = t.blocks[i](x)
             if self._stage_out(i):
                 outs.append(x.permute(0, 3, 1, 2))
