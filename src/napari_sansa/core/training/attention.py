@@ -4,7 +4,7 @@ Measured on the CPU (PyTorch 2.13, 2 threads): PyTorch's fused (flash) CPU kerne
 dropout, and for the memory attention's shape (one head of 256 channels over 4096
 queries and 4100 keys, the 1024-px model) its backward takes ten times longer than the
 math kernel's; for Hiera's blocks and the mask decoder (several heads, no dropout) the
-fused kernel is the faster one, forward and backward, and stays. So training on the CPU
+fused kernel is the faster one (forward plus backward) and stays. So training on the CPU
 runs the memory attention through :class:`MathAttention`: the math kernel's own
 operations and random draws (so the same values, and the same dropout masks from the
 same generator state), with less kept for the backward pass and less work: the
