@@ -12,7 +12,12 @@ every 10 ms; its maximum during the run is the figure, next to the process's ove
 peak (``VmHWM``, file pages included). Goal: anon peak(8192) <= 1.2 x anon peak(4096),
 and time growing with the number of tiles.
 
-    python benchmarks/bench_tiles.py [--tile-size 1024] [--halo 64] [--json out.json]
+``--cli`` measures the command line instead: each size's process runs ``napari-sansa
+segment target.tif --tile-size ... --halo ...`` (``napari_sansa.cli.main``, the
+uncompressed TIFF read window by window, the labels written block by block as a tiled
+TIFF); the figures are the same two peaks of that process.
+
+    python benchmarks/bench_tiles.py [--tile-size 1024] [--halo 64] [--cli] [--json out.json]
 """
 
 from __future__ import annotations
@@ -26,12 +31,10 @@ from pathlib import Path
 
 from common import parser, report
 
-CHILD = r"""
+# the child processes' memory sampler: RssAnon every 10 ms while ``running``
+SAMPLER = r"""
 import json, sys, threading, time
 sys.path.insert(0, {bench!r})
-import numpy as np, tifffile
-from common import images, blob_mask
-import napari_sansa as ns
 
 def status(key):
     with open("/proc/self/status") as fh:
@@ -45,6 +48,12 @@ def sample():
     while running:
         peak["anon"] = max(peak["anon"], status("RssAnon"))
         time.sleep(0.01)
+"""
+
+CHILD = SAMPLER + r"""
+import numpy as np, tifffile
+from common import images, blob_mask
+import napari_sansa as ns
 
 model = ns.load_model(config="sam2_hiera_t", sam2_checkpoint={sam2!r}, adapter_checkpoint={ad!r},
                       image_size=256, device={device!r}, cache_bytes=0)
@@ -68,6 +77,56 @@ print(json.dumps({{"anon_peak_mib": peak["anon"], "anon_before_mib": base, "tile
                   "seconds": seconds, "hwm_mib": status("VmHWM"),
                   "foreground": float((out > 0).mean())}}))
 """
+
+
+CLI_CHILD = SAMPLER + r"""
+from napari_sansa.cli import main
+
+base = status("RssAnon")
+thread = threading.Thread(target=sample, daemon=True)
+thread.start()
+t0 = time.perf_counter()
+code = main({argv!r})
+seconds = time.perf_counter() - t0
+running = False
+thread.join()
+print(json.dumps({{"code": code, "anon_peak_mib": peak["anon"], "anon_before_mib": base,
+                  "seconds": seconds, "hwm_mib": status("VmHWM")}}))
+"""
+
+
+def write_reference(folder: Path, side: int) -> tuple[Path, Path]:
+    """A reference image of one tile and its label image (one blob), as PNG files."""
+    import imageio.v3 as iio
+
+    from common import blob_mask, images
+
+    image, labels = folder / "ref.png", folder / "ref_labels.png"
+    iio.imwrite(image, images(1, (side, side), seed=99)[0])
+    iio.imwrite(labels, blob_mask((side, side), (300, 400), 150).astype("uint8"))
+    return image, labels
+
+
+def measure_cli(side, folder: Path, args, sam2, ad) -> dict:
+    from napari_sansa.core.tiling import tile_grid
+
+    path = folder / f"target-{side}.tif"
+    if not path.exists():
+        write_target(path, side)
+    ref, labels = write_reference(folder, args.tile_size)
+    argv = [
+        "segment", str(path), "-r", str(ref), str(labels), "--out", str(folder / f"cli-{side}"),
+        "--tile-size", str(args.tile_size), "--halo", str(args.halo), "--sam2-checkpoint",
+        str(sam2), "--adapter-checkpoint", str(ad), "--image-size", "256", "--device",
+        args.device, "--quiet", "--overwrite",
+    ]  # fmt: skip
+    code = CLI_CHILD.format(bench=os.path.dirname(os.path.abspath(__file__)), argv=argv)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["code"] != 0:
+        raise RuntimeError(f"napari-sansa segment exited with {result['code']}: {out.stderr}")
+    result["tiles"] = len(tile_grid((side, side), args.tile_size, args.halo))
+    return result
 
 
 def write_target(path: Path, side: int, block: int = 1024) -> None:
@@ -109,14 +168,16 @@ def main():
     p.add_argument("--sizes", type=int, nargs=2, default=(4096, 8192))
     p.add_argument("--tile-size", type=int, default=1024)
     p.add_argument("--halo", type=int, default=64)
+    p.add_argument("--cli", action="store_true", help="measure `napari-sansa segment` instead")
     args = p.parse_args()
     from napari_sansa.core.models.random_weights import write_random_checkpoints
 
     folder = Path(tempfile.mkdtemp(prefix="sansa-tiles-"))
     sam2, ad = write_random_checkpoints(folder, "sam2_hiera_t", image_size=256)
     small, large = args.sizes
-    a = measure(small, folder, args, sam2, ad)
-    b = measure(large, folder, args, sam2, ad)
+    run = measure_cli if args.cli else measure
+    a = run(small, folder, args, sam2, ad)
+    b = run(large, folder, args, sam2, ad)
     ratio = b["anon_peak_mib"] / a["anon_peak_mib"]
     time_ratio = b["seconds"] / a["seconds"]
     tile_ratio = b["tiles"] / a["tiles"]
@@ -124,7 +185,12 @@ def main():
         (
             "setting",
             f"sam2_hiera_t@256 random, tile_size={args.tile_size}, halo={args.halo}, "
-            f"{args.device}, memory-mapped TIFF in, memory-mapped labels out",
+            f"{args.device}, "
+            + (
+                "napari-sansa segment: uncompressed TIFF read by windows, tiled TIFF labels out"
+                if args.cli
+                else "memory-mapped TIFF in, memory-mapped labels out"
+            ),
         ),
         (f"tiles {small} / {large}", f"{a['tiles']} / {b['tiles']} = {tile_ratio:.2f}x"),
         (

@@ -78,6 +78,28 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     s.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     s.add_argument("--mode", default="independent", choices=("independent", "sequential"))
+    s.add_argument(
+        "--sequential-axis",
+        default=None,
+        choices=("T", "Z", "t", "z"),
+        metavar="T|Z",
+        help="with --mode sequential on T x Z stacks: the axis the sequence runs along, "
+        "restarted at each index of the other (default: the last frame axis, Z)",
+    )
+    s.add_argument(
+        "--axes",
+        default=None,
+        metavar="AXES",
+        help="the axes of TIFFs that record none, one letter per axis, e.g. TCYX or TZCYX "
+        "(T, Z frames; C channels; Y, X rows, columns; S colour samples)",
+    )
+    s.add_argument(
+        "--channels",
+        default=None,
+        metavar="C[,C,C]",
+        help="the channels of a channel axis (C) that make each frame: one as gray, or up "
+        "to three as red, green, blue, e.g. 2,0,1 (default: the first, as gray)",
+    )
     s.add_argument("--threshold", type=float, default=0.5, help="probability threshold (0.5)")
     s.add_argument(
         "--input-size",
@@ -132,6 +154,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         choices=("distance", "probability", "none"),
         help="with --instances: how touching objects are separated (distance)",
+    )
+    s.add_argument(
+        "--refine",
+        action="store_true",
+        default=None,
+        help="with --instances: refine each object by a SAM2 decoder pass with its box as "
+        "the prompt, on the features already computed (no second encoding)",
     )
     s.add_argument(
         "--probabilities", action="store_true", help="also write per-class probability TIFFs"
@@ -232,6 +261,7 @@ def _segment(args) -> int:
     else:
         raise InvalidInputError(f"--input-size must be a number of pixels or 'none', got {size!r}")
     options = {"min_size": args.min_size, "seed_distance": args.seed_distance, "split": args.split}
+    options["refine"] = args.refine
     options = {k: v for k, v in options.items() if v is not None}
     if options and not args.instances:
         flags = ", ".join("--" + k.replace("_", "-") for k in options)
@@ -241,7 +271,10 @@ def _segment(args) -> int:
         from napari_sansa.core.objects import ObjectOptions
 
         instances = ObjectOptions(**options)  # checked before anything is loaded
-    many = {"allow_many_classes": args.allow_many_classes}
+    from napari_sansa.dataset.stacks import check_layout
+
+    axes, channels, along = check_layout(args.axes, args.channels, args.mode, args.sequential_axis)
+    many = {"allow_many_classes": args.allow_many_classes, "axes": axes, "channels": channels}
     references = [load_reference_pair(img, lab, **many) for img, lab in args.reference]
     if args.prompts:
         references += load_prompt_file(args.prompts, **many)
@@ -280,6 +313,9 @@ def _segment(args) -> int:
             tile_size=args.tile_size,
             halo=args.halo,
             instances=instances,
+            axes=axes,
+            channels=channels,
+            sequential_axis=along,
             client=client,
             chunk_size=args.chunk_size,
             progress=not args.quiet,

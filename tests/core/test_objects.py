@@ -253,6 +253,3 @@ def test_refine_objects_by_box_prompts_reuses_the_features(model, images, disk_m
     assert np.array_equal(again, refined)
     with pytest.raises(ns.InvalidInputError, match="the image the prediction was made from"):
         ns.refine_objects(model, images[2][:50], pred)
-    (tiled,) = model.segment([ref], [target], tile_size=64, halo=8)
-    with pytest.raises(ns.InvalidInputError, match="untiled predictions only"):
-        ns.refine_objects(model, target, tiled)

@@ -15,7 +15,17 @@ import numpy as np
 
 from napari_sansa.core.errors import InvalidInputError
 
-__all__ = ["COLUMNS", "ObjectTable", "object_dtype", "object_table", "stack_objects"]
+__all__ = [
+    "COLUMNS",
+    "ObjectTable",
+    "last_id",
+    "object_dtype",
+    "object_table",
+    "renumbered",
+    "stack_objects",
+    "stack_offsets",
+    "stack_tables",
+]
 
 COLUMNS = (
     "object",
@@ -254,16 +264,39 @@ def stack_objects(frames) -> tuple[np.ndarray, ObjectTable]:
         raise InvalidInputError(
             f"the frames have different shapes {sorted(shapes)}: stack them one by one"
         )
-    last = [int(np.max(o)) if np.size(o) else 0 for o, _ in pairs]
+    last = [last_id(o) for o, _ in pairs]
     out = np.zeros((len(pairs), *shapes.pop()), dtype=object_dtype(sum(last)))
+    for f, offset in enumerate(stack_offsets(last)):
+        out[f] = renumbered(pairs[f][0], offset, out.dtype)
+    return out, stack_tables([t for _, t in pairs], last)
+
+
+def last_id(objects) -> int:
+    """The largest object id of one frame's object map (0 when it has none)."""
+    return int(np.max(objects)) if np.size(objects) else 0
+
+
+def stack_offsets(last) -> list[int]:
+    """What each frame's ids are shifted by in a stack (:func:`stack_objects`), from each
+    frame's :func:`last_id`: frame ``f``'s ids follow the last id of frame ``f - 1``."""
+    return [int(x) for x in np.cumsum([0, *last[:-1]])] if len(last) else []
+
+
+def renumbered(objects, offset: int, dtype) -> np.ndarray:
+    """One frame's object map with its ids shifted by ``offset`` (0 stays 0), as ``dtype``."""
+    obj = np.asarray(objects)
+    out = np.zeros(obj.shape, dtype=dtype)
+    fg = obj > 0
+    out[fg] = obj[fg].astype(dtype) + offset
+    return out
+
+
+def stack_tables(tables, last) -> ObjectTable:
+    """The object tables of a stack's frames as one, ids shifted as :func:`stack_objects`
+    shifts them (``last``: each frame's :func:`last_id`), with a ``frame`` column first."""
     columns = {"frame": [], **{c: [] for c in COLUMNS}}
-    offset = 0
-    for f, (obj, table) in enumerate(pairs):
-        obj = np.asarray(obj)
-        fg = obj > 0
-        out[f][fg] = obj[fg].astype(out.dtype) + offset
+    for f, (table, offset) in enumerate(zip(tables, stack_offsets(last), strict=True)):
         columns["frame"].append(np.full(len(table), f, dtype=np.int64))
         for c in COLUMNS:
             columns[c].append(table[c] + offset if c == "object" else table[c])
-        offset += last[f]
-    return out, ObjectTable({k: np.concatenate(v) for k, v in columns.items()})
+    return ObjectTable({k: np.concatenate(v) for k, v in columns.items()})

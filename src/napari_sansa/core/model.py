@@ -35,6 +35,7 @@ from napari_sansa.core.options import (
 )
 from napari_sansa.core.preprocess import check_input_size, image_to_input
 from napari_sansa.core.references import prepare_memory
+from napari_sansa.core.refine import RunRefiner
 from napari_sansa.core.results import Prediction, Predictions, ReferenceMemory
 from napari_sansa.core.runners import run_independent, run_sequential
 from napari_sansa.core.tiled_run import prepare_tiled_references, run_tiled_targets
@@ -91,6 +92,7 @@ class SansaModel:
         disk = DiskFeatureCache(s.cache_dir, s.cache_dir_bytes) if s.cache_dir is not None else None
         self.feature_cache = FeatureCache(s.cache_bytes, disk)
         self.result_cache = FeatureCache(s.result_cache_bytes if s.cache_bytes > 0 else 0)
+        self._holds: list = []  # core.refine.FeatureHold s of runs refining their objects
 
     # -- description --------------------------------------------------------------------
     @property
@@ -208,8 +210,10 @@ class SansaModel:
         it is farthest from an edge (independent mode; default: off); ``halo``: pixels of
         context kept around each tile's own part (default ``tile_size // 8``).
         ``instances``: True (or a dict / :class:`ObjectOptions` of ``min_size``,
-        ``seed_distance``, ``split``) splits each result into objects at once
-        (``Prediction.objects``, ``Prediction.object_table``).
+        ``seed_distance``, ``split``, ``refine``) splits each result into objects at once
+        (``Prediction.objects``, ``Prediction.object_table``); ``refine=True`` redraws
+        each target's objects by SAM2 box prompts on the features of the run (tiles
+        included), with no second encoding (see :mod:`napari_sansa.core.refine`).
         """
         if isinstance(references, ReferenceMemory):
             memory = references
@@ -252,10 +256,14 @@ class SansaModel:
                 "tile_size works with mode='independent' only: each tile is a target of its own"
             )
         objects = ObjectOptions.make(instances)
+        refiner = None
+        if objects is not None and objects.refine:
+            refiner = RunRefiner(self, settings)
+            targets = refiner.watch(targets)
         run = self._run(
             memory if memory is not None else refs, targets, settings, include_references, tiles
         )
-        return run if objects is None else with_objects(run, objects)
+        return run if objects is None else with_objects(run, objects, refiner)
 
     def adapter_parameters(self):
         """``(name, parameter)`` pairs of the adapter tensors, named as in the authors'
@@ -294,7 +302,7 @@ class SansaModel:
         hw = image_hw(image, what)
         raw = np.asarray(image)
         rgb = to_float_rgb(raw, s.intensity_range, what)
-        if self.feature_cache.enabled:
+        if self.feature_cache.enabled or self._holds:
             parts = (array_digest(raw), str(s.intensity_range), str(s.input_size), self.identity)
             key = "|".join(parts)
         else:
@@ -308,7 +316,8 @@ class SansaModel:
         for key, _hw, rgb in loaded:
             if key in found:
                 continue
-            cached = self.feature_cache.get(key)
+            held = next((h.get(key) for h in self._holds if key in h), None)
+            cached = held if held is not None else self.feature_cache.get(key)
             if cached is not None:
                 found[key] = cached.to(self.device, non_blocking=True)
             else:
@@ -324,6 +333,9 @@ class SansaModel:
                 found[key] = one
                 if self.feature_cache.enabled:
                     self.feature_cache.put(key, one.to("cpu"), one.nbytes)
+        for hold in self._holds:  # a run refining its objects keeps them (core.refine)
+            for key, _, _ in loaded:
+                hold.put(key, found[key])
         return Features.cat([found[key] for key, _, _ in loaded])
 
     def _run(self, refs, targets, s: RunOptions, include_references: bool, tiles=None):

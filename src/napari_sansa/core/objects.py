@@ -8,6 +8,9 @@ probability (``split="probability"``: objects that SANSA sees as separate bumps)
 ``split="none"`` keeps plain connected components. Two seeds are at least
 ``seed_distance`` pixels apart, so a larger value splits less. Objects smaller than
 ``min_size`` pixels are dropped (0 in the object map; the class map is not changed).
+``ObjectOptions(refine=True)`` (``instances={"refine": True}`` in ``segment``) then
+redraws each object's borders by a SAM2 decoder pass with its box as the prompt, on the
+features the run computed (see :mod:`~napari_sansa.core.refine`).
 
 Ids are 1, 2, ... in a fixed order (classes in ascending order, then the objects of a
 class in the raster order of their first pixel), so the same inputs always give the
@@ -48,11 +51,13 @@ SPLITS = ("distance", "probability", "none")
 
 @dataclass(frozen=True)
 class ObjectOptions:
-    """How :func:`split_objects` splits a class map (``instances=`` of ``segment``)."""
+    """How :func:`split_objects` splits a class map (``instances=`` of ``segment``);
+    ``refine``: each object then refined by SAM2 with its box as the prompt (in a run)."""
 
     min_size: int = 10
     seed_distance: int = 5
     split: str = "distance"
+    refine: bool = False
 
     def __post_init__(self):
         for name in ("min_size", "seed_distance"):
@@ -70,6 +75,9 @@ class ObjectOptions:
             )
         if self.split not in SPLITS:
             raise InvalidInputError(f"unknown split {self.split!r}; use one of {', '.join(SPLITS)}")
+        if not isinstance(self.refine, (bool, np.bool_)):
+            raise InvalidInputError(f"refine must be True or False, got {self.refine!r}")
+        object.__setattr__(self, "refine", bool(self.refine))
         object.__setattr__(self, "min_size", int(self.min_size))
         object.__setattr__(self, "seed_distance", int(self.seed_distance))
 
@@ -84,17 +92,21 @@ class ObjectOptions:
         if isinstance(value, cls):
             return value
         if isinstance(value, dict):
-            unknown = set(value) - {"min_size", "seed_distance", "split"}
+            unknown = set(value) - {"min_size", "seed_distance", "split", "refine"}
             if unknown:
                 raise InvalidInputError(
-                    f"unknown instance options {sorted(unknown)}; use min_size, seed_distance "
-                    "and split"
+                    f"unknown instance options {sorted(unknown)}; use min_size, seed_distance, "
+                    "split and refine"
                 )
             return cls(**value)
         raise InvalidInputError(
-            "instances must be True, False, a dict of options (min_size, seed_distance, split) "
-            f"or napari_sansa.ObjectOptions, got {value!r}"
+            "instances must be True, False, a dict of options (min_size, seed_distance, split, "
+            f"refine) or napari_sansa.ObjectOptions, got {value!r}"
         )
+
+    def split_options(self) -> dict:
+        """The keyword arguments of :func:`split_objects` (all but ``refine``)."""
+        return {"min_size": self.min_size, "seed_distance": self.seed_distance, "split": self.split}
 
 
 def _seeds(mask, components, landscape, seed_distance: int) -> np.ndarray:
@@ -197,19 +209,28 @@ def _ordered(labels: np.ndarray, min_size: int) -> np.ndarray:
 
 
 def objects_of(prediction) -> np.ndarray:
-    """``prediction.objects``: its class map split with its ``object_options``."""
-    import dataclasses
-
+    """``prediction.objects``: its class map split with its ``object_options`` (not
+    refined: refinement needs the run's features, see :func:`with_objects`)."""
     opts = prediction.object_options or ObjectOptions()
     probs = prediction.probabilities if opts.split == "probability" else None
-    return split_objects(prediction.labels, probs, **dataclasses.asdict(opts))
+    return split_objects(prediction.labels, probs, **opts.split_options())
 
 
-def with_objects(predictions, options: ObjectOptions):
-    """The predictions of a run, each split into objects as it comes (``instances=``)."""
+def with_objects(predictions, options: ObjectOptions, refiner=None):
+    """The predictions of a run, each split into objects as it comes (``instances=``);
+    with ``options.refine``, each target's objects refined by ``refiner`` (a
+    :class:`~napari_sansa.core.refine.RunRefiner` watching the run's targets)."""
     import dataclasses
 
-    for p in predictions:
-        q = dataclasses.replace(p, object_options=options)
-        q.objects  # noqa: B018 - computed now, inside the run
-        yield q
+    try:
+        for p in predictions:
+            q = dataclasses.replace(p, object_options=options)
+            if refiner is not None and not p.is_reference:
+                objects, table = refiner.refine(q)
+                q.__dict__["objects"], q.__dict__["object_table"] = objects, table
+            else:
+                q.objects  # noqa: B018 - computed now, inside the run
+            yield q
+    finally:
+        if refiner is not None:
+            refiner.close()

@@ -24,7 +24,7 @@ __all__ = ["prepare_tiled_references", "run_tiled_targets"]
 
 
 def _tile_key(model, src: TiledImage, raw: np.ndarray, s) -> str:
-    if not model.feature_cache.enabled:
+    if not (model.feature_cache.enabled or model._holds):
         import uuid
 
         return f"uncached-{uuid.uuid4().hex}"
@@ -161,4 +161,6 @@ def _decode_tiles(model, src: TiledImage, part: list[Tile], groups, s) -> list[d
             f"{src.what} do not fit in the {model.device} memory: use a smaller tile_size "
             "or batch_size"
         ) from None
+    for hold in model._holds:  # objects are refined on the tiles with foreground
+        hold.keep_tiles(src.what, part, [x[0] for x in loaded], results, s.threshold)
     return results

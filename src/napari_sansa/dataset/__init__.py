@@ -13,6 +13,7 @@
   targets through the model and writing outputs as they come;
 - :mod:`~napari_sansa.dataset.distributed`: the same over a Dask cluster;
 - :mod:`~napari_sansa.dataset.io`: reading images and stacks, writing TIFFs atomically;
+- :mod:`~napari_sansa.dataset.tiffstack`: TIFF stacks frame by frame, their axes and channels;
 - :mod:`~napari_sansa.dataset.finetune`: ``napari-sansa finetune`` (tuning the adapters on
   annotated files, resumably).
 """

@@ -18,7 +18,14 @@ from pathlib import Path
 from napari_sansa.core.atomic import write_text_atomic
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.dataset.discovery import PROB_SUFFIX, Target, _natural_key
-from napari_sansa.dataset.records import CSV_NAME, _record, _row, _same_source, _write_failed
+from napari_sansa.dataset.records import (
+    CSV_NAME,
+    _record,
+    _row,
+    _same_source,
+    _write_failed,
+    frame_at,
+)
 
 RUN_FILE = Path(".napari-sansa") / "run.json"
 CSV_DIGESTS = Path(".napari-sansa") / "scores.json"
@@ -104,6 +111,7 @@ def _output_rows(out: Path, signature: str, skip=frozenset()) -> list[dict]:
                     frame=i if t.kind == "stack" else None,
                     scores={int(k): v for k, v in s.items()},
                     areas={int(k): v for k, v in a.items()},
+                    at=frame_at(info, i) if t.kind == "stack" else None,
                 )
             )
     return rows
@@ -187,8 +195,16 @@ def earlier_rows(out: Path) -> list[dict]:
     return [] if text is None else list(csv.DictReader(io.StringIO(text)))
 
 
+def axis_columns(rows, known) -> list[str]:
+    """The per-axis frame columns of ``rows`` (``t``, ``z``, ...: keys of one lowercase
+    letter, see :func:`~napari_sansa.dataset.records.frame_at`), T and Z first."""
+    found = {k for r in rows for k in r if k not in known and len(k) == 1}
+    return sorted(found, key=lambda k: ("tz".find(k) % 3, k))
+
+
 def _write_csv(out: Path, rows) -> Path:
-    keys = list(KEYS)
+    at = axis_columns(rows, KEYS)
+    keys = [*KEYS[:2], *at, *KEYS[2:]]
     extra = sorted(
         {k for r in rows for k in r if k not in keys},
         key=lambda k: (k.split("_")[0] != "score", int(k.split("_")[1])),

@@ -5,6 +5,11 @@ of every run from the outputs in the folder: each object image written with this
 settings keeps its object table in its record, so the CSV lists every object of every
 target labelled there so far, and a target that failed in this run has no rows. Only an
 ``objects.csv`` napari-sansa wrote is replaced; any other file of that name is refused.
+
+A run without ``--instances`` removes napari-sansa's object images of the targets it
+labels (they would not belong to the new labels: ``records._remove_stale_outputs``), and
+then :func:`prune_objects_csv` keeps in an ``objects.csv`` napari-sansa wrote only the
+rows of targets whose object image is still in the folder (no row left: no file).
 """
 
 from __future__ import annotations
@@ -15,7 +20,14 @@ from pathlib import Path
 
 from napari_sansa.core.measures import COLUMNS
 from napari_sansa.dataset.discovery import _natural_key
-from napari_sansa.dataset.manifest import KEPT_STATUSES, owned_text, run_outputs, write_owned
+from napari_sansa.dataset.manifest import (
+    KEPT_STATUSES,
+    axis_columns,
+    owned_text,
+    run_outputs,
+    write_owned,
+)
+from napari_sansa.dataset.records import frame_at
 
 OBJECTS_CSV = "objects.csv"
 OBJECTS_DIGESTS = Path(".napari-sansa") / "objects.json"
@@ -43,7 +55,7 @@ def object_rows(out: Path, signature: str, rows, skip=frozenset()) -> list[dict]
         for values in table.get("rows") or []:
             row = dict(zip(columns, values, strict=False))
             frame = row.pop("frame", "") if stack else ""
-            result.append({"target": source, "frame": frame, **row})
+            result.append({"target": source, "frame": frame, **frame_at(info, frame), **row})
     return result
 
 
@@ -51,8 +63,9 @@ def write_objects_csv(out: Path, rows) -> Path:
     """Write ``rows`` (:func:`object_rows`) as ``objects.csv``, atomically."""
     from napari_sansa.core.measures import _fmt
 
+    keys = [*OBJECT_KEYS[:2], *axis_columns(rows, OBJECT_KEYS), *OBJECT_KEYS[2:]]
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=OBJECT_KEYS, restval="", extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=keys, restval="", extrasaction="ignore")
     w.writeheader()
 
     def order(r):
@@ -62,3 +75,42 @@ def write_objects_csv(out: Path, rows) -> Path:
     for r in sorted(rows, key=order):
         w.writerow({k: _fmt(v) for k, v in r.items()})
     return write_owned(out, OBJECTS_CSV, OBJECTS_DIGESTS, buf.getvalue())
+
+
+def _object_sources(out: Path) -> set[str]:
+    """The targets that have an object image napari-sansa wrote in ``out``."""
+    from napari_sansa.dataset.records import _record
+
+    found = set()
+    for path in out.rglob("*.tif"):
+        if any(part.startswith(".") for part in path.relative_to(out).parts):
+            continue
+        info = _record(path)
+        if info is not None and info.get("output") == "objects" and info.get("source"):
+            found.add(str(info["source"]))
+    return found
+
+
+def prune_objects_csv(out: Path) -> Path | None:
+    """After a run without objects: drop from napari-sansa's ``objects.csv`` the rows of
+    targets that have no object image of napari-sansa's any more; remove the file (and
+    its digests) when no row is left. Any other ``objects.csv`` is left alone. Returns
+    the CSV's path when one remains."""
+    from napari_sansa.core.errors import InvalidInputError
+
+    try:
+        text = owned_text(out, OBJECTS_CSV, OBJECTS_DIGESTS)
+    except InvalidInputError:
+        return None  # not ours: not napari-sansa's business without --instances
+    if text is None:
+        return None
+    rows = list(csv.DictReader(io.StringIO(text)))
+    there = _object_sources(out)
+    kept = [r for r in rows if r.get("target") in there]
+    if len(kept) == len(rows):
+        return out / OBJECTS_CSV
+    if kept:
+        return write_objects_csv(out, kept)
+    for name in (OBJECTS_CSV, OBJECTS_DIGESTS):
+        (out / name).unlink(missing_ok=True)
+    return None

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.dataset.discovery import Target
 from napari_sansa.dataset.io import read_tiff_description
@@ -35,6 +37,10 @@ class RunSettings:
     tile_size: int | None = None  # tiles (napari_sansa.core.tiling); None: untiled
     halo: int | None = None
     objects: object = None  # an ObjectOptions (--instances); None: no object outputs
+    axes: str | None = None  # the axes of TIFF targets (--axes); None: from their metadata
+    channels: tuple | None = None  # the channels making a frame (--channels); None: (0,)
+    sequential_axis: str | None = None  # sequential mode along T or Z; None: the last
+    reference_colour: bool | None = None  # the references are all RGB / all gray; None: mixed
 
 
 def reference_options(run: RunSettings) -> dict:
@@ -68,10 +74,14 @@ def _table_record(table) -> dict:
     return {"columns": list(table.columns), "rows": [list(r.values()) for r in table.rows()]}
 
 
-def _row(target: Target, status: str, message: str = "", frame=None, scores=None, areas=None):
+def _row(
+    target: Target, status: str, message: str = "", frame=None, scores=None, areas=None, at=None
+):
+    """A row of ``scores.csv``; ``at``: a stack frame's index per axis, ``{"t": 3, "z": 1}``."""
     row = {
         "target": target.source,
         "frame": "" if frame is None else frame,
+        **(at or {}),
         "output": target.output if status in ("ok", "blank", "reference") else "",
         "status": status,
         "message": message,
@@ -120,10 +130,40 @@ def _unchanged(recorded, path) -> bool:
     return bool(now) and all(now.get(k) == v for k, v in recorded.items())
 
 
-def _describe(target, run, classes, scores, areas, shape, blank=None, *, state=None, role="labels"):
+def frame_at(info: dict | None, frame) -> dict:
+    """A stack frame's index per frame axis, ``{"t": 3, "z": 1}``, from the record of
+    the stack's output (``{}`` for outputs of images, of 0.1, which record no axes, and
+    of stacks whose one frame axis has no known meaning: its index is the frame's)."""
+    layout = (info or {}).get("frames")
+    if not isinstance(layout, dict) or frame in ("", None):
+        return {}
+    axes, sizes = str(layout.get("axes", "")), layout.get("sizes") or []
+    if not axes or len(axes) != len(sizes) or (len(axes) == 1 and axes not in "TZ"):
+        return {}
+    where = np.unravel_index(int(frame), [int(n) for n in sizes])
+    return {a.lower(): int(i) for a, i in zip(axes, where, strict=True)}
+
+
+def _describe(
+    target,
+    run,
+    classes,
+    scores,
+    areas,
+    shape,
+    blank=None,
+    *,
+    state=None,
+    role="labels",
+    layout=None,
+):
+    """The JSON description of an output TIFF. ``layout``: a stack's, as a dict of its
+    ``axes`` (the output's, e.g. "TZYX"), ``frames`` ({"axes": "TZ", "sizes": [...]})
+    and ``channels`` (the channels that made each frame, when the input has some)."""
     from napari_sansa import __version__
 
-    # tifffile reads a JSON description with a "shape" as its own shaped-series metadata
+    # tifffile reads a JSON description with a "shape" (and "axes") as its own
+    # shaped-series metadata: the output's axes are read back as they are written
     info = {
         "version": __version__,
         "run": run.signature,
@@ -136,7 +176,14 @@ def _describe(target, run, classes, scores, areas, shape, blank=None, *, state=N
     }
     if blank:
         info["blank"] = {str(i): m for i, m in blank.items()}
-    return {"shape": list(shape), "napari_sansa": info}
+    desc = {"shape": list(shape)}
+    if layout:
+        desc["axes"] = layout["axes"]
+        info["frames"] = layout["frames"]
+        if layout.get("channels") is not None:
+            info["channels"] = layout["channels"]
+    desc["napari_sansa"] = info
+    return desc
 
 
 def _record(path: Path) -> dict | None:
@@ -196,7 +243,30 @@ def _done_record(t: Target, out: Path, run: RunSettings) -> dict | None:
     if not _unchanged(labels.get("input"), t.source):
         log.info("%s changed since it was labelled: labelling it again", t.source)
         return None
+    if _other_frames(labels, t, run):
+        log.info(
+            "%s was labelled by an earlier version that counted its channels (or every "
+            "axis) as frames: labelling it again with its frame axes",
+            t.source,
+        )
+        return None
     return labels
+
+
+def _other_frames(info: dict, t: Target, run: RunSettings) -> bool:
+    """Whether the label stack of ``info``, written by a version that recorded no frame
+    axes, has another number of frames than the stack now has (a TCYX stack whose
+    channels were frames); 3D stacks, whose frames are the same, stay finished."""
+    from napari_sansa.dataset.tiffstack import TiffStack
+
+    frames = len(info.get("scores") or [None])
+    if "frames" in info or frames <= 1:
+        return False
+    try:
+        with TiffStack(t.source, run.axes, run.channels) as stack:
+            return len(stack) != frames
+    except InvalidInputError:
+        return True  # labelled again, so that what is wrong with it is reported
 
 
 def _target_done(t: Target, out: Path, run: RunSettings) -> bool:
@@ -212,26 +282,35 @@ def _as_recorded(t: Target, record: dict | None) -> Target:
 
 
 class StaleProbabilitiesError(InvalidInputError):
-    """A probability file of earlier labels could not be removed (new labels not written)."""
+    """A probability (or object) file of earlier labels could not be removed (new labels
+    not written)."""
 
 
-def _remove_stale_probabilities(t: Target, out: Path) -> None:
-    """Remove ``t``'s probabilities of an earlier run before its new labels are written
-    without probabilities: a probability file always belongs to the labels next to it.
-    If it cannot be removed, the new labels are not written (the old pair stays)."""
-    path = out / t.prob_output
-    if not path.is_file():
-        return
-    info = _record(path)
-    if info is None or not _same_source(info.get("source"), t.source):
-        return  # not ours: never touched
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise StaleProbabilitiesError(
-            f"{path}, the probabilities of earlier labels of {t.source}, cannot be removed "
-            f"({exc.strerror or type(exc).__name__}), so the new labels were not written (they "
-            "would not match it): remove that file and run the same command again"
-        ) from None
+def _remove_stale_outputs(t: Target, out: Path, run: RunSettings) -> None:
+    """Remove ``t``'s outputs of an earlier run that this run does not write, before its
+    new labels are written: its probabilities without ``--probabilities``, its object
+    image without ``--instances`` (such a file always belongs to the labels next to it).
+    Only files napari-sansa wrote for ``t`` are removed; if one cannot be removed, the
+    new labels are not written (the old outputs stay together)."""
+    stale = []
+    if not run.probabilities:
+        stale.append((t.prob_output, "probabilities"))
+    if run.objects is None:
+        stale.append((t.objects_output, "object image"))
+    for name, what in stale:
+        path = out / name
+        if not path.is_file():
+            continue
+        info = _record(path)
+        if info is None or not _same_source(info.get("source"), t.source):
+            continue  # not ours: never touched
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StaleProbabilitiesError(
+                f"{path}, the {what} of earlier labels of {t.source}, cannot be removed "
+                f"({exc.strerror or type(exc).__name__}), so the new labels were not written "
+                "(they would not match it): remove that file and run the same command again"
+            ) from None

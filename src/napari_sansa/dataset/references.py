@@ -17,7 +17,7 @@ import numpy as np
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.images import image_hw
 from napari_sansa.core.prompts import Box, Mask, Points, Reference, Scribble, check_label
-from napari_sansa.dataset.io import read_image, read_label_image
+from napari_sansa.dataset.io import read_frame_image, read_label_image
 
 log = logging.getLogger(__name__)
 
@@ -88,20 +88,26 @@ def _check_class_count(n: int, pixels: int, what: str, allow: bool) -> None:
         )
 
 
-def load_reference_pair(image_path, labels_path, *, allow_many_classes=False) -> Reference:
+def load_reference_pair(
+    image_path, labels_path, *, allow_many_classes=False, axes=None, channels=None
+) -> Reference:
     """A reference from an image file and its label image (nonzero value = class id).
 
     A label image with more than :data:`MANY_CLASSES` classes gets a warning; one with
     more classes than a tenth of its pixels is refused unless ``allow_many_classes``.
+    A TIFF image with a channel axis (``axes``, as the targets' ``--axes``) gives the
+    frame its ``channels`` make, as the targets' frames are made; it must be one frame.
     """
-    image = read_image(image_path)
+    image = read_frame_image(image_path, axes, channels)
     hw = image_hw(image, f"reference image {image_path}")
     labels = read_label_image(labels_path)
     masks = _label_masks(labels, f"the label image {labels_path}", hw, allow_many_classes)
     return _remember(Reference(image, masks), image_path, labels_path)
 
 
-def load_prompt_file(path, *, allow_many_classes=False) -> list[Reference]:
+def load_prompt_file(
+    path, *, allow_many_classes=False, axes=None, channels=None
+) -> list[Reference]:
     """References with points, boxes, scribbles (and optional label images) from JSON.
 
     ``{"references": [{"image": "ref.png", "labels": "ref_labels.png",
@@ -111,7 +117,8 @@ def load_prompt_file(path, *, allow_many_classes=False) -> list[Reference]:
     JSON file; ``label`` defaults to 1 and ``positive`` to true. Every part is checked:
     an error names the file, the entry (``references[0], points[1]``) and the form
     expected there; unknown keys are refused rather than ignored. Label images follow
-    the rule of :func:`load_reference_pair` (``allow_many_classes``).
+    the rule of :func:`load_reference_pair` (``allow_many_classes``), and so do images
+    with channels (``axes``, ``channels``).
     """
     import numbers
 
@@ -230,7 +237,7 @@ def load_prompt_file(path, *, allow_many_classes=False) -> list[Reference]:
                 check_keys(item, prompt_keys[kind], f"{where}, {kind}[{j}]")
             items[kind] = value
         try:
-            image = read_image(path.parent / image_name)
+            image = read_frame_image(path.parent / image_name, axes, channels)
         except InvalidInputError as exc:
             raise InvalidInputError(f"{where}: {exc}") from None
         hw = image_hw(image, f"reference image {image_name}")

@@ -31,7 +31,12 @@ from napari_sansa.dataset.manifest import (
     earlier_rows,
     final_rows,
 )
-from napari_sansa.dataset.objects import check_objects_csv, object_rows, write_objects_csv
+from napari_sansa.dataset.objects import (
+    check_objects_csv,
+    object_rows,
+    prune_objects_csv,
+    write_objects_csv,
+)
 from napari_sansa.dataset.records import (
     RunSettings,
     _existing,
@@ -40,6 +45,7 @@ from napari_sansa.dataset.records import (
     reference_options,
 )
 from napari_sansa.dataset.references import _references_digest, reference_files
+from napari_sansa.dataset.stacks import check_layout, reference_colour
 from napari_sansa.dataset.writing import _cleanup_partials, _work, process_targets
 
 
@@ -130,6 +136,9 @@ def segment_dataset(
     tile_size: int | None = None,
     halo: int | None = None,
     instances=False,
+    axes: str | None = None,
+    channels=None,
+    sequential_axis: str | None = None,
 ) -> BatchReport:
     """Label every target image (files, folders, TIFF stacks) into ``out``.
 
@@ -143,6 +152,12 @@ def segment_dataset(
     a dict of :class:`~napari_sansa.ObjectOptions`' fields, or one: each target also gets
     an object label image (``<name>_objects.tif``, ids unique within an image or a stack)
     and ``objects.csv`` lists every object (its class, area, centroid, box, probability).
+    ``axes``: the axes of TIFF targets that record none, e.g. "TCYX" (see
+    :class:`~napari_sansa.dataset.tiffstack.TiffStack`); ``channels``: the channels of a channel
+    axis that make a frame (one as gray, two or three as red, green, blue; default the
+    first); ``sequential_axis``: "T" or "Z", the axis a sequential run goes along
+    (restarted at each index of the others; default the last frame axis). Label stacks
+    keep their input's frame axes (TZYX for a TZCYX input), recorded in their metadata.
 
     Every setting and the output folder are checked before anything is loaded or
     written; the run holds the folder's lock (:class:`OutputLockedError` if another run
@@ -162,6 +177,7 @@ def segment_dataset(
     input_size = check_input_size(input_size)
     tiles = TileSpec.make(tile_size, halo)
     objects = ObjectOptions.make(instances)
+    axes, channels, sequential_axis = check_layout(axes, channels, mode, sequential_axis)
     if tiles is not None and mode != "independent":
         raise InvalidInputError("--tile-size works with --mode independent only")
     _check_count(batch_size, "the batch size", "--batch-size", none_ok=True)
@@ -204,6 +220,10 @@ def segment_dataset(
         settings["tiles"] = [tiles.tile_size, tiles.halo]
     if objects is not None:  # the same: runs without objects keep their signature
         settings["instances"] = asdict(objects)
+        if not objects.refine:  # and runs with unrefined objects theirs
+            del settings["instances"]["refine"]
+    layout = {"axes": axes, "channels": channels, "sequential_axis": sequential_axis}
+    settings.update({k: v for k, v in layout.items() if v is not None})  # the same
     signature = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     run = RunSettings(
         mode,
@@ -216,6 +236,10 @@ def segment_dataset(
         tiles.tile_size if tiles is not None else None,
         tiles.halo if tiles is not None else None,
         objects,
+        axes,
+        channels,
+        sequential_axis,
+        reference_colour(references),
     )
     job = _Job(
         items, unreadable, references, out, out.is_dir(), run, settings, overwrite, strict,
@@ -356,6 +380,8 @@ def _locked_run(job: _Job) -> BatchReport:
             if run.objects is not None:
                 found = object_rows(out, run.signature, rows, skip=frozenset(kept))
                 report.objects_csv = write_objects_csv(out, found)
+            else:  # the rows of object images this run removed go too
+                prune_objects_csv(out)
         except OSError:
             if error is None:
                 raise

@@ -1,4 +1,13 @@
-"""A TIFF stack in, one label stack out, read and written one frame at a time."""
+"""A TIFF stack in, one label stack out, read and written one frame at a time.
+
+The label stack keeps the input's frame axes (a TZCYX input gives a TZYX label stack,
+its probabilities TZCYX with one channel per class, its objects TZYX), recorded in
+the TIFF metadata so that tifffile and napari read them back. In sequential mode the
+frames run along one frame axis (``RunSettings.sequential_axis``; by default the
+last, e.g. Z within each time point), restarted from the references at each index
+of the other frame axes: a sequence never crosses from one time point (or depth) to
+the next.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +17,7 @@ import re
 
 import numpy as np
 
+from napari_sansa.core.channels import describe_channels
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.images import check_image
 from napari_sansa.dataset.discovery import Target
@@ -16,156 +26,291 @@ from napari_sansa.dataset.records import (
     CSV_NAME,
     _describe,
     _predictions,
-    _remove_stale_probabilities,
+    _remove_stale_outputs,
     _row,
     _table_record,
     _write_failed,
+    frame_at,
     source_state,
 )
 
 log = logging.getLogger(__name__)
 
 
+def check_layout(axes, channels, mode: str, sequential_axis):
+    """``(axes, channels, sequential_axis)`` of a run, checked before anything is loaded:
+    ``axes`` a string of axis letters ("TCYX"), ``channels`` one to three channel
+    indices (a sequence, or a string such as "2,0,1"), ``sequential_axis`` "T" or "Z"
+    with ``mode="sequential"`` (None: the last frame axis of each stack)."""
+    if axes is not None:
+        text = str(axes).strip().upper()
+        if not text.isalpha() or len(set(text)) != len(text) or not {"Y", "X"} <= set(text):
+            raise InvalidInputError(
+                f"--axes (axes=) must be one letter per axis of the TIFFs, each once, with Y "
+                f"and X (rows, columns): T, Z (frames), C (channels), S (colour samples), "
+                f"e.g. TCYX or TZCYX; got {axes!r}"
+            )
+        axes = text
+    if channels is not None:
+        parts = channels.split(",") if isinstance(channels, str) else channels
+        try:
+            chosen = tuple(int(str(c).strip()) for c in parts)
+        except (TypeError, ValueError):
+            chosen = ()
+        if not 1 <= len(chosen) <= 3 or min(chosen) < 0:
+            raise InvalidInputError(
+                "--channels (channels=) is one channel index (as gray), or up to three as red, "
+                f"green and blue, e.g. 0 or 2,0,1; got {channels!r}"
+            )
+        channels = chosen
+    if sequential_axis is not None:
+        along = str(sequential_axis).strip().upper()
+        if along not in ("T", "Z"):
+            raise InvalidInputError(
+                f"--sequential-axis (sequential_axis=) is T or Z, got {sequential_axis!r}"
+            )
+        if mode != "sequential":
+            raise InvalidInputError("--sequential-axis works with --mode sequential only")
+        sequential_axis = along
+    return axes, channels, sequential_axis
+
+
+def reference_colour(references) -> bool | None:
+    """Whether the references' images are all colour (True) or all gray (False); None
+    when they mix both (said in the log: gray images are taken as gray RGB)."""
+    kinds = [np.ndim(r.image) == 3 for r in references]
+    if len(set(kinds)) == 1:
+        return kinds[0]
+    if kinds:
+        log.warning(
+            "the references mix colour (RGB) and gray images (%d of %d are colour): gray "
+            "images are taken as gray RGB; references of one kind match their targets better",
+            sum(kinds),
+            len(kinds),
+        )
+    return None
+
+
+def _check_channel_kind(stack: TiffStack, run) -> None:
+    """Refuse a stack whose channels make frames of another kind (gray, colour) than
+    the references' (what channels the references need is said)."""
+    if stack.channels is None or run.reference_colour is None:
+        return
+    colour = len(stack.channels) > 1
+    if colour == run.reference_colour:
+        return
+    made = describe_channels(stack.channels)
+    if run.reference_colour:
+        fix = "choose two or three channels as red, green, blue with --channels (e.g. 0,1,2)"
+    else:
+        fix = "choose one channel, as gray, with --channels (e.g. 0)"
+    raise InvalidInputError(
+        f"{stack.path}: its frames are made of {made} ({'colour' if colour else 'gray'}), but "
+        f"the references are {'colour (RGB)' if run.reference_colour else 'gray'} images: "
+        f"{fix}, or give references of its kind"
+    )
+
+
+def frame_groups(stack: TiffStack, run) -> list[list[int]]:
+    """The frames of ``stack`` as the runs of the model see them, in order: one group of
+    every frame (independent mode), or in sequential mode one group per index of the
+    frame axes other than the sequential one, its frames along that axis."""
+    n = len(stack)
+    if run.mode != "sequential" or len(stack.frame_axes) <= 1:
+        return [list(range(n))]
+    along = run.sequential_axis or stack.frame_axes[-1]
+    if along not in stack.frame_axes:
+        raise InvalidInputError(
+            f"{stack.path} has no {along} axis to run along (its frame axes are "
+            f"{stack.frame_axes}, axes {stack.axes}): choose --sequential-axis among "
+            f"{', '.join(stack.frame_axes)}, or give its axes with --axes"
+        )
+    k = stack.frame_axes.index(along)
+    frames = np.arange(n).reshape(stack.frame_sizes)
+    frames = np.moveaxis(frames, k, -1).reshape(-1, stack.frame_sizes[k])
+    return [[int(i) for i in row] for row in frames]
+
+
+def _ordered(groups, predictions_of):
+    """``(frame, prediction or None)`` for every frame of ``groups``, in their order;
+    ``predictions_of(group, fed)`` gives the predictions of the frames it appends to
+    ``fed`` (the others are blank: None)."""
+    for group in groups:
+        fed: list[int] = []
+        p = 0
+        for k, pred in enumerate(predictions_of(group, fed)):
+            while group[p] != fed[k]:
+                yield group[p], None
+                p += 1
+            yield group[p], pred
+            p += 1
+        for i in group[p:]:
+            yield i, None
+
+
+class _Scratch:
+    """Memory-mapped scratch arrays of one stack in ``out/.napari-sansa/<hash>/``:
+    what is computed frame by frame but written only once the stack is done."""
+
+    def __init__(self, out, t: Target):
+        self.folder = out / ".napari-sansa" / hashlib.sha1(t.output.encode()).hexdigest()
+        self.arrays: list = []
+
+    def array(self, name: str, dtype, shape):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        arr = np.lib.format.open_memmap(
+            self.folder / name, mode="w+", dtype=dtype, shape=tuple(shape)
+        )
+        self.arrays.append(arr)
+        return arr
+
+    def remove(self) -> None:
+        self.arrays.clear()  # release the memory maps before removing their files
+        if self.folder.exists():
+            for f in self.folder.iterdir():
+                f.unlink(missing_ok=True)
+            self.folder.rmdir()
+
+
 def _process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
     """A TIFF stack in, one label stack out.
 
     Frames are read one at a time and the label stack is written as they are
-    computed; with probabilities, both go to memory-mapped scratch files first so
-    that the label stack (the marker of a finished target) is written last. A
-    constant (blank) frame is not given to the model: its labels are all 0 and its
-    row in ``scores.csv`` says so (with ``strict``, it stops the run).
+    computed (when they are computed in file order); with probabilities, objects, or a
+    sequential run along another axis than the last, they go to memory-mapped scratch
+    files first so that the label stack (the marker of a finished target) is written
+    last. A constant (blank) frame is not given to the model: its labels are all 0
+    and its row in ``scores.csv`` says so (with ``strict``, it stops the run).
     """
     from napari_sansa.core.fusion import label_dtype
 
     state = source_state(t.source)
     try:
-        if not run.probabilities:
-            _remove_stale_probabilities(t, out)
-        stack = TiffStack(t.source)
+        _remove_stale_outputs(t, out, run)
+        stack = TiffStack(t.source, run.axes, run.channels)
     except InvalidInputError as exc:
-        rows.append(_row(t, "failed", str(exc)))
-        if strict:
-            raise
-        on_frame(t, t.frames)
+        _failed(t, exc, rows, strict, on_frame, t.frames)
+        return
+    try:
+        _check_channel_kind(stack, run)
+        groups = frame_groups(stack, run)
+    except InvalidInputError as exc:
+        stack.close()
+        _failed(t, exc, rows, strict, on_frame, len(stack))
         return
     hw = tuple(stack.frame_shape[:2])
     n = len(stack)
     classes = list(memory.classes)
     dtype = label_dtype(max(classes))
-    shape = (n, *hw)
-    scores: list = []
-    areas: list = []
-    scratch = out / ".napari-sansa" / hashlib.sha1(t.output.encode()).hexdigest()
-    probs = labels = None
-    if run.probabilities:
-        scratch.mkdir(parents=True, exist_ok=True)
-        probs = np.lib.format.open_memmap(
-            scratch / "p.npy", mode="w+", dtype=np.float32, shape=(n, len(classes), *hw)
+    shape = (*stack.frame_sizes, *hw)
+    layout = {
+        "axes": stack.label_axes,
+        "frames": {"axes": stack.frame_axes, "sizes": list(stack.frame_sizes)},
+        "channels": None if stack.channels is None else list(stack.channels),
+    }
+    if stack.channels is not None and run.channels is None:
+        log.info(
+            "%s: %d channels on its C axis; %s (choose others with --channels)",
+            t.source,
+            stack.n_channels,
+            describe_channels(stack.channels),
         )
-        labels = np.lib.format.open_memmap(scratch / "l.npy", mode="w+", dtype=dtype, shape=shape)
-
+    scores: list = [{}] * n
+    areas: list = [dict.fromkeys(classes, 0)] * n
+    in_order = [i for g in groups for i in g] == list(range(n))
+    scratch = _Scratch(out, t)
+    probs = labels = None
+    objects = _StackObjects(scratch, n, hw) if run.objects is not None else None
     blank: dict[int, str] = {}  # frame -> why it was labelled 0
-    objects: list = []  # (objects, table) per frame, with --instances
-    fed: list[int] = []  # the frames handed to the model, in order
 
-    def frames():
-        for i in range(n):
-            img = stack[i]
-            try:
-                check_image(img, f"frame {i} of {t.source}")
-            except InvalidInputError as exc:
-                message = _blank_frame(img, i)
-                if message is None:  # "the frame 3 of ..." -> "frame 3 of ..."
-                    raise InvalidInputError(re.sub(r"^the frame ", "frame ", str(exc))) from None
-                if strict:
-                    raise InvalidInputError(f"{message} in {t.source}") from None
-                blank[i] = message
-                continue
-            fed.append(i)
-            yield img
+    def predictions_of(group, fed):
+        def frames():
+            for i in group:
+                img = stack[i]
+                try:
+                    check_image(img, f"frame {i} of {t.source}")
+                except InvalidInputError as exc:
+                    message = _blank_frame(img, i)
+                    if message is None:  # "the frame 3 of ..." -> "frame 3 of ..."
+                        raise InvalidInputError(
+                            re.sub(r"^the frame ", "frame ", str(exc))
+                        ) from None
+                    if strict:
+                        raise InvalidInputError(f"{message} in {t.source}") from None
+                    blank[i] = message
+                    continue
+                fed.append(i)
+                yield img
 
-    def zeros_until(i):
-        while len(scores) < i:
-            scores.append({})
-            areas.append(dict.fromkeys(classes, 0))
-            if probs is not None:
-                probs[len(scores) - 1] = 0
-            if run.objects is not None:
-                objects.append(_no_objects(hw))
+        return _predictions(model, memory, frames(), run)
+
+    done = 0
+
+    def computed():
+        """``(frame, labels)`` of every frame, in the order of ``groups``."""
+        nonlocal done
+        for i, pred in _ordered(groups, predictions_of):
+            if pred is None:
+                lab = np.zeros(hw, dtype)
+                if probs is not None:
+                    probs[i] = 0
+                if objects is not None:
+                    objects.add(i, None)
+            else:
+                lab = pred.labels
+                scores[i] = {c: pred.scores[c] for c in classes}
+                areas[i] = {c: int((lab == c).sum()) for c in classes}
+                if probs is not None:
+                    probs[i] = np.stack([pred.probabilities[c] for c in classes])
+                if objects is not None:
+                    objects.add(i, (pred.objects, pred.object_table))
+            done += 1
             on_frame(t, 1)
-            yield np.zeros(hw, dtype)
+            yield i, lab
 
-    def pages():
-        preds = _predictions(model, memory, frames(), run)
-        for k, pred in enumerate(preds):
-            i = fed[k]
-            yield from zeros_until(i)
-            lab = pred.labels
-            scores.append({c: pred.scores[c] for c in classes})
-            areas.append({c: int((lab == c).sum()) for c in classes})
-            if probs is not None:
-                probs[i] = np.stack([pred.probabilities[c] for c in classes])
-            if run.objects is not None:
-                objects.append((pred.objects, pred.object_table))
-            on_frame(t, 1)
-            yield lab
-        yield from zeros_until(n)
+    def describe(shape, role="labels", axes=None):
+        lay = layout if axes is None else {**layout, "axes": axes}
+        return _describe(
+            t, run, classes, scores, areas, shape, blank, state=state, role=role, layout=lay
+        )
 
     final = out / t.output
     try:
         try:
-            if probs is None:
+            if in_order and not run.probabilities:
                 write_tiff_atomic(
-                    final,
-                    pages(),
-                    shape,
-                    dtype,
-                    lambda: _describe(t, run, classes, scores, areas, shape, blank, state=state),
+                    final, (lab for _, lab in computed()), shape, dtype, lambda: describe(shape)
                 )
             else:
-                for i, lab in enumerate(pages()):
+                if run.probabilities:
+                    probs = scratch.array("p.npy", np.float32, (n, len(classes), *hw))
+                labels = scratch.array("l.npy", dtype, (n, *hw))
+                for i, lab in computed():
                     labels[i] = lab
-                write_tiff_atomic(
-                    out / t.prob_output,
-                    probs,
-                    probs.shape,
-                    np.float32,
-                    _describe(
-                        t,
-                        run,
-                        classes,
-                        scores,
-                        areas,
-                        probs.shape,
-                        blank,
-                        state=state,
-                        role="probabilities",
-                    ),
-                )
-                write_tiff_atomic(
-                    final,
-                    labels,
-                    shape,
-                    dtype,
-                    _describe(t, run, classes, scores, areas, shape, blank, state=state),
-                )
-            if run.objects is not None:
-                _write_stack_objects(t, out, run, objects, (classes, scores, areas, blank, state))
+                if probs is not None:
+                    p_shape = (*stack.frame_sizes, len(classes), *hw)
+                    p_axes = stack.frame_axes + "CYX"
+                    write_tiff_atomic(
+                        out / t.prob_output,
+                        probs,
+                        p_shape,
+                        np.float32,
+                        describe(p_shape, "probabilities", p_axes),
+                    )
+                write_tiff_atomic(final, labels, shape, dtype, describe(shape))
+            if objects is not None:
+                objects.write(t, out, shape, describe)
         except OSError as exc:
             _write_failed(exc, final)
     except InvalidInputError as exc:
-        rows.append(_row(t, "failed", str(exc)))
-        if strict:
-            raise
-        on_frame(t, n - len(scores))
+        _failed(t, exc, rows, strict, on_frame, n - done)
         return
     finally:
         stack.close()
-        probs = labels = None  # release the memory maps before removing their files
-        if scratch.exists():
-            for f in scratch.iterdir():
-                f.unlink(missing_ok=True)
-            scratch.rmdir()
+        probs = labels = None
+        if objects is not None:
+            objects.arrays = None
+        scratch.remove()
     if blank:
         log.warning(
             "%s: %d constant frame(s) (%s) labelled all 0; listed in %s",
@@ -174,34 +319,73 @@ def _process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
             ", ".join(map(str, sorted(blank)[:10])) + (", ..." if len(blank) > 10 else ""),
             CSV_NAME,
         )
+    info = {"frames": layout["frames"]}
     for i, (sc, ar) in enumerate(zip(scores, areas, strict=True)):
+        at = frame_at(info, i)
         if i in blank:
-            rows.append(_row(t, "blank", blank[i], frame=i, areas=ar))
+            rows.append(_row(t, "blank", blank[i], frame=i, areas=ar, at=at))
         else:
-            rows.append(_row(t, "ok", frame=i, scores=sc, areas=ar))
+            rows.append(_row(t, "ok", frame=i, scores=sc, areas=ar, at=at))
 
 
-def _no_objects(hw):
-    from napari_sansa.core.measures import object_table
+def _failed(t: Target, exc: InvalidInputError, rows, strict, on_frame, left: int) -> None:
+    """``t`` failed: its row says why; ``left`` frames of it are counted as done."""
+    rows.append(_row(t, "failed", str(exc)))
+    if strict:
+        raise exc
+    on_frame(t, left)
 
-    empty = np.zeros(hw, np.uint16)
-    return empty, object_table(empty, empty)
 
+class _StackObjects:
+    """The object maps of a stack's frames, kept in a memory-mapped scratch file (not
+    in memory) as each frame's own ids, and written as one object stack whose ids are
+    unique in the stack, those :func:`~napari_sansa.core.measures.stack_objects` gives."""
 
-def _write_stack_objects(t: Target, out, run, objects, facts) -> None:
-    """The object stack of ``t`` (ids unique in the stack) with its table in its record.
+    def __init__(self, scratch: _Scratch, n: int, hw):
+        self.scratch, self.n, self.hw = scratch, n, hw
+        self.arrays = None  # the scratch map, made with the first frame's dtype
+        self.tables: list = [None] * n
+        self.last = [0] * n
 
-    Written after the label stack: a target counts as finished only when both are there
-    (see ``records._done_record``), so an interruption in between redoes the stack."""
-    from napari_sansa.core.measures import stack_objects
+    def add(self, i: int, pair) -> None:
+        from napari_sansa.core.measures import last_id, object_table
 
-    classes, scores, areas, blank, state = facts
-    stack, table = stack_objects(objects)
-    desc = _describe(
-        t, run, classes, scores, areas, stack.shape, blank, state=state, role="objects"
-    )
-    desc["napari_sansa"]["objects"] = _table_record(table)
-    write_tiff_atomic(out / t.objects_output, stack, stack.shape, stack.dtype, desc)
+        if pair is None:
+            empty = np.zeros(self.hw, np.uint16)
+            pair = (empty, object_table(empty, empty))
+        obj, table = pair
+        obj = np.asarray(obj)
+        if self.arrays is None or np.dtype(obj.dtype).itemsize > self.arrays.dtype.itemsize:
+            self._widen(np.promote_types(obj.dtype, np.uint32))
+        self.arrays[i] = obj
+        self.tables[i], self.last[i] = table, last_id(obj)
+
+    def _widen(self, dtype) -> None:
+        old = self.arrays
+        new = self.scratch.array(f"o{np.dtype(dtype).itemsize}.npy", dtype, (self.n, *self.hw))
+        if old is not None:
+            new[:] = old
+        self.arrays = new
+
+    def write(self, t: Target, out, shape, describe) -> None:
+        """The object stack of ``t`` with its table in its record.
+
+        Written after the label stack: a target counts as finished only when both are
+        there (see ``records._done_record``), so an interruption in between redoes the
+        stack."""
+        from napari_sansa.core.measures import (
+            object_dtype,
+            renumbered,
+            stack_offsets,
+            stack_tables,
+        )
+
+        dtype = object_dtype(sum(self.last))
+        offsets = stack_offsets(self.last)
+        pages = (renumbered(self.arrays[f], offsets[f], dtype) for f in range(self.n))
+        desc = describe(shape, "objects")
+        desc["napari_sansa"]["objects"] = _table_record(stack_tables(self.tables, self.last))
+        write_tiff_atomic(out / t.objects_output, pages, shape, dtype, desc)
 
 
 def _blank_frame(img, i: int) -> str | None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from napari_sansa.core.atomic import PARTIAL
 from napari_sansa.core.errors import InvalidInputError
-from napari_sansa.core.images import check_image
+from napari_sansa.core.images import check_image, image_hw
 from napari_sansa.dataset.discovery import Target
 from napari_sansa.dataset.io import LEGACY_PARTIAL, read_target, write_tiff_atomic
 from napari_sansa.dataset.records import (
@@ -29,7 +29,7 @@ from napari_sansa.dataset.records import (
     _describe,
     _done_record,
     _predictions,
-    _remove_stale_probabilities,
+    _remove_stale_outputs,
     _row,
     _table_record,
     _write_failed,
@@ -115,11 +115,15 @@ def _process_images(model, memory, items, out, run, strict, rows, on_frame, keep
                         continue
                     state = source_state(t.source)
                     try:
-                        kind, img = read_target(t.source)
+                        lazy = run.tile_size is not None  # a large TIFF: read by tiles
+                        kind, img = read_target(t.source, run.axes, run.channels, lazy)
                         if kind == "stack":
                             found[t.source] = replace(t, kind="stack", frames=img)
                             continue
-                        check_image(img, f"image {t.source}")
+                        if isinstance(img, np.ndarray):
+                            check_image(img, f"image {t.source}")
+                        else:  # read by tiles: checked tile by tile
+                            _check_by_tiles(img, run, f"image {t.source}")
                     except InvalidInputError as exc:
                         if t.output in keep:  # finished before: its output stays as it is
                             if t.source not in passed:
@@ -161,12 +165,89 @@ def _process_images(model, memory, items, out, run, strict, rows, on_frame, keep
     return [found[t.source] for t in items if t.source in found]
 
 
+def _check_by_tiles(img, run: RunSettings, what: str) -> None:
+    """:func:`check_image`'s checks on an image read window by window, one tile at a
+    time. An image whose conversion needs its range (integers other than uint8, floats,
+    no intensity range) is left to the model's own pass over its tiles, which makes the
+    same checks."""
+    from napari_sansa.core.tiling import TiledImage, tile_grid
+
+    hw = image_hw(img, what)
+    if run.intensity_range is None and np.dtype(img.dtype) not in (np.uint8, np.bool_):
+        return
+    grid = tile_grid(hw, run.tile_size, run.halo)
+    TiledImage(img, grid, run.intensity_range, what)._min_max()
+
+
+#: rows and columns of the TIFF tiles of a label image written by blocks
+LABEL_TILE = 256
+
+
+def _label_tiles(pred, areas: dict):
+    """A tiled prediction's class map as the tiles of a tiled TIFF (``LABEL_TILE``
+    square, in order, edge tiles padded), made one band of the tile grid at a time:
+    nothing of the image's size is held. ``areas`` counts each class's pixels."""
+    from napari_sansa.core.fusion import fuse_labels, sigmoid
+    from napari_sansa.core.tiling import iter_blocks
+
+    h, w = pred.shape
+    n = LABEL_TILE
+    band, top, buf = None, 0, []
+    for (rows, cols), block in iter_blocks(pred):
+        labels = fuse_labels({c: sigmoid(v) for c, v in block.items()}, pred.threshold)
+        counts = np.bincount(labels.ravel())
+        for c in areas:
+            areas[c] += int(counts[c]) if c < len(counts) else 0
+        if band is None or rows.start != top:
+            if band is not None:
+                buf.append(band)
+            band, top = np.zeros((rows.stop - rows.start, w), labels.dtype), rows.start
+        band[:, cols] = labels
+        while sum(len(b) for b in buf) >= n:
+            yield from _band_tiles(_take_rows(buf, n), n)
+    buf.append(band)
+    while buf and sum(len(b) for b in buf):
+        yield from _band_tiles(_take_rows(buf, min(n, sum(len(b) for b in buf))), n)
+
+
+def _take_rows(buf: list, n: int) -> np.ndarray:
+    """The first ``n`` rows of the bands ``buf`` (taken out of it)."""
+    parts, need = [], n
+    while need:
+        b = buf[0]
+        parts.append(b[:need])
+        if len(b) <= need:
+            buf.pop(0)
+        else:
+            buf[0] = b[need:]
+        need -= len(parts[-1])
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def _band_tiles(rows: np.ndarray, n: int):
+    """The ``n`` x ``n`` tiles of up to ``n`` rows of a label image, padded with 0."""
+    for c0 in range(0, rows.shape[1], n):
+        tile = np.zeros((n, n), rows.dtype)
+        part = rows[:, c0 : c0 + n]
+        tile[: part.shape[0], : part.shape[1]] = part
+        yield tile
+
+
 def _write_image(t: Target, pred, out: Path, run: RunSettings, rows, state=None):
+    from napari_sansa.core.tiling import StitchedLogits
+
     classes = list(pred.classes)
     scores = {c: pred.scores[c] for c in classes}
-    labels = pred.labels
-    areas = {c: int((labels == c).sum()) for c in classes}
     final = out / t.output
+    by_blocks = (
+        isinstance(pred.logits, StitchedLogits) and not run.probabilities and run.objects is None
+    )
+    if by_blocks:  # a tiled prediction: never held at the image's size
+        areas = dict.fromkeys(classes, 0)
+        labels = None
+    else:
+        labels = pred.labels
+        areas = {c: int((labels == c).sum()) for c in classes}
 
     def describe(shape, role="labels"):
         return _describe(t, run, classes, [scores], [areas], shape, state=state, role=role)
@@ -176,8 +257,7 @@ def _write_image(t: Target, pred, out: Path, run: RunSettings, rows, state=None)
         desc["napari_sansa"]["objects"] = _table_record(pred.object_table)
         return desc
 
-    if not run.probabilities:
-        _remove_stale_probabilities(t, out)
+    _remove_stale_outputs(t, out, run)
     try:
         if run.probabilities:
             probs = np.stack([pred.probabilities[c] for c in classes])
@@ -193,7 +273,17 @@ def _write_image(t: Target, pred, out: Path, run: RunSettings, rows, state=None)
             write_tiff_atomic(
                 out / t.objects_output, obj, obj.shape, obj.dtype, describe_objects(obj.shape)
             )
-        write_tiff_atomic(final, labels, labels.shape, labels.dtype, describe(labels.shape))
+        if by_blocks:
+            from napari_sansa.core.fusion import label_dtype
+
+            tiles = _label_tiles(pred, areas)
+            square = (LABEL_TILE, LABEL_TILE)
+            dtype = label_dtype(classes[-1])
+            write_tiff_atomic(
+                final, tiles, pred.shape, dtype, lambda: describe(pred.shape), tile=square
+            )
+        else:
+            write_tiff_atomic(final, labels, labels.shape, labels.dtype, describe(labels.shape))
     except OSError as exc:
         _write_failed(exc, final)
     rows.append(_row(t, "ok", scores=scores, areas=areas))
@@ -262,9 +352,9 @@ def _cleanup_partials(out: Path) -> None:
     scratch = out / ".napari-sansa"
     for folder in scratch.glob("*") if scratch.is_dir() else ():
         if folder.is_dir() and re.fullmatch(r"[0-9a-f]{40}", folder.name):  # a stack's
-            for name in ("p.npy", "l.npy"):  # memory-mapped scratch (see stacks.py)
+            for f in folder.glob("*.npy"):  # memory-mapped scratch (see stacks.py)
                 with contextlib.suppress(FileNotFoundError):
-                    (folder / name).unlink()
+                    f.unlink()
             with contextlib.suppress(OSError):
                 folder.rmdir()
     for folder, dirs, files in os.walk(out):

@@ -4,7 +4,8 @@ napari layers may name their axes (``layer.axis_labels``); an axis named 'c',
 'ch' or 'channel(s)' is taken as the channel axis, the other leading axes as frame
 axes (T, Z, or both). The person may choose otherwise in the widget
 (:func:`set_axes`, kept for the session, the layer is not changed). Frames of a
-channel stack are one channel as gray, or two or three channels as red, green, blue.
+channel stack are one channel as gray, or two or three channels as red, green, blue
+(:mod:`napari_sansa.core.channels`, the rule the command line follows too).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_sansa.core import InvalidInputError
+from napari_sansa.core.channels import MAX_CHANNELS, RGB, channel_image, describe_channels
 
 __all__ = [
     "CHANNEL_NAMES",
     "MAX_CHANNELS",
+    "RGB",
     "AxesChoice",
     "PromptError",
     "axes_choice",
@@ -35,9 +38,6 @@ class PromptError(InvalidInputError):
 
 #: axis labels taken as the channel axis (case-insensitive)
 CHANNEL_NAMES = ("c", "ch", "channel", "channels")
-#: a declared channel axis longer than this is not taken without asking
-MAX_CHANNELS = 16
-RGB = ("red", "green", "blue")
 _AXES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -95,13 +95,7 @@ def describe_axes(geometry) -> str:
     )
     text = f"{geometry.n_frames} frame(s): {axes}" if axes else "a single image"
     if geometry.channel_axis is not None:
-        ch = geometry.channels
-        use = (
-            f"channel {ch[0]} as gray"
-            if len(ch) == 1
-            else "channels "
-            + ", ".join(f"{c} as {colour}" for c, colour in zip(ch, RGB, strict=False))
-        )
+        use = describe_channels(geometry.channels)
         text += f"; channels on {geometry.axis_name(geometry.channel_axis)}: {use}"
     elif len(geometry.leading) >= 2 and not geometry.axis_names:
         text += " (axes not named: every leading axis is taken as frames)"
@@ -109,11 +103,6 @@ def describe_axes(geometry) -> str:
 
 
 def frame_image(block: np.ndarray, geometry) -> np.ndarray:
-    """A frame read with a channel axis (channels first) -> gray (H, W) or (H, W, 3)."""
-    ch = geometry.channels
-    if len(ch) == 1:
-        return block[ch[0]]
-    planes = [block[c] for c in ch]
-    while len(planes) < 3:
-        planes.append(np.zeros_like(planes[0]))
-    return np.stack(planes, axis=-1)
+    """A frame read with a channel axis (channels first) -> gray (H, W) or (H, W, 3)
+    (the rule of :func:`napari_sansa.core.channels.channel_image`)."""
+    return channel_image(block, geometry.channels)

@@ -17,8 +17,6 @@ uint64) rather than wrap.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from napari_sansa.napari.geometry import META_KEY, image_geometry, layer_role
@@ -66,7 +64,7 @@ def split_frame(labels, options, probabilities=None):
     from napari_sansa.core.objects import object_table, split_objects
 
     probs = probabilities if options.split == "probability" else None
-    objects = split_objects(labels, probs, **dataclasses.asdict(options))
+    objects = split_objects(labels, probs, **options.split_options())
     return objects, object_table(objects, labels, probabilities)
 
 

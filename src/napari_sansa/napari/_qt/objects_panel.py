@@ -1,7 +1,8 @@
 """Advanced run settings for large images and objects, and the per-frame object counts.
 
 :class:`TilesObjectsPanel`: tile size and halo (issue 13's tiles), the "objects"
-checkbox with the splitting's minimum object size and seed distance; ``settings()``
+checkbox with the splitting's minimum object size and seed distance, and "refine objects
+with SAM2" (each object redrawn by a SAM2 box prompt); ``settings()``
 gives the matching :class:`~napari_sansa.napari.worker.RunSettings` fields.
 :class:`ObjectCounts`: one row per finished frame, one column per class, the number of
 objects (shown only for runs with objects); a click on a row jumps to the frame.
@@ -49,14 +50,19 @@ class TilesObjectsPanel:
             tooltip="the closest two touching objects' centres may be (pixels): larger, "
             "fewer splits",
         )  # fmt: skip
+        self.refine = CheckBox(
+            text="refine objects with SAM2", value=defaults.refine,
+            tooltip="redraw each object's borders by a SAM2 decoder pass with its box as the "
+            "prompt, on the features the run already computed (no second encoding)",
+        )  # fmt: skip
         self.widgets = [self.tile_size, self.halo, self.instances, self.min_size,
-                        self.seed_distance]  # fmt: skip
+                        self.seed_distance, self.refine]  # fmt: skip
         self.instances.changed.connect(self._on_instances)
         self._on_instances()
 
     def _on_instances(self, value=None) -> None:
         on = bool(self.instances.value)
-        self.min_size.enabled = self.seed_distance.enabled = on
+        self.min_size.enabled = self.seed_distance.enabled = self.refine.enabled = on
 
     def settings(self) -> dict:
         """``tile_size``, ``halo`` and ``instances`` for RunSettings."""
@@ -67,7 +73,8 @@ class TilesObjectsPanel:
         instances = None
         if self.instances.value:
             instances = ObjectOptions(min_size=int(self.min_size.value),
-                                      seed_distance=int(self.seed_distance.value))  # fmt: skip
+                                      seed_distance=int(self.seed_distance.value),
+                                      refine=bool(self.refine.value))  # fmt: skip
         return {
             "tile_size": tile,
             "halo": None if halo < 0 or tile is None else halo,

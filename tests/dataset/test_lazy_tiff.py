@@ -1,0 +1,152 @@
+"""Large TIFF targets read tile by tile with ``--tile-size`` (issue 13), and their labels
+written block by block."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+from dataset_files import read_csv, segment_args, write_reference
+
+import napari_sansa as ns
+from conftest import load_test_model, make_image
+from napari_sansa.cli import main
+from napari_sansa.dataset import io
+from napari_sansa.dataset.io import TiffWindows, lazy_tiff, read_target
+
+
+def _gray16(seed=3, shape=(96, 128)):
+    return (make_image(seed, shape, rgb=False).astype(np.uint16) * 200 + 1000).astype(np.uint16)
+
+
+@pytest.mark.parametrize(
+    ("data", "options"),
+    [
+        (_gray16(), {}),
+        (_gray16(), {"byteorder": ">"}),
+        (make_image(4), {"photometric": "rgb"}),
+    ],
+    ids=["uint16", "big-endian", "rgb"],
+)
+def test_an_uncompressed_tiff_is_read_by_windows(tmp_path, monkeypatch, data, options):
+    path = tmp_path / "t.tif"
+    tifffile.imwrite(path, data, **options)
+    kind, img = read_target(path, lazy=True)
+    assert kind == "image" and isinstance(img, TiffWindows)
+    assert img.shape == data.shape and img.dtype.newbyteorder("=") == data.dtype
+    read = []
+    pread = os.pread
+    monkeypatch.setattr(io.os, "pread", lambda fd, n, off: read.append(n) or pread(fd, n, off))
+    window = img[10:30, 40:90]
+    assert window.dtype == data.dtype and window.dtype.isnative
+    np.testing.assert_array_equal(window, data[10:30, 40:90])
+    row = data[0].nbytes
+    assert read == [20 * row]  # only the rows of the window were read
+    np.testing.assert_array_equal(np.asarray(img), data)
+    # not lazy: the array itself
+    kind, whole = read_target(path)
+    assert isinstance(whole, np.ndarray)
+    np.testing.assert_array_equal(whole, data)
+    img.close()
+
+
+def test_a_compressed_tiled_tiff_is_read_through_zarr(tmp_path):
+    pytest.importorskip("zarr")
+    data = _gray16(5, (200, 300))
+    path = tmp_path / "c.tif"
+    tifffile.imwrite(path, data, compression="zlib", tile=(64, 64))
+    img = lazy_tiff(path)
+    assert img is not None and not isinstance(img, (np.ndarray, TiffWindows))
+    assert tuple(img.shape) == data.shape
+    np.testing.assert_array_equal(img[70:150, 10:250], data[70:150, 10:250])
+
+
+def test_a_truncated_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "t.tif"
+    tifffile.imwrite(path, _gray16())
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:
+        fh.truncate(size - 128 * 2 * 10)  # the last 10 rows are gone
+    img = lazy_tiff(path)
+    np.testing.assert_array_equal(img[0:10, :], _gray16()[0:10])
+    with pytest.raises(ns.InvalidInputError, match="is truncated"):
+        img[80:96, :]
+
+
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_tiled_cli_labels_of_a_tiff_read_by_tiles_are_the_apis(
+    weights, tmp_path, monkeypatch, compression
+):
+    if compression:
+        pytest.importorskip("zarr")
+    write_reference(tmp_path)
+    (tmp_path / "data").mkdir()
+    data = _gray16()
+    tifffile.imwrite(tmp_path / "data" / "big.tif", data, compression=compression)
+    tiles = ["--tile-size", "64", "--halo", "8"]
+    with monkeypatch.context() as m:  # the target is never read whole
+
+        def whole(self, i):
+            raise AssertionError("a frame was read whole")
+
+        m.setattr(io.TiffStack, "__getitem__", whole)
+        assert main(segment_args(weights, tmp_path, *tiles)) == 0
+    out = tmp_path / "out"
+    labels = tifffile.imread(out / "big.tif")
+    with tifffile.TiffFile(out / "big.tif") as tif:
+        assert tif.pages[0].is_tiled  # written block by block
+    model = load_test_model(weights)
+    lab = iio.imread(tmp_path / "ref_labels.png")
+    ref = ns.Reference(iio.imread(tmp_path / "ref.png"), [ns.Mask(lab == c, c) for c in (1, 2)])
+    (pred,) = model.segment([ref], [data], tile_size=64, halo=8)
+    np.testing.assert_array_equal(labels, pred.labels)
+    (row,) = read_csv(out / "scores.csv")
+    for c in (1, 2):
+        assert int(row[f"area_{c}"]) == int((pred.labels == c).sum())
+    # a resume sees it finished
+    before = (out / "big.tif").stat().st_mtime_ns
+    assert main(segment_args(weights, tmp_path, *tiles)) == 0
+    assert (out / "big.tif").stat().st_mtime_ns == before
+
+
+def test_label_tiles_cover_any_grid(model, images, disk_mask):
+    """Block-by-block writing gives the stitched labels for grids whose bands are
+    smaller and larger than a TIFF tile."""
+    from napari_sansa.dataset import writing
+
+    ref = ns.Reference(images[0], [ns.Mask(disk_mask, 1)])
+    image = np.concatenate([images[1], images[2]], axis=1)  # 96 x 256
+    (pred,) = model.segment([ref], [image], tile_size=48, halo=4)
+    for n in (16, 32, 96, 112):
+        writing.LABEL_TILE = n
+        try:
+            areas = {1: 0}
+            tiles = list(writing._label_tiles(pred, areas))
+        finally:
+            writing.LABEL_TILE = 256
+        rows, cols = -(-96 // n), -(-256 // n)
+        assert len(tiles) == rows * cols
+        full = np.zeros((rows * n, cols * n), tiles[0].dtype)
+        for k, t in enumerate(tiles):
+            r, c = divmod(k, cols)
+            full[r * n : (r + 1) * n, c * n : (c + 1) * n] = t
+        np.testing.assert_array_equal(full[:96, :256], pred.labels)
+        assert not full[96:].any() and not full[:, 256:].any()
+        assert areas == {1: int((pred.labels == 1).sum())}
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_a_constant_tiff_read_by_tiles_fails_as_when_read_whole(weights, tmp_path, dtype):
+    write_reference(tmp_path)
+    (tmp_path / "data").mkdir()
+    tifffile.imwrite(tmp_path / "data" / "flat.tif", np.full((96, 128), 7, dtype))
+    tifffile.imwrite(tmp_path / "data" / "ok.tif", _gray16())
+    assert main(segment_args(weights, tmp_path, "--tile-size", "64")) == 1
+    rows = {Path(r["target"]).name: r for r in read_csv(tmp_path / "out" / "scores.csv")}
+    assert rows["flat.tif"]["status"] == "failed"
+    assert "is constant" in rows["flat.tif"]["message"]
+    assert rows["ok.tif"]["status"] == "ok"
