@@ -45,7 +45,7 @@ class FolderResult:
         """The line shown in the widget's list."""
         if self.output is None:
             return f"{self.source.name}: not labelled ({self.status})"
-        return f"{self.source.name} -> {self.output.name}"
+        return self.source.name  # its label file: same name, .tif (the row's tooltip)
 
 
 @dataclass(frozen=True, eq=False)

@@ -24,7 +24,7 @@ class FolderPanel:
 
         self.run = FolderRun(viewer, models)
         self.enabled = CheckBox(
-            text="label a folder on disk",
+            text="a folder on disk",
             value=False,
             tooltip="Run labels every image (and TIFF stack) of the input folder from the "
             "prompts drawn here, and writes the labels to the output folder as "
