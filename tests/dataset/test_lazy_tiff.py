@@ -255,3 +255,27 @@ def test_tiled_cli_reads_a_tiff_reference_by_windows(weights, tmp_path, monkeypa
     ref = load_reference_pair(tmp_path / "ref.tif", labels)
     (pred,) = model.segment([ref], [iio.imread(tmp_path / "data" / "t.png")], tile_size=64, halo=0)
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "t.tif"), pred.labels)
+
+
+def test_a_prompt_file_reference_read_by_windows_reads_the_tile_of_its_box(
+    model, tmp_path, monkeypatch
+):
+    import json
+
+    from napari_sansa.dataset.references import load_prompt_file
+
+    _reference_tiff(tmp_path / "ref.tif")
+    entry = {"image": "ref.tif", "boxes": [{"box": [60, 70, 90, 120], "label": 1}]}
+    (tmp_path / "p.json").write_text(json.dumps({"references": [entry]}))
+    (whole,) = load_prompt_file(tmp_path / "p.json")
+    (lazy,) = load_prompt_file(tmp_path / "p.json", lazy=True)
+    assert isinstance(lazy.image, TiffWindows)
+    read = []
+    getitem = TiffWindows.__getitem__
+    monkeypatch.setattr(TiffWindows, "__getitem__", lambda s, k: read.append(k) or getitem(s, k))
+    target = make_image(13)
+    (expected,) = model.segment([whole], [target], tile_size=64, halo=0)
+    (got,) = model.segment([lazy], [target], tile_size=64, halo=0)
+    np.testing.assert_array_equal(got.labels, expected.labels)
+    # the box lies in the own part of the bottom-right tile alone
+    assert {(k[0].start, k[0].stop, k[1].start, k[1].stop) for k in read} == {(32, 96, 64, 128)}
