@@ -6,13 +6,15 @@
    its SAM2 fork are not part of this project; /work/scratch/parity_train/harness.py runs
    their actual code for the loss and gradient parity): every image goes through the whole
    image encoder at every step, and the memory attention and mask decoder use the unfused
-   math attention kernel, as their fork forces. napari-sansa computes the frozen stages
-   before the first adapter once per image (cached) and uses PyTorch's fused attention,
-   except for the memory attention while training on the CPU, where the math kernel was
-   measured faster (see src/napari_sansa/core/training/attention.py). Everything else is
-   the same code (the same ``Finetuning`` object drives both; only its encoder and the
-   attention kernels differ), so the episodes, the
-   dropout draws and the loss are identical. The steps of the two variants are timed
+   math attention kernel, as their fork forces. napari-sansa computes the frozen parts of
+   the encoder once per image (cached: the stages before the first adapter, the decoder's
+   high-resolution maps, the first adapted block but for its adapter; see
+   src/napari_sansa/core/training/encoder.py) and uses PyTorch's fused attention, except
+   for the memory attention while training on the CPU, which runs the math kernel's steps
+   and draws in a leaner autograd function (src/napari_sansa/core/training/attention.py).
+   Everything else is the same code (the same ``Finetuning`` object drives both; only its
+   encoder and the attention kernels differ), so the episodes, the dropout draws and the
+   loss are identical. The steps of the two variants are timed
    interleaved in one process (the same machine load for both), after the cache is filled
    (the one-off prefix cost per image is printed too); peak memory (ru_maxrss) is measured
    with each variant alone in a process of its own.

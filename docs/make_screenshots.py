@@ -149,6 +149,21 @@ def _blobs(t: int, seed: int, shape=(192, 192), n: int = 9):
     return out
 
 
+def _painted(launch, data, name: str, axes: tuple, index: tuple, mask):
+    """A viewer with the stack ``data`` (its ``axes`` declared) chosen in the widget,
+    ``mask`` painted as class 1 at ``index`` of its references layer."""
+    import numpy as np
+
+    viewer, widget = _new(launch)
+    viewer.add_image(data, name=name, axis_labels=axes)
+    widget.select_images([name])
+    paint = widget.new_labels_layer()
+    paint.data[index] = np.asarray(mask, dtype=np.uint8)
+    paint.refresh()
+    paint.mode = "pan_zoom"
+    return viewer, widget
+
+
 def timelapse(launch) -> None:
     """A 16-bit two-channel time-lapse (T, C, Y, X) with declared axes."""
     import numpy as np
@@ -156,13 +171,8 @@ def timelapse(launch) -> None:
     nuclei = _blobs(6, 1)
     membrane = _blobs(6, 1) * 0.4 + _blobs(6, 2) * 0.6
     stack = (np.stack([nuclei, membrane], axis=1) * 3000 + 100).astype(np.uint16)
-    viewer, widget = _new(launch)
-    viewer.add_image(stack, name="time-lapse", axis_labels=("t", "c", "y", "x"))
-    widget.select_images(["time-lapse"])
-    paint = widget.new_labels_layer()
-    paint.data[0, 0] = (stack[0, 0] > 1500).astype(np.uint8)
-    paint.refresh()
-    paint.mode = "pan_zoom"
+    axes = ("t", "c", "y", "x")
+    viewer, widget = _painted(launch, stack, "time-lapse", axes, (0, 0), stack[0, 0] > 1500)
     widget.run()
     _wait_for_run(widget)
     widget.go_to_frame(3)
@@ -178,18 +188,34 @@ def zstack(launch) -> None:
 
     blobs = binary_blobs(length=160, n_dim=3, volume_fraction=0.2, rng=3)[::12]
     volume = (gaussian(blobs.astype(float), sigma=2) * 255).astype(np.uint8)
-    viewer, widget = _new(launch)
-    viewer.add_image(volume, name="z-stack", axis_labels=("z", "y", "x"))
-    widget.select_images(["z-stack"])
-    paint = widget.new_labels_layer()
-    paint.data[0] = blobs[0].astype(np.uint8)
-    paint.refresh()
-    paint.mode = "pan_zoom"
+    viewer, widget = _painted(launch, volume, "z-stack", ("z", "y", "x"), (0,), blobs[0])
     widget.mode.value = "sequential"
     widget.run()
     _wait_for_run(widget)
     widget.go_to_frame(5)
+    _settle(0.2)
+    widget.scroll_area.ensureWidgetVisible(widget.axes.ranges.box.native, 0, 120)
     _shot(viewer, "zstack.png")
+    viewer.close()
+
+
+def tz_ranges(launch) -> None:
+    """A (T, Z) stack labelled within a range on each axis, sequentially along z."""
+    import numpy as np
+
+    stack = np.stack([_blobs(6, seed) for seed in range(4)])  # (T=4, Z=6, Y, X)
+    stack = (stack / stack.max() * 255).astype(np.uint8)
+    axes = ("t", "z", "y", "x")
+    viewer, widget = _painted(launch, stack, "t x z", axes, (0, 0), stack[0, 0] > 120)
+    widget.mode.value = "sequential"
+    widget.axes.ranges.set(0, 1, 3)  # t 1..3
+    widget.axes.ranges.set(1, 2, 4)  # z 2..4
+    widget.run()
+    _wait_for_run(widget)
+    widget.go_to_frame(2 * 6 + 3)
+    _settle(0.2)
+    widget.scroll_area.ensureWidgetVisible(widget.axes.ranges.box.native, 0, 160)
+    _shot(viewer, "ranges.png")
     viewer.close()
 
 
@@ -336,6 +362,7 @@ def main() -> None:
     image_set(launch)
     timelapse(launch)
     zstack(launch)
+    tz_ranges(launch)
     shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -1,4 +1,4 @@
-"""The objects panel's "refine objects with SAM2" checkbox (issue 13)."""
+"""The objects panel's "refine with SAM2" checkbox (issue 13)."""
 
 from __future__ import annotations
 

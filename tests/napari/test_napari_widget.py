@@ -344,7 +344,7 @@ def test_a_4d_stack_is_labelled_plane_by_plane(make_sansa, qtbot):
     viewer, widget = make_sansa((images, {"name": "tz"}, "image"))
     clicks = viewer.add_points(np.array([[1, 0, 20, 30]]), name="clicks")  # t=1, z=0
     assert widget.prompt_layers.value == [clicks]
-    assert (widget.first_frame.value, widget.last_frame.value) == (0, 3)
+    assert widget.axes.ranges.value() == {0: (0, 1), 1: (0, 1)}  # a range per axis
     run(qtbot, widget)
     out = viewer.layers["tz [sansa]"]
     assert out.data.shape == (2, 2, H, W)

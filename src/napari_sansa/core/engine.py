@@ -157,7 +157,8 @@ class Engine:
         return self._top_pos[1].expand(-1, b, -1)
 
     # -- decoder ------------------------------------------------------------------------
-    def _decode(self, pix, high_res, coords=None, labels=None, mask_prompt=None, multimask=False):
+    def decode(self, pix, high_res, coords=None, labels=None, mask_prompt=None, multimask=False):
+        """One prompt encoder and mask decoder pass on top-level features ``pix``."""
         sam = self.sam
         b = pix.shape[0]
         if coords is None:  # no prompt: one padding point
@@ -188,11 +189,19 @@ class Engine:
             score = ious[:, 0]
         return FrameOutput(low, score.float(), sam.obj_ptr_proj(token))
 
-    def decode_mask_prompt(self, feats: Features, masks: torch.Tensor) -> FrameOutput:
+    def mask_prompt_pass(self, feats: Features, masks: torch.Tensor) -> FrameOutput:
+        """The decoder pass on the raw image features with the mask ``[B, 1, S, S]`` as
+        dense prompt (its object pointer is the reference's)."""
+        m = masks.float()
+        return self.decode(feats.top, feats.high_res, mask_prompt=self.sam.mask_downsample(m))
+
+    def decode_mask_prompt(
+        self, feats: Features, masks: torch.Tensor, decoded: FrameOutput | None = None
+    ) -> FrameOutput:
         """A reference given as a mask ``[B, 1, S, S]``: the mask itself is the output.
 
-        The object pointer comes from one decoder pass on the raw image features with
-        the mask as dense prompt.
+        The object pointer comes from :meth:`mask_prompt_pass` (``decoded``, when the
+        caller already ran it).
         """
         m = masks.float()
         high = m * (2 * MASK_LOGIT) - MASK_LOGIT
@@ -203,9 +212,7 @@ class Engine:
             align_corners=False,
             antialias=True,
         )
-        ptr = self._decode(
-            feats.top, feats.high_res, mask_prompt=self.sam.mask_downsample(m)
-        ).obj_ptr
+        ptr = (decoded or self.mask_prompt_pass(feats, m)).obj_ptr
         return FrameOutput(low, torch.ones(m.shape[0], device=m.device), ptr)
 
     def decode_sparse_prompt(
@@ -213,7 +220,7 @@ class Engine:
     ) -> FrameOutput:
         """A reference given as points/boxes/scribbles (SAM2 ``(x, y)`` on the model grid)."""
         pix = feats.top + self.sam.no_mem_embed.view(1, -1, 1, 1)
-        return self._decode(pix, feats.high_res, coords=coords, labels=labels)
+        return self.decode(pix, feats.high_res, coords=coords, labels=labels)
 
     def decode_with_memory(self, feats: Features, memory) -> FrameOutput:
         """A target: features conditioned on ``memory`` (from :meth:`gather`), no prompt."""
@@ -229,7 +236,7 @@ class Engine:
             num_obj_ptr_tokens=n_ptr,
         )
         pix = pix.permute(1, 2, 0).reshape(b, c, h, w)
-        return self._decode(pix, feats.high_res, multimask=True)
+        return self.decode(pix, feats.high_res, multimask=True)
 
     # -- memory -------------------------------------------------------------------------
     def memory(self, feats: Features, out: FrameOutput) -> MemoryEntry:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +24,7 @@ __all__ = [
     "MEMORY_FRAMES",
     "NO_IMAGE",
     "RunPlan",
+    "frames_in_range",
     "intensity_range",
     "make_plan",
     "memory_note",
@@ -83,27 +86,117 @@ def intensity_range(image_layer) -> tuple[float, float] | None:
     return (lo, hi) if hi > lo else None
 
 
-def plan_image(image_layer, prompt_layers, frame_range: tuple[int, int] | None = None) -> RunPlan:
+def _is_flat(frame_range) -> bool:
+    return (
+        not isinstance(frame_range, Mapping)
+        and len(frame_range) == 2
+        and all(isinstance(v, (int, np.integer)) for v in frame_range)
+    )
+
+
+def _axis_position(geometry: StackGeometry, axis, name: str) -> int:
+    """A frame axis given by its position among the leading axes or by its name."""
+    axes = geometry.frame_axes
+    if isinstance(axis, str):
+        found = [k for k in axes if geometry.axis_name(k) == axis]
+        if found:
+            return found[0]
+    elif isinstance(axis, (int, np.integer)) and int(axis) in axes:
+        return int(axis)
+    have = ", ".join(f"{geometry.axis_name(k)} ({geometry.leading[k]})" for k in axes)
+    raise PromptError(
+        f"{axis!r} is not a frame axis of '{name}' (its frame axes: {have or 'none'}): give "
+        "ranges for those axes"
+    )
+
+
+def _per_axis(geometry: StackGeometry, frame_range, name: str) -> dict[int, tuple[int, int]]:
+    """``{axis position: (first, last)}`` from a mapping (axis position or name ->
+    range) or a sequence of ranges, one per frame axis; checked against the axes."""
+    axes = geometry.frame_axes
+    if isinstance(frame_range, Mapping):
+        given = {_axis_position(geometry, k, name): v for k, v in frame_range.items()}
+    else:
+        ranges = list(frame_range)
+        if len(ranges) != len(axes):
+            raise PromptError(
+                f"'{name}' has {len(axes)} frame axes, but {len(ranges)} frame ranges were "
+                "given: give one (first, last) range per frame axis"
+            )
+        given = dict(zip(axes, ranges, strict=True))
+    out = {}
+    for k in axes:
+        size = geometry.leading[k]
+        first, last = (0, size - 1) if given.get(k) is None else (int(v) for v in given[k])
+        if not 0 <= first <= last < size:
+            what = "is empty" if first > last else "is outside the axis"
+            raise PromptError(
+                f"the range {first}..{last} of {geometry.axis_name(k)} in '{name}' {what}: "
+                f"it has {geometry.axis_name(k)} 0..{size - 1}; choose first <= last within those"
+            )
+        out[k] = (first, last)
+    return out
+
+
+def frames_in_range(geometry: StackGeometry, frame_range, name: str = "image") -> tuple[int, ...]:
+    """The frame numbers of ``frame_range``, in frame order (raises PromptError).
+
+    ``frame_range``: None (every frame); per axis, a mapping from a frame axis (its
+    position among the leading axes, or its name such as ``"z"``) to an inclusive
+    ``(first, last)`` (axes left out: all of theirs), or a sequence with one such range
+    per frame axis; the frames are the product of the ranges. A flat ``(first, last)``
+    pair of frame numbers (``t * Z + z`` on a T x Z stack) is also taken, clipped to
+    the frames, as on a stack with one frame axis.
+    """
+    n = geometry.n_frames
+    if frame_range is None:
+        return tuple(range(n))
+    if _is_flat(frame_range):
+        first, last = max(int(frame_range[0]), 0), min(int(frame_range[1]), n - 1)
+        if first > last:
+            raise PromptError(
+                f"the frame range {first}..{last} is empty: the image has frames 0..{n - 1}"
+            )
+        return tuple(range(first, last + 1))
+    ranges = _per_axis(geometry, frame_range, name)
+    if not ranges:
+        return tuple(range(n))
+    axes = geometry.frame_axes
+    index = itertools.product(*(range(a, b + 1) for a, b in (ranges[k] for k in axes)))
+    return tuple(int(np.ravel_multi_index(at, geometry.frame_sizes)) for at in index)
+
+
+def range_text(geometry: StackGeometry, frame_range) -> str | None:
+    """Where the range lies, for messages ("from 4 to 6", "in t 0..1, z 2..3"); None:
+    every frame."""
+    n = geometry.n_frames
+    if frame_range is None:
+        return None
+    if _is_flat(frame_range):
+        first, last = max(int(frame_range[0]), 0), min(int(frame_range[1]), n - 1)
+        return None if (first, last) == (0, n - 1) else f"from {first} to {last}"
+    ranges = _per_axis(geometry, frame_range, "")
+    if all(ranges[k] == (0, geometry.leading[k] - 1) for k in ranges):
+        return None
+    return "in " + ", ".join(f"{geometry.axis_name(k)} {a}..{b}" for k, (a, b) in ranges.items())
+
+
+def plan_image(image_layer, prompt_layers, frame_range=None) -> RunPlan:
     """One image's references (from ``prompt_layers``, possibly none) and targets (the
-    frames of ``frame_range`` without prompts, possibly none); raises PromptError for a
-    layer that cannot be read so."""
+    frames of ``frame_range`` without prompts, possibly none; see
+    :func:`frames_in_range`); raises PromptError for a layer or range that cannot be
+    read so."""
     if image_layer is None:
         raise PromptError(NO_IMAGE)
     geometry = image_geometry(image_layer)
     problem = size_problem(image_layer)
     if problem is not None:
         raise PromptError(problem)
+    frames = frames_in_range(geometry, frame_range, image_layer.name)
     layers = list(prompt_layers)
     refs = prompts_from_layers(image_layer, layers) if layers else ()
     ref_frames = {r.frame for r in refs}
-    n = geometry.n_frames
-    first, last = (0, n - 1) if frame_range is None else (int(frame_range[0]), int(frame_range[1]))
-    first, last = max(first, 0), min(last, n - 1)
-    if first > last:
-        raise PromptError(
-            f"the frame range {first}..{last} is empty: the image has frames 0..{n - 1}"
-        )
-    targets = tuple(f for f in range(first, last + 1) if f not in ref_frames)
+    targets = tuple(f for f in frames if f not in ref_frames)
     return RunPlan(
         FrameStack(image_data(image_layer), geometry, name=image_layer.name),
         refs,
@@ -119,11 +212,13 @@ def no_layers_problem() -> str:
     )
 
 
-def make_plan(image_layer, prompt_layers, frame_range: tuple[int, int] | None = None) -> RunPlan:
+def make_plan(image_layer, prompt_layers, frame_range=None) -> RunPlan:
     """Read the image and prompt layers into a :class:`RunPlan`, or raise PromptError.
 
-    ``frame_range``: ``(first, last)`` frame numbers, inclusive, of the frames to
-    label; by default all frames without prompts.
+    ``frame_range``: the frames to label, per frame axis (``{"t": (0, 4), "z": (2, 3)}``,
+    or one ``(first, last)`` per frame axis) or as flat ``(first, last)`` frame numbers,
+    inclusive (see :func:`frames_in_range`); by default all frames without prompts.
+    References count wherever they are.
     """
     if image_layer is None:
         raise PromptError(NO_IMAGE)
@@ -144,11 +239,8 @@ def make_plan(image_layer, prompt_layers, frame_range: tuple[int, int] | None = 
                 "left to label: choose the other images to label under 'with images', or open "
                 "a stack (frames along the first axis) and mark one or a few of its frames"
             )
-        first, last = (0, n - 1) if frame_range is None else frame_range
-        first, last = max(int(first), 0), min(int(last), n - 1)
-        where = (
-            "every frame" if (first, last) == (0, n - 1) else f"every frame from {first} to {last}"
-        )
+        within = range_text(plan.geometry, frame_range)
+        where = "every frame" if within is None else f"every frame {within}"
         raise PromptError(
             f"{where} of '{image_layer.name}' has prompts, so nothing is left to label: "
             "leave the frames SANSA should label without prompts"

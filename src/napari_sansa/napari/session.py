@@ -38,7 +38,7 @@ from napari_sansa.napari.writer import prefer_labels_tiff_writer
 __all__ = ["EDITED_ACTION", "NO_IMAGE", "FrameReport", "SansaSession"]
 
 #: the name of the action that takes the edited frames as references (a button in the widget)
-EDITED_ACTION = "Use edited frames as references"
+EDITED_ACTION = "Use edited frames"
 
 #: said when every prompt is class 255 (a black-and-white mask opened as labels)
 MASK_255 = (
@@ -136,13 +136,15 @@ class SansaSession(Corrections):
         prompt_layers,
         model_settings,
         settings: RunSettings | None = None,
-        frame_range: tuple[int, int] | None = None,
+        frame_range=None,
         as_channels: bool = False,
     ):
         """Label the frames of ``image`` (a layer, or a list of image layers: an image
         set) without prompts; returns the started worker, or None when the inputs
         cannot be used (the reason is shown). Output layers are made when their image's
         first frame is done: a run that fails before leaves no layer behind.
+        ``frame_range``: the frames to label, ``{axis: (first, last)}`` per frame axis
+        or a flat ``(first, last)`` (see :func:`~.plan.frames_in_range`).
         ``as_channels``: the listed layers are the channels of one image (see
         :func:`~.imageset.make_set_plan`)."""
         if self.busy():

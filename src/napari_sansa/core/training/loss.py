@@ -105,7 +105,6 @@ def prompt_to_model(prompt: SupportPrompt, grid_hw, image_size: int, device):
 
 def run_episode(engine, feats: Features, episode: EpisodeInput) -> list[torch.Tensor | None]:
     """Each frame's ``[1, 1, S/4, S/4]`` logits (None for a frame that does not count)."""
-    sam = engine.sam
     k = episode.k
     if feats.batch != k + 1:
         raise ValueError(f"an episode of {k} supports needs {k + 1} images, got {feats.batch}")
@@ -115,12 +114,11 @@ def run_episode(engine, feats: Features, episode: EpisodeInput) -> list[torch.Te
         counts = not (episode.skip_first and idx == 0)
         prompt = episode.prompts[idx]
         if prompt[0] == "mask":
-            out = engine.decode_mask_prompt(f, prompt[1])
-            pred = None
-            if counts:  # the authors' output for a mask support: the decoder's own mask
-                pred = engine._decode(
-                    f.top, f.high_res, mask_prompt=sam.mask_downsample(prompt[1].float())
-                ).low_res
+            decoded = engine.mask_prompt_pass(f, prompt[1])
+            out = engine.decode_mask_prompt(f, prompt[1], decoded)
+            # the authors' output for a mask support: the decoder's own mask (one pass
+            # gives it and the object pointer)
+            pred = decoded.low_res if counts else None
         else:
             out = engine.decode_sparse_prompt(f, prompt[1], prompt[2])
             pred = out.low_res if counts else None

@@ -117,10 +117,10 @@ class Finetuning:
         first = min(int(n.split(".blocks.")[1].split(".")[0]) for n, _ in self.named)
         self.encoder = PrefixEncoder(self.sam, first, cache_bytes)
         self._kernels = None
-        if self.device.type == "cpu":  # see attention.py: measured faster there
-            from napari_sansa.core.training.attention import KernelWhileTraining
+        if self.device.type == "cpu":  # see attention.py: measured faster and leaner there
+            from napari_sansa.core.training.attention import MathAttentionWhileTraining
 
-            self._kernels = KernelWhileTraining(self.sam.memory_attention)
+            self._kernels = MathAttentionWhileTraining(self.sam.memory_attention)
         opt_kwargs = {"fused": True} if self.device.type == "cuda" else {}
         self.optimizer = torch.optim.AdamW(
             [{"params": self.params, "initial_lr": s.lr}], lr=s.lr, weight_decay=0.0,

@@ -1,14 +1,15 @@
 """The widget's axes controls: which axis holds the channels, which channels make a
-frame, and the axis a sequential run follows. Shown only for images that need them."""
+frame, the axis a sequential run follows, and the frames to label on each frame axis.
+Shown only for images that need them."""
 
 from __future__ import annotations
 
-from magicgui.widgets import ComboBox, Label
+from magicgui.widgets import ComboBox, Container, Label, SpinBox
 
 from napari_sansa.napari.axes import RGB, describe_axes, set_axes
 from napari_sansa.napari.geometry import image_geometry
 
-__all__ = ["AxesPanel"]
+__all__ = ["AxesPanel", "FrameRanges"]
 
 
 def _plain_geometry(image):
@@ -63,6 +64,7 @@ class AxesPanel:
         )
         self.note = Label(value="")
         self.note.native.setWordWrap(True)
+        self.ranges = FrameRanges()
         #: shown under the image (the sequential axis goes to the run section)
         self.widgets = [self.channel_axis, self.channels, self.note]
         self.channel_axis.changed.connect(self._on_axis)
@@ -117,6 +119,7 @@ class AxesPanel:
         self.channels.visible = g is not None and g.channel_axis is not None
         self.sequential_axis.visible = len(frame_axes) >= 2
         self.note.visible = several
+        self.ranges.update(g)
         if problem is not None:
             self.note.value = problem
             self.note.visible = True
@@ -136,3 +139,77 @@ class AxesPanel:
         set_axes(self._image, self.channel_axis.value, self.channels.value)
         self.update(self._image)
         self._on_change()
+
+
+class FrameRanges:
+    """The frames to label: one 'first .. last' pair per frame axis of the image (one
+    pair, 'frames', for a stack with one frame axis); the frames labelled are the
+    product of the ranges. ``box`` holds the rows; ``value()`` gives the ranges as
+    ``{axis position: (first, last)}`` for the plan."""
+
+    def __init__(self):
+        self.box = Container(labels=False)
+        self.box.margins = (0, 0, 0, 0)
+        self.rows: list[tuple[Container, Label, SpinBox, SpinBox]] = []
+        self._axes: tuple[int, ...] = ()
+        self._add_row()
+
+    def _add_row(self) -> None:
+        name = Label(value="frames")
+        first = SpinBox(min=0, max=0, tooltip="the first frame to label on this axis")
+        last = SpinBox(min=0, max=0, tooltip="the last frame to label on this axis")
+        to = Label(value="to")
+        for spin in (first, last):  # no arrows: the dock is narrow (keys and the wheel step)
+            spin.native.setButtonSymbols(spin.native.ButtonSymbols.NoButtons)
+        row = Container(layout="horizontal", labels=False, widgets=[name, first, to, last])
+        row.margins = (0, 0, 0, 0)
+        name.native.setMinimumWidth(0)
+        self.rows.append((row, name, first, last))
+        self.box.append(row)
+
+    @property
+    def first(self) -> SpinBox:
+        """The first row's 'first' (the whole range of a stack with one frame axis)."""
+        return self.rows[0][2]
+
+    @property
+    def last(self) -> SpinBox:
+        return self.rows[0][3]
+
+    def update(self, geometry) -> None:
+        """One row per frame axis of ``geometry`` (None: one empty row), each set to
+        the whole axis."""
+        axes = geometry.frame_axes if geometry is not None else ()
+        self._axes = axes
+        while len(self.rows) < max(len(axes), 1):
+            self._add_row()
+        for i, (row, name, first, last) in enumerate(self.rows):
+            shown = i < max(len(axes), 1)
+            row.visible = shown
+            if not shown:
+                continue
+            size = geometry.leading[axes[i]] if i < len(axes) else 1
+            name.value = geometry.axis_name(axes[i]) if len(axes) > 1 else "frames"
+            name.tooltip = f"the frames to label along {name.value}: first, last (inclusive)"
+            first.max = last.max = max(size - 1, 0)
+            first.value, last.value = 0, size - 1
+        self.enable(True)
+
+    def enable(self, enabled: bool) -> None:
+        """Ranges apply to one stack: hidden for an image set and for a single image."""
+        self.box.visible = enabled and bool(self._axes)
+        for _, _, first, last in self.rows:
+            for spin in (first, last):
+                spin.enabled = spin.max > 0
+
+    def value(self) -> dict[int, tuple[int, int]]:
+        """``{axis position: (first, last)}`` for each frame axis."""
+        return {
+            k: (int(first.value), int(last.value))
+            for k, (_, _, first, last) in zip(self._axes, self.rows, strict=False)
+        }
+
+    def set(self, axis: int, first: int, last: int) -> None:
+        """Set the range of a frame axis (its position among the leading axes)."""
+        row = self.rows[self._axes.index(axis)]
+        row[2].value, row[3].value = first, last

@@ -1,7 +1,7 @@
 """Advanced run settings for large images and objects, and the per-frame object counts.
 
 :class:`TilesObjectsPanel`: tile size and halo (issue 13's tiles), the "objects"
-checkbox with the splitting's minimum object size and seed distance, and "refine objects
+checkbox with the splitting's minimum object size and seed distance, and "refine
 with SAM2" (each object redrawn by a SAM2 box prompt); ``settings()``
 gives the matching :class:`~napari_sansa.napari.worker.RunSettings` fields.
 :class:`ObjectCounts`: one row per finished frame, one column per class, the number of
@@ -51,7 +51,7 @@ class TilesObjectsPanel:
             "fewer splits",
         )  # fmt: skip
         self.refine = CheckBox(
-            text="refine objects with SAM2", value=defaults.refine,
+            text="refine with SAM2", value=defaults.refine,
             tooltip="redraw each object's borders by a SAM2 decoder pass with its box as the "
             "prompt, on the features the run already computed (no second encoding)",
         )  # fmt: skip

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from magicgui.widgets import ComboBox, PushButton, Select, SpinBox
 
 from napari_sansa.core.fusion import label_dtype
-from napari_sansa.napari.geometry import fit_problem, image_geometry, is_prompt_layer, layer_role
+from napari_sansa.napari.geometry import fit_problem, is_prompt_layer, layer_role
 from napari_sansa.napari.imageset import META_IMAGE
 from napari_sansa.napari.outputs import (
     defaults_event,
@@ -34,10 +34,11 @@ MAX_CLASS = 2**31 - 1  # a Qt spin box's limit; the layers themselves go to uint
 
 
 def _full_names(qlist) -> None:
-    """Long layer names in a narrow list: cut in the middle, whole in the tooltip."""
+    """Long layer names in a narrow list: cut at the start (the end tells the layers of
+    one image apart: "...[sansa points] (points)"), whole in the tooltip."""
     from qtpy.QtCore import Qt
 
-    qlist.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+    qlist.setTextElideMode(Qt.TextElideMode.ElideLeft)
     qlist.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     for i in range(qlist.count()):
         item = qlist.item(i)
@@ -170,19 +171,10 @@ class PromptInputs:
         image = self.image.value
         candidates = [value for _, value in self._prompt_choices()]
         self.prompt_layers.value = [layer for layer in candidates if self._fits(layer)]
-        n = 1
-        if image is not None:
-            try:
-                n = image_geometry(image).n_frames
-            except ValueError:
-                n = 1
         self.axes.update(image)
         single = len(self.images()) <= 1 or bool(self.as_channels.value)
         self.as_channels.visible = len(self.images()) > 1
-        for w in (self.first_frame, self.last_frame):
-            w.max = max(n - 1, 0)
-            w.enabled = n > 1 and single
-        self.first_frame.value, self.last_frame.value = 0, n - 1
+        self.axes.ranges.enable(single)
 
     # -- the class and polarity of the next prompt ---------------------------------------
     def _on_active_layer(self, event=None) -> None:

@@ -23,8 +23,16 @@ from qtpy.QtWidgets import (
 __all__ = ["ConfidencePlot", "ScoreTable"]
 
 #: the fixed columns; one "class N" column per class follows
-COLUMNS = ("frame", "lowest", "kind")
+COLUMNS = ("frame", "min", "kind")
+#: what each fixed column holds (its header's tooltip)
+COLUMN_TIPS = (
+    "the frame (click a row to show it)",
+    "the frame's lowest score over its classes (least confident first)",
+    "ref: a reference, pred: predicted, kept: edited by hand and left as it was",
+)
 KIND_COLORS = {"reference": "#4caf50", "predicted": "#42a5f5", "kept": "#ffb300"}
+#: the kind as the narrow table shows it (the whole word in its tooltip)
+KIND_TEXT = {"reference": "ref", "predicted": "pred", "kept": "kept"}
 
 
 def _item(value, text: str | None = None, key=None) -> QTableWidgetItem:
@@ -53,36 +61,49 @@ class ScoreTable(QTableWidget):
     def __init__(self, parent=None):
         super().__init__(0, len(COLUMNS), parent)
         self.setHorizontalHeaderLabels(COLUMNS)
+        for k, tip in enumerate(COLUMN_TIPS):
+            self.horizontalHeaderItem(k).setToolTip(tip)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.verticalHeader().setVisible(False)
         self.verticalHeader().setDefaultSectionSize(20)
         header = self.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        # columns as wide as their texts (Qt's own fit adds room for a sort arrow to
+        # every column): frame, min and kind fit the narrow dock, the classes scroll
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setMinimumSectionSize(24)
+        header.setDefaultSectionSize(24)
         header.setStretchLastSection(True)
         self.setSortingEnabled(True)
         self.sortByColumn(1, Qt.SortOrder.AscendingOrder)
         self.setMinimumHeight(120)
         self.setToolTip(
-            "SAM2's predicted IoU per frame and class (1.0: a painted reference); "
+            "SAM2's predicted IoU per frame and class (1.0: a painted reference); kind: "
+            "ref(erence), pred(icted) or kept (edited by hand); "
             "least confident first; click a row to show the frame"
         )
         self.cellClicked.connect(self._on_cell_clicked)
         self._items: dict = {}
         self._classes: list[int] = []
+        self._fit_columns()
 
     def clear_rows(self) -> None:
         self.setRowCount(0)
         self._items.clear()
         self._classes = []
         self.setColumnCount(len(COLUMNS))
+        for col in range(len(COLUMNS)):
+            self.setColumnWidth(col, 0)
+        self._fit_columns()
 
     def _class_column(self, c: int) -> int:
         if c not in self._classes:
             self._classes.append(c)
             self.setColumnCount(len(COLUMNS) + len(self._classes))
-            self.setHorizontalHeaderItem(self.columnCount() - 1, QTableWidgetItem(f"class {c}"))
+            header = QTableWidgetItem(f"class {c}")
+            header.setToolTip(f"SAM2's predicted IoU of class {c}")
+            self.setHorizontalHeaderItem(self.columnCount() - 1, header)
         return len(COLUMNS) + self._classes.index(c)
 
     def set_frame(self, key, scores: dict, kind: str, label: str) -> None:
@@ -102,12 +123,33 @@ class ScoreTable(QTableWidget):
         self.setItem(row, 0, first)
         self._items[key] = first
         self.setItem(row, 1, _item(float(low), f"{low:.3f}"))
-        kind_item = _item(kind)
+        kind_item = _item(kind, KIND_TEXT.get(kind, kind))
+        kind_item.setToolTip(kind)
         kind_item.setForeground(QColor(KIND_COLORS.get(kind, "#ffffff")))
         self.setItem(row, 2, kind_item)
         for c, s in scores.items():
             self.setItem(row, self._class_column(int(c)), _item(float(s), f"{s:.3f}"))
         self.setSortingEnabled(sorting)
+        self._fit_columns(self._items[key].row())
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        self._fit_columns()  # the headers in the font napari's style gives them
+
+    def _fit_columns(self, row: int | None = None) -> None:
+        """Widen the columns to the header texts and to ``row``'s texts (never narrower:
+        one row at a time, however long the stack)."""
+        cells, heads = self.fontMetrics(), self.horizontalHeader().fontMetrics()
+        for col in range(self.columnCount()):
+            head = self.horizontalHeaderItem(col)
+            item = None if row is None else self.item(row, col)
+            width = max(  # a header: room for napari's larger header font and the arrow
+                heads.horizontalAdvance(head.text() if head is not None else "")
+                + (26 if col == self.horizontalHeader().sortIndicatorSection() else 16),
+                cells.horizontalAdvance(item.text()) + 12 if item is not None else 0,
+            )
+            if width > self.columnWidth(col):
+                self.setColumnWidth(col, width)
 
     def _key(self, row: int):
         item = self.item(row, 0)
@@ -119,7 +161,10 @@ class ScoreTable(QTableWidget):
 
     def kinds(self) -> dict:
         """Frame key -> 'reference', 'predicted' or 'kept', as shown."""
-        return {self._key(r): self.item(r, 2).text() for r in range(self.rowCount())}
+        return {
+            self._key(r): self.item(r, 2).data(Qt.ItemDataRole.UserRole)
+            for r in range(self.rowCount())
+        }
 
     def min_scores(self) -> dict:
         return {

@@ -16,6 +16,7 @@ from qtpy.QtCore import QPointF, QRectF, Qt
 from qtpy.QtGui import QColor, QPainter, QPainterPath, QPen
 from qtpy.QtWidgets import QFileDialog, QSizePolicy, QWidget
 
+from napari_sansa.napari._qt.layout import row
 from napari_sansa.napari.geometry import PromptError, image_geometry
 from napari_sansa.napari.training import TrainingSession, TrainingSettings
 from napari_sansa.napari.training_frames import (
@@ -119,8 +120,8 @@ class LossCurve(QWidget):
                 p.setBrush(color)
                 for s, v in points:
                     p.drawEllipse(at(s, v), 2.5, 2.5)
-        x = plot.left()
-        for name, color in (("training loss", TRAIN_COLOR), ("validation", VAL_COLOR)):
+        x = 4.0  # from the left edge: the legend fits a narrow dock
+        for name, color in (("training", TRAIN_COLOR), ("validation", VAL_COLOR)):
             p.setPen(QPen(color, 3))
             p.drawLine(QPointF(x, top / 2), QPointF(x + 12, top / 2))
             p.setPen(text)
@@ -159,7 +160,9 @@ class TrainingPanel:
             tooltip="annotated frames held out to measure the validation loss and keep the "
             "best state (0: none; a frame is held out only if every class keeps two others)",
         )
-        self.start_button = PushButton(text="Start fine-tuning")
+        self.start_button = PushButton(
+            text="Fine-tune", tooltip="start fine-tuning the adapters on the annotated frames"
+        )
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.progress = ProgressBar(min=0, max=1, value=0, label="steps done")
         self.curve = LossCurve()
@@ -171,9 +174,7 @@ class TrainingPanel:
         holder = Container(labels=False)
         holder.margins = (0, 0, 0, 0)
         holder.native.layout().addWidget(self.curve)
-        buttons = Container(layout="horizontal", labels=False,
-                            widgets=[self.start_button, self.stop_button])  # fmt: skip
-        buttons.margins = (0, 0, 0, 0)
+        buttons = row(self.start_button, self.stop_button)
         self.widgets = [
             self.annotations, self.frames, self.found, self.steps, self.validation, buttons,
             self.progress, holder, self.use_model, self.save_button, self.status,

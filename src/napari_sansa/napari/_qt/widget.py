@@ -13,7 +13,6 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -23,17 +22,16 @@ from magicgui.widgets import (
     Label,
     ProgressBar,
     PushButton,
-    SpinBox,
 )
 
 from napari_sansa.napari._qt.axes_panel import AxesPanel
 from napari_sansa.napari._qt.layout import fixed_message, row, scrolling, section
 from napari_sansa.napari._qt.model_panel import ModelPanel, path_value
+from napari_sansa.napari._qt.navigation import FrameNavigation
 from napari_sansa.napari._qt.objects_panel import ObjectCounts, TilesObjectsPanel
 from napari_sansa.napari._qt.prompt_inputs import PromptInputs
 from napari_sansa.napari._qt.scores import ConfidencePlot, ScoreTable
 from napari_sansa.napari._qt.training_panel import TrainingPanel
-from napari_sansa.napari.geometry import image_geometry
 from napari_sansa.napari.session import EDITED_ACTION, FrameReport, SansaSession
 from napari_sansa.napari.worker import RunSettings
 
@@ -42,10 +40,12 @@ if TYPE_CHECKING:
 
 __all__ = ["SansaWidget", "warm_up_in_background"]
 
-#: what "Use current frame as reference" takes from the frame
+#: the button that takes the frame shown as a reference
+USE_FRAME_ACTION = "Use shown frame"
+#: what "Use shown frame" takes from the frame
 TAKE_CHOICES = [
-    ("the classes I edited", "edited"),
-    ("the class above", "class"),
+    ("edited classes", "edited"),
+    ("class above", "class"),
     ("all classes", "all"),
 ]
 
@@ -69,7 +69,7 @@ def warm_up_in_background() -> threading.Thread | None:
     return thread
 
 
-class SansaWidget(PromptInputs, Container):
+class SansaWidget(FrameNavigation, PromptInputs, Container):
     """Few-shot segmentation of an image stack with SANSA."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
@@ -101,8 +101,6 @@ class SansaWidget(PromptInputs, Container):
             tooltip="the authors resize every image to 640 px before the model's own resize; "
             "'no' goes straight to the model's size",
         )
-        self.first_frame = SpinBox(label="first frame", min=0, max=0)
-        self.last_frame = SpinBox(label="last frame", min=0, max=0)
         self.probabilities = CheckBox(
             text="probability maps", value=False, tooltip="one float layer per class, 0..1"
         )
@@ -117,17 +115,20 @@ class SansaWidget(PromptInputs, Container):
             label="take",
             choices=TAKE_CHOICES,
             value="edited",
-            tooltip="what 'Use current frame as reference' copies into the references layer",
+            tooltip="what 'Use shown frame' copies into the references layer: the classes "
+            "you edited on it, the class chosen above, or all classes",
         )
         self.use_frame_button = PushButton(
-            text="Use current frame as reference",
-            tooltip="copy the classes chosen under 'take' of the shown frame of the output "
-            "(after fixing it) into the references layer; the next run uses them",
+            text=USE_FRAME_ACTION,
+            tooltip="use the frame shown as a reference: copy the classes chosen under 'take' "
+            "of the shown frame of the output (after fixing it) into the references layer; "
+            "the next run uses them",
         )
         self.edited_button = PushButton(
             text=EDITED_ACTION,
-            tooltip="every frame you changed by hand since SANSA wrote it (runs keep them as "
-            "they are): its edited classes become references",
+            tooltip="use the edited frames as references: every frame you changed by hand "
+            "since SANSA wrote it (runs keep them as they are); its edited classes become "
+            "references",
         )
         self.scores = ScoreTable()
         self.plot = ConfidencePlot()
@@ -141,7 +142,7 @@ class SansaWidget(PromptInputs, Container):
         )  # fmt: skip
         self.axes = AxesPanel(on_change=self._on_images_changed)
         self.as_channels = CheckBox(
-            text="channels of one image",
+            text="as RGB channels",
             value=False,
             tooltip="the image and the images under 'with images' (2 or 3 gray layers of one "
             "shape, as napari splits a multichannel image) are its red, green and blue "
@@ -168,7 +169,8 @@ class SansaWidget(PromptInputs, Container):
                 self.as_channels,
                 *self.axes.widgets,
                 self.prompt_layers,
-                row(self.new_points_button, self.new_shapes_button, self.new_labels_button),
+                row(self.new_points_button, self.new_shapes_button),
+                row(self.new_labels_button, Label(value="")),
                 self.class_id,
                 self.polarity,
             ),
@@ -176,8 +178,7 @@ class SansaWidget(PromptInputs, Container):
             "Run": section(
                 self.mode,
                 self.axes.sequential_axis,
-                self.first_frame,
-                self.last_frame,
+                self.axes.ranges.box,
             ),
             "Results": results,
             "Save": section(self.save_folder, self.save_format, self.save_button),
@@ -226,32 +227,21 @@ class SansaWidget(PromptInputs, Container):
             event.connect(self.training_panel.reset_choices)
         self.image.changed.connect(self.training_panel.reset_choices)
 
-    def show_first_reference(self, event=None) -> None:
-        """Show the first frame painted in the image's references layer (a sample or a
-        reopened session opens on the frame that holds the prompts)."""
-        from napari_sansa.napari.outputs import references_name
-
-        image = self.image.value
-        name = None if image is None else references_name(image.name)
-        if name is None or name not in self.viewer.layers or not self.session.alive:
-            return
-        layer = self.viewer.layers[name]
-        try:
-            geometry = image_geometry(image)
-            if tuple(layer.data.shape) != geometry.shape:
-                return
-            frames = (f for f in range(geometry.n_frames) if geometry.plane(layer.data, f).any())
-            first = next(frames, None)
-        except ValueError:
-            return
-        if first is not None:
-            self.go_to_frame(first)
-
     # -- public actions -----------------------------------------------------------------
     @property
     def worker(self):
         """The running worker, or None."""
         return self.session.worker
+
+    @property
+    def first_frame(self):
+        """The first frame to label (on a stack with several frame axes: of the first
+        axis; every axis's range is in ``widget.axes.ranges``)."""
+        return self.axes.ranges.first
+
+    @property
+    def last_frame(self):
+        return self.axes.ranges.last
 
     def run_settings(self) -> RunSettings:
         """The run settings shown, as a frozen value."""
@@ -285,7 +275,7 @@ class SansaWidget(PromptInputs, Container):
             list(self.prompt_layers.value),
             model_settings,
             settings,
-            (int(self.first_frame.value), int(self.last_frame.value)),
+            self.axes.ranges.value(),
             as_channels=bool(self.as_channels.value) and len(images) > 1,
         )
 
@@ -301,39 +291,6 @@ class SansaWidget(PromptInputs, Container):
     def edited_frames(self, image=None) -> list[int]:
         """Frames of the output changed by hand since SANSA wrote them (runs keep them)."""
         return self.session.edited_frames(self.image.value if image is None else image)
-
-    def current_frame(self, image=None) -> int:
-        """The frame of ``image`` shown by the viewer's sliders."""
-        image = self.image.value if image is None else image
-        geometry = image_geometry(image)
-        if not geometry.leading:
-            return 0
-        data = np.asarray(image.world_to_data(self.viewer.dims.point), dtype=float)
-        lead = np.clip(np.rint(data[: len(geometry.leading)]), 0, np.asarray(geometry.leading) - 1)
-        return geometry.frame(lead)
-
-    def go_to_frame(self, frame) -> None:
-        """Move the viewer's sliders to a frame of the selected image; ``(part, frame)``:
-        a frame of the last run's image set (its output becomes the active layer)."""
-        image = self.image.value
-        if isinstance(frame, tuple):
-            part, frame = frame
-            images = self.session.images
-            image = images[part] if part < len(images) else None
-            output = self.session.outputs.get(part)
-            if output is not None and output in self.viewer.layers:
-                self.viewer.layers.selection.active = output
-        if image is None or not self.session.alive or image not in self.viewer.layers:
-            return
-        index = list(image_geometry(image).index(frame))
-        shown = np.asarray(image.world_to_data(self.viewer.dims.point), dtype=float)
-        for k, i in enumerate(index):
-            if isinstance(i, slice):  # the channel axis: stay on the channel shown
-                index[k] = int(max(np.rint(shown[k]), 0))
-        world = image.data_to_world([*index, 0, 0])
-        offset = self.viewer.dims.ndim - image.ndim
-        for k in range(len(index)):
-            self.viewer.dims.set_point(offset + k, world[k])
 
     def use_current_frame_as_reference(self, value=None, *, classes=None, replace=False):
         """Copy classes of the shown frame of the output layer into the image's references
@@ -378,13 +335,6 @@ class SansaWidget(PromptInputs, Container):
             return []
         folder = folder if folder is not None else path_value(self.save_folder)
         return self.session.save_frames(image, folder, fmt or self.save_format.value)
-
-    def _on_inserted(self, event=None) -> None:
-        from napari_sansa.napari.geometry import layer_role
-
-        layer = getattr(event, "value", None)
-        if layer is not None and layer_role(layer) == "references" and np.any(layer.data):
-            self.show_first_reference()
 
     # -- what the session reports -------------------------------------------------------
     def _show_status(self, message: str) -> None:

@@ -1,0 +1,118 @@
+"""Fine-tuning's faster paths give what the plain ones give: the memory attention's
+kernel, the frozen prefix cache, one decoder pass per mask support."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from training_data import GRID, ellipse_frame
+
+import napari_sansa as ns
+from conftest import SIZE
+
+
+@pytest.fixture(scope="module")
+def data():
+    return [ellipse_frame(s) for s in range(4)]
+
+
+def _qkv(lq=37, lk=41, e=16, heads=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(2, heads, n, e, generator=g, requires_grad=True) for n in (lq, lk, lk)]
+
+
+def _attend(q, k, v, p, mine):
+    from napari_sansa.core.training.attention import _Mode
+
+    torch.manual_seed(7)
+    if mine:
+        with _Mode():
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+    else:
+        with sdpa_kernel([SDPBackend.MATH]):
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+    grads = torch.autograd.grad(out, (q, k, v), torch.linspace(-1, 1, out.numel()).view_as(out))
+    return out, grads
+
+
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5])
+def test_math_attention_is_the_math_kernel_with_its_dropout_draws(p):
+    q, k, v = _qkv()
+    want, want_grads = _attend(q, k, v, p, mine=False)
+    got, got_grads = _attend(q, k, v, p, mine=True)
+    assert torch.equal(got, want)  # the same operations and the same dropout noise
+    for g, w in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-7)
+    assert got.grad_fn.name().startswith("MathAttention")
+
+
+def test_math_attention_leaves_other_calls_to_the_math_kernel():
+    from napari_sansa.core.training.attention import _plain_call
+
+    q, k, v = _qkv()
+    mask = torch.ones(37, 41, dtype=torch.bool)
+    assert _plain_call((q, k, v), {}) is not None
+    assert _plain_call((q, k, v), {"scale": 0.5})[4] == 0.5
+    assert _plain_call((q, k, v, mask), {}) is None
+    assert _plain_call((q, k, v), {"is_causal": True}) is None
+    assert _plain_call((q.double(), k.double(), v.double()), {}) is None
+    want, _ = _attend(q, k, v, 0.0, mine=False)
+    from napari_sansa.core.training.attention import _Mode
+
+    with _Mode():
+        masked = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(masked, want)  # an all-true mask: the same attention
+
+
+def test_training_step_matches_the_math_kernel_step(model, data):
+    from napari_sansa.core.training.attention import KernelWhileTraining
+
+    kw = {"steps": 2, "batch_size": 1, "input_size": GRID, "seed": 3, "dropout": None}
+    ours = ns.finetune_iter(model, data, **kw)
+    plain = ns.finetune_iter(model, data, **kw)
+    plain._kernels.remove()
+    KernelWhileTraining(plain.sam.memory_attention)
+    for a, b in zip(ours, plain, strict=True):
+        assert a.loss == pytest.approx(b.loss, rel=1e-6)
+    for (n, pa), (_, pb) in zip(ours.named, plain.named, strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-7, msg=n)
+
+
+def test_prefix_cache_keeps_the_decoders_high_resolution_maps(model, data):
+    from napari_sansa.core.preprocess import image_to_input
+    from napari_sansa.core.training.encoder import PrefixEncoder
+
+    enc = PrefixEncoder(model.sam, first_trainable=3)
+    assert enc.frozen == {0, 1}  # SAM2's two levels without top-down features
+    batch = torch.stack([image_to_input(ns.to_float_rgb(data[0][0]), SIZE, GRID, "cpu")])
+    with torch.no_grad():
+        got = enc.encode(["a"], lambda rows: batch[rows])
+        want = model.engine.encode(batch)
+    (state, levels), _size = enc._cache["a"]
+    assert [t.shape for t in levels] == [t.shape for t in want.high_res]
+    assert enc.split and len(state) == 2  # block 3's norm2 input and its frozen output
+    for g, w in zip((*got.high_res, got.top), (*want.high_res, want.top), strict=True):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-5)
+    late = PrefixEncoder(model.sam, first_trainable=1)  # stage 1 trains: level 1 is not frozen
+    assert late.frozen == {0}
+
+
+def test_a_counted_mask_support_runs_the_decoder_once(model, data):
+    from napari_sansa.core.preprocess import image_to_input, mask_to_input
+    from napari_sansa.core.training.loss import EpisodeInput, run_episode
+
+    engine = model.engine
+    images = [image_to_input(ns.to_float_rgb(d[0]), SIZE, GRID, "cpu") for d in data[:3]]
+    prompts = [("mask", mask_to_input(d[1] == 1, SIZE, GRID, "cpu")) for d in data[:2]]
+    episode = EpisodeInput(prompts, [torch.zeros(GRID, GRID)] * 3, skip_first=True)
+    calls = []
+    hook = model.sam.sam_mask_decoder.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        with torch.no_grad():
+            preds = run_episode(engine, engine.encode(torch.stack(images)), episode)
+    finally:
+        hook.remove()
+    assert preds[0] is None and preds[1] is not None and preds[2] is not None
+    assert len(calls) == 3  # one pass per support (pointer and mask), one for the query
