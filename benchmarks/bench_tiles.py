@@ -15,9 +15,12 @@ and time growing with the number of tiles.
 ``--cli`` measures the command line instead: each size's process runs ``napari-sansa
 segment target.tif --tile-size ... --halo ...`` (``napari_sansa.cli.main``, the
 uncompressed TIFF read window by window, the labels written block by block as a tiled
-TIFF); the figures are the same two peaks of that process.
+TIFF); the figures are the same two peaks of that process. ``--cli --large-reference``:
+the reference is as large as the target (the target's TIFF itself, read window by window
+like it, only its tiles with prompts; its label image a PNG of that size, read whole).
 
-    python benchmarks/bench_tiles.py [--tile-size 1024] [--halo 64] [--cli] [--json out.json]
+    python benchmarks/bench_tiles.py [--tile-size 1024] [--halo 64] [--cli [--large-reference]]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -95,14 +98,17 @@ print(json.dumps({{"code": code, "anon_peak_mib": peak["anon"], "anon_before_mib
 """
 
 
-def write_reference(folder: Path, side: int) -> tuple[Path, Path]:
-    """A reference image of one tile and its label image (one blob), as PNG files."""
+def write_reference(folder: Path, side: int, image="ref.png", labels="ref_labels.png"):
+    """A reference image of ``side`` x ``side`` and its label image (one blob), as PNG
+    files (``image=None``: only the label image)."""
     import imageio.v3 as iio
 
     from common import blob_mask, images
 
-    image, labels = folder / "ref.png", folder / "ref_labels.png"
-    iio.imwrite(image, images(1, (side, side), seed=99)[0])
+    labels = folder / labels
+    if image is not None:
+        image = folder / image
+        iio.imwrite(image, images(1, (side, side), seed=99)[0])
     iio.imwrite(labels, blob_mask((side, side), (300, 400), 150).astype("uint8"))
     return image, labels
 
@@ -113,7 +119,11 @@ def measure_cli(side, folder: Path, args, sam2, ad) -> dict:
     path = folder / f"target-{side}.tif"
     if not path.exists():
         write_target(path, side)
-    ref, labels = write_reference(folder, args.tile_size)
+    if args.large_reference:  # the target's TIFF, its labels a PNG of the target's size
+        ref, labels = path, folder / f"ref-labels-{side}.png"
+        write_reference(folder, side, image=None, labels=labels)
+    else:
+        ref, labels = write_reference(folder, args.tile_size)
     argv = [
         "segment", str(path), "-r", str(ref), str(labels), "--out", str(folder / f"cli-{side}"),
         "--tile-size", str(args.tile_size), "--halo", str(args.halo), "--sam2-checkpoint",
@@ -169,6 +179,11 @@ def main():
     p.add_argument("--tile-size", type=int, default=1024)
     p.add_argument("--halo", type=int, default=64)
     p.add_argument("--cli", action="store_true", help="measure `napari-sansa segment` instead")
+    p.add_argument(
+        "--large-reference",
+        action="store_true",
+        help="with --cli: a reference as large as the target (a TIFF read by windows)",
+    )
     args = p.parse_args()
     from napari_sansa.core.models.random_weights import write_random_checkpoints
 
@@ -188,6 +203,7 @@ def main():
             f"{args.device}, "
             + (
                 "napari-sansa segment: uncompressed TIFF read by windows, tiled TIFF labels out"
+                + (", the reference as large as the target" if args.large_reference else "")
                 if args.cli
                 else "memory-mapped TIFF in, memory-mapped labels out"
             ),

@@ -275,6 +275,8 @@ def _segment(args) -> int:
 
     axes, channels, along = check_layout(args.axes, args.channels, args.mode, args.sequential_axis)
     many = {"allow_many_classes": args.allow_many_classes, "axes": axes, "channels": channels}
+    # tiled runs read large TIFF references by windows (not sent to Dask workers: read whole)
+    many["lazy"] = args.tile_size is not None and not args.scheduler
     references = [load_reference_pair(img, lab, **many) for img, lab in args.reference]
     if args.prompts:
         references += load_prompt_file(args.prompts, **many)

@@ -17,6 +17,7 @@ from conftest import load_test_model, make_image
 from napari_sansa.cli import main
 from napari_sansa.dataset import io
 from napari_sansa.dataset.io import TiffWindows, lazy_tiff, read_target
+from napari_sansa.dataset.references import load_reference_pair
 
 
 def _gray16(seed=3, shape=(96, 128)):
@@ -150,3 +151,131 @@ def test_a_constant_tiff_read_by_tiles_fails_as_when_read_whole(weights, tmp_pat
     assert rows["flat.tif"]["status"] == "failed"
     assert "is constant" in rows["flat.tif"]["message"]
     assert rows["ok.tif"]["status"] == "ok"
+
+
+# -- references read by windows (issue 13) ------------------------------------------------
+
+
+def _reference_tiff(path, dtype=np.uint8, **options):
+    data = make_image(0, (96, 128), rgb=dtype == np.uint8)
+    if dtype != np.uint8:
+        data = (data.astype(dtype) * 200 + 1000).astype(dtype)
+    tifffile.imwrite(path, data, **options)
+    labels = np.zeros((96, 128), np.uint8)
+    labels[10:40, 10:50] = 1  # in the top-left tile alone (its own part: rows 0-48,
+    labels[20:44, 52:62] = 2  # cols 0-64, with tile_size 64 and halo 0)
+    iio.imwrite(path.with_name("ref_labels.png"), labels)
+    return data, path.with_name("ref_labels.png")
+
+
+@pytest.mark.parametrize(
+    ("dtype", "options"),
+    [
+        (np.uint8, {"photometric": "rgb"}),
+        (np.uint16, {}),
+        (np.uint16, {"byteorder": ">"}),
+        (np.uint16, {"compression": "zlib", "tile": (32, 32)}),
+    ],
+    ids=["rgb", "uint16", "big-endian", "zlib"],
+)
+def test_a_reference_read_by_windows_has_the_digest_of_the_reference_read_whole(
+    tmp_path, monkeypatch, dtype, options
+):
+    from napari_sansa.dataset import references as refs_module
+
+    if "compression" in options:
+        pytest.importorskip("zarr")
+    _, labels = _reference_tiff(tmp_path / "ref.tif", dtype, **options)
+    whole = load_reference_pair(tmp_path / "ref.tif", labels)
+    lazy = load_reference_pair(tmp_path / "ref.tif", labels, lazy=True)
+    assert isinstance(whole.image, np.ndarray) and not isinstance(lazy.image, np.ndarray)
+    monkeypatch.setattr(refs_module, "DIGEST_BLOCK", 5000)  # several blocks of rows
+    assert len(list(refs_module._pixel_blocks(lazy.image))) > 1
+    digest = refs_module._references_digest
+    assert digest([lazy]) == digest([whole])
+    assert digest([lazy]) != digest([load_reference_pair(tmp_path / "ref_labels.png", labels)])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_a_tiled_run_reads_only_the_reference_tiles_that_carry_prompts(
+    model, tmp_path, monkeypatch, dtype
+):
+    data, labels = _reference_tiff(tmp_path / "ref.tif", dtype)
+    whole = load_reference_pair(tmp_path / "ref.tif", labels)
+    lazy = load_reference_pair(tmp_path / "ref.tif", labels, lazy=True)
+    assert isinstance(lazy.image, TiffWindows)
+    target = np.concatenate([make_image(11), make_image(12)], axis=1)
+    if dtype != np.uint8:
+        target = (target[..., 0].astype(dtype) * 200 + 1000).astype(dtype)
+    read = []
+    getitem = TiffWindows.__getitem__
+
+    def spy(self, key):
+        read.append(key)
+        return getitem(self, key)
+
+    monkeypatch.setattr(TiffWindows, "__getitem__", spy)
+    (expected,) = model.segment([whole], [target], tile_size=64, halo=0)
+    assert read == []
+    (got,) = model.segment([lazy], [target], tile_size=64, halo=0)
+    np.testing.assert_array_equal(got.labels, expected.labels)
+    assert read, "the reference was not read by windows"
+    assert all(len(k) == 2 and all(isinstance(s, slice) for s in k) for k in read)
+    if dtype == np.uint8:  # no intensity range to find: only the prompts' tile is read
+        assert {(k[0].start, k[0].stop, k[1].start, k[1].stop) for k in read} == {(0, 64, 0, 64)}
+    else:  # the range is found tile by tile: no window is larger than a tile
+        assert all(k[0].stop - k[0].start <= 64 and k[1].stop - k[1].start <= 64 for k in read), (
+            read
+        )
+        assert any(k[0].stop > 64 or k[1].stop > 64 for k in read)
+
+
+def test_tiled_cli_reads_a_tiff_reference_by_windows(weights, tmp_path, monkeypatch):
+    data, labels = _reference_tiff(tmp_path / "ref.tif")
+    (tmp_path / "data").mkdir()
+    iio.imwrite(tmp_path / "data" / "t.png", np.concatenate([make_image(11)] * 2, axis=1))
+    args = segment_args(weights, tmp_path, "--tile-size", "64", "--halo", "0")
+    args[args.index("-r") + 1] = str(tmp_path / "ref.tif")
+    read = []
+    getitem = TiffWindows.__getitem__
+    with monkeypatch.context() as m:
+
+        def whole(self, i):
+            raise AssertionError("a frame was read whole")
+
+        def spy(self, key):
+            read.append(key)
+            return getitem(self, key)
+
+        m.setattr(io.TiffStack, "__getitem__", whole)
+        m.setattr(TiffWindows, "__getitem__", spy)
+        assert main(args) == 0
+    assert read  # by windows (the digest's blocks of rows and the prompts' tile)
+    model = load_test_model(weights)
+    ref = load_reference_pair(tmp_path / "ref.tif", labels)
+    (pred,) = model.segment([ref], [iio.imread(tmp_path / "data" / "t.png")], tile_size=64, halo=0)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "t.tif"), pred.labels)
+
+
+def test_a_prompt_file_reference_read_by_windows_reads_the_tile_of_its_box(
+    model, tmp_path, monkeypatch
+):
+    import json
+
+    from napari_sansa.dataset.references import load_prompt_file
+
+    _reference_tiff(tmp_path / "ref.tif")
+    entry = {"image": "ref.tif", "boxes": [{"box": [60, 70, 90, 120], "label": 1}]}
+    (tmp_path / "p.json").write_text(json.dumps({"references": [entry]}))
+    (whole,) = load_prompt_file(tmp_path / "p.json")
+    (lazy,) = load_prompt_file(tmp_path / "p.json", lazy=True)
+    assert isinstance(lazy.image, TiffWindows)
+    read = []
+    getitem = TiffWindows.__getitem__
+    monkeypatch.setattr(TiffWindows, "__getitem__", lambda s, k: read.append(k) or getitem(s, k))
+    target = make_image(13)
+    (expected,) = model.segment([whole], [target], tile_size=64, halo=0)
+    (got,) = model.segment([lazy], [target], tile_size=64, halo=0)
+    np.testing.assert_array_equal(got.labels, expected.labels)
+    # the box lies in the own part of the bottom-right tile alone
+    assert {(k[0].start, k[0].stop, k[1].start, k[1].stop) for k in read} == {(32, 96, 64, 128)}

@@ -61,10 +61,15 @@ def read_image(path) -> np.ndarray:
     return data
 
 
-def read_frame_image(path, axes=None, channels=None, what: str = "a reference image"):
+def read_frame_image(
+    path, axes=None, channels=None, what: str = "a reference image", lazy: bool = False
+):
     """An image file that must hold one frame (a reference's image), as an array: a
     TIFF with channels gives the frame ``channels`` make (see :class:`TiffStack`);
-    a TIFF of several frames is refused (say its channel axis with ``axes``)."""
+    a TIFF of several frames is refused (say its channel axis with ``axes``).
+
+    ``lazy`` (runs by tiles): a one-frame TIFF without ``axes`` or ``channels`` is
+    opened as an array read window by window (:func:`lazy_tiff`), as targets are."""
     path = Path(path)
     if path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():
         return read_image(path)
@@ -84,7 +89,9 @@ def read_frame_image(path, axes=None, channels=None, what: str = "a reference im
                 f"{path} holds {len(stack)} frames ({sizes}; axes {stack.axes}), but {what} "
                 f"is one frame: save that frame alone{hint}"
             )
-        return stack[0]
+        if not lazy or axes is not None or channels is not None:
+            return stack[0]
+    return _lazy_or_whole(path)
 
 
 def read_label_image(path) -> np.ndarray:
@@ -127,12 +134,17 @@ def read_target(path, axes=None, channels=None, lazy: bool = False) -> tuple[str
                 return "stack", len(stack)
             if not lazy or axes is not None or channels is not None:
                 return "image", stack[0]
-        found = lazy_tiff(path)
-        if found is not None:
-            return "image", found
-        with TiffStack(path) as stack:
-            return "image", stack[0]
+        return "image", _lazy_or_whole(path)
     return "image", read_image(path)
+
+
+def _lazy_or_whole(path: Path):
+    """A one-frame TIFF read window by window (:func:`lazy_tiff`), else read whole."""
+    found = lazy_tiff(path)
+    if found is not None:
+        return found
+    with TiffStack(path) as stack:
+        return stack[0]
 
 
 class TiffWindows:

@@ -89,7 +89,7 @@ def _check_class_count(n: int, pixels: int, what: str, allow: bool) -> None:
 
 
 def load_reference_pair(
-    image_path, labels_path, *, allow_many_classes=False, axes=None, channels=None
+    image_path, labels_path, *, allow_many_classes=False, axes=None, channels=None, lazy=False
 ) -> Reference:
     """A reference from an image file and its label image (nonzero value = class id).
 
@@ -97,8 +97,12 @@ def load_reference_pair(
     more classes than a tenth of its pixels is refused unless ``allow_many_classes``.
     A TIFF image with a channel axis (``axes``, as the targets' ``--axes``) gives the
     frame its ``channels`` make, as the targets' frames are made; it must be one frame.
+    ``lazy`` (runs by tiles): a one-page TIFF image is not read but opened as an array
+    read window by window (see :func:`~napari_sansa.dataset.io.read_frame_image`), so
+    that a tiled run reads only the tiles that carry prompts; the label image is read
+    whole (its classes are found in it).
     """
-    image = read_frame_image(image_path, axes, channels)
+    image = read_frame_image(image_path, axes, channels, lazy=lazy)
     hw = image_hw(image, f"reference image {image_path}")
     labels = read_label_image(labels_path)
     masks = _label_masks(labels, f"the label image {labels_path}", hw, allow_many_classes)
@@ -106,7 +110,7 @@ def load_reference_pair(
 
 
 def load_prompt_file(
-    path, *, allow_many_classes=False, axes=None, channels=None
+    path, *, allow_many_classes=False, axes=None, channels=None, lazy=False
 ) -> list[Reference]:
     """References with points, boxes, scribbles (and optional label images) from JSON.
 
@@ -118,7 +122,7 @@ def load_prompt_file(
     an error names the file, the entry (``references[0], points[1]``) and the form
     expected there; unknown keys are refused rather than ignored. Label images follow
     the rule of :func:`load_reference_pair` (``allow_many_classes``), and so do images
-    with channels (``axes``, ``channels``).
+    with channels (``axes``, ``channels``) and ``lazy``.
     """
     import numbers
 
@@ -237,7 +241,7 @@ def load_prompt_file(
                 check_keys(item, prompt_keys[kind], f"{where}, {kind}[{j}]")
             items[kind] = value
         try:
-            image = read_frame_image(path.parent / image_name, axes, channels)
+            image = read_frame_image(path.parent / image_name, axes, channels, lazy=lazy)
         except InvalidInputError as exc:
             raise InvalidInputError(f"{where}: {exc}") from None
         hw = image_hw(image, f"reference image {image_name}")
@@ -298,10 +302,30 @@ def load_prompt_file(
     return refs
 
 
+#: bytes of pixels hashed at a time for an image read window by window
+DIGEST_BLOCK = 1 << 24
+
+
+def _pixel_blocks(image):
+    """The image's pixels in C order: the array itself, or for an image read window by
+    window (not a numpy array) blocks of rows of about :data:`DIGEST_BLOCK` bytes, so
+    that hashing a large reference never holds it whole (the bytes are the same)."""
+    if isinstance(image, np.ndarray) or not hasattr(image, "shape"):
+        yield np.ascontiguousarray(np.asarray(image))
+        return
+    shape = tuple(image.shape)
+    row = max(1, int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(image.dtype).itemsize)
+    step = max(1, DIGEST_BLOCK // row)
+    for r in range(0, shape[0], step):
+        block = np.asarray(image[r : r + step])
+        yield np.ascontiguousarray(block.astype(block.dtype.newbyteorder("="), copy=False))
+
+
 def _references_digest(refs: list[Reference]) -> str:
     h = hashlib.sha256()
     for r in refs:
-        h.update(np.ascontiguousarray(np.asarray(r.image)).tobytes())
+        for block in _pixel_blocks(r.image):
+            h.update(block.tobytes())
         h.update(str(np.shape(r.image)).encode())
         for p in r.prompts:
             h.update(type(p).__name__.encode() + str(p.label).encode())
