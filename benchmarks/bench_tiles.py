@@ -211,8 +211,10 @@ def main():
         (f"tiles {small} / {large}", f"{a['tiles']} / {b['tiles']} = {tile_ratio:.2f}x"),
         (
             f"anon memory peak {small} / {large}",
-            f"{a['anon_peak_mib']:.0f} / {b['anon_peak_mib']:.0f} MiB = {ratio:.3f}x "
-            "(goal <= 1.2x)",
+            (
+                f"{a['anon_peak_mib']:.0f} / {b['anon_peak_mib']:.0f} MiB = {ratio:.3f}x "
+                "(goal <= 1.2x)"
+            ),
         ),
         (
             f"anon memory before the target {small} / {large}",
@@ -224,8 +226,10 @@ def main():
         ),
         (
             f"time {small} / {large}",
-            f"{a['seconds']:.1f} / {b['seconds']:.1f} s = {time_ratio:.2f}x "
-            f"({a['seconds'] / a['tiles']:.2f} / {b['seconds'] / b['tiles']:.2f} s per tile)",
+            (
+                f"{a['seconds']:.1f} / {b['seconds']:.1f} s = {time_ratio:.2f}x "
+                f"({a['seconds'] / a['tiles']:.2f} / {b['seconds'] / b['tiles']:.2f} s per tile)"
+            ),
         ),
     ]
     report(

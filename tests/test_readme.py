@@ -32,7 +32,8 @@ def test_main_command_opens_the_gui_with_the_sample():
 
 def test_constraints_pin_the_local_torch_only_for_ci():
     pins = [
-        line for line in (ROOT / "ci" / "constraints.txt").read_text().splitlines()
+        line
+        for line in (ROOT / "ci" / "constraints.txt").read_text().splitlines()
         if line and not line.startswith("#")
     ]
     assert pins == ["torch==2.13.0"]

@@ -70,7 +70,6 @@ class FrameReport:
     counts: dict | None = None  # objects per class, with RunSettings.instances
 
 
-
 class SansaSession(Corrections):
     """Runs, corrections and saving for one viewer."""
 

@@ -89,7 +89,6 @@ def default_layer(viewer, image):
     return None
 
 
-
 def collect_training_frames(image, labels_layer, frames=None) -> TrainingData:
     """The annotated frames of ``image`` in ``labels_layer`` as ``(image, labels)`` pairs.
 
