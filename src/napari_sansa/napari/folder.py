@@ -24,7 +24,12 @@ from napari_sansa.napari.geometry import PromptError
 from napari_sansa.napari.imageset import SetPlan, assign_prompt_layers
 from napari_sansa.napari.layers import quoted_names
 from napari_sansa.napari.plan import NO_IMAGE, no_layers_problem, plan_image
-from napari_sansa.napari.worker import ModelCache, RunSettings, leave_a_core_for_napari
+from napari_sansa.napari.worker import (
+    ModelCache,
+    RunSettings,
+    leave_a_core_for_napari,
+    start_worker,
+)
 
 _SHOW = {"info": show_info, "warning": show_warning, "error": show_error}
 
@@ -238,14 +243,7 @@ class FolderRun:
         loading = "" if self.models.has(model) else f"loading {model.describe()}, "
         self.notify(f"{loading}labelling {src} into {out} from {len(refs)} reference image(s)")
         worker = create_worker(run_folder, self.job, self.models, self._cancel, _start_thread=False)
-        worker.yielded.connect(self._on_step)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_errored)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
-        self.running.emit(True)
-        worker.start()
-        return worker
+        return start_worker(self, worker, self._on_step)
 
     def stop(self) -> None:
         """Stop after the frame in progress; what is finished stays, Run resumes."""

@@ -32,7 +32,14 @@ from napari_sansa.napari.outputs import (
     prepare_probabilities,
 )
 from napari_sansa.napari.plan import NO_IMAGE, memory_note
-from napari_sansa.napari.worker import FrameResult, ModelCache, RunOutcome, RunSettings, run_frames
+from napari_sansa.napari.worker import (
+    FrameResult,
+    ModelCache,
+    RunOutcome,
+    RunSettings,
+    run_frames,
+    start_worker,
+)
 from napari_sansa.napari.writer import prefer_labels_tiff_writer
 
 __all__ = ["EDITED_ACTION", "NO_IMAGE", "FrameReport", "SansaSession"]
@@ -188,15 +195,7 @@ class SansaSession(Corrections):
             _progress={"total": plan.total, "desc": f"SANSA: {desc}"},
             _start_thread=False,
         )
-        worker.yielded.connect(self._on_yielded)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_errored)
-        worker.aborted.connect(self._on_aborted)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
-        self.running.emit(True)
-        worker.start()
-        return worker
+        return start_worker(self, worker, self._on_yielded, aborted=self._on_aborted)
 
     def _output_for(self, part: int):
         """The output layer of the set's ``part``, made now if needed (the active layer

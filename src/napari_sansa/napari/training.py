@@ -30,7 +30,7 @@ from napari_sansa.napari.training_frames import (
     frames_text,
     parse_frames,
 )
-from napari_sansa.napari.worker import leave_a_core_for_napari
+from napari_sansa.napari.worker import leave_a_core_for_napari, start_worker
 
 __all__ = [
     "TrainingData",
@@ -212,14 +212,7 @@ class TrainingSession:
             _progress={"total": settings.steps, "desc": f"fine-tuning on {data.image}"},
             _start_thread=False,
         )  # fmt: skip
-        worker.yielded.connect(self._on_step)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_errored)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
-        self.running.emit(True)
-        worker.start()
-        return worker
+        return start_worker(self, worker, self._on_step)
 
     def stop(self) -> None:
         """End the run after the step being computed; the best state so far is kept."""

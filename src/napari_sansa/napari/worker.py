@@ -74,6 +74,22 @@ class RunOutcome:
     details: str | None = None  # the full text behind ``error`` (shown on demand)
 
 
+def start_worker(owner, worker, on_yielded, **more):
+    """Connect a napari worker to ``owner``'s slots (``on_yielded`` for each step, and
+    ``owner._on_returned``, ``_on_errored``, ``_on_finished``; ``more``: other signals,
+    e.g. ``aborted=``), keep it as ``owner.worker``, say it runs, start it."""
+    worker.yielded.connect(on_yielded)
+    worker.returned.connect(owner._on_returned)
+    worker.errored.connect(owner._on_errored)
+    for signal, slot in more.items():
+        getattr(worker, signal).connect(slot)
+    worker.finished.connect(owner._on_finished)
+    owner.worker = worker
+    owner.running.emit(True)
+    worker.start()
+    return worker
+
+
 def reference_labels(pred, masks: dict[int, np.ndarray], dtype) -> np.ndarray:
     """A reference frame's class map: SANSA's decoding for clicks, boxes and scribbles,
     the person's own masks as they are (painted last, so they win where they overlap)."""
