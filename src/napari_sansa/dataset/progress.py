@@ -123,9 +123,8 @@ def segment_dataset_iter(targets, references, out, **options) -> Iterator[Datase
     """
     from napari_sansa.dataset.runner import segment_dataset
 
-    for name in ("on_progress",):
-        if name in options:
-            raise TypeError(f"segment_dataset_iter() yields the progress: {name} is not taken")
+    if "on_progress" in options:
+        raise TypeError("segment_dataset_iter() yields the progress: on_progress is not taken")
     inspect.signature(segment_dataset).bind(targets, references, out, **options)  # TypeError
     return _iterate(segment_dataset, targets, references, out, options)
 
