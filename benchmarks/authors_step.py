@@ -104,4 +104,4 @@ class AuthorsRun:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 0.1)
         self.optimizer.step()
         self.scheduler.step()
-        return SimpleNamespace(seconds=time.perf_counter() - t0, loss=float(loss))
+        return SimpleNamespace(seconds=time.perf_counter() - t0, loss=float(loss.detach()))

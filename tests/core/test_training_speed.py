@@ -23,29 +23,48 @@ def _qkv(lq=37, lk=41, e=16, heads=1, seed=0):
     return [torch.randn(2, heads, n, e, generator=g, requires_grad=True) for n in (lq, lk, lk)]
 
 
-def _attend(q, k, v, p, mine):
-    from napari_sansa.core.training.attention import _Mode
-
-    torch.manual_seed(7)
-    if mine:
-        with _Mode():
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
-    else:
-        with sdpa_kernel([SDPBackend.MATH]):
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
-    grads = torch.autograd.grad(out, (q, k, v), torch.linspace(-1, 1, out.numel()).view_as(out))
-    return out, grads
+def _grads(out, inputs):
+    return torch.autograd.grad(out, inputs, torch.linspace(-1, 1, out.numel()).view_as(out))
 
 
-@pytest.mark.parametrize("p", [0.0, 0.1, 0.5])
-def test_math_attention_is_the_math_kernel_with_its_dropout_draws(p):
+def test_math_attention_without_dropout_is_the_math_kernel():
+    from napari_sansa.core.training.attention import Scratch, _Mode
+
     q, k, v = _qkv()
-    want, want_grads = _attend(q, k, v, p, mine=False)
-    got, got_grads = _attend(q, k, v, p, mine=True)
-    assert torch.equal(got, want)  # the same operations and the same dropout noise
-    for g, w in zip(got_grads, want_grads, strict=True):
-        torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-7)
-    assert got.grad_fn.name().startswith("MathAttention")
+    with sdpa_kernel([SDPBackend.MATH]):
+        want = F.scaled_dot_product_attention(q, k, v)
+    want_grads = _grads(want, (q, k, v))
+    for scratch in (None, Scratch()):
+        with _Mode(scratch):
+            got = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0)
+        assert got.grad_fn.name().startswith("MathAttention")
+        assert torch.equal(got, want)  # the same operations
+        for g, w in zip(_grads(got, (q, k, v)), want_grads, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_math_attention_drops_weights_with_its_noise_and_differentiates_through_them(p):
+    from napari_sansa.core.training.attention import Scratch, _Mode
+    from napari_sansa.core.training.dropout import keep_noise
+
+    q, k, v = _qkv(heads=2)
+    torch.manual_seed(7)
+    noise = keep_noise((2, 2, 37, 41), p)  # what the attention draws from this seed
+    attn = torch.softmax(q @ k.transpose(-2, -1) / 4.0, dim=-1)
+    want = (attn * noise) @ v
+    want_grads = _grads(want, (q, k, v))
+    for scratch in (None, Scratch()):
+        torch.manual_seed(7)
+        with _Mode(scratch):
+            got = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+        for g, w in zip(_grads(got, (q, k, v)), want_grads, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+    torch.manual_seed(8)
+    with _Mode():
+        other = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+    assert not torch.allclose(other, want)  # another seed, other weights dropped
 
 
 def test_math_attention_leaves_other_calls_to_the_math_kernel():
@@ -58,7 +77,8 @@ def test_math_attention_leaves_other_calls_to_the_math_kernel():
     assert _plain_call((q, k, v, mask), {}) is None
     assert _plain_call((q, k, v), {"is_causal": True}) is None
     assert _plain_call((q.double(), k.double(), v.double()), {}) is None
-    want, _ = _attend(q, k, v, 0.0, mine=False)
+    with sdpa_kernel([SDPBackend.MATH]):
+        want = F.scaled_dot_product_attention(q, k, v)
     from napari_sansa.core.training.attention import _Mode
 
     with _Mode():
@@ -66,10 +86,10 @@ def test_math_attention_leaves_other_calls_to_the_math_kernel():
     torch.testing.assert_close(masked, want)  # an all-true mask: the same attention
 
 
-def test_training_step_matches_the_math_kernel_step(model, data):
+def test_training_step_without_dropout_matches_the_math_kernel_step(model, data):
     from napari_sansa.core.training.attention import KernelWhileTraining
 
-    kw = {"steps": 2, "batch_size": 1, "input_size": GRID, "seed": 3, "dropout": None}
+    kw = {"steps": 2, "batch_size": 1, "input_size": GRID, "seed": 3, "dropout": 0.0}
     ours = ns.finetune_iter(model, data, **kw)
     plain = ns.finetune_iter(model, data, **kw)
     plain._kernels.remove()

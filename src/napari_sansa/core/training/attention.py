@@ -5,14 +5,13 @@ dropout, and for the memory attention's shape (one head of 256 channels over 409
 queries and 4100 keys, the 1024-px model) its backward takes ten times longer than the
 math kernel's; for Hiera's blocks and the mask decoder (several heads, no dropout) the
 fused kernel is the faster one (forward plus backward) and stays. So training on the CPU
-runs the memory attention through :class:`MathAttention`: the math kernel's own
-operations and random draws (so the same values, and the same dropout masks from the
-same generator state), with less kept for the backward pass and less work: the
-math kernel's autograd graph holds three ``[L, S]`` tensors per attention (the softmax
-output, the dropout noise and the dropped weights), this one the first two (the
-dropped weights are remade in the backward pass), and its softmax skips the math
-kernel's check for rows that are all masked (there is no mask here). Without
-gradients (validation, inference) and on GPUs the fused kernels stay.
+runs the memory attention through :class:`MathAttention`: the math kernel's operations
+with less kept and less work, its dropout noise drawn on every core
+(:mod:`.dropout`; the memory attention's dropout layers draw theirs there too). One
+attention at 1024 px takes 238 ms forward and backward (2 threads), 180 ms of it its six
+matrix products; the math kernel's own steps with PyTorch's ``bernoulli_`` took 280 ms.
+Without gradients (validation, inference) and on GPUs the fused kernels and
+PyTorch's dropout stay.
 """
 
 from __future__ import annotations
@@ -24,7 +23,9 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["KernelWhileTraining", "MathAttention", "MathAttentionWhileTraining"]
+from napari_sansa.core.training.dropout import dropout, keep_noise
+
+__all__ = ["KernelWhileTraining", "MathAttention", "MathAttentionWhileTraining", "Scratch"]
 
 
 class _Hooks:
@@ -67,48 +68,76 @@ class KernelWhileTraining(_Hooks):
         return sdpa_kernel(self.backends)
 
 
+class Scratch:
+    """One reusable float32 buffer: a large tensor made afresh costs its page faults
+    (about 14 ms for the memory attention's 67 MB weights at 1024 px, longer than its
+    softmax), so the dropout noise and the backward pass's ``grad @ v^T`` are written
+    into this one, which lives as long as its owner."""
+
+    def __init__(self):
+        self._buf = torch.empty(0)
+
+    def get(self, shape) -> torch.Tensor:
+        n = math.prod(shape)
+        if self._buf.numel() < n:
+            self._buf = torch.empty(0)  # let the old one go before the new one is made
+            self._buf = torch.empty(n)
+        return self._buf[:n].view(tuple(shape))
+
+    def clear(self) -> None:
+        self._buf = torch.empty(0)
+
+
 class MathAttention(torch.autograd.Function):
-    """``softmax(q k^T * scale)`` with dropout, then ``@ v``: the math kernel's steps.
+    """``softmax(q k^T * scale)`` with dropout, then ``@ v``: the math kernel's maths.
 
     As the math kernel: ``q`` and ``k`` are each scaled by ``sqrt(scale)`` before their
-    product, the dropout noise is drawn with ``bernoulli_(1 - p)`` on a tensor of the
-    weights' shape and the kept weights are divided by ``1 - p``.
+    product, and the kept weights are divided by ``1 - p``. The dropout noise comes from
+    :func:`~napari_sansa.core.training.dropout.keep_noise` (the same distribution as the
+    math kernel's ``bernoulli_``, drawn on every core). Kept for the backward pass: the
+    softmax output (computed in place over the scores) and the dropped weights (the math
+    kernel keeps those two and the noise). The backward pass is the softmax's own: with
+    ``G = grad @ v^T``, the gradient of the scores is ``dropped * G - attn * rowsum(grad
+    * out)`` (the row sum of ``attn * noise * G`` is that of ``grad * out``), one pass
+    over ``[L, S]`` fewer than remaking the dropped weights and calling the softmax
+    backward. ``scratch`` (a :class:`Scratch`, optional) holds the noise and ``G``.
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, dropout_p: float, scale: float):
+    def forward(ctx, q, k, v, dropout_p: float, scale: float, scratch=None):
         root = math.sqrt(scale)
         qs, ks = q * root, k * root
-        attn = torch.softmax(torch.matmul(qs, ks.transpose(-2, -1)), dim=-1)
-        noise = None
+        attn = torch.matmul(qs, ks.transpose(-2, -1))
+        torch.ops.aten._softmax.out(attn, -1, False, out=attn)  # in place, row by row
+        dropped = attn
         if dropout_p > 0:
-            noise = torch.empty_like(attn).bernoulli_(1 - dropout_p).div_(1 - dropout_p)
-            out = torch.matmul(attn * noise, v)
-        else:
-            out = torch.matmul(attn, v)
-        ctx.save_for_backward(qs, ks, v, attn, noise)
-        ctx.root = root
+            buf = scratch.get(attn.shape) if scratch is not None else None
+            dropped = torch.mul(attn, keep_noise(attn.shape, dropout_p, out=buf))
+        out = torch.matmul(dropped, v)
+        ctx.save_for_backward(qs, ks, v, attn, dropped if dropout_p > 0 else None, out)
+        ctx.root, ctx.scratch = root, scratch
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        qs, ks, v, attn, noise = ctx.saved_tensors
+        qs, ks, v, attn, dropped, out = ctx.saved_tensors
+        dropped = attn if dropped is None else dropped
         dv = None
         if ctx.needs_input_grad[2]:
-            dropped = attn if noise is None else attn * noise
             dv = torch.matmul(dropped.transpose(-2, -1), grad)
-            del dropped
         dq = dk = None
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            d = torch.matmul(grad, v.transpose(-2, -1))
-            if noise is not None:
-                d.mul_(noise)
-            d = torch.ops.aten._softmax_backward_data(d, attn, -1, attn.dtype)
+            vt = v.transpose(-2, -1)
+            if ctx.scratch is not None and grad.dim() == vt.dim():
+                d = torch.matmul(grad, vt, out=ctx.scratch.get(attn.shape))
+            else:
+                d = torch.matmul(grad, vt)
+            d.mul_(dropped).addcmul_(attn, (grad * out).sum(-1, keepdim=True), value=-1)
             if ctx.needs_input_grad[0]:
                 dq = torch.matmul(d, ks).mul_(ctx.root)
             if ctx.needs_input_grad[1]:
                 dk = torch.matmul(d.transpose(-2, -1), qs).mul_(ctx.root)
-        return dq, dk, dv, None, None
+        return dq, dk, dv, None, None, None
 
 
 def _plain_call(args, kwargs):
@@ -134,13 +163,40 @@ def _plain_call(args, kwargs):
     return q, k, v, float(call.get("dropout_p", 0.0)), scale
 
 
+def _plain_dropout(args, kwargs):
+    """``(x, p)`` of an ``F.dropout`` call that :func:`dropout` does (training, not in
+    place, float32 on the CPU), else None."""
+    call = dict(zip(("input", "p", "training", "inplace"), args, strict=False)) | kwargs
+    x, p = call.get("input"), call.get("p", 0.5)
+    plain = (
+        set(call) <= {"input", "p", "training", "inplace"}
+        and call.get("training", True)
+        and not call.get("inplace", False)
+        and isinstance(x, torch.Tensor)
+        and x.dtype == torch.float32
+        and x.device.type == "cpu"
+        and isinstance(p, (int, float))
+        and 0 <= p < 1
+    )
+    return (x, float(p)) if plain else None
+
+
 class _Mode(TorchFunctionMode):
+    def __init__(self, scratch: Scratch | None = None):
+        super().__init__()
+        self.scratch = scratch
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func is F.dropout:
+            call = _plain_dropout(args, kwargs)
+            if call is not None:
+                return dropout(*call)
+            return func(*args, **kwargs)
         if func is F.scaled_dot_product_attention:
             call = _plain_call(args, kwargs)
             if call is not None:
-                return MathAttention.apply(*call)
+                return MathAttention.apply(*call, self.scratch)
             with sdpa_kernel([SDPBackend.MATH]):
                 return func(*args, **kwargs)
         return func(*args, **kwargs)
@@ -148,7 +204,16 @@ class _Mode(TorchFunctionMode):
 
 class MathAttentionWhileTraining(_Hooks):
     """``module``'s attention calls go through :class:`MathAttention` while autograd
-    records (others, e.g. with a mask, through the math kernel)."""
+    records (others, e.g. with a mask, through the math kernel), and its dropout layers
+    through :func:`~napari_sansa.core.training.dropout.dropout`."""
+
+    def __init__(self, module):
+        self.scratch = Scratch()
+        super().__init__(module)
 
     def context(self):
-        return _Mode()
+        return _Mode(self.scratch)
+
+    def remove(self):
+        super().remove()
+        self.scratch.clear()

@@ -1,0 +1,85 @@
+"""Training's dropout noise on the CPU: its distribution, its seeds, and where it is used."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from napari_sansa.core.training import dropout as D
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_keep_noise_keeps_each_element_with_probability_one_minus_p(p):
+    n = 3 * D.CHUNK + 12345  # several chunks and a short one
+    noise = D.keep_noise((n,), p, seed=1)
+    assert noise.dtype == torch.float32 and noise.shape == (n,)
+    kept = noise != 0
+    values = torch.unique(noise)
+    assert values.tolist() == [0.0, pytest.approx(1 / (1 - p))]
+    # the kept fraction: within 5 standard deviations of 1 - p, overall and in each chunk
+    sd = (p * (1 - p) / n) ** 0.5
+    assert abs(float(kept.float().mean()) - (1 - p)) < 5 * sd
+    chunks = kept[: 3 * D.CHUNK].view(3, D.CHUNK)
+    sd_chunk = (p * (1 - p) / D.CHUNK) ** 0.5
+    assert (chunks.float().mean(1) - (1 - p)).abs().max() < 5 * sd_chunk
+    assert not torch.equal(chunks[0], chunks[1])  # each chunk its own stream
+    # neighbours independent: P(both kept) = (1 - p)^2
+    both = float((kept[:-1] & kept[1:]).float().mean())
+    assert abs(both - (1 - p) ** 2) < 10 * sd
+
+
+def test_keep_noise_repeats_with_its_seed_whatever_the_threads():
+    threads = torch.get_num_threads()
+    shape = (2, D.CHUNK + 7)
+    try:
+        torch.set_num_threads(1)
+        one = D.keep_noise(shape, 0.1, seed=5)
+        torch.set_num_threads(2)
+        two = D.keep_noise(shape, 0.1, seed=5)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+    assert not torch.equal(one, D.keep_noise(shape, 0.1, seed=6))
+
+
+def test_keep_noise_takes_its_seed_from_torchs_generator():
+    torch.manual_seed(3)
+    a = D.keep_noise((1000,), 0.2)
+    b = D.keep_noise((1000,), 0.2)  # the generator moved on
+    torch.manual_seed(3)
+    assert torch.equal(D.keep_noise((1000,), 0.2), a)
+    assert not torch.equal(a, b)
+
+
+def test_keep_noise_writes_into_out_and_refuses_bad_arguments():
+    out = torch.full((50,), 7.0)
+    noise = D.keep_noise((4, 10), 0.3, seed=2, out=out)
+    assert noise.data_ptr() == out.data_ptr() and noise.shape == (4, 10)
+    assert torch.equal(noise, D.keep_noise((4, 10), 0.3, seed=2))
+    assert torch.equal(out[40:], torch.full((10,), 7.0))  # past the shape: untouched
+    for p in (-0.1, 1.0, 1.5):
+        with pytest.raises(ValueError, match=r"\[0, 1\)"):
+            D.keep_noise((3,), p)
+    with pytest.raises(ValueError, match="contiguous float32"):
+        D.keep_noise((3,), 0.1, out=torch.zeros(3, dtype=torch.float64))
+
+
+def test_dropout_layers_in_training_use_the_noise_and_differentiate_through_it():
+    from napari_sansa.core.training.attention import _Mode
+
+    x = torch.randn(64, 33, requires_grad=True)
+    layer = torch.nn.Dropout(0.25).train()
+    torch.manual_seed(11)
+    with _Mode():
+        y = layer(x)
+    torch.manual_seed(11)
+    noise = D.keep_noise(x.shape, 0.25)
+    assert torch.equal(y, x * noise)
+    (grad,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    assert torch.equal(grad, noise)
+    with _Mode():
+        assert torch.equal(layer.eval()(x), x)  # not training: no dropout
+        assert torch.equal(F.dropout(x, 0.0, True), x)
+        kept = F.dropout(x.detach().double(), 0.5, True)  # not float32: PyTorch's own
+        assert kept.dtype == torch.float64
