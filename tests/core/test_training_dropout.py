@@ -85,8 +85,13 @@ def test_dropout_layers_in_training_use_the_noise_and_differentiate_through_it()
     with _Mode():
         assert torch.equal(layer.eval()(x), x)  # not training: no dropout
         assert torch.equal(F.dropout(x, 0.0, True), x)
-        kept = F.dropout(x.detach().double(), 0.5, True)  # not float32: PyTorch's own
-        assert kept.dtype == torch.float64
+    x = x.detach()
+    for other, inplace in ((x.double(), False), (x.bfloat16(), False), (x, True)):
+        torch.manual_seed(12)  # not float32, or in place: PyTorch's own draws
+        with _Mode():
+            got = F.dropout(other.clone(), 0.5, True, inplace)
+        torch.manual_seed(12)
+        assert torch.equal(got, F.dropout(other.clone(), 0.5, True, inplace))
 
 
 def test_a_pool_in_use_keeps_working_when_another_thread_asks_for_another_width():

@@ -84,6 +84,9 @@ def test_math_attention_leaves_other_calls_to_the_math_kernel():
     with _Mode():
         masked = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     torch.testing.assert_close(masked, want)  # an all-true mask: the same attention
+    with _Mode():  # every weight dropped: the math kernel's zeros, not an error
+        dropped = F.scaled_dot_product_attention(q, k, v, dropout_p=1.0)
+    assert torch.equal(dropped, torch.zeros_like(want))
 
 
 def test_training_step_without_dropout_matches_the_math_kernel_step(model, data):

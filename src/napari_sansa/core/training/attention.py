@@ -142,7 +142,8 @@ class MathAttention(torch.autograd.Function):
 
 def _plain_call(args, kwargs):
     """``(q, k, v, dropout_p, scale)`` of an SDPA call that :class:`MathAttention` does
-    exactly (no mask, not causal, no grouped heads, float32 on the CPU), else None."""
+    exactly (no mask, not causal, no grouped heads, float32 on the CPU, dropout_p < 1),
+    else None."""
     names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
     call = dict(zip(names, args, strict=False)) | kwargs
     if set(call) - set(names) or any(n not in call for n in names[:3]):
@@ -158,9 +159,12 @@ def _plain_call(args, kwargs):
     )
     if not plain:
         return None
+    p = float(call.get("dropout_p", 0.0))
+    if p >= 1:  # every weight dropped: the math kernel's zeros (keep_noise refuses p = 1)
+        return None
     scale = call.get("scale")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    return q, k, v, float(call.get("dropout_p", 0.0)), scale
+    return q, k, v, p, scale
 
 
 def _plain_dropout(args, kwargs):
