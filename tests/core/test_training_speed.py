@@ -67,6 +67,51 @@ def test_math_attention_drops_weights_with_its_noise_and_differentiates_through_
     assert not torch.allclose(other, want)  # another seed, other weights dropped
 
 
+@pytest.mark.parametrize("needs", [(True, False, False), (False, True, False), (False, False, True),
+                                   (True, False, True)])  # fmt: skip
+def test_math_attention_sharing_a_scratch_over_several_calls_before_their_backward(needs):
+    # a step's frames: several attentions (of two sizes: the buffer grows) run forward,
+    # then one backward; each gradient only for the inputs that ask for it
+    from napari_sansa.core.training.attention import Scratch, _Mode
+    from napari_sansa.core.training.dropout import keep_noise
+
+    small = [t.detach().requires_grad_(n) for t, n in zip(_qkv(heads=2), needs, strict=True)]
+    large = [t.detach().requires_grad_(n) for t, n in zip(_qkv(50, 90, seed=1), needs, strict=True)]
+    calls = (small, large, small)
+    torch.manual_seed(4)
+    with _Mode(Scratch()):
+        got = [F.scaled_dot_product_attention(*c, dropout_p=0.2) for c in calls]
+    torch.manual_seed(4)
+    want = []
+    for q, k, v in calls:
+        noise = keep_noise((*q.shape[:3], k.shape[2]), 0.2)
+        want.append((torch.softmax(q @ k.transpose(-2, -1) / 4.0, dim=-1) * noise) @ v)
+    inputs = [t for c in (small, large) for t in c if t.requires_grad]
+
+    def grads(outs):
+        return torch.autograd.grad(sum((o * o.detach().cos()).sum() for o in outs), inputs)
+
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6)
+    for g, w in zip(grads(got), grads(want), strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_a_cpu_training_step_draws_the_memory_attentions_dropout_on_every_core(
+    model, data, monkeypatch
+):
+    from napari_sansa.core.training import attention
+
+    calls = []
+    for name in ("keep_noise", "dropout"):
+        real = getattr(attention, name)
+        monkeypatch.setattr(attention, name, lambda *a, _r=real, _n=name, **kw: (
+            calls.append(_n), _r(*a, **kw))[1])  # fmt: skip
+    run = ns.finetune_iter(model, data, steps=1, batch_size=1, input_size=GRID, seed=0)
+    next(run)  # SAM2's default dropout (0.1): its attention weights and its layers
+    assert {"keep_noise", "dropout"} <= set(calls)
+
+
 def test_math_attention_leaves_other_calls_to_the_math_kernel():
     from napari_sansa.core.training.attention import _plain_call
 
