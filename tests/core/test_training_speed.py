@@ -184,3 +184,16 @@ def test_a_counted_mask_support_runs_the_decoder_once(model, data):
         hook.remove()
     assert preds[0] is None and preds[1] is not None and preds[2] is not None
     assert len(calls) == 3  # one pass per support (pointer and mask), one for the query
+
+
+def test_scratch_is_float32_whatever_torchs_default_dtype():
+    from napari_sansa.core.training.attention import Scratch
+
+    before = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        scratch = Scratch()
+        got = scratch.get((3, 4))
+    finally:
+        torch.set_default_dtype(before)
+    assert got.dtype == torch.float32 and got.shape == (3, 4)

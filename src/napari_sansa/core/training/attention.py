@@ -81,7 +81,7 @@ class Scratch:
         n = math.prod(shape)
         if self._buf.numel() < n:
             self._buf = torch.empty(0)  # let the old one go before the new one is made
-            self._buf = torch.empty(n)
+            self._buf = torch.empty(n, dtype=torch.float32)
         return self._buf[:n].view(tuple(shape))
 
     def clear(self) -> None:
