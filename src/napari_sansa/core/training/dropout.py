@@ -39,7 +39,7 @@ _pools_lock = threading.Lock()
 def _executor(width: int) -> ThreadPoolExecutor:
     with _pools_lock:
         if width not in _pools:
-            _pools[width] = ThreadPoolExecutor(max_workers=width, thread_name_prefix="sansa-dropout")
+            _pools[width] = ThreadPoolExecutor(width, thread_name_prefix="sansa-dropout")
         return _pools[width]
 
 
