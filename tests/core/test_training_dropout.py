@@ -67,6 +67,8 @@ def test_keep_noise_writes_into_out_and_refuses_bad_arguments():
             D.keep_noise((3,), p)
     with pytest.raises(ValueError, match="contiguous float32"):
         D.keep_noise((3,), 0.1, out=torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="holds 5 elements, the noise needs 6"):
+        D.keep_noise((2, 3), 0.1, out=torch.zeros(5))
 
 
 def test_dropout_layers_in_training_use_the_noise_and_differentiate_through_it():

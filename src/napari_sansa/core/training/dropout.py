@@ -72,6 +72,8 @@ def keep_noise(shape, p: float, *, seed: int | None = None, out=None) -> torch.T
     else:
         if out.dtype != torch.float32 or out.device.type != "cpu" or not out.is_contiguous():
             raise ValueError("out must be a contiguous float32 CPU tensor")
+        if out.numel() < n:
+            raise ValueError(f"out holds {out.numel()} elements, the noise needs {n}")
         target = out.view(-1)[:n]
     out = target.numpy()
     starts = range(0, n, CHUNK)
