@@ -121,3 +121,46 @@ def test_a_forked_child_draws_noise_without_the_parents_pool_threads():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
+
+
+@pytest.fixture(scope="module")
+def frames():
+    from training_data import ellipse_frame
+
+    return [ellipse_frame(s) for s in range(4)]
+
+
+def test_training_dropout_is_independent_of_torchs_global_generator(model, frames):
+    """Another thread drawing from PyTorch's global generator during a step (or a second
+    run) neither changes a run's dropout nor is changed by it."""
+    import napari_sansa as ns
+    from training_data import GRID
+
+    kw = {"steps": 2, "batch_size": 1, "input_size": GRID, "seed": 4}  # SAM2's dropout
+    first = ns.finetune_iter(model, frames, **kw)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    losses = [s.loss for s in first]
+    assert torch.equal(torch.get_rng_state(), before)  # the global generator: untouched
+    seen = []
+    real = D.keep_noise
+
+    def busy_neighbour(*a, **k):  # someone else's draws from the global generator
+        torch.rand(3)
+        seen.append(k.get("generator"))
+        return real(*a, **k)
+
+    second = ns.finetune_iter(model, frames, **kw)
+    D.keep_noise = busy_neighbour
+    try:
+        again = [s.loss for s in second]
+    finally:
+        D.keep_noise = real
+    assert again == losses
+    assert seen and all(g is second.torch_rng for g in seen)
+    # a rate for every dropout (the mask decoder's too, PyTorch's own draws): forked instead
+    run = ns.finetune_iter(model, frames, **kw, dropout=0.3)
+    assert not run._own_rng and second._own_rng
+    torch.manual_seed(0)
+    list(run)
+    assert torch.equal(torch.get_rng_state(), before)  # forked, and given back

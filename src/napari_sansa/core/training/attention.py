@@ -104,7 +104,7 @@ class MathAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, dropout_p: float, scale: float, scratch=None):
+    def forward(ctx, q, k, v, dropout_p: float, scale: float, scratch=None, generator=None):
         root = math.sqrt(scale)
         qs, ks = q * root, k * root
         attn = torch.matmul(qs, ks.transpose(-2, -1))
@@ -112,7 +112,7 @@ class MathAttention(torch.autograd.Function):
         dropped = attn
         if dropout_p > 0:
             buf = scratch.get(attn.shape) if scratch is not None else None
-            dropped = torch.mul(attn, keep_noise(attn.shape, dropout_p, out=buf))
+            dropped = torch.mul(attn, keep_noise(attn.shape, dropout_p, generator=generator, out=buf))
         out = torch.matmul(dropped, v)
         ctx.save_for_backward(qs, ks, v, attn, dropped if dropout_p > 0 else None, out)
         ctx.root, ctx.scratch = root, scratch
@@ -137,7 +137,7 @@ class MathAttention(torch.autograd.Function):
                 dq = torch.matmul(d, ks).mul_(ctx.root)
             if ctx.needs_input_grad[1]:
                 dk = torch.matmul(d.transpose(-2, -1), qs).mul_(ctx.root)
-        return dq, dk, dv, None, None, None
+        return dq, dk, dv, None, None, None, None
 
 
 def _plain_call(args, kwargs):
@@ -186,21 +186,22 @@ def _plain_dropout(args, kwargs):
 
 
 class _Mode(TorchFunctionMode):
-    def __init__(self, scratch: Scratch | None = None):
+    def __init__(self, scratch: Scratch | None = None, generator=None):
         super().__init__()
         self.scratch = scratch
+        self.generator = generator
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.dropout:
             call = _plain_dropout(args, kwargs)
             if call is not None:
-                return dropout(*call)
+                return dropout(*call, generator=self.generator)
             return func(*args, **kwargs)
         if func is F.scaled_dot_product_attention:
             call = _plain_call(args, kwargs)
             if call is not None:
-                return MathAttention.apply(*call, self.scratch)
+                return MathAttention.apply(*call, self.scratch, self.generator)
             with sdpa_kernel([SDPBackend.MATH]):
                 return func(*args, **kwargs)
         return func(*args, **kwargs)
@@ -209,14 +210,16 @@ class _Mode(TorchFunctionMode):
 class MathAttentionWhileTraining(_Hooks):
     """``module``'s attention calls go through :class:`MathAttention` while autograd
     records (others, e.g. with a mask, through the math kernel), and its dropout layers
-    through :func:`~napari_sansa.core.training.dropout.dropout`."""
+    through :func:`~napari_sansa.core.training.dropout.dropout`; their noise is seeded
+    from ``generator`` (a CPU ``torch.Generator``; None: PyTorch's default one)."""
 
-    def __init__(self, module):
+    def __init__(self, module, generator=None):
         self.scratch = Scratch()
+        self.generator = generator
         super().__init__(module)
 
     def context(self):
-        return _Mode(self.scratch)
+        return _Mode(self.scratch, self.generator)
 
     def remove(self):
         super().remove()

@@ -9,9 +9,9 @@ scaled by ``1 / (1 - p)``) with NumPy's PCG64 generator in chunks of fixed size,
 chunks spread over a thread pool as wide as PyTorch's intra-op threads (NumPy drops the
 GIL while it fills an array).
 
-The numbers are repeatable: each call takes one 63-bit seed from PyTorch's default
-generator (so ``torch.manual_seed``, ``torch.random.fork_rng`` and a fine-tuning run's
-saved random state govern it, as they govern PyTorch's own dropout), and chunk ``i`` is
+The numbers are repeatable: each call takes one 63-bit seed from a ``torch.Generator``
+(a fine-tuning run passes its own, whose state it saves and restores; by default
+PyTorch's global one, which ``torch.manual_seed`` governs), and chunk ``i`` is
 drawn from ``SeedSequence(seed).spawn(n)[i]``: the same seed gives the same noise
 whatever the number of threads. They are not PyTorch's numbers, so a run's dropout
 masks differ from the ones PyTorch's kernels would have drawn from the same seed; the
@@ -54,18 +54,19 @@ if hasattr(os, "register_at_fork"):  # POSIX
     os.register_at_fork(after_in_child=_forget_pools)
 
 
-def _seed() -> int:
-    return int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64))
+def _seed(generator=None) -> int:
+    return int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64, generator=generator))
 
 
-def keep_noise(shape, p: float, *, seed: int | None = None, out=None) -> torch.Tensor:
+def keep_noise(shape, p: float, *, seed: int | None = None, generator=None,
+               out=None) -> torch.Tensor:  # fmt: skip
     """A float32 CPU tensor of ``shape``: ``1 / (1 - p)`` where an element is kept
     (probability ``1 - p``), 0 where it is dropped. ``seed`` None: one draw from
-    PyTorch's default generator. ``out``: a contiguous float32 CPU tensor of at least
+    ``generator`` (a CPU ``torch.Generator``; None: PyTorch's default one). ``out``: a contiguous float32 CPU tensor of at least
     that many elements to write into (the result is a view of it)."""
     if not 0 <= p < 1:
         raise ValueError(f"dropout rate must be in [0, 1), got {p}")
-    seed = _seed() if seed is None else int(seed)
+    seed = _seed(generator) if seed is None else int(seed)
     n = math.prod(shape)
     if out is None:
         target = torch.from_numpy(np.empty(n, np.float32))
@@ -95,8 +96,8 @@ def keep_noise(shape, p: float, *, seed: int | None = None, out=None) -> torch.T
     return target.view(tuple(shape))
 
 
-def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+def dropout(x: torch.Tensor, p: float, generator=None) -> torch.Tensor:
     """``x`` times :func:`keep_noise` of its shape (training-mode dropout)."""
     if p == 0:
         return x
-    return x * keep_noise(x.shape, p)
+    return x * keep_noise(x.shape, p, generator=generator)

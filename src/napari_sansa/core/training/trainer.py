@@ -92,6 +92,25 @@ class _Settings:
     channel_factor: float
 
 
+def _drops_only_in(sam, part, dropout) -> bool:
+    """Whether ``part`` holds every module of ``sam`` that drops anything in a training
+    step (with the rates ``network_mode(sam, dropout)`` sets)."""
+    inside = {id(m) for m in part.modules()}
+    for m in sam.modules():
+        if id(m) in inside:
+            continue
+        rates = [getattr(m, a, None) for a in ("dropout_p", "drop_prob")]
+        if isinstance(m, torch.nn.Dropout):
+            rates.append(m.p)
+        rates = [r for r in rates if isinstance(r, float)]
+        if dropout is not None and (isinstance(m, torch.nn.Dropout)
+                                    or isinstance(getattr(m, "dropout_p", None), float)):  # fmt: skip
+            rates.append(float(dropout))
+        if any(r > 0 for r in rates):
+            return False
+    return True
+
+
 class Finetuning:
     """A fine-tuning run (made by :func:`finetune_iter`); iterate it for its steps."""
 
@@ -117,10 +136,16 @@ class Finetuning:
         first = min(int(n.split(".blocks.")[1].split(".")[0]) for n, _ in self.named)
         self.encoder = PrefixEncoder(self.sam, first, cache_bytes)
         self._kernels = None
+        self.torch_rng = torch.Generator().manual_seed(int(seeds[2].generate_state(1)[0]))
+        self._own_rng = False  # every draw of a step from torch_rng (see _random_state)
         if self.device.type == "cpu":  # see attention.py: measured faster and leaner there
             from napari_sansa.core.training.attention import MathAttentionWhileTraining
 
-            self._kernels = MathAttentionWhileTraining(self.sam.memory_attention)
+            part = self.sam.memory_attention
+            self._kernels = MathAttentionWhileTraining(part, generator=self.torch_rng)
+            self._own_rng = self.dtype == torch.float32 and _drops_only_in(
+                self.sam, part, s.dropout
+            )
         opt_kwargs = {"fused": True} if self.device.type == "cuda" else {}
         self.optimizer = torch.optim.AdamW(
             [{"params": self.params, "initial_lr": s.lr}], lr=s.lr, weight_decay=0.0,
@@ -128,7 +153,6 @@ class Finetuning:
         )  # fmt: skip
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=s.steps)
         self.rng = np.random.default_rng(seeds[1])
-        self.torch_rng = torch.Generator().manual_seed(int(seeds[2].generate_state(1)[0]))
         self._torch_state = self.torch_rng.get_state()
         self._cuda_state = None
         self.val_episodes = self._validation_episodes(np.random.default_rng(seeds[3]))
@@ -243,7 +267,16 @@ class Finetuning:
 
     @contextlib.contextmanager
     def _random_state(self):
-        """The run's own torch random state (dropout), kept apart from the caller's."""
+        """The run's own torch random state (dropout), kept apart from the caller's. On
+        the CPU in float32, when only the memory attention drops (SAM2's own rates, or
+        ``dropout=0``), every draw of a step is its dropout noise, seeded from the run's
+        generator: PyTorch's global one is not touched (another thread, or a second run,
+        may be using it). Otherwise PyTorch's global generators are forked."""
+        if self._own_rng:
+            self.torch_rng.set_state(self._torch_state)
+            yield
+            self._torch_state = self.torch_rng.get_state()
+            return
         cuda = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             torch.set_rng_state(self._torch_state)
