@@ -53,7 +53,9 @@ def sample():
         time.sleep(0.01)
 """
 
-CHILD = SAMPLER + r"""
+CHILD = (
+    SAMPLER
+    + r"""
 import numpy as np, tifffile
 from common import images, blob_mask
 import napari_sansa as ns
@@ -80,9 +82,12 @@ print(json.dumps({{"anon_peak_mib": peak["anon"], "anon_before_mib": base, "tile
                   "seconds": seconds, "hwm_mib": status("VmHWM"),
                   "foreground": float((out > 0).mean())}}))
 """
+)
 
 
-CLI_CHILD = SAMPLER + r"""
+CLI_CHILD = (
+    SAMPLER
+    + r"""
 from napari_sansa.cli import main
 
 base = status("RssAnon")
@@ -96,6 +101,7 @@ thread.join()
 print(json.dumps({{"code": code, "anon_peak_mib": peak["anon"], "anon_before_mib": base,
                   "seconds": seconds, "hwm_mib": status("VmHWM")}}))
 """
+)
 
 
 def write_reference(folder: Path, side: int, image="ref.png", labels="ref_labels.png"):

@@ -133,8 +133,9 @@ def frames():
 def test_training_dropout_is_independent_of_torchs_global_generator(model, frames):
     """Another thread drawing from PyTorch's global generator during a step (or a second
     run) neither changes a run's dropout nor is changed by it."""
-    import napari_sansa as ns
     from training_data import GRID
+
+    import napari_sansa as ns
 
     kw = {"steps": 2, "batch_size": 1, "input_size": GRID, "seed": 4}  # SAM2's dropout
     first = ns.finetune_iter(model, frames, **kw)

@@ -112,7 +112,8 @@ class MathAttention(torch.autograd.Function):
         dropped = attn
         if dropout_p > 0:
             buf = scratch.get(attn.shape) if scratch is not None else None
-            dropped = torch.mul(attn, keep_noise(attn.shape, dropout_p, generator=generator, out=buf))
+            noise = keep_noise(attn.shape, dropout_p, generator=generator, out=buf)
+            dropped = torch.mul(attn, noise)
         out = torch.matmul(dropped, v)
         ctx.save_for_backward(qs, ks, v, attn, dropped if dropout_p > 0 else None, out)
         ctx.root, ctx.scratch = root, scratch

@@ -62,8 +62,9 @@ def keep_noise(shape, p: float, *, seed: int | None = None, generator=None,
                out=None) -> torch.Tensor:  # fmt: skip
     """A float32 CPU tensor of ``shape``: ``1 / (1 - p)`` where an element is kept
     (probability ``1 - p``), 0 where it is dropped. ``seed`` None: one draw from
-    ``generator`` (a CPU ``torch.Generator``; None: PyTorch's default one). ``out``: a contiguous float32 CPU tensor of at least
-    that many elements to write into (the result is a view of it)."""
+    ``generator`` (a CPU ``torch.Generator``; None: PyTorch's default one). ``out``: a
+    contiguous float32 CPU tensor of at least that many elements to write into (the
+    result is a view of it)."""
     if not 0 <= p < 1:
         raise ValueError(f"dropout rate must be in [0, 1), got {p}")
     seed = _seed(generator) if seed is None else int(seed)

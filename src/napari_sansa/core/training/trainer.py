@@ -103,8 +103,10 @@ def _drops_only_in(sam, part, dropout) -> bool:
         if isinstance(m, torch.nn.Dropout):
             rates.append(m.p)
         rates = [r for r in rates if isinstance(r, float)]
-        if dropout is not None and (isinstance(m, torch.nn.Dropout)
-                                    or isinstance(getattr(m, "dropout_p", None), float)):  # fmt: skip
+        set_by_mode = isinstance(m, torch.nn.Dropout) or isinstance(
+            getattr(m, "dropout_p", None), float
+        )
+        if dropout is not None and set_by_mode:
             rates.append(float(dropout))
         if any(r > 0 for r in rates):
             return False
