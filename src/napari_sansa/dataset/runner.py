@@ -212,7 +212,10 @@ def segment_dataset(
         if client is not None:
             raise InvalidInputError("with a Dask client, give the model as a name or a ModelSource")
         loaded = model
-        ident = {"model": model.identity}
+        # a model loaded from files records what its settings would (a run started with
+        # the model resumes with the settings, and the reverse); weights made or changed
+        # in memory (fine-tuned, fresh) have no such identity and one of their own
+        ident = model.source_identity or {"model": model.identity}
     else:
         source = ModelSource(name=model) if isinstance(model, str) else model
         if not isinstance(source, ModelSource):

@@ -1,0 +1,126 @@
+"""A run resumes whichever way the same weights arrive: a loaded SansaModel (what the
+widget passes) or its ModelSource (what ``napari-sansa segment`` passes); weights made
+or changed in memory (fine-tuned, fresh adapters) never pass for the loaded ones."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import tifffile
+from dataset_files import write_reference, write_targets
+
+from conftest import CONFIG, SIZE
+from napari_sansa.core.errors import InvalidInputError
+
+N = 8  # images: a run stopped after the first leaves some unlabelled
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume-model")
+    write_reference(root)
+    write_targets(root / "data", N)
+    return root
+
+
+@pytest.fixture(scope="module")
+def ref(root):
+    from napari_sansa.dataset import load_reference_pair
+
+    return load_reference_pair(root / "ref.png", root / "ref_labels.png")
+
+
+@pytest.fixture(scope="module")
+def source(weights):
+    """The settings the ``model`` fixture was loaded with, as the command line gives them."""
+    from napari_sansa.dataset import ModelSource
+
+    sam2, adapters = weights
+    return ModelSource(
+        config=CONFIG, sam2_checkpoint=str(sam2), adapter_checkpoint=str(adapters),
+        device="cpu", image_size=SIZE,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def whole(root, ref, model):
+    from napari_sansa.dataset import segment_dataset
+
+    segment_dataset(root / "data", [ref], root / "whole", model=model, progress=False)
+    return labels(root / "whole")
+
+
+def labels(out) -> dict:
+    return {p.name: tifffile.imread(p) for p in sorted(out.glob("*.tif"))}
+
+
+def stopped_run(root, ref, out, model, after: int = 1):
+    """``segment_dataset`` of ``root/data`` into ``out`` stopped after ``after`` images."""
+    from napari_sansa.dataset import segment_dataset
+
+    cancel = threading.Event()
+    seen = []
+
+    def on_progress(step):
+        seen.append(step)
+        if len(seen) >= after:
+            cancel.set()
+
+    report = segment_dataset(
+        root / "data", [ref], out, model=model, progress=False, on_progress=on_progress,
+        cancel=cancel, batch_size=1,
+    )  # fmt: skip
+    assert report.cancelled and 0 < report.done < N
+    return {p.name: p.stat().st_mtime_ns for p in out.glob("*.tif")}
+
+
+def test_a_loaded_model_records_the_identity_of_its_settings(model, source):
+    assert model.source_identity == source.identity()
+    assert model.source_identity is not model.source_identity  # a copy: never changed
+
+
+@pytest.mark.parametrize("first", ["model", "source"])
+def test_a_run_stopped_with_one_form_resumes_with_the_other(
+    root, ref, model, source, whole, first, tmp_path
+):
+    from napari_sansa.dataset import segment_dataset
+
+    forms = {"model": model, "source": source}
+    second = "source" if first == "model" else "model"
+    out = tmp_path / "out"
+    stamps = stopped_run(root, ref, out, forms[first])
+    resumed = segment_dataset(root / "data", [ref], out, model=forms[second], progress=False)
+    assert resumed.ok and not resumed.cancelled
+    assert resumed.skipped == len(stamps) and resumed.done == N - len(stamps)
+    # the finished frames were not labelled again, and the whole is the uninterrupted run
+    assert {name: (out / name).stat().st_mtime_ns for name in stamps} == stamps
+    got = labels(out)
+    assert got.keys() == whole.keys()
+    assert all(np.array_equal(got[k], whole[k]) for k in whole)
+    again = segment_dataset(root / "data", [ref], out, model=forms[first], progress=False)
+    assert again.done == 0 and again.skipped == N
+
+
+@pytest.mark.parametrize("kind", ["copy", "fresh"])
+def test_weights_changed_in_memory_do_not_resume_a_run_of_the_loaded_model(
+    root, ref, model, source, kind, tmp_path
+):
+    from napari_sansa.core.training.model_copy import copy_sam, wrap_model
+    from napari_sansa.dataset import segment_dataset
+
+    # what ns.finetune returns: a copy of the model's SAM2 (its adapters trained, or fresh)
+    tuned = wrap_model(model, copy_sam(model, fresh=kind == "fresh"))
+    assert tuned.source_identity is None
+    for name, loaded in (("model", model), ("source", source)):
+        out = tmp_path / name
+        stamps = stopped_run(root, ref, out, loaded)
+        run_file = (out / ".napari-sansa" / "run.json").read_text()
+        with pytest.raises(InvalidInputError, match=r"another run \(different model\)"):
+            segment_dataset(root / "data", [ref], out, model=tuned, progress=False)
+        assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.tif")} == stamps
+        assert (out / ".napari-sansa" / "run.json").read_text() == run_file
+        settings = json.loads(run_file)["settings"]
+        assert settings["model"] == source.identity()
