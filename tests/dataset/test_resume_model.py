@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 import tifffile
-from dataset_files import write_reference, write_targets
+from dataset_files import read_csv, write_reference, write_targets
 
 from conftest import CONFIG, SIZE
 from napari_sansa.core.errors import InvalidInputError
@@ -124,3 +124,28 @@ def test_weights_changed_in_memory_do_not_resume_a_run_of_the_loaded_model(
         assert (out / ".napari-sansa" / "run.json").read_text() == run_file
         settings = json.loads(run_file)["settings"]
         assert settings["model"] == source.identity()
+
+
+def test_a_folder_of_a_loaded_model_recorded_in_the_earlier_form_resumes(
+    root, ref, model, whole, tmp_path
+):
+    """Folders labelled with a loaded model before it recorded its files' identity have
+    ``{"model": model.identity}`` in their settings: the same model goes on there."""
+    import copy
+
+    from napari_sansa.dataset import segment_dataset
+
+    earlier = copy.copy(model)  # the same weights, recorded as runs recorded them before
+    earlier._source_identity = None
+    out = tmp_path / "out"
+    stamps = stopped_run(root, ref, out, earlier)
+    recorded = json.loads((out / ".napari-sansa" / "run.json").read_text())
+    assert recorded["settings"]["model"] == {"model": model.identity}
+    resumed = segment_dataset(root / "data", [ref], out, model=model, progress=False)
+    assert resumed.skipped == len(stamps) and resumed.done == N - len(stamps)
+    assert {name: (out / name).stat().st_mtime_ns for name in stamps} == stamps
+    got = labels(out)
+    assert all(np.array_equal(got[k], whole[k]) for k in whole) and got.keys() == whole.keys()
+    assert json.loads((out / ".napari-sansa" / "run.json").read_text()) == recorded
+    rows = read_csv(out / "scores.csv")  # every image, each once, from both runs
+    assert sorted(r["output"] for r in rows if r["status"] == "ok") == sorted(whole)
