@@ -149,3 +149,20 @@ def test_a_folder_of_a_loaded_model_recorded_in_the_earlier_form_resumes(
     assert json.loads((out / ".napari-sansa" / "run.json").read_text()) == recorded
     rows = read_csv(out / "scores.csv")  # every image, each once, from both runs
     assert sorted(r["output"] for r in rows if r["status"] == "ok") == sorted(whole)
+
+
+def test_a_model_named_another_way_is_told_by_its_part(root, ref, source, tmp_path):
+    """The same files with the config named in one run and not in the other are two
+    identities (the command line's runs have always recorded them so): the message says
+    which part of the model differs."""
+    from dataclasses import replace
+
+    from napari_sansa.dataset import segment_dataset
+
+    out = tmp_path / "out"
+    stopped_run(root, ref, out, source)
+    unnamed = replace(source, config=None)
+    with pytest.raises(InvalidInputError, match=r"another run \(different model \(config\)\)"):
+        segment_dataset(root / "data", [ref], out, model=unnamed, progress=False)
+    with pytest.raises(InvalidInputError, match=r"different model \(config\), threshold\)"):
+        segment_dataset(root / "data", [ref], out, model=unnamed, threshold=0.6, progress=False)
