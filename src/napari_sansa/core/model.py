@@ -132,7 +132,9 @@ class SansaModel:
         :meth:`ModelSettings.identity <napari_sansa.core.models.settings.ModelSettings.identity>`
         gives it (a copy), or None when its weights were not loaded from files as they
         are (fine-tuned, fresh, built in memory). A dataset run records it: the same
-        weights resume a run whether they come as this model or as its settings."""
+        weights resume a run whether they come as this model or as its settings. Weights
+        changed in place through :attr:`sam` are not noticed: fine-tune a copy
+        (:func:`~napari_sansa.finetune` does) or build a new model."""
         return dict(self._source_identity) if self._source_identity is not None else None
 
     def __repr__(self) -> str:
