@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -63,6 +67,8 @@ def test_keep_noise_writes_into_out_and_refuses_bad_arguments():
             D.keep_noise((3,), p)
     with pytest.raises(ValueError, match="contiguous float32"):
         D.keep_noise((3,), 0.1, out=torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="holds 5 elements, the noise needs 6"):
+        D.keep_noise((2, 3), 0.1, out=torch.zeros(5))
 
 
 def test_dropout_layers_in_training_use_the_noise_and_differentiate_through_it():
@@ -81,5 +87,37 @@ def test_dropout_layers_in_training_use_the_noise_and_differentiate_through_it()
     with _Mode():
         assert torch.equal(layer.eval()(x), x)  # not training: no dropout
         assert torch.equal(F.dropout(x, 0.0, True), x)
-        kept = F.dropout(x.detach().double(), 0.5, True)  # not float32: PyTorch's own
-        assert kept.dtype == torch.float64
+    x = x.detach()
+    for other, inplace in ((x.double(), False), (x.bfloat16(), False), (x, True)):
+        torch.manual_seed(12)  # not float32, or in place: PyTorch's own draws
+        with _Mode():
+            got = F.dropout(other.clone(), 0.5, True, inplace)
+        torch.manual_seed(12)
+        assert torch.equal(got, F.dropout(other.clone(), 0.5, True, inplace))
+
+
+def test_a_pool_in_use_keeps_working_when_another_thread_asks_for_another_width():
+    # two runs at once (e.g. napari workers, each setting torch's thread count) must not
+    # shut down the pool the other is submitting to
+    pool = D._executor(2)
+    D._executor(3)
+    assert pool.submit(int, "4").result() == 4
+    assert D._executor(2) is pool
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_draws_noise_without_the_parents_pool_threads():
+    code = (
+        "import os, signal, torch\n"
+        "from napari_sansa.core.training import dropout as D\n"
+        "torch.set_num_threads(2)\n"
+        "want = D.keep_noise((3 * D.CHUNK,), 0.1, seed=1)\n"  # the pool's threads started
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    signal.alarm(20)\n"  # the old pool would wait for ever
+        "    os._exit(0 if torch.equal(D.keep_noise((3 * D.CHUNK,), 0.1, seed=1), want) else 3)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "raise SystemExit(os.waitstatus_to_exitcode(status))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]

@@ -67,6 +67,51 @@ def test_math_attention_drops_weights_with_its_noise_and_differentiates_through_
     assert not torch.allclose(other, want)  # another seed, other weights dropped
 
 
+@pytest.mark.parametrize("needs", [(True, False, False), (False, True, False), (False, False, True),
+                                   (True, False, True)])  # fmt: skip
+def test_math_attention_sharing_a_scratch_over_several_calls_before_their_backward(needs):
+    # a step's frames: several attentions (of two sizes: the buffer grows) run forward,
+    # then one backward; each gradient only for the inputs that ask for it
+    from napari_sansa.core.training.attention import Scratch, _Mode
+    from napari_sansa.core.training.dropout import keep_noise
+
+    small = [t.detach().requires_grad_(n) for t, n in zip(_qkv(heads=2), needs, strict=True)]
+    large = [t.detach().requires_grad_(n) for t, n in zip(_qkv(50, 90, seed=1), needs, strict=True)]
+    calls = (small, large, small)
+    torch.manual_seed(4)
+    with _Mode(Scratch()):
+        got = [F.scaled_dot_product_attention(*c, dropout_p=0.2) for c in calls]
+    torch.manual_seed(4)
+    want = []
+    for q, k, v in calls:
+        noise = keep_noise((*q.shape[:3], k.shape[2]), 0.2)
+        want.append((torch.softmax(q @ k.transpose(-2, -1) / 4.0, dim=-1) * noise) @ v)
+    inputs = [t for c in (small, large) for t in c if t.requires_grad]
+
+    def grads(outs):
+        return torch.autograd.grad(sum((o * o.detach().cos()).sum() for o in outs), inputs)
+
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6)
+    for g, w in zip(grads(got), grads(want), strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_a_cpu_training_step_draws_the_memory_attentions_dropout_on_every_core(
+    model, data, monkeypatch
+):
+    from napari_sansa.core.training import attention
+
+    calls = []
+    for name in ("keep_noise", "dropout"):
+        real = getattr(attention, name)
+        monkeypatch.setattr(attention, name, lambda *a, _r=real, _n=name, **kw: (
+            calls.append(_n), _r(*a, **kw))[1])  # fmt: skip
+    run = ns.finetune_iter(model, data, steps=1, batch_size=1, input_size=GRID, seed=0)
+    next(run)  # SAM2's default dropout (0.1): its attention weights and its layers
+    assert {"keep_noise", "dropout"} <= set(calls)
+
+
 def test_math_attention_leaves_other_calls_to_the_math_kernel():
     from napari_sansa.core.training.attention import _plain_call
 
@@ -84,6 +129,9 @@ def test_math_attention_leaves_other_calls_to_the_math_kernel():
     with _Mode():
         masked = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     torch.testing.assert_close(masked, want)  # an all-true mask: the same attention
+    with _Mode():  # every weight dropped: the math kernel's zeros, not an error
+        dropped = F.scaled_dot_product_attention(q, k, v, dropout_p=1.0)
+    assert torch.equal(dropped, torch.zeros_like(want))
 
 
 def test_training_step_without_dropout_matches_the_math_kernel_step(model, data):
@@ -136,3 +184,16 @@ def test_a_counted_mask_support_runs_the_decoder_once(model, data):
         hook.remove()
     assert preds[0] is None and preds[1] is not None and preds[2] is not None
     assert len(calls) == 3  # one pass per support (pointer and mask), one for the query
+
+
+def test_scratch_is_float32_whatever_torchs_default_dtype():
+    from napari_sansa.core.training.attention import Scratch
+
+    before = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        scratch = Scratch()
+        got = scratch.get((3, 4))
+    finally:
+        torch.set_default_dtype(before)
+    assert got.dtype == torch.float32 and got.shape == (3, 4)

@@ -81,7 +81,7 @@ class Scratch:
         n = math.prod(shape)
         if self._buf.numel() < n:
             self._buf = torch.empty(0)  # let the old one go before the new one is made
-            self._buf = torch.empty(n)
+            self._buf = torch.empty(n, dtype=torch.float32)
         return self._buf[:n].view(tuple(shape))
 
     def clear(self) -> None:
@@ -142,7 +142,8 @@ class MathAttention(torch.autograd.Function):
 
 def _plain_call(args, kwargs):
     """``(q, k, v, dropout_p, scale)`` of an SDPA call that :class:`MathAttention` does
-    exactly (no mask, not causal, no grouped heads, float32 on the CPU), else None."""
+    exactly (no mask, not causal, no grouped heads, float32 on the CPU, dropout_p < 1),
+    else None."""
     names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
     call = dict(zip(names, args, strict=False)) | kwargs
     if set(call) - set(names) or any(n not in call for n in names[:3]):
@@ -158,9 +159,12 @@ def _plain_call(args, kwargs):
     )
     if not plain:
         return None
+    p = float(call.get("dropout_p", 0.0))
+    if p >= 1:  # every weight dropped: the math kernel's zeros (keep_noise refuses p = 1)
+        return None
     scale = call.get("scale")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    return q, k, v, float(call.get("dropout_p", 0.0)), scale
+    return q, k, v, p, scale
 
 
 def _plain_dropout(args, kwargs):

@@ -21,6 +21,7 @@ masks' distribution is the same.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,20 +32,26 @@ __all__ = ["dropout", "keep_noise"]
 
 CHUNK = 1 << 20  # elements per generator (4 MiB of float32)
 
-_pool: ThreadPoolExecutor | None = None
-_pool_width = 0
-_pool_lock = threading.Lock()
+_pools: dict[int, ThreadPoolExecutor] = {}  # one per width, kept: another thread may be using one
+_pools_lock = threading.Lock()
 
 
 def _executor(width: int) -> ThreadPoolExecutor:
-    global _pool, _pool_width
-    with _pool_lock:
-        if _pool is None or _pool_width != width:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="sansa-dropout")
-            _pool_width = width
-        return _pool
+    with _pools_lock:
+        if width not in _pools:
+            _pools[width] = ThreadPoolExecutor(width, thread_name_prefix="sansa-dropout")
+        return _pools[width]
+
+
+def _forget_pools() -> None:
+    """In a forked child: the parent's pool threads are not there (their pools would hang)."""
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_pools)
 
 
 def _seed() -> int:
@@ -65,6 +72,8 @@ def keep_noise(shape, p: float, *, seed: int | None = None, out=None) -> torch.T
     else:
         if out.dtype != torch.float32 or out.device.type != "cpu" or not out.is_contiguous():
             raise ValueError("out must be a contiguous float32 CPU tensor")
+        if out.numel() < n:
+            raise ValueError(f"out holds {out.numel()} elements, the noise needs {n}")
         target = out.view(-1)[:n]
     out = target.numpy()
     starts = range(0, n, CHUNK)
