@@ -78,7 +78,7 @@ def test_unrefined_objects_keep_their_run_signature(weights, root, tmp_path):
     from napari_sansa.dataset.references import _references_digest
 
     settings = {
-        "model": {"model": model.identity},
+        "model": model.source_identity,  # the identity of the files it was loaded from
         "references": _references_digest([ref]),
         "mode": "independent",
         "threshold": 0.5,

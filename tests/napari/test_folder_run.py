@@ -276,3 +276,56 @@ def test_a_folder_of_another_run_is_refused_in_the_widgets_words(
     assert "choose another output folder" in status and "--" not in status
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps
     assert widget.run_button.enabled
+
+
+def cli_segment(folder, weights, out, data=None) -> int:
+    """``napari-sansa segment`` of ``data`` (default ``folder/data``) into ``out`` with the
+    widget's model (the tests' widget names its config, so the command line does too)."""
+    from conftest import CONFIG
+    from napari_sansa.cli import main
+
+    args = ["segment", str(data or folder / "data"), "-r", str(folder / "ref.png")]
+    args += [str(folder / "ref_labels.png"), "--out", str(out), *cli_model_args(weights)]
+    return main([*args, "--config", CONFIG])
+
+
+def test_the_command_line_finishes_a_folder_stopped_in_the_widget(
+    make_sansa, qtbot, folder, cli_out, weights
+):
+    viewer, widget = annotated(make_sansa, folder)
+    out = folder / "widget-then-cli"
+    widget.select_folder(folder / "data", out)
+
+    def stop_at_first(done, total):
+        widget.folder.run.progress.disconnect(stop_at_first)
+        widget.stop()
+
+    widget.folder.run.progress.connect(stop_at_first)
+    run(qtbot, widget)
+    assert widget.status.value.startswith("stopped:"), widget.status.value
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*.tif")}
+    assert 1 <= len(stamps) < 4
+    assert cli_segment(folder, weights, out) == 0  # not refused as another run's folder
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # the finished ones kept
+    assert_same_as_cli(out, cli_out)
+
+
+def test_the_widget_goes_on_with_a_folder_of_the_command_line(
+    make_sansa, qtbot, folder, weights, cli_out, tmp_path
+):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("photo0.png", "photo1.png"):
+        shutil.copy(folder / "data" / name, data)
+    out = tmp_path / "out"
+    assert cli_segment(folder, weights, out, data) == 0  # the first two, overnight
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*.tif")}
+    shutil.copy(folder / "data" / "photo2.png", data)  # then the folder grows
+    viewer, widget = annotated(make_sansa, folder)
+    widget.select_folder(data, out)
+    run(qtbot, widget)
+    status = widget.status.value
+    assert status.startswith("done: 1 image(s) labelled") and "2 finished before" in status, status
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    for name in ("photo0.tif", "photo1.tif", "photo2.tif"):
+        np.testing.assert_array_equal(tifffile.imread(out / name), tifffile.imread(cli_out / name))

@@ -65,7 +65,10 @@ class SansaModel:
     disk (bounded by ``cache_dir_bytes``). ``result_cache_bytes`` bounds the cache of
     decoded targets (independent mode, per target and class, keyed by the target's
     features and the class's reference memory): a re-run where only some classes'
-    prompts changed decodes only those classes.
+    prompts changed decodes only those classes. ``source_identity``: the
+    :meth:`ModelSettings.identity <napari_sansa.core.models.settings.ModelSettings.identity>`
+    of the files and settings the weights were loaded from (set by the loader; None for
+    weights made or changed in memory, e.g. fine-tuned ones).
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class SansaModel:
         identity: str | None = None,
         name: str | None = None,
         settings: ModelSettings | None = None,
+        source_identity: dict | None = None,
         **options,
     ):
         self.settings = ModelSettings.from_options(settings, **options)
@@ -89,6 +93,7 @@ class SansaModel:
         self.dtype = dtype
         self.name = name or config
         self._identity = identity or f"unsaved-{uuid.uuid4().hex}"
+        self._source_identity = dict(source_identity) if source_identity is not None else None
         disk = DiskFeatureCache(s.cache_dir, s.cache_dir_bytes) if s.cache_dir is not None else None
         self.feature_cache = FeatureCache(s.cache_bytes, disk)
         self.result_cache = FeatureCache(s.result_cache_bytes if s.cache_bytes > 0 else 0)
@@ -120,6 +125,17 @@ class SansaModel:
         from napari_sansa import __version__
 
         return f"{self._identity}|{self.config}|{self.image_size}|{self.dtype}|{__version__}"
+
+    @property
+    def source_identity(self) -> dict | None:
+        """The identity of the weights files and settings this model was loaded from, as
+        :meth:`ModelSettings.identity <napari_sansa.core.models.settings.ModelSettings.identity>`
+        gives it (a copy), or None when its weights were not loaded from files as they
+        are (fine-tuned, fresh, built in memory). A dataset run records it: the same
+        weights resume a run whether they come as this model or as its settings. Weights
+        changed in place through :attr:`sam` are not noticed: fine-tune a copy
+        (:func:`~napari_sansa.finetune` does) or build a new model."""
+        return dict(self._source_identity) if self._source_identity is not None else None
 
     def __repr__(self) -> str:
         kind = f"adapters in stages {list(self.adapter_stages)}" if self.adapters else "no adapters"

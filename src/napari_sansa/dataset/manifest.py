@@ -41,18 +41,46 @@ def _holds_outputs(out: Path) -> bool:
     )
 
 
+def settings_signature(settings: dict) -> str:
+    """The signature of a run's settings: what its outputs and ``run.json`` record."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def _read_run_file(out: Path) -> dict:
+    """``run.json`` of ``out`` (``{}`` when there is none or it cannot be read)."""
+    try:
+        return json.loads((out / RUN_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def recorded_with(out: Path, settings: dict) -> bool:
+    """Whether ``out``'s ``run.json`` was written by a run with these ``settings``."""
+    return _read_run_file(out).get("signature") == settings_signature(settings)
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    """The settings that differ, by name; the model's parts too when both runs describe
+    it by the same parts (e.g. ``model (config)``: a config named in one, not the other)."""
+    diff = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
+            key += f" ({', '.join(k for k in sorted(a) if a[k] != b[k])})"
+        diff.append(key)
+    return diff
+
+
 def _check_run_file(out: Path, signature: str, settings: dict, targets, overwrite: bool, kept=()):
     """Refuse a run whose settings differ from those of the outputs in ``out`` (reads only:
     the manifest is written by :func:`_write_run_file` once the run is ready to start)."""
     run_file = out / RUN_FILE
     if run_file.is_file() and not overwrite:
-        try:
-            previous = json.loads(run_file.read_text())
-        except (OSError, json.JSONDecodeError):
-            previous = {}
+        previous = _read_run_file(out)
         if previous.get("signature") != signature and _holds_outputs(out):
-            old = previous.get("settings", {})
-            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            diff = _differences(previous.get("settings", {}), settings)
             raise InvalidInputError(
                 f"{out} holds the results of another run (different "
                 f"{', '.join(diff) or 'settings'}); "

@@ -13,8 +13,6 @@ same run as a generator.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -33,6 +31,8 @@ from napari_sansa.dataset.manifest import (
     _write_run_file,
     earlier_rows,
     final_rows,
+    recorded_with,
+    settings_signature,
 )
 from napari_sansa.dataset.objects import (
     check_objects_csv,
@@ -177,7 +177,7 @@ def segment_dataset(
     :func:`load_reference_pair` or :func:`load_prompt_file`) is never labelled.
     """
     from napari_sansa.core.fusion import check_threshold
-    from napari_sansa.core.model import MODES, SansaModel
+    from napari_sansa.core.model import MODES
     from napari_sansa.core.objects import ObjectOptions
     from napari_sansa.core.options import check_cancel
     from napari_sansa.core.preprocess import check_input_size
@@ -207,19 +207,7 @@ def segment_dataset(
     if on_progress is not None and not callable(on_progress):
         raise InvalidInputError(f"on_progress must be a callable, got {on_progress!r}")
     cancelled = None if cancel is None else check_cancel(cancel)
-    loaded = source = None
-    if isinstance(model, SansaModel):
-        if client is not None:
-            raise InvalidInputError("with a Dask client, give the model as a name or a ModelSource")
-        loaded = model
-        ident = {"model": model.identity}
-    else:
-        source = ModelSource(name=model) if isinstance(model, str) else model
-        if not isinstance(source, ModelSource):
-            raise InvalidInputError("model must be a registry name, a ModelSource or a SansaModel")
-        # every image is seen once: a feature cache would only cost memory and hashing
-        source = replace(source, cache_bytes=0)
-        ident = source.identity()
+    loaded, source, ident, earlier_ident = models.run_model(model, client)
     out = Path(out).expanduser().resolve()
     _check_output_folder(out)
     unreadable: list = []
@@ -240,7 +228,7 @@ def segment_dataset(
             del settings["instances"]["refine"]
     layout = {"axes": axes, "channels": channels, "sequential_axis": sequential_axis}
     settings.update({k: v for k, v in layout.items() if v is not None})  # the same
-    signature = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    signature = settings_signature(settings)
     run = RunSettings(
         mode,
         threshold,
@@ -262,6 +250,8 @@ def segment_dataset(
         items, unreadable, references, out, out.is_dir(), run, settings, overwrite, strict,
         loaded, source, client, chunk_size, progress, on_progress,
     )  # fmt: skip
+    if earlier_ident is not None:
+        job.earlier_settings = {**settings, "model": earlier_ident}
     with OutputLock(out):
         report = _locked_run(job)
     report.seconds = time.perf_counter() - t0
@@ -287,6 +277,9 @@ class _Job:
     chunk_size: int
     progress: bool
     on_progress: object = None  # called with each DatasetProgress
+    #: the same settings as a folder may have recorded them before (a loaded model's
+    #: identity string, before it recorded its files' identity): such a folder resumes
+    earlier_settings: dict | None = None
 
 
 def _locked_run(job: _Job) -> BatchReport:
@@ -294,6 +287,10 @@ def _locked_run(job: _Job) -> BatchReport:
     items, out, run, overwrite, strict = job.items, job.out, job.run, job.overwrite, job.strict
     loaded, source, client, references = job.loaded, job.source, job.client, job.references
     settings = job.settings
+    earlier_form = job.earlier_settings
+    if earlier_form is not None and not overwrite and recorded_with(out, earlier_form):
+        settings = earlier_form  # the folder goes on in the form it recorded
+        run = replace(run, signature=settings_signature(settings))
     earlier = earlier_rows(out)  # a scores.csv that is not ours is refused, never replaced
     if run.objects is not None:
         check_objects_csv(out)  # and so is an objects.csv

@@ -146,6 +146,8 @@ def load_settings(settings: ModelSettings) -> SansaModel:
     identity = "sam2:" + file_fingerprint(sam2_checkpoint)
     if adapter_checkpoint is not None:
         identity += "+adapters:" + file_fingerprint(adapter_checkpoint)
+    # what a dataset run given these settings records: the same for the loaded model
+    source_identity = settings.identity((sam2_checkpoint, adapter_checkpoint))
     if settings.compile:
         for part in (sam.image_encoder, sam.memory_attention, sam.sam_mask_decoder):
             part.compile(dynamic=False)
@@ -157,4 +159,5 @@ def load_settings(settings: ModelSettings) -> SansaModel:
         identity=identity,
         name=label,
         settings=settings,
+        source_identity=source_identity,
     )

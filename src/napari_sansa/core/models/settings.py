@@ -102,13 +102,19 @@ class ModelSettings:
         dev = resolve_device(self.device)
         return dev.type, precision_name(resolve_precision(self.precision, dev))
 
-    def identity(self) -> dict:
+    def identity(self, files=None) -> dict:
         """What a model's outputs depend on: the weights by content (not by path), the
-        config, the input size, and the device type and precision as resolved here."""
+        config, the input size, and the device type and precision as resolved here.
+
+        ``files``: the ``(sam2, adapters)`` weights files already found (what
+        :func:`~napari_sansa.core.models.loading.load_settings` read); default
+        :meth:`files`. A model loaded from these settings keeps this identity
+        (:attr:`SansaModel.source_identity <napari_sansa.SansaModel.source_identity>`), so a
+        dataset run resumes alike whether it is given the model or the settings."""
         from napari_sansa.core.models.build import check_config_name
         from napari_sansa.core.models.loading import file_fingerprint
 
-        sam2, adapters = self.files()
+        sam2, adapters = self.files() if files is None else files
         if sam2 is None:
             raise InvalidInputError("give a registered model name or a SAM2 weights file")
         for p in (sam2, adapters):
