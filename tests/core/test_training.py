@@ -273,3 +273,19 @@ def test_gpu_memory_decision():
         cache_budget(12 * gib, 10 * gib, gib, shots=3, image_size=1024, device="cuda")
     with pytest.raises(MemoryError, match="more than the free memory"):
         cache_budget(math.inf, 10 * gib, gib, shots=3, image_size=1024, device="cuda")
+
+
+def test_a_bf16_autocast_run_trains_repeatably_with_float32_adapters(weights, data):
+    """The autocast path CUDA takes by default (bf16), here on the CPU."""
+    m = ns.load_model(config=CONFIG, sam2_checkpoint=weights[0], adapter_checkpoint=weights[1],
+                      device="cpu", image_size=SIZE, precision="bf16")  # fmt: skip
+    assert m.dtype == torch.bfloat16
+    runs = [_run(m, data, seed=2) for _ in range(2)]
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    losses = [[s.loss for s in run] for run in runs]
+    assert losses[0] == losses[1] and all(np.isfinite(losses[0]))
+    assert torch.equal(torch.get_rng_state(), before)  # PyTorch's dropout, on a fork
+    tuned = runs[0].result()
+    assert all(p.dtype == torch.float32 for _, p in tuned.adapter_parameters())
+    assert tuned.dtype == torch.bfloat16
