@@ -18,6 +18,7 @@ pytestmark = pytest.mark.gui
 
 TIMEOUT = 240_000  # ms; a shared 2-core machine can be slow
 SIZES = [(48, 64), (40, 56), (56, 72)]
+ENGINE_THREADS = ("napari-sansa-dataset", "napari-sansa-write")  # a folder run's threads
 
 
 @pytest.fixture(scope="module")
@@ -200,9 +201,36 @@ def test_removing_the_prompt_layer_during_the_run_changes_nothing(
     assert_same_as_cli(out, cli_out)
 
 
-def test_closing_the_viewer_during_the_run_stops_it_cleanly(make_sansa, qtbot, folder, cli_out):
+def hold_after_first_frame(monkeypatch):
+    """Make the engine's next run wait after its first finished frame (its step is sent, so
+    the widget sees it) until ``go_on`` is set: ``(waiting, go_on)``, two Events."""
+    import functools
+
+    from napari_sansa.dataset import runner
+
+    waiting, go_on = threading.Event(), threading.Event()
+    segment_dataset = runner.segment_dataset
+
+    @functools.wraps(segment_dataset)
+    def held(*args, on_progress, **options):
+        def step(progress):
+            on_progress(progress)
+            if progress.frames and not waiting.is_set():
+                waiting.set()
+                go_on.wait(TIMEOUT / 1000)
+
+        return segment_dataset(*args, on_progress=step, **options)
+
+    monkeypatch.setattr(runner, "segment_dataset", held)
+    return waiting, go_on
+
+
+def test_closing_the_viewer_during_the_run_stops_it_cleanly(
+    make_sansa, qtbot, folder, cli_out, monkeypatch
+):
     from qtpy.QtCore import QTimer
 
+    waiting, go_on = hold_after_first_frame(monkeypatch)
     viewer, widget = annotated(make_sansa, folder)
     out = folder / "closed"
     widget.select_folder(folder / "data", out)
@@ -211,25 +239,33 @@ def test_closing_the_viewer_during_the_run_stops_it_cleanly(make_sansa, qtbot, f
 
     def close(done, total):
         if not closed:
-            closed.append(done)
+            closed.append(waiting.is_set())
             QTimer.singleShot(0, viewer.close)
 
     folder_run.progress.connect(close)
+    # the engine goes on only once Qt has deleted the closed viewer's widgets
+    widget.native.destroyed.connect(lambda *_: go_on.set())
     assert widget.run() is not None
-    qtbot.waitUntil(lambda: bool(closed), timeout=TIMEOUT)
+    qtbot.waitUntil(go_on.is_set, timeout=TIMEOUT)
+    assert closed == [True]  # closed while the engine waited after its first frame
     qtbot.waitUntil(lambda: folder_run.worker is None, timeout=TIMEOUT)
     # the engine's thread stops by itself after the frame in progress
-    engine = [t for t in threading.enumerate() if t.name == "napari-sansa-dataset"]
+    engine = [t for t in threading.enumerate() if t.name.startswith(ENGINE_THREADS)]
     for thread in engine:
         thread.join(TIMEOUT / 1000)
     assert not any(thread.is_alive() for thread in engine)
     assert not folder_run.alive
-    assert no_leftovers(out)
-    assert 1 <= len(labels_in(out)) <= 4
+    assert no_leftovers(out)  # nothing half-written, the lock released
+    # stopped early: the first image and at most those already on their way to the disk
+    # (napari's own quit on closing leaves the engine running: the cancel stops it)
+    done = labels_in(out)
+    assert 1 <= len(done) < 4 and "stack.tif" not in done, sorted(done)
     # a new viewer goes on where the closed one stopped
     viewer, widget = annotated(make_sansa, folder)
     widget.select_folder(folder / "data", out)
     run(qtbot, widget)
+    assert widget.status.value.startswith("done:"), widget.status.value
+    assert f"{len(done)} finished before" in widget.status.value
     assert_same_as_cli(out, cli_out)
 
 
