@@ -514,16 +514,55 @@ def test_removing_layers_during_a_run(make_sansa, qtbot, notifications):
     assert widget.status.value.startswith("stopped")
 
 
-def test_closing_the_viewer_during_a_run(make_sansa, qtbot):
+def hold_after_first_frame(monkeypatch):
+    """Make the next run wait after it has handed over its first labelled frame until
+    ``go_on`` is set: ``(waiting, go_on, handed)``, ``handed`` the frames it handed over
+    (references first)."""
+    import functools
+    import threading
+
+    from napari_sansa.napari import session
+
+    waiting, go_on, handed = threading.Event(), threading.Event(), []
+    run_frames = session.run_frames
+
+    @functools.wraps(run_frames)
+    def held(*args, **kwargs):
+        frames = run_frames(*args, **kwargs)
+        try:
+            while True:
+                try:
+                    result = next(frames)
+                except StopIteration as end:
+                    return end.value
+                handed.append(result)
+                yield result
+                if not result.is_reference and not waiting.is_set():
+                    waiting.set()
+                    go_on.wait(TIMEOUT / 1000)
+        finally:
+            frames.close()
+
+    monkeypatch.setattr(session, "run_frames", held)
+    return waiting, go_on, handed
+
+
+def test_closing_the_viewer_during_a_run(make_sansa, qtbot, monkeypatch):
+    waiting, go_on, handed = hold_after_first_frame(monkeypatch)
     viewer, widget = make_sansa(
         (frames(n=10, seed=760), {"name": "cells"}, "image"),  # not run before: not cached
         (mask_on(0, n=10), {"name": "paint"}, "labels"),
     )
+    # the run goes on only once Qt has deleted the closed viewer's widget
+    widget.native.destroyed.connect(lambda *_: go_on.set())
     worker = widget.run()
-    qtbot.waitUntil(lambda: widget.session.done >= 1, timeout=TIMEOUT)
+    qtbot.waitUntil(waiting.is_set, timeout=TIMEOUT)  # after its first labelled frame
     viewer.close()
+    qtbot.waitUntil(go_on.is_set, timeout=TIMEOUT)
     qtbot.waitUntil(lambda: not worker.is_running, timeout=TIMEOUT)
     assert worker.abort_requested
+    # the close stopped the run before it labelled another of the 9 frames
+    assert [r.is_reference for r in handed] == [True, False]
     qtbot.wait(50)
     assert widget.worker is None
 
