@@ -60,9 +60,10 @@ def test_saved_adapters_hold_adapter_tensors_only_and_load_back(model, data, wei
     assert not np.array_equal(original[0].logits[1], a[0].logits[1])
 
 
-def test_resume_after_a_stop_ends_where_an_uninterrupted_run_ends(model, data, tmp_path):
+@pytest.mark.parametrize("dropout", [None, 0.3])  # SAM2's rates; a rate for every dropout
+def test_resume_after_a_stop_ends_where_an_uninterrupted_run_ends(model, data, tmp_path, dropout):
     kw = {"steps": 4, "validation": 0.25, "validate_every": 2, "prompt": "multi", "shots": 2,
-          "lr": 1e-3}  # fmt: skip
+          "lr": 1e-3, "dropout": dropout}  # fmt: skip
     whole = _run(model, data, **kw)
     full = list(whole)
     part = _run(model, data, **kw)

@@ -144,10 +144,12 @@ class Finetuning:
             from napari_sansa.core.training.attention import MathAttentionWhileTraining
 
             part = self.sam.memory_attention
-            self._kernels = MathAttentionWhileTraining(part, generator=self.torch_rng)
             self._own_rng = self.dtype == torch.float32 and _drops_only_in(
                 self.sam, part, s.dropout
             )
+            # otherwise its noise too is seeded from the (forked) global generator
+            own = self.torch_rng if self._own_rng else None
+            self._kernels = MathAttentionWhileTraining(part, generator=own)
         opt_kwargs = {"fused": True} if self.device.type == "cuda" else {}
         self.optimizer = torch.optim.AdamW(
             [{"params": self.params, "initial_lr": s.lr}], lr=s.lr, weight_decay=0.0,
