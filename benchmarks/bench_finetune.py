@@ -105,7 +105,6 @@ def _runs(variants, image_size: int, steps: int, authors=None, dropout=None):
 
             run.encoder = _PlainEncoder(run.engine)
             run._kernels.remove()  # the authors' fork: math in both (added back just below)
-            run._own_rng = False  # PyTorch's dropout: the step on a fork of the global RNG
             for part in (run.sam.memory_attention, run.sam.sam_mask_decoder):
                 KernelWhileTraining(part)
         else:

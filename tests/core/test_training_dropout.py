@@ -165,3 +165,18 @@ def test_training_dropout_is_independent_of_torchs_global_generator(model, frame
     torch.manual_seed(0)
     list(run)
     assert torch.equal(torch.get_rng_state(), before)  # forked, and given back
+
+
+def test_a_run_whose_attention_hooks_are_removed_forks_the_global_generator(model, frames):
+    """PyTorch's own dropout then draws: from a fork of the global generator, as on CUDA."""
+    from training_data import GRID
+
+    import napari_sansa as ns
+
+    run = ns.finetune_iter(model, frames, steps=1, batch_size=1, input_size=GRID, seed=4)
+    run._kernels.remove()
+    assert not run._own_rng
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    list(run)
+    assert torch.equal(torch.get_rng_state(), before)

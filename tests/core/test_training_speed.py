@@ -141,7 +141,6 @@ def test_training_step_without_dropout_matches_the_math_kernel_step(model, data)
     ours = ns.finetune_iter(model, data, **kw)
     plain = ns.finetune_iter(model, data, **kw)
     plain._kernels.remove()
-    plain._own_rng = False  # PyTorch's own dropout (none here): the global generator forked
     KernelWhileTraining(plain.sam.memory_attention)
     for a, b in zip(ours, plain, strict=True):
         assert a.loss == pytest.approx(b.loss, rel=1e-6)

@@ -225,3 +225,4 @@ class MathAttentionWhileTraining(_Hooks):
     def remove(self):
         super().remove()
         self.scratch.clear()
+        self.generator = None  # nothing of ``module`` draws from it any more

@@ -139,17 +139,13 @@ class Finetuning:
         self.encoder = PrefixEncoder(self.sam, first, cache_bytes)
         self._kernels = None
         self.torch_rng = torch.Generator().manual_seed(int(seeds[2].generate_state(1)[0]))
-        self._own_rng = False  # every draw of a step from torch_rng (see _random_state)
         if self.device.type == "cpu":  # see attention.py: measured faster and leaner there
             from napari_sansa.core.training.attention import MathAttentionWhileTraining
 
             part = self.sam.memory_attention
-            self._own_rng = self.dtype == torch.float32 and _drops_only_in(
-                self.sam, part, s.dropout
-            )
+            own = self.dtype == torch.float32 and _drops_only_in(self.sam, part, s.dropout)
             # otherwise its noise too is seeded from the (forked) global generator
-            own = self.torch_rng if self._own_rng else None
-            self._kernels = MathAttentionWhileTraining(part, generator=own)
+            self._kernels = MathAttentionWhileTraining(part, self.torch_rng if own else None)
         opt_kwargs = {"fused": True} if self.device.type == "cuda" else {}
         self.optimizer = torch.optim.AdamW(
             [{"params": self.params, "initial_lr": s.lr}], lr=s.lr, weight_decay=0.0,
@@ -268,6 +264,11 @@ class Finetuning:
     def _record(self, stats: StepStats) -> StepStats:
         self.history.append(stats.as_dict())
         return stats
+
+    @property
+    def _own_rng(self) -> bool:
+        """Whether every draw of a step comes from ``torch_rng`` (see _random_state)."""
+        return self._kernels is not None and self._kernels.generator is self.torch_rng
 
     @contextlib.contextmanager
     def _random_state(self):
