@@ -22,6 +22,12 @@ def _ref(image, prompts):
         (lambda: ns.Mask(np.ones((8, 8)), label=0), ">= 1"),
         (lambda: ns.Mask(np.ones((8, 8)), label=-3), ">= 1"),
         (lambda: ns.Mask(np.ones((8, 8)), label=1.5), "integer"),
+        # booleans are no class ids, though True == 1
+        (lambda: ns.Mask(np.ones((8, 8)), label=True), "boolean True"),
+        (lambda: ns.Points([[1, 2]], label=True), "boolean True"),
+        (lambda: ns.Box((1, 2, 5, 9), label=np.bool_(True)), "boolean True"),
+        (lambda: ns.Scribble([[1, 2], [3, 4]], label=np.True_), "boolean True"),
+        (lambda: ns.Mask(np.ones((8, 8)), label=False), "boolean False"),
         (lambda: ns.Mask(np.ones((2, 8, 8))), "2D"),
         (lambda: ns.Points([[1, 2, 3]]), "(N, 2)"),
         (lambda: ns.Points(np.zeros((0, 2))), "(N, 2)"),

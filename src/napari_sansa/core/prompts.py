@@ -40,8 +40,16 @@ MAX_SCRIBBLE_VERTICES = 100_000
 
 
 def check_label(label, what: str = "label") -> int:
-    """Return ``label`` as a Python int, or raise if it is not an integer >= 1."""
-    if isinstance(label, (bool, np.bool_)) or not isinstance(label, numbers.Integral):
+    """Return ``label`` as a Python int, or raise if it is not an integer >= 1.
+
+    Booleans (Python's and numpy's) are refused: True is no class id, though it equals 1.
+    """
+    if isinstance(label, (bool, np.bool_)):
+        raise InvalidInputError(
+            f"{what} must be an integer class id >= 1 (0 is background), got the boolean "
+            f"{bool(label)!r}: give the class as a number, e.g. 1"
+        )
+    if not isinstance(label, numbers.Integral):
         if isinstance(label, numbers.Real) and float(label).is_integer() and label >= 1:
             return check_label_limit(int(label), what)
         raise InvalidInputError(
