@@ -228,6 +228,9 @@ def _prompt_file(root: Path, entry_or_data, name="prompts.json"):
         ({"points": [{"col": 3}]}, ["points[0]", 'lacks "row"']),
         ({"points": [{"row": 3, "col": 3, "positive": "false"}]}, ['"positive"', "true or"]),
         ({"points": [{"row": 3, "col": 3, "label": 0}]}, ["points[0]", "class id >= 1"]),
+        ({"points": [{"row": 3, "col": 3, "label": True}]}, ["points[0]", "boolean True"]),
+        ({"boxes": [{"box": [5, 5, 9, 9], "label": True}]}, ["boxes[0]", "boolean True"]),
+        ({"scribbles": [{"path": [[1, 2], [3, 4]], "label": True}]}, ["scribbles[0]", "boolean"]),
         ({"points": [{"row": 3, "col": 3, "lable": 2}]}, ["points[0]", "unknown", '"lable"']),
         ({"point": [{"row": 3, "col": 3}]}, ["references[0]", "unknown", '"point"']),
         ({"boxes": [[60, 10, 85, 50]]}, ["boxes[0]", '{"box": [MIN_ROW']),
@@ -297,6 +300,108 @@ def test_cli_malformed_prompt_file_exits_2_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "references[0], points[0]" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def _segment_with_prompts(tmp_path, prompts) -> list[str]:
+    return [
+        "segment",
+        str(tmp_path / "ref.png"),
+        "--prompts",
+        str(prompts),
+        "--out",
+        str(tmp_path / "out"),
+        "--sam2-checkpoint",
+        str(tmp_path / "never-read.pt"),
+    ]
+
+
+def test_prompt_file_with_an_endless_integer_is_refused(tmp_path, capsys):
+    _reference(tmp_path)
+    path = tmp_path / "long.json"
+    row = "7" * 5000  # beyond the 4300 digits Python reads as an int
+    path.write_text(
+        '{"references": [{"image": "ref.png", "points": [{"row": %s, "col": 3}]}]}' % row
+    )
+    with pytest.raises(InvalidInputError, match="integer of 5000 digits.*at most 4300 digits"):
+        load_prompt_file(path)
+    assert main(_segment_with_prompts(tmp_path, path)) == 2
+    err = capsys.readouterr().err
+    assert "5000 digits" in err and str(path) in err and "Traceback" not in err
+
+
+def test_prompt_file_larger_than_the_limit_is_refused_unread(tmp_path, monkeypatch, capsys):
+    import napari_sansa.dataset.references as references
+
+    _reference(tmp_path)
+    path = tmp_path / "huge.json"
+    with open(path, "wb") as fh:  # sparse: 65 MiB that take no disk space
+        fh.truncate(65 * 1024 * 1024)
+    with pytest.raises(InvalidInputError, match="huge.json is larger than 64 MiB"):
+        load_prompt_file(path)
+    assert main(_segment_with_prompts(tmp_path, path)) == 2
+    assert "larger than 64 MiB" in capsys.readouterr().err
+    # the limit is on the file, whatever it holds
+    path = _prompt_file(tmp_path, {"points": [{"row": 3, "col": 3}]})
+    assert len(load_prompt_file(path)) == 1
+    monkeypatch.setattr(references, "MAX_PROMPT_FILE_BYTES", 20)
+    with pytest.raises(InvalidInputError, match="larger than 20 bytes"):
+        load_prompt_file(path)
+
+
+def test_prompt_file_that_is_a_device_or_a_pipe_is_refused_without_reading(tmp_path, capsys):
+    import os
+    import threading
+
+    _reference(tmp_path)
+    with pytest.raises(InvalidInputError, match="a device or socket, not a regular file"):
+        load_prompt_file("/dev/null")
+    fifo = tmp_path / "prompts.fifo"
+    os.mkfifo(fifo)
+    stop = threading.Event()
+
+    def release():
+        """Opens the pipe for writing once a reader waits on it (a reader blocked in
+        open() would otherwise wait forever), so that this test fails, not hangs."""
+        while not stop.wait(0.2):
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # no reader yet
+                continue
+            os.close(fd)
+            return
+
+    helper = threading.Thread(target=release, daemon=True)
+    helper.start()
+    try:
+        with pytest.raises(InvalidInputError, match=r"a pipe \(FIFO\), not a regular file"):
+            load_prompt_file(fifo)
+        assert main(_segment_with_prompts(tmp_path, fifo)) == 2
+    finally:
+        stop.set()
+        helper.join()
+    err = capsys.readouterr().err
+    assert "pipe (FIFO)" in err and "Traceback" not in err
+
+
+def test_cli_prompts_from_dev_zero_is_refused_at_once(tmp_path):
+    """In a process limited to 2 GB of memory: reading /dev/zero whole would fail there."""
+    import resource
+
+    _reference(tmp_path)
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_sansa.cli", *_segment_with_prompts(tmp_path, "/dev/zero")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "/dev/zero is a device or socket, not a regular file" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 # -- the command line: model files and output --------------------------------------------------

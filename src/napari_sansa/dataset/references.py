@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import stat
 import weakref
 from pathlib import Path
 
@@ -26,6 +28,12 @@ MANY_CLASSES = 100
 #: a label image with more classes than this fraction of its pixels (and more than
 #: MANY_CLASSES) is refused as "not a label image" unless ``allow_many_classes``
 MAX_CLASS_FRACTION = 0.1
+
+#: the largest prompt file read (64 MiB): far more than any set of prompts takes, and it
+#: keeps a wrong path (``/dev/zero``, a huge data file) from filling the memory
+MAX_PROMPT_FILE_BYTES = 64 * 1024 * 1024
+#: the most digits of an integer in a prompt file (Python's own limit on reading one)
+MAX_PROMPT_INT_DIGITS = 4300
 
 _FILES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -109,6 +117,62 @@ def load_reference_pair(
     return _remember(Reference(image, masks), image_path, labels_path)
 
 
+class _LongInteger(Exception):
+    def __init__(self, digits: int):
+        self.digits = digits
+
+
+def _parse_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_PROMPT_INT_DIGITS:
+        raise _LongInteger(digits)
+    return int(text)
+
+
+def _not_regular(path: Path, mode: int) -> InvalidInputError:
+    if stat.S_ISDIR(mode):
+        return InvalidInputError(f"the prompt file {path} is a folder, not a JSON file")
+    kind = "a pipe (FIFO)" if stat.S_ISFIFO(mode) else "a device or socket"
+    return InvalidInputError(
+        f"the prompt file {path} is {kind}, not a regular file: save the prompts in a JSON "
+        "file and give its path"
+    )
+
+
+def _read_prompt_bytes(path: Path) -> bytes:
+    """The bytes of a prompt file: a regular file of at most :data:`MAX_PROMPT_FILE_BYTES`.
+
+    Anything else (a pipe, which would block, a device such as ``/dev/zero``, which never
+    ends) is refused before it is read; the file opened is checked again (``fstat``), so
+    that one swapped in after the first check is refused too, and the read stops at the
+    limit whatever the file's size says."""
+    limit = MAX_PROMPT_FILE_BYTES
+    mib = 1024 * 1024
+    shown = f"{limit // mib} MiB" if limit % mib == 0 else f"{limit} bytes"
+    too_large = (
+        f"the prompt file {path} is larger than {shown}: that is not a "
+        "prompt file (a few points, boxes and scribbles take kilobytes); check the path"
+    )
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InvalidInputError(f"the prompt file {path} does not exist") from None
+    if not stat.S_ISREG(mode):
+        raise _not_regular(path, mode)
+    # O_NONBLOCK: a pipe put there after the check does not block the open
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(path, st.st_mode)
+        if st.st_size > limit:
+            raise InvalidInputError(too_large)
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise InvalidInputError(too_large)
+    return data
+
+
 def load_prompt_file(
     path, *, allow_many_classes=False, axes=None, channels=None, lazy=False
 ) -> list[Reference]:
@@ -122,7 +186,8 @@ def load_prompt_file(
     an error names the file, the entry (``references[0], points[1]``) and the form
     expected there; unknown keys are refused rather than ignored. Label images follow
     the rule of :func:`load_reference_pair` (``allow_many_classes``), and so do images
-    with channels (``axes``, ``channels``) and ``lazy``.
+    with channels (``axes``, ``channels``) and ``lazy``. The file must be a regular file
+    of at most :data:`MAX_PROMPT_FILE_BYTES` (64 MiB), its integers at most 4300 digits.
     """
     import numbers
 
@@ -193,15 +258,17 @@ def load_prompt_file(
         return value
 
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InvalidInputError(f"the prompt file {path} does not exist") from None
-    except IsADirectoryError:
-        raise InvalidInputError(f"the prompt file {path} is a folder, not a JSON file") from None
+        data = json.loads(_read_prompt_bytes(path).decode("utf-8"), parse_int=_parse_int)
     except UnicodeDecodeError:
         raise InvalidInputError(f"the prompt file {path} is not a text (JSON) file") from None
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"{path} is not valid JSON: {exc}") from None
+    except _LongInteger as exc:
+        raise InvalidInputError(
+            f"{path} holds an integer of {exc.digits} digits; numbers in a prompt file "
+            f"(pixel coordinates, class ids) have at most {MAX_PROMPT_INT_DIGITS} digits: "
+            "check the file"
+        ) from None
     except RecursionError:
         raise InvalidInputError(
             f"{path} is nested too deeply to be a prompt file (lists or objects inside each "
