@@ -319,9 +319,8 @@ def test_prompt_file_with_an_endless_integer_is_refused(tmp_path, capsys):
     _reference(tmp_path)
     path = tmp_path / "long.json"
     row = "7" * 5000  # beyond the 4300 digits Python reads as an int
-    path.write_text(
-        '{"references": [{"image": "ref.png", "points": [{"row": %s, "col": 3}]}]}' % row
-    )
+    text = json.dumps({"references": [{"image": "ref.png", "points": [{"row": 0, "col": 3}]}]})
+    path.write_text(text.replace('"row": 0', f'"row": {row}'))
     with pytest.raises(InvalidInputError, match="integer of 5000 digits.*at most 4300 digits"):
         load_prompt_file(path)
     assert main(_segment_with_prompts(tmp_path, path)) == 2
