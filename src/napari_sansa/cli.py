@@ -242,6 +242,11 @@ def _segment(args) -> int:
             "--config needs --sam2-checkpoint FILE (Meta's SAM2 weights of that config), or use "
             "--model NAME for a registered model (see `napari-sansa models`)"
         )
+    from napari_sansa.core.tiling import TileSpec
+
+    # tiles are checked before anything is read or loaded (segment_dataset checks again)
+    if TileSpec.make(args.tile_size, args.halo) is not None and args.mode != "independent":
+        raise InvalidInputError("--tile-size works with --mode independent only")
     common = {"device": args.device, "precision": args.precision, "image_size": args.image_size}
     if args.sam2_checkpoint:
         # absolute paths: Dask workers run in another working directory

@@ -66,6 +66,33 @@ def test_bad_tile_settings():
     assert TileSpec.make(256) == TileSpec(256, 32)  # default halo: an eighth of the tile
 
 
+@pytest.mark.parametrize("size", [1, 15, 0, -64])
+def test_tile_size_below_the_minimum_is_refused_by_its_own_name(size):
+    with pytest.raises(ns.InvalidInputError) as info:
+        TileSpec.make(size)
+    text = str(info.value)
+    assert f"tile_size (--tile-size) must be at least 16 pixels, got {size}" in text
+    assert "halo" not in text  # the default halo (size // 8) is not what is wrong
+    with pytest.raises(ns.InvalidInputError, match="at least 16 pixels"):
+        ns.tile_grid((100, 100), size, 0)
+    assert TileSpec.make(16) == TileSpec(16, 2)
+
+
+def test_tile_size_is_checked_before_any_work(model, images, disk_mask, weights, tmp_path):
+    from napari_sansa.dataset import ModelSource, segment_dataset
+
+    ref = ns.Reference(images[0], [ns.Mask(disk_mask)])
+    with pytest.raises(ns.InvalidInputError, match="at least 16 pixels, got 1"):
+        model.segment_iter([ref], images[1:2], tile_size=1)  # raised before iterating
+    with pytest.raises(ns.InvalidInputError, match="at least 16 pixels, got 1"):
+        model.prepare_references([ref], tile_size=1)
+    # segment_dataset: before the model (here: a file that does not exist) is looked at
+    source = ModelSource(sam2_checkpoint=str(tmp_path / "missing.pt"), device="cpu")
+    with pytest.raises(ns.InvalidInputError, match="at least 16 pixels, got -64"):
+        segment_dataset(tmp_path, [ref], tmp_path / "out", model=source, tile_size=-64)
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_tile_settings_in_segment(model, images, disk_mask):
     ref = ns.Reference(images[0], [ns.Mask(disk_mask)])
     with pytest.raises(ns.InvalidInputError, match="larger than 2 x halo"):

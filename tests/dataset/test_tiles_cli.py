@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import imageio.v3 as iio
 import numpy as np
+import pytest
 import tifffile
 
 import napari_sansa as ns
@@ -47,3 +48,47 @@ def test_cli_tiles_match_the_api(weights, model, tmp_path, capsys):
     assert main([*args, "--tile-size", "96", "--mode", "sequential", "--overwrite"]) == 2
     err = capsys.readouterr().err
     assert "without tile_size" in err and "2 x halo" in err and "independent only" in err
+
+
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        (["--tile-size", "1"], ["--tile-size) must be at least 16 pixels, got 1"]),
+        (["--tile-size", "-64"], ["--tile-size) must be at least 16 pixels, got -64"]),
+        (["--tile-size", "64", "--halo", "-3"], ["halo must be >= 0", "got -3"]),
+        (["--tile-size", "64", "--halo", "32"], ["2 x halo"]),
+        (["--halo", "8"], ["without tile_size"]),
+        (["--tile-size", "64", "--mode", "sequential"], ["independent only"]),
+    ],
+)
+def test_cli_bad_tiles_are_refused_before_anything_is_read(
+    tmp_path, monkeypatch, capsys, options, words
+):
+    """The references and the weights named do not exist, and loading a model fails the
+    test: the tile settings are refused first."""
+    from napari_sansa.dataset import models
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(models, "_cached_model", no_model)
+    args = [
+        "segment",
+        str(tmp_path / "data"),
+        "--reference",
+        str(tmp_path / "missing.png"),
+        str(tmp_path / "missing_labels.png"),
+        "--out",
+        str(tmp_path / "out"),
+        "--sam2-checkpoint",
+        str(tmp_path / "missing.pt"),
+        *options,
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    for w in words:
+        assert w in err, err
+    assert "missing" not in err and "Traceback" not in err
+    if "--halo" not in options:
+        assert "halo" not in err  # about the tile size itself
+    assert not (tmp_path / "out").exists()

@@ -49,11 +49,18 @@ __all__ = [
 
 #: logits given to the pixels of a decoded reference that no prompted tile owns
 BACKGROUND_LOGIT = -20.0
+#: the smallest tile side: each tile is one pass of the model, enlarged to its input
+#: size (1024 px for SAM2), so a smaller tile holds too little of the image to recognise
+#: anything in, and an image then takes thousands of passes
+MIN_TILE_SIZE = 16
 
 
 @dataclass(frozen=True)
 class TileSpec:
-    """``tile_size`` and ``halo`` as checked; ``halo=None`` is ``tile_size // 8``."""
+    """``tile_size`` and ``halo`` as checked; ``halo=None`` is ``tile_size // 8``.
+
+    ``tile_size`` is at least :data:`MIN_TILE_SIZE`, ``halo`` at least 0 and less than
+    half the tile (the tile's own part between two halos must hold a pixel)."""
 
     tile_size: int
     halo: int
@@ -72,6 +79,14 @@ class TileSpec:
             ):
                 raise InvalidInputError(f"{name} must be a whole number of pixels, got {value!r}")
         tile_size = int(tile_size)
+        if tile_size < MIN_TILE_SIZE:
+            raise InvalidInputError(
+                f"tile_size (--tile-size) must be at least {MIN_TILE_SIZE} pixels, got "
+                f"{tile_size}: each tile is one pass of the model, enlarged to its input size, "
+                "so smaller tiles hold too little of the image to recognise anything (and "
+                "multiply the passes); typical tiles are 512-2048 pixels, and without "
+                "tile_size images are segmented whole"
+            )
         halo = tile_size // 8 if halo is None else int(halo)
         if halo < 0:
             raise InvalidInputError(
