@@ -141,6 +141,40 @@ def test_cli_labels_every_page_and_reports_bad_files(weights, tmp_path):
     assert {f.name: f.read_bytes() for f in data.iterdir()} == before  # inputs untouched
 
 
+def test_animated_images_get_what_to_do_on_the_command_line(weights, tmp_path, capsys):
+    """An animated GIF is refused with the conversion to make (not with advice for Python
+    callers); a still GIF is read as the image it is."""
+    _reference(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    frames = np.stack([make_image(60 + i) for i in range(3)])
+    iio.imwrite(data / "anim.gif", frames, extension=".gif")
+    Image.fromarray(make_image(63)).save(data / "still.gif")
+    assert read_image(data / "still.gif").shape == (96, 128, 3)
+    base = ["segment", "--out", str(tmp_path / "out"), *cli_model_args(weights)]
+    assert (
+        main([*base, str(data), "-r", str(tmp_path / "ref.png"), str(tmp_path / "ref_labels.png")])
+        == 1
+    )
+    with open(tmp_path / "out" / "scores.csv") as fh:
+        rows = {Path(r["target"]).name: r for r in csv.DictReader(fh)}
+    assert rows["still.gif"]["status"] == "ok"
+    assert tifffile.imread(tmp_path / "out" / "still.tif").shape == (96, 128)
+    anim = rows["anim.gif"]
+    assert anim["status"] == "failed"
+    assert "anim.gif is an animated image of 3 frames" in anim["message"]
+    assert "multi-page TIFF" in anim["message"] and "folder" in anim["message"]
+    assert "list of images" not in anim["message"]
+    # as a reference: one frame is needed
+    capsys.readouterr()
+    ref = ["-r", str(data / "anim.gif"), str(tmp_path / "ref_labels.png")]
+    assert main([*base, str(data / "still.gif"), *ref]) == 2
+    err = capsys.readouterr().err
+    assert "anim.gif is an animated image of 3 frames, but a reference image is one frame" in err
+    assert "save the frame you annotated as an image of its own" in err
+    assert "list of images" not in err and "Traceback" not in err
+
+
 # -- images and label images -------------------------------------------------------------
 def test_gray_alpha_images_are_accepted_like_rgba(tmp_path):
     gray = make_image(3, shape=(H, W), rgb=False)

@@ -36,11 +36,39 @@ TIFF_SUFFIXES = {".tif", ".tiff"}
 LEGACY_PARTIAL = ".napari-sansa-part"
 
 
-def read_image(path) -> np.ndarray:
+def _frame_count(path: Path) -> int:
+    """The frames of a (non-TIFF) image file as PIL counts them: 1 for a still image or a
+    file PIL does not know (its reader then names any problem)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return int(getattr(im, "n_frames", 1))
+    except Exception:  # noqa: BLE001 - PIL raises many types for files it cannot open
+        return 1
+
+
+def _animated(path: Path, frames: int, one_frame: str | None) -> str:
+    """What to do with an animated GIF/PNG/WebP: frames are read from TIFFs only."""
+    if one_frame is not None:
+        return (
+            f"{path} is an animated image of {frames} frames, but {one_frame} is one frame: "
+            "save the frame you annotated as an image of its own (PNG or TIFF) and give that"
+        )
+    return (
+        f"{path} is an animated image of {frames} frames; frames are read from TIFF files "
+        "only: save them as one multi-page TIFF (e.g. in Fiji: File > Save As > Tiff...) "
+        "and give that file, which is labelled as a stack, or save each frame as an image "
+        "(PNG) in a folder and give the folder"
+    )
+
+
+def read_image(path, one_frame: str | None = None) -> np.ndarray:
     """One image file as an array; a clear error for unreadable or truncated files.
 
     A TIFF of several frames gives them stacked on a first axis (frames first, then
-    rows, columns and color samples).
+    rows, columns and color samples). An animated GIF, PNG or WebP is refused with what
+    to do instead (``one_frame``: what the image is for, when it must be one frame).
     """
     path = Path(path)
     if not path.is_file():
@@ -49,6 +77,9 @@ def read_image(path) -> np.ndarray:
         with TiffStack(path) as stack:
             data = stack[0] if len(stack) == 1 else np.stack(list(stack))
     else:
+        frames = _frame_count(path)
+        if frames > 1:
+            raise InvalidInputError(_animated(path, frames, one_frame))
         try:
             import imageio.v3 as iio
 
@@ -56,7 +87,7 @@ def read_image(path) -> np.ndarray:
         except Exception as exc:  # noqa: BLE001 - image readers raise many types for bad files
             raise InvalidInputError(_unreadable(path, exc)) from None
     data = np.asarray(data)
-    if data.ndim == 3 and data.shape[0] == 1:
+    if data.ndim in (3, 4) and data.shape[0] == 1:  # (a still GIF has a frame axis of one)
         data = data[0]
     return data
 
@@ -72,7 +103,7 @@ def read_frame_image(
     opened as an array read window by window (:func:`lazy_tiff`), as targets are."""
     path = Path(path)
     if path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():
-        return read_image(path)
+        return read_image(path, one_frame=what)
     with TiffStack(path, axes, channels, axes_tail=True) as stack:
         if len(stack) > 1:
             sizes = ", ".join(
