@@ -8,7 +8,7 @@
 
 Exit codes: 0 success; 1 the run finished but some images failed (they are listed
 in scores.csv; running again after fixing them does only those), or it stopped on an
-unexpected error;
+unexpected error or because its Dask cluster had no worker left;
 2 bad usage or input (the message says what to change).
 """
 
@@ -173,7 +173,19 @@ def _parser() -> argparse.ArgumentParser:
         help="accept a label image with more classes than a tenth of its pixels",
     )
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar, log lines only")
-    s.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler to spread work over")
+    s.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="a Dask scheduler to spread work over, tcp://HOST:PORT (see docs/cluster.md)",
+    )
+    s.add_argument(
+        "--worker-wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with --scheduler: how long to wait when the cluster has no worker left before "
+        "stopping (60; finished outputs are kept)",
+    )
     s.add_argument(
         "--chunk-size", type=int, default=16, help="targets per Dask task (16)", metavar="N"
     )
@@ -247,6 +259,17 @@ def _segment(args) -> int:
     # tiles are checked before anything is read or loaded (segment_dataset checks again)
     if TileSpec.make(args.tile_size, args.halo) is not None and args.mode != "independent":
         raise InvalidInputError("--tile-size works with --mode independent only")
+    dask_options = {}
+    if args.worker_wait is not None:
+        if not args.scheduler:
+            raise InvalidInputError("--worker-wait applies to Dask runs: give --scheduler with it")
+        from napari_sansa.dataset.distributed import check_worker_wait
+
+        dask_options["worker_wait"] = check_worker_wait(args.worker_wait)
+    if args.scheduler:
+        from napari_sansa.dataset.distributed import check_scheduler_address
+
+        args.scheduler = check_scheduler_address(args.scheduler)
     common = {"device": args.device, "precision": args.precision, "image_size": args.image_size}
     if args.sam2_checkpoint:
         # absolute paths: Dask workers run in another working directory
@@ -303,6 +326,11 @@ def _segment(args) -> int:
             raise InvalidInputError(
                 f"cannot reach the Dask scheduler at {args.scheduler}: {exc}"
             ) from None
+        except ValueError as exc:  # an address of a form the check above lets through
+            raise InvalidInputError(
+                f"--scheduler {args.scheduler!r} is not a Dask scheduler address ({exc}): "
+                "give tcp://HOST:PORT"
+            ) from None
     try:
         report = segment_dataset(
             args.targets,
@@ -326,6 +354,7 @@ def _segment(args) -> int:
             client=client,
             chunk_size=args.chunk_size,
             progress=not args.quiet,
+            **dask_options,
         )
     finally:
         if client is not None:
@@ -413,7 +442,7 @@ def main(argv=None) -> int:
         return COMMANDS[args.command](args)
     except SansaError as exc:
         print(f"napari-sansa: error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)  # 1: a run that stopped (no Dask worker left)
     except BrokenPipeError:  # the reader went away (`napari-sansa models | head`)
         _silence_stdout()
         return 0

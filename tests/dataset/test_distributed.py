@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 
 import numpy as np
@@ -163,3 +164,123 @@ def test_cli_scheduler_option(cluster, job, weights):
 
     with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
         assert main([*args[:-4], "--scheduler", "tcp://127.0.0.1:9", "--chunk-size", "4"]) == 2
+
+
+def _segment_args(root, data, weights, *options) -> list[str]:
+    return [
+        "segment",
+        str(data),
+        "--reference",
+        str(root / "ref.png"),
+        str(root / "lab.png"),
+        "--out",
+        str(root / "cli"),
+        "--sam2-checkpoint",
+        str(weights[0]),
+        "--adapter-checkpoint",
+        str(weights[1]),
+        "--image-size",
+        "256",
+        "--device",
+        "cpu",
+        "--quiet",
+        *options,
+    ]
+
+
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        (["--scheduler", "not an address"], ["'not an address' is not a Dask scheduler address"]),
+        (["--scheduler", "tcp://host"], ["missing port number", "tcp://HOST:PORT"]),
+        (["--scheduler", "tcp://127.0.0.1:99999"], ["port 99999 is not in 1-65535"]),
+        (["--scheduler", "foo://x:1"], ["unknown address scheme 'foo'"]),
+        (["--scheduler", "tcp://127.0.0.1:9", "--worker-wait", "0"], ["seconds > 0, got 0.0"]),
+        (["--scheduler", "tcp://127.0.0.1:9", "--worker-wait", "nan"], ["seconds > 0, got nan"]),
+        (["--worker-wait", "5"], ["--worker-wait applies to Dask runs"]),
+    ],
+)
+def test_cli_bad_scheduler_options_are_refused_before_anything_is_read(
+    tmp_path, capsys, options, words
+):
+    """The references named do not exist: the options are refused first, by name."""
+    from napari_sansa.cli import main
+
+    args = _segment_args(tmp_path / "absent", tmp_path, ("w.pt", "a.pth"), *options)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    for w in words:
+        assert w in err, err
+    assert "absent" not in err and "Traceback" not in err
+    assert not (tmp_path / "absent" / "cli").exists()
+
+
+@pytest.fixture()
+def in_process_cluster():
+    """A scheduler and one worker in this process (threads): quick to start and stop."""
+    cluster = distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    )
+    client = distributed.Client(cluster)
+    yield cluster, client
+    client.close()
+    cluster.close()
+
+
+def test_workers_stopped_mid_run_end_it_after_the_wait_keeping_finished_outputs(
+    in_process_cluster, job
+):
+    import time
+
+    from napari_sansa.dataset import WorkersLostError, segment_dataset
+
+    cluster, client = in_process_cluster
+    root, data, ref, source = job
+    out = root / "lost"
+    stopped = []
+
+    def stop_the_workers(progress):
+        if not stopped:  # the first chunk is done: every worker goes
+            cluster.scale(0)
+            deadline = time.monotonic() + 30
+            while client.nthreads() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not client.nthreads()
+            stopped.append(time.monotonic())
+
+    with pytest.raises(WorkersLostError) as info:
+        segment_dataset(
+            data,
+            [ref],
+            out,
+            model=source,
+            client=client,
+            chunk_size=1,
+            progress=False,
+            on_progress=stop_the_workers,
+            worker_wait=1.5,
+        )
+    waited = time.monotonic() - stopped[0]
+    assert 1.5 <= waited < 10, waited
+    text = str(info.value)
+    assert "no Dask worker has been connected" in text and "for 1.5 s" in text
+    assert "outputs finished are kept" in text and "--worker-wait" in text
+    finished = sorted(p.name for p in out.glob("*.tif"))
+    assert 1 <= len(finished) < 8
+    with open(out / "scores.csv") as fh:
+        ok = sorted(r["output"] for r in csv.DictReader(fh) if r["status"] == "ok")
+    assert ok and set(ok) <= set(finished)  # what was reported done is on disk
+    assert not list(out.rglob(f"*{PARTIAL}"))
+
+
+def test_cli_run_on_a_cluster_without_workers_stops_after_the_wait(job, weights, capsys):
+    from napari_sansa.cli import main
+
+    root, data, _, _ = job
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        args = _segment_args(root, data, weights, "--scheduler", cluster.scheduler_address)
+        assert main([*args, "--worker-wait", "1"]) == 1
+    (line,) = [e for e in capsys.readouterr().err.splitlines() if "error:" in e]
+    assert line.startswith("napari-sansa: error: no Dask worker has been connected to the")
+    assert "for 1 s" in line and "nothing was labelled" in line
+    assert not list((root / "cli").glob("*.tif"))

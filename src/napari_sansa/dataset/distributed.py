@@ -3,11 +3,108 @@ are decoded once (on a worker) and shared, and targets go out in chunks."""
 
 from __future__ import annotations
 
-from napari_sansa.core.errors import InvalidInputError
+import math
+import numbers
+import time
+
+from napari_sansa.core.errors import InvalidInputError, SansaError
 from napari_sansa.core.models.source import ModelSource
 from napari_sansa.dataset import models
 from napari_sansa.dataset.records import RunSettings, reference_options
 from napari_sansa.dataset.writing import process_targets
+
+#: seconds a Dask run waits for a worker when the cluster has none left (``worker_wait``,
+#: ``--worker-wait``) before it stops
+WORKER_WAIT = 60.0
+#: seconds between two looks at the cluster's workers while no result comes
+WORKER_POLL = 1.0
+#: the address forms of a scheduler given by ``--scheduler``
+ADDRESS_FORM = "tcp://HOST:PORT (e.g. tcp://10.0.0.5:8786, as `dask scheduler` prints it)"
+
+
+class WorkersLostError(SansaError, RuntimeError):
+    """A Dask run stopped because its cluster had no worker left for ``worker_wait``
+    seconds; the outputs finished before are kept (a rerun does the rest)."""
+
+    exit_code = 1  # the command line's: the run stopped, the input was fine
+
+
+def check_worker_wait(value) -> float:
+    """``worker_wait`` as a number of seconds > 0."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    ok = ok and math.isfinite(float(value)) and value > 0
+    if not ok:
+        raise InvalidInputError(
+            f"the wait for Dask workers (worker_wait, --worker-wait) must be a number of "
+            f"seconds > 0, got {value!r}"
+        )
+    return float(value)
+
+
+def check_scheduler_address(address: str) -> str:
+    """``address`` if it has the form of a Dask scheduler's address (nothing is contacted)."""
+    try:
+        from distributed.comm.addressing import parse_address, parse_host_port
+        from distributed.comm.registry import get_backend
+    except ImportError:
+        raise InvalidInputError(
+            "--scheduler needs dask.distributed: pip install 'napari-sansa[dask]'"
+        ) from None
+
+    text = str(address).strip()
+    try:
+        scheme, location = parse_address(text)
+        get_backend(scheme)  # an unknown scheme
+        if scheme in ("tcp", "tls", "ws", "wss"):
+            _, port = parse_host_port(location)
+            if not 0 < int(port) < 65536:
+                raise ValueError(f"port {port} is not in 1-65535")
+    except (ValueError, TypeError) as exc:
+        raise InvalidInputError(
+            f"--scheduler {address!r} is not a Dask scheduler address ({exc}): give "
+            f"{ADDRESS_FORM}, or HOST:PORT"
+        ) from None
+    return text
+
+
+def _worker_count(client) -> int:
+    """The cluster's workers (0 when the scheduler cannot be asked)."""
+    try:
+        return len(client.nthreads())
+    except Exception:  # noqa: BLE001 - a scheduler gone away: no worker can be reached
+        return 0
+
+
+def _finished(client, futures, worker_wait: float, stopped):
+    """The futures as they finish (their order), while the cluster has workers: once it
+    has had none for ``worker_wait`` seconds, :class:`WorkersLostError` (``stopped()``
+    says what the run leaves undone)."""
+    from dask.distributed import wait
+
+    pending = set(futures)
+    poll = min(WORKER_POLL, worker_wait / 4)
+    alone_since = None
+    while pending:
+        try:
+            done, pending = wait(pending, timeout=poll, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            done = ()
+        if done:
+            alone_since = None
+            yield from done
+            continue
+        if _worker_count(client):
+            alone_since = None
+        elif alone_since is None:
+            alone_since = time.monotonic()
+        elif time.monotonic() - alone_since >= worker_wait:
+            address = getattr(getattr(client, "scheduler", None), "address", "?")
+            raise WorkersLostError(
+                f"no Dask worker has been connected to the scheduler at {address} for "
+                f"{worker_wait:g} s (they stopped or died): {stopped()}; start workers and run "
+                "the same command again to do the rest (--worker-wait SECONDS, worker_wait= "
+                "in Python, sets how long to wait for them)"
+            )
 
 
 def _prepare_task(source: ModelSource, refs, options: dict):
@@ -53,28 +150,52 @@ def _chunks(targets, run: RunSettings, size: int):
     return out
 
 
-def _prepare_dask(client, source, refs, run: RunSettings):
-    """The references' memory, prepared on a worker; its errors (model, references) raised."""
-    from dask.distributed import wait
-
+def _prepare_dask(client, source, refs, run: RunSettings, worker_wait: float = WORKER_WAIT):
+    """The references' memory, prepared on a worker; its errors (model, references) raised,
+    and :class:`WorkersLostError` when the cluster has no worker for ``worker_wait`` s."""
     memory = client.submit(_prepare_task, source, refs, reference_options(run), pure=False)
-    wait([memory])
+    try:
+        for _ in _finished(client, [memory], worker_wait, lambda: "nothing was labelled"):
+            pass
+    except WorkersLostError:
+        client.cancel([memory])
+        raise
     if memory.status == "error":
         memory.result()  # raises the worker's error
     return memory
 
 
-def _run_dask(client, source, memory, todo, out, run, strict, chunk_size, bar, skip_existing, rows):
-    from dask.distributed import as_completed
-
+def _run_dask(
+    client,
+    source,
+    memory,
+    todo,
+    out,
+    run,
+    strict,
+    chunk_size,
+    bar,
+    skip_existing,
+    rows,
+    worker_wait: float = WORKER_WAIT,
+):
     futures = {}
     for chunk in _chunks(todo, run, chunk_size):
         f = client.submit(
             _chunk_task, source, memory, chunk, str(out), run, strict, skip_existing, pure=False
         )
         futures[f] = sum(t.frames for t in chunk)
+    pending = [len(futures)]
+
+    def stopped() -> str:
+        return (
+            f"{pending[0]} of {len(futures)} chunk(s) of targets were not done; the outputs "
+            "finished are kept and listed in scores.csv"
+        )
+
     try:
-        for f in as_completed(list(futures)):
+        for f in _finished(client, list(futures), worker_wait, stopped):
+            pending[0] -= 1
             done = f.result()
             rows.extend(done)
             # a TIFF found to be a stack on the worker: one row per frame (bar in frames)

@@ -23,7 +23,12 @@ from napari_sansa.core.models.source import ModelSource
 from napari_sansa.core.prompts import Reference
 from napari_sansa.dataset import models
 from napari_sansa.dataset.discovery import Target, discover_targets
-from napari_sansa.dataset.distributed import _prepare_dask, _run_dask
+from napari_sansa.dataset.distributed import (
+    WORKER_WAIT,
+    _prepare_dask,
+    _run_dask,
+    check_worker_wait,
+)
 from napari_sansa.dataset.locking import OutputLock
 from napari_sansa.dataset.manifest import (
     _check_run_file,
@@ -146,6 +151,7 @@ def segment_dataset(
     sequential_axis: str | None = None,
     on_progress=None,
     cancel=None,
+    worker_wait: float = WORKER_WAIT,
 ) -> BatchReport:
     """Label every target image (files, folders, TIFF stacks) into ``out``.
 
@@ -169,7 +175,10 @@ def segment_dataset(
     for each finished frame (from the run's threads). ``cancel``: a ``threading.Event``
     or a callable returning True to stop: the run ends after the frame in progress (a
     stack not finished is left unwritten), ``scores.csv`` lists what was done, the report
-    says ``cancelled`` and the same call later resumes.
+    says ``cancelled`` and the same call later resumes. ``worker_wait``: with a ``client``,
+    the seconds the run waits when the cluster has no worker left (all died or were
+    stopped) before it stops with :class:`~napari_sansa.dataset.distributed.WorkersLostError`
+    (finished outputs are kept and listed in ``scores.csv``; a rerun does the rest).
 
     Every setting and the output folder are checked before anything is loaded or
     written; the run holds the folder's lock (:class:`OutputLockedError` if another run
@@ -207,6 +216,7 @@ def segment_dataset(
     if on_progress is not None and not callable(on_progress):
         raise InvalidInputError(f"on_progress must be a callable, got {on_progress!r}")
     cancelled = None if cancel is None else check_cancel(cancel)
+    worker_wait = check_worker_wait(worker_wait)
     loaded, source, ident, earlier_ident = models.run_model(model, client)
     out = Path(out).expanduser().resolve()
     _check_output_folder(out)
@@ -248,7 +258,7 @@ def segment_dataset(
     )
     job = _Job(
         items, unreadable, references, out, out.is_dir(), run, settings, overwrite, strict,
-        loaded, source, client, chunk_size, progress, on_progress,
+        loaded, source, client, chunk_size, progress, on_progress, worker_wait=worker_wait,
     )  # fmt: skip
     if earlier_ident is not None:
         job.earlier_settings = {**settings, "model": earlier_ident}
@@ -277,6 +287,7 @@ class _Job:
     chunk_size: int
     progress: bool
     on_progress: object = None  # called with each DatasetProgress
+    worker_wait: float = WORKER_WAIT  # seconds without a Dask worker before the run stops
     #: the same settings as a folder may have recorded them before (a loaded model's
     #: identity string, before it recorded its files' identity): such a folder resumes
     earlier_settings: dict | None = None
@@ -331,7 +342,7 @@ def _locked_run(job: _Job) -> BatchReport:
                 loaded = models._cached_model(source)
             memory = loaded.prepare_references(references, **reference_options(run))
         else:
-            memory = _prepare_dask(client, source, references, run)
+            memory = _prepare_dask(client, source, references, run, job.worker_wait)
         _write_run_file(out, run.signature, settings)
         _cleanup_partials(out)
     elif not job.existed and not rows:  # nothing to label at all
@@ -382,6 +393,7 @@ def _locked_run(job: _Job) -> BatchReport:
                 progress,
                 not overwrite,
                 rows,
+                job.worker_wait,
             )
         report.cancelled = stop() and _unfinished(work, rows)
     except RunCancelled:
