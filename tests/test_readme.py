@@ -19,6 +19,10 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert test_cmd.strip() in ci
     assert "pytest" in test_cmd and "ci/constraints.txt" in test_cmd
+    # lint and format are checked before the tests, and the slowest tests are named
+    assert test_cmd.index("ruff check .") < test_cmd.index("ruff format --check .")
+    assert test_cmd.index("ruff format --check .") < test_cmd.index("pytest")
+    assert "--durations=15" in test_cmd
 
 
 def test_main_command_opens_the_gui_with_the_sample():
