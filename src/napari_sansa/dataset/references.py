@@ -16,6 +16,7 @@ import numpy as np
 
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.images import image_hw
+from napari_sansa.core.jsonfile import JSONTooDeepError, JSONTooLargeError, read_json
 from napari_sansa.core.prompts import Box, Mask, Points, Reference, Scribble, check_label
 from napari_sansa.dataset.io import read_frame_image, read_label_image
 
@@ -26,6 +27,10 @@ MANY_CLASSES = 100
 #: a label image with more classes than this fraction of its pixels (and more than
 #: MANY_CLASSES) is refused as "not a label image" unless ``allow_many_classes``
 MAX_CLASS_FRACTION = 0.1
+
+#: the largest prompt file read (a prompt file's points, boxes and scribbles take far less;
+#: a larger file is refused before it is read into memory)
+PROMPT_FILE_BYTES = 64 << 20
 
 _FILES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -193,16 +198,21 @@ def load_prompt_file(
         return value
 
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path, PROMPT_FILE_BYTES)
     except FileNotFoundError:
         raise InvalidInputError(f"the prompt file {path} does not exist") from None
     except IsADirectoryError:
         raise InvalidInputError(f"the prompt file {path} is a folder, not a JSON file") from None
+    except JSONTooLargeError as exc:
+        raise InvalidInputError(
+            f"the prompt file {path} is {exc.size} bytes, more than a prompt file holds "
+            f"(at most {PROMPT_FILE_BYTES >> 20} MiB): give the JSON prompt file ({see})"
+        ) from None
     except UnicodeDecodeError:
         raise InvalidInputError(f"the prompt file {path} is not a text (JSON) file") from None
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"{path} is not valid JSON: {exc}") from None
-    except RecursionError:
+    except JSONTooDeepError:
         raise InvalidInputError(
             f"{path} is nested too deeply to be a prompt file (lists or objects inside each "
             f'other thousands of levels deep); a prompt file is {{"references": [...]}} ({see})'
