@@ -285,3 +285,52 @@ def test_unreadable_checkpoint_names_the_file(weights, tmp_path, monkeypatch):
         _load(p)
     assert str(p) in str(info.value) and "cannot be read" in str(info.value)
     assert "chmod" in str(info.value)
+
+
+# -- tensors that are not weights, paths that are folders ------------------------------------
+@pytest.mark.parametrize("dtype", [torch.int64, torch.uint8, torch.bool])
+@pytest.mark.parametrize("role", ["sam2", "adapters"])
+def test_non_floating_weights_are_refused_naming_the_file_and_tensor(
+    weights, tmp_path, dtype, role
+):
+    # integer tensors were cast into the model's floats silently and the model ran
+    sam2, adapters = weights
+    source = sam2 if role == "sam2" else adapters
+    state = torch.load(source, weights_only=True)["model"]
+    name = sorted(k for k in state if k.endswith("up_proj.weight") or "qkv.weight" in k)[0]
+    state[name] = (state[name] * 100).to(dtype)
+    p = tmp_path / f"int_{role}.pt"
+    torch.save({"model": state}, p)
+    call = (lambda: _load(p)) if role == "sam2" else (lambda: _load(sam2, p))
+    dtype_name = str(dtype).removeprefix("torch.")
+    _check_refused(call, p, name, dtype_name, "floating point")
+
+
+def test_a_folder_given_as_a_checkpoint_is_named_a_folder(weights, tmp_path, capsys):
+    from training_data import ellipse_frame
+
+    from napari_sansa.cli import main
+
+    sam2, adapters = weights
+    folder = tmp_path / "adapters"
+    folder.mkdir()
+    (folder / "tuned.pth").write_bytes(adapters.read_bytes())
+    with pytest.raises(ns.CheckpointError, match="is a folder.*tuned.pth"):
+        _load(sam2, folder)
+    with pytest.raises(ns.CheckpointError, match="SAM2 checkpoint .* is a folder"):
+        _load(tmp_path)
+    img, lab = ellipse_frame(0)
+    from PIL import Image
+
+    Image.fromarray(img).save(tmp_path / "img.png")
+    Image.fromarray(lab.astype(np.uint8)).save(tmp_path / "lab.png")
+    for flag, value in (("--adapter-checkpoint", folder), ("--sam2-checkpoint", tmp_path)):
+        args = ["segment", str(tmp_path / "img.png"), "--reference", str(tmp_path / "img.png"),
+                str(tmp_path / "lab.png"), "--out", str(tmp_path / "seg"), "--device", "cpu",
+                "--config", "sam2_hiera_t", "--image-size", str(SIZE), "--input-size", "64",
+                "--sam2-checkpoint", str(sam2), "--adapter-checkpoint", str(adapters)]  # fmt: skip
+        args[args.index(flag) + 1] = str(value)
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert f"{value} is a folder" in err and ".pt/.pth file" in err, err
+        assert "does not exist" not in err

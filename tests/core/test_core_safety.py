@@ -189,6 +189,34 @@ def test_damaged_entry_files_are_recomputed(
     _same(model.segment(refs, images[1:2]), uncached[:1])
 
 
+@pytest.mark.parametrize("cut", [0.1, 0.5, 0.99])
+def test_a_truncated_entry_leaves_no_file_open(tmp_path, cut):
+    # np.load kept its own file open when the zip directory could not be read
+    import gc
+    import warnings
+
+    arrays = (np.zeros((1, 4, 16, 16), np.float32), np.zeros((1, 8, 8, 8), np.float32),
+              np.zeros((1, 32, 4, 4), np.float32))  # fmt: skip
+    dtypes = "torch.float32,torch.float32,torch.float32"
+    disk = DiskFeatureCache(tmp_path)
+    for key in ("a", "b"):
+        disk.put(key, arrays, dtypes)
+    bad = disk._path("b")
+    data = bad.read_bytes()
+    bad.write_bytes(data[: int(len(data) * cut)])
+    gc.collect()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fresh = DiskFeatureCache(tmp_path)  # scans the folder (each entry's stored key) ...
+        fresh.put("c", arrays, dtypes)
+        assert fresh.get("b") is None  # ... and drops the bad entry
+        assert fresh.get("a") is not None
+        gc.collect()
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not leaks
+    assert not bad.exists()
+
+
 # -- scribbles and clicks ------------------------------------------------------------------
 def _reference_densify(xy, spacing=1.0):
     """The sampling of napari-sansa 0.1, segment by segment (what normal scribbles keep)."""

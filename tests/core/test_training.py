@@ -69,10 +69,9 @@ def test_resume_after_a_stop_ends_where_an_uninterrupted_run_ends(model, data, t
     part = _run(model, data, **kw)
     for _ in range(3):  # step 0 (validation) and steps 1, 2
         next(part)
-    torch.save(part.state_dict(), tmp_path / "state.pt")
+    part.save_state(tmp_path / "run.state")  # tensors and plain values only
     del part  # "killed"
-    state = torch.load(tmp_path / "state.pt", weights_only=False)
-    resumed = _run(model, data, resume=state, **kw)
+    resumed = _run(model, data, resume=tmp_path / "run.state", **kw)
     rest = list(resumed)
     assert [s.step for s in rest] == [3, 4]
     assert [s.loss for s in rest] == [s.loss for s in full[-2:]]

@@ -78,7 +78,7 @@ def test_a_killed_run_continues_and_ends_where_an_uninterrupted_one_ends(
     out = tmp_path / "resumed.pth"
     assert main(_args(weights, pairs, out)) == 130
     assert not out.exists()
-    state = torch.load(tmp_path / "resumed.pth.state", weights_only=False)
+    state = torch.load(tmp_path / "resumed.pth.state", weights_only=True)  # data only
     assert state["step"] == 2
     restore()
     assert main(_args(weights, pairs, out)) == 0

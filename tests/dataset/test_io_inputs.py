@@ -211,6 +211,18 @@ def test_corrupt_and_empty_images_are_named_with_a_reason(tmp_path):
         )
 
 
+@pytest.mark.parametrize("mode", ["L", "P"])
+def test_an_image_over_pils_pixel_limit_is_refused_with_a_message(tmp_path, monkeypatch, mode):
+    # PIL refuses images of more than 2 x MAX_IMAGE_PIXELS (a possible decompression bomb);
+    # read_label_image let that error through as a traceback
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    path = tmp_path / "huge.png"
+    Image.new(mode, (100, 100)).save(path)
+    for read in (read_label_image, read_image):
+        with pytest.raises(InvalidInputError, match="huge.png is too large to read whole"):
+            read(path)
+
+
 def test_palette_and_16_bit_label_images(tmp_path):
     iio.imwrite(tmp_path / "ref.png", make_image(5, shape=(H, W)))
     lab = np.zeros((H, W), np.uint8)

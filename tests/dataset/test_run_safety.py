@@ -236,6 +236,51 @@ def test_a_prompt_file_nested_100000_deep_is_refused(tmp_path):
         load_prompt_file(path)
 
 
+# napari-sansa's own records in an output folder, damaged: read as absent, never a traceback
+DAMAGED_RECORDS = {
+    "not UTF-8": b"\xff\xfe{}",
+    "a list": b"[1, 2]",
+    "settings not an object": b'{"signature": "x", "settings": 3, "sha256": 7}',
+    "nested 100000 deep": b"[" * 100000 + b"]" * 100000,
+}
+
+
+@pytest.mark.parametrize("how", list(DAMAGED_RECORDS))
+def test_damaged_run_records_read_as_absent(tmp_path, how):
+    from napari_sansa.dataset.manifest import (
+        CSV_DIGESTS,
+        RUN_FILE,
+        _check_run_file,
+        _digests,
+        recorded_with,
+    )
+
+    out = tmp_path / "out"
+    (out / ".napari-sansa").mkdir(parents=True)
+    tifffile.imwrite(out / "a.tif", np.zeros((4, 4), np.uint8))  # an output of some run
+    (out / RUN_FILE).write_bytes(DAMAGED_RECORDS[how])
+    (out / CSV_DIGESTS).write_bytes(DAMAGED_RECORDS[how])
+    assert recorded_with(out, {"a": 1}) is False
+    assert _digests(out) == []
+    with pytest.raises(InvalidInputError, match="holds the results of another run"):
+        _check_run_file(out, "sig", {"a": 1}, [], overwrite=False)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"pid": 1, "host": "h", "started": 1e300}',  # a time no clock shows
+        "[" * 100000 + "]" * 100000,
+    ],
+)
+def test_a_damaged_lock_record_still_says_the_folder_is_in_use(tmp_path, text):
+    from napari_sansa.dataset.locking import _holder
+
+    lock = tmp_path / "lock"
+    lock.write_text(text)
+    assert _holder(lock) == "another process"
+
+
 @pytest.mark.parametrize(
     "option, value", [("--batch-size", "0"), ("--batch-size", "-3"), ("--chunk-size", "0")]
 )

@@ -137,7 +137,9 @@ class DiskFeatureCache:
         if not path.is_file():
             return None
         try:
-            with np.load(path, allow_pickle=False) as z:
+            # the file is opened here, not by np.load: np.load leaves its own file open
+            # when the zip directory cannot be read (a truncated entry)
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
                 if str(z["key"]) != key:
                     raise ValueError("it belongs to another image or model")
                 arrays = (z["h0"], z["h1"], z["top"])
@@ -188,7 +190,7 @@ class DiskFeatureCache:
     def _owns(self, path: Path) -> bool:
         """Whether ``path`` is an entry this cache wrote: its name is its stored key's hash."""
         try:
-            with np.load(path, allow_pickle=False) as z:
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
                 return self._name(str(z["key"])) == path.stem
         except Exception:  # noqa: BLE001 - not readable as an entry: not ours to touch
             return False

@@ -137,18 +137,24 @@ def _load_model(args):
 
 
 def _save_state(state: dict, path: Path) -> None:
-    import torch
+    from napari_sansa.core.training.state import save_state
 
-    from napari_sansa.core.atomic import atomic_write
+    save_state(state, path)
 
-    with atomic_write(path) as tmp:
-        torch.save(state, tmp)
+
+def _load_state(path: Path) -> dict:
+    """The saved state at ``path``, read as data only (refused if damaged or unsafe)."""
+    from napari_sansa.core.training.state import load_state
+    from napari_sansa.core.training.trainer import STATE_FORMAT
+
+    return load_state(path, fmt=STATE_FORMAT, restart=(
+        "run the same command with --restart to start the fine-tuning afresh (the state "
+        "file is then replaced), or remove it"
+    ))  # fmt: skip
 
 
 def run(args) -> int:
     """Run ``napari-sansa finetune`` with parsed ``args``; returns the exit status."""
-    import torch
-
     from napari_sansa.core.training.api import finetune_iter
     from napari_sansa.dataset.io import read_image, read_label_image
 
@@ -161,16 +167,20 @@ def run(args) -> int:
     if size not in ("none", "") and not size.isdigit():
         raise InvalidInputError(f"--input-size must be a number of pixels or 'none', got {size!r}")
     input_size = None if size in ("none", "") else int(size)
+    if args.save_every < 1:
+        raise InvalidInputError("--save-every must be >= 1")
+    state_path = out.with_name(out.name + ".state")
+    if state_path.is_dir():
+        raise InvalidInputError(
+            f"{state_path} is a folder, but the run keeps its state in a file of that name: "
+            "move the folder away or choose another --out"
+        )
+    resume = None
+    if (state_path.exists() or state_path.is_symlink()) and not args.restart:
+        resume = _load_state(state_path)  # before the slow part: a bad state is said at once
     pairs = _training_files(args.train)
     data = [(read_image(img), read_label_image(lab)) for img, lab in pairs]
     model = _load_model(args)
-    state_path = out.with_name(out.name + ".state")
-    resume = None
-    if state_path.exists() and not args.restart:
-        resume = torch.load(state_path, map_location="cpu", weights_only=False)
-        log.info("resuming from %s (step %s)", state_path, resume.get("step"))
-    if args.save_every < 1:
-        raise InvalidInputError("--save-every must be >= 1")
     try:
         tuning = finetune_iter(
             model, data, steps=args.steps, lr=args.lr, shots=args.shots, prompt=args.prompt,
@@ -180,9 +190,11 @@ def run(args) -> int:
             channel_factor=args.channel_factor, resume=resume,
         )  # fmt: skip
     except InvalidInputError as exc:
-        if resume is not None and "belongs to another run" in str(exc):
+        if resume is not None and "fine-tuning state" in str(exc):
             raise InvalidInputError(f"{exc} (saved in {state_path}; add --restart)") from None
         raise
+    if resume is not None:
+        log.info("resuming from %s (step %s)", state_path, tuning.step)
     log.info(
         "%d training and %d validation images, %d step(s)",
         len(tuning.train_idx), len(tuning.val_idx), tuning.settings.steps,

@@ -138,8 +138,8 @@ def read_label_image(path) -> np.ndarray:
 
         try:
             im = Image.open(path)
-        except (OSError, UnidentifiedImageError):
-            im = None  # not an image PIL knows: read_image names the problem below
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError):
+            im = None  # not an image PIL knows, or too large: read_image names the problem
         if im is not None:
             with im:
                 if im.mode in ("P", "PA"):

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.core.jsonfile import read_json
 
 LOCK_FILE = Path(".napari-sansa") / "lock"
 
@@ -59,12 +60,13 @@ def _same_file(fd: int, path: Path) -> bool:
 
 def _holder(path: Path) -> str:
     try:
-        info = json.loads(path.read_text() or "{}")
+        info = read_json(path) if path.stat().st_size else {}
         return (
-            f"process {info['pid']} on {info['host']}, started "
+            f"process {int(info['pid'])} on {str(info['host'])[:200]}, started "
             f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(info['started']))}"
         )
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, OverflowError):  # a lock of another
+        # program, or damaged: the message still says that the folder is in use
         return "another process"
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from napari_sansa.core.atomic import write_text_atomic
 from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.core.jsonfile import read_json
 from napari_sansa.dataset.discovery import PROB_SUFFIX, Target, _natural_key
 from napari_sansa.dataset.records import (
     CSV_NAME,
@@ -49,9 +50,10 @@ def settings_signature(settings: dict) -> str:
 def _read_run_file(out: Path) -> dict:
     """``run.json`` of ``out`` (``{}`` when there is none or it cannot be read)."""
     try:
-        return json.loads((out / RUN_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
+        data = read_json(out / RUN_FILE)
+    except (OSError, ValueError):  # unreadable, too large, not UTF-8 or not JSON
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def recorded_with(out: Path, settings: dict) -> bool:
@@ -80,7 +82,8 @@ def _check_run_file(out: Path, signature: str, settings: dict, targets, overwrit
     if run_file.is_file() and not overwrite:
         previous = _read_run_file(out)
         if previous.get("signature") != signature and _holds_outputs(out):
-            diff = _differences(previous.get("settings", {}), settings)
+            before = previous.get("settings")
+            diff = _differences(before if isinstance(before, dict) else {}, settings)
             raise InvalidInputError(
                 f"{out} holds the results of another run (different "
                 f"{', '.join(diff) or 'settings'}); "
@@ -170,7 +173,7 @@ def final_rows(out: Path, signature: str, targets, rows, earlier, skip=frozenset
 
 def _digests(out: Path, digests: Path = CSV_DIGESTS) -> list[str]:
     try:
-        known = json.loads((out / digests).read_text()).get("sha256", [])
+        known = read_json(out / digests).get("sha256", [])
     except (OSError, ValueError, AttributeError):
         return []
     return [d for d in known if isinstance(d, str)] if isinstance(known, list) else []

@@ -298,6 +298,12 @@ def _unreadable(path: Path, exc: BaseException) -> str:
         empty = path.stat().st_size == 0
     except OSError:
         empty = False
+    if type(exc).__name__ == "DecompressionBombError":  # PIL's limit on pixels read whole
+        return (
+            f"{path} is too large to read whole ({text.split(',')[0]}; PIL refuses it as a "
+            "possible decompression bomb): save it as a TIFF, which is read window by window "
+            "with --tile-size (tile_size= in Python), or crop or downscale it"
+        )
     if empty:
         reason = "the file is empty, 0 bytes"
     elif "Could not find a backend" in text or "cannot identify image file" in text:

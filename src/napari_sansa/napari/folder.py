@@ -321,13 +321,18 @@ class FolderRun:
         import csv
 
         try:
-            with open(csv_path, newline="") as fh:
+            with open(csv_path, newline="", encoding="utf-8") as fh:
                 rows = list(csv.DictReader(fh))
-        except OSError:
+        except (OSError, ValueError, csv.Error):  # unreadable, not UTF-8, or not a CSV
             return
+        folder = csv_path.parent.resolve()
         known = {r.output for r in self.results} | {r.source for r in self.results}
         for row in rows:
+            if not isinstance(row.get("target"), str) or not row["target"]:
+                continue  # not a row napari-sansa wrote
             output = csv_path.parent / row["output"] if row.get("output") else None
+            if output is not None and not output.resolve().is_relative_to(folder):
+                output = None  # an output is always inside the output folder
             source = Path(row["target"])
             if (output or source) in known:
                 continue

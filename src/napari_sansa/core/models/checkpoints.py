@@ -30,6 +30,7 @@ __all__ = [
     "adapter_layout",
     "check_finite",
     "check_sam2_state_dict",
+    "folder_given",
     "guess_config",
     "is_object_score_key",
     "read_checkpoint",
@@ -56,13 +57,27 @@ def is_object_score_key(key: str) -> bool:
     return key in _OBJECT_SCORE_KEYS or key.startswith("sam_mask_decoder.pred_obj_score_head.")
 
 
+def folder_given(path, what: str = "checkpoint") -> str:
+    """The message for a weights path that is a folder: what to give, and what it holds."""
+    path = Path(path)
+    try:
+        inside = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".pt", ".pth"))
+    except OSError:
+        inside = []
+    found = f" (it holds {_listing(inside, 3)})" if inside else ""
+    return (
+        f"{what} {path} is a folder, not a weights file: give the path of the .pt/.pth "
+        f"file itself{found}"
+    )
+
+
 def read_checkpoint(path, what: str = "checkpoint") -> dict:
     """Load ``torch.load(path)["model"]`` safely (tensors only), with clear errors."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise CheckpointError(folder_given(path, what))
     if not path.exists():
         raise ModelNotFoundError(f"{what} file {path} does not exist")
-    if path.is_dir():
-        raise CheckpointError(f"{what} {path} is a folder; give the path of the .pt/.pth file")
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
@@ -163,6 +178,20 @@ def _check_zip(path: Path, what: str, size: int) -> None:
     _ZIPS_CHECKED.add(key)
 
 
+def _check_floating(state: dict, path, what: str, names=None) -> None:
+    """Refuse tensors of ``state`` (those in ``names``, default all) that are not floating
+    point: weights are, and integer or boolean ones would be cast silently when loaded."""
+    for name in sorted(state if names is None else names):
+        tensor = state[name]
+        if not tensor.is_floating_point():
+            raise CheckpointError(
+                f"{path} is not a usable {what} checkpoint: its tensor {name} holds "
+                f"{str(tensor.dtype).removeprefix('torch.')} values, but weights are floating "
+                "point (float32, float16 or bfloat16); the file is damaged or was written "
+                "wrongly: download or export it again"
+            )
+
+
 def guess_config(state: dict) -> str | None:
     """Name the SAM2 config a SAM2 state dict was made for, if it is recognisable."""
     blocks = {
@@ -190,7 +219,8 @@ def check_sam2_state_dict(state: dict, model, path, config: str) -> dict:
             f"{path} is a SANSA adapter checkpoint, not a SAM2 one: pass it as "
             "adapter_checkpoint and give Meta's SAM2 file as sam2_checkpoint"
         )
-    expected = {k: v.shape for k, v in model.state_dict().items() if ".adapter." not in k}
+    model_state = model.state_dict()
+    expected = {k: v.shape for k, v in model_state.items() if ".adapter." not in k}
     kept = {k: v for k, v in state.items() if not is_object_score_key(k)}
     missing = set(expected) - set(kept)
     extra = set(kept) - set(expected)
@@ -218,6 +248,7 @@ def check_sam2_state_dict(state: dict, model, path, config: str) -> dict:
             + "; ".join(parts)
             + ". Is it a SAM2 checkpoint of this size and version?"
         )
+    _check_floating(kept, path, "SAM2", [k for k in kept if model_state[k].is_floating_point()])
     return kept
 
 
@@ -232,6 +263,8 @@ def adapter_layout(state: dict, model, path) -> dict[int, int]:
             unknown.append(k)
             continue
         by_block.setdefault(int(m.group(1)), {})[f"{m.group(2)}.{m.group(3)}"] = v
+    if not unknown:
+        _check_floating(state, path, "adapter")
     if unknown:
         looks_sam2 = any(k.startswith("image_encoder.") for k in unknown)
         hint = " It looks like a SAM2 checkpoint: pass it as sam2_checkpoint." if looks_sam2 else ""

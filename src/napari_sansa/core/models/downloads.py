@@ -31,6 +31,7 @@ from pathlib import Path
 
 from napari_sansa.core.atomic import atomic_write, write_text_atomic
 from napari_sansa.core.errors import CheckpointError, InvalidInputError, ModelNotFoundError
+from napari_sansa.core.jsonfile import read_json
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -179,7 +180,7 @@ def _write_record(source, path: Path) -> None:
 
 def _recorded_sha256(path: Path) -> str | None:
     try:
-        record = json.loads(record_path(path).read_text("utf-8"))
+        record = read_json(record_path(path))
         value = record["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         return None  # no record (or an unreadable one): the file is checked again

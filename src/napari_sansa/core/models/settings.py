@@ -117,9 +117,13 @@ class ModelSettings:
         sam2, adapters = self.files() if files is None else files
         if sam2 is None:
             raise InvalidInputError("give a registered model name or a SAM2 weights file")
-        for p in (sam2, adapters):
+        for p, what in ((sam2, "SAM2 checkpoint"), (adapters, "SANSA adapter checkpoint")):
+            if p is not None and Path(p).is_dir():
+                from napari_sansa.core.models.checkpoints import folder_given
+
+                raise InvalidInputError(folder_given(p, what))
             if p is not None and not Path(p).is_file():
-                raise InvalidInputError(f"{p} does not exist")
+                raise InvalidInputError(f"{what} file {p} does not exist")
         config = self.config
         if self.name is not None:
             from napari_sansa.core.models.registry import get_model_spec

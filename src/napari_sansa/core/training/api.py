@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -10,7 +11,7 @@ from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.preprocess import check_input_size
 from napari_sansa.core.training.episodes import check_prompt_setting
 from napari_sansa.core.training.loss import check_dropout
-from napari_sansa.core.training.trainer import Finetuning, StepStats, _Settings
+from napari_sansa.core.training.trainer import STATE_FORMAT, Finetuning, StepStats, _Settings
 
 __all__ = ["finetune", "finetune_iter"]
 
@@ -61,8 +62,15 @@ def finetune_iter(
     adapters. ``dropout``: None keeps SAM2's (0.1, the authors'). ``fresh_adapters``:
     start from new adapters in ``stages`` with ``channel_factor`` instead of the loaded
     ones. ``cache_bytes`` bounds the cache of the frozen encoder stages' outputs.
-    ``resume``: a :meth:`Finetuning.state_dict` to continue from.
+    ``resume``: a :meth:`Finetuning.state_dict` to continue from, or the path of a state
+    file written by :meth:`Finetuning.save_state` (read as data only: a file holding
+    anything but tensors and plain values, or a damaged one, is refused with an
+    :class:`InvalidInputError`).
     """
+    if isinstance(resume, (str, os.PathLike)):
+        from napari_sansa.core.training.state import load_state
+
+        resume = load_state(resume, fmt=STATE_FORMAT)
     steps = _whole(steps, "steps")
     if isinstance(validation, bool) or not isinstance(validation, (int, float)):
         raise InvalidInputError(f"validation must be a fraction in [0, 1), got {validation!r}")

@@ -20,6 +20,7 @@ import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -406,10 +407,23 @@ class Finetuning:
             "history": list(self.history),
         }
 
+    def save_state(self, path) -> Path:
+        """Write :meth:`state_dict` to ``path`` atomically, as plain values and tensors
+        (read it back with ``finetune_iter(..., resume=path)``)."""
+        from napari_sansa.core.training.state import save_state
+
+        return save_state(self.state_dict(), path)
+
     def load_state_dict(self, state: dict) -> None:
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise InvalidInputError("this is not a napari-sansa fine-tuning state")
         mine = self.state_dict()
+        missing = [k for k in mine if k not in state]
+        if missing or not isinstance(state["settings"], dict):
+            raise InvalidInputError(
+                "the fine-tuning state is incomplete (it lacks "
+                f"{', '.join(missing) or 'its settings'}): start the run afresh"
+            )
         if state["settings"] != mine["settings"] or state["digest"] != self.digest:
             diff = [k for k in mine["settings"] if state["settings"].get(k) != mine["settings"][k]]
             what = f"settings {', '.join(diff)}" if diff else "training frames or starting model"
@@ -417,13 +431,23 @@ class Finetuning:
                 f"the saved fine-tuning state belongs to another run (its {what} differ): "
                 "resume with the same data, model and settings, or start afresh"
             )
-        self._load_adapters(state["adapters"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.rng.bit_generator.state = state["rng"]
-        self._torch_state = state["torch_rng"].clone()
-        self.best = state["best"]
-        self.best_val = float(state["best_val"])
-        self.best_step = int(state["best_step"])
-        self.history = list(state["history"])
-        self.step = int(state["step"])
+        try:
+            for part in ("adapters", "best"):
+                shapes = {k: tuple(v.shape) for k, v in state[part].items()}
+                if shapes != {n: tuple(p.shape) for n, p in self.named}:
+                    raise ValueError(f"its {part} are not this run's adapter tensors")
+            self._load_adapters(state["adapters"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.rng.bit_generator.state = state["rng"]
+            self._torch_state = state["torch_rng"].clone()
+            self.best = {k: v.clone() for k, v in state["best"].items()}
+            self.best_val = float(state["best_val"])
+            self.best_step = int(state["best_step"])
+            self.history = list(state["history"])
+            self.step = int(state["step"])
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+            raise InvalidInputError(
+                f"the fine-tuning state is damaged ({type(exc).__name__}: {str(exc)[:160]}): "
+                "start the run afresh"
+            ) from None

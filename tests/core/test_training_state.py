@@ -1,0 +1,238 @@
+"""The fine-tuning state file is data: plain values and tensors, never code.
+
+A state file travels with results folders; one that holds a pickled object (which
+could run a command when unpickled) or that is damaged is refused with a message that
+says how to start afresh, through the API (``resume=path``) and the CLI (exit 2).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from training_data import GRID, ellipse_frame
+
+import napari_sansa as ns
+from conftest import cli_model_args
+from napari_sansa.cli import main
+from napari_sansa.core.training.state import (
+    StateFileError,
+    check_plain,
+    load_state,
+    save_state,
+    to_plain,
+)
+from napari_sansa.core.training.trainer import STATE_FORMAT
+
+
+class _MakesAFolder:
+    """Unpickling it calls ``os.mkdir(marker)``: a stand-in for any shell command."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def _malicious(path, marker, how: str):
+    state = {"format": STATE_FORMAT, "step": _MakesAFolder(marker)}
+    if how == "torch.save":  # the zip format the state files have
+        torch.save(state, path)
+    else:  # a bare pickle
+        path.write_bytes(pickle.dumps(state))
+    return path
+
+
+def _plain_state():
+    gen = torch.Generator().manual_seed(1)
+    return {
+        "format": STATE_FORMAT,
+        "step": 3,
+        "adapters": {"a.weight": torch.randn(2, 3, generator=gen)},
+        "optimizer": {"state": {0: {"step": torch.tensor(3.0)}}, "param_groups": [
+            {"lr": 1e-4, "betas": (0.9, 0.999), "foreach": None, "params": [0]}]},
+        "rng": np.random.default_rng(5).bit_generator.state,  # Python ints of 128 bits
+        "torch_rng": gen.get_state(),
+        "best_val": float("inf"),
+        "history": [{"loss": 0.5, "val_loss": None}],
+    }  # fmt: skip
+
+
+# -- the file format -------------------------------------------------------------------
+def test_a_state_round_trips_and_a_new_plain_field_needs_no_change(tmp_path):
+    state = _plain_state()
+    state["scheduler"] = {"T_max": 5, "base_lrs": [1e-4], "_last_lr": [np.float64(1e-4)]}
+    back = load_state(save_state(state, tmp_path / "s.state"), fmt=STATE_FORMAT)
+    assert back["rng"] == state["rng"] and back["step"] == 3
+    assert torch.equal(back["adapters"]["a.weight"], state["adapters"]["a.weight"])
+    assert torch.equal(back["torch_rng"], state["torch_rng"])
+    assert back["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
+    assert back["scheduler"]["_last_lr"] == [1e-4]
+    assert type(back["scheduler"]["_last_lr"][0]) is float  # a numpy scalar saved as plain
+    assert back["best_val"] == float("inf")
+
+
+def test_saving_something_that_is_not_plain_is_refused_before_writing(tmp_path):
+    state = _plain_state()
+    state["history"].append({"when": tmp_path})  # a pathlib object
+    with pytest.raises(TypeError, match=r"state\['history'\]\[1\]\['when'\] is a pathlib"):
+        save_state(state, tmp_path / "s.state")
+    assert not list(tmp_path.iterdir())
+
+
+def test_plain_means_plain():
+    assert check_plain(to_plain(_plain_state())) is None
+    assert check_plain({"a": [np.int64(1)]}) == "state['a'][0] is a numpy.int64"
+    assert check_plain({"p": torch.nn.Parameter(torch.ones(1))}).endswith("Parameter")
+    assert check_plain({(1, 2): 0}) == "state has a key of type tuple"
+
+
+@pytest.mark.parametrize("how", ["torch.save", "pickle"])
+def test_a_state_that_would_run_code_is_refused_and_runs_nothing(tmp_path, how):
+    marker = tmp_path / "code-ran"
+    path = _malicious(tmp_path / "evil.state", marker, how)
+    with pytest.raises(StateFileError, match="start the fine-tuning afresh") as err:
+        load_state(path, fmt=STATE_FORMAT)
+    assert "evil.state" in str(err.value)
+    assert "Python objects" in str(err.value) or "torch.save" in str(err.value)
+    assert not marker.exists()
+    assert path.exists()  # the user's file is left as it was
+
+
+def test_a_state_holding_a_numpy_array_is_refused_with_a_message(tmp_path):
+    # torch.load(weights_only=True) rebuilds numpy arrays; they are not part of a state
+    path = tmp_path / "np.state"
+    torch.save({"format": STATE_FORMAT, "history": [np.zeros(3)]}, path)
+    with pytest.raises(StateFileError, match="other than tensors and plain values"):
+        load_state(path, fmt=STATE_FORMAT)
+
+
+def _damaged(tmp_path, kind: str):
+    path = tmp_path / f"{kind}.state"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "garbage":
+        path.write_bytes(os.urandom(3000))
+    else:
+        state = _plain_state()
+        save_state(state, path)
+        data = path.read_bytes()
+        if kind == "truncated":
+            path.write_bytes(data[: len(data) // 2])
+        elif kind == "flipped":  # same size, a byte of a tensor record changed
+            i = data.index(state["adapters"]["a.weight"].numpy().tobytes()) + 5
+            path.write_bytes(data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :])
+        else:  # another program's torch file
+            torch.save([1, 2, 3], path)
+    return path
+
+
+DAMAGED = ["empty", "garbage", "truncated", "flipped", "foreign"]
+
+
+@pytest.mark.parametrize("kind", DAMAGED)
+def test_a_damaged_state_is_refused_with_a_message(tmp_path, kind):
+    path = _damaged(tmp_path, kind)
+    before = path.read_bytes()
+    with pytest.raises(StateFileError, match="start the fine-tuning afresh") as err:
+        load_state(path, fmt=STATE_FORMAT)
+    text = str(err.value)
+    assert str(path) in text
+    assert "damaged" in text or "not a napari-sansa fine-tuning state" in text
+    assert path.read_bytes() == before
+
+
+# -- through the API -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def data():
+    return [ellipse_frame(s) for s in range(4)]
+
+
+def _run(model, data, **kw):
+    return ns.finetune_iter(model, data, steps=2, batch_size=1, input_size=GRID, **kw)
+
+
+def test_the_api_refuses_a_malicious_state_file(model, data, tmp_path):
+    marker = tmp_path / "code-ran"
+    path = _malicious(tmp_path / "evil.state", marker, "torch.save")
+    with pytest.raises(ns.InvalidInputError, match="does not load"):
+        _run(model, data, resume=path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "garbage"])
+def test_the_api_refuses_a_damaged_state_file(model, data, tmp_path, kind):
+    with pytest.raises(ns.InvalidInputError, match="is damaged.*without resume="):
+        _run(model, data, resume=_damaged(tmp_path, kind))
+
+
+def test_the_api_saves_and_resumes_from_a_file(model, data, tmp_path):
+    whole = [s.loss for s in _run(model, data)]
+    part = _run(model, data)
+    next(part)  # step 1
+    part.save_state(tmp_path / "run.state")
+    resumed = _run(model, data, resume=str(tmp_path / "run.state"))
+    assert [s.loss for s in resumed] == whole[1:]
+
+
+def test_an_incomplete_state_dict_is_refused_with_a_message(model, data):
+    state = _run(model, data).state_dict()
+    del state["optimizer"]
+    with pytest.raises(ns.InvalidInputError, match="incomplete.*optimizer"):
+        _run(model, data, resume=state)
+    state = _run(model, data).state_dict()
+    state["best"] = {k: v[:1] for k, v in state["best"].items()}
+    with pytest.raises(ns.InvalidInputError, match="damaged.*best"):
+        _run(model, data, resume=state)
+
+
+# -- through the CLI -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pair_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pairs")
+    train = []
+    for s in range(3):
+        img, lab = ellipse_frame(s)
+        tifffile.imwrite(folder / f"f{s}.tif", img)
+        tifffile.imwrite(folder / f"f{s}_labels.tif", lab)
+        train += ["--train", str(folder / f"f{s}.tif"), str(folder / f"f{s}_labels.tif")]
+    return train
+
+
+def _cli(weights, train, out):
+    return ["finetune", *train, *cli_model_args(weights), "--out", str(out), "--steps", "2",
+            "--batch-size", "1", "--input-size", "64", "--validation", "0"]  # fmt: skip
+
+
+def test_the_cli_refuses_a_malicious_state_file(weights, pair_files, tmp_path, capsys):
+    marker = tmp_path / "code-ran"
+    out = tmp_path / "x.pth"
+    _malicious(tmp_path / "x.pth.state", marker, "torch.save")
+    assert main(_cli(weights, pair_files, out)) == 2
+    err = capsys.readouterr().err
+    assert "x.pth.state" in err and "does not load" in err and "--restart" in err
+    assert "resuming" not in err
+    assert not marker.exists() and not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "garbage"])
+def test_the_cli_refuses_a_damaged_state_file(weights, pair_files, tmp_path, capsys, kind):
+    out = tmp_path / "x.pth"
+    damaged = _damaged(tmp_path, kind)
+    state = tmp_path / "x.pth.state"
+    damaged.rename(state)
+    before = state.read_bytes()
+    assert main(_cli(weights, pair_files, out)) == 2
+    err = capsys.readouterr().err
+    assert "x.pth.state is damaged" in err and "--restart" in err
+    assert "Traceback" not in err
+    assert state.read_bytes() == before and not out.exists()
+    if kind != "truncated":
+        return
+    assert main([*_cli(weights, pair_files, out), "--restart"]) == 0
+    assert out.exists() and not state.exists()
