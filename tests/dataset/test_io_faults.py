@@ -120,7 +120,8 @@ def test_cleanup_leaves_the_temporaries_of_another_output_folder_alone(weights, 
     (sub / ".napari-sansa").mkdir(parents=True)
     theirs = sub / ".img.tif.9f2c.napari-sansa-part"  # a 0.1 run's temporary, being written
     theirs.write_bytes(b"half a stack")
-    leftover = tmp_path / "out" / ".img0.tif.0123456789abcdef0123456789abcdef.partial"
+    token = "0123456789abcdef0123456789abcdef"
+    leftover = tmp_path / "out" / f".napari-sansa-tmp.img0.tif.{token}.partial"
     leftover.write_bytes(b"left by a killed run")
     scratch = tmp_path / "out" / ".napari-sansa" / ("ab" * 20)  # a killed stack's scratch
     scratch.mkdir(parents=True)
@@ -131,6 +132,50 @@ def test_cleanup_leaves_the_temporaries_of_another_output_folder_alone(weights, 
     assert theirs.read_bytes() == b"half a stack"
     assert mine.read_bytes() == b"my notes"
     assert not leftover.exists() and not scratch.exists()
+
+
+def test_overwrite_removes_napari_sansas_temporaries_only(weights, tmp_path):
+    """Issue 18: ``--overwrite`` removed a user's hidden ``.img00.tif.<32 hex>.partial``
+    (the temporaries' names carried no mark of the package). Only names with the mark go,
+    and 0.1's (``.napari-sansa-part``); unmarked names only inside ``.napari-sansa/``."""
+    import os
+
+    _setup(tmp_path)
+    out = tmp_path / "out"
+    assert main(_args(weights, tmp_path)) == 0
+    token = "0123456789abcdef0123456789abcdef"
+    own = out / ".napari-sansa"
+    killed = [  # left by killed runs of this version, of 0.1, of versions in between
+        out / f".napari-sansa-tmp.img0.tif.{token}.partial",
+        out / "sub" / f".napari-sansa-tmp.img0.tif.{token}.partial",
+        out / f".img0.tif.{token}.napari-sansa-part",
+        out / ".scores.csv.napari-sansa-part",
+        own / ".run.json.napari-sansa-part",
+        own / f".run.json.{token}.partial",
+        own / f".napari-sansa-tmp.scores.json.{token}.partial",
+    ]
+    users = [  # a user's files that merely look like temporaries
+        out / f".img00.tif.{token}.partial",
+        out / "sub" / f".scores.csv.{token}.partial",
+        out / "sub" / ".scores.csv.napari-sansa-part",  # 0.1 wrote that in --out only
+        out / f".napari-sansa-tmp.img0.tif.{token}.partial.bak",
+        out / f".napari-sansa-tmp.img0.tif.{token[1:]}.partial",
+        own / f"notes.{token}.partial",
+    ]
+    (out / "sub").mkdir()
+    for p in killed + users:
+        p.write_bytes(b"x")
+    mine = tmp_path / "mine.txt"
+    mine.write_bytes(b"mine")
+    link = out / f".napari-sansa-tmp.img1.tif.{token}.partial"  # never followed
+    link.symlink_to(mine)
+    assert main(_args(weights, tmp_path, "--overwrite")) == 0
+    assert [p.name for p in killed if p.exists()] == []
+    assert [p.name for p in users if not p.exists()] == []
+    assert link.is_symlink() and mine.read_bytes() == b"mine"
+    assert sorted(os.listdir(out / "sub")) == sorted(
+        p.name for p in users if p.parent.name == "sub"
+    )
 
 
 def test_a_palette_image_that_cannot_be_decoded_reports_the_real_failure(tmp_path, monkeypatch):
