@@ -116,6 +116,107 @@ def test_a_stale_lock_of_a_dead_run_is_taken_over(weights, root):
     assert not lock.exists()  # released at the end
 
 
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"pid": 4242, "host": "node7", "started": 1e30},  # gave OverflowError (exit 1)
+        {"pid": 4242, "host": "node7", "started": -1e300},
+        {"pid": -5, "host": "node7", "started": 0},
+        {"pid": 4242, "host": ["node7"], "started": 0},
+        [1, 2, 3],
+        "not json at all {",
+    ],
+    ids=["future", "past", "pid", "host", "list", "garbage"],
+)
+def test_a_held_lock_with_an_unreadable_record_is_a_message(
+    weights, root, capsys, no_model, record
+):
+    """Issue 18: a held lock whose record says ``"started": 1e30`` stopped the run with a
+    traceback. The lock is held by this process (an OS file lock on another open file
+    description conflicts as another process's would), with the record written into it."""
+    import fcntl
+
+    out = root / "out"
+    (out / ".napari-sansa").mkdir(parents=True)
+    lock = out / ".napari-sansa" / "lock"
+    text = record if isinstance(record, str) else json.dumps(record)
+    lock.write_text(text)
+    with open(lock, "rb+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(_args(weights, root)) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "OverflowError" not in err
+    assert f"{out} is locked by a run that cannot be identified" in err
+    assert str(lock) in err and "choose another --out" in err
+    assert lock.read_text() == text  # nothing written into it
+
+
+def _linked(path: Path, to: Path) -> None:
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    path.symlink_to(to)
+
+
+def test_nothing_is_written_or_read_through_a_link_in_napari_sansa(weights, root, capsys):
+    """Issue 18: with ``OUT/.napari-sansa/lock`` a link to a user's file, ``segment`` wrote
+    its JSON into that file (exit 0). Every file napari-sansa keeps there is refused as a
+    link (exit 2, the message names it); the link and the user's file stay as they are."""
+    out = root / "out"
+    assert main(_args(weights, root)) == 0
+    capsys.readouterr()
+    own = out / ".napari-sansa"
+    mine = root / "mine.json"
+    for name in ("lock", "run.json", "scores.json", "objects.json"):
+        saved = (own / name).read_bytes() if (own / name).is_file() else None
+        mine.write_text('{"signature": "my own notes"}')
+        _linked(own / name, mine)
+        assert main(_args(weights, root, "--overwrite")) == 2, name
+        err = capsys.readouterr().err
+        assert f"{own / name} is a link" in err and "Traceback" not in err, err
+        assert (own / name).is_symlink() and mine.read_text() == '{"signature": "my own notes"}'
+        (own / name).unlink()
+        if saved is not None:
+            (own / name).write_bytes(saved)
+    assert main(_args(weights, root)) == 0  # the folder itself was not changed
+
+
+def test_a_napari_sansa_folder_that_is_a_link_is_refused(weights, root, capsys, no_model):
+    out = root / "out"
+    out.mkdir()
+    theirs = root / "theirs"
+    theirs.mkdir()
+    (theirs / "run.json").write_text("my run")
+    (out / ".napari-sansa").symlink_to(theirs)
+    assert main(_args(weights, root, "--overwrite")) == 2
+    err = capsys.readouterr().err
+    assert f"{out / '.napari-sansa'} is a link or not a folder" in err
+    assert sorted(p.name for p in theirs.iterdir()) == ["run.json"]
+    assert (theirs / "run.json").read_text() == "my run"
+    assert not list(out.glob("*.tif"))
+
+
+@pytest.mark.parametrize("linked", ["folder", "file"])
+def test_a_stack_scratch_that_is_a_link_is_refused(weights, root, capsys, no_model, linked):
+    """A stack's scratch folder in .napari-sansa/ (or a file in it) that is a link: the
+    clean-up of a killed stack's scratch removed the ``.npy`` files of the folder it
+    points to."""
+    out = root / "out"
+    scratch = out / ".napari-sansa" / ("cd" * 20)
+    theirs = root / "theirs"
+    theirs.mkdir()
+    (theirs / "l.npy").write_bytes(b"my array")
+    if linked == "folder":
+        scratch.parent.mkdir(parents=True)
+        scratch.symlink_to(theirs)
+    else:
+        scratch.mkdir(parents=True)
+        (scratch / "l.npy").symlink_to(theirs / "l.npy")
+    assert main(_args(weights, root)) == 2
+    err = capsys.readouterr().err
+    assert "is a link or not a" in err and str(scratch) in err
+    assert (theirs / "l.npy").read_bytes() == b"my array"
+
+
 # -- silent wrong results -------------------------------------------------------------------
 def test_an_unreadable_subfolder_is_listed_as_failed(weights, root, monkeypatch):
     """The folder's refusal is provoked in-process: os.scandir raises PermissionError."""

@@ -166,7 +166,7 @@ class _Scratch:
 
     def remove(self) -> None:
         self.arrays.clear()  # release the memory maps before removing their files
-        if self.folder.exists():
+        if self.folder.is_dir() and not self.folder.is_symlink():  # a link: never followed
             for f in self.folder.iterdir():
                 f.unlink(missing_ok=True)
             self.folder.rmdir()
