@@ -217,6 +217,25 @@ def test_a_stack_scratch_that_is_a_link_is_refused(weights, root, capsys, no_mod
     assert (theirs / "l.npy").read_bytes() == b"my array"
 
 
+@pytest.mark.parametrize("damage", ["{not json", "[]", '{"signature": 3}', "\xff\xfe"])
+def test_a_damaged_run_json_is_called_unreadable(weights, root, capsys, damage):
+    """Issue 18: a corrupt run.json was reported as "the results of another run (different
+    input_size, mode, model, ...)" (a JSON list: AttributeError, exit 1)."""
+    out = root / "out"
+    assert main(_args(weights, root)) == 0
+    run_file = out / ".napari-sansa" / "run.json"
+    run_file.write_bytes(damage.encode("latin-1"))
+    capsys.readouterr()
+    assert main(_args(weights, root)) == 2
+    err = capsys.readouterr().err
+    assert f"{run_file}, the record of the settings" in err and "cannot be read" in err, err
+    assert "--overwrite" in err and "another --out" in err
+    assert "another run" not in err and "Traceback" not in err
+    assert run_file.read_bytes() == damage.encode("latin-1")
+    assert main(_args(weights, root, "--overwrite")) == 0  # what the message says fixes it
+    assert json.loads(run_file.read_text())["signature"]
+
+
 # -- silent wrong results -------------------------------------------------------------------
 def test_an_unreadable_subfolder_is_listed_as_failed(weights, root, monkeypatch):
     """The folder's refusal is provoked in-process: os.scandir raises PermissionError."""
