@@ -229,3 +229,33 @@ def test_probabilities_that_cannot_be_removed_fail_the_image(weights, tmp_path, 
     # the old pair stays together: labels and probabilities of the same run
     assert (out / "img0.tif").read_bytes() == labels
     assert (out / "img0_probabilities.tif").read_bytes() == probs
+
+
+@pytest.mark.parametrize("overwrite", [True, False], ids=["overwrite", "resume"])
+def test_a_folder_at_an_outputs_name_fails_that_target_only(weights, tmp_path, overwrite, capsys):
+    """Issue 18: a folder where an output goes stopped the whole ``--overwrite`` run with a
+    message naming a temporary file. That target is failed (its row names the folder), the
+    others are labelled, the exit code is 1, and the folder stays as it was."""
+    data = _setup(tmp_path)
+    frames = np.stack([make_image(20 + i, rgb=False) for i in range(3)])
+    tifffile.imwrite(data / "movie.tif", frames, photometric="minisblack")
+    assert main(_args(weights, tmp_path)) == 0
+    out = tmp_path / "out"
+    for name in ("img0.tif", "movie.tif"):
+        (out / name).unlink()
+        (out / name).mkdir()
+        (out / name / "mine.txt").write_text("my notes")
+    extra = ["--overwrite"] if overwrite else []
+    capsys.readouterr()
+    assert main(_args(weights, tmp_path, *extra)) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and ".partial" not in err, err
+    rows = {Path(r["target"]).name: r for r in read_csv(out / "scores.csv")}
+    for source, name in (("img0.png", "img0.tif"), ("movie.tif", "movie.tif")):
+        assert rows[source]["status"] == "failed", rows[source]
+        message = rows[source]["message"]
+        assert f"{out / name} is a folder" in message and ".partial" not in message, message
+        assert (out / name / "mine.txt").read_text() == "my notes"
+    assert rows["img1.png"]["status"] == "ok"
+    assert tifffile.imread(out / "img1.tif").shape == (96, 128)
+    assert not [p for p in out.rglob("*") if p.name.endswith(".partial")]

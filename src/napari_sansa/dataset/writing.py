@@ -24,6 +24,7 @@ from napari_sansa.core.images import check_image, image_hw
 from napari_sansa.dataset.discovery import Target
 from napari_sansa.dataset.io import LEGACY_PARTIAL, read_target, write_tiff_atomic
 from napari_sansa.dataset.records import (
+    OutputInTheWayError,
     RunSettings,
     StaleProbabilitiesError,
     _as_recorded,
@@ -34,6 +35,7 @@ from napari_sansa.dataset.records import (
     _row,
     _table_record,
     _write_failed,
+    check_output_paths,
     source_state,
 )
 from napari_sansa.dataset.stacks import _process_stack
@@ -101,7 +103,7 @@ def _process_images(model, memory, items, out, run, strict, rows, on_frame, keep
     def write(t, pred):
         try:
             _write_image(t, pred, out, run, rows, states.get(t.source))
-        except StaleProbabilitiesError as exc:
+        except (StaleProbabilitiesError, OutputInTheWayError) as exc:
             rows.append(_row(t, "failed", str(exc)))
         on_frame(t, 1)
 
@@ -260,6 +262,7 @@ def _write_image(t: Target, pred, out: Path, run: RunSettings, rows, state=None)
         desc["napari_sansa"]["objects"] = _table_record(pred.object_table)
         return desc
 
+    check_output_paths(t, out, run)  # before anything of the target is removed
     _remove_stale_outputs(t, out, run)
     try:
         if run.probabilities:
