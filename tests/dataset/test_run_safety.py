@@ -96,7 +96,8 @@ def test_a_second_run_into_the_same_out_stops_with_exit_2(weights, root, capsys,
 
     out = root / "out"
     out.mkdir()
-    theirs = out / ".img0.tif.0123456789abcdef0123456789abcdef.partial"  # A is writing it
+    # A is writing it (a temporary of this version: a clean-up by B would remove it)
+    theirs = out / ".napari-sansa-tmp.img0.tif.0123456789abcdef0123456789abcdef.partial"
     theirs.write_bytes(b"A's half-written labels")
     with OutputLock(out):
         assert main(_args(weights, root)) == 2
