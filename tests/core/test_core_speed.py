@@ -395,3 +395,29 @@ def test_rerun_reuses_the_reference_memory_of_unchanged_classes(weights, images,
     want = fresh_model.segment(refs(8), targets, input_size=128, mode="sequential")
     for p, f in zip(seq, want, strict=True):
         assert all(np.array_equal(p.logits[c], f.logits[c]) for c in (1, 2, 3))
+
+
+def test_disk_cache_removes_old_temporaries_of_killed_writes_only(tmp_path):
+    """Temporaries carry the package's mark now (issue 18); the disk cache still removes
+    those of writes killed more than a day ago, with or without the mark, and no other."""
+    import os
+    import time
+
+    from napari_sansa.core.atomic import temporary_path
+    from napari_sansa.core.cache import DiskFeatureCache
+
+    cache = DiskFeatureCache(tmp_path)
+    bucket = cache.root / "ab"
+    bucket.mkdir(parents=True)
+    entry = bucket / ("ab" + "0" * 38 + ".npz")
+    killed = [temporary_path(entry), bucket / f".{entry.name}.{'1' * 32}.partial"]
+    other = [bucket / "notes.partial", bucket / f".{entry.name}.{'1' * 31}.partial"]
+    recent = temporary_path(entry)
+    old = time.time() - 2 * 86400
+    for p in [*killed, *other, recent]:
+        p.write_bytes(b"x")
+        if p != recent:
+            os.utime(p, (old, old))
+    cache._entries()
+    assert not any(p.exists() for p in killed)
+    assert all(p.exists() for p in [*other, recent])

@@ -327,3 +327,58 @@ def test_files_without_a_record_are_checked_once_then_recorded(home, spec, serve
     with pytest.raises(ns.CheckpointError, match="iou_token.*--force"):
         registry.resolve_files(spec, progress=False)
     assert len(server[1].hits) == 2  # nothing was fetched again without being asked
+
+
+def test_a_download_removes_only_its_own_old_temporaries(home, spec, server, tmp_path):
+    """Issue 18: every ``<home>/weights/.*.partial*`` older than a day was removed, a user's
+    ``.my.partial.backup`` with them. Only the whole names napari-sansa's downloads make
+    (now, before the package's mark, and in 0.1's ``.partial/`` folder) go, and only old."""
+    import os
+    import time
+
+    weights = home / "weights"
+    (weights / ".partial").mkdir(parents=True)
+    token, other = "0123456789abcdef" * 2, "fedcba9876543210" * 2
+    ours = [  # left by downloads killed long ago
+        f".napari-sansa-tmp.test_sam2.pt.{token}.partial",
+        f".napari-sansa-tmp.test_sam2.pt.{token}.partial.zip",
+        f".napari-sansa-tmp.test_adapters.pth.{token}.partialab_cd123.part",  # gdown's
+        f".napari-sansa-tmp.test_sam2.pt.sha256.json.{other}.partial",
+        f".test_sam2.pt.{token}.partial",  # before the mark
+        f".test_adapters.pth.{token}.partialx1y2z3w4tmp",  # gdown 5's, before the mark
+        f".partial/test_sam2.pt.{token}.download",  # 0.1
+        f".partial/test_sam2.pt.{token}.pick",
+        f".partial/test_adapters.pth.{token}.downloadab_cd123.part",
+        ".partial/tmpk2j4_9xa",  # pooch's, in 0.1's staging folder
+    ]
+    users = [
+        ".my.partial.backup",
+        ".notes.partial",
+        f".test_sam2.pt.{token}.partial.backup",
+        f".napari-sansa-tmp.test_sam2.pt.{token[:-1]}.partial",  # not a token of ours
+        f".napari-sansa-tmp.test_sam2.pt.{token.upper()}.partial",
+        "tmpk2j4_9xa",  # pooch's name outside 0.1's staging folder: no mark, not touched
+        ".partial/my notes.txt",
+        f".partial/test_sam2.pt.{token}.download.bak",
+        ".partial/tmpk2j4_9xa1",
+    ]
+    day_ago = time.time() - 2 * 86400
+    for name in ours + users:
+        (weights / name).write_bytes(b"x")
+        os.utime(weights / name, (day_ago, day_ago))
+    busy = weights / f".napari-sansa-tmp.test_sam2.pt.{other}.partial"  # in progress
+    busy.write_bytes(b"being written")
+    mine = tmp_path / "mine.txt"  # a link named like a temporary: neither it nor its file go
+    mine.write_bytes(b"mine")
+    link = weights / f".napari-sansa-tmp.x.{other}.partial"
+    link.symlink_to(mine)
+    os.utime(mine, (day_ago, day_ago))
+    os.utime(link, (day_ago, day_ago), follow_symlinks=False)
+
+    for _ in range(2):
+        registry.resolve_files(spec, force=True, progress=False)
+    left = {p.relative_to(weights).as_posix() for p in weights.rglob("*") if p.is_file()}
+    assert not left & set(ours)
+    assert set(users) <= left and busy.is_file()
+    assert link.is_symlink() and mine.read_bytes() == b"mine"
+    assert (weights / "test_sam2.pt").is_file() and (weights / "test_adapters.pth").is_file()

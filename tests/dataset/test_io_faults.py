@@ -120,7 +120,8 @@ def test_cleanup_leaves_the_temporaries_of_another_output_folder_alone(weights, 
     (sub / ".napari-sansa").mkdir(parents=True)
     theirs = sub / ".img.tif.9f2c.napari-sansa-part"  # a 0.1 run's temporary, being written
     theirs.write_bytes(b"half a stack")
-    leftover = tmp_path / "out" / ".img0.tif.0123456789abcdef0123456789abcdef.partial"
+    token = "0123456789abcdef0123456789abcdef"
+    leftover = tmp_path / "out" / f".napari-sansa-tmp.img0.tif.{token}.partial"
     leftover.write_bytes(b"left by a killed run")
     scratch = tmp_path / "out" / ".napari-sansa" / ("ab" * 20)  # a killed stack's scratch
     scratch.mkdir(parents=True)
@@ -131,6 +132,50 @@ def test_cleanup_leaves_the_temporaries_of_another_output_folder_alone(weights, 
     assert theirs.read_bytes() == b"half a stack"
     assert mine.read_bytes() == b"my notes"
     assert not leftover.exists() and not scratch.exists()
+
+
+def test_overwrite_removes_napari_sansas_temporaries_only(weights, tmp_path):
+    """Issue 18: ``--overwrite`` removed a user's hidden ``.img00.tif.<32 hex>.partial``
+    (the temporaries' names carried no mark of the package). Only names with the mark go,
+    and 0.1's (``.napari-sansa-part``); unmarked names only inside ``.napari-sansa/``."""
+    import os
+
+    _setup(tmp_path)
+    out = tmp_path / "out"
+    assert main(_args(weights, tmp_path)) == 0
+    token = "0123456789abcdef0123456789abcdef"
+    own = out / ".napari-sansa"
+    killed = [  # left by killed runs of this version, of 0.1, of versions in between
+        out / f".napari-sansa-tmp.img0.tif.{token}.partial",
+        out / "sub" / f".napari-sansa-tmp.img0.tif.{token}.partial",
+        out / f".img0.tif.{token}.napari-sansa-part",
+        out / ".scores.csv.napari-sansa-part",
+        own / ".run.json.napari-sansa-part",
+        own / f".run.json.{token}.partial",
+        own / f".napari-sansa-tmp.scores.json.{token}.partial",
+    ]
+    users = [  # a user's files that merely look like temporaries
+        out / f".img00.tif.{token}.partial",
+        out / "sub" / f".scores.csv.{token}.partial",
+        out / "sub" / ".scores.csv.napari-sansa-part",  # 0.1 wrote that in --out only
+        out / f".napari-sansa-tmp.img0.tif.{token}.partial.bak",
+        out / f".napari-sansa-tmp.img0.tif.{token[1:]}.partial",
+        own / f"notes.{token}.partial",
+    ]
+    (out / "sub").mkdir()
+    for p in killed + users:
+        p.write_bytes(b"x")
+    mine = tmp_path / "mine.txt"
+    mine.write_bytes(b"mine")
+    link = out / f".napari-sansa-tmp.img1.tif.{token}.partial"  # never followed
+    link.symlink_to(mine)
+    assert main(_args(weights, tmp_path, "--overwrite")) == 0
+    assert [p.name for p in killed if p.exists()] == []
+    assert [p.name for p in users if not p.exists()] == []
+    assert link.is_symlink() and mine.read_bytes() == b"mine"
+    assert sorted(os.listdir(out / "sub")) == sorted(
+        p.name for p in users if p.parent.name == "sub"
+    )
 
 
 def test_a_palette_image_that_cannot_be_decoded_reports_the_real_failure(tmp_path, monkeypatch):
@@ -184,3 +229,33 @@ def test_probabilities_that_cannot_be_removed_fail_the_image(weights, tmp_path, 
     # the old pair stays together: labels and probabilities of the same run
     assert (out / "img0.tif").read_bytes() == labels
     assert (out / "img0_probabilities.tif").read_bytes() == probs
+
+
+@pytest.mark.parametrize("overwrite", [True, False], ids=["overwrite", "resume"])
+def test_a_folder_at_an_outputs_name_fails_that_target_only(weights, tmp_path, overwrite, capsys):
+    """Issue 18: a folder where an output goes stopped the whole ``--overwrite`` run with a
+    message naming a temporary file. That target is failed (its row names the folder), the
+    others are labelled, the exit code is 1, and the folder stays as it was."""
+    data = _setup(tmp_path)
+    frames = np.stack([make_image(20 + i, rgb=False) for i in range(3)])
+    tifffile.imwrite(data / "movie.tif", frames, photometric="minisblack")
+    assert main(_args(weights, tmp_path)) == 0
+    out = tmp_path / "out"
+    for name in ("img0.tif", "movie.tif"):
+        (out / name).unlink()
+        (out / name).mkdir()
+        (out / name / "mine.txt").write_text("my notes")
+    extra = ["--overwrite"] if overwrite else []
+    capsys.readouterr()
+    assert main(_args(weights, tmp_path, *extra)) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and ".partial" not in err, err
+    rows = {Path(r["target"]).name: r for r in read_csv(out / "scores.csv")}
+    for source, name in (("img0.png", "img0.tif"), ("movie.tif", "movie.tif")):
+        assert rows[source]["status"] == "failed", rows[source]
+        message = rows[source]["message"]
+        assert f"{out / name} is a folder" in message and ".partial" not in message, message
+        assert (out / name / "mine.txt").read_text() == "my notes"
+    assert rows["img1.png"]["status"] == "ok"
+    assert tifffile.imread(out / "img1.tif").shape == (96, 128)
+    assert not [p for p in out.rglob("*") if p.name.endswith(".partial")]

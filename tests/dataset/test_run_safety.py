@@ -96,7 +96,8 @@ def test_a_second_run_into_the_same_out_stops_with_exit_2(weights, root, capsys,
 
     out = root / "out"
     out.mkdir()
-    theirs = out / ".img0.tif.0123456789abcdef0123456789abcdef.partial"  # A is writing it
+    # A is writing it (a temporary of this version: a clean-up by B would remove it)
+    theirs = out / ".napari-sansa-tmp.img0.tif.0123456789abcdef0123456789abcdef.partial"
     theirs.write_bytes(b"A's half-written labels")
     with OutputLock(out):
         assert main(_args(weights, root)) == 2
@@ -114,6 +115,126 @@ def test_a_stale_lock_of_a_dead_run_is_taken_over(weights, root):
     assert main(_args(weights, root)) == 0
     assert len(list(out.glob("*.tif"))) == 3
     assert not lock.exists()  # released at the end
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"pid": 4242, "host": "node7", "started": 1e30},  # gave OverflowError (exit 1)
+        {"pid": 4242, "host": "node7", "started": -1e300},
+        {"pid": -5, "host": "node7", "started": 0},
+        {"pid": 4242, "host": ["node7"], "started": 0},
+        [1, 2, 3],
+        "not json at all {",
+    ],
+    ids=["future", "past", "pid", "host", "list", "garbage"],
+)
+def test_a_held_lock_with_an_unreadable_record_is_a_message(
+    weights, root, capsys, no_model, record
+):
+    """Issue 18: a held lock whose record says ``"started": 1e30`` stopped the run with a
+    traceback. The lock is held by this process (an OS file lock on another open file
+    description conflicts as another process's would), with the record written into it."""
+    import fcntl
+
+    out = root / "out"
+    (out / ".napari-sansa").mkdir(parents=True)
+    lock = out / ".napari-sansa" / "lock"
+    text = record if isinstance(record, str) else json.dumps(record)
+    lock.write_text(text)
+    with open(lock, "rb+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(_args(weights, root)) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "OverflowError" not in err
+    assert f"{out} is locked by a run that cannot be identified" in err
+    assert str(lock) in err and "choose another --out" in err
+    assert lock.read_text() == text  # nothing written into it
+
+
+def _linked(path: Path, to: Path) -> None:
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    path.symlink_to(to)
+
+
+def test_nothing_is_written_or_read_through_a_link_in_napari_sansa(weights, root, capsys):
+    """Issue 18: with ``OUT/.napari-sansa/lock`` a link to a user's file, ``segment`` wrote
+    its JSON into that file (exit 0). Every file napari-sansa keeps there is refused as a
+    link (exit 2, the message names it); the link and the user's file stay as they are."""
+    out = root / "out"
+    assert main(_args(weights, root)) == 0
+    capsys.readouterr()
+    own = out / ".napari-sansa"
+    mine = root / "mine.json"
+    for name in ("lock", "run.json", "scores.json", "objects.json"):
+        saved = (own / name).read_bytes() if (own / name).is_file() else None
+        mine.write_text('{"signature": "my own notes"}')
+        _linked(own / name, mine)
+        assert main(_args(weights, root, "--overwrite")) == 2, name
+        err = capsys.readouterr().err
+        assert f"{own / name} is a link" in err and "Traceback" not in err, err
+        assert (own / name).is_symlink() and mine.read_text() == '{"signature": "my own notes"}'
+        (own / name).unlink()
+        if saved is not None:
+            (own / name).write_bytes(saved)
+    assert main(_args(weights, root)) == 0  # the folder itself was not changed
+
+
+def test_a_napari_sansa_folder_that_is_a_link_is_refused(weights, root, capsys, no_model):
+    out = root / "out"
+    out.mkdir()
+    theirs = root / "theirs"
+    theirs.mkdir()
+    (theirs / "run.json").write_text("my run")
+    (out / ".napari-sansa").symlink_to(theirs)
+    assert main(_args(weights, root, "--overwrite")) == 2
+    err = capsys.readouterr().err
+    assert f"{out / '.napari-sansa'} is a link or not a folder" in err
+    assert sorted(p.name for p in theirs.iterdir()) == ["run.json"]
+    assert (theirs / "run.json").read_text() == "my run"
+    assert not list(out.glob("*.tif"))
+
+
+@pytest.mark.parametrize("linked", ["folder", "file"])
+def test_a_stack_scratch_that_is_a_link_is_refused(weights, root, capsys, no_model, linked):
+    """A stack's scratch folder in .napari-sansa/ (or a file in it) that is a link: the
+    clean-up of a killed stack's scratch removed the ``.npy`` files of the folder it
+    points to."""
+    out = root / "out"
+    scratch = out / ".napari-sansa" / ("cd" * 20)
+    theirs = root / "theirs"
+    theirs.mkdir()
+    (theirs / "l.npy").write_bytes(b"my array")
+    if linked == "folder":
+        scratch.parent.mkdir(parents=True)
+        scratch.symlink_to(theirs)
+    else:
+        scratch.mkdir(parents=True)
+        (scratch / "l.npy").symlink_to(theirs / "l.npy")
+    assert main(_args(weights, root)) == 2
+    err = capsys.readouterr().err
+    assert "is a link or not a" in err and str(scratch) in err
+    assert (theirs / "l.npy").read_bytes() == b"my array"
+
+
+@pytest.mark.parametrize("damage", ["{not json", "[]", '{"signature": 3}', "\xff\xfe"])
+def test_a_damaged_run_json_is_called_unreadable(weights, root, capsys, damage):
+    """Issue 18: a corrupt run.json was reported as "the results of another run (different
+    input_size, mode, model, ...)" (a JSON list: AttributeError, exit 1)."""
+    out = root / "out"
+    assert main(_args(weights, root)) == 0
+    run_file = out / ".napari-sansa" / "run.json"
+    run_file.write_bytes(damage.encode("latin-1"))
+    capsys.readouterr()
+    assert main(_args(weights, root)) == 2
+    err = capsys.readouterr().err
+    assert f"{run_file}, the record of the settings" in err and "cannot be read" in err, err
+    assert "--overwrite" in err and "another --out" in err
+    assert "another run" not in err and "Traceback" not in err
+    assert run_file.read_bytes() == damage.encode("latin-1")
+    assert main(_args(weights, root, "--overwrite")) == 0  # what the message says fixes it
+    assert json.loads(run_file.read_text())["signature"]
 
 
 # -- silent wrong results -------------------------------------------------------------------
@@ -236,7 +357,7 @@ def test_a_prompt_file_nested_100000_deep_is_refused(tmp_path):
         load_prompt_file(path)
 
 
-# napari-sansa's own records in an output folder, damaged: read as absent, never a traceback
+# napari-sansa's own records in an output folder, damaged: unreadable, never a traceback
 DAMAGED_RECORDS = {
     "not UTF-8": b"\xff\xfe{}",
     "a list": b"[1, 2]",
@@ -262,7 +383,7 @@ def test_damaged_run_records_read_as_absent(tmp_path, how):
     (out / CSV_DIGESTS).write_bytes(DAMAGED_RECORDS[how])
     assert recorded_with(out, {"a": 1}) is False
     assert _digests(out) == []
-    with pytest.raises(InvalidInputError, match="holds the results of another run"):
+    with pytest.raises(InvalidInputError, match="cannot be read"):
         _check_run_file(out, "sig", {"a": 1}, [], overwrite=False)
 
 
@@ -271,14 +392,19 @@ def test_damaged_run_records_read_as_absent(tmp_path, how):
     [
         '{"pid": 1, "host": "h", "started": 1e300}',  # a time no clock shows
         "[" * 100000 + "]" * 100000,
+        "[" * 2000 + "]" * 2000,  # deep enough for the parser's recursion within 4096 bytes
     ],
 )
-def test_a_damaged_lock_record_still_says_the_folder_is_in_use(tmp_path, text):
+def test_a_damaged_lock_record_is_not_taken_for_a_holder(tmp_path, text):
     from napari_sansa.dataset.locking import _holder
 
     lock = tmp_path / "lock"
     lock.write_text(text)
-    assert _holder(lock) == "another process"
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        assert _holder(fd) is None  # said as "a run that cannot be identified"
+    finally:
+        os.close(fd)
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sansa.core.atomic import PARTIAL, atomic_write
+from napari_sansa.core.atomic import PARTIAL, TEMP_PREFIX, atomic_write
 
 __all__ = ["DiskFeatureCache", "FeatureCache", "array_digest", "tensor_digest"]
 
@@ -64,8 +64,11 @@ def tensor_digest(tensor) -> str:
 SUBFOLDER = "napari-sansa-features"
 _ENTRY = re.compile(r"^[0-9a-f]{40}\.npz$")
 _BUCKET = re.compile(r"^[0-9a-f]{2}$")
-# a temporary file of an entry (see core.atomic), left behind when a process was killed
-_PARTIAL = re.compile(rf"^\.[0-9a-f]{{40}}\.npz\.[0-9a-f]{{32}}{re.escape(PARTIAL)}$")
+# a temporary file of an entry (see core.atomic), left behind when a process was killed;
+# without the package's mark: one of the versions before it
+_PARTIAL = re.compile(
+    rf"^(?:{re.escape(TEMP_PREFIX)}|\.)[0-9a-f]{{40}}\.npz\.[0-9a-f]{{32}}{re.escape(PARTIAL)}\Z"
+)
 # torch dtype names a features entry may carry -> numpy dtype of the stored array
 # (bf16 is stored bit for bit as int16)
 _STORED = {"torch.float32": "float32", "torch.float16": "float16", "torch.bfloat16": "int16"}

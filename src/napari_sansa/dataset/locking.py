@@ -7,19 +7,27 @@ operating system releases the lock of a process that dies (a kill, a crash), so 
 stale lock file left behind is taken over by the next run. Creating it is also the
 first write into ``--out``: a folder that cannot be written is reported before any
 model is loaded.
+
+Nothing is written, read or removed through a link in ``.napari-sansa/``: a run refuses
+(:func:`check_own_folder`) a ``.napari-sansa`` that is a link or not a folder, and a
+lock, ``run.json``, ``scores.json``, ``objects.json`` or stack scratch folder there that
+is a link or not a regular file (folder); the lock is also opened with ``O_NOFOLLOW``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import math
 import os
+import re
 import socket
+import stat
 import time
 from pathlib import Path
 
 from napari_sansa.core.errors import InvalidInputError
-from napari_sansa.core.jsonfile import read_json
 
 LOCK_FILE = Path(".napari-sansa") / "lock"
 
@@ -28,8 +36,79 @@ class OutputLockedError(InvalidInputError):
     """Another run is writing into the same output folder."""
 
 
+OWN_FOLDER = LOCK_FILE.parent
+#: what napari-sansa keeps in ``.napari-sansa/`` besides its lock: the run's settings
+#: (manifest.RUN_FILE), the SHA-256 of the CSVs it wrote (manifest.CSV_DIGESTS,
+#: objects.OBJECTS_DIGESTS)
+OWN_FILES = ("run.json", "scores.json", "objects.json")
+#: a stack's scratch folder in ``.napari-sansa/`` (stacks._Scratch)
+_SCRATCH = re.compile(r"[0-9a-f]{40}")
+
+
+def _not_ours(path: Path, what: str, kind: str = "file") -> InvalidInputError:
+    return InvalidInputError(
+        f"{path} is a link or not a {kind}: napari-sansa keeps {what} there, and never writes, "
+        "reads or removes anything through a link or in place of something else. Remove it "
+        "(what a link points to is not touched), or choose another --out"
+    )
+
+
+def _is_link(path: Path) -> bool:
+    try:
+        return stat.S_ISLNK(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def _check_regular(path: Path, what: str) -> None:
+    """Refuse ``path`` unless it is absent or a regular file (never a link)."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise _not_ours(path, what)
+
+
+def check_own_folder(out: Path, contents: bool = True) -> None:
+    """Refuse an ``out`` whose ``.napari-sansa`` is a link or not a folder, or (with
+    ``contents``) holds a link, or something else than a file, where napari-sansa writes
+    its lock, records or stack scratch. Nothing is read, written or removed."""
+    folder = Path(out) / OWN_FOLDER
+    try:
+        mode = folder.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(mode):
+        raise _not_ours(folder, "its own records of the runs in " + str(out), "folder")
+    if not contents:
+        return
+    _check_regular(folder / LOCK_FILE.name, "the lock of the run writing into the folder")
+    for name in OWN_FILES:
+        _check_regular(folder / name, f"its {name}")
+    for entry in folder.iterdir():
+        if not _SCRATCH.fullmatch(entry.name):
+            continue
+        if _is_link(entry) or not entry.is_dir():
+            raise _not_ours(entry, "the scratch files of a stack", "folder")
+        for f in entry.iterdir():
+            _check_regular(f, "a scratch file of a stack")
+
+
 def _open_lock(path: Path) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    """Open (create) the lock file, never through a link: a link there is refused."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    what = "the lock of the run writing into the folder"
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or _is_link(path):
+            raise _not_ours(path, what) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _not_ours(path, what)
+    return fd
 
 
 def _try_lock(fd: int) -> bool:
@@ -58,16 +137,40 @@ def _same_file(fd: int, path: Path) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
-def _holder(path: Path) -> str:
+def _holder(fd: int) -> str | None:
+    """Who holds the lock, from the record in its file (read from ``fd``, the lock file
+    opened without following links): "process PID on HOST, started TIME"; "another
+    process" while the holder has not written its record yet (it has just started);
+    None when the record cannot be read or is not plausible."""
     try:
-        info = read_json(path) if path.stat().st_size else {}
-        return (
-            f"process {int(info['pid'])} on {str(info['host'])[:200]}, started "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(info['started']))}"
-        )
-    except (OSError, ValueError, KeyError, TypeError, OverflowError):  # a lock of another
-        # program, or damaged: the message still says that the folder is in use
+        raw = os.pread(fd, 4096, 0)
+    except (OSError, AttributeError):  # no pread on Windows
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            raw = os.read(fd, 4096)
+        except OSError:
+            return None
+    if not raw.strip():
         return "another process"
+    try:
+        info = json.loads(raw.decode("utf-8"))
+        pid, host, started = info["pid"], info["host"], info["started"]
+        plausible = (
+            type(pid) is int
+            and 0 < pid < 2**31
+            and isinstance(host, str)
+            and 0 < len(host) <= 255
+            and host.isprintable()
+            and type(started) in (int, float)
+            and math.isfinite(started)
+            and 0 <= started <= time.time() + 86400
+        )
+        if not plausible:
+            return None
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
+    except (ValueError, KeyError, TypeError, OverflowError, OSError, RecursionError):
+        return None
+    return f"process {pid} on {host}, started {when}"
 
 
 def cannot_write(out: Path, exc: OSError) -> InvalidInputError:
@@ -89,31 +192,53 @@ class OutputLock:
         self._fd: int | None = None
         self._made: list[Path] = []
 
+    def _locked_error(self, fd: int) -> OutputLockedError:
+        holder = _holder(fd)
+        if holder is None:
+            return OutputLockedError(
+                f"{self.out} is locked by a run that cannot be identified: its lock "
+                f"{self.path} is held, but what it records of the run (process, host, start "
+                "time) is unreadable. Wait until that run has finished, or choose another "
+                "--out. The lock is held by a process that has that file open (`fuser "
+                f"{self.path}` names it); once it ends, the next run takes the lock over"
+            )
+        return OutputLockedError(
+            f"another napari-sansa run is writing into {self.out} "
+            f"({holder}): wait until it has finished, or choose another "
+            f"--out. If no such run is going on, the lock {self.path} is not held "
+            "and the next run takes it over"
+        )
+
     def acquire(self) -> OutputLock:
         missing = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
         try:
+            check_own_folder(self.out, contents=False)  # never made or written through a link
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._made = missing  # deepest first
             while True:
                 fd = _open_lock(self.path)
                 if not _try_lock(fd):
+                    error = self._locked_error(fd)
                     os.close(fd)
-                    raise OutputLockedError(
-                        f"another napari-sansa run is writing into {self.out} "
-                        f"({_holder(self.path)}): wait until it has finished, or choose another "
-                        f"--out. If no such run is going on, the lock {self.path} is not held "
-                        "and the next run takes it over"
-                    )
+                    raise error
                 if _same_file(fd, self.path):
                     break
                 os.close(fd)  # locked a lock file its last holder removed: take the new one
         except OSError as exc:
             self._remove_empty()
             raise cannot_write(self.out, exc) from None
-        except OutputLockedError:
+        except InvalidInputError:
             self._remove_empty()
             raise
         self._fd = fd
+        try:
+            check_own_folder(self.out)  # under the lock: no other run changes it now
+        except OSError as exc:
+            self.release()
+            raise cannot_write(self.out, exc) from None
+        except InvalidInputError:
+            self.release()
+            raise
         info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
         try:
             os.ftruncate(fd, 0)

@@ -47,13 +47,26 @@ def settings_signature(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
+def _load_run_file(out: Path) -> dict | str:
+    """``run.json`` of ``out`` (``{}`` when there is none), or why it cannot be read."""
+    try:
+        record = read_json(out / RUN_FILE)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    except ValueError as exc:  # not JSON, not UTF-8, too large or nested too deep
+        return f"not JSON: {exc}"
+    ok = isinstance(record, dict) and isinstance(record.get("signature"), str)
+    if not ok or not isinstance(record.get("settings", {}), dict):
+        return "it is not a run record of napari-sansa: no signature and settings"
+    return record
+
+
 def _read_run_file(out: Path) -> dict:
     """``run.json`` of ``out`` (``{}`` when there is none or it cannot be read)."""
-    try:
-        data = read_json(out / RUN_FILE)
-    except (OSError, ValueError):  # unreadable, too large, not UTF-8 or not JSON
-        return {}
-    return data if isinstance(data, dict) else {}
+    record = _load_run_file(out)
+    return record if isinstance(record, dict) else {}
 
 
 def recorded_with(out: Path, settings: dict) -> bool:
@@ -80,7 +93,16 @@ def _check_run_file(out: Path, signature: str, settings: dict, targets, overwrit
     the manifest is written by :func:`_write_run_file` once the run is ready to start)."""
     run_file = out / RUN_FILE
     if run_file.is_file() and not overwrite:
-        previous = _read_run_file(out)
+        previous = _load_run_file(out)
+        if isinstance(previous, str):  # damaged: which settings made the outputs is unknown
+            if _holds_outputs(out):
+                raise InvalidInputError(
+                    f"{run_file}, the record of the settings the outputs in {out} were made "
+                    f"with, cannot be read ({previous}), so this run cannot tell whether they "
+                    "are its own: use --overwrite to redo everything there (which writes that "
+                    "record anew), or choose another --out"
+                )
+            return
         if previous.get("signature") != signature and _holds_outputs(out):
             before = previous.get("settings")
             diff = _differences(before if isinstance(before, dict) else {}, settings)

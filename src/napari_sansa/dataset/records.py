@@ -286,6 +286,28 @@ def _as_recorded(t: Target, record: dict | None) -> Target:
     return replace(t, kind="stack" if frames > 1 else "image", frames=frames)
 
 
+class OutputInTheWayError(InvalidInputError):
+    """A folder is where an output of a target goes: that target fails, the run goes on."""
+
+
+def check_output_paths(t: Target, out: Path, run: RunSettings) -> None:
+    """Raise :class:`OutputInTheWayError` if an output this run writes for ``t`` would
+    replace a folder (it is never touched; the target is listed as failed)."""
+    written = [(t.output, "labels")]
+    if run.probabilities:
+        written.append((t.prob_output, "probabilities"))
+    if run.objects is not None:
+        written.append((t.objects_output, "object image"))
+    for name, what in written:
+        path = out / name
+        if path.is_dir():
+            raise OutputInTheWayError(
+                f"{path} is a folder, where napari-sansa writes the {what} of {t.source}: "
+                "that target was not labelled and the folder was left as it is. Move or "
+                "rename the folder and run the same command again, or choose another --out"
+            )
+
+
 class StaleProbabilitiesError(InvalidInputError):
     """A probability (or object) file of earlier labels could not be removed (new labels
     not written)."""

@@ -30,6 +30,7 @@ from napari_sansa.dataset.records import (
     _row,
     _table_record,
     _write_failed,
+    check_output_paths,
     frame_at,
     source_state,
 )
@@ -166,7 +167,7 @@ class _Scratch:
 
     def remove(self) -> None:
         self.arrays.clear()  # release the memory maps before removing their files
-        if self.folder.exists():
+        if self.folder.is_dir() and not self.folder.is_symlink():  # a link: never followed
             for f in self.folder.iterdir():
                 f.unlink(missing_ok=True)
             self.folder.rmdir()
@@ -186,6 +187,7 @@ def _process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
 
     state = source_state(t.source)
     try:
+        check_output_paths(t, out, run)  # a folder in the way: this target fails
         _remove_stale_outputs(t, out, run)
         stack = TiffStack(t.source, run.axes, run.channels)
     except InvalidInputError as exc:

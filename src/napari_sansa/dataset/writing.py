@@ -11,18 +11,20 @@ import contextlib
 import logging
 import os
 import re
+import stat
 from collections import deque
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from napari_sansa.core.atomic import PARTIAL
+from napari_sansa.core.atomic import PARTIAL, is_temporary
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.images import check_image, image_hw
 from napari_sansa.dataset.discovery import Target
 from napari_sansa.dataset.io import LEGACY_PARTIAL, read_target, write_tiff_atomic
 from napari_sansa.dataset.records import (
+    OutputInTheWayError,
     RunSettings,
     StaleProbabilitiesError,
     _as_recorded,
@@ -33,6 +35,7 @@ from napari_sansa.dataset.records import (
     _row,
     _table_record,
     _write_failed,
+    check_output_paths,
     source_state,
 )
 from napari_sansa.dataset.stacks import _process_stack
@@ -100,7 +103,7 @@ def _process_images(model, memory, items, out, run, strict, rows, on_frame, keep
     def write(t, pred):
         try:
             _write_image(t, pred, out, run, rows, states.get(t.source))
-        except StaleProbabilitiesError as exc:
+        except (StaleProbabilitiesError, OutputInTheWayError) as exc:
             rows.append(_row(t, "failed", str(exc)))
         on_frame(t, 1)
 
@@ -259,6 +262,7 @@ def _write_image(t: Target, pred, out: Path, run: RunSettings, rows, state=None)
         desc["napari_sansa"]["objects"] = _table_record(pred.object_table)
         return desc
 
+    check_output_paths(t, out, run)  # before anything of the target is removed
     _remove_stale_outputs(t, out, run)
     try:
         if run.probabilities:
@@ -343,22 +347,48 @@ def process_targets(
     return rows
 
 
-#: the temporaries of :func:`napari_sansa.core.atomic.temporary_path` (and of 0.1)
-_TEMPORARY = re.compile(
-    r"^\..+\.[0-9a-f]{32}" + re.escape(PARTIAL) + "$|" + re.escape(LEGACY_PARTIAL) + "$"
-)
+#: temporaries of napari-sansa 0.1 (its mark, :data:`~napari_sansa.dataset.io.LEGACY_PARTIAL`,
+#: at the end): an output's anywhere, ``scores.csv``'s in ``--out`` itself, ``run.json``'s in
+#: ``.napari-sansa/``
+_TEMPORARY_01 = re.compile(rf"\..+\.[0-9a-f]{{32}}{re.escape(LEGACY_PARTIAL)}\Z", re.DOTALL)
+_ROOT_01 = f".scores.csv{LEGACY_PARTIAL}"
+_OWN_01 = f".run.json{LEGACY_PARTIAL}"
+#: temporaries of the versions between 0.1 and the mark: no mark of the package, so only
+#: removed in its own folder ``.napari-sansa/`` (a user's file elsewhere may look so)
+_UNMARKED = re.compile(rf"\..+\.[0-9a-f]{{32}}{re.escape(PARTIAL)}\Z", re.DOTALL)
+
+
+def _is_leftover(name: str, where: str) -> bool:
+    """Whether ``name`` is a temporary napari-sansa wrote, in ``where``: "out" (the folder
+    itself), "own" (its ``.napari-sansa``) or "below" (any other subfolder)."""
+    if is_temporary(name) or _TEMPORARY_01.match(name):
+        return True
+    if where == "out":
+        return name == _ROOT_01
+    return where == "own" and (name == _OWN_01 or _UNMARKED.match(name) is not None)
+
+
+def _remove_file(path: Path) -> None:
+    """Remove ``path`` if it is a regular file (a link is left alone, never followed)."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISREG(path.lstat().st_mode):
+            path.unlink()
 
 
 def _cleanup_partials(out: Path) -> None:
     """Remove leftovers of interrupted writes in ``out``. Called while the run holds the
     folder's lock, so no other run writes there; a subfolder that holds another output
-    folder (its own ``.napari-sansa``) is left alone, and so is every other file."""
+    folder (its own ``.napari-sansa``) is left alone, and so is every other file: only
+    regular files whose whole name is one napari-sansa gives its temporaries (with the
+    package's mark; see :func:`_is_leftover` for those of earlier versions)."""
     scratch = out / ".napari-sansa"
-    for folder in scratch.glob("*") if scratch.is_dir() else ():
-        if folder.is_dir() and re.fullmatch(r"[0-9a-f]{40}", folder.name):  # a stack's
-            for f in folder.glob("*.npy"):  # memory-mapped scratch (see stacks.py)
-                with contextlib.suppress(FileNotFoundError):
-                    f.unlink()
+    own = scratch.is_dir() and not scratch.is_symlink()
+    for folder in scratch.iterdir() if own else ():
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        if re.fullmatch(r"[0-9a-f]{40}", folder.name):  # a stack's memory-mapped scratch
+            for f in folder.glob("*.npy"):  # (see stacks.py)
+                _remove_file(f)
             with contextlib.suppress(OSError):
                 folder.rmdir()
     for folder, dirs, files in os.walk(out):
@@ -366,7 +396,7 @@ def _cleanup_partials(out: Path) -> None:
         if here != out and (here / ".napari-sansa").is_dir():
             dirs[:] = []
             continue
+        where = "out" if here == out else "own" if here == scratch else "below"
         for name in files:
-            if _TEMPORARY.search(name):
-                with contextlib.suppress(FileNotFoundError):
-                    (here / name).unlink()
+            if _is_leftover(name, where):
+                _remove_file(here / name)

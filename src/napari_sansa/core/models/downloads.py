@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import sys
 import time
 import uuid
@@ -29,7 +30,13 @@ import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from napari_sansa.core.atomic import atomic_write, write_text_atomic
+from napari_sansa.core.atomic import (
+    PARTIAL,
+    TEMP_PREFIX,
+    atomic_write,
+    temporary_path,
+    write_text_atomic,
+)
 from napari_sansa.core.errors import CheckpointError, InvalidInputError, ModelNotFoundError
 from napari_sansa.core.jsonfile import read_json
 
@@ -220,13 +227,53 @@ def check_cached(spec, source, path: Path, command: str) -> None:
 
 
 # -- fetching -------------------------------------------------------------------------
-def _clean_leftovers(folder: Path) -> None:
-    """Remove temporaries of downloads killed more than a day ago."""
-    old = [*folder.glob(".*.partial*"), *folder.glob(".partial/*")]  # .partial/: version 0.1
-    for p in old:
-        with contextlib.suppress(OSError):
-            if p.is_file() and time.time() - p.stat().st_mtime > 86400:
-                p.unlink()
+#: tempfile's names (pooch's and gdown's temporaries): 8 characters of this alphabet
+_RANDOM8 = "[a-z0-9_]{8}"
+_TOKEN = "[0-9a-f]{32}"
+#: the temporaries a download makes in ``<home>/weights/``: ``atomic_write``'s (with the
+#: package's mark), the archive it is renamed to, gdown's partial file next to it
+_LEFTOVER = re.compile(
+    rf"{re.escape(TEMP_PREFIX)}.+\.{_TOKEN}{re.escape(PARTIAL)}(?:\.zip|{_RANDOM8}\.part)?\Z",
+    re.DOTALL,
+)
+#: those of the versions between 0.1 and the mark: the same without it (gdown 5 ended
+#: its partial file with "tmp", gdown 6 with ".part")
+_LEFTOVER_UNMARKED = re.compile(
+    rf"\.(?!napari-sansa-tmp\.).+\.{_TOKEN}\.partial(?:\.zip|{_RANDOM8}(?:\.part|tmp))?\Z",
+    re.DOTALL,
+)
+#: those of version 0.1, in its staging folder ``<home>/weights/.partial/``: the download,
+#: the checkpoint picked from an archive, gdown's partial file, pooch's temporary
+_LEFTOVER_01 = re.compile(
+    rf"(?:.+\.{_TOKEN}\.(?:download|pick|download{_RANDOM8}(?:\.part|tmp))|tmp{_RANDOM8})\Z",
+    re.DOTALL,
+)
+#: a temporary is left alone while it may be in use: for a day after its last change
+#: (a download in progress changes it at least every timeout)
+LEFTOVER_AGE_S = 86400.0
+
+
+def _clean_leftovers(folder: Path, timeout: float) -> None:
+    """Remove the temporaries of downloads killed long ago (more than a day, and more than
+    the download timeout, since their last change): regular files whose whole name is one
+    that a download of napari-sansa makes, and nothing else (pooch's ``tmp*`` file of an
+    interrupted download directly in the weights folder carries no mark: left alone)."""
+    found = [(folder, _LEFTOVER), (folder, _LEFTOVER_UNMARKED), (folder / ".partial", _LEFTOVER_01)]
+    now = time.time()
+    for where, pattern in found:
+        if where.is_symlink():
+            continue  # a link is never followed
+        try:
+            with os.scandir(where) as entries:
+                names = [e.name for e in entries if pattern.match(e.name)]
+        except OSError:
+            continue  # no such folder
+        for name in names:
+            path = where / name
+            with contextlib.suppress(OSError):
+                st = path.lstat()
+                if stat.S_ISREG(st.st_mode) and now - st.st_mtime > max(LEFTOVER_AGE_S, timeout):
+                    path.unlink()
 
 
 def fetch(spec, source, final: Path, missing_message, progress: bool = True) -> Path:
@@ -235,7 +282,7 @@ def fetch(spec, source, final: Path, missing_message, progress: bool = True) -> 
     ``missing_message(reason)`` words the error of a download that failed.
     """
     timeout = download_timeout()
-    _clean_leftovers(final.parent)
+    _clean_leftovers(final.parent, timeout)
     token = uuid.uuid4().hex
     record_path(final).unlink(missing_ok=True)  # a record never describes another file
     try:
@@ -259,8 +306,10 @@ def fetch(spec, source, final: Path, missing_message, progress: bool = True) -> 
                     "try again later"
                 ) from None
     finally:  # the downloaders' own partial files too (gdown keeps one for resuming)
-        for p in final.parent.glob(f".{final.name}.{token}*"):
-            p.unlink(missing_ok=True)
+        mine = temporary_path(final, token).name
+        for p in final.parent.iterdir():
+            if p.name.startswith(mine):
+                p.unlink(missing_ok=True)
     _write_record(source, final)
     if progress:
         print(f"napari-sansa: saved {final}", file=sys.stderr)
