@@ -109,6 +109,59 @@ def test_stats_schedule_and_validation(model, data):
     assert stats[-1].best_step == best.step
 
 
+def test_steps_follow_the_authors_optimiser_recipe(model, data):
+    """The authors' step (main.py, engine.py, opts.py), written out: the gradient of the
+    step's mean episode loss, its norm over all adapters clipped to 0.1, AdamW (betas
+    0.9/0.999, eps 1e-8, weight decay 0) at the cosine rate of the step (T_max = steps,
+    stepped after each update). Each step of ``finetune_iter`` is checked from the adapters
+    it started from (so float rounding cannot grow over the steps)."""
+    from napari_sansa.core.training.loss import network_mode
+
+    steps, lr, batch = 3, 1e-3, 2
+    run = _run(model, data, steps=steps, batch_size=batch, shots=2, dropout=0.0, lr=lr)
+    drawn, sample = [], run._sample
+    run._sample = lambda shot: drawn.append(sample(shot)) or drawn[-1]
+    params = [p for _, p in run.named]
+
+    def put(values):
+        with torch.no_grad():
+            for p, x in zip(params, values, strict=True):
+                p.copy_(x)
+
+    m = [torch.zeros_like(p) for p in params]
+    v = [torch.zeros_like(p) for p in params]
+    for t in range(1, steps + 1):
+        before = [p.detach().clone() for p in params]
+        stats = next(run)
+        after = [p.detach().clone() for p in params]
+        put(before)  # the gradient where the step started, on the step's episodes
+        for p in params:
+            p.grad = None
+        with network_mode(run.sam, 0.0):
+            for episode in drawn[(t - 1) * batch : t * batch]:
+                focal, dice, _ = run._terms(episode)
+                ((focal + dice) / batch).backward()
+        grads = [p.grad.detach().clone() for p in params]
+        for p in params:
+            p.grad = None
+        put(after)
+        norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads)))
+        assert stats.grad_norm == pytest.approx(norm, rel=1e-5)
+        assert norm > 0.1  # clipping is at work
+        rate = lr * (1 + np.cos(np.pi * (t - 1) / steps)) / 2
+        assert stats.lr == pytest.approx(rate, rel=1e-12)
+        for i, (p0, g) in enumerate(zip(before, grads, strict=True)):
+            g = g * (0.1 / (norm + 1e-6))
+            m[i] = 0.9 * m[i] + 0.1 * g
+            v[i] = 0.999 * v[i] + 0.001 * g * g
+            denom = (v[i] / (1 - 0.999**t)).sqrt() + 1e-8
+            want = p0 - rate * (m[i] / (1 - 0.9**t)) / denom
+            moved = float((after[i] - p0).abs().max())
+            err = float((after[i] - want).abs().max())
+            assert err <= 1e-4 * moved + 3e-7 * float(p0.abs().max()), (t, i)
+    assert max(float((a - b).abs().max()) for a, b in zip(after, before, strict=True)) > rate / 2
+
+
 def test_stop_keeps_the_best_state(model, data):
     run = _run(model, data, steps=50, validation=0.25, validate_every=1, lr=1e-3)
     seen = [next(run) for _ in range(3)]  # stop after step 2
