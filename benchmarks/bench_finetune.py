@@ -32,6 +32,21 @@
    at the start and the end (goal: loss down by at least 10 %, IoU up).
 
        python benchmarks/bench_finetune.py --part learn
+
+3. Learning over tasks (``--part tasks``): colour classes (one to three, each a colour) as
+   blobs on a textured background, 64, 256 and 512 px images, mask and box supports, with
+   the ellipses of part 2 beside them; a random-weight Hiera-tiny at 256 px, eight frames
+   (two held out). Each task runs ``finetune_iter`` with the defaults that matter here
+   (lr, batch 2, 1 shot) and prints the held-out IoU before and after and which adapters
+   the run kept (the tuned ones only when they did better on the held-out frames).
+   ``--weight-seeds 0 1 2`` repeats every task with other random weights; ``--probe``
+   adds a per-pixel linear probe (logistic regression) of the class on the frozen image
+   encoder's features (the training frames fit it, the held-out frames score it): what
+   the random features carry about the task, whatever the adapters do.
+
+       python benchmarks/bench_finetune.py --part tasks --steps 30 --lr 1e-3 --probe --threads 1
+       python benchmarks/bench_finetune.py --part tasks --weight-seeds 1 2 --tasks 2 3 --threads 1
+       python benchmarks/bench_finetune.py --part tasks --tasks 2 3 --input-size 640 --threads 1
 """
 
 from __future__ import annotations
@@ -65,11 +80,39 @@ def ellipse_frame(seed: int, shape=(64, 64)):
     return img, lab
 
 
-def _model(folder, image_size):
+COLOURS = ((230, 60, 50), (60, 200, 70), (70, 90, 240))  # class 1, 2, 3
+
+
+def colour_frame(seed: int, size: int, classes: int):
+    """Blobs of one colour per class (two to four each) on a grey-brown textured background."""
+    from scipy.ndimage import gaussian_filter
+
+    r = np.random.default_rng(seed)
+    noise = gaussian_filter(r.random((size, size)), size / 32) + 0.5 * r.random((size, size))
+    noise = (noise - noise.min()) / (noise.max() - noise.min())
+    img = np.stack([90 + 90 * noise, 80 + 80 * noise, 60 + 70 * noise], -1)
+    lab = np.zeros((size, size), np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    for c in range(1, classes + 1):
+        for _ in range(int(r.integers(2, 5))):
+            cy, cx = r.integers(size // 10, size - size // 10, 2)
+            ry, rx = r.uniform(size / 16, size / 8, 2)
+            m = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
+            shade = 0.75 + 0.25 * noise[m, None]
+            img[m] = np.asarray(COLOURS[c - 1]) * shade
+            lab[m] = c
+    for c in range(1, classes + 1):  # every class in every frame
+        if not (lab == c).any():
+            lab[:4, 4 * c : 4 * c + 4] = c
+    return np.clip(img, 0, 255).astype(np.uint8), lab
+
+
+def _model(folder, image_size, seed=0):
     import napari_sansa as ns
     from napari_sansa.core.models.random_weights import write_random_checkpoints
 
-    sam2, adapters = write_random_checkpoints(folder, "sam2_hiera_t", image_size=image_size)
+    sam2, adapters = write_random_checkpoints(folder, "sam2_hiera_t", image_size=image_size,
+                                              seed=seed)  # fmt: skip
     return ns.load_model(config="sam2_hiera_t", sam2_checkpoint=sam2, adapter_checkpoint=adapters,
                          device="cpu", image_size=image_size)  # fmt: skip
 
@@ -200,9 +243,120 @@ def learn(args) -> None:
     print(f"  held-out IoU          {i0:.3f} -> {i1:.3f} ({'up' if i1 > i0 else 'NOT up'})")
 
 
+TASKS = (  # name, frame maker, image size, classes, support prompt
+    ("ellipses", "ellipse", 64, 1, "mask"),
+    ("colour", "colour", 64, 1, "mask"),
+    ("colour", "colour", 64, 2, "mask"),
+    ("colour", "colour", 256, 2, "mask"),
+    ("colour", "colour", 256, 3, "box"),
+    ("colour", "colour", 512, 2, "box"),
+    ("colour", "colour", 512, 1, "mask"),
+)
+
+
+def _task_data(kind, size, classes, n=8):
+    if kind == "ellipse":
+        return [ellipse_frame(s, (size, size)) for s in range(n)]
+    return [colour_frame(100 + s, size, classes) for s in range(n)]
+
+
+def _probe(model, data, train_idx, val_idx) -> float:
+    """Held-out IoU (mean over classes) of a per-pixel logistic regression of the class on
+    the frozen encoder's features (the lowest-resolution level, upsampled to 64 x 64)."""
+    import torch
+
+    from napari_sansa.core.images import to_float_rgb
+    from napari_sansa.core.preprocess import image_to_input
+
+    grid = 64
+    feats, labs = [], []
+    with torch.no_grad():
+        for img, lab in data:
+            x = image_to_input(to_float_rgb(img), model.image_size, None, "cpu")[None]
+            f = model.engine.encode(x)
+            levels = [*f.high_res, f.top]
+            up = [torch.nn.functional.interpolate(v.float(), (grid, grid), mode="bilinear")
+                  for v in levels]  # fmt: skip
+            feats.append(torch.cat(up, 1)[0].flatten(1).T.numpy())
+            rows = (np.arange(grid) * lab.shape[0] / grid).astype(int)
+            cols = (np.arange(grid) * lab.shape[1] / grid).astype(int)
+            labs.append(lab[rows][:, cols].ravel())
+    x_tr = np.concatenate([feats[i] for i in train_idx])
+    y_tr = np.concatenate([labs[i] for i in train_idx])
+    mu, sd = x_tr.mean(0), x_tr.std(0) + 1e-6
+    k = int(max(max(lab.max() for _, lab in data), 1)) + 1
+    w = torch.zeros(x_tr.shape[1], k, requires_grad=True)
+    b = torch.zeros(k, requires_grad=True)
+    xt, yt = torch.from_numpy((x_tr - mu) / sd).float(), torch.from_numpy(y_tr).long()
+    opt = torch.optim.LBFGS([w, b], max_iter=100)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xt @ w + b, yt) + 1e-3 * (w**2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    ious = []
+    for i in val_idx:
+        pred = (torch.from_numpy((feats[i] - mu) / sd).float() @ w + b).argmax(1).numpy()
+        for c in range(1, k):
+            t, p = labs[i] == c, pred == c
+            if t.any():
+                ious.append((t & p).sum() / (t | p).sum())
+    return float(np.mean(ious))
+
+
+def tasks(args) -> None:
+    import torch
+
+    import napari_sansa as ns
+
+    torch.set_num_threads(args.threads)
+    rows = []
+    for wseed in args.weight_seeds:
+        folder = Path(tempfile.mkdtemp(prefix="bench_finetune_"))
+        model = _model(folder, 256, seed=wseed)
+        for t, (name, kind, size, classes, prompt) in enumerate(TASKS):
+            if args.tasks and t not in args.tasks:
+                continue
+            data = _task_data(kind, size, classes)
+            t0 = time.perf_counter()
+            run = ns.finetune_iter(model, data, steps=args.steps, lr=args.lr, batch_size=2,
+                                   prompt=prompt, input_size=args.input_size, validation=0.3,
+                                   validate_every=max(1, args.steps // 3), seed=0)  # fmt: skip
+            ious = [s.val_iou for s in run if s.val_iou is not None]
+            run.result()
+            rep = run.outcome
+            probe = _probe(model, data, run.train_idx, run.val_idx) if args.probe else None
+            row = {"weights": wseed, "task": name, "px": size, "classes": classes,
+                   "support": prompt, "iou_start": ious[0], "iou_best_tuned": max(ious[1:]),
+                   "iou_last": ious[-1], "kept": rep.kept, "kept_step": rep.step,
+                   "probe": probe, "seconds": time.perf_counter() - t0}  # fmt: skip
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print(f"\nrandom-weight Hiera-tiny at 256 px, CPU, {args.steps} steps, lr {args.lr}, batch "
+          f"2, 1 shot, 8 frames (2 held out), input_size {args.input_size}")  # fmt: skip
+    print("| weights | task | px | classes | supports | held-out IoU start | best tuned | last "
+          "| kept | linear probe IoU |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        probe = "" if r["probe"] is None else f"{r['probe']:.3f}"
+        kept = f"tuned (step {r['kept_step']})" if r["kept"] == "tuned" else "original"
+        print(f"| {r['weights']} | {r['task']} | {r['px']} | {r['classes']} | {r['support']} | "
+              f"{r['iou_start']:.3f} | {r['iou_best_tuned']:.3f} | {r['iou_last']:.3f} | "
+              f"{kept} | {probe} |")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", choices=("speed", "learn", "all"), default="all")
+    ap.add_argument("--part", choices=("speed", "learn", "tasks", "all"), default="all")
+    ap.add_argument("--weight-seeds", type=int, nargs="+", default=[0],
+                    help="(tasks) seeds of the random weights")  # fmt: skip
+    ap.add_argument("--probe", action="store_true", help="(tasks) linear probe of the features")
+    ap.add_argument("--tasks", type=int, nargs="+", help="(tasks) which, by number (default all)")
+    ap.add_argument("--input-size", type=int, default=None,
+                    help="(tasks) the resize (default: none, the images' own size)")  # fmt: skip
     ap.add_argument("--image-size", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -220,6 +374,8 @@ def main() -> None:
         speed(argparse.Namespace(**{**vars(args), "steps": args.steps or 3}))
     if args.part in ("learn", "all"):
         learn(argparse.Namespace(**{**vars(args), "steps": args.steps or 30}))
+    if args.part in ("tasks", "all"):
+        tasks(argparse.Namespace(**{**vars(args), "steps": args.steps or 30}))
 
 
 if __name__ == "__main__":

@@ -102,6 +102,42 @@ def rect_mask():
     return m
 
 
+# -- fine-tuning: scripted held-out measurements and losses
+
+
+def scripted_validation(monkeypatch, ious, losses=None):
+    """Make the held-out measurements return ``ious`` (and ``losses``) in turn."""
+    from napari_sansa.core.training import trainer
+
+    losses = list(losses or [1.0] * len(ious))
+    ious = list(ious)
+    calls = []
+
+    def validate(self):
+        calls.append(self.step)
+        return losses.pop(0), ious.pop(0)
+
+    monkeypatch.setattr(trainer.Finetuning, "validate", validate)
+    return calls
+
+
+def nan_from(monkeypatch, step):
+    """The training loss becomes NaN from training step ``step`` on."""
+    import torch
+
+    from napari_sansa.core.training import trainer
+
+    real = trainer.Finetuning._terms
+
+    def terms(self, episode):
+        f, d, q = real(self, episode)
+        if torch.is_grad_enabled() and self.step + 1 >= step:
+            f = f * float("nan")
+        return f, d, q
+
+    monkeypatch.setattr(trainer.Finetuning, "_terms", terms)
+
+
 # ---------------------------------------------------------------------------------------
 # napari plugin (widget, layer adapter, writer): fixtures for tests/test_napari_*.py
 # ---------------------------------------------------------------------------------------

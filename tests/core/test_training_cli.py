@@ -8,7 +8,7 @@ import tifffile
 import torch
 from training_data import ellipse_frame
 
-from conftest import cli_model_args
+from conftest import cli_model_args, nan_from, scripted_validation
 from napari_sansa.cli import main
 
 
@@ -42,7 +42,7 @@ def _adapters(path):
 
 def test_finetune_writes_adapters_that_segment_uses(weights, pairs, tmp_path):
     out = tmp_path / "tuned.pth"
-    assert main(_args(weights, pairs, out)) == 0
+    assert main(_args(weights, pairs, out, "--validation", "0")) == 0  # unchecked: the tuned
     saved = _adapters(out)
     original = _adapters(weights[1])
     assert set(saved) == set(original)
@@ -148,3 +148,53 @@ def test_one_training_pair_is_refused(weights, pairs, tmp_path, capsys):
     assert main(args) == 2
     assert "at least two annotated frames" in capsys.readouterr().err
     assert np.asarray(tifffile.imread(files[0][1])).any()  # the label file is untouched
+
+
+def test_finetune_says_it_kept_the_tuned_adapters(weights, pairs, tmp_path, capsys, monkeypatch):
+    scripted_validation(monkeypatch, [0.1, 0.3, 0.4])  # steps 0, 2, 4
+    out = tmp_path / "up.pth"
+    assert main(_args(weights, pairs, out)) == 0
+    err = capsys.readouterr().err
+    assert ("kept the tuned adapters (step 4): held-out IoU 0.100 -> 0.400 (1 held-out frame); "
+            f"wrote them to {out}") in err  # fmt: skip
+    original = _adapters(weights[1])
+    assert any(not torch.equal(v, original[k]) for k, v in _adapters(out).items())
+
+
+def test_finetune_that_made_it_worse_writes_the_original_and_says_so(
+    weights, pairs, tmp_path, capsys, monkeypatch
+):
+    scripted_validation(monkeypatch, [0.14, 0.10, 0.04], [1.04, 1.0, 0.9])
+    out = tmp_path / "same.pth"
+    assert main(_args(weights, pairs, out)) == 0
+    err = capsys.readouterr().err
+    assert "kept the original adapters: held-out IoU fell 0.140 -> 0.100" in err
+    assert f"wrote them, unchanged, to {out}" in err
+    saved, original = _adapters(out), _adapters(weights[1])
+    assert all(torch.equal(v, original[k]) for k, v in saved.items())
+
+
+def test_a_huge_learning_rate_stops_and_writes_nothing(weights, pairs, tmp_path, capsys):
+    out = tmp_path / "nan.pth"
+    assert main(_args(weights, pairs, out, "--lr", "1e6", "--steps", "30")) == 1
+    err = capsys.readouterr().err
+    assert "the loss became" in err and "fine-tuning stopped there" in err
+    assert f"wrote nothing ({out} was not written)" in err
+    assert "Lower the learning rate (--lr)" in err
+    assert not out.exists() and not (tmp_path / "nan.pth.state").exists()
+
+
+def test_a_non_finite_loss_writes_the_best_finite_adapters(
+    weights, pairs, tmp_path, capsys, monkeypatch
+):
+    scripted_validation(monkeypatch, [0.1, 0.3])  # steps 0 and 2
+    nan_from(monkeypatch, 3)
+    out = tmp_path / "best.pth"
+    assert main(_args(weights, pairs, out, "--steps", "10")) == 1
+    err = capsys.readouterr().err
+    assert "the loss became nan at step 3: fine-tuning stopped there" in err
+    assert f"wrote the best finite adapters (step 2) to {out}" in err
+    saved = _adapters(out)
+    assert all(torch.isfinite(v).all() for v in saved.values())
+    original = _adapters(weights[1])
+    assert any(not torch.equal(v, original[k]) for k, v in saved.items())

@@ -107,7 +107,8 @@ def test_a_cpu_training_step_draws_the_memory_attentions_dropout_on_every_core(
         real = getattr(attention, name)
         monkeypatch.setattr(attention, name, lambda *a, _r=real, _n=name, **kw: (
             calls.append(_n), _r(*a, **kw))[1])  # fmt: skip
-    run = ns.finetune_iter(model, data, steps=1, batch_size=1, input_size=GRID, seed=0)
+    run = ns.finetune_iter(model, data, steps=1, batch_size=1, input_size=GRID, seed=0,
+                           validation=0)  # fmt: skip
     next(run)  # SAM2's default dropout (0.1): its attention weights and its layers
     assert {"keep_noise", "dropout"} <= set(calls)
 
@@ -137,7 +138,8 @@ def test_math_attention_leaves_other_calls_to_the_math_kernel():
 def test_training_step_without_dropout_matches_the_math_kernel_step(model, data):
     from napari_sansa.core.training.attention import KernelWhileTraining
 
-    kw = {"steps": 2, "batch_size": 1, "input_size": GRID, "seed": 3, "dropout": 0.0}
+    kw = {"steps": 2, "batch_size": 1, "input_size": GRID, "seed": 3, "dropout": 0.0,
+          "validation": 0}  # fmt: skip
     ours = ns.finetune_iter(model, data, **kw)
     plain = ns.finetune_iter(model, data, **kw)
     plain._kernels.remove()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import napari_sansa as ns
-from conftest import CONFIG, SIZE, make_image
+from conftest import CONFIG, SIZE, make_image, nan_from, scripted_validation
 
 pytestmark = pytest.mark.gui
 
@@ -54,8 +54,9 @@ def adapters_of(model):
 
 
 def test_fine_tuning_runs_switches_models_and_saves(
-    make_sansa, qtbot, tmp_path, weights, shared_model_cache, notifications
+    make_sansa, qtbot, tmp_path, weights, shared_model_cache, notifications, monkeypatch
 ):
+    scripted_validation(monkeypatch, [0.1, 0.2, 0.3])  # the held-out IoU rises
     # frames 0-2 annotated, frame 3 left for a run
     viewer, widget, panel = open_training(make_sansa, annotations([0, 1, 2], n=4), steps=2,
                                           validation=1)  # fmt: skip
@@ -75,6 +76,8 @@ def test_fine_tuning_runs_switches_models_and_saves(
     assert [s for s, _ in panel.curve.validation] == [0, 1, 2]
     assert panel.progress.value == panel.progress.max == 2
     assert "runs now use the tuned model" in panel.status.value
+    assert ("kept the tuned adapters (step 2): held-out IoU 0.100 -> 0.300 (1 held-out frame)"
+            in panel.status.value)  # fmt: skip
     assert panel.use_model.value == "tuned" and panel.save_button.enabled
     tuned = training.tuned.model
     original = training.original.model
@@ -127,6 +130,56 @@ def test_stop_keeps_the_state_so_far(make_sansa, qtbot):
     assert "fine-tuning is running" in widget.status.value
     panel.stop()
     wait_training(qtbot, panel)
+    panel.use_model.value = "original"
+
+
+def test_a_tuning_that_made_it_worse_keeps_the_loaded_model_and_says_so(
+    make_sansa, qtbot, notifications, monkeypatch
+):
+    scripted_validation(monkeypatch, [0.5, 0.2, 0.1])  # the held-out IoU falls
+    viewer, widget, panel = open_training(make_sansa, annotations([0, 1, 2]), validation=1)
+    source = widget.model_panel.settings()
+    panel.start()
+    wait_training(qtbot, panel)
+    training = panel.training
+    assert ("kept the original adapters: held-out IoU fell 0.500 -> 0.200 (the best tuned "
+            "adapters; 1 held-out frame); runs still use the loaded model"
+            in panel.status.value)  # fmt: skip
+    assert training.tuned is None and training.using == "original"
+    assert panel.use_model.value == "original" and not panel.save_button.enabled
+    held = training.model_source(source)
+    assert held is training.original and held.model is training.outcome.base
+    assert notifications.severities()[-1] == "warning"
+
+
+def test_unchecked_and_non_finite_runs_say_so(make_sansa, qtbot, monkeypatch):
+    viewer, widget, panel = open_training(make_sansa, annotations([0, 1, 2]), validation=0)
+    panel.start()
+    wait_training(qtbot, panel)
+    assert (
+        "unchecked: no frame was held out (validation=0); the tuned adapters (step 2) are "
+        "handed back without a check; runs now use the tuned model" in panel.status.value
+    )
+    first = panel.training.tuned
+    # the loss becomes NaN at step 2: stopped there, nothing better than the start
+    nan_from(monkeypatch, 2)
+    panel.steps.value = 5
+    panel.start()
+    wait_training(qtbot, panel)
+    assert (
+        "the loss became nan at step 2: fine-tuning stopped there; unchecked" in panel.status.value
+    )
+    assert "the original adapters are handed back" in panel.status.value
+    assert panel.training.tuned is first  # the earlier tuned model is still the one in use
+    assert "runs still use the model fine-tuned in run 1" in panel.status.value
+    # NaN at the first step: nothing changes
+    nan_from(monkeypatch, 1)
+    panel.start()
+    wait_training(qtbot, panel)
+    assert panel.status.value == (
+        "the loss became nan at step 1: fine-tuning stopped there; the model is unchanged"
+    )
+    assert panel.training.tuned is first
     panel.use_model.value = "original"
 
 

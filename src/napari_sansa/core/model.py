@@ -71,6 +71,10 @@ class SansaModel:
     weights made or changed in memory, e.g. fine-tuned ones).
     """
 
+    #: for a model made by fine-tuning: the run's FinetuneReport (which adapters it holds,
+    #: with their held-out IoU before and after); None otherwise
+    finetune_report = None
+
     def __init__(
         self,
         sam,

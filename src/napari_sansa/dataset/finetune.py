@@ -7,8 +7,13 @@
 The run's state (adapters, optimiser, schedule, step, random state, best adapters)
 is saved atomically to ``OUT.state`` every ``--save-every`` steps and when the run is
 interrupted; the same command run again continues from it and ends where an
-uninterrupted run would. ``OUT`` is written once, atomically, at the end (the best
-adapters by validation loss, or the last ones); the state file is then removed.
+uninterrupted run would. ``OUT`` is written once, atomically, at the end: the adapters
+with the highest IoU on the held-out images, the starting ones included (so a run that
+made them worse writes the starting ones, and says so), or the last ones when no image
+could be held out (said too); the state file is then removed. A non-finite loss stops
+the run (exit status 1): ``OUT`` then gets the best finite tuned adapters when the
+held-out images showed them better than the starting ones, else nothing, as the message
+says.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         ("--lr", float, 1e-4, "learning rate (1e-4, the authors')"),
         ("--shots", int, 1, "supports per episode: 1..SHOTS (1)"),
         ("--batch-size", int, 2, "episodes per step (2)"),
-        ("--validation", float, 0.2, "fraction of the images held out (0.2)"),
+        ("--validation", float, 0.2, "fraction of the images held out to check the tuning (0.2)"),
         ("--validate-every", int, None, "steps between validations (default: 20 per run)"),
         ("--seed", int, 0, "random seed (0)"),
         ("--save-every", int, 10, "steps between saved states (10)"),
@@ -199,15 +204,32 @@ def run(args) -> int:
         "%d training and %d validation images, %d step(s)",
         len(tuning.train_idx), len(tuning.val_idx), tuning.settings.steps,
     )  # fmt: skip
-    _train(tuning, state_path, args)
+    from napari_sansa.core.training import TrainingError
+
+    try:
+        _train(tuning, state_path, args)
+    except TrainingError:
+        tuned = tuning.result()
+        state_path.unlink(missing_ok=True)  # the run cannot go on at this learning rate
+        report = tuning.outcome
+        if report.kept == "tuned" and report.checked:
+            tuned.save_adapters(out, overwrite=True)
+            wrote = f"wrote the best finite adapters (step {report.step}) to {out}"
+        else:
+            wrote = f"wrote nothing ({out} was not written)"
+        log.error("%s: fine-tuning stopped there; %s; %s. Lower the learning rate (--lr) and "
+                  "run again", tuning.error, report, wrote)  # fmt: skip
+        return 1
     tuned = tuning.result()
     tuned.save_adapters(out, overwrite=True)  # refused above when it existed without --overwrite
     state_path.unlink(missing_ok=True)
-    if tuning.val_episodes:
-        log.info("wrote %s (best validation loss %.4f, at step %d)", out, tuning.best_val,
-                 tuning.best_step)  # fmt: skip
+    report = tuning.outcome
+    if report.kept == "original":
+        log.warning("%s; wrote them, unchanged, to %s", report, out)
+    elif not report.checked:
+        log.warning("%s; wrote them to %s", report, out)
     else:
-        log.info("wrote %s", out)
+        log.info("%s; wrote them to %s", report, out)
     return 0
 
 

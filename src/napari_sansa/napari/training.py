@@ -5,7 +5,10 @@ of complete annotations, by default the image's "[sansa references]" layer, read
 frozen ``(image, labels)`` pairs). :class:`TrainingSession` starts
 napari's worker on :func:`train_steps` (the core's ``finetune_iter``, one step per
 ``yield``; Stop ends it between two steps and keeps the best state so far), then
-holds both models: the one that was loaded and the tuned one. ``model_source`` tells
+holds both models: the one that was loaded and the tuned one. The tuned one is taken
+(and used) only when the held-out frames showed it better than the loaded one, or when
+no frame could be held out (the message then says it is unchecked); the run's
+:class:`~napari_sansa.core.training.FinetuneReport` is shown either way. ``model_source`` tells
 the widget's runs which to use; the session's model cache gets the tuned model through
 a :class:`HeldSource` (and the loaded model too, so that going back loads nothing), so
 the worker still takes its model from the cache only.
@@ -91,12 +94,13 @@ class HeldSource:
 class TrainingOutcome:
     """What a fine-tuning worker ended with."""
 
-    model: object = None  # the tuned model (best state), None when nothing ran
+    model: object = None  # the kept model (see report), None when nothing ran
     base: object = None  # the loaded model it started from
     step: int = 0
     best_step: int = 0
     stopped: bool = False
     error: str | None = None
+    report: object = None  # the run's FinetuneReport: which adapters were kept, and why
 
 
 def train_steps(data: TrainingData, source, settings: TrainingSettings, cache, cancel):
@@ -128,16 +132,17 @@ def train_steps(data: TrainingData, source, settings: TrainingSettings, cache, c
                     except StopIteration:
                         break
                     yield stats
-            except TrainingError as exc:
-                error = str(exc)
-            step, best = run.step, run.best_step
+            except TrainingError:
+                error = f"{run.error}: fine-tuning stopped there"
+            step = run.step
             tuned = run.result() if step > 0 else None
+            best, report = run.best_step, run.outcome or run.report()
     except (ValueError, OSError, MemoryError) as exc:
         return TrainingOutcome(error=str(exc) or type(exc).__name__)
     except RuntimeError as exc:
         logger.exception("SANSA fine-tuning failed")
         return TrainingOutcome(error=f"fine-tuning failed: {type(exc).__name__}: {exc}")
-    return TrainingOutcome(tuned, base, step, best, cancel.is_set(), error)
+    return TrainingOutcome(tuned, base, step, best, cancel.is_set(), error, report)
 
 
 _SHOW = {"info": show_info, "warning": show_warning, "error": show_error}
@@ -251,38 +256,32 @@ class TrainingSession:
             return
         self.running.emit(False)
         if outcome.model is None:
-            if outcome.error:
-                self.notify(outcome.error, "error")
+            if outcome.error:  # the run's own error (after it started) changed nothing
+                unchanged = "; the model is unchanged" if outcome.report is not None else ""
+                self.notify(f"{outcome.error}{unchanged}", "error")
             else:
                 self.notify("stopped before the first step: the model is unchanged")
+            return
+        report = outcome.report
+        how = "stopped at" if outcome.stopped else "done:"
+        head = f"fine-tuning {how} step {outcome.step}: {report}"
+        if outcome.error:
+            head = f"{outcome.error}; {report}"
+        if report.kept == "original":  # tuning made nothing better: the model stays
+            self.original = HeldSource(self._source, "original", model=outcome.base)
+            now = self.tuned.describe() if self.using == "tuned" else "the loaded model"
+            self.notify(f"{head}; runs still use {now}", "warning")
             return
         self._runs += 1
         self.original = HeldSource(self._source, "original", model=outcome.base)
         self.tuned = HeldSource(self._source, f"tuned run {self._runs}", outcome.step,
-                                outcome.best_step,
-                                 outcome.model)  # fmt: skip
-        how = "stopped at" if outcome.stopped else "done:"
-        best = (
-            f" (the best by validation loss: step {outcome.best_step}, kept)"
-            if any(s.val_loss is not None for s in self.history)
-            and outcome.best_step != outcome.step else ""
-        )  # fmt: skip
+                                outcome.best_step, outcome.model)  # fmt: skip
         self.use("tuned", announce=False, force=True)
         text = (
-            f"fine-tuning {how} step {outcome.step}{best}; runs now use the tuned model "
-            "('use' switches back; 'Save adapters' writes it to a file)"
+            f"{head}; runs now use the tuned model ('use' switches back; 'Save adapters' "
+            "writes it to a file)"
         )
-        if self.settings.validation_frames and not any(
-            s.val_loss is not None for s in self.history
-        ):
-            text += (
-                ". No frame was held out for validation: each class needs two training "
-                "frames besides it (annotate more frames)"
-            )
-        if outcome.error:
-            self.notify(f"{outcome.error}. {text}", "warning")
-        else:
-            self.notify(text)
+        self.notify(text, "warning" if outcome.error or not report.checked else "info")
 
     # -- the two models --------------------------------------------------------------------
     def use(self, which: str, *, announce: bool = True, force: bool = False) -> None:

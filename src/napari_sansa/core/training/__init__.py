@@ -7,10 +7,16 @@ authors' episode loss, public so that it can be checked against their code).
 from napari_sansa.core.training.api import finetune, finetune_iter
 from napari_sansa.core.training.episodes import Example
 from napari_sansa.core.training.loss import episode_loss
-from napari_sansa.core.training.trainer import Finetuning, StepStats, TrainingError
+from napari_sansa.core.training.trainer import (
+    FinetuneReport,
+    Finetuning,
+    StepStats,
+    TrainingError,
+)
 
 __all__ = [
     "Example",
+    "FinetuneReport",
     "Finetuning",
     "StepStats",
     "TrainingError",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import warnings
 
 import numpy as np
 
@@ -11,9 +13,18 @@ from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.preprocess import check_input_size
 from napari_sansa.core.training.episodes import check_prompt_setting
 from napari_sansa.core.training.loss import check_dropout
-from napari_sansa.core.training.trainer import STATE_FORMAT, Finetuning, StepStats, _Settings
+from napari_sansa.core.training.trainer import (
+    DEFAULT_VALIDATION,
+    STATE_FORMAT,
+    Finetuning,
+    StepStats,
+    TrainingError,
+    _Settings,
+)
 
 __all__ = ["finetune", "finetune_iter"]
+
+log = logging.getLogger("napari_sansa")
 
 
 def _whole(value, name: str, low: int = 1) -> int:
@@ -40,7 +51,7 @@ def finetune_iter(
     prompt="mask",
     batch_size: int = 2,
     input_size: int | None = 640,
-    validation: float = 0.0,
+    validation: float | None = None,
     validate_every: int | None = None,
     seed: int = 0,
     dropout: float | None = None,
@@ -57,11 +68,16 @@ def finetune_iter(
     (0 = background); every class must be annotated in at least two frames.
     ``shots``: supports per episode are drawn from 1..shots. ``prompt``: how supports are
     prompted (``mask``, ``box``, ``point``, ``scribble``, ``multi`` or a list of kinds).
-    ``validation``: the fraction of frames held out; their episode loss and IoU are in the
-    stats every ``validate_every`` steps (default: 20 times per run) and pick the best
-    adapters. ``dropout``: None keeps SAM2's (0.1, the authors'). ``fresh_adapters``:
-    start from new adapters in ``stages`` with ``channel_factor`` instead of the loaded
-    ones. ``cache_bytes`` bounds the cache of the frozen encoder stages' outputs.
+    ``validation``: the fraction of frames held out (default 0.2, and at least one frame
+    when there are three or more; every class keeps two training frames, so fewer may be
+    held out; 0: none). Their episode loss and IoU are in the stats every
+    ``validate_every`` steps (default: 20 times per run), and the held-out IoU picks the
+    adapters :meth:`Finetuning.result` hands back: the tuned ones only when they did better
+    than the starting ones (:attr:`Finetuning.outcome` says which, with both figures;
+    without held-out frames the result is unchecked, and it says why). ``dropout``: None
+    keeps SAM2's (0.1, the authors'). ``fresh_adapters``: start from new adapters in
+    ``stages`` with ``channel_factor`` instead of the loaded ones. ``cache_bytes`` bounds
+    the cache of the frozen encoder stages' outputs.
     ``resume``: a :meth:`Finetuning.state_dict` to continue from, or the path of a state
     file written by :meth:`Finetuning.save_state` (read as data only: a file holding
     anything but tensors and plain values, or a damaged one, is refused with an
@@ -72,6 +88,8 @@ def finetune_iter(
 
         resume = load_state(resume, fmt=STATE_FORMAT)
     steps = _whole(steps, "steps")
+    if validation is None:
+        validation = DEFAULT_VALIDATION
     if isinstance(validation, bool) or not isinstance(validation, (int, float)):
         raise InvalidInputError(f"validation must be a fraction in [0, 1), got {validation!r}")
     s = _Settings(
@@ -97,7 +115,13 @@ def finetune_iter(
 
 def finetune(model, data, *, progress: bool = False, **kwargs):
     """Fine-tune and return the tuned model (a new :class:`SansaModel`; ``model`` is
-    unchanged). Arguments as :func:`finetune_iter`; ``progress`` shows a tqdm bar."""
+    unchanged). Arguments as :func:`finetune_iter`; ``progress`` shows a tqdm bar.
+
+    The returned model holds the adapters that did best on the held-out frames: the
+    starting ones when tuning did not raise the held-out IoU. Its ``finetune_report`` says
+    which (a :class:`~.trainer.FinetuneReport`); it is also logged, and a warning is issued
+    when the starting adapters were kept or nothing was checked. A non-finite loss stops
+    the run and raises :class:`TrainingError` (its ``model``: the adapters kept)."""
     run = finetune_iter(model, data, **kwargs)
     bar = None
     if progress:
@@ -109,10 +133,24 @@ def finetune(model, data, *, progress: bool = False, **kwargs):
             if bar is not None:
                 bar.n = stats.step
                 bar.set_postfix(**_postfix(stats), refresh=True)
+    except TrainingError as exc:
+        exc.model = run.result()
+        raise
     finally:
         if bar is not None:
             bar.close()
-    return run.result()
+    tuned = run.result()
+    say(run.outcome)
+    return tuned
+
+
+def say(report) -> None:
+    """Log a run's :class:`FinetuneReport`, or warn with it when it kept the starting
+    adapters or checked nothing."""
+    if report.checked and report.kept == "tuned":
+        log.info("fine-tuning: %s", report)
+    else:
+        warnings.warn(f"fine-tuning: {report}", UserWarning, stacklevel=3)
 
 
 def _postfix(stats: StepStats) -> dict:

@@ -3,7 +3,8 @@
 :func:`finetune_iter` returns a :class:`Finetuning`: an iterator that runs one
 optimisation step per ``next()`` and yields its :class:`StepStats`, so a caller can
 show progress and stop between any two steps; ``result()`` then gives the tuned model
-(the best one by validation loss, or the last one without validation) and
+(the adapters that did best on the held-out frames, the starting ones included, or
+the last ones without held-out frames; :attr:`Finetuning.outcome` says which and why) and
 ``state_dict()`` everything a later run needs to continue exactly where this one was.
 :func:`finetune` runs it to the end (both in :mod:`.api`).
 
@@ -41,14 +42,83 @@ from napari_sansa.core.training.loss import (
 )
 from napari_sansa.core.training.model_copy import adapter_parameters, copy_sam, wrap_model
 
-__all__ = ["Finetuning", "StepStats", "TrainingError"]
+__all__ = ["DEFAULT_VALIDATION", "FinetuneReport", "Finetuning", "StepStats", "TrainingError"]
 
 STATE_FORMAT = "napari-sansa-finetune-state/1"
 CLIP_MAX_NORM = 0.1
+#: the fraction of frames held out when ``validation`` is not given (at least one frame
+#: from three frames on, each class kept in two training frames)
+DEFAULT_VALIDATION = 0.2
 
 
 class TrainingError(SansaError, RuntimeError):
-    """Training cannot go on (e.g. the loss became NaN); the best state so far is kept."""
+    """Training cannot go on (the loss became NaN or infinite): the run stopped there.
+
+    ``report``: the run's :class:`FinetuneReport` (which adapters ``result()`` hands back:
+    the best finite ones that did better on the held-out frames than the starting ones,
+    else the starting ones); ``model``: the model :func:`~.api.finetune` would have
+    returned, set by it."""
+
+    def __init__(self, message: str, report: FinetuneReport | None = None):
+        super().__init__(message)
+        self.report = report
+        self.model = None
+
+
+@dataclass(frozen=True)
+class FinetuneReport:
+    """Which adapters a run hands back, and what its held-out frames said about them.
+
+    ``kept``: ``"tuned"`` or ``"original"`` (the starting adapters). ``checked``: whether
+    held-out frames measured them (else ``reason`` says why not). ``step``: the step of
+    the kept adapters (0: the starting ones). ``iou_before``: the held-out IoU of the
+    starting adapters; ``iou_after``: that of the kept tuned adapters, or of the best
+    tuned ones when the starting ones were kept (None: none was measured). ``error``:
+    why the run stopped early (a non-finite loss). ``which``: ``result()``'s argument.
+    """
+
+    kept: str
+    checked: bool
+    step: int
+    steps_done: int
+    iou_before: float | None
+    iou_after: float | None
+    held_out: tuple[int, ...] = ()
+    reason: str | None = None
+    error: str | None = None
+    which: str = "best"
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["held_out"] = list(self.held_out)
+        d["message"] = str(self)
+        return d
+
+    def __str__(self) -> str:
+        frames = f"{len(self.held_out)} held-out frame{'s' * (len(self.held_out) != 1)}"
+        b, a = self.iou_before, self.iou_after
+        if not self.checked:
+            if self.kept == "tuned":
+                what = f"the tuned adapters (step {self.step}) are handed back without a check"
+            elif self.error:
+                what = "the original adapters are handed back (nothing measured the tuned ones)"
+            else:
+                what = "the original adapters are handed back (no step was trained)"
+            return f"unchecked: {self.reason}; {what}"
+        if self.kept == "tuned":
+            last = self.which == "last"
+            how = "the last tuned adapters, as asked" if last else "the tuned adapters"
+            return f"kept {how} (step {self.step}): held-out IoU {b:.3f} -> {a:.3f} ({frames})"
+        if a is None:
+            return (
+                f"kept the original adapters: no tuned adapters were measured (held-out IoU "
+                f"{b:.3f}, {frames})"
+            )
+        verb = "fell" if a < b else "did not rise:"
+        return (
+            f"kept the original adapters: held-out IoU {verb} {b:.3f} -> {a:.3f} (the best "
+            f"tuned adapters; {frames})"
+        )
 
 
 @dataclass(frozen=True)
@@ -127,6 +197,7 @@ class Finetuning:
             self.frames, s.validation, np.random.default_rng(seeds[0])
         )
         self.classes = list(self.frames.classes)
+        self.unchecked_reason = _unchecked_reason(self.frames, s.validation, self.val_idx)
         self.sam = copy_sam(model, fresh=s.fresh_adapters, stages=s.stages,
                             channel_factor=s.channel_factor, seed=s.seed)  # fmt: skip
         from napari_sansa.core.engine import Engine
@@ -159,11 +230,15 @@ class Finetuning:
         self.val_episodes = self._validation_episodes(np.random.default_rng(seeds[3]))
         self.step = 0
         self.best_step = 0
-        self.best_val = math.inf
+        self.best_val = math.inf  # the held-out loss of the best adapters
+        self.best_iou = -math.inf  # ... and their held-out IoU, which picks them
         self.best = self._adapter_state()
         self.history: list[dict] = []
         self.digest = self._digest()
         self.closed = False
+        self.error: str | None = None  # why the run stopped early (a non-finite loss)
+        self.outcome: FinetuneReport | None = None  # set by result()
+        self._measured: dict[int, tuple[float, float]] = {}  # step -> held-out (loss, IoU)
         if self.device.type == "cuda":
             self._check_memory(cache_bytes, seeds[3])
         if resume is not None:
@@ -309,9 +384,15 @@ class Finetuning:
                 dice += float(d.detach()) / s.batch_size
         if not math.isfinite(focal + dice):
             self.optimizer.zero_grad(set_to_none=True)
+            self.closed = True  # stop here: no step after a non-finite loss
+            self.error = f"the loss became {focal + dice} at step {self.step + 1}"
+            if not self.val_episodes:  # nothing checked the tuned adapters: the starting ones
+                self.best_step = 0
+            report = self.report()
             raise TrainingError(
-                f"the loss became {focal + dice} at step {self.step + 1}; the best adapters so "
-                "far are kept: lower the learning rate (lr) and run again"
+                f"{self.error}: fine-tuning stopped there; {report}. Lower the learning rate "
+                "(lr) and run again",
+                report,
             )
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, CLIP_MAX_NORM))
         lr = self.optimizer.param_groups[0]["lr"]
@@ -326,9 +407,7 @@ class Finetuning:
         due = self.step % s.validate_every == 0 or self.step == s.steps
         if self.val_episodes and due:
             val_loss, val_iou = self.validate()
-            if val_loss < self.best_val:
-                self.best_val, self.best_step = val_loss, self.step
-                self.best = self._adapter_state()
+            self._consider(val_loss, val_iou)
         elif not self.val_episodes:
             self.best_step = self.step
         focal, dice, grad_norm, lr = train or (
@@ -340,6 +419,16 @@ class Finetuning:
         loss = None if train is None else focal + dice
         return StepStats(self.step, s.steps, loss, focal, dice, lr, grad_norm, val_loss, val_iou,
                          self.best_step, seconds or 0.0)  # fmt: skip
+
+    def _consider(self, val_loss: float, val_iou: float) -> None:
+        """The current adapters were measured: keep them if their held-out IoU is higher
+        than the best so far (a tie keeps the earlier, the starting adapters first; the
+        loss is no guide: it can fall while the IoU falls). Non-finite adapters never."""
+        self._measured[self.step] = (val_loss, val_iou)
+        finite = all(bool(torch.isfinite(p).all()) for p in self.params)
+        if finite and val_iou > self.best_iou:
+            self.best_val, self.best_iou, self.best_step = val_loss, val_iou, self.step
+            self.best = self._adapter_state()
 
     def validate(self) -> tuple[float, float]:
         """Mean held-out episode loss (dropout off) and the queries' mean IoU at logit 0."""
@@ -362,19 +451,59 @@ class Finetuning:
             for n, p in self.named:
                 p.copy_(state[n].to(p.device))
 
+    def report(self, which: str = "best") -> FinetuneReport:
+        """What ``result(which)`` would hand back now, from the measurements so far."""
+        checked = bool(self.val_episodes)
+        before = self._measured.get(0, (None, None))[1]
+        if which == "last":
+            step = self.step
+            after = self._measured.get(step, (None, None))[1] if step else None
+        else:
+            step = self.best_step
+            tuned = {k: v for k, v in self._measured.items() if k > 0}
+            if step:
+                after = tuned[step][1] if step in tuned else None
+            else:  # the starting adapters kept: the best tuned ones, for comparison
+                after = max((v[1] for v in tuned.values()), default=None)
+        return FinetuneReport(
+            kept="tuned" if step else "original",
+            checked=checked and before is not None,
+            step=step,
+            steps_done=self.step,
+            iou_before=before,
+            iou_after=after,
+            held_out=tuple(self.val_idx),
+            reason=None if checked else (self.unchecked_reason or "nothing measured yet"),
+            error=self.error,
+            which=which,
+        )
+
     def result(self, which: str = "best"):
-        """The tuned model (a new :class:`SansaModel`): ``"best"`` (lowest validation loss;
-        the last step without validation) or ``"last"``. Ends the run."""
+        """The tuned model (a new :class:`SansaModel`) and the run's end.
+
+        ``"best"``: with held-out frames, the adapters with the highest held-out IoU, the
+        starting ones included (so a run that made them worse hands back the starting
+        adapters; the current ones are measured first when the last validation was
+        earlier); without, the last ones. ``"last"``: the last ones. After a non-finite
+        loss: the best finite ones that did better than the starting ones, else the
+        starting ones. :attr:`outcome` (also the model's ``finetune_report``) says which
+        adapters it holds, with the held-out IoU before and after."""
         if which not in ("best", "last"):
             raise InvalidInputError(f"which must be 'best' or 'last', got {which!r}")
         self.closed = True
-        if which == "best" and self.val_episodes:
+        unmeasured = self.step > 0 and self.step not in self._measured
+        if self.val_episodes and self.encoder is not None and unmeasured and not self.error:
+            self._consider(*self.validate())
+        if which == "best" and self.best_step != self.step:
             self._load_adapters(self.best)
+        self.outcome = self.report(which)
         self.encoder = None
         if self._kernels is not None:
             self._kernels.remove()
             self._kernels = None
-        return wrap_model(self.source_model, self.sam)
+        model = wrap_model(self.source_model, self.sam)
+        model.finetune_report = self.outcome
+        return model
 
     def _digest(self) -> str:
         h = hashlib.sha256()
@@ -446,8 +575,32 @@ class Finetuning:
             self.best_step = int(state["best_step"])
             self.history = list(state["history"])
             self.step = int(state["step"])
+            self._measured = {int(h["step"]): (float(h["val_loss"]), float(h["val_iou"]))
+                              for h in self.history if h.get("val_iou") is not None}  # fmt: skip
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
             raise InvalidInputError(
                 f"the fine-tuning state is damaged ({type(exc).__name__}: {str(exc)[:160]}): "
                 "start the run afresh"
             ) from None
+        self.best_iou = self._measured.get(self.best_step, (None, -math.inf))[1]
+
+
+def _unchecked_reason(frames, fraction: float, held: list[int]) -> str | None:
+    """Why no frame is held out (None when some are)."""
+    if held:
+        return None
+    n = len(frames.rgb)
+    if fraction <= 0:
+        return "no frame was held out (validation=0)"
+    if n < 3:
+        return (
+            f"too few frames to hold one out ({n} given, 3 needed: two to train on and one "
+            "to measure the tuned adapters on)"
+        )
+    short = [c for c in frames.classes if len(frames.frames_with(c, range(n))) < 3]
+    return (
+        f"no frame can be held out: every class must stay annotated in two training frames, "
+        f"and class{'es' * (len(short) > 1)} {', '.join(map(str, short))} "
+        f"{'are each' if len(short) > 1 else 'is'} annotated in only two frames (annotate "
+        f"{'them' if len(short) > 1 else 'it'} in a third frame)"
+    )

@@ -157,8 +157,9 @@ class TrainingPanel:
             min=0,
             max=1000,
             value=1,
-            tooltip="annotated frames held out to measure the validation loss and keep the "
-            "best state (0: none; a frame is held out only if every class keeps two others)",
+            tooltip="annotated frames held out to check the tuned adapters: they are kept "
+            "only if their IoU on these frames beats the loaded ones' (0: none, unchecked; a "
+            "frame is held out only if every class keeps two others)",
         )
         self.start_button = PushButton(
             text="Fine-tune", tooltip="start fine-tuning the adapters on the annotated frames"
