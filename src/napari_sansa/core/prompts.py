@@ -8,11 +8,12 @@ arrays, so the caller's arrays are never modified and a prompt cannot change
 after it was checked.
 
 Each prompt class knows itself, so that no other module asks a prompt its type:
-``sparse`` (SAM2 decodes it from clicks) or not (a mask, taken as it is), its
-``coordinates``, its clicks for SAM2 (``sam_points``), what a tile gets of it
-(``clip``), its ``fingerprint``, and its JSON form (``json_key``, ``to_json``,
-``from_json``: the prompt file's entries, see docs/cli.md). :data:`PROMPT_CLASSES`
-lists them all.
+every prompt says whether it is ``sparse`` (SAM2 decodes it from clicks) or not (a
+mask, taken as it is), checks that it lies on its image (``check_within``), gives what
+a tile gets of it (``clip``), its ``fingerprint`` and its key in a prompt file
+(``json_key``; masks are a label image there). Points, boxes and scribbles also give
+their ``coordinates``, their clicks for SAM2 (``sam_points``) and their JSON form
+(``to_json``, ``from_json``; see docs/cli.md). :data:`PROMPT_CLASSES` lists them all.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ __all__ = [
 #: The most clicks one ``Points`` prompt may hold (each is a token of SAM2's decoder).
 MAX_POINTS = 10_000
 #: The most vertices one ``Scribble`` may have (it is then sampled into at most
-#: ``napari_sansa.core.preprocess.MAX_SCRIBBLE_POINTS`` clicks).
+#: ``napari_sansa.core.sam_points.MAX_SCRIBBLE_POINTS`` clicks).
 MAX_SCRIBBLE_VERTICES = 100_000
 
 
@@ -218,6 +219,11 @@ class _Sparse:
                 )
             check_json_keys(item, cls.json_fields, f"{where}, {key}[{j}]")
         return value
+
+    @classmethod
+    def _json_args(cls, item: dict, at: str) -> tuple:
+        """The arguments (all but the label) of the prompt that one JSON object gives."""
+        raise NotImplementedError
 
     @classmethod
     def from_json(cls, value, where: str) -> list:
