@@ -329,6 +329,71 @@ def test_valid_prompt_file_and_null_parts(tmp_path):
     assert load_prompt_file(path)[0].classes == (1, 2)
 
 
+def _one_prompt_of_each_class():
+    """One prompt of every prompt class, each of its own class id (masks of the label
+    image ``write_reference`` writes: classes 1 and 2)."""
+    from napari_sansa.core.prompts import PROMPT_CLASSES, Box, Mask, Points, Scribble
+
+    lab = np.zeros((96, 128), np.uint8)
+    lab[20:50, 30:80] = 1
+    samples = {
+        Mask: Mask(lab == 1, label=1),
+        Points: Points([[10.5, 20], [90, 3.25]], label=3, positive=[True, False]),
+        Box: Box((60, 10, 85.5, 50), label=4),
+        Scribble: Scribble([[5, 5], [40, 100.75], [80, 120]], label=5),
+    }
+    # a new prompt class needs a sample here, and its JSON form, for the tests below
+    assert set(samples) == set(PROMPT_CLASSES)
+    return samples
+
+
+def test_every_prompt_class_round_trips_through_its_json_form():
+    """A prompt written as its JSON form reads back the same (sparse kinds through
+    ``from_json``; a mask is a label image, written by the next test)."""
+    for kind, prompt in _one_prompt_of_each_class().items():
+        if not kind.sparse:
+            continue
+        text = json.dumps(prompt.to_json())  # plain JSON: no numpy values
+        (back,) = kind.from_json(json.loads(text), "here")
+        assert type(back) is kind
+        assert back.to_json() == prompt.to_json()
+        assert back.fingerprint() == prompt.fingerprint()
+
+
+def test_the_prompt_file_reads_every_prompt_class_by_its_key(tmp_path):
+    """load_prompt_file's table has one key per prompt class, and a file listing one prompt
+    of each class (masks by their label image) gives them back, in the table's order."""
+    from napari_sansa.core.prompts import PROMPT_CLASSES
+    from napari_sansa.dataset.references import PROMPT_FILE_KEYS
+
+    keys = [kind.json_key for kind in PROMPT_CLASSES]
+    assert len(set(keys)) == len(keys)
+    assert set(PROMPT_FILE_KEYS) == set(keys)
+    _reference(tmp_path)
+    samples = _one_prompt_of_each_class()
+    entry = {}
+    for kind, prompt in samples.items():
+        if kind.sparse:
+            entry[kind.json_key] = prompt.to_json()
+        else:
+            iio.imwrite(tmp_path / "one.png", prompt.mask.astype(np.uint8) * prompt.label)
+            entry[kind.json_key] = "one.png"
+    (ref,) = load_prompt_file(_prompt_file(tmp_path, entry))
+    order = {key: i for i, key in enumerate(PROMPT_FILE_KEYS)}
+    expected = sorted(samples.values(), key=lambda p: order[p.json_key])
+    assert [p.fingerprint() for p in ref.prompts] == [p.fingerprint() for p in expected]
+
+
+@pytest.mark.parametrize("kind", ["boxes", "scribbles"])
+def test_a_bad_label_names_its_entry_once(tmp_path, kind):
+    _reference(tmp_path)
+    item = {"box": [5, 5, 9, 9]} if kind == "boxes" else {"path": [[1, 2], [3, 4]]}
+    path = _prompt_file(tmp_path, {kind: [{**item, "label": 0}]})
+    with pytest.raises(InvalidInputError) as info:
+        load_prompt_file(path)
+    assert str(info.value).count(f"references[0], {kind}[0]") == 1, str(info.value)
+
+
 def test_cli_malformed_prompt_file_exits_2_without_traceback(tmp_path, capsys):
     _reference(tmp_path)
     path = _prompt_file(tmp_path, {"points": [[40, 60]]})

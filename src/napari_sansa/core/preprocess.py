@@ -5,8 +5,10 @@
   square input (bilinear, antialiased, no padding, aspect ratio not kept).
 * Mask: (optional) nearest-neighbour resize to ``input_size`` -> bilinear antialiased
   resize to the model's input -> ``> 0``.
-* Points, boxes, scribbles: scaled to the model's grid. This module is the one place
-  where napari/numpy ``(row, col)`` becomes SAM2's ``(x, y)``.
+* Points, boxes, scribbles: each prompt gives its clicks on the model's grid
+  (:meth:`~napari_sansa.core.prompts.Points.sam_points`), through
+  :mod:`napari_sansa.core.sam_points`, the one place where napari/numpy ``(row, col)``
+  becomes SAM2's ``(x, y)``.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import torch
 import torch.nn.functional as F
 
 from napari_sansa.core.errors import InvalidInputError
-from napari_sansa.core.prompts import Box, Mask, Points, Scribble
+from napari_sansa.core.sam_points import MAX_SCRIBBLE_POINTS, densify_path
 
 __all__ = [
     "IMAGENET_MEAN",
     "MAX_SCRIBBLE_POINTS",
     "IMAGENET_STD",
     "check_input_size",
+    "densify_path",
     "image_to_input",
     "mask_to_input",
     "sparse_prompts_to_input",
@@ -30,9 +33,6 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# SAM2 point labels
-NEGATIVE, POSITIVE, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = 0, 1, 2, 3
 
 
 def check_input_size(input_size) -> int | None:
@@ -81,70 +81,15 @@ def mask_to_input(
     return _resize(m, image_size) > 0
 
 
-def _to_sam_xy(rows_cols: np.ndarray, hw: tuple[int, int], image_size: int) -> np.ndarray:
-    """(row, col) pixels of an ``hw`` image -> SAM2's (x, y) on the model's square grid."""
-    h, w = hw
-    rows_cols = np.asarray(rows_cols, dtype=np.float64)
-    return np.stack(
-        [rows_cols[:, 1] * (image_size / w), rows_cols[:, 0] * (image_size / h)], axis=1
-    )
-
-
-#: The most points one scribble becomes. A stroke whose one-point-per-pixel sampling
-#: would give more is sampled with this many points spread evenly along it instead.
-MAX_SCRIBBLE_POINTS = 4096
-
-
-def densify_path(xy: np.ndarray, spacing: float = 1.0, max_points: int = MAX_SCRIBBLE_POINTS):
-    """Points along a polyline, at most ``spacing`` apart, vertices included.
-
-    A path that would give more than ``max_points`` points (a long or very winding
-    stroke) gives ``max_points`` points spread evenly along its length instead, both
-    ends included, so that the prompt's size stays bounded.
-    """
-    xy = np.asarray(xy, dtype=np.float64)
-    if len(xy) == 1:
-        return xy.copy()
-    steps = np.diff(xy, axis=0)
-    lengths = np.sqrt((steps**2).sum(axis=1))
-    n = np.maximum(np.ceil(lengths / spacing).astype(np.int64), 1)
-    if 1 + int(n.sum()) > max_points:
-        return _even_along(xy, lengths, max_points)
-    seg = np.repeat(np.arange(len(n)), n)  # the segment of each new point
-    k = np.arange(len(seg)) - np.repeat(np.cumsum(n) - n, n) + 1  # 1..n within its segment
-    t = (k.astype(np.float64) / n[seg])[:, None]
-    a, b = xy[:-1][seg], xy[1:][seg]
-    return np.concatenate([xy[:1], a + (b - a) * t], axis=0)
-
-
-def _even_along(xy: np.ndarray, lengths: np.ndarray, count: int) -> np.ndarray:
-    """``count`` points evenly spaced by arc length along the polyline ``xy``."""
-    keep = np.concatenate([[True], lengths > 0])  # repeated vertices add no length
-    xy, lengths = xy[keep], lengths[lengths > 0]
-    if len(xy) == 1:
-        return xy.copy()
-    at = np.concatenate([[0.0], np.cumsum(lengths)])
-    where = np.linspace(0.0, at[-1], count)
-    return np.stack([np.interp(where, at, xy[:, 0]), np.interp(where, at, xy[:, 1])], axis=1)
-
-
 def sparse_prompts_to_input(prompts, hw: tuple[int, int], image_size: int):
     """Points/boxes/scribbles of one class on one image -> (P, 2) x,y coords, (P,) labels."""
     coords, labels = [], []
     for p in prompts:
-        if isinstance(p, Points):
-            coords.append(_to_sam_xy(p.coords, hw, image_size))
-            labels.append(np.where(p.positive, POSITIVE, NEGATIVE))
-        elif isinstance(p, Box):
-            r0, c0, r1, c1 = p.box
-            coords.append(_to_sam_xy(np.array([[r0, c0], [r1, c1]]), hw, image_size))
-            labels.append(np.array([BOX_TOP_LEFT, BOX_BOTTOM_RIGHT]))
-        elif isinstance(p, Scribble):
-            xy = densify_path(_to_sam_xy(p.path, hw, image_size))
-            coords.append(xy)
-            labels.append(np.full(len(xy), POSITIVE))
-        elif isinstance(p, Mask):
+        if not p.sparse:
             raise TypeError("masks are not sparse prompts")
+        xy, kinds = p.sam_points(hw, image_size)
+        coords.append(xy)
+        labels.append(kinds)
     return (
         np.concatenate(coords, axis=0).astype(np.float32),
         np.concatenate(labels, axis=0).astype(np.int32),

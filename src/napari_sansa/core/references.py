@@ -18,7 +18,6 @@ from napari_sansa.core.cache import array_digest
 from napari_sansa.core.engine import FrameOutput, MemoryEntry
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.preprocess import mask_to_input, sparse_prompts_to_input
-from napari_sansa.core.prompts import Mask
 from napari_sansa.core.results import ClassGroup, ReferenceMemory, make_prediction
 
 __all__ = ["MEMORY_FRAMES", "episode_order", "prepare_memory"]
@@ -127,7 +126,7 @@ def _prompt_input(model, ref, c, hw):
     """What the decoder gets for class ``c`` of ``ref``: ``("mask", union mask)`` or
     ``("sparse", coords, labels)`` on the model's grid (numpy)."""
     prompts = ref.prompts_for(c)
-    if isinstance(prompts[0], Mask):
+    if not prompts[0].sparse:
         return ("mask", np.logical_or.reduce([p.mask for p in prompts]))
     return ("sparse", *sparse_prompts_to_input(prompts, hw, model.image_size))
 

@@ -15,83 +15,17 @@ to the tile's coordinates:
   used there);
 * a scribble: sampled along its path (half a pixel apart), cut into the runs that lie
   inside the window, one scribble per run.
+
+Each prompt class gives what a tile gets of it (``clip``, in
+:mod:`napari_sansa.core.prompts`); this module gathers them per tile.
 """
 
 from __future__ import annotations
 
-import numpy as np
-
 from napari_sansa.core.errors import InvalidInputError
-from napari_sansa.core.preprocess import densify_path
-from napari_sansa.core.prompts import Box, Mask, Points, Reference, Scribble
+from napari_sansa.core.prompts import Reference
 
 __all__ = ["tile_prompts"]
-
-
-def _pixel(coords: np.ndarray, n: int) -> np.ndarray:
-    """The pixel index of coordinates (pixel centres at integers), clamped to the image."""
-    return np.clip(np.floor(coords + 0.5), 0, n - 1).astype(np.int64)
-
-
-def _owned(rc: np.ndarray, tile, hw) -> np.ndarray:
-    r, c = _pixel(rc[:, 0], hw[0]), _pixel(rc[:, 1], hw[1])
-    return (
-        (r >= tile.own_rows.start)
-        & (r < tile.own_rows.stop)
-        & (c >= tile.own_cols.start)
-        & (c < tile.own_cols.stop)
-    )
-
-
-def _inside(rc: np.ndarray, tile) -> np.ndarray:
-    """Coordinates inside the tile's window, [start - 0.5, stop - 0.5) on each axis."""
-    return (
-        (rc[:, 0] >= tile.rows.start - 0.5)
-        & (rc[:, 0] < tile.rows.stop - 0.5)
-        & (rc[:, 1] >= tile.cols.start - 0.5)
-        & (rc[:, 1] < tile.cols.stop - 0.5)
-    )
-
-
-def _runs(flags: np.ndarray) -> list[slice]:
-    """Slices of the runs of True in a 1D boolean array."""
-    edges = np.flatnonzero(np.diff(np.r_[0, flags.astype(np.int8), 0]))
-    return [slice(a, b) for a, b in zip(edges[::2], edges[1::2], strict=True)]
-
-
-def _clip(prompt, tile, hw) -> list:
-    """What ``tile`` gets of one prompt (empty when its own part holds none of it)."""
-    r0, c0 = tile.origin
-    shift = np.array([r0, c0], dtype=np.float64)
-    if isinstance(prompt, Mask):
-        if not prompt.mask[tile.own_rows, tile.own_cols].any():
-            return []
-        return [Mask(prompt.mask[tile.rows, tile.cols], prompt.label)]
-    if isinstance(prompt, Box):
-        b0, b1, b2, b3 = prompt.box
-        own = tile.own_rows, tile.own_cols
-        if min(b2, own[0].stop) <= max(b0, own[0].start) or min(b3, own[1].stop) <= max(
-            b1, own[1].start
-        ):
-            return []
-        clipped = (
-            max(b0, tile.rows.start) - r0,
-            max(b1, tile.cols.start) - c0,
-            min(b2, tile.rows.stop) - r0,
-            min(b3, tile.cols.stop) - c0,
-        )
-        return [Box(clipped, prompt.label)]
-    if isinstance(prompt, Points):
-        if not (_owned(prompt.coords, tile, hw) & prompt.positive).any():
-            return []
-        keep = _inside(prompt.coords, tile)
-        return [Points(prompt.coords[keep] - shift, prompt.label, prompt.positive[keep])]
-    if isinstance(prompt, Scribble):
-        path = densify_path(prompt.path, spacing=0.5)
-        if not _owned(path, tile, hw).any():
-            return []
-        return [Scribble(path[run] - shift, prompt.label) for run in _runs(_inside(path, tile))]
-    raise TypeError(f"not a prompt: {prompt!r}")
 
 
 def tile_prompts(reference: Reference, grid, keeps_mask=None) -> list[tuple[object, list]]:
@@ -108,8 +42,8 @@ def tile_prompts(reference: Reference, grid, keeps_mask=None) -> list[tuple[obje
     for tile in grid:
         prompts = []
         for p in reference.prompts:
-            for q in _clip(p, tile, hw):
-                if isinstance(q, Mask) and keeps_mask is not None and not keeps_mask(q.mask):
+            for q in p.clip(tile, hw):
+                if not q.sparse and keeps_mask is not None and not keeps_mask(q.mask):
                     dropped.add(q.label)
                     continue
                 prompts.append(q)

@@ -135,6 +135,32 @@ class Tile:
             self.own_cols.stop - self.own_cols.start
         )
 
+    def owns(self, rc: np.ndarray, hw) -> np.ndarray:
+        """Which ``(row, col)`` coordinates (of an ``hw`` image) lie in the own part: the
+        pixel that holds each one (pixel centres at integers, clamped to the image)."""
+        r, c = _pixel(rc[:, 0], hw[0]), _pixel(rc[:, 1], hw[1])
+        return (
+            (r >= self.own_rows.start)
+            & (r < self.own_rows.stop)
+            & (c >= self.own_cols.start)
+            & (c < self.own_cols.stop)
+        )
+
+    def holds(self, rc: np.ndarray) -> np.ndarray:
+        """Which ``(row, col)`` coordinates lie inside the window, [start - 0.5, stop - 0.5)
+        on each axis."""
+        return (
+            (rc[:, 0] >= self.rows.start - 0.5)
+            & (rc[:, 0] < self.rows.stop - 0.5)
+            & (rc[:, 1] >= self.cols.start - 0.5)
+            & (rc[:, 1] < self.cols.stop - 0.5)
+        )
+
+
+def _pixel(coords: np.ndarray, n: int) -> np.ndarray:
+    """The pixel index of coordinates (pixel centres at integers), clamped to the image."""
+    return np.clip(np.floor(coords + 0.5), 0, n - 1).astype(np.int64)
+
 
 def _axis(n: int, size: int, halo: int) -> list[tuple[int, int, int, int]]:
     """Along one axis of ``n`` pixels: ``(start, stop, own_start, own_stop)`` per tile."""

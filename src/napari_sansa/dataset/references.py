@@ -12,13 +12,22 @@ import logging
 import os
 import stat
 import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.images import image_hw
-from napari_sansa.core.prompts import Box, Mask, Points, Reference, Scribble, check_label
+from napari_sansa.core.prompts import (
+    PROMPT_CLASSES,
+    PROMPT_FILE_DOC,
+    Mask,
+    Reference,
+    check_json_keys,
+    shown_json,
+)
 from napari_sansa.dataset.io import read_frame_image, read_label_image
 
 log = logging.getLogger(__name__)
@@ -173,90 +182,64 @@ def _read_prompt_bytes(path: Path) -> bytes:
     return data
 
 
-def load_prompt_file(
-    path, *, allow_many_classes=False, axes=None, channels=None, lazy=False
-) -> list[Reference]:
-    """References with points, boxes, scribbles (and optional label images) from JSON.
+def _file_name(value, key: str, where: str, required: bool):
+    """A prompt file's image or label image name (``None`` when absent and optional)."""
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        what = "reference image" if key == "image" else "label image"
+        raise InvalidInputError(
+            f'{where}: "{key}" must be the path of the {what} as a string (relative to '
+            f'the JSON file), e.g. "{key}": "ref.png"; got {shown_json(value)}'
+        )
+    return value
 
-    ``{"references": [{"image": "ref.png", "labels": "ref_labels.png",
-    "points": [{"row": 10, "col": 20, "label": 1, "positive": true}],
-    "boxes": [{"box": [r0, c0, r1, c1], "label": 2}],
-    "scribbles": [{"path": [[r, c], ...], "label": 3}]}]}``; paths are relative to the
-    JSON file; ``label`` defaults to 1 and ``positive`` to true. Every part is checked:
-    an error names the file, the entry (``references[0], points[1]``) and the form
-    expected there; unknown keys are refused rather than ignored. Label images follow
-    the rule of :func:`load_reference_pair` (``allow_many_classes``), and so do images
-    with channels (``axes``, ``channels``) and ``lazy``. The file must be a regular file
-    of at most :data:`MAX_PROMPT_FILE_BYTES` (64 MiB), its integers at most 4300 digits.
-    """
-    import numbers
 
-    path = Path(path)
-    forms = {
-        "points": '{"row": ROW, "col": COL} (optionally "label": 1 and "positive": true)',
-        "boxes": '{"box": [MIN_ROW, MIN_COL, MAX_ROW, MAX_COL]} (optionally "label": 1)',
-        "scribbles": '{"path": [[ROW, COL], [ROW, COL], ...]} (optionally "label": 1)',
-    }
-    entry_keys = ("image", "labels", "points", "boxes", "scribbles")
-    prompt_keys = {
-        "points": ("row", "col", "label", "positive"),
-        "boxes": ("box", "label"),
-        "scribbles": ("path", "label"),
-    }
-    see = "see the prompt file format in docs/cli.md"
+@dataclass(frozen=True)
+class _EntryImage:
+    """What the prompts of a prompt file's reference entry are read against."""
 
-    def shown(value) -> str:
-        text = json.dumps(value)
-        return text if len(text) <= 60 else text[:57] + "..."
+    folder: Path  # the prompt file's folder: names are relative to it
+    hw: tuple[int, int]  # the reference image's (rows, cols)
+    allow_many_classes: bool
 
-    def check_keys(obj: dict, allowed, where: str) -> None:
-        unknown = [k for k in obj if k not in allowed]
-        if unknown:
-            raise InvalidInputError(
-                f"{where} has unknown key(s) {', '.join(map(shown, unknown))}; the keys there "
-                f"are {', '.join(map(shown, allowed))} ({see})"
-            )
 
-    def number(value, name: str, where: str) -> float:
-        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        try:
-            ok = ok and bool(np.isfinite(float(value)))
-        except OverflowError:
-            ok = False
-        if not ok:
-            raise InvalidInputError(
-                f'{where}: "{name}" must be a finite number, got {shown(value)}'
-            )
-        return float(value)
+def _label_image_masks(name, where: str, image: _EntryImage) -> list[Mask]:
+    if name is None:
+        return []
+    lab = image.folder / name
+    what = f"the label image {lab}"
+    return _label_masks(read_label_image(lab), what, image.hw, image.allow_many_classes)
 
-    def pairs(value, name: str, where: str) -> list:
-        ok = isinstance(value, list) and value
-        ok = ok and all(isinstance(v, list) and len(v) == 2 for v in value)
-        if not ok:
-            raise InvalidInputError(
-                f'{where}: "{name}" must be a list of [ROW, COL] pairs, e.g. [[20, 100], '
-                f"[40, 110]], got {shown(value)}"
-            )
-        return [[number(r, name, where), number(c, name, where)] for r, c in value]
 
-    def label_of(item: dict, where: str) -> int:
-        try:
-            return check_label(item.get("label", 1))
-        except InvalidInputError as exc:
-            raise InvalidInputError(f"{where}: {exc}") from None
+@dataclass(frozen=True)
+class _PromptKey:
+    """How a prompt file's reference entry reads one of its prompt keys: ``check`` its form
+    (``(value, where) -> value``, before any image is read), then ``read`` the checked
+    value into prompts (``(value, where, _EntryImage) -> list``)."""
 
-    def file_name(entry: dict, key: str, where: str, required: bool):
-        value = entry.get(key)
-        if value is None and not required:
-            return None
-        if not isinstance(value, str) or not value.strip():
-            what = "reference image" if key == "image" else "label image"
-            raise InvalidInputError(
-                f'{where}: "{key}" must be the path of the {what} as a string (relative to '
-                f'the JSON file), e.g. "{key}": "ref.png"; got {shown(value)}'
-            )
-        return value
+    check: Callable
+    read: Callable
 
+
+def _sparse_key(kind) -> _PromptKey:
+    return _PromptKey(kind.check_json, lambda value, where, _image: kind.from_json(value, where))
+
+
+#: The prompt keys of a prompt file's reference entry, one per prompt class (its
+#: ``json_key``), in the order their prompts are made: "labels" names a label image whose
+#: classes become masks; "points", "boxes" and "scribbles" list their class's JSON form.
+PROMPT_FILE_KEYS = {
+    Mask.json_key: _PromptKey(
+        lambda value, where: _file_name(value, "labels", where, required=False),
+        _label_image_masks,
+    ),
+    **{kind.json_key: _sparse_key(kind) for kind in PROMPT_CLASSES if kind.sparse},
+}
+
+
+def _read_prompt_json(path: Path):
+    """A prompt file's JSON: ``{"references": [...]}``, read within the file limits."""
     try:
         data = json.loads(_read_prompt_bytes(path).decode("utf-8"), parse_int=_parse_int)
     except UnicodeDecodeError:
@@ -272,100 +255,75 @@ def load_prompt_file(
     except RecursionError:
         raise InvalidInputError(
             f"{path} is nested too deeply to be a prompt file (lists or objects inside each "
-            f'other thousands of levels deep); a prompt file is {{"references": [...]}} ({see})'
+            f'other thousands of levels deep); a prompt file is {{"references": [...]}} '
+            f"({PROMPT_FILE_DOC})"
         ) from None
     if not isinstance(data, dict) or not isinstance(data.get("references"), list):
         raise InvalidInputError(
             f'{path} must hold {{"references": [...]}}: an object whose "references" is a '
-            f"list of references ({see}); got {shown(data)}"
+            f"list of references ({PROMPT_FILE_DOC}); got {shown_json(data)}"
         )
-    check_keys(data, ("references",), path)
+    check_json_keys(data, ("references",), path)
+    return data
+
+
+def _entry_reference(entry, where: str, folder: Path, read_image, allow_many_classes) -> Reference:
+    """The reference of one entry of a prompt file's "references" (``read_image(path)``
+    reads its image)."""
+    if not isinstance(entry, dict):
+        raise InvalidInputError(
+            f'{where} must be an object such as {{"image": "ref.png", "points": [...]}}, '
+            f"got {shown_json(entry)}"
+        )
+    check_json_keys(entry, ("image", *PROMPT_FILE_KEYS), where)
+    image_name = _file_name(entry.get("image"), "image", where, required=True)
+    values = {key: how.check(entry.get(key), where) for key, how in PROMPT_FILE_KEYS.items()}
+    try:
+        image = read_image(folder / image_name)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{where}: {exc}") from None
+    hw = image_hw(image, f"reference image {image_name}")
+    context = _EntryImage(folder, hw, allow_many_classes)
+    prompts = []
+    for key, how in PROMPT_FILE_KEYS.items():
+        prompts += how.read(values[key], where, context)
+    labels_name = values[Mask.json_key]
+    labels_file = None if labels_name is None else folder / labels_name
+    try:
+        return _remember(Reference(image, prompts), folder / image_name, labels_file)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{where}: {exc}") from None
+
+
+def load_prompt_file(
+    path, *, allow_many_classes=False, axes=None, channels=None, lazy=False
+) -> list[Reference]:
+    """References with points, boxes, scribbles (and optional label images) from JSON.
+
+    ``{"references": [{"image": "ref.png", "labels": "ref_labels.png",
+    "points": [{"row": 10, "col": 20, "label": 1, "positive": true}],
+    "boxes": [{"box": [r0, c0, r1, c1], "label": 2}],
+    "scribbles": [{"path": [[r, c], ...], "label": 3}]}]}``; paths are relative to the
+    JSON file; ``label`` defaults to 1 and ``positive`` to true. Every part is checked:
+    an error names the file, the entry (``references[0], points[1]``) and the form
+    expected there; unknown keys are refused rather than ignored. Label images follow
+    the rule of :func:`load_reference_pair` (``allow_many_classes``), and so do images
+    with channels (``axes``, ``channels``) and ``lazy``. The file must be a regular file
+    of at most :data:`MAX_PROMPT_FILE_BYTES` (64 MiB), its integers at most 4300 digits.
+    Each prompt key is read by its prompt class (:data:`PROMPT_FILE_KEYS`).
+    """
+    path = Path(path)
+    data = _read_prompt_json(path)
     refs = []
+
+    def read_image(image_path):
+        return read_frame_image(image_path, axes, channels, lazy=lazy)
+
     for i, entry in enumerate(data["references"]):
         where = f"{path}, references[{i}]"
-        if not isinstance(entry, dict):
-            raise InvalidInputError(
-                f'{where} must be an object such as {{"image": "ref.png", "points": [...]}}, '
-                f"got {shown(entry)}"
-            )
-        check_keys(entry, entry_keys, where)
-        image_name = file_name(entry, "image", where, required=True)
-        labels_name = file_name(entry, "labels", where, required=False)
-        items = {}
-        for kind in ("points", "boxes", "scribbles"):
-            value = entry.get(kind)
-            if value is None:
-                value = []
-            if not isinstance(value, list):
-                raise InvalidInputError(
-                    f'{where}: "{kind}" must be a list of {forms[kind]}, got {shown(value)}'
-                )
-            for j, item in enumerate(value):
-                if not isinstance(item, dict):
-                    raise InvalidInputError(
-                        f"{where}, {kind}[{j}] must be {forms[kind]}, got {shown(item)}"
-                    )
-                check_keys(item, prompt_keys[kind], f"{where}, {kind}[{j}]")
-            items[kind] = value
-        try:
-            image = read_frame_image(path.parent / image_name, axes, channels, lazy=lazy)
-        except InvalidInputError as exc:
-            raise InvalidInputError(f"{where}: {exc}") from None
-        hw = image_hw(image, f"reference image {image_name}")
-        prompts: list = []
-        if labels_name is not None:
-            lab = path.parent / labels_name
-            prompts += _label_masks(
-                read_label_image(lab), f"the label image {lab}", hw, allow_many_classes
-            )
-        clicks: dict[int, tuple[list, list]] = {}  # clicks of one class form one prompt
-        for j, p in enumerate(items["points"]):
-            pw = f"{where}, points[{j}]"
-            for key in ("row", "col"):
-                if key not in p:
-                    raise InvalidInputError(f'{pw} lacks "{key}": give {forms["points"]}')
-            row, col = number(p["row"], "row", pw), number(p["col"], "col", pw)
-            positive = p.get("positive", True)
-            if not isinstance(positive, bool):
-                raise InvalidInputError(
-                    f'{pw}: "positive" must be true or false (without quotes), got '
-                    f"{shown(positive)}"
-                )
-            coords, flags = clicks.setdefault(label_of(p, pw), ([], []))
-            coords.append([row, col])
-            flags.append(positive)
-        try:
-            for label, (coords, flags) in clicks.items():
-                prompts.append(Points(coords, label=label, positive=flags))
-        except InvalidInputError as exc:
-            raise InvalidInputError(f'{where}, "points": {exc}') from None
-        for j, b in enumerate(items["boxes"]):
-            bw = f"{where}, boxes[{j}]"
-            box = b.get("box")
-            if not isinstance(box, list) or len(box) != 4:
-                raise InvalidInputError(
-                    f'{bw}: "box" must be 4 numbers [MIN_ROW, MIN_COL, MAX_ROW, MAX_COL], got '
-                    f"{shown(box)}"
-                )
-            corners = tuple(number(v, "box", bw) for v in box)
-            try:
-                prompts.append(Box(corners, label=label_of(b, bw)))
-            except InvalidInputError as exc:
-                raise InvalidInputError(f"{bw}: {exc}") from None
-        for j, sc in enumerate(items["scribbles"]):
-            sw = f"{where}, scribbles[{j}]"
-            vertices = pairs(sc.get("path"), "path", sw)
-            try:
-                prompts.append(Scribble(vertices, label=label_of(sc, sw)))
-            except InvalidInputError as exc:
-                raise InvalidInputError(f"{sw}: {exc}") from None
-        try:
-            labels_file = None if labels_name is None else path.parent / labels_name
-            refs.append(_remember(Reference(image, prompts), path.parent / image_name, labels_file))
-        except InvalidInputError as exc:
-            raise InvalidInputError(f"{where}: {exc}") from None
+        refs.append(_entry_reference(entry, where, path.parent, read_image, allow_many_classes))
     if not refs:
-        raise InvalidInputError(f"{path} lists no references: add at least one ({see})")
+        raise InvalidInputError(f"{path} lists no references: add at least one ({PROMPT_FILE_DOC})")
     return refs
 
 
@@ -395,10 +353,5 @@ def _references_digest(refs: list[Reference]) -> str:
             h.update(block.tobytes())
         h.update(str(np.shape(r.image)).encode())
         for p in r.prompts:
-            h.update(type(p).__name__.encode() + str(p.label).encode())
-            for arr in (getattr(p, a, None) for a in ("mask", "coords", "positive", "path")):
-                if arr is not None:
-                    h.update(np.ascontiguousarray(arr).tobytes())
-            if isinstance(p, Box):
-                h.update(str(p.box).encode())
+            h.update(p.fingerprint())
     return h.hexdigest()

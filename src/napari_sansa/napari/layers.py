@@ -127,7 +127,7 @@ class FramePrompts:
 
     def masks(self) -> dict[int, np.ndarray]:
         """The painted (or rasterised) masks by class, taken as they are."""
-        return {p.label: p.mask for p in self.prompts if isinstance(p, Mask)}
+        return {p.label: p.mask for p in self.prompts if not p.sparse}
 
 
 class _Collector:

@@ -29,7 +29,7 @@ import numpy as np
 
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.images import image_hw, to_float_rgb
-from napari_sansa.core.prompts import Box, Mask, Points, Scribble
+from napari_sansa.core.prompts import PROMPT_CLASSES, Box, Mask, Points, Scribble
 
 __all__ = [
     "PROMPT_KINDS",
@@ -71,12 +71,12 @@ class Example:
             raise InvalidInputError("the example's mask is empty: it must mark the class")
         binary.flags.writeable = False
         object.__setattr__(self, "mask", binary)
-        if self.prompt is not None and not isinstance(self.prompt, (Mask, Box, Points, Scribble)):
+        if self.prompt is not None and not isinstance(self.prompt, PROMPT_CLASSES):
             raise InvalidInputError(
                 f"an example's prompt must be a Mask, Box, Points or Scribble (or None for its "
                 f"mask), got {type(self.prompt).__name__}"
             )
-        if isinstance(self.prompt, Mask) and self.prompt.mask.shape != hw:
+        if self.prompt is not None and not self.prompt.sparse and self.prompt.mask.shape != hw:
             raise InvalidInputError(
                 f"the example's prompt mask has shape {self.prompt.mask.shape}, but its image "
                 f"is {hw[0]}x{hw[1]}"

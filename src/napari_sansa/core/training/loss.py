@@ -180,9 +180,8 @@ def autograd_ready(sam: nn.Module):
 
 def _example_prompt(ex, image_size: int, input_size, device):
     from napari_sansa.core.preprocess import sparse_prompts_to_input
-    from napari_sansa.core.prompts import Mask
 
-    if ex.prompt is None or isinstance(ex.prompt, Mask):
+    if ex.prompt is None or not ex.prompt.sparse:
         mask = ex.mask if ex.prompt is None else ex.prompt.mask
         return ("mask", mask_to_input(mask, image_size, input_size, device))
     coords, labels = sparse_prompts_to_input([ex.prompt], ex.mask.shape, image_size)
@@ -226,7 +225,6 @@ def episode_loss(model, supports, query, *, dropout: float = 0.0, input_size=640
     sam, device = model.sam, model.device
     engine = Engine(sam)  # its own position cache, made with autograd available
     size = engine.image_size
-    from napari_sansa.core.prompts import Mask
 
     episode = EpisodeInput(
         prompts=[_example_prompt(ex, size, input_size, device) for ex in supports],
@@ -234,7 +232,7 @@ def episode_loss(model, supports, query, *, dropout: float = 0.0, input_size=640
             torch.from_numpy(_grid_mask(ex.mask, input_size).astype(np.float32)).to(device)
             for ex in frames
         ],
-        skip_first=all(ex.prompt is None or isinstance(ex.prompt, Mask) for ex in supports),
+        skip_first=all(ex.prompt is None or not ex.prompt.sparse for ex in supports),
     )
     images = torch.stack(
         [image_to_input(to_float_rgb(ex.image, None, "example image"), size, input_size, device)
