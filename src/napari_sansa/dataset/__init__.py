@@ -23,8 +23,8 @@
 from napari_sansa.core.models.source import ModelSource
 from napari_sansa.dataset.discovery import Target, discover_targets
 from napari_sansa.dataset.distributed import WorkersLostError
+from napari_sansa.dataset.outputs import DiskFullError
 from napari_sansa.dataset.progress import DatasetProgress, segment_dataset_iter
-from napari_sansa.dataset.records import DiskFullError
 from napari_sansa.dataset.references import load_prompt_file, load_reference_pair
 from napari_sansa.dataset.runner import BatchReport, segment_dataset
 
