@@ -32,12 +32,12 @@ from napari_sansa.dataset.distributed import (
 from napari_sansa.dataset.locking import OutputLock
 from napari_sansa.dataset.manifest import (
     check_run_file,
-    write_csv,
-    write_run_file,
     earlier_rows,
     final_rows,
     recorded_with,
     settings_signature,
+    write_csv,
+    write_run_file,
 )
 from napari_sansa.dataset.objects import (
     check_objects_csv,

@@ -2,11 +2,11 @@
 
 The label stack keeps the input's frame axes (a TZCYX input gives a TZYX label stack,
 its probabilities TZCYX with one channel per class, its objects TZYX), recorded in
-the TIFF metadata so that tifffile and napari read them back. In sequential mode the
-frames run along one frame axis (``RunSettings.sequential_axis``; by default the
-last, e.g. Z within each time point), restarted from the references at each index
-of the other frame axes: a sequence never crosses from one time point (or depth) to
-the next.
+the output's metadata (:class:`~napari_sansa.dataset.outputs.Layout`) so that readers
+(tifffile, napari) read them back. In sequential mode the frames run along one frame
+axis (``RunSettings.sequential_axis``; by default the last, e.g. Z within each time
+point), restarted from the references at each index of the other frame axes: a
+sequence never crosses from one time point (or depth) to the next.
 """
 
 from __future__ import annotations
