@@ -91,32 +91,6 @@ def _write_pages(tmp, pages, shape, dtype, description: str | None, tile=None) -
         )
 
 
-def write_tiff_atomic(final, pages, shape, dtype, description=None, tile=None) -> Path:
-    """Write a (zlib-compressed) TIFF of ``shape`` at ``final`` from 2D ``pages``.
-
-    ``pages``: an array of ``shape``, or an iterable of 2D arrays in C order (frames
-    can be written as they are computed). The data goes to a temporary file in the
-    same folder that replaces ``final`` only when complete, so ``final`` is either
-    absent, the old file, or the whole new file: a failure (a full disk, a crash,
-    a kill) never leaves a half-written ``final`` behind. ``description``: a dict
-    stored as JSON in the first page, or a callable returning one once all pages
-    are written (for facts known only at the end, such as per-frame scores).
-    ``tile``: ``(rows, cols)`` of a tiled TIFF, ``pages`` then an iterable of its tiles
-    in order (edge tiles padded), so that no page is ever held whole.
-    """
-    import tifffile
-
-    final = Path(final)
-    with atomic_write(final) as tmp:
-        text = None
-        if description is not None:
-            text = json.dumps(description if isinstance(description, dict) else {})
-        _write_pages(tmp, pages, shape, dtype, text, tile)
-        if callable(description):
-            tifffile.tiffcomment(tmp, json.dumps(description()))
-    return final
-
-
 def read_tiff_description(path) -> dict | None:
     """The JSON description napari-sansa stored in one of its output TIFFs."""
     import tifffile
