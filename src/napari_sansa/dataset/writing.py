@@ -23,7 +23,7 @@ from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.images import check_image, image_hw
 from napari_sansa.dataset.discovery import Target
 from napari_sansa.dataset.io import LEGACY_PARTIAL, read_target
-from napari_sansa.dataset.outputs import Layout, write_failed, write_output
+from napari_sansa.dataset.outputs import WRITER, Layout, write_failed, write_output
 from napari_sansa.dataset.records import (
     OutputInTheWayError,
     StaleProbabilitiesError,
@@ -182,19 +182,15 @@ def _check_by_tiles(img, run: RunSettings, what: str) -> None:
     TiledImage(img, grid, run.intensity_range, what)._min_max()
 
 
-#: rows and columns of the TIFF tiles of a label image written by blocks
-LABEL_TILE = 256
-
-
-def _label_tiles(pred, areas: dict):
-    """A tiled prediction's class map as the tiles of a tiled TIFF (``LABEL_TILE``
-    square, in order, edge tiles padded), made one band of the tile grid at a time:
-    nothing of the image's size is held. ``areas`` counts each class's pixels."""
+def _label_tiles(pred, areas: dict, n: int):
+    """A tiled prediction's class map as the ``n`` x ``n`` tiles of an output written by
+    blocks (``OutputWriter.block``; in order, edge tiles padded), made one band of the
+    tile grid at a time: nothing of the image's size is held. ``areas`` counts each
+    class's pixels."""
     from napari_sansa.core.fusion import fuse_labels, sigmoid
     from napari_sansa.core.tiling import iter_blocks
 
     h, w = pred.shape
-    n = LABEL_TILE
     band, top, buf = None, 0, []
     for (rows, cols), block in iter_blocks(pred):
         labels = fuse_labels({c: sigmoid(v) for c, v in block.items()}, pred.threshold)
@@ -271,8 +267,9 @@ def _write_image(t: Target, pred, out: Path, run: RunSettings, rows, state=None)
         if by_blocks:
             from napari_sansa.core.fusion import label_dtype
 
-            tiles = _label_tiles(pred, areas)  # counts the areas: recorded once written
-            layout = Layout(pred.shape, label_dtype(classes[-1]), tile=(LABEL_TILE, LABEL_TILE))
+            n = WRITER.block
+            tiles = _label_tiles(pred, areas, n)  # counts the areas: recorded once written
+            layout = Layout(pred.shape, label_dtype(classes[-1]), tile=(n, n))
             write_output(final, layout, tiles, describe=record)
         else:
             write_output(final, Layout(labels.shape, labels.dtype), labels, record())

@@ -69,6 +69,8 @@ class OutputWriter(ABC):
 
     #: the suffix of the files (or folders) of this format, e.g. ".tif"
     suffix: ClassVar[str] = ""
+    #: the side of the square blocks (a TIFF's tiles) of an image written block by block
+    block: ClassVar[int] = 256
 
     def __init__(self, path):
         self.path = Path(path)

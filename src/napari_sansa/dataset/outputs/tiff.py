@@ -27,6 +27,7 @@ class TiffWriter(OutputWriter):
     description in the finished pages."""
 
     suffix = ".tif"
+    block = 256  # rows and columns of the tiles of a label image written by blocks
 
     def open(self, layout: Layout, record: dict | None = None) -> TiffWriter:
         self.layout = layout
