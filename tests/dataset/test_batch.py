@@ -490,12 +490,12 @@ def test_a_full_disk_on_the_csv_or_manifest_is_a_clear_message(
 
 def test_csv_lists_frames_in_numeric_order(tmp_path):
     from napari_sansa.dataset import Target
-    from napari_sansa.dataset.manifest import _write_csv
-    from napari_sansa.dataset.records import _row
+    from napari_sansa.dataset.manifest import write_csv
+    from napari_sansa.dataset.rows import score_row
 
     t = Target("/data/movie.tif", "movie.tif", "stack", 12)
-    rows = [_row(t, "ok", frame=i, scores={1: 0.5}) for i in (10, 2, 11, 0, 1)]
-    _write_csv(tmp_path, rows)
+    rows = [score_row(t, "ok", frame=i, scores={1: 0.5}) for i in (10, 2, 11, 0, 1)]
+    write_csv(tmp_path, rows)
     assert [r["frame"] for r in _csv(tmp_path / "scores.csv")] == ["0", "1", "2", "10", "11"]
 
 

@@ -123,12 +123,8 @@ def test_label_tiles_cover_any_grid(model, images, disk_mask):
     image = np.concatenate([images[1], images[2]], axis=1)  # 96 x 256
     (pred,) = model.segment([ref], [image], tile_size=48, halo=4)
     for n in (16, 32, 96, 112):
-        writing.LABEL_TILE = n
-        try:
-            areas = {1: 0}
-            tiles = list(writing._label_tiles(pred, areas))
-        finally:
-            writing.LABEL_TILE = 256
+        areas = {1: 0}
+        tiles = list(writing._label_tiles(pred, areas, n))
         rows, cols = -(-96 // n), -(-256 // n)
         assert len(tiles) == rows * cols
         full = np.zeros((rows * n, cols * n), tiles[0].dtype)

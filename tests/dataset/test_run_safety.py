@@ -371,8 +371,8 @@ def test_damaged_run_records_read_as_absent(tmp_path, how):
     from napari_sansa.dataset.manifest import (
         CSV_DIGESTS,
         RUN_FILE,
-        _check_run_file,
         _digests,
+        check_run_file,
         recorded_with,
     )
 
@@ -384,7 +384,7 @@ def test_damaged_run_records_read_as_absent(tmp_path, how):
     assert recorded_with(out, {"a": 1}) is False
     assert _digests(out) == []
     with pytest.raises(InvalidInputError, match="cannot be read"):
-        _check_run_file(out, "sig", {"a": 1}, [], overwrite=False)
+        check_run_file(out, "sig", {"a": 1}, [], overwrite=False)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,9 @@ from napari_sansa.core.measures import object_table, stack_objects
 from napari_sansa.dataset import load_reference_pair, segment_dataset
 from napari_sansa.dataset.discovery import Target
 from napari_sansa.dataset.io import TiffStack
-from napari_sansa.dataset.records import RunSettings
+from napari_sansa.dataset.outputs import TiffWriter
+from napari_sansa.dataset.records import table_record
+from napari_sansa.dataset.settings import RunSettings
 from napari_sansa.dataset.stacks import _Scratch, _StackObjects, frame_groups
 
 H, W = 48, 64
@@ -161,7 +163,7 @@ def test_sequential_runs_along_one_axis_never_across_a_boundary(recomputing_mode
     assert not np.allclose(across, expected, atol=1e-5)  # the boundary matters
 
 
-def test_stack_objects_are_kept_in_a_scratch_file_with_todays_ids(tmp_path, monkeypatch):
+def test_stack_objects_are_kept_in_a_scratch_file_with_todays_ids(tmp_path):
     rng = np.random.default_rng(0)
     frames = []
     for n, dtype in [(3, np.uint16), (0, np.uint16), (70000, np.uint32)]:
@@ -176,18 +178,13 @@ def test_stack_objects_are_kept_in_a_scratch_file_with_todays_ids(tmp_path, monk
         objects.add(f, frames[f])
     objects.add(1, None)  # a blank frame: no objects
     assert isinstance(objects.arrays, np.memmap)  # on disk, not a list in memory
-    written = {}
 
-    def describe(shape, role):
-        return {"shape": list(shape), "napari_sansa": {"output": role}}
+    def record(role, objects):
+        return {"output": role, "objects": table_record(objects)}
 
-    def capture(path, pages, shape, dtype, desc):
-        written["data"] = np.stack(list(pages)).reshape(shape).astype(dtype)
-        written["desc"] = desc
-
-    monkeypatch.setattr("napari_sansa.dataset.stacks.write_tiff_atomic", capture)
-    objects.write(Target("s.tif", "s.tif", "stack", 3), tmp_path, (3, H, W), describe)
-    np.testing.assert_array_equal(written["data"], expected)
-    assert written["data"].dtype == expected.dtype
-    rows = written["desc"]["napari_sansa"]["objects"]["rows"]
+    objects.write(Target("s.tif", "s.tif", "stack", 3), tmp_path, (3, H, W), "QYX", record)
+    written = tifffile.imread(tmp_path / "s_objects.tif")
+    np.testing.assert_array_equal(written, expected)
+    assert written.dtype == expected.dtype
+    rows = TiffWriter.read_record(tmp_path / "s_objects.tif")["objects"]["rows"]
     assert [r[1] for r in rows] == list(table["object"])  # ids as stack_objects gives them

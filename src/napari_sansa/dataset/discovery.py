@@ -15,6 +15,7 @@ from pathlib import Path
 
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.dataset.io import IMAGE_SUFFIXES, TIFF_SUFFIXES
+from napari_sansa.dataset.outputs import WRITER
 
 PROB_SUFFIX = "_probabilities"
 OBJECTS_SUFFIX = "_objects"
@@ -130,7 +131,7 @@ def discover_targets(inputs, out, probabilities: bool = True, *, unreadable=None
             found = [(root, Path(root.name))]
         for f, rel in found:
             kind = "tiff" if f.suffix.lower() in TIFF_SUFFIXES else "image"
-            targets.append(Target(str(f), str(rel.with_suffix(".tif")), kind))
+            targets.append(Target(str(f), str(rel.with_suffix(WRITER.suffix)), kind))
     if bad and unreadable is None:
         raise InvalidInputError(bad[0][1])
     if unreadable is not None:

@@ -10,7 +10,7 @@ import time
 from napari_sansa.core.errors import InvalidInputError, SansaError
 from napari_sansa.core.models.source import ModelSource
 from napari_sansa.dataset import models
-from napari_sansa.dataset.records import RunSettings, reference_options
+from napari_sansa.dataset.settings import RunSettings, reference_options
 from napari_sansa.dataset.writing import process_targets
 
 #: seconds a Dask run waits for a worker when the cluster has none left (``worker_wait``,

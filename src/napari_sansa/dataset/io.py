@@ -1,11 +1,11 @@
-"""Reading images and stacks from disk, writing outputs atomically (no napari, no torch).
+"""Reading images and stacks from disk (no napari, no torch).
 
-TIFF stacks, their axes and channels: :mod:`napari_sansa.dataset.tiffstack`."""
+TIFF stacks, their axes and channels: :mod:`napari_sansa.dataset.tiffstack`; writing
+outputs: :mod:`napari_sansa.dataset.outputs`."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 from collections.abc import Iterator
@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sansa.core.atomic import atomic_write
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.dataset.tiffstack import TiffStack, _unreadable
 
@@ -26,8 +25,6 @@ __all__ = [
     "read_frame_image",
     "read_image",
     "read_label_image",
-    "read_tiff_description",
-    "write_tiff_atomic",
 ]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
@@ -277,55 +274,3 @@ def open_target(path, axes=None, channels=None) -> Iterator[tuple[str, object]]:
                 yield "stack", stack
                 return
     yield "image", path
-
-
-def write_tiff_atomic(final, pages, shape, dtype, description=None, tile=None) -> Path:
-    """Write a (zlib-compressed) TIFF of ``shape`` at ``final`` from 2D ``pages``.
-
-    ``pages``: an array of ``shape``, or an iterable of 2D arrays in C order (frames
-    can be written as they are computed). The data goes to a temporary file in the
-    same folder that replaces ``final`` only when complete, so ``final`` is either
-    absent, the old file, or the whole new file: a failure (a full disk, a crash,
-    a kill) never leaves a half-written ``final`` behind. ``description``: a dict
-    stored as JSON in the first page, or a callable returning one once all pages
-    are written (for facts known only at the end, such as per-frame scores).
-    ``tile``: ``(rows, cols)`` of a tiled TIFF, ``pages`` then an iterable of its tiles
-    in order (edge tiles padded), so that no page is ever held whole.
-    """
-    import tifffile
-
-    final = Path(final)
-    shape = tuple(int(n) for n in shape)
-    if isinstance(pages, np.ndarray):
-        arr = pages.reshape(-1, *shape[-2:])
-        pages = (arr[i] for i in range(arr.shape[0]))
-    with atomic_write(final) as tmp:
-        with tifffile.TiffWriter(tmp) as tw:
-            tw.write(
-                (np.ascontiguousarray(p, dtype=dtype) for p in pages),
-                shape=shape,
-                dtype=dtype,
-                photometric="minisblack",
-                compression="zlib",
-                tile=tile,
-                # a callable's JSON replaces this placeholder once the pages are written
-                description=json.dumps(description if isinstance(description, dict) else {})
-                if description is not None
-                else None,
-                metadata=None,
-            )
-        if callable(description):
-            tifffile.tiffcomment(tmp, json.dumps(description()))
-    return final
-
-
-def read_tiff_description(path) -> dict | None:
-    """The JSON description napari-sansa stored in one of its output TIFFs."""
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            text = tif.pages[0].description
-        return json.loads(text)
-    except Exception:  # noqa: BLE001 - a foreign or damaged file simply has none
-        return None

@@ -19,14 +19,9 @@ from napari_sansa.core.atomic import write_text_atomic
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.jsonfile import read_json
 from napari_sansa.dataset.discovery import PROB_SUFFIX, Target, _natural_key
-from napari_sansa.dataset.records import (
-    CSV_NAME,
-    _record,
-    _row,
-    _same_source,
-    _write_failed,
-    frame_at,
-)
+from napari_sansa.dataset.outputs import output_files, read_record, write_failed
+from napari_sansa.dataset.records import same_source
+from napari_sansa.dataset.rows import CSV_NAME, frame_at, score_row
 
 RUN_FILE = Path(".napari-sansa") / "run.json"
 CSV_DIGESTS = Path(".napari-sansa") / "scores.json"
@@ -36,9 +31,10 @@ KEPT_STATUSES = ("failed", "reference")
 
 
 def _holds_outputs(out: Path) -> bool:
-    """Whether ``out`` holds any TIFF besides napari-sansa's own bookkeeping."""
+    """Whether ``out`` holds any output file besides napari-sansa's own bookkeeping."""
     return any(
-        not p.relative_to(out).parts[0].startswith(".napari-sansa") for p in out.rglob("*.tif")
+        not p.relative_to(out).parts[0].startswith(".napari-sansa")
+        for p in output_files(out, sort=False)
     )
 
 
@@ -88,9 +84,9 @@ def _differences(old: dict, new: dict) -> list[str]:
     return diff
 
 
-def _check_run_file(out: Path, signature: str, settings: dict, targets, overwrite: bool, kept=()):
+def check_run_file(out: Path, signature: str, settings: dict, targets, overwrite: bool, kept=()):
     """Refuse a run whose settings differ from those of the outputs in ``out`` (reads only:
-    the manifest is written by :func:`_write_run_file` once the run is ready to start)."""
+    the manifest is written by :func:`write_run_file` once the run is ready to start)."""
     run_file = out / RUN_FILE
     if run_file.is_file() and not overwrite:
         previous = _load_run_file(out)
@@ -121,25 +117,25 @@ def _check_run_file(out: Path, signature: str, settings: dict, targets, overwrit
             )
 
 
-def _write_run_file(out: Path, signature: str, settings: dict) -> None:
+def write_run_file(out: Path, signature: str, settings: dict) -> None:
     run_file = out / RUN_FILE
     try:
         write_text_atomic(
             run_file, json.dumps({"signature": signature, "settings": settings}, indent=2)
         )
     except OSError as exc:
-        _write_failed(exc, run_file)
+        write_failed(exc, run_file)
 
 
 def run_outputs(out: Path, signature: str, skip=frozenset()):
     """``(path, relative path, record)`` of every output in ``out`` (outside its hidden
     folders) written with this run's settings, except those whose relative path is in
     ``skip``."""
-    for path in sorted(out.rglob("*.tif")):
+    for path in output_files(out):
         rel = path.relative_to(out)
         if any(part.startswith(".") for part in rel.parts) or str(rel) in skip:
             continue
-        info = _record(path)
+        info = read_record(path)
         if info is not None and info.get("run") == signature and info.get("source"):
             yield path, rel, info
 
@@ -157,7 +153,7 @@ def _output_rows(out: Path, signature: str, skip=frozenset()) -> list[dict]:
         t = Target(str(info["source"]), str(rel), "stack" if len(scores) > 1 else "image")
         for i, (s, a) in enumerate(zip(scores, areas, strict=False)):
             rows.append(
-                _row(
+                score_row(
                     t,
                     "blank" if str(i) in blank else "ok",
                     blank.get(str(i), ""),
@@ -175,8 +171,8 @@ def _is_probabilities(path: Path, info: dict) -> bool:
     if not path.stem.endswith(PROB_SUFFIX):
         return False
     labels = path.with_name(path.stem[: -len(PROB_SUFFIX)] + path.suffix)
-    other = _record(labels) if labels.is_file() else None
-    return other is not None and _same_source(other.get("source"), info.get("source"))
+    other = read_record(labels) if labels.is_file() else None
+    return other is not None and same_source(other.get("source"), info.get("source"))
 
 
 def final_rows(out: Path, signature: str, targets, rows, earlier, skip=frozenset()) -> list:
@@ -237,7 +233,7 @@ def write_owned(out: Path, name: str, digests: Path, text: str) -> Path:
         write_text_atomic(out / digests, json.dumps({"sha256": known}))
         write_text_atomic(final, text)
     except OSError as exc:
-        _write_failed(exc, final)
+        write_failed(exc, final)
     return final
 
 
@@ -250,12 +246,12 @@ def earlier_rows(out: Path) -> list[dict]:
 
 def axis_columns(rows, known) -> list[str]:
     """The per-axis frame columns of ``rows`` (``t``, ``z``, ...: keys of one lowercase
-    letter, see :func:`~napari_sansa.dataset.records.frame_at`), T and Z first."""
+    letter, see :func:`~napari_sansa.dataset.rows.frame_at`), T and Z first."""
     found = {k for r in rows for k in r if k not in known and len(k) == 1}
     return sorted(found, key=lambda k: ("tz".find(k) % 3, k))
 
 
-def _write_csv(out: Path, rows) -> Path:
+def write_csv(out: Path, rows) -> Path:
     at = axis_columns(rows, KEYS)
     keys = [*KEYS[:2], *at, *KEYS[2:]]
     extra = sorted(

@@ -7,7 +7,7 @@ target labelled there so far, and a target that failed in this run has no rows. 
 ``objects.csv`` napari-sansa wrote is replaced; any other file of that name is refused.
 
 A run without ``--instances`` removes napari-sansa's object images of the targets it
-labels (they would not belong to the new labels: ``records._remove_stale_outputs``), and
+labels (they would not belong to the new labels: ``records.remove_stale_outputs``), and
 then :func:`prune_objects_csv` keeps in an ``objects.csv`` napari-sansa wrote only the
 rows of targets whose object image is still in the folder (no row left: no file).
 """
@@ -27,7 +27,8 @@ from napari_sansa.dataset.manifest import (
     run_outputs,
     write_owned,
 )
-from napari_sansa.dataset.records import frame_at
+from napari_sansa.dataset.outputs import output_files, read_record
+from napari_sansa.dataset.rows import frame_at
 
 OBJECTS_CSV = "objects.csv"
 OBJECTS_DIGESTS = Path(".napari-sansa") / "objects.json"
@@ -79,13 +80,11 @@ def write_objects_csv(out: Path, rows) -> Path:
 
 def _object_sources(out: Path) -> set[str]:
     """The targets that have an object image napari-sansa wrote in ``out``."""
-    from napari_sansa.dataset.records import _record
-
     found = set()
-    for path in out.rglob("*.tif"):
+    for path in output_files(out, sort=False):
         if any(part.startswith(".") for part in path.relative_to(out).parts):
             continue
-        info = _record(path)
+        info = read_record(path)
         if info is not None and info.get("output") == "objects" and info.get("source"):
             found.add(str(info["source"]))
     return found

@@ -1,111 +1,24 @@
-"""The record napari-sansa keeps in each output's TIFF description, and what it decides:
-whether a target is finished (same run, same input content) and which files are ours."""
+"""The record napari-sansa keeps with each output (in its file's metadata, see
+:mod:`~napari_sansa.dataset.outputs`), and what it decides: whether a target is finished
+(same run, same input content), which files are ours, and which are stale.
+
+The run's settings are in :mod:`~napari_sansa.dataset.settings`, the rows of
+``scores.csv`` in :mod:`~napari_sansa.dataset.rows`."""
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-
-import numpy as np
 
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.dataset.discovery import Target
-from napari_sansa.dataset.io import read_tiff_description
+from napari_sansa.dataset.outputs import read_record
+from napari_sansa.dataset.settings import RunSettings
 
 log = logging.getLogger(__name__)
-
-CSV_NAME = "scores.csv"
-
-
-class DiskFullError(OSError):
-    """The output disk filled up; everything written so far is complete and valid."""
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    mode: str = "independent"
-    threshold: float = 0.5
-    input_size: int | None = 640
-    intensity_range: tuple | None = None
-    probabilities: bool = False
-    batch_size: int | None = None
-    signature: str = ""
-    tile_size: int | None = None  # tiles (napari_sansa.core.tiling); None: untiled
-    halo: int | None = None
-    objects: object = None  # an ObjectOptions (--instances); None: no object outputs
-    axes: str | None = None  # the axes of TIFF targets (--axes); None: from their metadata
-    channels: tuple | None = None  # the channels making a frame (--channels); None: (0,)
-    sequential_axis: str | None = None  # sequential mode along T or Z; None: the last
-    reference_colour: bool | None = None  # the references are all RGB / all gray; None: mixed
-    #: polled by the model between steps (``segment_iter(cancel=...)``): True ends the
-    #: predictions early; not part of the run's identity, never sent to Dask workers
-    cancel: Callable[[], bool] | None = field(default=None, compare=False, repr=False)
-
-
-def reference_options(run: RunSettings) -> dict:
-    """``prepare_references``'s keyword arguments for the run's settings."""
-    return {
-        "input_size": run.input_size,
-        "intensity_range": run.intensity_range,
-        "threshold": run.threshold,
-        "tile_size": run.tile_size,
-        "halo": run.halo,
-    }
-
-
-def _predictions(model, memory, frames, run: RunSettings):
-    """The model's predictions of ``frames`` with the run's settings."""
-    return model.segment_iter(
-        memory,
-        frames,
-        mode=run.mode,
-        threshold=run.threshold,
-        batch_size=run.batch_size,
-        tile_size=run.tile_size,
-        halo=run.halo,
-        instances=run.objects or False,
-        cancel=run.cancel,
-    )
-
-
-def _table_record(table) -> dict:
-    """An :class:`~napari_sansa.core.measures.ObjectTable` as JSON for an objects TIFF's
-    record (``objects.csv`` is rebuilt from these records, see dataset/objects.py)."""
-    return {"columns": list(table.columns), "rows": [list(r.values()) for r in table.rows()]}
-
-
-def _row(
-    target: Target, status: str, message: str = "", frame=None, scores=None, areas=None, at=None
-):
-    """A row of ``scores.csv``; ``at``: a stack frame's index per axis, ``{"t": 3, "z": 1}``."""
-    row = {
-        "target": target.source,
-        "frame": "" if frame is None else frame,
-        **(at or {}),
-        "output": target.output if status in ("ok", "blank", "reference") else "",
-        "status": status,
-        "message": message,
-    }
-    for c, s in (scores or {}).items():
-        row[f"score_{c}"] = f"{s:.4f}"
-    for c, a in (areas or {}).items():
-        row[f"area_{c}"] = a
-    return row
-
-
-def _write_failed(err: OSError, path: Path):
-    if err.errno == errno.ENOSPC:
-        raise DiskFullError(
-            errno.ENOSPC,
-            f"no space left on the device while writing {path}; every output written so far is "
-            "complete. Free some space and run the same command again to continue",
-        ) from None
-    raise err
 
 
 #: inputs up to this size are hashed (SHA-256) into their outputs' records, so that a
@@ -135,40 +48,28 @@ def _unchanged(recorded, path) -> bool:
     return bool(now) and all(now.get(k) == v for k, v in recorded.items())
 
 
-def frame_at(info: dict | None, frame) -> dict:
-    """A stack frame's index per frame axis, ``{"t": 3, "z": 1}``, from the record of
-    the stack's output (``{}`` for outputs of images, of 0.1, which record no axes, and
-    of stacks whose one frame axis has no known meaning: its index is the frame's)."""
-    layout = (info or {}).get("frames")
-    if not isinstance(layout, dict) or frame in ("", None):
-        return {}
-    axes, sizes = str(layout.get("axes", "")), layout.get("sizes") or []
-    if not axes or len(axes) != len(sizes) or (len(axes) == 1 and axes not in "TZ"):
-        return {}
-    where = np.unravel_index(int(frame), [int(n) for n in sizes])
-    return {a.lower(): int(i) for a, i in zip(axes, where, strict=True)}
-
-
-def _describe(
-    target,
-    run,
+def output_record(
+    target: Target,
+    run: RunSettings,
     classes,
-    scores,
-    areas,
-    shape,
-    blank=None,
+    scores: list,
+    areas: list,
+    blank: dict | None = None,
     *,
-    state=None,
-    role="labels",
-    layout=None,
-):
-    """The JSON description of an output TIFF. ``layout``: a stack's, as a dict of its
-    ``axes`` (the output's, e.g. "TZYX"), ``frames`` ({"axes": "TZ", "sizes": [...]})
-    and ``channels`` (the channels that made each frame, when the input has some)."""
+    state: dict | None = None,
+    role: str = "labels",
+    frames: dict | None = None,
+    channels=None,
+    objects=None,
+) -> dict:
+    """napari-sansa's record of one output of ``target``: the version and run that wrote
+    it, its input (``state``: :func:`source_state`), its ``role`` ("labels",
+    "probabilities", "objects"), the classes and each frame's ``scores`` and ``areas``,
+    the ``blank`` frames (frame -> why), a stack's ``frames`` (``{"axes": "TZ", "sizes":
+    [...]}``) and the ``channels`` that made each frame, and an object image's table
+    (``objects``: an :class:`~napari_sansa.core.measures.ObjectTable`)."""
     from napari_sansa import __version__
 
-    # tifffile reads a JSON description with a "shape" (and "axes") as its own
-    # shaped-series metadata: the output's axes are read back as they are written
     info = {
         "version": __version__,
         "run": run.signature,
@@ -181,24 +82,22 @@ def _describe(
     }
     if blank:
         info["blank"] = {str(i): m for i, m in blank.items()}
-    desc = {"shape": list(shape)}
-    if layout:
-        desc["axes"] = layout["axes"]
-        info["frames"] = layout["frames"]
-        if layout.get("channels") is not None:
-            info["channels"] = layout["channels"]
-    desc["napari_sansa"] = info
-    return desc
+    if frames is not None:
+        info["frames"] = frames
+        if channels is not None:
+            info["channels"] = channels
+    if objects is not None:
+        info["objects"] = table_record(objects)
+    return info
 
 
-def _record(path: Path) -> dict | None:
-    """What napari-sansa stored in an output file it wrote; None for any other file."""
-    desc = read_tiff_description(path)
-    info = desc.get("napari_sansa") if isinstance(desc, dict) else None
-    return info if isinstance(info, dict) else None
+def table_record(table) -> dict:
+    """An :class:`~napari_sansa.core.measures.ObjectTable` as JSON for an object image's
+    record (``objects.csv`` is rebuilt from these records, see dataset/objects.py)."""
+    return {"columns": list(table.columns), "rows": [list(r.values()) for r in table.rows()]}
 
 
-def _same_source(recorded, source: str) -> bool:
+def same_source(recorded, source: str) -> bool:
     if recorded == source:
         return True
     try:
@@ -207,19 +106,19 @@ def _same_source(recorded, source: str) -> bool:
         return False
 
 
-def _existing(t: Target, path: Path) -> dict | None:
+def existing_record(t: Target, path: Path) -> dict | None:
     """The record of ``t``'s output at ``path``: None when absent; an error when the file
     there is not napari-sansa's output of this very target (it is never replaced then)."""
     if not path.is_file():
         return None
-    info = _record(path)
+    info = read_record(path)
     if info is None:
         raise InvalidInputError(
             f"{path} already exists and was not written by napari-sansa; use --overwrite to "
             "replace such files, or choose another --out"
         )
     recorded = info.get("source")
-    if not _same_source(recorded, t.source):
+    if not same_source(recorded, t.source):
         raise InvalidInputError(
             f"{path} holds napari-sansa's output for {recorded}, not for {t.source} (another "
             "image with the same relative path, labelled into this folder by an earlier run); "
@@ -228,21 +127,21 @@ def _existing(t: Target, path: Path) -> dict | None:
     return info
 
 
-def _done_record(t: Target, out: Path, run: RunSettings) -> dict | None:
+def done_record(t: Target, out: Path, run: RunSettings) -> dict | None:
     """The record of ``t``'s labels when every output this run asks of ``t`` is there,
     written with this run's settings from the input's present content; else None.
 
     Outputs of another image, or files napari-sansa did not write, are an error.
     """
-    labels = _existing(t, out / t.output)
+    labels = existing_record(t, out / t.output)
     if labels is None or labels.get("run") != run.signature:
         return None
     if run.probabilities:
-        probs = _existing(t, out / t.prob_output)
+        probs = existing_record(t, out / t.prob_output)
         if probs is None or probs.get("run") != run.signature:
             return None
     if run.objects is not None:
-        objects = _existing(t, out / t.objects_output)
+        objects = existing_record(t, out / t.objects_output)
         if objects is None or objects.get("run") != run.signature:
             return None
     if not _unchanged(labels.get("input"), t.source):
@@ -274,11 +173,11 @@ def _other_frames(info: dict, t: Target, run: RunSettings) -> bool:
         return True  # labelled again, so that what is wrong with it is reported
 
 
-def _target_done(t: Target, out: Path, run: RunSettings) -> bool:
-    return _done_record(t, out, run) is not None
+def target_done(t: Target, out: Path, run: RunSettings) -> bool:
+    return done_record(t, out, run) is not None
 
 
-def _as_recorded(t: Target, record: dict | None) -> Target:
+def as_recorded(t: Target, record: dict | None) -> Target:
     """``t`` with the kind and frames of its finished output (a TIFF not opened again)."""
     if record is None:
         return t
@@ -313,7 +212,7 @@ class StaleProbabilitiesError(InvalidInputError):
     not written)."""
 
 
-def _remove_stale_outputs(t: Target, out: Path, run: RunSettings) -> None:
+def remove_stale_outputs(t: Target, out: Path, run: RunSettings) -> None:
     """Remove ``t``'s outputs of an earlier run that this run does not write, before its
     new labels are written: its probabilities without ``--probabilities``, its object
     image without ``--instances`` (such a file always belongs to the labels next to it).
@@ -328,8 +227,8 @@ def _remove_stale_outputs(t: Target, out: Path, run: RunSettings) -> None:
         path = out / name
         if not path.is_file():
             continue
-        info = _record(path)
-        if info is None or not _same_source(info.get("source"), t.source):
+        info = read_record(path)
+        if info is None or not same_source(info.get("source"), t.source):
             continue  # not ours: never touched
         try:
             path.unlink()

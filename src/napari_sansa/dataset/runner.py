@@ -31,13 +31,13 @@ from napari_sansa.dataset.distributed import (
 )
 from napari_sansa.dataset.locking import OutputLock
 from napari_sansa.dataset.manifest import (
-    _check_run_file,
-    _write_csv,
-    _write_run_file,
+    check_run_file,
     earlier_rows,
     final_rows,
     recorded_with,
     settings_signature,
+    write_csv,
+    write_run_file,
 )
 from napari_sansa.dataset.objects import (
     check_objects_csv,
@@ -46,16 +46,12 @@ from napari_sansa.dataset.objects import (
     write_objects_csv,
 )
 from napari_sansa.dataset.progress import RunCancelled, _Progress, _unfinished
-from napari_sansa.dataset.records import (
-    RunSettings,
-    _existing,
-    _row,
-    _target_done,
-    reference_options,
-)
+from napari_sansa.dataset.records import existing_record, target_done
 from napari_sansa.dataset.references import _references_digest, reference_files
+from napari_sansa.dataset.rows import score_row
+from napari_sansa.dataset.settings import RunSettings, reference_options
 from napari_sansa.dataset.stacks import check_layout, reference_colour
-from napari_sansa.dataset.writing import _cleanup_partials, _work, process_targets
+from napari_sansa.dataset.writing import cleanup_partials, process_targets, targets_to_compute
 
 
 @dataclass
@@ -306,12 +302,12 @@ def _locked_run(job: _Job) -> BatchReport:
     if run.objects is not None:
         check_objects_csv(out)  # and so is an objects.csv
     kept = _reference_outputs(items, out, references)
-    _check_run_file(out, run.signature, settings, items, overwrite, kept)
-    rows: list = [_row(Target(p, ""), "failed", message) for p, message in job.unreadable]
+    check_run_file(out, run.signature, settings, items, overwrite, kept)
+    rows: list = [score_row(Target(p, ""), "failed", message) for p, message in job.unreadable]
     for t in items:
         if t.output in kept:
             rows.append(
-                _row(
+                score_row(
                     t,
                     "reference",
                     (
@@ -323,11 +319,11 @@ def _locked_run(job: _Job) -> BatchReport:
     items = [t for t in items if t.output not in kept]
     # what is finished, checked before anything is loaded or written: a rerun with
     # nothing left to do loads no model, and outputs of other images are never touched
-    done = set() if overwrite else {t.output for t in items if _target_done(t, out, run)}
-    work = _work(items, done, run)
+    done = set() if overwrite else {t.output for t in items if target_done(t, out, run)}
+    work = targets_to_compute(items, done, run)
     if run.objects is not None and not overwrite:
         for t in work:  # a file of that name that is not ours: refused, never replaced
-            _existing(t, out / t.objects_output)
+            existing_record(t, out / t.objects_output)
     report = BatchReport(out, skipped=len(done))
     stop = run.cancel or (lambda: False)
     if stop():
@@ -343,8 +339,8 @@ def _locked_run(job: _Job) -> BatchReport:
             memory = loaded.prepare_references(references, **reference_options(run))
         else:
             memory = _prepare_dask(client, source, references, run, job.worker_wait)
-        _write_run_file(out, run.signature, settings)
-        _cleanup_partials(out)
+        write_run_file(out, run.signature, settings)
+        cleanup_partials(out)
     elif not job.existed and not rows:  # nothing to label at all
         return report
     from tqdm.auto import tqdm
@@ -412,7 +408,7 @@ def _locked_run(job: _Job) -> BatchReport:
         ]
         try:
             final = final_rows(out, run.signature, items, rows, earlier, skip=frozenset(kept))
-            report.csv = _write_csv(out, final)
+            report.csv = write_csv(out, final)
             if run.objects is not None:
                 found = object_rows(out, run.signature, rows, skip=frozenset(kept))
                 report.objects_csv = write_objects_csv(out, found)

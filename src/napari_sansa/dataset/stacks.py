@@ -2,11 +2,11 @@
 
 The label stack keeps the input's frame axes (a TZCYX input gives a TZYX label stack,
 its probabilities TZCYX with one channel per class, its objects TZYX), recorded in
-the TIFF metadata so that tifffile and napari read them back. In sequential mode the
-frames run along one frame axis (``RunSettings.sequential_axis``; by default the
-last, e.g. Z within each time point), restarted from the references at each index
-of the other frame axes: a sequence never crosses from one time point (or depth) to
-the next.
+the output's metadata (:class:`~napari_sansa.dataset.outputs.Layout`) so that readers
+(tifffile, napari) read them back. In sequential mode the frames run along one frame
+axis (``RunSettings.sequential_axis``; by default the last, e.g. Z within each time
+point), restarted from the references at each index of the other frame axes: a
+sequence never crosses from one time point (or depth) to the next.
 """
 
 from __future__ import annotations
@@ -21,19 +21,16 @@ from napari_sansa.core.channels import describe_channels
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.images import check_image
 from napari_sansa.dataset.discovery import Target
-from napari_sansa.dataset.io import TiffStack, write_tiff_atomic
+from napari_sansa.dataset.io import TiffStack
+from napari_sansa.dataset.outputs import Layout, write_failed, write_output
 from napari_sansa.dataset.records import (
-    CSV_NAME,
-    _describe,
-    _predictions,
-    _remove_stale_outputs,
-    _row,
-    _table_record,
-    _write_failed,
     check_output_paths,
-    frame_at,
+    output_record,
+    remove_stale_outputs,
     source_state,
 )
+from napari_sansa.dataset.rows import CSV_NAME, frame_at, score_row
+from napari_sansa.dataset.settings import predictions
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +170,7 @@ class _Scratch:
             self.folder.rmdir()
 
 
-def _process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
+def process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
     """A TIFF stack in, one label stack out.
 
     Frames are read one at a time and the label stack is written as they are
@@ -183,12 +180,10 @@ def _process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
     last. A constant (blank) frame is not given to the model: its labels are all 0
     and its row in ``scores.csv`` says so (with ``strict``, it stops the run).
     """
-    from napari_sansa.core.fusion import label_dtype
-
     state = source_state(t.source)
     try:
         check_output_paths(t, out, run)  # a folder in the way: this target fails
-        _remove_stale_outputs(t, out, run)
+        remove_stale_outputs(t, out, run)
         stack = TiffStack(t.source, run.axes, run.channels)
     except InvalidInputError as exc:
         _failed(t, exc, rows, strict, on_frame, t.frames)
@@ -200,139 +195,177 @@ def _process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
         stack.close()
         _failed(t, exc, rows, strict, on_frame, len(stack))
         return
-    hw = tuple(stack.frame_shape[:2])
-    n = len(stack)
-    classes = list(memory.classes)
-    dtype = label_dtype(max(classes))
-    shape = (*stack.frame_sizes, *hw)
-    layout = {
-        "axes": stack.label_axes,
-        "frames": {"axes": stack.frame_axes, "sizes": list(stack.frame_sizes)},
-        "channels": None if stack.channels is None else list(stack.channels),
-    }
-    if stack.channels is not None and run.channels is None:
-        log.info(
-            "%s: %d channels on its C axis; %s (choose others with --channels)",
-            t.source,
-            stack.n_channels,
-            describe_channels(stack.channels),
-        )
-    scores: list = [{}] * n
-    areas: list = [dict.fromkeys(classes, 0)] * n
-    in_order = [i for g in groups for i in g] == list(range(n))
+    job = _StackLabels(model, memory, t, stack, groups, run, strict, on_frame, state)
     scratch = _Scratch(out, t)
-    probs = labels = None
-    objects = _StackObjects(scratch, n, hw) if run.objects is not None else None
-    blank: dict[int, str] = {}  # frame -> why it was labelled 0
-
-    def predictions_of(group, fed):
-        def frames():
-            for i in group:
-                img = stack[i]
-                try:
-                    check_image(img, f"frame {i} of {t.source}")
-                except InvalidInputError as exc:
-                    message = _blank_frame(img, i)
-                    if message is None:  # "the frame 3 of ..." -> "frame 3 of ..."
-                        raise InvalidInputError(
-                            re.sub(r"^the frame ", "frame ", str(exc))
-                        ) from None
-                    if strict:
-                        raise InvalidInputError(f"{message} in {t.source}") from None
-                    blank[i] = message
-                    continue
-                fed.append(i)
-                yield img
-
-        return _predictions(model, memory, frames(), run)
-
-    done = 0
-
-    def computed():
-        """``(frame, labels)`` of every frame, in the order of ``groups``."""
-        nonlocal done
-        for i, pred in _ordered(groups, predictions_of):
-            if pred is None:
-                lab = np.zeros(hw, dtype)
-                if probs is not None:
-                    probs[i] = 0
-                if objects is not None:
-                    objects.add(i, None)
-            else:
-                lab = pred.labels
-                scores[i] = {c: pred.scores[c] for c in classes}
-                areas[i] = {c: int((lab == c).sum()) for c in classes}
-                if probs is not None:
-                    probs[i] = np.stack([pred.probabilities[c] for c in classes])
-                if objects is not None:
-                    objects.add(i, (pred.objects, pred.object_table))
-            done += 1
-            on_frame(t, 1)
-            yield i, lab
-
-    def describe(shape, role="labels", axes=None):
-        lay = layout if axes is None else {**layout, "axes": axes}
-        return _describe(
-            t, run, classes, scores, areas, shape, blank, state=state, role=role, layout=lay
-        )
-
-    final = out / t.output
     try:
         try:
-            if in_order and not run.probabilities:
-                write_tiff_atomic(
-                    final, (lab for _, lab in computed()), shape, dtype, lambda: describe(shape)
-                )
-            else:
-                if run.probabilities:
-                    probs = scratch.array("p.npy", np.float32, (n, len(classes), *hw))
-                labels = scratch.array("l.npy", dtype, (n, *hw))
-                for i, lab in computed():
-                    labels[i] = lab
-                if probs is not None:
-                    p_shape = (*stack.frame_sizes, len(classes), *hw)
-                    p_axes = stack.frame_axes + "CYX"
-                    write_tiff_atomic(
-                        out / t.prob_output,
-                        probs,
-                        p_shape,
-                        np.float32,
-                        describe(p_shape, "probabilities", p_axes),
-                    )
-                write_tiff_atomic(final, labels, shape, dtype, describe(shape))
-            if objects is not None:
-                objects.write(t, out, shape, describe)
+            job.write(out, scratch)
         except OSError as exc:
-            _write_failed(exc, final)
+            write_failed(exc, out / t.output)
     except InvalidInputError as exc:
-        _failed(t, exc, rows, strict, on_frame, n - done)
+        _failed(t, exc, rows, strict, on_frame, job.n - job.done)
         return
     finally:
         stack.close()
-        probs = labels = None
-        if objects is not None:
-            objects.arrays = None
+        job.release()
         scratch.remove()
-    if blank:
-        log.warning(
-            "%s: %d constant frame(s) (%s) labelled all 0; listed in %s",
-            t.source,
-            len(blank),
-            ", ".join(map(str, sorted(blank)[:10])) + (", ..." if len(blank) > 10 else ""),
-            CSV_NAME,
+    job.log_blank()
+    rows.extend(job.rows())
+
+
+class _StackLabels:
+    """The labelling of one stack: its frames through the model in the order of
+    ``groups`` (:func:`frame_groups`), its outputs, and what they record of each frame
+    (scores, areas, why a frame is blank)."""
+
+    def __init__(
+        self, model, memory, t: Target, stack: TiffStack, groups, run, strict, on_frame, state
+    ):
+        from napari_sansa.core.fusion import label_dtype
+
+        self.model, self.memory, self.t, self.stack, self.groups = model, memory, t, stack, groups
+        self.run, self.strict, self.on_frame, self.state = run, strict, on_frame, state
+        self.hw = tuple(stack.frame_shape[:2])
+        self.n = n = len(stack)
+        self.classes = classes = list(memory.classes)
+        self.dtype = label_dtype(max(classes))
+        self.shape = (*stack.frame_sizes, *self.hw)
+        self.frames = {"axes": stack.frame_axes, "sizes": list(stack.frame_sizes)}
+        self.channels = None if stack.channels is None else list(stack.channels)
+        if stack.channels is not None and run.channels is None:
+            log.info(
+                "%s: %d channels on its C axis; %s (choose others with --channels)",
+                t.source,
+                stack.n_channels,
+                describe_channels(stack.channels),
+            )
+        self.scores: list = [{}] * n
+        self.areas: list = [dict.fromkeys(classes, 0)] * n
+        self.blank: dict[int, str] = {}  # frame -> why it was labelled 0
+        self.done = 0  # frames computed
+        self.probs = self.labels = self.objects = None  # scratch arrays, when needed
+
+    def _images(self, group, fed):
+        """The frames of ``group`` for the model, appended to ``fed``; blank ones are
+        skipped (and noted), or stop the run with ``strict``."""
+        t = self.t
+        for i in group:
+            img = self.stack[i]
+            try:
+                check_image(img, f"frame {i} of {t.source}")
+            except InvalidInputError as exc:
+                message = _blank_frame(img, i)
+                if message is None:  # "the frame 3 of ..." -> "frame 3 of ..."
+                    raise InvalidInputError(re.sub(r"^the frame ", "frame ", str(exc))) from None
+                if self.strict:
+                    raise InvalidInputError(f"{message} in {t.source}") from None
+                self.blank[i] = message
+                continue
+            fed.append(i)
+            yield img
+
+    def _predictions_of(self, group, fed):
+        return predictions(self.model, self.memory, self._images(group, fed), self.run)
+
+    def computed(self):
+        """``(frame, labels)`` of every frame, in the order of the groups; its scores,
+        areas, probabilities and objects are kept."""
+        classes = self.classes
+        for i, pred in _ordered(self.groups, self._predictions_of):
+            if pred is None:
+                lab = np.zeros(self.hw, self.dtype)
+                if self.probs is not None:
+                    self.probs[i] = 0
+                if self.objects is not None:
+                    self.objects.add(i, None)
+            else:
+                lab = pred.labels
+                self.scores[i] = {c: pred.scores[c] for c in classes}
+                self.areas[i] = {c: int((lab == c).sum()) for c in classes}
+                if self.probs is not None:
+                    self.probs[i] = np.stack([pred.probabilities[c] for c in classes])
+                if self.objects is not None:
+                    self.objects.add(i, (pred.objects, pred.object_table))
+            self.done += 1
+            self.on_frame(self.t, 1)
+            yield i, lab
+
+    def record(self, role: str = "labels", objects=None) -> dict:
+        """The record of one of the stack's outputs (see ``records.output_record``)."""
+        return output_record(
+            self.t,
+            self.run,
+            self.classes,
+            self.scores,
+            self.areas,
+            self.blank,
+            state=self.state,
+            role=role,
+            frames=self.frames,
+            channels=self.channels,
+            objects=objects,
         )
-    info = {"frames": layout["frames"]}
-    for i, (sc, ar) in enumerate(zip(scores, areas, strict=True)):
-        at = frame_at(info, i)
-        if i in blank:
-            rows.append(_row(t, "blank", blank[i], frame=i, areas=ar, at=at))
+
+    def write(self, out, scratch: _Scratch) -> None:
+        """Label the frames and write the stack's outputs, the label stack last but for
+        the objects (see :meth:`_StackObjects.write`)."""
+        t, run, n, hw, stack = self.t, self.run, self.n, self.hw, self.stack
+        in_order = [i for g in self.groups for i in g] == list(range(n))
+        if run.objects is not None:
+            self.objects = _StackObjects(scratch, n, hw)
+        final = out / t.output
+        layout = Layout(self.shape, self.dtype, stack.label_axes)
+        if in_order and not run.probabilities:  # written as the frames are computed
+            frames = (lab for _, lab in self.computed())
+            write_output(final, layout, frames, describe=self.record)
         else:
-            rows.append(_row(t, "ok", frame=i, scores=sc, areas=ar, at=at))
+            if run.probabilities:
+                self.probs = scratch.array("p.npy", np.float32, (n, len(self.classes), *hw))
+            self.labels = scratch.array("l.npy", self.dtype, (n, *hw))
+            for i, lab in self.computed():
+                self.labels[i] = lab
+            if self.probs is not None:
+                p_shape = (*stack.frame_sizes, len(self.classes), *hw)
+                p_layout = Layout(p_shape, np.float32, stack.frame_axes + "CYX")
+                write_output(
+                    out / t.prob_output, p_layout, self.probs, self.record("probabilities")
+                )
+            write_output(final, layout, self.labels, self.record())
+        if self.objects is not None:
+            self.objects.write(t, out, self.shape, stack.label_axes, self.record)
+
+    def release(self) -> None:
+        """Let go of the scratch arrays (before their files are removed)."""
+        self.probs = self.labels = None
+        if self.objects is not None:
+            self.objects.arrays = None
+
+    def log_blank(self) -> None:
+        blank = self.blank
+        if blank:
+            log.warning(
+                "%s: %d constant frame(s) (%s) labelled all 0; listed in %s",
+                self.t.source,
+                len(blank),
+                ", ".join(map(str, sorted(blank)[:10])) + (", ..." if len(blank) > 10 else ""),
+                CSV_NAME,
+            )
+
+    def rows(self) -> list[dict]:
+        """The stack's rows of ``scores.csv``, one per frame."""
+        t, info, rows = self.t, {"frames": self.frames}, []
+        for i, (sc, ar) in enumerate(zip(self.scores, self.areas, strict=True)):
+            at = frame_at(info, i)
+            if i in self.blank:
+                rows.append(score_row(t, "blank", self.blank[i], frame=i, areas=ar, at=at))
+            else:
+                rows.append(score_row(t, "ok", frame=i, scores=sc, areas=ar, at=at))
+        return rows
 
 
 def _failed(t: Target, exc: InvalidInputError, rows, strict, on_frame, left: int) -> None:
     """``t`` failed: its row says why; ``left`` frames of it are counted as done."""
-    rows.append(_row(t, "failed", str(exc)))
+    rows.append(score_row(t, "failed", str(exc)))
     if strict:
         raise exc
     on_frame(t, left)
@@ -369,11 +402,12 @@ class _StackObjects:
             new[:] = old
         self.arrays = new
 
-    def write(self, t: Target, out, shape, describe) -> None:
-        """The object stack of ``t`` with its table in its record.
+    def write(self, t: Target, out, shape, axes, record) -> None:
+        """The object stack of ``t`` (of ``shape`` and ``axes``) with its table in its
+        record (``record(role, objects)``).
 
         Written after the label stack: a target counts as finished only when both are
-        there (see ``records._done_record``), so an interruption in between redoes the
+        there (see ``records.done_record``), so an interruption in between redoes the
         stack."""
         from napari_sansa.core.measures import (
             object_dtype,
@@ -385,9 +419,9 @@ class _StackObjects:
         dtype = object_dtype(sum(self.last))
         offsets = stack_offsets(self.last)
         pages = (renumbered(self.arrays[f], offsets[f], dtype) for f in range(self.n))
-        desc = describe(shape, "objects")
-        desc["napari_sansa"]["objects"] = _table_record(stack_tables(self.tables, self.last))
-        write_tiff_atomic(out / t.objects_output, pages, shape, dtype, desc)
+        table = stack_tables(self.tables, self.last)
+        layout = Layout(shape, dtype, axes)
+        write_output(out / t.objects_output, layout, pages, record("objects", table))
 
 
 def _blank_frame(img, i: int) -> str | None:

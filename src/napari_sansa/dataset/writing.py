@@ -22,28 +22,26 @@ from napari_sansa.core.atomic import PARTIAL, is_temporary
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.images import check_image, image_hw
 from napari_sansa.dataset.discovery import Target
-from napari_sansa.dataset.io import LEGACY_PARTIAL, read_target, write_tiff_atomic
+from napari_sansa.dataset.io import LEGACY_PARTIAL, read_target
+from napari_sansa.dataset.outputs import WRITER, Layout, write_failed, write_output
 from napari_sansa.dataset.records import (
     OutputInTheWayError,
-    RunSettings,
     StaleProbabilitiesError,
-    _as_recorded,
-    _describe,
-    _done_record,
-    _predictions,
-    _remove_stale_outputs,
-    _row,
-    _table_record,
-    _write_failed,
+    as_recorded,
     check_output_paths,
+    done_record,
+    output_record,
+    remove_stale_outputs,
     source_state,
 )
-from napari_sansa.dataset.stacks import _process_stack
+from napari_sansa.dataset.rows import score_row
+from napari_sansa.dataset.settings import RunSettings, predictions
+from napari_sansa.dataset.stacks import process_stack
 
 log = logging.getLogger(__name__)
 
 
-def _work(items, done: set, run: RunSettings) -> list:
+def targets_to_compute(items, done: set, run: RunSettings) -> list:
     """The targets to compute. A sequence (sequential mode) is computed from its start up
     to its last unfinished image, so that each image sees the same earlier images as in
     an uninterrupted run; its finished outputs are not written again."""
@@ -104,7 +102,7 @@ def _process_images(model, memory, items, out, run, strict, rows, on_frame, keep
         try:
             _write_image(t, pred, out, run, rows, states.get(t.source))
         except (StaleProbabilitiesError, OutputInTheWayError) as exc:
-            rows.append(_row(t, "failed", str(exc)))
+            rows.append(score_row(t, "failed", str(exc)))
         on_frame(t, 1)
 
     try:
@@ -134,7 +132,7 @@ def _process_images(model, memory, items, out, run, strict, rows, on_frame, keep
                                 on_frame(t, 1)
                             continue
                         if t.source not in failed:
-                            failed[t.source] = _row(t, "failed", str(exc))
+                            failed[t.source] = score_row(t, "failed", str(exc))
                             on_frame(t, 1)
                         if strict:
                             unreadable.append(t)
@@ -146,7 +144,7 @@ def _process_images(model, memory, items, out, run, strict, rows, on_frame, keep
 
             done = 0
             try:
-                for pred in _predictions(model, memory, frames(), run):
+                for pred in predictions(model, memory, frames(), run):
                     if fed[done].output in keep:
                         on_frame(fed[done], 1)
                     else:
@@ -157,7 +155,7 @@ def _process_images(model, memory, items, out, run, strict, rows, on_frame, keep
                     raise
                 bad = fed[done]
                 if bad.output not in keep:
-                    failed[bad.source] = _row(bad, "failed", str(exc))
+                    failed[bad.source] = score_row(bad, "failed", str(exc))
                 on_frame(bad, 1)
                 if strict:
                     raise
@@ -184,19 +182,15 @@ def _check_by_tiles(img, run: RunSettings, what: str) -> None:
     TiledImage(img, grid, run.intensity_range, what)._min_max()
 
 
-#: rows and columns of the TIFF tiles of a label image written by blocks
-LABEL_TILE = 256
-
-
-def _label_tiles(pred, areas: dict):
-    """A tiled prediction's class map as the tiles of a tiled TIFF (``LABEL_TILE``
-    square, in order, edge tiles padded), made one band of the tile grid at a time:
-    nothing of the image's size is held. ``areas`` counts each class's pixels."""
+def _label_tiles(pred, areas: dict, n: int):
+    """A tiled prediction's class map as the ``n`` x ``n`` tiles of an output written by
+    blocks (``OutputWriter.block``; in order, edge tiles padded), made one band of the
+    tile grid at a time: nothing of the image's size is held. ``areas`` counts each
+    class's pixels."""
     from napari_sansa.core.fusion import fuse_labels, sigmoid
     from napari_sansa.core.tiling import iter_blocks
 
     h, w = pred.shape
-    n = LABEL_TILE
     band, top, buf = None, 0, []
     for (rows, cols), block in iter_blocks(pred):
         labels = fuse_labels({c: sigmoid(v) for c, v in block.items()}, pred.threshold)
@@ -254,45 +248,34 @@ def _write_image(t: Target, pred, out: Path, run: RunSettings, rows, state=None)
         labels = pred.labels
         areas = {c: int((labels == c).sum()) for c in classes}
 
-    def describe(shape, role="labels"):
-        return _describe(t, run, classes, [scores], [areas], shape, state=state, role=role)
-
-    def describe_objects(shape):
-        desc = describe(shape, "objects")
-        desc["napari_sansa"]["objects"] = _table_record(pred.object_table)
-        return desc
+    def record(role="labels", objects=None):
+        return output_record(
+            t, run, classes, [scores], [areas], state=state, role=role, objects=objects
+        )
 
     check_output_paths(t, out, run)  # before anything of the target is removed
-    _remove_stale_outputs(t, out, run)
+    remove_stale_outputs(t, out, run)
     try:
         if run.probabilities:
             probs = np.stack([pred.probabilities[c] for c in classes])
-            write_tiff_atomic(
-                out / t.prob_output,
-                probs,
-                probs.shape,
-                np.float32,
-                describe(probs.shape, "probabilities"),
-            )
+            layout = Layout(probs.shape, np.float32)
+            write_output(out / t.prob_output, layout, probs, record("probabilities"))
         if run.objects is not None:  # before the labels, the marker of a finished target
             obj = pred.objects
-            write_tiff_atomic(
-                out / t.objects_output, obj, obj.shape, obj.dtype, describe_objects(obj.shape)
-            )
+            layout = Layout(obj.shape, obj.dtype)
+            write_output(out / t.objects_output, layout, obj, record("objects", pred.object_table))
         if by_blocks:
             from napari_sansa.core.fusion import label_dtype
 
-            tiles = _label_tiles(pred, areas)
-            square = (LABEL_TILE, LABEL_TILE)
-            dtype = label_dtype(classes[-1])
-            write_tiff_atomic(
-                final, tiles, pred.shape, dtype, lambda: describe(pred.shape), tile=square
-            )
+            n = WRITER.block
+            tiles = _label_tiles(pred, areas, n)  # counts the areas: recorded once written
+            layout = Layout(pred.shape, label_dtype(classes[-1]), tile=(n, n))
+            write_output(final, layout, tiles, describe=record)
         else:
-            write_tiff_atomic(final, labels, labels.shape, labels.dtype, describe(labels.shape))
+            write_output(final, Layout(labels.shape, labels.dtype), labels, record())
     except OSError as exc:
-        _write_failed(exc, final)
-    rows.append(_row(t, "ok", scores=scores, areas=areas))
+        write_failed(exc, final)
+    rows.append(score_row(t, "ok", scores=scores, areas=areas))
 
 
 def process_targets(
@@ -312,7 +295,7 @@ def process_targets(
     Targets whose outputs are already there are not written again, so a task that is
     run again (a resumed run, a worker that died) redoes nothing that was finished. In
     sequential mode the images form one sequence, computed from its start (see
-    :func:`_work`). ``rows``: a list to add the rows to (it keeps them if this raises).
+    :func:`targets_to_compute`). ``rows``: a list to add the rows to (it keeps them if this raises).
     ``on_frame(target, n)``: ``n`` frames of ``target`` are done; ``on_stack(target)``: a
     TIFF was found to be a stack of ``target.frames`` frames when it was opened.
     """
@@ -322,16 +305,16 @@ def process_targets(
     rows = [] if rows is None else rows
     records = {}
     for t in targets if skip_existing else ():
-        record = _done_record(t, out, run)
+        record = done_record(t, out, run)
         if record is not None:
             records[t.output] = record
-    targets = [_as_recorded(t, records.get(t.output)) for t in targets]
-    todo = _work(targets, set(records), run)
+    targets = [as_recorded(t, records.get(t.output)) for t in targets]
+    todo = targets_to_compute(targets, set(records), run)
     keep = frozenset(t.output for t in todo if t.output in records)
     i = 0
     while i < len(todo):
         if todo[i].kind == "stack":
-            _process_stack(model, memory, todo[i], out, run, strict, rows, on_frame)
+            process_stack(model, memory, todo[i], out, run, strict, rows, on_frame)
             on_frame(todo[i], 0)  # its rows are in: progress reports them now
             i += 1
             continue
@@ -341,7 +324,7 @@ def process_targets(
         stacks = _process_images(model, memory, todo[i:j], out, run, strict, rows, on_frame, keep)
         for t in stacks:  # TIFFs found to be stacks when they were opened
             on_stack(t)
-            _process_stack(model, memory, t, out, run, strict, rows, on_frame)
+            process_stack(model, memory, t, out, run, strict, rows, on_frame)
             on_frame(t, 0)
         i = j
     return rows
@@ -375,7 +358,7 @@ def _remove_file(path: Path) -> None:
             path.unlink()
 
 
-def _cleanup_partials(out: Path) -> None:
+def cleanup_partials(out: Path) -> None:
     """Remove leftovers of interrupted writes in ``out``. Called while the run holds the
     folder's lock, so no other run writes there; a subfolder that holds another output
     folder (its own ``.napari-sansa``) is left alone, and so is every other file: only
