@@ -24,6 +24,7 @@ from napari_sansa.core.cache import DiskFeatureCache, FeatureCache, array_digest
 from napari_sansa.core.engine import Engine, Features
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.images import _check_range, image_hw, to_float_rgb
+from napari_sansa.core.models import weights
 from napari_sansa.core.models.settings import ModelSettings
 from napari_sansa.core.objects import ObjectOptions, with_objects
 from napari_sansa.core.options import (
@@ -288,15 +289,11 @@ class SansaModel:
     def adapter_parameters(self):
         """``(name, parameter)`` pairs of the adapter tensors, named as in the authors'
         checkpoint (``dict(model.adapter_parameters())``)."""
-        from napari_sansa.core.training.model_copy import adapter_parameters
-
-        return iter(adapter_parameters(self.sam))
+        return iter(weights.adapter_parameters(self.sam))
 
     def save_adapters(self, path, *, overwrite: bool = False):
         """Write the adapters in the authors' checkpoint format, atomically."""
-        from napari_sansa.core.training.model_copy import save_adapters
-
-        return save_adapters(self, path, overwrite=overwrite)
+        return weights.save_adapters(self, path, overwrite=overwrite)
 
     def decode_references(self, references, *, input_size=640, threshold=0.5, intensity_range=None):
         """What SAM2 makes of each reference's prompts, as :class:`Prediction` s."""

@@ -17,8 +17,9 @@
 - :mod:`~napari_sansa.dataset.outputs`: the output writer interface (open, write the
   frames, describe, finish) and its TIFF implementation;
 - :mod:`~napari_sansa.dataset.distributed`: the same over a Dask cluster;
-- :mod:`~napari_sansa.dataset.progress`: each finished frame, stopping a run, and
-  ``segment_dataset_iter`` (the run as a generator);
+- :mod:`~napari_sansa.dataset.run_progress`: each finished frame and stopping a run;
+  :mod:`~napari_sansa.dataset.progress`: the same, and ``segment_dataset_iter`` (the run
+  as a generator);
 - :mod:`~napari_sansa.dataset.io`: reading images and stacks;
 - :mod:`~napari_sansa.dataset.tiffstack`: TIFF stacks frame by frame, their axes and channels;
 - :mod:`~napari_sansa.dataset.finetune`: ``napari-sansa finetune`` (tuning the adapters on

@@ -45,10 +45,10 @@ from napari_sansa.dataset.objects import (
     prune_objects_csv,
     write_objects_csv,
 )
-from napari_sansa.dataset.progress import RunCancelled, _Progress, _unfinished
 from napari_sansa.dataset.records import existing_record, target_done
 from napari_sansa.dataset.references import _references_digest, reference_files
 from napari_sansa.dataset.rows import score_row
+from napari_sansa.dataset.run_progress import RunCancelled, RunProgress, unfinished
 from napari_sansa.dataset.settings import RunSettings, reference_options
 from napari_sansa.dataset.stacks import check_layout, reference_colour
 from napari_sansa.dataset.writing import cleanup_partials, process_targets, targets_to_compute
@@ -355,7 +355,7 @@ def _locked_run(job: _Job) -> BatchReport:
         disable=not job.progress,
         dynamic_ncols=True,
     )
-    progress = _Progress(bar, rows, out, job.on_progress, stop, initial, total)
+    progress = RunProgress(bar, rows, out, job.on_progress, stop, initial, total)
 
     def stack_found(t):
         progress.total += t.frames - 1
@@ -391,7 +391,7 @@ def _locked_run(job: _Job) -> BatchReport:
                 rows,
                 job.worker_wait,
             )
-        report.cancelled = stop() and _unfinished(work, rows)
+        report.cancelled = stop() and unfinished(work, rows)
     except RunCancelled:
         report.cancelled = True
     except BaseException as exc:

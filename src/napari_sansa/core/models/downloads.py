@@ -39,6 +39,7 @@ from napari_sansa.core.atomic import (
 )
 from napari_sansa.core.errors import CheckpointError, InvalidInputError, ModelNotFoundError
 from napari_sansa.core.jsonfile import read_json
+from napari_sansa.core.models.fingerprint import file_fingerprint
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -74,8 +75,6 @@ def download_timeout() -> float:
 
 def sha256_of(path: Path) -> str:
     """SHA-256 of a file (shared with the model's identity, computed once per version)."""
-    from napari_sansa.core.models.loading import file_fingerprint
-
     return file_fingerprint(path)
 
 

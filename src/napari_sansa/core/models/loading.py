@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from napari_sansa.core.errors import CheckpointError, InvalidInputError
@@ -16,25 +15,10 @@ from napari_sansa.core.models.checkpoints import (
     read_checkpoint,
 )
 from napari_sansa.core.models.device import resolve_device, resolve_precision
+from napari_sansa.core.models.fingerprint import file_fingerprint
 from napari_sansa.core.models.settings import ModelSettings
 
 __all__ = ["build_sansa", "file_fingerprint", "load_model", "load_settings"]
-
-_FINGERPRINTS: dict[tuple, str] = {}
-
-
-def file_fingerprint(path) -> str:
-    """SHA-256 of a file's content (memoised per path, size and modification time)."""
-    p = Path(path).resolve()
-    st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
-    if key not in _FINGERPRINTS:
-        h = hashlib.sha256()
-        with open(p, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-        _FINGERPRINTS[key] = h.hexdigest()
-    return _FINGERPRINTS[key]
 
 
 def build_sansa(

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.core.models.fingerprint import file_fingerprint
 
 __all__ = ["ModelSettings"]
 
@@ -112,7 +113,6 @@ class ModelSettings:
         (:attr:`SansaModel.source_identity <napari_sansa.SansaModel.source_identity>`), so a
         dataset run resumes alike whether it is given the model or the settings."""
         from napari_sansa.core.models.build import check_config_name
-        from napari_sansa.core.models.loading import file_fingerprint
 
         sam2, adapters = self.files() if files is None else files
         if sam2 is None:

@@ -7,26 +7,16 @@ a new :class:`SansaModel`.
 
 from __future__ import annotations
 
-import errno
 import uuid
-from pathlib import Path
 
 import torch
 
-from napari_sansa.core.atomic import atomic_write
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.models.adapters import adapter_blocks, default_bottlenecks, inject_adapters
 from napari_sansa.core.models.build import build_sam2
-from napari_sansa.core.models.checkpoints import save_adapter_checkpoint
+from napari_sansa.core.models.weights import adapter_parameters, save_adapters
 
 __all__ = ["adapter_parameters", "copy_sam", "save_adapters", "wrap_model"]
-
-PREFIX = "sam."  # the authors' checkpoints name the model's SAM2 ``sam``
-
-
-def adapter_parameters(sam) -> list[tuple[str, torch.nn.Parameter]]:
-    """``(name, parameter)`` of every adapter tensor, named as in the authors' checkpoint."""
-    return [(PREFIX + n, p) for n, p in sam.named_parameters() if ".adapter." in n]
 
 
 def copy_sam(model, *, fresh: bool = False, stages=(2, 3), channel_factor: float = 0.3,
@@ -93,27 +83,3 @@ def wrap_model(model, sam, name: str | None = None):
         name=name or f"{model.name}-tuned",
         settings=model.settings,  # the same cache options
     )
-
-
-def save_adapters(model, path, *, overwrite: bool = False) -> Path:
-    """Write ``model``'s adapters in the authors' format, atomically (a failure leaves any
-    earlier file at ``path`` as it was)."""
-    path = Path(path).expanduser()
-    if not adapter_blocks(model.sam):
-        raise InvalidInputError("the model has no adapters to save (it is plain SAM2)")
-    if path.is_dir():
-        raise InvalidInputError(f"{path} is a folder; give the path of the .pth file to write")
-    if path.exists() and not overwrite:
-        raise InvalidInputError(
-            f"{path} already exists; choose another name or pass overwrite=True (--overwrite)"
-        )
-    try:
-        with atomic_write(path) as tmp:
-            save_adapter_checkpoint(model.sam, tmp)
-    except OSError as exc:
-        if exc.errno != errno.ENOSPC:
-            raise
-        said = f"no space left on the device while saving the adapters to {path}; any "
-        said += "earlier file there is intact: free some space and save again"
-        raise OSError(errno.ENOSPC, said) from None
-    return path
