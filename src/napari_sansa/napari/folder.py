@@ -29,6 +29,7 @@ from napari_sansa.napari.worker import (
     RunSettings,
     leave_a_core_for_napari,
     start_worker,
+    worker_factory,
 )
 
 _SHOW = {"info": show_info, "warning": show_warning, "error": show_error}
@@ -199,8 +200,9 @@ class FolderRun:
     progress = Signal(int, int)  # frames done, frames in all
     result = Signal(object)  # a FolderResult, as each output is finished (or fails)
 
-    def __init__(self, viewer, models: ModelCache | None = None):
+    def __init__(self, viewer, models: ModelCache | None = None, create_worker=None):
         self.viewer = viewer
+        self.create_worker = create_worker  # napari's (._qt.workers), given by the widget
         self.models = ModelCache() if models is None else models
         self.worker = None
         self.job: FolderJob | None = None
@@ -235,8 +237,7 @@ class FolderRun:
             self.details = ""
             self.notify(str(exc), "error")
             return None
-        from napari.qt.threading import create_worker
-
+        create_worker = worker_factory(self)
         self.job = FolderJob(src, out, refs, intensity, model, settings)
         self.results, self.report, self.details = [], None, ""
         self._cancel = threading.Event()

@@ -2,7 +2,8 @@
 
 A :class:`SansaSession` belongs to one viewer (a ``napari.Viewer`` or a plain
 ``ViewerModel``). It reads the layers into a frozen :class:`~.plan.RunPlan`, starts
-the worker (napari's ``create_worker``; the one place the worker gets its model is
+the worker (through the ``create_worker`` it is given: napari's, from :mod:`._qt.workers`,
+when the widget makes it; the one place the worker gets its model is
 :attr:`SansaSession.models`), writes each yielded frame into the output layer on
 the main thread, keeps what it wrote (:mod:`.edits`) so that a run never replaces
 a frame the person edited since, turns corrected frames into references and saves.
@@ -39,6 +40,7 @@ from napari_sansa.napari.worker import (
     RunSettings,
     run_frames,
     start_worker,
+    worker_factory,
 )
 from napari_sansa.napari.writer import prefer_labels_tiff_writer
 
@@ -84,8 +86,11 @@ class SansaSession(Corrections):
     frame_written = Signal(object)  # a FrameReport, for each frame a run finished
     running = Signal(bool)  # a run started (True) or ended (False)
 
-    def __init__(self, viewer, models: ModelCache | None = None):
+    def __init__(self, viewer, models: ModelCache | None = None, create_worker=None):
         self.viewer = viewer
+        #: how a run's thread is made (napari's ``create_worker``: :mod:`._qt.workers`);
+        #: a session without it does everything but start runs
+        self.create_worker = create_worker
         #: where the worker gets its model: one cache, loaded in the worker, kept between runs
         self.models = ModelCache() if models is None else models
         self.worker = None
@@ -163,8 +168,7 @@ class SansaSession(Corrections):
         except PromptError as exc:
             self.fail(str(exc))
             return None
-        from napari.qt.threading import create_worker
-
+        create_worker = worker_factory(self)
         self.images = tuple(images[: len(plan.parts)])
         self.outputs, self._probability_layers = {}, {}
         self._probabilities = settings.probabilities

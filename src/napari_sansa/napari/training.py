@@ -33,7 +33,7 @@ from napari_sansa.napari.training_frames import (
     frames_text,
     parse_frames,
 )
-from napari_sansa.napari.worker import leave_a_core_for_napari, start_worker
+from napari_sansa.napari.worker import leave_a_core_for_napari, start_worker, worker_factory
 
 __all__ = [
     "TrainingData",
@@ -199,8 +199,7 @@ class TrainingSession:
         except PromptError as exc:
             self.notify(str(exc), "error")
             return None
-        from napari.qt.threading import create_worker
-
+        create_worker = worker_factory(self.session)
         self.data, self.settings, self.history, self.outcome = data, settings, [], None
         self._cancel = threading.Event()
         self._source = source

@@ -74,6 +74,17 @@ class RunOutcome:
     details: str | None = None  # the full text behind ``error`` (shown on demand)
 
 
+def worker_factory(owner):
+    """``owner``'s ``create_worker`` (napari's, which the widget gives from
+    :mod:`._qt.workers`); a clear error for a session made without one."""
+    if owner.create_worker is None:
+        raise RuntimeError(
+            f"{type(owner).__name__} was made without create_worker: pass "
+            "create_worker=napari_sansa.napari._qt.workers.create_worker to start runs"
+        )
+    return owner.create_worker
+
+
 def start_worker(owner, worker, on_yielded, **more):
     """Connect a napari worker to ``owner``'s slots (``on_yielded`` for each step, and
     ``owner._on_returned``, ``_on_errored``, ``_on_finished``; ``more``: other signals,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from magicgui.widgets import CheckBox, FileEdit, Label, PushButton
 
 from napari_sansa.napari._qt.layout import section
+from napari_sansa.napari._qt.workers import create_worker
 from napari_sansa.napari.folder import FolderRun
 
 __all__ = ["FolderPanel"]
@@ -22,7 +23,7 @@ class FolderPanel:
     def __init__(self, viewer, models):
         from qtpy.QtWidgets import QAbstractItemView, QListWidget
 
-        self.run = FolderRun(viewer, models)
+        self.run = FolderRun(viewer, models, create_worker)
         self.enabled = CheckBox(
             text="a folder on disk",
             value=False,

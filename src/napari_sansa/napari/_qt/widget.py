@@ -33,6 +33,7 @@ from napari_sansa.napari._qt.objects_panel import ObjectCounts, TilesObjectsPane
 from napari_sansa.napari._qt.prompt_inputs import PromptInputs
 from napari_sansa.napari._qt.scores import ConfidencePlot, ScoreTable
 from napari_sansa.napari._qt.training_panel import TrainingPanel
+from napari_sansa.napari._qt.workers import create_worker
 from napari_sansa.napari.session import EDITED_ACTION, FrameReport, SansaSession
 from napari_sansa.napari.worker import RunSettings
 
@@ -76,7 +77,7 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__()  # napari docks .native: a magicgui scroll area would be dropped
         self.viewer = viewer
-        self.session = SansaSession(viewer)
+        self.session = SansaSession(viewer, create_worker=create_worker)
         self._build_prompt_inputs()
         # -- model --------------------------------------------------------------------
         self.model_panel = ModelPanel()
