@@ -110,7 +110,7 @@ def scale_to_unit(arr: np.ndarray, lo_v, hi_v, intensity_range=None) -> np.ndarr
 
     ``arr`` may be a part of the image (a tile): the rule follows the whole image's range."""
     if intensity_range is not None:
-        lo, hi = _check_range(intensity_range)
+        lo, hi = check_range(intensity_range)
         out = (arr.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
         np.clip(out, 0.0, 1.0, out=out)
     elif arr.dtype == np.uint8:
@@ -125,7 +125,7 @@ def scale_to_unit(arr: np.ndarray, lo_v, hi_v, intensity_range=None) -> np.ndarr
     return np.ascontiguousarray(out)
 
 
-def _check_range(intensity_range) -> tuple[float, float]:
+def check_range(intensity_range) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in intensity_range)
     except (TypeError, ValueError):

@@ -49,7 +49,7 @@ def object_dtype(n: int) -> np.dtype:
     return np.dtype(np.uint64)
 
 
-def _check_class_map(class_map) -> np.ndarray:
+def check_class_map(class_map) -> np.ndarray:
     arr = np.asarray(class_map)
     if arr.ndim != 2:
         raise InvalidInputError(
@@ -66,7 +66,7 @@ def _check_class_map(class_map) -> np.ndarray:
     return arr
 
 
-def _check_probabilities(probabilities, classes, shape) -> dict:
+def check_probabilities(probabilities, classes, shape) -> dict:
     if probabilities is None:
         return {}
     if not isinstance(probabilities, dict):
@@ -140,7 +140,7 @@ class ObjectTable:
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow([*extra, *self.columns])
         for row in self.rows():
-            writer.writerow([*extra.values(), *(_fmt(row[k]) for k in self.columns)])
+            writer.writerow([*extra.values(), *(csv_value(row[k]) for k in self.columns)])
         if path is None:
             return buf.getvalue()
         from napari_sansa.core.atomic import write_text_atomic
@@ -152,7 +152,7 @@ class ObjectTable:
         return f"ObjectTable({len(self)} objects)"
 
 
-def _fmt(value):
+def csv_value(value):
     return f"{value:.6g}" if isinstance(value, float) else value
 
 
@@ -173,7 +173,7 @@ def object_table(objects, class_map, probabilities=None) -> ObjectTable:
     rows: nothing of the image's size is made.
     """
     obj = np.asarray(objects)
-    cmap = _check_class_map(class_map)
+    cmap = check_class_map(class_map)
     if obj.shape != cmap.shape or obj.ndim != 2 or obj.dtype.kind not in "iu":
         raise InvalidInputError(
             f"objects must be an integer (H, W) map the shape of the class map {cmap.shape}, "
@@ -197,7 +197,7 @@ def object_table(objects, class_map, probabilities=None) -> ObjectTable:
         counts.append(count)
     ids = np.flatnonzero(area[1:]) + 1
     cls = _object_classes(np.concatenate(pairs), np.concatenate(counts), k, n)
-    probs = _check_probabilities(probabilities, [int(c) for c in np.unique(cls[ids])], cmap.shape)
+    probs = check_probabilities(probabilities, [int(c) for c in np.unique(cls[ids])], cmap.shape)
     mean_p = np.full(n + 1, np.nan)
     if probs:
         sums = np.zeros(n + 1)

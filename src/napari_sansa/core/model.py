@@ -23,7 +23,7 @@ import torch
 from napari_sansa.core.cache import DiskFeatureCache, FeatureCache, array_digest
 from napari_sansa.core.engine import Engine, Features
 from napari_sansa.core.errors import InvalidInputError
-from napari_sansa.core.images import _check_range, image_hw, to_float_rgb
+from napari_sansa.core.images import check_range, image_hw, to_float_rgb
 from napari_sansa.core.models import weights
 from napari_sansa.core.models.settings import ModelSettings
 from napari_sansa.core.objects import ObjectOptions, with_objects
@@ -248,7 +248,7 @@ class SansaModel:
                 given["input_size"] = check_input_size(input_size)
             if intensity_range is not _UNSET:
                 given["intensity_range"] = (
-                    None if intensity_range is None else _check_range(intensity_range)
+                    None if intensity_range is None else check_range(intensity_range)
                 )
             for name, value in given.items():
                 if value != getattr(memory, name):

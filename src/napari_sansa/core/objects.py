@@ -30,8 +30,8 @@ import numpy as np
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.measures import (
     ObjectTable,
-    _check_class_map,
-    _check_probabilities,
+    check_class_map,
+    check_probabilities,
     object_dtype,
     object_table,
     stack_objects,
@@ -168,11 +168,11 @@ def split_objects(
     new ``(H, W)`` array of object ids (0 = background), ids unique within the image.
     """
     opts = ObjectOptions(min_size, seed_distance, split)
-    cmap = _check_class_map(class_map)
+    cmap = check_class_map(class_map)
     classes = [int(c) for c in np.unique(cmap) if c != 0]
     if opts.split == "probability" and probabilities is None:
         raise InvalidInputError('split="probability" needs the probabilities of each class')
-    probs = _check_probabilities(probabilities, classes, cmap.shape)
+    probs = check_probabilities(probabilities, classes, cmap.shape)
     pieces = []
     total = 0
     for c in classes:

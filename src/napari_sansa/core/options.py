@@ -9,7 +9,7 @@ import numpy as np
 
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.fusion import check_threshold
-from napari_sansa.core.images import _check_range
+from napari_sansa.core.images import check_range
 from napari_sansa.core.preprocess import check_input_size
 from napari_sansa.core.prompts import Reference
 
@@ -57,7 +57,7 @@ def check_run_options(
     if mode not in MODES:
         raise InvalidInputError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     if intensity_range is not None:
-        intensity_range = _check_range(intensity_range)
+        intensity_range = check_range(intensity_range)
     if batch_size is not None and (
         isinstance(batch_size, bool)
         or not isinstance(batch_size, (int, np.integer))

@@ -157,14 +157,14 @@ def refine_objects(
     the prediction's). In a run, ``instances={"refine": True}`` does this without
     relying on the cache.
     """
-    from napari_sansa.core.images import _check_range
+    from napari_sansa.core.images import check_range
     from napari_sansa.core.preprocess import check_input_size
 
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise InvalidInputError(f"batch must be a whole number >= 1, got {batch!r}")
     pre = _Preprocessing(
         check_input_size(input_size),
-        None if intensity_range is None else _check_range(intensity_range),
+        None if intensity_range is None else check_range(intensity_range),
     )
     return _refine(model, image, prediction, pre, None, batch)
 
@@ -198,7 +198,7 @@ def _views(model, image, prediction, pre, hold) -> list[_View]:
             return model._load_image(image, "image", pre)
 
         return [_View(slice(0, hw[0]), slice(0, hw[1]), load)]
-    from napari_sansa.core.tiled_run import _tile_key
+    from napari_sansa.core.tiled_run import tile_key
 
     what = f"target {prediction.index}"
     grid = prediction.logits.grid
@@ -212,7 +212,7 @@ def _views(model, image, prediction, pre, hold) -> list[_View]:
             if not src:
                 src.append(TiledImage(image, grid, pre.intensity_range, what))
             raw = src[0].raw(t)
-            return _tile_key(model, src[0], raw, pre), t.shape, src[0].rgb(t, raw)
+            return tile_key(model, src[0], raw, pre), t.shape, src[0].rgb(t, raw)
 
         return load
 

@@ -104,7 +104,7 @@ def _independent_batch(model, items, groups, s, sizer):
                     if not pairs:
                         continue
                     _check_cancelled(s)
-                    out = _decode_pairs(
+                    out = decode_pairs(
                         model, g, feats, [row[j] for j, _ in pairs], [ci for _, ci in pairs]
                     )
                     for p, (j, ci) in enumerate(pairs):
@@ -123,7 +123,7 @@ def _independent_batch(model, items, groups, s, sizer):
         if not is_out_of_memory(exc):
             raise
         del exc
-        _release_memory(model.device)
+        release_memory(model.device)
         if n == 1:
             _out_of_memory(model.device, items[0])
         sizer.shrink(n)
@@ -134,7 +134,7 @@ def _independent_batch(model, items, groups, s, sizer):
     yield from preds
 
 
-def _decode_pairs(model, g: ClassGroup, feats: Features, rows: list[int], cls: list[int]):
+def decode_pairs(model, g: ClassGroup, feats: Features, rows: list[int], cls: list[int]):
     """Decode target ``rows[p]`` of ``feats`` for class ``g.classes[cls[p]]``, all pairs
     ``p`` as one batch (independent mode: episode index ``g.k``)."""
     mem, pos, n_ptr = model.engine.gather(g.entries, g.k)  # [L, classes, C]
@@ -211,7 +211,7 @@ def run_sequential(model, targets, groups, s):
                 if not is_out_of_memory(exc):
                     raise
                 del exc
-                _release_memory(model.device)
+                release_memory(model.device)
                 _out_of_memory(model.device, (j, loaded))
             yield pred
     except _Cancelled:
@@ -262,7 +262,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
     )
 
 
-def _release_memory(device):
+def release_memory(device):
     if device.type == "cuda":
         torch.cuda.empty_cache()
 

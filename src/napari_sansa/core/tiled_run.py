@@ -23,7 +23,7 @@ from napari_sansa.core.tiling import (
 __all__ = ["prepare_tiled_references", "run_tiled_targets"]
 
 
-def _tile_key(model, src: TiledImage, raw: np.ndarray, s) -> str:
+def tile_key(model, src: TiledImage, raw: np.ndarray, s) -> str:
     if not (model.feature_cache.enabled or model._holds):
         import uuid
 
@@ -133,12 +133,12 @@ def run_tiled_targets(model, targets, groups, s, spec: TileSpec):
 def _decode_tiles(model, src: TiledImage, part: list[Tile], groups, s) -> list[dict]:
     """Encode the tiles ``part`` as one batch and decode them for every class."""
     from napari_sansa.core.errors import DeviceMemoryError
-    from napari_sansa.core.runners import _decode_pairs, _release_memory, is_out_of_memory
+    from napari_sansa.core.runners import decode_pairs, is_out_of_memory, release_memory
 
     loaded = []
     for t in part:
         raw = src.raw(t)
-        loaded.append((_tile_key(model, src, raw, s), t.shape, src.rgb(t, raw)))
+        loaded.append((tile_key(model, src, raw, s), t.shape, src.rgb(t, raw)))
     results: list[dict] = [{} for _ in part]
     try:
         with model._compute():
@@ -146,7 +146,7 @@ def _decode_tiles(model, src: TiledImage, part: list[Tile], groups, s) -> list[d
             for g in groups:
                 rows = [j for j in range(len(part)) for _ in g.classes]
                 cls = [ci for _ in part for ci in range(len(g.classes))]
-                out = _decode_pairs(model, g, feats, rows, cls)
+                out = decode_pairs(model, g, feats, rows, cls)
                 low = out.low_res[:, 0].float().cpu().numpy()
                 score = out.score.float().cpu().numpy()
                 for p, (j, ci) in enumerate(zip(rows, cls, strict=True)):
@@ -155,7 +155,7 @@ def _decode_tiles(model, src: TiledImage, part: list[Tile], groups, s) -> list[d
         if not is_out_of_memory(exc):
             raise
         del exc
-        _release_memory(model.device)
+        release_memory(model.device)
         raise DeviceMemoryError(
             f"{len(part)} tile(s) of {part[0].shape[0]}x{part[0].shape[1]} pixels of "
             f"{src.what} do not fit in the {model.device} memory: use a smaller tile_size "

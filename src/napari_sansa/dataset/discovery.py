@@ -46,7 +46,7 @@ class Target:
         return str(p.with_name(p.stem + OBJECTS_SUFFIX + p.suffix))
 
 
-def _natural_key(path: Path):
+def natural_key(path: Path):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(path))]
 
 
@@ -117,7 +117,7 @@ def discover_targets(inputs, out, probabilities: bool = True, *, unreadable=None
                 )
             before = len(bad)
             files = _walk(root, bad)
-            found = [(f, f.relative_to(root)) for f in sorted(files, key=_natural_key)]
+            found = [(f, f.relative_to(root)) for f in sorted(files, key=natural_key)]
             if not found and len(bad) == before:
                 raise InvalidInputError(
                     f"no images found in {root} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"

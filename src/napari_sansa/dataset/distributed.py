@@ -150,7 +150,7 @@ def _chunks(targets, run: RunSettings, size: int):
     return out
 
 
-def _prepare_dask(client, source, refs, run: RunSettings, worker_wait: float = WORKER_WAIT):
+def prepare_dask(client, source, refs, run: RunSettings, worker_wait: float = WORKER_WAIT):
     """The references' memory, prepared on a worker; its errors (model, references) raised,
     and :class:`WorkersLostError` when the cluster has no worker for ``worker_wait`` s."""
     memory = client.submit(_prepare_task, source, refs, reference_options(run), pure=False)
@@ -165,7 +165,7 @@ def _prepare_dask(client, source, refs, run: RunSettings, worker_wait: float = W
     return memory
 
 
-def _run_dask(
+def run_dask(
     client,
     source,
     memory,

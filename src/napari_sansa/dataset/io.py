@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_sansa.core.errors import InvalidInputError
-from napari_sansa.dataset.tiffstack import TiffStack, _unreadable
+from napari_sansa.dataset.tiffstack import TiffStack, unreadable_reason
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -82,7 +82,7 @@ def read_image(path, one_frame: str | None = None) -> np.ndarray:
 
             data = iio.imread(path)
         except Exception as exc:  # noqa: BLE001 - image readers raise many types for bad files
-            raise InvalidInputError(_unreadable(path, exc)) from None
+            raise InvalidInputError(unreadable_reason(path, exc)) from None
     data = np.asarray(data)
     if data.ndim in (3, 4) and data.shape[0] == 1:  # (a still GIF has a frame axis of one)
         data = data[0]
@@ -143,7 +143,7 @@ def read_label_image(path) -> np.ndarray:
                     try:  # a palette image that cannot be decoded is reported as it is
                         return np.array(im if im.mode == "P" else im.getchannel(0))
                     except Exception as exc:  # noqa: BLE001 - PIL raises many types
-                        raise InvalidInputError(_unreadable(path, exc)) from None
+                        raise InvalidInputError(unreadable_reason(path, exc)) from None
     return read_image(path)
 
 

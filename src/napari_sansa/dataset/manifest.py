@@ -18,7 +18,7 @@ from pathlib import Path
 from napari_sansa.core.atomic import write_text_atomic
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.jsonfile import read_json
-from napari_sansa.dataset.discovery import PROB_SUFFIX, Target, _natural_key
+from napari_sansa.dataset.discovery import PROB_SUFFIX, Target, natural_key
 from napari_sansa.dataset.outputs import output_files, read_record, write_failed
 from napari_sansa.dataset.records import same_source
 from napari_sansa.dataset.rows import CSV_NAME, frame_at, score_row
@@ -263,7 +263,7 @@ def write_csv(out: Path, rows) -> Path:
     w.writeheader()
 
     def order(r):  # frames in numeric order
-        return _natural_key(Path(r["target"])), -1 if r["frame"] == "" else int(r["frame"])
+        return natural_key(Path(r["target"])), -1 if r["frame"] == "" else int(r["frame"])
 
     for r in sorted(rows, key=order):
         w.writerow(r)

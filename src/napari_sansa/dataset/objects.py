@@ -19,7 +19,7 @@ import io
 from pathlib import Path
 
 from napari_sansa.core.measures import COLUMNS
-from napari_sansa.dataset.discovery import _natural_key
+from napari_sansa.dataset.discovery import natural_key
 from napari_sansa.dataset.manifest import (
     KEPT_STATUSES,
     axis_columns,
@@ -62,7 +62,7 @@ def object_rows(out: Path, signature: str, rows, skip=frozenset()) -> list[dict]
 
 def write_objects_csv(out: Path, rows) -> Path:
     """Write ``rows`` (:func:`object_rows`) as ``objects.csv``, atomically."""
-    from napari_sansa.core.measures import _fmt
+    from napari_sansa.core.measures import csv_value
 
     keys = [*OBJECT_KEYS[:2], *axis_columns(rows, OBJECT_KEYS), *OBJECT_KEYS[2:]]
     buf = io.StringIO()
@@ -71,10 +71,10 @@ def write_objects_csv(out: Path, rows) -> Path:
 
     def order(r):
         frame = -1 if r["frame"] == "" else int(r["frame"])
-        return _natural_key(Path(r["target"])), frame, int(r["object"])
+        return natural_key(Path(r["target"])), frame, int(r["object"])
 
     for r in sorted(rows, key=order):
-        w.writerow({k: _fmt(v) for k, v in r.items()})
+        w.writerow({k: csv_value(v) for k, v in r.items()})
     return write_owned(out, OBJECTS_CSV, OBJECTS_DIGESTS, buf.getvalue())
 
 

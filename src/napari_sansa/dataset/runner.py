@@ -18,16 +18,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from napari_sansa.core.errors import InvalidInputError
-from napari_sansa.core.images import _check_range
+from napari_sansa.core.images import check_range
 from napari_sansa.core.models.source import ModelSource
 from napari_sansa.core.prompts import Reference
 from napari_sansa.dataset import models
 from napari_sansa.dataset.discovery import Target, discover_targets
 from napari_sansa.dataset.distributed import (
     WORKER_WAIT,
-    _prepare_dask,
-    _run_dask,
     check_worker_wait,
+    prepare_dask,
+    run_dask,
 )
 from napari_sansa.dataset.locking import OutputLock
 from napari_sansa.dataset.manifest import (
@@ -208,7 +208,7 @@ def segment_dataset(
             "no references: give --reference IMAGE LABELS (or a --prompts JSON file)"
         )
     if intensity_range is not None:
-        _check_range(intensity_range)
+        check_range(intensity_range)
     if on_progress is not None and not callable(on_progress):
         raise InvalidInputError(f"on_progress must be a callable, got {on_progress!r}")
     cancelled = None if cancel is None else check_cancel(cancel)
@@ -338,7 +338,7 @@ def _locked_run(job: _Job) -> BatchReport:
                 loaded = models._cached_model(source)
             memory = loaded.prepare_references(references, **reference_options(run))
         else:
-            memory = _prepare_dask(client, source, references, run, job.worker_wait)
+            memory = prepare_dask(client, source, references, run, job.worker_wait)
         write_run_file(out, run.signature, settings)
         cleanup_partials(out)
     elif not job.existed and not rows:  # nothing to label at all
@@ -377,7 +377,7 @@ def _locked_run(job: _Job) -> BatchReport:
                 on_stack=stack_found,
             )
         elif work:
-            _run_dask(
+            run_dask(
                 client,
                 source,
                 memory,

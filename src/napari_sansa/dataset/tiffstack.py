@@ -45,7 +45,7 @@ class TiffStack:
         try:
             self._tif = tifffile.TiffFile(self.path)
         except Exception as exc:  # noqa: BLE001 - tifffile raises many types for bad files
-            raise InvalidInputError(_unreadable(self.path, exc)) from None
+            raise InvalidInputError(unreadable_reason(self.path, exc)) from None
         try:
             parts = _frame_series(self._tif, self.path)
             if not parts:
@@ -64,7 +64,7 @@ class TiffStack:
             self._tif.close()
             if isinstance(exc, InvalidInputError):
                 raise
-            raise InvalidInputError(_unreadable(self.path, exc)) from None
+            raise InvalidInputError(unreadable_reason(self.path, exc)) from None
         self.dtype = parts[0].dtype
         self.n_frames = int(math.prod(self.frame_sizes))
         self.shape = (self.n_frames, *self.frame_shape)
@@ -165,7 +165,7 @@ class TiffStack:
             return channel_image(planes, range(len(planes)))
         except Exception as exc:  # noqa: BLE001
             if self.n_frames == 1:
-                raise InvalidInputError(_unreadable(self.path, exc)) from None
+                raise InvalidInputError(unreadable_reason(self.path, exc)) from None
             raise InvalidInputError(
                 f"frame {i} of {self.path} cannot be read ({type(exc).__name__}: {exc}); the "
                 "file may be damaged or incomplete"
@@ -291,7 +291,7 @@ def _frame_series(tif, path: Path) -> list[_SeriesFrames]:
     return [_SeriesFrames(s, path, i) for i, s in (full or series)]
 
 
-def _unreadable(path: Path, exc: BaseException) -> str:
+def unreadable_reason(path: Path, exc: BaseException) -> str:
     """Why ``path`` is not a readable image, in words, from a reader's exception."""
     text = str(exc).strip()
     try:
