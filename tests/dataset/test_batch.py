@@ -508,7 +508,7 @@ def test_a_rerun_with_nothing_left_loads_no_model(weights, dataset, monkeypatch)
     def no_model(source):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(models, "_cached_model", no_model)
+    monkeypatch.setattr(models, "cached_model", no_model)
     assert main(_args(weights, dataset)) == 0
     assert (dataset / "out" / "scores.csv").read_text() == csv_before
 

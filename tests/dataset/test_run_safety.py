@@ -45,7 +45,7 @@ def no_model(monkeypatch):
     def refuse(source):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(models, "_cached_model", refuse)
+    monkeypatch.setattr(models, "cached_model", refuse)
 
 
 # -- data lost ---------------------------------------------------------------------------------

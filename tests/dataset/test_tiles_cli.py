@@ -71,7 +71,7 @@ def test_cli_bad_tiles_are_refused_before_anything_is_read(
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(models, "_cached_model", no_model)
+    monkeypatch.setattr(models, "cached_model", no_model)
     args = [
         "segment",
         str(tmp_path / "data"),

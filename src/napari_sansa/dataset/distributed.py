@@ -108,7 +108,7 @@ def _finished(client, futures, worker_wait: float, stopped):
 
 
 def _prepare_task(source: ModelSource, refs, options: dict):
-    model = models._cached_model(source)
+    model = models.cached_model(source)
     return model.prepare_references(refs, **options)
 
 
@@ -116,7 +116,7 @@ def _chunk_task(source: ModelSource, memory, targets, out, run, strict, skip_exi
     rows: list = []
     try:
         return process_targets(
-            models._cached_model(source),
+            models.cached_model(source),
             memory,
             targets,
             out,

@@ -12,7 +12,7 @@ from napari_sansa.core.models.source import ModelSource
 _MODELS = ModelCache(max_models=2)  # keyed by weights content and resolved settings
 
 
-def _cached_model(source: ModelSource):
+def cached_model(source: ModelSource):
     """The model of ``source``, loaded once per process and kept (Dask workers)."""
     return _MODELS.get(source)
 

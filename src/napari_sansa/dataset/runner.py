@@ -335,7 +335,7 @@ def _locked_run(job: _Job) -> BatchReport:
         # before the run's manifest is written: a corrected command is not refused then
         if client is None:
             if loaded is None:
-                loaded = models._cached_model(source)
+                loaded = models.cached_model(source)
             memory = loaded.prepare_references(references, **reference_options(run))
         else:
             memory = prepare_dask(client, source, references, run, job.worker_wait)
