@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 
 def _run(code: str) -> str:
@@ -42,3 +44,128 @@ def test_core_runs_without_napari_qt_or_torchvision(weights):
         """
     )
     assert out == "[]"
+
+
+# -- the package's import graph, imports inside functions included ---------------------------
+
+_SRC = Path(__file__).resolve().parents[1] / "src"
+_QT = ("napari.qt", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "superqt")
+
+
+def _modules() -> dict[str, tuple[Path, bool]]:
+    found = {}
+    for path in sorted((_SRC / "napari_sansa").rglob("*.py")):
+        name = ".".join(path.relative_to(_SRC).with_suffix("").parts)
+        is_package = name.endswith(".__init__")
+        found[name.removesuffix(".__init__")] = (path, is_package)
+    return found
+
+
+def _imports(modules):
+    """``{module: {package module it imports}}``, the external names it imports
+    (``(module, name)``) and the private names it takes from other package modules."""
+    edges = {m: set() for m in modules}
+    external, private = [], []
+    for m, (path, is_package) in modules.items():
+        package = m if is_package else m.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    external.append((m, alias.name))
+                    name = alias.name
+                    while name not in modules and "." in name:
+                        name = name.rpartition(".")[0]
+                    if name in modules and name != m:
+                        edges[m].add(name)
+            elif isinstance(node, ast.ImportFrom):
+                source = node.module or ""
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    source = ".".join([*base, *([node.module] if node.module else [])])
+                external.append((m, source))
+                if not source.startswith("napari_sansa"):
+                    continue
+                for alias in node.names:
+                    sub = f"{source}.{alias.name}"
+                    if sub in modules:
+                        if sub != m:
+                            edges[m].add(sub)
+                        continue
+                    if source in modules and source != m:
+                        edges[m].add(source)
+                    if alias.name.startswith("_") and not alias.name.startswith("__"):
+                        private.append(f"{m}: {source}.{alias.name}")
+    return edges, external, private
+
+
+def _cycles(edges) -> list[set[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(edges[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.add(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(component)
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycle_between_the_package_modules():
+    edges, _, _ = _imports(_modules())
+    # The one cycle left is the public API's: ``ModelSettings.load()`` makes a SansaModel
+    # (through the loader) and ``SansaModel(settings=None, **options)`` makes ModelSettings.
+    api = {
+        "napari_sansa.core.model",
+        "napari_sansa.core.models.loading",
+        "napari_sansa.core.models.settings",
+    }
+    assert _cycles(edges) in ([], [api])
+
+
+def test_layers_import_downwards_and_qt_only_under_qt():
+    modules = _modules()
+    edges, external, _ = _imports(modules)
+
+    def layer(m):
+        parts = m.split(".")
+        if parts[1:3] == ["napari", "_qt"]:
+            return 3
+        return {"core": 0, "dataset": 1, "napari": 2}.get(parts[1] if len(parts) > 1 else "")
+
+    upward = [
+        f"{a} -> {b}"
+        for a in edges
+        for b in edges[a]
+        if None not in (layer(a), layer(b)) and layer(b) > layer(a)
+    ]
+    assert upward == []
+    qt = sorted(
+        f"{m} imports {name}"
+        for m, name in external
+        if name.startswith(_QT) and not m.startswith("napari_sansa.napari._qt")
+    )
+    assert qt == []
+
+
+def test_few_private_names_are_imported_across_modules():
+    _, _, private = _imports(_modules())
+    assert len(private) <= 10, private
