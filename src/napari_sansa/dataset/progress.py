@@ -10,8 +10,8 @@ import threading
 from collections.abc import Iterator
 
 from napari_sansa.core.options import check_cancel
+from napari_sansa.dataset import runner
 from napari_sansa.dataset.run_progress import DatasetProgress, RunCancelled
-from napari_sansa.dataset.runner import segment_dataset
 
 __all__ = ["DatasetProgress", "RunCancelled", "segment_dataset_iter"]
 
@@ -34,8 +34,9 @@ def segment_dataset_iter(targets, references, out, **options) -> Iterator[Datase
     """
     if "on_progress" in options:
         raise TypeError("segment_dataset_iter() yields the progress: on_progress is not taken")
-    inspect.signature(segment_dataset).bind(targets, references, out, **options)  # TypeError
-    return _iterate(segment_dataset, targets, references, out, options)
+    run = runner.segment_dataset  # looked up at each call (tests wrap it)
+    inspect.signature(run).bind(targets, references, out, **options)  # TypeError
+    return _iterate(run, targets, references, out, options)
 
 
 def _iterate(run, targets, references, out, options):

@@ -1,4 +1,5 @@
-"""The trainable copy of a model, its adapter parameters, and saving them.
+"""The trainable copy of a model (its adapter parameters and saving them are
+:mod:`napari_sansa.core.models.weights`', given here too).
 
 Fine-tuning never touches the model it is given: it trains a copy of its SAM2 (same
 weights, same adapters, or fresh adapters initialised as the authors do) and returns
