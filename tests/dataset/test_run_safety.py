@@ -181,6 +181,56 @@ def test_nothing_is_written_or_read_through_a_link_in_napari_sansa(weights, root
     assert main(_args(weights, root)) == 0  # the folder itself was not changed
 
 
+def test_a_lock_that_is_a_hard_link_is_refused(weights, root, capsys, no_model):
+    """Issue 18 review: with ``OUT/.napari-sansa/lock`` a hard link to a user's file
+    (``ln mine.txt out/.napari-sansa/lock``), ``segment`` wrote its JSON into that file
+    (exit 0): the lock is written in place, and ``O_NOFOLLOW`` refuses symlinks only."""
+    out = root / "out"
+    own = out / ".napari-sansa"
+    own.mkdir(parents=True)
+    mine = root / "mine.txt"
+    mine.write_text("my notes")
+    os.link(mine, own / "lock")
+    assert main(_args(weights, root)) == 2
+    err = capsys.readouterr().err
+    assert f"{own / 'lock'} is a hard link" in err and "Remove it" in err, err
+    assert "Traceback" not in err
+    assert mine.read_text() == "my notes" and os.stat(mine).st_nlink == 2  # left as it was
+    assert not list(out.glob("*.tif")) and not (own / "run.json").exists()
+
+
+def test_a_stack_scratch_file_that_is_a_hard_link_is_refused(weights, root, capsys, no_model):
+    """A stack's scratch arrays are opened in place (``open_memmap(mode="w+")`` truncates
+    and writes the file): one that is a hard link to a user's file is refused too."""
+    out = root / "out"
+    scratch = out / ".napari-sansa" / ("cd" * 20)
+    scratch.mkdir(parents=True)
+    mine = root / "mine.npy"
+    mine.write_bytes(b"my array")
+    os.link(mine, scratch / "l.npy")
+    assert main(_args(weights, root)) == 2
+    err = capsys.readouterr().err
+    assert f"{scratch / 'l.npy'} is a hard link" in err and "Traceback" not in err, err
+    assert mine.read_bytes() == b"my array"
+
+
+def test_records_replaced_by_a_rename_leave_a_hard_linked_copy_alone(weights, root, capsys):
+    """``run.json``, ``scores.json`` (and ``objects.json``) are written to a temporary and
+    renamed over the old name: a user's hard link to them (a backup made with ``ln``)
+    keeps the old bytes, so they need no refusal."""
+    out = root / "out"
+    assert main(_args(weights, root)) == 0
+    own = out / ".napari-sansa"
+    kept = {}
+    for name in ("run.json", "scores.json"):
+        os.link(own / name, root / f"backup-{name}")
+        kept[name] = (own / name).read_bytes()
+    assert main(_args(weights, root, "--overwrite")) == 0
+    for name in kept:
+        assert (root / f"backup-{name}").read_bytes() == kept[name]
+        assert os.stat(own / name).st_nlink == 1  # a new file took the name: written anew
+
+
 def test_a_napari_sansa_folder_that_is_a_link_is_refused(weights, root, capsys, no_model):
     out = root / "out"
     out.mkdir()
