@@ -199,6 +199,22 @@ def test_a_lock_that_is_a_hard_link_is_refused(weights, root, capsys, no_model):
     assert not list(out.glob("*.tif")) and not (own / "run.json").exists()
 
 
+@pytest.mark.parametrize("name", ["lock", "run.json"])
+def test_a_lock_that_is_a_folder_is_named(weights, root, capsys, no_model, name):
+    """Issue 18 review: a folder at ``OUT/.napari-sansa/lock`` was reported as "cannot
+    write into the output folder (Is a directory): choose an --out you can write to"
+    (and one at ``run.json`` as "a link or not a file")."""
+    out = root / "out"
+    lock = out / ".napari-sansa" / name
+    lock.mkdir(parents=True)
+    (lock / "notes.txt").write_text("mine")
+    assert main(_args(weights, root)) == 2
+    err = capsys.readouterr().err
+    assert f"{lock} is a folder" in err and "should not be there" in err, err
+    assert "remove it" in err and "cannot write into the output folder" not in err
+    assert (lock / "notes.txt").read_text() == "mine"
+
+
 def test_a_stack_scratch_file_that_is_a_hard_link_is_refused(weights, root, capsys, no_model):
     """A stack's scratch arrays are opened in place (``open_memmap(mode="w+")`` truncates
     and writes the file): one that is a hard link to a user's file is refused too."""

@@ -57,6 +57,14 @@ def _not_ours(path: Path, what: str, kind: str = "file") -> InvalidInputError:
     )
 
 
+def _a_folder(path: Path, what: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"{path} is a folder, and a folder should not be there: napari-sansa keeps {what} "
+        "there, as a file. Move out of it what you want to keep and remove it, or choose "
+        "another --out"
+    )
+
+
 def _hard_linked(path: Path, what: str, links: int) -> InvalidInputError:
     return InvalidInputError(
         f"{path} is a hard link: the file has {links} names, so it is also somewhere else "
@@ -80,6 +88,8 @@ def _check_regular(path: Path, what: str, in_place: bool = False) -> None:
         st = path.lstat()
     except FileNotFoundError:
         return
+    if stat.S_ISDIR(st.st_mode):
+        raise _a_folder(path, what)
     if not stat.S_ISREG(st.st_mode):
         raise _not_ours(path, what)
     if in_place and st.st_nlink > 1:
@@ -124,11 +134,13 @@ def _open_lock(path: Path) -> int:
     except OSError as exc:
         if exc.errno == errno.ELOOP or _is_link(path):
             raise _not_ours(path, what) from None
+        if path.is_dir():
+            raise _a_folder(path, what) from None
         raise
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise _not_ours(path, what)
+        raise _a_folder(path, what) if stat.S_ISDIR(st.st_mode) else _not_ours(path, what)
     if st.st_nlink > 1:
         os.close(fd)
         raise _hard_linked(path, what, st.st_nlink)
