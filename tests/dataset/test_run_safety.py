@@ -107,6 +107,22 @@ def test_a_second_run_into_the_same_out_stops_with_exit_2(weights, root, capsys,
     assert not (out / "scores.csv").exists() and not (out / ".napari-sansa" / "run.json").exists()
 
 
+def test_the_held_lock_message_says_what_is_true(weights, root, capsys, no_model):
+    """Issue 18 review: the message of a held lock said "If no such run is going on, the
+    lock ... is not held", while it is held (that is why the run stopped). It says that
+    the lock is held, by whom, how to find the process and that its end releases it."""
+    from napari_sansa.dataset.locking import OutputLock
+
+    out = root / "out"
+    with OutputLock(out) as held:
+        assert main(_args(weights, root)) == 2
+        lock = held.path
+    err = " ".join(capsys.readouterr().err.split())
+    assert "is not held" not in err, err
+    assert f"process {os.getpid()} on" in err and f"its lock {lock} is held" in err, err
+    assert f"fuser {lock}" in err and "released when that process ends" in err, err
+
+
 def test_a_stale_lock_of_a_dead_run_is_taken_over(weights, root):
     out = root / "out"
     (out / ".napari-sansa").mkdir(parents=True)

@@ -239,10 +239,12 @@ class OutputLock:
                 f"{self.path}` names it); once it ends, the next run takes the lock over"
             )
         return OutputLockedError(
-            f"another napari-sansa run is writing into {self.out} "
-            f"({holder}): wait until it has finished, or choose another "
-            f"--out. If no such run is going on, the lock {self.path} is not held "
-            "and the next run takes it over"
+            f"another napari-sansa run is writing into {self.out} ({holder}): its lock "
+            f"{self.path} is held. Wait until it has finished, or choose another --out. "
+            "The lock is released when that process ends (also when it is killed or "
+            "crashes), and the next run then takes it over: if that run should not be going "
+            f"on, find the process that has the lock open (`fuser {self.path}` on its host) "
+            "and end it"
         )
 
     def acquire(self) -> OutputLock:
