@@ -382,3 +382,44 @@ def test_a_download_removes_only_its_own_old_temporaries(home, spec, server, tmp
     assert set(users) <= left and busy.is_file()
     assert link.is_symlink() and mine.read_bytes() == b"mine"
     assert (weights / "test_sam2.pt").is_file() and (weights / "test_adapters.pth").is_file()
+
+
+def test_unmarked_temporaries_are_only_those_of_registered_files(home, spec, server):
+    """Issue 18 review: the names of the temporaries before the package's mark,
+    ``.<name>.<32 hex>.partial[.zip]``, were recognised for any name, so a user's
+    ``.my.<hex>.partial`` and ``.photo.jpg.<hex>.partial.zip`` went after a download. Only
+    the names of the files napari-sansa downloads there (the registry's file names and
+    their ``.sha256.json`` records) are recognised without the mark; in 0.1's ``.partial/``
+    folder the same for its ``<file>.<32 hex>.download`` / ``.pick``."""
+    import os
+    import time
+
+    weights = home / "weights"
+    (weights / ".partial").mkdir(parents=True)
+    h = "0123456789abcdef" * 2
+    ours = [
+        f".test_sam2.pt.{h}.partial",
+        f".test_adapters.pth.{h}.partial.zip",
+        f".sansa_universal.pth.{h}.partial",  # a built-in model's file
+        f".test_sam2.pt.sha256.json.{h}.partial",  # its record
+        f".partial/sansa_universal.pth.{h}.download",
+        f".partial/test_sam2.pt.{h}.pick",
+    ]
+    users = [  # the reviewer's names, and others alike
+        f".my.{h}.partial",
+        f".photo.jpg.{h}.partial.zip",
+        f".x\n.{h}.partial",
+        f".my.test_sam2.pt.{h}.partial",
+        f".test_sam2.pt.bak.{h}.partial",
+        f".partial/my.tif.{h}.download",
+        f".partial/photo.jpg.{h}.pick",
+    ]
+    day_ago = time.time() - 3 * 86400
+    for name in ours + users:
+        (weights / name).write_bytes(b"x")
+        os.utime(weights / name, (day_ago, day_ago))
+    for _ in range(3):
+        registry.resolve_files(spec, force=True, progress=False)
+    left = {p.relative_to(weights).as_posix() for p in weights.rglob("*") if p.is_file()}
+    assert set(users) <= left, sorted(set(users) - left)
+    assert not left & set(ours), sorted(left & set(ours))

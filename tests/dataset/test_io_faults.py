@@ -259,3 +259,26 @@ def test_a_folder_at_an_outputs_name_fails_that_target_only(weights, tmp_path, o
     assert rows["img1.png"]["status"] == "ok"
     assert tifffile.imread(out / "img1.tif").shape == (96, 128)
     assert not [p for p in out.rglob("*") if p.name.endswith(".partial")]
+
+
+def test_a_folder_at_an_outputs_name_in_a_new_out_is_named_as_a_folder(weights, tmp_path, capsys):
+    """Issue 18 review: a folder at an output's name in an ``--out`` without napari-sansa's
+    records stopped the run saying "use --overwrite to replace such files", but a folder is
+    never replaced (``--overwrite`` then fails that target). The message names the folder
+    and says to move or rename it; a file there is still reported, after the folder."""
+    _setup(tmp_path)
+    out = tmp_path / "out"
+    (out / "img1.tif").mkdir(parents=True)
+    (out / "img1.tif" / "mine.txt").write_text("my notes")
+    (out / "img0.tif").write_bytes(b"my own image")
+    assert main(_args(weights, tmp_path)) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{out / 'img1.tif'} is a folder" in err and "move or rename it" in err, err
+    assert "--overwrite to replace" not in err and "Traceback" not in err, err
+    assert (out / "img1.tif" / "mine.txt").read_text() == "my notes"
+    (out / "img1.tif" / "mine.txt").rename(tmp_path / "mine.txt")
+    (out / "img1.tif").rmdir()
+    assert main(_args(weights, tmp_path)) == 2  # the file is the next thing in the way
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{out / 'img0.tif'} already exists" in err and "use --overwrite" in err, err
+    assert (out / "img0.tif").read_bytes() == b"my own image"

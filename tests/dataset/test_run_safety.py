@@ -107,6 +107,22 @@ def test_a_second_run_into_the_same_out_stops_with_exit_2(weights, root, capsys,
     assert not (out / "scores.csv").exists() and not (out / ".napari-sansa" / "run.json").exists()
 
 
+def test_the_held_lock_message_says_what_is_true(weights, root, capsys, no_model):
+    """Issue 18 review: the message of a held lock said "If no such run is going on, the
+    lock ... is not held", while it is held (that is why the run stopped). It says that
+    the lock is held, by whom, how to find the process and that its end releases it."""
+    from napari_sansa.dataset.locking import OutputLock
+
+    out = root / "out"
+    with OutputLock(out) as held:
+        assert main(_args(weights, root)) == 2
+        lock = held.path
+    err = " ".join(capsys.readouterr().err.split())
+    assert "is not held" not in err, err
+    assert f"process {os.getpid()} on" in err and f"its lock {lock} is held" in err, err
+    assert f"fuser {lock}" in err and "released when that process ends" in err, err
+
+
 def test_a_stale_lock_of_a_dead_run_is_taken_over(weights, root):
     out = root / "out"
     (out / ".napari-sansa").mkdir(parents=True)
@@ -179,6 +195,72 @@ def test_nothing_is_written_or_read_through_a_link_in_napari_sansa(weights, root
         if saved is not None:
             (own / name).write_bytes(saved)
     assert main(_args(weights, root)) == 0  # the folder itself was not changed
+
+
+def test_a_lock_that_is_a_hard_link_is_refused(weights, root, capsys, no_model):
+    """Issue 18 review: with ``OUT/.napari-sansa/lock`` a hard link to a user's file
+    (``ln mine.txt out/.napari-sansa/lock``), ``segment`` wrote its JSON into that file
+    (exit 0): the lock is written in place, and ``O_NOFOLLOW`` refuses symlinks only."""
+    out = root / "out"
+    own = out / ".napari-sansa"
+    own.mkdir(parents=True)
+    mine = root / "mine.txt"
+    mine.write_text("my notes")
+    os.link(mine, own / "lock")
+    assert main(_args(weights, root)) == 2
+    err = capsys.readouterr().err
+    assert f"{own / 'lock'} is a hard link" in err and "Remove it" in err, err
+    assert "Traceback" not in err
+    assert mine.read_text() == "my notes" and os.stat(mine).st_nlink == 2  # left as it was
+    assert not list(out.glob("*.tif")) and not (own / "run.json").exists()
+
+
+@pytest.mark.parametrize("name", ["lock", "run.json"])
+def test_a_lock_that_is_a_folder_is_named(weights, root, capsys, no_model, name):
+    """Issue 18 review: a folder at ``OUT/.napari-sansa/lock`` was reported as "cannot
+    write into the output folder (Is a directory): choose an --out you can write to"
+    (and one at ``run.json`` as "a link or not a file")."""
+    out = root / "out"
+    lock = out / ".napari-sansa" / name
+    lock.mkdir(parents=True)
+    (lock / "notes.txt").write_text("mine")
+    assert main(_args(weights, root)) == 2
+    err = capsys.readouterr().err
+    assert f"{lock} is a folder" in err and "should not be there" in err, err
+    assert "remove it" in err and "cannot write into the output folder" not in err
+    assert (lock / "notes.txt").read_text() == "mine"
+
+
+def test_a_stack_scratch_file_that_is_a_hard_link_is_refused(weights, root, capsys, no_model):
+    """A stack's scratch arrays are opened in place (``open_memmap(mode="w+")`` truncates
+    and writes the file): one that is a hard link to a user's file is refused too."""
+    out = root / "out"
+    scratch = out / ".napari-sansa" / ("cd" * 20)
+    scratch.mkdir(parents=True)
+    mine = root / "mine.npy"
+    mine.write_bytes(b"my array")
+    os.link(mine, scratch / "l.npy")
+    assert main(_args(weights, root)) == 2
+    err = capsys.readouterr().err
+    assert f"{scratch / 'l.npy'} is a hard link" in err and "Traceback" not in err, err
+    assert mine.read_bytes() == b"my array"
+
+
+def test_records_replaced_by_a_rename_leave_a_hard_linked_copy_alone(weights, root, capsys):
+    """``run.json``, ``scores.json`` (and ``objects.json``) are written to a temporary and
+    renamed over the old name: a user's hard link to them (a backup made with ``ln``)
+    keeps the old bytes, so they need no refusal."""
+    out = root / "out"
+    assert main(_args(weights, root)) == 0
+    own = out / ".napari-sansa"
+    kept = {}
+    for name in ("run.json", "scores.json"):
+        os.link(own / name, root / f"backup-{name}")
+        kept[name] = (own / name).read_bytes()
+    assert main(_args(weights, root, "--overwrite")) == 0
+    for name in kept:
+        assert (root / f"backup-{name}").read_bytes() == kept[name]
+        assert os.stat(own / name).st_nlink == 1  # a new file took the name: written anew
 
 
 def test_a_napari_sansa_folder_that_is_a_link_is_refused(weights, root, capsys, no_model):

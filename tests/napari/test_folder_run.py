@@ -365,3 +365,18 @@ def test_the_widget_goes_on_with_a_folder_of_the_command_line(
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     for name in ("photo0.tif", "photo1.tif", "photo2.tif"):
         np.testing.assert_array_equal(tifffile.imread(out / name), tifffile.imread(cli_out / name))
+
+
+def test_a_folder_in_the_way_is_told_in_the_widgets_words(folder, tmp_path, weights, capsys):
+    """The command line's message for a folder at an output's name in a new output folder
+    (issue 18 review) names ``--overwrite`` and ``--out``; the widget has neither option:
+    its words say to move or rename the folder, or to choose another output folder."""
+    from napari_sansa.napari.folder import _gui_words
+
+    out = tmp_path / "out"
+    (out / "photo0.tif").mkdir(parents=True)
+    assert cli_segment(folder, weights, out) == 2
+    message = capsys.readouterr().err.strip().removeprefix("napari-sansa: error: ")
+    words = _gui_words(message)
+    assert "is a folder" in words and "move or rename it" in words, words
+    assert "--" not in words and "choose another output folder" in words, words

@@ -12,6 +12,10 @@ Nothing is written, read or removed through a link in ``.napari-sansa/``: a run 
 (:func:`check_own_folder`) a ``.napari-sansa`` that is a link or not a folder, and a
 lock, ``run.json``, ``scores.json``, ``objects.json`` or stack scratch folder there that
 is a link or not a regular file (folder); the lock is also opened with ``O_NOFOLLOW``.
+The files written in place there, the lock and a stack's scratch arrays, are also refused
+when they are hard links (a file with other names, perhaps a user's); ``run.json``,
+``scores.json`` and ``objects.json`` are replaced by a rename, which takes the name away
+from a hard-linked file without writing into it.
 """
 
 from __future__ import annotations
@@ -53,6 +57,23 @@ def _not_ours(path: Path, what: str, kind: str = "file") -> InvalidInputError:
     )
 
 
+def _a_folder(path: Path, what: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"{path} is a folder, and a folder should not be there: napari-sansa keeps {what} "
+        "there, as a file. Move out of it what you want to keep and remove it, or choose "
+        "another --out"
+    )
+
+
+def _hard_linked(path: Path, what: str, links: int) -> InvalidInputError:
+    return InvalidInputError(
+        f"{path} is a hard link: the file has {links} names, so it is also somewhere else "
+        f"(perhaps a file of yours). napari-sansa keeps {what} there and writes into it, "
+        "so it never uses a file with other names. Remove it (`rm` removes this name only: "
+        "the file stays under its other names), or choose another --out"
+    )
+
+
 def _is_link(path: Path) -> bool:
     try:
         return stat.S_ISLNK(path.lstat().st_mode)
@@ -60,14 +81,19 @@ def _is_link(path: Path) -> bool:
         return False
 
 
-def _check_regular(path: Path, what: str) -> None:
-    """Refuse ``path`` unless it is absent or a regular file (never a link)."""
+def _check_regular(path: Path, what: str, in_place: bool = False) -> None:
+    """Refuse ``path`` unless it is absent or a regular file (never a link); with
+    ``in_place`` (a file written in place, not replaced by a rename) also a hard link."""
     try:
-        mode = path.lstat().st_mode
+        st = path.lstat()
     except FileNotFoundError:
         return
-    if not stat.S_ISREG(mode):
+    if stat.S_ISDIR(st.st_mode):
+        raise _a_folder(path, what)
+    if not stat.S_ISREG(st.st_mode):
         raise _not_ours(path, what)
+    if in_place and st.st_nlink > 1:
+        raise _hard_linked(path, what, st.st_nlink)
 
 
 def check_own_folder(out: Path, contents: bool = True) -> None:
@@ -83,7 +109,9 @@ def check_own_folder(out: Path, contents: bool = True) -> None:
         raise _not_ours(folder, "its own records of the runs in " + str(out), "folder")
     if not contents:
         return
-    _check_regular(folder / LOCK_FILE.name, "the lock of the run writing into the folder")
+    _check_regular(folder / LOCK_FILE.name, "the lock of the run writing into the folder", True)
+    # written to a temporary and renamed over the old name: a hard link to one of them
+    # (a copy of the user's) keeps its bytes, the rename only takes the name away
     for name in OWN_FILES:
         _check_regular(folder / name, f"its {name}")
     for entry in folder.iterdir():
@@ -91,12 +119,14 @@ def check_own_folder(out: Path, contents: bool = True) -> None:
             continue
         if _is_link(entry) or not entry.is_dir():
             raise _not_ours(entry, "the scratch files of a stack", "folder")
-        for f in entry.iterdir():
-            _check_regular(f, "a scratch file of a stack")
+        for f in entry.iterdir():  # memory-mapped, written in place
+            _check_regular(f, "a scratch file of a stack", True)
 
 
 def _open_lock(path: Path) -> int:
-    """Open (create) the lock file, never through a link: a link there is refused."""
+    """Open (create) the lock file, never through a link: a link there is refused, and so
+    is a hard link (a file with other names, perhaps a user's: the lock is written in
+    place), before anything is written into it."""
     flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     what = "the lock of the run writing into the folder"
     try:
@@ -104,10 +134,16 @@ def _open_lock(path: Path) -> int:
     except OSError as exc:
         if exc.errno == errno.ELOOP or _is_link(path):
             raise _not_ours(path, what) from None
+        if path.is_dir():
+            raise _a_folder(path, what) from None
         raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise _not_ours(path, what)
+        raise _a_folder(path, what) if stat.S_ISDIR(st.st_mode) else _not_ours(path, what)
+    if st.st_nlink > 1:
+        os.close(fd)
+        raise _hard_linked(path, what, st.st_nlink)
     return fd
 
 
@@ -203,10 +239,12 @@ class OutputLock:
                 f"{self.path}` names it); once it ends, the next run takes the lock over"
             )
         return OutputLockedError(
-            f"another napari-sansa run is writing into {self.out} "
-            f"({holder}): wait until it has finished, or choose another "
-            f"--out. If no such run is going on, the lock {self.path} is not held "
-            "and the next run takes it over"
+            f"another napari-sansa run is writing into {self.out} ({holder}): its lock "
+            f"{self.path} is held. Wait until it has finished, or choose another --out. "
+            "The lock is released when that process ends (also when it is killed or "
+            "crashes), and the next run then takes it over: if that run should not be going "
+            f"on, find the process that has the lock open (`fuser {self.path}` on its host) "
+            "and end it"
         )
 
     def acquire(self) -> OutputLock:

@@ -109,7 +109,15 @@ def check_run_file(out: Path, signature: str, settings: dict, targets, overwrite
             )
         return
     if not run_file.is_file() and not overwrite:
-        clash = [t.output for t in targets if t.output not in kept and (out / t.output).exists()]
+        clash = [t for t in targets if t.output not in kept and (out / t.output).exists()]
+        clash.sort(key=lambda t: not (out / t.output).is_dir())  # a folder first: see below
+        if clash and (out / clash[0].output).is_dir():  # --overwrite never replaces it
+            raise InvalidInputError(
+                f"{out / clash[0].output} is a folder, where napari-sansa writes the labels of "
+                f"{clash[0].source}; a folder is never replaced (not even with --overwrite): "
+                "move or rename it, or choose another --out"
+            )
+        clash = [t.output for t in clash]
         if clash:
             raise InvalidInputError(
                 f"{out / clash[0]} already exists and was not written by napari-sansa in this "

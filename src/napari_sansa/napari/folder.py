@@ -140,7 +140,9 @@ _GUI_WORDS = (
      "choose another output folder (or empty this one)"),
     ("use --overwrite to replace such files, or choose another --out",
      "choose another output folder"),
+    ("a folder is never replaced (not even with --overwrite)", "a folder is never replaced"),
     ("choose an --out outside it", "choose an output folder outside it"),
+    ("choose another --out", "choose another output folder"),
     ("--out", "the output folder"),
 )  # fmt: skip
 

@@ -236,17 +236,25 @@ _LEFTOVER = re.compile(
     re.DOTALL,
 )
 #: those of the versions between 0.1 and the mark: the same without it (gdown 5 ended
-#: its partial file with "tmp", gdown 6 with ".part")
-_LEFTOVER_UNMARKED = re.compile(
-    rf"\.(?!napari-sansa-tmp\.).+\.{_TOKEN}\.partial(?:\.zip|{_RANDOM8}(?:\.part|tmp))?\Z",
-    re.DOTALL,
+#: its partial file with "tmp", gdown 6 with ".part"), for the files they downloaded
+#: (``{names}``: a registered weights file, or its record): a user's
+#: ``.photo.jpg.<32 hex>.partial.zip`` is not one
+_LEFTOVER_UNMARKED = rf"\.(?:{{names}})\.{_TOKEN}\.partial(?:\.zip|{_RANDOM8}(?:\.part|tmp))?\Z"
+#: those of version 0.1, in its staging folder ``<home>/weights/.partial/``: the download
+#: and the checkpoint picked from an archive (``{names}``: a registered weights file),
+#: gdown's partial file, pooch's temporary
+_LEFTOVER_01 = (
+    rf"(?:(?:{{names}})\.{_TOKEN}\.(?:download|pick|download{_RANDOM8}(?:\.part|tmp))"
+    rf"|tmp{_RANDOM8})\Z"
 )
-#: those of version 0.1, in its staging folder ``<home>/weights/.partial/``: the download,
-#: the checkpoint picked from an archive, gdown's partial file, pooch's temporary
-_LEFTOVER_01 = re.compile(
-    rf"(?:.+\.{_TOKEN}\.(?:download|pick|download{_RANDOM8}(?:\.part|tmp))|tmp{_RANDOM8})\Z",
-    re.DOTALL,
-)
+
+
+def _of_downloads(pattern: str, names) -> re.Pattern:
+    """``pattern`` for the file names ``names`` (those of the registered weights files)."""
+    alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    return re.compile(pattern.replace("{names}", alternatives or "(?!)"), re.DOTALL)
+
+
 #: a temporary is left alone while it may be in use: for a day after its last change
 #: (a download in progress changes it at least every timeout)
 LEFTOVER_AGE_S = 86400.0
@@ -255,9 +263,18 @@ LEFTOVER_AGE_S = 86400.0
 def _clean_leftovers(folder: Path, timeout: float) -> None:
     """Remove the temporaries of downloads killed long ago (more than a day, and more than
     the download timeout, since their last change): regular files whose whole name is one
-    that a download of napari-sansa makes, and nothing else (pooch's ``tmp*`` file of an
+    that a download of napari-sansa makes (without the package's mark: of a registered
+    weights file), and nothing else (pooch's ``tmp*`` file of an
     interrupted download directly in the weights folder carries no mark: left alone)."""
-    found = [(folder, _LEFTOVER), (folder, _LEFTOVER_UNMARKED), (folder / ".partial", _LEFTOVER_01)]
+    from napari_sansa.core.models.registry import registered_file_names
+
+    files = registered_file_names()
+    records = {record_path(Path(n)).name for n in files}
+    found = [
+        (folder, _LEFTOVER),
+        (folder, _of_downloads(_LEFTOVER_UNMARKED, files | records)),
+        (folder / ".partial", _of_downloads(_LEFTOVER_01, files)),
+    ]
     now = time.time()
     for where, pattern in found:
         if where.is_symlink():

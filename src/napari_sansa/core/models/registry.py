@@ -159,6 +159,17 @@ def register_model(spec: ModelSpec, *, replace: bool = False) -> None:
     _REGISTRY[spec.name] = spec
 
 
+def registered_file_names() -> set[str]:
+    """The names of the weights files of every registered model (what downloads write
+    into :func:`weights_dir`)."""
+    return {
+        source.filename
+        for spec in _REGISTRY.values()
+        for source in (spec.sam2, spec.adapter)
+        if source is not None
+    }
+
+
 _LOCAL_FILES = (
     "--config, --sam2-checkpoint and --adapter-checkpoint on the command line, config=, "
     "sam2_checkpoint= and adapter_checkpoint= in Python"
