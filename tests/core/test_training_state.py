@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 
 import numpy as np
 import pytest
@@ -110,6 +111,52 @@ def test_a_state_holding_a_numpy_array_is_refused_with_a_message(tmp_path):
     torch.save({"format": STATE_FORMAT, "history": [np.zeros(3)]}, path)
     with pytest.raises(StateFileError, match="other than tensors and plain values"):
         load_state(path, fmt=STATE_FORMAT)
+
+
+def _shared_lists(levels: int):
+    x = [1]
+    for _ in range(levels):
+        x = [x, x]  # 2**levels paths through a file of a few hundred bytes per level
+    return x
+
+
+@pytest.mark.timeout(30)
+def test_a_state_of_shared_lists_is_refused_at_once(tmp_path):
+    # a "billion laughs": 40 levels of x = [x, x] (in two halves, under the depth limit)
+    path = tmp_path / "laughs.state"
+    torch.save({"format": STATE_FORMAT, "l": [_shared_lists(20)] * (1 << 10)}, path)
+    assert path.stat().st_size < 10_000_000
+    with pytest.raises(StateFileError, match=r"is damaged \(it holds more than 1000000 values"):
+        load_state(path, fmt=STATE_FORMAT)
+    deep = tmp_path / "deep.state"
+    torch.save({"format": STATE_FORMAT, "l": _shared_lists(40)}, deep)
+    with pytest.raises(StateFileError, match="is damaged .*nested more than 32 levels"):
+        load_state(deep, fmt=STATE_FORMAT)
+
+
+@pytest.mark.timeout(30)
+def test_shared_lists_are_walked_once_and_a_list_inside_itself_is_refused():
+    assert check_plain({"l": _shared_lists(30)}).endswith("(counting each repeat)")
+    assert check_plain({"l": _shared_lists(18)}) is None  # 786431 values: allowed
+    loop = []
+    loop.append(loop)
+    assert check_plain({"l": loop}) == "state['l'][0] contains itself"
+    same = [1.0, 2.0]
+    assert check_plain({"a": same, "b": same}) is None  # shared but small: fine
+
+
+def test_a_state_with_compressed_records_is_refused_before_unpacking(tmp_path):
+    # 64 MB of zeros in a file of about 70 KB: torch.load would unpack all of it
+    plain = tmp_path / "plain.state"
+    save_state({"format": STATE_FORMAT, "t": torch.zeros(1 << 24)}, plain)
+    packed = tmp_path / "packed.state"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(packed, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info), zipfile.ZIP_DEFLATED)
+    plain.unlink()
+    assert packed.stat().st_size < 1_000_000
+    with pytest.raises(StateFileError, match="records are compressed.*start the fine-tuning"):
+        load_state(packed, fmt=STATE_FORMAT)
 
 
 def _damaged(tmp_path, kind: str):
