@@ -7,6 +7,7 @@ says how to start afresh, through the API (``resume=path``) and the CLI (exit 2)
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import zipfile
@@ -236,6 +237,94 @@ def test_an_incomplete_state_dict_is_refused_with_a_message(model, data):
     state["best"] = {k: v[:1] for k, v in state["best"].items()}
     with pytest.raises(ns.InvalidInputError, match="damaged.*best"):
         _run(model, data, resume=state)
+
+
+# well-formed files of the wrong contents: each was a traceback at the first step, or was
+# accepted (cast, or a step count past the end that skipped training and wrote the result)
+def _set(path, value):
+    def change(state):
+        *keys, last = path
+        d = state
+        for k in keys:
+            d = d[k]
+        d[last] = value(d[last]) if callable(value) else value
+
+    return change
+
+
+def _first_tensor(part, how):
+    def change(state):
+        name = sorted(state[part])[0]
+        state[part][name] = how(state[part][name])
+
+    return change
+
+
+def _optimizer_shape(state):
+    st = state["optimizer"]["state"][0]
+    st["exp_avg"] = st["exp_avg"].reshape(-1)[:3].clone()
+
+
+WRONG = {
+    "torch_rng float32": _set(["torch_rng"], lambda t: t.float()),
+    "torch_rng short": _set(["torch_rng"], lambda t: t[:100].clone()),
+    "optimizer exp_avg shape": _optimizer_shape,
+    "param group lr str": _set(["optimizer", "param_groups", 0, "lr"], "x"),
+    "param group lr nan": _set(["optimizer", "param_groups", 0, "lr"], float("nan")),
+    "pcg64 state huge": _set(["rng", "state", "state"], 10**100),
+    "adapters int32": _first_tensor("adapters", lambda t: t.to(torch.int32)),
+    "best int32": _first_tensor("best", lambda t: t.to(torch.int32)),
+    "adapters float64": _first_tensor("adapters", lambda t: t.double()),
+    "step huge": _set(["step"], 10**30),
+    "step negative": _set(["step"], -1),
+    "step past the end": _set(["step"], 3),
+    "best_step negative": _set(["best_step"], -1),
+    "best_step after step": _set(["best_step"], 2),
+    "step bool": _set(["step"], True),
+    "best_val nan": _set(["best_val"], float("nan")),
+    "history str": _set(["history"], "abc"),
+    "history of lists": _set(["history"], [[1, 2]]),
+    "history iou": _set(["history", 0, "val_iou"], 7.0),
+    "scheduler foreign": _set(["scheduler"], {"a": 1}),
+    "scheduler other step": _set(["scheduler", "last_epoch"], 2),
+}
+
+
+@pytest.fixture(scope="module")
+def one_step(model, data):
+    run = _run(model, data)
+    while run.step < 1:
+        next(run)
+    assert run.optimizer.state_dict()["state"] and run.history[0]["val_iou"] is not None
+    return run.state_dict()
+
+
+@pytest.mark.parametrize("case", list(WRONG))
+def test_a_state_of_wrong_contents_is_refused_as_damaged(model, data, one_step, case):
+    state = copy.deepcopy(one_step)
+    WRONG[case](state)
+    with pytest.raises(ns.InvalidInputError, match="state is damaged.*start the run afresh"):
+        _run(model, data, resume=state)
+
+
+def test_the_unchanged_state_resumes(model, data, one_step):
+    run = _run(model, data, resume=copy.deepcopy(one_step))
+    assert run.step == 1 and [s.step for s in run] == [2]
+
+
+def test_a_refused_state_changes_nothing_of_the_run(model, data, one_step):
+    run = _run(model, data)
+    before = run.state_dict()
+    bad = copy.deepcopy(one_step)
+    bad["torch_rng"] = bad["torch_rng"][:100].clone()  # the last part checked
+    with pytest.raises(ns.InvalidInputError, match="damaged"):
+        run.load_state_dict(bad)
+    after = run.state_dict()
+    assert after["step"] == 0 and after["history"] == before["history"]
+    assert after["optimizer"]["state"] == {} and after["rng"] == before["rng"]
+    for name, t in before["adapters"].items():
+        assert torch.equal(after["adapters"][name], t)
+    assert [s.step for s in run] == [0, 1, 2]
 
 
 # -- through the CLI -------------------------------------------------------------------
