@@ -195,6 +195,32 @@ def test_a_damaged_state_is_refused_with_a_message(tmp_path, kind):
     assert path.read_bytes() == before
 
 
+def test_a_flipped_byte_names_the_state_file_not_a_record_inside_it(tmp_path):
+    path = _damaged(tmp_path, "flipped")
+    with pytest.raises(StateFileError) as err:
+        load_state(path, fmt=STATE_FORMAT)
+    text = str(err.value)
+    assert f"{path} is damaged" in text and "checksum" in text
+    assert "napari-sansa-tmp" not in text and "/data" not in text, text
+
+
+@pytest.mark.parametrize("kind", ["folder", "missing"])
+def test_a_folder_or_missing_path_is_not_called_a_state_to_delete(tmp_path, kind):
+    path = tmp_path / "results"
+    if kind == "folder":
+        path.mkdir()
+        (path / "labels.tif").write_bytes(b"mine")
+    with pytest.raises(StateFileError) as err:
+        load_state(path, fmt=STATE_FORMAT)
+    text = str(err.value)
+    said = "is a folder, not a state file" if kind == "folder" else "does not exist"
+    assert f"{path} {said}" in text
+    assert "delete" not in text and "over it" not in text, text
+    assert "resume=" in text and "save_state()" in text
+    if kind == "folder":
+        assert (path / "labels.tif").read_bytes() == b"mine"
+
+
 # -- through the API -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def data():

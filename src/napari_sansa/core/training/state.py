@@ -147,6 +147,11 @@ def load_state(path, *, fmt: str | None = None, restart: str | None = None) -> d
     code. ``restart``: what the message tells the user to do (default: start afresh).
     """
     path = Path(path).expanduser()
+    # a folder or nothing at the path: the user's, not a state of ours to delete or replace
+    what_to_pass = restart or (
+        "pass resume= the path of a state file written by save_state(), or leave resume= "
+        "out to start the fine-tuning afresh"
+    )
     if restart is None:
         restart = (
             f"start the fine-tuning afresh (without resume=); delete {path} or save the new "
@@ -157,13 +162,13 @@ def load_state(path, *, fmt: str | None = None, restart: str | None = None) -> d
         return StateFileError(path, problem, restart)
 
     if path.is_dir():
-        raise refuse("is a folder, not a state file")
+        raise StateFileError(path, "is a folder, not a state file", what_to_pass)
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
             head = fh.read(4)
     except FileNotFoundError:
-        raise refuse("does not exist") from None
+        raise StateFileError(path, "does not exist", what_to_pass) from None
     except OSError as exc:
         raise refuse(f"cannot be read ({exc.strerror or exc})") from None
     if size == 0:
@@ -181,7 +186,10 @@ def load_state(path, *, fmt: str | None = None, restart: str | None = None) -> d
         problem = f"is damaged or truncated ({size} bytes; {type(exc).__name__}: {exc})"
         raise refuse(problem) from None
     if bad is not None:
-        raise refuse(f"is damaged: its record {bad} does not match its CRC-32 checksum")
+        raise refuse(  # not the record's name: that of a temporary file, inside the zip
+            "is damaged: some of its bytes do not match the CRC-32 checksums written with "
+            "them (changed on disk or in transit)"
+        )
     if packed:  # torch.save stores every record as is: a packed one could unpack to GBs
         raise refuse(
             f"is not a state written by napari-sansa: {len(packed)} of its records "
