@@ -298,6 +298,7 @@ WRONG = {
     "param group lr str": _set(["optimizer", "param_groups", 0, "lr"], "x"),
     "param group lr nan": _set(["optimizer", "param_groups", 0, "lr"], float("nan")),
     "pcg64 state huge": _set(["rng", "state", "state"], 10**100),
+    "pcg64 has_uint32": _set(["rng", "has_uint32"], 5),
     "adapters int32": _first_tensor("adapters", lambda t: t.to(torch.int32)),
     "best int32": _first_tensor("best", lambda t: t.to(torch.int32)),
     "adapters float64": _first_tensor("adapters", lambda t: t.double()),

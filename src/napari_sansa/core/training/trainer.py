@@ -605,6 +605,7 @@ class Finetuning:
         _check_like(rng, mine["rng"], "rng")
         for key, value in [*rng["state"].items(), ("uinteger", rng["uinteger"])]:
             _int(value, f"rng {key}", 0, 2**128 - 1)
+        _int(rng["has_uint32"], "rng has_uint32", 0, 1)
         bits.state = rng  # refuses a state the generator cannot take
         out["rng"] = rng
         t = state["torch_rng"]
