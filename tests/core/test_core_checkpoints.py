@@ -334,3 +334,40 @@ def test_a_folder_given_as_a_checkpoint_is_named_a_folder(weights, tmp_path, cap
         err = capsys.readouterr().err
         assert f"{value} is a folder" in err and ".pt/.pth file" in err, err
         assert "does not exist" not in err
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+@pytest.mark.parametrize("role", ["sam2", "adapters"])
+def test_float8_weights_are_refused_with_a_message(weights, tmp_path, dtype, role):
+    # isfinite is not implemented for float8: a NotImplementedError traceback came out
+    sam2, adapters = weights
+    source = sam2 if role == "sam2" else adapters
+    state = torch.load(source, weights_only=True)["model"]
+    name = sorted(k for k in state if k.endswith("up_proj.weight") or "qkv.weight" in k)[0]
+    state[name] = state[name].to(dtype)
+    p = tmp_path / f"f8_{role}.pt"
+    torch.save({"model": state}, p)
+    call = (lambda: _load(p)) if role == "sam2" else (lambda: _load(sam2, p))
+    _check_refused(call, p, name, str(dtype).removeprefix("torch."), "float32, float16")
+
+
+def test_complex_weights_are_still_refused(weights, tmp_path):
+    sam2, adapters = weights
+    state = torch.load(adapters, weights_only=True)["model"]
+    name = sorted(k for k in state if k.endswith("up_proj.weight"))[0]
+    state[name] = state[name].to(torch.complex64)
+    p = tmp_path / "complex.pt"
+    torch.save({"model": state}, p)
+    _check_refused(lambda: _load(sam2, p), p, name, "complex64", "floating point")
+
+
+def test_a_checkpoint_with_compressed_records_is_refused(weights, tmp_path):
+    # torch.save never compresses; a deflated record can unpack to far more than its size
+    import zipfile
+
+    sam2, adapters = weights
+    p = tmp_path / "deflated.pt"
+    with zipfile.ZipFile(adapters) as src, zipfile.ZipFile(p, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info), zipfile.ZIP_DEFLATED)
+    _check_refused(lambda: _load(sam2, p), p, "compressed", "torch.save")

@@ -198,3 +198,30 @@ def test_a_non_finite_loss_writes_the_best_finite_adapters(
     assert all(torch.isfinite(v).all() for v in saved.values())
     original = _adapters(weights[1])
     assert any(not torch.equal(v, original[k]) for k, v in saved.items())
+
+
+@pytest.mark.parametrize("part", ["torch_rng", "step"])
+def test_a_state_of_wrong_contents_is_refused_with_exit_2(
+    weights, pairs, tmp_path, capsys, monkeypatch, part
+):
+    # a float32 torch_rng was a TypeError traceback at the first step (exit 1); a step count
+    # past the end skipped training and wrote the result
+    from napari_sansa.core.training.state import load_state, save_state
+
+    out = tmp_path / "z.pth"
+    restore = _dies_at(monkeypatch, 2)
+    assert main(_args(weights, pairs, out)) == 130
+    restore()
+    path = tmp_path / "z.pth.state"
+    state = load_state(path)
+    state[part] = state["torch_rng"].float() if part == "torch_rng" else 10**30
+    save_state(state, path)
+    before = path.read_bytes()
+    capsys.readouterr()
+    assert main(_args(weights, pairs, out)) == 2
+    err = capsys.readouterr().err
+    assert "state is damaged" in err and part in err and "--restart" in err
+    assert "Traceback" not in err and "resuming" not in err
+    assert path.read_bytes() == before and not out.exists()
+    assert main(_args(weights, pairs, out, "--restart")) == 0
+    assert out.exists() and not path.exists()

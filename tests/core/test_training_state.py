@@ -7,8 +7,10 @@ says how to start afresh, through the API (``resume=path``) and the CLI (exit 2)
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
+import zipfile
 
 import numpy as np
 import pytest
@@ -112,6 +114,52 @@ def test_a_state_holding_a_numpy_array_is_refused_with_a_message(tmp_path):
         load_state(path, fmt=STATE_FORMAT)
 
 
+def _shared_lists(levels: int):
+    x = [1]
+    for _ in range(levels):
+        x = [x, x]  # 2**levels paths through a file of a few hundred bytes per level
+    return x
+
+
+@pytest.mark.timeout(30)
+def test_a_state_of_shared_lists_is_refused_at_once(tmp_path):
+    # a "billion laughs": 40 levels of x = [x, x] (in two halves, under the depth limit)
+    path = tmp_path / "laughs.state"
+    torch.save({"format": STATE_FORMAT, "l": [_shared_lists(20)] * (1 << 10)}, path)
+    assert path.stat().st_size < 10_000_000
+    with pytest.raises(StateFileError, match=r"is damaged \(it holds more than 1000000 values"):
+        load_state(path, fmt=STATE_FORMAT)
+    deep = tmp_path / "deep.state"
+    torch.save({"format": STATE_FORMAT, "l": _shared_lists(40)}, deep)
+    with pytest.raises(StateFileError, match="is damaged .*nested more than 32 levels"):
+        load_state(deep, fmt=STATE_FORMAT)
+
+
+@pytest.mark.timeout(30)
+def test_shared_lists_are_walked_once_and_a_list_inside_itself_is_refused():
+    assert check_plain({"l": _shared_lists(30)}).endswith("(counting each repeat)")
+    assert check_plain({"l": _shared_lists(18)}) is None  # 786431 values: allowed
+    loop = []
+    loop.append(loop)
+    assert check_plain({"l": loop}) == "state['l'][0] contains itself"
+    same = [1.0, 2.0]
+    assert check_plain({"a": same, "b": same}) is None  # shared but small: fine
+
+
+def test_a_state_with_compressed_records_is_refused_before_unpacking(tmp_path):
+    # 64 MB of zeros in a file of about 70 KB: torch.load would unpack all of it
+    plain = tmp_path / "plain.state"
+    save_state({"format": STATE_FORMAT, "t": torch.zeros(1 << 24)}, plain)
+    packed = tmp_path / "packed.state"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(packed, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info), zipfile.ZIP_DEFLATED)
+    plain.unlink()
+    assert packed.stat().st_size < 1_000_000
+    with pytest.raises(StateFileError, match="records are compressed.*start the fine-tuning"):
+        load_state(packed, fmt=STATE_FORMAT)
+
+
 def _damaged(tmp_path, kind: str):
     path = tmp_path / f"{kind}.state"
     if kind == "empty":
@@ -145,6 +193,32 @@ def test_a_damaged_state_is_refused_with_a_message(tmp_path, kind):
     assert str(path) in text
     assert "damaged" in text or "not a napari-sansa fine-tuning state" in text
     assert path.read_bytes() == before
+
+
+def test_a_flipped_byte_names_the_state_file_not_a_record_inside_it(tmp_path):
+    path = _damaged(tmp_path, "flipped")
+    with pytest.raises(StateFileError) as err:
+        load_state(path, fmt=STATE_FORMAT)
+    text = str(err.value)
+    assert f"{path} is damaged" in text and "checksum" in text
+    assert "napari-sansa-tmp" not in text and "/data" not in text, text
+
+
+@pytest.mark.parametrize("kind", ["folder", "missing"])
+def test_a_folder_or_missing_path_is_not_called_a_state_to_delete(tmp_path, kind):
+    path = tmp_path / "results"
+    if kind == "folder":
+        path.mkdir()
+        (path / "labels.tif").write_bytes(b"mine")
+    with pytest.raises(StateFileError) as err:
+        load_state(path, fmt=STATE_FORMAT)
+    text = str(err.value)
+    said = "is a folder, not a state file" if kind == "folder" else "does not exist"
+    assert f"{path} {said}" in text
+    assert "delete" not in text and "over it" not in text, text
+    assert "resume=" in text and "save_state()" in text
+    if kind == "folder":
+        assert (path / "labels.tif").read_bytes() == b"mine"
 
 
 # -- through the API -------------------------------------------------------------------
@@ -189,6 +263,95 @@ def test_an_incomplete_state_dict_is_refused_with_a_message(model, data):
     state["best"] = {k: v[:1] for k, v in state["best"].items()}
     with pytest.raises(ns.InvalidInputError, match="damaged.*best"):
         _run(model, data, resume=state)
+
+
+# well-formed files of the wrong contents: each was a traceback at the first step, or was
+# accepted (cast, or a step count past the end that skipped training and wrote the result)
+def _set(path, value):
+    def change(state):
+        *keys, last = path
+        d = state
+        for k in keys:
+            d = d[k]
+        d[last] = value(d[last]) if callable(value) else value
+
+    return change
+
+
+def _first_tensor(part, how):
+    def change(state):
+        name = sorted(state[part])[0]
+        state[part][name] = how(state[part][name])
+
+    return change
+
+
+def _optimizer_shape(state):
+    st = state["optimizer"]["state"][0]
+    st["exp_avg"] = st["exp_avg"].reshape(-1)[:3].clone()
+
+
+WRONG = {
+    "torch_rng float32": _set(["torch_rng"], lambda t: t.float()),
+    "torch_rng short": _set(["torch_rng"], lambda t: t[:100].clone()),
+    "optimizer exp_avg shape": _optimizer_shape,
+    "param group lr str": _set(["optimizer", "param_groups", 0, "lr"], "x"),
+    "param group lr nan": _set(["optimizer", "param_groups", 0, "lr"], float("nan")),
+    "pcg64 state huge": _set(["rng", "state", "state"], 10**100),
+    "pcg64 has_uint32": _set(["rng", "has_uint32"], 5),
+    "adapters int32": _first_tensor("adapters", lambda t: t.to(torch.int32)),
+    "best int32": _first_tensor("best", lambda t: t.to(torch.int32)),
+    "adapters float64": _first_tensor("adapters", lambda t: t.double()),
+    "step huge": _set(["step"], 10**30),
+    "step negative": _set(["step"], -1),
+    "step past the end": _set(["step"], 3),
+    "best_step negative": _set(["best_step"], -1),
+    "best_step after step": _set(["best_step"], 2),
+    "step bool": _set(["step"], True),
+    "best_val nan": _set(["best_val"], float("nan")),
+    "history str": _set(["history"], "abc"),
+    "history of lists": _set(["history"], [[1, 2]]),
+    "history iou": _set(["history", 0, "val_iou"], 7.0),
+    "scheduler foreign": _set(["scheduler"], {"a": 1}),
+    "scheduler other step": _set(["scheduler", "last_epoch"], 2),
+}
+
+
+@pytest.fixture(scope="module")
+def one_step(model, data):
+    run = _run(model, data)
+    while run.step < 1:
+        next(run)
+    assert run.optimizer.state_dict()["state"] and run.history[0]["val_iou"] is not None
+    return run.state_dict()
+
+
+@pytest.mark.parametrize("case", list(WRONG))
+def test_a_state_of_wrong_contents_is_refused_as_damaged(model, data, one_step, case):
+    state = copy.deepcopy(one_step)
+    WRONG[case](state)
+    with pytest.raises(ns.InvalidInputError, match="state is damaged.*start the run afresh"):
+        _run(model, data, resume=state)
+
+
+def test_the_unchanged_state_resumes(model, data, one_step):
+    run = _run(model, data, resume=copy.deepcopy(one_step))
+    assert run.step == 1 and [s.step for s in run] == [2]
+
+
+def test_a_refused_state_changes_nothing_of_the_run(model, data, one_step):
+    run = _run(model, data)
+    before = run.state_dict()
+    bad = copy.deepcopy(one_step)
+    bad["torch_rng"] = bad["torch_rng"][:100].clone()  # the last part checked
+    with pytest.raises(ns.InvalidInputError, match="damaged"):
+        run.load_state_dict(bad)
+    after = run.state_dict()
+    assert after["step"] == 0 and after["history"] == before["history"]
+    assert after["optimizer"]["state"] == {} and after["rng"] == before["rng"]
+    for name, t in before["adapters"].items():
+        assert torch.equal(after["adapters"][name], t)
+    assert [s.step for s in run] == [0, 1, 2]
 
 
 # -- through the CLI -------------------------------------------------------------------

@@ -47,6 +47,9 @@ _ADAPTER_PARTS = {
     for m in ("adapter_layer_norm_before", "down_proj", "up_proj")
     for p in ("weight", "bias")
 }
+#: the dtypes a weight may have (float8 and other exotic ones are refused, as are
+#: integer, boolean and complex tensors)
+WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _OBJECT_SCORE_KEYS = {"no_obj_ptr", "sam_mask_decoder.obj_score_token.weight"}
 # Hiera blocks per SAM2 size, to name the size a mismatched file belongs to.
 _SIZE_BY_BLOCKS = {12: "t", 16: "s", 24: "b+", 48: "l"}
@@ -124,6 +127,15 @@ def read_checkpoint(path, what: str = "checkpoint") -> dict:
     state = obj["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{what} {path}: its 'model' entry is not a dict of tensors")
+    for name in sorted(state):  # float8 and the like: no weights of ours, and no isfinite
+        tensor = state[name]
+        if tensor.is_floating_point() and tensor.dtype not in WEIGHT_DTYPES:
+            raise CheckpointError(
+                f"{what} {path} is not usable: its tensor {name} holds "
+                f"{_dtype_name(tensor.dtype)} values, but weights are float32, float16, "
+                "bfloat16 or float64; the file was written wrongly: export it again in one "
+                "of those"
+            )
     check_finite(state, path, what)
     return state
 
@@ -136,7 +148,7 @@ def check_finite(state: dict, path, what: str = "checkpoint") -> None:
     give NaN logits and empty labels for every image.
     """
     for name, tensor in state.items():
-        if not tensor.is_floating_point() or tensor.numel() == 0:
+        if tensor.dtype not in WEIGHT_DTYPES or tensor.numel() == 0:
             continue
         bad = ~torch.isfinite(tensor)
         if bad.any():
@@ -164,12 +176,19 @@ def _check_zip(path: Path, what: str, size: int) -> None:
     again = "download or copy it again"
     try:
         with zipfile.ZipFile(path) as zf:
-            bad = zf.testzip()
+            packed = [i for i in zf.infolist() if i.compress_type != zipfile.ZIP_STORED]
+            bad = None if packed else zf.testzip()
     except Exception as exc:  # noqa: BLE001 - a damaged zip directory raises many types
         raise CheckpointError(
             f"{what} {path} is truncated or corrupt ({size} bytes; its zip directory is "
             f"missing or damaged: {exc}): {again}"
         ) from None
+    if packed:  # torch.save stores every record as is: a packed one could unpack to GBs
+        raise CheckpointError(
+            f"{what} {path} is not a file written by torch.save: {len(packed)} of its records "
+            "are compressed (torch.save never compresses them; a zip tool did); give the file "
+            "torch.save wrote, or download it again"
+        )
     if bad is not None:
         raise CheckpointError(
             f"{what} {path} is damaged: the bytes of its record {bad} do not match their "
@@ -183,13 +202,17 @@ def _check_floating(state: dict, path, what: str, names=None) -> None:
     point: weights are, and integer or boolean ones would be cast silently when loaded."""
     for name in sorted(state if names is None else names):
         tensor = state[name]
-        if not tensor.is_floating_point():
+        if tensor.dtype not in WEIGHT_DTYPES:
             raise CheckpointError(
                 f"{path} is not a usable {what} checkpoint: its tensor {name} holds "
-                f"{str(tensor.dtype).removeprefix('torch.')} values, but weights are floating "
+                f"{_dtype_name(tensor.dtype)} values, but weights are floating "
                 "point (float32, float16 or bfloat16); the file is damaged or was written "
                 "wrongly: download or export it again"
             )
+
+
+def _dtype_name(dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def guess_config(state: dict) -> str | None:

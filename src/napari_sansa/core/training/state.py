@@ -26,6 +26,10 @@ __all__ = ["StateFileError", "check_plain", "load_state", "save_state", "to_plai
 _SCALARS = (str, int, float, bool, type(None))
 #: containers nested deeper than this are refused (a state is about 5 levels deep)
 MAX_DEPTH = 32
+#: states holding more values than this are refused (a state holds a few thousand)
+MAX_NODES = 1_000_000
+# how check_plain's answers end when the containers, not the values, are wrong
+_STRUCTURE = ("levels deep", "contains itself", "(counting each repeat)", "too deeply")
 
 
 class StateFileError(InvalidInputError):
@@ -76,28 +80,46 @@ def to_plain(obj, where: str = "state", depth: int = 0):
     )
 
 
-def check_plain(obj, where: str = "state", depth: int = 0) -> str | None:
-    """Where ``obj`` holds something other than plain values and tensors (None if nowhere)."""
+def check_plain(obj, where: str = "state", depth: int = 0, *, _seen=None) -> str | None:
+    """Where ``obj`` holds something other than plain values and tensors (None if nowhere).
+
+    Each container is walked once, but counted each time it appears: a file can make one
+    list the child of many (30 levels of ``x = [x, x]`` are 1.5 KB and 2**30 values), and a
+    state of more than :data:`MAX_NODES` values so counted is refused, as is a container
+    inside itself.
+    """
+    if _seen is None:
+        _seen = {"size": {}, "open": set(), "count": 0}
     if depth > MAX_DEPTH:
         return f"{where} is nested more than {MAX_DEPTH} levels deep"
     kind = type(obj)
     if kind in _SCALARS or kind is torch.Tensor:
+        _seen["count"] += 1
         return None
-    if kind is dict or kind is OrderedDict:  # torch.save keeps a state dict's order
-        for k, v in obj.items():
-            if type(k) not in (str, int):
+    is_dict = kind is dict or kind is OrderedDict  # torch.save keeps a state dict's order
+    if not is_dict and kind not in (list, tuple):
+        return f"{where} is a {kind.__module__}.{kind.__qualname__}"
+    if id(obj) in _seen["open"]:
+        return f"{where} contains itself"
+    start = _seen["count"]
+    size = _seen["size"].get(id(obj))
+    if size is not None:  # a container seen before, at another place: counted again
+        _seen["count"] += size
+    else:
+        _seen["open"].add(id(obj))
+        _seen["count"] += 1
+        for k, v in obj.items() if is_dict else enumerate(obj):
+            if is_dict and type(k) not in (str, int):
                 return f"{where} has a key of type {type(k).__name__}"
-            bad = check_plain(v, _where(where, k), depth + 1)
+            sub = _where(where, k) if is_dict else f"{where}[{k}]"
+            bad = check_plain(v, sub, depth + 1, _seen=_seen)
             if bad:
                 return bad
-        return None
-    if kind in (list, tuple):
-        for i, v in enumerate(obj):
-            bad = check_plain(v, f"{where}[{i}]", depth + 1)
-            if bad:
-                return bad
-        return None
-    return f"{where} is a {kind.__module__}.{kind.__qualname__}"
+        _seen["open"].discard(id(obj))
+        _seen["size"][id(obj)] = _seen["count"] - start
+    if _seen["count"] > MAX_NODES:
+        return f"it holds more than {MAX_NODES} values (counting each repeat)"
+    return None
 
 
 def save_state(state: dict, path) -> Path:
@@ -125,6 +147,11 @@ def load_state(path, *, fmt: str | None = None, restart: str | None = None) -> d
     code. ``restart``: what the message tells the user to do (default: start afresh).
     """
     path = Path(path).expanduser()
+    # a folder or nothing at the path: the user's, not a state of ours to delete or replace
+    what_to_pass = restart or (
+        "pass resume= the path of a state file written by save_state(), or leave resume= "
+        "out to start the fine-tuning afresh"
+    )
     if restart is None:
         restart = (
             f"start the fine-tuning afresh (without resume=); delete {path} or save the new "
@@ -135,13 +162,13 @@ def load_state(path, *, fmt: str | None = None, restart: str | None = None) -> d
         return StateFileError(path, problem, restart)
 
     if path.is_dir():
-        raise refuse("is a folder, not a state file")
+        raise StateFileError(path, "is a folder, not a state file", what_to_pass)
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
             head = fh.read(4)
     except FileNotFoundError:
-        raise refuse("does not exist") from None
+        raise StateFileError(path, "does not exist", what_to_pass) from None
     except OSError as exc:
         raise refuse(f"cannot be read ({exc.strerror or exc})") from None
     if size == 0:
@@ -153,12 +180,22 @@ def load_state(path, *, fmt: str | None = None, restart: str | None = None) -> d
         )
     try:
         with zipfile.ZipFile(path) as zf:
-            bad = zf.testzip()
+            packed = [i for i in zf.infolist() if i.compress_type != zipfile.ZIP_STORED]
+            bad = None if packed else zf.testzip()
     except Exception as exc:  # noqa: BLE001 - a damaged zip directory raises many types
         problem = f"is damaged or truncated ({size} bytes; {type(exc).__name__}: {exc})"
         raise refuse(problem) from None
     if bad is not None:
-        raise refuse(f"is damaged: its record {bad} does not match its CRC-32 checksum")
+        raise refuse(  # not the record's name: that of a temporary file, inside the zip
+            "is damaged: some of its bytes do not match the CRC-32 checksums written with "
+            "them (changed on disk or in transit)"
+        )
+    if packed:  # torch.save stores every record as is: a packed one could unpack to GBs
+        raise refuse(
+            f"is not a state written by napari-sansa: {len(packed)} of its records "
+            "are compressed (torch.save never compresses; a compressed record could unpack "
+            "to far more memory than the file's size)"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -174,6 +211,8 @@ def load_state(path, *, fmt: str | None = None, restart: str | None = None) -> d
         bad = check_plain(state)
     except RecursionError:
         bad = "it is nested too deeply"
+    if bad and bad.endswith(_STRUCTURE):
+        raise refuse(f"is damaged ({bad})")
     if bad:
         raise refuse(
             f"holds something other than tensors and plain values ({bad}), which "

@@ -560,29 +560,161 @@ class Finetuning:
                 f"the saved fine-tuning state belongs to another run (its {what} differ): "
                 "resume with the same data, model and settings, or start afresh"
             )
-        try:
-            for part in ("adapters", "best"):
-                shapes = {k: tuple(v.shape) for k, v in state[part].items()}
-                if shapes != {n: tuple(p.shape) for n, p in self.named}:
-                    raise ValueError(f"its {part} are not this run's adapter tensors")
-            self._load_adapters(state["adapters"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.rng.bit_generator.state = state["rng"]
-            self._torch_state = state["torch_rng"].clone()
-            self.best = {k: v.clone() for k, v in state["best"].items()}
-            self.best_val = float(state["best_val"])
-            self.best_step = int(state["best_step"])
-            self.history = list(state["history"])
-            self.step = int(state["step"])
-            self._measured = {int(h["step"]): (float(h["val_loss"]), float(h["val_iou"]))
-                              for h in self.history if h.get("val_iou") is not None}  # fmt: skip
-        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        try:  # every part checked, and the random states set on fresh generators first
+            checked = self._checked_state(state, mine)
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError,
+                OverflowError, IndexError) as exc:  # fmt: skip
             raise InvalidInputError(
                 f"the fine-tuning state is damaged ({type(exc).__name__}: {str(exc)[:160]}): "
                 "start the run afresh"
             ) from None
+        # nothing above changed this run; nothing below can fail on a checked state
+        self._load_adapters(checked["adapters"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.rng.bit_generator.state = checked["rng"]
+        self._torch_state = checked["torch_rng"]
+        self.best = checked["best"]
+        self.best_val = checked["best_val"]
+        self.best_step = checked["best_step"]
+        self.history = checked["history"]
+        self.step = checked["step"]
+        self._measured = checked["measured"]
         self.best_iou = self._measured.get(self.best_step, (None, -math.inf))[1]
+
+    def _checked_state(self, state: dict, mine: dict) -> dict:
+        """The parts of ``state`` this run takes, each checked (types, ranges, dtypes and
+        shapes), without changing the run; raises ValueError or TypeError naming the part."""
+        steps = self.settings.steps
+        step = _int(state["step"], "step", 0, steps)
+        best_step = _int(state["best_step"], "best_step", 0, step)
+        best_val = state["best_val"]
+        if not _is_number(best_val) or math.isnan(best_val) or best_val == -math.inf:
+            raise ValueError(f"its best_val {best_val!r} is not a number or +inf")
+        out = {"step": step, "best_step": best_step, "best_val": float(best_val)}
+        for part in ("adapters", "best"):
+            out[part] = self._checked_adapters(state[part], part)
+        self._check_optimizer(state["optimizer"], mine["optimizer"])
+        _check_like(state["scheduler"], mine["scheduler"], "scheduler")
+        if state["scheduler"]["T_max"] != steps or state["scheduler"]["last_epoch"] != step:
+            raise ValueError("its scheduler is not at its step of this run's schedule")
+        bits = type(self.rng.bit_generator)()
+        rng = state["rng"]
+        if not isinstance(rng, dict) or rng.get("bit_generator") != mine["rng"]["bit_generator"]:
+            raise ValueError(f"its rng is not a {mine['rng']['bit_generator']} state")
+        _check_like(rng, mine["rng"], "rng")
+        for key, value in [*rng["state"].items(), ("uinteger", rng["uinteger"])]:
+            _int(value, f"rng {key}", 0, 2**128 - 1)
+        _int(rng["has_uint32"], "rng has_uint32", 0, 1)
+        bits.state = rng  # refuses a state the generator cannot take
+        out["rng"] = rng
+        t = state["torch_rng"]
+        n = mine["torch_rng"].numel()
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.uint8 or t.shape != (n,):
+            what = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t)
+            raise ValueError(f"its torch_rng is {what}, not {n} uint8 values")
+        torch.Generator().set_state(t)  # refuses a state the generator cannot take
+        out["torch_rng"] = t.clone()
+        history = state["history"]
+        if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+            raise ValueError("its history is not a list of steps")
+        measured = {}
+        for h in history:
+            at = _int(h.get("step"), "history step", 0, step)
+            loss, iou = h.get("val_loss"), h.get("val_iou")
+            if iou is None:
+                continue
+            if not (_is_number(loss) and math.isfinite(loss) and _is_number(iou)):
+                raise ValueError(f"its history at step {at} has no held-out loss and IoU")
+            if not 0 <= iou <= 1:
+                raise ValueError(f"its history at step {at} has a held-out IoU of {iou!r}")
+            measured[at] = (float(loss), float(iou))
+        out["history"] = list(history)
+        out["measured"] = measured
+        return out
+
+    def _checked_adapters(self, part, name: str) -> dict:
+        if not isinstance(part, dict) or set(part) != {n for n, _ in self.named}:
+            raise ValueError(f"its {name} are not this run's adapter tensors")
+        for n, p in self.named:
+            t = part[n]
+            if not isinstance(t, torch.Tensor) or t.dtype != p.dtype or t.shape != p.shape:
+                what = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t)
+                raise ValueError(
+                    f"its {name} are not this run's adapter tensors ({n} is {what}, not "
+                    f"{p.dtype} {tuple(p.shape)})"
+                )
+        return {n: part[n].clone() for n, _ in self.named}
+
+    def _check_optimizer(self, opt, mine: dict) -> None:
+        if not isinstance(opt, dict) or set(opt) != {"state", "param_groups"}:
+            raise ValueError("its optimizer is not an AdamW state")
+        groups = opt["param_groups"]
+        if not isinstance(groups, list) or len(groups) != len(mine["param_groups"]):
+            raise ValueError("its optimizer's parameter groups are not this run's")
+        for g, m in zip(groups, mine["param_groups"], strict=True):
+            _check_like(g, m, "optimizer parameter group")
+            if g["params"] != m["params"]:
+                raise ValueError("its optimizer's parameter groups are not this run's")
+        shapes = dict(enumerate(p for p in self.params))
+        states = opt["state"]
+        if not isinstance(states, dict) or not set(states) <= set(shapes):
+            raise ValueError("its optimizer state is not for this run's adapters")
+        for i, st in states.items():
+            if not isinstance(st, dict) or set(st) != {"step", "exp_avg", "exp_avg_sq"}:
+                raise ValueError(f"its optimizer state of parameter {i} is not AdamW's")
+            count = st["step"]
+            if isinstance(count, torch.Tensor):
+                count = float(count) if count.numel() == 1 and count.is_floating_point() else -1
+            if not _is_number(count) or not 0 <= count <= 2**53:
+                raise ValueError(f"its optimizer step count of parameter {i} is {count!r}")
+            for key in ("exp_avg", "exp_avg_sq"):
+                t, p = st[key], shapes[i]
+                if not (isinstance(t, torch.Tensor) and t.dtype in _FLOATS
+                        and t.shape == p.shape):  # fmt: skip
+                    raise ValueError(
+                        f"its optimizer {key} of parameter {i} is not {tuple(p.shape)} floats"
+                    )
+
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _int(x, what: str, low: int, high: int) -> int:
+    """``x`` if it is an int (not a bool) in ``[low, high]``, else ValueError."""
+    if not isinstance(x, int) or isinstance(x, bool) or not low <= x <= high:
+        raise ValueError(f"its {what} is {x!r}, not a whole number from {low} to {high}")
+    return x
+
+
+def _check_like(value, like, what: str) -> None:
+    """``value`` has ``like``'s keys, and each is of its kind: a number a finite number
+    (an int an int), a list or tuple as long, anything else equal."""
+    if isinstance(like, dict):
+        if not isinstance(value, dict) or set(value) != set(like):
+            raise ValueError(f"its {what} does not have the entries it should")
+        for k in like:
+            _check_like(value[k], like[k], f"{what} {k}")
+    elif isinstance(like, (list, tuple)):
+        if not isinstance(value, (list, tuple)) or len(value) != len(like):
+            raise ValueError(f"its {what} is {value!r}, not {len(like)} values")
+        for v, m in zip(value, like, strict=True):
+            _check_like(v, m, what)
+    elif isinstance(like, bool) or like is None or isinstance(like, str):
+        if type(value) is not type(like) or value != like:
+            raise ValueError(f"its {what} is {value!r}, not {like!r}")
+    elif isinstance(like, int):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"its {what} is {value!r}, not a whole number")
+    elif isinstance(like, float):
+        if not _is_number(value) or not math.isfinite(value):
+            raise ValueError(f"its {what} is {value!r}, not a finite number")
+    elif isinstance(value, torch.Tensor) != isinstance(like, torch.Tensor):
+        raise ValueError(f"its {what} is a {type(value).__name__}")
 
 
 def _unchecked_reason(frames, fraction: float, held: list[int]) -> str | None:
