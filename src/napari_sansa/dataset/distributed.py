@@ -3,6 +3,8 @@ are decoded once (on a worker) and shared, and targets go out in chunks."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import numbers
 import time
@@ -12,6 +14,8 @@ from napari_sansa.core.models.source import ModelSource
 from napari_sansa.dataset import models
 from napari_sansa.dataset.records import RunSettings, reference_options
 from napari_sansa.dataset.writing import process_targets
+
+log = logging.getLogger(__name__)
 
 #: seconds a Dask run waits for a worker when the cluster has none left (``worker_wait``,
 #: ``--worker-wait``) before it stops
@@ -75,26 +79,36 @@ def _worker_count(client) -> int:
         return 0
 
 
-def _finished(client, futures, worker_wait: float, stopped):
+def _finished(client, futures, worker_wait: float, stopped, seen: bool = False):
     """The futures as they finish (their order), while the cluster has workers: once it
     has had none for ``worker_wait`` seconds, :class:`WorkersLostError` (``stopped()``
-    says what the run leaves undone)."""
+    says what the run leaves undone). The clock starts only once a worker has been seen
+    (``seen``: before this call): until the first worker connects (a batch job still in
+    the queue), the run waits without limit."""
     from dask.distributed import wait
 
     pending = set(futures)
     poll = min(WORKER_POLL, worker_wait / 4)
     alone_since = None
+    told = False
     while pending:
         try:
             done, pending = wait(pending, timeout=poll, return_when="FIRST_COMPLETED")
-        except TimeoutError:
+        except (TimeoutError, asyncio.TimeoutError):  # two classes on Python 3.10
             done = ()
         if done:
+            seen = True
             alone_since = None
             yield from done
             continue
         if _worker_count(client):
+            seen = True
             alone_since = None
+        elif not seen:
+            if not told:
+                address = getattr(getattr(client, "scheduler", None), "address", "?")
+                log.warning("waiting for a Dask worker to connect to the scheduler at %s", address)
+                told = True
         elif alone_since is None:
             alone_since = time.monotonic()
         elif time.monotonic() - alone_since >= worker_wait:
@@ -194,7 +208,7 @@ def _run_dask(
         )
 
     try:
-        for f in _finished(client, list(futures), worker_wait, stopped):
+        for f in _finished(client, list(futures), worker_wait, stopped, seen=True):
             pending[0] -= 1
             done = f.result()
             rows.extend(done)
