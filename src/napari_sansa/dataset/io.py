@@ -36,13 +36,21 @@ TIFF_SUFFIXES = {".tif", ".tiff"}
 LEGACY_PARTIAL = ".napari-sansa-part"
 
 
+#: the formats (as PIL names them) whose files can be animations; others with several
+#: pictures (an MPO: a camera's JPEG with its previews) are read as their first picture
+ANIMATED_FORMATS = {"GIF", "PNG", "WEBP"}
+
+
 def _frame_count(path: Path) -> int:
-    """The frames of a (non-TIFF) image file as PIL counts them: 1 for a still image or a
+    """The frames of an animated GIF, PNG (APNG) or WebP as PIL counts them: 1 for a
+    still image, an image of another format (an MPO: its first picture is read) or a
     file PIL does not know (its reader then names any problem)."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
+            if im.format not in ANIMATED_FORMATS or not getattr(im, "is_animated", False):
+                return 1
             return int(getattr(im, "n_frames", 1))
     except Exception:  # noqa: BLE001 - PIL raises many types for files it cannot open
         return 1
@@ -135,6 +143,14 @@ def read_label_image(path) -> np.ndarray:
     path = Path(path)
     if path.is_file() and path.suffix.lower() not in TIFF_SUFFIXES:
         from PIL import Image, UnidentifiedImageError
+
+        frames = _frame_count(path)
+        if frames > 1:
+            raise InvalidInputError(
+                f"{path} is an animated image of {frames} frames, but a label image is one "
+                "frame: save the labels of the frame you annotated alone, as an image of its "
+                "own (PNG or TIFF), and give that"
+            )
 
         try:
             im = Image.open(path)
