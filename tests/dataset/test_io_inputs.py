@@ -364,6 +364,15 @@ def test_valid_prompt_file_and_null_parts(tmp_path):
     assert load_prompt_file(path)[0].classes == (1, 2)
 
 
+def test_prompt_file_with_a_utf8_byte_order_mark_is_read(tmp_path):
+    """Windows editors (Notepad) may start a UTF-8 file with a BOM: it is no content."""
+    _reference(tmp_path)
+    path = _prompt_file(tmp_path, {"points": [{"row": 30, "col": 50, "label": 2}]})
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    (ref,) = load_prompt_file(path)
+    assert ref.classes == (2,)
+
+
 def _one_prompt_of_each_class():
     """One prompt of every prompt class, each of its own class id (masks of the label
     image ``write_reference`` writes: classes 1 and 2)."""
