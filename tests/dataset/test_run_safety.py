@@ -257,6 +257,49 @@ def test_an_unreadable_subfolder_is_listed_as_failed(weights, root, monkeypatch)
     assert [rows[f"img{i}.png"]["status"] for i in range(3)] == ["ok"] * 3
 
 
+@pytest.fixture()
+def pipe(root):
+    """A named pipe ``root/data/blocked.png``; a reader it would block is let go at the end
+    (a writer opens and closes it), so that a failing test ends instead of hanging."""
+    import contextlib
+    import threading
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("named pipes are POSIX")
+    path = root / "data" / "blocked.png"
+    os.mkfifo(path)
+    done = threading.Event()
+
+    def release():
+        while not done.wait(0.2):
+            with contextlib.suppress(OSError):  # succeeds only while a reader has it open
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+    thread = threading.Timer(15, release)
+    thread.start()
+    yield path
+    done.set()
+    thread.cancel()
+    thread.join()
+
+
+def test_a_pipe_given_as_target_is_refused_before_the_model_loads(
+    weights, root, pipe, no_model, capsys
+):
+    assert main(_args(weights, root, target=pipe)) == 2
+    err = capsys.readouterr().err
+    assert "blocked.png is a named pipe (FIFO), not a regular file" in err, err
+    assert "Traceback" not in err and not (root / "out").exists()
+
+
+def test_a_pipe_in_a_target_folder_is_listed_as_failed(weights, root, pipe):
+    assert main(_args(weights, root)) == 1
+    rows = {Path(r["target"]).name: r for r in _csv(root / "out" / "scores.csv")}
+    assert rows["blocked.png"]["status"] == "failed"
+    assert "is a named pipe (FIFO), not a regular file" in rows["blocked.png"]["message"]
+    assert [rows[f"img{i}.png"]["status"] for i in range(3)] == ["ok"] * 3
+
+
 @pytest.mark.parametrize("same_size_and_time", [False, True], ids=["png", "same-size-tiff"])
 def test_resume_redoes_an_input_whose_content_changed(weights, root, same_size_and_time):
     data, out = root / "data", root / "out"

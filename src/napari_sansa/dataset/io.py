@@ -8,6 +8,7 @@ import contextlib
 import json
 import math
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ __all__ = [
     "TiffStack",
     "TiffWindows",
     "lazy_tiff",
+    "not_a_regular_file",
     "open_target",
     "read_frame_image",
     "read_image",
@@ -34,6 +36,28 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".we
 TIFF_SUFFIXES = {".tif", ".tiff"}
 #: the suffix of temporaries of napari-sansa 0.1 (now those of :mod:`napari_sansa.core.atomic`)
 LEGACY_PARTIAL = ".napari-sansa-part"
+
+
+def not_a_regular_file(path) -> str | None:
+    """Why ``path`` cannot be read as an image file when it is a pipe (FIFO), a socket or
+    a device (reading one can wait forever), else None (a regular file, or nothing there)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    kinds = (
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    for test, kind in kinds:
+        if test(mode):
+            return (
+                f"{path} is {kind}, not a regular file: napari-sansa reads images from files "
+                "only; copy the image into a file and give that, or remove it from the input"
+            )
+    return None
 
 
 #: the formats (as PIL names them) whose files can be animations; others with several
