@@ -197,6 +197,10 @@ def _segment_args(root, data, weights, *options) -> list[str]:
         (["--scheduler", "foo://x:1"], ["unknown address scheme 'foo'"]),
         (["--scheduler", "tcp://127.0.0.1:9", "--worker-wait", "0"], ["seconds > 0, got 0.0"]),
         (["--scheduler", "tcp://127.0.0.1:9", "--worker-wait", "nan"], ["seconds > 0, got nan"]),
+        (
+            ["--scheduler", "tcp://127.0.0.1:9", "--worker-wait", "inf"],
+            ["must be a finite number of seconds > 0, got inf"],
+        ),
         (["--worker-wait", "5"], ["--worker-wait applies to Dask runs"]),
     ],
 )

@@ -34,12 +34,12 @@ class WorkersLostError(SansaError, RuntimeError):
 
 
 def check_worker_wait(value) -> float:
-    """``worker_wait`` as a number of seconds > 0."""
+    """``worker_wait`` as a finite number of seconds > 0."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
     ok = ok and math.isfinite(float(value)) and value > 0
     if not ok:
         raise InvalidInputError(
-            f"the wait for Dask workers (worker_wait, --worker-wait) must be a number of "
+            f"the wait for Dask workers (worker_wait, --worker-wait) must be a finite number of "
             f"seconds > 0, got {value!r}"
         )
     return float(value)
