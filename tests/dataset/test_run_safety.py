@@ -300,6 +300,37 @@ def test_a_pipe_in_a_target_folder_is_listed_as_failed(weights, root, pipe):
     assert [rows[f"img{i}.png"]["status"] for i in range(3)] == ["ok"] * 3
 
 
+@pytest.mark.skipif(
+    os.name == "nt" or os.fsencode("x\udcff") != b"x\xff",
+    reason="file names of bytes that are not UTF-8: POSIX with UTF-8 file names",
+)
+def test_a_file_name_that_is_not_utf8_is_labelled_listed_and_resumed(weights, root):
+    """``x\\xff.png`` (bytes, e.g. Latin-1 from an old system): labelled, written into
+    scores.csv as its bytes, and a rerun finds it done (not redone, one row)."""
+    data, out = root / "data", root / "out"
+    name = os.fsdecode(b"x\xff.png")
+    iio.imwrite(data / name, make_image(7))
+    assert main(_args(weights, root)) == 0
+    target = os.fsdecode(b"x\xff.tif")
+    assert (out / target).exists()
+    raw = (out / "scores.csv").read_bytes()
+    assert b"x\xff.png" in raw
+    rows = _csv_bytes(raw)
+    assert [r["status"] for r in rows if r["target"].endswith(name)] == ["ok"]
+    mtime = (out / target).stat().st_mtime_ns
+    assert main(_args(weights, root)) == 0  # resumed: nothing redone, the rows kept
+    assert (out / target).stat().st_mtime_ns == mtime
+    again = _csv_bytes((out / "scores.csv").read_bytes())
+    assert again == rows
+
+
+def _csv_bytes(raw: bytes) -> list[dict]:
+    import csv
+    import io
+
+    return list(csv.DictReader(io.StringIO(raw.decode("utf-8", "surrogateescape"))))
+
+
 @pytest.mark.parametrize("same_size_and_time", [False, True], ids=["png", "same-size-tiff"])
 def test_resume_redoes_an_input_whose_content_changed(weights, root, same_size_and_time):
     data, out = root / "data", root / "out"
