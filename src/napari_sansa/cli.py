@@ -266,7 +266,7 @@ def _segment(args) -> int:
         from napari_sansa.dataset.distributed import check_worker_wait
 
         dask_options["worker_wait"] = check_worker_wait(args.worker_wait)
-    if args.scheduler:
+    if args.scheduler is not None:  # an empty address is refused, not a local run
         from napari_sansa.dataset.distributed import check_scheduler_address
 
         args.scheduler = check_scheduler_address(args.scheduler)
@@ -330,6 +330,12 @@ def _segment(args) -> int:
             raise InvalidInputError(
                 f"--scheduler {args.scheduler!r} is not a Dask scheduler address ({exc}): "
                 "give tcp://HOST:PORT"
+            ) from None
+        except TypeError as exc:  # a scheme whose transport is not installed (ucx://)
+            raise InvalidInputError(
+                f"--scheduler {args.scheduler!r}: Dask cannot connect to it from here ({exc}); "
+                "the transport of that scheme is missing (ucx:// needs the distributed-ucxx "
+                "package) or not set up: give tcp://HOST:PORT, or see docs/cluster.md"
             ) from None
     try:
         report = segment_dataset(

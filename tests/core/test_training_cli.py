@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import tifffile
@@ -10,6 +12,7 @@ from training_data import ellipse_frame
 
 from conftest import cli_model_args, nan_from, scripted_validation
 from napari_sansa.cli import main
+from napari_sansa.core.errors import InvalidInputError
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +70,23 @@ def test_a_folder_of_pairs_is_read(weights, pairs, tmp_path):
             "--steps", "1", "--batch-size", "1", "--input-size", "64",
             "--validation", "0"]  # fmt: skip
     assert main(args) == 0 and out.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_pipe_named_like_a_training_image_is_refused_not_dropped(tmp_path):
+    from napari_sansa.dataset.finetune import find_pairs
+
+    folder = tmp_path / "train"
+    for sub in ("images", "labels"):
+        (folder / sub).mkdir(parents=True)
+    for s in range(2):
+        img, lab = ellipse_frame(s)
+        tifffile.imwrite(folder / "images" / f"f{s}.tif", img)
+        tifffile.imwrite(folder / "labels" / f"f{s}.tif", lab)
+    os.mkfifo(folder / "images" / "f2.tif")
+    tifffile.imwrite(folder / "labels" / "f2.tif", lab)
+    with pytest.raises(InvalidInputError, match=r"f2\.tif is a named pipe \(FIFO\), not a regular"):
+        find_pairs(folder)
 
 
 def test_a_killed_run_continues_and_ends_where_an_uninterrupted_one_ends(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 
 import numpy as np
@@ -197,7 +198,18 @@ def _segment_args(root, data, weights, *options) -> list[str]:
         (["--scheduler", "foo://x:1"], ["unknown address scheme 'foo'"]),
         (["--scheduler", "tcp://127.0.0.1:9", "--worker-wait", "0"], ["seconds > 0, got 0.0"]),
         (["--scheduler", "tcp://127.0.0.1:9", "--worker-wait", "nan"], ["seconds > 0, got nan"]),
+        (
+            ["--scheduler", "tcp://127.0.0.1:9", "--worker-wait", "inf"],
+            ["must be a finite number of seconds > 0, got inf"],
+        ),
         (["--worker-wait", "5"], ["--worker-wait applies to Dask runs"]),
+        (["--scheduler", ""], ["--scheduler was given an empty address"]),
+        (["--scheduler", " "], ["--scheduler was given an empty address"]),
+        (["--scheduler", "inproc://x"], ["inproc:// names a scheduler inside one Python process"]),
+        (
+            ["--scheduler", "tls://127.0.0.1:8786"],
+            ["uses TLS, but Dask has no TLS settings", "distributed.comm.tls.ca-file"],
+        ),
     ],
 )
 def test_cli_bad_scheduler_options_are_refused_before_anything_is_read(
@@ -273,14 +285,118 @@ def test_workers_stopped_mid_run_end_it_after_the_wait_keeping_finished_outputs(
     assert not list(out.rglob(f"*{PARTIAL}"))
 
 
-def test_cli_run_on_a_cluster_without_workers_stops_after_the_wait(job, weights, capsys):
+def test_cli_run_waits_for_the_first_worker_beyond_the_worker_wait(job, weights, capsys):
+    """A batch cluster whose jobs are still queued has no worker yet: the --worker-wait
+    clock only runs once a worker has been seen, so a worker that connects later than
+    --worker-wait seconds after the start still does the run."""
+    import threading
+    import time
+
     from napari_sansa.cli import main
 
     root, data, _, _ = job
     with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
         args = _segment_args(root, data, weights, "--scheduler", cluster.scheduler_address)
-        assert main([*args, "--worker-wait", "1"]) == 1
-    (line,) = [e for e in capsys.readouterr().err.splitlines() if "error:" in e]
-    assert line.startswith("napari-sansa: error: no Dask worker has been connected to the")
-    assert "for 1 s" in line and "nothing was labelled" in line
-    assert not list((root / "cli").glob("*.tif"))
+        started = time.monotonic()
+        late = threading.Timer(2.0, cluster.scale, args=(1,))  # > --worker-wait 0.5
+        late.start()
+        try:
+            assert main([*args, "--worker-wait", "0.5"]) == 0
+        finally:
+            late.join()
+    assert time.monotonic() - started >= 2.0
+    assert len(list((root / "cli").glob("*.tif"))) == 8
+    err = capsys.readouterr().err
+    assert err.count("waiting for a Dask worker to connect") == 1, err  # said once
+
+
+class _Py310AsyncioTimeout(Exception):
+    """asyncio.TimeoutError as it is on Python 3.10: not the built-in TimeoutError."""
+
+
+def test_wait_timeouts_of_python_3_10_are_caught(monkeypatch):
+    """distributed's wait(timeout=) raises asyncio.TimeoutError, a class of its own on
+    Python 3.10 (merged into TimeoutError in 3.11): it means "nothing finished yet"."""
+    import asyncio
+
+    import dask.distributed
+
+    from napari_sansa.dataset import distributed as dd
+
+    monkeypatch.setattr(asyncio, "TimeoutError", _Py310AsyncioTimeout)
+    calls = []
+
+    def wait(pending, timeout, return_when):
+        calls.append(timeout)
+        if len(calls) < 3:
+            raise _Py310AsyncioTimeout()
+        return set(pending), set()
+
+    class Client:
+        def nthreads(self):
+            return {"w": 1}
+
+    monkeypatch.setattr(dask.distributed, "wait", wait)
+    assert list(dd._finished(Client(), ["f"], 60.0, lambda: "")) == ["f"]
+    assert len(calls) == 3
+
+
+def test_cli_scheduler_of_a_transport_not_installed_is_a_message(job, weights, capsys):
+    """ucx:// is a known scheme whose transport (distributed-ucxx) is not installed here:
+    Client raises TypeError (an abstract connector)."""
+    pytest.importorskip("distributed.comm.ucx")
+    from napari_sansa.cli import main
+
+    root, data, _, _ = job
+    if importlib.util.find_spec("distributed_ucxx") is not None:
+        pytest.skip("UCX is installed here")
+    assert main(_segment_args(root, data, weights, "--scheduler", "ucx://127.0.0.1:1")) == 2
+    err = capsys.readouterr().err
+    assert "Dask cannot connect to it from here" in err and "distributed-ucxx" in err, err
+    assert "Traceback" not in err
+
+
+def test_a_scheduler_lost_mid_run_is_a_message_keeping_finished_outputs(job):
+    """The scheduler stops after the first chunk (the client stays): once the client has
+    tried to reconnect for the connect timeout, its futures are cancelled."""
+    import dask
+
+    from napari_sansa.dataset import segment_dataset
+    from napari_sansa.dataset.distributed import SchedulerLostError
+
+    root, data, ref, source = job
+    out = root / "gone"
+    closed = []
+
+    def stop_the_scheduler(progress):
+        if not closed:  # the first chunk is done: the scheduler goes, the client stays
+            closed.append(True)
+            cluster.sync(cluster.scheduler.close)
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        cluster = distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        )
+        client = distributed.Client(cluster)
+        try:
+            with pytest.raises(SchedulerLostError) as info:
+                segment_dataset(
+                    data,
+                    [ref],
+                    out,
+                    model=source,
+                    client=client,
+                    chunk_size=1,
+                    progress=False,
+                    on_progress=stop_the_scheduler,
+                )
+        finally:
+            client.close()
+            cluster.close()
+    text = str(info.value)
+    assert "the Dask scheduler at" in text and "went away" in text, text
+    assert "run the same command again" in text and "outputs finished are kept" in text
+    assert getattr(info.value, "exit_code", None) == 1
+    finished = sorted(p.name for p in out.glob("*.tif"))
+    assert 1 <= len(finished) < 8
+    assert not list(out.rglob(f"*{PARTIAL}"))

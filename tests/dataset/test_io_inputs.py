@@ -175,6 +175,41 @@ def test_animated_images_get_what_to_do_on_the_command_line(weights, tmp_path, c
     assert "list of images" not in err and "Traceback" not in err
 
 
+def test_multi_picture_jpegs_of_cameras_are_labelled(weights, tmp_path, capsys):
+    """An MPO (a camera's or phone's JPEG with a preview picture: two "frames" for PIL) is
+    no animation: its first picture is read and labelled."""
+    _reference(tmp_path)
+    pixels = make_image(64)
+    photo = Image.fromarray(pixels)
+    photo.save(
+        tmp_path / "camera.jpg", format="MPO", save_all=True, append_images=[photo.resize((32, 24))]
+    )
+    with Image.open(tmp_path / "camera.jpg") as im:
+        assert im.format == "MPO" and im.n_frames == 2
+    assert read_image(tmp_path / "camera.jpg").shape == pixels.shape
+    ref = ["-r", str(tmp_path / "ref.png"), str(tmp_path / "ref_labels.png")]
+    out = tmp_path / "out"
+    args = ["segment", str(tmp_path / "camera.jpg"), *ref, "--out", str(out)]
+    assert main([*args, *cli_model_args(weights)]) == 0, capsys.readouterr().err
+    assert tifffile.imread(out / "camera.tif").shape == pixels.shape[:2]
+
+
+@pytest.mark.parametrize("name", ["labels.gif", "labels.png"])
+def test_animated_label_images_are_refused_as_label_images(tmp_path, name):
+    """An animated GIF (palette) or PNG given as labels: refused with advice for label
+    images, neither read as its first frame nor given the advice for targets."""
+    frames = np.stack([np.full((H, W), i, np.uint8) for i in range(3)])
+    iio.imwrite(tmp_path / name, frames, extension=Path(name).suffix)
+    with Image.open(tmp_path / name) as im:
+        assert im.is_animated
+    with pytest.raises(InvalidInputError) as info:
+        read_label_image(tmp_path / name)
+    text = str(info.value)
+    assert f"{name} is an animated image of 3 frames, but a label image is one frame" in text
+    assert "save the labels of the frame you annotated alone" in text
+    assert "multi-page TIFF" not in text
+
+
 # -- images and label images -------------------------------------------------------------
 def test_gray_alpha_images_are_accepted_like_rgba(tmp_path):
     gray = make_image(3, shape=(H, W), rgb=False)
@@ -327,6 +362,15 @@ def test_valid_prompt_file_and_null_parts(tmp_path):
     pal.save(tmp_path / "pal.png")
     path = _prompt_file(tmp_path, {"labels": "pal.png"})
     assert load_prompt_file(path)[0].classes == (1, 2)
+
+
+def test_prompt_file_with_a_utf8_byte_order_mark_is_read(tmp_path):
+    """Windows editors (Notepad) may start a UTF-8 file with a BOM: it is no content."""
+    _reference(tmp_path)
+    path = _prompt_file(tmp_path, {"points": [{"row": 30, "col": 50, "label": 2}]})
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    (ref,) = load_prompt_file(path)
+    assert ref.classes == (2,)
 
 
 def _one_prompt_of_each_class():

@@ -339,6 +339,80 @@ def test_an_unreadable_subfolder_is_listed_as_failed(weights, root, monkeypatch)
     assert [rows[f"img{i}.png"]["status"] for i in range(3)] == ["ok"] * 3
 
 
+@pytest.fixture()
+def pipe(root):
+    """A named pipe ``root/data/blocked.png``; a reader it would block is let go at the end
+    (a writer opens and closes it), so that a failing test ends instead of hanging."""
+    import contextlib
+    import threading
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("named pipes are POSIX")
+    path = root / "data" / "blocked.png"
+    os.mkfifo(path)
+    done = threading.Event()
+
+    def release():
+        while not done.wait(0.2):
+            with contextlib.suppress(OSError):  # succeeds only while a reader has it open
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+    thread = threading.Timer(15, release)
+    thread.start()
+    yield path
+    done.set()
+    thread.cancel()
+    thread.join()
+
+
+def test_a_pipe_given_as_target_is_refused_before_the_model_loads(
+    weights, root, pipe, no_model, capsys
+):
+    assert main(_args(weights, root, target=pipe)) == 2
+    err = capsys.readouterr().err
+    assert "blocked.png is a named pipe (FIFO), not a regular file" in err, err
+    assert "Traceback" not in err and not (root / "out").exists()
+
+
+def test_a_pipe_in_a_target_folder_is_listed_as_failed(weights, root, pipe):
+    assert main(_args(weights, root)) == 1
+    rows = {Path(r["target"]).name: r for r in _csv(root / "out" / "scores.csv")}
+    assert rows["blocked.png"]["status"] == "failed"
+    assert "is a named pipe (FIFO), not a regular file" in rows["blocked.png"]["message"]
+    assert [rows[f"img{i}.png"]["status"] for i in range(3)] == ["ok"] * 3
+
+
+@pytest.mark.skipif(
+    os.name == "nt" or os.fsencode("x\udcff") != b"x\xff",
+    reason="file names of bytes that are not UTF-8: POSIX with UTF-8 file names",
+)
+def test_a_file_name_that_is_not_utf8_is_labelled_listed_and_resumed(weights, root):
+    """``x\\xff.png`` (bytes, e.g. Latin-1 from an old system): labelled, written into
+    scores.csv as its bytes, and a rerun finds it done (not redone, one row)."""
+    data, out = root / "data", root / "out"
+    name = os.fsdecode(b"x\xff.png")
+    iio.imwrite(data / name, make_image(7))
+    assert main(_args(weights, root)) == 0
+    target = os.fsdecode(b"x\xff.tif")
+    assert (out / target).exists()
+    raw = (out / "scores.csv").read_bytes()
+    assert b"x\xff.png" in raw
+    rows = _csv_bytes(raw)
+    assert [r["status"] for r in rows if r["target"].endswith(name)] == ["ok"]
+    mtime = (out / target).stat().st_mtime_ns
+    assert main(_args(weights, root)) == 0  # resumed: nothing redone, the rows kept
+    assert (out / target).stat().st_mtime_ns == mtime
+    again = _csv_bytes((out / "scores.csv").read_bytes())
+    assert again == rows
+
+
+def _csv_bytes(raw: bytes) -> list[dict]:
+    import csv
+    import io
+
+    return list(csv.DictReader(io.StringIO(raw.decode("utf-8", "surrogateescape"))))
+
+
 @pytest.mark.parametrize("same_size_and_time", [False, True], ids=["png", "same-size-tiff"])
 def test_resume_redoes_an_input_whose_content_changed(weights, root, same_size_and_time):
     data, out = root / "data", root / "out"

@@ -28,7 +28,7 @@
 
 from napari_sansa.core.models.source import ModelSource
 from napari_sansa.dataset.discovery import Target, discover_targets
-from napari_sansa.dataset.distributed import WorkersLostError
+from napari_sansa.dataset.distributed import SchedulerLostError, WorkersLostError
 from napari_sansa.dataset.outputs import DiskFullError
 from napari_sansa.dataset.progress import DatasetProgress, segment_dataset_iter
 from napari_sansa.dataset.references import load_prompt_file, load_reference_pair
@@ -39,6 +39,7 @@ __all__ = [
     "DatasetProgress",
     "DiskFullError",
     "ModelSource",
+    "SchedulerLostError",
     "Target",
     "WorkersLostError",
     "discover_targets",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from napari_sansa.core.errors import InvalidInputError
-from napari_sansa.dataset.io import IMAGE_SUFFIXES, TIFF_SUFFIXES
+from napari_sansa.dataset.io import IMAGE_SUFFIXES, TIFF_SUFFIXES, not_a_regular_file
 from napari_sansa.dataset.outputs import WRITER
 
 PROB_SUFFIX = "_probabilities"
@@ -79,8 +79,11 @@ def _walk(folder: Path, unreadable: list) -> list[Path]:
             continue
         if is_dir and not e.is_symlink():  # as rglob: linked folders are not followed
             files += _walk(Path(e.path), unreadable)
-        elif is_file and Path(e.name).suffix.lower() in IMAGE_SUFFIXES:
-            files.append(Path(e.path))
+        elif Path(e.name).suffix.lower() in IMAGE_SUFFIXES:
+            if is_file:
+                files.append(Path(e.path))
+            elif not is_dir and (special := not_a_regular_file(e.path)):
+                unreadable.append((e.path, special))  # a pipe: reading it would wait forever
     return files
 
 
@@ -128,6 +131,9 @@ def discover_targets(inputs, out, probabilities: bool = True, *, unreadable=None
                     f"{root} is not an image file napari-sansa reads "
                     f"({', '.join(sorted(IMAGE_SUFFIXES))})"
                 )
+            special = not_a_regular_file(root)
+            if special:
+                raise InvalidInputError(special)
             found = [(root, Path(root.name))]
         for f, rel in found:
             kind = "tiff" if f.suffix.lower() in TIFF_SUFFIXES else "image"

@@ -3,8 +3,12 @@ are decoded once (on a worker) and shared, and targets go out in chunks."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import math
 import numbers
+import os
 import time
 
 from napari_sansa.core.errors import InvalidInputError, SansaError
@@ -12,6 +16,8 @@ from napari_sansa.core.models.source import ModelSource
 from napari_sansa.dataset import models
 from napari_sansa.dataset.settings import RunSettings, reference_options
 from napari_sansa.dataset.writing import process_targets
+
+log = logging.getLogger(__name__)
 
 #: seconds a Dask run waits for a worker when the cluster has none left (``worker_wait``,
 #: ``--worker-wait``) before it stops
@@ -29,13 +35,40 @@ class WorkersLostError(SansaError, RuntimeError):
     exit_code = 1  # the command line's: the run stopped, the input was fine
 
 
+class SchedulerLostError(WorkersLostError):
+    """A Dask run stopped because the client lost its scheduler (it stopped, died or
+    cannot be reached); the outputs finished before are kept (a rerun does the rest)."""
+
+
+def _scheduler_lost(client, stopped) -> SchedulerLostError:
+    address = getattr(getattr(client, "scheduler", None), "address", "?")
+    return SchedulerLostError(
+        f"the Dask scheduler at {address} went away (it stopped, died or cannot be reached): "
+        f"{stopped()}; run the same command again (with a scheduler running) to finish"
+    )
+
+
+def _cancelled_errors() -> tuple:
+    """The errors of futures cancelled under the client: its scheduler went away."""
+    from distributed.client import ClosedClientError, FutureCancelledError, FuturesCancelledError
+
+    return (FutureCancelledError, FuturesCancelledError, ClosedClientError)
+
+
+def _gone(client, exc: BaseException) -> bool:
+    """Whether ``exc`` says the client lost its scheduler (futures cancelled under it,
+    or the client closed as its scheduler closed)."""
+    closed = getattr(client, "status", "running") in ("closing", "closed")
+    return isinstance(exc, _cancelled_errors()) or (closed and isinstance(exc, Exception))
+
+
 def check_worker_wait(value) -> float:
-    """``worker_wait`` as a number of seconds > 0."""
+    """``worker_wait`` as a finite number of seconds > 0."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
     ok = ok and math.isfinite(float(value)) and value > 0
     if not ok:
         raise InvalidInputError(
-            f"the wait for Dask workers (worker_wait, --worker-wait) must be a number of "
+            f"the wait for Dask workers (worker_wait, --worker-wait) must be a finite number of "
             f"seconds > 0, got {value!r}"
         )
     return float(value)
@@ -52,9 +85,17 @@ def check_scheduler_address(address: str) -> str:
         ) from None
 
     text = str(address).strip()
+    if not text:
+        raise InvalidInputError(f"--scheduler was given an empty address: give {ADDRESS_FORM}")
     try:
         scheme, location = parse_address(text)
         get_backend(scheme)  # an unknown scheme
+        parts = location.split("/")
+        if scheme == "inproc" and (len(parts) != 3 or parts[1] != str(os.getpid())):
+            raise ValueError(
+                "inproc:// names a scheduler inside one Python process (inproc://HOST/PID/N), "
+                "which other processes cannot reach; in Python, pass client= to segment_dataset"
+            )
         if scheme in ("tcp", "tls", "ws", "wss"):
             _, port = parse_host_port(location)
             if not 0 < int(port) < 65536:
@@ -64,7 +105,25 @@ def check_scheduler_address(address: str) -> str:
             f"--scheduler {address!r} is not a Dask scheduler address ({exc}): give "
             f"{ADDRESS_FORM}, or HOST:PORT"
         ) from None
+    if scheme == "tls" and _tls_context() is None:
+        raise InvalidInputError(
+            f"--scheduler {text} uses TLS, but Dask has no TLS settings: set "
+            "distributed.comm.tls.ca-file, distributed.comm.tls.client.cert and "
+            "distributed.comm.tls.client.key in Dask's configuration (a YAML file in "
+            "~/.config/dask/, or the environment variables DASK_DISTRIBUTED__COMM__TLS__"
+            "CA_FILE, ...__CLIENT__CERT and ...__CLIENT__KEY), as for the scheduler"
+        )
     return text
+
+
+def _tls_context():
+    """The SSL context of Dask's client TLS settings (its configuration), or None."""
+    from distributed.security import Security
+
+    try:
+        return Security().get_connection_args("client").get("ssl_context")
+    except Exception:  # noqa: BLE001 - settings naming unreadable files: Client says so
+        return True
 
 
 def _worker_count(client) -> int:
@@ -75,26 +134,36 @@ def _worker_count(client) -> int:
         return 0
 
 
-def _finished(client, futures, worker_wait: float, stopped):
+def _finished(client, futures, worker_wait: float, stopped, seen: bool = False):
     """The futures as they finish (their order), while the cluster has workers: once it
     has had none for ``worker_wait`` seconds, :class:`WorkersLostError` (``stopped()``
-    says what the run leaves undone)."""
+    says what the run leaves undone). The clock starts only once a worker has been seen
+    (``seen``: before this call): until the first worker connects (a batch job still in
+    the queue), the run waits without limit."""
     from dask.distributed import wait
 
     pending = set(futures)
     poll = min(WORKER_POLL, worker_wait / 4)
     alone_since = None
+    told = False
     while pending:
         try:
             done, pending = wait(pending, timeout=poll, return_when="FIRST_COMPLETED")
-        except TimeoutError:
+        except (TimeoutError, asyncio.TimeoutError):  # two classes on Python 3.10
             done = ()
         if done:
+            seen = True
             alone_since = None
             yield from done
             continue
         if _worker_count(client):
+            seen = True
             alone_since = None
+        elif not seen:
+            if not told:
+                address = getattr(getattr(client, "scheduler", None), "address", "?")
+                log.warning("waiting for a Dask worker to connect to the scheduler at %s", address)
+                told = True
         elif alone_since is None:
             alone_since = time.monotonic()
         elif time.monotonic() - alone_since >= worker_wait:
@@ -154,11 +223,19 @@ def prepare_dask(client, source, refs, run: RunSettings, worker_wait: float = WO
     """The references' memory, prepared on a worker; its errors (model, references) raised,
     and :class:`WorkersLostError` when the cluster has no worker for ``worker_wait`` s."""
     memory = client.submit(_prepare_task, source, refs, reference_options(run), pure=False)
+    nothing = lambda: "nothing was labelled"  # noqa: E731
     try:
-        for _ in _finished(client, [memory], worker_wait, lambda: "nothing was labelled"):
+        for _ in _finished(client, [memory], worker_wait, nothing):
             pass
+        if memory.status == "cancelled":
+            raise _scheduler_lost(client, nothing)
     except WorkersLostError:
-        client.cancel([memory])
+        with contextlib.suppress(Exception):  # the scheduler may be gone
+            client.cancel([memory])
+        raise
+    except Exception as exc:
+        if _gone(client, exc):
+            raise _scheduler_lost(client, nothing) from None
         raise
     if memory.status == "error":
         memory.result()  # raises the worker's error
@@ -194,16 +271,22 @@ def run_dask(
         )
 
     try:
-        for f in _finished(client, list(futures), worker_wait, stopped):
-            pending[0] -= 1
-            done = f.result()
-            rows.extend(done)
-            # a TIFF found to be a stack on the worker: one row per frame (bar in frames)
-            if len(done) > futures[f]:
-                bar.total += len(done) - futures[f]
-            bar.update(len(done))
+        try:
+            for f in _finished(client, list(futures), worker_wait, stopped, seen=True):
+                done = f.result()
+                pending[0] -= 1
+                rows.extend(done)
+                # a TIFF found to be a stack on the worker: one row per frame (bar in frames)
+                if len(done) > futures[f]:
+                    bar.total += len(done) - futures[f]
+                bar.update(len(done))
+        except Exception as exc:
+            if _gone(client, exc):
+                raise _scheduler_lost(client, stopped) from None
+            raise
     except BaseException as exc:
         rows.extend(getattr(exc, "failed_rows", []))
-        client.cancel(list(futures))
+        with contextlib.suppress(Exception):  # the scheduler may be gone
+            client.cancel(list(futures))
         raise
     return rows

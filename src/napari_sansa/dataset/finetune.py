@@ -24,6 +24,7 @@ import logging
 from pathlib import Path
 
 from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.dataset.io import not_a_regular_file
 
 __all__ = ["add_parser", "find_pairs", "run"]
 
@@ -87,7 +88,12 @@ def find_pairs(folder) -> list[tuple[Path, Path]]:
     folder = Path(folder)
 
     def images_in(d):
-        return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+        found = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        for p in found:  # a pipe named like an image: refused, not dropped silently
+            special = not_a_regular_file(p)
+            if special:
+                raise InvalidInputError(f"{special} (in the --train folder {folder})")
+        return [p for p in found if p.is_file()]
 
     if (folder / "images").is_dir() and (folder / "labels").is_dir():
         labels = {p.stem: p for p in images_in(folder / "labels")}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ __all__ = [
     "TiffStack",
     "TiffWindows",
     "lazy_tiff",
+    "not_a_regular_file",
     "open_target",
     "read_frame_image",
     "read_image",
@@ -33,13 +35,43 @@ TIFF_SUFFIXES = {".tif", ".tiff"}
 LEGACY_PARTIAL = ".napari-sansa-part"
 
 
+def not_a_regular_file(path) -> str | None:
+    """Why ``path`` cannot be read as an image file when it is a pipe (FIFO), a socket or
+    a device (reading one can wait forever), else None (a regular file, or nothing there)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    kinds = (
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    for test, kind in kinds:
+        if test(mode):
+            return (
+                f"{path} is {kind}, not a regular file: napari-sansa reads images from files "
+                "only; copy the image into a file and give that, or remove it from the input"
+            )
+    return None
+
+
+#: the formats (as PIL names them) whose files can be animations; others with several
+#: pictures (an MPO: a camera's JPEG with its previews) are read as their first picture
+ANIMATED_FORMATS = {"GIF", "PNG", "WEBP"}
+
+
 def _frame_count(path: Path) -> int:
-    """The frames of a (non-TIFF) image file as PIL counts them: 1 for a still image or a
+    """The frames of an animated GIF, PNG (APNG) or WebP as PIL counts them: 1 for a
+    still image, an image of another format (an MPO: its first picture is read) or a
     file PIL does not know (its reader then names any problem)."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
+            if im.format not in ANIMATED_FORMATS or not getattr(im, "is_animated", False):
+                return 1
             return int(getattr(im, "n_frames", 1))
     except Exception:  # noqa: BLE001 - PIL raises many types for files it cannot open
         return 1
@@ -132,6 +164,14 @@ def read_label_image(path) -> np.ndarray:
     path = Path(path)
     if path.is_file() and path.suffix.lower() not in TIFF_SUFFIXES:
         from PIL import Image, UnidentifiedImageError
+
+        frames = _frame_count(path)
+        if frames > 1:
+            raise InvalidInputError(
+                f"{path} is an animated image of {frames} frames, but a label image is one "
+                "frame: save the labels of the frame you annotated alone, as an image of its "
+                "own (PNG or TIFF), and give that"
+            )
 
         try:
             im = Image.open(path)

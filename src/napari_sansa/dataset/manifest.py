@@ -15,7 +15,7 @@ import io
 import json
 from pathlib import Path
 
-from napari_sansa.core.atomic import write_text_atomic
+from napari_sansa.core.atomic import write_bytes_atomic, write_text_atomic
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.jsonfile import read_json
 from napari_sansa.dataset.discovery import PROB_SUFFIX, Target, natural_key
@@ -197,6 +197,11 @@ def final_rows(out: Path, signature: str, targets, rows, earlier, skip=frozenset
     return result + now
 
 
+#: how the text of napari-sansa's CSV files is encoded and read back: file names that
+#: are not UTF-8 keep their bytes (Python's file-name decoding), so a rerun finds them
+NAME_ERRORS = "surrogateescape"
+
+
 def _digests(out: Path, digests: Path = CSV_DIGESTS) -> list[str]:
     try:
         known = read_json(out / digests).get("sha256", [])
@@ -228,18 +233,19 @@ def owned_text(out: Path, name: str, digests: Path, legacy_keys=None) -> str | N
             f"writes its {name} there: it is never replaced. Move or rename that file, or "
             "choose another --out"
         )
-    return data.decode("utf-8", "replace")
+    return data.decode("utf-8", NAME_ERRORS)
 
 
 def write_owned(out: Path, name: str, digests: Path, text: str) -> Path:
     """Write ``text`` atomically as ``out / name``, known as napari-sansa's (see
     :func:`owned_text`) before it is there: the digests of the last two versions."""
     final = out / name
-    data = text.encode("utf-8")
+    # a file name that is not UTF-8 (as os.fsdecode gives it) is written as its bytes
+    data = text.encode("utf-8", NAME_ERRORS)
     try:
         known = [hashlib.sha256(data).hexdigest(), *_digests(out, digests)[:1]]
         write_text_atomic(out / digests, json.dumps({"sha256": known}))
-        write_text_atomic(final, text)
+        write_bytes_atomic(final, data)
     except OSError as exc:
         write_failed(exc, final)
     return final

@@ -241,7 +241,8 @@ PROMPT_FILE_KEYS = {
 def _read_prompt_json(path: Path):
     """A prompt file's JSON: ``{"references": [...]}``, read within the file limits."""
     try:
-        data = json.loads(_read_prompt_bytes(path).decode("utf-8"), parse_int=_parse_int)
+        # utf-8-sig: a BOM (as Windows editors write it) is skipped
+        data = json.loads(_read_prompt_bytes(path).decode("utf-8-sig"), parse_int=_parse_int)
     except UnicodeDecodeError:
         raise InvalidInputError(f"the prompt file {path} is not a text (JSON) file") from None
     except json.JSONDecodeError as exc:
