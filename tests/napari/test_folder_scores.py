@@ -42,3 +42,15 @@ def test_outputs_outside_the_folder_are_not_listed_as_outputs(tmp_path):
         ("a.png", out / "a.tif"),
         ("b.png", None),
     ]
+
+
+def test_a_file_name_that_is_not_utf8_is_listed(tmp_path):
+    """scores.csv keeps such a name's bytes (surrogateescape): the widget lists it too."""
+    out = tmp_path / "out"
+    out.mkdir()
+    name = b"x\xff"
+    (out / "x\udcff.tif").write_bytes(b"l")
+    row = str(tmp_path).encode() + b"/" + name + b".png,0," + name + b".tif,ok,\n"
+    (out / "scores.csv").write_bytes(HEADER.encode() + row)
+    results = _listed(out / "scores.csv")
+    assert [(r.source.name, r.output) for r in results] == [("x\udcff.png", out / "x\udcff.tif")]

@@ -20,6 +20,7 @@ from pathlib import Path
 from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
 
+from napari_sansa.dataset.manifest import NAME_ERRORS
 from napari_sansa.napari.geometry import PromptError
 from napari_sansa.napari.imageset import SetPlan, assign_prompt_layers
 from napari_sansa.napari.layers import quoted_names
@@ -324,9 +325,10 @@ class FolderRun:
         import csv
 
         try:
-            with open(csv_path, newline="", encoding="utf-8") as fh:
+            # file names that are not UTF-8 are kept as their bytes, as the CSV was written
+            with open(csv_path, newline="", encoding="utf-8", errors=NAME_ERRORS) as fh:
                 rows = list(csv.DictReader(fh))
-        except (OSError, ValueError, csv.Error):  # unreadable, not UTF-8, or not a CSV
+        except (OSError, ValueError, csv.Error):  # unreadable or not a CSV
             return
         folder = csv_path.parent.resolve()
         known = {r.output for r in self.results} | {r.source for r in self.results}
