@@ -260,15 +260,14 @@ def _of_downloads(pattern: str, names) -> re.Pattern:
 LEFTOVER_AGE_S = 86400.0
 
 
-def _clean_leftovers(folder: Path, timeout: float) -> None:
+def _clean_leftovers(folder: Path, timeout: float, files=frozenset()) -> None:
     """Remove the temporaries of downloads killed long ago (more than a day, and more than
     the download timeout, since their last change): regular files whose whole name is one
     that a download of napari-sansa makes (without the package's mark: of a registered
     weights file), and nothing else (pooch's ``tmp*`` file of an
-    interrupted download directly in the weights folder carries no mark: left alone)."""
-    from napari_sansa.core.models.registry import registered_file_names
-
-    files = registered_file_names()
+    interrupted download directly in the weights folder carries no mark: left alone).
+    ``files``: the names of the weights files downloads write there (the registry's)."""
+    files = set(files)
     records = {record_path(Path(n)).name for n in files}
     found = [
         (folder, _LEFTOVER),
@@ -292,13 +291,18 @@ def _clean_leftovers(folder: Path, timeout: float) -> None:
                     path.unlink()
 
 
-def fetch(spec, source, final: Path, missing_message, progress: bool = True) -> Path:
+def fetch(
+    spec, source, final: Path, missing_message, progress: bool = True, known=frozenset()
+) -> Path:
     """Download one file of ``spec`` to ``final`` (in the cache), atomically, or raise.
 
-    ``missing_message(reason)`` words the error of a download that failed.
+    ``missing_message(reason)`` words the error of a download that failed. ``known``: the
+    names of every weights file downloads write into that folder, whose temporaries of
+    downloads killed long ago are removed (the registry gives them: this module imports
+    no registry).
     """
     timeout = download_timeout()
-    _clean_leftovers(final.parent, timeout)
+    _clean_leftovers(final.parent, timeout, known | {final.name})
     token = uuid.uuid4().hex
     record_path(final).unlink(missing_ok=True)  # a record never describes another file
     try:

@@ -263,6 +263,7 @@ def resolve_files(
                 path,
                 lambda reason, s=source, p=path: _missing_message(spec, s, p, reason),
                 progress=progress,
+                known=frozenset(registered_file_names()),
             )
         else:
             downloads.check_cached(spec, source, path, _command(spec))
