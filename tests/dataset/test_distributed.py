@@ -16,6 +16,21 @@ from napari_sansa.core.atomic import PARTIAL
 distributed = pytest.importorskip("dask.distributed")
 
 
+@pytest.fixture(autouse=True)
+def _dask_config_restored():
+    """A client whose scheduler went away does not always take back the settings it made
+    (``scheduler: dask.distributed``): later tests in the same process would then compute
+    dask arrays on a cluster that is gone. Each test here leaves dask's settings as found."""
+    import copy
+
+    import dask
+
+    saved = copy.deepcopy(dask.config.config)
+    yield
+    dask.config.config.clear()
+    dask.config.config.update(saved)
+
+
 @pytest.fixture(scope="module")
 def cluster():
     cluster = distributed.LocalCluster(
