@@ -302,6 +302,8 @@ WRONG = {
     "adapters int32": _first_tensor("adapters", lambda t: t.to(torch.int32)),
     "best int32": _first_tensor("best", lambda t: t.to(torch.int32)),
     "adapters float64": _first_tensor("adapters", lambda t: t.double()),
+    "adapters nan": _first_tensor("adapters", lambda t: torch.full_like(t, float("nan"))),
+    "best inf": _first_tensor("best", lambda t: torch.full_like(t, float("inf"))),
     "step huge": _set(["step"], 10**30),
     "step negative": _set(["step"], -1),
     "step past the end": _set(["step"], 3),

@@ -644,6 +644,8 @@ class Finetuning:
                     f"its {name} are not this run's adapter tensors ({n} is {what}, not "
                     f"{p.dtype} {tuple(p.shape)})"
                 )
+            if not bool(torch.isfinite(t).all()):  # no run saves these: training stops first
+                raise ValueError(f"its {name} hold values that are not finite ({n})")
         return {n: part[n].clone() for n, _ in self.named}
 
     def _check_optimizer(self, opt, mine: dict) -> None:
@@ -675,6 +677,8 @@ class Finetuning:
                     raise ValueError(
                         f"its optimizer {key} of parameter {i} is not {tuple(p.shape)} floats"
                     )
+                if not bool(torch.isfinite(t).all()):
+                    raise ValueError(f"its optimizer {key} of parameter {i} is not finite")
 
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
