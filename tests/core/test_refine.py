@@ -33,6 +33,7 @@ def _check_refined(refined, pred):
         assert len(np.unique(pred.labels[refined == i])) == 1  # one class an object
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tiles", [{}, {"tile_size": 64, "halo": 8}], ids=["untiled", "tiled"])
 def test_refine_in_a_run_encodes_each_image_once(
     uncached_model, model, images, disk_mask, rect_mask, monkeypatch, tiles

@@ -62,6 +62,7 @@ def test_saved_adapters_hold_adapter_tensors_only_and_load_back(model, data, wei
     assert not np.array_equal(original[0].logits[1], a[0].logits[1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dropout", [None, 0.3])  # SAM2's rates; a rate for every dropout
 def test_resume_after_a_stop_ends_where_an_uninterrupted_run_ends(model, data, tmp_path, dropout):
     kw = {"steps": 4, "validation": 0.25, "validate_every": 2, "prompt": "multi", "shots": 2,
@@ -113,6 +114,7 @@ def test_stats_schedule_and_validation(model, data):
     assert stats[-1].best_step == best.step
 
 
+@pytest.mark.slow
 def test_steps_follow_the_authors_optimiser_recipe(model, data):
     """The authors' step (main.py, engine.py, opts.py), written out: the gradient of the
     step's mean episode loss, its norm over all adapters clipped to 0.1, AdamW (betas

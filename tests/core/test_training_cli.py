@@ -89,6 +89,7 @@ def test_a_pipe_named_like_a_training_image_is_refused_not_dropped(tmp_path):
         find_pairs(folder)
 
 
+@pytest.mark.slow
 def test_a_killed_run_continues_and_ends_where_an_uninterrupted_one_ends(
     weights, pairs, tmp_path, monkeypatch
 ):

@@ -68,6 +68,7 @@ def _outputs(folder):
     return {p.name: tifffile.imread(p) for p in sorted(folder.glob("*.tif"))}
 
 
+@pytest.mark.slow
 def test_cluster_gives_the_local_results(cluster, job):
     from napari_sansa.dataset import segment_dataset
 
@@ -114,6 +115,7 @@ def _undo_die_after_two_outputs() -> None:
     os.replace = getattr(os.replace, "original", os.replace)
 
 
+@pytest.mark.slow
 def test_killing_a_worker_loses_no_finished_output(cluster, job):
     """Workers die at a known point (after their second output), not at a time: the
     first worker to write two outputs dies, whichever the scheduler chose."""

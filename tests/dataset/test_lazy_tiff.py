@@ -78,6 +78,7 @@ def test_a_truncated_file_is_a_clear_error(tmp_path):
         img[80:96, :]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compression", [None, "zlib"])
 def test_tiled_cli_labels_of_a_tiff_read_by_tiles_are_the_apis(
     weights, tmp_path, monkeypatch, compression

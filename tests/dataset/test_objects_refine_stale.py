@@ -29,6 +29,7 @@ def _signature(path) -> str:
     return json.loads(tifffile.TiffFile(path).pages[0].description)["napari_sansa"]["run"]
 
 
+@pytest.mark.slow
 def test_refine_in_the_cli_gives_the_apis_refined_objects(weights, root):
     out = root / "out"
     one = root / "data" / "img1.png"

@@ -110,6 +110,7 @@ def test_a_frame_without_foreground_has_no_objects(make_sansa, qtbot):
     assert widget.object_counts.counts()[0] == {1: 2, 2: 1}
 
 
+@pytest.mark.slow
 def test_tiles_in_the_widget_give_the_cores_tiled_result(make_sansa, qtbot, model):
     images, labels = stack(), paint()
     viewer, widget = make_sansa(
