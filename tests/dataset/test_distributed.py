@@ -154,28 +154,9 @@ def test_cli_scheduler_option(cluster, job, weights):
 
     local_cluster, _ = cluster
     root, data, _, _ = job
-    args = [
-        "segment",
-        str(data),
-        "--reference",
-        str(root / "ref.png"),
-        str(root / "lab.png"),
-        "--out",
-        str(root / "cli"),
-        "--sam2-checkpoint",
-        str(weights[0]),
-        "--adapter-checkpoint",
-        str(weights[1]),
-        "--image-size",
-        "256",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--scheduler",
-        local_cluster.scheduler_address,
-        "--chunk-size",
-        "4",
-    ]
+    args = _segment_args(
+        root, data, weights, "--scheduler", local_cluster.scheduler_address, "--chunk-size", "4"
+    )
     assert main(args) == 0
     assert len(list((root / "cli").glob("*.tif"))) == 8
     import dask
