@@ -17,6 +17,27 @@ SIZE = 256  # model input size used by the tests
 CONFIG = "sam2_hiera_t"
 
 
+@pytest.fixture(autouse=True)
+def _no_leftover_dask_client_setting():
+    """A distributed Client sets ``scheduler: dask.distributed`` for the process and takes it
+    back when it closes; one whose scheduler went away (tests of lost clusters) does not
+    always, and later tests in the same worker would then compute dask arrays on a cluster
+    that is gone. Before each test, such a leftover setting without a client is dropped."""
+    import sys
+
+    if "dask" in sys.modules:
+        import dask
+
+        if dask.config.get("scheduler", None) == "dask.distributed":
+            try:
+                from distributed import default_client
+
+                default_client()
+            except (ImportError, ValueError):  # no client: the setting is a leftover
+                dask.config.config.pop("scheduler", None)
+    yield
+
+
 @pytest.fixture(scope="session")
 def weights(tmp_path_factory):
     from napari_sansa.core.models.random_weights import write_random_checkpoints
