@@ -169,3 +169,24 @@ def test_layers_import_downwards_and_qt_only_under_qt():
 def test_few_private_names_are_imported_across_modules():
     _, _, private = _imports(_modules())
     assert len(private) <= 10, private
+
+
+def test_only_the_engine_and_the_weights_code_reach_the_network():
+    """The SAM2 network (``.sam``) is held by ``core.engine.Engine``; only the engine, the
+    weights code in ``core/models/`` and the model's read-only ``sam`` property reach it."""
+    reached = []
+    for m, (path, _) in _modules().items():
+        if m == "napari_sansa.core.engine" or m.startswith("napari_sansa.core.models."):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        allowed = set()
+        if m == "napari_sansa.core.model":  # the public, read-only SansaModel.sam
+            for node in ast.walk(tree):
+                if isinstance(node, ast.FunctionDef) and node.name == "sam":
+                    allowed |= {id(n) for n in ast.walk(node)}
+        reached += [
+            f"{m}:{node.lineno}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and node.attr == "sam" and id(node) not in allowed
+        ]
+    assert reached == []

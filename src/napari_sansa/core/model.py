@@ -131,16 +131,11 @@ class SansaModel:
     @property
     def adapters(self) -> dict[int, int]:
         """``{Hiera block: bottleneck width}`` of the SANSA adapters (empty: plain SAM2)."""
-        from napari_sansa.core.models.adapters import adapter_blocks
-
-        return adapter_blocks(self.sam)
+        return self.engine.adapter_blocks()
 
     @property
     def adapter_stages(self) -> tuple[int, ...]:
-        from napari_sansa.core.models.adapters import block_stages
-
-        stages = block_stages(self.sam.image_encoder.trunk)
-        return tuple(sorted({stages[i] for i in self.adapters}))
+        return self.engine.adapter_stages()
 
     @property
     def identity(self) -> str:
@@ -307,11 +302,11 @@ class SansaModel:
     def adapter_parameters(self):
         """``(name, parameter)`` pairs of the adapter tensors, named as in the authors'
         checkpoint (``dict(model.adapter_parameters())``)."""
-        return iter(weights.adapter_parameters(self.sam))
+        return iter(self.engine.adapter_parameters())
 
     def save_adapters(self, path, *, overwrite: bool = False):
         """Write the adapters in the authors' checkpoint format, atomically."""
-        return weights.save_adapters(self, path, overwrite=overwrite)
+        return weights.save_adapters(self.engine, path, overwrite=overwrite)
 
     def decode_references(self, references, *, input_size=640, threshold=0.5, intensity_range=None):
         """What SAM2 makes of each reference's prompts, as :class:`Prediction` s."""

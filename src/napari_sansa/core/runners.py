@@ -179,8 +179,7 @@ def _remember(model, target: LoadedImage, g: ClassGroup, ci: int, result) -> Non
 # -- sequential -------------------------------------------------------------------------
 def run_sequential(model, targets, groups, s):
     groups = [ClassGroup(g.classes, g.k, dict(g.entries)) for g in groups]  # this run's episode
-    sam = model.sam
-    keep = max(sam.num_maskmem - 1, sam.max_obj_ptrs_in_encoder - 1)
+    keep = model.engine.memory_reach
     source = _prefetched(model, targets, s, depth=2)
     try:
         for j, loaded in source:
