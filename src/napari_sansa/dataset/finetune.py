@@ -244,7 +244,7 @@ def run(args) -> int:
 def _train(tuning, state_path: Path, args) -> None:
     from tqdm.auto import tqdm
 
-    from napari_sansa.core.training.api import _postfix
+    from napari_sansa.core.training.api import step_postfix
 
     s = tuning.settings
     bar = tqdm(total=s.steps, initial=tuning.step, unit="step", desc="fine-tuning",
@@ -254,7 +254,7 @@ def _train(tuning, state_path: Path, args) -> None:
         for stats in tuning:
             snapshot = None
             bar.n = stats.step
-            post = _postfix(stats)
+            post = step_postfix(stats)
             bar.set_postfix(**post, refresh=True)
             if args.quiet and stats.val_loss is not None:
                 log.info("step %d/%d %s", stats.step, s.steps, post)

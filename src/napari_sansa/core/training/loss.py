@@ -157,7 +157,7 @@ def episode_loss(model, supports, query, *, dropout: float = 0.0, input_size=640
     """
     from napari_sansa.core.images import to_float_rgb
     from napari_sansa.core.preprocess import check_input_size, image_to_input
-    from napari_sansa.core.training.episodes import Example, _grid_mask
+    from napari_sansa.core.training.episodes import Example, grid_mask
 
     dropout = check_dropout(dropout)
     input_size = check_input_size(input_size)
@@ -178,7 +178,7 @@ def episode_loss(model, supports, query, *, dropout: float = 0.0, input_size=640
     episode = EpisodeInput(
         prompts=[_example_prompt(ex, size, input_size, device) for ex in supports],
         targets=[
-            torch.from_numpy(_grid_mask(ex.mask, input_size).astype(np.float32)).to(device)
+            torch.from_numpy(grid_mask(ex.mask, input_size).astype(np.float32)).to(device)
             for ex in frames
         ],
         skip_first=all(ex.prompt is None or not ex.prompt.sparse for ex in supports),
