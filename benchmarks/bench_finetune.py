@@ -148,7 +148,7 @@ def _runs(variants, image_size: int, steps: int, authors=None, dropout=None):
 
             run.encoder = _PlainEncoder(run.engine)
             run._kernels.remove()  # the authors' fork: math in both (added back just below)
-            for part in (run.sam.memory_attention, run.sam.sam_mask_decoder):
+            for part in (run.engine.memory_attention, run.engine.mask_decoder):
                 KernelWhileTraining(part)
         else:
             t0 = time.perf_counter()

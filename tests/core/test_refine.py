@@ -50,7 +50,7 @@ def test_refine_in_a_run_encodes_each_image_once(
     assert sum(calls) == n_plain
     if tiles:
         assert n_plain > len(targets) + 1
-    assert uncached_model._holds == []  # nothing is held once the run is over
+    assert uncached_model.features.holds == ()  # nothing is held once the run is over
     assert sum(len(p.object_table) for p in plain) > 0
     changed = 0
     for p, q, image in zip(plain, refined, targets, strict=True):
@@ -88,9 +88,9 @@ def test_a_run_stopped_early_holds_nothing(uncached_model, images, disk_mask):
     refs = [ns.Reference(images[0], [ns.Mask(disk_mask, 1)])]
     run = uncached_model.segment_iter(refs, images[1:5], instances={"refine": True})
     next(run)
-    assert len(uncached_model._holds) == 1
+    assert len(uncached_model.features.holds) == 1
     run.close()
-    assert uncached_model._holds == []
+    assert uncached_model.features.holds == ()
 
 
 def test_refine_option_is_checked():

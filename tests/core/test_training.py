@@ -121,8 +121,6 @@ def test_steps_follow_the_authors_optimiser_recipe(model, data):
     0.9/0.999, eps 1e-8, weight decay 0) at the cosine rate of the step (T_max = steps,
     stepped after each update). Each step of ``finetune_iter`` is checked from the adapters
     it started from (so float rounding cannot grow over the steps)."""
-    from napari_sansa.core.training.loss import network_mode
-
     steps, lr, batch = 3, 1e-3, 2
     run = _run(model, data, steps=steps, batch_size=batch, shots=2, dropout=0.0, lr=lr)
     drawn, sample = [], run._sample
@@ -143,7 +141,7 @@ def test_steps_follow_the_authors_optimiser_recipe(model, data):
         put(before)  # the gradient where the step started, on the step's episodes
         for p in params:
             p.grad = None
-        with network_mode(run.sam, 0.0):
+        with run.engine.training(0.0):
             for episode in drawn[(t - 1) * batch : t * batch]:
                 focal, dice, _ = run._terms(episode)
                 ((focal + dice) / batch).backward()
@@ -212,14 +210,14 @@ def test_prefix_encoder_gives_the_engine_features(model, data):
     batch = torch.stack([image_to_input(x, SIZE, GRID, "cpu") for x in imgs])
     with torch.no_grad():
         want = model.engine.encode(batch)
-        enc = PrefixEncoder(model.sam, first_trainable=3, cache_bytes=1 << 30)
+        enc = PrefixEncoder(model.engine, first_trainable=3, cache_bytes=1 << 30)
         got = enc.encode(["a", "b", "c"], lambda rows: batch[rows])
         again = enc.encode(["c", "a", "c"], lambda rows: pytest.fail("prefix recomputed"))
     for w, g in zip((*want.high_res, want.top), (*got.high_res, got.top), strict=True):
         torch.testing.assert_close(g, w, rtol=0, atol=1e-5)
     torch.testing.assert_close(again.top[1], want.top[0], rtol=0, atol=1e-5)
     assert enc.hits == 3 and enc.misses == 3
-    small = PrefixEncoder(model.sam, 3, cache_bytes=enc.nbytes // 3 + 1)  # room for one image
+    small = PrefixEncoder(model.engine, 3, cache_bytes=enc.nbytes // 3 + 1)  # room for one image
     with torch.no_grad():
         small.encode(["a", "b"], lambda rows: batch[rows])
     assert small.nbytes <= enc.nbytes // 3 + 1 and len(small._cache) == 1

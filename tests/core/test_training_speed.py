@@ -143,7 +143,7 @@ def test_training_step_without_dropout_matches_the_math_kernel_step(model, data)
     ours = ns.finetune_iter(model, data, **kw)
     plain = ns.finetune_iter(model, data, **kw)
     plain._kernels.remove()
-    KernelWhileTraining(plain.sam.memory_attention)
+    KernelWhileTraining(plain.engine.memory_attention)
     for a, b in zip(ours, plain, strict=True):
         assert a.loss == pytest.approx(b.loss, rel=1e-6)
     for (n, pa), (_, pb) in zip(ours.named, plain.named, strict=True):
@@ -154,7 +154,7 @@ def test_prefix_cache_keeps_the_decoders_high_resolution_maps(model, data):
     from napari_sansa.core.preprocess import image_to_input
     from napari_sansa.core.training.encoder import PrefixEncoder
 
-    enc = PrefixEncoder(model.sam, first_trainable=3)
+    enc = PrefixEncoder(model.engine, first_trainable=3)
     assert enc.frozen == {0, 1}  # SAM2's two levels without top-down features
     batch = torch.stack([image_to_input(ns.to_float_rgb(data[0][0]), SIZE, GRID, "cpu")])
     with torch.no_grad():
@@ -165,7 +165,7 @@ def test_prefix_cache_keeps_the_decoders_high_resolution_maps(model, data):
     assert enc.split and len(state) == 2  # block 3's norm2 input and its frozen output
     for g, w in zip((*got.high_res, got.top), (*want.high_res, want.top), strict=True):
         torch.testing.assert_close(g, w, rtol=0, atol=1e-5)
-    late = PrefixEncoder(model.sam, first_trainable=1)  # stage 1 trains: level 1 is not frozen
+    late = PrefixEncoder(model.engine, first_trainable=1)  # stage 1 trains: level 1 is not frozen
     assert late.frozen == {0}
 
 
@@ -178,7 +178,7 @@ def test_a_counted_mask_support_runs_the_decoder_once(model, data):
     prompts = [("mask", mask_to_input(d[1] == 1, SIZE, GRID, "cpu")) for d in data[:2]]
     episode = EpisodeInput(prompts, [torch.zeros(GRID, GRID)] * 3, skip_first=True)
     calls = []
-    hook = model.sam.sam_mask_decoder.register_forward_hook(lambda *a: calls.append(1))
+    hook = model.engine.mask_decoder.register_forward_hook(lambda *a: calls.append(1))
     try:
         with torch.no_grad():
             preds = run_episode(engine, engine.encode(torch.stack(images)), episode)

@@ -111,14 +111,14 @@ def test_weights_changed_in_memory_do_not_resume_a_run_of_the_loaded_model(
     import imageio.v3 as iio
 
     import napari_sansa as ns
-    from napari_sansa.core.training.model_copy import copy_sam, wrap_model
+    from napari_sansa.core.models.trainable import trainable_copy, wrap_model
     from napari_sansa.dataset import segment_dataset
 
     if kind == "finetuned":
         frames = [(iio.imread(root / "ref.png"), iio.imread(root / "ref_labels.png"))] * 2
         tuned = ns.finetune(model, frames, steps=1, batch_size=1, input_size=64, seed=0)
     else:  # what ns.finetune starts from: a copy of the SAM2 (its adapters, or fresh ones)
-        tuned = wrap_model(model, copy_sam(model, fresh=kind == "fresh"))
+        tuned = wrap_model(model, trainable_copy(model, fresh=kind == "fresh"))
     assert tuned.source_identity is None
     for name, loaded in (("model", model), ("source", source)):
         out = tmp_path / name

@@ -12,15 +12,24 @@ attention, on the memories of earlier frames chosen as in the authors' code:
 
 Everything here is batched along the first dimension, so several classes and
 several targets go through each step together.
+
+The :class:`Engine` is the only holder of the SAM2 network: the model, the runners and
+fine-tuning reach it through the engine's steps, its adapters (``adapter_parameters``,
+``adapter_blocks``), its modes (``training``, ``autograd_ready``) and the parts that
+fine-tuning runs or hooks itself (``image_encoder``, ``mask_decoder``,
+``memory_attention``). Only the weights code in :mod:`napari_sansa.core.models` (loading,
+saving, the trainable copy) builds or reads the network as such.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from napari_sansa.core.memory import frames_for
 
@@ -138,6 +147,101 @@ class Engine:
         if sam.num_feature_levels != 3 or not sam.use_high_res_features_in_sam:
             raise ValueError("SANSA needs SAM2 with three feature levels and high-res features")
         self._top_pos: torch.Tensor | None = None
+
+    def sibling(self) -> Engine:
+        """Another engine on the same network, with caches of its own (e.g. position
+        tables made with autograd available)."""
+        return Engine(self.sam)
+
+    # -- the network's adapters, parts and modes ------------------------------------------
+    def adapter_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """``(name, parameter)`` of every adapter tensor, named as in the authors' checkpoint."""
+        from napari_sansa.core.models.weights import adapter_parameters
+
+        return adapter_parameters(self.sam)
+
+    def adapter_blocks(self) -> dict[int, int]:
+        """``{Hiera block: bottleneck width}`` of the adapters (empty: plain SAM2)."""
+        from napari_sansa.core.models.adapters import adapter_blocks
+
+        return adapter_blocks(self.sam)
+
+    def adapter_stages(self) -> tuple[int, ...]:
+        """The Hiera stages that hold adapters."""
+        from napari_sansa.core.models.adapters import block_stages
+
+        stages = block_stages(self.sam.image_encoder.trunk)
+        return tuple(sorted({stages[i] for i in self.adapter_blocks()}))
+
+    @property
+    def image_encoder(self) -> nn.Module:
+        """SAM2's image encoder (Hiera trunk and FPN neck)."""
+        return self.sam.image_encoder
+
+    @property
+    def mask_decoder(self) -> nn.Module:
+        """SAM2's mask decoder (its ``conv_s0``/``conv_s1`` make the high-res levels)."""
+        return self.sam.sam_mask_decoder
+
+    @property
+    def memory_attention(self) -> nn.Module:
+        return self.sam.memory_attention
+
+    def modules(self):
+        """Every module of the network (for checks of its dropout rates)."""
+        return self.sam.modules()
+
+    @property
+    def memory_reach(self) -> int:
+        """How many frames back a frame's memory reaches (memories or object pointers):
+        a sequential run may drop entries older than that."""
+        return max(self.sam.num_maskmem - 1, self.sam.max_obj_ptrs_in_encoder - 1)
+
+    @contextlib.contextmanager
+    def training(self, dropout: float | None):
+        """Training mode for the duration; ``dropout`` (when not None) replaces every dropout
+        rate (0.0: deterministic). Mode and rates are restored afterwards."""
+        sam = self.sam
+        was_training = sam.training
+        saved = []
+        for m in sam.modules():
+            if isinstance(m, nn.Dropout):
+                saved.append((m, "p", m.p))
+            elif isinstance(getattr(m, "dropout_p", None), float):
+                saved.append((m, "dropout_p", m.dropout_p))
+        try:
+            if dropout is not None:
+                for m, attr, _ in saved:
+                    setattr(m, attr, float(dropout))
+            sam.train()
+            yield
+        finally:
+            for m, attr, value in saved:
+                setattr(m, attr, value)
+            sam.train(was_training)
+
+    @contextlib.contextmanager
+    def autograd_ready(self):
+        """Inference-mode tensors that SAM2 modules cache between calls (rotary and sine
+        position tables, made by an earlier ``segment``) replaced by normal copies for the
+        duration, so that autograd may use them; the originals are put back afterwards."""
+        swapped = []
+        for m in self.sam.modules():
+            for name, value in list(vars(m).items()):
+                if isinstance(value, torch.Tensor) and value.is_inference():
+                    swapped.append((m, name, value))
+                    setattr(m, name, value.clone())
+                elif isinstance(value, dict) and any(
+                    isinstance(v, torch.Tensor) and v.is_inference() for v in value.values()
+                ):
+                    swapped.append((m, name, value))
+                    setattr(m, name, {k: v.clone() if isinstance(v, torch.Tensor) else v
+                                      for k, v in value.items()})  # fmt: skip
+        try:
+            yield
+        finally:
+            for m, name, value in swapped:
+                setattr(m, name, value)
 
     # -- image features ---------------------------------------------------------------
     def encode(self, images: torch.Tensor) -> Features:

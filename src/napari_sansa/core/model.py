@@ -12,18 +12,17 @@ results in :mod:`~napari_sansa.core.results`.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import uuid
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 
-from napari_sansa.core.cache import DiskFeatureCache, FeatureCache, array_digest
-from napari_sansa.core.engine import Engine, Features
+from napari_sansa.core.cache import DiskFeatureCache, FeatureCache
+from napari_sansa.core.engine import Engine
 from napari_sansa.core.errors import InvalidInputError
-from napari_sansa.core.images import check_range, image_hw, to_float_rgb
+from napari_sansa.core.features import ImageFeatures
+from napari_sansa.core.images import check_range
 from napari_sansa.core.models import weights
 from napari_sansa.core.models.settings import ModelSettings
 from napari_sansa.core.objects import ObjectOptions, with_objects
@@ -34,7 +33,7 @@ from napari_sansa.core.options import (
     check_run_options,
     check_targets,
 )
-from napari_sansa.core.preprocess import check_input_size, image_to_input
+from napari_sansa.core.preprocess import check_input_size
 from napari_sansa.core.references import prepare_memory
 from napari_sansa.core.refine import RunRefiner
 from napari_sansa.core.results import Prediction, Predictions, ReferenceMemory
@@ -91,20 +90,39 @@ class SansaModel:
     ):
         self.settings = ModelSettings.from_options(settings, **options)
         s = self.settings
-        self.sam = sam.to(device).eval()
-        self.engine = Engine(self.sam)
-        self.config = config
         self.device = torch.device(device)
         self.dtype = dtype
+        self.engine = Engine(sam.to(device).eval())
+        self.config = config
         self.name = name or config
         self._identity = identity or f"unsaved-{uuid.uuid4().hex}"
         self._source_identity = dict(source_identity) if source_identity is not None else None
         disk = DiskFeatureCache(s.cache_dir, s.cache_dir_bytes) if s.cache_dir is not None else None
-        self.feature_cache = FeatureCache(s.cache_bytes, disk)
+        #: the images' features: loading, keys, the feature cache, encoding (core.features)
+        self.features = ImageFeatures(
+            self.engine,
+            device=self.device,
+            dtype=dtype,
+            cache=FeatureCache(s.cache_bytes, disk),
+            identity=lambda: self.identity,
+        )
         self.result_cache = FeatureCache(s.result_cache_bytes if s.cache_bytes > 0 else 0)
-        self._holds: list = []  # core.refine.FeatureHold s of runs refining their objects
+
+    @property
+    def feature_cache(self) -> FeatureCache:
+        """The image-feature cache (``features.cache``; ``FeatureCache(0)``: off)."""
+        return self.features.cache
+
+    @feature_cache.setter
+    def feature_cache(self, cache: FeatureCache) -> None:
+        self.features.cache = cache
 
     # -- description --------------------------------------------------------------------
+    @property
+    def sam(self):
+        """The SAM2 network (held by :attr:`engine`; read-only here, for inspection)."""
+        return self.engine.sam
+
     @property
     def image_size(self) -> int:
         """Side of the model's square input (1024 for the released weights)."""
@@ -113,16 +131,11 @@ class SansaModel:
     @property
     def adapters(self) -> dict[int, int]:
         """``{Hiera block: bottleneck width}`` of the SANSA adapters (empty: plain SAM2)."""
-        from napari_sansa.core.models.adapters import adapter_blocks
-
-        return adapter_blocks(self.sam)
+        return self.engine.adapter_blocks()
 
     @property
     def adapter_stages(self) -> tuple[int, ...]:
-        from napari_sansa.core.models.adapters import block_stages
-
-        stages = block_stages(self.sam.image_encoder.trunk)
-        return tuple(sorted({stages[i] for i in self.adapters}))
+        return self.engine.adapter_stages()
 
     @property
     def identity(self) -> str:
@@ -289,11 +302,11 @@ class SansaModel:
     def adapter_parameters(self):
         """``(name, parameter)`` pairs of the adapter tensors, named as in the authors'
         checkpoint (``dict(model.adapter_parameters())``)."""
-        return iter(weights.adapter_parameters(self.sam))
+        return iter(self.engine.adapter_parameters())
 
     def save_adapters(self, path, *, overwrite: bool = False):
         """Write the adapters in the authors' checkpoint format, atomically."""
-        return weights.save_adapters(self, path, overwrite=overwrite)
+        return weights.save_adapters(self.engine, path, overwrite=overwrite)
 
     def decode_references(self, references, *, input_size=640, threshold=0.5, intensity_range=None):
         """What SAM2 makes of each reference's prompts, as :class:`Prediction` s."""
@@ -302,59 +315,6 @@ class SansaModel:
         ).decoded
 
     # -- running ------------------------------------------------------------------------
-    def _compute(self):
-        """Context for every model call: no autograd, and autocast when not fp32."""
-        stack = contextlib.ExitStack()
-        stack.enter_context(torch.inference_mode())
-        if self.dtype != torch.float32:
-            stack.enter_context(torch.autocast(self.device.type, dtype=self.dtype))
-        return stack
-
-    def _load_image(self, image, what: str, s: RunOptions):
-        """Read one image: its cache key, (H, W) and the [0, 1] RGB float array.
-
-        The pixels are hashed for the key only when a feature cache is on; otherwise
-        the key is unique and the image is simply encoded.
-        """
-        hw = image_hw(image, what)
-        raw = np.asarray(image)
-        rgb = to_float_rgb(raw, s.intensity_range, what)
-        if self.feature_cache.enabled or self._holds:
-            parts = (array_digest(raw), str(s.intensity_range), str(s.input_size), self.identity)
-            key = "|".join(parts)
-        else:
-            key = f"uncached-{uuid.uuid4().hex}"
-        return key, hw, rgb
-
-    def _features(self, loaded, s: RunOptions) -> Features:
-        """Features of several loaded images as one batch; each image is encoded at most once."""
-        found: dict[str, Features] = {}
-        todo = []
-        for key, _hw, rgb in loaded:
-            if key in found:
-                continue
-            held = next((h.get(key) for h in self._holds if key in h), None)
-            cached = held if held is not None else self.feature_cache.get(key)
-            if cached is not None:
-                found[key] = cached.to(self.device, non_blocking=True)
-            else:
-                todo.append((key, rgb))
-                found[key] = None
-        if todo:
-            batch = torch.stack(
-                [image_to_input(rgb, self.image_size, s.input_size, self.device) for _, rgb in todo]
-            )
-            feats = self.engine.encode(batch)
-            for i, (key, _) in enumerate(todo):
-                one = feats[i]
-                found[key] = one
-                if self.feature_cache.enabled:
-                    self.feature_cache.put(key, one.to("cpu"), one.nbytes)
-        for hold in self._holds:  # a run refining its objects keeps them (core.refine)
-            for key, _, _ in loaded:
-                hold.put(key, found[key])
-        return Features.cat([found[key] for key, _, _ in loaded])
-
     def _run(self, refs, targets, s: RunOptions, include_references: bool, tiles=None):
         if isinstance(refs, ReferenceMemory):
             memory = refs.to(self.device)

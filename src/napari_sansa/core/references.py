@@ -17,6 +17,7 @@ import torch
 from napari_sansa.core.cache import array_digest
 from napari_sansa.core.engine import FrameOutput, MemoryEntry
 from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.core.features import LoadedImage
 from napari_sansa.core.preprocess import mask_to_input, sparse_prompts_to_input
 from napari_sansa.core.results import ClassGroup, ReferenceMemory, make_prediction
 
@@ -52,19 +53,19 @@ def prepare_memory(model, refs, s, memory_frames: str = "last") -> ReferenceMemo
     for i, ref in enumerate(refs):
         if s.cancelled():
             return None
-        loaded = model._load_image(ref.image, f"reference image {i}", s)
+        loaded = model.features.load(ref.image, f"reference image {i}", s)
         outputs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # class: (low_res, score)
         feats = None
-        with model._compute():
+        with model.features.compute():
             for c in ref.classes:
-                prompt = _prompt_input(model, ref, c, loaded[1])
-                keys[(i, c)] = key = _entry_key(model, loaded[0], prompt)
+                prompt = _prompt_input(model, ref, c, loaded.hw)
+                keys[(i, c)] = key = _entry_key(model, loaded, prompt)
                 hit = model.result_cache.get(key) if key is not None else None
                 if hit is not None:
                     entry, low, score = _to_device(hit, model.device)
                 else:
                     if feats is None:
-                        feats = model._features([loaded], s)
+                        feats = model.features.encode([loaded], s)
                     out = _decode_prompt(model, feats, prompt, i, c, s)
                     entry, low, score = model.engine.memory(feats, out), out.low_res, out.score
                     if key is not None:
@@ -75,7 +76,7 @@ def prepare_memory(model, refs, s, memory_frames: str = "last") -> ReferenceMemo
             predictions.append(
                 make_prediction(
                     i,
-                    loaded[1],
+                    loaded.hw,
                     torch.cat([outputs[c][0] for c in pred_classes], dim=1)[0],
                     torch.cat([outputs[c][1] for c in pred_classes]),
                     pred_classes,
@@ -150,12 +151,12 @@ def _decode_prompt(model, feats, prompt, i, c, s) -> FrameOutput:
     )
 
 
-def _entry_key(model, image_key: str, prompt) -> str | None:
+def _entry_key(model, image: LoadedImage, prompt) -> str | None:
     """The result-cache key of one (reference, class) memory entry: the reference
     image's feature key (its pixels, pre-processing and the model) and the prompt."""
-    if not model.result_cache.enabled or image_key.startswith("uncached-"):
+    if not model.result_cache.enabled or not image.keyed:
         return None
-    return "|".join(["reference-entry", image_key, prompt[0], *map(array_digest, prompt[1:])])
+    return "|".join(["reference-entry", image.key, prompt[0], *map(array_digest, prompt[1:])])
 
 
 def _class_digests(k: int, keys: list[list[str | None]]) -> list[str] | None:

@@ -49,8 +49,9 @@ class _Preprocessing:
 class FeatureHold:
     """Features a run computed, kept (on the CPU) until a refinement takes them.
 
-    While a hold is in ``model._holds`` the model keys images by content (as with a
-    feature cache) and puts every image's features in it (``SansaModel._features``);
+    While a hold is armed (``model.features.arm``) the model keys images by content (as
+    with a feature cache) and puts every image's features in it
+    (:meth:`~napari_sansa.core.features.ImageFeatures.encode`);
     a tiled run records the keys of each target's tiles with foreground (``tile_keys``)
     and drops the others' features (:meth:`keep_tiles`).
     """
@@ -129,8 +130,7 @@ class RunRefiner:
     def watch(self, targets):
         # disarmed by close(): the last targets are refined after they are read
         for i, image in enumerate(targets):
-            if self.hold not in self.model._holds:
-                self.model._holds.append(self.hold)
+            self.model.features.arm(self.hold)
             self.images[i] = image
             yield image
 
@@ -140,8 +140,7 @@ class RunRefiner:
         return _refine(self.model, image, prediction, self.settings, self.hold, self.batch)
 
     def close(self) -> None:
-        if self.hold in self.model._holds:
-            self.model._holds.remove(self.hold)
+        self.model.features.disarm(self.hold)
         self.hold.clear()
         self.images.clear()
 
@@ -174,7 +173,7 @@ class _View:
 
     def __init__(self, rows: slice, cols: slice, load):
         self.rows, self.cols = rows, cols
-        self.load = load  # () -> (key, (h, w), rgb or None)
+        self.load = load  # () -> LoadedImage (its rgb None when its features are held)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -182,6 +181,7 @@ class _View:
 
 
 def _views(model, image, prediction, pre, hold) -> list[_View]:
+    from napari_sansa.core.features import LoadedImage
     from napari_sansa.core.images import image_hw
     from napari_sansa.core.tiling import StitchedLogits, TiledImage
 
@@ -195,11 +195,9 @@ def _views(model, image, prediction, pre, hold) -> list[_View]:
     if not isinstance(prediction.logits, StitchedLogits):
 
         def load():
-            return model._load_image(image, "image", pre)
+            return model.features.load(image, "image", pre)
 
         return [_View(slice(0, hw[0]), slice(0, hw[1]), load)]
-    from napari_sansa.core.tiled_run import tile_key
-
     what = f"target {prediction.index}"
     grid = prediction.logits.grid
     src: list = []  # the TiledImage, made only if a tile must be encoded
@@ -208,11 +206,10 @@ def _views(model, image, prediction, pre, hold) -> list[_View]:
         def load():
             key = hold.tile_keys.get((what, t.index)) if hold is not None else None
             if key is not None and key in hold:
-                return key, t.shape, None
+                return LoadedImage(key, t.shape, None)
             if not src:
                 src.append(TiledImage(image, grid, pre.intensity_range, what))
-            raw = src[0].raw(t)
-            return tile_key(model, src[0], raw, pre), t.shape, src[0].rgb(t, raw)
+            return model.features.load_tile(src[0], t, pre)
 
         return load
 
@@ -241,11 +238,11 @@ def _fit(box, view: _View, hw) -> tuple[int, float]:
 
 
 def _features(model, view: _View, pre, hold):
-    key, hw, rgb = view.load()
-    held = hold.get(key) if hold is not None else None
+    loaded = view.load()
+    held = hold.get(loaded.key) if hold is not None else None
     if held is not None:
-        return key, held.to(model.device)
-    return key, model._features([(key, hw, rgb)], pre)
+        return loaded.key, held.to(model.device)
+    return loaded.key, model.features.encode([loaded], pre)
 
 
 def _refine(model, image, prediction, pre, hold, batch: int):
@@ -264,7 +261,7 @@ def _refine(model, image, prediction, pre, hold, batch: int):
             box = _box(table, i)
             v = max(range(len(views)), key=lambda k: (_fit(box, views[k], hw), -k))
             members.setdefault(v, []).append((int(table["object"][i]), int(table["class"][i]), box))
-        with model._compute():
+        with model.features.compute():
             for v in sorted(members):
                 view = views[v]
                 key, feats = _features(model, view, pre, hold)

@@ -2,8 +2,9 @@
 
 Each runner is a generator over the targets that yields one
 :class:`~napari_sansa.core.results.Prediction` per target, in order. The model
-(:class:`~napari_sansa.core.model.SansaModel`) provides the image loading, the
-features (with their cache), the compute context and the engine.
+(:class:`~napari_sansa.core.model.SansaModel`) provides its image features
+(``model.features``: loading, keys, cache, encoding, the compute context), its
+result cache and its engine.
 
 * independent: targets in batches; every target-class pair is decoded from the
   references' memory alone (episode index ``k``), with decoded pairs kept in the
@@ -19,6 +20,7 @@ import torch
 from napari_sansa.core._threads import prefetch
 from napari_sansa.core.engine import Features
 from napari_sansa.core.errors import DeviceMemoryError
+from napari_sansa.core.features import LoadedImage
 from napari_sansa.core.results import ClassGroup, make_prediction
 
 __all__ = ["CANCEL_BATCH", "BatchSizer", "is_out_of_memory", "run_independent", "run_sequential"]
@@ -38,7 +40,7 @@ def _prefetched(model, targets, s, depth: int):
     workers = 1 if model.device.type == "cpu" else 4
     return prefetch(
         enumerate(targets),
-        lambda item: (item[0], model._load_image(item[1], f"target {item[0]}", s)),
+        lambda item: (item[0], model.features.load(item[1], f"target {item[0]}", s)),
         depth=depth,
         workers=workers,
     )
@@ -92,13 +94,13 @@ def _independent_batch(model, items, groups, s, sizer):
     n = len(items)
     loaded = [x[1] for x in items]
     try:
-        with model._compute():
+        with model.features.compute():
             sizer.start()
             found, todo = _cached_results(model, loaded, groups)
             need = sorted({j for pairs in todo for j, _ in pairs})
             if need:
                 _check_cancelled(s)
-                feats = model._features([loaded[j] for j in need], s)
+                feats = model.features.encode([loaded[j] for j in need], s)
                 row = {j: r for r, j in enumerate(need)}
                 for g, pairs in zip(groups, todo, strict=True):
                     if not pairs:
@@ -110,13 +112,13 @@ def _independent_batch(model, items, groups, s, sizer):
                     for p, (j, ci) in enumerate(pairs):
                         result = (out.low_res[p], out.score[p])
                         found[(j, g.classes[ci])] = result
-                        _remember(model, loaded[j][0], g, ci, result)
+                        _remember(model, loaded[j], g, ci, result)
             classes = sorted(c for g in groups for c in g.classes)
             preds = []
             for j, (i, _) in enumerate(items):
                 low = torch.cat([found[(j, c)][0].to(model.device) for c in classes])
                 score = torch.stack([found[(j, c)][1].to(model.device) for c in classes])
-                preds.append(make_prediction(i, loaded[j][1], low, score, classes, s.threshold))
+                preds.append(make_prediction(i, loaded[j].hw, low, score, classes, s.threshold))
             if need:
                 sizer.measured(len(need))
     except Exception as exc:
@@ -143,10 +145,10 @@ def decode_pairs(model, g: ClassGroup, feats: Features, rows: list[int], cls: li
     return model.engine.decode_with_memory(feats.take(rows), (mem, pos, n_ptr))
 
 
-def _result_key(model, target_key: str, g: ClassGroup, ci: int) -> str | None:
-    if not model.result_cache.enabled or target_key.startswith("uncached-"):
+def _result_key(model, target: LoadedImage, g: ClassGroup, ci: int) -> str | None:
+    if not model.result_cache.enabled or not target.keyed:
         return None
-    return f"{target_key}|class-memory:{g.class_digests()[ci]}"
+    return f"{target.key}|class-memory:{g.class_digests()[ci]}"
 
 
 def _cached_results(model, loaded, groups):
@@ -155,9 +157,9 @@ def _cached_results(model, loaded, groups):
     found, todo = {}, []
     for g in groups:
         pairs = []
-        for j, (key, _hw, _rgb) in enumerate(loaded):
+        for j, target in enumerate(loaded):
             for ci, c in enumerate(g.classes):
-                rkey = _result_key(model, key, g, ci)
+                rkey = _result_key(model, target, g, ci)
                 hit = model.result_cache.get(rkey) if rkey is not None else None
                 if hit is None:
                     pairs.append((j, ci))
@@ -167,8 +169,8 @@ def _cached_results(model, loaded, groups):
     return found, todo
 
 
-def _remember(model, target_key: str, g: ClassGroup, ci: int, result) -> None:
-    rkey = _result_key(model, target_key, g, ci)
+def _remember(model, target: LoadedImage, g: ClassGroup, ci: int, result) -> None:
+    rkey = _result_key(model, target, g, ci)
     if rkey is not None:
         low, score = (x.detach().float().to("cpu", copy=True) for x in result)
         model.result_cache.put(rkey, (low, score), low.numel() * 4 + 4)
@@ -177,15 +179,14 @@ def _remember(model, target_key: str, g: ClassGroup, ci: int, result) -> None:
 # -- sequential -------------------------------------------------------------------------
 def run_sequential(model, targets, groups, s):
     groups = [ClassGroup(g.classes, g.k, dict(g.entries)) for g in groups]  # this run's episode
-    sam = model.sam
-    keep = max(sam.num_maskmem - 1, sam.max_obj_ptrs_in_encoder - 1)
+    keep = model.engine.memory_reach
     source = _prefetched(model, targets, s, depth=2)
     try:
         for j, loaded in source:
             try:
-                with model._compute():
+                with model.features.compute():
                     _check_cancelled(s)
-                    feats = model._features([loaded], s)
+                    feats = model.features.encode([loaded], s)
                     found = {}
                     for g in groups:
                         _check_cancelled(s)
@@ -201,7 +202,7 @@ def run_sequential(model, targets, groups, s):
                     classes = sorted(found)
                     pred = make_prediction(
                         j,
-                        loaded[1],
+                        loaded.hw,
                         torch.cat([found[c][0] for c in classes]),
                         torch.stack([found[c][1] for c in classes]),
                         classes,
@@ -268,7 +269,8 @@ def release_memory(device):
 
 
 def _out_of_memory(device, item):
-    index, (_key, (h, w), _rgb) = item
+    index, loaded = item
+    h, w = loaded.hw
     need = ""
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)

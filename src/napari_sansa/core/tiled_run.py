@@ -23,16 +23,6 @@ from napari_sansa.core.tiling import (
 __all__ = ["prepare_tiled_references", "run_tiled_targets"]
 
 
-def tile_key(model, src: TiledImage, raw: np.ndarray, s) -> str:
-    if not (model.feature_cache.enabled or model._holds):
-        import uuid
-
-        return f"uncached-{uuid.uuid4().hex}"
-    from napari_sansa.core.cache import array_digest
-
-    return "|".join((array_digest(raw), src.rule(), str(s.input_size), model.identity))
-
-
 def _where(tile: Tile, what: str) -> str:
     return (
         f"the tile at rows {tile.rows.start}-{tile.rows.stop}, cols {tile.cols.start}-"
@@ -135,14 +125,11 @@ def _decode_tiles(model, src: TiledImage, part: list[Tile], groups, s) -> list[d
     from napari_sansa.core.errors import DeviceMemoryError
     from napari_sansa.core.runners import decode_pairs, is_out_of_memory, release_memory
 
-    loaded = []
-    for t in part:
-        raw = src.raw(t)
-        loaded.append((tile_key(model, src, raw, s), t.shape, src.rgb(t, raw)))
+    loaded = [model.features.load_tile(src, t, s) for t in part]
     results: list[dict] = [{} for _ in part]
     try:
-        with model._compute():
-            feats = model._features(loaded, s)
+        with model.features.compute():
+            feats = model.features.encode(loaded, s)
             for g in groups:
                 rows = [j for j in range(len(part)) for _ in g.classes]
                 cls = [ci for _ in part for ci in range(len(g.classes))]
@@ -161,6 +148,6 @@ def _decode_tiles(model, src: TiledImage, part: list[Tile], groups, s) -> list[d
             f"{src.what} do not fit in the {model.device} memory: use a smaller tile_size "
             "or batch_size"
         ) from None
-    for hold in model._holds:  # objects are refined on the tiles with foreground
-        hold.keep_tiles(src.what, part, [x[0] for x in loaded], results, s.threshold)
+    # objects are refined on the tiles with foreground
+    model.features.keep_tiles(src.what, part, [x.key for x in loaded], results, s.threshold)
     return results

@@ -131,6 +131,7 @@ def _training_files(groups) -> list[tuple[Path, Path]]:
 
 
 def _load_model(args):
+    from napari_sansa.core.models.loading import load_settings
     from napari_sansa.core.models.source import ModelSource
 
     files = (args.config, args.sam2_checkpoint, args.adapter_checkpoint)
@@ -142,9 +143,10 @@ def _load_model(args):
         raise InvalidInputError("--config/--adapter-checkpoint need --sam2-checkpoint FILE")
     common = {"device": args.device, "precision": args.precision, "image_size": args.image_size}
     if args.sam2_checkpoint:
-        return ModelSource(config=args.config, sam2_checkpoint=args.sam2_checkpoint,
-                           adapter_checkpoint=args.adapter_checkpoint, **common).load()  # fmt: skip
-    return ModelSource(name=args.model or "sansa-universal", **common).load()
+        files = {"config": args.config, "sam2_checkpoint": args.sam2_checkpoint,
+                 "adapter_checkpoint": args.adapter_checkpoint}  # fmt: skip
+        return load_settings(ModelSource(**files, **common))
+    return load_settings(ModelSource(name=args.model or "sansa-universal", **common))
 
 
 def _save_state(state: dict, path: Path) -> None:
@@ -242,7 +244,7 @@ def run(args) -> int:
 def _train(tuning, state_path: Path, args) -> None:
     from tqdm.auto import tqdm
 
-    from napari_sansa.core.training.api import _postfix
+    from napari_sansa.core.training.api import step_postfix
 
     s = tuning.settings
     bar = tqdm(total=s.steps, initial=tuning.step, unit="step", desc="fine-tuning",
@@ -252,7 +254,7 @@ def _train(tuning, state_path: Path, args) -> None:
         for stats in tuning:
             snapshot = None
             bar.n = stats.step
-            post = _postfix(stats)
+            post = step_postfix(stats)
             bar.set_postfix(**post, refresh=True)
             if args.quiet and stats.val_loss is not None:
                 log.info("step %d/%d %s", stats.step, s.steps, post)

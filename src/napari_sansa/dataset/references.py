@@ -347,7 +347,9 @@ def _pixel_blocks(image):
         yield np.ascontiguousarray(block.astype(block.dtype.newbyteorder("="), copy=False))
 
 
-def _references_digest(refs: list[Reference]) -> str:
+def references_digest(refs: list[Reference]) -> str:
+    """A digest of the references' pixels (read block by block) and prompts: what a run
+    record says of the references (a resumed run must have the same)."""
     h = hashlib.sha256()
     for r in refs:
         for block in _pixel_blocks(r.image):

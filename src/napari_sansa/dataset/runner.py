@@ -46,7 +46,7 @@ from napari_sansa.dataset.objects import (
     write_objects_csv,
 )
 from napari_sansa.dataset.records import existing_record, target_done
-from napari_sansa.dataset.references import _references_digest, reference_files
+from napari_sansa.dataset.references import reference_files, references_digest
 from napari_sansa.dataset.rows import score_row
 from napari_sansa.dataset.run_progress import RunCancelled, RunProgress, unfinished
 from napari_sansa.dataset.settings import RunSettings, reference_options
@@ -220,7 +220,7 @@ def segment_dataset(
     items = discover_targets(targets, out, probabilities, unreadable=unreadable)
     settings = {
         "model": ident,
-        "references": _references_digest(references),
+        "references": references_digest(references),
         "mode": mode,
         "threshold": threshold,
         "input_size": input_size,

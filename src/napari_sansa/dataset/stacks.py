@@ -20,6 +20,7 @@ import numpy as np
 from napari_sansa.core.channels import describe_channels
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.images import check_image
+from napari_sansa.core.sequences import sequential_groups
 from napari_sansa.dataset.discovery import Target
 from napari_sansa.dataset.io import TiffStack
 from napari_sansa.dataset.outputs import Layout, write_failed, write_output
@@ -123,10 +124,7 @@ def frame_groups(stack: TiffStack, run) -> list[list[int]]:
             f"{stack.frame_axes}, axes {stack.axes}): choose --sequential-axis among "
             f"{', '.join(stack.frame_axes)}, or give its axes with --axes"
         )
-    k = stack.frame_axes.index(along)
-    frames = np.arange(n).reshape(stack.frame_sizes)
-    frames = np.moveaxis(frames, k, -1).reshape(-1, stack.frame_sizes[k])
-    return [[int(i) for i in row] for row in frames]
+    return sequential_groups(stack.frame_sizes, stack.frame_axes.index(along))
 
 
 def _ordered(groups, predictions_of):

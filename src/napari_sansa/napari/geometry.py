@@ -142,12 +142,6 @@ class StackGeometry:
             return block[0]
         return block.max(axis=0)
 
-    def group_key(self, frame: int, along: int | None) -> tuple:
-        """The frame's index on every frame axis but ``along`` (frames of one group of
-        a sequential run share it)."""
-        index = self.index(frame)
-        return tuple(index[k] for k in self.frame_axes if k != along)
-
 
 def image_data(layer: napari.layers.Image):
     """The full-resolution array of an image layer."""

@@ -262,6 +262,8 @@ def _results(plan, model_settings, settings: RunSettings, cache: ModelCache, can
 def _sequential_groups(plan, settings: RunSettings):
     """Sequential runs on a stack with several frame axes: the targets in groups, each
     along the chosen axis within one index of the others (None: one run, as given)."""
+    from napari_sansa.core.sequences import sequential_groups
+
     if settings.mode != "sequential" or len(plan.parts) != 1:
         return None
     part = plan.parts[0]
@@ -274,10 +276,7 @@ def _sequential_groups(plan, settings: RunSettings):
             f"sequential mode cannot run along axis {along}: the frame axes are "
             f"{', '.join(g.axis_name(k) for k in g.frame_axes)}"
         )
-    groups: dict[tuple, list[int]] = {}
-    for f in part.targets:
-        groups.setdefault(g.group_key(f, along), []).append(f)
-    return [sorted(fs, key=lambda f: g.index(f)[along]) for _, fs in sorted(groups.items())]
+    return sequential_groups(g.frame_sizes, g.frame_axes.index(along), part.targets)
 
 
 class _Grouped:

@@ -54,7 +54,9 @@ class ModelCache:
                 return model
             while len(self._models) >= self.max_models:
                 self._models.popitem(last=False)  # free it before loading the next one
-            model = settings.load()
+            from napari_sansa.core.models.loading import load_settings
+
+            model = load_settings(settings)
             self.loads += 1
             self._models[key] = model
             return model

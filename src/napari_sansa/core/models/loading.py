@@ -86,7 +86,7 @@ load_model.__signature__ = _signature_of_load_model()
 
 def load_settings(settings: ModelSettings) -> SansaModel:
     """The model ``settings`` describe (what :func:`load_model` and
-    :meth:`ModelSettings.load` run)."""
+    :class:`~napari_sansa.core.models.cache.ModelCache` run)."""
     name, config = settings.name, settings.config
     sam2_checkpoint, adapter_checkpoint = settings.sam2_checkpoint, settings.adapter_checkpoint
     dev = resolve_device(settings.device)

@@ -3,8 +3,10 @@
 The one place where the model options are spelled out: :func:`load_model` takes
 them as keywords, :class:`~napari_sansa.core.model.SansaModel` keeps the ones it
 uses (the caches), and the napari widget, the command line and the Dask workers
-pass the value itself (``ModelSource`` is the same class under its earlier name).
-Importing this module imports no torch.
+pass the value itself (``ModelSource`` is the same class under its earlier name);
+:func:`~napari_sansa.core.models.loading.load_settings` loads the model it describes.
+Importing this module imports no torch, and it imports neither the model nor the
+loader (they import it).
 """
 
 from __future__ import annotations
@@ -67,13 +69,9 @@ class ModelSettings:
         values.update(options)
         return cls(**values)
 
-    # -- loading --------------------------------------------------------------------------
-    def load(self):
-        """A new :class:`~napari_sansa.core.model.SansaModel` (imports torch)."""
-        from napari_sansa.core.models.loading import load_settings
-
-        return load_settings(self)
-
+    # -- describing and finding the weights ---------------------------------------------------
+    # (loading them is :func:`napari_sansa.core.models.loading.load_settings`: this value
+    # knows nothing of the model it describes, which is made from it)
     def describe(self) -> str:
         if self.name is not None:
             return self.name

@@ -1,5 +1,6 @@
 """A model's adapter weights: their parameters, named as in the authors' checkpoint, and
-saving them (what :class:`~napari_sansa.SansaModel` and fine-tuning share)."""
+saving them (what :class:`~napari_sansa.core.engine.Engine` offers the model and
+fine-tuning)."""
 
 from __future__ import annotations
 
@@ -23,11 +24,11 @@ def adapter_parameters(sam) -> list[tuple[str, torch.nn.Parameter]]:
     return [(PREFIX + n, p) for n, p in sam.named_parameters() if ".adapter." in n]
 
 
-def save_adapters(model, path, *, overwrite: bool = False) -> Path:
-    """Write ``model``'s adapters in the authors' format, atomically (a failure leaves any
-    earlier file at ``path`` as it was)."""
+def save_adapters(engine, path, *, overwrite: bool = False) -> Path:
+    """Write the adapters of ``engine``'s network in the authors' format, atomically (a
+    failure leaves any earlier file at ``path`` as it was)."""
     path = Path(path).expanduser()
-    if not adapter_blocks(model.sam):
+    if not adapter_blocks(engine.sam):
         raise InvalidInputError("the model has no adapters to save (it is plain SAM2)")
     if path.is_dir():
         raise InvalidInputError(f"{path} is a folder; give the path of the .pth file to write")
@@ -37,7 +38,7 @@ def save_adapters(model, path, *, overwrite: bool = False) -> Path:
         )
     try:
         with atomic_write(path) as tmp:
-            save_adapter_checkpoint(model.sam, tmp)
+            save_adapter_checkpoint(engine.sam, tmp)
     except OSError as exc:
         if exc.errno != errno.ENOSPC:
             raise

@@ -132,7 +132,7 @@ def finetune(model, data, *, progress: bool = False, **kwargs):
         for stats in run:
             if bar is not None:
                 bar.n = stats.step
-                bar.set_postfix(**_postfix(stats), refresh=True)
+                bar.set_postfix(**step_postfix(stats), refresh=True)
     except TrainingError as exc:
         exc.model = run.result()
         raise
@@ -153,7 +153,9 @@ def say(report) -> None:
         warnings.warn(f"fine-tuning: {report}", UserWarning, stacklevel=3)
 
 
-def _postfix(stats: StepStats) -> dict:
+def step_postfix(stats: StepStats) -> dict:
+    """A step's figures for a progress bar's postfix (``finetune(progress=True)`` and the
+    ``napari-sansa finetune`` command show the same)."""
     out = {}
     if stats.loss is not None:
         out["loss"] = f"{stats.loss:.4f}"

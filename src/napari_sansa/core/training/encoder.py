@@ -33,17 +33,17 @@ __all__ = ["PrefixEncoder"]
 class PrefixEncoder:
     """``encode(keys, images)`` -> :class:`Features`, the frozen prefix cached by key."""
 
-    def __init__(self, sam, first_trainable: int, cache_bytes: int = 1 << 30):
-        self.sam = sam
-        self.trunk = sam.image_encoder.trunk
+    def __init__(self, engine, first_trainable: int, cache_bytes: int = 1 << 30):
+        self.encoder = engine.image_encoder
+        self.trunk = self.encoder.trunk
         self.first = int(first_trainable)
         self.cache_bytes = int(cache_bytes)
         self._cache: OrderedDict = OrderedDict()
         self._bytes = 0
         self.hits = 0
         self.misses = 0
-        self.neck = sam.image_encoder.neck
-        dec = sam.sam_mask_decoder
+        self.neck = self.encoder.neck
+        dec = engine.mask_decoder
         self.high_convs = (dec.conv_s0, dec.conv_s1)
         ends = [i for i in range(len(self.trunk.blocks)) if self._stage_out(i)]
         top_down = set(self.neck.fpn_top_down_levels)
@@ -174,7 +174,7 @@ class PrefixEncoder:
             if self._stage_out(i):
                 outs.append(x.permute(0, 3, 1, 2))
         feats = self._neck(outs)
-        scalp = self.sam.image_encoder.scalp
+        scalp = self.encoder.scalp
         if scalp > 0:
             feats = feats[:-scalp]
         high = [f if i in self.frozen else self.high_convs[i](f) for i, f in enumerate(feats[:2])]

@@ -38,6 +38,7 @@ __all__ = [
     "SupportPrompt",
     "check_prompt_setting",
     "draw_prompt",
+    "grid_mask",
 ]
 
 PROMPT_KINDS = ("mask", "box", "point", "scribble")
@@ -242,7 +243,7 @@ class Frames:
         return [i for i in among if c in self.grid_masks[i]]
 
 
-def _grid_mask(mask: np.ndarray, input_size: int | None) -> np.ndarray:
+def grid_mask(mask: np.ndarray, input_size: int | None) -> np.ndarray:
     """Nearest-neighbour resize to ``input_size`` square (the authors' dataset resize)."""
     if input_size is None:
         return mask
@@ -299,7 +300,7 @@ def check_frames(data, input_size: int | None, intensity_range=None) -> Frames:
                     f"class {c} covers every pixel of frame {i}: there is no background to "
                     "tell it from; leave some pixels 0 or drop the frame"
                 )
-            g = _grid_mask(m, input_size)
+            g = grid_mask(m, input_size)
             if g.any():  # a class too small for the grid does not count in this frame
                 g = np.ascontiguousarray(g)
                 g.flags.writeable = False

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from napari_sansa.core.engine import Features
 from napari_sansa.core.errors import InvalidInputError
@@ -32,7 +31,6 @@ __all__ = [
     "episode_loss",
     "episode_terms",
     "focal_loss",
-    "network_mode",
 ]
 
 FOCAL_ALPHA = 0.25
@@ -54,29 +52,6 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     p = logits.float().sigmoid()
     target = target.float()
     return 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
-
-
-@contextlib.contextmanager
-def network_mode(sam: nn.Module, dropout: float | None):
-    """Training mode for the duration; ``dropout`` (when not None) replaces every dropout
-    rate (0.0: deterministic). Mode and rates are restored afterwards."""
-    was_training = sam.training
-    saved = []
-    for m in sam.modules():
-        if isinstance(m, nn.Dropout):
-            saved.append((m, "p", m.p))
-        elif isinstance(getattr(m, "dropout_p", None), float):
-            saved.append((m, "dropout_p", m.dropout_p))
-    try:
-        if dropout is not None:
-            for m, attr, _ in saved:
-                setattr(m, attr, float(dropout))
-        sam.train()
-        yield
-    finally:
-        for m, attr, value in saved:
-            setattr(m, attr, value)
-        sam.train(was_training)
 
 
 @dataclass
@@ -154,30 +129,6 @@ def check_dropout(dropout) -> float | None:
     return float(dropout)
 
 
-@contextlib.contextmanager
-def autograd_ready(sam: nn.Module):
-    """Inference-mode tensors that SAM2 modules cache between calls (rotary and sine
-    position tables, made by an earlier ``segment``) replaced by normal copies for the
-    duration, so that autograd may use them; the originals are put back afterwards."""
-    swapped = []
-    for m in sam.modules():
-        for name, value in list(vars(m).items()):
-            if isinstance(value, torch.Tensor) and value.is_inference():
-                swapped.append((m, name, value))
-                setattr(m, name, value.clone())
-            elif isinstance(value, dict) and any(
-                isinstance(v, torch.Tensor) and v.is_inference() for v in value.values()
-            ):
-                swapped.append((m, name, value))
-                setattr(m, name, {k: v.clone() if isinstance(v, torch.Tensor) else v
-                                  for k, v in value.items()})  # fmt: skip
-    try:
-        yield
-    finally:
-        for m, name, value in swapped:
-            setattr(m, name, value)
-
-
 def _example_prompt(ex, image_size: int, input_size, device):
     from napari_sansa.core.preprocess import sparse_prompts_to_input
 
@@ -206,7 +157,7 @@ def episode_loss(model, supports, query, *, dropout: float = 0.0, input_size=640
     """
     from napari_sansa.core.images import to_float_rgb
     from napari_sansa.core.preprocess import check_input_size, image_to_input
-    from napari_sansa.core.training.episodes import Example, _grid_mask
+    from napari_sansa.core.training.episodes import Example, grid_mask
 
     dropout = check_dropout(dropout)
     input_size = check_input_size(input_size)
@@ -220,16 +171,14 @@ def episode_loss(model, supports, query, *, dropout: float = 0.0, input_size=640
         if not isinstance(ex, Example):
             what = "the query" if i == len(supports) else f"support {i}"
             raise InvalidInputError(f"{what} is a {type(ex).__name__}, not napari_sansa.Example")
-    from napari_sansa.core.engine import Engine
-
-    sam, device = model.sam, model.device
-    engine = Engine(sam)  # its own position cache, made with autograd available
+    device = model.device
+    engine = model.engine.sibling()  # its own position cache, made with autograd available
     size = engine.image_size
 
     episode = EpisodeInput(
         prompts=[_example_prompt(ex, size, input_size, device) for ex in supports],
         targets=[
-            torch.from_numpy(_grid_mask(ex.mask, input_size).astype(np.float32)).to(device)
+            torch.from_numpy(grid_mask(ex.mask, input_size).astype(np.float32)).to(device)
             for ex in frames
         ],
         skip_first=all(ex.prompt is None or not ex.prompt.sparse for ex in supports),
@@ -238,9 +187,8 @@ def episode_loss(model, supports, query, *, dropout: float = 0.0, input_size=640
         [image_to_input(to_float_rgb(ex.image, None, "example image"), size, input_size, device)
          for ex in frames]
     )  # fmt: skip
-    for name, p in sam.named_parameters():
-        if ".adapter." in name:
-            p.requires_grad_(True)
+    for _, p in engine.adapter_parameters():
+        p.requires_grad_(True)
     autocast = (
         contextlib.nullcontext()
         if model.dtype == torch.float32
@@ -249,8 +197,8 @@ def episode_loss(model, supports, query, *, dropout: float = 0.0, input_size=640
     with (
         torch.inference_mode(False),
         torch.enable_grad(),
-        autograd_ready(sam),
-        network_mode(sam, dropout),
+        engine.autograd_ready(),
+        engine.training(dropout),
         autocast,
     ):
         focal, dice, _ = episode_terms(engine, engine.encode(images), episode)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from napari_sansa.core.errors import InvalidInputError, SansaError
+from napari_sansa.core.models.trainable import trainable_copy, wrap_model
 from napari_sansa.core.preprocess import image_to_input
 from napari_sansa.core.training.encoder import PrefixEncoder
 from napari_sansa.core.training.episodes import (
@@ -37,10 +38,8 @@ from napari_sansa.core.training.episodes import (
 from napari_sansa.core.training.loss import (
     EpisodeInput,
     episode_terms,
-    network_mode,
     prompt_to_model,
 )
-from napari_sansa.core.training.model_copy import adapter_parameters, copy_sam, wrap_model
 
 __all__ = ["DEFAULT_VALIDATION", "FinetuneReport", "Finetuning", "StepStats", "TrainingError"]
 
@@ -163,11 +162,11 @@ class _Settings:
     channel_factor: float
 
 
-def _drops_only_in(sam, part, dropout) -> bool:
-    """Whether ``part`` holds every module of ``sam`` that drops anything in a training
-    step (with the rates ``network_mode(sam, dropout)`` sets)."""
+def _drops_only_in(engine, part, dropout) -> bool:
+    """Whether ``part`` holds every module of ``engine``'s network that drops anything in
+    a training step (with the rates ``engine.training(dropout)`` sets)."""
     inside = {id(m) for m in part.modules()}
-    for m in sam.modules():
+    for m in engine.modules():
         if id(m) in inside:
             continue
         rates = [getattr(m, a, None) for a in ("dropout_p", "drop_prob")]
@@ -198,24 +197,21 @@ class Finetuning:
         )
         self.classes = list(self.frames.classes)
         self.unchecked_reason = _unchecked_reason(self.frames, s.validation, self.val_idx)
-        self.sam = copy_sam(model, fresh=s.fresh_adapters, stages=s.stages,
-                            channel_factor=s.channel_factor, seed=s.seed)  # fmt: skip
-        from napari_sansa.core.engine import Engine
-
-        self.engine = Engine(self.sam)
+        self.engine = trainable_copy(model, fresh=s.fresh_adapters, stages=s.stages,
+                                     channel_factor=s.channel_factor, seed=s.seed)  # fmt: skip
         self.device = model.device
         self.dtype = model.dtype
-        self.named = adapter_parameters(self.sam)
+        self.named = self.engine.adapter_parameters()
         self.params = [p for _, p in self.named]
         first = min(int(n.split(".blocks.")[1].split(".")[0]) for n, _ in self.named)
-        self.encoder = PrefixEncoder(self.sam, first, cache_bytes)
+        self.encoder = PrefixEncoder(self.engine, first, cache_bytes)
         self._kernels = None
         self.torch_rng = torch.Generator().manual_seed(int(seeds[2].generate_state(1)[0]))
         if self.device.type == "cpu":  # see attention.py: measured faster and leaner there
             from napari_sansa.core.training.attention import MathAttentionWhileTraining
 
-            part = self.sam.memory_attention
-            own = self.dtype == torch.float32 and _drops_only_in(self.sam, part, s.dropout)
+            part = self.engine.memory_attention
+            own = self.dtype == torch.float32 and _drops_only_in(self.engine, part, s.dropout)
             # otherwise its noise too is seeded from the (forked) global generator
             self._kernels = MathAttentionWhileTraining(part, self.torch_rng if own else None)
         opt_kwargs = {"fused": True} if self.device.type == "cuda" else {}
@@ -292,7 +288,7 @@ class Finetuning:
             c = self.classes[0]
             having = self.frames.frames_with(c, self.train_idx)
             ep = self._episode(c, having[0], [having[1]] * s.shots, rng)
-            with self._random_state(), network_mode(self.sam, s.dropout), self._autocast():
+            with self._random_state(), self.engine.training(s.dropout), self._autocast():
                 f, d, _ = self._terms(ep)
                 (f + d).backward()
 
@@ -302,7 +298,7 @@ class Finetuning:
         finally:
             self._torch_state, self._cuda_state = saved
             self.optimizer.zero_grad(set_to_none=True)
-            self.encoder = PrefixEncoder(self.sam, self.encoder.first, cache_bytes)
+            self.encoder = PrefixEncoder(self.engine, self.encoder.first, cache_bytes)
         budget = cache_budget(peak, free, cache_bytes, shots=s.shots,
                               image_size=self.engine.image_size, device=self.device)  # fmt: skip
         self.encoder.cache_bytes = budget
@@ -375,7 +371,7 @@ class Finetuning:
         episodes = [self._sample(shot) for _ in range(s.batch_size)]
         focal = dice = 0.0
         self.optimizer.zero_grad(set_to_none=True)
-        with self._random_state(), network_mode(self.sam, s.dropout):
+        with self._random_state(), self.engine.training(s.dropout):
             for ep in episodes:
                 with self._autocast():
                     f, d, _ = self._terms(ep)
@@ -433,7 +429,7 @@ class Finetuning:
     def validate(self) -> tuple[float, float]:
         """Mean held-out episode loss (dropout off) and the queries' mean IoU at logit 0."""
         losses, ious = [], []
-        with torch.no_grad(), network_mode(self.sam, 0.0), self._autocast():
+        with torch.no_grad(), self.engine.training(0.0), self._autocast():
             for ep in self.val_episodes:
                 f, d, query = self._terms(ep)
                 losses.append(float(f + d))
@@ -501,7 +497,7 @@ class Finetuning:
         if self._kernels is not None:
             self._kernels.remove()
             self._kernels = None
-        model = wrap_model(self.source_model, self.sam)
+        model = wrap_model(self.source_model, self.engine)
         model.finetune_report = self.outcome
         return model
 

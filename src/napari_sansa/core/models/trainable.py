@@ -1,9 +1,10 @@
-"""The trainable copy of a model (its adapter parameters and saving them are
-:mod:`napari_sansa.core.models.weights`', given here too).
+"""The trainable copy of a model's network, and a model around a trained one.
 
 Fine-tuning never touches the model it is given: it trains a copy of its SAM2 (same
-weights, same adapters, or fresh adapters initialised as the authors do) and returns
-a new :class:`SansaModel`.
+weights, same adapters, or fresh adapters initialised as the authors do), held by an
+:class:`~napari_sansa.core.engine.Engine` of its own, and returns a new
+:class:`SansaModel` around it. This is weights code: it builds the network and reads
+the source network's weights (everything else reaches the network through its engine).
 """
 
 from __future__ import annotations
@@ -12,20 +13,20 @@ import uuid
 
 import torch
 
+from napari_sansa.core.engine import Engine
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.models.adapters import adapter_blocks, default_bottlenecks, inject_adapters
 from napari_sansa.core.models.build import build_sam2
-from napari_sansa.core.models.weights import adapter_parameters, save_adapters
 
-__all__ = ["adapter_parameters", "copy_sam", "save_adapters", "wrap_model"]
+__all__ = ["trainable_copy", "wrap_model"]
 
 
-def copy_sam(model, *, fresh: bool = False, stages=(2, 3), channel_factor: float = 0.3,
-             seed: int = 0):  # fmt: skip
-    """A new SAM2 with ``model``'s weights on ``model``'s device: its adapters, or fresh
-    ones in Hiera ``stages`` (``int(block dim x channel_factor)`` wide, the authors'
-    initialisation, drawn from ``seed``). Only the adapters require gradients."""
-    src = model.sam
+def trainable_copy(model, *, fresh: bool = False, stages=(2, 3), channel_factor: float = 0.3,
+                   seed: int = 0) -> Engine:  # fmt: skip
+    """An engine on a new SAM2 with ``model``'s weights on ``model``'s device: its
+    adapters, or fresh ones in Hiera ``stages`` (``int(block dim x channel_factor)`` wide,
+    the authors' initialisation, drawn from ``seed``). Only the adapters require gradients."""
+    src = model.engine.sam
     if not fresh and not adapter_blocks(src):
         raise InvalidInputError(
             "the model has no adapters (plain SAM2): start from fresh ones with "
@@ -66,13 +67,15 @@ def copy_sam(model, *, fresh: bool = False, stages=(2, 3), channel_factor: float
     sam = sam.to(model.device)
     for name, p in sam.named_parameters():
         p.requires_grad_(".adapter." in name)
-    return sam
+    return Engine(sam)
 
 
-def wrap_model(model, sam, name: str | None = None):
-    """A :class:`SansaModel` around ``sam``, with ``model``'s device, precision and config."""
+def wrap_model(model, engine: Engine, name: str | None = None):
+    """A :class:`SansaModel` around ``engine``'s network, with ``model``'s device,
+    precision and config."""
     from napari_sansa.core.model import SansaModel
 
+    sam = engine.sam
     for p in sam.parameters():
         p.requires_grad_(False)
     return SansaModel(
