@@ -54,9 +54,7 @@ class ModelCache:
                 return model
             while len(self._models) >= self.max_models:
                 self._models.popitem(last=False)  # free it before loading the next one
-            from napari_sansa.core.models.loading import load_settings
-
-            model = load_settings(settings)
+            model = _load(settings)
             self.loads += 1
             self._models[key] = model
             return model
@@ -64,6 +62,17 @@ class ModelCache:
     def clear(self) -> None:
         with self._lock:
             self._models.clear()
+
+
+def _load(settings):
+    """A key that holds its model (a tuned model kept in memory) loads it itself;
+    model settings are loaded from their files."""
+    own = getattr(settings, "load", None)
+    if callable(own):
+        return own()
+    from napari_sansa.core.models.loading import load_settings
+
+    return load_settings(settings)
 
 
 def _key(settings, download: bool = True) -> str:
