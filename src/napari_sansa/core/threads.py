@@ -170,6 +170,7 @@ def dask_worker_threads() -> int | None:
 
 # the load of other processes: /proc/stat's busy jiffies on our CPUs minus our own CPU time
 _last_sample: tuple[float, dict[int, tuple[int, int]], float] | None = None
+_last_value = 0.0
 _sample_lock = threading.Lock()
 
 
@@ -195,36 +196,45 @@ def _cpu_times(path: str | None = None) -> dict[int, tuple[int, int]] | None:
     return out or None
 
 
+def _snapshot():
+    return time.monotonic(), _cpu_times(), time.process_time()
+
+
 def others_busy(wait: float | None = None) -> float:
     """How many of this process's CPUs other processes keep busy now (0.0 when it cannot
-    be measured): the busy time of those CPUs minus this process's own CPU time, over
-    the time since the last measurement (0.1 s to 30 s ago) or over ``wait`` seconds."""
-    global _last_sample
+    be measured): the busy time of those CPUs minus this process's own CPU time, since
+    the last measurement when it is 0.1 s to 30 s old, else over ``wait`` seconds (0.1);
+    a measurement less than 0.1 s old is given again (fine-tuning steps, short runs)."""
+    global _last_sample, _last_value
     wait = LOAD_SAMPLE_S if wait is None else wait
-    cpus = _affinity_cpus()
     with _sample_lock:
-        previous = _last_sample
-        now = (time.monotonic(), _cpu_times(), time.process_time())
+        previous, now = _last_sample, _snapshot()
         if now[1] is None:
             return 0.0
-        if previous is None or not (0.1 <= now[0] - previous[0] <= 30.0):
+        if previous is not None and now[0] - previous[0] < 0.1:
+            return _last_value
+        if previous is None or now[0] - previous[0] > 30.0:
             if wait <= 0:
                 _last_sample = now
                 return 0.0
             time.sleep(wait)
-            previous, now = now, (time.monotonic(), _cpu_times(), time.process_time())
+            previous, now = now, _snapshot()
             if now[1] is None:
                 return 0.0
         _last_sample = now
+        _last_value = _busy_between(previous, now, _affinity_cpus())
+        return _last_value
+
+
+def _busy_between(previous, now, cpus) -> float:
     (t0, a, own0), (t1, b, own1) = previous, now
     keep = [c for c in b if c in a and (cpus is None or c in cpus)]
     busy = sum(b[c][0] - a[c][0] for c in keep)
     total = sum(b[c][1] - a[c][1] for c in keep)
-    if total <= 0 or not keep:
+    if total <= 0:
         return 0.0
-    # jiffies -> CPU-seconds: the total of the CPUs kept is len(keep) * elapsed
     elapsed = t1 - t0
-    busy_cores = busy / total * len(keep)
+    busy_cores = busy / total * len(keep)  # the CPUs kept were busy this many at a time
     own = (own1 - own0) / elapsed if elapsed > 0 else 0.0
     return max(0.0, busy_cores - own)
 
@@ -432,3 +442,24 @@ def with_thread_policy(fn):
 
 def _threads_of(model) -> int | None:
     return getattr(getattr(model, "settings", None), "threads", None)
+
+
+def add_threads_option(parser) -> None:
+    """``--threads N`` on an argparse (sub)parser: checked by :func:`check_threads`, a bad
+    value ends the command with argparse's usage error (exit code 2)."""
+    import argparse
+
+    def threads(text: str) -> int | None:
+        try:
+            return check_threads(text, "--threads")
+        except InvalidInputError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parser.add_argument(
+        "--threads",
+        type=threads,
+        default=None,
+        metavar="N",
+        help="CPU threads to keep busy (default: the cores this process may use now: "
+        "affinity, cgroup quota, Dask worker threads, other processes' load; see docs)",
+    )
