@@ -363,3 +363,24 @@ def test_cli_threads_reach_the_model_settings(tmp_path, monkeypatch):
         ["--train", "x", "-o", "a.pth", "--threads", "2"]
     )
     assert finetune._load_model(args).threads == 2
+
+
+def _in_a_task():
+    with th.thread_policy() as plan:
+        return th.dask_worker_threads(), plan.torch, torch.get_num_threads()
+
+
+def test_a_real_dask_worker_reports_its_threads(monkeypatch):
+    """On a real (in-process) Dask worker of 1 thread on a host of more cores."""
+    distributed = pytest.importorskip("distributed")
+    monkeypatch.setattr(th.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(th, "others_busy", lambda wait=None: 0.0)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        assert client.submit(_in_a_task, pure=False).result(timeout=60) == (1, 1, 1)
+    assert th.dask_worker_threads() is None  # not in a worker here
