@@ -15,11 +15,11 @@ interleaved so that a drift of the machine touches every setting alike. Conditio
 Each condition starts with one untimed run (the file cache; Dask workers load the model
 then and keep it). Printed per condition: the median wall time of the command and the
 median time of the run itself (the CLI's "labelled ... in X s"), over ``--repeats`` (at
-least 3 for figures worth quoting), and the default's throughput relative to the best setting of the sweep
-(the issue's goals: >= 0.9 under load, >= 0.95 quiet). OMP_NUM_THREADS, MKL_NUM_THREADS
-and OPENBLAS_NUM_THREADS are removed from the commands' environment so that the default
-is the policy's own. A benchmark, not a test: it prints, it asserts nothing. Run it on a
-machine nothing else uses:
+least 3 for figures worth quoting), and the default's throughput relative to the best
+setting of the sweep (the issue's goals: >= 0.9 under load, >= 0.95 quiet).
+OMP_NUM_THREADS, MKL_NUM_THREADS and OPENBLAS_NUM_THREADS are removed from the commands'
+environment so that the default is the policy's own. A benchmark, not a test: it prints,
+it asserts nothing. Run it on a machine nothing else uses:
 
     .venv/bin/python benchmarks/bench_threads.py --images 12 --repeats 3 \\
         --conditions quiet,load,dask --json threads.json
