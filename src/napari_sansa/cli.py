@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("names", nargs="+", metavar="NAME", help="registered model names")
     d.add_argument("--force", action="store_true", help="download again even if cached")
 
+    from napari_sansa.core.threads import add_threads_option
+
     s = sub.add_parser(
         "segment",
         help="label whole folders of images or TIFF stacks",
@@ -77,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--image-size", type=int, default=None, help=argparse.SUPPRESS)
     s.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     s.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    add_threads_option(s)
     s.add_argument("--mode", default="independent", choices=("independent", "sequential"))
     s.add_argument(
         "--sequential-axis",
@@ -271,6 +274,7 @@ def _segment(args) -> int:
 
         args.scheduler = check_scheduler_address(args.scheduler)
     common = {"device": args.device, "precision": args.precision, "image_size": args.image_size}
+    common["threads"] = args.threads
     if args.sam2_checkpoint:
         # absolute paths: Dask workers run in another working directory
         source = ModelSource(

@@ -38,6 +38,7 @@ from napari_sansa.core.references import prepare_memory
 from napari_sansa.core.refine import RunRefiner
 from napari_sansa.core.results import Prediction, Predictions, ReferenceMemory
 from napari_sansa.core.runners import run_independent, run_sequential
+from napari_sansa.core.threads import with_thread_policy
 from napari_sansa.core.tiled_run import prepare_tiled_references, run_tiled_targets
 from napari_sansa.core.tiling import TileSpec
 
@@ -163,6 +164,7 @@ class SansaModel:
         )
 
     # -- public API ---------------------------------------------------------------------
+    @with_thread_policy
     def prepare_references(
         self,
         references,
@@ -315,6 +317,7 @@ class SansaModel:
         ).decoded
 
     # -- running ------------------------------------------------------------------------
+    @with_thread_policy  # torch's and NumPy's threads sized for the run, put back after
     def _run(self, refs, targets, s: RunOptions, include_references: bool, tiles=None):
         if isinstance(refs, ReferenceMemory):
             memory = refs.to(self.device)

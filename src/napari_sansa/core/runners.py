@@ -22,6 +22,7 @@ from napari_sansa.core.engine import Features
 from napari_sansa.core.errors import DeviceMemoryError
 from napari_sansa.core.features import LoadedImage
 from napari_sansa.core.results import ClassGroup, make_prediction
+from napari_sansa.core.threads import current_plan
 
 __all__ = ["CANCEL_BATCH", "BatchSizer", "is_out_of_memory", "run_independent", "run_sequential"]
 
@@ -37,7 +38,7 @@ class _Cancelled(Exception):
 
 def _prefetched(model, targets, s, depth: int):
     """Targets read and converted ahead, on background threads: (index, loaded)."""
-    workers = 1 if model.device.type == "cpu" else 4
+    workers = current_plan().prefetch_workers(model.device.type)
     return prefetch(
         enumerate(targets),
         lambda item: (item[0], model.features.load(item[1], f"target {item[0]}", s)),

@@ -13,6 +13,7 @@ import time
 
 from napari_sansa.core.errors import InvalidInputError, SansaError
 from napari_sansa.core.models.source import ModelSource
+from napari_sansa.core.threads import thread_policy
 from napari_sansa.dataset import models
 from napari_sansa.dataset.settings import RunSettings, reference_options
 from napari_sansa.dataset.writing import process_targets
@@ -177,24 +178,26 @@ def _finished(client, futures, worker_wait: float, stopped, seen: bool = False):
 
 
 def _prepare_task(source: ModelSource, refs, options: dict):
-    model = models.cached_model(source)
-    return model.prepare_references(refs, **options)
+    with thread_policy(source.threads):  # sized to this worker's threads
+        model = models.cached_model(source)
+        return model.prepare_references(refs, **options)
 
 
 def _chunk_task(source: ModelSource, memory, targets, out, run, strict, skip_existing):
     rows: list = []
     try:
-        return process_targets(
-            models.cached_model(source),
-            memory,
-            targets,
-            out,
-            run,
-            strict,
-            None,
-            skip_existing,
-            rows,
-        )
+        with thread_policy(source.threads):  # sized to this worker's threads
+            return process_targets(
+                models.cached_model(source),
+                memory,
+                targets,
+                out,
+                run,
+                strict,
+                None,
+                skip_existing,
+                rows,
+            )
     except InvalidInputError as exc:  # strict: the client lists the failure in scores.csv
         exc.failed_rows = [r for r in rows if r["status"] == "failed"]
         raise

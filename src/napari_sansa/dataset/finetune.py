@@ -61,6 +61,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     f.add_argument("--image-size", type=int, default=None, help=argparse.SUPPRESS)
     f.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     f.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    from napari_sansa.core.threads import add_threads_option
+
+    add_threads_option(f)
     f.add_argument("--fresh-adapters", action="store_true", help="start from new adapters")
     f.add_argument("--stages", type=int, nargs="+", default=[2, 3], help="(fresh) Hiera stages")
     f.add_argument("--channel-factor", type=float, default=0.3, help="(fresh) adapter width")
@@ -142,6 +145,7 @@ def _load_model(args):
     if any(files) and not args.sam2_checkpoint:
         raise InvalidInputError("--config/--adapter-checkpoint need --sam2-checkpoint FILE")
     common = {"device": args.device, "precision": args.precision, "image_size": args.image_size}
+    common["threads"] = getattr(args, "threads", None)
     if args.sam2_checkpoint:
         files = {"config": args.config, "sam2_checkpoint": args.sam2_checkpoint,
                  "adapter_checkpoint": args.adapter_checkpoint}  # fmt: skip

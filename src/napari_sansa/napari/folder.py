@@ -164,7 +164,7 @@ def run_folder(job: FolderJob, models: ModelCache, cancel: threading.Event):
 
     s = job.settings
     try:
-        with leave_a_core_for_napari():
+        with leave_a_core_for_napari(getattr(job.model, "threads", None)):
             model = models.get(job.model)
             run = segment_dataset_iter(
                 job.input,

@@ -112,7 +112,7 @@ def train_steps(data: TrainingData, source, settings: TrainingSettings, cache, c
     from napari_sansa.core.training import TrainingError
 
     try:
-        with leave_a_core_for_napari():
+        with leave_a_core_for_napari(getattr(source, "threads", None)):
             base = cache.get(source)
             run = ns.finetune_iter(
                 base,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -110,31 +109,22 @@ def reference_labels(pred, masks: dict[int, np.ndarray], dtype) -> np.ndarray:
     return out
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 @contextlib.contextmanager
-def leave_a_core_for_napari():
-    """Run torch's CPU work on one core fewer than the machine has (at least one).
+def leave_a_core_for_napari(threads: int | None = None):
+    """Run the widget's work under the thread policy (:mod:`napari_sansa.core.threads`)
+    with one core left to napari's event loop (at least one for the run).
 
     With as many torch (OpenMP) threads as cores, napari's event loop takes a core
     from one of them now and then and every parallel step waits for it: on a
     2-core machine a warm run took 45 s in the worker instead of 9 s inline, and
-    5 s with one core left free (benchmarks/bench_gui_stall.py). The setting is
-    the worker thread's and is put back afterwards.
+    5 s with one core left free (benchmarks/bench_gui_stall.py). ``threads``: the
+    advanced setting (None: automatic). The settings are the worker thread's and
+    are put back afterwards.
     """
-    import torch
+    from napari_sansa.core.threads import thread_policy
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, min(before, _cores() - 1)))
-    try:
+    with thread_policy(threads, reserve=1):
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def run_frames(
@@ -155,7 +145,7 @@ def run_frames(
     """
     done = 0
     try:
-        with leave_a_core_for_napari():
+        with leave_a_core_for_napari(getattr(model_settings, "threads", None)):
             for result in _results(plan, model_settings, settings, cache, cancel):
                 if cancel is not None and cancel.is_set():
                     break

@@ -60,7 +60,8 @@ def load_model(name: str | None = None, **options) -> SansaModel:
 
     The options (``device``, ``precision``, ``image_size``, ``cache_bytes``,
     ``cache_dir``, ``cache_dir_bytes``, ``result_cache_bytes``, ``compile``,
-    ``download``) are the fields of :class:`~napari_sansa.core.models.settings.ModelSettings`,
+    ``download``, ``threads``) are the fields of
+    :class:`~napari_sansa.core.models.settings.ModelSettings`,
     which documents them.
     """
     return load_settings(ModelSettings.from_options(name=name, **options))

@@ -38,6 +38,11 @@ class ModelSettings:
       decoded references per class, so that a re-run recomputes only the classes
       whose references changed (0: off).
     * ``compile``: ``torch.compile`` the encoder, memory attention and decoder.
+    * ``threads``: the CPU threads a run keeps busy (torch's, NumPy's pools, the reading
+      threads; see :mod:`napari_sansa.core.threads`); None (default): the cores this
+      process may use now (affinity, cgroup quota, a Dask worker's threads, the load of
+      other processes). A whole number >= 1; more than the cores is allowed, with a
+      warning that it will be slower.
     """
 
     name: str | None = None
@@ -53,6 +58,12 @@ class ModelSettings:
     result_cache_bytes: int = 256 << 20
     compile: bool = False
     download: bool = True
+    threads: int | None = None
+
+    def __post_init__(self):
+        from napari_sansa.core.threads import check_threads
+
+        object.__setattr__(self, "threads", check_threads(self.threads))
 
     @classmethod
     def from_options(cls, base: ModelSettings | None = None, **options) -> ModelSettings:

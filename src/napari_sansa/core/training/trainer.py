@@ -29,6 +29,7 @@ import torch
 from napari_sansa.core.errors import InvalidInputError, SansaError
 from napari_sansa.core.models.trainable import trainable_copy, wrap_model
 from napari_sansa.core.preprocess import image_to_input
+from napari_sansa.core.threads import thread_policy
 from napari_sansa.core.training.encoder import PrefixEncoder
 from napari_sansa.core.training.episodes import (
     check_frames,
@@ -326,6 +327,11 @@ class Finetuning:
     def __next__(self) -> StepStats:
         if self.closed:
             raise StopIteration
+        # threads sized for each step (the policy: napari_sansa.core.threads), put back after
+        with thread_policy(getattr(self.source_model.settings, "threads", None)):
+            return self._next()
+
+    def _next(self) -> StepStats:
         if self.step == 0 and not self.history and self.val_episodes:
             return self._record(self._stats(None, None))
         if self.step >= self.settings.steps:

@@ -72,7 +72,7 @@ def config_choices() -> list[str]:
 
 
 class ModelPanel:
-    """Model, custom files (shown only for "custom files"), device and input size.
+    """Model, custom files (shown only for "custom files"), device, input size, threads.
 
     Holds the child widgets (public attributes, and ``widgets`` in their order, laid
     out by the dock widget so that their labels line up with its own) and reads them
@@ -116,6 +116,15 @@ class ModelPanel:
             "weights were made for another",
         )
         self.image_size.native.setSpecialValueText("the model's own")
+        self.threads = SpinBox(
+            label="CPU threads",
+            min=0,
+            max=max(256, os.cpu_count() or 1),
+            value=0,
+            tooltip="CPU threads a run keeps busy; automatic: the cores this process may use "
+            "now, one left to napari (more than the cores only makes it slower)",
+        )
+        self.threads.native.setSpecialValueText("automatic")
         #: the main panel: the choice, its description and the custom files
         self.widgets = [
             self.model,
@@ -125,7 +134,7 @@ class ModelPanel:
             self.adapter_file,
         ]
         #: rarely changed: under 'advanced'
-        self.advanced = [self.device, self.image_size]
+        self.advanced = [self.device, self.image_size, self.threads]
         self._apply_environment()
         self.model.changed.connect(self._on_model_changed)
         self._on_model_changed()
@@ -160,8 +169,11 @@ class ModelPanel:
         """The chosen model as a frozen value; raises PromptError if files are missing."""
         device = self.device.value
         size = int(self.image_size.value) or None
+        threads = int(self.threads.value) or None
         if self.model.value != CUSTOM:
-            return ModelSource(name=self.model.value, device=device, image_size=size)
+            return ModelSource(
+                name=self.model.value, device=device, image_size=size, threads=threads
+            )
         sam2 = path_value(self.sam2_file)
         if sam2 is None:
             raise PromptError(
@@ -175,4 +187,5 @@ class ModelPanel:
             adapter_checkpoint=path_value(self.adapter_file),
             device=device,
             image_size=size,
+            threads=threads,
         )
