@@ -85,7 +85,7 @@ def test_nan_and_constant_images(model, data, kind):
         ({"prompt": "lasso"}, "unknown prompt kind 'lasso'"),
         ({"validation": 1.0}, r"validation must be a fraction in \[0, 1\)"),
         ({"dropout": 1.5}, "dropout must be a rate"),
-        ({"input_size": 3}, "input_size must be between"),
+        ({"input_size": 3}, "input_size must be a whole number of pixels between 16 and"),
         ({"fresh_adapters": True, "stages": (5,)}, "stages must be Hiera stages in 0..3"),
     ],
 )

@@ -188,7 +188,7 @@ def test_a_reference_read_by_windows_has_the_digest_of_the_reference_read_whole(
     assert isinstance(whole.image, np.ndarray) and not isinstance(lazy.image, np.ndarray)
     monkeypatch.setattr(refs_module, "DIGEST_BLOCK", 5000)  # several blocks of rows
     assert len(list(refs_module._pixel_blocks(lazy.image))) > 1
-    digest = refs_module._references_digest
+    digest = refs_module.references_digest
     assert digest([lazy]) == digest([whole])
     assert digest([lazy]) != digest([load_reference_pair(tmp_path / "ref_labels.png", labels)])
 

@@ -76,11 +76,11 @@ def test_unrefined_objects_keep_their_run_signature(weights, root, tmp_path):
     # the signature of an unrefined run is the one its settings always gave
     import hashlib
 
-    from napari_sansa.dataset.references import _references_digest
+    from napari_sansa.dataset.references import references_digest
 
     settings = {
         "model": model.source_identity,  # the identity of the files it was loaded from
-        "references": _references_digest([ref]),
+        "references": references_digest([ref]),
         "mode": "independent",
         "threshold": 0.5,
         "input_size": 640,

@@ -252,7 +252,7 @@ def test_stop_during_a_batch_writes_nothing_more(make_sansa, qtbot, shared_model
         viewer.layers["cells"],
         [viewer.layers["paint"]],
         widget.model_panel.settings(),
-        RunSettings(batch_size=8),
+        RunSettings.make(batch_size=8),
     )
     assert worker is not None, widget.status.value
     qtbot.waitUntil(lambda: session.done >= 2, timeout=TIMEOUT)

@@ -11,6 +11,7 @@ from napari_sansa.core.errors import (
     CheckpointError,
     InvalidInputError,
     ModelNotFoundError,
+    OptionError,
     SansaError,
 )
 from napari_sansa.core.images import to_float_rgb
@@ -25,6 +26,7 @@ __all__ = [
     "ModelNotFoundError",
     "ObjectOptions",
     "ObjectTable",
+    "OptionError",
     "Points",
     "Prediction",
     "Predictions",
@@ -32,6 +34,7 @@ __all__ = [
     "SansaError",
     "SansaModel",
     "Scribble",
+    "SegmentOptions",
     "episode_loss",
     "finetune",
     "finetune_iter",
@@ -57,6 +60,7 @@ _LAZY = {
     "finetune": (".training.api", "finetune"),
     "finetune_iter": (".training.api", "finetune_iter"),
     "ObjectOptions": (".objects", "ObjectOptions"),
+    "SegmentOptions": (".options", "SegmentOptions"),
     "ObjectTable": (".objects", "ObjectTable"),
     "object_table": (".objects", "object_table"),
     "refine_objects": (".refine", "refine_objects"),

@@ -347,7 +347,7 @@ def _pixel_blocks(image):
         yield np.ascontiguousarray(block.astype(block.dtype.newbyteorder("="), copy=False))
 
 
-def _references_digest(refs: list[Reference]) -> str:
+def references_digest(refs: list[Reference]) -> str:
     h = hashlib.sha256()
     for r in refs:
         for block in _pixel_blocks(r.image):

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 
 from napari_sansa.core.errors import InvalidInputError
-from napari_sansa.core.preprocess import check_input_size
+from napari_sansa.core.images import check_input_size
 from napari_sansa.core.training.episodes import check_prompt_setting
 from napari_sansa.core.training.loss import check_dropout
 from napari_sansa.core.training.trainer import (
