@@ -271,7 +271,7 @@ def _results(plan, model_settings, settings: RunSettings, cache: ModelCache, can
 def _sequential_groups(plan, settings: RunSettings):
     """Sequential runs on a stack with several frame axes: the targets in groups, each
     along the chosen axis within one index of the others (None: one run, as given)."""
-    if settings.mode != "sequential" or len(plan.parts) != 1:
+    if settings.segment.mode != "sequential" or len(plan.parts) != 1:
         return None
     part = plan.parts[0]
     g = part.geometry
