@@ -117,9 +117,27 @@ def test_the_viewer_s_sequential_axis_is_a_name():
         RunSettings.make(mode="sequential", sequential_axis=1)
 
 
-def test_entry_points_take_at_most_twelve_parameters():
-    from napari_sansa.dataset import segment_dataset
+def test_finetune_options_record_the_state_s_settings():
+    """A saved fine-tuning state records the options as it always did (resumable)."""
+    from napari_sansa.core.training.options import FinetuneOptions
 
-    for f in (ns.SansaModel.segment_iter, segment_dataset):
+    o = FinetuneOptions(steps=40, prompt=["box", "point"])
+    assert o.validation is None and o.resolved().validation == 0.2
+    assert o.record() == {
+        "steps": 40, "lr": 1e-4, "shots": 1, "prompt": ["box", "point"], "batch_size": 2,
+        "input_size": 640, "validation": 0.2, "validate_every": 2, "seed": 0, "dropout": None,
+        "fresh_adapters": False, "stages": [2, 3], "channel_factor": 0.3,
+    }  # fmt: skip
+    assert FinetuneOptions.make(like=ns.SegmentOptions(input_size=None)).input_size is None
+    with pytest.raises(OptionError, match="lr must be > 0"):
+        FinetuneOptions(lr=0)
+
+
+def test_finetune_iter_takes_at_most_twelve_parameters():
+    for f in (ns.finetune_iter, ns.SansaModel.segment_iter):
         named = [p for p in inspect.signature(f).parameters.values() if p.kind != p.VAR_KEYWORD]
         assert len(named) <= 12
+    from napari_sansa.dataset import segment_dataset
+
+    named = inspect.signature(segment_dataset).parameters.values()
+    assert len([p for p in named if p.kind != p.VAR_KEYWORD]) <= 12

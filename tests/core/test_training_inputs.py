@@ -78,7 +78,7 @@ def test_nan_and_constant_images(model, data, kind):
     [
         ({"steps": 0}, "steps must be a whole number >= 1"),
         ({"steps": 2.5}, "steps must be a whole number"),
-        ({"lr": 0}, r"lr \(the learning rate\) must be > 0"),
+        ({"lr": 0}, r"lr must be > 0"),
         ({"lr": -1e-4}, "must be > 0"),
         ({"lr": float("nan")}, "must be a number > 0"),
         ({"shots": 0}, "shots must be"),

@@ -164,3 +164,7 @@ def input_size_from_text(text) -> int | None:
     if not size.isdigit():
         raise OptionError("input_size", text, "a number of pixels or 'none'")
     return check_input_size(int(size))
+
+
+#: the options whose command-line text needs reading, by keyword: their readers
+TEXT_OPTIONS = {"input_size": input_size_from_text}

@@ -142,7 +142,7 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
         # -- fine-tuning: napari/_qt/training_panel.py ------------------------------------
         self.training_panel = TrainingPanel(
             viewer, self.session, lambda: self.image.value, self.model_panel.settings,
-            lambda: self.run_settings().segment.input_size,
+            lambda: self.run_settings().segment,
         )  # fmt: skip
         self.axes = AxesPanel(on_change=self._on_images_changed)
         self.session.names = self.folder.run.names = self.control_name  # errors' words
