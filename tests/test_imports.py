@@ -160,10 +160,9 @@ def test_layers_import_downwards_and_qt_only_under_qt():
 
 
 def test_few_private_names_are_imported_across_modules():
-    """A name used by another module is public within the package (no underscore); the
-    one left is the trainer's settings record (``training/api`` <- ``trainer._Settings``)."""
+    """A name used by another module is public within the package (no underscore)."""
     _, _, private = _imports(_modules())
-    assert len(private) <= 1, private
+    assert private == []
 
 
 def test_only_the_engine_and_the_weights_code_reach_the_network():

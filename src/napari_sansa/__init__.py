@@ -14,7 +14,9 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 from napari_sansa.core import __all__ as _core_all
 
-__all__ = [*_core_all, "__version__"]
+__all__ = [*_core_all, "DatasetOptions", "__version__"]
+#: public names of the dataset layer, imported on first use (as the core's model names)
+_DATASET = {"DatasetOptions": "napari_sansa.dataset.settings"}
 
 
 def __getattr__(name):
@@ -24,6 +26,10 @@ def __getattr__(name):
         from napari_sansa import core
 
         return getattr(core, name)
+    if name in _DATASET:  # a whole-folder run's options, from napari_sansa.dataset
+        import importlib
+
+        return getattr(importlib.import_module(_DATASET[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

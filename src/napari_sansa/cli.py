@@ -19,7 +19,8 @@ import json
 import logging
 import sys
 
-from napari_sansa.core.errors import SansaError
+from napari_sansa.core.errors import OptionError, SansaError
+from napari_sansa.core.images import DEFAULT_INPUT_SIZE
 
 log = logging.getLogger("napari_sansa")
 
@@ -80,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     s.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     add_threads_option(s)
-    s.add_argument("--mode", default="independent", choices=("independent", "sequential"))
+    s.add_argument("--mode", default=None, choices=("independent", "sequential"))
     s.add_argument(
         "--sequential-axis",
         default=None,
@@ -103,11 +104,11 @@ def _parser() -> argparse.ArgumentParser:
         help="the channels of a channel axis (C) that make each frame: one as gray, or up "
         "to three as red, green, blue, e.g. 2,0,1 (default: the first, as gray)",
     )
-    s.add_argument("--threshold", type=float, default=0.5, help="probability threshold (0.5)")
+    s.add_argument("--threshold", type=float, default=None, help="probability threshold (0.5)")
     s.add_argument(
         "--input-size",
-        default="640",
-        help="the authors' intermediate square resize (640), or 'none'",
+        default=None,
+        help=f"the authors' intermediate square resize ({DEFAULT_INPUT_SIZE}), or 'none'",
     )
     s.add_argument(
         "--intensity-range",
@@ -190,7 +191,7 @@ def _parser() -> argparse.ArgumentParser:
         "stopping (60; finished outputs are kept)",
     )
     s.add_argument(
-        "--chunk-size", type=int, default=16, help="targets per Dask task (16)", metavar="N"
+        "--chunk-size", type=int, default=None, help="targets per Dask task (16)", metavar="N"
     )
     from napari_sansa.dataset.finetune import add_parser as add_finetune_parser
 
@@ -236,14 +237,10 @@ def _absolute(path):
     return str(Path(path).expanduser().absolute())
 
 
-def _segment(args) -> int:
+def _segment_model(args):
+    """The ``ModelSource`` of ``segment``'s model flags (checked together)."""
     from napari_sansa.core.errors import InvalidInputError
-    from napari_sansa.dataset import (
-        ModelSource,
-        load_prompt_file,
-        load_reference_pair,
-        segment_dataset,
-    )
+    from napari_sansa.dataset import ModelSource
 
     files = (args.config, args.sam2_checkpoint, args.adapter_checkpoint)
     if args.model and any(files):
@@ -257,58 +254,59 @@ def _segment(args) -> int:
             "--config needs --sam2-checkpoint FILE (Meta's SAM2 weights of that config), or use "
             "--model NAME for a registered model (see `napari-sansa models`)"
         )
-    from napari_sansa.core.tiling import TileSpec
-
-    # tiles are checked before anything is read or loaded (segment_dataset checks again)
-    if TileSpec.make(args.tile_size, args.halo) is not None and args.mode != "independent":
-        raise InvalidInputError("--tile-size works with --mode independent only")
-    dask_options = {}
-    if args.worker_wait is not None:
-        if not args.scheduler:
-            raise InvalidInputError("--worker-wait applies to Dask runs: give --scheduler with it")
-        from napari_sansa.dataset.distributed import check_worker_wait
-
-        dask_options["worker_wait"] = check_worker_wait(args.worker_wait)
-    if args.scheduler is not None:  # an empty address is refused, not a local run
-        from napari_sansa.dataset.distributed import check_scheduler_address
-
-        args.scheduler = check_scheduler_address(args.scheduler)
     common = {"device": args.device, "precision": args.precision, "image_size": args.image_size}
     common["threads"] = args.threads
     if args.sam2_checkpoint:
         # absolute paths: Dask workers run in another working directory
-        source = ModelSource(
+        return ModelSource(
             config=args.config,
             sam2_checkpoint=_absolute(args.sam2_checkpoint),
             adapter_checkpoint=_absolute(args.adapter_checkpoint),
             **common,
         )
-    else:
-        source = ModelSource(name=args.model or "sansa-universal", **common)
-    size = str(args.input_size).strip().lower()
-    if size in ("none", "0", ""):
-        input_size = None
-    elif size.isdigit():
-        input_size = int(size)
-    else:
-        raise InvalidInputError(f"--input-size must be a number of pixels or 'none', got {size!r}")
-    options = {"min_size": args.min_size, "seed_distance": args.seed_distance, "split": args.split}
-    options["refine"] = args.refine
-    options = {k: v for k, v in options.items() if v is not None}
-    if options and not args.instances:
-        flags = ", ".join("--" + k.replace("_", "-") for k in options)
+    return ModelSource(name=args.model or "sansa-universal", **common)
+
+
+#: ``segment``'s flags that split objects, each an ObjectOptions field of the same name
+_OBJECT_FLAGS = ("min_size", "seed_distance", "split", "refine")
+
+
+def _segment_options(args):
+    """The run's options from the flags, checked before anything is read or loaded
+    (a DatasetOptions: the flags are its fields' names)."""
+    from napari_sansa.core.errors import InvalidInputError
+    from napari_sansa.core.images import input_size_from_text
+    from napari_sansa.dataset import DatasetOptions
+
+    given = {k: getattr(args, k) for k in ("mode", "threshold", "chunk_size")}
+    given = {k: v for k, v in given.items() if v is not None}  # the options' defaults else
+    if args.input_size is not None:
+        given["input_size"] = input_size_from_text(args.input_size)
+    objects = {k: getattr(args, k) for k in _OBJECT_FLAGS if getattr(args, k) is not None}
+    if objects and not args.instances:
+        flags = ", ".join(_flag(k) for k in objects)
         raise InvalidInputError(f"{flags} split objects: give --instances with it")
-    instances = False
-    if args.instances:
-        from napari_sansa.core.objects import ObjectOptions
+    return DatasetOptions.make(
+        intensity_range=args.intensity_range,
+        batch_size=args.batch_size,
+        tile_size=args.tile_size,
+        halo=args.halo,
+        instances=objects or True if args.instances else None,
+        probabilities=args.probabilities,
+        axes=args.axes,
+        channels=args.channels,
+        sequential_axis=args.sequential_axis,
+        **given,
+    )
 
-        instances = ObjectOptions(**options)  # checked before anything is loaded
-    from napari_sansa.dataset.stacks import check_layout
 
-    axes, channels, along = check_layout(args.axes, args.channels, args.mode, args.sequential_axis)
-    many = {"allow_many_classes": args.allow_many_classes, "axes": axes, "channels": channels}
-    # tiled runs read large TIFF references by windows (not sent to Dask workers: read whole)
-    many["lazy"] = args.tile_size is not None and not args.scheduler
+def _segment_references(args, options, lazy: bool) -> list:
+    """The references of ``--reference`` pairs and ``--prompts`` files."""
+    from napari_sansa.core.errors import InvalidInputError
+    from napari_sansa.dataset import load_prompt_file, load_reference_pair
+
+    many = {"allow_many_classes": args.allow_many_classes, "axes": options.axes}
+    many["channels"], many["lazy"] = options.channels, lazy
     references = [load_reference_pair(img, lab, **many) for img, lab in args.reference]
     if args.prompts:
         references += load_prompt_file(args.prompts, **many)
@@ -316,59 +314,74 @@ def _segment(args) -> int:
         raise InvalidInputError(
             "no references: give --reference IMAGE LABELS (repeatable) or --prompts FILE.json"
         )
-    client = None
-    if args.scheduler:
-        try:
-            from dask.distributed import Client
-        except ImportError:
-            raise InvalidInputError(
-                "--scheduler needs dask.distributed: pip install 'napari-sansa[dask]'"
-            ) from None
-        try:
-            client = Client(args.scheduler)  # dask's distributed.comm.timeouts.connect applies
-        except OSError as exc:
-            raise InvalidInputError(
-                f"cannot reach the Dask scheduler at {args.scheduler}: {exc}"
-            ) from None
-        except ValueError as exc:  # an address of a form the check above lets through
-            raise InvalidInputError(
-                f"--scheduler {args.scheduler!r} is not a Dask scheduler address ({exc}): "
-                "give tcp://HOST:PORT"
-            ) from None
-        except TypeError as exc:  # a scheme whose transport is not installed (ucx://)
-            raise InvalidInputError(
-                f"--scheduler {args.scheduler!r}: Dask cannot connect to it from here ({exc}); "
-                "the transport of that scheme is missing (ucx:// needs the distributed-ucxx "
-                "package) or not set up: give tcp://HOST:PORT, or see docs/cluster.md"
-            ) from None
+    return references
+
+
+def _dask_options(args) -> dict:
+    """``--scheduler`` and ``--worker-wait``, checked before anything is loaded."""
+    from napari_sansa.core.errors import InvalidInputError
+    from napari_sansa.dataset.distributed import check_scheduler_address, check_worker_wait
+
+    dask_options = {}
+    if args.worker_wait is not None:
+        if not args.scheduler:
+            raise InvalidInputError("--worker-wait applies to Dask runs: give --scheduler with it")
+        dask_options["worker_wait"] = check_worker_wait(args.worker_wait)
+    if args.scheduler is not None:  # an empty address is refused, not a local run
+        args.scheduler = check_scheduler_address(args.scheduler)
+    return dask_options
+
+
+def _client(address):
+    """A ``dask.distributed.Client`` of the scheduler at ``address``."""
+    from napari_sansa.core.errors import InvalidInputError
+
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise InvalidInputError(
+            "--scheduler needs dask.distributed: pip install 'napari-sansa[dask]'"
+        ) from None
+    try:
+        return Client(address)  # dask's distributed.comm.timeouts.connect applies
+    except OSError as exc:
+        raise InvalidInputError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+    except ValueError as exc:  # an address of a form the check above lets through
+        raise InvalidInputError(
+            f"--scheduler {address!r} is not a Dask scheduler address ({exc}): give tcp://HOST:PORT"
+        ) from None
+    except TypeError as exc:  # a scheme whose transport is not installed (ucx://)
+        raise InvalidInputError(
+            f"--scheduler {address!r}: Dask cannot connect to it from here ({exc}); "
+            "the transport of that scheme is missing (ucx:// needs the distributed-ucxx "
+            "package) or not set up: give tcp://HOST:PORT, or see docs/cluster.md"
+        ) from None
+
+
+def _segment(args) -> int:
+    from napari_sansa.dataset import segment_dataset
+
+    options = _segment_options(args)
+    dask_options = _dask_options(args)
+    source = _segment_model(args)
+    # tiled runs read large TIFF references by windows (not sent to Dask workers: read whole)
+    lazy = options.segment.tiles is not None and not args.scheduler
+    references = _segment_references(args, options, lazy)
+    client = _client(args.scheduler) if args.scheduler else None
     try:
         report = segment_dataset(
-            args.targets,
-            references,
-            args.out,
-            model=source,
-            mode=args.mode,
-            threshold=args.threshold,
-            input_size=input_size,
-            intensity_range=args.intensity_range,
-            probabilities=args.probabilities,
-            overwrite=args.overwrite,
-            strict=args.strict,
-            batch_size=args.batch_size,
-            tile_size=args.tile_size,
-            halo=args.halo,
-            instances=instances,
-            axes=axes,
-            channels=channels,
-            sequential_axis=along,
-            client=client,
-            chunk_size=args.chunk_size,
-            progress=not args.quiet,
+            args.targets, references, args.out, options, model=source, client=client,
+            overwrite=args.overwrite, strict=args.strict, progress=not args.quiet,
             **dask_options,
-        )
+        )  # fmt: skip
     finally:
         if client is not None:
             client.close()
+    return _log_report(report, options)
+
+
+def _log_report(report, options) -> int:
+    """Say what a ``segment`` run did; its exit code (1: some images failed)."""
     rate = report.frames / report.seconds if report.seconds else 0.0
     log.info(
         "labelled %d target(s), skipped %d already done, %d failed in %.1f s (%.2f images/s); "
@@ -380,7 +393,7 @@ def _segment(args) -> int:
         rate,
         report.csv,
     )
-    if instances:
+    if options.segment.instances is not None:
         log.info("objects: %s", report.objects_csv)
     for source_path, message in report.failed:
         log.warning("failed: %s: %s", source_path, message)
@@ -393,6 +406,11 @@ def _segment(args) -> int:
         )
         return 1
     return 0
+
+
+def _flag(option: str) -> str:
+    """The command line's name of an option: ``tile_size`` -> ``--tile-size``."""
+    return "--" + option.replace("_", "-")
 
 
 def _silence_stdout() -> None:
@@ -451,7 +469,8 @@ def main(argv=None) -> int:
     try:
         return COMMANDS[args.command](args)
     except SansaError as exc:
-        print(f"napari-sansa: error: {exc}", file=sys.stderr)
+        text = exc.worded(_flag) if isinstance(exc, OptionError) else exc
+        print(f"napari-sansa: error: {text}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)  # 1: a run that stopped (no Dask worker left)
     except BrokenPipeError:  # the reader went away (`napari-sansa models | head`)
         _silence_stdout()

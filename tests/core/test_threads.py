@@ -347,7 +347,7 @@ def test_cli_threads_reach_the_model_settings(tmp_path, monkeypatch):
 
     got = {}
 
-    def fake_segment_dataset(targets, references, out, *, model, **kw):
+    def fake_segment_dataset(targets, references, out, options=None, *, model, **kw):
         got["segment"] = model.threads
         raise InvalidInputError("stop here")
 

@@ -564,7 +564,7 @@ def _capture_segment_dataset(monkeypatch):
 
     seen = {}
 
-    def fake(targets, references, out, model, **kwargs):
+    def fake(targets, references, out, options=None, *, model, **kwargs):
         seen["model"] = model
         return SimpleNamespace(
             done=0, skipped=0, failed=[], seconds=0.0, frames=0, csv=Path(out) / "scores.csv"

@@ -571,7 +571,7 @@ def test_bad_counts_are_refused_before_anything_is_loaded_or_written(
 ):
     assert main(_args(weights, root, option, value)) == 2
     err = capsys.readouterr().err
-    assert f"({option}) must be a whole number >= 1" in err
+    assert f"{option} must be a whole number >= 1" in err
     assert not (root / "out").exists()  # no run.json, no scores.csv, no folder
 
 

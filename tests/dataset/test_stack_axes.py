@@ -201,11 +201,14 @@ def _gray_reference(root):
 @pytest.mark.parametrize(
     ("extra", "words"),
     [
-        (["--axes", "T1YX"], "--axes (axes=) must be one letter per axis"),
+        (["--axes", "T1YX"], "--axes must be one letter per axis"),
         (["--axes", "TC"], "with Y and X"),
-        (["--channels", "a"], "--channels (channels=) is one channel index"),
+        (["--channels", "a"], "--channels must be one channel index"),
         (["--channels", "0,1,2,3"], "up to three"),
-        (["--sequential-axis", "Z"], "--mode sequential only"),
+        (
+            ["--sequential-axis", "Z"],
+            "--sequential-axis must be given only when --mode is sequential",
+        ),
     ],
 )
 def test_bad_axes_channels_or_sequential_axis_are_usage_errors(

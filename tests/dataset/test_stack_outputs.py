@@ -19,7 +19,7 @@ from napari_sansa.dataset.discovery import Target
 from napari_sansa.dataset.io import TiffStack
 from napari_sansa.dataset.outputs import TiffWriter
 from napari_sansa.dataset.records import table_record
-from napari_sansa.dataset.settings import RunSettings
+from napari_sansa.dataset.settings import DatasetOptions, RunSettings
 from napari_sansa.dataset.stacks import _Scratch, _StackObjects, frame_groups
 
 H, W = 48, 64
@@ -131,11 +131,11 @@ def test_frame_groups_follow_the_sequential_axis(tmp_path):
     path = tmp_path / "tz.tif"
     tifffile.imwrite(path, np.zeros((T, Z, 8, 8), np.uint8), imagej=True,
                      metadata={"axes": "TZYX"})  # fmt: skip
-    seq = RunSettings(mode="sequential")
+    seq = RunSettings(DatasetOptions.make(mode="sequential"))
     with TiffStack(path) as stack:
         assert frame_groups(stack, RunSettings()) == [list(range(T * Z))]
         assert frame_groups(stack, seq) == [[0, 1, 2], [3, 4, 5]]  # Z within each time point
-        along_t = RunSettings(mode="sequential", sequential_axis="T")
+        along_t = RunSettings(DatasetOptions.make(mode="sequential", sequential_axis="T"))
         assert frame_groups(stack, along_t) == [[0, 3], [1, 4], [2, 5]]  # T for each Z
 
 

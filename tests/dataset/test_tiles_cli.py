@@ -47,18 +47,18 @@ def test_cli_tiles_match_the_api(weights, model, tmp_path, capsys):
     assert main([*args, "--tile-size", "16", "--halo", "8", "--overwrite"]) == 2
     assert main([*args, "--tile-size", "96", "--mode", "sequential", "--overwrite"]) == 2
     err = capsys.readouterr().err
-    assert "without tile_size" in err and "2 x halo" in err and "independent only" in err
+    assert "only with --tile-size" in err and "2 x --halo" in err and "independent mode only" in err
 
 
 @pytest.mark.parametrize(
     "options, words",
     [
-        (["--tile-size", "1"], ["--tile-size) must be at least 16 pixels, got 1"]),
-        (["--tile-size", "-64"], ["--tile-size) must be at least 16 pixels, got -64"]),
-        (["--tile-size", "64", "--halo", "-3"], ["halo must be >= 0", "got -3"]),
-        (["--tile-size", "64", "--halo", "32"], ["2 x halo"]),
-        (["--halo", "8"], ["without tile_size"]),
-        (["--tile-size", "64", "--mode", "sequential"], ["independent only"]),
+        (["--tile-size", "1"], ["--tile-size must be at least 16 pixels, got 1"]),
+        (["--tile-size", "-64"], ["--tile-size must be at least 16 pixels, got -64"]),
+        (["--tile-size", "64", "--halo", "-3"], ["--halo must be >= 0", "got -3"]),
+        (["--tile-size", "64", "--halo", "32"], ["2 x --halo"]),
+        (["--halo", "8"], ["--halo must be given only with --tile-size"]),
+        (["--tile-size", "64", "--mode", "sequential"], ["unless --mode is independent"]),
     ],
 )
 def test_cli_bad_tiles_are_refused_before_anything_is_read(

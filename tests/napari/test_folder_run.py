@@ -370,13 +370,25 @@ def test_the_widget_goes_on_with_a_folder_of_the_command_line(
 def test_a_folder_in_the_way_is_told_in_the_widgets_words(folder, tmp_path, weights, capsys):
     """The command line's message for a folder at an output's name in a new output folder
     (issue 18 review) names ``--overwrite`` and ``--out``; the widget has neither option:
-    its words say to move or rename the folder, or to choose another output folder."""
-    from napari_sansa.napari.folder import _gui_words
+    its words say to move or rename the folder, or to choose another output folder: the
+    error says which option (the output folder) and each front end words it (issue 19)."""
+    from conftest import CONFIG, SIZE
+    from napari_sansa.core.errors import OptionError
+    from napari_sansa.dataset import ModelSource, load_reference_pair, segment_dataset
+    from napari_sansa.napari.messages import gui_message
 
     out = tmp_path / "out"
     (out / "photo0.tif").mkdir(parents=True)
     assert cli_segment(folder, weights, out) == 2
-    message = capsys.readouterr().err.strip().removeprefix("napari-sansa: error: ")
-    words = _gui_words(message)
+    cli = capsys.readouterr().err
+    assert "(not even with --overwrite)" in cli and "choose another --out" in cli, cli
+    refs = [load_reference_pair(folder / "ref.png", folder / "ref_labels.png")]
+    sam2, adapters = weights
+    model = ModelSource(config=CONFIG, sam2_checkpoint=str(sam2), image_size=SIZE,
+                        adapter_checkpoint=str(adapters), device="cpu")  # fmt: skip
+    with pytest.raises(OptionError) as info:
+        segment_dataset(folder / "data", refs, out, model=model)
+    assert info.value.option == "out" and str(info.value) in cli
+    words, _ = gui_message(info.value)
     assert "is a folder" in words and "move or rename it" in words, words
     assert "--" not in words and "choose another output folder" in words, words

@@ -114,13 +114,13 @@ def test_sequential_mode_runs_along_the_chosen_axis_never_across(make_sansa, qtb
     seen = []
     real = SansaModel.segment_iter
 
-    def spy(self, references, targets, **kw):
-        seen.append((kw["mode"], len(targets)))
-        return real(self, references, targets, **kw)
+    def spy(self, references, targets, options=None, **kw):
+        seen.append((options.mode, len(targets)))
+        return real(self, references, targets, options, **kw)
 
     monkeypatch.setattr(SansaModel, "segment_iter", spy)
     widget.mode.value = "sequential"
-    assert widget.axes.sequential_axis.value == 1  # z, within each time point
+    assert widget.axes.sequential_axis.value == "z"  # within each time point
     worker = widget.run()
     assert worker is not None, widget.status.value
     order = []
@@ -130,7 +130,7 @@ def test_sequential_mode_runs_along_the_chosen_axis_never_across(make_sansa, qtb
     assert order == [0, 1, 2, 3, 4, 5]
     seen.clear()
     order.clear()
-    widget.axes.sequential_axis.value = 0  # t, for each z
+    widget.axes.sequential_axis.value = "t"  # for each z
     assert widget.run() is not None
     wait_done(qtbot, widget)
     assert seen == [("sequential", 1), ("sequential", 2), ("sequential", 2)]

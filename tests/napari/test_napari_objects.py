@@ -119,7 +119,8 @@ def test_tiles_in_the_widget_give_the_cores_tiled_result(make_sansa, qtbot, mode
     )
     widget.large.tile_size.value = 32
     widget.large.halo.value = 4
-    assert widget.run_settings().tile_size == 32 and widget.run_settings().halo == 4
+    options = widget.run_settings().segment
+    assert options.tile_size == 32 and options.halo == 4
     run(qtbot, widget)
     refs = [ns.Reference(images[0], [ns.Mask(labels[0] == c, label=c) for c in (1, 2)])]
     expected = model.segment(refs, list(images[1:]), tile_size=32, halo=4)
@@ -128,7 +129,7 @@ def test_tiles_in_the_widget_give_the_cores_tiled_result(make_sansa, qtbot, mode
         np.testing.assert_array_equal(out.data[i], pred.labels)
     # halo left at auto: tile_size // 8
     widget.large.halo.value = -1
-    assert widget.run_settings().halo is None
+    assert widget.run_settings().segment.halo == 32 // 8
 
 
 @pytest.mark.parametrize(
@@ -150,4 +151,7 @@ def test_bad_tile_settings_give_a_clear_message(
     widget.mode.value = mode
     assert widget.run() is None
     assert message in notifications()[-1]
+    # worded with the widget's controls (issue 19: the error says which option)
+    assert notifications()[-1].startswith("'tile size (0: off)' must be"), notifications()[-1]
+    assert "tile_size" not in notifications()[-1] and "--" not in notifications()[-1]
     assert "cells [sansa]" not in [layer.name for layer in viewer.layers]

@@ -143,20 +143,20 @@ def test_sequential_mode_runs_along_z_within_each_t_inside_the_ranges(
     runs = []
     real = SansaModel.segment_iter
 
-    def spy(self, references, targets, **kw):
+    def spy(self, references, targets, options=None, **kw):
         runs.append([targets.frame_number(i) for i in range(len(targets))])
-        return real(self, references, targets, **kw)
+        return real(self, references, targets, options, **kw)
 
     monkeypatch.setattr(SansaModel, "segment_iter", spy)
     widget.mode.value = "sequential"
-    assert widget.axes.sequential_axis.value == 1  # z
+    assert widget.axes.sequential_axis.value == "z"
     widget.axes.ranges.set(1, 1, 3)  # z 1..3, every t
     assert widget.run() is not None, widget.status.value
     qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT)
     # one run per time point, each along z from 1 to 3: never across a time point
     assert runs == [[frame(t, z) for z in (1, 2, 3)] for t in range(T)]
     runs.clear()
-    widget.axes.sequential_axis.value = 0  # t, for each z
+    widget.axes.sequential_axis.value = "t"  # for each z
     widget.axes.ranges.set(0, 1, 2)
     assert widget.run() is not None, widget.status.value
     qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT)

@@ -230,7 +230,7 @@ class GatedModels:
 
         class Gated:
             def segment_iter(self, *args, **kwargs):
-                calls.append(kwargs)
+                calls.append((args, kwargs))
                 for i, pred in enumerate(model.segment_iter(*args, **kwargs)):
                     if i == after:
                         assert gate.wait(120)
@@ -252,15 +252,15 @@ def test_stop_during_a_batch_writes_nothing_more(make_sansa, qtbot, shared_model
         viewer.layers["cells"],
         [viewer.layers["paint"]],
         widget.model_panel.settings(),
-        RunSettings(batch_size=8),
+        RunSettings.make(batch_size=8),
     )
     assert worker is not None, widget.status.value
     qtbot.waitUntil(lambda: session.done >= 2, timeout=TIMEOUT)
     widget.stop_button.native.click()
     assert session.stopping and not widget.stop_button.enabled
     # Stop reaches the core itself (which then stops within one image, mid-batch too)
-    (call,) = session.models.calls
-    assert call["batch_size"] == 8 and call["cancel"].is_set()
+    ((args, kwargs),) = session.models.calls
+    assert args[2].batch_size == 8 and kwargs["cancel"].is_set()  # the run's SegmentOptions
     out = viewer.layers["cells [sansa]"]
     at_stop = np.array(out.data)
     gate.set()  # the core hands over the frames it had already computed

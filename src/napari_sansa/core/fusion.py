@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.core.errors import InvalidInputError, OptionError
 
 __all__ = [
     "MAX_LABEL",
@@ -22,14 +22,13 @@ MAX_LABEL = int(np.iinfo(LABEL_DTYPES[-1]).max)
 
 
 def check_threshold(threshold) -> float:
+    allowed = "a number strictly between 0 and 1"
     try:
         t = float(threshold)
     except (TypeError, ValueError):
-        raise InvalidInputError(
-            f"threshold must be a number in (0, 1), got {threshold!r}"
-        ) from None
+        raise OptionError("threshold", threshold, allowed) from None
     if not 0.0 < t < 1.0:
-        raise InvalidInputError(f"threshold must be strictly between 0 and 1, got {t:g}")
+        raise OptionError("threshold", threshold, allowed)
     return t
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.core.errors import InvalidInputError, OptionError
 
 __all__ = ["check_image", "drop_alpha", "image_hw", "scale_to_unit", "to_float_rgb"]
 
@@ -135,3 +135,36 @@ def check_range(intensity_range) -> tuple[float, float]:
     if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
         raise InvalidInputError(f"intensity_range must satisfy low < high, got ({lo:g}, {hi:g})")
     return lo, hi
+
+
+#: the authors' intermediate square resize, the default of every run and fine-tuning
+DEFAULT_INPUT_SIZE = 640
+
+
+def check_input_size(input_size) -> int | None:
+    allowed = (
+        f"a whole number of pixels between 16 and 8192 (the authors use {DEFAULT_INPUT_SIZE}) "
+        "or None"
+    )
+    if input_size is None:
+        return None
+    if isinstance(input_size, bool) or not isinstance(input_size, (int, np.integer)):
+        raise OptionError("input_size", input_size, allowed)
+    if not 16 <= int(input_size) <= 8192:
+        raise OptionError("input_size", input_size, allowed)
+    return int(input_size)
+
+
+def input_size_from_text(text) -> int | None:
+    """``input_size`` written as text (a command line's): a number of pixels, or "none"
+    (also "0" and ""), checked."""
+    size = str(text).strip().lower()
+    if size in ("none", "0", ""):
+        return None
+    if not size.isdigit():
+        raise OptionError("input_size", text, "a number of pixels or 'none'")
+    return check_input_size(int(size))
+
+
+#: the options whose command-line text needs reading, by keyword: their readers
+TEXT_OPTIONS = {"input_size": input_size_from_text}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 
 import torch
 
@@ -22,37 +23,24 @@ from napari_sansa.core.cache import DiskFeatureCache, FeatureCache
 from napari_sansa.core.engine import Engine
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.features import ImageFeatures
-from napari_sansa.core.images import check_range
 from napari_sansa.core.models import weights
 from napari_sansa.core.models.settings import ModelSettings
-from napari_sansa.core.objects import ObjectOptions, with_objects
+from napari_sansa.core.objects import with_objects
 from napari_sansa.core.options import (
     MODES,
     RunOptions,
+    SegmentOptions,
     check_references,
-    check_run_options,
     check_targets,
 )
-from napari_sansa.core.preprocess import check_input_size
 from napari_sansa.core.references import prepare_memory
 from napari_sansa.core.refine import RunRefiner
 from napari_sansa.core.results import Prediction, Predictions, ReferenceMemory
 from napari_sansa.core.runners import run_independent, run_sequential
 from napari_sansa.core.threads import with_thread_policy
 from napari_sansa.core.tiled_run import prepare_tiled_references, run_tiled_targets
-from napari_sansa.core.tiling import TileSpec
 
-__all__ = ["MODES", "Prediction", "Predictions", "ReferenceMemory", "SansaModel"]
-
-
-class _Unset:
-    """An argument not given (``segment_iter`` tells "not given" from ``None``)."""
-
-    def __repr__(self) -> str:
-        return "<default>"
-
-
-_UNSET = _Unset()
+__all__ = ["MODES", "Prediction", "Predictions", "ReferenceMemory", "SansaModel", "SegmentOptions"]
 
 
 class SansaModel:
@@ -166,42 +154,39 @@ class SansaModel:
     # -- public API ---------------------------------------------------------------------
     @with_thread_policy
     def prepare_references(
-        self,
-        references,
-        *,
-        input_size: int | None = 640,
-        intensity_range=None,
-        threshold: float = 0.5,
-        memory_frames: str = "last",
-        tile_size: int | None = None,
-        halo: int | None = None,
+        self, references, options=None, *, memory_frames: str = "last", **keywords
     ) -> ReferenceMemory:
         """Encode the references and decode their prompts into per-class memory, once.
 
         The result can be given to :meth:`segment` / :meth:`segment_iter` in place of the
         references any number of times (same model, same ``input_size`` and
-        ``intensity_range``). ``threshold`` only fuses the decoded references' labels.
+        ``intensity_range``). ``options``: a :class:`SegmentOptions` (or its fields as
+        keywords): ``input_size`` and ``intensity_range`` pre-process the references,
+        ``threshold`` only fuses the decoded references' labels, and references larger
+        than ``tile_size`` are tiled (see ``segment_iter``; give the targets the same
+        tiles); the other fields are not used here.
         ``memory_frames``: which references of a class with more than 7 enter SAM2's
         7-frame memory: ``"last"`` (the authors' rule: the first and the last six) or
         ``"spread"`` (7 spread evenly over the list, first and last included); the
         others reach the targets through their object pointers only.
-        ``tile_size``/``halo``: references larger than a tile are tiled (see
-        ``segment_iter``); give the targets the same ``tile_size``.
         """
         refs = check_references(references)
-        s = check_run_options("independent", input_size, threshold, intensity_range, None)
-        tiles = TileSpec.make(tile_size, halo)
-        if tiles is not None:
-            return prepare_tiled_references(self, refs, s, tiles)
+        options = SegmentOptions.make(options, **keywords)
+        s = RunOptions.of(
+            replace(options, mode="independent", batch_size=None, tile_size=None, halo=None)
+        )
+        if options.tiles is not None:
+            return prepare_tiled_references(self, refs, s, options.tiles)
         return prepare_memory(self, refs, s, memory_frames=memory_frames)
 
-    def segment(self, references, targets, **options) -> Predictions:
+    def segment(self, references, targets, options=None, **keywords) -> Predictions:
         """Label every target. Returns a list of :class:`Prediction` (one per target,
         in order) whose ``.references`` attribute holds the decoded references.
 
         Takes the arguments of :meth:`segment_iter` (all but ``include_references``).
         """
-        items = list(self.segment_iter(references, targets, **options, include_references=True))
+        run = self.segment_iter(references, targets, options, **keywords, include_references=True)
+        items = list(run)
         refs = [p for p in items if p.is_reference]
         return Predictions([p for p in items if not p.is_reference], refs)
 
@@ -209,17 +194,11 @@ class SansaModel:
         self,
         references,
         targets,
+        options: SegmentOptions | None = None,
         *,
-        mode: str = "independent",
-        input_size=_UNSET,
-        threshold: float = 0.5,
-        intensity_range=_UNSET,
-        batch_size: int | None = None,
         cancel=None,
-        tile_size: int | None = None,
-        halo: int | None = None,
-        instances=False,
         include_references: bool = False,
+        **keywords,
     ) -> Iterator[Prediction]:
         """Label every target, yielding each target's :class:`Prediction` as soon as it
         is done, in order (after the references' when ``include_references``).
@@ -228,29 +207,28 @@ class SansaModel:
 
         ``references``: a list of :class:`Reference` (or one), or a
         :class:`ReferenceMemory` from :meth:`prepare_references`.
-        ``mode="independent"``: each target sees only the references (the authors'
-        benchmark protocol; for unrelated images). ``mode="sequential"``: targets in
-        order, each also sees the previous ones (time-lapses, z-stacks).
-        ``input_size``: the authors' intermediate square resize (default 640); ``None``
-        resizes straight to the model's input. ``intensity_range``: ``(low, high)``
-        mapped to [0, 1] for every image (default: each image's dtype rule).
-        ``threshold``: fuses the classes' probabilities into labels. ``batch_size``:
-        targets per batch in independent mode (default: measured on CUDA, 1 elsewhere).
+        ``options``: a :class:`SegmentOptions`; ``keywords``: its fields (``mode``,
+        ``input_size``, ``threshold``, ``intensity_range``, ``batch_size``,
+        ``tile_size``, ``halo``, ``instances``), replacing those of ``options``, e.g.
+        ``segment_iter(refs, targets, mode="sequential")`` (see :class:`SegmentOptions`
+        for what each does and its default). With a :class:`ReferenceMemory`,
+        ``input_size`` and ``intensity_range`` are the memory's; given (as keywords, or
+        by ``options``), they must be the same.
         ``cancel``: a ``threading.Event`` (or a callable returning True) set from another
         thread to stop the run: it is polled between references, between images and
         between classes, so the run ends within about one image's work at any batch
         size (the batch is capped at a few images then, see ``CANCEL_BATCH``), and the
         generator simply ends. Without it, a consumer stops by not asking for more.
-        ``tile_size``: cut references and targets larger than ``tile_size`` pixels into
-        overlapping tiles seen at the model's scale, each pixel taken from the tile where
-        it is farthest from an edge (independent mode; default: off); ``halo``: pixels of
-        context kept around each tile's own part (default ``tile_size // 8``).
-        ``instances``: True (or a dict / :class:`ObjectOptions` of ``min_size``,
-        ``seed_distance``, ``split``, ``refine``) splits each result into objects at once
-        (``Prediction.objects``, ``Prediction.object_table``); ``refine=True`` redraws
-        each target's objects by SAM2 box prompts on the features of the run (tiles
-        included), with no second encoding (see :mod:`napari_sansa.core.refine`).
+        Tiles (independent mode) cut references and targets larger than ``tile_size``
+        pixels into overlapping tiles seen at the model's scale, each pixel taken from
+        the tile where it is farthest from an edge. ``instances`` splits each result into
+        objects at once (``Prediction.objects``, ``Prediction.object_table``); its
+        ``refine=True`` redraws each target's objects by SAM2 box prompts on the features
+        of the run (tiles included), with no second encoding (see
+        :mod:`napari_sansa.core.refine`).
         """
+        given = set(keywords) | (set(SegmentOptions.names()) if options is not None else set())
+        options = SegmentOptions.make(options, **keywords)
         if isinstance(references, ReferenceMemory):
             memory = references
             if memory.identity != self.identity:
@@ -258,40 +236,23 @@ class SansaModel:
                     "this ReferenceMemory was prepared by another model (or other weights or "
                     "precision); prepare the references again with this model"
                 )
-            given = {}
-            if input_size is not _UNSET:
-                given["input_size"] = check_input_size(input_size)
-            if intensity_range is not _UNSET:
-                given["intensity_range"] = (
-                    None if intensity_range is None else check_range(intensity_range)
-                )
-            for name, value in given.items():
-                if value != getattr(memory, name):
+            for name in ("input_size", "intensity_range"):
+                value, prepared = getattr(options, name), getattr(memory, name)
+                if name in given and value != prepared:
                     raise InvalidInputError(
-                        f"the references were prepared with {name}={getattr(memory, name)!r}, not "
+                        f"the references were prepared with {name}={prepared!r}, not "
                         f"{value!r}: targets must be pre-processed like their references"
                     )
-            settings = check_run_options(
-                mode, memory.input_size, threshold, memory.intensity_range, batch_size, cancel
+            options = replace(
+                options, input_size=memory.input_size, intensity_range=memory.intensity_range
             )
         else:
             refs = check_references(references)
-            settings = check_run_options(
-                mode,
-                640 if input_size is _UNSET else input_size,
-                threshold,
-                None if intensity_range is _UNSET else intensity_range,
-                batch_size,
-                cancel,
-            )
             memory = None
+        settings = RunOptions.of(options, cancel)
         check_targets(targets)
-        tiles = TileSpec.make(tile_size, halo)
-        if tiles is not None and settings.mode != "independent":
-            raise InvalidInputError(
-                "tile_size works with mode='independent' only: each tile is a target of its own"
-            )
-        objects = ObjectOptions.make(instances)
+        tiles = options.tiles
+        objects = options.instances
         refiner = None
         if objects is not None and objects.refine:
             refiner = RunRefiner(self, settings)
@@ -310,11 +271,10 @@ class SansaModel:
         """Write the adapters in the authors' checkpoint format, atomically."""
         return weights.save_adapters(self.engine, path, overwrite=overwrite)
 
-    def decode_references(self, references, *, input_size=640, threshold=0.5, intensity_range=None):
-        """What SAM2 makes of each reference's prompts, as :class:`Prediction` s."""
-        return self.prepare_references(
-            references, input_size=input_size, intensity_range=intensity_range, threshold=threshold
-        ).decoded
+    def decode_references(self, references, options=None, **keywords):
+        """What SAM2 makes of each reference's prompts, as :class:`Prediction` s
+        (``options`` as :meth:`prepare_references` takes them)."""
+        return self.prepare_references(references, options, **keywords).decoded
 
     # -- running ------------------------------------------------------------------------
     @with_thread_policy  # torch's and NumPy's threads sized for the run, put back after

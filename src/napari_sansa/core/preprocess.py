@@ -17,14 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.sam_points import MAX_SCRIBBLE_POINTS, densify_path
 
 __all__ = [
     "IMAGENET_MEAN",
     "MAX_SCRIBBLE_POINTS",
     "IMAGENET_STD",
-    "check_input_size",
     "densify_path",
     "image_to_input",
     "mask_to_input",
@@ -33,19 +31,6 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def check_input_size(input_size) -> int | None:
-    if input_size is None:
-        return None
-    if isinstance(input_size, bool) or not isinstance(input_size, (int, np.integer)):
-        raise InvalidInputError(
-            f"input_size must be a whole number of pixels (the authors use 640) or None, "
-            f"got {input_size!r}"
-        )
-    if not 16 <= int(input_size) <= 8192:
-        raise InvalidInputError(f"input_size must be between 16 and 8192, got {input_size}")
-    return int(input_size)
 
 
 def _resize(x: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:

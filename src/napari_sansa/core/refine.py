@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.core.images import DEFAULT_INPUT_SIZE
 
 __all__ = ["FeatureHold", "RunRefiner", "refine_objects"]
 
@@ -146,7 +147,7 @@ class RunRefiner:
 
 
 def refine_objects(
-    model, image, prediction, *, input_size=640, intensity_range=None, batch: int = 32
+    model, image, prediction, *, input_size=DEFAULT_INPUT_SIZE, intensity_range=None, batch=32
 ):
     """``(objects, table)``: ``prediction``'s objects refined by SAM2 box prompts.
 
@@ -156,8 +157,7 @@ def refine_objects(
     the prediction's). In a run, ``instances={"refine": True}`` does this without
     relying on the cache.
     """
-    from napari_sansa.core.images import check_range
-    from napari_sansa.core.preprocess import check_input_size
+    from napari_sansa.core.images import check_input_size, check_range
 
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise InvalidInputError(f"batch must be a whole number >= 1, got {batch!r}")

@@ -43,6 +43,11 @@ class Prediction:
     def labels(self) -> np.ndarray:
         return fuse_labels(self.probabilities, self.threshold)
 
+    def fused(self, logits: dict) -> np.ndarray:
+        """The class map of ``logits`` (a part of this prediction's, e.g. one block of a
+        tiled one) with this prediction's threshold."""
+        return fuse_labels({c: sigmoid(v) for c, v in logits.items()}, self.threshold)
+
     @property
     def classes(self) -> tuple[int, ...]:
         return tuple(sorted(self.logits))

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.core.errors import InvalidInputError, OptionError
 from napari_sansa.core.images import drop_alpha, image_hw, scale_to_unit
 
 __all__ = [
@@ -69,35 +69,44 @@ class TileSpec:
     def make(cls, tile_size, halo=None) -> TileSpec | None:
         if tile_size is None:
             if halo not in (None, 0):
-                raise InvalidInputError(
-                    f"halo={halo!r} is given without tile_size: set tile_size to tile images"
+                raise OptionError(
+                    "halo",
+                    halo,
+                    "given only with {tile_size}",
+                    fix="set {tile_size} to tile images",
                 )
             return None
         for name, value in (("tile_size", tile_size), ("halo", halo)):
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, numbers.Integral)
             ):
-                raise InvalidInputError(f"{name} must be a whole number of pixels, got {value!r}")
+                raise OptionError(name, value, "a whole number of pixels")
         tile_size = int(tile_size)
         if tile_size < MIN_TILE_SIZE:
-            raise InvalidInputError(
-                f"tile_size (--tile-size) must be at least {MIN_TILE_SIZE} pixels, got "
-                f"{tile_size}: each tile is one pass of the model, enlarged to its input size, "
+            raise OptionError(
+                "tile_size",
+                tile_size,
+                f"at least {MIN_TILE_SIZE} pixels",
+                fix="each tile is one pass of the model, enlarged to its input size, "
                 "so smaller tiles hold too little of the image to recognise anything (and "
                 "multiply the passes); typical tiles are 512-2048 pixels, and without "
-                "tile_size images are segmented whole"
+                "{tile_size} images are segmented whole",
             )
         halo = tile_size // 8 if halo is None else int(halo)
         if halo < 0:
-            raise InvalidInputError(
-                f"halo must be >= 0 pixels (the overlap kept around each tile), got {halo}"
-            )
+            raise OptionError("halo", halo, ">= 0 pixels (the overlap kept around each tile)")
         if tile_size <= 2 * halo:
-            raise InvalidInputError(
-                f"tile_size={tile_size} leaves nothing between two halos of {halo} pixels: "
-                f"use a tile_size larger than 2 x halo = {2 * halo}, or a smaller halo"
+            raise OptionError(
+                "tile_size",
+                tile_size,
+                f"larger than 2 x {{halo}} = {2 * halo}, or the {{halo}} smaller",
+                fix=f"it leaves nothing between two halos of {halo} pixels",
             )
         return cls(tile_size, halo)
+
+    def grid(self, shape) -> list[Tile]:
+        """The tiles of an image of ``shape`` (see :func:`tile_grid`)."""
+        return tile_grid(shape, self.tile_size, self.halo)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@
 - :mod:`~napari_sansa.dataset.discovery`: the targets under the inputs given;
 - :mod:`~napari_sansa.dataset.references`: reference pairs and JSON prompt files;
 - :mod:`~napari_sansa.dataset.locking`: one run at a time per output folder;
-- :mod:`~napari_sansa.dataset.settings`: the run's settings and the call into the engine;
+- :mod:`~napari_sansa.dataset.settings`: the run's options (``DatasetOptions``: the core's
+  ``SegmentOptions`` and the files' own), its settings and the call into the engine;
 - :mod:`~napari_sansa.dataset.records`: each output's record (is a target finished? which
   files are ours, which are stale?);
 - :mod:`~napari_sansa.dataset.manifest` and :mod:`~napari_sansa.dataset.rows`: the run
@@ -33,9 +34,11 @@ from napari_sansa.dataset.outputs import DiskFullError
 from napari_sansa.dataset.progress import DatasetProgress, segment_dataset_iter
 from napari_sansa.dataset.references import load_prompt_file, load_reference_pair
 from napari_sansa.dataset.runner import BatchReport, segment_dataset
+from napari_sansa.dataset.settings import DatasetOptions
 
 __all__ = [
     "BatchReport",
+    "DatasetOptions",
     "DatasetProgress",
     "DiskFullError",
     "ModelSource",

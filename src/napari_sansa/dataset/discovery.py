@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.core.errors import InvalidInputError, output_error
 from napari_sansa.dataset.io import IMAGE_SUFFIXES, TIFF_SUFFIXES, not_a_regular_file
 from napari_sansa.dataset.outputs import WRITER
 
@@ -114,9 +114,10 @@ def discover_targets(inputs, out, probabilities: bool = True, *, unreadable=None
         root = root.resolve()
         if root.is_dir():
             if _inside(out, root):
-                raise InvalidInputError(
+                raise output_error(
                     f"the output folder {out} is inside the input folder {root}: outputs would "
-                    "be read as inputs on the next run; choose an --out outside it"
+                    "be read as inputs on the next run; choose an {out} outside it",
+                    out,
                 )
             before = len(bad)
             files = _walk(root, bad)
@@ -146,9 +147,10 @@ def discover_targets(inputs, out, probabilities: bool = True, *, unreadable=None
     for t in targets:
         for o in (t.output, t.prob_output) if probabilities else (t.output,):
             if o in seen and seen[o] != t.source:
-                raise InvalidInputError(
+                raise output_error(
                     f"{seen[o]} and {t.source} would both be written to {out / o}; rename one "
-                    "of them or segment them into separate --out folders"
+                    "of them, or segment them in separate runs, each into its own {out}",
+                    out,
                 )
             seen[o] = t.source
     _check_outputs_are_not_inputs(targets, out)
@@ -175,7 +177,8 @@ def _check_outputs_are_not_inputs(targets, out: Path) -> None:
                     hit = by_id.get((st.st_dev, st.st_ino))
             if hit is not None:
                 what = "that image itself" if hit == t.source else f"the input image {hit}"
-                raise InvalidInputError(
+                raise output_error(
                     f"the output {path} of {t.source} would replace {what}: choose another "
-                    "--out, a folder that holds none of the input images"
+                    "{out}, a folder that holds none of the input images",
+                    out,
                 )

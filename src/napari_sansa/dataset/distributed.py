@@ -15,7 +15,7 @@ from napari_sansa.core.errors import InvalidInputError, SansaError
 from napari_sansa.core.models.source import ModelSource
 from napari_sansa.core.threads import thread_policy
 from napari_sansa.dataset import models
-from napari_sansa.dataset.settings import RunSettings, reference_options
+from napari_sansa.dataset.settings import RunSettings
 from napari_sansa.dataset.writing import process_targets
 
 log = logging.getLogger(__name__)
@@ -177,10 +177,10 @@ def _finished(client, futures, worker_wait: float, stopped, seen: bool = False):
             )
 
 
-def _prepare_task(source: ModelSource, refs, options: dict):
+def _prepare_task(source: ModelSource, refs, options):
     with thread_policy(source.threads):  # sized to this worker's threads
         model = models.cached_model(source)
-        return model.prepare_references(refs, **options)
+        return model.prepare_references(refs, options)
 
 
 def _chunk_task(source: ModelSource, memory, targets, out, run, strict, skip_existing):
@@ -225,7 +225,7 @@ def _chunks(targets, run: RunSettings, size: int):
 def prepare_dask(client, source, refs, run: RunSettings, worker_wait: float = WORKER_WAIT):
     """The references' memory, prepared on a worker; its errors (model, references) raised,
     and :class:`WorkersLostError` when the cluster has no worker for ``worker_wait`` s."""
-    memory = client.submit(_prepare_task, source, refs, reference_options(run), pure=False)
+    memory = client.submit(_prepare_task, source, refs, run.segment, pure=False)
     nothing = lambda: "nothing was labelled"  # noqa: E731
     try:
         for _ in _finished(client, [memory], worker_wait, nothing):

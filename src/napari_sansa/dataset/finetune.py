@@ -24,6 +24,7 @@ import logging
 from pathlib import Path
 
 from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.core.images import DEFAULT_INPUT_SIZE, TEXT_OPTIONS
 from napari_sansa.dataset.io import not_a_regular_file
 
 __all__ = ["add_parser", "find_pairs", "run"]
@@ -64,23 +65,28 @@ def add_parser(sub) -> argparse.ArgumentParser:
     from napari_sansa.core.threads import add_threads_option
 
     add_threads_option(f)
-    f.add_argument("--fresh-adapters", action="store_true", help="start from new adapters")
-    f.add_argument("--stages", type=int, nargs="+", default=[2, 3], help="(fresh) Hiera stages")
-    f.add_argument("--channel-factor", type=float, default=0.3, help="(fresh) adapter width")
+    # the options of the tuning (FinetuneOptions' fields, of the same names): absent from
+    # the parsed arguments unless given, so that their defaults are FinetuneOptions' own
+    tuning = argparse.SUPPRESS
+    f.add_argument("--fresh-adapters", action="store_true", default=tuning,
+                   help="start from new adapters")  # fmt: skip
+    f.add_argument("--stages", type=int, nargs="+", default=tuning, help="(fresh) Hiera stages")
+    f.add_argument("--channel-factor", type=float, default=tuning, help="(fresh) adapter width")
     numbers = (
-        ("--steps", int, 500, "optimisation steps (500)"),
-        ("--lr", float, 1e-4, "learning rate (1e-4, the authors')"),
-        ("--shots", int, 1, "supports per episode: 1..SHOTS (1)"),
-        ("--batch-size", int, 2, "episodes per step (2)"),
-        ("--validation", float, 0.2, "fraction of the images held out to check the tuning (0.2)"),
-        ("--validate-every", int, None, "steps between validations (default: 20 per run)"),
-        ("--seed", int, 0, "random seed (0)"),
-        ("--save-every", int, 10, "steps between saved states (10)"),
+        ("--steps", int, "optimisation steps (500)"),
+        ("--lr", float, "learning rate (1e-4, the authors')"),
+        ("--shots", int, "supports per episode: 1..SHOTS (1)"),
+        ("--batch-size", int, "episodes per step (2)"),
+        ("--validation", float, "fraction of the images held out to check the tuning (0.2)"),
+        ("--validate-every", int, "steps between validations (default: 20 per run)"),
+        ("--seed", int, "random seed (0)"),
     )
-    for flag, kind, default, text in numbers:
-        f.add_argument(flag, type=kind, default=default, help=text)
-    f.add_argument("--prompt", default="mask", help="mask, box, point, scribble or multi")
-    f.add_argument("--input-size", default="640", help="the authors' resize (640) or 'none'")
+    for flag, kind, text in numbers:
+        f.add_argument(flag, type=kind, default=tuning, help=text)
+    f.add_argument("--prompt", default=tuning, help="mask, box, point, scribble or multi")
+    f.add_argument("--input-size", default=tuning,
+                   help=f"the authors' resize ({DEFAULT_INPUT_SIZE}) or 'none'")  # fmt: skip
+    f.add_argument("--save-every", type=int, default=10, help="steps between saved states (10)")
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bar, log lines only")
     return f
 
@@ -173,6 +179,7 @@ def _load_state(path: Path) -> dict:
 def run(args) -> int:
     """Run ``napari-sansa finetune`` with parsed ``args``; returns the exit status."""
     from napari_sansa.core.training.api import finetune_iter
+    from napari_sansa.core.training.options import FinetuneOptions
     from napari_sansa.dataset.io import read_image, read_label_image
 
     out = Path(args.out).expanduser()
@@ -180,10 +187,9 @@ def run(args) -> int:
         raise InvalidInputError(f"--out {out} is a folder; give the .pth file to write")
     if out.exists() and not args.overwrite:
         raise InvalidInputError(f"{out} already exists: choose another --out or add --overwrite")
-    size = str(args.input_size).strip().lower()
-    if size not in ("none", "") and not size.isdigit():
-        raise InvalidInputError(f"--input-size must be a number of pixels or 'none', got {size!r}")
-    input_size = None if size in ("none", "") else int(size)
+    given = {k: v for k, v in vars(args).items() if k in FinetuneOptions.names()}
+    given = {k: TEXT_OPTIONS[k](v) if k in TEXT_OPTIONS else v for k, v in given.items()}
+    options = FinetuneOptions.make(**given)  # checked before anything is read or loaded
     if args.save_every < 1:
         raise InvalidInputError("--save-every must be >= 1")
     state_path = out.with_name(out.name + ".state")
@@ -199,13 +205,7 @@ def run(args) -> int:
     data = [(read_image(img), read_label_image(lab)) for img, lab in pairs]
     model = _load_model(args)
     try:
-        tuning = finetune_iter(
-            model, data, steps=args.steps, lr=args.lr, shots=args.shots, prompt=args.prompt,
-            batch_size=args.batch_size, input_size=input_size, validation=args.validation,
-            validate_every=args.validate_every, seed=args.seed,
-            fresh_adapters=args.fresh_adapters, stages=args.stages,
-            channel_factor=args.channel_factor, resume=resume,
-        )  # fmt: skip
+        tuning = finetune_iter(model, data, options, resume=resume)
     except InvalidInputError as exc:
         if resume is not None and "fine-tuning state" in str(exc):
             raise InvalidInputError(f"{exc} (saved in {state_path}; add --restart)") from None

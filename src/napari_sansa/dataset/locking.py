@@ -31,13 +31,17 @@ import stat
 import time
 from pathlib import Path
 
-from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.core.errors import InvalidInputError, OptionError, option_flag, output_error
 
 LOCK_FILE = Path(".napari-sansa") / "lock"
 
 
-class OutputLockedError(InvalidInputError):
+class OutputLockedError(OptionError):
     """Another run is writing into the same output folder."""
+
+    @classmethod
+    def about(cls, template: str, out) -> OutputLockedError:
+        return cls("out", out, template=template, default=option_flag)
 
 
 OWN_FOLDER = LOCK_FILE.parent
@@ -50,27 +54,30 @@ _SCRATCH = re.compile(r"[0-9a-f]{40}")
 
 
 def _not_ours(path: Path, what: str, kind: str = "file") -> InvalidInputError:
-    return InvalidInputError(
+    return output_error(
         f"{path} is a link or not a {kind}: napari-sansa keeps {what} there, and never writes, "
         "reads or removes anything through a link or in place of something else. Remove it "
-        "(what a link points to is not touched), or choose another --out"
+        "(what a link points to is not touched), or choose another {out}",
+        path,
     )
 
 
 def _a_folder(path: Path, what: str) -> InvalidInputError:
-    return InvalidInputError(
+    return output_error(
         f"{path} is a folder, and a folder should not be there: napari-sansa keeps {what} "
         "there, as a file. Move out of it what you want to keep and remove it, or choose "
-        "another --out"
+        "another {out}",
+        path,
     )
 
 
 def _hard_linked(path: Path, what: str, links: int) -> InvalidInputError:
-    return InvalidInputError(
+    return output_error(
         f"{path} is a hard link: the file has {links} names, so it is also somewhere else "
         f"(perhaps a file of yours). napari-sansa keeps {what} there and writes into it, "
         "so it never uses a file with other names. Remove it (`rm` removes this name only: "
-        "the file stays under its other names), or choose another --out"
+        "the file stays under its other names), or choose another {out}",
+        path,
     )
 
 
@@ -211,9 +218,10 @@ def _holder(fd: int) -> str | None:
 
 def cannot_write(out: Path, exc: OSError) -> InvalidInputError:
     reason = exc.strerror or type(exc).__name__
-    return InvalidInputError(
-        f"cannot write into the output folder {out} ({reason}): choose an --out you can "
-        "write to (a folder on a disk with free space, with write permission)"
+    return output_error(
+        f"cannot write into the output folder {out} ({reason}): choose an {{out}} you can "
+        "write to (a folder on a disk with free space, with write permission)",
+        out,
     )
 
 
@@ -231,20 +239,22 @@ class OutputLock:
     def _locked_error(self, fd: int) -> OutputLockedError:
         holder = _holder(fd)
         if holder is None:
-            return OutputLockedError(
+            return OutputLockedError.about(
                 f"{self.out} is locked by a run that cannot be identified: its lock "
                 f"{self.path} is held, but what it records of the run (process, host, start "
                 "time) is unreadable. Wait until that run has finished, or choose another "
-                "--out. The lock is held by a process that has that file open (`fuser "
-                f"{self.path}` names it); once it ends, the next run takes the lock over"
+                "{out}. The lock is held by a process that has that file open (`fuser "
+                f"{self.path}` names it); once it ends, the next run takes the lock over",
+                self.out,
             )
-        return OutputLockedError(
+        return OutputLockedError.about(
             f"another napari-sansa run is writing into {self.out} ({holder}): its lock "
-            f"{self.path} is held. Wait until it has finished, or choose another --out. "
+            f"{self.path} is held. Wait until it has finished, or choose another {{out}}. "
             "The lock is released when that process ends (also when it is killed or "
             "crashes), and the next run then takes it over: if that run should not be going "
             f"on, find the process that has the lock open (`fuser {self.path}` on its host) "
-            "and end it"
+            "and end it",
+            self.out,
         )
 
     def acquire(self) -> OutputLock:

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from napari_sansa.core.atomic import write_bytes_atomic, write_text_atomic
-from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.core.errors import output_error
 from napari_sansa.core.jsonfile import read_json
 from napari_sansa.dataset.discovery import PROB_SUFFIX, Target, natural_key
 from napari_sansa.dataset.outputs import output_files, read_record, write_failed
@@ -92,36 +92,40 @@ def check_run_file(out: Path, signature: str, settings: dict, targets, overwrite
         previous = _load_run_file(out)
         if isinstance(previous, str):  # damaged: which settings made the outputs is unknown
             if _holds_outputs(out):
-                raise InvalidInputError(
+                raise output_error(
                     f"{run_file}, the record of the settings the outputs in {out} were made "
                     f"with, cannot be read ({previous}), so this run cannot tell whether they "
-                    "are its own: use --overwrite to redo everything there (which writes that "
-                    "record anew), or choose another --out"
+                    "are its own: [use {overwrite} to redo everything there (which writes that "
+                    "record anew), or ]choose another {out}",
+                    out,
                 )
             return
         if previous.get("signature") != signature and _holds_outputs(out):
             before = previous.get("settings")
             diff = _differences(before if isinstance(before, dict) else {}, settings)
-            raise InvalidInputError(
+            raise output_error(
                 f"{out} holds the results of another run (different "
                 f"{', '.join(diff) or 'settings'}); "
-                "use --overwrite to redo everything there, or choose another --out"
+                "[use {overwrite} to redo everything there, or ]choose another {out}",
+                out,
             )
         return
     if not run_file.is_file() and not overwrite:
         clash = [t for t in targets if t.output not in kept and (out / t.output).exists()]
         clash.sort(key=lambda t: not (out / t.output).is_dir())  # a folder first: see below
         if clash and (out / clash[0].output).is_dir():  # --overwrite never replaces it
-            raise InvalidInputError(
+            raise output_error(
                 f"{out / clash[0].output} is a folder, where napari-sansa writes the labels of "
-                f"{clash[0].source}; a folder is never replaced (not even with --overwrite): "
-                "move or rename it, or choose another --out"
+                f"{clash[0].source}; a folder is never replaced[ (not even with {{overwrite}})]: "
+                "move or rename it, or choose another {out}",
+                out,
             )
         clash = [t.output for t in clash]
         if clash:
-            raise InvalidInputError(
+            raise output_error(
                 f"{out / clash[0]} already exists and was not written by napari-sansa in this "
-                "folder; use --overwrite to replace such files, or choose another --out"
+                "folder; [use {overwrite} to replace such files, or ]choose another {out}",
+                out,
             )
 
 
@@ -228,10 +232,11 @@ def owned_text(out: Path, name: str, digests: Path, legacy_keys=None) -> str | N
         first = data.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
         ours = first.split(",")[: len(legacy_keys)] == list(legacy_keys)
     if not ours:
-        raise InvalidInputError(
+        raise output_error(
             f"{path} was not written by napari-sansa (or was changed since), and napari-sansa "
             f"writes its {name} there: it is never replaced. Move or rename that file, or "
-            "choose another --out"
+            "choose another {out}",
+            path,
         )
     return data.decode("utf-8", NAME_ERRORS)
 

@@ -13,7 +13,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.core.errors import InvalidInputError, OptionError, option_flag, output_error
 from napari_sansa.dataset.discovery import Target
 from napari_sansa.dataset.outputs import read_record
 from napari_sansa.dataset.settings import RunSettings
@@ -113,16 +113,19 @@ def existing_record(t: Target, path: Path) -> dict | None:
         return None
     info = read_record(path)
     if info is None:
-        raise InvalidInputError(
-            f"{path} already exists and was not written by napari-sansa; use --overwrite to "
-            "replace such files, or choose another --out"
+        raise output_error(
+            f"{path} already exists and was not written by napari-sansa; [use {{overwrite}} to "
+            "replace such files, or ]choose another {out}",
+            path,
         )
     recorded = info.get("source")
     if not same_source(recorded, t.source):
-        raise InvalidInputError(
+        raise output_error(
             f"{path} holds napari-sansa's output for {recorded}, not for {t.source} (another "
             "image with the same relative path, labelled into this folder by an earlier run); "
-            "choose another --out for these images, or use --overwrite to replace those labels"
+            "choose another {out} for these images[, or use {overwrite} to replace those "
+            "labels]",
+            path,
         )
     return info
 
@@ -140,7 +143,7 @@ def done_record(t: Target, out: Path, run: RunSettings) -> dict | None:
         probs = existing_record(t, out / t.prob_output)
         if probs is None or probs.get("run") != run.signature:
             return None
-    if run.objects is not None:
+    if run.instances is not None:
         objects = existing_record(t, out / t.objects_output)
         if objects is None or objects.get("run") != run.signature:
             return None
@@ -185,7 +188,7 @@ def as_recorded(t: Target, record: dict | None) -> Target:
     return replace(t, kind="stack" if frames > 1 else "image", frames=frames)
 
 
-class OutputInTheWayError(InvalidInputError):
+class OutputInTheWayError(OptionError):
     """A folder is where an output of a target goes: that target fails, the run goes on."""
 
 
@@ -195,15 +198,19 @@ def check_output_paths(t: Target, out: Path, run: RunSettings) -> None:
     written = [(t.output, "labels")]
     if run.probabilities:
         written.append((t.prob_output, "probabilities"))
-    if run.objects is not None:
+    if run.instances is not None:
         written.append((t.objects_output, "object image"))
     for name, what in written:
         path = out / name
         if path.is_dir():
             raise OutputInTheWayError(
-                f"{path} is a folder, where napari-sansa writes the {what} of {t.source}: "
-                "that target was not labelled and the folder was left as it is. Move or "
-                "rename the folder and run the same command again, or choose another --out"
+                "out",
+                path,
+                template=f"{path} is a folder, where napari-sansa writes the {what} of "
+                f"{t.source}: that target was not labelled and the folder was left as it is. "
+                "Move or rename the folder and run the same command again, or choose another "
+                "{out}",
+                default=option_flag,
             )
 
 
@@ -221,7 +228,7 @@ def remove_stale_outputs(t: Target, out: Path, run: RunSettings) -> None:
     stale = []
     if not run.probabilities:
         stale.append((t.prob_output, "probabilities"))
-    if run.objects is None:
+    if run.instances is None:
         stale.append((t.objects_output, "object image"))
     for name, what in stale:
         path = out / name

@@ -1,53 +1,171 @@
-"""A run's settings as its workers need them, and the one call into the engine."""
+"""A dataset run's options (:class:`DatasetOptions`), its settings as the workers need
+them (:class:`RunSettings`), and the one call into the engine."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+
+from napari_sansa.core.errors import InvalidInputError, OptionError
+from napari_sansa.core.options import SegmentOptions
+
+__all__ = ["DatasetOptions", "RunSettings", "predictions"]
+
+
+@dataclass(frozen=True)
+class DatasetOptions:
+    """The options of :func:`~napari_sansa.dataset.segment_dataset`: the core's
+    :class:`~napari_sansa.SegmentOptions` (``segment``) and what only a run over files has.
+
+    ``probabilities``: also write per-class probability TIFFs. ``axes``: the axes of TIFF
+    targets that record none, e.g. "TCYX" (None: from their metadata). ``channels``: the
+    channels of a channel axis that make a frame (one as gray, two or three as red, green,
+    blue; a sequence or a string such as "2,0,1"; None: the first). ``sequential_axis``:
+    "T" or "Z", the axis a sequential run goes along, restarted at each index of the others
+    (None: the last frame axis). ``chunk_size``: targets per Dask task.
+
+    Made with :meth:`make` from a SegmentOptions, a DatasetOptions or keywords of both
+    (``DatasetOptions.make(mode="sequential", probabilities=True)``); checked when made.
+    :meth:`record` is its stable text form, recorded by the run to resume.
+    """
+
+    segment: SegmentOptions = field(default_factory=SegmentOptions)
+    probabilities: bool = False
+    axes: str | None = None
+    channels: tuple | None = None
+    sequential_axis: str | None = None
+    chunk_size: int = 16
+
+    def __post_init__(self):
+        if not isinstance(self.segment, SegmentOptions):
+            raise InvalidInputError(
+                f"segment must be a SegmentOptions, got {type(self.segment).__name__}"
+            )
+        layout = _check_layout(self.axes, self.channels, self.segment.mode, self.sequential_axis)
+        chunk = self.chunk_size
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise OptionError("chunk_size", chunk, "a whole number >= 1")
+        object.__setattr__(self, "probabilities", bool(self.probabilities))
+        for name, value in zip(("axes", "channels", "sequential_axis"), layout, strict=True):
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def make(cls, options=None, **keywords) -> DatasetOptions:
+        """``options`` (None, a DatasetOptions, a SegmentOptions, or a mapping of fields of
+        either) with ``keywords`` (fields of either) replacing some of its fields."""
+        if isinstance(options, Mapping):
+            options, keywords = None, {**options, **keywords}
+        own = {f.name for f in fields(cls)} - {"segment"}
+        mine = {k: keywords.pop(k) for k in list(keywords) if k in own}
+        if options is None or isinstance(options, SegmentOptions):
+            base = cls(segment=SegmentOptions.make(options, **keywords), **mine)
+            return base
+        if not isinstance(options, cls):
+            raise InvalidInputError(
+                f"options must be a DatasetOptions or a SegmentOptions (or a dict of their "
+                f"fields), got {type(options).__name__}"
+            )
+        if keywords:
+            mine["segment"] = SegmentOptions.make(options.segment, **keywords)
+        return replace(options, **mine) if mine else options
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The keywords :meth:`make` takes: this value's fields and the SegmentOptions'."""
+        own = tuple(f.name for f in fields(cls) if f.name != "segment")
+        return SegmentOptions.names() + own
+
+    def record(self) -> dict:
+        """The options the outputs depend on, as plain JSON values in a stable order: the
+        segmentation's (:meth:`SegmentOptions.record`), then the axes, channels and
+        sequential axis when given (so that runs without them keep their record)."""
+        layout = {"axes": self.axes, "channels": self.channels}
+        layout["sequential_axis"] = self.sequential_axis
+        return {**self.segment.record(), **{k: v for k, v in layout.items() if v is not None}}
+
+
+def _check_layout(axes, channels, mode: str, sequential_axis):
+    """``(axes, channels, sequential_axis)`` of a run, checked: ``axes`` a string of axis
+    letters ("TCYX"), ``channels`` one to three channel indices (a sequence, or a string
+    such as "2,0,1"), ``sequential_axis`` "T" or "Z" with ``mode="sequential"``."""
+    if axes is not None:
+        text = str(axes).strip().upper()
+        if not text.isalpha() or len(set(text)) != len(text) or not {"Y", "X"} <= set(text):
+            raise OptionError(
+                "axes",
+                axes,
+                "one letter per axis of the TIFFs, each once, with Y and X (rows, columns): "
+                "T, Z (frames), C (channels), S (colour samples), e.g. TCYX or TZCYX",
+            )
+        axes = text
+    if channels is not None:
+        parts = channels.split(",") if isinstance(channels, str) else channels
+        try:
+            chosen = tuple(int(str(c).strip()) for c in parts)
+        except (TypeError, ValueError):
+            chosen = ()
+        if not 1 <= len(chosen) <= 3 or min(chosen) < 0:
+            raise OptionError(
+                "channels",
+                channels,
+                "one channel index (as gray), or up to three as red, green and blue, e.g. 0 "
+                "or 2,0,1",
+            )
+        channels = chosen
+    if sequential_axis is not None:
+        along = str(sequential_axis).strip().upper()
+        if along not in ("T", "Z"):
+            raise OptionError("sequential_axis", sequential_axis, "T or Z")
+        if mode != "sequential":
+            raise OptionError(
+                "sequential_axis", sequential_axis, "given only when {mode} is sequential"
+            )
+        sequential_axis = along
+    return axes, channels, sequential_axis
 
 
 @dataclass(frozen=True)
 class RunSettings:
-    mode: str = "independent"
-    threshold: float = 0.5
-    input_size: int | None = 640
-    intensity_range: tuple | None = None
-    probabilities: bool = False
-    batch_size: int | None = None
+    """A run's options as its workers need them, with what the run found out: the
+    signature its outputs record and whether the references are colour images."""
+
+    options: DatasetOptions = field(default_factory=DatasetOptions)
     signature: str = ""
-    tile_size: int | None = None  # tiles (napari_sansa.core.tiling); None: untiled
-    halo: int | None = None
-    objects: object = None  # an ObjectOptions (--instances); None: no object outputs
-    axes: str | None = None  # the axes of TIFF targets (--axes); None: from their metadata
-    channels: tuple | None = None  # the channels making a frame (--channels); None: (0,)
-    sequential_axis: str | None = None  # sequential mode along T or Z; None: the last
     reference_colour: bool | None = None  # the references are all RGB / all gray; None: mixed
     #: polled by the model between steps (``segment_iter(cancel=...)``): True ends the
     #: predictions early; not part of the run's identity, never sent to Dask workers
     cancel: Callable[[], bool] | None = field(default=None, compare=False, repr=False)
 
+    @property
+    def segment(self) -> SegmentOptions:
+        return self.options.segment
 
-def reference_options(run: RunSettings) -> dict:
-    """``prepare_references``'s keyword arguments for the run's settings."""
-    return {
-        "input_size": run.input_size,
-        "intensity_range": run.intensity_range,
-        "threshold": run.threshold,
-        "tile_size": run.tile_size,
-        "halo": run.halo,
-    }
+    @property
+    def mode(self) -> str:
+        return self.options.segment.mode
+
+    @property
+    def instances(self):
+        """The ObjectOptions of a run with object outputs; None without."""
+        return self.options.segment.instances
+
+    @property
+    def probabilities(self) -> bool:
+        return self.options.probabilities
+
+    @property
+    def axes(self) -> str | None:
+        return self.options.axes
+
+    @property
+    def channels(self) -> tuple | None:
+        return self.options.channels
+
+    @property
+    def sequential_axis(self) -> str | None:
+        return self.options.sequential_axis
 
 
 def predictions(model, memory, frames, run: RunSettings):
     """The model's predictions of ``frames`` with the run's settings."""
-    return model.segment_iter(
-        memory,
-        frames,
-        mode=run.mode,
-        threshold=run.threshold,
-        batch_size=run.batch_size,
-        tile_size=run.tile_size,
-        halo=run.halo,
-        instances=run.objects or False,
-        cancel=run.cancel,
-    )
+    return model.segment_iter(memory, frames, run.segment, cancel=run.cancel)

@@ -36,44 +36,6 @@ from napari_sansa.dataset.settings import predictions
 log = logging.getLogger(__name__)
 
 
-def check_layout(axes, channels, mode: str, sequential_axis):
-    """``(axes, channels, sequential_axis)`` of a run, checked before anything is loaded:
-    ``axes`` a string of axis letters ("TCYX"), ``channels`` one to three channel
-    indices (a sequence, or a string such as "2,0,1"), ``sequential_axis`` "T" or "Z"
-    with ``mode="sequential"`` (None: the last frame axis of each stack)."""
-    if axes is not None:
-        text = str(axes).strip().upper()
-        if not text.isalpha() or len(set(text)) != len(text) or not {"Y", "X"} <= set(text):
-            raise InvalidInputError(
-                f"--axes (axes=) must be one letter per axis of the TIFFs, each once, with Y "
-                f"and X (rows, columns): T, Z (frames), C (channels), S (colour samples), "
-                f"e.g. TCYX or TZCYX; got {axes!r}"
-            )
-        axes = text
-    if channels is not None:
-        parts = channels.split(",") if isinstance(channels, str) else channels
-        try:
-            chosen = tuple(int(str(c).strip()) for c in parts)
-        except (TypeError, ValueError):
-            chosen = ()
-        if not 1 <= len(chosen) <= 3 or min(chosen) < 0:
-            raise InvalidInputError(
-                "--channels (channels=) is one channel index (as gray), or up to three as red, "
-                f"green and blue, e.g. 0 or 2,0,1; got {channels!r}"
-            )
-        channels = chosen
-    if sequential_axis is not None:
-        along = str(sequential_axis).strip().upper()
-        if along not in ("T", "Z"):
-            raise InvalidInputError(
-                f"--sequential-axis (sequential_axis=) is T or Z, got {sequential_axis!r}"
-            )
-        if mode != "sequential":
-            raise InvalidInputError("--sequential-axis works with --mode sequential only")
-        sequential_axis = along
-    return axes, channels, sequential_axis
-
-
 def reference_colour(references) -> bool | None:
     """Whether the references' images are all colour (True) or all gray (False); None
     when they mix both (said in the log: gray images are taken as gray RGB)."""
@@ -309,7 +271,7 @@ class _StackLabels:
         the objects (see :meth:`_StackObjects.write`)."""
         t, run, n, hw, stack = self.t, self.run, self.n, self.hw, self.stack
         in_order = [i for g in self.groups for i in g] == list(range(n))
-        if run.objects is not None:
+        if run.instances is not None:
             self.objects = _StackObjects(scratch, n, hw)
         final = out / t.output
         layout = Layout(self.shape, self.dtype, stack.label_axes)

@@ -116,7 +116,7 @@ def _process_images(model, memory, items, out, run, strict, rows, on_frame, keep
                         continue
                     state = source_state(t.source)
                     try:
-                        lazy = run.tile_size is not None  # a large TIFF: read by tiles
+                        lazy = run.segment.tiles is not None  # a large TIFF: read by tiles
                         kind, img = read_target(t.source, run.axes, run.channels, lazy)
                         if kind == "stack":
                             found[t.source] = replace(t, kind="stack", frames=img)
@@ -173,13 +173,13 @@ def _check_by_tiles(img, run: RunSettings, what: str) -> None:
     time. An image whose conversion needs its range (integers other than uint8, floats,
     no intensity range) is left to the model's own pass over its tiles, which makes the
     same checks."""
-    from napari_sansa.core.tiling import TiledImage, tile_grid
+    from napari_sansa.core.tiling import TiledImage
 
     hw = image_hw(img, what)
-    if run.intensity_range is None and np.dtype(img.dtype) not in (np.uint8, np.bool_):
+    rng = run.segment.intensity_range
+    if rng is None and np.dtype(img.dtype) not in (np.uint8, np.bool_):
         return
-    grid = tile_grid(hw, run.tile_size, run.halo)
-    TiledImage(img, grid, run.intensity_range, what)._min_max()
+    TiledImage(img, run.segment.tiles.grid(hw), rng, what)._min_max()
 
 
 def _label_tiles(pred, areas: dict, n: int):
@@ -187,13 +187,12 @@ def _label_tiles(pred, areas: dict, n: int):
     blocks (``OutputWriter.block``; in order, edge tiles padded), made one band of the
     tile grid at a time: nothing of the image's size is held. ``areas`` counts each
     class's pixels."""
-    from napari_sansa.core.fusion import fuse_labels, sigmoid
     from napari_sansa.core.tiling import iter_blocks
 
     h, w = pred.shape
     band, top, buf = None, 0, []
     for (rows, cols), block in iter_blocks(pred):
-        labels = fuse_labels({c: sigmoid(v) for c, v in block.items()}, pred.threshold)
+        labels = pred.fused(block)
         counts = np.bincount(labels.ravel())
         for c in areas:
             areas[c] += int(counts[c]) if c < len(counts) else 0
@@ -239,7 +238,7 @@ def _write_image(t: Target, pred, out: Path, run: RunSettings, rows, state=None)
     scores = {c: pred.scores[c] for c in classes}
     final = out / t.output
     by_blocks = (
-        isinstance(pred.logits, StitchedLogits) and not run.probabilities and run.objects is None
+        isinstance(pred.logits, StitchedLogits) and not run.probabilities and run.instances is None
     )
     if by_blocks:  # a tiled prediction: never held at the image's size
         areas = dict.fromkeys(classes, 0)
@@ -260,7 +259,7 @@ def _write_image(t: Target, pred, out: Path, run: RunSettings, rows, state=None)
             probs = np.stack([pred.probabilities[c] for c in classes])
             layout = Layout(probs.shape, np.float32)
             write_output(out / t.prob_output, layout, probs, record("probabilities"))
-        if run.objects is not None:  # before the labels, the marker of a finished target
+        if run.instances is not None:  # before the labels, the marker of a finished target
             obj = pred.objects
             layout = Layout(obj.shape, obj.dtype)
             write_output(out / t.objects_output, layout, obj, record("objects", pred.object_table))

@@ -14,16 +14,18 @@ image (:meth:`FolderRun.open_result`). Main thread only, but for the worker.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
 
 from napari_sansa.dataset.manifest import NAME_ERRORS
+from napari_sansa.dataset.settings import DatasetOptions
 from napari_sansa.napari.geometry import PromptError
 from napari_sansa.napari.imageset import SetPlan, assign_prompt_layers
 from napari_sansa.napari.layers import quoted_names
+from napari_sansa.napari.messages import option_name
 from napari_sansa.napari.plan import NO_IMAGE, no_layers_problem, plan_image
 from napari_sansa.napari.worker import (
     ModelCache,
@@ -135,26 +137,7 @@ def folder_references(images, prompt_layers):
     return refs, intensity
 
 
-#: the command line's words in the engine's messages -> the widget's
-_GUI_WORDS = (
-    ("use --overwrite to redo everything there, or choose another --out",
-     "choose another output folder (or empty this one)"),
-    ("use --overwrite to replace such files, or choose another --out",
-     "choose another output folder"),
-    ("a folder is never replaced (not even with --overwrite)", "a folder is never replaced"),
-    ("choose an --out outside it", "choose an output folder outside it"),
-    ("choose another --out", "choose another output folder"),
-    ("--out", "the output folder"),
-)  # fmt: skip
-
-
-def _gui_words(text: str) -> str:
-    for cli, gui in _GUI_WORDS:
-        text = text.replace(cli, gui)
-    return text
-
-
-def run_folder(job: FolderJob, models: ModelCache, cancel: threading.Event):
+def run_folder(job: FolderJob, models: ModelCache, cancel: threading.Event, names=None):
     """Generator for the worker: one DatasetProgress per finished frame; returns a
     :class:`FolderOutcome`. ``cancel`` (Stop, the viewer closing) ends the engine's run
     by itself after the frame in progress, also when napari stops asking for steps."""
@@ -162,7 +145,8 @@ def run_folder(job: FolderJob, models: ModelCache, cancel: threading.Event):
     from napari_sansa.dataset import segment_dataset_iter
     from napari_sansa.napari.messages import gui_message
 
-    s = job.settings
+    options = replace(job.settings.segment, intensity_range=job.intensity_range)
+    options = DatasetOptions.make(options, probabilities=job.settings.probabilities)
     try:
         with leave_a_core_for_napari(getattr(job.model, "threads", None)):
             model = models.get(job.model)
@@ -170,15 +154,8 @@ def run_folder(job: FolderJob, models: ModelCache, cancel: threading.Event):
                 job.input,
                 list(job.references),
                 job.output,
+                options,
                 model=model,
-                mode=s.mode,
-                threshold=s.threshold,
-                input_size=s.input_size,
-                intensity_range=job.intensity_range,
-                probabilities=s.probabilities,
-                tile_size=s.tile_size,
-                halo=s.halo,
-                instances=s.instances or False,
                 cancel=cancel,
             )
             try:
@@ -191,8 +168,7 @@ def run_folder(job: FolderJob, models: ModelCache, cancel: threading.Event):
             finally:
                 run.close()
     except (SansaError, ValueError, OSError, MemoryError) as exc:
-        short, details = gui_message(exc, job.model)
-        return FolderOutcome(None, _gui_words(short), _gui_words(details))
+        return FolderOutcome(None, *gui_message(exc, job.model, names))
 
 
 class FolderRun:
@@ -206,6 +182,7 @@ class FolderRun:
     def __init__(self, viewer, models: ModelCache | None = None, create_worker=None):
         self.viewer = viewer
         self.create_worker = create_worker  # napari's (._qt.workers), given by the widget
+        self.names = option_name  # how errors call the options (the widget's labels)
         self.models = ModelCache() if models is None else models
         self.worker = None
         self.job: FolderJob | None = None
@@ -246,7 +223,9 @@ class FolderRun:
         self._cancel = threading.Event()
         loading = "" if self.models.has(model) else f"loading {model.describe()}, "
         self.notify(f"{loading}labelling {src} into {out} from {len(refs)} reference image(s)")
-        worker = create_worker(run_folder, self.job, self.models, self._cancel, _start_thread=False)
+        worker = create_worker(
+            run_folder, self.job, self.models, self._cancel, self.names, _start_thread=False
+        )
         return start_worker(self, worker, self._on_step)
 
     def stop(self) -> None:

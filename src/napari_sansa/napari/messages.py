@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["gui_message"]
+__all__ = ["gui_message", "option_name"]
 
 _NETWORK = ("HTTPSConnectionPool", "NameResolutionError", "Max retries exceeded", "urlopen error")
 CUSTOM_HINT = (
@@ -29,10 +29,26 @@ def _missing_files(name: str | None) -> list[Path]:
     return []
 
 
-def gui_message(exc: BaseException, model_settings=None) -> tuple[str, str]:
-    """(short message for the status and the notification, full details)."""
-    from napari_sansa.core.errors import ModelNotFoundError
+#: options the viewer has no control for, in its words (None: it does not have it)
+_VIEWER_WORDS = {"out": "output folder", "overwrite": None}
 
+
+def option_name(option: str) -> str | None:
+    """A run option as the viewer's words call it when no control is known for it."""
+    if option in _VIEWER_WORDS:
+        return _VIEWER_WORDS[option]
+    return f"'{option.replace('_', ' ')}'"
+
+
+def gui_message(exc: BaseException, model_settings=None, names=None) -> tuple[str, str]:
+    """(short message for the status and the notification, full details). An error about
+    a run option (an :class:`~napari_sansa.core.errors.OptionError`) or about the output
+    folder is worded with ``names(option)``: the widget's names of its controls
+    (default :func:`option_name`)."""
+    from napari_sansa.core.errors import ModelNotFoundError, OptionError
+
+    if isinstance(exc, OptionError):
+        return exc.worded(names or option_name), str(exc)
     details = str(exc) or type(exc).__name__
     name = getattr(model_settings, "name", None)
     offline = any(key in details for key in _NETWORK)

@@ -1,6 +1,6 @@
 """One label per object: the "<image> [sansa objects]" layer and its features (no Qt).
 
-With ``RunSettings(instances=ObjectOptions(...))`` the worker splits every finished
+With ``RunSettings.make(instances=ObjectOptions(...))`` the worker splits every finished
 frame into objects (:func:`frame_objects`: the core's ``prediction.objects`` for a
 labelled frame, the reference's own class map for a reference) and the session hands
 each frame to :class:`ObjectsOutput`, which writes it into the image's object Labels
@@ -24,7 +24,6 @@ from napari_sansa.napari.outputs import transform_kwargs
 
 __all__ = [
     "FEATURE_COLUMNS",
-    "check_run_settings",
     "ObjectsOutput",
     "frame_objects",
     "objects_name",
@@ -36,23 +35,6 @@ FEATURE_COLUMNS = (
     "index", "frame", "object", "class", "area", "centroid_row", "centroid_col",
     "bbox_min_row", "bbox_min_col", "bbox_max_row", "bbox_max_col", "mean_probability",
 )  # fmt: skip
-
-
-def check_run_settings(settings) -> None:
-    """RunSettings' tiles and objects, checked when they are made (InvalidInputError)."""
-    from napari_sansa.core.errors import InvalidInputError
-    from napari_sansa.core.objects import ObjectOptions
-    from napari_sansa.core.tiling import TileSpec
-
-    if TileSpec.make(settings.tile_size, settings.halo) is not None and (
-        settings.mode != "independent"
-    ):
-        raise InvalidInputError(
-            "tiles work in the independent mode only (each tile is labelled on its own): "
-            "choose mode 'independent', or set the tile size to off"
-        )
-    if settings.instances is not None and not isinstance(settings.instances, ObjectOptions):
-        raise InvalidInputError("instances must be None or napari_sansa.ObjectOptions")
 
 
 def objects_name(image_name: str) -> str:

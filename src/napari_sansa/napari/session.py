@@ -25,7 +25,7 @@ from napari_sansa.napari import edits
 from napari_sansa.napari.corrections import Corrections
 from napari_sansa.napari.geometry import PromptError, image_geometry
 from napari_sansa.napari.imageset import make_set_plan
-from napari_sansa.napari.messages import frames_text
+from napari_sansa.napari.messages import frames_text, option_name
 from napari_sansa.napari.objects_output import ObjectsOutput, split_frame
 from napari_sansa.napari.outputs import (
     find_output,
@@ -76,7 +76,7 @@ class FrameReport:
         return (self.part, self.frame) if self.image_set else self.frame
 
     image_set: bool = False
-    counts: dict | None = None  # objects per class, with RunSettings.instances
+    counts: dict | None = None  # objects per class, with the run's instances
 
 
 class SansaSession(Corrections):
@@ -91,6 +91,8 @@ class SansaSession(Corrections):
         #: how a run's thread is made (napari's ``create_worker``: :mod:`._qt.workers`);
         #: a session without it does everything but start runs
         self.create_worker = create_worker
+        #: how errors about run options call them (the widget gives its controls' labels)
+        self.names = option_name
         #: where the worker gets its model: one cache, loaded in the worker, kept between runs
         self.models = ModelCache() if models is None else models
         self.worker = None
@@ -173,7 +175,7 @@ class SansaSession(Corrections):
         self.outputs, self._probability_layers = {}, {}
         self._probabilities = settings.probabilities
         self.plan = plan
-        opts = settings.instances
+        opts = settings.segment.instances
         self.objects = None if opts is None else ObjectsOutput(self.viewer, opts, self.images)
         self.done, self.kept, self._stopped, self._failed = 0, (), False, None
         self.details = ""
@@ -196,6 +198,7 @@ class SansaSession(Corrections):
             settings,
             self.models,
             self._cancel,
+            self.names,
             _progress={"total": plan.total, "desc": f"SANSA: {desc}"},
             _start_thread=False,
         )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -52,13 +52,33 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """What the widget's fine-tuning section sets (the rest are the authors' defaults)."""
+    """What the widget's fine-tuning section sets: the core's
+    :class:`~napari_sansa.FinetuneOptions` (``finetune``: the authors' defaults but for
+    what the section sets) and the frames held out to pick the best state (0: none),
+    whose fraction of the frames is the options' ``validation`` when the run starts."""
 
-    steps: int = 500
-    validation_frames: int = 1  # frames held out to pick the best state (0: none)
-    input_size: int | None = 640
-    lr: float = 1e-4
-    seed: int = 0
+    finetune: object = None  # a FinetuneOptions (None: the defaults)
+    validation_frames: int = 1
+
+    def __post_init__(self):
+        from napari_sansa.core.training.options import FinetuneOptions
+
+        if self.finetune is None:
+            object.__setattr__(self, "finetune", FinetuneOptions())
+        elif not isinstance(self.finetune, FinetuneOptions):
+            raise TypeError(f"finetune must be a FinetuneOptions, got {self.finetune!r}")
+
+    @classmethod
+    def make(cls, *, like=None, validation_frames: int = 1, **keywords) -> TrainingSettings:
+        """``keywords``: FinetuneOptions' fields; ``like``: the widget's run options (a
+        SegmentOptions), whose pre-processing the tuning uses (tuned as it will run)."""
+        from napari_sansa.core.training.options import FinetuneOptions
+
+        return cls(FinetuneOptions.make(like=like, **keywords), validation_frames)
+
+    @property
+    def steps(self) -> int:
+        return self.finetune.steps
 
 
 @dataclass(frozen=True)
@@ -114,15 +134,12 @@ def train_steps(data: TrainingData, source, settings: TrainingSettings, cache, c
     try:
         with leave_a_core_for_napari(getattr(source, "threads", None)):
             base = cache.get(source)
+            held_out = data.fraction(settings.validation_frames)
             run = ns.finetune_iter(
                 base,
                 list(data.pairs),
-                steps=settings.steps,
-                lr=settings.lr,
-                validation=data.fraction(settings.validation_frames),
-                input_size=settings.input_size,
+                replace(settings.finetune, validation=held_out),
                 intensity_range=data.intensity_range,
-                seed=settings.seed,
             )
             error = None
             try:

@@ -14,12 +14,14 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
+from napari_sansa.core.errors import InvalidInputError, OptionError
 from napari_sansa.core.models.cache import ModelCache  # the widget keeps one model
 from napari_sansa.core.models.source import ModelSource
+from napari_sansa.core.options import SegmentOptions
 from napari_sansa.napari.imageset import SetPlan
 from napari_sansa.napari.plan import RunPlan
 
@@ -32,23 +34,37 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunSettings:
-    mode: str = "independent"
-    input_size: int | None = 640
-    threshold: float = 0.5
+    """A run from the viewer: the core's :class:`~napari_sansa.SegmentOptions`
+    (``segment``; its ``instances`` give objects per frame, napari/objects_output.py) and
+    what only the viewer has. ``probabilities``: probability layers too.
+    ``sequential_axis``: sequential mode on a stack with several frame axes: the name of
+    the axis it runs along (as the image's axis labels or the widget call it, e.g. "z";
+    None: the last frame axis), separately for each index of the other frame axes, never
+    across them. Made by :meth:`make` from keywords of both."""
+
+    segment: SegmentOptions = field(default_factory=SegmentOptions)
     probabilities: bool = False
-    batch_size: int | None = None  # None: the core's automatic batch
-    #: sequential mode on a stack with several frame axes: the axis it runs along
-    #: (its position among the leading axes; None: the last frame axis), separately
-    #: for each index of the other frame axes, never across them
-    sequential_axis: int | None = None
-    tile_size: int | None = None  # tiles of this many pixels (None: off); halo None: 1/8
-    halo: int | None = None
-    instances: object = None  # an ObjectOptions: objects per frame (napari/objects_output.py)
+    sequential_axis: str | None = None
 
     def __post_init__(self):
-        from napari_sansa.napari.objects_output import check_run_settings
+        if not isinstance(self.segment, SegmentOptions):
+            raise InvalidInputError(
+                f"segment must be a SegmentOptions, got {type(self.segment).__name__}"
+            )
+        along = self.sequential_axis
+        if along is not None and not isinstance(along, str):
+            raise OptionError(
+                "sequential_axis", along, "the name of a frame axis, e.g. 'z' (or None: the last)"
+            )
+        object.__setattr__(self, "probabilities", bool(self.probabilities))
 
-        check_run_settings(self)
+    @classmethod
+    def make(cls, segment=None, **keywords) -> RunSettings:
+        """``segment`` (a SegmentOptions, or None) with ``keywords``: this value's own
+        fields and the SegmentOptions' (``RunSettings.make(mode="sequential")``)."""
+        own = {f.name for f in fields(cls)} - {"segment"}
+        mine = {k: keywords.pop(k) for k in list(keywords) if k in own}
+        return cls(SegmentOptions.make(segment, **keywords), **mine)
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,7 +77,7 @@ class FrameResult:
     is_reference: bool
     probabilities: dict | None = None
     part: int = 0  # which image of the set (SetPlan.parts)
-    objects: tuple | None = None  # (object ids, ObjectTable) with RunSettings.instances
+    objects: tuple | None = None  # (object ids, ObjectTable) with the run's instances
 
 
 @dataclass(frozen=True)
@@ -133,6 +149,7 @@ def run_frames(
     settings: RunSettings,
     cache: ModelCache,
     cancel: threading.Event | None = None,
+    names=None,
 ) -> Iterator[FrameResult]:
     """Generator for the worker: the decoded references, then each target frame.
 
@@ -141,7 +158,9 @@ def run_frames(
     before the next frame is handed over, also in the middle of a batch. A user error
     (bad weights, unusable prompts, not enough memory) or a
     RuntimeError (torch's) ends the run with a :class:`RunOutcome` carrying the
-    message; anything else reaches the worker's ``errored`` signal.
+    message (an option worded by ``names``, the widget's names of its controls: see
+    :func:`~napari_sansa.napari.messages.gui_message`); anything else reaches the
+    worker's ``errored`` signal.
     """
     done = 0
     try:
@@ -155,7 +174,7 @@ def run_frames(
         # user errors and memory: the core's messages say what to change, in GUI terms
         from napari_sansa.napari.messages import gui_message
 
-        return RunOutcome(done, *gui_message(exc, model_settings))
+        return RunOutcome(done, *gui_message(exc, model_settings, names))
     except RuntimeError as exc:
         # torch reports many failures as RuntimeError, which superqt's worker would take
         # for its own deletion and only warn about: report it here, with the traceback
@@ -205,23 +224,13 @@ def _results(plan, model_settings, settings: RunSettings, cache: ModelCache, can
     references = plan.references
     refs = [ns.Reference(reader.read(i, r.frame), r.prompts) for i, r in references]
     masks = [r.masks() for _, r in references]
-    options = {"threshold": settings.threshold, "batch_size": settings.batch_size}
-    options.update(tile_size=settings.tile_size, halo=settings.halo)
-    options["instances"] = settings.instances or False
-    options["cancel"] = cancel  # Stop reaches the core, also in the middle of a batch
+    options = replace(settings.segment, intensity_range=intensity)
+    objects = options.instances
     groups = _sequential_groups(plan, settings)
-    if groups is None:
-        results = model.segment_iter(
-            refs,
-            targets,
-            mode=settings.mode,
-            input_size=settings.input_size,
-            intensity_range=intensity,
-            include_references=True,
-            **options,
-        )
+    if groups is None:  # cancel: Stop reaches the core, also in the middle of a batch
+        results = model.segment_iter(refs, targets, options, cancel=cancel, include_references=True)
     else:
-        results = _grouped(model, refs, plan, groups, settings, intensity, options)
+        results = _grouped(model, refs, plan, groups, options, cancel)
     for pred in results:
         if pred.is_reference:
             own = masks[pred.index]
@@ -234,7 +243,7 @@ def _results(plan, model_settings, settings: RunSettings, cache: ModelCache, can
                 True,
                 _probabilities(pred, own) if settings.probabilities else None,
                 part,
-                objects=frame_objects(pred, labels, own, settings.instances),
+                objects=frame_objects(pred, labels, own, objects),
             )
         else:
             part, frame = pred.target if hasattr(pred, "target") else plan.targets[pred.index]
@@ -245,7 +254,7 @@ def _results(plan, model_settings, settings: RunSettings, cache: ModelCache, can
                 False,
                 _probabilities(pred, {}) if settings.probabilities else None,
                 part,
-                objects=frame_objects(pred, pred.labels, {}, settings.instances),
+                objects=frame_objects(pred, pred.labels, {}, objects),
             )
 
 
@@ -254,18 +263,21 @@ def _sequential_groups(plan, settings: RunSettings):
     along the chosen axis within one index of the others (None: one run, as given)."""
     from napari_sansa.core.sequences import sequential_groups
 
-    if settings.mode != "sequential" or len(plan.parts) != 1:
+    if settings.segment.mode != "sequential" or len(plan.parts) != 1:
         return None
     part = plan.parts[0]
     g = part.geometry
     if len(g.frame_axes) < 2:
         return None
-    along = g.frame_axes[-1] if settings.sequential_axis is None else settings.sequential_axis
-    if along not in g.frame_axes:
-        raise ValueError(
-            f"sequential mode cannot run along axis {along}: the frame axes are "
-            f"{', '.join(g.axis_name(k) for k in g.frame_axes)}"
+    names = {g.axis_name(k): k for k in g.frame_axes}
+    name = settings.sequential_axis
+    if name is not None and name not in names:
+        raise OptionError(
+            "sequential_axis",
+            name,
+            f"one of the frame axes {', '.join(map(repr, names))}",
         )
+    along = g.frame_axes[-1] if name is None else names[name]
     return sequential_groups(g.frame_sizes, g.frame_axes.index(along), part.targets)
 
 
@@ -279,23 +291,14 @@ class _Grouped:
         return getattr(self._pred, name)
 
 
-def _grouped(model, refs, plan, groups, settings, intensity, options):
+def _grouped(model, refs, plan, groups, options, cancel):
     """The references (prepared once), then each group's frames in order."""
     part = plan.parts[0]
-    memory = model.prepare_references(
-        refs,
-        input_size=settings.input_size,
-        intensity_range=intensity,
-        threshold=settings.threshold,
-    )
+    memory = model.prepare_references(refs, options)
     first = True
     for frames in groups:
         run = model.segment_iter(
-            memory,
-            part.stack.select(frames),
-            mode="sequential",
-            include_references=first,
-            **options,
+            memory, part.stack.select(frames), options, cancel=cancel, include_references=first
         )
         for pred in run:
             yield pred if pred.is_reference else _Grouped(pred, (0, frames[pred.index]))

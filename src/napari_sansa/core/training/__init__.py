@@ -7,6 +7,7 @@ authors' episode loss, public so that it can be checked against their code).
 from napari_sansa.core.training.api import finetune, finetune_iter
 from napari_sansa.core.training.episodes import Example
 from napari_sansa.core.training.loss import episode_loss
+from napari_sansa.core.training.options import FinetuneOptions
 from napari_sansa.core.training.trainer import (
     FinetuneReport,
     Finetuning,
@@ -16,6 +17,7 @@ from napari_sansa.core.training.trainer import (
 
 __all__ = [
     "Example",
+    "FinetuneOptions",
     "FinetuneReport",
     "Finetuning",
     "StepStats",

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from napari_sansa.core.engine import Features
 from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.core.images import DEFAULT_INPUT_SIZE
 from napari_sansa.core.preprocess import mask_to_input
 from napari_sansa.core.training.episodes import SupportPrompt
 
@@ -143,7 +144,7 @@ def _example_prompt(ex, image_size: int, input_size, device):
     )
 
 
-def episode_loss(model, supports, query, *, dropout: float = 0.0, input_size=640):
+def episode_loss(model, supports, query, *, dropout: float = 0.0, input_size=DEFAULT_INPUT_SIZE):
     """The authors' loss of one episode: ``{"focal": tensor, "dice": tensor}``.
 
     ``supports``: :class:`~napari_sansa.Example` s (their prompts, default their masks,
@@ -155,8 +156,8 @@ def episode_loss(model, supports, query, *, dropout: float = 0.0, input_size=640
     rates, caches). ``dropout=0.0``: the training-mode network without dropout
     (deterministic); None: SAM2's rates (0.1). ``input_size`` as in ``segment``.
     """
-    from napari_sansa.core.images import to_float_rgb
-    from napari_sansa.core.preprocess import check_input_size, image_to_input
+    from napari_sansa.core.images import check_input_size, to_float_rgb
+    from napari_sansa.core.preprocess import image_to_input
     from napari_sansa.core.training.episodes import Example, grid_mask
 
     dropout = check_dropout(dropout)

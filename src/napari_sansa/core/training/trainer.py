@@ -41,14 +41,12 @@ from napari_sansa.core.training.loss import (
     episode_terms,
     prompt_to_model,
 )
+from napari_sansa.core.training.options import FinetuneOptions
 
-__all__ = ["DEFAULT_VALIDATION", "FinetuneReport", "Finetuning", "StepStats", "TrainingError"]
+__all__ = ["FinetuneReport", "Finetuning", "StepStats", "TrainingError"]
 
 STATE_FORMAT = "napari-sansa-finetune-state/1"
 CLIP_MAX_NORM = 0.1
-#: the fraction of frames held out when ``validation`` is not given (at least one frame
-#: from three frames on, each class kept in two training frames)
-DEFAULT_VALIDATION = 0.2
 
 
 class TrainingError(SansaError, RuntimeError):
@@ -146,23 +144,6 @@ class StepStats:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class _Settings:
-    steps: int
-    lr: float
-    shots: int
-    prompt: tuple
-    batch_size: int
-    input_size: int | None
-    validation: float
-    validate_every: int
-    seed: int
-    dropout: float | None
-    fresh_adapters: bool
-    stages: tuple
-    channel_factor: float
-
-
 def _drops_only_in(engine, part, dropout) -> bool:
     """Whether ``part`` holds every module of ``engine``'s network that drops anything in
     a training step (with the rates ``engine.training(dropout)`` sets)."""
@@ -187,7 +168,7 @@ def _drops_only_in(engine, part, dropout) -> bool:
 class Finetuning:
     """A fine-tuning run (made by :func:`finetune_iter`); iterate it for its steps."""
 
-    def __init__(self, model, data, s: _Settings, *, intensity_range=None,
+    def __init__(self, model, data, s: FinetuneOptions, *, intensity_range=None,
                  cache_bytes: int = 1 << 30, resume=None):  # fmt: skip
         self.settings = s
         self.source_model = model
@@ -520,11 +501,9 @@ class Finetuning:
 
     def state_dict(self) -> dict:
         """Everything needed to continue this run exactly (plain types and tensors)."""
-        settings = {k: (list(v) if isinstance(v, tuple) else v)
-                    for k, v in asdict(self.settings).items()}  # fmt: skip
         return {
             "format": STATE_FORMAT,
-            "settings": settings,
+            "settings": self.settings.record(),
             "digest": self.digest,
             "step": self.step,
             "adapters": self._adapter_state(),

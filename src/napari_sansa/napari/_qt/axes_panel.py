@@ -91,7 +91,9 @@ class AxesPanel:
     def _sequential_choices(self, _widget=None):
         g = self._geometry
         axes = g.frame_axes if g is not None else ()
-        return [("-", None)] + [(f"{g.axis_name(k)} ({g.leading[k]})", k) for k in axes]
+        return [("-", None)] + [
+            (f"{g.axis_name(k)} ({g.leading[k]})", g.axis_name(k)) for k in axes
+        ]
 
     def update(self, image) -> None:
         """Follow the chosen image: its leading axes, its channel axis, its frame axes."""
@@ -112,7 +114,8 @@ class AxesPanel:
         self.sequential_axis.reset_choices()
         frame_axes = g.frame_axes if g is not None else ()
         if len(frame_axes) >= 2:
-            self.sequential_axis.value = along if along in frame_axes else frame_axes[-1]
+            names = [g.axis_name(k) for k in frame_axes]
+            self.sequential_axis.value = along if along in names else names[-1]
         leading = g.leading if g is not None else ()
         several = len(leading) >= 2 or (g is not None and g.channel_axis is not None)
         self.channel_axis.visible = several

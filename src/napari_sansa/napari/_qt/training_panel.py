@@ -133,12 +133,12 @@ class LossCurve(QWidget):
 class TrainingPanel:
     """The fine-tuning controls of the SANSA widget."""
 
-    def __init__(self, viewer, session, image, model_source, input_size):
-        """``image``, ``model_source``, ``input_size``: callables giving the widget's
-        chosen image layer, ModelSource and run input size."""
+    def __init__(self, viewer, session, image, model_source, run_options):
+        """``image``, ``model_source``, ``run_options``: callables giving the widget's
+        chosen image layer, ModelSource and run options (tuned as the runs go)."""
         self.viewer = viewer
         self.training = TrainingSession(session)
-        self._image, self._model_source, self._input_size = image, model_source, input_size
+        self._image, self._model_source, self._run_options = image, model_source, run_options
         self.annotations = ComboBox(
             label="annotations",
             choices=self._layer_choices,
@@ -225,10 +225,10 @@ class TrainingPanel:
         return frames
 
     def settings(self) -> TrainingSettings:
-        return TrainingSettings(
+        return TrainingSettings.make(
             steps=int(self.steps.value),
             validation_frames=int(self.validation.value),
-            input_size=self._input_size(),
+            like=self._run_options(),
         )
 
     # -- actions ---------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from napari_sansa.napari._qt.prompt_inputs import PromptInputs
 from napari_sansa.napari._qt.scores import ConfidencePlot, ScoreTable
 from napari_sansa.napari._qt.training_panel import TrainingPanel
 from napari_sansa.napari._qt.workers import create_worker
+from napari_sansa.napari.messages import gui_message, option_name
 from napari_sansa.napari.session import EDITED_ACTION, FrameReport, SansaSession
 from napari_sansa.napari.worker import RunSettings
 
@@ -141,9 +142,10 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
         # -- fine-tuning: napari/_qt/training_panel.py ------------------------------------
         self.training_panel = TrainingPanel(
             viewer, self.session, lambda: self.image.value, self.model_panel.settings,
-            lambda: self.run_settings().input_size,
+            lambda: self.run_settings().segment,
         )  # fmt: skip
         self.axes = AxesPanel(on_change=self._on_images_changed)
+        self.session.names = self.folder.run.names = self.control_name  # errors' words
         self.as_channels = CheckBox(
             text="as RGB channels",
             value=False,
@@ -250,7 +252,7 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
 
     def run_settings(self) -> RunSettings:
         """The run settings shown, as a frozen value."""
-        return RunSettings(
+        return RunSettings.make(
             mode=self.mode.value,
             input_size=int(self.input_size.value) or None,
             threshold=float(self.threshold.value),
@@ -258,6 +260,15 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
             sequential_axis=self.axes.sequential_axis.value,
             **self.large.settings(),
         )
+
+    def control_name(self, option: str) -> str:
+        """How the widget calls a run option (its control's label): errors about options
+        are worded with it."""
+        for panel in (self, self.large, self.axes):
+            label = getattr(getattr(panel, option, None), "label", None)
+            if isinstance(label, str) and label:
+                return f"'{label}'"
+        return option_name(option)
 
     def run(self, value=None):
         """Label the frames without prompts; returns the (started) worker, or None
@@ -272,7 +283,7 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
             model_settings = training.model_source(self.model_panel.settings())
             settings = self.run_settings()
         except ValueError as exc:
-            self.session.fail(str(exc))
+            self.session.fail(gui_message(exc, names=self.control_name)[0])
             return None
         images = self.images()
         if self.folder.active or self.folder.run.busy():  # a folder on disk: folder_panel.py
