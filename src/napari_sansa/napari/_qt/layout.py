@@ -1,11 +1,15 @@
-"""The dock widget's layout: sections in a scroll area, a folded 'advanced' part, a
-footer that never moves, and controls that shrink to the dock's width."""
+"""The dock widget's layout: pages (the main loop, the model, options, a folder,
+fine-tuning, saving) turned by a grid of buttons, a footer that never moves (Run,
+Stop, progress, status), and controls that shrink to the dock's width."""
 
 from __future__ import annotations
 
 from magicgui.widgets import Container, Label, Select
 
-__all__ = ["DOCK_WIDTH", "fixed_message", "heading", "row", "scrolling", "section"]
+__all__ = [
+    "DOCK_WIDTH", "beside", "fixed_message", "heading", "page", "paged", "row", "section",
+    "show_page", "tight",
+]  # fmt: skip
 
 
 def row(*widgets) -> Container:
@@ -15,8 +19,15 @@ def row(*widgets) -> Container:
     row.native.layout().setSpacing(2)
     for w in widgets:
         w.native.setStyleSheet("padding-left: 2px; padding-right: 2px;")
-        w.native.setMinimumWidth(0)
+        w.native.setMinimumWidth(1)  # 1, not 0 (0 is "unset": Qt keeps the text's width)
     return row
+
+
+def tight(buttons: Container) -> Container:
+    """A row of buttons whose words fill them (no padding): three fit the dock's width."""
+    for w in buttons:
+        w.native.setStyleSheet("padding: 0px;")
+    return buttons
 
 
 def heading(text: str) -> Label:
@@ -59,6 +70,14 @@ SHORT_LABEL = 9
 SHORT_CHOICE = 8
 #: Qt property of the labels beside their controls
 BESIDE = "sansa_beside"
+#: a control with this attribute set sits beside its (short) label whatever its choices
+BESIDE_ALWAYS = "_sansa_beside"
+
+
+def beside(*widgets) -> None:
+    """Put these controls beside their short labels (a choice of long words elided)."""
+    for w in widgets:
+        setattr(w, BESIDE_ALWAYS, True)
 
 
 def _beside(widget) -> bool:
@@ -69,6 +88,8 @@ def _beside(widget) -> bool:
 
     if len(widget.label) > SHORT_LABEL:
         return False
+    if getattr(widget, BESIDE_ALWAYS, False):
+        return True
     if isinstance(widget, RangedWidget):
         return True
     if isinstance(widget, ComboBox) and not callable(widget._default_choices):
@@ -196,32 +217,9 @@ def _eliding(combo):
     return Elide(combo)
 
 
-def scrolling(widget: Container, sections: dict, advanced: Container, footer) -> None:
-    """Lay out the sections (headings, then their controls) and the folded 'advanced'
-    part in a vertical scroll area filling ``widget``, with ``footer`` fixed below."""
+def _scroll(body):
     from qtpy.QtCore import Qt
-    from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
-    from superqt import QCollapsible
-
-    body = QWidget()
-    layout = QVBoxLayout(body)
-    layout.setContentsMargins(4, 4, 4, 4)
-    layout.setSpacing(2)
-    for title, section in sections.items():
-        layout.addWidget(heading(title).native)
-        layout.addWidget(section.native)
-        if title == "Model":
-            fold = QCollapsible("Advanced settings")
-            fold.setContentsMargins(0, 0, 0, 0)
-            fold.layout().setContentsMargins(0, 0, 0, 0)
-            fold.content().layout().setContentsMargins(0, 0, 0, 0)
-            fold.setDuration(0)
-            fold.addWidget(advanced.native)
-            fold.setToolTip("threshold, resizing, probability maps, device, model input size")
-            layout.addWidget(fold)
-            widget.advanced_fold = fold
-    layout.addStretch(1)
-    compact(body)
+    from qtpy.QtWidgets import QScrollArea
 
     class Scroll(QScrollArea):
         def sizeHint(self):  # noqa: N802 - Qt's name: napari docks at this width
@@ -234,12 +232,85 @@ def scrolling(widget: Container, sections: dict, advanced: Container, footer) ->
     scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     scroll.setWidget(body)
     scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+    return scroll
+
+
+def page(*parts, stretch: bool = True):
+    """A page's body: ``parts`` (headings as strings, sections, Qt widgets) in a column;
+    the space left goes below them (``stretch``) or to the parts that grow."""
+    from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+    body = QWidget()
+    layout = QVBoxLayout(body)
+    layout.setContentsMargins(4, 4, 4, 4)
+    layout.setSpacing(2)
+    for part in parts:
+        if isinstance(part, str):
+            layout.addWidget(heading(part).native)
+        else:
+            layout.addWidget(getattr(part, "native", part))
+    if stretch:
+        layout.addStretch(1)
+    return body
+
+
+#: page buttons per row above the pages
+PAGE_COLUMNS = 3
+
+
+def paged(widget: Container, pages: dict, footer) -> None:
+    """Lay out ``pages`` (title -> page body) one at a time under a grid of page
+    buttons, each page in its own vertical scroll area, with ``footer`` (Run, Stop,
+    progress, status) fixed below every page. Sets ``widget.pages`` (title -> scroll
+    area), ``widget.page_buttons`` (title -> button) and ``widget.scroll_area`` (the
+    first page's); ``widget.show_page(title)`` turns pages."""
+    from qtpy.QtWidgets import QButtonGroup, QGridLayout, QStackedWidget, QToolButton, QWidget
+
+    bar = QWidget()
+    grid = QGridLayout(bar)
+    grid.setContentsMargins(4, 4, 4, 0)
+    grid.setSpacing(2)
+    group = QButtonGroup(bar)
+    group.setExclusive(True)
+    stack = QStackedWidget()
+    widget.pages, widget.page_buttons = {}, {}
+    for k, (title, body) in enumerate(pages.items()):
+        compact(body)
+        scroll = _scroll(body)
+        stack.addWidget(scroll)
+        button = QToolButton()
+        button.setText(title)
+        button.setCheckable(True)
+        button.setAutoRaise(False)
+        button.setSizePolicy(button.sizePolicy().Policy.Expanding, button.sizePolicy().Policy.Fixed)
+        button.setMinimumWidth(1)
+        button.clicked.connect(lambda _=False, i=k: stack.setCurrentIndex(i))
+        group.addButton(button, k)
+        grid.addWidget(button, k // PAGE_COLUMNS, k % PAGE_COLUMNS)
+        widget.pages[title], widget.page_buttons[title] = scroll, button
+    bar.setStyleSheet(
+        "QToolButton { padding: 2px 1px; }"
+        " QToolButton:checked { font-weight: bold; border-bottom: 2px solid palette(highlight); }"
+    )
+    group.button(0).setChecked(True)
+    from qtpy.QtWidgets import QSizePolicy
+
+    for part in (bar, footer.native):  # their widths do not widen the dock
+        part.setSizePolicy(QSizePolicy.Policy.Ignored, part.sizePolicy().verticalPolicy())
     native = widget.native
     native.layout().setContentsMargins(0, 0, 0, 0)
-    native.layout().addWidget(scroll)
+    native.layout().setSpacing(0)
+    native.layout().addWidget(bar)
+    native.layout().addWidget(stack, 1)
     footer.margins = (4, 2, 4, 4)
     native.layout().addWidget(footer.native)
     compact(footer.native)
-    body.setMinimumWidth(0)
     native.setMinimumWidth(DOCK_WIDTH)
-    widget.scroll_area = scroll
+    widget.page_stack = stack
+    widget.scroll_area = next(iter(widget.pages.values()))
+
+
+def show_page(widget, title: str) -> None:
+    """Turn ``widget``'s pages to ``title``."""
+    widget.page_buttons[title].setChecked(True)
+    widget.page_stack.setCurrentWidget(widget.pages[title])
