@@ -44,7 +44,12 @@ from napari_sansa.napari._qt.scores import ConfidencePlot, ScoreTable, _sort_val
 from napari_sansa.napari._qt.shortcuts import register_shortcuts
 from napari_sansa.napari._qt.training_panel import TrainingPanel
 from napari_sansa.napari._qt.workers import create_worker
-from napari_sansa.napari.session import EDITED_ACTION, FrameReport, SansaSession
+from napari_sansa.napari.session import (
+    ALREADY_RUNNING,
+    EDITED_ACTION,
+    FrameReport,
+    SansaSession,
+)
 from napari_sansa.napari.settings_store import RESET_TIP, WidgetSettings
 from napari_sansa.napari.worker import RunSettings
 
@@ -300,7 +305,7 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
         """Label the frames without prompts; returns the (started) worker, or None
         when the inputs cannot be used (the reason is shown as a notification)."""
         if self.session.busy():
-            self.session.notify("SANSA is already running: wait for it, or press Stop")
+            self.session.notify(ALREADY_RUNNING)
             return self.session.worker
         training = self.training_panel.training
         if training.busy():
@@ -415,10 +420,14 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
 
     # -- what the session reports -------------------------------------------------------
     def _show_status(self, message: str) -> None:
+        """The one status line of runs, folder runs and fine-tuning: the last message
+        (wrapped; whole in its tooltip, with a failure's details)."""
         self.status.value = message
         details = self.session.details
         if details and message == self.session.message and details != message:
             self.status.tooltip = details  # details on demand: hover over the message
+        else:
+            self.status.tooltip = message
 
     def _show_model(self, *_) -> None:
         """The line under the progress bar: which model runs use (tuned or not)."""
