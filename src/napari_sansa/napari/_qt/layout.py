@@ -264,7 +264,14 @@ def paged(widget: Container, pages: dict, footer) -> None:
     progress, status) fixed below every page. Sets ``widget.pages`` (title -> scroll
     area), ``widget.page_buttons`` (title -> button) and ``widget.scroll_area`` (the
     first page's); ``widget.show_page(title)`` turns pages."""
-    from qtpy.QtWidgets import QButtonGroup, QGridLayout, QStackedWidget, QToolButton, QWidget
+    from qtpy.QtWidgets import (
+        QButtonGroup,
+        QGridLayout,
+        QSizePolicy,
+        QStackedWidget,
+        QToolButton,
+        QWidget,
+    )
 
     bar = QWidget()
     grid = QGridLayout(bar)
@@ -282,7 +289,7 @@ def paged(widget: Container, pages: dict, footer) -> None:
         button.setText(title)
         button.setCheckable(True)
         button.setAutoRaise(False)
-        button.setSizePolicy(button.sizePolicy().Policy.Expanding, button.sizePolicy().Policy.Fixed)
+        button.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         button.setMinimumWidth(1)
         button.clicked.connect(lambda _=False, i=k: stack.setCurrentIndex(i))
         group.addButton(button, k)
@@ -293,11 +300,13 @@ def paged(widget: Container, pages: dict, footer) -> None:
         " QToolButton:checked { font-weight: bold; border-bottom: 2px solid palette(highlight); }"
     )
     group.button(0).setChecked(True)
-    from qtpy.QtWidgets import QSizePolicy
-
     for part in (bar, footer.native):  # their widths do not widen the dock
-        part.setSizePolicy(QSizePolicy.Policy.Ignored, part.sizePolicy().verticalPolicy())
+        part.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
     native = widget.native
+    # the pages take the dock's height: napari adds no stretch below a widget with a
+    # vertically expanding part (its stretch, of a factor that grows with each dock
+    # added in the process, took half the height from the pages of a second viewer)
+    stack.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
     native.layout().setContentsMargins(0, 0, 0, 0)
     native.layout().setSpacing(0)
     native.layout().addWidget(bar)

@@ -50,10 +50,13 @@ _WIDGETS: list[weakref.ref] = []
 def _widget_for(viewer):
     alive = [ref() for ref in _WIDGETS if ref() is not None]
     _WIDGETS[:] = [weakref.ref(w) for w in alive]
+    alive = [w for w in alive if w.session.alive]
     for widget in reversed(alive):
-        if widget.viewer is viewer and widget.session.alive:
+        if widget.viewer is viewer:
             return widget
-    return None
+    # a viewer without the widget, or none (an action triggered from a script): the
+    # last widget opened
+    return alive[-1] if alive else None
 
 
 def _command(name: str):
@@ -61,7 +64,7 @@ def _command(name: str):
 
     act = ACTIONS[name][2]
 
-    def command(viewer: Viewer):
+    def command(viewer: Viewer | None = None):
         widget = _widget_for(viewer)
         if widget is not None:
             act(widget)
