@@ -8,7 +8,7 @@ from magicgui.widgets import Container, Label, Select
 
 __all__ = [
     "DOCK_WIDTH", "beside", "fixed_message", "heading", "page", "paged", "row", "section",
-    "show_page", "tight",
+    "elided", "show_page", "tight",
 ]  # fmt: skip
 
 
@@ -21,6 +21,32 @@ def row(*widgets) -> Container:
         w.native.setStyleSheet("padding-left: 2px; padding-right: 2px;")
         w.native.setMinimumWidth(1)  # 1, not 0 (0 is "unset": Qt keeps the text's width)
     return row
+
+
+def elided(label: Label) -> None:
+    """A one-line label that shows its text cut with '…' on the right where the dock is
+    too narrow for it (set it with ``label.native.setProperty("full", text)`` and
+    ``refresh``); the whole text is its tooltip."""
+    from qtpy.QtCore import QEvent, QObject, Qt
+
+    native = label.native
+    native.setWordWrap(False)
+    native.setMinimumWidth(20)
+
+    def refresh():
+        text = native.property("full") or ""
+        room = max(native.contentsRect().width(), 20)
+        native.setText(native.fontMetrics().elidedText(text, Qt.TextElideMode.ElideRight, room))
+        native.setToolTip(text)
+
+    class OnResize(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802 - Qt's name
+            if event.type() == QEvent.Type.Resize:
+                refresh()
+            return False
+
+    native.installEventFilter(OnResize(native))
+    native.refresh_elided = refresh
 
 
 def tight(buttons: Container) -> Container:

@@ -28,6 +28,7 @@ from napari_sansa.napari._qt.axes_panel import AxesPanel
 from napari_sansa.napari._qt.folder_panel import FolderPanel
 from napari_sansa.napari._qt.layout import (
     beside,
+    elided,
     fixed_message,
     page,
     paged,
@@ -60,6 +61,11 @@ __all__ = ["SansaWidget", "warm_up_in_background"]
 
 #: the button that takes the frame shown as a reference
 USE_FRAME_ACTION = "Use shown frame"
+#: the status before anything ran
+READY = (
+    "ready: choose the image, mark a few frames ('+ points', '+ shapes', '+ labels'), "
+    "press Run; the other pages hold the model, options, a folder, fine-tuning, saving"
+)
 #: what "Use shown frame" takes from the frame
 TAKE_CHOICES = [
     ("edited classes", "edited"),
@@ -183,9 +189,9 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
         self.object_counts.setVisible(False)  # shown by a run with objects
 
     def _lay_out(self) -> None:
-        self.prompt_layers.native.setMaximumHeight(64)
+        self.prompt_layers.native.setMaximumHeight(58)
         check_boxes(self.prompt_layers)  # which layers the next run uses: ticked
-        self.other_images.native.setMaximumHeight(48)
+        self.other_images.native.setMaximumHeight(42)
         #: the main page's place for more prompt controls (e.g. a preview switch)
         self.main_extras = section()
         beside(self.image, self.mode)
@@ -219,7 +225,7 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
         pages["Options"] = page(self.advanced, reset)
         for title in ("Folder", "Fine-tune", "Save"):
             pages[title] = page(self.sections[title])
-        self.progress.native.setFormat("%v / %m")
+        self.progress.native.setFormat("")  # "%v / %m" once something runs
         self.progress.native.setToolTip("frames (or fine-tuning steps) done")
         buttons = row(self.run_button, self.stop_button, self.progress)
         buttons.native.layout().setStretch(2, 1)  # Run and Stop as wide as their words
@@ -227,8 +233,8 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
             button.native.setMinimumWidth(button.native.sizeHint().width())
         self.footer = section(buttons, self.model_line, self.status)
         paged(self, pages, self.footer)
-        self.model_line.native.setWordWrap(False)
-        self.model_line.native.setMinimumWidth(20)
+        elided(self.model_line)
+        self.status.value = READY
 
     def show_page(self, title: str) -> None:
         """Turn to a page: 'Label', 'Model', 'Options', 'Folder', 'Fine-tune', 'Save'."""
@@ -430,22 +436,15 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
             self.status.tooltip = message
 
     def _show_model(self, *_) -> None:
-        """The line under the progress bar: which model runs use (tuned or not)."""
-        from qtpy.QtCore import Qt
-
-        from napari_sansa.napari._qt.layout import DOCK_WIDTH
+        """The line under Run: which model runs use (tuned or not)."""
         from napari_sansa.napari._qt.model_panel import model_line
-
-        ElideRight = Qt.TextElideMode.ElideRight  # noqa: N806 - Qt's name
 
         training = self.training_panel.training
         text = model_line(self.model_panel)
         if training.using == "tuned" and training.tuned is not None:
             text += f", tuned ({training.tuned.label.removeprefix('tuned ')})"
-        native = self.model_line.native
-        room = max(native.width(), DOCK_WIDTH - 12)
-        self.model_line.value = native.fontMetrics().elidedText(text, ElideRight, room)
-        self.model_line.tooltip = f"runs use {text}"
+        self.model_line.native.setProperty("full", text)
+        self.model_line.native.refresh_elided()
 
     def _on_running(self, running: bool) -> None:
         self.run_button.enabled = not running
@@ -460,6 +459,7 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
 
     def _on_training(self, running: bool) -> None:
         self.run_button.enabled = not running  # the panel shows Stop and the steps
+        self.progress.native.setFormat("%v / %m")
         self._show_model()
 
     def _show_progress(self, done: int) -> None:
@@ -467,6 +467,7 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
         # window repaint per frame (0.1 s on Xvfb/Mesa); with updates off it only
         # schedules a repaint, drawn with the canvas in the next event loop turn
         bar = self.progress.native
+        bar.setFormat("%v / %m")
         bar.setUpdatesEnabled(False)
         self.progress.value = done
         bar.setUpdatesEnabled(True)
