@@ -339,3 +339,15 @@ def Qt_ascending():  # noqa: N802
     from qtpy.QtCore import Qt
 
     return Qt.SortOrder.AscendingOrder
+
+
+def test_a_long_status_ends_with_its_last_whole_word_that_fits():
+    from napari_sansa.napari._qt.layout import fitting_words
+
+    text = "the Labels layer 'paint' has shape (4, 48, 64), but masks need (3, 64, 64)"
+    assert fitting_words(text, lambda t: len(t) <= 30) == "the Labels layer 'paint' has…"
+    assert (
+        fitting_words(text, lambda t: len(t) <= 46)
+        == "the Labels layer 'paint' has shape (4, 48, 64)…"
+    )
+    assert fitting_words(text, lambda t: True) == text + "…"

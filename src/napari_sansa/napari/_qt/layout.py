@@ -51,8 +51,11 @@ def elided(label: Label) -> None:
 
 def tight(buttons: Container) -> Container:
     """A row of buttons whose words fill them (no padding): three fit the dock's width."""
+    from napari.settings import get_settings
+
+    size = get_settings().appearance.font_size - 1  # napari's own 'decrease(font_size, 1)'
     for w in buttons:
-        w.native.setStyleSheet("padding: 0px;")
+        w.native.setStyleSheet(f"padding: 0px; font-size: {size}pt;")
     return buttons
 
 
@@ -156,6 +159,57 @@ def fixed_message(label: Label, lines: int = 3) -> None:
     native.setFixedHeight(native.fontMetrics().lineSpacing() * lines + 4)
     native.setMinimumWidth(40)
     label.changed.connect(lambda value: native.setToolTip(str(value)))
+    native.installEventFilter(_EndWithEllipsis(native))
+
+
+def fitting_words(text: str, fits) -> str:
+    """The longest start of ``text`` (whole words) that, with '…' after it, ``fits``."""
+    words = text.split(" ")
+    low, high = 0, len(words)
+    while low < high:  # the most words that fit
+        mid = (low + high + 1) // 2
+        if fits(" ".join(words[:mid]).rstrip(" ,;:") + "…"):
+            low = mid
+        else:
+            high = mid - 1
+    return " ".join(words[:low]).rstrip(" ,;:") + "…"
+
+
+def _EndWithEllipsis(native):  # noqa: N802 - a Qt object's factory
+    """Paints a wrapped message too long for its label's lines cut after its last whole
+    word that fits, with '…' (Qt cut it in the middle of a line); the whole text is the
+    label's text and tooltip."""
+    from qtpy.QtCore import QEvent, QObject, QRect, Qt
+    from qtpy.QtGui import QPainter
+
+    flags = (
+        Qt.AlignmentFlag.AlignTop.value
+        | Qt.AlignmentFlag.AlignLeft.value
+        | Qt.TextFlag.TextWordWrap.value
+    )
+
+    class Filter(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802 - Qt's name
+            if event.type() != QEvent.Type.Paint:
+                return False
+            rect = obj.contentsRect()
+            metrics = obj.fontMetrics()
+
+            def fits(text):
+                box = QRect(0, 0, rect.width(), 100_000)
+                height = metrics.boundingRect(box, flags, text).height()
+                return height <= rect.height() + metrics.leading() + 4
+
+            text = obj.text()
+            if not text or fits(text):
+                return False
+            painter = QPainter(obj)
+            painter.setPen(obj.palette().color(obj.foregroundRole()))
+            painter.drawText(rect, flags, fitting_words(text, fits))
+            painter.end()
+            return True
+
+    return Filter(native)
 
 
 #: the dock's width: the canvas keeps most of napari's window

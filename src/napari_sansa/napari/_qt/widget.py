@@ -62,10 +62,7 @@ __all__ = ["SansaWidget", "warm_up_in_background"]
 #: the button that takes the frame shown as a reference
 USE_FRAME_ACTION = "Use shown frame"
 #: the status before anything ran
-READY = (
-    "ready: choose the image, mark a few frames ('+ points', '+ shapes', '+ labels'), "
-    "press Run; the other pages hold the model, options, a folder, fine-tuning, saving"
-)
+READY = "ready: mark a few frames of the image, then press Run"
 #: what "Use shown frame" takes from the frame
 TAKE_CHOICES = [
     ("edited classes", "edited"),
@@ -441,8 +438,9 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
 
         training = self.training_panel.training
         text = model_line(self.model_panel)
-        if training.using == "tuned" and training.tuned is not None:
-            text += f", tuned ({training.tuned.label.removeprefix('tuned ')})"
+        if training.using == "tuned" and training.tuned is not None:  # said first: it fits
+            run = training.tuned.label.removeprefix("tuned ")
+            text = text.replace("model: ", f"model: tuned ({run}) from ", 1)
         self.model_line.native.setProperty("full", text)
         self.model_line.native.refresh_elided()
 
