@@ -347,7 +347,7 @@ def test_a_long_status_ends_with_its_last_whole_word_that_fits():
     text = "the Labels layer 'paint' has shape (4, 48, 64), but masks need (3, 64, 64)"
     assert fitting_words(text, lambda t: len(t) <= 30) == "the Labels layer 'paint' has…"
     assert (
-        fitting_words(text, lambda t: len(t) <= 46)
+        fitting_words(text, lambda t: len(t) <= 47)
         == "the Labels layer 'paint' has shape (4, 48, 64)…"
     )
     assert fitting_words(text, lambda t: True) == text + "…"
