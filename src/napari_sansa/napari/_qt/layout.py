@@ -143,7 +143,8 @@ class _FollowVisibility:
 
         class Filter(QObject):
             def eventFilter(self, obj, event):  # noqa: N802 - Qt's name
-                if event.type() in (QEvent.Type.Show, QEvent.Type.Hide):
+                shown = (QEvent.Type.Show, QEvent.Type.ShowToParent)
+                if event.type() in (*shown, QEvent.Type.Hide, QEvent.Type.HideToParent):
                     target.setVisible(not obj.isHidden())
                 return False
 
@@ -156,7 +157,7 @@ def fixed_message(label: Label, lines: int = 3) -> None:
     native = label.native
     native.setWordWrap(True)
     native.setAlignment(native.alignment().AlignTop | native.alignment().AlignLeft)
-    native.setFixedHeight(native.fontMetrics().lineSpacing() * lines + 4)
+    native.setFixedHeight(native.fontMetrics().lineSpacing() * lines + 8)
     native.setMinimumWidth(40)
     label.changed.connect(lambda value: native.setToolTip(str(value)))
     native.installEventFilter(_EndWithEllipsis(native))
@@ -198,7 +199,7 @@ def _EndWithEllipsis(native):  # noqa: N802 - a Qt object's factory
             def fits(text):
                 box = QRect(0, 0, rect.width(), 100_000)
                 height = metrics.boundingRect(box, flags, text).height()
-                return height <= rect.height() + metrics.leading() + 4
+                return height <= rect.height() + metrics.leading()
 
             text = obj.text()
             if not text or fits(text):
@@ -391,7 +392,8 @@ def paged(widget: Container, pages: dict, footer) -> None:
     native.layout().setSpacing(0)
     native.layout().addWidget(bar)
     native.layout().addWidget(stack, 1)
-    footer.margins = (4, 2, 4, 4)
+    footer.margins = (4, 2, 4, 2)
+    footer.native.layout().setSpacing(2)
     native.layout().addWidget(footer.native)
     compact(footer.native)
     native.setMinimumWidth(DOCK_WIDTH)
