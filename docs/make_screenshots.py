@@ -103,7 +103,15 @@ def _show_results(widget) -> None:
     _settle(0.2)
 
 
+def _fresh_settings() -> None:
+    """Each picture starts from the widget's defaults: no settings remembered from the
+    person's own napari-sansa, nor from the picture before (objects, a tuned model...)."""
+    folder = Path(tempfile.mkdtemp(prefix="sansa-docs-settings-"))
+    os.environ["NAPARI_SANSA_SETTINGS"] = str(folder / "widget.json")
+
+
 def _new(launch):
+    _fresh_settings()
     viewer, widget = launch(sample=False, block=False)
     widget.model_panel.device.value = "cpu"
     return viewer, widget
@@ -307,6 +315,7 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
         return
 
+    _fresh_settings()
     viewer, widget = launch(sample=True, block=False)
     widget.model_panel.device.value = "cpu"
     _settle()
