@@ -163,6 +163,19 @@ def test_the_shortcuts_are_napari_s_and_act_on_the_widget(make_sansa, qtbot):
     assert widget.polarity.value == "negative"
     action_manager.trigger("napari-sansa:positive_click")
     assert widget.polarity.value == "positive"
+    # the keys themselves, through napari's key handler (as a key press on the canvas)
+    qt_viewer = viewer.window._qt_viewer
+    handler = getattr(qt_viewer.canvas, "_key_map_handler", None) or qt_viewer._key_map_handler
+
+    def press(key):
+        handler.press_key(key)
+        handler.release_key(key)
+
+    press("Shift+Up")
+    press("Shift+O")
+    assert widget.class_id.value == 3 and widget.polarity.value == "negative"
+    press("Shift+I")
+    assert widget.polarity.value == "positive"
     widget.class_id.value = 1
     action_manager.trigger("napari-sansa:run")
     assert widget.worker is not None
