@@ -153,8 +153,18 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
             text="probability maps", value=False, tooltip="one float layer per class, 0..1"
         )
         # one Run, Stop, progress bar and status for a run, a folder run and fine-tuning
-        self.run_button = PushButton(text="Run")
-        self.stop_button = PushButton(text="Stop", enabled=False)
+        self.run_button = PushButton(
+            text="Run",
+            tooltip="label every frame without prompts (within the frame ranges) from the "
+            "frames marked in the ticked prompt layers, with the model on the line below; "
+            "with 'a folder on disk' ticked: every image of the folder",
+        )
+        self.stop_button = PushButton(
+            text="Stop",
+            enabled=False,
+            tooltip="stop what is running: a run or folder run (what is done is kept) or "
+            "fine-tuning (after its current step; the best state so far is kept)",
+        )
         self.progress = ProgressBar(min=0, max=1, value=0, label="progress")
         self.model_line = Label(value="")
         self.status = Label(value="")
