@@ -81,17 +81,15 @@ def _grab(widget):
     return out
 
 
-def _grab_all(widget):
-    """The whole widget, every section (not only the part the scroll area shows)."""
-    from PIL import Image
-
-    body = widget.scroll_area.widget()
-    image = body.grab().toImage()
-    tmp = Path(tempfile.mkstemp(suffix=".png")[1])
-    image.save(str(tmp))
-    out = Image.open(tmp).copy()
-    tmp.unlink()
-    return out
+def pages(viewer, widget, prefix: str = "page") -> None:
+    """Each page of the dock as it is shown at napari's default window (the dock's own
+    size, nothing scrolled away): docs/images/page-<name>.png."""
+    for title in widget.pages:
+        widget.show_page(title)
+        _settle(0.3)
+        slug = title.lower().replace(" ", "-")
+        _save(_grab(widget), f"{prefix}-{slug}.png")
+    widget.show_page("Label")
 
 
 def _shot(viewer, name: str) -> None:
@@ -100,12 +98,20 @@ def _shot(viewer, name: str) -> None:
 
 
 def _show_results(widget) -> None:
-    """Scroll the widget to its results: the confidence plot and table."""
+    """The main page: the confidence plot and table are on it."""
+    widget.show_page("Label")
     _settle(0.2)
-    widget.scroll_area.ensureWidgetVisible(widget.scores, 0, 0)
+
+
+def _fresh_settings() -> None:
+    """Each picture starts from the widget's defaults: no settings remembered from the
+    person's own napari-sansa, nor from the picture before (objects, a tuned model...)."""
+    folder = Path(tempfile.mkdtemp(prefix="sansa-docs-settings-"))
+    os.environ["NAPARI_SANSA_SETTINGS"] = str(folder / "widget.json")
 
 
 def _new(launch):
+    _fresh_settings()
     viewer, widget = launch(sample=False, block=False)
     widget.model_panel.device.value = "cpu"
     return viewer, widget
@@ -194,8 +200,6 @@ def zstack(launch) -> None:
     widget.run()
     _wait_for_run(widget)
     widget.go_to_frame(5)
-    _settle(0.2)
-    widget.scroll_area.ensureWidgetVisible(widget.axes.ranges.box.native, 0, 120)
     _shot(viewer, "zstack.png")
     viewer.close()
 
@@ -231,8 +235,7 @@ def folder_run(launch) -> None:
     viewer.layers.selection.active = labels
     viewer.reset_view()
     widget.folder.list.setCurrentRow(1)
-    _settle(0.2)
-    widget.scroll_area.ensureWidgetVisible(widget.folder.open_button.native, 0, 4)
+    widget.show_page("Folder")
     _shot(viewer, "folder.png")
     viewer.close()
     shutil.rmtree(root.parent, ignore_errors=True)
@@ -252,8 +255,6 @@ def tz_ranges(launch) -> None:
     widget.run()
     _wait_for_run(widget)
     widget.go_to_frame(2 * 6 + 3)
-    _settle(0.2)
-    widget.scroll_area.ensureWidgetVisible(widget.axes.ranges.box.native, 0, 160)
     _shot(viewer, "ranges.png")
     viewer.close()
 
@@ -273,7 +274,21 @@ ONLY = {
     "zstack": zstack,
     "ranges": tz_ranges,
     "folder": folder_run,
+    "pages": lambda launch: _pages_of_photos(launch),
 }
+
+
+def _pages_of_photos(launch) -> None:
+    """The pages with an image set of three photos chosen (no run): docs/images/page-*."""
+    from skimage import data
+
+    viewer, widget = _new(launch)
+    for name in ("astronaut", "coffee", "camera"):
+        viewer.add_image(getattr(data, name)(), name=name)
+    widget.select_images(["astronaut"])
+    widget.new_points_layer()
+    pages(viewer, widget, prefix="photos")
+    viewer.close()
 
 
 def main() -> None:
@@ -300,6 +315,7 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
         return
 
+    _fresh_settings()
     viewer, widget = launch(sample=True, block=False)
     widget.model_panel.device.value = "cpu"
     _settle()
@@ -319,10 +335,7 @@ def main() -> None:
     viewer.reset_view()
     _settle()
     _save(viewer.screenshot(canvas_only=False, flash=False), "sample.png")
-    widget.advanced_fold.expand(animate=False)
-    _settle()
-    _save(_grab_all(widget), "widget.png")
-    widget.advanced_fold.collapse(animate=False)
+    pages(viewer, widget)
 
     # 2. prompts of other kinds on frame 3: clicks (positive, negative) and a box
     widget.go_to_frame(3)
@@ -397,7 +410,11 @@ def main() -> None:
     while panel.training.worker is not None:
         _settle(0.1)
     _settle()
-    _save(_section(widget, "Fine-tuning"), "finetune.png", width=560)
+    widget.show_page("Fine-tune")
+    _settle()
+    _save(_grab(widget), "finetune.png")
+    _save(viewer.screenshot(canvas_only=False, flash=False), "finetune-window.png")
+    widget.show_page("Label")
 
     # 7. objects: one label per coin, with the tuned model; counts per frame
     widget.large.instances.value = True
@@ -429,19 +446,6 @@ def _content(array):
     img = Image.fromarray(array).convert("RGB")
     box = img.convert("L").point(lambda v: 255 if v > 8 else 0).getbbox()
     return img.crop(box) if box else img
-
-
-def _section(widget, title):
-    """One section of the widget (its own controls, rendered whole even where the dock
-    scrolls it out of view)."""
-    from PIL import Image
-
-    pixmap = widget.sections[title].native.grab()
-    tmp = Path(tempfile.mkstemp(suffix=".png")[1])
-    pixmap.toImage().save(str(tmp))
-    out = Image.open(tmp).copy()
-    tmp.unlink()
-    return out
 
 
 if __name__ == "__main__":

@@ -173,6 +173,8 @@ def sansa_env(monkeypatch, weights, tmp_path):
     monkeypatch.setenv("NAPARI_SANSA_ADAPTER_CHECKPOINT", str(adapters))
     monkeypatch.setenv("NAPARI_SANSA_IMAGE_SIZE", str(SIZE))
     monkeypatch.setenv("NAPARI_SANSA_HOME", str(tmp_path / "sansa-home"))
+    # the widget's remembered settings: a file of the test's own
+    monkeypatch.setenv("NAPARI_SANSA_SETTINGS", str(tmp_path / "settings" / "widget.json"))
     return sam2, adapters
 
 

@@ -429,8 +429,12 @@ def _silence_stdout() -> None:
 
 
 def _gui(args) -> int:
-    from napari_sansa.napari.app import launch
+    from napari_sansa.core.errors import InvalidInputError
+    from napari_sansa.napari.app import display_problem, launch
 
+    problem = display_problem()
+    if problem:
+        raise InvalidInputError(problem)
     launch(args.files, sample=args.sample)
     return 0
 

@@ -392,3 +392,26 @@ def test_a_folder_in_the_way_is_told_in_the_widgets_words(folder, tmp_path, weig
     words, _ = gui_message(info.value)
     assert "is a folder" in words and "move or rename it" in words, words
     assert "--" not in words and "choose another output folder" in words, words
+
+
+def test_the_finished_outputs_list_keeps_the_sub_folders(make_sansa, qtbot, folder, tmp_path):
+    """Images of one name in two sub-folders are two lines that say which is which,
+    after the run and when a second Run lists the outputs finished before."""
+    data = tmp_path / "nested"
+    for sub in ("day1", "day2/well A"):
+        (data / sub).mkdir(parents=True)
+        shutil.copy(folder / "data" / "photo0.png", data / sub / "cells.png")
+    shutil.copy(folder / "data" / "photo1.png", data / "top.png")
+    viewer, widget = annotated(make_sansa, folder)
+    widget.select_folder(data, tmp_path / "labels")
+    run(qtbot, widget)
+    texts = {widget.folder.list.item(i).text() for i in range(widget.folder.list.count())}
+    assert texts == {"day1/cells.png", "day2/well A/cells.png", "top.png"}
+    run(qtbot, widget)  # nothing to do: the finished outputs are listed from scores.csv
+    assert widget.status.value.startswith("nothing to do"), widget.status.value
+    again = {widget.folder.list.item(i).text() for i in range(widget.folder.list.count())}
+    assert again == texts
+    image, labels = widget.folder.open_row(
+        [r.text for r in widget.folder.run.results].index("day2/well A/cells.png")
+    )
+    assert labels.data.shape == image.data.shape

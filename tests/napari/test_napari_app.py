@@ -99,3 +99,35 @@ def test_file_open_sample_shows_the_painted_frame(make_sansa):
     assert widget.image.value is viewer.layers["coins time-lapse"]
     assert viewer.dims.current_step[0] == 0
     assert widget.current_frame() == 0
+
+
+def test_gui_without_a_display_says_so_once_and_exits_2(tmp_path):
+    """Without a display Qt printed each of its errors twice and aborted (exit 134)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}  # fmt: skip
+    env["NAPARI_SANSA_SETTINGS"] = str(tmp_path / "widget.json")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    code = "import sys; from napari_sansa.cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", code, "gui", "--sample"], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("napari-sansa: error: no display"), lines
+    assert "xvfb-run" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("environ", "platform", "ok"),
+    [({}, "linux", False), ({"DISPLAY": ":0"}, "linux", True),
+     ({"WAYLAND_DISPLAY": "wayland-0"}, "linux", True),
+     ({"QT_QPA_PLATFORM": "offscreen"}, "linux", True), ({}, "darwin", True),
+     ({}, "win32", True)],
+)  # fmt: skip
+def test_display_problem(environ, platform, ok):
+    from napari_sansa.napari.app import display_problem
+
+    assert (display_problem(environ, platform) is None) is ok

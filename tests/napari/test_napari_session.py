@@ -318,3 +318,27 @@ def test_the_session_needs_no_qt_widgets():
     refs = session.promote(image, 1)
     np.testing.assert_array_equal(refs.data[1], np.where(out.data[1] == 3, 3, 0))
     assert session.edited_frames(image) == [1]  # class 1 was not taken: still the person's
+
+
+def test_busy_answers_without_side_effects(notifications):
+    """``busy()`` is a question: asked 48 times during a run (a polling loop) it posts
+    nothing; Run pressed during the run says it once."""
+    from napari.components import ViewerModel
+
+    from napari_sansa.napari.session import SansaSession
+
+    viewer = ViewerModel()
+    image = viewer.add_image(frames(), name="cells")
+    session = SansaSession(viewer)
+    messages = []
+    session.status.connect(messages.append)
+    session.worker = object()  # a run going
+    try:
+        assert all(session.busy() for _ in range(48))
+        assert messages == [] and notifications() == []
+        assert session.run(image, [], None) is session.worker
+        assert len(messages) == 1 and "already running" in messages[0]
+        assert notifications() == messages
+    finally:
+        session.worker = None
+    assert not session.busy()

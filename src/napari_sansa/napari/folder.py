@@ -48,13 +48,22 @@ class FolderResult:
     output: Path | None
     status: str  # ok, blank, failed, reference
     message: str = ""
+    folder: str = ""  # its sub-folder of the output folder ('' at the top), as written
 
     @property
     def text(self) -> str:
-        """The line shown in the widget's list."""
+        """The line shown in the widget's list: the image's name, under its sub-folder
+        (images of the same name in two sub-folders are two lines that differ)."""
+        name = f"{self.folder}/{self.source.name}" if self.folder else self.source.name
         if self.output is None:
-            return f"{self.source.name}: not labelled ({self.status})"
-        return self.source.name  # its label file: same name, .tif (the row's tooltip)
+            return f"{name}: not labelled ({self.status})"
+        return name  # its label file: same name, .tif (the row's tooltip)
+
+
+def _sub_folder(output: str | None) -> str:
+    """The sub-folder part of a label file's path relative to the output folder."""
+    parent = Path(output).parent.as_posix() if output else "."
+    return "" if parent == "." else parent
 
 
 @dataclass(frozen=True, eq=False)
@@ -249,7 +258,8 @@ class FolderRun:
             output = step.out / r["output"] if r["output"] else None
             if r["status"] in ("ok", "blank") and any(x.output == output for x in self.results):
                 continue  # a stack: one entry
-            result = FolderResult(source, output, r["status"], r.get("message", ""))
+            result = FolderResult(source, output, r["status"], r.get("message", ""),
+                                  _sub_folder(r["output"]))  # fmt: skip
             self.results.append(result)
             self.result.emit(result)
         self.progress.emit(step.done, step.total)
@@ -321,7 +331,8 @@ class FolderRun:
             if (output or source) in known:
                 continue
             known.add(output or source)
-            result = FolderResult(source, output, row.get("status", ""), row.get("message", ""))
+            result = FolderResult(source, output, row.get("status", ""), row.get("message", ""),
+                                  _sub_folder(row.get("output") if output else None))  # fmt: skip
             self.results.append(result)
             self.result.emit(result)
 

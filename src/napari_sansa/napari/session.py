@@ -48,6 +48,8 @@ __all__ = ["EDITED_ACTION", "NO_IMAGE", "FrameReport", "SansaSession"]
 
 #: the name of the action that takes the edited frames as references (a button in the widget)
 EDITED_ACTION = "Use edited frames"
+#: what Run says while a run is going
+ALREADY_RUNNING = "SANSA is already running: wait for it, or press Stop"
 
 #: said when every prompt is class 255 (a black-and-white mask opened as labels)
 MASK_255 = (
@@ -161,6 +163,7 @@ class SansaSession(Corrections):
         ``as_channels``: the listed layers are the channels of one image (see
         :func:`~.imageset.make_set_plan`)."""
         if self.busy():
+            self.notify(ALREADY_RUNNING)
             return self.worker
         settings = RunSettings() if settings is None else settings
         images = list(image) if isinstance(image, (list, tuple)) else [image]
@@ -227,9 +230,7 @@ class SansaSession(Corrections):
         return self.outputs[part]
 
     def busy(self) -> bool:
-        """Whether a run is going (then says so)."""
-        if self.worker is not None:
-            self.notify("SANSA is already running: wait for it, or press Stop")
+        """Whether a run is going (a question only: the caller says so where needed)."""
         return self.worker is not None
 
     def stop(self) -> None:

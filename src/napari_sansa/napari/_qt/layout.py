@@ -1,11 +1,15 @@
-"""The dock widget's layout: sections in a scroll area, a folded 'advanced' part, a
-footer that never moves, and controls that shrink to the dock's width."""
+"""The dock widget's layout: pages (the main loop, the model, options, a folder,
+fine-tuning, saving) turned by a grid of buttons, a footer that never moves (Run,
+Stop, progress, status), and controls that shrink to the dock's width."""
 
 from __future__ import annotations
 
 from magicgui.widgets import Container, Label, Select
 
-__all__ = ["DOCK_WIDTH", "fixed_message", "heading", "row", "scrolling", "section"]
+__all__ = [
+    "DOCK_WIDTH", "beside", "fixed_message", "heading", "page", "paged", "row", "section",
+    "elided", "show_page", "tight",
+]  # fmt: skip
 
 
 def row(*widgets) -> Container:
@@ -15,8 +19,44 @@ def row(*widgets) -> Container:
     row.native.layout().setSpacing(2)
     for w in widgets:
         w.native.setStyleSheet("padding-left: 2px; padding-right: 2px;")
-        w.native.setMinimumWidth(0)
+        w.native.setMinimumWidth(1)  # 1, not 0 (0 is "unset": Qt keeps the text's width)
     return row
+
+
+def elided(label: Label) -> None:
+    """A one-line label that shows its text cut with '…' on the right where the dock is
+    too narrow for it (set it with ``label.native.setProperty("full", text)`` and
+    ``refresh``); the whole text is its tooltip."""
+    from qtpy.QtCore import QEvent, QObject, Qt
+
+    native = label.native
+    native.setWordWrap(False)
+    native.setMinimumWidth(20)
+
+    def refresh():
+        text = native.property("full") or ""
+        room = max(native.contentsRect().width(), 20)
+        native.setText(native.fontMetrics().elidedText(text, Qt.TextElideMode.ElideRight, room))
+        native.setToolTip(text)
+
+    class OnResize(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802 - Qt's name
+            if event.type() == QEvent.Type.Resize:
+                refresh()
+            return False
+
+    native.installEventFilter(OnResize(native))
+    native.refresh_elided = refresh
+
+
+def tight(buttons: Container) -> Container:
+    """A row of buttons whose words fill them (no padding): three fit the dock's width."""
+    from napari.settings import get_settings
+
+    size = get_settings().appearance.font_size - 1  # napari's own 'decrease(font_size, 1)'
+    for w in buttons:
+        w.native.setStyleSheet(f"padding: 0px; font-size: {size}pt;")
+    return buttons
 
 
 def heading(text: str) -> Label:
@@ -59,6 +99,14 @@ SHORT_LABEL = 9
 SHORT_CHOICE = 8
 #: Qt property of the labels beside their controls
 BESIDE = "sansa_beside"
+#: a control with this attribute set sits beside its (short) label whatever its choices
+BESIDE_ALWAYS = "_sansa_beside"
+
+
+def beside(*widgets) -> None:
+    """Put these controls beside their short labels (a choice of long words elided)."""
+    for w in widgets:
+        setattr(w, BESIDE_ALWAYS, True)
 
 
 def _beside(widget) -> bool:
@@ -69,6 +117,8 @@ def _beside(widget) -> bool:
 
     if len(widget.label) > SHORT_LABEL:
         return False
+    if getattr(widget, BESIDE_ALWAYS, False):
+        return True
     if isinstance(widget, RangedWidget):
         return True
     if isinstance(widget, ComboBox) and not callable(widget._default_choices):
@@ -93,7 +143,8 @@ class _FollowVisibility:
 
         class Filter(QObject):
             def eventFilter(self, obj, event):  # noqa: N802 - Qt's name
-                if event.type() in (QEvent.Type.Show, QEvent.Type.Hide):
+                shown = (QEvent.Type.Show, QEvent.Type.ShowToParent)
+                if event.type() in (*shown, QEvent.Type.Hide, QEvent.Type.HideToParent):
                     target.setVisible(not obj.isHidden())
                 return False
 
@@ -106,9 +157,60 @@ def fixed_message(label: Label, lines: int = 3) -> None:
     native = label.native
     native.setWordWrap(True)
     native.setAlignment(native.alignment().AlignTop | native.alignment().AlignLeft)
-    native.setFixedHeight(native.fontMetrics().lineSpacing() * lines + 4)
+    native.setFixedHeight(native.fontMetrics().lineSpacing() * lines + 8)
     native.setMinimumWidth(40)
     label.changed.connect(lambda value: native.setToolTip(str(value)))
+    native.installEventFilter(_EndWithEllipsis(native))
+
+
+def fitting_words(text: str, fits) -> str:
+    """The longest start of ``text`` (whole words) that, with '…' after it, ``fits``."""
+    words = text.split(" ")
+    low, high = 0, len(words)
+    while low < high:  # the most words that fit
+        mid = (low + high + 1) // 2
+        if fits(" ".join(words[:mid]).rstrip(" ,;:") + "…"):
+            low = mid
+        else:
+            high = mid - 1
+    return " ".join(words[:low]).rstrip(" ,;:") + "…"
+
+
+def _EndWithEllipsis(native):  # noqa: N802 - a Qt object's factory
+    """Paints a wrapped message too long for its label's lines cut after its last whole
+    word that fits, with '…' (Qt cut it in the middle of a line); the whole text is the
+    label's text and tooltip."""
+    from qtpy.QtCore import QEvent, QObject, QRect, Qt
+    from qtpy.QtGui import QPainter
+
+    flags = (
+        Qt.AlignmentFlag.AlignTop.value
+        | Qt.AlignmentFlag.AlignLeft.value
+        | Qt.TextFlag.TextWordWrap.value
+    )
+
+    class Filter(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802 - Qt's name
+            if event.type() != QEvent.Type.Paint:
+                return False
+            rect = obj.contentsRect()
+            metrics = obj.fontMetrics()
+
+            def fits(text):
+                box = QRect(0, 0, rect.width(), 100_000)
+                height = metrics.boundingRect(box, flags, text).height()
+                return height <= rect.height() + metrics.leading()
+
+            text = obj.text()
+            if not text or fits(text):
+                return False
+            painter = QPainter(obj)
+            painter.setPen(obj.palette().color(obj.foregroundRole()))
+            painter.drawText(rect, flags, fitting_words(text, fits))
+            painter.end()
+            return True
+
+    return Filter(native)
 
 
 #: the dock's width: the canvas keeps most of napari's window
@@ -196,32 +298,9 @@ def _eliding(combo):
     return Elide(combo)
 
 
-def scrolling(widget: Container, sections: dict, advanced: Container, footer) -> None:
-    """Lay out the sections (headings, then their controls) and the folded 'advanced'
-    part in a vertical scroll area filling ``widget``, with ``footer`` fixed below."""
+def _scroll(body):
     from qtpy.QtCore import Qt
-    from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
-    from superqt import QCollapsible
-
-    body = QWidget()
-    layout = QVBoxLayout(body)
-    layout.setContentsMargins(4, 4, 4, 4)
-    layout.setSpacing(2)
-    for title, section in sections.items():
-        layout.addWidget(heading(title).native)
-        layout.addWidget(section.native)
-        if title == "Model":
-            fold = QCollapsible("Advanced settings")
-            fold.setContentsMargins(0, 0, 0, 0)
-            fold.layout().setContentsMargins(0, 0, 0, 0)
-            fold.content().layout().setContentsMargins(0, 0, 0, 0)
-            fold.setDuration(0)
-            fold.addWidget(advanced.native)
-            fold.setToolTip("threshold, resizing, probability maps, device, model input size")
-            layout.addWidget(fold)
-            widget.advanced_fold = fold
-    layout.addStretch(1)
-    compact(body)
+    from qtpy.QtWidgets import QScrollArea
 
     class Scroll(QScrollArea):
         def sizeHint(self):  # noqa: N802 - Qt's name: napari docks at this width
@@ -234,12 +313,95 @@ def scrolling(widget: Container, sections: dict, advanced: Container, footer) ->
     scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     scroll.setWidget(body)
     scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+    return scroll
+
+
+def page(*parts, stretch: bool = True):
+    """A page's body: ``parts`` (headings as strings, sections, Qt widgets) in a column;
+    the space left goes below them (``stretch``) or to the parts that grow."""
+    from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+    body = QWidget()
+    layout = QVBoxLayout(body)
+    layout.setContentsMargins(4, 4, 4, 4)
+    layout.setSpacing(2)
+    for part in parts:
+        if isinstance(part, str):
+            layout.addWidget(heading(part).native)
+        else:
+            layout.addWidget(getattr(part, "native", part))
+    if stretch:
+        layout.addStretch(1)
+    return body
+
+
+#: page buttons per row above the pages
+PAGE_COLUMNS = 3
+
+
+def paged(widget: Container, pages: dict, footer) -> None:
+    """Lay out ``pages`` (title -> page body) one at a time under a grid of page
+    buttons, each page in its own vertical scroll area, with ``footer`` (Run, Stop,
+    progress, status) fixed below every page. Sets ``widget.pages`` (title -> scroll
+    area), ``widget.page_buttons`` (title -> button) and ``widget.scroll_area`` (the
+    first page's); ``widget.show_page(title)`` turns pages."""
+    from qtpy.QtWidgets import (
+        QButtonGroup,
+        QGridLayout,
+        QSizePolicy,
+        QStackedWidget,
+        QToolButton,
+        QWidget,
+    )
+
+    bar = QWidget()
+    grid = QGridLayout(bar)
+    grid.setContentsMargins(4, 4, 4, 0)
+    grid.setSpacing(2)
+    group = QButtonGroup(bar)
+    group.setExclusive(True)
+    stack = QStackedWidget()
+    widget.pages, widget.page_buttons = {}, {}
+    for k, (title, body) in enumerate(pages.items()):
+        compact(body)
+        scroll = _scroll(body)
+        stack.addWidget(scroll)
+        button = QToolButton()
+        button.setText(title)
+        button.setCheckable(True)
+        button.setAutoRaise(False)
+        button.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        button.setMinimumWidth(1)
+        button.clicked.connect(lambda _=False, i=k: stack.setCurrentIndex(i))
+        group.addButton(button, k)
+        grid.addWidget(button, k // PAGE_COLUMNS, k % PAGE_COLUMNS)
+        widget.pages[title], widget.page_buttons[title] = scroll, button
+    bar.setStyleSheet(
+        "QToolButton { padding: 2px 1px; }"
+        " QToolButton:checked { font-weight: bold; border-bottom: 2px solid palette(highlight); }"
+    )
+    group.button(0).setChecked(True)
+    for part in (bar, footer.native):  # their widths do not widen the dock
+        part.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
     native = widget.native
+    # the pages take the dock's height: napari adds no stretch below a widget with a
+    # vertically expanding part (its stretch, of a factor that grows with each dock
+    # added in the process, took half the height from the pages of a second viewer)
+    stack.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
     native.layout().setContentsMargins(0, 0, 0, 0)
-    native.layout().addWidget(scroll)
-    footer.margins = (4, 2, 4, 4)
+    native.layout().setSpacing(0)
+    native.layout().addWidget(bar)
+    native.layout().addWidget(stack, 1)
+    footer.margins = (4, 2, 4, 2)
+    footer.native.layout().setSpacing(2)
     native.layout().addWidget(footer.native)
     compact(footer.native)
-    body.setMinimumWidth(0)
     native.setMinimumWidth(DOCK_WIDTH)
-    widget.scroll_area = scroll
+    widget.page_stack = stack
+    widget.scroll_area = next(iter(widget.pages.values()))
+
+
+def show_page(widget, title: str) -> None:
+    """Turn ``widget``'s pages to ``title``."""
+    widget.page_buttons[title].setChecked(True)
+    widget.page_stack.setCurrentWidget(widget.pages[title])

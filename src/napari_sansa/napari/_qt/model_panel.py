@@ -17,7 +17,7 @@ from napari_sansa.core.models.source import ModelSource
 from napari_sansa.napari.geometry import PromptError
 from napari_sansa.napari.worker import CUSTOM
 
-__all__ = ["ModelPanel", "model_description", "path_value"]
+__all__ = ["ModelPanel", "model_description", "model_line", "path_value"]
 
 ENV_CONFIG = "NAPARI_SANSA_CONFIG"
 ENV_SAM2 = "NAPARI_SANSA_SAM2_CHECKPOINT"
@@ -189,3 +189,17 @@ class ModelPanel:
             image_size=size,
             threads=threads,
         )
+
+
+def model_line(panel: ModelPanel) -> str:
+    """The model chosen in ``panel``, in a few words: its name, or the custom files."""
+    from pathlib import Path
+
+    if panel.model.value != CUSTOM:
+        return f"model: {panel.model.value}"
+    sam2, adapters = path_value(panel.sam2_file), path_value(panel.adapter_file)
+    if sam2 is None:
+        return "model: custom files (choose the SAM2 weights on 'Model')"
+    if adapters is None:
+        return f"model: plain SAM2, {Path(sam2).name}"
+    return f"model: {Path(adapters).name}, on {Path(sam2).name}"

@@ -33,16 +33,59 @@ __all__ = ["MAX_CLASS", "PromptInputs"]
 MAX_CLASS = 2**31 - 1  # a Qt spin box's limit; the layers themselves go to uint32
 
 
-def _full_names(qlist) -> None:
-    """Long layer names in a narrow list: cut at the start (the end tells the layers of
-    one image apart: "...[sansa points] (points)"), whole in the tooltip."""
+def _full_names(qlist, tips=None) -> None:
+    """Long layer names in a narrow list: cut on the right (the chosen image's own layers
+    are shown without its name, so what tells them apart comes first), whole in the
+    tooltip (``tips``: row -> tooltip)."""
     from qtpy.QtCore import Qt
 
-    qlist.setTextElideMode(Qt.TextElideMode.ElideLeft)
+    qlist.setTextElideMode(Qt.TextElideMode.ElideRight)
     qlist.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     for i in range(qlist.count()):
         item = qlist.item(i)
-        item.setToolTip(item.text())
+        item.setToolTip(tips[i] if tips and i < len(tips) else item.text())
+
+
+def check_boxes(select) -> None:
+    """Show which items of a magicgui Select are chosen with check boxes (a click on an
+    item, or on its box, chooses it or not; the selection and the boxes agree)."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QAbstractItemView
+
+    qlist = select.native
+    qlist.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
+    syncing = [False]
+    shown = Qt.ItemDataRole.UserRole + 7  # the box's state as last set here
+
+    def boxes_from_selection():
+        syncing[0] = True
+        try:
+            for i in range(qlist.count()):
+                item = qlist.item(i)
+                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+                state = Qt.CheckState.Checked if item.isSelected() else Qt.CheckState.Unchecked
+                if item.checkState() != state or item.data(shown) is None:
+                    item.setCheckState(state)
+                item.setData(shown, item.checkState() == Qt.CheckState.Checked)
+        finally:
+            syncing[0] = False
+
+    def selection_from_box(item):
+        checked = item.checkState() == Qt.CheckState.Checked
+        if syncing[0] or item.data(shown) is None or item.data(shown) == checked:
+            return  # not a click on the box (a tooltip, a flag, a new item)
+        syncing[0] = True
+        try:
+            item.setData(shown, checked)
+        finally:
+            syncing[0] = False
+        if item.isSelected() != checked:
+            item.setSelected(checked)
+
+    qlist.itemSelectionChanged.connect(boxes_from_selection)
+    qlist.itemChanged.connect(selection_from_box)
+    select._sansa_boxes = boxes_from_selection  # reset_choices makes new items
+    boxes_from_selection()
 
 
 class PromptInputs:
@@ -117,20 +160,28 @@ class PromptInputs:
         return self.images()
 
     def _prompt_choices(self, _widget=None):
-        return [
-            (f"{layer.name} ({type(layer).__name__.lower()})", layer)
-            for layer in self.viewer.layers
-            if is_prompt_layer(layer)
-        ]
+        return [(self._shown_name(layer), layer) for layer in self.viewer.layers
+                if is_prompt_layer(layer)]  # fmt: skip
+
+    def _shown_name(self, layer) -> str:
+        """A prompt layer's name in the list: for the chosen image's own layers the part
+        after the image's name ('[sansa points]'), else the name and the layer's kind."""
+        image = self.image.value if hasattr(self, "image") else None
+        name = layer.name
+        if image is not None and name.startswith(f"{image.name} ["):
+            return name[len(image.name) + 1 :]  # '[sansa points]': the image's own
+        return f"{name} ({type(layer).__name__.lower()})"
 
     def _fits(self, layer) -> bool:
+        """Whether ``layer`` holds prompts for the chosen images: made for one of them,
+        or made for none and of a shape that fits (a layer made for another image is
+        that image's, even where it would fit)."""
         image = self.image.value
         if image is None:
             return False
-        if (getattr(layer, "metadata", None) or {}).get(META_IMAGE) in {
-            im.name for im in self.images()
-        }:
-            return True
+        owner = (getattr(layer, "metadata", None) or {}).get(META_IMAGE)
+        if owner is not None and owner in self.viewer.layers:
+            return owner in {im.name for im in self.images()}
         try:
             return fit_problem(image, layer) is None
         except ValueError:
@@ -153,8 +204,16 @@ class PromptInputs:
         keep += [layer for layer in new if layer not in keep and self._fits(layer)]
         if keep != list(self.prompt_layers.value):
             self.prompt_layers.value = keep
-        for select in (self.prompt_layers, self.other_images):
-            _full_names(select.native)
+        self._show_prompt_list()
+
+    def _show_prompt_list(self) -> None:
+        tips = [f"{layer.name}: used by the next run when ticked"
+                for layer in self.prompt_layers.choices]  # fmt: skip
+        _full_names(self.prompt_layers.native, tips)
+        _full_names(self.other_images.native)
+        boxes = getattr(self.prompt_layers, "_sansa_boxes", None)
+        if boxes is not None:
+            boxes()
 
     def _choose_prompt_layer(self, layer) -> None:
         if layer not in self.prompt_layers.value:
@@ -170,7 +229,9 @@ class PromptInputs:
     def _on_images_changed(self, value=None) -> None:
         image = self.image.value
         candidates = [value for _, value in self._prompt_choices()]
+        self.prompt_layers.reset_choices()  # the names shown depend on the image
         self.prompt_layers.value = [layer for layer in candidates if self._fits(layer)]
+        self._show_prompt_list()
         self.axes.update(image)
         single = len(self.images()) <= 1 or bool(self.as_channels.value)
         self.as_channels.visible = len(self.images()) > 1

@@ -30,13 +30,41 @@ COLUMN_TIPS = (
     "the frame's lowest score over its classes (least confident first)",
     "ref: a reference, pred: predicted, kept: edited by hand and left as it was",
 )
+#: the confidence plot's height (px)
+PLOT_HEIGHT = 36
 KIND_COLORS = {"reference": "#4caf50", "predicted": "#42a5f5", "kept": "#ffb300"}
 #: the kind as the narrow table shows it (the whole word in its tooltip)
 KIND_TEXT = {"reference": "ref", "predicted": "pred", "kept": "kept"}
 
 
+class _Item(QTableWidgetItem):
+    """A cell that sorts by its sort value (a frame shown as 't=1, z=2' sorts by frame)."""
+
+    def __lt__(self, other):
+        mine, theirs = self.data(SORT_ROLE), other.data(SORT_ROLE)
+        if mine is not None and theirs is not None:
+            return mine < theirs
+        return super().__lt__(other)
+
+
+#: the item data role of a cell's sort value
+SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+def frame_text(key, label: str) -> str:
+    """What the frame column shows: the frame number, or for a stack with several frame
+    axes the position on them ('frame 5 (t=1, z=2)' -> 't=1, z=2'), or an image set's
+    label."""
+    if isinstance(key, int):
+        if label.startswith(f"frame {key} (") and label.endswith(")"):
+            return label[len(f"frame {key} (") : -1]
+        return str(key)
+    return label
+
+
 def _item(value, text: str | None = None, key=None) -> QTableWidgetItem:
-    item = QTableWidgetItem()
+    item = _Item()
+    item.setData(SORT_ROLE, value)
     # numbers as data (not text) so that sorting is numeric
     item.setData(Qt.ItemDataRole.DisplayRole, value if text is None else text)
     item.setData(Qt.ItemDataRole.UserRole, value if key is None else key)
@@ -44,7 +72,7 @@ def _item(value, text: str | None = None, key=None) -> QTableWidgetItem:
     return item
 
 
-def _sort_value(key):
+def sort_value(key):
     """Keys sort in frame order; an image set's (part, frame) as one number."""
     return key if isinstance(key, int) else key[0] * 1_000_000 + key[1]
 
@@ -88,6 +116,11 @@ class ScoreTable(QTableWidget):
         self._classes: list[int] = []
         self._fit_columns()
 
+    def sizeHint(self):  # noqa: N802 - Qt's name: a few rows; the page gives it the rest
+        hint = super().sizeHint()
+        hint.setHeight(self.minimumHeight())
+        return hint
+
     def clear_rows(self) -> None:
         self.setRowCount(0)
         self._items.clear()
@@ -118,7 +151,8 @@ class ScoreTable(QTableWidget):
         else:
             row = old.row()
         low = round(min(scores.values()), 3) if scores else float("nan")
-        first = _item(int(key)) if isinstance(key, int) else _item(_sort_value(key), label, key=key)
+        text = frame_text(key, label)
+        first = _item(sort_value(key), None if text == str(key) else text, key=key)
         first.setToolTip(label)
         self.setItem(row, 0, first)
         self._items[key] = first
@@ -158,6 +192,14 @@ class ScoreTable(QTableWidget):
     def frames(self) -> list:
         """Frame keys in the order the rows are shown."""
         return [self._key(r) for r in range(self.rowCount())]
+
+    def select_frame(self, key) -> None:
+        """Select (and scroll to) the row of ``key``."""
+        for r in range(self.rowCount()):
+            if self._key(r) == key:
+                self.selectRow(r)
+                self.scrollToItem(self.item(r, 0))
+                return
 
     def kinds(self) -> dict:
         """Frame key -> 'reference', 'predicted' or 'kept', as shown."""
@@ -199,8 +241,8 @@ class ConfidencePlot(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self._values: dict = {}  # key -> (lowest score, kind)
-        self.setMinimumHeight(56)
-        self.setMaximumHeight(56)
+        self.setMinimumHeight(PLOT_HEIGHT)
+        self.setMaximumHeight(PLOT_HEIGHT)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setToolTip("lowest score per frame, in frame order (green: references); click a bar")
 
@@ -215,7 +257,7 @@ class ConfidencePlot(QWidget):
 
     def keys(self) -> list:
         """The frames shown, left to right."""
-        return sorted(self._values, key=_sort_value)
+        return sorted(self._values, key=sort_value)
 
     def bar_rect(self, key) -> QRectF:
         """Where the bar of ``key`` is drawn (the whole column it can be clicked in)."""

@@ -133,9 +133,11 @@ class LossCurve(QWidget):
 class TrainingPanel:
     """The fine-tuning controls of the SANSA widget."""
 
-    def __init__(self, viewer, session, image, model_source, run_options):
+    def __init__(self, viewer, session, image, model_source, run_options, footer=None):
         """``image``, ``model_source``, ``run_options``: callables giving the widget's
-        chosen image layer, ModelSource and run options (tuned as the runs go)."""
+        chosen image layer, ModelSource and run options (tuned as the runs go); ``footer``:
+        a widget whose ``stop_button``, ``progress`` and ``status`` show the fine-tuning too
+        (one Stop, one progress bar and one status for everything), else the panel has its own."""
         self.viewer = viewer
         self.training = TrainingSession(session)
         self._image, self._model_source, self._run_options = image, model_source, run_options
@@ -164,29 +166,36 @@ class TrainingPanel:
         self.start_button = PushButton(
             text="Fine-tune", tooltip="start fine-tuning the adapters on the annotated frames"
         )
-        self.stop_button = PushButton(text="Stop", enabled=False)
-        self.progress = ProgressBar(min=0, max=1, value=0, label="steps done")
+        if footer is None:
+            self.stop_button = PushButton(text="Stop", enabled=False)
+            self.progress = ProgressBar(min=0, max=1, value=0, label="steps done")
+            self.status = Label(value="")
+            self.status.native.setWordWrap(True)
+        else:
+            self.stop_button, self.progress = footer.stop_button, footer.progress
+            self.status = footer.status
         self.curve = LossCurve()
         self.use_model = ComboBox(label="use", choices=MODEL_CHOICES, value="original",
                                   enabled=False)  # fmt: skip
         self.save_button = PushButton(text="Save adapters...", enabled=False)
-        self.status = Label(value="")
-        self.status.native.setWordWrap(True)
         holder = Container(labels=False)
         holder.margins = (0, 0, 0, 0)
         holder.native.layout().addWidget(self.curve)
-        buttons = row(self.start_button, self.stop_button)
         self.widgets = [
-            self.annotations, self.frames, self.found, self.steps, self.validation, buttons,
-            self.progress, holder, self.use_model, self.save_button, self.status,
+            self.annotations, self.frames, self.found, self.steps, self.validation,
+            self.start_button, holder, self.use_model, self.save_button,
         ]  # fmt: skip
+        if footer is None:
+            self.widgets[5:6] = [row(self.start_button, self.stop_button), self.progress]
+            self.widgets.append(self.status)
+            self.stop_button.changed.connect(self.stop)
         self.start_button.changed.connect(self.start)
-        self.stop_button.changed.connect(self.stop)
         self.save_button.changed.connect(self._on_save_clicked)
         self.use_model.changed.connect(self._on_use_changed)
         self.annotations.changed.connect(self.show_found)
         t = self.training
-        t.status.connect(self._show_status)
+        if footer is None:  # else the footer's owner shows the status
+            t.status.connect(self._show_status)
         t.step.connect(self._on_step)
         t.running.connect(self._on_running)
         t.model_changed.connect(self._on_model_changed)

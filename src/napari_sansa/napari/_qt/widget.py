@@ -26,16 +26,33 @@ from magicgui.widgets import (
 
 from napari_sansa.napari._qt.axes_panel import AxesPanel
 from napari_sansa.napari._qt.folder_panel import FolderPanel
-from napari_sansa.napari._qt.layout import fixed_message, row, scrolling, section
+from napari_sansa.napari._qt.layout import (
+    beside,
+    elided,
+    fixed_message,
+    page,
+    paged,
+    row,
+    section,
+    show_page,
+    tight,
+)
 from napari_sansa.napari._qt.model_panel import ModelPanel, path_value
 from napari_sansa.napari._qt.navigation import FrameNavigation
 from napari_sansa.napari._qt.objects_panel import ObjectCounts, TilesObjectsPanel
-from napari_sansa.napari._qt.prompt_inputs import PromptInputs
-from napari_sansa.napari._qt.scores import ConfidencePlot, ScoreTable
+from napari_sansa.napari._qt.prompt_inputs import PromptInputs, check_boxes
+from napari_sansa.napari._qt.scores import ConfidencePlot, ScoreTable, sort_value
+from napari_sansa.napari._qt.shortcuts import register_shortcuts
 from napari_sansa.napari._qt.training_panel import TrainingPanel
 from napari_sansa.napari._qt.workers import create_worker
 from napari_sansa.napari.messages import gui_message, option_name
-from napari_sansa.napari.session import EDITED_ACTION, FrameReport, SansaSession
+from napari_sansa.napari.session import (
+    ALREADY_RUNNING,
+    EDITED_ACTION,
+    FrameReport,
+    SansaSession,
+)
+from napari_sansa.napari.settings_store import RESET_TIP, WidgetSettings
 from napari_sansa.napari.worker import RunSettings
 
 if TYPE_CHECKING:
@@ -45,6 +62,8 @@ __all__ = ["SansaWidget", "warm_up_in_background"]
 
 #: the button that takes the frame shown as a reference
 USE_FRAME_ACTION = "Use shown frame"
+#: the status before anything ran
+READY = "ready: mark a few frames of the image, then press Run"
 #: what "Use shown frame" takes from the frame
 TAKE_CHOICES = [
     ("edited classes", "edited"),
@@ -80,69 +99,18 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
         self.viewer = viewer
         self.session = SansaSession(viewer, create_worker=create_worker)
         self._build_prompt_inputs()
-        # -- model --------------------------------------------------------------------
         self.model_panel = ModelPanel()
-        # -- run ----------------------------------------------------------------------
-        self.mode = ComboBox(
-            label="mode",
-            choices=["independent", "sequential"],
-            tooltip="independent: each frame sees only the references; sequential: frames "
-            "in order, each also sees the previous ones (time-lapses, z-stacks)",
-        )
-        self.threshold = FloatSpinBox(
-            label="threshold",
-            min=0.0,
-            max=1.0,
-            step=0.05,
-            value=0.5,
-            tooltip="a pixel belongs to a class when SANSA's probability is above this",
-        )
-        self.input_size = ComboBox(
-            label="resize first",
-            choices=[("640 px (authors)", 640), ("no", 0)],
-            value=640,
-            tooltip="the authors resize every image to 640 px before the model's own resize; "
-            "'no' goes straight to the model's size",
-        )
-        self.probabilities = CheckBox(
-            text="probability maps", value=False, tooltip="one float layer per class, 0..1"
-        )
+        self._build_run_controls()
+        self._build_review()
         self.large = TilesObjectsPanel()  # tiles and objects: _qt/objects_panel.py
         self.folder = FolderPanel(viewer, self.session.models)  # _qt/folder_panel.py
-        self.run_button = PushButton(text="Run")
-        self.stop_button = PushButton(text="Stop", enabled=False)
-        self.progress = ProgressBar(min=0, max=1, value=0, label="progress")
-        self.status = Label(value="")
-        fixed_message(self.status)
-        # -- results ------------------------------------------------------------------
-        self.take = ComboBox(
-            label="take",
-            choices=TAKE_CHOICES,
-            value="edited",
-            tooltip="what 'Use shown frame' copies into the references layer: the classes "
-            "you edited on it, the class chosen above, or all classes",
-        )
-        self.use_frame_button = PushButton(
-            text=USE_FRAME_ACTION,
-            tooltip="use the frame shown as a reference: copy the classes chosen under 'take' "
-            "of the shown frame of the output (after fixing it) into the references layer; "
-            "the next run uses them",
-        )
-        self.edited_button = PushButton(
-            text=EDITED_ACTION,
-            tooltip="use the edited frames as references: every frame you changed by hand "
-            "since SANSA wrote it (runs keep them as they are); its edited classes become "
-            "references",
-        )
-        self.scores = ScoreTable()
-        self.plot = ConfidencePlot()
         self.save_folder = FileEdit(label="save to", mode="d", nullable=True)
         self.save_format = ComboBox(label="format", choices=["tif", "png"])
         self.save_button = PushButton(text="Save frames", tooltip="one file per frame")
-        # -- fine-tuning: napari/_qt/training_panel.py ------------------------------------
+        # -- fine-tuning: napari/_qt/training_panel.py (Stop, progress, status: the footer's)
         self.training_panel = TrainingPanel(
             viewer, self.session, lambda: self.image.value, self.model_panel.settings,
-            lambda: self.run_settings().segment,
+            lambda: self.run_settings().segment, footer=self,
         )  # fmt: skip
         self.axes = AxesPanel(on_change=self._on_images_changed)
         self.session.names = self.folder.run.names = self.control_name  # errors' words
@@ -153,53 +121,133 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
             "shape, as napari splits a multichannel image) are its red, green and blue "
             "channels; the output is the first one's",
         )
-        self.prompt_layers.native.setMaximumHeight(84)
-        self.other_images.native.setMaximumHeight(64)
-        results = section(self.take, self.use_frame_button, self.edited_button)
-        self.object_counts = ObjectCounts()
-        results.native.layout().insertWidget(0, self.object_counts)
-        results.native.layout().insertWidget(0, self.scores)
-        results.native.layout().insertWidget(0, self.plot)
-        self.advanced = section(
-            self.threshold,
-            self.input_size,
-            self.probabilities,
-            *self.large.widgets,
-            *self.model_panel.advanced,
-        )
-        self.sections = {
-            "Images and prompts": section(
-                self.image,
-                self.other_images,
-                self.as_channels,
-                *self.axes.widgets,
-                self.prompt_layers,
-                row(self.new_points_button, self.new_shapes_button),
-                row(self.new_labels_button, Label(value="")),
-                self.class_id,
-                self.polarity,
-            ),
-            "Model": section(*self.model_panel.widgets),
-            "Run": section(
-                self.mode,
-                self.axes.sequential_axis,
-                self.axes.ranges.box,
-            ),
-            "Label a folder": self.folder.section,
-            "Results": results,
-            "Save": section(self.save_folder, self.save_format, self.save_button),
-            "Fine-tuning": section(*self.training_panel.widgets),
-        }
-        #: always visible below the scroll area: Run and Stop never move
-        self.footer = section(row(self.run_button, self.stop_button), self.progress, self.status)
-        scrolling(self, self.sections, self.advanced, self.footer)
+        self._lay_out()
         self._connect()
         self.folder.connect(self)
         self.reset_choices()
         self._on_image_changed()
         self.training_panel.reset_choices()
         self.show_first_reference()
+        self._show_model()
+        self.shortcuts = register_shortcuts(self)  # napari's keybindings: _qt/shortcuts.py
+        self.settings_store = WidgetSettings(self)  # remembered: napari/settings_store.py
         self.warmup = warm_up_in_background()
+
+    def _build_run_controls(self) -> None:
+        self.mode = ComboBox(
+            label="mode",
+            choices=["independent", "sequential"],
+            tooltip="independent: each frame sees only the references; sequential: frames "
+            "in order, each also sees the previous ones (time-lapses, z-stacks)",
+        )
+        self.threshold = FloatSpinBox(
+            label="threshold", min=0.0, max=1.0, step=0.05, value=0.5,
+            tooltip="a pixel belongs to a class when SANSA's probability is above this",
+        )  # fmt: skip
+        self.input_size = ComboBox(
+            label="resize first",
+            choices=[("640 px (authors)", 640), ("no", 0)],
+            value=640,
+            tooltip="the authors resize every image to 640 px before the model's own resize; "
+            "'no' goes straight to the model's size",
+        )
+        self.probabilities = CheckBox(
+            text="probability maps", value=False, tooltip="one float layer per class, 0..1"
+        )
+        # one Run, Stop, progress bar and status for a run, a folder run and fine-tuning
+        self.run_button = PushButton(
+            text="Run",
+            tooltip="label every frame without prompts (within the frame ranges) from the "
+            "frames marked in the ticked prompt layers, with the model on the line below; "
+            "with 'a folder on disk' ticked: every image of the folder",
+        )
+        self.stop_button = PushButton(
+            text="Stop",
+            enabled=False,
+            tooltip="stop what is running: a run or folder run (what is done is kept) or "
+            "fine-tuning (after its current step; the best state so far is kept)",
+        )
+        self.progress = ProgressBar(min=0, max=1, value=0, label="progress")
+        self.model_line = Label(value="")
+        self.status = Label(value="")
+        fixed_message(self.status)
+
+    def _build_review(self) -> None:
+        self.take = ComboBox(
+            label="'Use shown frame' takes",
+            choices=TAKE_CHOICES,
+            value="edited",
+            tooltip="what 'Use shown frame' copies into the references layer: the classes "
+            "you edited on it, the class chosen on the main page, or all classes",
+        )
+        self.use_frame_button = PushButton(
+            text=USE_FRAME_ACTION,
+            tooltip="use the frame shown as a reference: copy the classes chosen under "
+            "'Options: take' of the shown frame of the output (after fixing it) into the "
+            "references layer; the next run uses them",
+        )
+        self.edited_button = PushButton(
+            text=EDITED_ACTION,
+            tooltip="use the edited frames as references: every frame you changed by hand "
+            "since SANSA wrote it (runs keep them as they are); its edited classes become "
+            "references",
+        )
+        self.scores = ScoreTable()
+        self.plot = ConfidencePlot()
+        self.object_counts = ObjectCounts()
+        self.object_counts.setVisible(False)  # shown by a run with objects
+
+    def _lay_out(self) -> None:
+        self.prompt_layers.native.setMaximumHeight(58)
+        check_boxes(self.prompt_layers)  # which layers the next run uses: ticked
+        self.other_images.native.setMaximumHeight(42)
+        #: the main page's place for more prompt controls (e.g. a preview switch)
+        self.main_extras = section()
+        beside(self.image, self.mode)
+        images = section(
+            self.image, self.other_images, self.as_channels, *self.axes.widgets,
+            self.prompt_layers,
+            tight(row(self.new_points_button, self.new_shapes_button, self.new_labels_button)),
+            row(self.class_id, self.polarity), self.main_extras,
+            self.mode, self.axes.sequential_axis, self.axes.ranges.box,
+        )  # fmt: skip
+        self.scores.setMinimumHeight(60)
+        review = (self.plot, self.scores, self.object_counts)
+        main = page(images, *review, self.use_frame_button, self.edited_button, stretch=False)
+        main.layout().setStretchFactor(self.scores, 1)
+        self.advanced = section(
+            self.threshold, self.input_size, self.probabilities, self.take,
+            *self.large.widgets, *self.model_panel.advanced,
+        )  # fmt: skip
+        self.sections = {
+            "Images and prompts": images,
+            "Model": section(*self.model_panel.widgets),
+            "Options": self.advanced,
+            "Folder": self.folder.section,
+            "Fine-tune": section(*self.training_panel.widgets),
+            "Save": section(self.save_folder, self.save_format, self.save_button),
+        }
+        reset = PushButton(text="Reset to defaults", tooltip=RESET_TIP)
+        reset.changed.connect(lambda _=None: self.settings_store.reset())
+        self.reset_button = reset
+        pages = {"Label": main, "Model": page(self.sections["Model"])}
+        pages["Options"] = page(self.advanced, reset)
+        for title in ("Folder", "Fine-tune", "Save"):
+            pages[title] = page(self.sections[title])
+        self.progress.native.setFormat("")  # "%v / %m" once something runs
+        self.progress.native.setToolTip("frames (or fine-tuning steps) done")
+        buttons = row(self.run_button, self.stop_button, self.progress)
+        buttons.native.layout().setStretch(2, 1)  # Run and Stop as wide as their words
+        for button in (self.run_button, self.stop_button):
+            button.native.setMinimumWidth(button.native.sizeHint().width())
+        self.footer = section(buttons, self.model_line, self.status)
+        paged(self, pages, self.footer)
+        elided(self.model_line)
+        self.status.value = READY
+
+    def show_page(self, title: str) -> None:
+        """Turn to a page: 'Label', 'Model', 'Options', 'Folder', 'Fine-tune', 'Save'."""
+        show_page(self, title)
 
     def _connect(self) -> None:
         self.image.changed.connect(self._on_image_changed)
@@ -222,6 +270,13 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
         session.status.connect(self._show_status)
         session.frame_written.connect(self._on_frame_written)
         session.running.connect(self._on_running)
+        training = self.training_panel.training
+        training.status.connect(self._show_status)
+        training.running.connect(self._on_training)
+        training.model_changed.connect(self._show_model)
+        panel = self.model_panel
+        for w in (panel.model, panel.sam2_file, panel.adapter_file, panel.config):
+            w.changed.connect(self._show_model)
         layers = self.viewer.layers.events
         for event in (layers.inserted, layers.removed, layers.moved, layers.renamed):
             event.connect(self.reset_choices)
@@ -274,10 +329,11 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
         """Label the frames without prompts; returns the (started) worker, or None
         when the inputs cannot be used (the reason is shown as a notification)."""
         if self.session.busy():
+            self.session.notify(ALREADY_RUNNING)
             return self.session.worker
         training = self.training_panel.training
         if training.busy():
-            self.session.fail("fine-tuning is running: wait for it (or press its Stop), then Run")
+            self.session.fail("fine-tuning is running: wait for it (or press Stop), then Run")
             return None
         try:
             model_settings = training.model_source(self.model_panel.settings())
@@ -298,10 +354,36 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
         )
 
     def stop(self, value=None) -> None:
-        """Stop the run: frames done so far stay, nothing more is written."""
+        """Stop whatever is running: a run (frames done so far stay, nothing more is
+        written), a folder run, or fine-tuning (after its current step)."""
         self.session.stop()
         self.folder.run.stop()
+        self.training_panel.training.stop()
         self.stop_button.enabled = False
+
+    def step_class(self, step: int = 1) -> int:
+        """The next (``step`` 1) or previous (-1) class for the next prompt."""
+        self.class_id.value = min(max(int(self.class_id.value) + step, 1), self.class_id.max)
+        return int(self.class_id.value)
+
+    def go_to_next_uncertain(self):
+        """Show the next least certain labelled frame of the last run (lowest score
+        first, after the one shown last); returns its key, or None."""
+        order = sorted(
+            (low, sort_value(key), key)
+            for key, (low, kind) in self.plot._values.items()
+            if kind == "predicted"
+        )
+        keys = [key for *_, key in order]
+        if not keys:
+            self.session.notify("no labelled frames yet: press Run first", popup=False)
+            return None
+        last = getattr(self, "_last_uncertain", None)
+        key = keys[(keys.index(last) + 1) % len(keys)] if last in keys else keys[0]
+        self._last_uncertain = key
+        self.go_to_frame(key)
+        self.scores.select_frame(key)
+        return key
 
     def select_folder(self, input_folder, output_folder) -> None:
         """Label a folder on disk: Run then labels every image of ``input_folder`` into
@@ -362,10 +444,26 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
 
     # -- what the session reports -------------------------------------------------------
     def _show_status(self, message: str) -> None:
+        """The one status line of runs, folder runs and fine-tuning: the last message
+        (wrapped; whole in its tooltip, with a failure's details)."""
         self.status.value = message
         details = self.session.details
         if details and message == self.session.message and details != message:
             self.status.tooltip = details  # details on demand: hover over the message
+        else:
+            self.status.tooltip = message
+
+    def _show_model(self, *_) -> None:
+        """The line under Run: which model runs use (tuned or not)."""
+        from napari_sansa.napari._qt.model_panel import model_line
+
+        training = self.training_panel.training
+        text = model_line(self.model_panel)
+        if training.using == "tuned" and training.tuned is not None:  # said first: it fits
+            run = training.tuned.label.removeprefix("tuned ")
+            text = text.replace("model: ", f"model: tuned ({run}) from ", 1)
+        self.model_line.native.setProperty("full", text)
+        self.model_line.native.refresh_elided()
 
     def _on_running(self, running: bool) -> None:
         self.run_button.enabled = not running
@@ -373,15 +471,22 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
         if running:
             self.scores.clear_rows()
             self.object_counts.clear_rows()
+            self.object_counts.setVisible(False)
             self.plot.clear()
             self.progress.max = self.session.plan.total
             self._show_progress(0)
+
+    def _on_training(self, running: bool) -> None:
+        self.run_button.enabled = not running  # the panel shows Stop and the steps
+        self.progress.native.setFormat("%v / %m")
+        self._show_model()
 
     def _show_progress(self, done: int) -> None:
         # QProgressBar.setValue repaints at once (synchronously), which costs a whole
         # window repaint per frame (0.1 s on Xvfb/Mesa); with updates off it only
         # schedules a repaint, drawn with the canvas in the next event loop turn
         bar = self.progress.native
+        bar.setFormat("%v / %m")
         bar.setUpdatesEnabled(False)
         self.progress.value = done
         bar.setUpdatesEnabled(True)
@@ -390,5 +495,6 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
         self.scores.set_frame(report.key, report.scores, report.kind, report.label)
         self.plot.set_frame(report.key, report.scores, report.kind, report.label)
         if report.counts is not None:
+            self.object_counts.setVisible(True)
             self.object_counts.set_frame(report.key, report.counts)
         self._show_progress(self.session.done)
