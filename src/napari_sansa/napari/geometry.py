@@ -357,6 +357,8 @@ def is_prompt_layer(layer) -> bool:
         "output",
         "probability",
         "objects",
+        "preview",
+        "fix",
     )
 
 

@@ -1,0 +1,161 @@
+"""One frame at a time, for the annotation loop: its features ahead of time, and a mask
+redrawn by clicks on them.
+
+* :func:`cache_features` encodes one image into the model's feature cache (nothing
+  when it is there already), keyed as a run keys it, so a later run (or preview, or
+  redraw) of that image with the same pre-processing takes the features from the cache.
+  :func:`features_cached` says whether it is there.
+* :func:`redraw_mask` is SAM2's interactive decoding on one image's (cached) features:
+  points (positive and negative) and/or a box, optionally with a mask prompt (the
+  current mask, or the logits of the previous redraw), single-mask output. It returns
+  the mask at the image's size and the low-resolution logits, to give back as the mask
+  prompt of the next redraw.
+
+The preview of a reference frame is not computed here: it is
+:meth:`SansaModel.prepare_references <napari_sansa.core.model.SansaModel.prepare_references>`
+of that one reference (each reference and class is decoded on its own, so it is the
+same decoding as the run's, and the run finds it in the model's result cache).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.core.options import check_run_options
+
+__all__ = ["cache_features", "features_cached", "redraw_mask"]
+
+MASK_LOGIT = 10.0  # a mask given as a prompt becomes +-10 logits (as the engine does)
+
+
+def _options(input_size, intensity_range):
+    return check_run_options("independent", input_size, 0.5, intensity_range, None)
+
+
+def features_cached(model, image, *, input_size=640, intensity_range=None) -> bool:
+    """Whether the model's feature cache holds ``image``'s features for this
+    pre-processing (False when the cache is off)."""
+    if not model.feature_cache.enabled:
+        return False
+    key, _, _ = model._load_image(image, "image", _options(input_size, intensity_range))
+    return key in model.feature_cache
+
+
+def cache_features(model, image, *, input_size=640, intensity_range=None) -> bool:
+    """Encode ``image`` into the model's feature cache; True when it was encoded now,
+    False when it was there already. With the cache off (``cache_bytes=0``) nothing can
+    be kept: raises InvalidInputError."""
+    if not model.feature_cache.enabled:
+        raise InvalidInputError(
+            "the model's feature cache is off (cache_bytes=0): features cannot be kept for "
+            "later; load the model with a feature cache"
+        )
+    s = _options(input_size, intensity_range)
+    loaded = model._load_image(image, "image", s)
+    if loaded[0] in model.feature_cache:
+        return False
+    with model._compute():
+        model._features([loaded], s)
+    return True
+
+
+def redraw_mask(
+    model,
+    image,
+    *,
+    points=None,
+    positive=None,
+    box=None,
+    mask=None,
+    logits=None,
+    input_size=640,
+    intensity_range=None,
+):
+    """``(mask, logits)``: SAM2's mask for clicks and/or a box on ``image``.
+
+    ``points``: ``(N, 2)`` (row, col) pixel coordinates; ``positive``: N booleans
+    (default all True). ``box``: ``(row0, col0, row1, col1)``. ``mask``: the current
+    mask (``(H, W)`` bool) given to SAM2 as its mask prompt (as +-10 logits on the
+    model's grid, downsampled as a mask reference is); ``logits``: the low-resolution
+    logits of an earlier redraw, given as the mask prompt instead (SAM2's own way to
+    chain clicks; wins over ``mask``). The image is encoded once per pre-processing
+    (the model's feature cache). ``mask`` out: ``(H, W)`` bool; ``logits`` out:
+    ``(S/4, S/4)`` float32.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from napari_sansa.core.images import image_hw
+    from napari_sansa.core.preprocess import mask_to_input
+    from napari_sansa.core.prompts import Box
+    from napari_sansa.core.sam_points import NEGATIVE, POSITIVE, to_sam_xy
+
+    s = _options(input_size, intensity_range)
+    hw = tuple(image_hw(image, "image"))
+    h, w = hw
+    xy, kinds = [np.zeros((0, 2), np.float32)], [np.zeros(0, np.int32)]
+    if points is not None and len(points):
+        pts = np.asarray(points, dtype=float).reshape(-1, 2)
+        pos = np.ones(len(pts), bool) if positive is None else np.asarray(positive, bool)
+        if pos.shape != (len(pts),):
+            raise InvalidInputError(f"{len(pts)} clicks but {pos.size} positive flags")
+        bad = ~np.isfinite(pts).all(axis=1)
+        bad |= (pts[:, 0] < -0.5) | (pts[:, 0] > h) | (pts[:, 1] < -0.5) | (pts[:, 1] > w)
+        if bad.any():
+            r, c = pts[np.argmax(bad)]
+            raise InvalidInputError(
+                f"a click at (row={r:g}, col={c:g}) lies outside the {h}x{w} image: click on it"
+            )
+        if not pos.any() and box is None and mask is None and logits is None:
+            raise InvalidInputError(
+                "only negative clicks and nothing to remove them from: add a positive click "
+                "on the object (or a box)"
+            )
+        xy.append(to_sam_xy(pts, hw, model.image_size))
+        kinds.append(np.where(pos, POSITIVE, NEGATIVE))
+    if box is not None:
+        b = Box(tuple(box), label=1)
+        b.check_within(hw)
+        bxy, bkinds = b.sam_points(hw, model.image_size)
+        xy.append(bxy)
+        kinds.append(bkinds)
+    coords = np.concatenate(xy).astype(np.float32)
+    labels = np.concatenate(kinds).astype(np.int32)
+    if not len(coords):
+        raise InvalidInputError("give at least one click or a box to redraw the mask")
+    loaded = model._load_image(image, "image", s)
+    size = model.image_size
+    with model._compute():
+        feats = model._features([loaded], s)
+        dense = None
+        if logits is not None:
+            low = torch.as_tensor(np.asarray(logits, np.float32), device=model.device)
+            dense = low.reshape(1, 1, *low.shape[-2:])
+        elif mask is not None:
+            mask = np.asarray(mask, bool)
+            if mask.shape != hw:
+                raise InvalidInputError(
+                    f"the mask is {mask.shape[0]}x{mask.shape[1]} but the image {hw[0]}x{hw[1]}"
+                )
+            if mask.any():
+                m = mask_to_input(mask, size, s.input_size, model.device).float()
+                high = m * (2 * MASK_LOGIT) - MASK_LOGIT
+                dense = F.interpolate(
+                    high, size=(size // 4, size // 4), mode="bilinear",
+                    align_corners=False, antialias=True,
+                )  # fmt: skip
+        sam = model.sam
+        pix = feats.top + sam.no_mem_embed.view(1, -1, 1, 1)
+        if dense is not None:
+            dense = dense.to(pix.dtype)
+        out = model.engine.decode(
+            pix,
+            feats.high_res,
+            coords=torch.from_numpy(coords)[None].to(model.device),
+            labels=torch.from_numpy(labels)[None].to(model.device),
+            mask_prompt=dense,
+        )
+        low = out.low_res.float()
+        up = F.interpolate(low, size=hw, mode="bilinear", align_corners=False)
+    return up[0, 0].cpu().numpy() > 0, low[0, 0].cpu().numpy()
