@@ -30,6 +30,7 @@ from napari_sansa.napari._qt.layout import fixed_message, row, scrolling, sectio
 from napari_sansa.napari._qt.model_panel import ModelPanel, path_value
 from napari_sansa.napari._qt.navigation import FrameNavigation
 from napari_sansa.napari._qt.objects_panel import ObjectCounts, TilesObjectsPanel
+from napari_sansa.napari._qt.preview_panel import PreviewPanel
 from napari_sansa.napari._qt.prompt_inputs import PromptInputs
 from napari_sansa.napari._qt.scores import ConfidencePlot, ScoreTable
 from napari_sansa.napari._qt.training_panel import TrainingPanel
@@ -188,6 +189,7 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
             "Save": section(self.save_folder, self.save_format, self.save_button),
             "Fine-tuning": section(*self.training_panel.widgets),
         }
+        self.preview_panel = PreviewPanel(self)  # the preview switch, fix clicks: preview_panel.py
         #: always visible below the scroll area: Run and Stop never move
         self.footer = section(row(self.run_button, self.stop_button), self.progress, self.status)
         scrolling(self, self.sections, self.advanced, self.footer)
