@@ -315,7 +315,7 @@ def test_bad_clicks_change_nothing_and_say_why(session, source, notifications):
     out.data[2] = 0  # a frame nobody labelled
     from napari_sansa.napari import edits
 
-    edits._records(out).pop(2)
+    out.metadata[edits.WRITTEN_KEY].pop(2)
     assert fix(image, 2, 1, source, RunSettings(), points=[[10, 10]]) is None
     assert "was not labelled by a run" in session.messages[-1]
     other = session.viewer.add_image(stack(), name="other")

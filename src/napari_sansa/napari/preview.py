@@ -54,7 +54,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: seconds the widget waits after the last prompt edit before asking for a preview
-DEBOUNCE_S = 0.15
+DEBOUNCE_S = 0.05
 
 
 def preview_name(image_name: str) -> str:
@@ -336,9 +336,8 @@ class FramePreviews:
             )
             return None
         frame = int(frame)
-        if edits._written(output, geometry, frame) is None and not bool(
-            edits.current(output, geometry, frame).any()
-        ):
+        written = (output.metadata or {}).get(edits.WRITTEN_KEY) or {}
+        if frame not in written and not bool(edits.current(output, geometry, frame).any()):
             self.session.fail(
                 f"{geometry.describe(frame)} of '{image.name}' was not labelled by a run (it is "
                 "outside the frames labelled so far): run SANSA on it first, or add prompts "
