@@ -51,3 +51,32 @@ def test_bad_redraws_say_what_to_change(model, weights):
     with pytest.raises(ns.InvalidInputError, match="feature cache is off"):
         cache_features(uncached, image)
     assert not features_cached(uncached, image)
+
+
+def test_the_preview_of_a_reference_is_the_runs_decoding_of_it(recomputing_model, disk_mask):
+    from napari_sansa.core.preview import preview_reference
+
+    model = recomputing_model
+    image = make_image(74)
+    ref = ns.Reference(
+        image,
+        [
+            ns.Points([[30, 40], [35, 60], [10, 10]], label=1, positive=[1, 1, 0]),
+            ns.Box((60, 10, 85, 50), label=2),
+            ns.Mask(disk_mask, label=3),
+        ],
+    )
+    for threshold in (0.5, 0.3):
+        run = model.prepare_references([ref], threshold=threshold).decoded[0]
+        got = preview_reference(model, ref, threshold=threshold)
+        np.testing.assert_array_equal(got.labels, run.labels)
+        assert got.scores == run.scores and got.classes == run.classes
+        for c in run.classes:
+            np.testing.assert_array_equal(got.probabilities[c], run.probabilities[c])
+    big = np.tile(make_image(75, (500, 500), rgb=False), (4, 4))
+    tiny = np.zeros(big.shape, bool)
+    tiny[5, 5] = True  # lost at the model's input: the run's message
+    with pytest.raises(ns.InvalidInputError, match="disappears when resized"):
+        model.prepare_references([ns.Reference(big, [ns.Mask(tiny)])])
+    with pytest.raises(ns.InvalidInputError, match="disappears when resized"):
+        preview_reference(model, ns.Reference(big, [ns.Mask(tiny)]))

@@ -11,10 +11,12 @@ redrawn by clicks on them.
   the mask at the image's size and the low-resolution logits, to give back as the mask
   prompt of the next redraw.
 
-The preview of a reference frame is not computed here: it is
-:meth:`SansaModel.prepare_references <napari_sansa.core.model.SansaModel.prepare_references>`
-of that one reference (each reference and class is decoded on its own, so it is the
-same decoding as the run's, and the run finds it in the model's result cache).
+* :func:`preview_reference` is what a run decodes from one reference: the same
+  Prediction as ``model.prepare_references([reference]).decoded[0]`` (each reference
+  and class is decoded on its own in a run, so the other references do not change it),
+  by the same steps, without the memory entries a run also makes from it (SAM2's
+  memory encoder: more than half of the time of a reference, and not needed to see
+  its masks).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.options import check_run_options
 
-__all__ = ["cache_features", "features_cached", "redraw_mask"]
+__all__ = ["cache_features", "features_cached", "preview_reference", "redraw_mask"]
 
 MASK_LOGIT = 10.0  # a mask given as a prompt becomes +-10 logits (as the engine does)
 
@@ -58,6 +60,47 @@ def cache_features(model, image, *, input_size=640, intensity_range=None) -> boo
     with model._compute():
         model._features([loaded], s)
     return True
+
+
+def preview_reference(model, reference, *, input_size=640, intensity_range=None, threshold=0.5):
+    """The Prediction a run decodes from ``reference`` (its masks, scores and labels
+    equal to ``model.prepare_references([reference], ...).decoded[0]``'s), without the
+    memory entries; the features come from the feature cache when it holds them."""
+    import torch
+
+    from napari_sansa.core.engine import FrameOutput
+    from napari_sansa.core.options import check_references
+    from napari_sansa.core.preprocess import mask_to_input
+    from napari_sansa.core.references import _decode_prompt, _prompt_input
+    from napari_sansa.core.results import make_prediction
+
+    (ref,) = check_references([reference])
+    s = check_run_options("independent", input_size, threshold, intensity_range, None)
+    loaded = model._load_image(ref.image, "reference image 0", s)
+    no_pointer = FrameOutput(None, None, None)  # a mask's pointer goes to memory only
+    low, scores = {}, {}
+    with model._compute():
+        feats = model._features([loaded], s)
+        for c in ref.classes:
+            prompt = _prompt_input(model, ref, c, loaded[1])
+            if prompt[0] == "mask":
+                m = mask_to_input(prompt[1], model.image_size, s.input_size, model.device)
+                if not bool(m.any()):  # the run's own check and message
+                    _decode_prompt(model, feats, prompt, 0, c, s)
+                out = model.engine.decode_mask_prompt(feats, m, decoded=no_pointer)
+            else:
+                out = _decode_prompt(model, feats, prompt, 0, c, s)
+            low[c], scores[c] = out.low_res, out.score
+        classes = sorted(low)
+        return make_prediction(
+            0,
+            loaded[1],
+            torch.cat([low[c] for c in classes], dim=1)[0],
+            torch.cat([scores[c] for c in classes]),
+            classes,
+            s.threshold,
+            is_reference=True,
+        )
 
 
 def redraw_mask(

@@ -148,7 +148,7 @@ def _reader(plan: SetPlan):
 
 def _run_job(job: PreviewJob, cache) -> JobResult:
     import napari_sansa as ns
-    from napari_sansa.core.preview import cache_features, redraw_mask
+    from napari_sansa.core.preview import cache_features, preview_reference, redraw_mask
     from napari_sansa.napari.worker import reference_labels
 
     plan, s = job.plan, job.settings
@@ -193,15 +193,19 @@ def _run_job(job: PreviewJob, cache) -> JobResult:
             out[(part, frame)] = labels
             continue
         model = cache.get(job.model_settings)
-        memory = model.prepare_references(
-            [ns.Reference(reader.read(part, frame), ref.prompts)],
-            input_size=s.input_size,
-            intensity_range=intensity,
-            threshold=s.threshold,
-            tile_size=s.tile_size,
-            halo=s.halo,
-        )
-        out[(part, frame)] = reference_labels(memory.decoded[0], own, dtype)
+        reference = ns.Reference(reader.read(part, frame), ref.prompts)
+        if _tiled(s, p.geometry.hw):  # decoded tile by tile, as the run does
+            decoded = model.prepare_references(
+                [reference],
+                input_size=s.input_size,
+                intensity_range=intensity,
+                threshold=s.threshold,
+                tile_size=s.tile_size,
+                halo=s.halo,
+            ).decoded[0]
+        else:
+            decoded = preview_reference(model, reference, threshold=s.threshold, **pre)
+        out[(part, frame)] = reference_labels(decoded, own, dtype)
     return JobResult(job, out)
 
 
@@ -557,6 +561,9 @@ class FramePreviews:
         if job.kind == "prepare":
             for part, frame in job.frames:
                 self.prepared.add((job.names[part], frame))
+                image = self._image(job.names[part])
+                if image is not None:  # made now, so that no click waits for napari to make it
+                    self.preview_layer(image, _dtype(job.plan))
             (part, frame) = job.frames[0]
             where = image_geometry_of(job.plan, part).describe(frame)
             self._say(f"{where} of '{job.names[part]}' is ready: prompts on it preview at once")

@@ -69,7 +69,8 @@ def test_the_active_prompt_layer_prepares_the_shown_frame(make_sansa, qtbot):
     assert any("preparing frame 2 of 'cells'" in m for m in messages), messages
     assert any("frame 2 of 'cells' is ready" in m for m in messages), messages
     assert ("cells", 2) in widget.session.previews.prepared
-    assert "cells [sansa preview]" not in viewer.layers  # nothing to show yet
+    preview = viewer.layers["cells [sansa preview]"]  # made ready, empty: nothing to show yet
+    assert not preview.data.any()
 
 
 def test_the_switch_turns_previews_off_and_on(make_sansa, qtbot):
