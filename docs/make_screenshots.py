@@ -315,6 +315,11 @@ def preview_and_fix(launch) -> None:
     widget.preview_panel.switch.value = True
     _previews_quiet(widget)
     before = np.array(out.data[frame])
+    for layer in viewer.layers:  # the image, the output and the fix clicks only
+        layer.visible = layer in (viewer.layers[name], out, fix)
+    viewer.reset_view()
+    _settle(1.5)
+    shown = _content(viewer.screenshot(canvas_only=True, flash=False))
     fix.add(np.array([[frame, 100, 140]]))
     _previews_quiet(widget)
     widget.polarity.value = "negative"
@@ -323,8 +328,25 @@ def preview_and_fix(launch) -> None:
     changed = int((np.asarray(out.data[frame]) != before).sum())
     print(f"fix: {changed} pixels of frame {frame} changed; status: {widget.status.value}")
     fix.mode = "pan_zoom"
-    _shot(viewer, "fix.png")
+    viewer.reset_view()  # the whole frame again (the dock's width may have changed)
+    _settle(1.5)
+    fixed = _content(viewer.screenshot(canvas_only=True, flash=False))
+    _save(_side_by_side(shown, fixed), "fix.png", width=1089)
     viewer.close()
+
+
+def _side_by_side(left, right, gap: int = 12):
+    """Two pictures next to each other on a dark background (before | after), the
+    right one scaled to the left one's height."""
+    from PIL import Image
+
+    if right.height != left.height:
+        w = round(right.width * left.height / right.height)
+        right = right.resize((w, left.height), Image.LANCZOS)
+    out = Image.new("RGB", (left.width + gap + right.width, max(left.height, right.height)))
+    out.paste(left, (0, 0))
+    out.paste(right, (left.width + gap, 0))
+    return out
 
 
 #: ``make_screenshots.py NAME ...`` retakes only these pictures

@@ -1,6 +1,6 @@
 """The dock's preview switch and click-fix buttons, wired to ``session.previews``.
 
-One row under the prompt controls: "preview" (the switch), "fix clicks" (a Points
+Under the prompt controls: "preview" (the switch), then a row of "fix clicks" (a Points
 layer whose clicks redraw a class on a labelled frame) and "clear class" (the chosen
 class's prompts off the shown frame). It follows the viewer: a prompt edit, another
 frame, another active layer or image, a model or setting change ask the session for
@@ -46,8 +46,8 @@ class PreviewPanel:
             text="clear class",
             tooltip="remove the chosen class's prompts (and fix clicks) from the shown frame",
         )
-        self.row = row(self.switch, self.fix_button, self.clear_button)
-        widget.sections["Images and prompts"].append(self.row)
+        self.row = row(self.fix_button, self.clear_button)
+        widget.sections["Images and prompts"].extend([self.switch, self.row])
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(int(DEBOUNCE_S * 1000))
