@@ -227,6 +227,7 @@ class FramePreviews:
         #: (the widget adds fine-tuning's); a run of the session always counts
         self.blockers: list = []
         self.worker = None
+        self.current: PreviewJob | None = None  # the job being computed
         self.state = "idle"  # 'idle', 'preparing', 'previewing', 'fixing', 'waiting'
         self.prepared: set = set()  # (image name, frame): features in the cache
         self._queue: deque[PreviewJob] = deque()
@@ -373,6 +374,11 @@ class FramePreviews:
             if current.any():
                 extra["mask"] = current
             self._chains.pop(key, None)
+        if self._preparing(image.name, frame):
+            self._say(
+                f"{geometry.describe(frame)} of '{image.name}' is being prepared: the click is "
+                "applied as soon as its features are ready"
+            )
         plan = preview_plan([image], [])
         job = PreviewJob(
             "fix",
@@ -479,6 +485,12 @@ class FramePreviews:
         return layer
 
     # -- the queue ----------------------------------------------------------------------
+    def _preparing(self, name: str, frame: int) -> bool:
+        """Whether the features of ``frame`` of the image ``name`` are being prepared (or
+        wait to be)."""
+        jobs = [j for j in (self.current, *self._queue) if j is not None and j.kind == "prepare"]
+        return any((j.names[p], f) == (name, frame) for j in jobs for p, f in j.frames)
+
     def _check_frames(self, plan: SetPlan, images, frames) -> tuple:
         out = []
         for part, frame in frames:
@@ -505,7 +517,7 @@ class FramePreviews:
             self.state = "waiting"
             self._say(f"preview waits: {reason}; it is computed when that ends")
             return
-        job = self._queue.popleft()
+        job = self.current = self._queue.popleft()
         self.state = {"prepare": "preparing", "preview": "previewing", "fix": "fixing"}[job.kind]
         self._say(self._describe(job))
         create_worker = self.session.create_worker
@@ -543,7 +555,7 @@ class FramePreviews:
         self._say(f"preview failed: {type(exc).__name__}: {exc}")
 
     def _on_finished(self) -> None:
-        self.worker = None
+        self.worker = self.current = None
         if self.state != "waiting":
             self.state = "idle"
         if self.session.alive:

@@ -131,3 +131,26 @@ def test_a_click_fixes_a_labelled_frame_and_undo_takes_it_back(make_sansa, qtbot
     # 'clear class' takes the fix clicks (and prompts) of the class off the shown frame
     assert widget.preview_panel.clear_class() == 1
     assert len(fix.data) == 0
+
+
+def test_a_click_on_a_frame_still_being_prepared_waits_for_it(make_sansa, qtbot):
+    viewer, widget = make_sansa((frames(), {"name": "cells"}, "image"))
+    add_clicks(viewer, widget, 0, [(20, 20)])
+    assert widget.run() is not None
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT)
+    idle(qtbot, widget)
+    out = viewer.layers["cells [sansa]"]
+    before = np.array(out.data)
+    image = viewer.layers["cells"]
+    image.data[2] = 255 - image.data[2]  # new pixels: frame 2 must be encoded again
+    image.refresh()
+    previews = widget.session.previews
+    settings, source = widget.run_settings(), widget.model_panel.settings()
+    assert previews.prepare(image, source, settings, [(0, 2)]) is not None
+    assert previews.current is not None and previews.current.kind == "prepare"
+    assert previews.fix(image, 2, 1, source, settings, points=[[30, 40]]) is not None
+    assert "is being prepared: the click is applied" in widget.status.value
+    idle(qtbot, widget)
+    assert previews.last.job.kind == "fix" and previews.last.error is None
+    assert not np.array_equal(out.data[2], before[2])
+    np.testing.assert_array_equal(out.data[[0, 1]], before[[0, 1]])
