@@ -39,8 +39,9 @@ def session(shared_model_cache):
 
     viewer = ViewerModel()
     s = SansaSession(viewer, models=shared_model_cache)
-    s.messages = []
+    s.messages = []  # the session's status and the preview's own state, in order
     s.status.connect(s.messages.append)
+    s.previews.status.connect(s.messages.append)
     return s
 
 
@@ -365,6 +366,7 @@ def test_one_action_clears_a_class_on_the_shown_frame(session, source):
     removed = session.previews.clear_class(image, 1, 1, [points, shapes, paint])
     assert removed == 1 + 1 + 25
     np.testing.assert_array_equal(points.data, [[1, 25, 35], [2, 20, 30]])
+    assert points.features["label"].tolist() == [2, 1]  # each point kept its own class
     assert len(shapes.data) == 0
     assert not (paint.data[1] == 1).any() and (paint.data[1] == 2).any()
     paint.undo()
@@ -388,6 +390,7 @@ def test_a_preview_during_a_run_waits_for_it(session, source):
     assert viewer.layers["cells [sansa preview]"].data[1].any()
     # fine-tuning (the widget adds its blocker) holds previews back the same way
     session.previews.blockers.append(lambda: "fine-tuning is running")
+    points.add([1, 30, 40])
     session.previews.request(image, [points], source, RunSettings(), [(0, 1)])
     assert "fine-tuning is running" in session.messages[-1]
     session.previews.blockers.clear()
@@ -423,3 +426,42 @@ def test_a_model_change_with_cached_features_previews_with_the_new_model(session
     )
     assert first.shape == expected.labels.shape
     session.models.clear()  # the shared cache goes back to the tests' model
+
+
+def test_only_frames_whose_prompts_changed_are_decoded_again(session, source, monkeypatch):
+    viewer = session.viewer
+    a = viewer.add_image(make_image(11, (H, W), rgb=False), name="a")
+    b = viewer.add_image(make_image(12, (H, W), rgb=False), name="b", translate=(0, W + 10))
+    meta = {"napari-sansa-image": "a"}
+    pa = viewer.add_points([[20, 20]], name="pa", metadata=meta)
+    pb = viewer.add_points([[20, W + 30]], name="pb", metadata={"napari-sansa-image": "b"})
+    frames = [(0, 0), (1, 0)]
+    assert session.previews.request([a, b], [pa, pb], source, RunSettings(), frames).frames == (
+        (0, 0),
+        (1, 0),
+    )
+    assert session.previews.request([a, b], [pa, pb], source, RunSettings(), frames) is None
+    pb.add([30, W + 40])
+    job = session.previews.request([a, b], [pa, pb], source, RunSettings(), frames)
+    assert job.frames == ((1, 0),)
+    c = viewer.add_image(make_image(13, (H, W), rgb=False), name="c", translate=(H + 10, 0))
+    both = run_reference(session, [a, b, c], [pa, pb], source, RunSettings(), (1, 0))
+    np.testing.assert_array_equal(viewer.layers["b [sansa preview]"].data, both)
+    job = session.previews.request([a, b], [pa, pb], source, RunSettings(threshold=0.3), frames)
+    assert job.frames == ((0, 0), (1, 0))  # another setting: both again
+
+
+def test_a_failing_preview_is_said_and_raises_nothing(session, source, monkeypatch):
+    viewer = session.viewer
+    image = viewer.add_image(stack(), name="cells")
+    points = viewer.add_points([[1, 20, 30]], name="clicks")
+
+    def broken(settings):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(session.models, "get", broken)
+    session.previews.request(image, [points], source, RunSettings(), [(0, 1)])
+    assert session.previews.message == "preview: failed: KeyError: 'a bug'"
+    assert session.messages[-1] == session.previews.message
+    assert "cells [sansa preview]" not in viewer.layers
+    assert session.previews.state == "idle"

@@ -37,6 +37,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
+from psygnal import Signal
 
 from napari_sansa.napari.geometry import META_KEY, PromptError, image_geometry
 from napari_sansa.napari.imageset import META_IMAGE, SetPlan, assign_prompt_layers
@@ -134,9 +135,12 @@ def run_job(job: PreviewJob, cache) -> JobResult:
         from napari_sansa.napari.messages import gui_message
 
         return JobResult(job, {}, error=gui_message(exc, job.model_settings)[0])
-    except RuntimeError as exc:
+    except Exception as exc:  # noqa: BLE001 - torch's RuntimeErrors, and bugs: logged, shown
+        # a preview is background work: its failure is said in the preview's state (with
+        # the traceback in the log), never raised into napari's event loop, where a run's
+        # failure already goes
         logger.exception("SANSA preview failed")
-        return JobResult(job, {}, error=f"SANSA preview failed: {type(exc).__name__}: {exc}")
+        return JobResult(job, {}, error=f"failed: {type(exc).__name__}: {exc}")
 
 
 def _reader(plan: SetPlan):
@@ -219,6 +223,10 @@ def _dtype(plan: SetPlan):
 class FramePreviews:
     """Previews, prepared frames and click fixes of one :class:`~.session.SansaSession`."""
 
+    #: the preview's state ("preparing frame 3 ...", "frame 3 ... is ready", "preview: ...",
+    #: "preview waits: ..."): the widget shows it under its switch
+    status = Signal(str)
+
     def __init__(self, session):
         self.session = session
         #: the switch: False stops previews (and hides the preview layers)
@@ -229,17 +237,28 @@ class FramePreviews:
         self.worker = None
         self.current: PreviewJob | None = None  # the job being computed
         self.state = "idle"  # 'idle', 'preparing', 'previewing', 'fixing', 'waiting'
-        self.prepared: set = set()  # (image name, frame): features in the cache
+        #: (image name, frame) -> the model and pre-processing its features were cached for
+        self.prepared: dict = {}
         self._queue: deque[PreviewJob] = deque()
         self._generation = 0
         self._requests: dict = {}  # the last preview request, to redo when a layer goes
-        self._chains: dict = {}  # (image name, frame, class) -> (clicks, logits, base mask)
+        self._chains: dict = {}  # (image name, frame, class) -> (clicks, logits)
+        self._written: dict = {}  # (image name, frame) -> what its preview was made from
         self._lock = threading.Lock()
         self.last: JobResult | None = None  # the last job's result (tests, benchmarks)
+        self.message = ""  # the last state said
         session.running.connect(self._on_run_state)
 
     # -- what the person sees ---------------------------------------------------------
     def _say(self, message: str) -> None:
+        """The preview's own state (the widget shows it under its switch): never over the
+        session's status, which tells how the last run went."""
+        self.message = message
+        if self.session.alive:
+            self.status.emit(message)
+
+    def _tell(self, message: str) -> None:
+        """What a fix or a clearing did: in the session's status (an action of the person)."""
         self.session.notify(message, popup=False)
 
     def _warn(self, message: str) -> None:
@@ -269,7 +288,8 @@ class FramePreviews:
             self._say(f"preview: {exc}")
             return None
         names = tuple(im.name for im in images)
-        todo = tuple(pf for pf in frames if (names[pf[0]], pf[1]) not in self.prepared)
+        key = _prepare_key(plan, model_settings, settings)
+        todo = tuple(pf for pf in frames if self.prepared.get((names[pf[0]], pf[1])) != key)
         if not todo:
             return None
         job = PreviewJob("prepare", plan, todo, model_settings, settings, 0, names)
@@ -299,9 +319,32 @@ class FramePreviews:
             self._say(f"preview: {exc}")
             return None
         names = tuple(im.name for im in images)
-        job = PreviewJob("preview", plan, frames, model_settings, settings, self._generation, names)
+        keys = {pf: _preview_key(plan, pf, model_settings, settings) for pf in frames}
+        todo = tuple(pf for pf in frames if not self._up_to_date(names[pf[0]], pf[1], keys[pf]))
         self._queue = deque(j for j in self._queue if j.kind != "preview")  # the newest wins
+        if not todo:
+            return None  # every frame asked for is previewed as it is
+        job = PreviewJob(
+            "preview",
+            plan,
+            todo,
+            model_settings,
+            settings,
+            self._generation,
+            names,
+            {"keys": {pf: keys[pf] for pf in todo}},
+        )
         return self._submit(job)
+
+    def _up_to_date(self, name: str, frame: int, key: tuple) -> bool:
+        """Whether the preview of ``frame`` of the image ``name`` shows what ``key`` says
+        (the same prompts, scaling, model and settings): then it needs no new job."""
+        if self._written.get((name, frame)) != key:
+            return False
+        image = self._image(name)
+        return image is not None and (
+            self.preview_layer(image, make=False) is not None or not key[0]
+        )
 
     def fix(
         self,
@@ -375,7 +418,7 @@ class FramePreviews:
                 extra["mask"] = current
             self._chains.pop(key, None)
         if self._preparing(image.name, frame):
-            self._say(
+            self._tell(
                 f"{geometry.describe(frame)} of '{image.name}' is being prepared: the click is "
                 "applied as soon as its features are ready"
             )
@@ -444,15 +487,15 @@ class FramePreviews:
                 here = not lead.shape[1] or geometry.frame(lead[0]) == frame
                 if here and int(labels[i]) == int(label):
                     gone.append(i)
-            if gone:
-                if isinstance(layer, Points):
-                    layer.data = np.delete(np.asarray(layer.data), gone, axis=0)
-                else:
-                    layer.selected_data = set(gone)
-                    layer.remove_selected()
+            if gone:  # by selection: each item goes with its own features
+                selected = set(layer.selected_data)
+                layer.selected_data = set(gone)
+                layer.remove_selected()
+                left = [i - sum(g < i for g in gone) for i in selected if i not in gone]
+                layer.selected_data = set(left)
                 removed += len(gone)
         self._chains.pop((image.name, frame, int(label)), None)
-        self._say(
+        self._tell(
             f"class {label}: {removed} prompt item(s)/pixel(s) removed from "
             f"{geometry.describe(frame)} of '{image.name}'"
             if removed
@@ -519,7 +562,7 @@ class FramePreviews:
             return
         job = self.current = self._queue.popleft()
         self.state = {"prepare": "preparing", "preview": "previewing", "fix": "fixing"}[job.kind]
-        self._say(self._describe(job))
+        (self._tell if job.kind == "fix" else self._say)(self._describe(job))
         create_worker = self.session.create_worker
         if create_worker is None:  # no Qt: at once, in this thread
             self._on_result(run_job(job, self.session.models))
@@ -568,11 +611,15 @@ class FramePreviews:
             return
         job = result.job
         if result.error:
-            self._say(f"{'fix' if job.kind == 'fix' else 'preview'}: {result.error}")
+            if job.kind == "fix":
+                self._warn(f"fix: {result.error}; nothing was changed")
+            else:
+                self._say(f"preview: {result.error}")
             return
         if job.kind == "prepare":
+            key = _prepare_key(job.plan, job.model_settings, job.settings)
             for part, frame in job.frames:
-                self.prepared.add((job.names[part], frame))
+                self.prepared[(job.names[part], frame)] = key
                 image = self._image(job.names[part])
                 if image is not None:  # made now, so that no click waits for napari to make it
                     self.preview_layer(image, _dtype(job.plan))
@@ -583,8 +630,9 @@ class FramePreviews:
         if job.kind == "fix":
             self._write_fix(result)
             return
+        key = _prepare_key(job.plan, job.model_settings, job.settings)
         for part, frame in job.frames:
-            self.prepared.add((job.names[part], frame))
+            self.prepared[(job.names[part], frame)] = key
         if job.generation != self._generation:
             return  # a newer request is on its way
         gone = [r for r in self._requests.get("layers", []) if r() is None]
@@ -663,6 +711,7 @@ class FramePreviews:
             geometry = image_geometry(image)
             if geometry.hw != labels.shape or frame >= geometry.n_frames:
                 continue  # the image changed meanwhile: the next request previews it
+            self._written[(image.name, frame)] = job.fix["keys"][(part, frame)]
             layer = self.preview_layer(image, labels.dtype, make=bool(labels.any()))
             if layer is None:
                 continue
@@ -708,10 +757,32 @@ class FramePreviews:
         key = (image.name, frame, label)
         self._chains[key] = (job.fix["clicks"], result.logits)
         where = geometry.describe(frame)
-        self._say(
+        self._tell(
             f"fixed class {label} on {where} of '{image.name}' ({changed[0].size} pixels changed; "
             "Ctrl+Z in the output layer undoes it); the frame counts as edited by hand"
         )
+
+
+def _prepare_key(plan: SetPlan, model_settings, settings) -> tuple:
+    """What cached features depend on besides the pixels: the model, the resize, the
+    set's scaling."""
+    return (repr(model_settings), settings.input_size, plan.shared_intensity_range())
+
+
+def _preview_key(plan: SetPlan, part_frame, model_settings, settings) -> tuple:
+    """What the preview of ``part_frame`` is made from: its prompts, the scaling of the
+    set, the model and the settings (an unchanged key needs no new preview). The first
+    item is empty when the frame has no prompts."""
+    import hashlib
+
+    part, frame = part_frame
+    ref = next((r for r in plan.parts[part].references if r.frame == frame), None)
+    digest = hashlib.blake2b(digest_size=16)
+    for prompt in () if ref is None else ref.prompts:
+        digest.update(prompt.fingerprint())
+    prompts = "" if ref is None else digest.hexdigest()
+    shared = plan.shared_intensity_range()
+    return (prompts, shared, repr(model_settings), repr(settings), plan.parts[part].intensity_range)
 
 
 def _extends(before, now) -> bool:

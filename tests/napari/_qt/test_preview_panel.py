@@ -48,7 +48,7 @@ def test_the_preview_follows_the_clicks_and_is_what_the_run_writes(make_sansa, q
     shown = np.array(preview.data[1])
     assert shown.any() and not preview.data[0].any()
     assert viewer.layers.selection.active is points  # the clicks go on where they were
-    assert widget.session.previews.prepared >= {("cells", 1)}
+    assert ("cells", 1) in widget.session.previews.prepared
     worker = widget.run()
     assert worker is not None, widget.status.value
     qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT)
@@ -56,13 +56,14 @@ def test_the_preview_follows_the_clicks_and_is_what_the_run_writes(make_sansa, q
     # a removed click updates the preview
     points.data = points.data[:1]
     idle(qtbot, widget)
-    assert "preview: frame 1" in widget.status.value
+    assert "preview: frame 1" in widget.preview_panel.state.value
+    assert widget.status.value == "done: 3 frames"  # the run's outcome stays in the status
 
 
 def test_the_active_prompt_layer_prepares_the_shown_frame(make_sansa, qtbot):
     viewer, widget = make_sansa((frames(seed=70), {"name": "cells"}, "image"))
     messages = []
-    widget.session.status.connect(messages.append)
+    widget.session.previews.status.connect(messages.append)
     widget.go_to_frame(2)
     widget.new_points_layer()  # active, no clicks yet
     idle(qtbot, widget)

@@ -12,9 +12,9 @@ worker does that).
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import CheckBox, PushButton
+from magicgui.widgets import CheckBox, Label, PushButton
 
-from napari_sansa.napari._qt.layout import row
+from napari_sansa.napari._qt.layout import fixed_message, row
 from napari_sansa.napari.geometry import apply_matrix, image_geometry, layer_role, layer_to_image
 from napari_sansa.napari.preview import DEBOUNCE_S
 
@@ -46,8 +46,10 @@ class PreviewPanel:
             text="clear class",
             tooltip="remove the chosen class's prompts (and fix clicks) from the shown frame",
         )
+        self.state = Label(value="")  # what the preview does: preparing, ready, waits ...
+        fixed_message(self.state, lines=2)
         self.row = row(self.fix_button, self.clear_button)
-        widget.sections["Images and prompts"].extend([self.switch, self.row])
+        widget.sections["Images and prompts"].extend([self.switch, self.state, self.row])
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(int(DEBOUNCE_S * 1000))
@@ -61,6 +63,7 @@ class PreviewPanel:
     def _connect(self) -> None:
         w, viewer = self.widget, self.viewer
         self.switch.changed.connect(self._on_switch)
+        self.previews.status.connect(self._show_state)
         self.fix_button.changed.connect(self.new_fix_layer)
         self.clear_button.changed.connect(self.clear_class)
         viewer.dims.events.current_step.connect(self.schedule)
@@ -75,6 +78,9 @@ class PreviewPanel:
         training = w.training_panel.training
         self.previews.blockers.append(lambda: "fine-tuning is running" if training.busy() else None)
         training.running.connect(lambda running: None if running else self.previews.resume())
+        folder = w.folder.run  # a folder on disk labelled from the widget
+        self.previews.blockers.append(lambda: "a folder run is going" if folder.busy() else None)
+        folder.running.connect(lambda running: None if running else self.previews.resume())
         for layer in viewer.layers:
             self._watch(layer)
 
@@ -113,6 +119,10 @@ class PreviewPanel:
             self._fix_pending = layer
             self.schedule()
 
+    def _show_state(self, message: str) -> None:
+        self.state.value = message
+        self.state.tooltip = message
+
     def _on_switch(self, value=None) -> None:
         on = bool(self.switch.value)
         self.previews.enabled = on
@@ -123,7 +133,7 @@ class PreviewPanel:
             self._edited = True
             self.schedule()
         else:
-            self.widget.session.notify("previews off", popup=False)
+            self._show_state("previews off")
 
     def schedule(self, event=None) -> None:
         """Ask for an update after :data:`DEBOUNCE_S` of quiet (restarts the wait)."""
@@ -140,7 +150,7 @@ class PreviewPanel:
             model = w.training_panel.training.model_source(w.model_panel.settings())
             settings = w.run_settings()
         except ValueError as exc:
-            w.session.notify(f"preview: {exc}", popup=False)
+            self._show_state(f"preview: {exc}")
             return None
         as_channels = bool(w.as_channels.value) and len(images) > 1
         frames = [(i, w.current_frame(im)) for i, im in enumerate(images)]
