@@ -116,7 +116,7 @@ def test_the_preview_is_the_mask_the_run_takes_from_the_prompts(session, source)
     assert (shown[painted] == 3).all()
     # the prompt layers are only read
     assert len(layers[0].data) == 3 and len(layers[1].data) == 1
-    assert "preview: frame 1" in session.messages[-1]
+    assert "preview of frame 1: classes 1, 2, 3" in session.messages[-1]
 
 
 def test_in_an_image_set_the_preview_is_scaled_as_the_run_scales_it(session, source):
@@ -155,7 +155,7 @@ def test_a_single_image_with_prompts_previews_instead_of_being_refused(session, 
 def test_a_frame_of_a_t_by_z_stack_previews(session, source):
     viewer = session.viewer
     data = stack(6).reshape(2, 3, H, W)
-    image = viewer.add_image(data, name="tz")
+    image = viewer.add_image(data, name="tz", axis_labels=("t", "z", "y", "x"))
     layers = add_prompts(viewer, image, frame=4)  # t=1, z=1
     settings = RunSettings()
     session.previews.request(image, layers, source, settings, [(0, 4)])
@@ -165,7 +165,7 @@ def test_a_frame_of_a_t_by_z_stack_previews(session, source):
     np.testing.assert_array_equal(
         preview.data[1, 1], run_reference(session, [image], layers, source, settings, (0, 4))
     )
-    assert "(t=1, z=1)" in session.messages[-1] or "frame 4" in session.messages[-1]
+    assert session.messages[-1] == "preview of frame 4 (t=1, z=1): classes 1, 2, 3"
 
 
 def test_painted_masks_preview_as_themselves_without_the_model(session, source):
@@ -226,8 +226,8 @@ def test_a_prepared_frame_is_not_encoded_again_by_the_preview_or_the_run(
     session.previews.prepare(image, source, RunSettings(), [(0, 2)])
     assert calls == [1]
     assert ("cells", 2) in session.previews.prepared
-    assert "is ready" in session.messages[-1]
-    assert any("preparing frame 2" in m for m in session.messages)
+    assert session.messages[-1] == "frame 2 ready: its prompts preview at once"
+    assert "preparing frame 2..." in session.messages
     assert session.previews.prepare(image, source, RunSettings(), [(0, 2)]) is None  # known
     points = viewer.add_points([[2, 20, 30]], name="clicks")
     session.previews.request(image, [points], source, RunSettings(), [(0, 2)])

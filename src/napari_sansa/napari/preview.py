@@ -577,14 +577,13 @@ class FramePreviews:
 
     def _describe(self, job: PreviewJob) -> str:
         (part, frame) = job.frames[0]
-        where = image_geometry_of(job.plan, part).describe(frame)
-        name = job.names[part] if part < len(job.names) else ""
+        where = _where(job, part, frame)
         loading = "" if self.session.models.has(job.model_settings) else "loading the model, "
         if job.kind == "prepare":
-            return f"{loading}preparing {where} of '{name}' (its image features)..."
+            return f"{loading}preparing {where}..."
         if job.kind == "fix":
-            return f"{loading}redrawing class {job.fix['label']} on {where} of '{name}'..."
-        return f"{loading}previewing {where} of '{name}'..."
+            return f"{loading}redrawing class {job.fix['label']} on {where}..."
+        return f"{loading}previewing {where}..."
 
     def _on_run_state(self, running: bool) -> None:
         if not running:
@@ -624,8 +623,7 @@ class FramePreviews:
                 if image is not None:  # made now, so that no click waits for napari to make it
                     self.preview_layer(image, _dtype(job.plan))
             (part, frame) = job.frames[0]
-            where = image_geometry_of(job.plan, part).describe(frame)
-            self._say(f"{where} of '{job.names[part]}' is ready: prompts on it preview at once")
+            self._say(f"{_where(job, part, frame)} ready: its prompts preview at once")
             return
         if job.kind == "fix":
             self._write_fix(result)
@@ -718,12 +716,14 @@ class FramePreviews:
             layer.data[geometry.index(frame)] = labels
             layer.refresh()
             classes = sorted(set(np.unique(labels).tolist()) - {0})
-            shown.append(
-                f"{geometry.describe(frame)} of '{image.name}': "
-                + (f"class(es) {', '.join(map(str, classes))}" if classes else "no prompts")
+            what = (
+                f"class{'es' if len(classes) > 1 else ''} {', '.join(map(str, classes))}"
+                if classes
+                else "no prompts"
             )
+            shown.append(f"{_where(job, part, frame)}: {what}")
         if shown:
-            self._say("preview: " + "; ".join(shown))
+            self._say("preview of " + "; ".join(shown))
 
     def _write_fix(self, result: JobResult) -> None:
         job = result.job
@@ -794,6 +794,12 @@ def _extends(before, now) -> bool:
 
 def _as_list(images) -> list:
     return list(images) if isinstance(images, (list, tuple)) else [images]
+
+
+def _where(job: PreviewJob, part: int, frame: int) -> str:
+    """'frame 3' (one image), "frame 0 of 'b'" (an image set): short, for the state line."""
+    where = image_geometry_of(job.plan, part).describe(frame)
+    return f"{where} of '{job.names[part]}'" if len(job.names) > 1 else where
 
 
 def image_geometry_of(plan: SetPlan, part: int):

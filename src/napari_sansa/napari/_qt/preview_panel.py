@@ -48,6 +48,8 @@ class PreviewPanel:
         )
         self.state = Label(value="")  # what the preview does: preparing, ready, waits ...
         fixed_message(self.state, lines=2)
+        native = self.state.native  # two whole lines (the dock's style pads labels)
+        native.setFixedHeight(native.fontMetrics().lineSpacing() * 2 + 14)
         self.row = row(self.fix_button, self.clear_button)
         widget.sections["Images and prompts"].extend([self.switch, self.state, self.row])
         self._timer = QTimer()
