@@ -31,7 +31,6 @@ asked for) and the fix of the output layer (undoable).
 from __future__ import annotations
 
 import logging
-import threading
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
@@ -244,7 +243,6 @@ class FramePreviews:
         self._requests: dict = {}  # the last preview request, to redo when a layer goes
         self._chains: dict = {}  # (image name, frame, class) -> (clicks, logits)
         self._written: dict = {}  # (image name, frame) -> what its preview was made from
-        self._lock = threading.Lock()
         self.last: JobResult | None = None  # the last job's result (tests, benchmarks)
         self.message = ""  # the last state said
         session.running.connect(self._on_run_state)
