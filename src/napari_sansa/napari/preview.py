@@ -12,11 +12,12 @@ in order; without ``create_worker`` a job runs at once, in the calling thread).
   prompts on it, the reference mask the run will use for that frame, in the Labels
   layer ``<image> [sansa preview]``. It is computed the run's way: the frame is read
   and scaled as the run reads it (in an image set, by the set's shared intensity
-  range), its prompts are decoded by ``SansaModel.prepare_references`` (each
-  reference and class on its own, as in a run: the other references do not change
-  it), and painted masks are laid over the decoding as the run lays them
-  (``worker.reference_labels``). The decoded entries stay in the model's result cache,
-  so the next run does not decode them again.
+  range), its prompts are decoded by ``core.preview.preview_reference`` (the run's
+  decoding steps: each reference and class on its own, so the other references do not
+  change it; references larger than a tile by ``prepare_references`` with the run's
+  tiles), and painted masks are laid over the decoding as the run lays them
+  (``worker.reference_labels``). Only frames whose prompts, model or settings changed
+  are decoded again.
 * :meth:`~FramePreviews.fix`: on a frame a run labelled, positive/negative clicks
   (and/or a box) of a class redraw that class's mask with SAM2's decoder on the frame's
   features; the output layer changes through napari's undo history (one Ctrl+Z), and
