@@ -465,3 +465,16 @@ def test_a_failing_preview_is_said_and_raises_nothing(session, source, monkeypat
     assert session.messages[-1] == session.previews.message
     assert "cells [sansa preview]" not in viewer.layers
     assert session.previews.state == "idle"
+
+
+def test_with_tiles_the_preview_is_the_runs_tiled_reference(session, source):
+    viewer = session.viewer
+    image = viewer.add_image(stack(seed=95), name="cells")
+    points = viewer.add_points([[1, 20, 20], [1, 30, 50]], name="clicks")
+    settings = RunSettings(tile_size=32)
+    session.previews.request(image, [points], source, settings, [(0, 1)])
+    assert session.previews.last.error is None, session.messages
+    shown = np.array(viewer.layers["cells [sansa preview]"].data[1])
+    np.testing.assert_array_equal(
+        shown, run_reference(session, [image], [points], source, settings, (0, 1))
+    )
