@@ -478,3 +478,21 @@ def test_with_tiles_the_preview_is_the_runs_tiled_reference(session, source):
     np.testing.assert_array_equal(
         shown, run_reference(session, [image], [points], source, settings, (0, 1))
     )
+
+
+def test_channel_layers_preview_as_the_run_reads_them(session, source):
+    from napari_sansa.napari.imageset import make_set_plan
+    from napari_sansa.napari.worker import run_frames
+
+    viewer = session.viewer
+    red = viewer.add_image(stack(seed=100), name="red")
+    green = viewer.add_image(stack(seed=110).astype(np.uint16) * 50, name="green")
+    points = viewer.add_points([[1, 20, 20]], name="clicks")
+    settings = RunSettings()
+    session.previews.request([red, green], [points], source, settings, [(0, 1)], True)
+    assert session.previews.last.error is None, session.messages
+    shown = np.array(viewer.layers["red [sansa preview]"].data[1])
+    assert "green [sansa preview]" not in viewer.layers
+    plan = make_set_plan([red, green], [points], as_channels=True)
+    run = [r for r in run_frames(plan, source, settings, session.models) if r.is_reference]
+    np.testing.assert_array_equal(shown, run[0].labels)
