@@ -267,6 +267,89 @@ def _wait_for_run(widget, timeout: float = 600) -> None:
         _settle(0.1)
 
 
+def _previews_quiet(widget, timeout: float = 600) -> None:
+    previews = widget.session.previews
+    end = time.perf_counter() + timeout
+    _settle(0.2)
+    while previews.worker is not None or previews._queue or widget.preview_panel._timer.isActive():
+        if time.perf_counter() > end:
+            raise SystemExit("the preview did not finish in time")
+        _settle(0.1)
+
+
+def preview_and_fix(launch) -> None:
+    """The preview of clicks and a box on frame 3 of the sample; then, after a run, a
+    click fix on a labelled frame."""
+    import numpy as np
+
+    viewer, widget = launch(sample=True, block=False)
+    widget.model_panel.device.value = "cpu"
+    name = "coins time-lapse"
+    points = viewer.layers[f"{name} [sansa points]"]
+    widget.go_to_frame(3)
+    viewer.layers.selection.active = points
+    _previews_quiet(widget)  # frame 3 prepared while the points layer is active
+    widget.class_id.value = 1
+    widget.polarity.value = "positive"
+    points.add(np.array([[3, 30, 45], [3, 30, 100]]))
+    widget.polarity.value = "negative"
+    points.add(np.array([[3, 67, 66]]))
+    widget.polarity.value = "positive"
+    shapes = widget.new_shapes_button.native.click() or viewer.layers[f"{name} [sansa shapes]"]
+    widget.class_id.value = 2
+    shapes.add_rectangles(np.array([[3, 148, 138], [3, 148, 190], [3, 204, 190], [3, 204, 138]]))
+    shapes.mode = "pan_zoom"
+    points.mode = "pan_zoom"
+    viewer.layers.selection.active = points
+    _previews_quiet(widget)
+    viewer.reset_view()
+    _shot(viewer, "preview.png")
+
+    widget.class_id.value = 1
+    widget.preview_panel.switch.value = False  # the run's output is what is fixed
+    widget.run()
+    _wait_for_run(widget)
+    out = viewer.layers[f"{name} [sansa]"]
+    frame = 5
+    widget.go_to_frame(frame)
+    fix = widget.preview_panel.new_fix_layer()
+    widget.preview_panel.switch.value = True
+    _previews_quiet(widget)
+    before = np.array(out.data[frame])
+    for layer in viewer.layers:  # the image, the output and the fix clicks only
+        layer.visible = layer in (viewer.layers[name], out, fix)
+    viewer.reset_view()
+    _settle(1.5)
+    shown = _content(viewer.screenshot(canvas_only=True, flash=False))
+    fix.add(np.array([[frame, 100, 140]]))
+    _previews_quiet(widget)
+    widget.polarity.value = "negative"
+    fix.add(np.array([[frame, 60, 60]]))
+    _previews_quiet(widget)
+    changed = int((np.asarray(out.data[frame]) != before).sum())
+    print(f"fix: {changed} pixels of frame {frame} changed; status: {widget.status.value}")
+    fix.mode = "pan_zoom"
+    viewer.reset_view()  # the whole frame again (the dock's width may have changed)
+    _settle(1.5)
+    fixed = _content(viewer.screenshot(canvas_only=True, flash=False))
+    _save(_side_by_side(shown, fixed), "fix.png", width=1089)
+    viewer.close()
+
+
+def _side_by_side(left, right, gap: int = 12):
+    """Two pictures next to each other on a dark background (before | after), the
+    right one scaled to the left one's height."""
+    from PIL import Image
+
+    if right.height != left.height:
+        w = round(right.width * left.height / right.height)
+        right = right.resize((w, left.height), Image.LANCZOS)
+    out = Image.new("RGB", (left.width + gap + right.width, max(left.height, right.height)))
+    out.paste(left, (0, 0))
+    out.paste(right, (left.width + gap, 0))
+    return out
+
+
 #: ``make_screenshots.py NAME ...`` retakes only these pictures
 ONLY = {
     "imageset": image_set,
@@ -275,6 +358,7 @@ ONLY = {
     "ranges": tz_ranges,
     "folder": folder_run,
     "pages": lambda launch: _pages_of_photos(launch),
+    "preview": preview_and_fix,
 }
 
 
@@ -436,6 +520,7 @@ def main() -> None:
     zstack(launch)
     tz_ranges(launch)
     folder_run(launch)
+    preview_and_fix(launch)
     shutil.rmtree(folder, ignore_errors=True)
 
 

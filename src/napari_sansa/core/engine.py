@@ -320,11 +320,17 @@ class Engine:
         return FrameOutput(low, torch.ones(m.shape[0], device=m.device), ptr)
 
     def decode_sparse_prompt(
-        self, feats: Features, coords: torch.Tensor, labels: torch.Tensor
+        self, feats: Features, coords: torch.Tensor, labels: torch.Tensor, mask_prompt=None
     ) -> FrameOutput:
-        """A reference given as points/boxes/scribbles (SAM2 ``(x, y)`` on the model grid)."""
+        """A reference given as points/boxes/scribbles (SAM2 ``(x, y)`` on the model grid);
+        ``mask_prompt``: low-resolution logits ``[B, 1, S/4, S/4]`` given with them (a
+        click fix chains its clicks so)."""
         pix = feats.top + self.sam.no_mem_embed.view(1, -1, 1, 1)
-        return self.decode(pix, feats.high_res, coords=coords, labels=labels)
+        if mask_prompt is not None:
+            mask_prompt = mask_prompt.to(pix.dtype)
+        return self.decode(
+            pix, feats.high_res, coords=coords, labels=labels, mask_prompt=mask_prompt
+        )
 
     def decode_with_memory(self, feats: Features, memory) -> FrameOutput:
         """A target: features conditioned on ``memory`` (from :meth:`gather`), no prompt."""

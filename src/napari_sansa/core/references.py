@@ -58,7 +58,7 @@ def prepare_memory(model, refs, s, memory_frames: str = "last") -> ReferenceMemo
         feats = None
         with model.features.compute():
             for c in ref.classes:
-                prompt = _prompt_input(model, ref, c, loaded.hw)
+                prompt = prompt_input(model, ref, c, loaded.hw)
                 keys[(i, c)] = key = _entry_key(model, loaded, prompt)
                 hit = model.result_cache.get(key) if key is not None else None
                 if hit is not None:
@@ -66,7 +66,7 @@ def prepare_memory(model, refs, s, memory_frames: str = "last") -> ReferenceMemo
                 else:
                     if feats is None:
                         feats = model.features.encode([loaded], s)
-                    out = _decode_prompt(model, feats, prompt, i, c, s)
+                    out = decode_prompt(model, feats, prompt, i, c, s)
                     entry, low, score = model.engine.memory(feats, out), out.low_res, out.score
                     if key is not None:
                         _remember(model, key, (entry, low, score))
@@ -123,7 +123,7 @@ def episode_order(model, references: list[int]) -> list[int]:
     return [references[i] for i in (chosen[0], *rest, *chosen[1:])]
 
 
-def _prompt_input(model, ref, c, hw):
+def prompt_input(model, ref, c, hw):
     """What the decoder gets for class ``c`` of ``ref``: ``("mask", union mask)`` or
     ``("sparse", coords, labels)`` on the model's grid (numpy)."""
     prompts = ref.prompts_for(c)
@@ -132,7 +132,7 @@ def _prompt_input(model, ref, c, hw):
     return ("sparse", *sparse_prompts_to_input(prompts, hw, model.image_size))
 
 
-def _decode_prompt(model, feats, prompt, i, c, s) -> FrameOutput:
+def decode_prompt(model, feats, prompt, i, c, s) -> FrameOutput:
     size = model.image_size
     if prompt[0] == "mask":
         m = mask_to_input(prompt[1], size, s.input_size, model.device)

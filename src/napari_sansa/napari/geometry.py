@@ -351,6 +351,8 @@ def is_prompt_layer(layer) -> bool:
         "output",
         "probability",
         "objects",
+        "preview",
+        "fix",
     )
 
 

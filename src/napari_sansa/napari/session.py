@@ -33,6 +33,7 @@ from napari_sansa.napari.outputs import (
     prepare_probabilities,
 )
 from napari_sansa.napari.plan import NO_IMAGE, memory_note
+from napari_sansa.napari.preview import FramePreviews
 from napari_sansa.napari.worker import (
     FrameResult,
     ModelCache,
@@ -113,6 +114,8 @@ class SansaSession(Corrections):
         self._stopped = False
         self._failed: str | None = None
         prefer_labels_tiff_writer()
+        #: the annotation loop on the shown frame: previews, prepared frames, click fixes
+        self.previews = FramePreviews(self)
 
     # -- messages -----------------------------------------------------------------------
     def notify(self, message: str, severity: str = "info", *, popup: bool = True) -> None:

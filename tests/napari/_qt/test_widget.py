@@ -195,7 +195,9 @@ def test_the_model_is_loaded_in_the_worker_on_first_run_and_kept(make_sansa, qtb
     run(qtbot, widget)
     assert widget.session.models.loads == 1
     assert viewer.layers["cells [sansa]"] is out and out.data is data
-    assert len([layer for layer in viewer.layers if layer.name.startswith("cells [sansa")]) == 1
+    made = [layer.name for layer in viewer.layers if layer.name.startswith("cells [sansa")]
+    assert sorted(made) == ["cells [sansa preview]", "cells [sansa]"]  # one output (and the
+    # preview of the prompts on the frame shown)
     assert (out.data[1] > 0).sum() <= (first > 0).sum()
     # "auto" is the CPU on this machine: the very same model, not loaded again
     import torch

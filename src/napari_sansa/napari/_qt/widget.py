@@ -40,6 +40,7 @@ from napari_sansa.napari._qt.layout import (
 from napari_sansa.napari._qt.model_panel import ModelPanel, path_value
 from napari_sansa.napari._qt.navigation import FrameNavigation
 from napari_sansa.napari._qt.objects_panel import ObjectCounts, TilesObjectsPanel
+from napari_sansa.napari._qt.preview_panel import PreviewPanel
 from napari_sansa.napari._qt.prompt_inputs import PromptInputs, check_boxes
 from napari_sansa.napari._qt.scores import ConfidencePlot, ScoreTable, sort_value
 from napari_sansa.napari._qt.shortcuts import register_shortcuts
@@ -122,6 +123,7 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
             "channels; the output is the first one's",
         )
         self._lay_out()
+        self.preview_panel = PreviewPanel(self)  # the preview switch, fix clicks: preview_panel.py
         self._connect()
         self.folder.connect(self)
         self.reset_choices()
