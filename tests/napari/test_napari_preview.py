@@ -447,7 +447,9 @@ def test_only_frames_whose_prompts_changed_are_decoded_again(session, source, mo
     c = viewer.add_image(make_image(13, (H, W), rgb=False), name="c", translate=(H + 10, 0))
     both = run_reference(session, [a, b, c], [pa, pb], source, RunSettings(), (1, 0))
     np.testing.assert_array_equal(viewer.layers["b [sansa preview]"].data, both)
-    job = session.previews.request([a, b], [pa, pb], source, RunSettings(threshold=0.3), frames)
+    job = session.previews.request(
+        [a, b], [pa, pb], source, RunSettings.make(threshold=0.3), frames
+    )
     assert job.frames == ((0, 0), (1, 0))  # another setting: both again
 
 
@@ -471,7 +473,7 @@ def test_with_tiles_the_preview_is_the_runs_tiled_reference(session, source):
     viewer = session.viewer
     image = viewer.add_image(stack(seed=95), name="cells")
     points = viewer.add_points([[1, 20, 20], [1, 30, 50]], name="clicks")
-    settings = RunSettings(tile_size=32)
+    settings = RunSettings.make(tile_size=32)
     session.previews.request(image, [points], source, settings, [(0, 1)])
     assert session.previews.last.error is None, session.messages
     shown = np.array(viewer.layers["cells [sansa preview]"].data[1])

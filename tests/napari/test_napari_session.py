@@ -65,7 +65,7 @@ def test_a_run_keeps_the_frames_edited_by_hand(make_sansa, qtbot, notifications)
     assert not np.array_equal(out.data[1], before_1)  # the other frames were written
     assert widget.scores.kinds()[3] == "kept"
     assert "kept frame 3 as you edited by hand" in widget.status.value
-    assert "'Use edited frames'" in widget.status.value
+    assert "'Use edited'" in widget.status.value
     assert any("kept frame 3" in m for m in notifications())
     assert widget.edited_frames() == [3]
 

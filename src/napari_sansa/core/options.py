@@ -133,6 +133,16 @@ class SegmentOptions:
         """The tiles (tile size and halo) of a tiled run; None: whole images."""
         return None if self.tile_size is None else TileSpec(self.tile_size, self.halo)
 
+    def tiled(self, hw) -> bool:
+        """Whether an image of ``hw`` (rows, cols) is cut into tiles by these options."""
+        return self.tile_size is not None and max(hw) > self.tile_size
+
+    @property
+    def preprocessing(self) -> tuple:
+        """What an image's features depend on besides its pixels (its resize and intensity
+        range): equal values share features."""
+        return (self.input_size, self.intensity_range)
+
     def record(self) -> dict:
         """The options the outputs depend on, as plain JSON values, in a stable order:
         what a dataset run records to resume (``batch_size`` is not in it). Tiles and

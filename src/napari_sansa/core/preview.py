@@ -24,27 +24,29 @@ from __future__ import annotations
 import numpy as np
 
 from napari_sansa.core.errors import InvalidInputError
-from napari_sansa.core.options import check_run_options
+from napari_sansa.core.options import RunOptions, SegmentOptions
 
 __all__ = ["cache_features", "features_cached", "preview_reference", "redraw_mask"]
 
 MASK_LOGIT = 10.0  # a mask given as a prompt becomes +-10 logits (as the engine does)
 
 
-def _options(input_size, intensity_range):
-    return check_run_options("independent", input_size, 0.5, intensity_range, None)
+def _options(options, keywords) -> RunOptions:
+    """The run's options (a :class:`SegmentOptions` and/or its fields as keywords: the
+    pre-processing, ``input_size`` and ``intensity_range``, and the ``threshold``)."""
+    return RunOptions.of(SegmentOptions.make(options, **keywords))
 
 
-def features_cached(model, image, *, input_size=640, intensity_range=None) -> bool:
+def features_cached(model, image, options=None, **keywords) -> bool:
     """Whether the model's feature cache holds ``image``'s features for this
     pre-processing (False when the cache is off)."""
     if not model.feature_cache.enabled:
         return False
-    key = model.features.load(image, "image", _options(input_size, intensity_range)).key
+    key = model.features.load(image, "image", _options(options, keywords)).key
     return key in model.feature_cache
 
 
-def cache_features(model, image, *, input_size=640, intensity_range=None) -> bool:
+def cache_features(model, image, options=None, **keywords) -> bool:
     """Encode ``image`` into the model's feature cache; True when it was encoded now,
     False when it was there already. With the cache off (``cache_bytes=0``) nothing can
     be kept: raises InvalidInputError."""
@@ -53,7 +55,7 @@ def cache_features(model, image, *, input_size=640, intensity_range=None) -> boo
             "the model's feature cache is off (cache_bytes=0): features cannot be kept for "
             "later; load the model with a feature cache"
         )
-    s = _options(input_size, intensity_range)
+    s = _options(options, keywords)
     loaded = model.features.load(image, "image", s)
     if loaded.key in model.feature_cache:
         return False
@@ -62,7 +64,7 @@ def cache_features(model, image, *, input_size=640, intensity_range=None) -> boo
     return True
 
 
-def preview_reference(model, reference, *, input_size=640, intensity_range=None, threshold=0.5):
+def preview_reference(model, reference, options=None, **keywords):
     """The Prediction a run decodes from ``reference`` (its masks, scores and labels
     equal to ``model.prepare_references([reference], ...).decoded[0]``'s), without the
     memory entries; the features come from the feature cache when it holds them."""
@@ -75,7 +77,7 @@ def preview_reference(model, reference, *, input_size=640, intensity_range=None,
     from napari_sansa.core.results import make_prediction
 
     (ref,) = check_references([reference])
-    s = check_run_options("independent", input_size, threshold, intensity_range, None)
+    s = _options(options, keywords)
     loaded = model.features.load(ref.image, "reference image 0", s)
     no_pointer = FrameOutput(None, None, None)  # a mask's pointer goes to memory only
     low, scores = {}, {}
@@ -106,14 +108,14 @@ def preview_reference(model, reference, *, input_size=640, intensity_range=None,
 def redraw_mask(
     model,
     image,
+    options=None,
     *,
     points=None,
     positive=None,
     box=None,
     mask=None,
     logits=None,
-    input_size=640,
-    intensity_range=None,
+    **keywords,
 ):
     """``(mask, logits)``: SAM2's mask for clicks and/or a box on ``image``.
 
@@ -134,7 +136,7 @@ def redraw_mask(
     from napari_sansa.core.prompts import Box
     from napari_sansa.core.sam_points import NEGATIVE, POSITIVE, to_sam_xy
 
-    s = _options(input_size, intensity_range)
+    s = _options(options, keywords)
     hw = tuple(image_hw(image, "image"))
     h, w = hw
     xy, kinds = [np.zeros((0, 2), np.float32)], [np.zeros(0, np.int32)]

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import weakref
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from psygnal import Signal
@@ -120,10 +120,6 @@ class JobResult:
     logits: np.ndarray | None = None  # fix: low-res logits for the next click
 
 
-def _tiled(settings, hw) -> bool:
-    return settings.tile_size is not None and max(hw) > settings.tile_size
-
-
 def run_job(job: PreviewJob, cache) -> JobResult:
     """The work of ``job`` (in the worker thread): plain values in, plain values out."""
     from napari_sansa.napari.worker import leave_a_core_for_napari
@@ -155,17 +151,17 @@ def _run_job(job: PreviewJob, cache) -> JobResult:
     from napari_sansa.core.preview import cache_features, preview_reference, redraw_mask
     from napari_sansa.napari.worker import reference_labels
 
-    plan, s = job.plan, job.settings
+    plan = job.plan
     reader, intensity = _reader(plan)
-    pre = {"input_size": s.input_size, "intensity_range": intensity}
+    s = replace(job.settings.segment, intensity_range=intensity)  # as the run reads the frames
     if job.kind == "prepare":
         model = cache.get(job.model_settings)
         encoded = 0
         for part, frame in job.frames:
             p = plan.parts[part]
-            if _tiled(s, p.geometry.hw) or not model.feature_cache.enabled:
+            if s.tiled(p.geometry.hw) or not model.feature_cache.enabled:
                 continue  # tiles: the preview encodes them (a run's tiles, not the frame)
-            encoded += cache_features(model, reader.read(part, frame), **pre)
+            encoded += cache_features(model, reader.read(part, frame), s)
         return JobResult(job, {}, encoded=encoded)
     if job.kind == "fix":
         model = cache.get(job.model_settings)
@@ -173,12 +169,12 @@ def _run_job(job: PreviewJob, cache) -> JobResult:
         mask, logits = redraw_mask(
             model,
             reader.read(part, frame),
+            s,
             points=f.get("points"),
             positive=f.get("positive"),
             box=f.get("box"),
             mask=f.get("mask"),
             logits=f.get("logits"),
-            **pre,
         )
         return JobResult(job, {(part, frame): mask}, logits=logits)
     out = {}
@@ -198,17 +194,10 @@ def _run_job(job: PreviewJob, cache) -> JobResult:
             continue
         model = cache.get(job.model_settings)
         reference = ns.Reference(reader.read(part, frame), ref.prompts)
-        if _tiled(s, p.geometry.hw):  # decoded tile by tile, as the run does
-            decoded = model.prepare_references(
-                [reference],
-                input_size=s.input_size,
-                intensity_range=intensity,
-                threshold=s.threshold,
-                tile_size=s.tile_size,
-                halo=s.halo,
-            ).decoded[0]
+        if s.tiled(p.geometry.hw):  # decoded tile by tile, as the run does
+            decoded = model.prepare_references([reference], s).decoded[0]
         else:
-            decoded = preview_reference(model, reference, threshold=s.threshold, **pre)
+            decoded = preview_reference(model, reference, s)
         out[(part, frame)] = reference_labels(decoded, own, dtype)
     return JobResult(job, out)
 
@@ -765,7 +754,7 @@ class FramePreviews:
 def _prepare_key(plan: SetPlan, model_settings, settings) -> tuple:
     """What cached features depend on besides the pixels: the model, the resize, the
     set's scaling."""
-    return (repr(model_settings), settings.input_size, plan.shared_intensity_range())
+    return (repr(model_settings), settings.segment.preprocessing, plan.shared_intensity_range())
 
 
 def _preview_key(plan: SetPlan, part_frame, model_settings, settings) -> tuple:

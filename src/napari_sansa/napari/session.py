@@ -48,7 +48,7 @@ from napari_sansa.napari.writer import prefer_labels_tiff_writer
 __all__ = ["EDITED_ACTION", "NO_IMAGE", "FrameReport", "SansaSession"]
 
 #: the name of the action that takes the edited frames as references (a button in the widget)
-EDITED_ACTION = "Use edited frames"
+EDITED_ACTION = "Use edited"
 #: what Run says while a run is going
 ALREADY_RUNNING = "SANSA is already running: wait for it, or press Stop"
 

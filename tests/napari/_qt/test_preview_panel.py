@@ -56,7 +56,7 @@ def test_the_preview_follows_the_clicks_and_is_what_the_run_writes(make_sansa, q
     # a removed click updates the preview
     points.data = points.data[:1]
     idle(qtbot, widget)
-    assert widget.preview_panel.state.value == "preview of frame 1: class 1"
+    assert widget.preview_panel.message == "preview of frame 1: class 1"
     assert widget.status.value == "done: 3 frames"  # the run's outcome stays in the status
 
 

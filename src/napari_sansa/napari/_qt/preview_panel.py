@@ -1,7 +1,7 @@
 """The dock's preview switch and click-fix buttons, wired to ``session.previews``.
 
-Under the prompt controls: "preview" (the switch), then a row of "fix clicks" (a Points
-layer whose clicks redraw a class on a labelled frame) and "clear class" (the chosen
+Under the prompt controls, in one row: "preview" (the switch), "+ fix" (a Points
+layer whose clicks redraw a class on a labelled frame) and "clear" (the chosen
 class's prompts off the shown frame). It follows the viewer: a prompt edit, another
 frame, another active layer or image, a model or setting change ask the session for
 the shown frame's preparation and preview, at most once per :data:`DEBOUNCE_S` of
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from magicgui.widgets import CheckBox, Label, PushButton
 
-from napari_sansa.napari._qt.layout import fixed_message, row
+from napari_sansa.napari._qt.layout import elided, row, tight
 from napari_sansa.napari.geometry import apply_matrix, image_geometry, layer_role, layer_to_image
 from napari_sansa.napari.preview import DEBOUNCE_S
 
@@ -37,21 +37,20 @@ class PreviewPanel:
             "'<image> [sansa preview]'); the frame's features are prepared in the background",
         )
         self.fix_button = PushButton(
-            text="fix clicks",
+            text="+ fix",
             tooltip="a Points layer for fixing labelled frames: a click (positive or negative, "
             "class as chosen above) redraws that class on the shown frame with SAM2; Ctrl+Z in "
             "the output layer undoes it",
         )
         self.clear_button = PushButton(
-            text="clear class",
+            text="clear",
             tooltip="remove the chosen class's prompts (and fix clicks) from the shown frame",
         )
         self.state = Label(value="")  # what the preview does: preparing, ready, waits ...
-        fixed_message(self.state, lines=2)
-        native = self.state.native  # two whole lines (the dock's style pads labels)
-        native.setFixedHeight(native.fontMetrics().lineSpacing() * 2 + 14)
-        self.row = row(self.fix_button, self.clear_button)
-        widget.main_extras.extend([self.switch, self.state, self.row])
+        elided(self.state)  # one line, cut with '…' where the dock is narrow; whole: tooltip
+        # one row (the main page fits napari's default window): switch, fix, clear
+        self.row = tight(row(self.switch, self.fix_button, self.clear_button))
+        widget.main_extras.extend([self.row, self.state])
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(int(DEBOUNCE_S * 1000))
@@ -74,7 +73,7 @@ class PreviewPanel:
         viewer.layers.events.removed.connect(self._on_prompt_edit)
         for control in (w.image, w.other_images, w.prompt_layers, w.as_channels):
             control.changed.connect(self._on_prompt_edit)
-        for control in (*w.model_panel.widgets, *w.model_panel.advanced, w.input_size):
+        for control in (*w.model_panel.widgets, *w.advanced):  # the model and the run's settings
             if hasattr(control, "changed"):
                 control.changed.connect(self._on_prompt_edit)
         training = w.training_panel.training
@@ -121,9 +120,14 @@ class PreviewPanel:
             self._fix_pending = layer
             self.schedule()
 
+    @property
+    def message(self) -> str:
+        """The preview's state as last said (the line shows it cut to the dock's width)."""
+        return self.state.native.property("full") or ""
+
     def _show_state(self, message: str) -> None:
-        self.state.value = message
-        self.state.tooltip = message
+        self.state.native.setProperty("full", message)
+        self.state.native.refresh_elided()
 
     def _on_switch(self, value=None) -> None:
         on = bool(self.switch.value)

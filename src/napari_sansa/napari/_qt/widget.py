@@ -62,10 +62,10 @@ if TYPE_CHECKING:
 __all__ = ["SansaWidget", "warm_up_in_background"]
 
 #: the button that takes the frame shown as a reference
-USE_FRAME_ACTION = "Use shown frame"
+USE_FRAME_ACTION = "Use frame"
 #: the status before anything ran
 READY = "ready: mark a few frames of the image, then press Run"
-#: what "Use shown frame" takes from the frame
+#: what "Use frame" takes from the frame
 TAKE_CHOICES = [
     ("edited classes", "edited"),
     ("class above", "class"),
@@ -176,10 +176,10 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
 
     def _build_review(self) -> None:
         self.take = ComboBox(
-            label="'Use shown frame' takes",
+            label="'Use frame' takes",
             choices=TAKE_CHOICES,
             value="edited",
-            tooltip="what 'Use shown frame' copies into the references layer: the classes "
+            tooltip="what 'Use frame' copies into the references layer: the classes "
             "you edited on it, the class chosen on the main page, or all classes",
         )
         self.use_frame_button = PushButton(
@@ -213,9 +213,10 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
             row(self.class_id, self.polarity), self.main_extras,
             self.mode, self.axes.sequential_axis, self.axes.ranges.box,
         )  # fmt: skip
-        self.scores.setMinimumHeight(60)
+        self.scores.setMinimumHeight(52)
         review = (self.plot, self.scores, self.object_counts)
-        main = page(images, *review, self.use_frame_button, self.edited_button, stretch=False)
+        take = tight(row(self.use_frame_button, self.edited_button))  # one row: the page fits
+        main = page(images, *review, take, stretch=False)
         main.layout().setStretchFactor(self.scores, 1)
         self.advanced = section(
             self.threshold, self.input_size, self.probabilities, self.take,
