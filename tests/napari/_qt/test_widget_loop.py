@@ -163,6 +163,11 @@ def test_the_shortcuts_are_napari_s_and_act_on_the_widget(make_sansa, qtbot):
     assert widget.polarity.value == "negative"
     action_manager.trigger("napari-sansa:positive_click")
     assert widget.polarity.value == "positive"
+    assert keys("Shift+C") in widget.preview_panel.clear_button.native.toolTip()
+    active = viewer.layers.selection.active
+    action_manager.trigger("napari-sansa:fix_clicks")  # the fix layer of the image
+    assert viewer.layers.selection.active.name.endswith("[sansa fix]")
+    viewer.layers.selection.active = active  # (a Points layer's own keys win while active)
     # the keys themselves, through napari's key handler (as a key press on the canvas)
     qt_viewer = viewer.window._qt_viewer
     handler = getattr(qt_viewer.canvas, "_key_map_handler", None) or qt_viewer._key_map_handler

@@ -36,6 +36,16 @@ ACTIONS = {
         "Shift+O",
         lambda w: setattr(w.polarity, "value", "negative"),
     ),
+    "clear_class": (
+        "SANSA: clear the chosen class's prompts on the shown frame",
+        "Shift+C",
+        lambda w: w.preview_panel.clear_class(),
+    ),
+    "fix_clicks": (
+        "SANSA: a Points layer whose clicks redraw a class on a labelled frame",
+        "Shift+F",
+        lambda w: w.preview_panel.new_fix_layer(),
+    ),
     "next_uncertain_frame": (
         "SANSA: go to the next least certain frame",
         "Shift+N",
@@ -108,13 +118,17 @@ TOOLTIPS = {
     "class_id": "next_class",
     "polarity": "positive_click",
     "scores": "next_uncertain_frame",
+    "preview_panel.clear_button": "clear_class",
+    "preview_panel.fix_button": "fix_clicks",
 }
 
 
 def _show_keys(widget) -> None:
     """Put the keys of each action at the end of its control's tooltip."""
     for attr, name in TOOLTIPS.items():
-        control = getattr(widget, attr)
+        control = widget
+        for part in attr.split("."):  # 'preview_panel.clear_button': a panel's control
+            control = getattr(control, part)
         native = getattr(control, "native", control)
         base = native.property("sansa_tip")
         if base is None:
