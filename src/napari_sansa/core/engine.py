@@ -147,11 +147,24 @@ class Engine:
         if sam.num_feature_levels != 3 or not sam.use_high_res_features_in_sam:
             raise ValueError("SANSA needs SAM2 with three feature levels and high-res features")
         self._top_pos: torch.Tensor | None = None
+        #: the image encoder's weights are bf16 and it runs natively in bf16 on the CPU,
+        #: autocast off (see :mod:`napari_sansa.core.cpu_bf16`)
+        self.bf16_encoder = False
 
     def sibling(self) -> Engine:
         """Another engine on the same network, with caches of its own (e.g. position
         tables made with autograd available)."""
-        return Engine(self.sam)
+        engine = Engine(self.sam)
+        engine.bf16_encoder = self.bf16_encoder
+        return engine
+
+    def hold_encoder_in_bf16(self) -> None:
+        """Cast the image encoder's weights to bf16 once; :meth:`encode` then casts the
+        images once and runs the encoder without autocast (the CPU's bf16 path)."""
+        from napari_sansa.core.cpu_bf16 import hold_in_bf16
+
+        hold_in_bf16(self.sam)
+        self.bf16_encoder = True
 
     # -- the network's adapters, parts and modes ------------------------------------------
     def adapter_parameters(self) -> list[tuple[str, nn.Parameter]]:
@@ -246,9 +259,22 @@ class Engine:
     # -- image features ---------------------------------------------------------------
     def encode(self, images: torch.Tensor) -> Features:
         """Image encoder on ``[B, 3, S, S]`` normalised images (what ``forward_image`` gives)."""
+        if self.bf16_encoder:
+            return self._encode_bf16(images)
         out = self.sam.forward_image(images)
         fpn = out["backbone_fpn"][-3:]
         return Features((fpn[0], fpn[1]), fpn[2])
+
+    def _encode_bf16(self, images: torch.Tensor) -> Features:
+        """``forward_image`` with the encoder in bf16: the images cast once, the encoder
+        (bf16 weights) run with autocast off; the decoder's high-res projections
+        (``conv_s0``/``conv_s1``, fp32 weights) run as before, under the caller's autocast."""
+        sam = self.sam
+        with torch.autocast(images.device.type, enabled=False):
+            out = sam.image_encoder(images.to(torch.bfloat16))
+        fpn = out["backbone_fpn"][-3:]
+        dec = sam.sam_mask_decoder
+        return Features((dec.conv_s0(fpn[0]), dec.conv_s1(fpn[1])), fpn[2])
 
     def top_pos(self, top: torch.Tensor) -> torch.Tensor:
         """Positional encoding ``[HW, B, C]`` of top-level features (it depends on size only)."""
