@@ -16,10 +16,14 @@ timed in three ways, repeats interleaved, medians printed:
 
 * ``fp32``: fp32 weights, no autocast (what ``precision="fp32"`` runs);
 * ``autocast``: fp32 weights under ``torch.autocast(bfloat16)`` (casts per operation: what
-  ``precision="bf16"`` ran on the CPU before 0.2.0, and still runs for the parts after the
-  encoder);
+  ``precision="bf16"`` ran on the CPU before 0.2.0, and still runs for memory attention);
 * ``bf16``: the part's weights cast to bf16 once, its inputs cast once, autocast off (what
-  0.2.0 runs for the encoder with ``precision="bf16"`` on the CPU).
+  0.2.0 runs for the encoder with ``precision="bf16"`` on the CPU; the decoder cannot run
+  so, and 0.2.0 runs it in fp32).
+
+The three ways are then summed per target as each precision runs the parts: fp32, bf16
+before 0.2.0 (all autocast) and bf16 in 0.2.0 (encoder bf16, memory attention autocast,
+decoder fp32), against the time the target's FLOPs take at the bf16 peak.
 
 The peak is a square matrix product (``--matmul``, default 2048) in fp32 and bf16,
 measured in the same run, interleaved with the parts; each part's rate is given as a
@@ -240,6 +244,20 @@ def main():
         rows.append((p, "; ".join(cells)))
     total = sum(flops.values())
     ideal = total / peak["bf16"]
+    paths = {  # how each precision runs the three parts
+        "fp32": ("fp32", "fp32", "fp32"),
+        "bf16 before 0.2.0 (autocast)": ("autocast", "autocast", "autocast"),
+        "bf16 in 0.2.0": ("bf16", "autocast", "fp32"),
+    }
+    results["paths"] = {}
+    for name, how in paths.items():
+        if any((p, m) in failed for p, m in zip(names, how, strict=True)):
+            continue
+        t = sum(med[p, m] for p, m in zip(names, how, strict=True))
+        results["paths"][name] = t
+        speed = results["paths"]["fp32"] / t
+        text = f"{t * 1e3:.0f} ms ({speed:.2f}x fp32, {t / ideal:.1f}x the time at the bf16 peak)"
+        rows.append((f"per target, {name}", text))
     rows += [
         ("FLOPs per target", f"{total / 1e9:.2f} GFLOP (at the bf16 peak: {ideal * 1e3:.0f} ms)"),
         (f"end to end, 1 ref + {args.targets} targets",
