@@ -16,10 +16,12 @@ which made Hiera-tiny's encoder slower than fp32 on an AMX machine). Each part r
   weights cast to bf16 once, at load (:func:`hold_in_bf16`), the images cast once, autocast
   off (its attention is the fused ``scaled_dot_product_attention`` in bf16);
 * memory attention and memory encoder: fp32 weights under autocast, as before (on an
-  avx512_bf16 CPU autocast ran memory attention 1.7x faster than fp32, bf16 weights 1.05x);
-* prompt encoder and mask decoder: fp32, autocast off (autocast ran them at 0.75x of fp32;
-  in fp32 the logits and the upscaling of masks are exact, and 99.8 % instead of 99.5 %
-  of label pixels agree with fp32 on the test model).
+  avx512_bf16 CPU autocast ran memory attention 1.3-1.7x faster than fp32, its weights
+  in bf16 1.05-1.5x: no clear gain);
+* prompt encoder and mask decoder: fp32, autocast off (autocast ran them at 0.75-1.2x of
+  fp32, 2-3 % of a target's time; in fp32 the logits and the upscaling of masks are
+  computed as in fp32 runs, and 99.85 % instead of 99.48 % of label pixels agree with fp32
+  on the test model).
 """
 
 from __future__ import annotations

@@ -294,7 +294,7 @@ class Engine:
     # -- decoder ------------------------------------------------------------------------
     def decode(self, pix, high_res, coords=None, labels=None, mask_prompt=None, multimask=False):
         """One prompt encoder and mask decoder pass on top-level features ``pix``."""
-        if self.cpu_bf16:  # fp32, autocast off: faster than autocast here, and exact logits
+        if self.cpu_bf16:  # fp32, autocast off: logits as in fp32 runs (see core.cpu_bf16)
             with torch.autocast(pix.device.type, enabled=False):
                 high_res = tuple(x.float() for x in high_res)
                 if mask_prompt is not None:
