@@ -17,6 +17,23 @@ SIZE = 256  # model input size used by the tests
 CONFIG = "sam2_hiera_t"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _auto_precision_is_fp32_on_every_cpu():
+    """``precision="auto"`` is bf16 on CPUs with AMX (core.cpu_bf16); the suite's models and
+    comparisons are fp32 on every machine, so the CPU's AMX flag is hidden from it (tests
+    of the detection fake the flags themselves)."""
+    from napari_sansa.core import cpu_bf16
+
+    real = cpu_bf16.cpu_flags
+
+    def flags(cpuinfo=None):
+        return real(cpuinfo) - {"amx_bf16"} if cpuinfo is None else real(cpuinfo)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cpu_bf16, "cpu_flags", flags)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _no_leftover_dask_client_setting():
     """A distributed Client sets ``scheduler: dask.distributed`` for the process and takes it

@@ -41,6 +41,9 @@ def test_replacing_the_weights_at_the_same_path_loads_the_new_weights(weights, t
 def test_auto_precision_is_resolved_in_the_key(weights, monkeypatch):
     import torch
 
+    from napari_sansa.core import cpu_bf16
+
+    monkeypatch.setattr(cpu_bf16, "cpu_flags", lambda cpuinfo=None: frozenset({"avx2"}))
     cpu_auto, cpu_fp32 = _settings(weights[0]), _settings(weights[0], precision="fp32")
     assert cpu_auto.identity()["precision"] == "fp32"
     assert cpu_auto.cache_key() == cpu_fp32.cache_key()  # the same model on a CPU

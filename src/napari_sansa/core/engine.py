@@ -147,11 +147,26 @@ class Engine:
         if sam.num_feature_levels != 3 or not sam.use_high_res_features_in_sam:
             raise ValueError("SANSA needs SAM2 with three feature levels and high-res features")
         self._top_pos: torch.Tensor | None = None
+        #: the CPU's bf16 path (see :mod:`napari_sansa.core.cpu_bf16`): the image encoder's
+        #: weights are bf16 and it runs natively in bf16, autocast off; the prompt encoder
+        #: and mask decoder run in fp32, autocast off
+        self.cpu_bf16 = False
 
     def sibling(self) -> Engine:
         """Another engine on the same network, with caches of its own (e.g. position
         tables made with autograd available)."""
-        return Engine(self.sam)
+        engine = Engine(self.sam)
+        engine.cpu_bf16 = self.cpu_bf16
+        return engine
+
+    def hold_encoder_in_bf16(self) -> None:
+        """The CPU's bf16 path: the image encoder's weights cast to bf16 once; :meth:`encode`
+        then casts the images once and runs the encoder without autocast, and
+        :meth:`decode` runs in fp32 (memory attention and memory encoder: autocast)."""
+        from napari_sansa.core.cpu_bf16 import hold_in_bf16
+
+        hold_in_bf16(self.sam)
+        self.cpu_bf16 = True
 
     # -- the network's adapters, parts and modes ------------------------------------------
     def adapter_parameters(self) -> list[tuple[str, nn.Parameter]]:
@@ -246,9 +261,25 @@ class Engine:
     # -- image features ---------------------------------------------------------------
     def encode(self, images: torch.Tensor) -> Features:
         """Image encoder on ``[B, 3, S, S]`` normalised images (what ``forward_image`` gives)."""
+        if self.cpu_bf16:
+            return self._encode_bf16(images)
         out = self.sam.forward_image(images)
         fpn = out["backbone_fpn"][-3:]
         return Features((fpn[0], fpn[1]), fpn[2])
+
+    def _encode_bf16(self, images: torch.Tensor) -> Features:
+        """``forward_image`` with the encoder in bf16: the images cast once, the encoder
+        (bf16 weights) run with autocast off; the decoder's high-res projections
+        (``conv_s0``/``conv_s1``, fp32 weights) run as before, under autocast."""
+        sam = self.sam
+        device = images.device.type
+        with torch.autocast(device, enabled=False):
+            out = sam.image_encoder(images.to(torch.bfloat16))
+        fpn = out["backbone_fpn"][-3:]
+        dec = sam.sam_mask_decoder
+        with torch.autocast(device, dtype=torch.bfloat16):
+            high_res = (dec.conv_s0(fpn[0]), dec.conv_s1(fpn[1]))
+        return Features(high_res, fpn[2])
 
     def top_pos(self, top: torch.Tensor) -> torch.Tensor:
         """Positional encoding ``[HW, B, C]`` of top-level features (it depends on size only)."""
@@ -263,6 +294,15 @@ class Engine:
     # -- decoder ------------------------------------------------------------------------
     def decode(self, pix, high_res, coords=None, labels=None, mask_prompt=None, multimask=False):
         """One prompt encoder and mask decoder pass on top-level features ``pix``."""
+        if self.cpu_bf16:  # fp32, autocast off: logits as in fp32 runs (see core.cpu_bf16)
+            with torch.autocast(pix.device.type, enabled=False):
+                high_res = tuple(x.float() for x in high_res)
+                if mask_prompt is not None:
+                    mask_prompt = mask_prompt.float()
+                return self._decode(pix.float(), high_res, coords, labels, mask_prompt, multimask)
+        return self._decode(pix, high_res, coords, labels, mask_prompt, multimask)
+
+    def _decode(self, pix, high_res, coords, labels, mask_prompt, multimask):
         sam = self.sam
         b = pix.shape[0]
         if coords is None:  # no prompt: one padding point

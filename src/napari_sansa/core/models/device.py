@@ -52,12 +52,18 @@ def resolve_device(device="auto") -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """``"auto"``: bf16 autocast on CUDA, fp32 elsewhere."""
+    """``"auto"``: bf16 autocast on CUDA; on the CPU bf16 where it has AMX bf16 units (see
+    :mod:`napari_sansa.core.cpu_bf16`), fp32 elsewhere. ``"bf16"`` on a CPU without bf16
+    arithmetic works, with a warning that it is slow there."""
     if precision not in PRECISIONS:
         raise InvalidInputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
+        if device.type == "cpu":
+            from napari_sansa.core.cpu_bf16 import auto_cpu_dtype
+
+            return auto_cpu_dtype()
         return torch.float32
     if precision == "fp32":
         return torch.float32
@@ -67,6 +73,10 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
         return torch.float16
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise InvalidInputError("this GPU does not support bf16; use precision='fp16' or 'fp32'")
+    if device.type == "cpu":
+        from napari_sansa.core.cpu_bf16 import warn_if_slow
+
+        warn_if_slow()
     return torch.bfloat16
 
 

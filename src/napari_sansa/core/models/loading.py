@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from napari_sansa.core.errors import CheckpointError, InvalidInputError
 from napari_sansa.core.model import SansaModel
 from napari_sansa.core.models.adapters import inject_adapters
@@ -136,7 +138,7 @@ def load_settings(settings: ModelSettings) -> SansaModel:
     if settings.compile:
         for part in (sam.image_encoder, sam.memory_attention, sam.sam_mask_decoder):
             part.compile(dynamic=False)
-    return SansaModel(
+    model = SansaModel(
         sam,
         config=config,
         device=dev,
@@ -146,3 +148,6 @@ def load_settings(settings: ModelSettings) -> SansaModel:
         settings=settings,
         source_identity=source_identity,
     )
+    if dev.type == "cpu" and dtype == torch.bfloat16:  # the CPU's bf16 path (core.cpu_bf16)
+        model.engine.hold_encoder_in_bf16()
+    return model

@@ -30,7 +30,8 @@ class ModelSettings:
       SAM2 file tells its size), ``sam2_checkpoint`` and ``adapter_checkpoint``
       (without it: plain SAM2, the zero-shot baseline).
     * ``device``: ``"auto"`` (CUDA, then MPS, then CPU) or an explicit device.
-      ``precision``: ``"auto"`` (bf16 on CUDA, fp32 elsewhere), ``"fp32"``, ``"bf16"``
+      ``precision``: ``"auto"`` (bf16 on CUDA and on CPUs with AMX bf16 units, fp32
+      elsewhere; see :mod:`napari_sansa.core.cpu_bf16`), ``"fp32"``, ``"bf16"``
       or ``"fp16"``. ``image_size``: the model's input side (default: the config's).
     * ``cache_bytes``: in-memory image-feature cache (0: off, and with it every other
       in-memory cache); ``cache_dir``: an optional feature cache on disk, at most
