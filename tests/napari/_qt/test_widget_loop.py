@@ -42,16 +42,25 @@ def wait_done(qtbot, widget):
 # -- the main page at napari's default window ---------------------------------------------
 
 
+@pytest.mark.parametrize("images", ["stack", "set"])
 @pytest.mark.parametrize("size", ["napari", (1089, 630)])
-def test_the_main_page_fits_napari_s_default_window_beside_half_the_width(make_sansa, qtbot, size):
+def test_the_main_page_fits_napari_s_default_window_beside_half_the_width(
+    make_sansa, qtbot, size, images
+):
     """napari opens at its layout's size hint (first start), 1089 x 630 on a 1600 x 1000
     screen with the old widget: the main page (images and prompts, run, review) needs no
-    scrolling and the canvas keeps at least half of the window's width."""
+    scrolling and the canvas keeps at least half of the window's width; also with an
+    image set chosen (its 'with images' list shown) while the prompts are made."""
     viewer, widget = make_sansa(
         (frames(), {"name": "cells"}, "image"),
         (mask_on(0), {"name": "cells [sansa references]"}, "labels"),
     )
     viewer.add_points(np.zeros((0, 3)), name="cells [sansa points]")
+    if images == "set":  # two more images of other sizes, taken with the first
+        for name, shape in (("coffee", (40, 70)), ("camera", (90, 50))):
+            viewer.add_image(np.random.default_rng(0).random(shape), name=name)
+        widget.image.value = viewer.layers["cells"]
+        widget.other_images.value = [viewer.layers["coffee"], viewer.layers["camera"]]
     window = viewer.window._qt_window
     window.show()
     window.resize(window.layout().sizeHint() if size == "napari" else __import__(
@@ -84,7 +93,7 @@ def test_the_main_page_fits_napari_s_default_window_beside_half_the_width(make_s
     for control in (widget.image, widget.prompt_layers, widget.new_points_button, widget.mode,
                     widget.use_frame_button, widget.edited_button):  # fmt: skip
         assert control.native.isVisible(), control
-    assert widget.scores.isVisible() and widget.plot.isVisible()
+    assert widget.scores.isVisible() and not widget.plot.isVisible()  # plot: once scores exist
     assert widget.run_button.native.isVisible() and widget.stop_button.native.isVisible()
     assert keys("Shift+R") in widget.run_button.native.toolTip()  # Run's tooltip: its key
     # the other pages are one click away
@@ -189,6 +198,7 @@ def test_the_shortcuts_are_napari_s_and_act_on_the_widget(make_sansa, qtbot):
     wait_done(qtbot, widget)
     action_manager.trigger("napari-sansa:run")
     wait_done(qtbot, widget)
+    assert not widget.plot.isHidden()  # the confidence plot appears with the scores
     # the next least certain frame: predicted frames in the order of their lowest score
     lows = {f: low for f, (low, kind) in widget.plot._values.items() if kind == "predicted"}
     order = sorted(lows, key=lambda f: (lows[f], f))

@@ -245,14 +245,17 @@ class ConfidencePlot(QWidget):
         self.setMaximumHeight(PLOT_HEIGHT)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setToolTip("lowest score per frame, in frame order (green: references); click a bar")
+        self.setVisible(False)  # shown once a run has scores: before, it takes no room
 
     def clear(self) -> None:
         self._values.clear()
+        self.setVisible(False)
         self.update()
 
     def set_frame(self, key, scores: dict, kind: str, label: str = "") -> None:
         low = min(scores.values()) if scores else float("nan")
         self._values[key] = (float(low), kind)
+        self.setVisible(True)
         self.update()
 
     def keys(self) -> list:

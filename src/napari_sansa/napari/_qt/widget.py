@@ -213,7 +213,7 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
             row(self.class_id, self.polarity), self.main_extras,
             self.mode, self.axes.sequential_axis, self.axes.ranges.box,
         )  # fmt: skip
-        self.scores.setMinimumHeight(52)
+        self.scores.setMinimumHeight(46)
         review = (self.plot, self.scores, self.object_counts)
         take = tight(row(self.use_frame_button, self.edited_button))  # one row: the page fits
         main = page(images, *review, take, stretch=False)
