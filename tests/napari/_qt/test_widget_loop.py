@@ -96,6 +96,12 @@ def test_the_main_page_fits_napari_s_default_window_beside_half_the_width(
     assert widget.scores.isVisible() and not widget.plot.isVisible()  # plot: once scores exist
     assert widget.run_button.native.isVisible() and widget.stop_button.native.isVisible()
     assert keys("Shift+R") in widget.run_button.native.toolTip()  # Run's tooltip: its key
+    # one-line messages take the dock's width (cut with '…' only where it ends)
+    widget.preview_panel._show_state("")
+    qtbot.wait(50)
+    widget.preview_panel._show_state("preview of frame 1 of 'cells': class 1")
+    qtbot.wait(50)
+    assert widget.preview_panel.state.native.text().startswith("preview of")
     # the other pages are one click away
     assert list(widget.pages) == ["Label", "Model", "Options", "Folder", "Fine-tune", "Save"]
     widget.show_page("Fine-tune")

@@ -28,10 +28,13 @@ def elided(label: Label) -> None:
     too narrow for it (set it with ``label.native.setProperty("full", text)`` and
     ``refresh``); the whole text is its tooltip."""
     from qtpy.QtCore import QEvent, QObject, Qt
+    from qtpy.QtWidgets import QSizePolicy
 
     native = label.native
     native.setWordWrap(False)
     native.setMinimumWidth(20)
+    # the dock's width, not the width of the text last shown (a short text would keep it short)
+    native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
 
     def refresh():
         text = native.property("full") or ""
