@@ -515,6 +515,31 @@ class FramePreviews:
         layer.mode = "add"
         return layer
 
+    def fix_box_layer(self, image, make: bool = True):
+        """The Shapes layer ``<image> [sansa fix box]`` whose rectangles fix labelled
+        frames (a box for the chosen class; made when ``make``); not a prompt layer."""
+        from napari.layers import Shapes
+
+        from napari_sansa.napari.outputs import transform_kwargs
+
+        name = fix_layer_name(image.name).removesuffix("]") + " box]"
+        for layer in self.session.viewer.layers:
+            if layer.name == name and isinstance(layer, Shapes):
+                return layer
+        if not make:
+            return None
+        layer = self.session.viewer.add_shapes(
+            name=name,
+            ndim=image.ndim,
+            metadata={META_KEY: "fix", META_IMAGE: image.name},
+            edge_color="yellow",
+            face_color="transparent",
+            edge_width=2,
+            **transform_kwargs(image),
+        )
+        layer.mode = "add_rectangle"
+        return layer
+
     # -- the queue ----------------------------------------------------------------------
     def _preparing(self, name: str, frame: int) -> bool:
         """Whether the features of ``frame`` of the image ``name`` are being prepared (or

@@ -134,6 +134,44 @@ def test_a_click_fixes_a_labelled_frame_and_undo_takes_it_back(make_sansa, qtbot
     assert len(fix.data) == 0
 
 
+def test_a_box_fixes_a_labelled_frame_as_sam2_decodes_it(make_sansa, qtbot):
+    from napari.utils.action_manager import action_manager
+
+    from napari_sansa.core.preview import redraw_mask
+
+    viewer, widget = make_sansa((frames(), {"name": "cells"}, "image"))
+    add_clicks(viewer, widget, 0, [(20, 20), (24, 30)])
+    assert widget.run() is not None
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT)
+    out = viewer.layers["cells [sansa]"]
+    before = np.array(out.data)
+    widget.go_to_frame(2)
+    action_manager.trigger("napari-sansa:fix_box")  # Shift+B: the image's box layer
+    boxes = viewer.layers["cells [sansa fix box]"]
+    assert viewer.layers.selection.active is boxes and boxes.mode == "add_rectangle"
+    assert boxes not in widget.prompt_layers.choices  # a fix makes no reference
+    boxes.add_rectangles(np.array([[2, 10, 12], [2, 10, 50], [2, 45, 50], [2, 45, 12]]))
+    idle(qtbot, widget)
+    qtbot.waitUntil(lambda: "fixed class 1 on frame 2" in widget.status.value, timeout=TIMEOUT)
+    model = widget.session.models.get(widget.model_panel.settings())
+    mask, _ = redraw_mask(
+        model, viewer.layers["cells"].data[2], widget.run_settings().segment,
+        box=(10, 12, 45, 50), mask=before[2] == 1,
+    )  # fmt: skip
+    expected = before[2].copy()
+    expected[(expected == 1) & ~mask] = 0  # the class's pixels outside the new mask go
+    expected[mask & ((expected == 0) | (expected == 1))] = 1  # it takes background pixels
+    np.testing.assert_array_equal(out.data[2], expected)
+    np.testing.assert_array_equal(out.data[[0, 1]], before[[0, 1]])
+    assert widget.edited_frames() == [2]
+    # a box on another frame than the one shown is refused, nothing changes
+    widget.go_to_frame(1)
+    boxes.add_rectangles(np.array([[2, 10, 12], [2, 10, 50], [2, 45, 50], [2, 45, 12]]))
+    idle(qtbot, widget)
+    np.testing.assert_array_equal(out.data[1], before[1])
+    assert "the last box is not on frame 1" in widget.status.value
+
+
 def test_a_click_on_a_frame_still_being_prepared_waits_for_it(make_sansa, qtbot):
     viewer, widget = make_sansa((frames(), {"name": "cells"}, "image"))
     add_clicks(viewer, widget, 0, [(20, 20)])

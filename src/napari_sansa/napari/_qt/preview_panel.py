@@ -201,7 +201,21 @@ class PreviewPanel:
         self._watch(layer)
         return layer
 
+    def new_fix_box_layer(self, value=None):
+        """The image's "[sansa fix box]" Shapes layer, active, drawing rectangles: a box
+        redraws the chosen class on the shown frame."""
+        image = self.widget._require_image()
+        if image is None:
+            return None
+        layer = self.previews.fix_box_layer(image)
+        self.viewer.layers.selection.active = layer
+        layer.mode = "add_rectangle"
+        self._watch(layer)
+        return layer
+
     def _apply_fix(self, layer, images, model, settings) -> None:
+        from napari.layers import Shapes
+
         from napari_sansa.napari.imageset import META_IMAGE
 
         name = (layer.metadata or {}).get(META_IMAGE)
@@ -210,6 +224,23 @@ class PreviewPanel:
             return
         frame = self.widget.current_frame(image)
         geometry = image_geometry(image)
+        if isinstance(layer, Shapes):  # the last box drawn, for the chosen class
+            corners = apply_matrix(layer_to_image(layer, image), np.asarray(layer.data[-1], float))
+            lead = np.rint(corners[0, :-2])
+            if lead.size and (
+                np.any((lead < 0) | (lead >= np.asarray(geometry.leading)))
+                or geometry.frame(lead) != frame
+            ):
+                self.widget.session.notify(
+                    f"fix: the last box is not on {geometry.describe(frame)} of '{image.name}'",
+                    popup=False,
+                )
+                return
+            low, high = corners[:, -2:].min(axis=0), corners[:, -2:].max(axis=0)
+            box = (float(low[0]), float(low[1]), float(high[0]), float(high[1]))
+            label = int(self.widget.class_id.value)
+            self.previews.fix(image, frame, label, model, settings, box=box)
+            return
         coords = apply_matrix(layer_to_image(layer, image), np.asarray(layer.data, float))
         labels = layer.features["label"].to_numpy().astype(int)
         positive = layer.features["positive"].to_numpy().astype(bool)

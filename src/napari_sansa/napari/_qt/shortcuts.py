@@ -46,6 +46,11 @@ ACTIONS = {
         "Shift+F",
         lambda w: w.preview_panel.new_fix_layer(),
     ),
+    "fix_box": (
+        "SANSA: a Shapes layer whose rectangles redraw the chosen class on a labelled frame",
+        "Shift+B",
+        lambda w: w.preview_panel.new_fix_box_layer(),
+    ),
     "next_uncertain_frame": (
         "SANSA: go to the next least certain frame",
         "Shift+N",
