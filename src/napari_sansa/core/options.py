@@ -48,6 +48,21 @@ def check_batch_size(batch_size) -> int | None:
     return None if batch_size is None else int(batch_size)
 
 
+def made(cls, options, keywords: dict):
+    """An options value of dataclass ``cls`` from ``options`` (None, a ``cls`` or a
+    mapping of its fields) with ``keywords`` replacing some fields; every value checked
+    by ``cls`` itself (its ``__post_init__``)."""
+    if options is None:
+        return cls(**keywords)
+    if isinstance(options, cls):
+        return replace(options, **keywords) if keywords else options
+    if isinstance(options, Mapping):
+        return cls(**{**options, **keywords})
+    raise InvalidInputError(
+        f"options must be a {cls.__name__} (or a dict of its fields), got {type(options).__name__}"
+    )
+
+
 @dataclass(frozen=True)
 class SegmentOptions:
     """How targets are segmented: the options of ``segment``, ``segment_iter``,
@@ -112,16 +127,7 @@ class SegmentOptions:
     def make(cls, options=None, **keywords) -> SegmentOptions:
         """``options`` (None, a SegmentOptions or a mapping of its fields) with
         ``keywords`` replacing some of its fields: the one check of a run's options."""
-        if options is None:
-            return cls(**keywords)
-        if isinstance(options, cls):
-            return replace(options, **keywords) if keywords else options
-        if isinstance(options, Mapping):
-            return cls(**{**options, **keywords})
-        raise InvalidInputError(
-            f"options must be a {cls.__name__} (or a dict of its fields), got "
-            f"{type(options).__name__}"
-        )
+        return made(cls, options, keywords)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
-from napari_sansa.core.errors import InvalidInputError, OptionError
+from napari_sansa.core.errors import OptionError
 from napari_sansa.core.images import DEFAULT_INPUT_SIZE, check_input_size
+from napari_sansa.core.options import made
 from napari_sansa.core.training.episodes import check_prompt_setting
 from napari_sansa.core.training.loss import check_dropout
 
@@ -99,16 +99,7 @@ class FinetuneOptions:
         tuning uses, unless ``keywords`` say otherwise (tuned as the model will run)."""
         if like is not None:
             keywords = {"input_size": like.input_size, **keywords}
-        if options is None:
-            return cls(**keywords)
-        if isinstance(options, cls):
-            return replace(options, **keywords) if keywords else options
-        if isinstance(options, Mapping):
-            return cls(**{**options, **keywords})
-        raise InvalidInputError(
-            f"options must be a FinetuneOptions (or a dict of its fields), got "
-            f"{type(options).__name__}"
-        )
+        return made(cls, options, keywords)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
