@@ -154,7 +154,8 @@ class ObjectOptions:
 
     def record(self) -> dict:
         """The options as plain JSON values, as run records keep them: ``refine`` only
-        when set, ``dims`` only when "3d" and ``spacing`` only when given, so that the
+        when set, ``dims`` only when "3d" and ``spacing`` only when given (and not per
+        plane, where it does not change the objects), so that the
         records of runs before them (objects per plane) are those of ``dims="2d"``.
         A dataset run resolves ``dims=None`` to "3d" or "2d" before it records it."""
         out = {"min_size": self.min_size, "seed_distance": self.seed_distance}
@@ -163,7 +164,7 @@ class ObjectOptions:
             out["refine"] = True
         if self.dims == "3d":
             out["dims"] = "3d"
-        if self.spacing is not None:
+        if self.spacing is not None and self.dims != "2d":
             out["spacing"] = list(self.spacing)
         return out
 

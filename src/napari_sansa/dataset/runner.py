@@ -43,6 +43,7 @@ from napari_sansa.dataset.objects import (
     check_objects_csv,
     object_rows,
     prune_objects_csv,
+    resolve_dims,
     write_objects_csv,
 )
 from napari_sansa.dataset.records import existing_record, target_done
@@ -179,6 +180,7 @@ def segment_dataset(
     loaded, source, ident, earlier_ident = models.run_model(model, client)
     out = Path(out).expanduser().resolve()
     _check_output_folder(out)
+    options = resolve_dims(options, out, overwrite)  # 3D objects, or per plane as before
     unreadable: list = []
     items = discover_targets(targets, out, options.probabilities, unreadable=unreadable)
     settings = {"model": ident, "references": references_digest(references), **options.record()}
