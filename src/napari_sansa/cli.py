@@ -172,8 +172,8 @@ def _parser() -> argparse.ArgumentParser:
         action="store_const",
         const="2d",
         default=None,
-        help="with --instances: split each plane of a z-stack on its own (objects before "
-        "0.3) instead of into 3D objects across the planes",
+        help="with --instances: split each plane of a z-stack on its own (as earlier versions did) "
+        "instead of into 3D objects across the planes",
     )
     s.add_argument(
         "--voxel-size",

@@ -69,7 +69,7 @@ class ObjectOptions:
 
     ``dims`` (runs over stacks with a Z axis): ``"3d"``, one object per nucleus across
     the planes (each time point of a T×Z stack split in 3D); ``"2d"``, objects per plane,
-    as before napari-sansa 0.3; None (the default): 3D, except in an output folder whose
+    as earlier versions did; None (the default): 3D, except in an output folder whose
     objects were made per plane by an earlier run, which stays per plane (said in the
     log). ``spacing``: the voxel size ``(z, y, x)`` of 3D objects; None: from each
     file's metadata (ImageJ or OME-TIFF), cubic voxels when it has none.
