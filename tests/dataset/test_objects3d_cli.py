@@ -152,3 +152,54 @@ def test_voxel_size_from_ome_tiff_and_none(tmp_path):
     assert voxel_size_of(tmp_path / "plain.tif") is None
     (tmp_path / "broken.tif").write_bytes(b"not a tiff")
     assert voxel_size_of(tmp_path / "broken.tif") is None
+
+
+def test_3d_objects_of_a_tz_stack_widen_and_follow_the_previous_time_point(tmp_path):
+    """The scratch-file path of a stack's 3D objects, without a model: time point 1 has
+    more objects than uint16 holds, so the object stack widens (never wraps), and its
+    ids follow time point 0's."""
+    from types import SimpleNamespace
+
+    from napari_sansa.core.measures import object_table
+    from napari_sansa.core.objects import ObjectOptions
+    from napari_sansa.dataset.discovery import Target
+    from napari_sansa.dataset.outputs import TiffWriter
+    from napari_sansa.dataset.records import table_record
+    from napari_sansa.dataset.stacks import _Scratch, _StackObjects3D, z_volumes
+
+    t_, z_, h, w = 2, 2, 364, 364
+    stack = SimpleNamespace(frame_axes="TZ", frame_sizes=(t_, z_))
+    volumes = z_volumes(stack)
+    assert [at for at, _ in volumes] == [{"t": 0}, {"t": 1}]
+    assert volumes[1][1].tolist() == [2, 3]
+    labels = np.zeros((t_, z_, h, w), np.uint8)
+    labels[0, 0:2, 10:20, 10:20] = 1  # one object across two planes
+    labels[1, 0, ::2, ::2] = 2  # 182 x 182 = 33124 separate voxels ...
+    labels[1, 1, 1::2, 1::2] = 2  # ... and as many: 66248 objects, more than uint16 holds
+    target = Target("s.tif", "s.tif", "stack", t_ * z_)
+    objects = _StackObjects3D(
+        _Scratch(tmp_path, target), t_ * z_, (h, w), volumes, np.uint8, [1, 2]
+    )
+    for f in range(t_ * z_):
+        pred = SimpleNamespace(probabilities={c: np.full((h, w), 0.5, np.float32) for c in (1, 2)})
+        objects.take(f, pred, labels.reshape(-1, h, w)[f])
+    objects.split(ObjectOptions(min_size=0, split="none"))
+
+    def record(role, table):
+        return {"output": role, "objects": table_record(table)}
+
+    objects.write(target, tmp_path, (t_, z_, h, w), "TZYX", record)
+    written = tifffile.imread(tmp_path / "s_objects.tif")
+    assert written.dtype == np.uint32 and written.shape == (t_, z_, h, w)
+    assert np.unique(written[0]).tolist() == [0, 1]  # one id across its planes
+    assert written[1].max() == 66249 and written[1][written[1] > 0].min() == 2
+    assert len(np.unique(written[1])) == 66249  # never wrapped
+    info = TiffWriter.read_record(tmp_path / "s_objects.tif")
+    assert info["objects"]["dims"] == "3d" and info["voxel_size"] is None
+    columns = info["objects"]["columns"]
+    assert columns[:4] == ["t", "object", "class", "volume"]
+    first = dict(zip(columns, info["objects"]["rows"][0], strict=True))
+    assert first["t"] == 0 and first["volume"] == 200 and first["bbox_max_z"] == 2
+    assert first["mean_probability"] == pytest.approx(0.5)
+    expect = object_table(written[0], labels[0])
+    assert first["centroid_z"] == pytest.approx(expect["centroid_z"][0])

@@ -147,7 +147,10 @@ def segment_dataset(
     lists every target with its per-class scores and areas, or why it failed. With
     ``instances`` each target also gets an object label image (``<name>_objects.tif``, ids
     unique within an image or a stack) and ``objects.csv`` lists every object (its class,
-    area, centroid, box, probability).
+    area, centroid, box, probability); a stack with a Z axis gets 3D objects per time
+    point unless ``instances={"dims": "2d"}`` (folders labelled per plane before stay
+    per plane: ``dataset.objects.resolve_dims``), with ``instances={"spacing": (z, y,
+    x)}`` or each TIFF's voxel size.
     ``on_progress``: called with a :class:`~napari_sansa.dataset.progress.DatasetProgress`
     for each finished frame (from the run's threads). ``cancel``: a ``threading.Event``
     or a callable returning True to stop: the run ends after the frame in progress (a
