@@ -329,7 +329,8 @@ class SansaSession(Corrections):
         if not self.alive:
             return
         if getattr(self, "objects", None) is not None:
-            self.objects.finish()  # ids in frame order, as a re-run gives them
+            # ids in frame order, as a re-run gives them; 3D objects of a z-stack
+            self.objects.finish(self.outputs, self._probability_layers)
         self.running.emit(False)
         total = self.plan.total if self.plan is not None else 0
         if self._failed:

@@ -1,8 +1,10 @@
 """Advanced run settings for large images and objects, and the per-frame object counts.
 
 :class:`TilesObjectsPanel`: tile size and halo (issue 13's tiles), the "objects"
-checkbox with the splitting's minimum object size and seed distance, and "refine
-with SAM2" (each object redrawn by a SAM2 box prompt); ``settings()``
+checkbox with the splitting's minimum object size and seed distance, "per plane"
+(z-stacks: objects of each plane on their own instead of 3D objects across the planes
+of an image whose axis is named "z"), and "refine with SAM2" (each object redrawn by a
+SAM2 box prompt, per plane); ``settings()``
 gives the matching :class:`~napari_sansa.napari.worker.RunSettings` fields.
 :class:`ObjectCounts`: one row per finished frame, one column per class, the number of
 objects (shown only for runs with objects); a click on a row jumps to the frame.
@@ -55,14 +57,21 @@ class TilesObjectsPanel:
             tooltip="redraw each object's borders by a SAM2 decoder pass with its box as the "
             "prompt, on the features the run already computed (no second encoding)",
         )  # fmt: skip
+        self.per_plane = CheckBox(
+            text="objects per plane", value=False,
+            tooltip="z-stacks (an axis named 'z'): split each plane on its own, as before; "
+            "off: one 3D object per nucleus across the planes, with the voxel size of the "
+            "image layer's scale (z, y, x)",
+        )  # fmt: skip
         self.widgets = [self.tile_size, self.halo, self.instances, self.min_size,
-                        self.seed_distance, self.refine]  # fmt: skip
+                        self.seed_distance, self.per_plane, self.refine]  # fmt: skip
         self.instances.changed.connect(self._on_instances)
         self._on_instances()
 
     def _on_instances(self, value=None) -> None:
         on = bool(self.instances.value)
         self.min_size.enabled = self.seed_distance.enabled = self.refine.enabled = on
+        self.per_plane.enabled = on
 
     def settings(self) -> dict:
         """``tile_size``, ``halo`` and ``instances`` for RunSettings."""
@@ -74,7 +83,8 @@ class TilesObjectsPanel:
         if self.instances.value:
             instances = ObjectOptions(min_size=int(self.min_size.value),
                                       seed_distance=int(self.seed_distance.value),
-                                      refine=bool(self.refine.value))  # fmt: skip
+                                      refine=bool(self.refine.value),
+                                      dims="2d" if self.per_plane.value else None)  # fmt: skip
         return {
             "tile_size": tile,
             "halo": None if halo < 0 or tile is None else halo,
