@@ -23,6 +23,7 @@ from napari_sansa.core.options import SegmentOptions
 from napari_sansa.core.prompts import Reference
 from napari_sansa.dataset import models
 from napari_sansa.dataset.discovery import Target, discover_targets
+from napari_sansa.dataset.readers import check_stores
 from napari_sansa.dataset.distributed import (
     WORKER_WAIT,
     check_worker_wait,
@@ -181,6 +182,7 @@ def segment_dataset(
     _check_output_folder(out)
     unreadable: list = []
     items = discover_targets(targets, out, options.probabilities, unreadable=unreadable)
+    check_stores(items, options.axes, options.channels)  # OME-Zarr metadata, before any write
     settings = {"model": ident, "references": references_digest(references), **options.record()}
     colour = reference_colour(references)
     run = RunSettings(options, settings_signature(settings), colour, cancel=cancelled)

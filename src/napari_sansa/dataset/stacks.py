@@ -22,7 +22,7 @@ from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.images import check_image
 from napari_sansa.core.sequences import sequential_groups
 from napari_sansa.dataset.discovery import Target
-from napari_sansa.dataset.io import TiffStack
+from napari_sansa.dataset.io import TiffStack, open_stack
 from napari_sansa.dataset.outputs import Layout, write_failed, write_output
 from napari_sansa.dataset.records import (
     check_output_paths,
@@ -144,7 +144,7 @@ def process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
     try:
         check_output_paths(t, out, run)  # a folder in the way: this target fails
         remove_stale_outputs(t, out, run)
-        stack = TiffStack(t.source, run.axes, run.channels)
+        stack = open_stack(t.source, run.axes, run.channels)
     except InvalidInputError as exc:
         _failed(t, exc, rows, strict, on_frame, t.frames)
         return
