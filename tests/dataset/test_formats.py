@@ -40,7 +40,7 @@ def _write_omezarr(path, data, axes="tczyx", version="0.5", chunks=None, levels=
     fmt = ome_format.FormatV04() if version == "0.4" else ome_format.FormatV05()
     root = zarr.open_group(str(path), mode="w", zarr_format=2 if version == "0.4" else 3)
     scale = {"z": 2.0, "y": 0.5, "x": 0.5}
-    units = {a: "micrometer" for a in "zyx"}
+    units = dict.fromkeys("zyx", "micrometer")
     metadata = {}
     if "c" in axes:
         n = data.shape[axes.index("c")]
@@ -136,9 +136,10 @@ def test_cli_labels_an_omezarr_stack_in_a_folder_that_mixes_formats(weights, tmp
     args += ["--out", str(out), "--channels", "1", *cli_model_args(weights)]
     assert main(args) == 0
     rows = [(r["target"].rsplit("/", 1)[-1], r["status"]) for r in read_csv(out / "scores.csv")]
-    assert sorted(rows) == [("photo.png", "ok")] + [("scan.ome.zarr", "ok")] * 4 + [
-        ("t.tif", "ok")
-    ] * 2
+    assert (
+        sorted(rows)
+        == [("photo.png", "ok")] + [("scan.ome.zarr", "ok")] * 4 + [("t.tif", "ok")] * 2
+    )
     with tifffile.TiffFile(out / "scan.ome.tif") as tif:
         labels = tif.asarray()
         assert labels.shape == (2, 2, H, W) and tif.series[0].axes.upper().endswith("YX")
@@ -168,9 +169,9 @@ def test_a_one_frame_omezarr_by_tiles_gives_the_labels_of_the_same_tiff(weights,
 
 
 def test_an_omezarr_label_image_and_reference_image(tmp_path):
-    _write_omezarr(tmp_path / "lab.zarr", np.asarray(iio.imread(_labels(tmp_path / "l.png"))),
-                   axes="yx")  # fmt: skip
-    np.testing.assert_array_equal(read_label_image(tmp_path / "lab.zarr"), iio.imread(tmp_path / "l.png"))
+    lab = np.asarray(iio.imread(_labels(tmp_path / "l.png")))
+    _write_omezarr(tmp_path / "lab.zarr", lab, axes="yx")
+    np.testing.assert_array_equal(read_label_image(tmp_path / "lab.zarr"), lab)
     _write_omezarr(tmp_path / "two.zarr", _tczyx(t=2, z=1)[:, 0, 0], axes="tyx")
     with pytest.raises(InvalidInputError, match="holds 2 frames"):
         load_reference_pair(tmp_path / "two.zarr", tmp_path / "l.png")
@@ -292,7 +293,7 @@ def test_a_vendor_file_without_its_plugin_names_the_extra(weights, tmp_path, cap
         raise UnsupportedFileFormatError("BioImage", str(image))
 
     monkeypatch.setattr(bioio.BioImage, "determine_plugin", staticmethod(refuse))
-    with pytest.raises(InvalidInputError, match=r'bioio-czi, which did not take it.*\[formats\]'):
+    with pytest.raises(InvalidInputError, match=r"bioio-czi, which did not take it.*\[formats\]"):
         open_stack(data / "scan.czi")
 
     # without bioio itself
@@ -305,8 +306,9 @@ class _StandIn:
     """What bioio's BioImage gives for a vendor file, without the file (a stand-in)."""
 
     def __init__(self, order, shape, names, sizes=(None, 0.25, 0.25), scenes=("S0",)):
-        import dask.array as da
         from types import SimpleNamespace
+
+        import dask.array as da
 
         self.dims = SimpleNamespace(order=order)
         rng = np.random.default_rng(0)

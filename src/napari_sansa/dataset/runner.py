@@ -23,7 +23,6 @@ from napari_sansa.core.options import SegmentOptions
 from napari_sansa.core.prompts import Reference
 from napari_sansa.dataset import models
 from napari_sansa.dataset.discovery import Target, discover_targets
-from napari_sansa.dataset.readers import check_stores
 from napari_sansa.dataset.distributed import (
     WORKER_WAIT,
     check_worker_wait,
@@ -46,6 +45,7 @@ from napari_sansa.dataset.objects import (
     prune_objects_csv,
     write_objects_csv,
 )
+from napari_sansa.dataset.readers import check_stores
 from napari_sansa.dataset.records import existing_record, target_done
 from napari_sansa.dataset.references import reference_files, references_digest
 from napari_sansa.dataset.rows import score_row

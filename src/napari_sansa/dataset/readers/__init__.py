@@ -36,7 +36,7 @@ VENDOR_SUFFIXES = set(VENDOR_PLUGINS)
 
 
 def format_of(path) -> str:
-    """"zarr" (a Zarr store), "vendor" (read through bioio), "tiff", or "image" (any
+    """ "zarr" (a Zarr store), "vendor" (read through bioio), "tiff", or "image" (any
     other file: read whole by imageio)."""
     path = Path(path)
     if is_zarr_store(path):

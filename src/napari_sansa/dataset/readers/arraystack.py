@@ -137,8 +137,7 @@ class ArrayStack(TiffStack):
         if self.channels is None or not self.channel_names:
             return ""
         names = [
-            self.channel_names[c] if c < len(self.channel_names) else str(c)
-            for c in self.channels
+            self.channel_names[c] if c < len(self.channel_names) else str(c) for c in self.channels
         ]
         return ", ".join(f"{c} ({n})" for c, n in zip(self.channels, names, strict=True))
 

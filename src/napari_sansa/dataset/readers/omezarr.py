@@ -189,7 +189,7 @@ def _pixel_sizes(axes: str, units: list, scale: list | None) -> dict:
     for a, unit, s in zip(axes, units, scale, strict=True):
         if a not in "ZYX":
             continue
-        factor = _UNITS.get(str(unit).lower(), None) if unit else 1.0
+        factor = _UNITS.get(str(unit).lower()) if unit else 1.0
         if factor is not None:
             sizes[a] = float(s) * factor
     return sizes
@@ -348,4 +348,3 @@ def store_state(path) -> dict:
     except OSError:
         return {}
     return {"files": count, "size": size, "mtime_ns": latest, "metadata_sha256": h.hexdigest()}
-
