@@ -177,6 +177,23 @@ def test_an_omezarr_label_image_and_reference_image(tmp_path):
         load_reference_pair(tmp_path / "two.zarr", tmp_path / "l.png")
 
 
+def test_a_bioformats2raw_store_reads_its_first_image_and_a_plate_is_refused(tmp_path, caplog):
+    root = zarr.open_group(str(tmp_path / "b2r.zarr"), mode="w", zarr_format=3)
+    root.attrs["bioformats2raw.layout"] = 3
+    images = [make_image(k, shape=(H, W), rgb=False) for k in (1, 2)]
+    for k, img in enumerate(images):
+        _write_omezarr(tmp_path / "b2r.zarr" / str(k), img, axes="yx")
+    with caplog.at_level(logging.WARNING), open_stack(tmp_path / "b2r.zarr") as stack:
+        np.testing.assert_array_equal(stack[0], images[0])
+    assert "bioformats2raw store of 2 images: only its first, 0/, is labelled" in caplog.text
+    with open_stack(tmp_path / "b2r.zarr" / "1") as stack:  # another image: its own path
+        np.testing.assert_array_equal(stack[0], images[1])
+    plate = zarr.open_group(str(tmp_path / "plate.zarr"), mode="w")
+    plate.attrs["plate"] = {"wells": [{"path": "A/1"}]}
+    with pytest.raises(InvalidInputError, match="is an OME-Zarr plate .HCS., not an image"):
+        open_stack(tmp_path / "plate.zarr")
+
+
 # -- OME-Zarr bad input -------------------------------------------------------------------
 def _run_bad(weights, tmp_path, capsys, target, *extra):
     out = tmp_path / "out"

@@ -193,10 +193,12 @@ class _StackLabels:
         self.frames = {"axes": stack.frame_axes, "sizes": list(stack.frame_sizes)}
         self.channels = None if stack.channels is None else list(stack.channels)
         if stack.channels is not None and run.channels is None:
+            names = getattr(stack, "channel_names", None)  # OME-Zarr, vendor files
             log.info(
-                "%s: %d channels on its C axis; %s (choose others with --channels)",
+                "%s: %d channels on its C axis%s; %s (choose others with --channels)",
                 t.source,
                 stack.n_channels,
+                f" ({', '.join(names)})" if names else "",
                 describe_channels(stack.channels),
             )
         self.scores: list = [{}] * n

@@ -106,7 +106,15 @@ def _multiscale(path: Path, group) -> tuple[object, dict, str]:
         except KeyError:
             series = None
         if series is not None:
-            log.info("%s is a bioformats2raw store: reading its first image, 0/", path)
+            others = [k for k in group.group_keys() if k.isdigit() and k != "0"]
+            if others:
+                log.warning(
+                    "%s is a bioformats2raw store of %d images: only its first, 0/, is "
+                    "labelled; give the others' paths (e.g. %s) to label them",
+                    path,
+                    len(others) + 1,
+                    path / sorted(others, key=int)[0],
+                )
             group, attrs = series, _attributes(series)
     multiscales = attrs.get("multiscales")
     if not multiscales:
