@@ -214,6 +214,13 @@ def test_a_zarr_store_without_ngff_metadata_is_refused(weights, tmp_path, capsys
     assert "array.zarr is a Zarr array without OME-Zarr (NGFF) metadata" in err
 
 
+def test_an_omezarr_without_the_zarr_package_names_the_extra(tmp_path, monkeypatch):
+    _write_omezarr(tmp_path / "s.ome.zarr", make_image(1, shape=(H, W), rgb=False), axes="yx")
+    monkeypatch.setitem(sys.modules, "zarr", None)
+    with pytest.raises(InvalidInputError, match=r'needs the zarr package: pip install "napari-'):
+        open_stack(tmp_path / "s.ome.zarr")
+
+
 def test_axes_the_image_does_not_have_are_refused(weights, tmp_path, capsys):
     _write_omezarr(tmp_path / "s.ome.zarr", _tczyx(t=2, z=1))
     err = _run_bad(weights, tmp_path, capsys, tmp_path / "s.ome.zarr", "--axes", "TCYX")
