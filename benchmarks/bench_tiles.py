@@ -19,8 +19,12 @@ TIFF); the figures are the same two peaks of that process. ``--cli --large-refer
 the reference is as large as the target (the target's TIFF itself, read window by window
 like it, only its tiles with prompts; its label image a PNG of that size, read whole).
 
-    python benchmarks/bench_tiles.py [--tile-size 1024] [--halo 64] [--cli [--large-reference]]
-        [--json out.json]
+``--cli --omezarr``: the target is an OME-Zarr (NGFF 0.5, ``CYX`` of 3 uint8 channels in
+1024 x 1024 chunks, written chunk by chunk) labelled with ``--channels 0,1,2``, read window
+by window through zarr.
+
+    python benchmarks/bench_tiles.py [--tile-size 1024] [--halo 64]
+        [--cli [--large-reference | --omezarr]] [--json out.json]
 """
 
 from __future__ import annotations
@@ -122,9 +126,9 @@ def write_reference(folder: Path, side: int, image="ref.png", labels="ref_labels
 def measure_cli(side, folder: Path, args, sam2, ad) -> dict:
     from napari_sansa.core.tiling import tile_grid
 
-    path = folder / f"target-{side}.tif"
+    path = folder / f"target-{side}.{'ome.zarr' if args.omezarr else 'tif'}"
     if not path.exists():
-        write_target(path, side)
+        (write_omezarr if args.omezarr else write_target)(path, side)
     if args.large_reference:  # the target's TIFF, its labels a PNG of the target's size
         ref, labels = path, folder / f"ref-labels-{side}.png"
         write_reference(folder, side, image=None, labels=labels)
@@ -134,7 +138,7 @@ def measure_cli(side, folder: Path, args, sam2, ad) -> dict:
         "segment", str(path), "-r", str(ref), str(labels), "--out", str(folder / f"cli-{side}"),
         "--tile-size", str(args.tile_size), "--halo", str(args.halo), "--sam2-checkpoint",
         str(sam2), "--adapter-checkpoint", str(ad), "--image-size", "256", "--device",
-        args.device, "--quiet", "--overwrite",
+        args.device, "--quiet", "--overwrite", *(["--channels", "0,1,2"] if args.omezarr else []),
     ]  # fmt: skip
     code = CLI_CHILD.format(bench=os.path.dirname(os.path.abspath(__file__)), argv=argv)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -159,6 +163,33 @@ def write_target(path: Path, side: int, block: int = 1024) -> None:
             k += 1
     mm.flush()
     del mm
+
+
+def write_omezarr(path: Path, side: int, block: int = 1024) -> None:
+    """The image of :func:`write_target` as an OME-Zarr (NGFF 0.5): ``CYX``, 3 uint8
+    channels in ``block`` x ``block`` chunks, written chunk by chunk."""
+    import zarr
+
+    from common import images
+
+    axes = [{"name": "c", "type": "channel"}] + [
+        {"name": a, "type": "space", "unit": "micrometer"} for a in "yx"
+    ]
+    scale = [{"type": "scale", "scale": [1.0, 1.0, 1.0]}]
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    group.attrs["ome"] = {
+        "version": "0.5",
+        "multiscales": [
+            {"axes": axes, "datasets": [{"path": "0", "coordinateTransformations": scale}]}
+        ],
+    }
+    arr = group.create_array("0", shape=(3, side, side), chunks=(1, block, block), dtype="uint8")
+    k = 0
+    for r in range(0, side, block):
+        for c in range(0, side, block):
+            tile = images(1, (block, block), seed=k)[0]
+            arr[:, r : r + block, c : c + block] = tile.transpose(2, 0, 1)
+            k += 1
 
 
 def measure(side, folder: Path, args, sam2, ad) -> dict:
@@ -190,6 +221,11 @@ def main():
         action="store_true",
         help="with --cli: a reference as large as the target (a TIFF read by windows)",
     )
+    p.add_argument(
+        "--omezarr",
+        action="store_true",
+        help="with --cli: the target an OME-Zarr (3 channels) read window by window",
+    )
     args = p.parse_args()
     from napari_sansa.core.models.random_weights import write_random_checkpoints
 
@@ -208,7 +244,9 @@ def main():
             f"sam2_hiera_t@256 random, tile_size={args.tile_size}, halo={args.halo}, "
             f"{args.device}, "
             + (
-                "napari-sansa segment: uncompressed TIFF read by windows, tiled TIFF labels out"
+                "napari-sansa segment: "
+                + ("OME-Zarr (CYX, 3 channels)" if args.omezarr else "uncompressed TIFF")
+                + " read by windows, tiled TIFF labels out"
                 + (", the reference as large as the target" if args.large_reference else "")
                 if args.cli
                 else "memory-mapped TIFF in, memory-mapped labels out"

@@ -53,7 +53,11 @@ def _parser() -> argparse.ArgumentParser:
         "multi-page TIFF gives a label stack) and scores.csv lists every target.",
     )
     s.add_argument(
-        "targets", nargs="+", metavar="TARGET", help="image files, folders, or multi-page TIFFs"
+        "targets",
+        nargs="+",
+        metavar="TARGET",
+        help="image files, folders, multi-page TIFFs, OME-Zarr folders (.zarr) or vendor "
+        "files (.czi .nd2 .lif .dv, with napari-sansa[formats] and the bioio plugin)",
     )
     s.add_argument(
         "-r",
@@ -94,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
         "--axes",
         default=None,
         metavar="AXES",
-        help="the axes of TIFFs that record none, one letter per axis, e.g. TCYX or TZCYX "
+        help="the axes of TIFFs that record none (or to override what a file records), one "
+        "letter per axis, e.g. TCYX or TZCYX "
         "(T, Z frames; C channels; Y, X rows, columns; S colour samples)",
     )
     s.add_argument(

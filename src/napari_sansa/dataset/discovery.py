@@ -1,8 +1,11 @@
 """Finding the targets of a run: image files and TIFF stacks under the inputs given.
 
-Discovery only lists names: no file is opened (a TIFF is found to be a stack or a
-single image when it is processed), and a folder that cannot be listed is reported
-(as ``unreadable``) rather than silently skipped.
+Discovery only lists names: no file is opened (a TIFF, OME-Zarr or vendor file is found
+to be a stack or a single image when it is processed), and a folder that cannot be
+listed is reported (as ``unreadable``) rather than silently skipped. An OME-Zarr image
+(a ``*.zarr`` folder, or one holding Zarr metadata) is one target, never walked into;
+vendor files (CZI, ND2, LIF, DV) whose bioio plugin is not installed are refused here,
+before anything is written.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from napari_sansa.core.errors import InvalidInputError, output_error
-from napari_sansa.dataset.io import IMAGE_SUFFIXES, TIFF_SUFFIXES, not_a_regular_file
+from napari_sansa.dataset.io import READ_SUFFIXES, format_of, not_a_regular_file
 from napari_sansa.dataset.outputs import WRITER
+from napari_sansa.dataset.readers import is_zarr_store
+from napari_sansa.dataset.readers.vendor import check_plugins
 
 PROB_SUFFIX = "_probabilities"
 OBJECTS_SUFFIX = "_objects"
@@ -25,13 +30,14 @@ OBJECTS_SUFFIX = "_objects"
 class Target:
     """One unit of work: an image file, or a TIFF stack labelled as one output stack.
 
-    ``kind`` is "image", "stack", or "tiff" for a TIFF not opened yet (it becomes an
-    image or a stack when it is processed); ``frames`` is known for stacks only.
+    ``kind`` is "image", "stack", or "tiff" for a file not opened yet that may be a
+    stack (a TIFF, an OME-Zarr or a vendor file: it becomes an image or a stack when it
+    is processed); ``frames`` is known for stacks only.
     """
 
     source: str
     output: str  # relative path of the label image in the output folder
-    kind: str = "image"  # "image", "stack", or "tiff" (not opened yet)
+    kind: str = "image"  # "image", "stack", or "tiff" (may be a stack, not opened yet)
     frames: int = 1
 
     @property
@@ -44,6 +50,10 @@ class Target:
         """The object label image next to the labels (``--instances``)."""
         p = Path(self.output)
         return str(p.with_name(p.stem + OBJECTS_SUFFIX + p.suffix))
+
+
+#: what discovery looks for, in messages
+_LOOKED_FOR = ", ".join(sorted(READ_SUFFIXES)) + ", and OME-Zarr folders (.zarr)"
 
 
 def natural_key(path: Path):
@@ -59,8 +69,9 @@ def _inside(child: Path, parent: Path) -> bool:
 
 
 def _walk(folder: Path, unreadable: list) -> list[Path]:
-    """The image files under ``folder`` (hidden entries skipped); a folder that cannot
-    be listed goes to ``unreadable`` as ``(path, message)``."""
+    """The image files under ``folder`` (hidden entries skipped), and its Zarr stores (one
+    image each, not walked into); a folder that cannot be listed goes to ``unreadable``
+    as ``(path, message)``."""
     try:
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda e: e.name)
@@ -77,9 +88,11 @@ def _walk(folder: Path, unreadable: list) -> list[Path]:
         except OSError as exc:
             unreadable.append((e.path, _unlisted(Path(e.path), exc)))
             continue
-        if is_dir and not e.is_symlink():  # as rglob: linked folders are not followed
+        if is_dir and is_zarr_store(e.path):  # an OME-Zarr image (linked or not)
+            files.append(Path(e.path))
+        elif is_dir and not e.is_symlink():  # as rglob: linked folders are not followed
             files += _walk(Path(e.path), unreadable)
-        elif Path(e.name).suffix.lower() in IMAGE_SUFFIXES:
+        elif Path(e.name).suffix.lower() in READ_SUFFIXES:
             if is_file:
                 files.append(Path(e.path))
             elif not is_dir and (special := not_a_regular_file(e.path)):
@@ -112,7 +125,7 @@ def discover_targets(inputs, out, probabilities: bool = True, *, unreadable=None
         if not root.exists():
             raise InvalidInputError(f"{root} does not exist")
         root = root.resolve()
-        if root.is_dir():
+        if root.is_dir() and not is_zarr_store(root):
             if _inside(out, root):
                 raise output_error(
                     f"the output folder {out} is inside the input folder {root}: outputs would "
@@ -123,22 +136,22 @@ def discover_targets(inputs, out, probabilities: bool = True, *, unreadable=None
             files = _walk(root, bad)
             found = [(f, f.relative_to(root)) for f in sorted(files, key=natural_key)]
             if not found and len(bad) == before:
-                raise InvalidInputError(
-                    f"no images found in {root} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
-                )
+                raise InvalidInputError(f"no images found in {root} (looked for {_LOOKED_FOR})")
+        elif is_zarr_store(root):
+            found = [(root, Path(root.name))]
         else:
-            if root.suffix.lower() not in IMAGE_SUFFIXES:
+            if root.suffix.lower() not in READ_SUFFIXES:
                 raise InvalidInputError(
-                    f"{root} is not an image file napari-sansa reads "
-                    f"({', '.join(sorted(IMAGE_SUFFIXES))})"
+                    f"{root} is not an image file napari-sansa reads ({_LOOKED_FOR})"
                 )
             special = not_a_regular_file(root)
             if special:
                 raise InvalidInputError(special)
             found = [(root, Path(root.name))]
         for f, rel in found:
-            kind = "tiff" if f.suffix.lower() in TIFF_SUFFIXES else "image"
+            kind = "image" if format_of(f) == "image" else "tiff"  # may be a stack
             targets.append(Target(str(f), str(rel.with_suffix(WRITER.suffix)), kind))
+    check_plugins(t.source for t in targets)  # a vendor file without its plugin: exit 2
     if bad and unreadable is None:
         raise InvalidInputError(bad[0][1])
     if unreadable is not None:

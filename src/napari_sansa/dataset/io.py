@@ -1,7 +1,8 @@
 """Reading images and stacks from disk (no napari, no torch).
 
-TIFF stacks, their axes and channels: :mod:`napari_sansa.dataset.tiffstack`; writing
-outputs: :mod:`napari_sansa.dataset.outputs`."""
+TIFF stacks, their axes and channels: :mod:`napari_sansa.dataset.tiffstack`; OME-Zarr
+and vendor formats (CZI, ND2, LIF through bioio): :mod:`napari_sansa.dataset.readers`;
+writing outputs: :mod:`napari_sansa.dataset.outputs`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.dataset.readers import VENDOR_SUFFIXES, format_of, open_stack
 from napari_sansa.dataset.tiffstack import TiffStack, unreadable_reason
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "TiffWindows",
     "lazy_tiff",
     "not_a_regular_file",
+    "open_stack",
     "open_target",
     "read_frame_image",
     "read_image",
@@ -31,6 +34,9 @@ __all__ = [
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 TIFF_SUFFIXES = {".tif", ".tiff"}
+#: the file suffixes of targets: images, and vendor files read through bioio; an OME-Zarr
+#: image is a folder (``*.zarr``, or one holding Zarr metadata), see :func:`format_of`
+READ_SUFFIXES = IMAGE_SUFFIXES | VENDOR_SUFFIXES
 #: the suffix of temporaries of napari-sansa 0.1 (now those of :mod:`napari_sansa.core.atomic`)
 LEGACY_PARTIAL = ".napari-sansa-part"
 
@@ -100,10 +106,11 @@ def read_image(path, one_frame: str | None = None) -> np.ndarray:
     to do instead (``one_frame``: what the image is for, when it must be one frame).
     """
     path = Path(path)
-    if not path.is_file():
+    kind = format_of(path)
+    if kind != "zarr" and not path.is_file():
         raise InvalidInputError(f"{path} does not exist or is not a file")
-    if path.suffix.lower() in TIFF_SUFFIXES:
-        with TiffStack(path) as stack:
+    if kind != "image":
+        with open_stack(path) as stack:
             data = stack[0] if len(stack) == 1 else np.stack(list(stack))
     else:
         frames = _frame_count(path)
@@ -131,9 +138,10 @@ def read_frame_image(
     ``lazy`` (runs by tiles): a one-frame TIFF without ``axes`` or ``channels`` is
     opened as an array read window by window (:func:`lazy_tiff`), as targets are."""
     path = Path(path)
-    if path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():
+    kind = format_of(path)
+    if kind == "image" or (kind != "zarr" and not path.is_file()):
         return read_image(path, one_frame=what)
-    with TiffStack(path, axes, channels, axes_tail=True) as stack:
+    with open_stack(path, axes, channels, axes_tail=True) as stack:
         if len(stack) > 1:
             sizes = ", ".join(
                 f"{a} {n}" for a, n in zip(stack.frame_axes, stack.frame_sizes, strict=True)
@@ -149,6 +157,8 @@ def read_frame_image(
                 f"{path} holds {len(stack)} frames ({sizes}; axes {stack.axes}), but {what} "
                 f"is one frame: save that frame alone{hint}"
             )
+        if kind != "tiff":  # read window by window, channels and all
+            return stack.window(0) if lazy else stack[0]
         if not lazy or axes is not None or channels is not None:
             return stack[0]
     return _lazy_or_whole(path)
@@ -162,7 +172,7 @@ def read_label_image(path) -> np.ndarray:
     read as :func:`read_image` reads it (8- and 16-bit PNGs and TIFFs as they are).
     """
     path = Path(path)
-    if path.is_file() and path.suffix.lower() not in TIFF_SUFFIXES:
+    if path.is_file() and format_of(path) == "image":
         from PIL import Image, UnidentifiedImageError
 
         frames = _frame_count(path)
@@ -188,15 +198,26 @@ def read_label_image(path) -> np.ndarray:
 
 
 def read_target(path, axes=None, channels=None, lazy: bool = False) -> tuple[str, object]:
-    """A target file opened once: ``("image", array)`` for an image (a one-frame TIFF
-    included), ``("stack", n_frames)`` for a multi-frame TIFF (read later, by frame).
-    ``axes``, ``channels``: a TIFF's, as :class:`TiffStack` takes them.
+    """A target file opened once: ``("image", array)`` for an image (a one-frame TIFF,
+    OME-Zarr or vendor file included), ``("stack", n_frames)`` for a multi-frame one
+    (read later, by frame). ``axes``, ``channels``: as :class:`TiffStack` takes them.
 
     ``lazy`` (runs by tiles): a one-frame TIFF (without ``axes`` or ``channels``) is not
-    read but opened as an array read window by window (:func:`lazy_tiff`); other files
+    read but opened as an array read window by window (:func:`lazy_tiff`), and so is a
+    one-frame OME-Zarr or vendor file (its channels made window by window); other files
     are read whole."""
     path = Path(path)
-    if path.suffix.lower() in TIFF_SUFFIXES and path.is_file():
+    kind = format_of(path)
+    if kind in ("zarr", "vendor"):
+        stack = open_stack(path, axes, channels)
+        try:
+            if len(stack) > 1:
+                return "stack", len(stack)
+            return "image", stack.window(0) if lazy else stack[0]
+        finally:
+            if len(stack) > 1 or not lazy:
+                stack.close()
+    if kind == "tiff" and path.is_file():
         with TiffStack(path, axes, channels) as stack:
             if len(stack) > 1:
                 return "stack", len(stack)
@@ -305,11 +326,12 @@ def lazy_tiff(path):
 
 @contextlib.contextmanager
 def open_target(path, axes=None, channels=None) -> Iterator[tuple[str, object]]:
-    """A target file, open for the ``with`` block: ``("stack", TiffStack)`` for a
-    multi-frame TIFF (closed at the end of the block), else ``("image", path)``."""
+    """A target file, open for the ``with`` block: ``("stack", stack)`` for a
+    multi-frame TIFF, OME-Zarr or vendor file (closed at the end of the block), else
+    ``("image", path)``."""
     path = Path(path)
-    if path.suffix.lower() in TIFF_SUFFIXES:
-        with TiffStack(path, axes, channels) as stack:
+    if format_of(path) != "image":
+        with open_stack(path, axes, channels) as stack:
             if len(stack) > 1:
                 yield "stack", stack
                 return

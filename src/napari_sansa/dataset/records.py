@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,9 +29,15 @@ HASHED_INPUT_BYTES = 1 << 20
 
 def source_state(path) -> dict:
     """What identifies the content of an input file: size, modification time and, for
-    files up to :data:`HASHED_INPUT_BYTES`, a SHA-256 of the bytes ({} if unreadable)."""
+    files up to :data:`HASHED_INPUT_BYTES`, a SHA-256 of the bytes ({} if unreadable).
+    A Zarr store (a folder): its files' number, size, latest modification time and a
+    SHA-256 of its metadata files (:func:`~napari_sansa.dataset.readers.omezarr.store_state`)."""
     try:
         st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            from napari_sansa.dataset.readers.omezarr import store_state
+
+            return store_state(path)
         state = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
         if st.st_size <= HASHED_INPUT_BYTES:
             with open(path, "rb") as fh:
@@ -164,13 +171,13 @@ def _other_frames(info: dict, t: Target, run: RunSettings) -> bool:
     """Whether the label stack of ``info``, written by a version that recorded no frame
     axes, has another number of frames than the stack now has (a TCYX stack whose
     channels were frames); 3D stacks, whose frames are the same, stay finished."""
-    from napari_sansa.dataset.tiffstack import TiffStack
+    from napari_sansa.dataset.readers import open_stack
 
     frames = len(info.get("scores") or [None])
     if "frames" in info or frames <= 1:
         return False
     try:
-        with TiffStack(t.source, run.axes, run.channels) as stack:
+        with open_stack(t.source, run.axes, run.channels) as stack:
             return len(stack) != frames
     except InvalidInputError:
         return True  # labelled again, so that what is wrong with it is reported

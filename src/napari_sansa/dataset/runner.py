@@ -46,6 +46,7 @@ from napari_sansa.dataset.objects import (
     resolve_dims,
     write_objects_csv,
 )
+from napari_sansa.dataset.readers import check_stores
 from napari_sansa.dataset.records import existing_record, target_done
 from napari_sansa.dataset.references import reference_files, references_digest
 from napari_sansa.dataset.rows import score_row
@@ -186,6 +187,7 @@ def segment_dataset(
     options = resolve_dims(options, out, overwrite)  # 3D objects, or per plane as before
     unreadable: list = []
     items = discover_targets(targets, out, options.probabilities, unreadable=unreadable)
+    check_stores(items, options.axes, options.channels)  # OME-Zarr metadata, before any write
     settings = {"model": ident, "references": references_digest(references), **options.record()}
     colour = reference_colour(references)
     run = RunSettings(options, settings_signature(settings), colour, cancel=cancelled)

@@ -30,7 +30,7 @@ from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.images import check_image
 from napari_sansa.core.sequences import sequential_groups
 from napari_sansa.dataset.discovery import Target
-from napari_sansa.dataset.io import TiffStack
+from napari_sansa.dataset.io import TiffStack, open_stack
 from napari_sansa.dataset.outputs import Layout, write_failed, write_output
 from napari_sansa.dataset.records import (
     check_output_paths,
@@ -152,7 +152,7 @@ def process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
     try:
         check_output_paths(t, out, run)  # a folder in the way: this target fails
         remove_stale_outputs(t, out, run)
-        stack = TiffStack(t.source, run.axes, run.channels)
+        stack = open_stack(t.source, run.axes, run.channels)
     except InvalidInputError as exc:
         _failed(t, exc, rows, strict, on_frame, t.frames)
         return
@@ -201,10 +201,12 @@ class _StackLabels:
         self.frames = {"axes": stack.frame_axes, "sizes": list(stack.frame_sizes)}
         self.channels = None if stack.channels is None else list(stack.channels)
         if stack.channels is not None and run.channels is None:
+            names = getattr(stack, "channel_names", None)  # OME-Zarr, vendor files
             log.info(
-                "%s: %d channels on its C axis; %s (choose others with --channels)",
+                "%s: %d channels on its C axis%s; %s (choose others with --channels)",
                 t.source,
                 stack.n_channels,
+                f" ({', '.join(names)})" if names else "",
                 describe_channels(stack.channels),
             )
         self.scores: list = [{}] * n
