@@ -100,6 +100,17 @@ def test_omezarr_axes_channels_and_pixel_sizes_come_from_its_metadata(tmp_path, 
     assert read_target(path)[0] == "stack" and read_target(path)[1] == 4
 
 
+def test_3d_objects_take_an_omezarr_voxel_size_from_its_metadata(tmp_path):
+    from napari_sansa.dataset.voxels import voxel_size_of
+
+    path = _write_omezarr(tmp_path / "scan.ome.zarr", _tczyx())
+    size = voxel_size_of(path)
+    assert size.spacing == (2.0, 0.5, 0.5) and size.unit == "µm"
+    assert size.source == "OME-Zarr metadata"
+    flat = _write_omezarr(tmp_path / "flat.ome.zarr", _tczyx()[:, :, 0], axes="tcyx")
+    assert voxel_size_of(flat) is None  # no Z size: cubic voxels, said in the log
+
+
 def test_a_zarr_folder_is_one_target_never_walked_into(tmp_path):
     data = tmp_path / "data"
     data.mkdir()

@@ -2,8 +2,9 @@
 
 :func:`voxel_size_of` reads it from a file's metadata: OME-TIFF (``PhysicalSizeZ``,
 ``PhysicalSizeY``, ``PhysicalSizeX`` of its ``Pixels``) and ImageJ TIFF (``spacing``
-in its description for z, the ``XResolution`` and ``YResolution`` tags for the plane).
-Other readers (OME-Zarr, vendor formats) add theirs to :data:`READERS`. A size given
+in its description for z, the ``XResolution`` and ``YResolution`` tags for the plane),
+OME-Zarr (the ``scale`` of its full-resolution level) and vendor files read through bioio
+(their physical pixel sizes); other readers add theirs to :data:`READERS`. A size given
 by the user (``ObjectOptions(spacing=...)``, ``--voxel-size``) always wins; without
 either, voxels are taken as cubes (said in the run's log and in the object image's
 record).
@@ -108,8 +109,27 @@ def _tiff(path: Path) -> VoxelSize | None:
         return _ome(tif) or _imagej(tif)
 
 
+def _stores(path: Path) -> VoxelSize | None:
+    """The Z, Y and X pixel sizes an OME-Zarr store or a vendor file (through bioio)
+    records, in micrometres (:func:`~napari_sansa.dataset.readers.image_info`)."""
+    from napari_sansa.dataset.readers import format_of, image_info
+
+    kind = format_of(path)
+    if kind not in ("zarr", "vendor"):
+        return None
+    sizes = image_info(path).pixel_sizes
+    try:
+        spacing = tuple(float(sizes[axis]) for axis in "ZYX")
+    except KeyError:
+        return None
+    if not _positive(spacing):
+        return None
+    source = "OME-Zarr metadata" if kind == "zarr" else "vendor metadata (bioio)"
+    return VoxelSize(spacing, "µm", source)
+
+
 #: the readers :func:`voxel_size_of` asks in turn (a path in, a VoxelSize or None out)
-READERS = [_tiff]
+READERS = [_tiff, _stores]
 
 
 def voxel_size_of(path) -> VoxelSize | None:
