@@ -57,6 +57,7 @@ from napari_sansa.core.measures import csv_value, object_dtype
 __all__ = [
     "DIVISION_AREA",
     "TrackTable",
+    "ctc_file_names",
     "ctc_tracks",
     "track_objects",
     "write_ctc",
@@ -709,6 +710,13 @@ def ctc_tracks(table: TrackTable, positions=None):
     return out[np.argsort(out[:, 0], kind="stable")], labels
 
 
+def ctc_file_names(n_frames: int) -> list[str]:
+    """The files :func:`write_ctc` writes for ``n_frames`` frames, in the order it writes
+    them: ``mask000.tif``, ... (``maskTTTT`` from 1000 frames on), then ``res_track.txt``."""
+    width = max(3, len(str(max(n_frames - 1, 0))))
+    return [f"mask{i:0{width}d}.tif" for i in range(n_frames)] + ["res_track.txt"]
+
+
 def write_ctc(folder, tracks, table: TrackTable, positions=None) -> list:
     """Write ``tracks`` and ``table`` (from :func:`track_objects`) in the Cell Tracking
     Challenge result format in ``folder``: ``res_track.txt`` (``L B E P`` lines) and one
@@ -733,7 +741,7 @@ def write_ctc(folder, tracks, table: TrackTable, positions=None) -> list:
 
     folder.mkdir(parents=True, exist_ok=True)
     n = int(tracks.shape[0])
-    width = max(3, len(str(n - 1)))
+    names = ctc_file_names(n)
     by_pos: dict[int, list] = {}
     for (tid, p), label in labels.items():
         by_pos.setdefault(p, []).append((tid, label))
@@ -746,7 +754,7 @@ def write_ctc(folder, tracks, table: TrackTable, positions=None) -> list:
         for tid, label in pairs:
             lookup[tid] = label
         mask = lookup[frame]
-        path = folder / f"mask{i:0{width}d}.tif"
+        path = folder / names[i]
         with atomic_write(path) as tmp:
             tifffile.imwrite(tmp, mask, compression="zlib")
         written.append(path)

@@ -167,8 +167,9 @@ def write_stack_tracks(
     """Track ``frames`` (:class:`TimeFrames`; ``n_objects``: its number of objects, at
     least its number of tracks; ``classes``: ``{object id: class}``) and write ``t``'s CTC
     folder, then its track stack (with the table in its record: ``record(role)``)."""
+    from napari_sansa.core.atomic import write_text_atomic
     from napari_sansa.core.measures import object_dtype
-    from napari_sansa.core.tracks import track_objects, write_ctc
+    from napari_sansa.core.tracks import ctc_file_names, track_objects, write_ctc
 
     tracks = scratch.array("tracks.npy", object_dtype(n_objects), frames.shape)
     tracks, table = track_objects(frames, classes=classes or None, out=tracks)
@@ -176,17 +177,17 @@ def write_stack_tracks(
     folder = out / t.ctc_output
     check_ctc_folder(folder, t.source)
     remove_ctc_folder(folder, t.source)
+    # the mark first: a folder left by an interrupted run is known as ours
+    folder.mkdir(parents=True, exist_ok=True)
+    mark = {"source": t.source, "files": ctc_file_names(frames.shape[0])}
+    write_text_atomic(folder / CTC_MARK, json.dumps(mark))
     try:
         written = write_ctc(folder, tracks, table)
         ctc = {"folder": Path(t.ctc_output).name, "tracks": int(_ctc_count(folder))}
     except InvalidInputError as exc:  # more CTC tracks than 16-bit masks hold
         log.warning("%s: no Cell Tracking Challenge output: %s", t.source, exc)
+        remove_ctc_folder(folder, t.source)
         written, ctc = [], {"skipped": str(exc)}
-    if written:
-        mark = {"source": t.source, "files": [p.name for p in written]}
-        from napari_sansa.core.atomic import write_text_atomic
-
-        write_text_atomic(folder / CTC_MARK, json.dumps(mark))
     dtype = object_dtype(n_tracks)
     layout_shape = (*frames.frame_sizes, *frames.shape[-2:])
     layout = Layout(layout_shape, dtype, frames.frame_axes + "YX")
