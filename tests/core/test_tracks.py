@@ -307,3 +307,18 @@ def test_dataset_options_tracks_imply_objects_and_join_the_record_only_when_set(
     assert kept.segment.instances.min_size == 3
     with pytest.raises(ns.InvalidInputError, match="tracks"):
         DatasetOptions.make(tracks="yes")
+
+
+def test_a_3d_time_lapse_gives_3d_ctc_masks(tmp_path):
+    import tifffile
+
+    objects = np.zeros((3, 4, 10, 10), np.uint16)
+    for t in range(3):
+        objects[t, 1:3, 2 + t : 5 + t, 3:6] = 5 - t
+    tracks, table = ns.track_objects(objects, spacing=(3.0, 1.0, 1.0))
+    assert table.summary()["track"].tolist() == [1]
+    ns.write_ctc(tmp_path, tracks, table)
+    mask = tifffile.imread(tmp_path / "mask002.tif")
+    assert mask.shape == (4, 10, 10) and mask.dtype == np.uint16
+    assert np.array_equal(mask > 0, objects[2] > 0)
+    assert (tmp_path / "res_track.txt").read_text() == "1 0 2 0\n"
