@@ -318,7 +318,9 @@ def test_a_3d_time_lapse_gives_3d_ctc_masks(tmp_path):
     tracks, table = ns.track_objects(objects, spacing=(3.0, 1.0, 1.0))
     assert table.summary()["track"].tolist() == [1]
     ns.write_ctc(tmp_path, tracks, table)
-    mask = tifffile.imread(tmp_path / "mask002.tif")
+    with tifffile.TiffFile(tmp_path / "mask002.tif") as tif:  # pages of gray, not RGB
+        assert len(tif.pages) == 4 and tif.pages[0].photometric == tifffile.PHOTOMETRIC.MINISBLACK
+        mask = tif.asarray()
     assert mask.shape == (4, 10, 10) and mask.dtype == np.uint16
     assert np.array_equal(mask > 0, objects[2] > 0)
     assert (tmp_path / "res_track.txt").read_text() == "1 0 2 0\n"

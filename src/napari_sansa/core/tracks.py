@@ -756,7 +756,7 @@ def write_ctc(folder, tracks, table: TrackTable, positions=None) -> list:
         mask = lookup[frame]
         path = folder / names[i]
         with atomic_write(path) as tmp:
-            tifffile.imwrite(tmp, mask, compression="zlib")
+            tifffile.imwrite(tmp, mask, compression="zlib", photometric="minisblack")
         written.append(path)
     text = "".join(f"{a} {b} {c} {d}\n" for a, b, c, d in lines.tolist())
     write_text_atomic(folder / "res_track.txt", text)
