@@ -147,7 +147,11 @@ def segment_dataset(
     lists every target with its per-class scores and areas, or why it failed. With
     ``instances`` each target also gets an object label image (``<name>_objects.tif``, ids
     unique within an image or a stack) and ``objects.csv`` lists every object (its class,
-    area, centroid, box, probability).
+    area, centroid, box, probability). With ``tracks`` (implies ``instances``) the objects
+    of every time-lapse (a stack with a T axis) are linked into tracks: a track stack
+    (``<name>_tracks.tif``), a Cell Tracking Challenge folder (``<name>_ctc/``) and
+    ``tracks.csv`` (see :mod:`~napari_sansa.dataset.tracks`); a target without a T axis is
+    refused before anything is loaded.
     ``on_progress``: called with a :class:`~napari_sansa.dataset.progress.DatasetProgress`
     for each finished frame (from the run's threads). ``cancel``: a ``threading.Event``
     or a callable returning True to stop: the run ends after the frame in progress (a
