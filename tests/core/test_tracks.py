@@ -324,3 +324,20 @@ def test_a_3d_time_lapse_gives_3d_ctc_masks(tmp_path):
     assert mask.shape == (4, 10, 10) and mask.dtype == np.uint16
     assert np.array_equal(mask > 0, objects[2] > 0)
     assert (tmp_path / "res_track.txt").read_text() == "1 0 2 0\n"
+
+
+def test_track_table_measures_a_corrected_track_map():
+    truth, _ = time_lapse(4, n_frames=10, size=80, n_cells=5, divide=0.1)
+    tracks, table = ns.track_objects(shuffled(truth, 4))
+    s = table.summary()
+    parents = dict(zip(s["track"].tolist(), s["parent"].tolist(), strict=True))
+    again = ns.track_table(tracks, parents)
+    assert again.columns == ("track", "t", "y", "x", "area", "parent")
+    for c in again.columns:
+        assert np.allclose(again[c], table[c])
+    merged = tracks.copy()  # a correction: track 2 becomes track 1
+    merged[merged == 2] = 1
+    fixed = ns.track_table(merged, {k: v for k, v in parents.items() if k != 2})
+    frames_of_both = set(table["t"][np.isin(table["track"], [1, 2])].tolist())
+    assert 2 not in fixed["track"]
+    assert sorted(fixed["t"][fixed["track"] == 1].tolist()) == sorted(frames_of_both)

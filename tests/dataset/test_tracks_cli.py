@@ -99,9 +99,10 @@ def test_time_frames_gather_the_planes_of_a_time_point_in_either_axis_order(axes
 def test_a_ctc_folder_left_by_an_interrupted_run_is_known_as_ours(tmp_path, monkeypatch):
     import napari_sansa.core.tracks as core_tracks
     from napari_sansa.core.measures import stack_offsets
+    from napari_sansa.dataset.ctc import CTC_MARK
     from napari_sansa.dataset.discovery import Target
     from napari_sansa.dataset.stacks import _Scratch
-    from napari_sansa.dataset.tracks import CTC_MARK, TimeFrames, write_stack_tracks
+    from napari_sansa.dataset.tracks import TimeFrames, write_stack_tracks
 
     t = Target(str(tmp_path / "movie.tif"), "movie.tif", "stack", 3)
     arrays = np.zeros((3, 8, 8), np.uint16)

@@ -60,6 +60,7 @@ __all__ = [
     "ctc_file_names",
     "ctc_tracks",
     "track_objects",
+    "track_table",
     "write_ctc",
 ]
 
@@ -631,6 +632,33 @@ class _PredictionFrames:
 
     def __getitem__(self, i):
         return getattr(self.preds[i], self.attr)
+
+
+def track_table(tracks, parents=None, *, frames=None, classes=None) -> TrackTable:
+    """The :class:`TrackTable` of a track map: ``(T, Y, X)`` or ``(T, Z, Y, X)`` ids that
+    are the same for an object in every frame (as :func:`track_objects` gives them, or
+    after corrections: two tracks merged, one split at a frame), read one frame at a time.
+
+    ``parents``: ``{track: parent track}`` (others: 0), e.g. ``dict(zip(s["track"],
+    s["parent"]))`` of a ``summary()``; ``frames``: each frame's time index; ``classes``:
+    as in :func:`track_objects`. The table has the columns of :func:`track_objects`'
+    but ``object`` (the ids are the tracks)."""
+    _, _, times = _check_inputs(tracks, None, 0, frames, classes, None)
+    parents = {int(k): int(v) for k, v in (parents or {}).items()}
+    rows = []
+    for i in range(tracks.shape[0]):
+        if classes is None or isinstance(classes, Mapping):
+            cls_frame = classes
+        else:
+            cls_frame = _read(classes, i)
+        cur = _measure(_read(tracks, i), cls_frame, int(times[i]))
+        rows.append((cur.ids, cur.ids, cur.centroid, cur.area, cur.cls))
+    ids = {int(k) for r in rows for k in r[0]}
+    lookup = {k: parents.get(k, 0) for k in ids}
+    table = _table(rows, times, lookup, classes is not None, len(tracks.shape) - 1, [])
+    data = table.as_dict()
+    del data["object"]
+    return TrackTable(data)
 
 
 def _table(rows, times, parents, with_class, nd, breaks) -> TrackTable:

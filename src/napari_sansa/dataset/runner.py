@@ -253,7 +253,7 @@ def _locked_run(job: _Job) -> BatchReport:
         for t in work:  # a file of that name that is not ours: refused, never replaced
             existing_record(t, out / t.objects_output)
             if run.tracks:
-                from napari_sansa.dataset.tracks import check_ctc_folder
+                from napari_sansa.dataset.ctc import check_ctc_folder
 
                 existing_record(t, out / t.tracks_output)
                 check_ctc_folder(out / t.ctc_output, t.source)

@@ -23,7 +23,6 @@ A run with ``--tracks`` refuses, before anything is loaded, a target without a T
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -32,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sansa.core.errors import InvalidInputError, output_error
+from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.dataset.ctc import CTC_MARK, check_ctc_folder, remove_ctc_folder
 from napari_sansa.dataset.discovery import natural_key
 from napari_sansa.dataset.manifest import (
     KEPT_STATUSES,
@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 
 TRACKS_CSV = "tracks.csv"
 TRACKS_DIGESTS = Path(".napari-sansa") / "tracks.json"
-#: napari-sansa's mark in a CTC folder it wrote: the input and the files written
-CTC_MARK = ".napari-sansa-ctc.json"
 
 
 # -- before the run ---------------------------------------------------------------------------
@@ -80,50 +78,6 @@ def check_time_axes(targets, run) -> None:
             f"{axes}): give time-lapses (TYX, TZYX, TCYX... TIFF stacks; --axes names the axes "
             "of a TIFF that records none, e.g. --axes TYX), or leave --tracks out"
         )
-
-
-def check_ctc_folder(folder: Path, source: str) -> None:
-    """Refuse a CTC folder napari-sansa did not write for ``source`` (never touched)."""
-    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        raise output_error(
-            f"{folder} is in the way of the Cell Tracking Challenge folder napari-sansa writes "
-            f"for {source}: move or rename it, or choose another {{out}}",
-            folder,
-        )
-    if not folder.exists():
-        return
-    mark = _read_mark(folder)
-    if mark is None or mark.get("source") != source:
-        raise output_error(
-            f"{folder} was not written by napari-sansa for {source}, and napari-sansa writes "
-            "the Cell Tracking Challenge result of its tracks there: it is never touched. Move "
-            "or rename that folder, or choose another {out}",
-            folder,
-        )
-
-
-def _read_mark(folder: Path) -> dict | None:
-    try:
-        mark = json.loads((folder / CTC_MARK).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return mark if isinstance(mark, dict) else None
-
-
-def remove_ctc_folder(folder: Path, source: str) -> None:
-    """Remove the files napari-sansa wrote in ``folder`` for ``source`` (those its mark
-    lists), then the mark and the folder if nothing else is left in it."""
-    if folder.is_symlink() or not folder.is_dir():
-        return
-    mark = _read_mark(folder)
-    if mark is None or mark.get("source") != source:
-        return  # not ours: never touched
-    for name in mark.get("files") or []:
-        if isinstance(name, str) and "/" not in name and "\\" not in name:
-            (folder / name).unlink(missing_ok=True)
-    (folder / CTC_MARK).unlink(missing_ok=True)
-    with contextlib.suppress(OSError):  # the user's files are in it: left there
-        folder.rmdir()
 
 
 # -- one stack ----------------------------------------------------------------------------------
@@ -222,13 +176,6 @@ def stack_classes(table) -> dict:
     return dict(zip(table["object"].tolist(), table["class"].tolist(), strict=True))
 
 
-def remove_stale_tracks(t, out: Path) -> list:
-    """``t``'s track stack and CTC folder when napari-sansa wrote them for ``t``: what a
-    run without ``--tracks`` removes (the stack as a path to unlink; the folder here)."""
-    remove_ctc_folder(out / t.ctc_output, t.source)
-    return [(t.tracks_output, "track stack")]
-
-
 # -- tracks.csv -------------------------------------------------------------------------------
 
 
@@ -296,14 +243,12 @@ def prune_tracks_csv(out: Path) -> Path | None:
 
 
 __all__ = [
-    "CTC_MARK",
     "TRACKS_CSV",
     "TimeFrames",
     "check_ctc_folder",
     "check_time_axes",
     "check_tracks_csv",
     "prune_tracks_csv",
-    "remove_stale_tracks",
     "stack_classes",
     "track_rows",
     "write_stack_tracks",
