@@ -129,3 +129,31 @@ def test_a_ctc_folder_left_by_an_interrupted_run_is_known_as_ours(tmp_path, monk
     assert tifffile.imread(tmp_path / "movie_tracks.tif").shape == (3, 8, 8)
     assert core_tracks.ctc_file_names(3)[-1] == "res_track.txt"
     scratch.remove()
+
+
+@pytest.mark.slow
+def test_a_tzyx_stack_tracks_its_3d_objects_one_track_per_object_across_its_planes(
+    weights, root, capsys
+):
+    base = make_image(41, shape=(96, 140), rgb=False)
+    movie = np.stack([np.stack([base[:, 3 * t : 3 * t + 128]] * 3) for t in range(3)])
+    meta = {"axes": "TZYX", "spacing": 2.0}
+    tifffile.imwrite(root / "data" / "movie.tif", movie, imagej=True, metadata=meta)
+    out = root / "out"
+    assert main(segment_args(weights, root, "--tracks", "--min-size", "3")) == 0
+    objects = tifffile.imread(out / "movie_objects.tif")
+    tracks = tifffile.imread(out / "movie_tracks.tif")
+    assert tracks.shape == objects.shape == (3, 3, 96, 128)
+    fg = objects > 0
+    assert fg.any() and np.array_equal(fg, tracks > 0)
+    # 3D objects: an object's id is the same on every plane of its time point, and so
+    # is its track; each track holds one object per time point
+    for t in range(3):
+        per = np.unique(np.stack([objects[t][fg[t]], tracks[t][fg[t]]]), axis=1)
+        assert len(set(per[0])) == len(set(per[1])) == per.shape[1]
+    rows = read_csv(out / "tracks.csv")
+    assert "z" in rows[0]
+    assert {(int(r["track"]), int(r["t"])) for r in rows} == {
+        (int(k), t) for t in range(3) for k in np.unique(tracks[t]) if k
+    }
+    assert len(rows) == len({(r["track"], r["t"]) for r in rows})

@@ -59,7 +59,7 @@ def _load_run_file(out: Path) -> dict | str:
     return record
 
 
-def _read_run_file(out: Path) -> dict:
+def read_run_file(out: Path) -> dict:
     """``run.json`` of ``out`` (``{}`` when there is none or it cannot be read)."""
     record = _load_run_file(out)
     return record if isinstance(record, dict) else {}
@@ -67,7 +67,7 @@ def _read_run_file(out: Path) -> dict:
 
 def recorded_with(out: Path, settings: dict) -> bool:
     """Whether ``out``'s ``run.json`` was written by a run with these ``settings``."""
-    return _read_run_file(out).get("signature") == settings_signature(settings)
+    return read_run_file(out).get("signature") == settings_signature(settings)
 
 
 def _differences(old: dict, new: dict) -> list[str]:

@@ -63,14 +63,14 @@ def resolve_dims(options, out: Path, overwrite: bool):
     import dataclasses
     import logging
 
-    from napari_sansa.dataset.manifest import RUN_FILE, _read_run_file
+    from napari_sansa.dataset.manifest import RUN_FILE, read_run_file
 
     objects = options.segment.instances
     if objects is None or objects.dims is not None:
         return options
     dims = "3d" if objects.in_3d else "2d"
     if dims == "3d" and not overwrite:
-        before = _read_run_file(out).get("settings")
+        before = read_run_file(out).get("settings")
         earlier = before.get("instances") if isinstance(before, dict) else None
         if isinstance(earlier, dict) and earlier.get("dims") != "3d":
             dims = "2d"

@@ -416,25 +416,27 @@ class _StackObjects:
         table = stack_tables(self.tables, self.last)
         layout = Layout(shape, dtype, axes)
         write_output(out / t.objects_output, layout, pages, record("objects", table))
-        self.table = table
+        self.table, self.frame_offsets = table, offsets
 
     def write_tracks(self, t: Target, out, stack: TiffStack, record) -> None:
         """The tracks of the object stack just written (``--tracks``; see
         :mod:`~napari_sansa.dataset.tracks`), from the scratch maps, one time point at a
         time."""
-        from napari_sansa.core.measures import object_dtype, stack_offsets
+        from napari_sansa.core.measures import object_dtype
         from napari_sansa.dataset.tracks import TimeFrames, stack_classes, write_stack_tracks
 
         n_objects = sum(self.last)
         frames = TimeFrames(
             self.arrays,
-            stack_offsets(self.last),
+            self.frame_offsets,
             object_dtype(n_objects),
             stack.frame_axes,
             stack.frame_sizes,
         )
         classes = stack_classes(self.table)
-        write_stack_tracks(t, out, self.scratch, frames, classes, record, n_objects)
+        voxels = getattr(self, "voxels", None)
+        spacing = None if voxels is None else voxels.spacing
+        write_stack_tracks(t, out, self.scratch, frames, classes, record, n_objects, spacing)
 
 
 def _plain(run):
@@ -554,6 +556,8 @@ class _StackObjects3D(_StackObjects):
         info["voxel_size"] = None if self.voxels is None else self.voxels.record()
         layout = Layout(shape, dtype, axes)
         write_output(out / t.objects_output, layout, pages, info)
+        # what write_tracks reads: the table, and each plane's shift (its volume's)
+        self.table, self.frame_offsets = table, [offsets[v] for v in volume_of]
 
 
 def _blank_frame(img, i: int) -> str | None:

@@ -58,16 +58,16 @@ def check_tracks_csv(out: Path) -> None:
 
 def check_time_axes(targets, run) -> None:
     """Refuse (before anything is loaded) targets that have no T axis to track along:
-    images, and TIFFs whose axes have no T. A TIFF that cannot be opened is left to fail
-    as it would without ``--tracks``."""
-    from napari_sansa.dataset.tiffstack import TiffStack
+    images, and stacks (TIFF, OME-Zarr, vendor files) whose axes have no T. A stack that
+    cannot be opened is left to fail as it would without ``--tracks``."""
+    from napari_sansa.dataset.readers import open_stack
 
     for t in targets:
         if t.kind == "image":
             axes = "YX"
         else:
             try:
-                with TiffStack(t.source, run.axes, run.channels) as stack:
+                with open_stack(t.source, run.axes, run.channels) as stack:
                     axes = stack.axes
                     if "T" in stack.frame_axes:
                         continue
@@ -116,17 +116,18 @@ class TimeFrames:
 
 
 def write_stack_tracks(
-    t, out: Path, scratch, frames: TimeFrames, classes: dict, record, n_objects: int
+    t, out: Path, scratch, frames: TimeFrames, classes: dict, record, n_objects: int, spacing=None
 ) -> None:
     """Track ``frames`` (:class:`TimeFrames`; ``n_objects``: its number of objects, at
-    least its number of tracks; ``classes``: ``{object id: class}``) and write ``t``'s CTC
+    least its number of tracks; ``classes``: ``{object id: class}``; ``spacing``: the
+    voxel size of 3D time points, or None) and write ``t``'s CTC
     folder, then its track stack (with the table in its record: ``record(role)``)."""
     from napari_sansa.core.atomic import write_text_atomic
     from napari_sansa.core.measures import object_dtype
     from napari_sansa.core.tracks import ctc_file_names, track_objects, write_ctc
 
     tracks = scratch.array("tracks.npy", object_dtype(n_objects), frames.shape)
-    tracks, table = track_objects(frames, classes=classes or None, out=tracks)
+    tracks, table = track_objects(frames, classes=classes or None, out=tracks, spacing=spacing)
     n_tracks = int(table["track"].max()) if len(table) else 0
     folder = out / t.ctc_output
     check_ctc_folder(folder, t.source)
