@@ -39,7 +39,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from psygnal import Signal
 
-from napari_sansa.napari.geometry import META_KEY, PromptError, image_geometry
+from napari_sansa.napari.geometry import META_KEY, PromptError, image_geometry, labels_array
 from napari_sansa.napari.imageset import META_IMAGE, SetPlan, assign_prompt_layers
 from napari_sansa.napari.plan import NO_IMAGE, RunPlan, plan_image
 
@@ -755,15 +755,19 @@ class FramePreviews:
         if any(isinstance(i, slice) for i in index):
             self._warn("fix: clicks fix stacks without a channel axis only; nothing was changed")
             return
-        plane = np.asarray(output.data[index])
+        base = labels_array(output)
+        plane = np.asarray(base[index])
         new = plane.copy()
         new[(plane == label) & ~mask] = 0
         new[mask & (plane == 0)] = label  # other classes keep their pixels
-        if np.iinfo(output.data.dtype).max < label:
-            self._warn(f"fix: class {label} does not fit the output layer's {output.data.dtype}")
+        if np.iinfo(base.dtype).max < label:
+            self._warn(f"fix: class {label} does not fit the output layer's {base.dtype}")
             return
         changed = np.nonzero(new != plane)
-        if changed[0].size:
+        if changed[0].size and output.multiscale:  # napari edits no multiscale Labels layer:
+            base[index] = new  # written as a run writes it (napari's undo does not take it)
+            output.refresh()
+        elif changed[0].size:
             lead = [np.full(changed[0].size, i) for i in index]
             with output.block_history():  # one undo step (napari's Ctrl+Z)
                 output.data_setitem((*lead, *changed), new[changed])
