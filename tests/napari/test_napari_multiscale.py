@@ -36,9 +36,7 @@ def multiscale_viewer(levels=None, lazy=True):
     viewer = ViewerModel()
     levels = pyramid() if levels is None else levels
     data = [da.from_array(level, chunks=(1, 64, 64)) for level in levels] if lazy else levels
-    image = viewer.add_image(
-        data, multiscale=True, name="slide", scale=SCALE, translate=TRANSLATE
-    )
+    image = viewer.add_image(data, multiscale=True, name="slide", scale=SCALE, translate=TRANSLATE)
     return viewer, image, levels
 
 

@@ -522,9 +522,10 @@ def labels_on_image(layer, image_layer):
     data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
     shape = tuple(int(s) for s in data.shape)
     n = layer.ndim
-    matrix = layer_to_image(layer, image_layer)
     steps = np.ones(n, dtype=int)
-    if not np.allclose(matrix, np.eye(n + 1), atol=1e-6):
+    same_ndim = n == image_layer.ndim
+    matrix = layer_to_image(layer, image_layer) if same_ndim else None
+    if same_ndim and not np.allclose(matrix, np.eye(n + 1), atol=1e-6):
         scale = np.diag(matrix)[:n]
         linear_ok = np.allclose(matrix[:n, :n], np.diag(scale), atol=1e-6)
         steps = np.rint(1.0 / np.where(scale > 0, scale, np.inf)).astype(int)
