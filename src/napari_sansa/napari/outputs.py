@@ -25,6 +25,7 @@ from napari_sansa.napari.plan import RunPlan
 __all__ = [
     "defaults_event",
     "find_output",
+    "mark_sizes",
     "labels_array",
     "output_pyramid",
     "set_labels_array",
@@ -205,11 +206,22 @@ def references_layer(viewer, image, dtype=np.uint8):
     return layer
 
 
+def mark_sizes(image) -> dict:
+    """Point size and line width (in the image's pixels) for the prompt layers made for
+    ``image``: 8 and 2 up to 512 pixels a side, then growing with the frame, so that
+    clicks stay visible on a large image seen whole (napari sizes them in pixels)."""
+    try:
+        side = max(image_geometry(image).hw)
+    except ValueError:
+        side = 0
+    return {"size": max(8, side // 64), "edge_width": max(2, side // 256)}
+
+
 def new_points_layer(viewer, image, label: int, positive: bool):
     layer = viewer.add_points(
         name=f"{image.name} [sansa points]",
         metadata={META_KEY: "points", META_IMAGE: image.name},
-        **points_layer_kwargs(image.ndim, label, positive),
+        **{**points_layer_kwargs(image.ndim, label, positive), "size": mark_sizes(image)["size"]},
         **transform_kwargs(image),
     )
     layer.mode = "add"
@@ -220,7 +232,7 @@ def new_shapes_layer(viewer, image, label: int):
     layer = viewer.add_shapes(
         name=f"{image.name} [sansa shapes]",
         metadata={META_KEY: "shapes", META_IMAGE: image.name},
-        **shapes_layer_kwargs(image.ndim, label),
+        **{**shapes_layer_kwargs(image.ndim, label), "edge_width": mark_sizes(image)["edge_width"]},
         **transform_kwargs(image),
     )
     layer.mode = "add_rectangle"

@@ -496,7 +496,7 @@ class FramePreviews:
         when ``make``); it is not a prompt layer (its clicks make no reference)."""
         from napari.layers import Points
 
-        from napari_sansa.napari.outputs import points_layer_kwargs
+        from napari_sansa.napari.outputs import mark_sizes, points_layer_kwargs
 
         name = fix_layer_name(image.name)
         for layer in self.session.viewer.layers:
@@ -509,7 +509,7 @@ class FramePreviews:
         layer = self.session.viewer.add_points(
             name=name,
             metadata={META_KEY: "fix", META_IMAGE: image.name},
-            **points_layer_kwargs(image.ndim, 1, True),
+            **{**points_layer_kwargs(image.ndim, 1, True), "size": mark_sizes(image)["size"]},
             **transform_kwargs(image),
         )
         layer.mode = "add"
@@ -520,7 +520,7 @@ class FramePreviews:
         frames (a box for the chosen class; made when ``make``); not a prompt layer."""
         from napari.layers import Shapes
 
-        from napari_sansa.napari.outputs import transform_kwargs
+        from napari_sansa.napari.outputs import mark_sizes, transform_kwargs
 
         name = fix_layer_name(image.name).removesuffix("]") + " box]"
         for layer in self.session.viewer.layers:
@@ -534,7 +534,7 @@ class FramePreviews:
             metadata={META_KEY: "fix", META_IMAGE: image.name},
             edge_color="yellow",
             face_color="transparent",
-            edge_width=2,
+            edge_width=mark_sizes(image)["edge_width"],
             **transform_kwargs(image),
         )
         layer.mode = "add_rectangle"
