@@ -176,3 +176,34 @@ def test_levels_that_are_no_pyramid_are_refused_and_nothing_is_made(shapes, says
     assert session.run(image, [paint], None) is None
     assert says in messages[-1]
     assert [layer.name for layer in viewer.layers] == ["x", "paint"]
+
+
+def test_a_fix_click_writes_into_a_multiscale_output_and_every_level_shows_it(monkeypatch):
+    """napari edits no multiscale Labels layer (its data_setitem fails on one): a fix
+    writes the full-resolution labels as a run does, and the frame counts as edited."""
+    from types import SimpleNamespace
+
+    from napari_sansa.napari import edits
+    from napari_sansa.napari.geometry import image_geometry
+    from napari_sansa.napari.session import SansaSession
+
+    viewer, image, levels = multiscale_viewer()
+    paint = viewer.add_labels(np.zeros(levels[0].shape, np.uint8), scale=SCALE, translate=TRANSLATE)
+    paint.data[0, 5:20, 5:20] = 1
+    monkeypatch.setattr(outputs, "SINGLE_SCALE_MAX", 128)
+    out = outputs.prepare_output(viewer, image, make_plan(image, [paint]))
+    assert out.multiscale and not out.editable
+    session = SansaSession(viewer)
+    written = np.zeros((256, 256), np.uint8)
+    written[100:150, 100:150] = 1
+    labels_array(out)[1] = written
+    edits.record(out, 1, written)
+    mask = np.zeros((256, 256), bool)
+    mask[120:200, 120:200] = True
+    job = SimpleNamespace(names=["slide"], fix={"label": 1, "clicks": ()})
+    result = SimpleNamespace(job=job, labels={(0, 1): mask}, logits=None)
+    session.previews._write_fix(result)
+    np.testing.assert_array_equal(labels_array(out)[1], mask.astype(np.uint8))
+    np.testing.assert_array_equal(out.data[2][1], mask[::4, ::4])
+    assert edits.is_edited(out, image_geometry(image), 1)
+    assert "cannot undo it in a multiscale layer" in session.message

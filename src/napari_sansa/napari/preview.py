@@ -774,9 +774,14 @@ class FramePreviews:
         key = (image.name, frame, label)
         self._chains[key] = (job.fix["clicks"], result.logits)
         where = geometry.describe(frame)
+        undo = (
+            "napari cannot undo it in a multiscale layer"
+            if output.multiscale
+            else "Ctrl+Z in the output layer undoes it"
+        )
         self._tell(
             f"fixed class {label} on {where} of '{image.name}' ({changed[0].size} pixels changed; "
-            "Ctrl+Z in the output layer undoes it); the frame counts as edited by hand"
+            f"{undo}); the frame counts as edited by hand"
         )
 
 
