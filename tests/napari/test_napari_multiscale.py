@@ -207,3 +207,7 @@ def test_a_fix_click_writes_into_a_multiscale_output_and_every_level_shows_it(mo
     np.testing.assert_array_equal(out.data[2][1], mask[::4, ::4])
     assert edits.is_edited(out, image_geometry(image), 1)
     assert "cannot undo it in a multiscale layer" in session.message
+    # fine-tuning reads a multiscale output's annotated frames at its full resolution
+    from napari_sansa.napari.training_frames import annotated_frames
+
+    assert annotated_frames(out, image_geometry(image)) == [1]
