@@ -122,7 +122,7 @@ def test_frames_of_a_multiscale_image_are_read_by_windows():
     np.testing.assert_array_equal(np.asarray(frame), levels[0][1])
 
 
-def test_the_output_is_a_multiscale_labels_layer_on_the_image(monkeypatch):
+def test_the_output_is_a_multiscale_labels_layer_on_the_image(monkeypatch, tmp_path):
     viewer, image, levels = multiscale_viewer()
     paint = viewer.add_labels(np.zeros(levels[0].shape, np.uint8), scale=SCALE, translate=TRANSLATE)
     paint.data[0, 5:20, 5:20] = 1
@@ -142,6 +142,13 @@ def test_the_output_is_a_multiscale_labels_layer_on_the_image(monkeypatch):
     np.testing.assert_array_equal(out.data[1], base[:, ::2, ::2])
     np.testing.assert_array_equal(out.data[2], base[:, ::4, ::4])
     assert outputs.find_output(viewer, image) is out  # a re-run writes into it
+    # saved (File > Save, napari-sansa's TIFF writer) at its full resolution
+    import tifffile
+
+    from napari_sansa.napari.writer import write_labels_tiff
+
+    (path,) = write_labels_tiff(str(tmp_path / "out"), out.data, {})
+    np.testing.assert_array_equal(tifffile.imread(path), base)
     # labelled at level 1: the output lies on level 1's pixels (twice the image's scale)
     set_level(image, 1)
     plan = make_plan(image, [paint])
