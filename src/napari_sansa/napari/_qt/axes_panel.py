@@ -111,7 +111,7 @@ class AxesPanel:
         for k, level in enumerate(image.data):
             shape = tuple(int(n) for n in level.shape)
             h, w = shape[-3:-1] if image.rgb else shape[-2:]
-            out.append((f"{k}: {h} x {w}" + (" (full)" if k == 0 else ""), k))
+            out.append((f"{k}: {h}x{w}", k))
         return out
 
     def _sequential_choices(self, _widget=None):
