@@ -530,7 +530,8 @@ def labels_on_image(layer, image_layer):
         linear_ok = np.allclose(matrix[:n, :n], np.diag(scale), atol=1e-6)
         steps = np.rint(1.0 / np.where(scale > 0, scale, np.inf)).astype(int)
         on_grid = (
-            linear_ok
+            bool(getattr(image_layer, "multiscale", False))  # painted on a pyramid's base
+            and linear_ok
             and np.allclose(matrix[:n, n], 0, atol=1e-6)
             and (steps >= 1).all()
             and np.allclose(steps * scale, 1, atol=1e-6)
