@@ -218,3 +218,19 @@ def test_a_fix_click_writes_into_a_multiscale_output_and_every_level_shows_it(mo
     from napari_sansa.napari.training_frames import annotated_frames
 
     assert annotated_frames(out, image_geometry(image)) == [1]
+
+
+def test_prompt_marks_grow_with_the_image_so_clicks_show_on_a_large_one():
+    viewer = ViewerModel()
+    small = viewer.add_image(np.zeros((256, 256), np.uint8), name="small")
+    big = viewer.add_image(
+        [np.zeros((2048, 2048), np.uint8), np.zeros((1024, 1024), np.uint8)],
+        multiscale=True,
+        name="big",
+    )
+    assert outputs.new_points_layer(viewer, small, 1, True).current_size == 8
+    assert outputs.new_points_layer(viewer, big, 1, True).current_size == 32
+    assert outputs.new_shapes_layer(viewer, small, 1).current_edge_width == 2
+    assert outputs.new_shapes_layer(viewer, big, 1).current_edge_width == 8
+    set_level(big, 1)  # at level 1 the layers have its pixels: half as many, twice as large
+    assert outputs.new_points_layer(viewer, big, 1, True).current_size == 16
