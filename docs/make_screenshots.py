@@ -555,6 +555,7 @@ def main() -> None:
     tz_ranges(launch)
     folder_run(launch)
     preview_and_fix(launch)
+    multiscale(launch)
     shutil.rmtree(folder, ignore_errors=True)
 
 
