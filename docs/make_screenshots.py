@@ -351,7 +351,41 @@ def _side_by_side(left, right, gap: int = 12):
 
 
 #: ``make_screenshots.py NAME ...`` retakes only these pictures
+def multiscale(launch) -> None:
+    """A 2048 x 2048 slide opened as a 4-level pyramid of dask arrays (as napari-ome-zarr
+    opens an OME-Zarr), clicked while zoomed in, labelled at full resolution by tiles."""
+    import dask.array as da
+    import numpy as np
+    from skimage import data
+
+    tissue = np.kron(data.immunohistochemistry(), np.ones((4, 4, 1), np.uint8))  # 2048 px
+    slide = np.stack([tissue, np.ascontiguousarray(np.rot90(tissue))])  # 2 sections
+    levels = [da.from_array(slide[:, :: 2**k, :: 2**k], chunks=(1, 512, 512, 3)) for k in range(4)]
+    viewer, widget = _new(launch)
+    viewer.add_image(levels, multiscale=True, name="slide", rgb=True, scale=(1, 0.25, 0.25))
+    widget.select_images(["slide"])
+    widget.large.tile_size.value = 512
+    points = widget.new_points_layer()
+    viewer.reset_view()
+    camera = viewer.scene.camera
+    camera.center, camera.zoom = (0, 330, 280), camera.zoom * 2.5  # zoomed in on a gland
+    _settle()
+    # clicks on three glands of section 0 (the points layer has the image's pixels)
+    points.add([[0, 1520, 1240], [0, 400, 480], [0, 480, 1520]])
+    points.mode = "pan_zoom"
+    widget.run()
+    _wait_for_run(widget)
+    widget.go_to_frame(0)
+    layers = viewer.layers
+    layers.move(layers.index(points), len(layers))  # the clicks above the labels
+    _show_results(widget)
+    _settle()
+    _shot(viewer, "multiscale.png")
+    viewer.close()
+
+
 ONLY = {
+    "multiscale": multiscale,
     "imageset": image_set,
     "timelapse": timelapse,
     "zstack": zstack,
@@ -521,6 +555,7 @@ def main() -> None:
     tz_ranges(launch)
     folder_run(launch)
     preview_and_fix(launch)
+    multiscale(launch)
     shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -246,6 +246,12 @@ def _print_models(as_json: bool) -> None:
             f"{m['description']}"
         )
     print("\n'+N MB': the adapter file's size is not known in advance.")
+    groups: dict[str, list[str]] = {}
+    for m in models:
+        groups.setdefault(m["terms"], []).append(m["name"])
+    print("\nterms of use, as far as known (docs/models.md, 'Terms of use'):")
+    for terms, names in groups.items():
+        print(f"- {', '.join(names)}:\n    {terms}")
 
 
 def _download(names, force: bool) -> None:

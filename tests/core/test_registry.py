@@ -115,6 +115,34 @@ def test_registry_lists_the_published_models(home):
         registry.get_model_spec("sansa-huge")
 
 
+def test_every_model_names_the_terms_of_each_of_its_files(home, capsys):
+    """docs/models.md, 'Terms of use': SAM2's checkpoints are Apache 2.0, the authors'
+    adapters have no published licence; each listing (API, CLI, widget) says so."""
+    from napari_sansa.napari._qt.model_panel import model_description
+
+    models = ns.list_models()
+    assert models
+    for m in models:
+        spec = registry.get_model_spec(m["name"])
+        assert m["terms"] == spec.terms
+        assert m["terms"].startswith("SAM2 weights: Apache License 2.0")
+        if spec.adapter is None:
+            assert "SANSA adapters" not in m["terms"]
+        else:
+            assert "SANSA adapters: no licence published" in m["terms"]
+            assert "ask the authors" in m["terms"]
+        assert f"Terms: {m['terms']}" in model_description(m["name"])
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "terms of use" in out and registry.ADAPTER_TERMS in out
+    assert main(["models", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert all(m["terms"] for m in listed)
+    # a model registered without terms says that nothing is recorded
+    own = ModelSpec("own", "sam2_hiera_t", Source("a.pt", "https://x/a.pt"), None, "mine")
+    assert own.terms == f"SAM2 weights: {registry.UNKNOWN_TERMS}"
+
+
 def test_offline_error_names_url_path_and_command(home, spec):
     with pytest.raises(ns.ModelNotFoundError) as info:
         ns.load_model("test-tiny", download=False)

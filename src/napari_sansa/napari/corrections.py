@@ -13,7 +13,7 @@ import numpy as np
 
 from napari_sansa.core.fusion import label_dtype
 from napari_sansa.napari import edits
-from napari_sansa.napari.geometry import image_geometry
+from napari_sansa.napari.geometry import image_geometry, labels_array
 from napari_sansa.napari.messages import classes_text, frames_text
 from napari_sansa.napari.outputs import output_name, references_layer
 from napari_sansa.napari.plan import NO_IMAGE
@@ -137,7 +137,7 @@ class Corrections:
             self.fail("choose a folder to save the frames in ('save to')")
             return []
         try:
-            paths = write_frames(folder, output.data, fmt, prefix=image.name)
+            paths = write_frames(folder, labels_array(output), fmt, prefix=image.name)
         except (OSError, ValueError) as exc:
             self.fail(f"could not save the frames: {exc}")
             return []

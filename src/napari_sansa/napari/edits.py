@@ -14,6 +14,8 @@ import zlib
 
 import numpy as np
 
+from napari_sansa.napari.geometry import labels_array
+
 __all__ = [
     "WRITTEN_KEY",
     "accept",
@@ -40,7 +42,7 @@ def _records(layer) -> dict:
 def current(layer, geometry, frame: int) -> np.ndarray:
     """``frame`` of ``layer`` as it is now, rows x cols (with a channel axis: the
     channel the person changed since the plugin wrote it, else the first)."""
-    return geometry.plane(layer.data, frame, _written(layer, geometry, frame))
+    return geometry.plane(labels_array(layer), frame, _written(layer, geometry, frame))
 
 
 def record(layer, frame: int, plane: np.ndarray) -> None:

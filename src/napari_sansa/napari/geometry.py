@@ -14,6 +14,7 @@ hold prompts for an image. Main thread only; the values returned are frozen.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,10 +36,18 @@ if TYPE_CHECKING:
 __all__ = [
     "META_KEY",
     "FrameStack",
+    "FrameWindows",
     "PromptError",
     "StackGeometry",
     "SEPARATE_LAYERS",
+    "chosen_level",
     "fit_problem",
+    "labels_array",
+    "labels_on_image",
+    "level_count",
+    "level_factors",
+    "multiscale_problem",
+    "set_level",
     "folder_sizes",
     "image_data",
     "image_geometry",
@@ -143,9 +152,98 @@ class StackGeometry:
         return block.max(axis=0)
 
 
+# -- multiscale (pyramid) layers -------------------------------------------------------
+
+_LEVELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def level_count(layer) -> int:
+    """How many resolution levels a layer has (1: not multiscale)."""
+    return len(layer.data) if getattr(layer, "multiscale", False) else 1
+
+
+def set_level(layer, level: int) -> None:
+    """Label ``layer`` (a multiscale image) at its resolution ``level`` (0: the full
+    resolution) for this session; the layer itself is not changed."""
+    level = int(level)
+    if not 0 <= level < level_count(layer):
+        raise PromptError(
+            f"'{layer.name}' has resolution levels 0..{level_count(layer) - 1}, not {level}"
+        )
+    _LEVELS[layer] = level
+
+
+def chosen_level(layer) -> int:
+    """The resolution level a run labels (0, the full resolution, unless chosen)."""
+    try:
+        level = _LEVELS.get(layer, 0)
+    except TypeError:  # not weak-referenceable (a stand-in in a test)
+        level = 0
+    return level if level < level_count(layer) else 0
+
+
+def _spatial_shape(layer, shape) -> tuple[int, ...]:
+    return tuple(int(s) for s in shape)[:-1] if layer.rgb else tuple(int(s) for s in shape)
+
+
+def multiscale_problem(layer) -> str | None:
+    """Why a multiscale image layer is not a pyramid that can be labelled (None: it is,
+    or the layer is not multiscale): every level must have the dimensions of the full
+    resolution, be no larger than the level before on every axis, and shrink rows and
+    columns alike (the same factor, within a pixel of rounding)."""
+    if not getattr(layer, "multiscale", False):
+        return None
+    shapes = [tuple(int(s) for s in level.shape) for level in layer.data]
+    first = shapes[0]
+    text = ", ".join("x".join(map(str, s)) for s in shapes)
+    fix = (
+        f"the levels of '{layer.name}' ({text}) are not a pyramid of one image: {{}}; open "
+        "the image again (as one array, or with a reader that makes the levels by "
+        "downsampling it), or label one level saved as an image of its own"
+    )
+    for k, shape in enumerate(shapes[1:], start=1):
+        if len(shape) != len(first) or (layer.rgb and shape[-1] != first[-1]):
+            return fix.format(f"level {k} has shape {shape}, the full resolution {first}")
+        before = shapes[k - 1]
+        bigger = [i for i, (a, b) in enumerate(zip(shape, before, strict=True)) if a > b]
+        if bigger:
+            axis = {len(shape) - 2: "rows", len(shape) - 1: "columns"}
+            if layer.rgb:
+                axis = {len(shape) - 3: "rows", len(shape) - 2: "columns"}
+            where = axis.get(bigger[0], f"axis {bigger[0]}")
+            return fix.format(f"level {k} is larger than level {k - 1} ({where})")
+        (h0, w0), (h, w) = _spatial_shape(layer, first)[-2:], _spatial_shape(layer, shape)[-2:]
+        if min(h, w) < 1 or abs(w0 * h / h0 - w) > 1 and abs(h0 * w / w0 - h) > 1:
+            return fix.format(
+                f"level {k} ({h}x{w}) does not keep the {h0}x{w0} image's aspect ratio"
+            )
+    return None
+
+
+def level_factors(layer, level: int | None = None) -> np.ndarray:
+    """How many full-resolution pixels one pixel of ``level`` (default: the chosen
+    one) spans, per axis of the layer's data (no colour axis); ones for level 0.
+
+    napari places pixel ``i`` of a level at ``i * factor`` in the full resolution's
+    data coordinates (its ``downsample_factors``), and so does everything here."""
+    level = chosen_level(layer) if level is None else level
+    first = _spatial_shape(layer, layer.data[0].shape) if level else ()
+    if not level:
+        return np.ones(layer.ndim)
+    shape = _spatial_shape(layer, layer.data[level].shape)
+    return np.array([a / b for a, b in zip(first, shape, strict=True)], dtype=float)
+
+
+def labels_array(layer):
+    """The array of an output Labels layer that runs write and read: its full resolution
+    when it is multiscale (its other levels are views of it, :func:`.outputs.output_pyramid`)."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
 def image_data(layer: napari.layers.Image):
-    """The full-resolution array of an image layer."""
-    return layer.data[0] if layer.multiscale else layer.data
+    """The array a run labels of an image layer: its chosen resolution level of a
+    multiscale layer (by default the full resolution, level 0)."""
+    return layer.data[chosen_level(layer)] if layer.multiscale else layer.data
 
 
 def image_geometry(layer: napari.layers.Image) -> StackGeometry:
@@ -191,6 +289,45 @@ def image_geometry(layer: napari.layers.Image) -> StackGeometry:
     )
 
 
+class FrameWindows:
+    """One frame of an image layer's array, read window by window: ``frame[rows, cols]``
+    reads only those pixels (a tile), ``numpy.asarray(frame)`` the whole frame. Given
+    for the frames of multiscale layers (whose levels are often dask or zarr arrays too
+    large to hold whole), so that a run by tiles never reads a whole level at once."""
+
+    def __init__(self, data, index: tuple, geometry: StackGeometry):
+        self.data, self.index, self.geometry = data, tuple(index), geometry
+        g = geometry
+        if g.rgb:
+            self.shape = (*g.hw, int(data.shape[-1]))
+        elif g.channel_axis is not None and len(g.channels) > 1:
+            self.shape = (*g.hw, 3)
+        else:
+            self.shape = tuple(g.hw)
+        self.dtype = np.dtype(data.dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        rows, cols, *rest = (*key, slice(None), slice(None))[: max(len(key), 2)]
+        if any(not isinstance(k, slice) for k in (rows, cols)):
+            raise TypeError("a frame's windows are read with slices: frame[r0:r1, c0:c1]")
+        block = np.asarray(self.data[(*self.index, rows, cols)])
+        if self.geometry.channel_axis is not None:
+            block = frame_image(block, self.geometry)
+        return block[(slice(None), slice(None), *rest)] if rest else block
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:, :]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"FrameWindows(shape={self.shape}, dtype={self.dtype})"
+
+
 @dataclass(frozen=True, eq=False)
 class FrameStack(Sequence):
     """Read-only, lazy access to an image's frames (one array read per item).
@@ -203,6 +340,8 @@ class FrameStack(Sequence):
     geometry: StackGeometry
     frames: tuple[int, ...] | None = None
     name: str = "image"
+    #: frames as :class:`FrameWindows` (read by windows), not read whole
+    windows: bool = False
 
     def __len__(self) -> int:
         return self.geometry.n_frames if self.frames is None else len(self.frames)
@@ -216,6 +355,8 @@ class FrameStack(Sequence):
         if not -len(self) <= i < len(self):
             raise IndexError(i)
         frame = self.frame_number(i % len(self))
+        if self.windows:
+            return FrameWindows(self.data, self.geometry.index(frame), self.geometry)
         try:
             out = np.asarray(self.data[self.geometry.index(frame)])
             if self.geometry.channel_axis is not None:
@@ -240,7 +381,8 @@ class FrameStack(Sequence):
         )
 
     def select(self, frames) -> FrameStack:
-        return FrameStack(self.data, self.geometry, tuple(int(f) for f in frames), self.name)
+        frames = tuple(int(f) for f in frames)
+        return FrameStack(self.data, self.geometry, frames, self.name, self.windows)
 
 
 def folder_sizes(layer) -> dict[str, tuple[int, ...] | None] | None:
@@ -324,8 +466,12 @@ def _data_to_world(layer) -> np.ndarray:
 
 
 def layer_to_image(layer, image_layer) -> np.ndarray:
-    """Homogeneous matrix mapping ``layer``'s data coordinates to the image's."""
-    return np.linalg.solve(_data_to_world(image_layer), _data_to_world(layer))
+    """Homogeneous matrix mapping ``layer``'s data coordinates to the image's pixels: those
+    of the level a run labels for a multiscale image (see :func:`level_factors`)."""
+    matrix = np.linalg.solve(_data_to_world(image_layer), _data_to_world(layer))
+    if getattr(image_layer, "multiscale", False) and chosen_level(image_layer):
+        matrix = np.diag([*(1.0 / level_factors(image_layer)), 1.0]) @ matrix
+    return matrix
 
 
 def apply_matrix(matrix: np.ndarray, coords: np.ndarray) -> np.ndarray:
@@ -360,29 +506,75 @@ def _kind(layer) -> str:
     return type(layer).__name__.lower()
 
 
+def labels_on_image(layer, image_layer):
+    """``(masks, None)``: a Labels layer's class ids on the pixels a run labels of
+    ``image_layer`` (an array of the image's label shape, read lazily), or
+    ``(None, problem)`` saying why the layer cannot be used.
+
+    The layer lies on the image's pixels (same shape and placement), or, for an image
+    labelled at a lower resolution level (:func:`set_level`), it may lie on the full
+    resolution's pixels, as a layer painted on the multiscale image does: it is then
+    sampled at the level's pixels (every ``factor``-th pixel, nearest neighbour, where
+    napari shows them). A multiscale Labels layer (e.g. a labels group of an OME-Zarr)
+    is read at its full resolution."""
+    geometry = image_geometry(image_layer)
+    name, image = layer.name, image_layer.name
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    shape = tuple(int(s) for s in data.shape)
+    n = layer.ndim
+    steps = np.ones(n, dtype=int)
+    same_ndim = n == image_layer.ndim
+    matrix = layer_to_image(layer, image_layer) if same_ndim else None
+    if same_ndim and not np.allclose(matrix, np.eye(n + 1), atol=1e-6):
+        scale = np.diag(matrix)[:n]
+        linear_ok = np.allclose(matrix[:n, :n], np.diag(scale), atol=1e-6)
+        steps = np.rint(1.0 / np.where(scale > 0, scale, np.inf)).astype(int)
+        on_grid = (
+            bool(getattr(image_layer, "multiscale", False))  # painted on a pyramid's base
+            and linear_ok
+            and np.allclose(matrix[:n, n], 0, atol=1e-6)
+            and (steps >= 1).all()
+            and np.allclose(steps * scale, 1, atol=1e-6)
+        )
+        if not on_grid and shape != geometry.shape:
+            steps = np.ones(n, dtype=int)  # the shape is wrong too: said first
+        elif not on_grid:
+            return None, (
+                f"the Labels layer '{name}' does not lie on the pixels of '{image}' (its "
+                "scale, translate, rotate, shear or affine differ): give it the image's"
+            )
+    want = geometry.shape
+    got = tuple(-(-s // int(k)) for s, k in zip(shape, steps, strict=True))  # ceil
+    if (
+        len(got) != len(want)
+        or any(g < w for g, w in zip(got, want, strict=True))
+        or (steps.max() == 1 and got != want)
+    ):
+        colour = " (the image's shape without its colour axis)" if geometry.rgb else ""
+        level = chosen_level(image_layer)
+        full = ""
+        if level:
+            base = _spatial_shape(image_layer, image_layer.data[0].shape)
+            full = f", or {base} with the image's scale (its full resolution)"
+        return None, (
+            f"the Labels layer '{name}' has shape {shape}, but masks for '{image}' "
+            f"need shape {want}{colour}{full}: paint in a Labels layer of the "
+            "image's shape (for example with the 'labels' button of this widget)"
+        )
+    if steps.max() == 1:
+        return data, None
+    sampled = data[tuple(slice(None, None, int(k)) for k in steps)]
+    return sampled[tuple(slice(0, w) for w in want)], None
+
+
 def fit_problem(image_layer, layer) -> str | None:
     """Why ``layer`` cannot hold prompts for ``image_layer`` (None: it can)."""
     from napari.layers import Labels
 
-    geometry = image_geometry(image_layer)
+    image_geometry(image_layer)  # an image that cannot be labelled says why first
     name, image = layer.name, image_layer.name
     if isinstance(layer, Labels):
-        if layer.multiscale:
-            return f"the Labels layer '{name}' is multiscale; prompt masks must be a single array"
-        shape = tuple(int(s) for s in layer.data.shape)
-        if shape != geometry.shape:
-            colour = " (the image's shape without its colour axis)" if geometry.rgb else ""
-            return (
-                f"the Labels layer '{name}' has shape {shape}, but masks for '{image}' "
-                f"need shape {geometry.shape}{colour}: paint in a Labels layer of the "
-                "image's shape (for example with the 'labels' button of this widget)"
-            )
-        if not np.allclose(layer_to_image(layer, image_layer), np.eye(layer.ndim + 1), atol=1e-6):
-            return (
-                f"the Labels layer '{name}' does not lie on the pixels of '{image}' (its "
-                "scale, translate, rotate, shear or affine differ): give it the image's"
-            )
-        return None
+        return labels_on_image(layer, image_layer)[1]
     if layer.ndim != image_layer.ndim:
         return (
             f"the {_kind(layer)} layer '{name}' has {layer.ndim} dimensions but the image "

@@ -32,6 +32,7 @@ from napari_sansa.napari.geometry import (
     apply_matrix,
     fit_problem,
     image_geometry,
+    labels_on_image,
     layer_to_image,
 )
 
@@ -311,8 +312,10 @@ def _make(cls, value, label, layer, i, frame, col):
         ) from None
 
 
-def _labels_prompts(layer, col: _Collector) -> None:
-    data = layer.data
+def _labels_prompts(layer, image_layer, col: _Collector) -> None:
+    data, problem = labels_on_image(layer, image_layer)
+    if problem is not None:  # pragma: no cover - fit_problem said so first
+        raise PromptError(problem)
     g = col.geometry
     if np.dtype(data.dtype).kind not in "iub":
         raise PromptError(
@@ -355,7 +358,7 @@ def prompts_from_layers(image_layer, layers) -> tuple[FramePrompts, ...]:
         elif isinstance(layer, Shapes):
             _shapes_prompts(layer, image_layer, col)
         elif isinstance(layer, Labels):
-            _labels_prompts(layer, col)
+            _labels_prompts(layer, image_layer, col)
         else:
             raise PromptError(
                 f"layer '{layer.name}' is a {type(layer).__name__} layer; prompts come from "

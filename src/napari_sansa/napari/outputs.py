@@ -10,13 +10,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_sansa.napari.geometry import META_KEY, image_geometry, layer_role
+from napari_sansa.napari.geometry import (
+    META_KEY,
+    chosen_level,
+    image_geometry,
+    labels_array,
+    layer_role,
+    level_count,
+    level_factors,
+)
 from napari_sansa.napari.imageset import META_IMAGE, SetPlan
 from napari_sansa.napari.plan import RunPlan
 
 __all__ = [
     "defaults_event",
     "find_output",
+    "mark_sizes",
+    "labels_array",
+    "output_pyramid",
+    "set_labels_array",
     "new_points_layer",
     "new_shapes_layer",
     "points_layer_kwargs",
@@ -49,14 +61,64 @@ def references_name(image_name: str) -> str:
 
 
 def transform_kwargs(layer) -> dict:
-    """The image's placement in the world, for the layers made for it."""
+    """The image's placement in the world, for the layers made for it: on the pixels of
+    the level a run labels of a multiscale image (each of its pixels spans
+    ``level_factors`` full-resolution pixels, where napari shows that level)."""
+    scale = np.asarray(layer.scale, dtype=float)
+    if getattr(layer, "multiscale", False) and chosen_level(layer):
+        scale = scale * level_factors(layer)
     return {
-        "scale": layer.scale,
+        "scale": scale,
         "translate": layer.translate,
         "rotate": layer.rotate,
         "shear": layer.shear,
         "affine": layer.affine,
     }
+
+
+#: the output of a multiscale image is a multiscale Labels layer when the frames it labels
+#: are larger than this on a side (napari then shows the level that fits the screen);
+#: smaller, it is one array, which napari shows whole and lets you paint (napari does not
+#: paint multiscale Labels layers)
+SINGLE_SCALE_MAX = 4096
+
+
+def output_pyramid(image, base: np.ndarray) -> list[np.ndarray] | None:
+    """The levels of a multiscale output of ``image`` holding ``base`` (the labels at the
+    level a run labels): views of ``base`` taking every ``f``-th row and column (nearest
+    neighbour: the pixels where napari shows the image's coarser levels), one per coarser
+    level of the image whose factor is a whole number; None when the output is one
+    array (the image is not multiscale, its labelled frames are no larger than
+    :data:`SINGLE_SCALE_MAX`, or it has no coarser level). The views share ``base``'s
+    memory: what is written there shows at every level."""
+    if not getattr(image, "multiscale", False):
+        return None
+    level = chosen_level(image)
+    hw = base.shape[-2:]
+    if max(hw) <= SINGLE_SCALE_MAX:
+        return None
+    levels, last = [base], 1
+    here = level_factors(image, level)[-2:]
+    for k in range(level + 1, level_count(image)):
+        ratio = level_factors(image, k)[-2:] / here
+        step = np.rint(ratio).astype(int)
+        if step.min() <= last or not np.allclose(step, ratio, rtol=0.02):
+            continue  # not coarser, or not a whole-number factor (napari would misplace it)
+        index = (Ellipsis, slice(None, None, int(step[0])), slice(None, None, int(step[1])))
+        levels.append(base[index])
+        last = int(step.min())
+    return levels if len(levels) > 1 else None
+
+
+def set_labels_array(layer, base: np.ndarray, image=None) -> None:
+    """Give ``layer`` the labels ``base`` (e.g. widened to a larger dtype), with its
+    pyramid made again when it is multiscale."""
+    if getattr(layer, "multiscale", False) and image is not None:
+        levels = output_pyramid(image, base)
+        if levels is not None:
+            layer.data = levels
+            return
+    layer.data = base
 
 
 def _find(viewer, name: str, kind, shape, role: str | None = None):
@@ -85,15 +147,18 @@ def prepare_output(viewer, image, plan: SetPlan | RunPlan, part: int = 0):
     shape = _part(plan, part).geometry.shape
     layer = find_output(viewer, image)
     if layer is None:
+        base = np.zeros(shape, dtype=dtype)
+        levels = output_pyramid(image, base)
         return viewer.add_labels(
-            np.zeros(shape, dtype=dtype),
+            base if levels is None else levels,
+            multiscale=levels is not None,
             name=output_name(image.name),
             metadata={META_KEY: "output"},
             opacity=0.6,
             **transform_kwargs(image),
         )
     if np.iinfo(layer.data.dtype).max < max(plan.classes):
-        layer.data = np.asarray(layer.data).astype(dtype)
+        set_labels_array(layer, np.asarray(labels_array(layer)).astype(dtype), image)
     return layer
 
 
@@ -141,11 +206,22 @@ def references_layer(viewer, image, dtype=np.uint8):
     return layer
 
 
+def mark_sizes(image) -> dict:
+    """Point size and line width (in the image's pixels) for the prompt layers made for
+    ``image``: 8 and 2 up to 512 pixels a side, then growing with the frame, so that
+    clicks stay visible on a large image seen whole (napari sizes them in pixels)."""
+    try:
+        side = max(image_geometry(image).hw)
+    except ValueError:
+        side = 0
+    return {"size": max(8, side // 64), "edge_width": max(2, side // 256)}
+
+
 def new_points_layer(viewer, image, label: int, positive: bool):
     layer = viewer.add_points(
         name=f"{image.name} [sansa points]",
         metadata={META_KEY: "points", META_IMAGE: image.name},
-        **points_layer_kwargs(image.ndim, label, positive),
+        **{**points_layer_kwargs(image.ndim, label, positive), "size": mark_sizes(image)["size"]},
         **transform_kwargs(image),
     )
     layer.mode = "add"
@@ -156,7 +232,7 @@ def new_shapes_layer(viewer, image, label: int):
     layer = viewer.add_shapes(
         name=f"{image.name} [sansa shapes]",
         metadata={META_KEY: "shapes", META_IMAGE: image.name},
-        **shapes_layer_kwargs(image.ndim, label),
+        **{**shapes_layer_kwargs(image.ndim, label), "edge_width": mark_sizes(image)["edge_width"]},
         **transform_kwargs(image),
     )
     layer.mode = "add_rectangle"

@@ -16,6 +16,7 @@ from napari_sansa.napari.geometry import (
     StackGeometry,
     image_data,
     image_geometry,
+    multiscale_problem,
     size_problem,
 )
 from napari_sansa.napari.layers import FramePrompts, prompts_from_layers, quoted_names
@@ -188,6 +189,9 @@ def plan_image(image_layer, prompt_layers, frame_range=None) -> RunPlan:
     read so."""
     if image_layer is None:
         raise PromptError(NO_IMAGE)
+    problem = multiscale_problem(image_layer)
+    if problem is not None:
+        raise PromptError(problem)
     geometry = image_geometry(image_layer)
     problem = size_problem(image_layer)
     if problem is not None:
@@ -198,7 +202,12 @@ def plan_image(image_layer, prompt_layers, frame_range=None) -> RunPlan:
     ref_frames = {r.frame for r in refs}
     targets = tuple(f for f in frames if f not in ref_frames)
     return RunPlan(
-        FrameStack(image_data(image_layer), geometry, name=image_layer.name),
+        FrameStack(
+            image_data(image_layer),
+            geometry,
+            name=image_layer.name,
+            windows=bool(image_layer.multiscale),  # levels are read by windows (tiles)
+        ),
         refs,
         targets,
         intensity_range(image_layer),

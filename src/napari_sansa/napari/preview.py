@@ -39,7 +39,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from psygnal import Signal
 
-from napari_sansa.napari.geometry import META_KEY, PromptError, image_geometry
+from napari_sansa.napari.geometry import META_KEY, PromptError, image_geometry, labels_array
 from napari_sansa.napari.imageset import META_IMAGE, SetPlan, assign_prompt_layers
 from napari_sansa.napari.plan import NO_IMAGE, RunPlan, plan_image
 
@@ -496,7 +496,7 @@ class FramePreviews:
         when ``make``); it is not a prompt layer (its clicks make no reference)."""
         from napari.layers import Points
 
-        from napari_sansa.napari.outputs import points_layer_kwargs
+        from napari_sansa.napari.outputs import mark_sizes, points_layer_kwargs
 
         name = fix_layer_name(image.name)
         for layer in self.session.viewer.layers:
@@ -509,7 +509,7 @@ class FramePreviews:
         layer = self.session.viewer.add_points(
             name=name,
             metadata={META_KEY: "fix", META_IMAGE: image.name},
-            **points_layer_kwargs(image.ndim, 1, True),
+            **{**points_layer_kwargs(image.ndim, 1, True), "size": mark_sizes(image)["size"]},
             **transform_kwargs(image),
         )
         layer.mode = "add"
@@ -520,7 +520,7 @@ class FramePreviews:
         frames (a box for the chosen class; made when ``make``); not a prompt layer."""
         from napari.layers import Shapes
 
-        from napari_sansa.napari.outputs import transform_kwargs
+        from napari_sansa.napari.outputs import mark_sizes, transform_kwargs
 
         name = fix_layer_name(image.name).removesuffix("]") + " box]"
         for layer in self.session.viewer.layers:
@@ -534,7 +534,7 @@ class FramePreviews:
             metadata={META_KEY: "fix", META_IMAGE: image.name},
             edge_color="yellow",
             face_color="transparent",
-            edge_width=2,
+            edge_width=mark_sizes(image)["edge_width"],
             **transform_kwargs(image),
         )
         layer.mode = "add_rectangle"
@@ -755,24 +755,33 @@ class FramePreviews:
         if any(isinstance(i, slice) for i in index):
             self._warn("fix: clicks fix stacks without a channel axis only; nothing was changed")
             return
-        plane = np.asarray(output.data[index])
+        base = labels_array(output)
+        plane = np.asarray(base[index])
         new = plane.copy()
         new[(plane == label) & ~mask] = 0
         new[mask & (plane == 0)] = label  # other classes keep their pixels
-        if np.iinfo(output.data.dtype).max < label:
-            self._warn(f"fix: class {label} does not fit the output layer's {output.data.dtype}")
+        if np.iinfo(base.dtype).max < label:
+            self._warn(f"fix: class {label} does not fit the output layer's {base.dtype}")
             return
         changed = np.nonzero(new != plane)
-        if changed[0].size:
+        if changed[0].size and output.multiscale:  # napari edits no multiscale Labels layer:
+            base[index] = new  # written as a run writes it (napari's undo does not take it)
+            output.refresh()
+        elif changed[0].size:
             lead = [np.full(changed[0].size, i) for i in index]
             with output.block_history():  # one undo step (napari's Ctrl+Z)
                 output.data_setitem((*lead, *changed), new[changed])
         key = (image.name, frame, label)
         self._chains[key] = (job.fix["clicks"], result.logits)
         where = geometry.describe(frame)
+        undo = (
+            "napari cannot undo it in a multiscale layer"
+            if output.multiscale
+            else "Ctrl+Z in the output layer undoes it"
+        )
         self._tell(
             f"fixed class {label} on {where} of '{image.name}' ({changed[0].size} pixels changed; "
-            "Ctrl+Z in the output layer undoes it); the frame counts as edited by hand"
+            f"{undo}); the frame counts as edited by hand"
         )
 
 

@@ -23,7 +23,7 @@ from psygnal import Signal
 
 from napari_sansa.napari import edits
 from napari_sansa.napari.corrections import Corrections
-from napari_sansa.napari.geometry import PromptError, image_geometry
+from napari_sansa.napari.geometry import PromptError, image_geometry, labels_array
 from napari_sansa.napari.imageset import make_set_plan
 from napari_sansa.napari.messages import frames_text, option_name
 from napari_sansa.napari.objects_output import ObjectsOutput, split_frame
@@ -280,7 +280,7 @@ class SansaSession(Corrections):
             self.kept = (*self.kept, result.frame)
         else:
             kind = "reference" if result.is_reference else "predicted"
-            output.data[index] = result.labels
+            labels_array(output)[index] = result.labels  # a multiscale one's levels follow
             edits.record(output, result.frame, result.labels)
             output.refresh()
         probability_layers = self._probability_layers.get(part, {})
@@ -292,7 +292,7 @@ class SansaSession(Corrections):
         counts = None
         if self.objects is not None:  # the objects of what the layer now holds
             pair = result.objects if kind != "kept" else split_frame(
-                np.asarray(output.data[index]), self.objects.options)  # fmt: skip
+                np.asarray(labels_array(output)[index]), self.objects.options)  # fmt: skip
             counts = self.objects.write(part, result.frame, pair)
         self.done += 1
         several = len(self.plan.parts) > 1

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_sansa.napari.geometry import META_KEY, PromptError, image_data, image_geometry
+from napari_sansa.napari.geometry import (
+    META_KEY,
+    PromptError,
+    image_data,
+    image_geometry,
+    labels_array,
+)
 from napari_sansa.napari.messages import frames_text
 from napari_sansa.napari.outputs import references_name
 from napari_sansa.napari.plan import NO_IMAGE, intensity_range
@@ -70,7 +76,7 @@ def parse_frames(text: str, n_frames: int) -> tuple[int, ...] | None:
 
 def annotated_frames(labels_layer, geometry) -> list[int]:
     """Frames of ``labels_layer`` that hold any nonzero pixel."""
-    data = labels_layer.data
+    data = labels_array(labels_layer)  # a multiscale layer: its full resolution
     return [f for f in range(geometry.n_frames) if np.any(np.asarray(data[geometry.index(f)]))]
 
 
@@ -128,7 +134,7 @@ def collect_training_frames(image, labels_layer, frames=None) -> TrainingData:
     pairs, where = [], {}
     for f in chosen:
         index = geometry.index(f)
-        labels = np.array(labels_layer.data[index])
+        labels = np.array(labels_array(labels_layer)[index])
         if (labels != 0).all() and len(np.unique(labels)) == 1:
             raise PromptError(
                 f"frame {f} of '{labels_layer.name}' is one class everywhere: there is no "

@@ -18,7 +18,9 @@ FRAME_FORMATS = ("tif", "png")
 
 
 def _array(data) -> np.ndarray:
-    if isinstance(data, (list, tuple)):  # a multiscale layer: its full resolution
+    # a multiscale layer (a list of levels, or napari's MultiScaleData, whose numpy
+    # conversion gives its coarsest level): its full resolution
+    if isinstance(data, (list, tuple)) or hasattr(data, "shapes"):
         data = data[0]
     return np.asarray(data)
 

@@ -28,6 +28,20 @@ __all__ = [
 SAM2_BASE = "https://dl.fbaipublicfiles.com/segment_anything_2/072824/"
 GDRIVE = "https://drive.google.com/uc?id="
 
+#: the terms of Meta's SAM2 checkpoints: Meta's SAM 2 repository states that its model
+#: checkpoints are released under the Apache License 2.0 (its LICENSE file)
+SAM2_TERMS = "Apache License 2.0 (as Meta's SAM 2 release states for its checkpoints)"
+#: the terms of the authors' SANSA adapters: their repository (github.com/ClaudiaCuttano/
+#: SANSA, checked at commit 3377265 of 2025-11-15) has no licence file and its README
+#: states no terms for the weights it links to
+ADAPTER_TERMS = (
+    "no licence published (the authors' SANSA repository has no licence file and states "
+    "no terms for these weights): ask the authors before any use that needs permission, "
+    "such as redistribution or commercial use"
+)
+#: a file registered without terms (e.g. your own, through register_model)
+UNKNOWN_TERMS = "not recorded (registered without terms)"
+
 
 @dataclass(frozen=True)
 class Source:
@@ -46,6 +60,8 @@ class Source:
     sha256: str | None = None
     size_mb: float | None = None
     member: str | None = None
+    #: what is known about the terms this file may be used under ("": nothing recorded)
+    terms: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,16 +74,33 @@ class ModelSpec:
     prompts: str = "points, boxes, scribbles, masks"
     aliases: tuple[str, ...] = field(default=())
 
+    @property
+    def terms(self) -> str:
+        """What is known about the terms of use of each of the model's files, in a
+        sentence (see docs/models.md, "Terms of use")."""
+        parts = []
+        for source, what in ((self.sam2, "SAM2 weights"), (self.adapter, "SANSA adapters")):
+            if source is not None:
+                parts.append(f"{what}: {source.terms or UNKNOWN_TERMS}")
+        return "; ".join(parts)
+
 
 def _sam2(size: str, filename: str, mb: float) -> Source:
-    return Source(filename, SAM2_BASE + filename, size_mb=mb)
+    return Source(filename, SAM2_BASE + filename, size_mb=mb, terms=SAM2_TERMS)
 
 
 _SAM2_L = _sam2("l", "sam2_hiera_large.pt", 857)
 
 
 def _adapter(filename: str, drive_id: str, member: str | None = None) -> Source:
-    return Source(filename, GDRIVE + drive_id, kind="gdrive", role="adapter", member=member)
+    return Source(
+        filename,
+        GDRIVE + drive_id,
+        kind="gdrive",
+        role="adapter",
+        member=member,
+        terms=ADAPTER_TERMS,
+    )
 
 
 def _builtin_specs() -> list[ModelSpec]:
@@ -223,6 +256,7 @@ def list_models() -> list[dict]:
                 "config": spec.config,
                 "description": spec.description,
                 "prompts": spec.prompts,
+                "terms": spec.terms,
                 "size_mb": sum(s.size_mb for s in files if s.size_mb) or None,
                 "size_known": all(s.size_mb for s in files),
                 "downloaded": all(cached_path(s).is_file() for s in files),

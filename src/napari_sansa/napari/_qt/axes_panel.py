@@ -7,7 +7,13 @@ from __future__ import annotations
 from magicgui.widgets import ComboBox, Container, Label, SpinBox
 
 from napari_sansa.napari.axes import RGB, describe_axes, set_axes
-from napari_sansa.napari.geometry import image_geometry
+from napari_sansa.napari.geometry import (
+    chosen_level,
+    image_geometry,
+    level_count,
+    multiscale_problem,
+    set_level,
+)
 
 __all__ = ["AxesPanel", "FrameRanges"]
 
@@ -62,13 +68,22 @@ class AxesPanel:
             tooltip="sequential mode follows this axis, separately at each index of the "
             "other frame axes (for example z within each time point)",
         )
+        self.level = ComboBox(
+            label="level",
+            choices=self._level_choices,
+            tooltip="a multiscale image: the resolution level a run labels (0: the full "
+            "resolution, read by tiles when 'tile size' is set; a lower level is faster and "
+            "coarser). Prompts drawn at any zoom are taken at this level's pixels",
+        )
+        self.level.visible = False
         self.note = Label(value="")
         self.note.native.setWordWrap(True)
         self.ranges = FrameRanges()
         #: shown under the image (the sequential axis goes to the run section)
-        self.widgets = [self.channel_axis, self.channels, self.note]
+        self.widgets = [self.level, self.channel_axis, self.channels, self.note]
         self.channel_axis.changed.connect(self._on_axis)
         self.channels.changed.connect(self._on_channels)
+        self.level.changed.connect(self._on_level)
 
     # -- choices (callables: the widget's reset_choices calls them) ----------------------
     def _axis_choices(self, _widget=None):
@@ -88,6 +103,17 @@ class AxesPanel:
             choices.append((f"{', '.join(map(str, rgb))} as {text}", rgb))
         return choices
 
+    def _level_choices(self, _widget=None):
+        image = self._image
+        if image is None or level_count(image) < 2:
+            return [("0", 0)]
+        out = []
+        for k, level in enumerate(image.data):
+            shape = tuple(int(n) for n in level.shape)
+            h, w = shape[-3:-1] if image.rgb else shape[-2:]
+            out.append((f"{k}: {h}x{w}", k))
+        return out
+
     def _sequential_choices(self, _widget=None):
         g = self._geometry
         axes = g.frame_axes if g is not None else ()
@@ -99,7 +125,14 @@ class AxesPanel:
         """Follow the chosen image: its leading axes, its channel axis, its frame axes."""
         self._image = image
         problem = None
+        with self.level.changed.blocked():
+            self.level.reset_choices()
+            self.level.value = 0 if image is None else chosen_level(image)
+        self.level.visible = image is not None and level_count(image) > 1
         try:
+            problem = None if image is None else multiscale_problem(image)
+            if problem is not None:
+                raise ValueError(problem)
             g = image_geometry(image) if image is not None else None
         except ValueError as exc:
             g, problem = _plain_geometry(image), str(exc)
@@ -133,6 +166,13 @@ class AxesPanel:
         if self._image is None:
             return
         set_axes(self._image, self.channel_axis.value, (0,))
+        self.update(self._image)
+        self._on_change()
+
+    def _on_level(self, value=None) -> None:
+        if self._image is None or level_count(self._image) < 2:
+            return
+        set_level(self._image, int(self.level.value))
         self.update(self._image)
         self._on_change()
 

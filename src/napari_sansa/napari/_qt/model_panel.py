@@ -48,7 +48,8 @@ def model_choices() -> list[tuple[str, str]]:
 
 
 def model_description(name: str) -> str:
-    """What a model was trained for, its prompts, its size and whether it is on disk."""
+    """What a model was trained for, its prompts, its size, whether it is on disk and
+    what is known about its files' terms of use."""
     import napari_sansa as ns
 
     if name == CUSTOM:
@@ -57,7 +58,7 @@ def model_description(name: str) -> str:
         if m["name"] == name:
             size = f"{m['size_mb']:.0f} MB" if m.get("size_mb") else "size unknown"
             state = "Downloaded" if m["downloaded"] else f"Downloads {size} on first run"
-            return f"{m['description']}. Prompts: {m['prompts']}. {state}."
+            return f"{m['description']}. Prompts: {m['prompts']}. {state}. Terms: {m['terms']}."
     return ""
 
 

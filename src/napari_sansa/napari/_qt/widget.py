@@ -205,7 +205,7 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
         self.other_images.native.setMaximumHeight(42)
         #: the main page's place for more prompt controls (e.g. a preview switch)
         self.main_extras = section()
-        beside(self.image, self.mode)
+        beside(self.image, self.mode, self.axes.level)
         images = section(
             self.image, self.other_images, self.as_channels, *self.axes.widgets,
             self.prompt_layers,
