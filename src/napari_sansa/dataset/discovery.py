@@ -36,14 +36,34 @@ class Target:
 
     @property
     def prob_output(self) -> str:
-        p = Path(self.output)
-        return str(p.with_name(p.stem + PROB_SUFFIX + p.suffix))
+        return _beside(self.output, PROB_SUFFIX)
 
     @property
     def objects_output(self) -> str:
         """The object label image next to the labels (``--instances``)."""
-        p = Path(self.output)
-        return str(p.with_name(p.stem + OBJECTS_SUFFIX + p.suffix))
+        return _beside(self.output, OBJECTS_SUFFIX)
+
+
+#: suffixes of two parts, kept whole when an output's name gets a suffix before them
+_DOUBLE_SUFFIXES = (".ome.zarr",)
+
+
+def _beside(output: str, tag: str) -> str:
+    """The name of an output next to ``output``: ``a.tif`` -> ``a<tag>.tif``,
+    ``a.ome.zarr`` -> ``a<tag>.ome.zarr``."""
+    p = Path(output)
+    for double in _DOUBLE_SUFFIXES:
+        if p.name.endswith(double) and len(p.name) > len(double):
+            return str(p.with_name(p.name[: -len(double)] + tag + double))
+    return str(p.with_name(p.stem + tag + p.suffix))
+
+
+def output_name(rel: Path, suffix: str) -> str:
+    """The output of the input at ``rel`` (relative to its folder) with ``suffix``: an
+    OME-TIFF's ``.ome`` is not kept before ``.ome.zarr``."""
+    if suffix in _DOUBLE_SUFFIXES and rel.stem.lower().endswith(".ome"):
+        rel = rel.with_name(rel.stem[:-4] + rel.suffix)
+    return str(rel.with_suffix(suffix))
 
 
 def natural_key(path: Path):
@@ -95,8 +115,11 @@ def _unlisted(path: Path, exc: OSError) -> str:
     )
 
 
-def discover_targets(inputs, out, probabilities: bool = True, *, unreadable=None) -> list[Target]:
-    """Targets from files and folders (recursively; hidden files and folders skipped).
+def discover_targets(
+    inputs, out, probabilities: bool = True, *, unreadable=None, suffix: str | None = None
+) -> list[Target]:
+    """Targets from files and folders (recursively; hidden files and folders skipped),
+    each with its output's name (``suffix``: of the outputs' format, default TIFF's).
 
     Two targets whose outputs would be the same file are refused (their probability
     files too when ``probabilities``), and so is an output that is an input. Folders
@@ -138,7 +161,7 @@ def discover_targets(inputs, out, probabilities: bool = True, *, unreadable=None
             found = [(root, Path(root.name))]
         for f, rel in found:
             kind = "tiff" if f.suffix.lower() in TIFF_SUFFIXES else "image"
-            targets.append(Target(str(f), str(rel.with_suffix(WRITER.suffix)), kind))
+            targets.append(Target(str(f), output_name(rel, suffix or WRITER.suffix), kind))
     if bad and unreadable is None:
         raise InvalidInputError(bad[0][1])
     if unreadable is not None:

@@ -293,6 +293,10 @@ class _StackLabels:
             write_output(final, layout, self.labels, self.record())
         if self.objects is not None:
             self.objects.write(t, out, self.shape, stack.label_axes, self.record)
+        if run.options.into_input_store:
+            from napari_sansa.dataset.input_store import add_to_input_store
+
+            add_to_input_store(t, final, self.record())
 
     def release(self) -> None:
         """Let go of the scratch arrays (before their files are removed)."""
