@@ -22,9 +22,9 @@ from napari_sansa.core.atomic import PARTIAL, TEMPORARY_NAME, is_temporary
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.images import check_image, image_hw
 from napari_sansa.dataset.discovery import Target
+from napari_sansa.dataset.input_store import add_to_input_store
 from napari_sansa.dataset.io import LEGACY_PARTIAL, read_target
 from napari_sansa.dataset.outputs import Layout, write_failed, write_output, writer_for
-from napari_sansa.dataset.input_store import add_to_input_store
 from napari_sansa.dataset.records import (
     OutputInTheWayError,
     StaleProbabilitiesError,
