@@ -112,6 +112,13 @@ def _check_format(value) -> str:
     text = {"tif": "tiff", "omezarr": "ome-zarr", "zarr": "ome-zarr"}.get(text, text)
     if text not in FORMATS:
         raise OptionError("format", value, " or ".join(FORMATS))
+    if text == "ome-zarr":
+        import importlib.util
+
+        if importlib.util.find_spec("zarr") is None:
+            raise InvalidInputError(
+                "OME-Zarr outputs need the zarr package: pip install 'napari-sansa[ome-zarr]'"
+            )
     return text
 
 
