@@ -16,7 +16,12 @@ from dataset_files import segment_args, write_reference
 
 from conftest import make_image
 from napari_sansa.cli import main
-from napari_sansa.dataset.outputs import Layout, OmeZarrWriter, read_record, write_output
+from napari_sansa.dataset.outputs import (
+    Blocks,
+    Layout,
+    read_record,
+    write_output,
+)
 
 
 def _read(store):
@@ -52,6 +57,7 @@ def root(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_cli_labels_read_back_by_ome_zarr_as_labels_groups(weights, root):
     """Labels, probabilities and a stack's labels written by the CLI are valid NGFF
     groups for ome-zarr's reader, with the axes, pixel sizes, colours and values of the
@@ -118,27 +124,33 @@ def _tree_digest(folder: Path) -> dict:
     return found
 
 
-def test_pyramid_levels_are_nearest_neighbour_and_written_by_tiles(tmp_path):
+def _blocks(shape, edges_r, edges_c, array):
+    """``Blocks`` of ``array`` cut at those row and column edges, in a shuffled order."""
+    cuts = [
+        (slice(r0, r1), slice(c0, c1))
+        for r0, r1 in zip(edges_r[:-1], edges_r[1:], strict=True)
+        for c0, c1 in zip(edges_c[:-1], edges_c[1:], strict=True)
+    ]
+    order = np.random.default_rng(2).permutation(len(cuts))
+    return Blocks([(*cuts[i], array[..., cuts[i][0], cuts[i][1]]) for i in order])
+
+
+def test_pyramid_levels_are_nearest_neighbour_and_written_by_blocks(tmp_path):
     """A label image larger than a chunk gets levels, each every second pixel of the one
-    before; tiles (the tiled run's path) and planes give the same store; probabilities
-    come as tiles of every class."""
+    before; blocks not aligned with the chunks, in any order (a tiled run's kept parts)
+    and whole planes give the same store; probabilities come as blocks of every class."""
     rng = np.random.default_rng(0)
     lab = rng.integers(0, 4, (1300, 1100)).astype(np.uint8)
-    n = OmeZarrWriter.block
-    tiles = [
-        np.pad(
-            lab[r : r + n, c : c + n],
-            ((0, n - lab[r : r + n].shape[0]), (0, n - lab[:, c : c + n].shape[1])),
-        )
-        for r in range(0, 1300, n)
-        for c in range(0, 1100, n)
-    ]
+    rows, cols = [0, 300, 777, 1300], [0, 450, 1000, 1100]
     record = {"output": "labels", "classes": [1, 2, 3], "source": ""}
-    by_tiles = write_output(
-        tmp_path / "t.ome.zarr", Layout(lab.shape, np.uint8, tile=(n, n)), iter(tiles), record
+    by_blocks = write_output(
+        tmp_path / "t.ome.zarr",
+        Layout(lab.shape, np.uint8),
+        _blocks(lab.shape, rows, cols, lab),
+        record,
     )
     whole = write_output(tmp_path / "w.ome.zarr", Layout(lab.shape, np.uint8), lab, record)
-    node = _label_node(by_tiles)
+    node = _label_node(by_blocks)
     # levels until one fits in a chunk (512 x 512)
     assert [d.shape for d in node.data] == [(1300, 1100), (650, 550), (325, 275)]
     for k, level in enumerate(node.data):
@@ -148,25 +160,17 @@ def test_pyramid_levels_are_nearest_neighbour_and_written_by_tiles(tmp_path):
     for a, b in zip(_read(whole)[0].data, node.data, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # NGFF 0.4 on zarr v2, chunks of 512 under "/" keys
-    meta = json.loads((by_tiles / "sansa" / "0" / ".zarray").read_text())
+    meta = json.loads((by_blocks / "sansa" / "0" / ".zarray").read_text())
     assert meta["chunks"] == [512, 512] and meta["dimension_separator"] == "/"
-    attrs = json.loads((by_tiles / "sansa" / ".zattrs").read_text())
+    attrs = json.loads((by_blocks / "sansa" / ".zattrs").read_text())
     assert attrs["multiscales"][0]["version"] == "0.4"
     assert attrs["image-label"]["version"] == "0.4"
-    # probabilities of 2 classes, by tiles of both
+    # probabilities of 2 classes, by blocks of both
     probs = rng.random((2, 1300, 1100), dtype=np.float32)
-    ptiles = [
-        np.pad(
-            probs[:, r : r + n, c : c + n],
-            ((0, 0), (0, n - min(n, 1300 - r)), (0, n - min(n, 1100 - c))),
-        )
-        for r in range(0, 1300, n)
-        for c in range(0, 1100, n)
-    ]
     path = write_output(
         tmp_path / "p.ome.zarr",
-        Layout(probs.shape, np.float32, tile=(n, n)),
-        iter(ptiles),
+        Layout(probs.shape, np.float32),
+        _blocks(probs.shape, rows, cols, probs),
         {"output": "probabilities", "classes": [1, 2]},
     )
     (img,) = _read(path)

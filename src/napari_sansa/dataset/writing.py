@@ -24,7 +24,7 @@ from napari_sansa.core.images import check_image, image_hw
 from napari_sansa.dataset.discovery import Target
 from napari_sansa.dataset.input_store import add_to_input_store
 from napari_sansa.dataset.io import LEGACY_PARTIAL, read_target
-from napari_sansa.dataset.outputs import Layout, write_failed, write_output, writer_for
+from napari_sansa.dataset.outputs import Blocks, Layout, write_failed, write_output, writer_for
 from napari_sansa.dataset.records import (
     OutputInTheWayError,
     StaleProbabilitiesError,
@@ -188,6 +188,28 @@ def _label_tiles(pred, areas: dict, n: int):
     blocks (``OutputWriter.block``; in order, edge tiles padded), made one band of the
     tile grid at a time: nothing of the image's size is held. ``areas`` counts each
     class's pixels."""
+    return _block_tiles(pred, n, _labels_of(pred, areas))
+
+
+def _blocks(pred, make) -> Blocks:
+    """``make(block)`` of every block of a tiled prediction's logits (one per tile, its
+    kept part), where it belongs: for a format that writes regions in any order."""
+    from napari_sansa.core.tiling import iter_blocks
+
+    return Blocks((rows, cols, make(block)) for (rows, cols), block in iter_blocks(pred))
+
+
+def _probabilities_of(classes):
+    from napari_sansa.core.fusion import sigmoid
+
+    def probabilities(block):
+        return np.stack([sigmoid(block[c]) for c in classes]).astype(np.float32, copy=False)
+
+    return probabilities
+
+
+def _labels_of(pred, areas: dict):
+    """The class map of a block, counting each class's pixels into ``areas``."""
 
     def labels(block):
         lab = pred.fused(block)
@@ -196,18 +218,7 @@ def _label_tiles(pred, areas: dict, n: int):
             areas[c] += int(counts[c]) if c < len(counts) else 0
         return lab
 
-    return _block_tiles(pred, n, labels)
-
-
-def _probability_tiles(pred, classes, n: int):
-    """A tiled prediction's probabilities as ``(classes, n, n)`` tiles (see
-    :func:`_block_tiles`), for a format that writes every plane by tiles."""
-    from napari_sansa.core.fusion import sigmoid
-
-    def probabilities(block):
-        return np.stack([sigmoid(block[c]) for c in classes]).astype(np.float32, copy=False)
-
-    return _block_tiles(pred, n, probabilities)
+    return labels
 
 
 def _block_tiles(pred, n: int, make):
@@ -263,11 +274,11 @@ def _write_image(t: Target, pred, out: Path, run: RunSettings, rows, state=None)
     scores = {c: pred.scores[c] for c in classes}
     final = out / t.output
     writer = writer_for(final)
-    # a format that writes every plane by tiles (OME-Zarr) streams the probabilities too
-    streams = getattr(writer, "tiles_of_planes", False)
+    # a format that writes regions in any order (OME-Zarr) streams the probabilities too
+    regions = writer.takes_blocks
     by_blocks = (
         isinstance(pred.logits, StitchedLogits)
-        and (streams or not run.probabilities)
+        and (regions or not run.probabilities)
         and run.instances is None
     )
     if by_blocks:  # a tiled prediction: never held at the image's size
@@ -285,11 +296,10 @@ def _write_image(t: Target, pred, out: Path, run: RunSettings, rows, state=None)
     check_output_paths(t, out, run)  # before anything of the target is removed
     remove_stale_outputs(t, out, run)
     try:
-        if run.probabilities and by_blocks:
-            n = writer.block
-            tiles = _probability_tiles(pred, classes, n)
-            layout = Layout((len(classes), *pred.shape), np.float32, tile=(n, n))
-            write_output(out / t.prob_output, layout, tiles, record("probabilities"))
+        if run.probabilities and by_blocks:  # by regions, in a format that takes them
+            blocks = _blocks(pred, _probabilities_of(classes))
+            layout = Layout((len(classes), *pred.shape), np.float32)
+            write_output(out / t.prob_output, layout, blocks, record("probabilities"))
         elif run.probabilities:
             probs = np.stack([pred.probabilities[c] for c in classes])
             layout = Layout(probs.shape, np.float32)
@@ -302,8 +312,12 @@ def _write_image(t: Target, pred, out: Path, run: RunSettings, rows, state=None)
             from napari_sansa.core.fusion import label_dtype
 
             n = writer.block
-            tiles = _label_tiles(pred, areas, n)  # counts the areas: recorded once written
-            layout = Layout(pred.shape, label_dtype(classes[-1]), tile=(n, n))
+            dtype = label_dtype(classes[-1])
+            if regions:  # each tile's kept part where it belongs: not even a band is held
+                tiles, layout = _blocks(pred, _labels_of(pred, areas)), Layout(pred.shape, dtype)
+            else:
+                tiles = _label_tiles(pred, areas, n)  # counts the areas: recorded once written
+                layout = Layout(pred.shape, dtype, tile=(n, n))
             write_output(final, layout, tiles, describe=record)
         else:
             write_output(final, Layout(labels.shape, labels.dtype), labels, record())

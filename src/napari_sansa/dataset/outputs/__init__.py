@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from napari_sansa.dataset.outputs.base import (
+    Blocks,
     DiskFullError,
     Layout,
     OutputWriter,
@@ -24,6 +25,7 @@ from napari_sansa.dataset.outputs.tiff import TiffWriter
 __all__ = [
     "WRITER",
     "WRITERS",
+    "Blocks",
     "DiskFullError",
     "FORMATS",
     "Layout",

@@ -27,10 +27,12 @@ probability one the model gave) until a level fits in one chunk (512 x 512); onl
 X are downsampled. Each level's ``coordinateTransformations`` scale the input's pixel
 sizes (when known) by 2 per level.
 
-**Streaming.** Rows come in bands (planes, or the tiles of a tiled run in raster order)
-and every level is written a band of whole chunks at a time: nothing of the image's size
-is held, a chunk is written once, and each target's stores are written by the one
-process that computed it (Dask workers write distinct stores).
+**Streaming.** Level 0 is written as the results come: a plane in bands of chunk rows,
+or the blocks of a tiled run (each tile's kept part, of every class for probabilities)
+where they belong (zarr merges a block into the chunks it touches); once it is complete
+each further level is made from the one before, a chunk at a time. Nothing of the
+image's size is held (nor a band of its width), and each target's stores are written by
+the one process that computed it (Dask workers write distinct stores).
 
 **Atomicity.** A store is written under a temporary name next to its final one
 (``.napari-sansa-tmp.<name>.ome.zarr.<32 hex>.partial/``; its record is written last) and
@@ -53,7 +55,7 @@ import numpy as np
 
 from napari_sansa.core.atomic import temporary_path, write_text_atomic
 from napari_sansa.core.errors import InvalidInputError
-from napari_sansa.dataset.outputs.base import Layout, OutputWriter
+from napari_sansa.dataset.outputs.base import Blocks, Layout, OutputWriter
 
 __all__ = ["LABEL_NAME", "NGFF_VERSION", "OmeZarrWriter", "add_labels", "read_store_attrs"]
 
@@ -107,8 +109,9 @@ def read_store_attrs(path) -> dict | None:
 
 
 class _Levels:
-    """The arrays ``0``, ``1``, ... of a multiscale image in a zarr ``group``, written from
-    bands of level-0 rows (see the module)."""
+    """The arrays ``0``, ``1``, ... of a multiscale image in a zarr ``group``: level 0
+    written by regions (:meth:`put`), the others made from it once it is complete
+    (:meth:`build`), a chunk at a time (see the module)."""
 
     def __init__(self, group, shape, dtype, axes: str, chunk: int = CHUNK):
         import numcodecs
@@ -143,52 +146,34 @@ class _Levels:
                     **extra,
                 )
             )
-        self.index = None
 
-    def start(self, index) -> None:
-        """Begin a plane (``index``: its position on the lead axes), or every plane at
-        once (``index=None``: bands of ``(*lead, rows, W)``)."""
-        self.index = index
-        self.row = 0
-        self.bufs: list[list] = [[] for _ in self.steps]
-        self.rows = [0] * len(self.steps)  # rows waiting in each level's buffer
-        self.at = [0] * len(self.steps)  # each level's next row to write
-
-    def feed(self, rows: np.ndarray) -> None:
-        """The next band of level-0 rows, full width."""
-        r0 = self.row
-        for k, s in enumerate(self.steps):
-            part = rows[..., (-r0) % s :: s, ::s]
-            if part.shape[-2]:
-                self.bufs[k].append(part)
-                self.rows[k] += part.shape[-2]
-                while self.rows[k] >= self.chunk:
-                    self._flush(k, self.chunk)
-        self.row += rows.shape[-2]
-
-    def end(self) -> None:
-        """The plane (or planes) is complete: write what every level still holds."""
-        if self.row != self.hw[0]:
-            raise ValueError(f"{self.row} rows were written of {self.hw[0]}")
-        for k in range(len(self.steps)):
-            if self.rows[k]:
-                self._flush(k, self.rows[k])
-
-    def _flush(self, k: int, n: int) -> None:
-        buf = self.bufs[k]
-        data = np.concatenate(buf, axis=-2) if len(buf) > 1 else buf[0]
-        head, rest = data[..., :n, :], data[..., n:, :]
-        self.bufs[k] = [rest] if rest.shape[-2] else []
-        self.rows[k] -= n
-        top = self.at[k]
-        self.at[k] += n
-        rows = slice(top, top + n)
-        if self.index is None:
-            head = head.transpose(*self.lead_order, len(self.lead), len(self.lead) + 1)
-            self.arrays[k][(Ellipsis, rows, slice(None))] = head
+    def put(self, index, rows: slice, cols: slice, data: np.ndarray) -> None:
+        """Write ``data`` into level 0 at ``rows``, ``cols`` of the plane ``index`` (its
+        position on the lead axes, in the layout's order), or of every plane
+        (``index=None``: ``data`` is ``(*lead, rows, cols)``)."""
+        if index is None:
+            n = len(self.lead)
+            data = data.transpose(*self.lead_order, n, n + 1)
+            self.arrays[0][(Ellipsis, rows, cols)] = data
         else:
-            where = tuple(self.index[p] for p in self.lead_order)
-            self.arrays[k][(*where, rows, slice(None))] = head
+            where = tuple(index[p] for p in self.lead_order)
+            self.arrays[0][(*where, rows, cols)] = data
+
+    def build(self) -> None:
+        """Make every level after the first from the one before (every second row and
+        column), one chunk at a time."""
+        c = self.chunk
+        for k in range(1, len(self.steps)):
+            src, dst = self.arrays[k - 1], self.arrays[k]
+            h, w = dst.shape[-2:]
+            for where in np.ndindex(*dst.shape[:-2]):
+                for r in range(0, h, c):
+                    for q in range(0, w, c):
+                        part = src[(*where, slice(2 * r, 2 * (r + c)), slice(2 * q, 2 * (q + c)))]
+                        part = np.asarray(part)[..., ::2, ::2]
+                        dst[
+                            (*where, slice(r, r + part.shape[-2]), slice(q, q + part.shape[-1]))
+                        ] = part
 
     def multiscales(self, name: str, sizes: dict, version: str | None) -> dict:
         """The ``multiscales`` entry of these levels (``sizes``: axis -> (size, unit))."""
@@ -259,14 +244,14 @@ def replace_store(tmp: Path, final: Path) -> None:
 
 
 class OmeZarrWriter(OutputWriter):
-    """An output as an OME-Zarr store (see the module). Planes (or tiles) are written as
-    they come; with a ``tile`` layout, a frame is one tile of every plane, ``(*lead, n,
-    n)`` (probabilities: a tile of every class), so that any output of a tiled image is
-    written by tiles."""
+    """An output as an OME-Zarr store (see the module). Planes are written as they come;
+    :class:`Blocks` (the regions of a tiled run, in any order, each ``(*lead, rows,
+    cols)``: a block of every plane, e.g. of every class's probabilities) are written
+    where they belong, so that any output of a tiled image is written by tiles."""
 
     suffix = ".ome.zarr"
     block = CHUNK
-    tiles_of_planes = True
+    takes_blocks = True
 
     def open(self, layout: Layout, record: dict | None = None) -> OmeZarrWriter:
         import zarr
@@ -299,22 +284,25 @@ class OmeZarrWriter(OutputWriter):
         levels = self._levels = self._make_levels(self._role(self._record))
         lead = lay.shape[:-2]
         h, w = lay.shape[-2:]
-        if lay.tile is not None:
-            _write_tiles(levels, frames, lead, (h, w), lay.tile, lay.dtype)
-            return
-        if isinstance(frames, np.ndarray):
-            arr = frames.reshape(-1, h, w)
-            frames = (arr[i] for i in range(arr.shape[0]))
-        count = 0
-        for i, plane in enumerate(frames):
-            levels.start(tuple(int(k) for k in np.unravel_index(i, lead)) if lead else ())
-            plane = np.asarray(plane, dtype=lay.dtype)
-            for r in range(0, h, CHUNK):
-                levels.feed(plane[r : r + CHUNK])
-            levels.end()
-            count += 1
-        if count != max(1, math.prod(lead)):
-            raise ValueError(f"{count} planes were written of {math.prod(lead)}")
+        if isinstance(frames, Blocks):
+            for rows, cols, block in frames:
+                levels.put(None, rows, cols, np.asarray(block, dtype=lay.dtype))
+        elif lay.tile is not None:
+            raise ValueError("OME-Zarr outputs take Blocks, not TIFF tiles")
+        else:
+            if isinstance(frames, np.ndarray):
+                arr = frames.reshape(-1, h, w)
+                frames = (arr[i] for i in range(arr.shape[0]))
+            count = 0
+            for i, plane in enumerate(frames):
+                index = tuple(int(k) for k in np.unravel_index(i, lead)) if lead else ()
+                for r in range(0, h, CHUNK):
+                    band = np.asarray(plane[r : r + CHUNK], dtype=lay.dtype)
+                    levels.put(index, slice(r, r + band.shape[0]), slice(0, w), band)
+                count += 1
+            if count != max(1, math.prod(lead)):
+                raise ValueError(f"{count} planes were written of {math.prod(lead)}")
+        levels.build()
 
     def describe(self, record: dict) -> None:
         self._record = record
@@ -366,27 +354,6 @@ def _omero(classes) -> dict:
         window = {"start": 0.0, "end": 1.0, "min": 0.0, "max": 1.0}
         channels.append({"label": f"class {int(c)}", "color": colour, "window": window})
     return {"channels": channels}
-
-
-def _write_tiles(levels: _Levels, tiles, lead, hw, tile, dtype) -> None:
-    """Write ``tiles`` (``(*lead, n, n)`` each, raster order over the image, edge tiles
-    padded) a band of tiles at a time."""
-    h, w = hw
-    n_rows, n_cols = tile
-    per_band = math.ceil(w / n_cols)
-    levels.start(None)
-    it = iter(tiles)
-    for top in range(0, h, n_rows):
-        rows = min(n_rows, h - top)
-        band = np.empty((*lead, rows, w), dtype)
-        for j in range(per_band):
-            t = next(it, None)
-            if t is None:
-                raise ValueError(f"the tiles ended at row {top}, column {j * n_cols}")
-            part = np.asarray(t)[..., :rows, : min(n_cols, w - j * n_cols)]
-            band[..., :, j * n_cols : j * n_cols + part.shape[-1]] = part
-        levels.feed(band)
-    levels.end()
 
 
 def pixel_sizes(source, axes: str) -> dict:
@@ -493,13 +460,12 @@ def add_labels(
     try:
         label = zarr.open_group(str(tmp), mode="w-", zarr_format=fmt)
         levels = _Levels(label, shape, np.dtype(labels.dtype), axes, chunk)
-        lead, h = shape[:-2], shape[-2]
-        for i in range(max(1, math.prod(lead))):
-            index = tuple(int(k) for k in np.unravel_index(i, lead)) if lead else ()
-            levels.start(tuple(index[p] for p in range(len(lead))))
+        lead, (h, w) = shape[:-2], shape[-2:]
+        for index in np.ndindex(*lead):
             for r in range(0, h, chunk):
-                levels.feed(np.asarray(labels[(*index, slice(r, r + chunk), slice(None))]))
-            levels.end()
+                band = np.asarray(labels[(*index, slice(r, r + chunk), slice(None))])
+                levels.put(index, slice(r, r + band.shape[-2]), slice(0, w), band)
+        levels.build()
         sizes = store_pixel_sizes(store)
         version = None if v3 else NGFF_VERSION
         meta = {"multiscales": [levels.multiscales(name, sizes, version)]}
