@@ -369,3 +369,40 @@ def no_model(monkeypatch):
         raise AssertionError("the model was loaded")
 
     monkeypatch.setattr(models, "cached_model", refuse)
+
+
+@pytest.mark.slow
+def test_dask_workers_write_each_target_s_stores(weights, root):
+    """On a Dask cluster each worker writes the stores of the targets it computed (each
+    chunk of targets its own stores): the same labels as a local run."""
+    distributed = pytest.importorskip("distributed")
+    from napari_sansa.dataset import ModelSource, load_reference_pair, segment_dataset
+
+    iio.imwrite(root / "data" / "b.png", make_image(4))
+    ref = load_reference_pair(root / "ref.png", root / "ref_labels.png")
+    source = ModelSource(
+        config="sam2_hiera_t",
+        sam2_checkpoint=str(weights[0]),
+        adapter_checkpoint=str(weights[1]),
+        device="cpu",
+        image_size=256,
+    )
+    targets = [root / "data" / "a.png", root / "data" / "b.png"]
+    cluster = distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    )
+    client = distributed.Client(cluster)
+    try:
+        dist = segment_dataset(
+            targets, [ref], root / "dist", model=source, client=client, chunk_size=1,
+            format="ome-zarr", progress=False,
+        )  # fmt: skip
+    finally:
+        client.close()
+        cluster.close()
+    local = segment_dataset(targets, [ref], root / "local", model=source, progress=False)
+    assert dist.ok and dist.done == 2 and local.ok
+    for name in ("a", "b"):
+        got = np.asarray(_label_node(root / "dist" / f"{name}.ome.zarr").data[0])
+        np.testing.assert_array_equal(got, tifffile.imread(root / "local" / f"{name}.tif"))
+    assert not [p for p in (root / "dist").iterdir() if p.name.startswith(".napari-sansa-tmp")]
