@@ -232,6 +232,11 @@ def test_an_interrupted_store_is_redone_a_complete_one_skipped(weights, root, ca
     assert main([*args, "--out", str(other)]) == 2
     assert "a.ome.zarr" in capsys.readouterr().err
     assert _tree_digest(other) == mine
+    # not even --overwrite replaces it: that target fails, the others are labelled
+    assert main([*args, "--out", str(other), "--overwrite"]) == 1
+    assert "is a folder that napari-sansa did not write" in capsys.readouterr().err
+    assert {k: v for k, v in _tree_digest(other).items() if k.startswith("a.ome.zarr")} == mine
+    assert (other / "s.ome.zarr").is_dir()
 
 
 def test_a_removed_probabilities_store_goes_with_a_run_without_them(weights, root):

@@ -218,6 +218,17 @@ def check_output_paths(t: Target, out: Path, run: RunSettings) -> None:
                 "same command again, or choose another {out}",
                 default=option_flag,
             )
+        if store and path.is_dir() and read_record(path) is None:
+            raise OutputInTheWayError(
+                "out",
+                path,
+                template=f"{path} is a folder that napari-sansa did not write, where it writes "
+                f"the {what} of {t.source} as an OME-Zarr store: that target was not labelled "
+                "and the folder was left as it is (a folder is never replaced[, not even with "
+                "{overwrite}]). Move or rename it and run the same command again, or choose "
+                "another {out}",
+                default=option_flag,
+            )
         if not store and path.is_dir():
             raise OutputInTheWayError(
                 "out",
