@@ -90,7 +90,7 @@ def add_to_input_store(t, final: Path, record: dict) -> None:
     if an interruption left it unlisted)."""
     import zarr
 
-    from napari_sansa.dataset.outputs.omezarr import _add_label_name, add_labels
+    from napari_sansa.dataset.outputs.omezarr import add_label_name, add_labels
 
     store = Path(t.source)
     label = _label_path(store)
@@ -103,7 +103,7 @@ def add_to_input_store(t, final: Path, record: dict) -> None:
         info = (read_store_attrs(label) or {}).get("napari_sansa") or {}
         if info.get("run") == record.get("run") and info.get("source") == record.get("source"):
             if not _listed(store):
-                _add_label_name(store / "labels", LABEL_NAME, (store / "zarr.json").is_file())
+                add_label_name(store / "labels", LABEL_NAME, (store / "zarr.json").is_file())
             return
     level0 = zarr.open_array(str(Path(final) / LABEL_NAME / "0"), mode="r")
     attrs = read_store_attrs(Path(final) / LABEL_NAME) or {}

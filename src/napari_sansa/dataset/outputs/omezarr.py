@@ -57,7 +57,14 @@ from napari_sansa.core.atomic import temporary_path, write_text_atomic
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.dataset.outputs.base import Blocks, Layout, OutputWriter
 
-__all__ = ["LABEL_NAME", "NGFF_VERSION", "OmeZarrWriter", "add_labels", "read_store_attrs"]
+__all__ = [
+    "LABEL_NAME",
+    "NGFF_VERSION",
+    "OmeZarrWriter",
+    "add_label_name",
+    "add_labels",
+    "read_store_attrs",
+]
 
 NGFF_VERSION = "0.4"
 #: the name of the label group in napari-sansa's label stores (and, by default, the one
@@ -476,11 +483,11 @@ def add_labels(
         with contextlib.suppress(OSError):
             _remove_tree(tmp)
         raise
-    _add_label_name(where, name, v3)
+    add_label_name(where, name, v3)
     return final
 
 
-def _add_label_name(where: Path, name: str, v3: bool) -> None:
+def add_label_name(where: Path, name: str, v3: bool) -> None:
     """Add ``name`` to the ``labels`` list of the group ``where`` (its one changed file,
     replaced atomically; its other keys kept as they are)."""
     meta_file = where / ("zarr.json" if v3 else ".zattrs")
