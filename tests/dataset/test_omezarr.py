@@ -191,6 +191,15 @@ def test_stack_axes_are_put_in_ngff_order(tmp_path):
     (img,) = _read(path)
     assert "".join(a["name"] for a in img.metadata["axes"]) == "tczyx"
     np.testing.assert_array_equal(np.asarray(img.data[0]), probs.transpose(0, 2, 1, 3, 4))
+    # a stack's pyramid reduces Y and X of every frame, never T
+    lab = np.random.default_rng(3).integers(0, 3, (2, 700, 30)).astype(np.uint8)
+    path = write_output(
+        tmp_path / "s.ome.zarr", Layout(lab.shape, np.uint8, "TYX"), iter(lab), {"classes": [1, 2]}
+    )
+    node = _label_node(path)
+    assert [d.shape for d in node.data] == [(2, 700, 30), (2, 350, 15)]
+    for k, level in enumerate(node.data):
+        np.testing.assert_array_equal(np.asarray(level), lab[:, :: 2**k, :: 2**k])
 
 
 def test_an_interrupted_store_is_redone_a_complete_one_skipped(weights, root, capsys):
