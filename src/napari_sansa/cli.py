@@ -196,7 +196,20 @@ def _parser() -> argparse.ArgumentParser:
         "(implies --instances)",
     )
     s.add_argument(
-        "--probabilities", action="store_true", help="also write per-class probability TIFFs"
+        "--probabilities", action="store_true", help="also write per-class probability maps"
+    )
+    s.add_argument(
+        "--format",
+        default=None,
+        choices=("tiff", "ome-zarr"),
+        help="the outputs' format: TIFF (default) or one OME-Zarr store per output (NGFF 0.4, "
+        "multiscale; see docs/large-images.md)",
+    )
+    s.add_argument(
+        "--into-input-store",
+        action="store_true",
+        help="with --format ome-zarr and OME-Zarr targets: also add each target's labels to "
+        "its own image store as labels/sansa (nothing there is changed)",
     )
     s.add_argument("--overwrite", action="store_true", help="redo targets that already have output")
     s.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
@@ -314,7 +327,7 @@ def _segment_options(args):
     from napari_sansa.core.images import input_size_from_text
     from napari_sansa.dataset import DatasetOptions
 
-    given = {k: getattr(args, k) for k in ("mode", "threshold", "chunk_size")}
+    given = {k: getattr(args, k) for k in ("mode", "threshold", "chunk_size", "format")}
     given = {k: v for k, v in given.items() if v is not None}  # the options' defaults else
     if args.input_size is not None:
         given["input_size"] = input_size_from_text(args.input_size)
@@ -333,6 +346,7 @@ def _segment_options(args):
         axes=args.axes,
         channels=args.channels,
         sequential_axis=args.sequential_axis,
+        into_input_store=args.into_input_store,
         **given,
     )
 

@@ -157,3 +157,19 @@ def test_a_tzyx_stack_tracks_its_3d_objects_one_track_per_object_across_its_plan
         (int(k), t) for t in range(3) for k in np.unique(tracks[t]) if k
     }
     assert len(rows) == len({(r["track"], r["t"]) for r in rows})
+
+
+@pytest.mark.slow
+def test_tracks_with_ome_zarr_outputs(weights, root):
+    import zarr
+
+    out = root / "out"
+    args = segment_args(weights, root, "--tracks", "--min-size", "3", "--format", "ome-zarr")
+    assert main(args) == 0
+    assert (out / "movie_ctc" / "res_track.txt").is_file()
+    tracks = zarr.open_group(str(out / "movie_tracks.ome.zarr"), mode="r")
+    objects = zarr.open_group(str(out / "movie_objects.ome.zarr"), mode="r")
+    t0 = np.asarray(tracks[tracks.attrs["labels"][0]]["0"])
+    o0 = np.asarray(objects[objects.attrs["labels"][0]]["0"])
+    assert t0.shape == o0.shape and np.array_equal(t0 > 0, o0 > 0) and (t0 > 0).any()
+    assert main(args) == 0  # a rerun finds the target finished

@@ -44,26 +44,55 @@ class Target:
 
     @property
     def prob_output(self) -> str:
-        p = Path(self.output)
-        return str(p.with_name(p.stem + PROB_SUFFIX + p.suffix))
+        return _beside(self.output, PROB_SUFFIX)
 
     @property
     def objects_output(self) -> str:
         """The object label image next to the labels (``--instances``)."""
-        p = Path(self.output)
-        return str(p.with_name(p.stem + OBJECTS_SUFFIX + p.suffix))
+        return _beside(self.output, OBJECTS_SUFFIX)
 
     @property
     def tracks_output(self) -> str:
         """The track label stack next to the labels (``--tracks``)."""
-        p = Path(self.output)
-        return str(p.with_name(p.stem + TRACKS_SUFFIX + p.suffix))
+        return _beside(self.output, TRACKS_SUFFIX)
 
     @property
     def ctc_output(self) -> str:
-        """The folder of the Cell Tracking Challenge result (``--tracks``)."""
-        p = Path(self.output)
-        return str(p.with_name(p.stem + CTC_SUFFIX))
+        """The folder of the Cell Tracking Challenge result (``--tracks``): ``a.tif`` ->
+        ``a_ctc``, ``a.ome.zarr`` -> ``a_ctc``."""
+        tracks = Path(self.tracks_output)
+        name = tracks.name[: -len(_suffix(tracks.name))] if _suffix(tracks.name) else tracks.name
+        return str(tracks.with_name(name[: -len(TRACKS_SUFFIX)] + CTC_SUFFIX))
+
+
+#: suffixes of two parts, kept whole when an output's name gets a suffix before them
+_DOUBLE_SUFFIXES = (".ome.zarr",)
+
+
+def _suffix(name: str) -> str:
+    """The suffix of an output's file name (``.tif``, ``.ome.zarr``)."""
+    for double in _DOUBLE_SUFFIXES:
+        if name.endswith(double) and len(name) > len(double):
+            return double
+    return Path(name).suffix
+
+
+def _beside(output: str, tag: str) -> str:
+    """The name of an output next to ``output``: ``a.tif`` -> ``a<tag>.tif``,
+    ``a.ome.zarr`` -> ``a<tag>.ome.zarr``."""
+    p = Path(output)
+    for double in _DOUBLE_SUFFIXES:
+        if p.name.endswith(double) and len(p.name) > len(double):
+            return str(p.with_name(p.name[: -len(double)] + tag + double))
+    return str(p.with_name(p.stem + tag + p.suffix))
+
+
+def output_name(rel: Path, suffix: str) -> str:
+    """The output of the input at ``rel`` (relative to its folder) with ``suffix``: an
+    OME-TIFF's ``.ome`` is not kept before ``.ome.zarr``."""
+    if suffix in _DOUBLE_SUFFIXES and rel.stem.lower().endswith(".ome"):
+        rel = rel.with_name(rel.stem[:-4] + rel.suffix)
+    return str(rel.with_suffix(suffix))
 
 
 #: what discovery looks for, in messages
@@ -122,8 +151,11 @@ def _unlisted(path: Path, exc: OSError) -> str:
     )
 
 
-def discover_targets(inputs, out, probabilities: bool = True, *, unreadable=None) -> list[Target]:
-    """Targets from files and folders (recursively; hidden files and folders skipped).
+def discover_targets(
+    inputs, out, probabilities: bool = True, *, unreadable=None, suffix: str | None = None
+) -> list[Target]:
+    """Targets from files and folders (recursively; hidden files and folders skipped),
+    each with its output's name (``suffix``: of the outputs' format, default TIFF's).
 
     Two targets whose outputs would be the same file are refused (their probability
     files too when ``probabilities``), and so is an output that is an input. Folders
@@ -164,7 +196,7 @@ def discover_targets(inputs, out, probabilities: bool = True, *, unreadable=None
             found = [(root, Path(root.name))]
         for f, rel in found:
             kind = "image" if format_of(f) == "image" else "tiff"  # may be a stack
-            targets.append(Target(str(f), str(rel.with_suffix(WRITER.suffix)), kind))
+            targets.append(Target(str(f), output_name(rel, suffix or WRITER.suffix), kind))
     check_plugins(t.source for t in targets)  # a vendor file without its plugin: exit 2
     if bad and unreadable is None:
         raise InvalidInputError(bad[0][1])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from napari_sansa.core.errors import InvalidInputError, OptionError, option_flag, output_error
 from napari_sansa.dataset.discovery import Target
-from napari_sansa.dataset.outputs import read_record
+from napari_sansa.dataset.outputs import output_exists, read_record, writer_for
 from napari_sansa.dataset.settings import RunSettings
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def same_source(recorded, source: str) -> bool:
 def existing_record(t: Target, path: Path) -> dict | None:
     """The record of ``t``'s output at ``path``: None when absent; an error when the file
     there is not napari-sansa's output of this very target (it is never replaced then)."""
-    if not path.is_file():
+    if not output_exists(path):
         return None
     info = read_record(path)
     if info is None:
@@ -157,6 +157,11 @@ def done_record(t: Target, out: Path, run: RunSettings) -> dict | None:
     if run.tracks:
         tracks = existing_record(t, out / t.tracks_output)
         if tracks is None or tracks.get("run") != run.signature:
+            return None
+    if run.options.into_input_store:
+        from napari_sansa.dataset.input_store import in_input_store
+
+        if not in_input_store(t, run.signature):
             return None
     if not _unchanged(labels.get("input"), t.source):
         log.info("%s changed since it was labelled: labelling it again", t.source)
@@ -215,7 +220,29 @@ def check_output_paths(t: Target, out: Path, run: RunSettings) -> None:
         written.append((t.tracks_output, "track stack"))
     for name, what in written:
         path = out / name
-        if path.is_dir():
+        store = writer_for(path).suffix.endswith(".zarr")  # an OME-Zarr store is a folder
+        if store and (path.is_symlink() or path.exists() and not path.is_dir()):
+            raise OutputInTheWayError(
+                "out",
+                path,
+                template=f"{path} is a file or a link, where napari-sansa writes the {what} "
+                f"of {t.source} as an OME-Zarr store (a folder): that target was not "
+                "labelled and the file was left as it is. Move or rename it and run the "
+                "same command again, or choose another {out}",
+                default=option_flag,
+            )
+        if store and path.is_dir() and read_record(path) is None:
+            raise OutputInTheWayError(
+                "out",
+                path,
+                template=f"{path} is a folder that napari-sansa did not write, where it writes "
+                f"the {what} of {t.source} as an OME-Zarr store: that target was not labelled "
+                "and the folder was left as it is (a folder is never replaced[, not even with "
+                "{overwrite}]). Move or rename it and run the same command again, or choose "
+                "another {out}",
+                default=option_flag,
+            )
+        if not store and path.is_dir():
             raise OutputInTheWayError(
                 "out",
                 path,
@@ -225,6 +252,21 @@ def check_output_paths(t: Target, out: Path, run: RunSettings) -> None:
                 "{out}",
                 default=option_flag,
             )
+
+
+def _remove_output(path: Path) -> None:
+    """Remove napari-sansa's output at ``path``: a file, or a store (renamed to a
+    temporary name first, so that no half-removed store keeps its name)."""
+    if not path.is_dir():
+        path.unlink()
+        return
+    import shutil
+
+    from napari_sansa.core.atomic import temporary_path
+
+    gone = temporary_path(path)
+    os.replace(path, gone)
+    shutil.rmtree(gone, ignore_errors=True)
 
 
 class StaleProbabilitiesError(InvalidInputError):
@@ -249,13 +291,13 @@ def remove_stale_outputs(t: Target, out: Path, run: RunSettings) -> None:
         stale += remove_stale_tracks(t, out)
     for name, what in stale:
         path = out / name
-        if not path.is_file():
+        if not output_exists(path):
             continue
         info = read_record(path)
         if info is None or not same_source(info.get("source"), t.source):
             continue  # not ours: never touched
         try:
-            path.unlink()
+            _remove_output(path)
         except FileNotFoundError:
             pass
         except OSError as exc:

@@ -191,7 +191,9 @@ def segment_dataset(
     _check_output_folder(out)
     options = resolve_dims(options, out, overwrite)  # 3D objects, or per plane as before
     unreadable: list = []
-    items = discover_targets(targets, out, options.probabilities, unreadable=unreadable)
+    items = discover_targets(
+        targets, out, options.probabilities, unreadable=unreadable, suffix=options.suffix
+    )
     check_stores(items, options.axes, options.channels)  # OME-Zarr metadata, before any write
     settings = {"model": ident, "references": references_digest(references), **options.record()}
     colour = reference_colour(references)
@@ -249,6 +251,10 @@ def _locked_run(job: _Job) -> BatchReport:
         check_tracks_csv(out)  # and a tracks.csv
     kept = _reference_outputs(job.items, out, job.references)
     check_run_file(out, run.signature, job.settings, job.items, overwrite, kept)
+    if run.options.into_input_store:
+        from napari_sansa.dataset.input_store import check_input_stores
+
+        check_input_stores([t for t in job.items if t.output not in kept], run.signature)
     rows: list = [score_row(Target(p, ""), "failed", message) for p, message in job.unreadable]
     rows += [_kept_row(t, out, kept[t.output]) for t in job.items if t.output in kept]
     items = [t for t in job.items if t.output not in kept]

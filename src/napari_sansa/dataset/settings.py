@@ -25,7 +25,11 @@ class DatasetOptions:
     (None: the last frame axis). ``chunk_size``: targets per Dask task. ``tracks``: link
     the objects of every time-lapse (a stack with a T axis) into tracks
     (:mod:`~napari_sansa.dataset.tracks`); it implies objects (``instances``: their
-    defaults when not given).
+    defaults when not given). ``format``: the outputs' file format, "tiff" (the default)
+    or "ome-zarr" (one OME-Zarr store per output; see
+    :mod:`napari_sansa.dataset.outputs.omezarr`). ``into_input_store``: with "ome-zarr",
+    also add each target's labels to the target's own OME-Zarr image store, as a new
+    ``labels/sansa`` group (nothing there is changed; refused if it has one).
 
     Made with :meth:`make` from a SegmentOptions, a DatasetOptions or keywords of both
     (``DatasetOptions.make(mode="sequential", probabilities=True)``); checked when made.
@@ -39,6 +43,8 @@ class DatasetOptions:
     sequential_axis: str | None = None
     chunk_size: int = 16
     tracks: bool = False
+    format: str = "tiff"
+    into_input_store: bool = False
 
     def __post_init__(self):
         if not isinstance(self.segment, SegmentOptions):
@@ -57,6 +63,10 @@ class DatasetOptions:
             from napari_sansa.core.objects import ObjectOptions
 
             object.__setattr__(self, "segment", replace(self.segment, instances=ObjectOptions()))
+        object.__setattr__(self, "format", _check_format(self.format))
+        object.__setattr__(self, "into_input_store", bool(self.into_input_store))
+        if self.into_input_store and self.format != "ome-zarr":
+            raise OptionError("into_input_store", True, "given only with {format} ome-zarr")
         for name, value in zip(("axes", "channels", "sequential_axis"), layout, strict=True):
             object.__setattr__(self, name, value)
 
@@ -89,13 +99,41 @@ class DatasetOptions:
     def record(self) -> dict:
         """The options the outputs depend on, as plain JSON values in a stable order: the
         segmentation's (:meth:`SegmentOptions.record`), then the axes, channels and
-        sequential axis when given (so that runs without them keep their record)."""
+        sequential axis when given (so that runs without them keep their record), and the
+        format when it is not TIFF."""
         layout = {"axes": self.axes, "channels": self.channels}
         layout["sequential_axis"] = self.sequential_axis
+        if self.format != "tiff":
+            layout["format"] = self.format
         record = {**self.segment.record(), **{k: v for k, v in layout.items() if v is not None}}
         if self.tracks:  # runs without tracks keep their record
             record["tracks"] = True
         return record
+
+    @property
+    def suffix(self) -> str:
+        """The suffix of the outputs of :attr:`format` (".tif", ".ome.zarr")."""
+        from napari_sansa.dataset.outputs import FORMATS
+
+        return FORMATS[self.format].suffix
+
+
+def _check_format(value) -> str:
+    """``format`` as one of the output formats' names."""
+    from napari_sansa.dataset.outputs import FORMATS
+
+    text = value.strip().lower().replace("_", "-") if isinstance(value, str) else ""
+    text = {"tif": "tiff", "omezarr": "ome-zarr", "zarr": "ome-zarr"}.get(text, text)
+    if text not in FORMATS:
+        raise OptionError("format", value, " or ".join(FORMATS))
+    if text == "ome-zarr":
+        import importlib.util
+
+        if importlib.util.find_spec("zarr") is None:
+            raise InvalidInputError(
+                "OME-Zarr outputs need the zarr package: pip install 'napari-sansa[ome-zarr]'"
+            )
+    return text
 
 
 def _check_layout(axes, channels, mode: str, sequential_axis):

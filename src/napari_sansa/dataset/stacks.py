@@ -318,8 +318,12 @@ class _StackLabels:
             if isinstance(self.objects, _StackObjects3D):
                 self.objects.split(run.instances)
             self.objects.write(t, out, self.shape, stack.label_axes, self.record)
-            if run.tracks:  # after the objects: the track stack is written last
-                self.objects.write_tracks(t, out, stack, self.record)
+        if run.options.into_input_store:
+            from napari_sansa.dataset.input_store import add_to_input_store
+
+            add_to_input_store(t, final, self.record())
+        if self.objects is not None and run.tracks:  # the track stack is written last
+            self.objects.write_tracks(t, out, stack, self.record)
 
     def release(self) -> None:
         """Let go of the scratch arrays (before their files are removed)."""

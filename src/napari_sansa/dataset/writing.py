@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sansa.core.atomic import PARTIAL, is_temporary
+from napari_sansa.core.atomic import PARTIAL, TEMPORARY_NAME, is_temporary
 from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.core.images import check_image, image_hw
 from napari_sansa.dataset.discovery import Target
+from napari_sansa.dataset.input_store import add_to_input_store
 from napari_sansa.dataset.io import LEGACY_PARTIAL, read_target
-from napari_sansa.dataset.outputs import WRITER, Layout, write_failed, write_output
+from napari_sansa.dataset.outputs import Blocks, Layout, write_failed, write_output, writer_for
 from napari_sansa.dataset.records import (
     OutputInTheWayError,
     StaleProbabilitiesError,
@@ -187,47 +188,82 @@ def _label_tiles(pred, areas: dict, n: int):
     blocks (``OutputWriter.block``; in order, edge tiles padded), made one band of the
     tile grid at a time: nothing of the image's size is held. ``areas`` counts each
     class's pixels."""
+    return _block_tiles(pred, n, _labels_of(pred, areas))
+
+
+def _blocks(pred, make) -> Blocks:
+    """``make(block)`` of every block of a tiled prediction's logits (one per tile, its
+    kept part), where it belongs: for a format that writes regions in any order."""
+    from napari_sansa.core.tiling import iter_blocks
+
+    return Blocks((rows, cols, make(block)) for (rows, cols), block in iter_blocks(pred))
+
+
+def _probabilities_of(classes):
+    from napari_sansa.core.fusion import sigmoid
+
+    def probabilities(block):
+        return np.stack([sigmoid(block[c]) for c in classes]).astype(np.float32, copy=False)
+
+    return probabilities
+
+
+def _labels_of(pred, areas: dict):
+    """The class map of a block, counting each class's pixels into ``areas``."""
+
+    def labels(block):
+        lab = pred.fused(block)
+        counts = np.bincount(lab.ravel())
+        for c in areas:
+            areas[c] += int(counts[c]) if c < len(counts) else 0
+        return lab
+
+    return labels
+
+
+def _block_tiles(pred, n: int, make):
+    """``make(block)`` (a ``(..., rows, cols)`` array of one block of the prediction's
+    logits) over the image, as ``n`` x ``n`` tiles in raster order (edge tiles padded
+    with 0), made one band of the tile grid at a time."""
     from napari_sansa.core.tiling import iter_blocks
 
     h, w = pred.shape
     band, top, buf = None, 0, []
     for (rows, cols), block in iter_blocks(pred):
-        labels = pred.fused(block)
-        counts = np.bincount(labels.ravel())
-        for c in areas:
-            areas[c] += int(counts[c]) if c < len(counts) else 0
+        part = make(block)
         if band is None or rows.start != top:
             if band is not None:
                 buf.append(band)
-            band, top = np.zeros((rows.stop - rows.start, w), labels.dtype), rows.start
-        band[:, cols] = labels
-        while sum(len(b) for b in buf) >= n:
+            shape = (*part.shape[:-2], rows.stop - rows.start, w)
+            band, top = np.zeros(shape, part.dtype), rows.start
+        band[..., cols] = part
+        while sum(b.shape[-2] for b in buf) >= n:
             yield from _band_tiles(_take_rows(buf, n), n)
     buf.append(band)
-    while buf and sum(len(b) for b in buf):
-        yield from _band_tiles(_take_rows(buf, min(n, sum(len(b) for b in buf))), n)
+    while buf and sum(b.shape[-2] for b in buf):
+        yield from _band_tiles(_take_rows(buf, min(n, sum(b.shape[-2] for b in buf))), n)
 
 
 def _take_rows(buf: list, n: int) -> np.ndarray:
-    """The first ``n`` rows of the bands ``buf`` (taken out of it)."""
+    """The first ``n`` rows (the second last axis) of the bands ``buf`` (taken out of it)."""
     parts, need = [], n
     while need:
         b = buf[0]
-        parts.append(b[:need])
-        if len(b) <= need:
+        parts.append(b[..., :need, :])
+        if b.shape[-2] <= need:
             buf.pop(0)
         else:
-            buf[0] = b[need:]
-        need -= len(parts[-1])
-    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+            buf[0] = b[..., need:, :]
+        need -= parts[-1].shape[-2]
+    return np.concatenate(parts, axis=-2) if len(parts) > 1 else parts[0]
 
 
 def _band_tiles(rows: np.ndarray, n: int):
-    """The ``n`` x ``n`` tiles of up to ``n`` rows of a label image, padded with 0."""
-    for c0 in range(0, rows.shape[1], n):
-        tile = np.zeros((n, n), rows.dtype)
-        part = rows[:, c0 : c0 + n]
-        tile[: part.shape[0], : part.shape[1]] = part
+    """The ``n`` x ``n`` tiles of up to ``n`` rows of a band, padded with 0."""
+    for c0 in range(0, rows.shape[-1], n):
+        tile = np.zeros((*rows.shape[:-2], n, n), rows.dtype)
+        part = rows[..., c0 : c0 + n]
+        tile[..., : part.shape[-2], : part.shape[-1]] = part
         yield tile
 
 
@@ -237,8 +273,13 @@ def _write_image(t: Target, pred, out: Path, run: RunSettings, rows, state=None)
     classes = list(pred.classes)
     scores = {c: pred.scores[c] for c in classes}
     final = out / t.output
+    writer = writer_for(final)
+    # a format that writes regions in any order (OME-Zarr) streams the probabilities too
+    regions = writer.takes_blocks
     by_blocks = (
-        isinstance(pred.logits, StitchedLogits) and not run.probabilities and run.instances is None
+        isinstance(pred.logits, StitchedLogits)
+        and (regions or not run.probabilities)
+        and run.instances is None
     )
     if by_blocks:  # a tiled prediction: never held at the image's size
         areas = dict.fromkeys(classes, 0)
@@ -255,7 +296,11 @@ def _write_image(t: Target, pred, out: Path, run: RunSettings, rows, state=None)
     check_output_paths(t, out, run)  # before anything of the target is removed
     remove_stale_outputs(t, out, run)
     try:
-        if run.probabilities:
+        if run.probabilities and by_blocks:  # by regions, in a format that takes them
+            blocks = _blocks(pred, _probabilities_of(classes))
+            layout = Layout((len(classes), *pred.shape), np.float32)
+            write_output(out / t.prob_output, layout, blocks, record("probabilities"))
+        elif run.probabilities:
             probs = np.stack([pred.probabilities[c] for c in classes])
             layout = Layout(probs.shape, np.float32)
             write_output(out / t.prob_output, layout, probs, record("probabilities"))
@@ -266,12 +311,18 @@ def _write_image(t: Target, pred, out: Path, run: RunSettings, rows, state=None)
         if by_blocks:
             from napari_sansa.core.fusion import label_dtype
 
-            n = WRITER.block
-            tiles = _label_tiles(pred, areas, n)  # counts the areas: recorded once written
-            layout = Layout(pred.shape, label_dtype(classes[-1]), tile=(n, n))
+            n = writer.block
+            dtype = label_dtype(classes[-1])
+            if regions:  # each tile's kept part where it belongs: not even a band is held
+                tiles, layout = _blocks(pred, _labels_of(pred, areas)), Layout(pred.shape, dtype)
+            else:
+                tiles = _label_tiles(pred, areas, n)  # counts the areas: recorded once written
+                layout = Layout(pred.shape, dtype, tile=(n, n))
             write_output(final, layout, tiles, describe=record)
         else:
             write_output(final, Layout(labels.shape, labels.dtype), labels, record())
+        if run.options.into_input_store:
+            add_to_input_store(t, final, record())
     except OSError as exc:
         write_failed(exc, final)
     rows.append(score_row(t, "ok", scores=scores, areas=areas))
@@ -357,6 +408,25 @@ def _remove_file(path: Path) -> None:
             path.unlink()
 
 
+def _remove_partial_stores(here: Path, dirs: list) -> None:
+    """Remove the OME-Zarr stores napari-sansa left half-written (or half-removed) in
+    ``here``: folders named as its temporaries (:func:`is_temporary`) of a ``.zarr``
+    name; ``dirs`` (of :func:`os.walk`) keeps only the folders to search further (not
+    the insides of stores)."""
+    import shutil
+
+    keep = []
+    for name in dirs:
+        path = here / name
+        m = TEMPORARY_NAME.match(name)
+        if m and m.group("final").endswith(".zarr"):
+            if not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+        elif not name.endswith(".zarr"):
+            keep.append(name)
+    dirs[:] = keep
+
+
 def cleanup_partials(out: Path) -> None:
     """Remove leftovers of interrupted writes in ``out``. Called while the run holds the
     folder's lock, so no other run writes there; a subfolder that holds another output
@@ -379,6 +449,7 @@ def cleanup_partials(out: Path) -> None:
             dirs[:] = []
             continue
         where = "out" if here == out else "own" if here == scratch else "below"
+        _remove_partial_stores(here, dirs)
         for name in files:
             if _is_leftover(name, where):
                 _remove_file(here / name)

@@ -56,6 +56,19 @@ class Layout:
         object.__setattr__(self, "dtype", np.dtype(self.dtype))
 
 
+class Blocks:
+    """The frames of an output given as regions of an image, for a writer that
+    ``takes_blocks``: ``(rows, cols, array)`` with ``array`` of shape ``(*lead, h, w)``
+    (every leading plane of that region, e.g. each class's probabilities), in any order,
+    covering the image once (the tiles' kept parts of a tiled run)."""
+
+    def __init__(self, blocks):
+        self._blocks = blocks
+
+    def __iter__(self):
+        return iter(self._blocks)
+
+
 class OutputWriter(ABC):
     """One output being written. Use it as a context manager::
 
@@ -71,6 +84,8 @@ class OutputWriter(ABC):
     suffix: ClassVar[str] = ""
     #: the side of the square blocks (a TIFF's tiles) of an image written block by block
     block: ClassVar[int] = 256
+    #: whether :meth:`write` takes :class:`Blocks` (regions in any order)
+    takes_blocks: ClassVar[bool] = False
 
     def __init__(self, path):
         self.path = Path(path)
