@@ -33,7 +33,7 @@ def scene():
         put(4, t, 9, 1 + t)
     for t in range(3, 6):
         put(5, t, 9, 3 + t)
-    cols = list(zip(*sorted(rows), strict=True))
+    cols = list(zip(*sorted(rows, key=lambda r: (r[1], r[0])), strict=True))  # t, track
     table = {
         name: np.asarray(col, dtype)
         for name, col, dtype in zip(

@@ -2,8 +2,9 @@
 
 A track image holds one id per track in every frame (``tracks[t]``: frame ``t``, a
 (Y, X) plane or a (Z, Y, X) volume, 0 the background); its table has one row per
-(track, frame) with at least the columns ``track``, ``t`` and ``parent`` (the track
-it divided from, 0 for none, the same on every row of a track), as
+(track, frame), sorted by frame then track, with at least the columns ``track``, ``t``
+and ``parent`` (the track it divided from, 0 for none, the same on every row of a
+track), as
 :func:`napari_sansa.track_objects` gives them; other columns (centroid, area, ...)
 go along with their rows.
 
@@ -99,7 +100,7 @@ def _require(data: dict, track: int) -> np.ndarray:
 
 
 def _sorted(data: dict) -> dict:
-    order = np.lexsort((data["t"], data["track"]))
+    order = np.lexsort((data["track"], data["t"]))  # by frame, then track
     return {k: v[order] for k, v in data.items()}
 
 
