@@ -47,6 +47,9 @@ __all__ = [
     "stack_objects",
     "tile_grid",
     "to_float_rgb",
+    "track_objects",
+    "TrackTable",
+    "write_ctc",
     "write_labels",
 ]
 
@@ -69,6 +72,9 @@ _LAZY = {
     "split_objects": (".objects", "split_objects"),
     "stack_objects": (".objects", "stack_objects"),
     "tile_grid": (".tiling", "tile_grid"),
+    "track_objects": (".tracks", "track_objects"),
+    "TrackTable": (".tracks", "TrackTable"),
+    "write_ctc": (".tracks", "write_ctc"),
     "write_labels": (".tiling", "write_labels"),
 }
 
