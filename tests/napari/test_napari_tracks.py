@@ -13,6 +13,7 @@ import tifffile
 from napari.layers import Labels, Tracks
 
 from napari_sansa.core.tracks import track_objects
+from napari_sansa.napari.geometry import is_prompt_layer
 from napari_sansa.napari.tracks_output import (
     TrackSettings,
     TracksOutput,
@@ -82,6 +83,7 @@ def test_the_track_layers_hold_the_tracks():
     labels = viewer.layers[track_labels_name("cells")]
     lines = viewer.layers[tracks_name("cells")]
     assert isinstance(labels, Labels) and isinstance(lines, Tracks)
+    assert not is_prompt_layer(labels)  # an output: never the next run's prompts
     table = session.tracks.table
     # the Tracks layer: one point per (track, frame) at its centroid, features too
     assert lines.data.shape == (len(table["track"]), 4)

@@ -95,10 +95,8 @@ class TrackCorrections:
     def _bind_clicks(self) -> None:
         out = self.tracks
         for layer in (out.labels, out.lines):
-            if layer is None or getattr(layer, "_sansa_clicks", False):
-                continue
-            layer.mouse_drag_callbacks.append(self._on_track_click)
-            layer._sansa_clicks = True
+            if layer is not None and self._on_track_click not in layer.mouse_drag_callbacks:
+                layer.mouse_drag_callbacks.append(self._on_track_click)
 
     def _on_track_click(self, layer, event):
         """A click on the track labels (in pan/zoom mode) or Tracks layer selects a track."""

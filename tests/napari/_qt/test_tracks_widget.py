@@ -53,6 +53,7 @@ def run(qtbot, widget):
 def test_a_run_with_tracks_makes_the_track_layers_and_the_panel(make_sansa, qtbot, tmp_path):
     viewer, widget = open_time_lapse(make_sansa)
     assert widget.large.tracks.enabled
+    assert widget.page_buttons["Tracks"].isHidden()  # before a run with tracks
     widget.large.tracks.value = True
     assert widget.large.instances.value  # tracks imply objects
     run(qtbot, widget)
@@ -67,7 +68,8 @@ def test_a_run_with_tracks_makes_the_track_layers_and_the_panel(make_sansa, qtbo
     assert lines.data.shape == (len(table), 4)
     ids = np.unique(table["track"]).tolist()
     assert widget.tracks_panel.table.tracks() == ids
-    assert not widget.tracks_panel.table.isHidden()
+    assert not widget.page_buttons["Tracks"].isHidden()  # the Tracks page, shown
+    assert widget.page_stack.currentWidget() is widget.pages["Tracks"]
     # counts per frame: objects per class, and tracks
     per_frame = widget.object_counts.tracks()
     assert sorted(per_frame) == list(range(T))

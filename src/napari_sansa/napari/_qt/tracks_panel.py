@@ -4,20 +4,35 @@
 class); select one to show it (its first frame, its id in the status), two to merge
 them; "Merge", "Split here" (the selected track at the frame shown) and "Undo" (the
 last correction) go to the session (:mod:`napari_sansa.napari.track_session`), which
-changes the layers and the table. Shown on the Label page after a run with tracks.
+changes the layers and the table. The widget's Tracks page, shown by a run with tracks.
 """
 
 from __future__ import annotations
 
-from magicgui.widgets import Container, PushButton
+from magicgui.widgets import Label, PushButton
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
+from napari_sansa.napari._qt.layout import row, tight
+
 __all__ = ["TracksPanel"]
 
-#: the table's columns (summary keys)
-COLUMNS = (("track", "track"), ("start", "from"), ("end", "to"), ("frames", "n"),
-           ("parent", "parent"), ("class", "class"))  # fmt: skip
+#: the table's columns: (summary key, header, header tooltip)
+COLUMNS = (
+    ("track", "id", "the track's id (its label in '[sansa track labels]')"),
+    ("start", "from", "its first frame"),
+    ("end", "to", "its last frame (frames missed between: see the layer's features)"),
+    ("parent", "parent", "the track it divided from (-: none)"),
+    ("class", "class", "its class (most of its frames)"),
+)
+
+
+#: what the Tracks page says above the table
+NOTE = (
+    "Click a track on the '[sansa track labels]' layer (pan/zoom mode) or a row; "
+    "Ctrl+click a second one to merge the two. 'Split here': the selected track at the "
+    "frame shown."
+)
 
 
 class TrackTableWidget(QTableWidget):
@@ -25,7 +40,9 @@ class TrackTableWidget(QTableWidget):
 
     def __init__(self, parent=None):
         super().__init__(0, len(COLUMNS), parent)
-        self.setHorizontalHeaderLabels([title for _, title in COLUMNS])
+        self.setHorizontalHeaderLabels([title for _, title, _ in COLUMNS])
+        for k, (_, _, tip) in enumerate(COLUMNS):
+            self.horizontalHeaderItem(k).setToolTip(tip)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
@@ -33,6 +50,7 @@ class TrackTableWidget(QTableWidget):
         self.verticalHeader().setDefaultSectionSize(20)
         header = self.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setMinimumSectionSize(20)
         header.setStretchLastSection(True)
         self.setMinimumHeight(110)
         self.setToolTip(
@@ -44,7 +62,7 @@ class TrackTableWidget(QTableWidget):
         ids = summary.get("track", [])
         self.setRowCount(len(ids))
         for r in range(len(ids)):
-            for c, (key, _) in enumerate(COLUMNS):
+            for c, (key, _, _) in enumerate(COLUMNS):
                 value = int(summary[key][r])
                 item = QTableWidgetItem()
                 item.setData(Qt.ItemDataRole.DisplayRole, value if key != "parent" or value
@@ -93,12 +111,10 @@ class TracksPanel:
         self.undo_button = PushButton(
             text="Undo", tooltip="undo the last merge or split (also Ctrl+Z on the track labels)"
         )
-        self.buttons = Container(
-            layout="horizontal", labels=False,
-            widgets=[self.merge_button, self.split_button, self.undo_button],
-        )  # fmt: skip
-        self.buttons.margins = (0, 0, 0, 0)
-        self.widgets = [self.table, self.buttons.native]
+        # one row at the dock's width (as the Label page's buttons)
+        self.buttons = tight(row(self.merge_button, self.split_button, self.undo_button))
+        self.note = Label(value=NOTE)
+        self.note.native.setWordWrap(True)
         self.table.itemSelectionChanged.connect(self._on_selection)
         self.merge_button.changed.connect(self.merge)
         self.split_button.changed.connect(self.split)
@@ -106,17 +122,19 @@ class TracksPanel:
         self.session.tracks_changed.connect(self.refresh)
         self.session.track_selected.connect(self._on_track_selected)
         self._quiet = False
-        self.show(False)
 
-    def show(self, on: bool) -> None:
-        self.table.setVisible(on)
-        self.buttons.native.setVisible(on)
+    def page(self):
+        """The Tracks page: the note, the table (it takes the height), the buttons."""
+        from napari_sansa.napari._qt.layout import page
+
+        body = page(self.note, self.table, self.buttons, stretch=False)
+        body.layout().setStretchFactor(self.table, 1)
+        return body
 
     def refresh(self) -> None:
         """Show the session's tracks (after a run, a correction, an undo)."""
         out = self.session.tracks
         if out is None or out.table is None or not self.session.alive:
-            self.show(False)
             return
         selected = self.table.selected_tracks()
         self._quiet = True
@@ -127,7 +145,10 @@ class TracksPanel:
         finally:
             self._quiet = False
         self.undo_button.enabled = out.can_undo
-        self.show(True)
+        button = self.widget.page_buttons["Tracks"]
+        if button.isHidden():  # the first tracks: their page shown
+            button.setVisible(True)
+            self.widget.show_page("Tracks")
         per_frame = out.counts()
         self.widget.object_counts.set_tracks(per_frame)
         for t, n in per_frame.items():  # the plot's line: tracks per frame

@@ -221,7 +221,7 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
             self.mode, self.axes.sequential_axis, self.axes.ranges.box,
         )  # fmt: skip
         self.scores.setMinimumHeight(46)
-        review = (self.plot, self.scores, self.object_counts, *self.tracks_panel.widgets)
+        review = (self.plot, self.scores, self.object_counts)
         take = tight(row(self.use_frame_button, self.edited_button))  # one row: the page fits
         main = page(images, *review, take, stretch=False)
         main.layout().setStretchFactor(self.scores, 1)
@@ -246,6 +246,7 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
         pages["Options"] = page(self.advanced, reset)
         for title in ("Folder", "Fine-tune", "Save"):
             pages[title] = page(self.sections[title])
+        pages["Tracks"] = self.tracks_panel.page()
         self.progress.native.setFormat("")  # "%v / %m" once something runs
         self.progress.native.setToolTip("frames (or fine-tuning steps) done")
         buttons = row(self.run_button, self.stop_button, self.progress)
@@ -254,6 +255,7 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
             button.native.setMinimumWidth(button.native.sizeHint().width())
         self.footer = section(buttons, self.model_line, self.status)
         paged(self, pages, self.footer)
+        self.page_buttons["Tracks"].setVisible(False)  # shown by a run with tracks
         elided(self.model_line)
         self.status.value = READY
 
@@ -262,7 +264,8 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
         self.large.set_image(self.image.value)  # 'tracks' only for a time-lapse
 
     def show_page(self, title: str) -> None:
-        """Turn to a page: 'Label', 'Model', 'Options', 'Folder', 'Fine-tune', 'Save'."""
+        """Turn to a page: 'Label', 'Model', 'Options', 'Folder', 'Fine-tune', 'Save',
+        'Tracks' (after a run with tracks)."""
         show_page(self, title)
 
     def _connect(self) -> None:
@@ -494,7 +497,6 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
             self.scores.clear_rows()
             self.object_counts.clear_rows()
             self.object_counts.setVisible(False)
-            self.tracks_panel.show(False)
             self.plot.clear()
             self.progress.max = self.session.plan.total
             self._show_progress(0)
