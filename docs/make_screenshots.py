@@ -284,8 +284,6 @@ def tracks(launch) -> None:
     """A time-lapse run once, its frames then corrected by hand (a stand-in: random
     weights draw no real masks), run again with tracks ticked (the corrected frames are
     kept, their objects linked): the track labels, the Tracks layer, the tracks table."""
-    import numpy as np
-
     image, masks = _dividing_cells()
     viewer, widget = _painted(launch, image, "cells", ("t", "y", "x"), (0,), masks[0])
     widget.run()
@@ -299,7 +297,8 @@ def tracks(launch) -> None:
     widget.run()
     _wait_for_run(widget)
     for layer in viewer.layers:
-        layer.visible = layer.name in ("cells", "cells [sansa track labels]", "cells [sansa tracks]")
+        shown = ("cells", "cells [sansa track labels]", "cells [sansa tracks]")
+        layer.visible = layer.name in shown
     session = widget.session
     first = int(session.tracks.table["track"][0])
     widget.tracks_panel.table.select_track(first)
