@@ -258,3 +258,23 @@ def test_a_run_with_tracks_on_an_image_without_t_is_refused():
     assert session.run(image, [paint], None, settings) is None
     assert "'zs' has no T axis (its frame axes: z)" in messages[-1]
     assert [layer.name for layer in viewer.layers] == ["zs", "paint"]
+
+
+def test_ctrl_z_after_a_second_linking_undoes_the_new_tracks_corrections():
+    """A second run writes into the same track labels layer: Ctrl+Z there undoes the
+    corrections of the new tracks (it kept calling the first run's, which had none)."""
+    from napari.utils.key_bindings import KeyBinding
+
+    viewer, session, _ = viewer_with_tracks()
+    objects, class_map = moving_disks()
+    again = TracksOutput(viewer, session.tracks.image, TrackSettings())
+    again.show(*link_tracks(objects, class_map, TrackSettings()))
+    session.tracks = again
+    labels = viewer.layers[track_labels_name("cells")]
+    assert again.labels is labels  # the same layer, updated in place
+    before = np.array(labels.data)
+    assert session.split_track(1, 2)
+    ctrl_z = labels.keymap[KeyBinding.from_str("Control-Z")]
+    ctrl_z(labels)
+    np.testing.assert_array_equal(labels.data, before)
+    assert session.tracks.table["track"].max() == 2

@@ -173,7 +173,8 @@ class TracksOutput:
                 tracks, name=name, metadata={META_KEY: "tracks"}, opacity=0.6,
                 **transform_kwargs(self.image),
             )  # fmt: skip
-            layer.bind_key("Control-Z", lambda _layer: self.undo_or_layer(), overwrite=True)
+        # Ctrl+Z there: these tracks' corrections first (bound again by each linking)
+        layer.bind_key("Control-Z", lambda _layer: self.undo_or_layer(), overwrite=True)
         self.labels = layer
         self._update_features()
         self._show_lines()
