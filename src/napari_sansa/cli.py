@@ -167,6 +167,13 @@ def _parser() -> argparse.ArgumentParser:
         "the prompt, on the features already computed (no second encoding)",
     )
     s.add_argument(
+        "--tracks",
+        action="store_true",
+        help="link the objects of time-lapses (stacks with a T axis) into tracks: a track "
+        "label stack per target, its Cell Tracking Challenge result folder and tracks.csv "
+        "(implies --instances)",
+    )
+    s.add_argument(
         "--probabilities", action="store_true", help="also write per-class probability TIFFs"
     )
     s.add_argument("--overwrite", action="store_true", help="redo targets that already have output")
@@ -283,7 +290,7 @@ def _segment_options(args):
     if args.input_size is not None:
         given["input_size"] = input_size_from_text(args.input_size)
     objects = {k: getattr(args, k) for k in _OBJECT_FLAGS if getattr(args, k) is not None}
-    if objects and not args.instances:
+    if objects and not (args.instances or args.tracks):
         flags = ", ".join(_flag(k) for k in objects)
         raise InvalidInputError(f"{flags} split objects: give --instances with it")
     return DatasetOptions.make(
@@ -291,7 +298,8 @@ def _segment_options(args):
         batch_size=args.batch_size,
         tile_size=args.tile_size,
         halo=args.halo,
-        instances=objects or True if args.instances else None,
+        instances=objects or True if args.instances or args.tracks else None,
+        tracks=args.tracks,
         probabilities=args.probabilities,
         axes=args.axes,
         channels=args.channels,
@@ -395,6 +403,8 @@ def _log_report(report, options) -> int:
     )
     if options.segment.instances is not None:
         log.info("objects: %s", report.objects_csv)
+    if report.tracks_csv is not None:
+        log.info("tracks: %s", report.tracks_csv)
     for source_path, message in report.failed:
         log.warning("failed: %s: %s", source_path, message)
     if report.failed:

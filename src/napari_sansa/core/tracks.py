@@ -10,9 +10,11 @@ How objects are linked (numpy and scipy only; see ``docs/python.md``):
 - **Frame to frame**: the objects of frame ``t - 1`` and ``t`` are paired by a maximum
   weight matching (scipy's ``linear_sum_assignment``, solved per connected group of
   candidates): a pair is a candidate when the two objects overlap or their centroids are
-  less than ``max_distance`` apart; its weight is ``1 + IoU - distance / max_distance``,
-  so overlap wins and a nearer centroid breaks ties. An object of frame ``t`` left
-  without a partner starts a new track; one of frame ``t - 1`` ends its track.
+  less than ``max_distance`` apart (default: 1.5 times the median diameter of the
+  objects of the two frames); its weight is ``1 + IoU - distance / max_distance``: more
+  overlap and a nearer centroid both count. An object of frame ``t`` left without a
+  partner starts a new track; one of frame ``t - 1`` ends its track (unless a gap is
+  closed, below).
 - **Divisions** (``divisions=True``): an object of frame ``t`` left without a partner
   that is a candidate of an object of frame ``t - 1`` already paired, both being smaller
   than it and together the size of it (within :data:`DIVISION_AREA`), is its sister: the
@@ -44,6 +46,7 @@ import io
 import logging
 import numbers
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,6 +69,10 @@ log = logging.getLogger(__name__)
 DIVISION_AREA = (0.5, 1.6)
 #: the weight of a candidate pair never goes below this (an overlap is always a candidate)
 _MIN_WEIGHT = 1e-3
+#: how much the overlap (IoU) of two objects adds to the weight of their pair
+_IOU_WEIGHT = 1.0
+#: the default max_distance, in median diameters of the objects of the two frames
+_REACH = 1.5
 
 
 class TrackTable:
@@ -230,7 +237,9 @@ def _measure(frame: np.ndarray, cls_frame, index: int) -> _Frame:
         sums = np.bincount(compact, weights=coord.ravel(), minlength=n + 1)[1:]
         cent[:, axis] = sums / np.maximum(area, 1)
     cls = None
-    if cls_frame is not None:
+    if isinstance(cls_frame, Mapping):
+        cls = np.array([cls_frame.get(int(i), 0) for i in ids], np.int64).reshape(-1)
+    elif cls_frame is not None:
         c = np.asarray(cls_frame).ravel().astype(np.int64)
         k = int(c.max()) + 1 if c.size else 1
         fg = compact > 0
@@ -292,13 +301,13 @@ def _diameter(area: np.ndarray, voxel: float, ndim: int) -> np.ndarray:
 
 def _candidates(prev: _Frame, cur: _Frame, spacing, reach: float | None, overlap: bool):
     """The candidate pairs ``(a, b, weight)`` of two frames (see the module's doc);
-    ``reach``: the largest centroid distance (None: a cell's diameter)."""
+    ``reach``: the largest centroid distance (None: :data:`_REACH` median diameters)."""
     from scipy.spatial import cKDTree
 
     ndim = cur.centroid.shape[1]
     if reach is None:
         voxel = float(np.prod(spacing))
-        reach = float(np.median(_diameter(np.r_[prev.area, cur.area], voxel, ndim)))
+        reach = _REACH * float(np.median(_diameter(np.r_[prev.area, cur.area], voxel, ndim)))
     pa, pb = prev.centroid * spacing, cur.centroid * spacing
     dist = cKDTree(pa).sparse_distance_matrix(cKDTree(pb), reach, output_type="coo_matrix")
     weight = {}
@@ -312,7 +321,7 @@ def _candidates(prev: _Frame, cur: _Frame, spacing, reach: float | None, overlap
             if key not in weight:
                 d = float(np.linalg.norm(pa[a] - pb[b]))
                 weight[key] = 1.0 - d / reach
-            weight[key] += float(v)
+            weight[key] += _IOU_WEIGHT * float(v)
     if not weight:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     keys = sorted(weight)
@@ -376,7 +385,9 @@ def _check_inputs(objects, spacing, gap, frames, classes, out):
         frames = frames.astype(np.int64)
         if n > 1 and np.any(np.diff(frames) <= 0):
             raise InvalidInputError("frames must be strictly increasing time indices")
-    if classes is not None and tuple(getattr(classes, "shape", ())) != shape:
+    if isinstance(classes, Mapping):
+        pass  # {object id: class}, ids unique in the stack
+    elif classes is not None and tuple(getattr(classes, "shape", ())) != shape:
         raise InvalidInputError(
             f"classes must be a class map of the objects' shape {shape}, got "
             f"{tuple(getattr(classes, 'shape', ()))}"
@@ -479,7 +490,7 @@ class _Linker:
         if reach is None:
             voxel = float(np.prod(self.spacing))
             areas = np.r_[cur.area, [r[3] for r in self.recent]]
-            reach = float(np.median(_diameter(areas, voxel, cur.centroid.shape[1])))
+            reach = _REACH * float(np.median(_diameter(areas, voxel, cur.centroid.shape[1])))
         pts = np.array([r[2] for r in self.recent]) * self.spacing
         steps = np.array([cur.index - r[1] for r in self.recent], np.float64)
         far = reach * steps.max()
@@ -516,15 +527,19 @@ def track_objects(
 
     ``objects``: ``(T, Y, X)`` or ``(T, Z, Y, X)`` integer object ids (0 = background), ids
     unrelated from frame to frame; a numpy array, ``np.memmap``, zarr or dask array, read
-    one frame at a time. ``max_distance``: the farthest a centroid moves between two frames
-    (in the units of ``spacing``; None: the median diameter of the objects of the two
-    frames). ``gap``: how many missing frames a track may bridge (0: none).
+    one frame at a time; or the predictions of ``segment`` on the frames of a time-lapse
+    (their ``objects``, and their ``labels`` as ``classes``).
+    ``max_distance``: the farthest a centroid moves between two frames
+    (in the units of ``spacing``; None: 1.5 times the median diameter of the objects of
+    the two frames). ``gap``: how many missing frames a track may bridge (0: none).
     ``divisions``: find divisions (one parent, two daughters). ``spacing``: the voxel size
     ``(y, x)`` or ``(z, y, x)`` (distances and diameters are measured with it).
     ``frames``: each frame's time index (strictly increasing; a hole ends every track).
-    ``classes``: a class map of the objects' shape, read frame by frame: each object gets
-    the class of most of its pixels, a ``class`` column, and objects of different classes
-    are never linked. ``overlap``: use the objects' overlap (False: centroids only).
+    ``classes``: a class map of the objects' shape, read frame by frame (each object gets
+    the class of most of its pixels), or ``{object id: class}`` when the ids are unique in
+    the stack (as :func:`~napari_sansa.stack_objects` makes them): the table gets a
+    ``class`` column, and objects of different classes are never linked.
+    ``overlap``: use the objects' overlap (False: centroids only).
     ``out``: an integer array of the objects' shape (e.g. an ``np.memmap`` or a zarr
     array, for stacks larger than memory) that receives the track ids; None: a new numpy
     array of the smallest unsigned type that holds them (``uint16``, wider with more
@@ -533,6 +548,11 @@ def track_objects(
     Returns ``(tracks, table)``: the track ids (``out`` when given) and a
     :class:`TrackTable`.
     """
+    if _are_predictions(objects):
+        preds = list(objects)
+        objects = _PredictionFrames(preds, "objects")
+        if classes is None:
+            classes = _PredictionFrames(preds, "labels")
     spacing_arr, gap, times = _check_inputs(objects, spacing, gap, frames, classes, out)
     max_distance = _check_positive("max_distance", max_distance)
     if not isinstance(divisions, (bool, np.bool_)):
@@ -544,7 +564,10 @@ def track_objects(
     rows = []  # per frame: (ids, tracks, centroid, area, cls)
     for i in range(shape[0]):
         frame = _read(objects, i)
-        cls_frame = None if classes is None else _read(classes, i)
+        if classes is None or isinstance(classes, Mapping):
+            cls_frame = classes
+        else:
+            cls_frame = _read(classes, i)
         cur = _measure(frame, cls_frame, int(times[i]))
         del frame, cls_frame
         hole = i > 0 and times[i] - times[i - 1] > 1
@@ -581,6 +604,32 @@ def track_objects(
         out[i] = page.reshape(frame.shape)
     table = _table(rows, times, linker.parent, classes is not None, len(shape) - 1, breaks)
     return out, table
+
+
+def _are_predictions(objects) -> bool:
+    return (
+        isinstance(objects, (list, tuple))
+        and len(objects) > 0
+        and all(hasattr(p, "objects") and hasattr(p, "labels") for p in objects)
+    )
+
+
+class _PredictionFrames:
+    """The ``objects`` (or ``labels``) of a list of predictions, one frame at a time."""
+
+    def __init__(self, preds, attr: str):
+        shapes = {tuple(p.shape) for p in preds}
+        if len(shapes) > 1:
+            raise InvalidInputError(
+                f"the predictions have different shapes {sorted(shapes)}: the frames of a "
+                "time-lapse have one size"
+            )
+        self.preds, self.attr = preds, attr
+        self.shape = (len(preds), *shapes.pop())
+        self.dtype = np.dtype(np.uint32)
+
+    def __getitem__(self, i):
+        return getattr(self.preds[i], self.attr)
 
 
 def _table(rows, times, parents, with_class, nd, breaks) -> TrackTable:

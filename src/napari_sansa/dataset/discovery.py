@@ -19,6 +19,8 @@ from napari_sansa.dataset.outputs import WRITER
 
 PROB_SUFFIX = "_probabilities"
 OBJECTS_SUFFIX = "_objects"
+TRACKS_SUFFIX = "_tracks"
+CTC_SUFFIX = "_ctc"
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,18 @@ class Target:
         """The object label image next to the labels (``--instances``)."""
         p = Path(self.output)
         return str(p.with_name(p.stem + OBJECTS_SUFFIX + p.suffix))
+
+    @property
+    def tracks_output(self) -> str:
+        """The track label stack next to the labels (``--tracks``)."""
+        p = Path(self.output)
+        return str(p.with_name(p.stem + TRACKS_SUFFIX + p.suffix))
+
+    @property
+    def ctc_output(self) -> str:
+        """The folder of the Cell Tracking Challenge result (``--tracks``)."""
+        p = Path(self.output)
+        return str(p.with_name(p.stem + CTC_SUFFIX))
 
 
 def natural_key(path: Path):

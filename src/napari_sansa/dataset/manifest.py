@@ -157,7 +157,9 @@ def _output_rows(out: Path, signature: str, skip=frozenset()) -> list[dict]:
     rows = []
     for path, rel, info in run_outputs(out, signature, skip):
         role = info.get("output")
-        if role in ("probabilities", "objects") or (role is None and _is_probabilities(path, info)):
+        if role in ("probabilities", "objects", "tracks") or (
+            role is None and _is_probabilities(path, info)
+        ):
             continue
         scores = info.get("scores") or [{}]
         areas = info.get("areas") or [{}] * len(scores)

@@ -147,6 +147,10 @@ def done_record(t: Target, out: Path, run: RunSettings) -> dict | None:
         objects = existing_record(t, out / t.objects_output)
         if objects is None or objects.get("run") != run.signature:
             return None
+    if run.tracks:
+        tracks = existing_record(t, out / t.tracks_output)
+        if tracks is None or tracks.get("run") != run.signature:
+            return None
     if not _unchanged(labels.get("input"), t.source):
         log.info("%s changed since it was labelled: labelling it again", t.source)
         return None
@@ -200,6 +204,8 @@ def check_output_paths(t: Target, out: Path, run: RunSettings) -> None:
         written.append((t.prob_output, "probabilities"))
     if run.instances is not None:
         written.append((t.objects_output, "object image"))
+    if run.tracks:
+        written.append((t.tracks_output, "track stack"))
     for name, what in written:
         path = out / name
         if path.is_dir():
@@ -230,6 +236,10 @@ def remove_stale_outputs(t: Target, out: Path, run: RunSettings) -> None:
         stale.append((t.prob_output, "probabilities"))
     if run.instances is None:
         stale.append((t.objects_output, "object image"))
+    if not run.tracks:
+        from napari_sansa.dataset.tracks import remove_stale_tracks
+
+        stale += remove_stale_tracks(t, out)
     for name, what in stale:
         path = out / name
         if not path.is_file():

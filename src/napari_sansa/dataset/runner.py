@@ -68,6 +68,7 @@ class BatchReport:
     seconds: float = 0.0
     csv: Path | None = None
     objects_csv: Path | None = None  # with instances
+    tracks_csv: Path | None = None  # with tracks
     cancelled: bool = False  # stopped by ``cancel`` before the end (a rerun resumes)
 
     @property
@@ -231,6 +232,10 @@ def _locked_run(job: _Job) -> BatchReport:
     earlier = earlier_rows(out)  # a scores.csv that is not ours is refused, never replaced
     if run.instances is not None:
         check_objects_csv(out)  # and so is an objects.csv
+    if run.tracks:
+        from napari_sansa.dataset.tracks import check_tracks_csv
+
+        check_tracks_csv(out)  # and a tracks.csv
     kept = _reference_outputs(job.items, out, job.references)
     check_run_file(out, run.signature, job.settings, job.items, overwrite, kept)
     rows: list = [score_row(Target(p, ""), "failed", message) for p, message in job.unreadable]
@@ -243,6 +248,15 @@ def _locked_run(job: _Job) -> BatchReport:
     if run.instances is not None and not overwrite:
         for t in work:  # a file of that name that is not ours: refused, never replaced
             existing_record(t, out / t.objects_output)
+            if run.tracks:
+                from napari_sansa.dataset.tracks import check_ctc_folder
+
+                existing_record(t, out / t.tracks_output)
+                check_ctc_folder(out / t.ctc_output, t.source)
+    if run.tracks:  # a target without a T axis: refused before anything is loaded
+        from napari_sansa.dataset.tracks import check_time_axes
+
+        check_time_axes(work, run)
     report = BatchReport(out, skipped=len(done))
     stop = run.cancel or (lambda: False)
     if stop():
@@ -338,6 +352,13 @@ def _finish(report: BatchReport, job: _Job, items, rows, earlier, kept, error) -
             report.objects_csv = write_objects_csv(out, found)
         else:  # the rows of object images this run removed go too
             prune_objects_csv(out)
+        from napari_sansa.dataset.tracks import prune_tracks_csv, track_rows, write_tracks_csv
+
+        if run.tracks:
+            found = track_rows(out, run.signature, rows, skip=frozenset(kept))
+            report.tracks_csv = write_tracks_csv(out, found)
+        else:
+            prune_tracks_csv(out)
     except OSError:
         if error is None:
             raise
@@ -349,4 +370,5 @@ def report_dict(report: BatchReport) -> dict:
     d["out"] = str(report.out)
     d["csv"] = str(report.csv) if report.csv else None
     d["objects_csv"] = str(report.objects_csv) if report.objects_csv else None
+    d["tracks_csv"] = str(report.tracks_csv) if report.tracks_csv else None
     return d

@@ -22,7 +22,10 @@ class DatasetOptions:
     channels of a channel axis that make a frame (one as gray, two or three as red, green,
     blue; a sequence or a string such as "2,0,1"; None: the first). ``sequential_axis``:
     "T" or "Z", the axis a sequential run goes along, restarted at each index of the others
-    (None: the last frame axis). ``chunk_size``: targets per Dask task.
+    (None: the last frame axis). ``chunk_size``: targets per Dask task. ``tracks``: link
+    the objects of every time-lapse (a stack with a T axis) into tracks
+    (:mod:`~napari_sansa.dataset.tracks`); it implies objects (``instances``: their
+    defaults when not given).
 
     Made with :meth:`make` from a SegmentOptions, a DatasetOptions or keywords of both
     (``DatasetOptions.make(mode="sequential", probabilities=True)``); checked when made.
@@ -35,6 +38,7 @@ class DatasetOptions:
     channels: tuple | None = None
     sequential_axis: str | None = None
     chunk_size: int = 16
+    tracks: bool = False
 
     def __post_init__(self):
         if not isinstance(self.segment, SegmentOptions):
@@ -46,6 +50,13 @@ class DatasetOptions:
         if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
             raise OptionError("chunk_size", chunk, "a whole number >= 1")
         object.__setattr__(self, "probabilities", bool(self.probabilities))
+        if not isinstance(self.tracks, (bool, int)) or self.tracks not in (0, 1):
+            raise OptionError("tracks", self.tracks, "True or False")
+        object.__setattr__(self, "tracks", bool(self.tracks))
+        if self.tracks and self.segment.instances is None:  # tracks link objects
+            from napari_sansa.core.objects import ObjectOptions
+
+            object.__setattr__(self, "segment", replace(self.segment, instances=ObjectOptions()))
         for name, value in zip(("axes", "channels", "sequential_axis"), layout, strict=True):
             object.__setattr__(self, name, value)
 
@@ -81,7 +92,10 @@ class DatasetOptions:
         sequential axis when given (so that runs without them keep their record)."""
         layout = {"axes": self.axes, "channels": self.channels}
         layout["sequential_axis"] = self.sequential_axis
-        return {**self.segment.record(), **{k: v for k, v in layout.items() if v is not None}}
+        record = {**self.segment.record(), **{k: v for k, v in layout.items() if v is not None}}
+        if self.tracks:  # runs without tracks keep their record
+            record["tracks"] = True
+        return record
 
 
 def _check_layout(axes, channels, mode: str, sequential_axis):
@@ -152,6 +166,11 @@ class RunSettings:
     @property
     def probabilities(self) -> bool:
         return self.options.probabilities
+
+    @property
+    def tracks(self) -> bool:
+        """Whether the run links the objects of time-lapses into tracks."""
+        return self.options.tracks
 
     @property
     def axes(self) -> str | None:

@@ -150,6 +150,11 @@ def process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
         return
     try:
         _check_channel_kind(stack, run)
+        if run.tracks and "T" not in stack.frame_axes:
+            raise InvalidInputError(
+                f"{t.source} has no T axis (axes {stack.axes}): there is nothing to track "
+                "through time"
+            )
         groups = frame_groups(stack, run)
     except InvalidInputError as exc:
         stack.close()
@@ -293,6 +298,8 @@ class _StackLabels:
             write_output(final, layout, self.labels, self.record())
         if self.objects is not None:
             self.objects.write(t, out, self.shape, stack.label_axes, self.record)
+            if run.tracks:  # after the objects: the track stack is written last
+                self.objects.write_tracks(t, out, stack, self.record)
 
     def release(self) -> None:
         """Let go of the scratch arrays (before their files are removed)."""
@@ -341,6 +348,7 @@ class _StackObjects:
         self.arrays = None  # the scratch map, made with the first frame's dtype
         self.tables: list = [None] * n
         self.last = [0] * n
+        self.table = None  # the stack's table, once written
 
     def add(self, i: int, pair) -> None:
         from napari_sansa.core.measures import last_id, object_table
@@ -382,6 +390,25 @@ class _StackObjects:
         table = stack_tables(self.tables, self.last)
         layout = Layout(shape, dtype, axes)
         write_output(out / t.objects_output, layout, pages, record("objects", table))
+        self.table = table
+
+    def write_tracks(self, t: Target, out, stack: TiffStack, record) -> None:
+        """The tracks of the object stack just written (``--tracks``; see
+        :mod:`~napari_sansa.dataset.tracks`), from the scratch maps, one time point at a
+        time."""
+        from napari_sansa.core.measures import object_dtype, stack_offsets
+        from napari_sansa.dataset.tracks import TimeFrames, stack_classes, write_stack_tracks
+
+        n_objects = sum(self.last)
+        frames = TimeFrames(
+            self.arrays,
+            stack_offsets(self.last),
+            object_dtype(n_objects),
+            stack.frame_axes,
+            stack.frame_sizes,
+        )
+        classes = stack_classes(self.table)
+        write_stack_tracks(t, out, self.scratch, frames, classes, record, n_objects)
 
 
 def _blank_frame(img, i: int) -> str | None:

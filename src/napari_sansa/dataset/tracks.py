@@ -1,0 +1,310 @@
+"""``--tracks``: the objects of each time-lapse linked into tracks, and their outputs.
+
+For every target stack with a T axis, after its object stack is written, the objects of
+each time point (a ``(Y, X)`` frame, or a ``(Z, Y, X)`` block on a T x Z stack: there
+the objects of the planes, ids unique in the stack, are tracked as they are) are linked
+by :func:`~napari_sansa.core.tracks.track_objects`, frame by frame from the scratch file
+of the objects (never the whole stack in memory). Outputs, beside the labels:
+
+- ``<name>_tracks.tif``: the track ids, in the label stack's layout (its frame axes);
+  its record holds the track table. Written last: a target counts as finished only when
+  it is there (see ``records.done_record``).
+- ``<name>_ctc/``: the Cell Tracking Challenge result format of the tracks:
+  ``res_track.txt`` (``L B E P`` lines) and ``mask000.tif``, ... (``uint16``, one per
+  time point, 3D on a T x Z stack). The folder holds a mark of napari-sansa
+  (:data:`CTC_MARK`, the files it wrote for which input): a folder of that name without
+  it is never touched (the target fails), and only the files the mark lists are removed
+  when the tracks are written again or are stale.
+- ``tracks.csv``: one row per track and time point of every target (as ``objects.csv``,
+  rebuilt at the end of the run from the records of the track stacks in the folder).
+
+A run with ``--tracks`` refuses, before anything is loaded, a target without a T axis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from napari_sansa.core.errors import InvalidInputError, output_error
+from napari_sansa.dataset.discovery import natural_key
+from napari_sansa.dataset.manifest import (
+    KEPT_STATUSES,
+    owned_text,
+    run_outputs,
+    write_owned,
+)
+from napari_sansa.dataset.outputs import Layout, output_files, read_record, write_output
+
+log = logging.getLogger(__name__)
+
+TRACKS_CSV = "tracks.csv"
+TRACKS_DIGESTS = Path(".napari-sansa") / "tracks.json"
+#: napari-sansa's mark in a CTC folder it wrote: the input and the files written
+CTC_MARK = ".napari-sansa-ctc.json"
+
+
+# -- before the run ---------------------------------------------------------------------------
+
+
+def check_tracks_csv(out: Path) -> None:
+    """Refuse a run whose ``tracks.csv`` would replace a file napari-sansa did not write."""
+    owned_text(out, TRACKS_CSV, TRACKS_DIGESTS)
+
+
+def check_time_axes(targets, run) -> None:
+    """Refuse (before anything is loaded) targets that have no T axis to track along:
+    images, and TIFFs whose axes have no T. A TIFF that cannot be opened is left to fail
+    as it would without ``--tracks``."""
+    from napari_sansa.dataset.tiffstack import TiffStack
+
+    for t in targets:
+        if t.kind == "image":
+            axes = "YX"
+        else:
+            try:
+                with TiffStack(t.source, run.axes, run.channels) as stack:
+                    axes = stack.axes
+                    if "T" in stack.frame_axes:
+                        continue
+            except InvalidInputError:
+                continue
+        raise InvalidInputError(
+            f"--tracks links objects through time, but {t.source} has no T axis (its axes are "
+            f"{axes}): give time-lapses (TYX, TZYX, TCYX... TIFF stacks; --axes names the axes "
+            "of a TIFF that records none, e.g. --axes TYX), or leave --tracks out"
+        )
+
+
+def check_ctc_folder(folder: Path, source: str) -> None:
+    """Refuse a CTC folder napari-sansa did not write for ``source`` (never touched)."""
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise output_error(
+            f"{folder} is in the way of the Cell Tracking Challenge folder napari-sansa writes "
+            f"for {source}: move or rename it, or choose another {{out}}",
+            folder,
+        )
+    if not folder.exists():
+        return
+    mark = _read_mark(folder)
+    if mark is None or mark.get("source") != source:
+        raise output_error(
+            f"{folder} was not written by napari-sansa for {source}, and napari-sansa writes "
+            "the Cell Tracking Challenge result of its tracks there: it is never touched. Move "
+            "or rename that folder, or choose another {out}",
+            folder,
+        )
+
+
+def _read_mark(folder: Path) -> dict | None:
+    try:
+        mark = json.loads((folder / CTC_MARK).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return mark if isinstance(mark, dict) else None
+
+
+def remove_ctc_folder(folder: Path, source: str) -> None:
+    """Remove the files napari-sansa wrote in ``folder`` for ``source`` (those its mark
+    lists), then the mark and the folder if nothing else is left in it."""
+    if folder.is_symlink() or not folder.is_dir():
+        return
+    mark = _read_mark(folder)
+    if mark is None or mark.get("source") != source:
+        return  # not ours: never touched
+    for name in mark.get("files") or []:
+        if isinstance(name, str) and "/" not in name and "\\" not in name:
+            (folder / name).unlink(missing_ok=True)
+    (folder / CTC_MARK).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # the user's files are in it: left there
+        folder.rmdir()
+
+
+# -- one stack ----------------------------------------------------------------------------------
+
+
+class TimeFrames:
+    """The object stack of a target as ``(T, [Z,] Y, X)`` time points, read one time point
+    at a time from the per-frame scratch maps (``arrays[i]``, shifted by ``offsets[i]``:
+    the ids of the written object stack)."""
+
+    def __init__(self, arrays, offsets, dtype, frame_axes: str, frame_sizes):
+        self.arrays, self.offsets, self.dtype = arrays, offsets, np.dtype(dtype)
+        self.frame_axes, self.frame_sizes = frame_axes, tuple(frame_sizes)
+        sizes = dict(zip(frame_axes, frame_sizes, strict=True))
+        hw = tuple(arrays.shape[1:])
+        self.shape = (sizes["T"], *((sizes["Z"],) if "Z" in sizes else ()), *hw)
+
+    def flat(self, t: int, z: int | None = None) -> int:
+        """The stack's frame index of time point ``t`` (plane ``z``)."""
+        at = {"T": t, "Z": z}
+        return int(np.ravel_multi_index([at[a] for a in self.frame_axes], self.frame_sizes))
+
+    def __getitem__(self, t):
+        from napari_sansa.core.measures import renumbered
+
+        t = int(t)
+        if len(self.shape) == 3:
+            i = self.flat(t)
+            return renumbered(self.arrays[i], self.offsets[i], self.dtype)
+        return np.stack(
+            [
+                renumbered(self.arrays[i], self.offsets[i], self.dtype)
+                for i in (self.flat(t, z) for z in range(self.shape[1]))
+            ]
+        )
+
+
+def write_stack_tracks(
+    t, out: Path, scratch, frames: TimeFrames, classes: dict, record, n_objects: int
+) -> None:
+    """Track ``frames`` (:class:`TimeFrames`; ``n_objects``: its number of objects, at
+    least its number of tracks; ``classes``: ``{object id: class}``) and write ``t``'s CTC
+    folder, then its track stack (with the table in its record: ``record(role)``)."""
+    from napari_sansa.core.measures import object_dtype
+    from napari_sansa.core.tracks import track_objects, write_ctc
+
+    tracks = scratch.array("tracks.npy", object_dtype(n_objects), frames.shape)
+    tracks, table = track_objects(frames, classes=classes or None, out=tracks)
+    n_tracks = int(table["track"].max()) if len(table) else 0
+    folder = out / t.ctc_output
+    check_ctc_folder(folder, t.source)
+    remove_ctc_folder(folder, t.source)
+    try:
+        written = write_ctc(folder, tracks, table)
+        ctc = {"folder": Path(t.ctc_output).name, "tracks": int(_ctc_count(folder))}
+    except InvalidInputError as exc:  # more CTC tracks than 16-bit masks hold
+        log.warning("%s: no Cell Tracking Challenge output: %s", t.source, exc)
+        written, ctc = [], {"skipped": str(exc)}
+    if written:
+        mark = {"source": t.source, "files": [p.name for p in written]}
+        from napari_sansa.core.atomic import write_text_atomic
+
+        write_text_atomic(folder / CTC_MARK, json.dumps(mark))
+    dtype = object_dtype(n_tracks)
+    layout_shape = (*frames.frame_sizes, *frames.shape[-2:])
+    layout = Layout(layout_shape, dtype, frames.frame_axes + "YX")
+
+    def pages():
+        for i in range(int(np.prod(frames.frame_sizes))):
+            at = dict(zip(frames.frame_axes, np.unravel_index(i, frames.frame_sizes), strict=True))
+            page = tracks[int(at["T"])]
+            if "Z" in at:
+                page = page[int(at["Z"])]
+            yield np.asarray(page).astype(dtype)
+
+    info = record("tracks")
+    info["tracks"] = {
+        "columns": list(table.columns),
+        "rows": [list(r.values()) for r in table.rows()],
+    }
+    info["ctc"] = ctc
+    write_output(out / t.tracks_output, layout, pages(), info)
+    log.info(
+        "%s: %d track(s)%s", t.source, n_tracks, f", CTC result in {folder}" if written else ""
+    )
+
+
+def _ctc_count(folder: Path) -> int:
+    text = (folder / "res_track.txt").read_text(encoding="utf-8")
+    return sum(1 for line in text.splitlines() if line.strip())
+
+
+def stack_classes(table) -> dict:
+    """``{object id: class}`` of a stack's object table (ids unique in the stack)."""
+    return dict(zip(table["object"].tolist(), table["class"].tolist(), strict=True))
+
+
+def remove_stale_tracks(t, out: Path) -> list:
+    """``t``'s track stack and CTC folder when napari-sansa wrote them for ``t``: what a
+    run without ``--tracks`` removes (the stack as a path to unlink; the folder here)."""
+    remove_ctc_folder(out / t.ctc_output, t.source)
+    return [(t.tracks_output, "track stack")]
+
+
+# -- tracks.csv -------------------------------------------------------------------------------
+
+
+def track_rows(out: Path, signature: str, rows, skip=frozenset()) -> list[dict]:
+    """The rows of ``tracks.csv`` after a run: the rows of the track table of every track
+    stack in ``out`` written with this run's settings, except those of targets that
+    failed in this run."""
+    gone = {r["target"] for r in rows if r["status"] in KEPT_STATUSES}
+    result = []
+    for _, _, info in run_outputs(out, signature, skip):
+        source, table = str(info["source"]), info.get("tracks")
+        if info.get("output") != "tracks" or source in gone or not isinstance(table, dict):
+            continue
+        columns = table.get("columns") or []
+        for values in table.get("rows") or []:
+            result.append({"target": source, **dict(zip(columns, values, strict=False))})
+    return result
+
+
+def write_tracks_csv(out: Path, rows) -> Path:
+    """Write ``rows`` (:func:`track_rows`) as ``tracks.csv``, atomically."""
+    from napari_sansa.core.measures import csv_value
+
+    keys = ["target", "track", "t"]
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, restval="", extrasaction="ignore")
+    w.writeheader()
+
+    def order(r):
+        return natural_key(Path(r["target"])), int(r["track"]), int(r["t"])
+
+    for r in sorted(rows, key=order):
+        w.writerow({k: csv_value(v) for k, v in r.items()})
+    return write_owned(out, TRACKS_CSV, TRACKS_DIGESTS, buf.getvalue())
+
+
+def prune_tracks_csv(out: Path) -> Path | None:
+    """After a run without tracks: drop from napari-sansa's ``tracks.csv`` the rows of
+    targets that have no track stack of napari-sansa's any more (no row left: no file).
+    Any other ``tracks.csv`` is left alone."""
+    try:
+        text = owned_text(out, TRACKS_CSV, TRACKS_DIGESTS)
+    except InvalidInputError:
+        return None
+    if text is None:
+        return None
+    rows = list(csv.DictReader(io.StringIO(text)))
+    there = set()
+    for path in output_files(out, sort=False):
+        if any(part.startswith(".") for part in path.relative_to(out).parts):
+            continue
+        info = read_record(path)
+        if info is not None and info.get("output") == "tracks" and info.get("source"):
+            there.add(str(info["source"]))
+    kept = [r for r in rows if r.get("target") in there]
+    if len(kept) == len(rows):
+        return out / TRACKS_CSV
+    if kept:
+        return write_tracks_csv(out, kept)
+    for name in (TRACKS_CSV, TRACKS_DIGESTS):
+        (out / name).unlink(missing_ok=True)
+    return None
+
+
+__all__ = [
+    "CTC_MARK",
+    "TRACKS_CSV",
+    "TimeFrames",
+    "check_ctc_folder",
+    "check_time_axes",
+    "check_tracks_csv",
+    "prune_tracks_csv",
+    "remove_stale_tracks",
+    "stack_classes",
+    "track_rows",
+    "write_stack_tracks",
+    "write_tracks_csv",
+]
