@@ -76,6 +76,12 @@ def test_link_tracks_gives_the_cores_tracks_with_classes():
     assert sorted(set(table["track"].tolist())) == [1, 2]
     assert set(table["class"][table["track"] == 1].tolist()) == {1}
     assert set(table["class"][table["track"] == 2].tolist()) == {2}
+    # the objects' classes as {object id: class} (the objects layer's features) alike
+    ids = np.unique(objects[objects > 0])
+    by_id = {int(i): int(class_map[objects == i][0]) for i in ids}
+    tracks2, table2 = link_tracks(objects, by_id, TrackSettings(gap=1))
+    np.testing.assert_array_equal(tracks2, tracks)
+    np.testing.assert_array_equal(table2["class"], table["class"])
 
 
 def test_the_track_layers_hold_the_tracks():

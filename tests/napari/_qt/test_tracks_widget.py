@@ -64,6 +64,7 @@ def test_a_run_with_tracks_makes_the_track_layers_and_the_panel(make_sansa, qtbo
     lines = viewer.layers[tracks_name("cells")]
     # the core's tracks of the run's objects and classes
     want, table = track_objects(np.asarray(objects.data), classes=np.asarray(output.data))
+    assert set(objects.features["class"]) == {1}
     np.testing.assert_array_equal(labels.data, want)
     assert lines.data.shape == (len(table), 4)
     ids = np.unique(table["track"]).tolist()
