@@ -164,7 +164,24 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="with --instances: refine each object by a SAM2 decoder pass with its box as "
-        "the prompt, on the features already computed (no second encoding)",
+        "the prompt, on the features already computed (no second encoding; per plane)",
+    )
+    s.add_argument(
+        "--objects-per-plane",
+        dest="dims",
+        action="store_const",
+        const="2d",
+        default=None,
+        help="with --instances: split each plane of a z-stack on its own (as earlier versions did) "
+        "instead of into 3D objects across the planes",
+    )
+    s.add_argument(
+        "--voxel-size",
+        dest="spacing",
+        default=None,
+        metavar="Z,Y,X",
+        help="with --instances: the voxel size of z-stacks for 3D objects, e.g. 2,0.5,0.5 "
+        "(default: from each TIFF's ImageJ or OME metadata, else cubic voxels)",
     )
     s.add_argument(
         "--tracks",
@@ -275,7 +292,8 @@ def _segment_model(args):
 
 
 #: ``segment``'s flags that split objects, each an ObjectOptions field of the same name
-_OBJECT_FLAGS = ("min_size", "seed_distance", "split", "refine")
+_OBJECT_FLAGS = ("min_size", "seed_distance", "split", "refine", "dims", "spacing")
+_FLAG_NAMES = {"dims": "--objects-per-plane", "spacing": "--voxel-size"}
 
 
 def _segment_options(args):
@@ -291,7 +309,7 @@ def _segment_options(args):
         given["input_size"] = input_size_from_text(args.input_size)
     objects = {k: getattr(args, k) for k in _OBJECT_FLAGS if getattr(args, k) is not None}
     if objects and not (args.instances or args.tracks):
-        flags = ", ".join(_flag(k) for k in objects)
+        flags = ", ".join(_FLAG_NAMES.get(k) or _flag(k) for k in objects)
         raise InvalidInputError(f"{flags} split objects: give --instances with it")
     return DatasetOptions.make(
         intensity_range=args.intensity_range,

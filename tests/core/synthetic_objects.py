@@ -81,3 +81,72 @@ def matching_f1(truth: np.ndarray, pred: np.ndarray, iou: float = 0.5) -> float:
     tp = int((ious > iou).sum())
     n_true, n_pred = int((at > 0).sum()), int((ap > 0).sum())
     return 2 * tp / max(n_true + n_pred, 1)
+
+
+def touching_ellipsoids(seed: int = 0, shape=(24, 96, 96), n: int = 12, spacing=(3.0, 1.0, 1.0)):
+    """``(instances, class_map)`` of a z-stack of touching ellipsoids (class 1; a few of
+    class 2), voxels of ``spacing`` ``(z, y, x)``: semi-axes of 7-11 units (about two
+    planes or more in z when z spacing is 3), randomly rotated; most touch a neighbour
+    of their own class (centres 0.9-1.0 of the sum of their radii along the line
+    between them apart), as nuclei in a tissue. Each voxel goes to the ellipsoid in
+    whose normalised radius it lies deepest."""
+    rng = np.random.default_rng(seed)
+    sp = np.asarray(spacing, dtype=np.float64)
+    extent = np.asarray(shape) * sp
+    placed = []  # (centre (3,), matrix (3, 3), class)
+    tries = 0
+    while len(placed) < n and tries < 30 * n:
+        tries += 1
+        axes = rng.uniform(7, 11, size=3)
+        axes[1:] = axes[0] / rng.uniform(1.0, 1.4, size=2) * rng.uniform(0.9, 1.1)
+        q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        m = q @ np.diag(1 / axes**2) @ q.T
+        kind = 1 + int(rng.random() < 0.2)
+        near = placed[rng.integers(len(placed))] if placed and rng.random() < 0.9 else None
+        if near is not None:
+            kind = near[2]
+            u = rng.normal(size=3)
+            u /= np.linalg.norm(u)
+            d = rng.uniform(0.9, 1.0) * (_radius3(near[1], u) + _radius3(m, u))
+            centre = near[0] + d * u
+        else:
+            centre = rng.uniform(axes.max(), extent - axes.max())
+        if np.any(centre < 0.5 * axes.min()) or np.any(centre > extent - 0.5 * axes.min()):
+            continue
+        if any(_gap3((centre, m), p) < 0.9 for p in placed):
+            continue
+        placed.append((centre, m, kind))
+    coords = (np.indices(shape).reshape(3, -1).T + 0.5) * sp
+    best = np.full(coords.shape[0], np.inf)
+    instances = np.zeros(coords.shape[0], np.int32)
+    classes = np.zeros(coords.shape[0], np.uint8)
+    for i, (centre, m, kind) in enumerate(placed, start=1):
+        d = coords - centre
+        q = np.einsum("ij,jk,ik->i", d, m, d)
+        win = (q < 1) & (q < best)
+        best[win] = q[win]
+        instances[win] = i
+        classes[win] = kind
+    instances = instances.reshape(shape)
+    # an ellipsoid that lost most of itself to its neighbours or the border is dropped
+    sizes = np.bincount(instances.ravel(), minlength=len(placed) + 1)
+    gone = np.flatnonzero(sizes < 20)
+    gone = gone[gone > 0]
+    classes = classes.reshape(shape)
+    if gone.size:
+        drop = np.isin(instances, gone)
+        instances[drop], classes[drop] = 0, 0
+    return instances, classes
+
+
+def _radius3(m, u) -> float:
+    """Radius of the ellipsoid ``x^T m x = 1`` in the unit direction ``u``."""
+    return float(1 / np.sqrt(u @ m @ u))
+
+
+def _gap3(p, q) -> float:
+    """Centre distance of two ellipsoids over the sum of their radii along that line."""
+    d = q[0] - p[0]
+    dist = np.linalg.norm(d)
+    u = d / max(dist, 1e-9)
+    return dist / (_radius3(p[1], u) + _radius3(q[1], u))

@@ -142,8 +142,8 @@ def test_no_foreground_gives_an_empty_table():
 
 
 def test_bad_class_maps():
-    with pytest.raises(ns.InvalidInputError, match="2D"):
-        ns.split_objects(np.zeros((2, 3, 4), np.uint8))
+    with pytest.raises(ns.InvalidInputError, match="2D .* or 3D"):
+        ns.split_objects(np.zeros((2, 2, 3, 4), np.uint8))
     with pytest.raises(ns.InvalidInputError, match="integer class ids"):
         ns.split_objects(np.zeros((5, 5), np.float32))
     with pytest.raises(ns.InvalidInputError, match="negative"):

@@ -59,14 +59,19 @@ def test_refine_in_the_cli_gives_the_apis_refined_objects(weights, root):
 
 
 def test_unrefined_objects_keep_their_run_signature(weights, root, tmp_path):
-    """Runs with --instances made before --refine existed resume as finished."""
+    """Runs with --instances made before --refine (and 3D objects) existed resume as
+    finished, with the default options too."""
     from napari_sansa.dataset.runner import segment_dataset
 
     model = load_test_model(weights)
     ref_labels = iio.imread(root / "ref_labels.png")
     ref = ns.Reference(iio.imread(root / "ref.png"), [ns.Mask(ref_labels == 1, 1)])
     targets = [root / "data" / "img0.png"]
-    a = segment_dataset(targets, [ref], tmp_path / "a", model=model, instances=True, progress=False)
+    # objects per plane: what every run with --instances made before 3D objects
+    per_plane = {"dims": "2d"}
+    a = segment_dataset(
+        targets, [ref], tmp_path / "a", model=model, instances=per_plane, progress=False
+    )
     b = segment_dataset(
         targets, [ref], tmp_path / "b", model=model, instances={"refine": True}, progress=False
     )
@@ -88,6 +93,9 @@ def test_unrefined_objects_keep_their_run_signature(weights, root, tmp_path):
         "instances": {"min_size": 10, "seed_distance": 5, "split": "distance"},
     }
     assert plain == hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    # the default (3D objects where a stack has a Z axis) resumes such a folder as it is
+    again = segment_dataset(targets, [ref], tmp_path / "a", model=model, instances=True)
+    assert again.ok and again.skipped == 1 and again.done == 0
 
 
 def test_overwrite_without_instances_removes_the_earlier_objects(weights, root):

@@ -75,13 +75,14 @@ def test_a_tzcyx_stack_gives_tzyx_outputs_with_their_axes_recorded(weights, root
     assert list(rows[0])[:5] == ["target", "frame", "t", "z", "output"]
     at = [(int(r["frame"]), int(r["t"]), int(r["z"])) for r in rows]
     assert at == [(t * Z + z, t, z) for t in range(T) for z in range(Z)]
+    # 3D objects (the default on a stack with a Z axis): one row per object of a time
+    # point, which spans planes (no frame); its time point in the t column
     objects = read_csv(out / "objects.csv")
-    assert list(objects[0])[:4] == ["target", "frame", "t", "z"]
+    assert list(objects[0])[:3] == ["target", "frame", "t"]
     stack = tifffile.imread(out / "hyper_objects.tif")
     for r in objects:
-        f = int(r["frame"])
-        assert (int(r["t"]), int(r["z"])) == (f // Z, f % Z)
-        assert int(r["area"]) == int((stack[f // Z, f % Z] == int(r["object"])).sum())
+        assert r["frame"] == "" and "z" not in r
+        assert int(r["volume"]) == int((stack[int(r["t"])] == int(r["object"])).sum())
 
 
 def test_resume_skips_finished_stacks_and_reads_0_1_outputs_as_done(weights, root, capsys):

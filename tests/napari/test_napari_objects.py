@@ -155,3 +155,41 @@ def test_bad_tile_settings_give_a_clear_message(
     assert notifications()[-1].startswith("'tile size (0: off)' must be"), notifications()[-1]
     assert "tile_size" not in notifications()[-1] and "--" not in notifications()[-1]
     assert "cells [sansa]" not in [layer.name for layer in viewer.layers]
+
+
+def test_a_z_stack_gets_one_3d_objects_layer_with_its_features(make_sansa, qtbot):
+    from napari_sansa.napari.objects_output import FEATURE_COLUMNS_3D
+
+    painted = np.zeros((N, H, W), np.uint8)
+    painted[0, 5:15, 5:20] = 1
+    painted[0, 10:30, 40:58] = 2
+    viewer, widget = make_sansa(
+        (stack(), {"name": "nuclei", "axis_labels": ("z", "y", "x"), "scale": (3, 1, 1)},
+         "image"),
+        (painted, {"name": "paint", "axis_labels": ("z", "y", "x"), "scale": (3, 1, 1)},
+         "labels"),
+    )  # fmt: skip
+    widget.large.instances.value = True
+    widget.large.min_size.value = 0
+    run(qtbot, widget)
+    out = np.asarray(viewer.layers["nuclei [sansa]"].data)
+    layer = viewer.layers["nuclei [sansa objects]"]
+    # the run's labels split in 3D with the layer's scale as the voxel size
+    expected = ns.split_objects(out, min_size=0, spacing=(3, 1, 1))
+    np.testing.assert_array_equal(layer.data, expected)
+    features = layer.features
+    assert tuple(features.columns) == FEATURE_COLUMNS_3D
+    table = ns.object_table(expected, out, spacing=(3, 1, 1))
+    for c in ("object", "class", "volume", "bbox_min_z", "bbox_max_z", "bbox_max_col"):
+        np.testing.assert_array_equal(features[c].to_numpy(), table[c])
+    np.testing.assert_allclose(features["centroid_z"], table["centroid_z"])
+    assert (features["physical_volume"] == features["volume"] * 3).all()
+    assert (features["frame"] == 0).all()  # one volume
+    # an object that spans planes has one id in each of them
+    assert (features["bbox_max_z"] - features["bbox_min_z"] > 1).any()
+    # objects per plane, on request: what the widget gave before 3D objects
+    widget.large.per_plane.value = True
+    run(qtbot, widget)
+    assert "area" in layer.features.columns and "volume" not in layer.features.columns
+    planes = [split_frame(out[z], ns.ObjectOptions(min_size=0))[0] for z in range(N)]
+    np.testing.assert_array_equal(layer.data > 0, np.stack(planes) > 0)

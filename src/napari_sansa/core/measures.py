@@ -3,6 +3,8 @@
 :func:`object_table` measures each object of an object map (as from
 :func:`~napari_sansa.core.objects.split_objects`): class, area, centroid, bounding box
 (as scikit-image's ``regionprops``: min inclusive, max exclusive) and mean probability.
+A ``(Z, Y, X)`` object map (3D objects) gets the 3D columns (:data:`COLUMNS_3D`): volume
+in voxels and, with a voxel size, in physical units, and z in the centroid and the box.
 :func:`stack_objects` joins the frames of a stack with ids unique in the stack.
 """
 
@@ -17,7 +19,9 @@ from napari_sansa.core.errors import InvalidInputError
 
 __all__ = [
     "COLUMNS",
+    "COLUMNS_3D",
     "ObjectTable",
+    "check_spacing",
     "last_id",
     "object_dtype",
     "object_table",
@@ -40,6 +44,24 @@ COLUMNS = (
     "mean_probability",
 )
 
+#: the columns of the table of a ``(Z, Y, X)`` object map (3D objects)
+COLUMNS_3D = (
+    "object",
+    "class",
+    "volume",
+    "physical_volume",
+    "centroid_z",
+    "centroid_row",
+    "centroid_col",
+    "bbox_min_z",
+    "bbox_min_row",
+    "bbox_min_col",
+    "bbox_max_z",
+    "bbox_max_row",
+    "bbox_max_col",
+    "mean_probability",
+)
+
 
 def object_dtype(n: int) -> np.dtype:
     """``uint16`` for up to 65535 objects, wider beyond (never wraps)."""
@@ -49,11 +71,13 @@ def object_dtype(n: int) -> np.dtype:
     return np.dtype(np.uint64)
 
 
-def check_class_map(class_map) -> np.ndarray:
+def check_class_map(class_map, volumes: bool = False) -> np.ndarray:
+    """The class map as an integer array; ``volumes``: a ``(Z, Y, X)`` map is allowed."""
     arr = np.asarray(class_map)
-    if arr.ndim != 2:
+    if arr.ndim != 2 and not (volumes and arr.ndim == 3):
         raise InvalidInputError(
-            f"the class map must be 2D (rows, cols) of class ids, got shape {arr.shape}"
+            f"the class map must be 2D (rows, cols){' or 3D (z, rows, cols)' if volumes else ''}"
+            f" of class ids, got shape {arr.shape}"
         )
     if arr.dtype == bool:
         return arr.astype(np.uint8)
@@ -64,6 +88,35 @@ def check_class_map(class_map) -> np.ndarray:
     if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
         raise InvalidInputError("the class map has negative ids: use 0 for background, 1, 2, ...")
     return arr
+
+
+def check_spacing(spacing, ndim: int = 3) -> tuple[float, ...] | None:
+    """A voxel size (``(z, y, x)`` for 3D, ``(y, x)`` for 2D) as positive finite floats;
+    None stays None (unknown: isotropic voxels are assumed)."""
+    if spacing is None:
+        return None
+    names = "(z, y, x)" if ndim == 3 else "(y, x)"
+    if isinstance(spacing, str):
+        spacing = [p for p in spacing.replace("x", ",").split(",") if p.strip()]
+    try:
+        values = tuple(float(v) for v in spacing)
+    except (TypeError, ValueError):
+        raise InvalidInputError(
+            f"the voxel size must be {ndim} numbers {names}, e.g. "
+            f"{'2,0.5,0.5' if ndim == 3 else '0.5,0.5'}, got {spacing!r}"
+        ) from None
+    if len(values) != ndim:
+        raise InvalidInputError(
+            f"the voxel size must be {ndim} numbers {names}, one per axis of the "
+            f"{'stack' if ndim == 3 else 'image'}, got {len(values)}: {spacing!r}"
+        )
+    bad = [v for v in values if not (np.isfinite(v) and v > 0)]
+    if bad:
+        raise InvalidInputError(
+            f"the voxel size {names} must be positive numbers (the size of a voxel along each "
+            f"axis, in one unit, e.g. micrometres), got {values}: change {bad[0]}"
+        )
+    return values
 
 
 def check_probabilities(probabilities, classes, shape) -> dict:
@@ -98,12 +151,18 @@ class ObjectTable:
     ``mean_probability`` (of the object's class over its pixels; NaN when no
     probabilities were given). A table of several frames (:func:`stack_objects`) starts
     with a ``frame`` column. ``as_dict()`` suits napari's layer ``features``.
+
+    The table of 3D objects (``table.ndim == 3``) has :data:`COLUMNS_3D`: ``volume``
+    (voxels) and ``physical_volume`` (``volume`` times the voxel size's product; NaN
+    when the voxel size is unknown) instead of ``area``, and ``centroid_z``,
+    ``bbox_min_z``, ``bbox_max_z`` besides the row and column ones.
     """
 
     columns = COLUMNS
 
     def __init__(self, data: dict):
-        missing = [c for c in COLUMNS if c not in data]
+        required = COLUMNS_3D if "volume" in data else COLUMNS
+        missing = [c for c in required if c not in data]
         if missing:
             raise InvalidInputError(f"an object table needs the columns {missing}")
         self.columns = tuple(data)
@@ -111,6 +170,11 @@ class ObjectTable:
 
     def __len__(self) -> int:
         return len(self._data["object"])
+
+    @property
+    def ndim(self) -> int:
+        """3 for the table of 3D objects (:data:`COLUMNS_3D`), 2 otherwise."""
+        return 3 if "volume" in self._data else 2
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self._data[name]
@@ -160,37 +224,57 @@ BLOCK_PIXELS = 1 << 21  # object_table reads the maps in blocks of rows of about
 
 
 def _row_blocks(shape):
-    step = max(1, BLOCK_PIXELS // max(shape[1], 1))
+    """Blocks along the first axis (rows of an image, planes of a volume) of about
+    ``BLOCK_PIXELS`` pixels each."""
+    step = max(1, BLOCK_PIXELS // max(int(np.prod(shape[1:])), 1))
     return [slice(r, min(r + step, shape[0])) for r in range(0, shape[0], step)]
 
 
-def object_table(objects, class_map, probabilities=None) -> ObjectTable:
+def _coordinates(block: slice, shape) -> list[np.ndarray]:
+    """The coordinate of every pixel of the block ``block`` of the first axis, per axis,
+    raveled in raster order (as ``array[block].ravel()``)."""
+    first = np.arange(block.start, block.stop, dtype=np.float64)
+    inner = int(np.prod(shape[1:]))
+    out = [np.repeat(first, inner)]
+    n = block.stop - block.start
+    for axis in range(1, len(shape)):
+        after = int(np.prod(shape[axis + 1 :]))
+        before = n * int(np.prod(shape[1:axis]))
+        line = np.repeat(np.arange(shape[axis], dtype=np.float64), after)
+        out.append(np.tile(line, before))
+    return out
+
+
+def object_table(objects, class_map, probabilities=None, *, spacing=None) -> ObjectTable:
     """Measure every object of an object map (as from :func:`split_objects`).
 
     An object's class is the class of its pixels in ``class_map`` (the most frequent
     one if they differ); its mean probability is that of its class over all its pixels.
     An object map with no objects gives an empty table. The maps are read in blocks of
-    rows: nothing of the image's size is made.
+    rows (of planes for a volume): nothing of the image's size is made.
+
+    A ``(Z, Y, X)`` object map gives the table of 3D objects (:data:`COLUMNS_3D`);
+    ``spacing``: its voxel size ``(z, y, x)``, for ``physical_volume`` (NaN without).
     """
     obj = np.asarray(objects)
-    cmap = check_class_map(class_map)
-    if obj.shape != cmap.shape or obj.ndim != 2 or obj.dtype.kind not in "iu":
+    cmap = check_class_map(class_map, volumes=True)
+    if obj.shape != cmap.shape or obj.dtype.kind not in "iu":
         raise InvalidInputError(
-            f"objects must be an integer (H, W) map the shape of the class map {cmap.shape}, "
+            f"objects must be an integer map the shape of the class map {cmap.shape}, "
             f"got {obj.dtype} {obj.shape}"
         )
+    volume = obj.ndim == 3
+    spacing = check_spacing(spacing, obj.ndim)
     n = int(obj.max()) if obj.size else 0
     k = int(cmap.max()) + 1 if cmap.size else 1
     area = np.zeros(n + 1, np.int64)
-    sum_r, sum_c = np.zeros(n + 1), np.zeros(n + 1)
+    sums = [np.zeros(n + 1) for _ in range(obj.ndim)]
     pairs, counts = [], []
-    cols = np.arange(obj.shape[1], dtype=np.float64)
     for rows in _row_blocks(obj.shape):
         o = obj[rows].astype(np.int64).ravel()
         area += np.bincount(o, minlength=n + 1)
-        r = np.repeat(np.arange(rows.start, rows.stop, dtype=np.float64), obj.shape[1])
-        sum_r += np.bincount(o, weights=r, minlength=n + 1)
-        sum_c += np.bincount(o, weights=np.tile(cols, rows.stop - rows.start), minlength=n + 1)
+        for axis, coord in enumerate(_coordinates(rows, obj.shape)):
+            sums[axis] += np.bincount(o, weights=coord, minlength=n + 1)
         fg = o > 0
         pair, count = np.unique(o[fg] * k + cmap[rows].ravel()[fg], return_counts=True)
         pairs.append(pair)
@@ -200,34 +284,37 @@ def object_table(objects, class_map, probabilities=None) -> ObjectTable:
     probs = check_probabilities(probabilities, [int(c) for c in np.unique(cls[ids])], cmap.shape)
     mean_p = np.full(n + 1, np.nan)
     if probs:
-        sums = np.zeros(n + 1)
+        total = np.zeros(n + 1)
         for rows in _row_blocks(obj.shape):
             o = obj[rows].astype(np.int64).ravel()
             of = cls[o]
             for c, p in probs.items():
                 sel = (o > 0) & (of == c)
-                sums += np.bincount(o[sel], weights=p[rows].ravel()[sel], minlength=n + 1)
+                total += np.bincount(o[sel], weights=p[rows].ravel()[sel], minlength=n + 1)
         with_p = ids[np.isin(cls[ids], list(probs))]
-        mean_p[with_p] = sums[with_p] / area[with_p]
+        mean_p[with_p] = total[with_p] / area[with_p]
     from scipy import ndimage as ndi
 
     boxes = ndi.find_objects(obj.astype(np.int64) if obj.dtype == np.uint64 else obj, max_label=n)
+    d = obj.ndim
     bbox = np.array(
-        [[s[0].start, s[1].start, s[0].stop, s[1].stop] for s in (boxes[i - 1] for i in ids)],
+        [[s.start for s in b] + [s.stop for s in b] for b in (boxes[i - 1] for i in ids)],
         dtype=np.int64,
-    ).reshape(-1, 4)
+    ).reshape(-1, 2 * d)
     area_f = np.maximum(area, 1).astype(np.float64)
+    names = ("z", "row", "col") if volume else ("row", "col")
+    size = {"area": area[ids].astype(np.int64)}
+    if volume:
+        physical = np.nan if spacing is None else float(np.prod(spacing))
+        size = {"volume": area[ids].astype(np.int64), "physical_volume": area[ids] * physical}
     return ObjectTable(
         {
             "object": ids.astype(np.int64),
             "class": cls[ids].astype(np.int64),
-            "area": area[ids].astype(np.int64),
-            "centroid_row": (sum_r / area_f)[ids],
-            "centroid_col": (sum_c / area_f)[ids],
-            "bbox_min_row": bbox[:, 0],
-            "bbox_min_col": bbox[:, 1],
-            "bbox_max_row": bbox[:, 2],
-            "bbox_max_col": bbox[:, 3],
+            **size,
+            **{f"centroid_{a}": (sums[i] / area_f)[ids] for i, a in enumerate(names)},
+            **{f"bbox_min_{a}": bbox[:, i] for i, a in enumerate(names)},
+            **{f"bbox_max_{a}": bbox[:, d + i] for i, a in enumerate(names)},
             "mean_probability": mean_p[ids],
         }
     )
@@ -252,7 +339,8 @@ def _object_classes(pairs: np.ndarray, counts: np.ndarray, k: int, n: int) -> np
 def stack_objects(frames) -> tuple[np.ndarray, ObjectTable]:
     """The objects of several same-sized frames (a stack) as one ``(N, H, W)`` array
     whose ids are unique in the stack (frame ``f``'s ids follow the last id of frame
-    ``f - 1``), and one table with a ``frame`` column first.
+    ``f - 1``), and one table with a ``frame`` column first. Frames of 3D objects
+    (``(Z, Y, X)``, one per time point) give a ``(N, Z, Y, X)`` array.
 
     ``frames``: predictions (their ``objects`` and ``object_table``), or
     ``(objects, table)`` pairs, e.g. what a worker sent back frame by frame."""
@@ -294,9 +382,13 @@ def renumbered(objects, offset: int, dtype) -> np.ndarray:
 def stack_tables(tables, last) -> ObjectTable:
     """The object tables of a stack's frames as one, ids shifted as :func:`stack_objects`
     shifts them (``last``: each frame's :func:`last_id`), with a ``frame`` column first."""
-    columns = {"frame": [], **{c: [] for c in COLUMNS}}
+    kinds = {t.ndim for t in tables}
+    if len(kinds) > 1:
+        raise InvalidInputError("the frames mix 2D and 3D objects: stack them one by one")
+    names = COLUMNS_3D if kinds == {3} else COLUMNS
+    columns = {"frame": [], **{c: [] for c in names}}
     for f, (table, offset) in enumerate(zip(tables, stack_offsets(last), strict=True)):
         columns["frame"].append(np.full(len(table), f, dtype=np.int64))
-        for c in COLUMNS:
+        for c in names:
             columns[c].append(table[c] + offset if c == "object" else table[c])
     return ObjectTable({k: np.concatenate(v) for k, v in columns.items()})

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -163,9 +163,7 @@ class SegmentOptions:
         if self.tiles is not None:
             out["tiles"] = [self.tile_size, self.halo]
         if self.instances is not None:
-            out["instances"] = asdict(self.instances)
-            if not self.instances.refine:
-                del out["instances"]["refine"]
+            out["instances"] = self.instances.record()
         return out
 
 

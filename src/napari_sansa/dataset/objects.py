@@ -10,6 +10,16 @@ A run without ``--instances`` removes napari-sansa's object images of the target
 labels (they would not belong to the new labels: ``records.remove_stale_outputs``), and
 then :func:`prune_objects_csv` keeps in an ``objects.csv`` napari-sansa wrote only the
 rows of targets whose object image is still in the folder (no row left: no file).
+
+A stack's 3D objects (``dims="3d"``, a Z axis) have one row each, with ``volume``,
+``physical_volume``, ``centroid_z`` and the box's z (:data:`~napari_sansa.core.measures.COLUMNS_3D`)
+and, for a T×Z stack, the time point in the ``t`` column (``frame`` is empty: an object
+spans several frames). A folder with both kinds has the columns of both, empty where
+they do not apply.
+
+:func:`resolve_dims` chooses ``dims`` where the options leave it open: 3D objects, except
+in a folder whose objects were made per plane by an earlier run (its record has no
+``dims``), which stays per plane so that it resumes (said in the log).
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ import csv
 import io
 from pathlib import Path
 
-from napari_sansa.core.measures import COLUMNS
+from napari_sansa.core.measures import COLUMNS, COLUMNS_3D
 from napari_sansa.dataset.discovery import natural_key
 from napari_sansa.dataset.manifest import (
     KEPT_STATUSES,
@@ -33,6 +43,46 @@ from napari_sansa.dataset.rows import frame_at
 OBJECTS_CSV = "objects.csv"
 OBJECTS_DIGESTS = Path(".napari-sansa") / "objects.json"
 OBJECT_KEYS = ["target", "frame", *COLUMNS]
+#: every column an object row may have, in the order of objects.csv
+ALL_COLUMNS = (
+    *COLUMNS[:3],
+    *COLUMNS_3D[2:5],
+    *COLUMNS[3:5],
+    "bbox_min_z",
+    *COLUMNS[5:7],
+    "bbox_max_z",
+    *COLUMNS[7:],
+)
+
+
+def resolve_dims(options, out: Path, overwrite: bool):
+    """``options`` (DatasetOptions) with ``instances.dims`` chosen when it is None: "3d"
+    (or "2d" with ``refine``, which works per plane), but "2d" in an output folder whose
+    run record has objects made per plane (no ``dims``: runs before 3D objects, or
+    ``--objects-per-plane``), unless ``overwrite`` redoes that folder."""
+    import dataclasses
+    import logging
+
+    from napari_sansa.dataset.manifest import RUN_FILE, _read_run_file
+
+    objects = options.segment.instances
+    if objects is None or objects.dims is not None:
+        return options
+    dims = "3d" if objects.in_3d else "2d"
+    if dims == "3d" and not overwrite:
+        before = _read_run_file(out).get("settings")
+        earlier = before.get("instances") if isinstance(before, dict) else None
+        if isinstance(earlier, dict) and earlier.get("dims") != "3d":
+            dims = "2d"
+            logging.getLogger(__name__).warning(
+                "%s holds objects made per plane by an earlier run (%s): this run keeps "
+                "objects per plane there so that the folder resumes; for 3D objects, use "
+                "--overwrite (redoes the folder) or another --out",
+                out,
+                out / RUN_FILE,
+            )
+    chosen = dataclasses.replace(objects, dims=dims)
+    return options.make(options, instances=chosen)
 
 
 def check_objects_csv(out: Path) -> None:
@@ -64,7 +114,8 @@ def write_objects_csv(out: Path, rows) -> Path:
     """Write ``rows`` (:func:`object_rows`) as ``objects.csv``, atomically."""
     from napari_sansa.core.measures import csv_value
 
-    keys = [*OBJECT_KEYS[:2], *axis_columns(rows, OBJECT_KEYS), *OBJECT_KEYS[2:]]
+    present = [c for c in ALL_COLUMNS if any(c in r for r in rows)] or list(COLUMNS)
+    keys = [*OBJECT_KEYS[:2], *axis_columns(rows, [*OBJECT_KEYS, *ALL_COLUMNS]), *present]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=keys, restval="", extrasaction="ignore")
     w.writeheader()

@@ -43,6 +43,7 @@ from napari_sansa.dataset.objects import (
     check_objects_csv,
     object_rows,
     prune_objects_csv,
+    resolve_dims,
     write_objects_csv,
 )
 from napari_sansa.dataset.records import existing_record, target_done
@@ -147,7 +148,10 @@ def segment_dataset(
     lists every target with its per-class scores and areas, or why it failed. With
     ``instances`` each target also gets an object label image (``<name>_objects.tif``, ids
     unique within an image or a stack) and ``objects.csv`` lists every object (its class,
-    area, centroid, box, probability).
+    area, centroid, box, probability); a stack with a Z axis gets 3D objects per time
+    point unless ``instances={"dims": "2d"}`` (folders labelled per plane before stay
+    per plane: ``dataset.objects.resolve_dims``), with ``instances={"spacing": (z, y,
+    x)}`` or each TIFF's voxel size.
     ``on_progress``: called with a :class:`~napari_sansa.dataset.progress.DatasetProgress`
     for each finished frame (from the run's threads). ``cancel``: a ``threading.Event``
     or a callable returning True to stop: the run ends after the frame in progress (a
@@ -180,6 +184,7 @@ def segment_dataset(
     loaded, source, ident, earlier_ident = models.run_model(model, client)
     out = Path(out).expanduser().resolve()
     _check_output_folder(out)
+    options = resolve_dims(options, out, overwrite)  # 3D objects, or per plane as before
     unreadable: list = []
     items = discover_targets(targets, out, options.probabilities, unreadable=unreadable)
     settings = {"model": ident, "references": references_digest(references), **options.record()}

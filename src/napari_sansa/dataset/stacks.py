@@ -7,6 +7,13 @@ the output's metadata (:class:`~napari_sansa.dataset.outputs.Layout`) so that re
 axis (``RunSettings.sequential_axis``; by default the last, e.g. Z within each time
 point), restarted from the references at each index of the other frame axes: a
 sequence never crosses from one time point (or depth) to the next.
+
+Objects (``instances``) of a stack with a Z axis are 3D by default
+(``ObjectOptions.dims``): the label planes of each time point (each index of the frame
+axes other than Z) are split together into 3D objects with the stack's voxel size
+(given, or from its metadata: :mod:`~napari_sansa.dataset.voxels`), ids unique within
+the whole stack (time point ``t``'s follow those of ``t - 1``), written as the same
+TZYX object stack as objects per plane.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from dataclasses import replace
 
 import numpy as np
 
@@ -209,6 +217,7 @@ class _StackLabels:
         self.blank: dict[int, str] = {}  # frame -> why it was labelled 0
         self.done = 0  # frames computed
         self.probs = self.labels = self.objects = None  # scratch arrays, when needed
+        self.model_run = None  # the run the model sees, when not ``run`` (3D objects)
 
     def _images(self, group, fed):
         """The frames of ``group`` for the model, appended to ``fed``; blank ones are
@@ -230,7 +239,8 @@ class _StackLabels:
             yield img
 
     def _predictions_of(self, group, fed):
-        return predictions(self.model, self.memory, self._images(group, fed), self.run)
+        run = self.run if self.model_run is None else self.model_run
+        return predictions(self.model, self.memory, self._images(group, fed), run)
 
     def computed(self):
         """``(frame, labels)`` of every frame, in the order of the groups; its scores,
@@ -242,7 +252,7 @@ class _StackLabels:
                 if self.probs is not None:
                     self.probs[i] = 0
                 if self.objects is not None:
-                    self.objects.add(i, None)
+                    self.objects.take(i, None, lab)
             else:
                 lab = pred.labels
                 self.scores[i] = {c: pred.scores[c] for c in classes}
@@ -250,7 +260,7 @@ class _StackLabels:
                 if self.probs is not None:
                     self.probs[i] = np.stack([pred.probabilities[c] for c in classes])
                 if self.objects is not None:
-                    self.objects.add(i, (pred.objects, pred.object_table))
+                    self.objects.take(i, pred, lab)
             self.done += 1
             self.on_frame(self.t, 1)
             yield i, lab
@@ -276,7 +286,13 @@ class _StackLabels:
         the objects (see :meth:`_StackObjects.write`)."""
         t, run, n, hw, stack = self.t, self.run, self.n, self.hw, self.stack
         in_order = [i for g in self.groups for i in g] == list(range(n))
-        if run.instances is not None:
+        volumes = z_volumes(stack) if run.instances is not None else None
+        if run.instances is not None and run.instances.in_3d and volumes is not None:
+            self.objects = _StackObjects3D(scratch, n, hw, volumes, self.dtype, self.classes)
+            self.objects.voxels = _voxel_size(t, stack, run.instances.spacing)
+            # the planes' own objects are not needed: the model's run makes none
+            self.model_run = replace(run, options=replace(run.options, segment=_plain(run)))
+        elif run.instances is not None:
             self.objects = _StackObjects(scratch, n, hw)
         final = out / t.output
         layout = Layout(self.shape, self.dtype, stack.label_axes)
@@ -297,6 +313,8 @@ class _StackLabels:
                 )
             write_output(final, layout, self.labels, self.record())
         if self.objects is not None:
+            if isinstance(self.objects, _StackObjects3D):
+                self.objects.split(run.instances)
             self.objects.write(t, out, self.shape, stack.label_axes, self.record)
             if run.tracks:  # after the objects: the track stack is written last
                 self.objects.write_tracks(t, out, stack, self.record)
@@ -306,6 +324,8 @@ class _StackLabels:
         self.probs = self.labels = None
         if self.objects is not None:
             self.objects.arrays = None
+            if isinstance(self.objects, _StackObjects3D):
+                self.objects.planes = self.objects.chances = None
 
     def log_blank(self) -> None:
         blank = self.blank
@@ -349,6 +369,10 @@ class _StackObjects:
         self.tables: list = [None] * n
         self.last = [0] * n
         self.table = None  # the stack's table, once written
+
+    def take(self, i: int, pred, lab) -> None:
+        """Frame ``i``'s prediction (None: a blank frame) and its labels ``lab``."""
+        self.add(i, None if pred is None else (pred.objects, pred.object_table))
 
     def add(self, i: int, pair) -> None:
         from napari_sansa.core.measures import last_id, object_table
@@ -409,6 +433,125 @@ class _StackObjects:
         )
         classes = stack_classes(self.table)
         write_stack_tracks(t, out, self.scratch, frames, classes, record, n_objects)
+
+
+def _plain(run):
+    """The run's SegmentOptions without objects (what the model runs for 3D objects)."""
+    return replace(run.segment, instances=None)
+
+
+def z_volumes(stack: TiffStack) -> list[tuple[dict, np.ndarray]] | None:
+    """The stack's frames as volumes along its Z axis: ``(at, frames)`` per index of its
+    other frame axes (``at``: that index per axis, ``{"t": 3}``; ``frames``: the frames
+    of the volume, in z order); None when the stack has no Z axis."""
+    axes, sizes = stack.frame_axes, tuple(stack.frame_sizes)
+    if "Z" not in axes:
+        return None
+    z = axes.index("Z")
+    index = np.moveaxis(np.arange(int(np.prod(sizes))).reshape(sizes), z, -1)
+    others = [a.lower() for a in axes if a != "Z"]
+    out = []
+    for where in np.ndindex(index.shape[:-1]):
+        at = {a: int(i) for a, i in zip(others, where, strict=True)}
+        out.append((at, index[where]))
+    return out
+
+
+def _voxel_size(t: Target, stack: TiffStack, given):
+    """The voxel size of ``t``'s 3D objects (given, from its metadata, or None: cubic),
+    said in the log."""
+    from napari_sansa.dataset.voxels import voxel_size_for
+
+    found = voxel_size_for(t.source, given)
+    if found is None:
+        log.warning(
+            "%s: 3D objects with cubic voxels: its metadata holds no voxel size (z, y, x); "
+            "give it with --voxel-size Z,Y,X (spacing= in Python) when z planes are further "
+            "apart than pixels",
+            t.source,
+        )
+    else:
+        log.info(
+            "%s: 3D objects with the voxel size (z, y, x) %s %s (%s)",
+            t.source,
+            ", ".join(f"{v:g}" for v in found.spacing),
+            found.unit,
+            found.source,
+        )
+    return found
+
+
+class _StackObjects3D(_StackObjects):
+    """3D objects of a stack with a Z axis: its label planes (and probabilities) kept in
+    scratch files as they come, each volume (time point) split in 3D once the stack is
+    labelled; ids unique in the stack, volume after volume."""
+
+    def __init__(self, scratch: _Scratch, n: int, hw, volumes, dtype, classes):
+        super().__init__(scratch, n, hw)
+        self.volumes, self.classes = volumes, list(classes)
+        self.voxels = None  # a VoxelSize, or None: cubic voxels
+        self.planes = scratch.array("ol.npy", dtype, (n, *hw))
+        self.chances = scratch.array("op.npy", np.float32, (n, len(self.classes), *hw))
+        self.tables = [None] * len(volumes)
+        self.last = [0] * len(volumes)
+
+    def take(self, i: int, pred, lab) -> None:
+        self.planes[i] = lab
+        if pred is None:
+            self.chances[i] = 0
+        else:
+            self.chances[i] = np.stack([pred.probabilities[c] for c in self.classes])
+
+    def split(self, options) -> None:
+        """Split every volume into 3D objects (kept in the scratch object map)."""
+        from napari_sansa.core.measures import last_id, object_table
+        from napari_sansa.core.objects import split_objects
+
+        spacing = None if self.voxels is None else self.voxels.spacing
+        for v, (_, frames) in enumerate(self.volumes):
+            cmap = np.asarray(self.planes[frames])
+            probs = {c: np.asarray(self.chances[frames, k]) for k, c in enumerate(self.classes)}
+            present = {int(c) for c in np.unique(cmap) if c}
+            probs = {c: p for c, p in probs.items() if c in present}
+            chosen = probs if options.split == "probability" else None
+            obj = split_objects(cmap, chosen, spacing=spacing, **options.split_options())
+            if self.arrays is None or obj.dtype.itemsize > self.arrays.dtype.itemsize:
+                self._widen(np.promote_types(obj.dtype, np.uint32))
+            self.arrays[frames] = obj
+            self.tables[v] = object_table(obj, cmap, probs or None, spacing=spacing)
+            self.last[v] = last_id(obj)
+
+    def write(self, t: Target, out, shape, axes, record) -> None:
+        """The object stack of ``t``: planes in file order, each volume's ids shifted to
+        follow those of the volume before; its table (one row per 3D object, with the
+        volume's index on the other frame axes, e.g. ``t``) and voxel size in its record."""
+        from napari_sansa.core.measures import (
+            COLUMNS_3D,
+            ObjectTable,
+            object_dtype,
+            renumbered,
+            stack_offsets,
+        )
+
+        dtype = object_dtype(sum(self.last))
+        offsets = stack_offsets(self.last)
+        volume_of = np.zeros(self.n, np.int64)
+        for v, (_, frames) in enumerate(self.volumes):
+            volume_of[frames] = v
+        pages = (renumbered(self.arrays[f], offsets[volume_of[f]], dtype) for f in range(self.n))
+        at_keys = list(self.volumes[0][0])
+        columns: dict = {a: [] for a in at_keys} | {c: [] for c in COLUMNS_3D}
+        for (at, _), table, offset in zip(self.volumes, self.tables, offsets, strict=True):
+            for a in at_keys:
+                columns[a].append(np.full(len(table), at[a], dtype=np.int64))
+            for c in COLUMNS_3D:
+                columns[c].append(table[c] + offset if c == "object" else table[c])
+        table = ObjectTable({k: np.concatenate(v) for k, v in columns.items()})
+        info = record("objects", table)
+        info["objects"]["dims"] = "3d"
+        info["voxel_size"] = None if self.voxels is None else self.voxels.record()
+        layout = Layout(shape, dtype, axes)
+        write_output(out / t.objects_output, layout, pages, info)
 
 
 def _blank_frame(img, i: int) -> str | None:

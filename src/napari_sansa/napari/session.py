@@ -334,7 +334,8 @@ class SansaSession(TrackCorrections, Corrections):
         if not self.alive:
             return
         if getattr(self, "objects", None) is not None:
-            self.objects.finish()  # ids in frame order, as a re-run gives them
+            # ids in frame order, as a re-run gives them; 3D objects of a z-stack
+            self.objects.finish(self.outputs, self._probability_layers)
         untracked = self._track_settings is not None and (self._failed or self._stopped)
         if untracked:
             self._track_settings = None  # no tracks of a part of the frames

@@ -50,6 +50,7 @@ FIELDS: dict[str, tuple[str, type]] = {
     "min_object_size": ("large.min_size", int),
     "seed_distance": ("large.seed_distance", int),
     "refine_objects": ("large.refine", bool),
+    "objects_per_plane": ("large.per_plane", bool),
     "tracks": ("large.tracks", bool),
     "max_move": ("large.max_move", int),
     "folder_in": ("folder.input_folder", Path),

@@ -16,10 +16,10 @@ from napari_sansa.napari.tracks_output import TracksOutput, link_tracks, time_ax
 __all__ = ["TrackCorrections"]
 
 
-def _link(objects, class_map, settings):
+def _link(objects, classes, settings):
     """The worker's function: the linking, or its user error as a message."""
     try:
-        return link_tracks(objects, class_map, settings)
+        return link_tracks(objects, classes, settings)
     except (ValueError, MemoryError) as exc:  # InvalidInputError is a ValueError
         return f"the tracks could not be made: {exc}"
 
@@ -51,15 +51,13 @@ class TrackCorrections:
         image = self.images[0]
         if image not in self.viewer.layers:
             return False
-        output = self.outputs.get(0)
-        if output is None or output not in self.viewer.layers:
-            return False
-        # copies: the person may edit the layers while the linking runs
-        objects = np.array(self.objects.layer(image).data, copy=True)
-        class_map = np.array(output.data, copy=True)
+        layer = self.objects.layer(image)
+        features = layer.features  # each object's class: {object id: class}
+        classes = dict(zip(features["object"].tolist(), features["class"].tolist(), strict=True))
+        objects = np.array(layer.data, copy=True)  # the person may edit it while it links
         self.tracks = TracksOutput(self.viewer, image, settings)
         self.notify(f"linking the objects of {len(objects)} frames into tracks...", popup=False)
-        worker = self.create_worker(_link, objects, class_map, settings, _start_thread=False)
+        worker = self.create_worker(_link, objects, classes, settings, _start_thread=False)
         worker.returned.connect(self._on_linked)
         worker.errored.connect(self._on_errored)
         worker.finished.connect(self._on_link_finished)

@@ -119,13 +119,13 @@ def time_axis(image) -> tuple[int | None, str | None]:
     return t, None
 
 
-def link_tracks(objects, class_map, settings: TrackSettings):
+def link_tracks(objects, classes, settings: TrackSettings):
     """In a worker: ``(track ids, table columns)`` of a (T, Y, X) object stack, each
-    row with the ``class`` of its object in ``class_map`` (objects of different classes
-    are never linked)."""
+    row with the ``class`` of its object: ``classes`` is a class map of the stack's shape
+    or ``{object id: class}`` (objects of different classes are never linked)."""
     from napari_sansa.core.tracks import track_objects
 
-    tracks, table = track_objects(objects, classes=class_map, **settings.kwargs())
+    tracks, table = track_objects(objects, classes=classes, **settings.kwargs())
     return np.asarray(tracks), {k: np.asarray(v) for k, v in table.as_dict().items()}
 
 

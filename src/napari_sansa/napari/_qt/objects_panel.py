@@ -1,8 +1,10 @@
 """Advanced run settings for large images and objects, and the per-frame object counts.
 
 :class:`TilesObjectsPanel`: tile size and halo (issue 13's tiles), the "objects"
-checkbox with the splitting's minimum object size and seed distance, and "refine
-with SAM2" (each object redrawn by a SAM2 box prompt); ``settings()``
+checkbox with the splitting's minimum object size and seed distance, "per plane"
+(z-stacks: objects of each plane on their own instead of 3D objects across the planes
+of an image whose axis is named "z"), and "refine with SAM2" (each object redrawn by a
+SAM2 box prompt, per plane); ``settings()``
 gives the matching :class:`~napari_sansa.napari.worker.RunSettings` fields.
 :class:`ObjectCounts`: one row per finished frame, one column per class, the number of
 objects (shown only for runs with objects); a click on a row jumps to the frame.
@@ -69,6 +71,12 @@ class TilesObjectsPanel:
             tooltip="redraw each object's borders by a SAM2 decoder pass with its box as the "
             "prompt, on the features the run already computed (no second encoding)",
         )  # fmt: skip
+        self.per_plane = CheckBox(
+            text="objects per plane", value=False,
+            tooltip="z-stacks (an axis named 'z'): split each plane on its own, as before; "
+            "off: one 3D object per nucleus across the planes, with the voxel size of the "
+            "image layer's scale (z, y, x)",
+        )  # fmt: skip
         self.tracks = CheckBox(
             text="tracks (link objects over time)", value=False, tooltip=TRACKS_TIP,
         )  # fmt: skip
@@ -78,7 +86,8 @@ class TilesObjectsPanel:
             "next and stays the same track; 0: the objects' median diameter",
         )  # fmt: skip
         self.widgets = [self.tile_size, self.halo, self.instances, self.min_size,
-                        self.seed_distance, self.refine, self.tracks, self.max_move]  # fmt: skip
+                        self.seed_distance, self.per_plane, self.refine, self.tracks,
+                        self.max_move]  # fmt: skip
         self.instances.changed.connect(self._on_instances)
         self.tracks.changed.connect(self._on_tracks)
         self._no_time: str | None = None
@@ -87,6 +96,7 @@ class TilesObjectsPanel:
     def _on_instances(self, value=None) -> None:
         on = bool(self.instances.value)
         self.min_size.enabled = self.seed_distance.enabled = self.refine.enabled = on
+        self.per_plane.enabled = on
         if not on and self.tracks.value:
             self.tracks.value = False  # tracks link objects
 
@@ -123,7 +133,8 @@ class TilesObjectsPanel:
         if self.instances.value:
             instances = ObjectOptions(min_size=int(self.min_size.value),
                                       seed_distance=int(self.seed_distance.value),
-                                      refine=bool(self.refine.value))  # fmt: skip
+                                      refine=bool(self.refine.value),
+                                      dims="2d" if self.per_plane.value else None)  # fmt: skip
         tracks = None
         if self.tracks.value and self.tracks.enabled:  # enabled: the image has a T axis
             from napari_sansa.napari.tracks_output import TrackSettings
