@@ -231,7 +231,10 @@ def test_no_tracks_yet_says_how_to_get_them():
         ((H, W), None, "is a single image, not a time-lapse"),
         ((T, H, W), ("z", "y", "x"), "has no T axis (its frame axes: z)"),
         ((T, 3, H, W), None, "has 2 frame axes and does not name them"),
-        ((T, 3, H, W), ("t", "z", "y", "x"), "has other axes besides T (z)"),
+        ((T, 3, H, W), ("t", "z", "y", "x"), (0, None)),
+        ((3, T, H, W), ("z", "t", "y", "x"), "has its T axis after its Z axis"),
+        ((T, 2, H, W), ("t", "c", "y", "x"), "has other axes besides T and Z (channels)"),
+        ((T, 3, 2, H, W), ("t", "z", "q", "y", "x"), "other axes besides T and Z (q)"),
     ],
 )
 def test_the_t_axis_of_an_image(shape, axes, expected):
@@ -284,3 +287,63 @@ def test_ctrl_z_after_a_second_linking_undoes_the_new_tracks_corrections():
     ctrl_z(labels)
     np.testing.assert_array_equal(labels.data, before)
     assert session.tracks.table["track"].max() == 2
+
+
+def test_tracks_of_3d_objects_in_a_tz_stack():
+    """A (T, Z, Y, X) stack: 3D objects linked with their voxel size; the Tracks layer
+    has z; corrections and clicks work on volumes."""
+    from napari.components import ViewerModel
+
+    from napari_sansa.napari.session import SansaSession
+
+    objects2d, class_map2d = moving_disks()
+    objects = np.stack([objects2d] * 3, axis=1)  # every object 3 planes deep
+    objects[:, 0] = 0  # not on the first plane
+    class_map = np.stack([class_map2d] * 3, axis=1)
+    class_map[:, 0] = 0
+    viewer = ViewerModel()
+    image = viewer.add_image(
+        np.zeros(objects.shape, np.uint8), name="tz", axis_labels=("t", "z", "y", "x")
+    )
+    assert time_axis(image) == (0, None)
+    session = SansaSession(viewer)
+    session.tracks = TracksOutput(viewer, image, TrackSettings())
+    tracks, table = link_tracks(objects, class_map, TrackSettings(), spacing=(2.0, 1.0, 1.0))
+    want, _ = track_objects(objects, classes=class_map, spacing=(2.0, 1.0, 1.0))
+    np.testing.assert_array_equal(tracks, want)
+    session.tracks.show(tracks, table)
+    labels = viewer.layers[track_labels_name("tz")]
+    lines = viewer.layers[tracks_name("tz")]
+    assert labels.data.shape == objects.shape and lines.data.shape[1] == 5  # id, t, z, y, x
+    np.testing.assert_allclose(lines.data[(lines.data[:, 0] == 1) & (lines.data[:, 1] == 2)][0],
+                               [1, 2, 1.5, 10, 16], atol=0.01)  # fmt: skip
+    assert session.tracks.track_at(labels, (2, 1, 10, 16)) == 1
+    assert session.tracks.track_at(labels, (2, 0, 10, 16)) is None  # not on plane 0
+    assert session.tracks.track_at(lines, (2, 1.5, 10, 16)) == 1
+    before = np.array(labels.data)
+    assert session.split_track(1, 3)
+    np.testing.assert_array_equal(labels.data[3:] == 3, before[3:] == 1)
+    assert session.undo_tracks()
+    np.testing.assert_array_equal(labels.data, before)
+
+
+def test_tracks_of_a_tz_stack_need_3d_objects():
+    from napari.components import ViewerModel
+
+    from napari_sansa.core.objects import ObjectOptions
+    from napari_sansa.napari.session import SansaSession
+    from napari_sansa.napari.worker import RunSettings
+
+    viewer = ViewerModel()
+    image = viewer.add_image(
+        np.zeros((T, 3, H, W), np.uint8), name="tz", axis_labels=("t", "z", "y", "x")
+    )
+    paint = viewer.add_labels(np.zeros((T, 3, H, W), np.uint8), name="paint")
+    paint.data[0, 1, 5:15, 5:15] = 1
+    session = SansaSession(viewer, create_worker=lambda *a, **k: pytest.fail("no run"))
+    messages = []
+    session.status.connect(messages.append)
+    settings = RunSettings.make(tracks=True, instances=ObjectOptions(dims="2d"))
+    assert session.run(image, [paint], None, settings) is None
+    assert "link its 3D objects: untick 'objects per plane'" in messages[-1]
+    assert [layer.name for layer in viewer.layers] == ["tz", "paint"]

@@ -11,15 +11,16 @@ import numpy as np
 from psygnal import Signal
 
 from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.napari.geometry import image_geometry
 from napari_sansa.napari.tracks_output import TracksOutput, link_tracks, time_axis
 
 __all__ = ["TrackCorrections"]
 
 
-def _link(objects, classes, settings):
+def _link(objects, classes, settings, spacing):
     """The worker's function: the linking, or its user error as a message."""
     try:
-        return link_tracks(objects, classes, settings)
+        return link_tracks(objects, classes, settings, spacing)
     except (ValueError, MemoryError) as exc:  # InvalidInputError is a ValueError
         return f"the tracks could not be made: {exc}"
 
@@ -41,6 +42,12 @@ class TrackCorrections:
         if len(images) != 1:
             return "tracks follow one time-lapse: choose one image (not 'with images') for tracks"
         _, problem = time_axis(images[0])
+        opts = settings.segment.instances
+        if problem is None and len(image_geometry(images[0]).frame_axes) == 2 and not opts.in_3d:
+            return (
+                f"tracks of the (T, Z) stack '{images[0].name}' link its 3D objects: untick "
+                "'objects per plane' (and 'refine with SAM2', which works per plane)"
+            )
         return problem
 
     def _start_linking(self) -> bool:
@@ -55,9 +62,14 @@ class TrackCorrections:
         features = layer.features  # each object's class: {object id: class}
         classes = dict(zip(features["object"].tolist(), features["class"].tolist(), strict=True))
         objects = np.array(layer.data, copy=True)  # the person may edit it while it links
+        spacing = None
+        if objects.ndim == 4:  # 3D objects of a (T, Z) stack: their voxel size
+            from napari_sansa.napari.objects_output import scale_spacing
+
+            spacing = self.objects.options.spacing or scale_spacing(image, 1)
         self.tracks = TracksOutput(self.viewer, image, settings)
         self.notify(f"linking the objects of {len(objects)} frames into tracks...", popup=False)
-        worker = self.create_worker(_link, objects, classes, settings, _start_thread=False)
+        worker = self.create_worker(_link, objects, classes, settings, spacing, _start_thread=False)
         worker.returned.connect(self._on_linked)
         worker.errored.connect(self._on_errored)
         worker.finished.connect(self._on_link_finished)

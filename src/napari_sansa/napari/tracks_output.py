@@ -20,7 +20,9 @@ and the table follow. :meth:`TracksOutput.save` writes the track labels (one TIF
 stack), ``tracks.csv`` and the Cell Tracking Challenge files.
 
 A T axis: a frame axis the image's axis labels call 't' or 'time'; an image whose
-axes are not named and that has one frame axis is taken as a time-lapse.
+axes are not named and that has one frame axis is taken as a time-lapse. A (T, Z, Y, X)
+stack (axes named 't' and 'z') links its 3D objects (one per nucleus and time point),
+with the voxel size the objects were split with.
 """
 
 from __future__ import annotations
@@ -110,22 +112,33 @@ def time_axis(image) -> tuple[int | None, str | None]:
             "'t' in the layer's axis labels (e.g. ('t', 'z', 'y', 'x')) to track over it"
         )
     others = [k for k in axes if k != t]
-    if others or g.channel_axis is not None:
+    zs = [k for k in others if g.axis_name(k).lower() == "z"]
+    if g.channel_axis is not None or len(others) > 1 or others != zs:
+        extra = [g.axis_name(k) for k in others if k not in zs]
+        extra += ["channels"] if g.channel_axis is not None else []
         return None, (
-            f"'{name}' has other axes besides T ({', '.join(g.axis_name(k) for k in others)}"
-            f"{', channels' if g.channel_axis is not None else ''}): tracks in the widget "
-            "follow (T, Y, X) time-lapses; use ns.track_objects for other stacks"
+            f"'{name}' has other axes besides T and Z ({', '.join(extra)}): tracks in the "
+            "widget follow (T, Y, X) time-lapses and (T, Z, Y, X) stacks; use "
+            "ns.track_objects for other stacks"
+        )
+    if t != 0:
+        return None, (
+            f"'{name}' has its T axis after its Z axis: tracks need T first, (T, Z, Y, X) "
+            "(napari: Layers > Transpose, or open it with its axes in that order)"
         )
     return t, None
 
 
-def link_tracks(objects, classes, settings: TrackSettings):
-    """In a worker: ``(track ids, table columns)`` of a (T, Y, X) object stack, each
-    row with the ``class`` of its object: ``classes`` is a class map of the stack's shape
-    or ``{object id: class}`` (objects of different classes are never linked)."""
+def link_tracks(objects, classes, settings: TrackSettings, spacing=None):
+    """In a worker: ``(track ids, table columns)`` of a (T, Y, X) or (T, Z, Y, X) object
+    stack, each row with the ``class`` of its object: ``classes`` is a class map of the
+    stack's shape or ``{object id: class}`` (objects of different classes are never
+    linked); ``spacing``: the voxel size ``(z, y, x)`` of 3D objects."""
     from napari_sansa.core.tracks import track_objects
 
-    tracks, table = track_objects(objects, classes=classes, **settings.kwargs())
+    tracks, table = track_objects(
+        objects, classes=classes, spacing=spacing, **settings.kwargs()
+    )  # fmt: skip
     return np.asarray(tracks), {k: np.asarray(v) for k, v in table.as_dict().items()}
 
 

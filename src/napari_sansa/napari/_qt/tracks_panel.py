@@ -149,10 +149,11 @@ class TracksPanel:
         if button.isHidden():  # the first tracks: their page shown
             button.setVisible(True)
             self.widget.show_page("Tracks")
-        per_frame = out.counts()
-        self.widget.object_counts.set_tracks(per_frame)
-        for t, n in per_frame.items():  # the plot's line: tracks per frame
-            self.widget.plot.set_count(t, n["tracks"])
+        if out.labels is not None and out.labels.ndim == 3:  # (T, Y, X): a frame is a t
+            per_frame = out.counts()
+            self.widget.object_counts.set_tracks(per_frame)
+            for t, n in per_frame.items():  # the plot's line: tracks per frame
+                self.widget.plot.set_count(t, n["tracks"])
 
     def _on_selection(self) -> None:
         if self._quiet:
