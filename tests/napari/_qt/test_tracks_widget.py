@@ -138,3 +138,26 @@ def test_merging_overlapping_tracks_from_the_dock_changes_nothing(make_sansa, qt
     assert not panel.merge()
     assert f"tracks {first[0]} and {first[1]} are both in frame" in widget.status.value
     np.testing.assert_array_equal(labels.data, before)
+
+
+def test_a_tz_stack_is_tracked_with_its_3d_objects(make_sansa, qtbot):
+    frames, paint = time_lapse()
+    stack = np.stack([frames[:3]] * 2, axis=1)  # (T, Z, Y, X): 3 time points, 2 planes
+    refs = np.zeros(stack.shape, np.uint8)
+    refs[0, 0] = paint[0]
+    viewer, widget = make_sansa(
+        (stack, {"name": "tz", "axis_labels": ("t", "z", "y", "x")}, "image"),
+        (refs, {"name": "paint"}, "labels"),
+    )
+    assert widget.large.tracks.enabled
+    widget.large.tracks.value = True
+    run(qtbot, widget)
+    objects = viewer.layers["tz [sansa objects]"]
+    assert "volume" in objects.features.columns  # 3D objects, one per time point
+    labels = viewer.layers[track_labels_name("tz")]
+    want, table = track_objects(
+        np.asarray(objects.data), classes=np.asarray(viewer.layers["tz [sansa]"].data)
+    )
+    np.testing.assert_array_equal(labels.data, want)
+    assert viewer.layers[tracks_name("tz")].data.shape == (len(table), 5)
+    assert widget.tracks_panel.table.tracks() == np.unique(table["track"]).tolist()
