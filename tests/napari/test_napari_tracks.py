@@ -347,3 +347,30 @@ def test_tracks_of_a_tz_stack_need_3d_objects():
     assert session.run(image, [paint], None, settings) is None
     assert "link its 3D objects: untick 'objects per plane'" in messages[-1]
     assert [layer.name for layer in viewer.layers] == ["tz", "paint"]
+
+
+def test_a_run_whose_objects_layer_was_removed_makes_no_tracks_and_says_so():
+    """The objects layer deleted by the person before the run ended: no linking of an
+    empty layer made again, and the run's last message says why there are no tracks."""
+    from napari.components import ViewerModel
+
+    from napari_sansa.core.objects import ObjectOptions
+    from napari_sansa.napari.objects_output import ObjectsOutput
+    from napari_sansa.napari.session import SansaSession
+
+    viewer = ViewerModel()
+    image = viewer.add_image(np.zeros((T, H, W), np.uint8), name="cells")
+    session = SansaSession(viewer, create_worker=lambda *a, **k: pytest.fail("no linking"))
+    messages = []
+    session.status.connect(messages.append)
+    # the state a run with tracks ends in, its objects layer gone
+    session.images = (image,)
+    session.objects = ObjectsOutput(viewer, ObjectOptions(), [image])
+    session._track_settings = TrackSettings()
+    session.done = T
+    session._on_finished()
+    assert (
+        messages[-1]
+        == f"done: {T} frames; no tracks: the layer 'cells [sansa objects]' was removed"
+    )
+    assert [layer.name for layer in viewer.layers] == ["cells"]

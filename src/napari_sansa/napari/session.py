@@ -350,7 +350,7 @@ class SansaSession(TrackCorrections, Corrections):
             message = f"stopped: {self.done} of {total} frames done"
             message += "; no tracks (link a whole run)" if untracked else ""
         else:
-            message = f"done: {self.done} frames"
+            message = f"done: {self.done} frames{self.track_note}"
         if not self.kept:
             self.notify(message, popup=False)
             return

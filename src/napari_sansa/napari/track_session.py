@@ -11,7 +11,8 @@ import numpy as np
 from psygnal import Signal
 
 from napari_sansa.core.errors import InvalidInputError
-from napari_sansa.napari.geometry import image_geometry
+from napari_sansa.napari.geometry import image_geometry, layer_role
+from napari_sansa.napari.objects_output import objects_name
 from napari_sansa.napari.tracks_output import TracksOutput, link_tracks, time_axis
 
 __all__ = ["TrackCorrections"]
@@ -32,6 +33,7 @@ class TrackCorrections:
     track_selected = Signal(int)  # a track was selected (a click, the table)
 
     tracks: TracksOutput | None = None
+    track_note = ""  # why the last run with tracks made none (appended to its last message)
     _track_settings = None
     _linking = None
 
@@ -53,12 +55,18 @@ class TrackCorrections:
     def _start_linking(self) -> bool:
         """After a run with tracks: link the objects in a worker (True: started)."""
         settings, self._track_settings = self._track_settings, None
+        self.track_note = ""
         if settings is None or self.objects is None or not self.images:
             return False
         image = self.images[0]
-        if image not in self.viewer.layers:
+        name = objects_name(image.name)
+        layer = next(
+            (x for x in self.viewer.layers if x.name == name and layer_role(x) == "objects"), None
+        )
+        if image not in self.viewer.layers or layer is None:
+            gone = f"the image '{image.name}'" if layer is not None else f"the layer '{name}'"
+            self.track_note = f"; no tracks: {gone} was removed"
             return False
-        layer = self.objects.layer(image)
         features = layer.features  # each object's class: {object id: class}
         classes = dict(zip(features["object"].tolist(), features["class"].tolist(), strict=True))
         objects = np.array(layer.data, copy=True)  # the person may edit it while it links
@@ -98,6 +106,9 @@ class TrackCorrections:
         self.running.emit(False)
         if self._failed:
             self.notify(self._failed, popup=False)
+            return
+        if self._stopped:
+            self.notify(f"stopped while linking: {self.done} frames, no tracks", popup=False)
             return
         n = len(self.tracks.tracks()) if self.tracks is not None else 0
         self.notify(f"done: {self.done} frames, {n} tracks", popup=False)
