@@ -22,8 +22,8 @@ COLUMNS = (
     ("track", "id", "the track's id (its label in '[sansa track labels]')"),
     ("start", "from", "its first frame"),
     ("end", "to", "its last frame (frames missed between: see the layer's features)"),
-    ("parent", "parent", "the track it divided from (-: none)"),
-    ("class", "class", "its class (most of its frames)"),
+    ("parent", "par.", "its parent: the track it divided from (-: none)"),
+    ("class", "cls", "its class (most of its frames)"),
 )
 
 
@@ -51,6 +51,9 @@ class TrackTableWidget(QTableWidget):
         header = self.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setMinimumSectionSize(20)
+        # narrow padding: the five columns fit the dock's width at napari's default size
+        self.setStyleSheet("QHeaderView::section { padding: 1px 3px; } QTableWidget::item "
+                           "{ padding: 0px 2px; }")  # fmt: skip
         header.setStretchLastSection(True)
         self.setMinimumHeight(110)
         self.setToolTip(
