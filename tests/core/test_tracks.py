@@ -254,3 +254,90 @@ def test_ctc_round_trip_scores_one_against_the_truth(tmp_path):
     write_ctc_truth(tmp_path / "gt", truth, lines)
     scores = ctc_scores(tmp_path / "res", tmp_path / "gt", ("TRA", "LNK"))
     assert scores["TRA"] == pytest.approx(1.0) and scores["LNK"] == pytest.approx(1.0)
+
+
+def test_predictions_of_a_time_lapse_are_tracked_with_their_labels_as_classes():
+    from types import SimpleNamespace
+
+    s = (30, 40)
+    preds = []
+    for t in range(3):
+        objects = paint(s, (2, (10, 8 + 2 * t), 5), (1, (22, 30), 5))
+        labels = np.where(objects == 2, 1, np.where(objects == 1, 2, 0)).astype(np.uint8)
+        preds.append(SimpleNamespace(objects=objects, labels=labels, shape=s))
+    tracks, table = ns.track_objects(preds)
+    assert tracks.shape == (3, *s)
+    assert table.summary()["track"].tolist() == [1, 2]
+    pairs = set(zip(table["track"].tolist(), table["class"].tolist(), strict=True))
+    assert sorted(pairs) == [(1, 2), (2, 1)]
+    preds[1] = SimpleNamespace(objects=np.zeros((5, 5), np.uint16), labels=None, shape=(5, 5))
+    with pytest.raises(ns.InvalidInputError, match="different shapes"):
+        ns.track_objects(preds)
+
+
+def test_a_stack_without_objects_gives_empty_tracks_and_an_empty_ctc_result(tmp_path):
+    tracks, table = ns.track_objects(np.zeros((3, 8, 8), np.uint16))
+    assert not tracks.any() and len(table) == 0 and table.summary()["track"].size == 0
+    ns.write_ctc(tmp_path, tracks, table)
+    assert (tmp_path / "res_track.txt").read_text() == ""
+    assert sorted(p.name for p in tmp_path.glob("mask*.tif")) == [
+        f"mask00{t}.tif" for t in range(3)
+    ]
+
+
+def test_ctc_frames_are_positions_in_the_stack_when_t_has_holes(tmp_path):
+    s = (30, 30)
+    f = [paint(s, (1, (15, 10 + t), 5)) for t in range(4)]
+    with pytest.warns(UserWarning, match="holes"):
+        tracks, table = ns.track_objects(frames_of(*f), frames=[0, 1, 5, 6])
+    lines, _ = ctc_tracks(table, positions=[0, 1, 5, 6])
+    assert lines.tolist() == [[1, 0, 1, 0], [2, 2, 3, 0]]
+    ns.write_ctc(tmp_path, tracks, table, positions=[0, 1, 5, 6])
+    assert (tmp_path / "res_track.txt").read_text() == "1 0 1 0\n2 2 3 0\n"
+
+
+def test_dataset_options_tracks_imply_objects_and_join_the_record_only_when_set():
+    from napari_sansa.dataset import DatasetOptions
+
+    plain = DatasetOptions.make()
+    assert "tracks" not in plain.record() and plain.segment.instances is None
+    tracked = DatasetOptions.make(tracks=True)
+    assert tracked.record()["tracks"] is True and tracked.segment.instances is not None
+    kept = DatasetOptions.make(tracks=True, instances={"min_size": 3})
+    assert kept.segment.instances.min_size == 3
+    with pytest.raises(ns.InvalidInputError, match="tracks"):
+        DatasetOptions.make(tracks="yes")
+
+
+def test_a_3d_time_lapse_gives_3d_ctc_masks(tmp_path):
+    import tifffile
+
+    objects = np.zeros((3, 4, 10, 10), np.uint16)
+    for t in range(3):
+        objects[t, 1:3, 2 + t : 5 + t, 3:6] = 5 - t
+    tracks, table = ns.track_objects(objects, spacing=(3.0, 1.0, 1.0))
+    assert table.summary()["track"].tolist() == [1]
+    ns.write_ctc(tmp_path, tracks, table)
+    with tifffile.TiffFile(tmp_path / "mask002.tif") as tif:  # pages of gray, not RGB
+        assert len(tif.pages) == 4 and tif.pages[0].photometric == tifffile.PHOTOMETRIC.MINISBLACK
+        mask = tif.asarray()
+    assert mask.shape == (4, 10, 10) and mask.dtype == np.uint16
+    assert np.array_equal(mask > 0, objects[2] > 0)
+    assert (tmp_path / "res_track.txt").read_text() == "1 0 2 0\n"
+
+
+def test_track_table_measures_a_corrected_track_map():
+    truth, _ = time_lapse(4, n_frames=10, size=80, n_cells=5, divide=0.1)
+    tracks, table = ns.track_objects(shuffled(truth, 4))
+    s = table.summary()
+    parents = dict(zip(s["track"].tolist(), s["parent"].tolist(), strict=True))
+    again = ns.track_table(tracks, parents)
+    assert again.columns == ("track", "t", "y", "x", "area", "parent")
+    for c in again.columns:
+        assert np.allclose(again[c], table[c])
+    merged = tracks.copy()  # a correction: track 2 becomes track 1
+    merged[merged == 2] = 1
+    fixed = ns.track_table(merged, {k: v for k, v in parents.items() if k != 2})
+    frames_of_both = set(table["t"][np.isin(table["track"], [1, 2])].tolist())
+    assert 2 not in fixed["track"]
+    assert sorted(fixed["t"][fixed["track"] == 1].tolist()) == sorted(frames_of_both)

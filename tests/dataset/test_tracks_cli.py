@@ -94,3 +94,38 @@ def test_time_frames_gather_the_planes_of_a_time_point_in_either_axis_order(axes
     for i, (t, z) in where.items():
         block = frames[t]
         assert block.shape == (2, 4, 5) and block[z, z, t] == i + 1  # the stack's id
+
+
+def test_a_ctc_folder_left_by_an_interrupted_run_is_known_as_ours(tmp_path, monkeypatch):
+    import napari_sansa.core.tracks as core_tracks
+    from napari_sansa.core.measures import stack_offsets
+    from napari_sansa.dataset.ctc import CTC_MARK
+    from napari_sansa.dataset.discovery import Target
+    from napari_sansa.dataset.stacks import _Scratch
+    from napari_sansa.dataset.tracks import TimeFrames, write_stack_tracks
+
+    t = Target(str(tmp_path / "movie.tif"), "movie.tif", "stack", 3)
+    arrays = np.zeros((3, 8, 8), np.uint16)
+    arrays[:, 2:5, 2:5] = 1
+    frames = TimeFrames(arrays, stack_offsets([1, 1, 1]), np.uint16, "T", (3,))
+    scratch = _Scratch(tmp_path, t)
+    calls = []
+    real = tifffile.imwrite
+
+    def stop_at_the_second_mask(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tifffile, "imwrite", stop_at_the_second_mask)
+    with pytest.raises(KeyboardInterrupt):
+        write_stack_tracks(t, tmp_path, scratch, frames, {}, lambda role: {}, 3)
+    folder = tmp_path / "movie_ctc"
+    assert (folder / CTC_MARK).is_file() and (folder / "mask000.tif").is_file()
+    monkeypatch.setattr(tifffile, "imwrite", real)
+    write_stack_tracks(t, tmp_path, scratch, frames, {}, lambda role: {}, 3)  # not refused
+    assert (folder / "res_track.txt").read_text() == "1 0 2 0\n"
+    assert tifffile.imread(tmp_path / "movie_tracks.tif").shape == (3, 8, 8)
+    assert core_tracks.ctc_file_names(3)[-1] == "res_track.txt"
+    scratch.remove()

@@ -57,8 +57,10 @@ from napari_sansa.core.measures import csv_value, object_dtype
 __all__ = [
     "DIVISION_AREA",
     "TrackTable",
+    "ctc_file_names",
     "ctc_tracks",
     "track_objects",
+    "track_table",
     "write_ctc",
 ]
 
@@ -632,6 +634,33 @@ class _PredictionFrames:
         return getattr(self.preds[i], self.attr)
 
 
+def track_table(tracks, parents=None, *, frames=None, classes=None) -> TrackTable:
+    """The :class:`TrackTable` of a track map: ``(T, Y, X)`` or ``(T, Z, Y, X)`` ids that
+    are the same for an object in every frame (as :func:`track_objects` gives them, or
+    after corrections: two tracks merged, one split at a frame), read one frame at a time.
+
+    ``parents``: ``{track: parent track}`` (others: 0), e.g. ``dict(zip(s["track"],
+    s["parent"]))`` of a ``summary()``; ``frames``: each frame's time index; ``classes``:
+    as in :func:`track_objects`. The table has the columns of :func:`track_objects`'
+    but ``object`` (the ids are the tracks)."""
+    _, _, times = _check_inputs(tracks, None, 0, frames, classes, None)
+    parents = {int(k): int(v) for k, v in (parents or {}).items()}
+    rows = []
+    for i in range(tracks.shape[0]):
+        if classes is None or isinstance(classes, Mapping):
+            cls_frame = classes
+        else:
+            cls_frame = _read(classes, i)
+        cur = _measure(_read(tracks, i), cls_frame, int(times[i]))
+        rows.append((cur.ids, cur.ids, cur.centroid, cur.area, cur.cls))
+    ids = {int(k) for r in rows for k in r[0]}
+    lookup = {k: parents.get(k, 0) for k in ids}
+    table = _table(rows, times, lookup, classes is not None, len(tracks.shape) - 1, [])
+    data = table.as_dict()
+    del data["object"]
+    return TrackTable(data)
+
+
 def _table(rows, times, parents, with_class, nd, breaks) -> TrackTable:
     cols = {k: [] for k in ("track", "t", "z", "y", "x", "area", "parent", "class", "object")}
     for i, (ids, track, cent, area, cls) in enumerate(rows):
@@ -709,6 +738,13 @@ def ctc_tracks(table: TrackTable, positions=None):
     return out[np.argsort(out[:, 0], kind="stable")], labels
 
 
+def ctc_file_names(n_frames: int) -> list[str]:
+    """The files :func:`write_ctc` writes for ``n_frames`` frames, in the order it writes
+    them: ``mask000.tif``, ... (``maskTTTT`` from 1000 frames on), then ``res_track.txt``."""
+    width = max(3, len(str(max(n_frames - 1, 0))))
+    return [f"mask{i:0{width}d}.tif" for i in range(n_frames)] + ["res_track.txt"]
+
+
 def write_ctc(folder, tracks, table: TrackTable, positions=None) -> list:
     """Write ``tracks`` and ``table`` (from :func:`track_objects`) in the Cell Tracking
     Challenge result format in ``folder``: ``res_track.txt`` (``L B E P`` lines) and one
@@ -733,7 +769,7 @@ def write_ctc(folder, tracks, table: TrackTable, positions=None) -> list:
 
     folder.mkdir(parents=True, exist_ok=True)
     n = int(tracks.shape[0])
-    width = max(3, len(str(n - 1)))
+    names = ctc_file_names(n)
     by_pos: dict[int, list] = {}
     for (tid, p), label in labels.items():
         by_pos.setdefault(p, []).append((tid, label))
@@ -746,9 +782,9 @@ def write_ctc(folder, tracks, table: TrackTable, positions=None) -> list:
         for tid, label in pairs:
             lookup[tid] = label
         mask = lookup[frame]
-        path = folder / f"mask{i:0{width}d}.tif"
+        path = folder / names[i]
         with atomic_write(path) as tmp:
-            tifffile.imwrite(tmp, mask, compression="zlib")
+            tifffile.imwrite(tmp, mask, compression="zlib", photometric="minisblack")
         written.append(path)
     text = "".join(f"{a} {b} {c} {d}\n" for a, b, c, d in lines.tolist())
     write_text_atomic(folder / "res_track.txt", text)

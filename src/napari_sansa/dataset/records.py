@@ -237,7 +237,7 @@ def remove_stale_outputs(t: Target, out: Path, run: RunSettings) -> None:
     if run.instances is None:
         stale.append((t.objects_output, "object image"))
     if not run.tracks:
-        from napari_sansa.dataset.tracks import remove_stale_tracks
+        from napari_sansa.dataset.ctc import remove_stale_tracks
 
         stale += remove_stale_tracks(t, out)
     for name, what in stale:

@@ -151,7 +151,11 @@ def segment_dataset(
     area, centroid, box, probability); a stack with a Z axis gets 3D objects per time
     point unless ``instances={"dims": "2d"}`` (folders labelled per plane before stay
     per plane: ``dataset.objects.resolve_dims``), with ``instances={"spacing": (z, y,
-    x)}`` or each TIFF's voxel size.
+    x)}`` or each TIFF's voxel size. With ``tracks`` (implies ``instances``) the objects
+    of every time-lapse (a stack with a T axis) are linked into tracks: a track stack
+    (``<name>_tracks.tif``), a Cell Tracking Challenge folder (``<name>_ctc/``) and
+    ``tracks.csv`` (see :mod:`~napari_sansa.dataset.tracks`); a target without a T axis is
+    refused before anything is loaded.
     ``on_progress``: called with a :class:`~napari_sansa.dataset.progress.DatasetProgress`
     for each finished frame (from the run's threads). ``cancel``: a ``threading.Event``
     or a callable returning True to stop: the run ends after the frame in progress (a
@@ -254,7 +258,7 @@ def _locked_run(job: _Job) -> BatchReport:
         for t in work:  # a file of that name that is not ours: refused, never replaced
             existing_record(t, out / t.objects_output)
             if run.tracks:
-                from napari_sansa.dataset.tracks import check_ctc_folder
+                from napari_sansa.dataset.ctc import check_ctc_folder
 
                 existing_record(t, out / t.tracks_output)
                 check_ctc_folder(out / t.ctc_output, t.source)

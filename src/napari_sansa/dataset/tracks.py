@@ -23,7 +23,6 @@ A run with ``--tracks`` refuses, before anything is loaded, a target without a T
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -32,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sansa.core.errors import InvalidInputError, output_error
+from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.dataset.ctc import CTC_MARK, check_ctc_folder, remove_ctc_folder
 from napari_sansa.dataset.discovery import natural_key
 from napari_sansa.dataset.manifest import (
     KEPT_STATUSES,
@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 
 TRACKS_CSV = "tracks.csv"
 TRACKS_DIGESTS = Path(".napari-sansa") / "tracks.json"
-#: napari-sansa's mark in a CTC folder it wrote: the input and the files written
-CTC_MARK = ".napari-sansa-ctc.json"
 
 
 # -- before the run ---------------------------------------------------------------------------
@@ -80,50 +78,6 @@ def check_time_axes(targets, run) -> None:
             f"{axes}): give time-lapses (TYX, TZYX, TCYX... TIFF stacks; --axes names the axes "
             "of a TIFF that records none, e.g. --axes TYX), or leave --tracks out"
         )
-
-
-def check_ctc_folder(folder: Path, source: str) -> None:
-    """Refuse a CTC folder napari-sansa did not write for ``source`` (never touched)."""
-    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        raise output_error(
-            f"{folder} is in the way of the Cell Tracking Challenge folder napari-sansa writes "
-            f"for {source}: move or rename it, or choose another {{out}}",
-            folder,
-        )
-    if not folder.exists():
-        return
-    mark = _read_mark(folder)
-    if mark is None or mark.get("source") != source:
-        raise output_error(
-            f"{folder} was not written by napari-sansa for {source}, and napari-sansa writes "
-            "the Cell Tracking Challenge result of its tracks there: it is never touched. Move "
-            "or rename that folder, or choose another {out}",
-            folder,
-        )
-
-
-def _read_mark(folder: Path) -> dict | None:
-    try:
-        mark = json.loads((folder / CTC_MARK).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return mark if isinstance(mark, dict) else None
-
-
-def remove_ctc_folder(folder: Path, source: str) -> None:
-    """Remove the files napari-sansa wrote in ``folder`` for ``source`` (those its mark
-    lists), then the mark and the folder if nothing else is left in it."""
-    if folder.is_symlink() or not folder.is_dir():
-        return
-    mark = _read_mark(folder)
-    if mark is None or mark.get("source") != source:
-        return  # not ours: never touched
-    for name in mark.get("files") or []:
-        if isinstance(name, str) and "/" not in name and "\\" not in name:
-            (folder / name).unlink(missing_ok=True)
-    (folder / CTC_MARK).unlink(missing_ok=True)
-    with contextlib.suppress(OSError):  # the user's files are in it: left there
-        folder.rmdir()
 
 
 # -- one stack ----------------------------------------------------------------------------------
@@ -167,8 +121,9 @@ def write_stack_tracks(
     """Track ``frames`` (:class:`TimeFrames`; ``n_objects``: its number of objects, at
     least its number of tracks; ``classes``: ``{object id: class}``) and write ``t``'s CTC
     folder, then its track stack (with the table in its record: ``record(role)``)."""
+    from napari_sansa.core.atomic import write_text_atomic
     from napari_sansa.core.measures import object_dtype
-    from napari_sansa.core.tracks import track_objects, write_ctc
+    from napari_sansa.core.tracks import ctc_file_names, track_objects, write_ctc
 
     tracks = scratch.array("tracks.npy", object_dtype(n_objects), frames.shape)
     tracks, table = track_objects(frames, classes=classes or None, out=tracks)
@@ -176,17 +131,17 @@ def write_stack_tracks(
     folder = out / t.ctc_output
     check_ctc_folder(folder, t.source)
     remove_ctc_folder(folder, t.source)
+    # the mark first: a folder left by an interrupted run is known as ours
+    folder.mkdir(parents=True, exist_ok=True)
+    mark = {"source": t.source, "files": ctc_file_names(frames.shape[0])}
+    write_text_atomic(folder / CTC_MARK, json.dumps(mark))
     try:
         written = write_ctc(folder, tracks, table)
         ctc = {"folder": Path(t.ctc_output).name, "tracks": int(_ctc_count(folder))}
     except InvalidInputError as exc:  # more CTC tracks than 16-bit masks hold
         log.warning("%s: no Cell Tracking Challenge output: %s", t.source, exc)
+        remove_ctc_folder(folder, t.source)
         written, ctc = [], {"skipped": str(exc)}
-    if written:
-        mark = {"source": t.source, "files": [p.name for p in written]}
-        from napari_sansa.core.atomic import write_text_atomic
-
-        write_text_atomic(folder / CTC_MARK, json.dumps(mark))
     dtype = object_dtype(n_tracks)
     layout_shape = (*frames.frame_sizes, *frames.shape[-2:])
     layout = Layout(layout_shape, dtype, frames.frame_axes + "YX")
@@ -219,13 +174,6 @@ def _ctc_count(folder: Path) -> int:
 def stack_classes(table) -> dict:
     """``{object id: class}`` of a stack's object table (ids unique in the stack)."""
     return dict(zip(table["object"].tolist(), table["class"].tolist(), strict=True))
-
-
-def remove_stale_tracks(t, out: Path) -> list:
-    """``t``'s track stack and CTC folder when napari-sansa wrote them for ``t``: what a
-    run without ``--tracks`` removes (the stack as a path to unlink; the folder here)."""
-    remove_ctc_folder(out / t.ctc_output, t.source)
-    return [(t.tracks_output, "track stack")]
 
 
 # -- tracks.csv -------------------------------------------------------------------------------
@@ -295,14 +243,12 @@ def prune_tracks_csv(out: Path) -> Path | None:
 
 
 __all__ = [
-    "CTC_MARK",
     "TRACKS_CSV",
     "TimeFrames",
     "check_ctc_folder",
     "check_time_axes",
     "check_tracks_csv",
     "prune_tracks_csv",
-    "remove_stale_tracks",
     "stack_classes",
     "track_rows",
     "write_stack_tracks",
