@@ -157,6 +157,7 @@ def test_bad_tile_settings_give_a_clear_message(
     assert "cells [sansa]" not in [layer.name for layer in viewer.layers]
 
 
+@pytest.mark.slow
 def test_a_z_stack_gets_one_3d_objects_layer_with_its_features(make_sansa, qtbot):
     from napari_sansa.napari.objects_output import FEATURE_COLUMNS_3D
 
