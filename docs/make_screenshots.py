@@ -259,6 +259,57 @@ def tz_ranges(launch) -> None:
     viewer.close()
 
 
+def _dividing_cells(t: int = 8, shape=(192, 192)):
+    """Cells drifting over ``t`` frames, one dividing at frame 4: (image, masks)."""
+    import numpy as np
+
+    r = np.random.default_rng(5)
+    centres = r.uniform(30, shape[0] - 30, (7, 2))
+    drift = r.normal(0, 2.5, (7, 2))
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    image = np.zeros((t, *shape))
+    for i in range(t):
+        cells = [c + i * d for c, d in zip(centres[1:], drift[1:], strict=True)]
+        c0 = centres[0] + i * drift[0]
+        if i < 4:
+            cells.append(c0)
+        else:  # the first cell divides: two daughters moving apart
+            cells += [c0 + (0, 3.0 * (i - 2)), c0 - (0, 3.0 * (i - 2))]
+        for cy, cx in cells:
+            image[i] += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 7.0**2))
+    return (image * 200 + 20).astype(np.uint8), image > 0.5
+
+
+def tracks(launch) -> None:
+    """A time-lapse run once, its frames then corrected by hand (a stand-in: random
+    weights draw no real masks), run again with tracks ticked (the corrected frames are
+    kept, their objects linked): the track labels, the Tracks layer, the tracks table."""
+    image, masks = _dividing_cells()
+    viewer, widget = _painted(launch, image, "cells", ("t", "y", "x"), (0,), masks[0])
+    widget.run()
+    _wait_for_run(widget)
+    out = viewer.layers["cells [sansa]"]
+    for t in range(1, len(masks)):
+        out.data[t] = masks[t].astype(out.data.dtype)  # the person's corrections
+    out.refresh()
+    widget.large.tracks.value = True
+    widget.large.min_size.value = 20
+    widget.run()
+    _wait_for_run(widget)
+    for layer in viewer.layers:
+        shown = ("cells", "cells [sansa track labels]", "cells [sansa tracks]")
+        layer.visible = layer.name in shown
+    session = widget.session
+    first = int(session.tracks.table["track"][0])
+    widget.tracks_panel.table.select_track(first)
+    widget.go_to_frame(6)
+    viewer.layers.selection.active = viewer.layers["cells [sansa tracks]"]
+    viewer.reset_view()
+    widget.show_page("Tracks")  # the run turned to it; the table of tracks
+    _shot(viewer, "tracks.png")
+    viewer.close()
+
+
 def _wait_for_run(widget, timeout: float = 600) -> None:
     end = time.perf_counter() + timeout
     while widget.worker is not None:
@@ -393,6 +444,7 @@ ONLY = {
     "folder": folder_run,
     "pages": lambda launch: _pages_of_photos(launch),
     "preview": preview_and_fix,
+    "tracks": tracks,
 }
 
 
@@ -556,6 +608,7 @@ def main() -> None:
     folder_run(launch)
     preview_and_fix(launch)
     multiscale(launch)
+    tracks(launch)
     shutil.rmtree(folder, ignore_errors=True)
 
 

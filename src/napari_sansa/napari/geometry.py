@@ -499,6 +499,7 @@ def is_prompt_layer(layer) -> bool:
         "objects",
         "preview",
         "fix",
+        "tracks",
     )
 
 

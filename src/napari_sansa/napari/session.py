@@ -34,6 +34,7 @@ from napari_sansa.napari.outputs import (
 )
 from napari_sansa.napari.plan import NO_IMAGE, memory_note
 from napari_sansa.napari.preview import FramePreviews
+from napari_sansa.napari.track_session import TrackCorrections
 from napari_sansa.napari.worker import (
     FrameResult,
     ModelCache,
@@ -82,7 +83,7 @@ class FrameReport:
     counts: dict | None = None  # objects per class, with the run's instances
 
 
-class SansaSession(Corrections):
+class SansaSession(TrackCorrections, Corrections):
     """Runs, corrections and saving for one viewer."""
 
     status = Signal(str)  # every message shown to the person
@@ -173,8 +174,11 @@ class SansaSession(Corrections):
         layers = [layer for layer in prompt_layers if layer in self.viewer.layers]
         try:
             plan = make_set_plan(images, layers, frame_range, as_channels)
+            problem = self._check_tracks(images, settings)
         except PromptError as exc:
-            self.fail(str(exc))
+            problem = str(exc)
+        if problem:
+            self.fail(problem)
             return None
         create_worker = worker_factory(self)
         self.images = tuple(images[: len(plan.parts)])
@@ -183,6 +187,7 @@ class SansaSession(Corrections):
         self.plan = plan
         opts = settings.segment.instances
         self.objects = None if opts is None else ObjectsOutput(self.viewer, opts, self.images)
+        self._track_settings = settings.tracks
         self.done, self.kept, self._stopped, self._failed = 0, (), False, None
         self.details = ""
         self._cancel = threading.Event()
@@ -331,6 +336,11 @@ class SansaSession(Corrections):
         if getattr(self, "objects", None) is not None:
             # ids in frame order, as a re-run gives them; 3D objects of a z-stack
             self.objects.finish(self.outputs, self._probability_layers)
+        untracked = self._track_settings is not None and (self._failed or self._stopped)
+        if untracked:
+            self._track_settings = None  # no tracks of a part of the frames
+        if self._start_linking():
+            return  # running until the tracks are made (track_session.py)
         self.running.emit(False)
         total = self.plan.total if self.plan is not None else 0
         if self._failed:
@@ -338,8 +348,9 @@ class SansaSession(Corrections):
             return
         if self._stopped:
             message = f"stopped: {self.done} of {total} frames done"
+            message += "; no tracks (link a whole run)" if untracked else ""
         else:
-            message = f"done: {self.done} frames"
+            message = f"done: {self.done} frames{self.track_note}"
         if not self.kept:
             self.notify(message, popup=False)
             return

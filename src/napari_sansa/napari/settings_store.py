@@ -51,6 +51,8 @@ FIELDS: dict[str, tuple[str, type]] = {
     "seed_distance": ("large.seed_distance", int),
     "refine_objects": ("large.refine", bool),
     "objects_per_plane": ("large.per_plane", bool),
+    "tracks": ("large.tracks", bool),
+    "max_move": ("large.max_move", int),
     "folder_in": ("folder.input_folder", Path),
     "folder_out": ("folder.output_folder", Path),
     "save_to": ("save_folder", Path),

@@ -40,11 +40,15 @@ class RunSettings:
     ``sequential_axis``: sequential mode on a stack with several frame axes: the name of
     the axis it runs along (as the image's axis labels or the widget call it, e.g. "z";
     None: the last frame axis), separately for each index of the other frame axes, never
-    across them. Made by :meth:`make` from keywords of both."""
+    across them. ``tracks``: a :class:`~napari_sansa.napari.tracks_output.TrackSettings`
+    (or True for its defaults): link the objects into tracks when the run ends (tracks
+    imply objects: without ``instances``, the default ObjectOptions). Made by
+    :meth:`make` from keywords of both."""
 
     segment: SegmentOptions = field(default_factory=SegmentOptions)
     probabilities: bool = False
     sequential_axis: str | None = None
+    tracks: object = None  # a TrackSettings, or None
 
     def __post_init__(self):
         if not isinstance(self.segment, SegmentOptions):
@@ -57,6 +61,18 @@ class RunSettings:
                 "sequential_axis", along, "the name of a frame axis, e.g. 'z' (or None: the last)"
             )
         object.__setattr__(self, "probabilities", bool(self.probabilities))
+        if self.tracks is None or self.tracks is False:
+            object.__setattr__(self, "tracks", None)
+            return
+        from napari_sansa.core.objects import ObjectOptions
+        from napari_sansa.napari.tracks_output import TrackSettings
+
+        tracks = TrackSettings() if self.tracks is True else self.tracks
+        if not isinstance(tracks, TrackSettings):
+            raise OptionError("tracks", self.tracks, "a TrackSettings, True or None")
+        object.__setattr__(self, "tracks", tracks)
+        if self.segment.instances is None:  # tracks link objects
+            object.__setattr__(self, "segment", replace(self.segment, instances=ObjectOptions()))
 
     @classmethod
     def make(cls, segment=None, **keywords) -> RunSettings:

@@ -103,7 +103,10 @@ def test_the_main_page_fits_napari_s_default_window_beside_half_the_width(
     qtbot.wait(50)
     assert widget.preview_panel.state.native.text().startswith("preview of")
     # the other pages are one click away
-    assert list(widget.pages) == ["Label", "Model", "Options", "Folder", "Fine-tune", "Save"]
+    assert list(widget.pages) == [
+        "Label", "Model", "Options", "Folder", "Fine-tune", "Save", "Tracks"
+    ]  # fmt: skip
+    assert widget.page_buttons["Tracks"].isHidden()  # shown by a run with tracks
     widget.show_page("Fine-tune")
     qtbot.wait(50)
     assert widget.training_panel.start_button.native.isVisible()

@@ -18,6 +18,20 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableW
 
 __all__ = ["ObjectCounts", "TilesObjectsPanel"]
 
+#: the track columns of the counts: (key, header, tooltip)
+TRACK_COLUMNS = (
+    ("tracks", "tracks", "tracks in the frame (the '[sansa tracks]' layer)"),
+    ("new", "new", "tracks that begin in the frame without a parent"),
+    ("divisions", "div", "tracks that begin in the frame by a division"),
+)
+
+
+TRACKS_TIP = (
+    "link the objects of a time-lapse into tracks when the run ends (objects too): "
+    "'[sansa track labels]' (one id per track) and a '[sansa tracks]' Tracks layer; "
+    "merge and split tracks on the Label page"
+)
+
 
 class TilesObjectsPanel:
     """The controls (public attributes; ``widgets`` in order, laid out by the widget)."""
@@ -63,15 +77,51 @@ class TilesObjectsPanel:
             "off: one 3D object per nucleus across the planes, with the voxel size of the "
             "image layer's scale (z, y, x)",
         )  # fmt: skip
+        self.tracks = CheckBox(
+            text="tracks (link objects over time)", value=False, tooltip=TRACKS_TIP,
+        )  # fmt: skip
+        self.max_move = SpinBox(
+            label="max move (0: auto)", min=0, max=100_000, value=0,
+            tooltip="the farthest (pixels) an object's centre moves from one frame to the "
+            "next and stays the same track; 0: the objects' median diameter",
+        )  # fmt: skip
         self.widgets = [self.tile_size, self.halo, self.instances, self.min_size,
-                        self.seed_distance, self.per_plane, self.refine]  # fmt: skip
+                        self.seed_distance, self.per_plane, self.refine, self.tracks,
+                        self.max_move]  # fmt: skip
         self.instances.changed.connect(self._on_instances)
+        self.tracks.changed.connect(self._on_tracks)
+        self._no_time: str | None = None
         self._on_instances()
 
     def _on_instances(self, value=None) -> None:
         on = bool(self.instances.value)
         self.min_size.enabled = self.seed_distance.enabled = self.refine.enabled = on
         self.per_plane.enabled = on
+        if not on and self.tracks.value:
+            self.tracks.value = False  # tracks link objects
+
+    def _on_tracks(self, value=None) -> None:
+        on = bool(self.tracks.value)
+        if on and not self.instances.value:
+            self.instances.value = True  # tracks imply objects
+        self.max_move.enabled = on
+
+    def set_image(self, image) -> None:
+        """Enable 'tracks' for images with a T axis; otherwise say why in its tooltip."""
+        from napari_sansa.napari.tracks_output import time_axis
+
+        problem = "choose an image first"
+        if image is not None:
+            try:
+                _, problem = time_axis(image)
+            except ValueError as exc:
+                problem = str(exc)
+        self._no_time = problem
+        self.tracks.enabled = problem is None
+        self.tracks.tooltip = TRACKS_TIP if problem is None else f"not for this image: {problem}"
+        if problem is not None and self.tracks.value:
+            self.tracks.value = False
+        self.max_move.enabled = bool(self.tracks.value)
 
     def settings(self) -> dict:
         """``tile_size``, ``halo`` and ``instances`` for RunSettings."""
@@ -85,10 +135,16 @@ class TilesObjectsPanel:
                                       seed_distance=int(self.seed_distance.value),
                                       refine=bool(self.refine.value),
                                       dims="2d" if self.per_plane.value else None)  # fmt: skip
+        tracks = None
+        if self.tracks.value and self.tracks.enabled:  # enabled: the image has a T axis
+            from napari_sansa.napari.tracks_output import TrackSettings
+
+            tracks = TrackSettings(max_distance=float(self.max_move.value) or None)
         return {
             "tile_size": tile,
             "halo": None if halo < 0 or tile is None else halo,
             "instances": instances,
+            "tracks": tracks,
         }
 
 
@@ -110,10 +166,12 @@ class ObjectCounts(QTableWidget):
         self.setToolTip("objects per class in each frame (the '[sansa objects]' layer)")
         self.cellClicked.connect(self._on_cell_clicked)
         self._counts: dict = {}
+        self._tracks: dict = {}
         self.setVisible(False)
 
     def clear_rows(self) -> None:
         self._counts = {}
+        self._tracks = {}
         self.setRowCount(0)
         self.setColumnCount(1)
         self.setVisible(False)
@@ -121,10 +179,24 @@ class ObjectCounts(QTableWidget):
     def set_frame(self, key, counts: dict) -> None:
         """The object counts (class -> n) of the frame ``key``."""
         self._counts[key] = {int(c): int(n) for c, n in counts.items()}
+        self._render()
+        self.setVisible(True)
+
+    def set_tracks(self, counts: dict) -> None:
+        """Per frame: ``{"tracks": n, "new": n, "divisions": n}`` (the last run's tracks)."""
+        self._tracks = {int(t): dict(v) for t, v in counts.items()}
+        self._render()
+
+    def _render(self) -> None:
         classes = sorted({c for v in self._counts.values() for c in v})
         keys = sorted(self._counts, key=lambda k: (k,) if isinstance(k, int) else k)
-        self.setColumnCount(1 + len(classes))
-        self.setHorizontalHeaderLabels(["frame", *(f"class {c}" for c in classes)])
+        track_columns = TRACK_COLUMNS if self._tracks else ()
+        self.setColumnCount(1 + len(classes) + len(track_columns))
+        self.setHorizontalHeaderLabels(
+            ["frame", *(f"class {c}" for c in classes), *(t for _, t, _ in track_columns)]
+        )
+        for j, (_, _, tip) in enumerate(track_columns):
+            self.horizontalHeaderItem(1 + len(classes) + j).setToolTip(tip)
         self.setRowCount(len(keys))
         for r, k in enumerate(keys):
             item = QTableWidgetItem(str(k if isinstance(k, int) else f"{k[0]}: {k[1]}"))
@@ -132,7 +204,13 @@ class ObjectCounts(QTableWidget):
             self.setItem(r, 0, item)
             for j, c in enumerate(classes):
                 self.setItem(r, 1 + j, QTableWidgetItem(str(self._counts[k].get(c, 0))))
-        self.setVisible(True)
+            for j, (name, _, _) in enumerate(track_columns):
+                n = self._tracks.get(k, {}).get(name, 0) if isinstance(k, int) else 0
+                self.setItem(r, 1 + len(classes) + j, QTableWidgetItem(str(n)))
+
+    def tracks(self) -> dict:
+        """Frame -> {"tracks", "new", "divisions"}, as shown (after a run with tracks)."""
+        return {k: dict(v) for k, v in self._tracks.items()}
 
     def counts(self) -> dict:
         """Frame -> {class: number of objects}, as shown."""

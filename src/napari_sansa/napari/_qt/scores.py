@@ -30,6 +30,11 @@ COLUMN_TIPS = (
     "the frame's lowest score over its classes (least confident first)",
     "ref: a reference, pred: predicted, kept: edited by hand and left as it was",
 )
+#: the plot's tooltip once it shows counts
+COUNT_TIP = (
+    "bars: lowest score per frame, in frame order (green: references); white line: "
+    "objects per frame (tracks once linked), up to the largest count; click a bar"
+)
 #: the confidence plot's height (px)
 PLOT_HEIGHT = 36
 KIND_COLORS = {"reference": "#4caf50", "predicted": "#42a5f5", "kept": "#ffb300"}
@@ -241,6 +246,7 @@ class ConfidencePlot(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self._values: dict = {}  # key -> (lowest score, kind)
+        self._counts: dict = {}  # key -> objects (or tracks) in the frame
         self.setMinimumHeight(PLOT_HEIGHT)
         self.setMaximumHeight(PLOT_HEIGHT)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
@@ -249,8 +255,19 @@ class ConfidencePlot(QWidget):
 
     def clear(self) -> None:
         self._values.clear()
+        self._counts.clear()
         self.setVisible(False)
         self.update()
+
+    def set_count(self, key, n: int) -> None:
+        """The number of objects (or tracks) in the frame ``key``: a white line over
+        the bars, scaled to the largest count."""
+        self._counts[key] = int(n)
+        self.setToolTip(COUNT_TIP)
+        self.update()
+
+    def counts(self) -> dict:
+        return dict(self._counts)
 
     def set_frame(self, key, scores: dict, kind: str, label: str = "") -> None:
         low = min(scores.values()) if scores else float("nan")
@@ -293,7 +310,24 @@ class ConfidencePlot(QWidget):
             value = 0.0 if math.isnan(low) else max(0.0, min(1.0, low))
             bar = QRectF(rect.x() + 0.5, m + h * (1 - value), max(rect.width() - 1, 1), h * value)
             painter.fillRect(bar, QColor(KIND_COLORS.get(kind, "#42a5f5")))
+        self._paint_counts(painter, m, h)
         painter.end()
+
+    def _paint_counts(self, painter, m: float, h: float) -> None:
+        keys = [k for k in self.keys() if k in self._counts]
+        top = max((self._counts[k] for k in keys), default=0)
+        if not keys or top <= 0:
+            return
+        points = []
+        for key in keys:
+            rect = self.bar_rect(key)
+            y = m + h * (1 - self._counts[key] / top)
+            points.append(QPointF(rect.center().x(), y))
+        painter.setPen(QPen(QColor("#ffffff"), 1.5))
+        if len(points) == 1:
+            painter.drawEllipse(points[0], 2, 2)
+        for a, b in zip(points, points[1:], strict=False):
+            painter.drawLine(a, b)
 
     def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt's name
         key = self.key_at(event.position().x() if hasattr(event, "position") else event.x())

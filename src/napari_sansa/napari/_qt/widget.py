@@ -44,6 +44,7 @@ from napari_sansa.napari._qt.preview_panel import PreviewPanel
 from napari_sansa.napari._qt.prompt_inputs import PromptInputs, check_boxes
 from napari_sansa.napari._qt.scores import ConfidencePlot, ScoreTable, sort_value
 from napari_sansa.napari._qt.shortcuts import register_shortcuts
+from napari_sansa.napari._qt.tracks_panel import TracksPanel
 from napari_sansa.napari._qt.training_panel import TrainingPanel
 from napari_sansa.napari._qt.workers import create_worker
 from napari_sansa.napari.messages import gui_message, option_name
@@ -108,6 +109,11 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
         self.save_folder = FileEdit(label="save to", mode="d", nullable=True)
         self.save_format = ComboBox(label="format", choices=["tif", "png"])
         self.save_button = PushButton(text="Save frames", tooltip="one file per frame")
+        self.save_tracks_button = PushButton(
+            text="Save tracks",
+            tooltip="the last run's tracks: '<image> tracks.tif' (track ids), tracks.csv (one "
+            "row per track and frame) and ctc/ (the Cell Tracking Challenge format)",
+        )
         # -- fine-tuning: napari/_qt/training_panel.py (Stop, progress, status: the footer's)
         self.training_panel = TrainingPanel(
             viewer, self.session, lambda: self.image.value, self.model_panel.settings,
@@ -198,6 +204,7 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
         self.plot = ConfidencePlot()
         self.object_counts = ObjectCounts()
         self.object_counts.setVisible(False)  # shown by a run with objects
+        self.tracks_panel = TracksPanel(self)  # shown by a run with tracks: _qt/tracks_panel.py
 
     def _lay_out(self) -> None:
         self.prompt_layers.native.setMaximumHeight(58)
@@ -228,7 +235,9 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
             "Options": self.advanced,
             "Folder": self.folder.section,
             "Fine-tune": section(*self.training_panel.widgets),
-            "Save": section(self.save_folder, self.save_format, self.save_button),
+            "Save": section(
+                self.save_folder, self.save_format, self.save_button, self.save_tracks_button
+            ),
         }
         reset = PushButton(text="Reset to defaults", tooltip=RESET_TIP)
         reset.changed.connect(lambda _=None: self.settings_store.reset())
@@ -237,6 +246,7 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
         pages["Options"] = page(self.advanced, reset)
         for title in ("Folder", "Fine-tune", "Save"):
             pages[title] = page(self.sections[title])
+        pages["Tracks"] = self.tracks_panel.page()
         self.progress.native.setFormat("")  # "%v / %m" once something runs
         self.progress.native.setToolTip("frames (or fine-tuning steps) done")
         buttons = row(self.run_button, self.stop_button, self.progress)
@@ -245,11 +255,17 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
             button.native.setMinimumWidth(button.native.sizeHint().width())
         self.footer = section(buttons, self.model_line, self.status)
         paged(self, pages, self.footer)
+        self.page_buttons["Tracks"].setVisible(False)  # shown by a run with tracks
         elided(self.model_line)
         self.status.value = READY
 
+    def _on_images_changed(self, value=None) -> None:
+        super()._on_images_changed(value)
+        self.large.set_image(self.image.value)  # 'tracks' only for a time-lapse
+
     def show_page(self, title: str) -> None:
-        """Turn to a page: 'Label', 'Model', 'Options', 'Folder', 'Fine-tune', 'Save'."""
+        """Turn to a page: 'Label', 'Model', 'Options', 'Folder', 'Fine-tune', 'Save',
+        'Tracks' (after a run with tracks)."""
         show_page(self, title)
 
     def _connect(self) -> None:
@@ -266,6 +282,7 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
         self.use_frame_button.changed.connect(self.use_current_frame_as_reference)
         self.edited_button.changed.connect(self.use_edited_frames_as_references)
         self.save_button.changed.connect(self.save_frames)
+        self.save_tracks_button.changed.connect(self.save_tracks)
         self.scores.frame_clicked.connect(self.go_to_frame)
         self.object_counts.frame_clicked.connect(self.go_to_frame)
         self.plot.frame_clicked.connect(self.go_to_frame)
@@ -346,6 +363,12 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
             return None
         images = self.images()
         if self.folder.active or self.folder.run.busy():  # a folder on disk: folder_panel.py
+            if settings.tracks is not None:
+                self.session.notify(
+                    "a folder run makes no tracks (the objects, yes): link a time-lapse in "
+                    "the viewer, or the folder's objects with ns.track_objects",
+                    "warning",
+                )
             return self.folder.start(images, self.prompt_layers.value, model_settings, settings)
         return self.session.run(
             images if len(images) > 1 else self.image.value,
@@ -445,6 +468,11 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
         folder = folder if folder is not None else path_value(self.save_folder)
         return self.session.save_frames(image, folder, fmt or self.save_format.value)
 
+    def save_tracks(self, value=None, *, folder=None) -> list[str]:
+        """Write the last run's tracks (labels, tracks.csv, CTC files); returns the paths."""
+        folder = folder if folder is not None else path_value(self.save_folder)
+        return self.session.save_tracks(folder)
+
     # -- what the session reports -------------------------------------------------------
     def _show_status(self, message: str) -> None:
         """The one status line of runs, folder runs and fine-tuning: the last message
@@ -500,4 +528,5 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
         if report.counts is not None:
             self.object_counts.setVisible(True)
             self.object_counts.set_frame(report.key, report.counts)
+            self.plot.set_count(report.key, sum(report.counts.values()))
         self._show_progress(self.session.done)

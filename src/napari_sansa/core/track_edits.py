@@ -1,0 +1,216 @@
+"""Corrections of tracks: merge two tracks, split one at a frame (numpy only).
+
+A track image holds one id per track in every frame (``tracks[t]``: frame ``t``, a
+(Y, X) plane or a (Z, Y, X) volume, 0 the background); its table has one row per
+(track, frame), sorted by frame then track, with at least the columns ``track``, ``t``
+and ``parent`` (the track it divided from, 0 for none, the same on every row of a
+track), as
+:func:`napari_sansa.track_objects` gives them; other columns (centroid, area, ...)
+go along with their rows.
+
+- :func:`merge_tracks`: the later track (by its first frame) becomes part of the
+  earlier one: its pixels and rows take the earlier one's id. Two tracks that are both
+  in some frame cannot be merged (a track is one object per frame): an error says
+  which frames, and nothing changes.
+- :func:`split_track`: from a frame on, a track gets a new id (one more than the
+  largest); the daughters of the track (its divisions, after its end) follow the new
+  part, which has no parent.
+
+Both return the new image and table and leave their inputs as they were.
+:func:`plan_merge` and :func:`plan_split` give the same change as a :class:`TrackEdit`
+without an image (the table, and which ids change in which frames), for callers that
+update an image of their own frame by frame (napari's layer, with undo).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from napari_sansa.core.errors import InvalidInputError
+
+__all__ = [
+    "TrackEdit",
+    "TrackEditError",
+    "apply_relabel",
+    "merge_tracks",
+    "plan_merge",
+    "plan_split",
+    "split_track",
+    "track_frames",
+]
+
+
+class TrackEditError(InvalidInputError):
+    """A track correction that cannot be made; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class TrackEdit:
+    """One correction: ``table`` (the columns after it, a dict of numpy arrays),
+    ``relabel`` ((frame, old id, new id) for every frame whose pixels change),
+    ``track`` (the id that remains: the merged track, or the split track's first part),
+    ``new`` (the split's new id; for a merge the id that is gone), ``unlinked`` (tracks
+    whose parent link the change removed) and ``message`` (what was done, in a sentence)."""
+
+    table: dict
+    relabel: tuple[tuple[int, int, int], ...]
+    track: int
+    new: int
+    unlinked: tuple[int, ...] = ()
+    message: str = ""
+
+
+def _columns(table) -> dict[str, np.ndarray]:
+    data = table.as_dict() if hasattr(table, "as_dict") else dict(table)
+    data = {k: np.asarray(v).copy() for k, v in data.items()}
+    missing = [c for c in ("track", "t", "parent") if c not in data]
+    if missing:
+        raise TrackEditError(f"a track table needs the columns {missing}")
+    return data
+
+
+def _like(table, columns: dict):
+    """The new columns as the kind of table given (a dict stays a dict)."""
+    if isinstance(table, dict):
+        return columns
+    return type(table)(columns)
+
+
+def track_frames(table, track: int) -> np.ndarray:
+    """The frames (sorted) in which ``track`` has a row."""
+    data = table if isinstance(table, dict) else _columns(table)
+    return np.unique(np.asarray(data["t"])[np.asarray(data["track"]) == int(track)])
+
+
+def _frames_text(frames) -> str:
+    frames = [int(f) for f in frames]
+    if len(frames) == 1:
+        return f"frame {frames[0]}"
+    shown = ", ".join(map(str, frames[:6])) + (", ..." if len(frames) > 6 else "")
+    return f"frames {shown}"
+
+
+def _require(data: dict, track: int) -> np.ndarray:
+    rows = data["track"] == int(track)
+    if not rows.any():
+        raise TrackEditError(f"there is no track {int(track)}: choose one of the table's tracks")
+    return rows
+
+
+def _sorted(data: dict) -> dict:
+    order = np.lexsort((data["track"], data["t"]))  # by frame, then track
+    return {k: v[order] for k, v in data.items()}
+
+
+def plan_merge(table, a: int, b: int) -> TrackEdit:
+    """Merge tracks ``a`` and ``b`` (see the module): the table after it and the pixels
+    that change. :class:`TrackEditError` when they are the same track, one does not
+    exist, or both are in some frame (nothing changes)."""
+    data = _columns(table)
+    a, b = int(a), int(b)
+    if a == b:
+        raise TrackEditError(f"track {a} was chosen twice: choose two different tracks to merge")
+    rows_a, rows_b = _require(data, a), _require(data, b)
+    frames_a, frames_b = np.unique(data["t"][rows_a]), np.unique(data["t"][rows_b])
+    both = np.intersect1d(frames_a, frames_b)
+    if both.size:
+        raise TrackEditError(
+            f"tracks {a} and {b} are both in {_frames_text(both)}: a track is one object per "
+            "frame, so they cannot be merged; split one of them first (or merge other tracks)"
+        )
+    first, later = (a, b) if (frames_a[0], a) < (frames_b[0], b) else (b, a)
+    rows_later = data["track"] == later
+    parent_of_later = int(data["parent"][rows_later][0])
+    data["track"][rows_later] = first
+    data["parent"][rows_later] = int(data["parent"][data["track"] == first][0])
+    data["parent"][data["parent"] == later] = first  # the later one's daughters follow
+    data["parent"][(data["track"] == first) & (data["parent"] == first)] = 0  # never its own
+    # a daughter must begin after its parent's last frame: the merged track may now go on
+    end = int(data["t"][data["track"] == first].max())
+    unlinked = []
+    for d in np.unique(data["track"][data["parent"] == first]):
+        rows = data["track"] == d
+        if int(data["t"][rows].min()) <= end:
+            data["parent"][rows] = 0
+            unlinked.append(int(d))
+    frames_later = frames_b if later == b else frames_a
+    relabel = tuple((int(t), later, first) for t in frames_later)
+    message = f"track {later} merged into track {first} ({_frames_text(frames_later)})"
+    if parent_of_later and parent_of_later != first:
+        message += f"; its link to parent {parent_of_later} is gone"
+    if unlinked:
+        message += (
+            f"; track(s) {', '.join(map(str, unlinked))} no longer divide from it (they begin "
+            "before it ends)"
+        )
+    return TrackEdit(_sorted(data), relabel, first, later, tuple(unlinked), message)
+
+
+def plan_split(table, track: int, frame: int, new_id: int | None = None) -> TrackEdit:
+    """Split ``track`` at ``frame`` (see the module): its rows from ``frame`` on get
+    ``new_id`` (default: one more than the largest track id). :class:`TrackEditError`
+    when the track does not exist or has no frame before ``frame`` or none from it."""
+    data = _columns(table)
+    track, frame = int(track), int(frame)
+    rows = _require(data, track)
+    frames = np.unique(data["t"][rows])
+    if frame <= frames[0] or frame > frames[-1]:
+        raise TrackEditError(
+            f"track {track} is in frames {int(frames[0])}..{int(frames[-1])}: it can be split "
+            f"at a frame from {int(frames[0]) + 1} to {int(frames[-1])}, not at frame {frame}"
+            if frames[-1] > frames[0]
+            else f"track {track} is only in frame {int(frames[0])}: there is nothing to split"
+        )
+    top = int(max(data["track"].max(), data["parent"].max()))
+    new = top + 1 if new_id is None else int(new_id)
+    if new <= 0 or (new != track and np.any(data["track"] == new)):
+        raise TrackEditError(f"track id {new} is taken: give a free id (or none) for the split")
+    moved = rows & (data["t"] >= frame)
+    data["track"][moved] = new
+    data["parent"][moved] = 0
+    data["parent"][data["parent"] == track] = new  # divisions happen after the end: the new part
+    relabel = tuple((int(t), track, new) for t in np.unique(data["t"][moved]))
+    message = f"track {track} split at frame {frame}: frames from {frame} on are track {new}"
+    return TrackEdit(_sorted(data), relabel, track, new, (), message)
+
+
+def apply_relabel(tracks, relabel, *, dtype=None):
+    """Write ``relabel`` ((frame, old, new), ...) into ``tracks`` in place, frame by frame;
+    returns ``[(frame, flat indices of the changed pixels)]`` (what undoes it)."""
+    changed = []
+    for t, old, new in relabel:
+        plane = np.asarray(tracks[t])
+        hit = np.flatnonzero(plane == old)
+        if hit.size:
+            plane = plane.copy()
+            plane.flat[hit] = new
+            tracks[t] = plane
+        changed.append((int(t), hit))
+    return changed
+
+
+def _widened(tracks: np.ndarray, top: int) -> np.ndarray:
+    if np.can_cast(np.min_scalar_type(top), tracks.dtype):
+        return tracks.copy()
+    return tracks.astype(np.promote_types(tracks.dtype, np.min_scalar_type(top)))
+
+
+def merge_tracks(tracks, table, a: int, b: int):
+    """``(tracks, table)`` with tracks ``a`` and ``b`` merged (see :func:`plan_merge`);
+    the inputs are not changed."""
+    edit = plan_merge(table, a, b)
+    out = np.array(tracks, copy=True)
+    apply_relabel(out, edit.relabel)
+    return out, _like(table, edit.table)
+
+
+def split_track(tracks, table, track: int, frame: int, new_id: int | None = None):
+    """``(tracks, table)`` with ``track`` split at ``frame`` (see :func:`plan_split`);
+    the new part's id is the largest id plus one. The inputs are not changed; the image
+    gets a wider integer type when the new id needs one."""
+    edit = plan_split(table, track, frame, new_id)
+    out = _widened(np.asarray(tracks), edit.new)
+    apply_relabel(out, edit.relabel)
+    return out, _like(table, edit.table)

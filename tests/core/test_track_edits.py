@@ -1,0 +1,210 @@
+"""Track corrections (core/track_edits.py): merge two tracks, split one at a frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_sansa.core.track_edits import (
+    TrackEditError,
+    merge_tracks,
+    plan_merge,
+    split_track,
+    track_frames,
+)
+
+
+def scene():
+    """Six frames of 12x16: track 1 (frames 0-2) divides into 2 and 3 (frames 3-5);
+    track 4 is frames 0-1 and track 5 frames 3-5 (the same cell, lost for frame 2)."""
+    tracks = np.zeros((6, 12, 16), np.uint8)
+    rows = []
+
+    def put(track, t, r, c, parent=0):
+        tracks[t, r : r + 2, c : c + 2] = track
+        rows.append((track, t, r + 0.5, c + 0.5, 4, parent))
+
+    for t in range(3):
+        put(1, t, 1, 1 + t)
+    for t in range(3, 6):
+        put(2, t, 1, 4 + t, parent=1)
+        put(3, t, 5, 4, parent=1)
+    for t in range(2):
+        put(4, t, 9, 1 + t)
+    for t in range(3, 6):
+        put(5, t, 9, 3 + t)
+    cols = list(zip(*sorted(rows, key=lambda r: (r[1], r[0])), strict=True))  # t, track
+    table = {
+        name: np.asarray(col, dtype)
+        for name, col, dtype in zip(
+            ("track", "t", "y", "x", "area", "parent"),
+            cols,
+            (np.int64, np.int64, float, float, np.int64, np.int64),
+            strict=True,
+        )
+    }
+    return tracks, table
+
+
+def rows_of(table, track):
+    return {k: v[table["track"] == track] for k, v in table.items()}
+
+
+def test_merging_gives_the_later_track_the_earlier_ones_id():
+    tracks, table = scene()
+    before_tracks, before_table = tracks.copy(), {k: v.copy() for k, v in table.items()}
+    out, new = merge_tracks(tracks, table, 5, 4)  # either order: the earlier one stays
+    np.testing.assert_array_equal(tracks, before_tracks)  # the inputs are left alone
+    for k in table:
+        np.testing.assert_array_equal(table[k], before_table[k])
+    assert not (out == 5).any()
+    np.testing.assert_array_equal(out == 4, (tracks == 4) | (tracks == 5))
+    np.testing.assert_array_equal(out[tracks != 5], tracks[tracks != 5])
+    assert 5 not in set(new["track"].tolist())
+    np.testing.assert_array_equal(track_frames(new, 4), [0, 1, 3, 4, 5])  # a gap at frame 2
+    four = rows_of(new, 4)
+    np.testing.assert_array_equal(four["x"], [1.5, 2.5, 6.5, 7.5, 8.5])  # the rows go along
+    assert len(new["track"]) == len(table["track"])
+    assert set(new["parent"][new["track"] == 4].tolist()) == {0}
+
+
+def test_merging_overlapping_tracks_is_refused_and_changes_nothing():
+    tracks, table = scene()
+    snapshot = {k: v.copy() for k, v in table.items()}
+    with pytest.raises(TrackEditError, match=r"tracks 2 and 3 are both in frames 3, 4, 5"):
+        merge_tracks(tracks, table, 2, 3)
+    with pytest.raises(TrackEditError, match=r"tracks 1 and 4 are both in frames 0, 1"):
+        plan_merge(table, 1, 4)
+    for k in table:
+        np.testing.assert_array_equal(table[k], snapshot[k])
+    with pytest.raises(TrackEditError, match="chosen twice"):
+        plan_merge(table, 3, 3)
+    with pytest.raises(TrackEditError, match="there is no track 9"):
+        plan_merge(table, 1, 9)
+
+
+def test_merging_a_parent_with_a_daughter_unlinks_the_other_daughter():
+    tracks, table = scene()
+    edit = plan_merge(table, 1, 2)  # the division was wrong: 2 is 1 going on
+    new = edit.table
+    np.testing.assert_array_equal(track_frames(new, 1), range(6))
+    assert set(new["parent"][new["track"] == 1].tolist()) == {0}
+    # 3 began while 1 went on: no longer its daughter, and the message says so
+    assert set(new["parent"][new["track"] == 3].tolist()) == {0}
+    assert edit.unlinked == (3,)
+    assert "track(s) 3 no longer divide from it" in edit.message
+    assert edit.relabel == ((3, 2, 1), (4, 2, 1), (5, 2, 1))
+
+
+def test_daughters_that_begin_before_the_merged_track_ends_lose_their_parent():
+    tracks, table = scene()
+    for d in (2, 3):  # 2 and 3 divide from 4 (frames 0-1) instead of 1
+        table["parent"][table["track"] == d] = 4
+    edit = plan_merge(table, 5, 4)
+    new = edit.table
+    # 4 is the earlier one and stays; it now goes on to frame 5, past 2 and 3's start
+    assert edit.track == 4 and edit.new == 5
+    assert set(new["parent"][np.isin(new["track"], [2, 3])].tolist()) == {0}
+    assert edit.unlinked == (2, 3)
+
+
+def test_daughters_of_the_later_track_follow_the_merge():
+    # 7: frame 0; 1: frames 1-3, dividing into 2 and 3 (frames 4-5)
+    spec = [(7, 0, 0)] + [(1, t, 0) for t in (1, 2, 3)]
+    spec += [(d, t, 1) for d in (2, 3) for t in (4, 5)]
+    table = {
+        "track": np.array([s[0] for s in spec]),
+        "t": np.array([s[1] for s in spec]),
+        "parent": np.array([s[2] for s in spec]),
+        "area": np.arange(len(spec)),
+    }
+    edit = plan_merge(table, 1, 7)
+    new = edit.table
+    assert edit.track == 7 and edit.new == 1
+    np.testing.assert_array_equal(track_frames(new, 7), [0, 1, 2, 3])
+    assert set(new["parent"][np.isin(new["track"], [2, 3])].tolist()) == {7}
+    assert edit.unlinked == () and "no longer divide" not in edit.message
+    assert sorted(new["area"].tolist()) == list(range(len(spec)))  # every row kept
+
+
+def test_splitting_gives_the_later_part_a_new_id_and_the_daughters():
+    tracks, table = scene()
+    out, new = split_track(tracks, table, 1, 2)
+    np.testing.assert_array_equal(out[:2], tracks[:2])
+    assert not (out[2] == 1).any()
+    np.testing.assert_array_equal(out[2] == 6, tracks[2] == 1)  # 6: the largest id + 1
+    np.testing.assert_array_equal(track_frames(new, 1), [0, 1])
+    np.testing.assert_array_equal(track_frames(new, 6), [2])
+    assert set(new["parent"][np.isin(new["track"], [2, 3])].tolist()) == {6}
+    assert set(new["parent"][new["track"] == 6].tolist()) == {0}
+    assert not (tracks == 6).any()  # the input is left alone
+    # split and merge undo each other (ids as before)
+    back, again = merge_tracks(out, new, 1, 6)
+    np.testing.assert_array_equal(back, tracks)
+    for k in table:
+        np.testing.assert_array_equal(again[k], table[k])
+
+
+@pytest.mark.parametrize(
+    ("track", "frame", "message"),
+    [
+        (1, 0, r"split at a frame from 1 to 2, not at frame 0"),
+        (1, 3, r"from 1 to 2, not at frame 3"),
+        (9, 1, "there is no track 9"),
+    ],
+)
+def test_a_split_outside_the_track_is_refused(track, frame, message):
+    tracks, table = scene()
+    with pytest.raises(TrackEditError, match=message):
+        split_track(tracks, table, track, frame)
+
+
+def test_a_one_frame_track_cannot_be_split():
+    tracks, table = scene()
+    out, one = split_track(tracks, table, 1, 2)
+    with pytest.raises(TrackEditError, match="only in frame 2: there is nothing to split"):
+        split_track(out, one, 6, 2)
+
+
+def test_a_split_widens_the_id_type_rather_than_wrap():
+    tracks, table = scene()
+    table["track"][table["track"] == 5] = 255
+    tracks[tracks == 5] = 255
+    out, new = split_track(tracks, table, 255, 4)
+    assert out.dtype == np.uint16
+    assert (out[4:] == 256).sum() == 8 and not (out == 0).all()
+    assert set(new["track"].tolist()) == {1, 2, 3, 4, 255, 256}
+
+
+def test_a_table_object_comes_back_as_its_own_kind():
+    from napari_sansa.core.measures import ObjectTable
+
+    class Table(ObjectTable):  # any table with as_dict and a constructor from columns
+        def __init__(self, data):
+            self._data = {k: np.asarray(v) for k, v in data.items()}
+            self.columns = tuple(data)
+
+    tracks, table = scene()
+    out, new = merge_tracks(tracks, Table(table), 4, 5)
+    assert isinstance(new, Table)
+    np.testing.assert_array_equal(track_frames(new, 4), [0, 1, 3, 4, 5])
+
+
+def test_corrections_of_track_objects_output_stay_a_track_table():
+    """``ns.merge_tracks`` / ``ns.split_track`` on what ``ns.track_objects`` gives: the
+    same as measuring the corrected map again with ``ns.track_table``."""
+    import napari_sansa as ns
+
+    tracks, table = scene()
+    objects = np.where(tracks > 0, tracks + 10 * np.arange(6)[:, None, None], 0)  # new ids
+    linked, tt = ns.track_objects(objects.astype(np.uint16), gap=1)
+    split, st = ns.split_track(linked, tt, 1, 2)
+    assert isinstance(st, ns.TrackTable)
+    parents = dict(
+        zip(st.summary()["track"].tolist(), st.summary()["parent"].tolist(), strict=True)
+    )
+    again = ns.track_table(split, parents)
+    for k in ("track", "t", "y", "x", "area", "parent"):
+        np.testing.assert_allclose(st[k], again[k])
+    merged, mt = ns.merge_tracks(split, st, 1, int(split.max()))
+    np.testing.assert_array_equal(merged, linked)

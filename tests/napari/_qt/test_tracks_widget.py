@@ -1,0 +1,163 @@
+"""Tracks in the widget (issue 22): the 'tracks' box, a run that ends in track layers,
+corrections from the dock, the counts, saving; on a real viewer with the tiny model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_sansa.core.tracks import track_objects
+from napari_sansa.napari.tracks_output import track_labels_name, tracks_name
+
+pytestmark = pytest.mark.gui
+
+T, H, W = 5, 48, 64
+TIMEOUT = 180_000
+
+
+def disks(t):
+    rr, cc = np.indices((H, W))
+    a = (rr - 14) ** 2 + (cc - (10 + 5 * t)) ** 2 <= 36
+    b = (rr - (12 + 4 * t)) ** 2 + (cc - 48) ** 2 <= 30
+    return a, b
+
+
+def time_lapse():
+    """Two bright disks moving over a dark textured background, and frame 0 painted."""
+    rng = np.random.default_rng(3)
+    frames = (rng.random((T, H, W)) * 60).astype(np.uint8)
+    paint = np.zeros((T, H, W), np.uint8)
+    for t in range(T):
+        a, b = disks(t)
+        frames[t][a | b] = 220
+    a, b = disks(0)
+    paint[0][a | b] = 1
+    return frames, paint
+
+
+def open_time_lapse(make_sansa, **image_kwargs):
+    frames, paint = time_lapse()
+    viewer, widget = make_sansa(
+        (frames, {"name": "cells", **image_kwargs}, "image"),
+        (paint, {"name": "paint"}, "labels"),
+    )
+    return viewer, widget
+
+
+def run(qtbot, widget):
+    worker = widget.run()
+    assert worker is not None, widget.status.value
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT)
+
+
+def test_a_run_with_tracks_makes_the_track_layers_and_the_panel(make_sansa, qtbot, tmp_path):
+    viewer, widget = open_time_lapse(make_sansa)
+    assert widget.large.tracks.enabled
+    assert widget.page_buttons["Tracks"].isHidden()  # before a run with tracks
+    widget.large.tracks.value = True
+    assert widget.large.instances.value  # tracks imply objects
+    run(qtbot, widget)
+    assert widget.status.value.startswith("done: 5 frames, "), widget.status.value
+    objects = viewer.layers["cells [sansa objects]"]
+    output = viewer.layers["cells [sansa]"]
+    labels = viewer.layers[track_labels_name("cells")]
+    lines = viewer.layers[tracks_name("cells")]
+    # the core's tracks of the run's objects and classes
+    want, table = track_objects(np.asarray(objects.data), classes=np.asarray(output.data))
+    assert set(objects.features["class"]) == {1}
+    np.testing.assert_array_equal(labels.data, want)
+    assert lines.data.shape == (len(table), 4)
+    ids = np.unique(table["track"]).tolist()
+    assert widget.tracks_panel.table.tracks() == ids
+    assert not widget.page_buttons["Tracks"].isHidden()  # the Tracks page, shown
+    assert widget.page_stack.currentWidget() is widget.pages["Tracks"]
+    # counts per frame: objects per class, and tracks
+    per_frame = widget.object_counts.tracks()
+    assert sorted(per_frame) == list(range(T))
+    for t in range(T):
+        assert per_frame[t]["tracks"] == int(np.sum(table["t"] == t))
+        assert widget.plot.counts()[t] == per_frame[t]["tracks"]
+    # a click on the track labels (pan/zoom mode) selects the track under it
+    track = int(labels.data[0][np.nonzero(labels.data[0])][0])
+    where = np.argwhere(labels.data[0] == track)[0]
+    widget.session._on_track_click(labels, type("Event", (), {"position": (0, *where)})())
+    assert widget.tracks_panel.table.selected_tracks() == [track]
+    assert widget.status.value.startswith(f"track {track}: frames 0-")
+    # split the selected track at frame 2 (the frame shown), then undo
+    before = np.array(labels.data)
+    widget.go_to_frame(2)
+    # (frame 0's references are followed through the frames: the track goes on)
+    assert table["t"][table["track"] == track].max() >= 2
+    assert widget.tracks_panel.split()
+    new = max(ids) + 1
+    assert new in widget.tracks_panel.table.tracks()
+    assert (labels.data[2:] == new).sum() == (before[2:] == track).sum() > 0
+    assert not (labels.data[2:] == track).any()
+    assert widget.tracks_panel.undo()
+    np.testing.assert_array_equal(labels.data, before)
+    assert widget.tracks_panel.table.tracks() == ids
+    # merging needs two tracks selected
+    widget.tracks_panel.table.select_track(track)
+    assert not widget.tracks_panel.merge()
+    assert "select two tracks to merge (1 selected)" in widget.status.value
+    # save
+    paths = widget.save_tracks(folder=tmp_path)
+    assert (tmp_path / "tracks.csv").exists() and (tmp_path / "ctc" / "res_track.txt").exists()
+    assert str(tmp_path / "cells tracks.tif") in paths
+
+
+def test_the_tracks_box_needs_a_time_axis(make_sansa, notifications):
+    viewer, widget = open_time_lapse(make_sansa, axis_labels=("z", "y", "x"))
+    box = widget.large.tracks
+    assert not box.enabled
+    assert "'cells' has no T axis (its frame axes: z)" in box.tooltip
+    # a time-lapse chosen: enabled
+    frames, _ = time_lapse()
+    viewer.add_image(frames, name="movie", axis_labels=("t", "y", "x"))
+    widget.image.value = viewer.layers["movie"]
+    assert box.enabled
+    box.value = True
+    widget.image.value = viewer.layers["cells"]  # back to the z-stack: unticked
+    assert not box.value and not box.enabled
+    assert widget.run_settings().tracks is None
+
+
+def test_merging_overlapping_tracks_from_the_dock_changes_nothing(make_sansa, qtbot):
+    viewer, widget = open_time_lapse(make_sansa)
+    widget.large.tracks.value = True
+    run(qtbot, widget)
+    labels = viewer.layers[track_labels_name("cells")]
+    table = widget.session.tracks.table
+    first = np.unique(table["track"][table["t"] == 0]).tolist()
+    assert len(first) == 2  # the two painted disks of frame 0
+    before = np.array(labels.data)
+    panel = widget.tracks_panel
+    panel.table.select_track(first[0])
+    panel.table.select_track(first[1], add=True)
+    assert panel.table.selected_tracks() == first[:2]
+    assert not panel.merge()
+    assert f"tracks {first[0]} and {first[1]} are both in frame" in widget.status.value
+    np.testing.assert_array_equal(labels.data, before)
+
+
+def test_a_tz_stack_is_tracked_with_its_3d_objects(make_sansa, qtbot):
+    frames, paint = time_lapse()
+    stack = np.stack([frames[:3]] * 2, axis=1)  # (T, Z, Y, X): 3 time points, 2 planes
+    refs = np.zeros(stack.shape, np.uint8)
+    refs[0, 0] = paint[0]
+    viewer, widget = make_sansa(
+        (stack, {"name": "tz", "axis_labels": ("t", "z", "y", "x")}, "image"),
+        (refs, {"name": "paint"}, "labels"),
+    )
+    assert widget.large.tracks.enabled
+    widget.large.tracks.value = True
+    run(qtbot, widget)
+    objects = viewer.layers["tz [sansa objects]"]
+    assert "volume" in objects.features.columns  # 3D objects, one per time point
+    labels = viewer.layers[track_labels_name("tz")]
+    want, table = track_objects(
+        np.asarray(objects.data), classes=np.asarray(viewer.layers["tz [sansa]"].data)
+    )
+    np.testing.assert_array_equal(labels.data, want)
+    assert viewer.layers[tracks_name("tz")].data.shape == (len(table), 5)
+    assert widget.tracks_panel.table.tracks() == np.unique(table["track"]).tolist()

@@ -1,0 +1,376 @@
+"""Tracks in napari without Qt (napari/tracks_output.py, track_session.py): the track
+layers, corrections and their undo, selection, saving, and the T axis a run needs.
+
+A bare ``ViewerModel`` and a synthetic time-lapse of moving disks with known tracks:
+the linking is the core's, so these tests need no model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from napari.layers import Labels, Tracks
+
+from napari_sansa.core.tracks import track_objects
+from napari_sansa.napari.geometry import is_prompt_layer
+from napari_sansa.napari.tracks_output import (
+    TrackSettings,
+    TracksOutput,
+    link_tracks,
+    time_axis,
+    track_labels_name,
+    tracks_name,
+)
+
+T, H, W = 6, 40, 60
+
+
+def disk(shape, r, c, radius):
+    rr, cc = np.indices(shape)
+    return (rr - r) ** 2 + (cc - c) ** 2 <= radius**2
+
+
+def moving_disks():
+    """``(objects, class_map)``: disk A (class 1) moves right in every frame; disk B
+    (class 2) moves down and is gone in frame 3 (a gap); object ids differ per frame."""
+    objects = np.zeros((T, H, W), np.uint16)
+    for t in range(T):
+        a = disk((H, W), 10, 8 + 4 * t, 5)
+        objects[t][a] = 1 + t  # ids unrelated between frames
+        if t != 3:
+            objects[t][disk((H, W), 8 + 3 * t, 45, 5)] = 20 - t
+    class_map = np.where(objects >= 10, 2, np.where(objects > 0, 1, 0)).astype(np.uint8)
+    return objects, class_map
+
+
+def viewer_with_tracks():
+    from napari.components import ViewerModel
+
+    from napari_sansa.napari.session import SansaSession
+
+    viewer = ViewerModel()
+    objects, class_map = moving_disks()
+    image = viewer.add_image(np.random.default_rng(0).random((T, H, W)), name="cells")
+    session = SansaSession(viewer)
+    messages = []
+    session.status.connect(messages.append)
+    session.tracks = TracksOutput(viewer, image, TrackSettings())
+    tracks, table = link_tracks(objects, class_map, TrackSettings())
+    session.tracks.show(tracks, table)
+    return viewer, session, messages
+
+
+def ids_at(layer, t, r, c):
+    return int(layer.data[t, r, c])
+
+
+def test_link_tracks_gives_the_cores_tracks_with_classes():
+    objects, class_map = moving_disks()
+    tracks, table = link_tracks(objects, class_map, TrackSettings(gap=1))
+    want, want_table = track_objects(objects, classes=class_map, gap=1)
+    np.testing.assert_array_equal(tracks, want)
+    for k in want_table.columns:
+        np.testing.assert_array_equal(table[k], want_table[k])
+    # two tracks, A in every frame, B bridging its missing frame 3
+    assert sorted(set(table["track"].tolist())) == [1, 2]
+    assert set(table["class"][table["track"] == 1].tolist()) == {1}
+    assert set(table["class"][table["track"] == 2].tolist()) == {2}
+    # the objects' classes as {object id: class} (the objects layer's features) alike
+    ids = np.unique(objects[objects > 0])
+    by_id = {int(i): int(class_map[objects == i][0]) for i in ids}
+    tracks2, table2 = link_tracks(objects, by_id, TrackSettings(gap=1))
+    np.testing.assert_array_equal(tracks2, tracks)
+    np.testing.assert_array_equal(table2["class"], table["class"])
+
+
+def test_the_track_layers_hold_the_tracks():
+    viewer, session, _ = viewer_with_tracks()
+    labels = viewer.layers[track_labels_name("cells")]
+    lines = viewer.layers[tracks_name("cells")]
+    assert isinstance(labels, Labels) and isinstance(lines, Tracks)
+    assert not is_prompt_layer(labels)  # an output: never the next run's prompts
+    table = session.tracks.table
+    # the Tracks layer: one point per (track, frame) at its centroid, features too
+    assert lines.data.shape == (len(table["track"]), 4)
+    row = np.flatnonzero((table["track"] == 1) & (table["t"] == 2))[0]
+    point = lines.data[(lines.data[:, 0] == 1) & (lines.data[:, 1] == 2)][0]
+    np.testing.assert_allclose(point[2:], [table["y"][row], table["x"][row]])
+    np.testing.assert_allclose(point[2:], [10, 16], atol=0.01)
+    assert {"area", "class"} <= set(lines.features.columns)  # napari adds track_id
+    # the labels layer: the ids under each disk, features one row per track
+    assert ids_at(labels, 4, 10, 24) == 1 and ids_at(labels, 4, 20, 45) == 2
+    features = labels.features
+    assert features["index"].tolist() == [1, 2]
+    assert features["start"].tolist() == [0, 0] and features["end"].tolist() == [5, 5]
+    assert features["frames"].tolist() == [6, 5]  # B has a gap
+    assert features["class"].tolist() == [1, 2]
+    assert session.tracks.counts()[3] == {"tracks": 1, "new": 0, "divisions": 0}
+    assert session.tracks.counts()[0] == {"tracks": 2, "new": 2, "divisions": 0}
+
+
+def test_split_merge_and_undo_keep_layers_and_table_together():
+    viewer, session, messages = viewer_with_tracks()
+    labels = viewer.layers[track_labels_name("cells")]
+    lines = viewer.layers[tracks_name("cells")]
+    before = np.array(labels.data)
+    assert session.split_track(1, 3)
+    assert "track 1 split at frame 3: frames from 3 on are track 3" in messages[-1]
+    assert ids_at(labels, 2, 10, 16) == 1 and ids_at(labels, 3, 10, 20) == 3
+    later = (np.arange(T) >= 3)[:, None, None]
+    np.testing.assert_array_equal(labels.data == 3, (before == 1) & later)
+    assert set(lines.data[lines.data[:, 0] == 3, 1].tolist()) == {3, 4, 5}
+    assert labels.features["index"].tolist() == [1, 2, 3]
+    # the split at the frame shown (the slider on frame 4)
+    viewer.dims.set_point(0, 4)
+    assert session.split_track(2)
+    assert ids_at(labels, 4, 20, 45) == 4 and ids_at(labels, 2, 14, 45) == 2
+    # merging tracks both in a frame: refused, nothing changes
+    snapshot = np.array(labels.data), {k: v.copy() for k, v in session.tracks.table.items()}
+    assert not session.merge_tracks(1, 2)
+    assert "tracks 1 and 2 are both in frames 0, 1, 2" in messages[-1]
+    np.testing.assert_array_equal(labels.data, snapshot[0])
+    for k, v in snapshot[1].items():
+        np.testing.assert_array_equal(session.tracks.table[k], v)
+    # merge back, in either order: the earlier id stays
+    assert session.merge_tracks(4, 2)
+    assert session.merge_tracks(3, 1)
+    np.testing.assert_array_equal(labels.data, before)
+    assert lines.data.shape[0] == len(session.tracks.table["track"])
+    assert set(lines.data[:, 0].tolist()) == {1, 2}
+    # undo: back through the four corrections, layers and table alike
+    assert session.undo_tracks() and session.undo_tracks()
+    assert ids_at(labels, 4, 20, 45) == 4 and ids_at(labels, 3, 10, 20) == 3
+    assert set(lines.data[:, 0].tolist()) == {1, 2, 3, 4}
+    assert session.undo_tracks() and session.undo_tracks()
+    np.testing.assert_array_equal(labels.data, before)
+    assert labels.features["index"].tolist() == [1, 2]
+    assert not session.undo_tracks()
+    assert "no track correction to undo" in messages[-1]
+
+
+def test_ctrl_z_on_the_track_labels_undoes_the_last_correction():
+    viewer, session, _ = viewer_with_tracks()
+    labels = viewer.layers[track_labels_name("cells")]
+    before = np.array(labels.data)
+    session.split_track(1, 2)
+    session.tracks.undo_or_layer()  # what Ctrl+Z on the layer calls
+    np.testing.assert_array_equal(labels.data, before)
+    labels.paint((1, 30, 5), 9)  # a brush stroke: no correction left, napari's own undo
+    assert ids_at(labels, 1, 30, 5) == 9
+    session.tracks.undo_or_layer()
+    np.testing.assert_array_equal(labels.data, before)
+
+
+def test_selecting_a_track_by_id_or_by_clicking_a_layer():
+    viewer, session, messages = viewer_with_tracks()
+    labels = viewer.layers[track_labels_name("cells")]
+    lines = viewer.layers[tracks_name("cells")]
+    picked = []
+    session.track_selected.connect(picked.append)
+    text = session.select_track(2)
+    assert text == "track 2: frames 0-5 (5, with gaps), no parent, class 2"
+    assert messages[-1] == text and picked == [2] and labels.selected_label == 2
+    out = session.tracks
+    assert out.track_at(labels, (4, 10, 24)) == 1
+    assert out.track_at(labels, (4, 35, 5)) is None  # background
+    assert out.track_at(lines, (4, 21, 44)) == 2  # the nearest point in the frame
+    assert out.track_at(lines, (4, 35, 5)) is None
+
+
+def test_saving_tracks_writes_labels_csv_and_the_ctc_files(tmp_path):
+    import csv
+
+    viewer, session, _ = viewer_with_tracks()
+    session.split_track(1, 3)
+    paths = session.save_tracks(tmp_path)
+    labels = viewer.layers[track_labels_name("cells")]
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "cells tracks.tif"), labels.data)
+    with open(tmp_path / "tracks.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(session.tracks.table["track"])
+    assert {int(r["track"]) for r in rows} == {1, 2, 3}
+    ctc = (tmp_path / "ctc" / "res_track.txt").read_text().split("\n")
+    lines = {tuple(map(int, line.split())) for line in ctc if line}
+    # B (track 2) bridges frame 3: two CTC tracks, the second the first's daughter
+    assert (1, 0, 2, 0) in lines and (3, 3, 5, 0) in lines and (2, 0, 2, 0) in lines
+    assert len(lines) == 4 and any(line[3] == 2 for line in lines)
+    assert str(tmp_path / "ctc" / "mask005.tif") in paths
+    assert session.save_tracks(None) == []
+
+
+def test_corrections_after_the_track_labels_were_removed(notifications):
+    viewer, session, messages = viewer_with_tracks()
+    viewer.layers.remove(track_labels_name("cells"))
+    assert not session.merge_tracks(1, 2)
+    assert "'cells [sansa track labels]' was removed: run again" in messages[-1]
+    # the Tracks layer removed (the labels kept): corrections go on without it
+    viewer2, session2, _ = viewer_with_tracks()
+    viewer2.layers.remove(tracks_name("cells"))
+    assert session2.split_track(1, 3)
+    assert tracks_name("cells") not in [layer.name for layer in viewer2.layers]
+
+
+def test_no_tracks_yet_says_how_to_get_them():
+    from napari.components import ViewerModel
+
+    from napari_sansa.napari.session import SansaSession
+
+    session = SansaSession(ViewerModel())
+    messages = []
+    session.status.connect(messages.append)
+    assert not session.merge_tracks(1, 2)
+    assert "there are no tracks yet: tick 'tracks'" in messages[-1]
+
+
+@pytest.mark.parametrize(
+    ("shape", "axes", "expected"),
+    [
+        ((T, H, W), None, (0, None)),
+        ((T, H, W), ("t", "y", "x"), (0, None)),
+        ((H, W), None, "is a single image, not a time-lapse"),
+        ((T, H, W), ("z", "y", "x"), "has no T axis (its frame axes: z)"),
+        ((T, 3, H, W), None, "has 2 frame axes and does not name them"),
+        ((T, 3, H, W), ("t", "z", "y", "x"), (0, None)),
+        ((3, T, H, W), ("z", "t", "y", "x"), "has its T axis after its Z axis"),
+        ((T, 2, H, W), ("t", "c", "y", "x"), "has other axes besides T and Z (channels)"),
+        ((T, 3, 2, H, W), ("t", "z", "q", "y", "x"), "other axes besides T and Z (q)"),
+    ],
+)
+def test_the_t_axis_of_an_image(shape, axes, expected):
+    from napari.layers import Image
+
+    kwargs = {} if axes is None else {"axis_labels": axes}
+    image = Image(np.zeros(shape, np.uint8), name="img", **kwargs)
+    axis, problem = time_axis(image)
+    if isinstance(expected, tuple):
+        assert (axis, problem) == expected
+    else:
+        assert axis is None and expected in problem, problem
+
+
+def test_a_run_with_tracks_on_an_image_without_t_is_refused():
+    from napari.components import ViewerModel
+
+    from napari_sansa.napari.session import SansaSession
+    from napari_sansa.napari.worker import RunSettings
+
+    viewer = ViewerModel()
+    image = viewer.add_image(np.zeros((T, H, W), np.uint8), name="zs", axis_labels="zyx")
+    paint = viewer.add_labels(np.zeros((T, H, W), np.uint8), name="paint")
+    paint.data[0, 5:15, 5:15] = 1
+    session = SansaSession(viewer, create_worker=lambda *a, **k: pytest.fail("no run"))
+    messages = []
+    session.status.connect(messages.append)
+    settings = RunSettings.make(tracks=True)
+    assert settings.segment.instances is not None  # tracks imply objects
+    assert session.run(image, [paint], None, settings) is None
+    assert "'zs' has no T axis (its frame axes: z)" in messages[-1]
+    assert [layer.name for layer in viewer.layers] == ["zs", "paint"]
+
+
+def test_ctrl_z_after_a_second_linking_undoes_the_new_tracks_corrections():
+    """A second run writes into the same track labels layer: Ctrl+Z there undoes the
+    corrections of the new tracks (it kept calling the first run's, which had none)."""
+    from napari.utils.key_bindings import KeyBinding
+
+    viewer, session, _ = viewer_with_tracks()
+    objects, class_map = moving_disks()
+    again = TracksOutput(viewer, session.tracks.image, TrackSettings())
+    again.show(*link_tracks(objects, class_map, TrackSettings()))
+    session.tracks = again
+    labels = viewer.layers[track_labels_name("cells")]
+    assert again.labels is labels  # the same layer, updated in place
+    before = np.array(labels.data)
+    assert session.split_track(1, 2)
+    ctrl_z = labels.keymap[KeyBinding.from_str("Control-Z")]
+    ctrl_z(labels)
+    np.testing.assert_array_equal(labels.data, before)
+    assert session.tracks.table["track"].max() == 2
+
+
+def test_tracks_of_3d_objects_in_a_tz_stack():
+    """A (T, Z, Y, X) stack: 3D objects linked with their voxel size; the Tracks layer
+    has z; corrections and clicks work on volumes."""
+    from napari.components import ViewerModel
+
+    from napari_sansa.napari.session import SansaSession
+
+    objects2d, class_map2d = moving_disks()
+    objects = np.stack([objects2d] * 3, axis=1)  # every object 3 planes deep
+    objects[:, 0] = 0  # not on the first plane
+    class_map = np.stack([class_map2d] * 3, axis=1)
+    class_map[:, 0] = 0
+    viewer = ViewerModel()
+    image = viewer.add_image(
+        np.zeros(objects.shape, np.uint8), name="tz", axis_labels=("t", "z", "y", "x")
+    )
+    assert time_axis(image) == (0, None)
+    session = SansaSession(viewer)
+    session.tracks = TracksOutput(viewer, image, TrackSettings())
+    tracks, table = link_tracks(objects, class_map, TrackSettings(), spacing=(2.0, 1.0, 1.0))
+    want, _ = track_objects(objects, classes=class_map, spacing=(2.0, 1.0, 1.0))
+    np.testing.assert_array_equal(tracks, want)
+    session.tracks.show(tracks, table)
+    labels = viewer.layers[track_labels_name("tz")]
+    lines = viewer.layers[tracks_name("tz")]
+    assert labels.data.shape == objects.shape and lines.data.shape[1] == 5  # id, t, z, y, x
+    np.testing.assert_allclose(lines.data[(lines.data[:, 0] == 1) & (lines.data[:, 1] == 2)][0],
+                               [1, 2, 1.5, 10, 16], atol=0.01)  # fmt: skip
+    assert session.tracks.track_at(labels, (2, 1, 10, 16)) == 1
+    assert session.tracks.track_at(labels, (2, 0, 10, 16)) is None  # not on plane 0
+    assert session.tracks.track_at(lines, (2, 1.5, 10, 16)) == 1
+    before = np.array(labels.data)
+    assert session.split_track(1, 3)
+    np.testing.assert_array_equal(labels.data[3:] == 3, before[3:] == 1)
+    assert session.undo_tracks()
+    np.testing.assert_array_equal(labels.data, before)
+
+
+def test_tracks_of_a_tz_stack_need_3d_objects():
+    from napari.components import ViewerModel
+
+    from napari_sansa.core.objects import ObjectOptions
+    from napari_sansa.napari.session import SansaSession
+    from napari_sansa.napari.worker import RunSettings
+
+    viewer = ViewerModel()
+    image = viewer.add_image(
+        np.zeros((T, 3, H, W), np.uint8), name="tz", axis_labels=("t", "z", "y", "x")
+    )
+    paint = viewer.add_labels(np.zeros((T, 3, H, W), np.uint8), name="paint")
+    paint.data[0, 1, 5:15, 5:15] = 1
+    session = SansaSession(viewer, create_worker=lambda *a, **k: pytest.fail("no run"))
+    messages = []
+    session.status.connect(messages.append)
+    settings = RunSettings.make(tracks=True, instances=ObjectOptions(dims="2d"))
+    assert session.run(image, [paint], None, settings) is None
+    assert "link its 3D objects: untick 'objects per plane'" in messages[-1]
+    assert [layer.name for layer in viewer.layers] == ["tz", "paint"]
+
+
+def test_a_run_whose_objects_layer_was_removed_makes_no_tracks_and_says_so():
+    """The objects layer deleted by the person before the run ended: no linking of an
+    empty layer made again, and the run's last message says why there are no tracks."""
+    from napari.components import ViewerModel
+
+    from napari_sansa.core.objects import ObjectOptions
+    from napari_sansa.napari.objects_output import ObjectsOutput
+    from napari_sansa.napari.session import SansaSession
+
+    viewer = ViewerModel()
+    image = viewer.add_image(np.zeros((T, H, W), np.uint8), name="cells")
+    session = SansaSession(viewer, create_worker=lambda *a, **k: pytest.fail("no linking"))
+    messages = []
+    session.status.connect(messages.append)
+    # the state a run with tracks ends in, its objects layer gone
+    session.images = (image,)
+    session.objects = ObjectsOutput(viewer, ObjectOptions(), [image])
+    session._track_settings = TrackSettings()
+    session.done = T
+    session._on_finished()
+    assert (
+        messages[-1]
+        == f"done: {T} frames; no tracks: the layer 'cells [sansa objects]' was removed"
+    )
+    assert [layer.name for layer in viewer.layers] == ["cells"]
