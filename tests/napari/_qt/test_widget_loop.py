@@ -50,7 +50,8 @@ def test_the_main_page_fits_napari_s_default_window_beside_half_the_width(
     """napari opens at its layout's size hint (first start), 1089 x 630 on a 1600 x 1000
     screen with the old widget: the main page (images and prompts, run, review) needs no
     scrolling and the canvas keeps at least half of the window's width; also with an
-    image set chosen (its 'with images' list shown) while the prompts are made."""
+    image set chosen (its 'with images' list shown) while the prompts are made, and after
+    a run on that image set, with the confidence plot shown."""
     viewer, widget = make_sansa(
         (frames(), {"name": "cells"}, "image"),
         (mask_on(0), {"name": "cells [sansa references]"}, "labels"),
@@ -79,16 +80,21 @@ def test_the_main_page_fits_napari_s_default_window_beside_half_the_width(
     qtbot.waitUntil(settled, timeout=5000)  # nothing else (no stretch napari adds) in it
     scroll = widget.scroll_area
     assert widget.pages["Label"] is scroll and scroll.isVisible()
-    body = scroll.widget()
-    content = body.minimumSizeHint().height()
-    if body.layout().hasHeightForWidth():
-        content = max(content, body.layout().totalMinimumSize().height())
-    viewport = scroll.viewport().height()
-    print(f"window {window.width()} x {window.height()}: main page {content} px in {viewport} "
-          f"px, canvas {canvas.width()} px ({canvas.width() / window.width():.0%})")  # fmt: skip
-    assert content <= viewport
-    assert not scroll.verticalScrollBar().isVisible()
-    assert canvas.width() >= 0.5 * window.width()
+
+    def assert_fits(when):
+        body = scroll.widget()
+        content = body.minimumSizeHint().height()
+        if body.layout().hasHeightForWidth():
+            content = max(content, body.layout().totalMinimumSize().height())
+        viewport = scroll.viewport().height()
+        print(f"{when}: window {window.width()} x {window.height()}: main page {content} px in "
+              f"{viewport} px, canvas {canvas.width()} px "
+              f"({canvas.width() / window.width():.0%})")  # fmt: skip
+        assert content <= viewport, when
+        assert not scroll.verticalScrollBar().isVisible(), when
+        assert canvas.width() >= 0.5 * window.width(), when
+
+    assert_fits("before a run")
     # the loop's controls are all on it: the prompt layers, Run, the review
     for control in (widget.image, widget.prompt_layers, widget.new_points_button, widget.mode,
                     widget.use_frame_button, widget.edited_button):  # fmt: skip
@@ -96,6 +102,19 @@ def test_the_main_page_fits_napari_s_default_window_beside_half_the_width(
     assert widget.scores.isVisible() and not widget.plot.isVisible()  # plot: once scores exist
     assert widget.run_button.native.isVisible() and widget.stop_button.native.isVisible()
     assert keys("Shift+R") in widget.run_button.native.toolTip()  # Run's tooltip: its key
+    if images == "set":  # after a run on the image set, with the confidence plot shown
+        widget.prompt_layers.value = [viewer.layers["cells [sansa references]"]]
+        assert widget.run() is not None, widget.status.value
+        wait_done(qtbot, widget)
+        assert widget.status.value.startswith("done"), widget.status.value
+        qtbot.waitUntil(widget.plot.isVisible, timeout=5000)
+        qtbot.wait(300)
+        qtbot.waitUntil(settled, timeout=5000)
+        assert_fits("after a run on an image set, with the plot shown")
+        for control in (widget.prompt_layers, widget.use_frame_button, widget.scores,
+                        widget.run_button):  # fmt: skip
+            native = getattr(control, "native", control)
+            assert native.isVisible(), control
     # one-line messages take the dock's width (cut with '…' only where it ends)
     widget.preview_panel._show_state("")
     qtbot.wait(50)

@@ -31,7 +31,7 @@ COLUMN_TIPS = (
     "ref: a reference, pred: predicted, kept: edited by hand and left as it was",
 )
 #: the confidence plot's height (px)
-PLOT_HEIGHT = 36
+PLOT_HEIGHT = 28  # low enough that the main page still fits when it appears
 KIND_COLORS = {"reference": "#4caf50", "predicted": "#42a5f5", "kept": "#ffb300"}
 #: the kind as the narrow table shows it (the whole word in its tooltip)
 KIND_TEXT = {"reference": "ref", "predicted": "pred", "kept": "kept"}
