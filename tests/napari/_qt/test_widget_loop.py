@@ -254,6 +254,39 @@ def test_the_shortcuts_are_napari_s_and_act_on_the_widget(make_sansa, qtbot):
 # -- settings that stay ---------------------------------------------------------------------
 
 
+def test_restore_all_keybindings_in_napari_s_preferences_gives_our_keys_back(make_sansa, qtbot):
+    """Preferences > Shortcuts > 'Restore All Keybindings' (napari's ShortcutEditor, past
+    its confirmation): actions rebound or unbound there get their default keys back."""
+    from napari._qt.widgets.qt_keyboard_settings import ShortcutEditor
+    from napari.settings import get_settings
+    from napari.utils.action_manager import action_manager
+
+    from napari_sansa.napari._qt.shortcuts import ACTIONS
+
+    viewer, widget = make_sansa((frames(), {"name": "cells"}, "image"))
+    editor = ShortcutEditor()
+    qtbot.addWidget(editor)
+    # rebound and unbound as the editor's table does (the action manager and the settings)
+    changed = {"napari-sansa:run": ["Shift+Q"], "napari-sansa:stop": []}
+    for action, shortcuts in changed.items():
+        action_manager.unbind_shortcut(action)
+        for shortcut in shortcuts:
+            action_manager.bind_shortcut(action, shortcut)
+    get_settings().shortcuts.shortcuts = {**get_settings().shortcuts.shortcuts, **changed}
+    assert [str(k) for k in action_manager._shortcuts["napari-sansa:run"]] == ["Shift+Q"]
+    assert keys("Shift+Q") in widget.run_button.native.toolTip()
+    editor._reset_shortcuts()  # 'Restore All Keybindings'
+    saved = get_settings().shortcuts.shortcuts
+    for name, (_, default, _) in ACTIONS.items():
+        full = f"napari-sansa:{name}"
+        assert [str(k) for k in action_manager._shortcuts[full]] == [default], full
+        assert [str(k) for k in saved[full]] == [default], full
+    assert keys("Shift+R") in widget.run_button.native.toolTip()
+    assert keys("Shift+S") in widget.stop_button.native.toolTip()
+    action_manager.trigger("napari-sansa:next_class")  # and they act on the widget
+    assert widget.class_id.value == 2
+
+
 def test_settings_set_in_one_viewer_are_there_in_a_new_one(
     make_sansa, sansa_env, monkeypatch, tmp_path
 ):
