@@ -351,9 +351,41 @@ def test_a_damaged_settings_file_is_ignored_with_a_warning(
     assert warned, notifications()
     assert widget.mode.value == "independent" and widget.threshold.value == pytest.approx(0.5)
     assert widget.large.halo.value == -1 and not widget.probabilities.value
-    # the next change writes a good file
+    # the damaged file is kept, byte for byte, and the warning says where (once)
+    kept = sorted(path.parent.glob(f"{path.name}.damaged-*"))
+    assert len(kept) == 1 and kept[0].read_text() == text
+    said = [m for m in warned if "kept as" in m]
+    assert len(said) == 1 and str(kept[0]) in said[0], warned
+    # another dock opened before anything was saved keeps no second copy
+    make_sansa((frames(), {"name": "cells"}, "image"))
+    assert sorted(path.parent.glob(f"{path.name}.damaged-*")) == kept
+    assert len([m for m in notifications() if "kept as" in m]) == 1
+    # the next change writes a good file; the kept one stays as it was
     widget.threshold.value = 0.4
     assert json.loads(path.read_text())["values"]["threshold"] == 0.4
+    assert kept[0].read_text() == text
+
+
+def test_a_damaged_settings_file_that_cannot_be_kept_is_not_saved_over(
+    make_sansa, sansa_env, notifications, monkeypatch
+):
+    from napari_sansa.napari import settings_store
+
+    def cannot(path, move):
+        raise PermissionError("read-only folder")
+
+    monkeypatch.setattr(settings_store, "keep_damaged", cannot)
+    path = settings_store.settings_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("{not json")
+    _, widget = make_sansa((frames(), {"name": "cells"}, "image"))
+    assert any("could not be kept (read-only folder)" in m for m in notifications())
+    widget.threshold.value = 0.4
+    assert path.read_text() == "{not json"  # nothing saved over it
+    widget.settings_store.reset()  # asked for: the file goes, saving starts again
+    assert not path.exists()
+    widget.threshold.value = 0.3
+    assert json.loads(path.read_text())["values"]["threshold"] == 0.3
 
 
 # -- prompt layers belong to their image ----------------------------------------------------
