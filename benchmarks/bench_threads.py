@@ -10,7 +10,9 @@ interleaved so that a drift of the machine touches every setting alike. Conditio
 * ``load``: one busy process per core (a Python loop each), started before and stopped
   after the condition's runs: the competing load of the issue;
 * ``dask``: the same command through a local Dask cluster of 2 worker processes on this
-  host (``--scheduler``; each worker has cores / 2 threads); quiet.
+  host (``--scheduler``; each worker has cores / 2 threads); quiet. Each setting is also
+  run with ``--chunk-size 16`` (all 12 images in one task: the default before 0.2, which
+  kept one worker idle), so that the default is compared with the best of both.
 
 Each condition starts with one untimed run (the file cache; Dask workers load the model
 then and keep it). Printed per condition: the median wall time of the command and the
@@ -82,7 +84,8 @@ def _files(root: Path, n: int, side: int) -> dict:
     return {"sam2": sam2, "adapters": adapters, "data": data}
 
 
-def _command(root: Path, files: dict, out: Path, threads, scheduler=None) -> list[str]:
+def _command(root: Path, files: dict, out: Path, setting, scheduler=None) -> list[str]:
+    threads, chunk = setting if isinstance(setting, tuple) else (setting, None)
     cmd = [
         sys.executable,
         "-m",
@@ -110,7 +113,15 @@ def _command(root: Path, files: dict, out: Path, threads, scheduler=None) -> lis
         cmd += ["--threads", str(threads)]
     if scheduler is not None:
         cmd += ["--scheduler", scheduler]
+    if chunk is not None:
+        cmd += ["--chunk-size", str(chunk)]
     return cmd
+
+
+def _label(setting) -> str:
+    threads, chunk = setting if isinstance(setting, tuple) else (setting, None)
+    label = "default" if threads is None else f"--threads {threads}"
+    return label + ("" if chunk is None else f" --chunk-size {chunk}")
 
 
 def _env() -> dict:
@@ -199,15 +210,19 @@ def main() -> None:
         files = _files(root, args.images, args.image)
         count = [0]
         for name in conditions:
-            medians = _condition(name, root, files, settings, args.repeats, count)
-            best = min(medians[s][1] for s in sweep)
-            best_setting = min(sweep, key=lambda s: medians[s][1])
-            for s in settings:
+            these, swept = settings, sweep
+            if name == "dask":  # also all images in one task, as before 0.2
+                one_task = [(s, 16) for s in settings]
+                these, swept = settings + one_task, sweep + one_task
+            medians = _condition(name, root, files, these, args.repeats, count)
+            best = min(medians[s][1] for s in swept)
+            best_setting = _label(min(swept, key=lambda s: medians[s][1]))
+            for s in these:
                 wall, run = medians[s]
-                label = "default" if s is None else f"--threads {s}"
+                label = _label(s)
                 rows.append(
                     (
-                        f"{name:5} {label:12}",
+                        f"{name:5} {label:28}",
                         f"wall {wall:7.2f} s  run {run:7.2f} s  best/this {best / run:5.2f}",
                     )
                 )
@@ -215,11 +230,11 @@ def main() -> None:
             rows.append(
                 (
                     f"{name:5} default vs best",
-                    f"{ratio:.2f} of the best setting's throughput (--threads {best_setting})",
+                    f"{ratio:.2f} of the best setting's throughput ({best_setting})",
                 )
             )
             results[name] = {
-                "median_s": {str(s): medians[s] for s in settings},
+                "median_s": {_label(s): medians[s] for s in these},
                 "default_vs_best": ratio,
                 "best_setting": best_setting,
             }

@@ -432,11 +432,22 @@ def multiscale(launch) -> None:
     _show_results(widget)
     _settle()
     _shot(viewer, "multiscale.png")
+
+
+def _sample_pages(launch) -> None:
+    """The pages with the sample as it opens (docs/images/page-*), its preview done."""
+    _fresh_settings()
+    viewer, widget = launch(sample=True, block=False)
+    widget.model_panel.device.value = "cpu"
+    _settle()
+    _previews_quiet(widget)
+    pages(viewer, widget)
     viewer.close()
 
 
 ONLY = {
     "multiscale": multiscale,
+    "sample-pages": _sample_pages,
     "imageset": image_set,
     "timelapse": timelapse,
     "zstack": zstack,
@@ -505,6 +516,7 @@ def main() -> None:
     viewer.reset_view()
     _settle()
     _save(viewer.screenshot(canvas_only=False, flash=False), "sample.png")
+    _previews_quiet(widget)  # the pages show the preview's outcome, not "loading the model"
     pages(viewer, widget)
 
     # 2. prompts of other kinds on frame 3: clicks (positive, negative) and a box

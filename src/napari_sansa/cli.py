@@ -233,7 +233,12 @@ def _parser() -> argparse.ArgumentParser:
         "stopping (60; finished outputs are kept)",
     )
     s.add_argument(
-        "--chunk-size", type=int, default=None, help="targets per Dask task (16)", metavar="N"
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="targets per Dask task (default: up to 16, fewer so that every worker thread "
+        "of the cluster gets some)",
+        metavar="N",
     )
     from napari_sansa.dataset.finetune import add_parser as add_finetune_parser
 

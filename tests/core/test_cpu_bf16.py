@@ -117,6 +117,38 @@ def test_bf16_holds_the_encoder_in_bf16_and_labels_like_fp32(weights, fake_cpu):
         assert all(np.isfinite(v).all() for v in q.logits.values())
 
 
+def test_a_fine_tuned_model_runs_the_same_bf16_path_as_the_loaded_one(weights, fake_cpu):
+    """``wrap_model`` (the model fine-tuning returns) holds the encoder in bf16 as
+    ``load_model`` does, not the whole model under autocast: a copy with the same weights
+    labels exactly as the loaded model does."""
+    from napari_sansa.core.models.trainable import trainable_copy, wrap_model
+
+    fake_cpu(AMX)
+    bf16 = load_test_model(weights, cache_bytes=0)
+    copy = wrap_model(bf16, trainable_copy(bf16))
+    assert copy.dtype == torch.bfloat16 and copy.engine.cpu_bf16
+    assert {p.dtype for p in copy.sam.image_encoder.parameters()} == {torch.bfloat16}
+    for part in (copy.sam.sam_mask_decoder, copy.sam.memory_attention):
+        assert {p.dtype for p in part.parameters()} == {torch.float32}
+    for p, q in zip(bf16.segment(*_episode()), copy.segment(*_episode()), strict=True):
+        for c in p.logits:
+            np.testing.assert_array_equal(q.logits[c], p.logits[c])
+
+
+@pytest.mark.slow
+def test_the_model_fine_tuning_returns_holds_its_encoder_in_bf16(weights, fake_cpu):
+    import napari_sansa as ns
+
+    fake_cpu(AMX)
+    bf16 = load_test_model(weights, cache_bytes=0)
+    mask = np.zeros((96, 128), np.uint8)
+    mask[20:60, 30:90] = 1
+    tuned = ns.finetune(bf16, [(make_image(0), mask)] * 2, steps=1, batch_size=1,
+                        input_size=64, seed=0)  # fmt: skip
+    assert tuned.engine.cpu_bf16
+    assert {p.dtype for p in tuned.sam.image_encoder.parameters()} == {torch.bfloat16}
+
+
 def test_fp32_encoding_is_sams_own(model):
     """fp32 runs SAM2's ``forward_image`` as it is, bit for bit (parity is checked on fp32)."""
     assert not model.engine.cpu_bf16

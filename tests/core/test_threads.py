@@ -137,6 +137,25 @@ def test_a_dask_worker_with_fewer_threads_than_the_host_uses_its_count(machine, 
     assert th.available_cores().count == 8
 
 
+def test_the_omp_num_threads_dask_s_nanny_sets_is_not_a_cap(machine, monkeypatch):
+    """Dask's nanny starts every worker process with OMP_NUM_THREADS=1
+    (``distributed.nanny.pre-spawn-environ``): a ``--nthreads 4`` worker runs torch on 4."""
+    import dask.config
+
+    _fake_worker(monkeypatch, nthreads=4)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": {"OMP_NUM_THREADS": 1}}):
+        cores = th.available_cores()
+        assert (cores.count, cores.env) == (4, None)
+        # a value Dask does not set is the person's: it caps
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert th.available_cores().count == 2
+    # the person's OMP_NUM_THREADS=1 outside a worker still caps
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delitem(sys.modules, "distributed")
+    assert th.available_cores().count == 1
+
+
 def test_outside_a_dask_worker_nothing_is_capped(machine, monkeypatch):
     module = types.ModuleType("distributed")
 

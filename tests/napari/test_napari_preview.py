@@ -303,6 +303,60 @@ def test_a_box_redraws_a_class(session, source):
     np.testing.assert_array_equal(out.data[0] == 1, mask & np.isin(before[0], (0, 1)))
 
 
+def test_clicks_and_a_box_fix_a_16_bit_time_lapse_with_a_channel_axis(session, source):
+    """T x C x Y x X, 16-bit, channel axis chosen: a click and a box redraw the class on
+    the frame from the channel the run reads, on every channel of the output, undoably."""
+    from napari_sansa.core.preview import redraw_mask
+    from napari_sansa.napari import edits
+    from napari_sansa.napari.axes import set_axes
+    from napari_sansa.napari.geometry import META_KEY, image_geometry
+    from napari_sansa.napari.imageset import make_set_plan
+    from napari_sansa.napari.worker import SetFrames, run_frames
+
+    viewer = session.viewer
+    data = np.stack([stack(seed=120), stack(seed=130)], axis=1).astype(np.uint16) * 200
+    image = viewer.add_image(data, name="cells")  # (3, 2, 48, 64)
+    set_axes(image, 1, (1,))  # channel axis 1, its second channel shown as gray
+    geometry = image_geometry(image)
+    assert geometry.n_frames == N and geometry.channel_axis == 1
+    paint = viewer.add_labels(np.zeros(data.shape, np.uint8), name="paint")
+    paint.data[1, :, 10:30, 15:40] = 1
+    out = viewer.add_labels(
+        np.zeros(data.shape, np.uint8), name="cells [sansa]", metadata={META_KEY: "output"}
+    )
+    plan = make_set_plan([image], [paint])
+    for r in run_frames(plan, source, RunSettings(), session.models):
+        out.data[geometry.index(r.frame)] = r.labels
+        edits.record(out, r.frame, r.labels)
+    before = np.array(out.data)
+    job = session.previews.fix(image, 2, 1, source, RunSettings(), points=[[24, 30]])
+    assert job is not None and session.previews.last.error is None, session.messages
+    assert "fixed class 1 on frame 2" in session.messages[-1], session.messages
+    model = session.models.get(source)
+    reader = SetFrames(make_set_plan([image], [paint]), (), scale=True)
+    frame2 = reader.read(0, 2)  # the frame as the run reads it (channel 1, its range)
+    expected, _ = redraw_mask(model, frame2, points=[[24, 30]], mask=before[2, 0] == 1)
+    for c in range(2):  # the same labels on every channel
+        np.testing.assert_array_equal(out.data[2, c] == 1, expected)
+    assert not np.array_equal(out.data[2], before[2])
+    np.testing.assert_array_equal(out.data[:2], before[:2])
+    assert session.edited_frames(image) == [2]
+    out.undo()  # one step
+    np.testing.assert_array_equal(out.data, before)
+    # a box too
+    session.previews.fix(image, 0, 1, source, RunSettings(), box=(5, 5, 40, 60))
+    assert session.previews.last.error is None, session.messages
+    frame0 = reader.read(0, 0)
+    mask, _ = redraw_mask(model, frame0, box=(5, 5, 40, 60), mask=before[0, 0] == 1)
+    for c in range(2):
+        np.testing.assert_array_equal(out.data[0, c] == 1, mask & np.isin(before[0, c], (0, 1)))
+    # clearing the class on a frame of a painted prompt layer with a channel axis
+    assert session.previews.clear_class(image, 1, 1, [paint]) == 20 * 25
+    assert not paint.data[1].any()
+    paint.undo()
+    assert (paint.data[1, :, 10:30, 15:40] == 1).all()
+
+
 def test_bad_clicks_change_nothing_and_say_why(session, source, notifications):
     image, paint, out = labelled(session, source)
     before = np.array(out.data)

@@ -10,7 +10,8 @@ load a 12-image run took 4-5x longer than with one thread (issue 21).
 
 :func:`available_cores` finds the cores this process may keep busy now: its CPU affinity,
 the cgroup CPU quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``/``cpu.cfs_period_us``),
-inside a Dask worker the worker's ``nthreads`` (shared by the tasks it runs at once), and
+inside a Dask worker the worker's ``nthreads`` (shared by the tasks it runs at once; the
+``OMP_NUM_THREADS=1`` that Dask's nanny sets in its workers is not taken as a cap), and
 the cores that other processes keep busy (measured from ``/proc/stat``). :func:`plan_threads`
 sizes the pools from that budget so that there are never more busy threads than cores;
 :func:`thread_policy` applies a plan for the duration of a run (``torch.set_num_threads``
@@ -273,6 +274,8 @@ def available_cores(measure_load: bool = True) -> Cores:
     quota = cgroup_quota()
     worker = dask_worker_threads()
     env = _env_threads()
+    if worker is not None and env is not None and _set_by_dask_nanny(env):
+        env = None  # Dask's own setting for every worker process, not the person's cap
     count = affinity if env is None else min(affinity, env)
     if quota is not None:
         count = min(count, max(1, math.ceil(quota - 1e-9)))
@@ -282,6 +285,26 @@ def available_cores(measure_load: bool = True) -> Cores:
     free = affinity - others  # other processes compete for the CPUs, not for our quota
     count = max(1, min(count, int(free + 0.5)))
     return Cores(count, affinity, quota, worker, others, env)
+
+
+def _set_by_dask_nanny(value: int) -> bool:
+    """Whether ``OMP_NUM_THREADS=value`` is what Dask's nanny sets in every worker process
+    it starts (``distributed.nanny.pre-spawn-environ``: 1 by default, so that NumPy's pools
+    do not compete with the worker's threads; the worker's ``nthreads`` already counts
+    here). Such a worker with 4 threads would otherwise run torch on one."""
+    try:
+        import dask.config
+    except ImportError:
+        return False
+    for key in ("distributed.nanny.pre-spawn-environ", "distributed.nanny.environ"):
+        try:
+            environ = dask.config.get(key, None) or {}
+        except Exception:  # noqa: BLE001 - a config of another form: not Dask's setting
+            continue
+        given = environ.get("OMP_NUM_THREADS") if isinstance(environ, dict) else None
+        if given is not None and str(given).strip() == str(value):
+            return True
+    return False
 
 
 def _env_threads() -> int | None:

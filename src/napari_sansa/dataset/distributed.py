@@ -203,6 +203,31 @@ def _chunk_task(source: ModelSource, memory, targets, out, run, strict, skip_exi
         raise
 
 
+#: targets per Dask task at most, by default
+CHUNK_SIZE = 16
+
+
+def chunk_size_for(targets, size: int | None, worker_threads: int) -> int:
+    """Targets per task: ``size`` when given; else up to :data:`CHUNK_SIZE`, fewer so that
+    the images go out in at least as many tasks as the cluster has worker threads (12
+    images on 2 one-thread workers: 2 tasks of 6, not one task that leaves a worker and
+    its core idle)."""
+    if size is not None:
+        return int(size)
+    images = sum(1 for t in targets if t.kind != "stack")
+    if worker_threads < 1 or images < 1:
+        return CHUNK_SIZE
+    return max(1, min(CHUNK_SIZE, math.ceil(images / worker_threads)))
+
+
+def _worker_threads(client) -> int:
+    """The threads of the cluster's workers together (0 when the scheduler cannot say)."""
+    try:
+        return int(sum(client.nthreads().values()))
+    except Exception:  # noqa: BLE001 - a scheduler gone away: the default size
+        return 0
+
+
 def _chunks(targets, run: RunSettings, size: int):
     if run.mode == "sequential":
         # order matters within each folder sequence: keep images together, stacks alone
@@ -260,6 +285,7 @@ def run_dask(
     worker_wait: float = WORKER_WAIT,
 ):
     futures = {}
+    chunk_size = chunk_size_for(todo, chunk_size, _worker_threads(client))
     for chunk in _chunks(todo, run, chunk_size):
         f = client.submit(
             _chunk_task, source, memory, chunk, str(out), run, strict, skip_existing, pure=False

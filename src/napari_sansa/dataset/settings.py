@@ -22,7 +22,9 @@ class DatasetOptions:
     channels of a channel axis that make a frame (one as gray, two or three as red, green,
     blue; a sequence or a string such as "2,0,1"; None: the first). ``sequential_axis``:
     "T" or "Z", the axis a sequential run goes along, restarted at each index of the others
-    (None: the last frame axis). ``chunk_size``: targets per Dask task. ``tracks``: link
+    (None: the last frame axis). ``chunk_size``: targets per Dask task (None: up to
+    :data:`~napari_sansa.dataset.distributed.CHUNK_SIZE`, fewer where that keeps every
+    worker thread of the cluster busy). ``tracks``: link
     the objects of every time-lapse (a stack with a T axis) into tracks
     (:mod:`~napari_sansa.dataset.tracks`); it implies objects (``instances``: their
     defaults when not given). ``format``: the outputs' file format, "tiff" (the default)
@@ -41,7 +43,7 @@ class DatasetOptions:
     axes: str | None = None
     channels: tuple | None = None
     sequential_axis: str | None = None
-    chunk_size: int = 16
+    chunk_size: int | None = None
     tracks: bool = False
     format: str = "tiff"
     into_input_store: bool = False
@@ -53,7 +55,9 @@ class DatasetOptions:
             )
         layout = _check_layout(self.axes, self.channels, self.segment.mode, self.sequential_axis)
         chunk = self.chunk_size
-        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        if chunk is not None and (
+            isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1
+        ):
             raise OptionError("chunk_size", chunk, "a whole number >= 1")
         object.__setattr__(self, "probabilities", bool(self.probabilities))
         if not isinstance(self.tracks, (bool, int)) or self.tracks not in (0, 1):

@@ -449,16 +449,17 @@ class FramePreviews:
             if isinstance(layer, Labels):
                 if tuple(layer.data.shape) != geometry.shape:
                     continue
-                index = target
-                plane = np.asarray(layer.data[index])
-                hit = np.nonzero(plane == label)
+                block = np.asarray(layer.data[target])  # (C, H, W) with a channel axis
+                found = block == label
+                hit = np.nonzero(found)
                 if hit[0].size:
-                    lead = [np.full(hit[0].size, i) for i in index if not isinstance(i, slice)]
-                    if any(isinstance(i, slice) for i in index):
-                        continue  # a channel axis: leave it to the brush
-                    with layer.block_history():
-                        layer.data_setitem((*lead, *hit), 0)
-                    removed += int(hit[0].size)
+                    # pixels of the frame (on any channel)
+                    removed += int(np.count_nonzero(found.reshape(-1, *geometry.hw).any(axis=0)))
+                    lead = [
+                        hit[0] if isinstance(i, slice) else np.full(hit[0].size, i) for i in target
+                    ]
+                    with layer.block_history():  # on every channel: one undo step
+                        layer.data_setitem((*lead, *hit[-2:]), 0)
                 continue
             if not isinstance(layer, (Points, Shapes)) or not len(layer.data):
                 continue
@@ -751,26 +752,33 @@ class FramePreviews:
         if geometry.hw != mask.shape:
             self._warn("fix: the image changed meanwhile; nothing was changed")
             return
+        from napari_sansa.napari import edits
+
         index = geometry.index(frame)
-        if any(isinstance(i, slice) for i in index):
-            self._warn("fix: clicks fix stacks without a channel axis only; nothing was changed")
-            return
-        base = labels_array(output)
-        plane = np.asarray(base[index])
+        # with a channel axis the labels are the same on every channel (as a run writes
+        # them): the fix starts from the channel the person changed (else the first) and
+        # writes the redrawn frame to every channel
+        base = labels_array(output)  # the full resolution of a multiscale output
+        plane = edits.current(output, geometry, frame)
         new = plane.copy()
         new[(plane == label) & ~mask] = 0
         new[mask & (plane == 0)] = label  # other classes keep their pixels
         if np.iinfo(base.dtype).max < label:
             self._warn(f"fix: class {label} does not fit the output layer's {base.dtype}")
             return
-        changed = np.nonzero(new != plane)
+        block = np.asarray(base[index])  # (H, W), or (C, H, W) with a channel axis
+        changed = np.nonzero(block != np.broadcast_to(new, block.shape))
+        n_changed = int(np.count_nonzero(new != plane))
         if changed[0].size and output.multiscale:  # napari edits no multiscale Labels layer:
-            base[index] = new  # written as a run writes it (napari's undo does not take it)
-            output.refresh()
+            base[index] = np.broadcast_to(new, block.shape)  # written as a run writes it
+            output.refresh()  # (napari's undo does not take it)
         elif changed[0].size:
-            lead = [np.full(changed[0].size, i) for i in index]
+            lead = [
+                changed[0] if isinstance(i, slice) else np.full(changed[0].size, i) for i in index
+            ]
+            spatial = changed[-2:]
             with output.block_history():  # one undo step (napari's Ctrl+Z)
-                output.data_setitem((*lead, *changed), new[changed])
+                output.data_setitem((*lead, *spatial), new[spatial])
         key = (image.name, frame, label)
         self._chains[key] = (job.fix["clicks"], result.logits)
         where = geometry.describe(frame)
@@ -780,7 +788,7 @@ class FramePreviews:
             else "Ctrl+Z in the output layer undoes it"
         )
         self._tell(
-            f"fixed class {label} on {where} of '{image.name}' ({changed[0].size} pixels changed; "
+            f"fixed class {label} on {where} of '{image.name}' ({n_changed} pixels changed; "
             f"{undo}); the frame counts as edited by hand"
         )
 

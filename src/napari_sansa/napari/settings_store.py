@@ -5,8 +5,12 @@ user's configuration folder (``platformdirs.user_config_dir("napari-sansa")``, o
 file named by ``NAPARI_SANSA_SETTINGS``), written atomically (a temporary file
 renamed over it) each time a remembered control changes. A file that cannot be read,
 is not a JSON object, or holds values the widget cannot take is ignored (each such
-value with one warning; nothing crashes). "Reset to defaults" puts the controls back
-as the widget opened without the file, and removes the file.
+value with one warning; nothing crashes), and it is kept before anything overwrites it:
+a file that cannot be used at all is renamed to ``widget.json.damaged-<time>``, one
+with values the widget cannot take is copied there (its other values are used); the
+warning says where. Where it cannot be kept, nothing is saved over it in this session.
+"Reset to defaults" puts the controls back as the widget opened without the file, and
+removes the file.
 
 No Qt here: the controls are reached by their attribute paths on the widget and read
 and written through their ``value``; this module is one of the few that name the run
@@ -17,7 +21,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -87,22 +93,64 @@ def settings_path() -> Path:
     return folder / FILE_NAME
 
 
-def load(path: Path | None = None, warn=None) -> dict:
+def keep_damaged(path: Path, move: bool) -> Path:
+    """Keep the damaged settings file ``path`` as ``<name>.damaged-<time>`` beside it
+    (renamed when ``move``, else copied); returns the new name. Raises OSError."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        kept = path.with_name(f"{path.name}.damaged-{stamp}" + (f"-{n}" if n else ""))
+        if not os.path.lexists(kept):
+            break
+    else:  # pragma: no cover - a thousand in one second
+        raise FileExistsError(f"{kept} exists")
+    if move:
+        os.rename(path, kept)
+    else:
+        shutil.copyfile(path, kept)
+    return kept
+
+
+def _kept_text(path: Path, move: bool) -> tuple[str, bool]:
+    """(what the warning says about keeping ``path``, whether it was kept)."""
+    try:
+        kept = keep_damaged(path, move)
+    except OSError as exc:
+        return (
+            (
+                f"it could not be kept ({exc}), so the settings are not saved over it in this "
+                "session: move it away or remove it"
+            ),
+            False,
+        )
+    return f"the file was kept as {kept}", True
+
+
+def load(path: Path | None = None, warn=None, keep: bool = False) -> dict:
     """The saved values (name -> JSON value), or {} when there is no file; a damaged file
-    is ignored with a warning (``warn(message)``, by default ``warnings.warn``)."""
-    warn = warn or (lambda message: warnings.warn(message, stacklevel=3))
+    is ignored with a warning (``warn(message)``, by default ``warnings.warn``). With
+    ``keep``, a damaged file is first renamed to ``<name>.damaged-<time>`` (the warning
+    says so)."""
+    return _load(path, warn, keep)[0]
+
+
+def _load(path, warn, keep: bool) -> tuple[dict, bool]:
+    """(the saved values, False when a damaged file could not be kept)."""
+    warn = warn or (lambda message: warnings.warn(message, stacklevel=4))
     path = settings_path() if path is None else Path(path)
     if not path.exists():
-        return {}
+        return {}, True
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        warn(f"napari-sansa: the settings file {path} could not be read ({exc}); defaults used")
-        return {}
-    if not isinstance(data, dict) or not isinstance(data.get("values"), dict):
-        warn(f"napari-sansa: the settings file {path} is not napari-sansa's; defaults used")
-        return {}
-    return {k: v for k, v in data["values"].items() if k in FIELDS}
+        problem = f"could not be read ({exc})"
+    else:
+        if isinstance(data, dict) and isinstance(data.get("values"), dict):
+            return {k: v for k, v in data["values"].items() if k in FIELDS}, True
+        problem = "is not napari-sansa's"
+    said, kept = _kept_text(path, move=True) if keep else ("", True)
+    warn(f"napari-sansa: the settings file {path} {problem}; defaults used" +
+         (f"; {said}" if said else ""))  # fmt: skip
+    return {}, kept
 
 
 def save(values: dict, path: Path | None = None) -> Path:
@@ -137,6 +185,10 @@ def _to_json(value, kind):
     return kind(value)
 
 
+#: (file, mtime, size) of settings files with values the widget could not take, copied
+_COPIED: set = set()
+
+
 class WidgetSettings:
     """Remembers the widget's settings: applies the saved ones when the widget opens,
     saves on each change, ``reset()`` goes back to the defaults."""
@@ -148,11 +200,34 @@ class WidgetSettings:
         self.path = path
         self.warn = warn or show_warning
         self._loading = False
+        #: why nothing is saved (a damaged file that could not be kept), or None
+        self.frozen: str | None = None
         self.defaults = self.values()  # as the widget opened (the environment included)
-        self.apply(load(self.file, self.warn))
+        values, kept = _load(self.file, self.warn, keep=True)
+        if not kept:
+            self.frozen = f"the damaged settings file {self.file} is in the way"
+        if self.apply(values) and self._copy_once():  # values it could not take
+            said, kept = _kept_text(self.file, move=False)
+            self.warn(f"napari-sansa: the settings file {self.file} has values that were not "
+                      f"used; {said}")  # fmt: skip
+            if not kept:
+                self.frozen = f"the settings file {self.file} could not be kept"
         for name in FIELDS:
             control = _control(widget, FIELDS[name][0])
             control.changed.connect(self.save)
+
+    def _copy_once(self) -> bool:
+        """Whether this file, as it is, was not copied yet in this process (another dock
+        opened before anything was saved keeps no second copy)."""
+        try:
+            st = self.file.stat()
+        except OSError:
+            return True
+        key = (str(self.file.resolve()), st.st_mtime_ns, st.st_size)
+        if key in _COPIED:
+            return False
+        _COPIED.add(key)
+        return True
 
     @property
     def file(self) -> Path:
@@ -210,7 +285,7 @@ class WidgetSettings:
 
     def save(self, *_) -> Path | None:
         """Write the controls' values (not while they are being set from the file)."""
-        if self._loading:
+        if self._loading or self.frozen:
             return None
         try:
             return save(self.values(), self.file)
@@ -221,6 +296,7 @@ class WidgetSettings:
     def reset(self) -> None:
         """Back to the defaults; the file is removed (nothing is remembered)."""
         self.apply(self.defaults)
+        self.frozen = None  # asked for: the file goes, saving starts again
         try:
             self.file.unlink(missing_ok=True)
         except OSError as exc:

@@ -50,7 +50,8 @@ def test_the_main_page_fits_napari_s_default_window_beside_half_the_width(
     """napari opens at its layout's size hint (first start), 1089 x 630 on a 1600 x 1000
     screen with the old widget: the main page (images and prompts, run, review) needs no
     scrolling and the canvas keeps at least half of the window's width; also with an
-    image set chosen (its 'with images' list shown) while the prompts are made."""
+    image set chosen (its 'with images' list shown) while the prompts are made, and after
+    a run on that image set, with the confidence plot shown."""
     viewer, widget = make_sansa(
         (frames(), {"name": "cells"}, "image"),
         (mask_on(0), {"name": "cells [sansa references]"}, "labels"),
@@ -79,16 +80,21 @@ def test_the_main_page_fits_napari_s_default_window_beside_half_the_width(
     qtbot.waitUntil(settled, timeout=5000)  # nothing else (no stretch napari adds) in it
     scroll = widget.scroll_area
     assert widget.pages["Label"] is scroll and scroll.isVisible()
-    body = scroll.widget()
-    content = body.minimumSizeHint().height()
-    if body.layout().hasHeightForWidth():
-        content = max(content, body.layout().totalMinimumSize().height())
-    viewport = scroll.viewport().height()
-    print(f"window {window.width()} x {window.height()}: main page {content} px in {viewport} "
-          f"px, canvas {canvas.width()} px ({canvas.width() / window.width():.0%})")  # fmt: skip
-    assert content <= viewport
-    assert not scroll.verticalScrollBar().isVisible()
-    assert canvas.width() >= 0.5 * window.width()
+
+    def assert_fits(when):
+        body = scroll.widget()
+        content = body.minimumSizeHint().height()
+        if body.layout().hasHeightForWidth():
+            content = max(content, body.layout().totalMinimumSize().height())
+        viewport = scroll.viewport().height()
+        print(f"{when}: window {window.width()} x {window.height()}: main page {content} px in "
+              f"{viewport} px, canvas {canvas.width()} px "
+              f"({canvas.width() / window.width():.0%})")  # fmt: skip
+        assert content <= viewport, when
+        assert not scroll.verticalScrollBar().isVisible(), when
+        assert canvas.width() >= 0.5 * window.width(), when
+
+    assert_fits("before a run")
     # the loop's controls are all on it: the prompt layers, Run, the review
     for control in (widget.image, widget.prompt_layers, widget.new_points_button, widget.mode,
                     widget.use_frame_button, widget.edited_button):  # fmt: skip
@@ -96,6 +102,19 @@ def test_the_main_page_fits_napari_s_default_window_beside_half_the_width(
     assert widget.scores.isVisible() and not widget.plot.isVisible()  # plot: once scores exist
     assert widget.run_button.native.isVisible() and widget.stop_button.native.isVisible()
     assert keys("Shift+R") in widget.run_button.native.toolTip()  # Run's tooltip: its key
+    if images == "set":  # after a run on the image set, with the confidence plot shown
+        widget.prompt_layers.value = [viewer.layers["cells [sansa references]"]]
+        assert widget.run() is not None, widget.status.value
+        wait_done(qtbot, widget)
+        assert widget.status.value.startswith("done"), widget.status.value
+        qtbot.waitUntil(widget.plot.isVisible, timeout=5000)
+        qtbot.wait(300)
+        qtbot.waitUntil(settled, timeout=5000)
+        assert_fits("after a run on an image set, with the plot shown")
+        for control in (widget.prompt_layers, widget.use_frame_button, widget.scores,
+                        widget.run_button):  # fmt: skip
+            native = getattr(control, "native", control)
+            assert native.isVisible(), control
     # one-line messages take the dock's width (cut with '…' only where it ends)
     widget.preview_panel._show_state("")
     qtbot.wait(50)
@@ -238,6 +257,39 @@ def test_the_shortcuts_are_napari_s_and_act_on_the_widget(make_sansa, qtbot):
 # -- settings that stay ---------------------------------------------------------------------
 
 
+def test_restore_all_keybindings_in_napari_s_preferences_gives_our_keys_back(make_sansa, qtbot):
+    """Preferences > Shortcuts > 'Restore All Keybindings' (napari's ShortcutEditor, past
+    its confirmation): actions rebound or unbound there get their default keys back."""
+    from napari._qt.widgets.qt_keyboard_settings import ShortcutEditor
+    from napari.settings import get_settings
+    from napari.utils.action_manager import action_manager
+
+    from napari_sansa.napari._qt.shortcuts import ACTIONS
+
+    viewer, widget = make_sansa((frames(), {"name": "cells"}, "image"))
+    editor = ShortcutEditor()
+    qtbot.addWidget(editor)
+    # rebound and unbound as the editor's table does (the action manager and the settings)
+    changed = {"napari-sansa:run": ["Shift+Q"], "napari-sansa:stop": []}
+    for action, shortcuts in changed.items():
+        action_manager.unbind_shortcut(action)
+        for shortcut in shortcuts:
+            action_manager.bind_shortcut(action, shortcut)
+    get_settings().shortcuts.shortcuts = {**get_settings().shortcuts.shortcuts, **changed}
+    assert [str(k) for k in action_manager._shortcuts["napari-sansa:run"]] == ["Shift+Q"]
+    assert keys("Shift+Q") in widget.run_button.native.toolTip()
+    editor._reset_shortcuts()  # 'Restore All Keybindings'
+    saved = get_settings().shortcuts.shortcuts
+    for name, (_, default, _) in ACTIONS.items():
+        full = f"napari-sansa:{name}"
+        assert [str(k) for k in action_manager._shortcuts[full]] == [default], full
+        assert [str(k) for k in saved[full]] == [default], full
+    assert keys("Shift+R") in widget.run_button.native.toolTip()
+    assert keys("Shift+S") in widget.stop_button.native.toolTip()
+    action_manager.trigger("napari-sansa:next_class")  # and they act on the widget
+    assert widget.class_id.value == 2
+
+
 def test_settings_set_in_one_viewer_are_there_in_a_new_one(
     make_sansa, sansa_env, monkeypatch, tmp_path
 ):
@@ -302,9 +354,41 @@ def test_a_damaged_settings_file_is_ignored_with_a_warning(
     assert warned, notifications()
     assert widget.mode.value == "independent" and widget.threshold.value == pytest.approx(0.5)
     assert widget.large.halo.value == -1 and not widget.probabilities.value
-    # the next change writes a good file
+    # the damaged file is kept, byte for byte, and the warning says where (once)
+    kept = sorted(path.parent.glob(f"{path.name}.damaged-*"))
+    assert len(kept) == 1 and kept[0].read_text() == text
+    said = [m for m in warned if "kept as" in m]
+    assert len(said) == 1 and str(kept[0]) in said[0], warned
+    # another dock opened before anything was saved keeps no second copy
+    make_sansa((frames(), {"name": "cells"}, "image"))
+    assert sorted(path.parent.glob(f"{path.name}.damaged-*")) == kept
+    assert len([m for m in notifications() if "kept as" in m]) == 1
+    # the next change writes a good file; the kept one stays as it was
     widget.threshold.value = 0.4
     assert json.loads(path.read_text())["values"]["threshold"] == 0.4
+    assert kept[0].read_text() == text
+
+
+def test_a_damaged_settings_file_that_cannot_be_kept_is_not_saved_over(
+    make_sansa, sansa_env, notifications, monkeypatch
+):
+    from napari_sansa.napari import settings_store
+
+    def cannot(path, move):
+        raise PermissionError("read-only folder")
+
+    monkeypatch.setattr(settings_store, "keep_damaged", cannot)
+    path = settings_store.settings_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("{not json")
+    _, widget = make_sansa((frames(), {"name": "cells"}, "image"))
+    assert any("could not be kept (read-only folder)" in m for m in notifications())
+    widget.threshold.value = 0.4
+    assert path.read_text() == "{not json"  # nothing saved over it
+    widget.settings_store.reset()  # asked for: the file goes, saving starts again
+    assert not path.exists()
+    widget.threshold.value = 0.3
+    assert json.loads(path.read_text())["values"]["threshold"] == 0.3
 
 
 # -- prompt layers belong to their image ----------------------------------------------------

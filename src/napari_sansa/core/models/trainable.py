@@ -72,13 +72,15 @@ def trainable_copy(model, *, fresh: bool = False, stages=(2, 3), channel_factor:
 
 def wrap_model(model, engine: Engine, name: str | None = None):
     """A :class:`SansaModel` around ``engine``'s network, with ``model``'s device,
-    precision and config."""
+    precision and config. bf16 on the CPU runs as a loaded model runs it
+    (:mod:`napari_sansa.core.cpu_bf16`): the image encoder's weights are cast to bf16, in
+    place (``engine`` is done training), not the whole model under autocast."""
     from napari_sansa.core.model import SansaModel
 
     sam = engine.sam
     for p in sam.parameters():
         p.requires_grad_(False)
-    return SansaModel(
+    tuned = SansaModel(
         sam.eval(),
         config=model.config,
         device=model.device,
@@ -87,3 +89,6 @@ def wrap_model(model, engine: Engine, name: str | None = None):
         name=name or f"{model.name}-tuned",
         settings=model.settings,  # the same cache options
     )
+    if tuned.device.type == "cpu" and tuned.dtype == torch.bfloat16:  # as load_model does
+        tuned.engine.hold_encoder_in_bf16()
+    return tuned

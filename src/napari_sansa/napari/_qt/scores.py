@@ -36,7 +36,7 @@ COUNT_TIP = (
     "objects per frame (tracks once linked), up to the largest count; click a bar"
 )
 #: the confidence plot's height (px)
-PLOT_HEIGHT = 36
+PLOT_HEIGHT = 28  # low enough that the main page still fits when it appears
 KIND_COLORS = {"reference": "#4caf50", "predicted": "#42a5f5", "kept": "#ffb300"}
 #: the kind as the narrow table shows it (the whole word in its tooltip)
 KIND_TEXT = {"reference": "ref", "predicted": "pred", "kept": "kept"}

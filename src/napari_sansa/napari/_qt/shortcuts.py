@@ -3,8 +3,9 @@
 Each action is registered once per process as ``napari-sansa:<name>`` with napari's
 viewer as its key map provider, so it is listed (and can be rebound) in napari's
 Preferences > Shortcuts, under the viewer's key bindings, and a binding saved there
-wins over the defaults below. An action acts on the SANSA widget docked in the viewer
-that has the focus; the buttons' tooltips show the keys.
+wins over the defaults below. The defaults are also added to napari's own default
+shortcuts, so that "Restore All Keybindings" there gives them back. An action acts on the
+SANSA widget docked in the viewer that has the focus; the buttons' tooltips show the keys.
 """
 
 from __future__ import annotations
@@ -101,11 +102,30 @@ def shortcut_text(name: str) -> str:
     return " or ".join(str(Shortcut(k)) for k in keys)
 
 
+def _add_defaults() -> bool:
+    """Add the actions' default keys to napari's own defaults (the dict that napari's
+    shortcut settings take as their default value, and complete every value with), so
+    that Preferences > Shortcuts > "Restore All Keybindings" gives them back (it resets
+    the settings to those defaults, then binds what they hold). Returns False where the
+    installed napari keeps its defaults elsewhere."""
+    try:
+        from napari.utils.key_bindings import coerce_keybinding
+        from napari.utils.shortcuts import default_shortcuts
+    except ImportError:  # another napari: the defaults are bound below only
+        return False
+    if not isinstance(default_shortcuts, dict):
+        return False
+    for name, (_, keys, _) in ACTIONS.items():
+        default_shortcuts.setdefault(full_name(name), [coerce_keybinding(keys)])
+    return True
+
+
 def _register() -> None:
     from napari.components import ViewerModel
     from napari.settings import get_settings
     from napari.utils.action_manager import action_manager
 
+    _add_defaults()
     saved = get_settings().shortcuts.shortcuts
     for name, (description, keys, _) in ACTIONS.items():
         full = full_name(name)

@@ -220,6 +220,11 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
             row(self.class_id, self.polarity), self.main_extras,
             self.mode, self.axes.sequential_axis, self.axes.ranges.box,
         )  # fmt: skip
+        # the main page fits napari's default window also after a run on an image set
+        # (its 'with images' list and the confidence plot shown): its rows 2 px apart,
+        # as the page's own parts and the rows of buttons
+        for part in (images, self.main_extras):
+            part.native.layout().setSpacing(2)
         self.scores.setMinimumHeight(46)
         review = (self.plot, self.scores, self.object_counts)
         take = tight(row(self.use_frame_button, self.edited_button))  # one row: the page fits
