@@ -125,8 +125,18 @@ def warn_if_slow(units: str | None | object = ...) -> None:
 def hold_in_bf16(sam) -> None:
     """Cast the image encoder's weights (trunk with its adapters, and neck) to bf16, in
     place: what :meth:`Engine.encode <napari_sansa.core.engine.Engine.encode>` runs
-    natively in bf16 on the CPU."""
+    natively in bf16 on the CPU. The adapters' fp32 values are kept aside first
+    (:func:`fp32_adapters`): saving the adapters of a fine-tuned model writes what
+    training made, not its bf16 rounding."""
+    kept = {n: p.detach().float().clone() for n, p in sam.named_parameters() if ".adapter." in n}
     sam.image_encoder.to(torch.bfloat16)
+    sam.fp32_adapters = kept  # a plain attribute: not in the state dict, not a parameter
+
+
+def fp32_adapters(sam) -> dict:
+    """``{parameter name: fp32 tensor}`` of the adapters as they were before
+    :func:`hold_in_bf16` cast them ({} when it did not)."""
+    return getattr(sam, "fp32_adapters", None) or {}
 
 
 def _name(dtype: torch.dtype) -> str:

@@ -344,9 +344,15 @@ def save_sam2_checkpoint(state: dict, path) -> Path:
 
 
 def save_adapter_checkpoint(model, path) -> Path:
-    """Write a model's adapter weights in the authors' format."""
+    """Write a model's adapter weights in the authors' format (in fp32: a model held in
+    bf16 on the CPU saves the values its adapters had before the cast)."""
+    from napari_sansa.core.cpu_bf16 import fp32_adapters
+
+    kept = fp32_adapters(model)
     state = {
-        f"sam.{k}": v.detach().cpu() for k, v in model.state_dict().items() if ".adapter." in k
+        f"sam.{k}": kept.get(k, v).detach().cpu()
+        for k, v in model.state_dict().items()
+        if ".adapter." in k
     }
     if not state:
         raise ValueError("the model has no adapters to save")
