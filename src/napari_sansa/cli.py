@@ -451,7 +451,7 @@ def _log_report(report, options) -> int:
     )
     if options.segment.instances is not None:
         log.info("objects: %s", report.objects_csv)
-    if report.tracks_csv is not None:
+    if options.tracks and report.tracks_csv is not None:
         log.info("tracks: %s", report.tracks_csv)
     for source_path, message in report.failed:
         log.warning("failed: %s: %s", source_path, message)

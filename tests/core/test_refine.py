@@ -98,7 +98,7 @@ def test_refine_option_is_checked():
     assert ns.ObjectOptions().refine is False
     with pytest.raises(ns.InvalidInputError, match="refine must be True or False"):
         ns.ObjectOptions(refine="yes")
-    with pytest.raises(ns.InvalidInputError, match="split and refine"):
+    with pytest.raises(ns.InvalidInputError, match="refine, dims and spacing"):
         ns.ObjectOptions.make({"refined": True})
     # split_objects takes the splitting's options, not refine
     opts = ns.ObjectOptions(min_size=3, refine=True)
