@@ -147,6 +147,17 @@ def test_the_model_fine_tuning_returns_holds_its_encoder_in_bf16(weights, fake_c
                         input_size=64, seed=0)  # fmt: skip
     assert tuned.engine.cpu_bf16
     assert {p.dtype for p in tuned.sam.image_encoder.parameters()} == {torch.bfloat16}
+    # its adapters as training left them are kept in fp32: tuning it again starts there
+    from napari_sansa.core.cpu_bf16 import fp32_adapters
+    from napari_sansa.core.models.trainable import trainable_copy
+
+    kept = fp32_adapters(tuned.sam)
+    assert kept and all(v.dtype == torch.float32 for v in kept.values())
+    assert any((v != v.bfloat16().float()).any() for v in kept.values())
+    again = trainable_copy(tuned)
+    adapters = {n: p for n, p in again.sam.named_parameters() if ".adapter." in n}
+    assert adapters.keys() == kept.keys()
+    assert all(torch.equal(adapters[n].detach().cpu(), kept[n]) for n in kept)
 
 
 def test_fp32_encoding_is_sams_own(model):

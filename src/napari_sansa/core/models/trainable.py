@@ -62,8 +62,11 @@ def trainable_copy(model, *, fresh: bool = False, stages=(2, 3), channel_factor:
         if wrong:  # pragma: no cover - the same config has the same keys
             raise RuntimeError(f"the copy does not fit the model's weights: {wrong[:3]}")
     else:
+        from napari_sansa.core.cpu_bf16 import fp32_adapters
+
         inject_adapters(sam, adapter_blocks(src))
-        sam.load_state_dict(src.state_dict(), strict=True)
+        kept = fp32_adapters(src)  # a model held in bf16: its adapters as trained, in fp32
+        sam.load_state_dict({k: kept.get(k, v) for k, v in src.state_dict().items()})
     sam = sam.to(model.device)
     for name, p in sam.named_parameters():
         p.requires_grad_(".adapter." in name)
