@@ -335,13 +335,17 @@ def open_omezarr(path, axes=None, channels=None, *, axes_tail=False):
 def store_state(path) -> dict:
     """What identifies a Zarr store's content (a folder of many files): its files'
     number, total size and latest modification time, and a SHA-256 of its metadata
-    files ({} if it cannot be listed)."""
+    files ({} if it cannot be listed). Its top-level ``labels/`` group is left out: label
+    images are not the image's pixels, and ``--into-input-store`` adds one there, which
+    must not make the image look changed to the next run."""
     import hashlib
 
     h = hashlib.sha256()
     count = size = latest = 0
     try:
         for folder, dirs, files in os.walk(path):
+            if folder == os.fspath(path) and "labels" in dirs:
+                dirs.remove("labels")
             dirs.sort()
             for name in sorted(files):
                 p = os.path.join(folder, name)
