@@ -392,11 +392,11 @@ def pixel_sizes(source) -> dict:
 def _other_scales(ms: dict) -> dict:
     """``{axis: (scale, unit)}`` of level 0 of the NGFF multiscale ``ms`` for its axes
     other than space (e.g. a time step), so that a label added to the image keeps them."""
-    from napari_sansa.dataset.readers.omezarr import _scale
+    from napari_sansa.dataset.readers.omezarr import level0_scale
 
     axes = ms.get("axes") or []
     names = [a if isinstance(a, str) else a.get("name") for a in axes]
-    scale = _scale(ms.get("datasets") or [{}], ms, len(names)) or [1.0] * len(names)
+    scale = level0_scale(ms.get("datasets") or [{}], ms, len(names)) or [1.0] * len(names)
     found = {}
     for a, spec, v in zip(names, axes, scale, strict=True):
         if a and a not in "zyx" and a != "c":
