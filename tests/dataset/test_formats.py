@@ -370,3 +370,37 @@ def test_vendor_dims_become_axes_read_by_windows(tmp_path, caplog):
     stack = open_vendor(tmp_path / "x.czi", bioimage=rgb)
     assert stack.axes == "YXS" and len(stack) == 1 and stack.n_channels is None
     np.testing.assert_array_equal(stack[0], rgb.array[0, 0, 0])
+
+
+def test_ome_zarr_outputs_take_pixel_sizes_from_the_readers(tmp_path, monkeypatch):
+    """The OME-Zarr writer's pixel sizes of an input are the readers' (``image_info``, in
+    micrometres): a vendor file's physical sizes (none before), an OME-Zarr image's in
+    any length unit (and its time step kept); TIFF's resolution as before."""
+    pytest.importorskip("dask")
+    import bioio
+    import zarr
+    from ome_zarr.format import FormatV05
+    from ome_zarr.writer import write_image
+
+    from napari_sansa.dataset.outputs.omezarr import pixel_sizes
+
+    img = _StandIn("TCZYX", (1, 1, 3, H, W), ["a"], sizes=(2.0, 0.25, 0.25))
+    monkeypatch.setattr(bioio, "BioImage", lambda *a, **k: img)
+    (tmp_path / "x.czi").write_bytes(b"")
+    um = "micrometer"
+    assert pixel_sizes(tmp_path / "x.czi") == {"z": (2.0, um), "y": (0.25, um), "x": (0.25, um)}
+    store = tmp_path / "nm.ome.zarr"
+    group = zarr.open_group(str(store), mode="w", zarr_format=3)
+    write_image(
+        np.zeros((2, 3, 20, 30), np.uint8), group, axes="tzyx", fmt=FormatV05(),
+        scale={"t": 5.0, "z": 2000.0, "y": 250.0, "x": 250.0},
+        axes_units={"t": "second", "z": "nanometer", "y": "nanometer", "x": "nanometer"},
+        scale_factors=[],
+    )  # fmt: skip
+    assert pixel_sizes(store) == {
+        "t": (5.0, "second"), "z": (2.0, um), "y": (0.25, um), "x": (0.25, um),
+    }  # fmt: skip
+    tif = tmp_path / "s.tif"
+    tifffile.imwrite(tif, np.zeros((2, H, W), np.uint8), imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "ZYX", "unit": "um", "spacing": 3.0})  # fmt: skip
+    assert pixel_sizes(tif) == {"z": (3.0, um), "y": (0.5, um), "x": (0.5, um)}

@@ -420,3 +420,49 @@ def test_dask_workers_write_each_target_s_stores(weights, root):
         got = np.asarray(_label_node(root / "dist" / f"{name}.ome.zarr").data[0])
         np.testing.assert_array_equal(got, tifffile.imread(root / "local" / f"{name}.tif"))
     assert not [p for p in (root / "dist").iterdir() if p.name.startswith(".napari-sansa-tmp")]
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_cli_into_input_store_adds_labels_to_the_image_store(weights, root, version, capsys):
+    """``--format ome-zarr --into-input-store`` on an OME-Zarr image written by ome-zarr:
+    the store gains ``labels/sansa`` (ome-zarr reads it with the image's axes and shape
+    but c), every file there before stays byte for byte (but the ``labels`` list, one
+    name added), the outputs in --out are written, and a rerun changes nothing."""
+    data = root / "stores"
+    data.mkdir()
+    store = _image_store(data / "img.ome.zarr", version)
+    before = _files(store)
+    labels_meta = "labels/zarr.json" if version == "0.5" else "labels/.zattrs"
+    args = segment_args(
+        weights, root, "--format", "ome-zarr", "--into-input-store", "--channels", "0,1,2",
+        target=data,
+    )  # fmt: skip
+    assert main(args) == 0
+    after = _files(store)
+    for name, content in before.items():
+        if name != labels_meta:
+            assert after[name] == content, name
+    old, new = json.loads(before[labels_meta]), json.loads(after[labels_meta])
+    if version == "0.5":
+        old, new = old["attributes"]["ome"], new["attributes"]["ome"]
+    assert new == {**old, "labels": ["cells", "sansa"]}
+    from ome_zarr.reader import Label
+
+    nodes = [n for n in _read(store) if n.first(Label) is not None]
+    ours = next(n for n in nodes if n.metadata["name"] == "sansa")
+    assert [a["name"] for a in ours.metadata["axes"]] == ["t", "z", "y", "x"]
+    assert ours.data[0].shape == (2, 1, 40, 50)
+    assert ours.metadata["coordinateTransformations"][0][0]["scale"] == [1.0, 2.0, 0.25, 0.25]
+    out_node = _label_node(root / "out" / "img.ome.zarr")
+    np.testing.assert_array_equal(np.asarray(ours.data[0]), np.asarray(out_node.data[0]))
+    assert out_node.metadata["coordinateTransformations"][0][0]["scale"] == [1.0, 2.0, 0.25, 0.25]
+    assert [a["name"] for a in out_node.metadata["axes"]] == ["t", "z", "y", "x"]
+    assert (root / "out" / "scores.csv").is_file()
+    # a rerun: nothing to do, the image store and --out untouched
+    out_before = _tree_digest(root / "out")
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "labelled 0 target(s), skipped 1 already done" in err, err
+    assert _files(store) == after
+    assert _tree_digest(root / "out") == out_before

@@ -282,7 +282,67 @@ def _split_nd(mask, prob, components, opts: ObjectOptions, rel) -> np.ndarray:
         landscape = ndi.gaussian_filter(dist, sigma)
     landscape[~mask] = 0
     markers = _seeds_nd(mask, components, landscape, opts.seed_distance, rel)
-    return watershed(-landscape, markers, mask=mask)
+    labels = watershed(-landscape, markers, mask=mask)
+    if mask.ndim == 3 and opts.split != "probability":
+        labels = _merge_shallow(labels, landscape, SHALLOW_NECK)
+    return labels
+
+
+#: a watershed line in 3D whose distance is within this fraction of the lower of the two
+#: objects' deepest distance is no neck between two objects but a ripple of the distance
+#: map on coarse z planes (one object split in two): those regions are merged
+SHALLOW_NECK = 0.1
+
+
+def _merge_shallow(labels: np.ndarray, landscape: np.ndarray, fraction: float) -> np.ndarray:
+    """``labels`` with neighbouring regions merged where the pass between them (the
+    highest ``landscape`` on their common border) lies less than ``fraction`` of the
+    lower region's peak below that peak (its "dynamic"; the deepest passes first). Two
+    touching objects have a neck well below both centres; a discrete distance map on
+    anisotropic voxels can have two maxima in one object with a pass just below them."""
+    n = int(labels.max())
+    if n < 2:
+        return labels
+    peak = np.zeros(n + 1, np.float64)
+    np.maximum.at(peak, labels.ravel(), landscape.ravel())
+    keys, passes = [], []
+    for axis in range(labels.ndim):
+        lo = [slice(None)] * labels.ndim
+        hi = [slice(None)] * labels.ndim
+        lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+        a, b = labels[tuple(lo)], labels[tuple(hi)]
+        border = (a != b) & (a > 0) & (b > 0)
+        if border.any():
+            a, b = a[border].astype(np.int64), b[border].astype(np.int64)
+            keys.append(np.minimum(a, b) * (n + 1) + np.maximum(a, b))
+            passes.append(np.minimum(landscape[tuple(lo)][border], landscape[tuple(hi)][border]))
+    if not keys:
+        return labels
+    key, height = np.concatenate(keys), np.concatenate(passes).astype(np.float64)
+    order = np.argsort(key, kind="stable")
+    key, height = key[order], height[order]
+    pairs, start = np.unique(key, return_index=True)
+    height = np.maximum.reduceat(height, start)
+    parent = np.arange(n + 1)
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    merged = False
+    for k in np.lexsort((pairs, -height)):  # the highest passes first
+        i, j = root(int(pairs[k] // (n + 1))), root(int(pairs[k] % (n + 1)))
+        lower = min(peak[i], peak[j])
+        if i != j and lower - height[k] < fraction * lower:
+            parent[j] = i
+            peak[i] = max(peak[i], peak[j])
+            merged = True
+    if not merged:
+        return labels
+    roots = np.array([root(i) for i in range(n + 1)])
+    return roots[labels]
 
 
 def split_objects(

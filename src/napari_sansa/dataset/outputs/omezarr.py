@@ -327,7 +327,7 @@ class OmeZarrWriter(OutputWriter):
         record = self._record or {}
         role = self._role(record)
         levels = self._levels
-        sizes = pixel_sizes(record.get("source"), levels.axes)
+        sizes = pixel_sizes(record.get("source"))
         name = OBJECTS_NAME if role == "objects" else LABEL_NAME
         ms = {"multiscales": [levels.multiscales(name, sizes, NGFF_VERSION)]}
         if role == "probabilities":
@@ -363,33 +363,45 @@ def _omero(classes) -> dict:
     return {"channels": channels}
 
 
-def pixel_sizes(source, axes: str) -> dict:
-    """``{axis: (size, unit)}`` of the input ``source`` where its metadata says them (an
-    OME-Zarr image's level 0; a TIFF's resolution tags, ImageJ's unit and Z spacing);
-    ``{}`` when unknown. Small on purpose: the OME-Zarr reader replaces it."""
+def pixel_sizes(source) -> dict:
+    """``{axis: (size, unit)}`` of the space axes of the input ``source`` where its
+    metadata says them; ``{}`` when unknown. OME-Zarr and vendor files: the readers'
+    :func:`~napari_sansa.dataset.readers.image_info` (sizes in micrometres; an OME-Zarr
+    image's other axes, e.g. a time step, keep its level 0 scale); TIFF: its resolution
+    tags, ImageJ's unit and Z spacing."""
     if not source:
         return {}
     path = Path(source)
     with contextlib.suppress(Exception):  # metadata that cannot be read: sizes unknown
-        if path.is_dir():
-            return store_pixel_sizes(path)
-        if path.suffix.lower() in (".tif", ".tiff"):
+        from napari_sansa.dataset.readers import format_of, image_info
+
+        kind = format_of(path)
+        if kind in ("zarr", "vendor"):
+            sizes = image_info(path).pixel_sizes
+            space = {a.lower(): (float(v), "micrometer") for a, v in sizes.items()}
+            if kind == "vendor":
+                return space
+            attrs = read_store_attrs(path) or {}
+            ms = (attrs.get("ome", attrs).get("multiscales") or [{}])[0]
+            return {**_other_scales(ms), **space}
+        if kind == "tiff":
             return _tiff_pixel_sizes(path)
     return {}
 
 
-def store_pixel_sizes(path) -> dict:
-    """``{axis: (size, unit)}`` of level 0 of the OME-Zarr image at ``path``."""
-    attrs = read_store_attrs(path) or {}
-    attrs = attrs.get("ome", attrs)
-    ms = (attrs.get("multiscales") or [{}])[0]
-    axes = [a if isinstance(a, str) else a.get("name") for a in ms.get("axes") or []]
-    units = [None if isinstance(a, str) else a.get("unit") for a in ms.get("axes") or []]
-    scale = [1.0] * len(axes)
-    for tr in ((ms.get("datasets") or [{}])[0].get("coordinateTransformations")) or []:
-        if tr.get("type") == "scale":
-            scale = [float(s) for s in tr["scale"]]
-    return {a: (s, u) for a, s, u in zip(axes, scale, units, strict=False) if a}
+def _other_scales(ms: dict) -> dict:
+    """``{axis: (scale, unit)}`` of level 0 of the NGFF multiscale ``ms`` for its axes
+    other than space (e.g. a time step), so that a label added to the image keeps them."""
+    from napari_sansa.dataset.readers.omezarr import level0_scale
+
+    axes = ms.get("axes") or []
+    names = [a if isinstance(a, str) else a.get("name") for a in axes]
+    scale = level0_scale(ms.get("datasets") or [{}], ms, len(names)) or [1.0] * len(names)
+    found = {}
+    for a, spec, v in zip(names, axes, scale, strict=True):
+        if a and a not in "zyx" and a != "c":
+            found[a] = (float(v), None if isinstance(spec, str) else spec.get("unit"))
+    return found
 
 
 def _tiff_pixel_sizes(path: Path) -> dict:
@@ -473,7 +485,7 @@ def add_labels(
                 band = np.asarray(labels[(*index, slice(r, r + chunk), slice(None))])
                 levels.put(index, slice(r, r + band.shape[-2]), slice(0, w), band)
         levels.build()
-        sizes = store_pixel_sizes(store)
+        sizes = pixel_sizes(store)
         version = None if v3 else NGFF_VERSION
         meta = {"multiscales": [levels.multiscales(name, sizes, version)]}
         meta["image-label"] = _label_metadata(classes, "labels", version, "../../")

@@ -23,7 +23,7 @@ from napari_sansa.core.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["is_zarr_store", "open_omezarr", "store_state"]
+__all__ = ["is_zarr_store", "level0_scale", "open_omezarr", "store_state"]
 
 #: files that make a folder a Zarr store (v3; v2 group, array, attributes)
 ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray", ".zattrs")
@@ -174,7 +174,7 @@ def _axes(path: Path, ms: dict, ndim: int) -> tuple[str, list]:
     return "".join(letters), units
 
 
-def _scale(datasets: list, ms: dict, ndim: int) -> list | None:
+def level0_scale(datasets: list, ms: dict, ndim: int) -> list | None:
     """Level 0's scale (times the multiscale's own scale), or None if not said."""
     scale = [1.0] * ndim
     found = False
@@ -316,7 +316,7 @@ def open_omezarr(path, axes=None, channels=None, *, axes_tail=False):
     _check_levels(path, image, datasets, shape, recorded)
     attrs = _attributes(image)
     n_channels = shape[recorded.index("C")] if "C" in recorded else None
-    sizes = _pixel_sizes(recorded, units, _scale(datasets, ms, len(shape)))
+    sizes = _pixel_sizes(recorded, units, level0_scale(datasets, ms, len(shape)))
     fmt = f"OME-Zarr {version}" if version else "OME-Zarr"
     return ArrayStack(
         path,
@@ -335,13 +335,17 @@ def open_omezarr(path, axes=None, channels=None, *, axes_tail=False):
 def store_state(path) -> dict:
     """What identifies a Zarr store's content (a folder of many files): its files'
     number, total size and latest modification time, and a SHA-256 of its metadata
-    files ({} if it cannot be listed)."""
+    files ({} if it cannot be listed). Its top-level ``labels/`` group is left out: label
+    images are not the image's pixels, and ``--into-input-store`` adds one there, which
+    must not make the image look changed to the next run."""
     import hashlib
 
     h = hashlib.sha256()
     count = size = latest = 0
     try:
         for folder, dirs, files in os.walk(path):
+            if folder == os.fspath(path) and "labels" in dirs:
+                dirs.remove("labels")
             dirs.sort()
             for name in sorted(files):
                 p = os.path.join(folder, name)
