@@ -161,3 +161,33 @@ def test_a_tz_stack_is_tracked_with_its_3d_objects(make_sansa, qtbot):
     np.testing.assert_array_equal(labels.data, want)
     assert viewer.layers[tracks_name("tz")].data.shape == (len(table), 5)
     assert widget.tracks_panel.table.tracks() == np.unique(table["track"]).tolist()
+
+
+def test_the_tracks_table_fits_the_dock_when_it_scrolls(qtbot):
+    """Enough tracks for a vertical scroll bar: the five columns still fit the width the
+    dock gives the table at napari's default size (no sideways scrolling, 'cls' not cut)."""
+    from napari_sansa.napari._qt.tracks_panel import TrackTableWidget
+
+    table = TrackTableWidget()
+    qtbot.addWidget(table)
+    n = 40
+    ids = np.arange(1, n + 1) * 37  # three-digit ids
+    table.set_rows(
+        {
+            "track": ids,
+            "start": np.zeros(n, int),
+            "end": np.full(n, 120),
+            "parent": np.r_[0, ids[:-1]],
+            "class": np.full(n, 12),
+        }
+    )
+    table.resize(160, 200)  # the table's width in the dock at napari's default window
+    table.show()
+    qtbot.waitExposed(table)
+    assert table.verticalScrollBar().isVisible()
+    assert table.horizontalHeader().length() <= table.viewport().width()
+    assert not table.horizontalScrollBar().isVisible()
+    header = table.horizontalHeader()
+    for k in range(table.columnCount()):  # every title whole ('from' was cut to 'rom')
+        title = table.horizontalHeaderItem(k).text()
+        assert header.sectionSize(k) >= header.fontMetrics().horizontalAdvance(title) + 4
