@@ -116,6 +116,8 @@ def test_the_tracks_box_needs_a_time_axis(make_sansa, notifications):
     viewer.add_image(frames, name="movie", axis_labels=("t", "y", "x"))
     widget.image.value = viewer.layers["movie"]
     assert box.enabled
+    # where the corrections are: the Tracks page (it said 'the Label page')
+    assert "merge and split tracks on the Tracks page" in box.tooltip
     box.value = True
     widget.image.value = viewer.layers["cells"]  # back to the z-stack: unticked
     assert not box.value and not box.enabled
