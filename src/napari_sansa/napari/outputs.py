@@ -52,6 +52,15 @@ def output_name(image_name: str) -> str:
     return f"{image_name} [sansa]"
 
 
+def level_output_name(image) -> str:
+    """The output layer's name for the level a run labels: "<image> [sansa]" at the full
+    resolution, "<image> [sansa] (level k)" at a coarser level (its own layer, on that
+    level's pixels; found again by the next run at that level)."""
+    level = chosen_level(image)
+    name = output_name(image.name)
+    return f"{name} (level {level})" if level else name
+
+
 def probability_name(image_name: str, label: int) -> str:
     return f"{image_name} [sansa p{label}]"
 
@@ -137,7 +146,8 @@ def find_output(viewer, image):
     """The output Labels layer of ``image``, if there is one that fits it."""
     from napari.layers import Labels
 
-    return _find(viewer, output_name(image.name), Labels, image_geometry(image).shape, "output")
+    shape = image_geometry(image).shape
+    return _find(viewer, level_output_name(image), Labels, shape, "output")
 
 
 def prepare_output(viewer, image, plan: SetPlan | RunPlan, part: int = 0):
@@ -152,7 +162,7 @@ def prepare_output(viewer, image, plan: SetPlan | RunPlan, part: int = 0):
         return viewer.add_labels(
             base if levels is None else levels,
             multiscale=levels is not None,
-            name=output_name(image.name),
+            name=level_output_name(image),
             metadata={META_KEY: "output"},
             opacity=0.6,
             **transform_kwargs(image),
