@@ -259,3 +259,26 @@ def test_the_preview_layer_of_a_coarser_level_is_found_again():
     set_level(image, 0)
     assert previews.preview_layer(image) is full
     assert len(viewer.layers) == 3
+
+
+def test_probability_and_object_layers_of_a_coarser_level_are_found_again():
+    """As the output: one probability and one objects layer per level (each run at level 1
+    made new "[1]", "[2]" ... copies, and tracks linked the full resolution's objects)."""
+    from napari_sansa.napari.objects_output import ObjectsOutput
+
+    viewer, image, levels = multiscale_viewer()
+    paint = viewer.add_labels(np.zeros(levels[0].shape, np.uint8), scale=SCALE, translate=TRANSLATE)
+    paint.data[0, 5:20, 5:20] = 1
+    set_level(image, 1)
+    plan = make_plan(image, [paint])
+    (prob,) = outputs.prepare_probabilities(viewer, image, plan).values()
+    assert prob.name == "slide [sansa p1] (level 1)" and prob.data.shape == (2, 128, 128)
+    assert list(outputs.prepare_probabilities(viewer, image, plan).values()) == [prob]
+    objects = ObjectsOutput(viewer, None, [image])
+    layer = objects.layer(image)
+    assert layer.name == "slide [sansa objects] (level 1)"
+    assert objects.layer(image) is layer
+    set_level(image, 0)
+    assert (
+        objects.layer(image) is not layer and objects.layer(image).name == "slide [sansa objects]"
+    )

@@ -12,6 +12,7 @@ import numpy as np
 
 from napari_sansa.napari.geometry import (
     META_KEY,
+    at_level,
     chosen_level,
     image_geometry,
     labels_array,
@@ -56,9 +57,7 @@ def level_output_name(image) -> str:
     """The output layer's name for the level a run labels: "<image> [sansa]" at the full
     resolution, "<image> [sansa] (level k)" at a coarser level (its own layer, on that
     level's pixels; found again by the next run at that level)."""
-    level = chosen_level(image)
-    name = output_name(image.name)
-    return f"{name} (level {level})" if level else name
+    return at_level(output_name(image.name), image)
 
 
 def probability_name(image_name: str, label: int) -> str:
@@ -183,7 +182,7 @@ def prepare_probabilities(viewer, image, plan: SetPlan | RunPlan, part: int = 0)
     layers = {}
     shape = _part(plan, part).geometry.shape
     for c in plan.classes:
-        name = probability_name(image.name, c)
+        name = at_level(probability_name(image.name, c), image)
         layer = _find(viewer, name, Image, shape, role="probability")
         if layer is None:
             layer = viewer.add_image(

@@ -42,7 +42,7 @@ from psygnal import Signal
 from napari_sansa.napari.geometry import (
     META_KEY,
     PromptError,
-    chosen_level,
+    at_level,
     image_geometry,
     labels_array,
 )
@@ -691,9 +691,7 @@ class FramePreviews:
         from napari_sansa.napari.outputs import transform_kwargs
 
         shape = image_geometry(image).shape
-        name = preview_name(image.name)
-        if chosen_level(image):  # its own layer, found again by the next preview
-            name = f"{name} (level {chosen_level(image)})"
+        name = at_level(preview_name(image.name), image)  # each level its own layer
         for layer in self.session.viewer.layers:
             if (
                 layer.name == name
