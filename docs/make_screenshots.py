@@ -83,8 +83,11 @@ def _grab(widget):
 
 def pages(viewer, widget, prefix: str = "page") -> None:
     """Each page of the dock as it is shown at napari's default window (the dock's own
-    size, nothing scrolled away): docs/images/page-<name>.png."""
+    size, nothing scrolled away): docs/images/page-<name>.png. Pages whose tab is hidden
+    (Tracks, shown by a run with tracks) are left out: tracks.png shows that one."""
     for title in widget.pages:
+        if widget.page_buttons[title].isHidden():
+            continue
         widget.show_page(title)
         _settle(0.3)
         slug = title.lower().replace(" ", "-")

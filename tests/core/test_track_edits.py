@@ -71,9 +71,9 @@ def test_merging_gives_the_later_track_the_earlier_ones_id():
 def test_merging_overlapping_tracks_is_refused_and_changes_nothing():
     tracks, table = scene()
     snapshot = {k: v.copy() for k, v in table.items()}
-    with pytest.raises(TrackEditError, match=r"tracks 2 and 3 are both in frames 3, 4, 5"):
+    with pytest.raises(TrackEditError, match=r"are both in frames 3, 4, 5"):
         merge_tracks(tracks, table, 2, 3)
-    with pytest.raises(TrackEditError, match=r"tracks 1 and 4 are both in frames 0, 1"):
+    with pytest.raises(TrackEditError, match=r"tracks 1 and 4 cannot.*both in frames 0, 1"):
         plan_merge(table, 1, 4)
     for k in table:
         np.testing.assert_array_equal(table[k], snapshot[k])

@@ -155,6 +155,13 @@ def test_the_output_is_a_multiscale_labels_layer_on_the_image(monkeypatch, tmp_p
     monkeypatch.setattr(outputs, "SINGLE_SCALE_MAX", 64)
     coarse = outputs.prepare_output(viewer, image, plan)
     assert coarse is not out and coarse.multiscale
+    # named for its level (napari's own renaming made it "slide [sansa] [1]", and a
+    # re-run at level 1 did not find it: a third layer each time, hand edits left behind)
+    assert coarse.name == "slide [sansa] (level 1)"
+    assert outputs.find_output(viewer, image) is coarse
+    assert outputs.prepare_output(viewer, image, plan) is coarse
+    set_level(image, 0)
+    assert outputs.find_output(viewer, image) is out
     assert [tuple(level.shape) for level in coarse.data] == [(2, 128, 128), (2, 64, 64)]
     np.testing.assert_array_equal(coarse.scale, np.array(SCALE) * [1, 2, 2])
     np.testing.assert_array_equal(coarse.translate, image.translate)
@@ -234,3 +241,44 @@ def test_prompt_marks_grow_with_the_image_so_clicks_show_on_a_large_one():
     assert outputs.new_shapes_layer(viewer, big, 1).current_edge_width == 8
     set_level(big, 1)  # at level 1 the layers have its pixels: half as many, twice as large
     assert outputs.new_points_layer(viewer, big, 1, True).current_size == 16
+
+
+def test_the_preview_layer_of_a_coarser_level_is_found_again():
+    """Each preview at level 1 made one more "slide [sansa preview] [1]", "[2]" ... (the
+    full-resolution preview's name, renamed by napari); now one layer per level."""
+    from napari_sansa.napari.session import SansaSession
+
+    viewer, image, levels = multiscale_viewer()
+    previews = SansaSession(viewer).previews
+    full = previews.preview_layer(image)
+    set_level(image, 1)
+    coarse = previews.preview_layer(image)
+    assert coarse is not full and coarse.data.shape == (2, 128, 128)
+    assert coarse.name == "slide [sansa preview] (level 1)"
+    assert previews.preview_layer(image) is coarse
+    set_level(image, 0)
+    assert previews.preview_layer(image) is full
+    assert len(viewer.layers) == 3
+
+
+def test_probability_and_object_layers_of_a_coarser_level_are_found_again():
+    """As the output: one probability and one objects layer per level (each run at level 1
+    made new "[1]", "[2]" ... copies, and tracks linked the full resolution's objects)."""
+    from napari_sansa.napari.objects_output import ObjectsOutput
+
+    viewer, image, levels = multiscale_viewer()
+    paint = viewer.add_labels(np.zeros(levels[0].shape, np.uint8), scale=SCALE, translate=TRANSLATE)
+    paint.data[0, 5:20, 5:20] = 1
+    set_level(image, 1)
+    plan = make_plan(image, [paint])
+    (prob,) = outputs.prepare_probabilities(viewer, image, plan).values()
+    assert prob.name == "slide [sansa p1] (level 1)" and prob.data.shape == (2, 128, 128)
+    assert list(outputs.prepare_probabilities(viewer, image, plan).values()) == [prob]
+    objects = ObjectsOutput(viewer, None, [image])
+    layer = objects.layer(image)
+    assert layer.name == "slide [sansa objects] (level 1)"
+    assert objects.layer(image) is layer
+    set_level(image, 0)
+    assert (
+        objects.layer(image) is not layer and objects.layer(image).name == "slide [sansa objects]"
+    )

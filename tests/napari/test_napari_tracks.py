@@ -128,7 +128,8 @@ def test_split_merge_and_undo_keep_layers_and_table_together():
     # merging tracks both in a frame: refused, nothing changes
     snapshot = np.array(labels.data), {k: v.copy() for k, v in session.tracks.table.items()}
     assert not session.merge_tracks(1, 2)
-    assert "tracks 1 and 2 are both in frames 0, 1, 2" in messages[-1]
+    assert "tracks 1 and 2 cannot be merged: split one of them first" in messages[-1]
+    assert "they are both in frames 0, 1, 2" in messages[-1]
     np.testing.assert_array_equal(labels.data, snapshot[0])
     for k, v in snapshot[1].items():
         np.testing.assert_array_equal(session.tracks.table[k], v)

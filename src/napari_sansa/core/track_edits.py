@@ -117,8 +117,9 @@ def plan_merge(table, a: int, b: int) -> TrackEdit:
     both = np.intersect1d(frames_a, frames_b)
     if both.size:
         raise TrackEditError(
-            f"tracks {a} and {b} are both in {_frames_text(both)}: a track is one object per "
-            "frame, so they cannot be merged; split one of them first (or merge other tracks)"
+            # what to do first: the dock's status shows the first three short lines
+            f"tracks {a} and {b} cannot be merged: split one of them first (or merge other "
+            f"tracks); they are both in {_frames_text(both)} and a track is one object per frame"
         )
     first, later = (a, b) if (frames_a[0], a) < (frames_b[0], b) else (b, a)
     rows_later = data["track"] == later

@@ -15,7 +15,7 @@ from napari_sansa.core.fusion import label_dtype
 from napari_sansa.napari import edits
 from napari_sansa.napari.geometry import image_geometry, labels_array
 from napari_sansa.napari.messages import classes_text, frames_text
-from napari_sansa.napari.outputs import output_name, references_layer
+from napari_sansa.napari.outputs import level_output_name, references_layer
 from napari_sansa.napari.plan import NO_IMAGE
 
 
@@ -41,7 +41,7 @@ class Corrections:
         output = self.output_layer(image)
         if output is None:
             self.fail(
-                f"there is no output layer '{output_name(image.name)}' yet: run SANSA first, "
+                f"there is no output layer '{level_output_name(image)}' yet: run SANSA first, "
                 "then fix a frame in it"
             )
             return None

@@ -182,6 +182,14 @@ def chosen_level(layer) -> int:
     return level if level < level_count(layer) else 0
 
 
+def at_level(name: str, image) -> str:
+    """A layer name of ``image``'s results at the level a run labels: ``name`` at the full
+    resolution, ``name (level k)`` at a coarser one (its own layer, on that level's
+    pixels, found again by the next run at that level)."""
+    level = chosen_level(image)
+    return f"{name} (level {level})" if level else name
+
+
 def _spatial_shape(layer, shape) -> tuple[int, ...]:
     return tuple(int(s) for s in shape)[:-1] if layer.rgb else tuple(int(s) for s in shape)
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_sansa.napari.geometry import META_KEY, image_geometry, layer_role
+from napari_sansa.napari.geometry import META_KEY, at_level, image_geometry, layer_role
 from napari_sansa.napari.outputs import transform_kwargs
 
 __all__ = [
@@ -106,7 +106,7 @@ class ObjectsOutput:
         shape = image_geometry(image).shape
         for layer in self.viewer.layers:
             if (
-                layer.name == objects_name(image.name)
+                layer.name == at_level(objects_name(image.name), image)
                 and isinstance(layer, Labels)
                 and tuple(layer.data.shape) == shape
                 and layer_role(layer) == "objects"
@@ -116,7 +116,7 @@ class ObjectsOutput:
         active = selection.active
         layer = self.viewer.add_labels(
             np.zeros(shape, dtype=np.uint32),
-            name=objects_name(image.name),
+            name=at_level(objects_name(image.name), image),
             metadata={META_KEY: "objects"},
             features=_empty(FEATURE_COLUMNS),
             opacity=0.5,

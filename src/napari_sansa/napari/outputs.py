@@ -12,6 +12,7 @@ import numpy as np
 
 from napari_sansa.napari.geometry import (
     META_KEY,
+    at_level,
     chosen_level,
     image_geometry,
     labels_array,
@@ -50,6 +51,13 @@ NEGATIVE_COLOR = "red"
 
 def output_name(image_name: str) -> str:
     return f"{image_name} [sansa]"
+
+
+def level_output_name(image) -> str:
+    """The output layer's name for the level a run labels: "<image> [sansa]" at the full
+    resolution, "<image> [sansa] (level k)" at a coarser level (its own layer, on that
+    level's pixels; found again by the next run at that level)."""
+    return at_level(output_name(image.name), image)
 
 
 def probability_name(image_name: str, label: int) -> str:
@@ -137,7 +145,8 @@ def find_output(viewer, image):
     """The output Labels layer of ``image``, if there is one that fits it."""
     from napari.layers import Labels
 
-    return _find(viewer, output_name(image.name), Labels, image_geometry(image).shape, "output")
+    shape = image_geometry(image).shape
+    return _find(viewer, level_output_name(image), Labels, shape, "output")
 
 
 def prepare_output(viewer, image, plan: SetPlan | RunPlan, part: int = 0):
@@ -152,7 +161,7 @@ def prepare_output(viewer, image, plan: SetPlan | RunPlan, part: int = 0):
         return viewer.add_labels(
             base if levels is None else levels,
             multiscale=levels is not None,
-            name=output_name(image.name),
+            name=level_output_name(image),
             metadata={META_KEY: "output"},
             opacity=0.6,
             **transform_kwargs(image),
@@ -173,7 +182,7 @@ def prepare_probabilities(viewer, image, plan: SetPlan | RunPlan, part: int = 0)
     layers = {}
     shape = _part(plan, part).geometry.shape
     for c in plan.classes:
-        name = probability_name(image.name, c)
+        name = at_level(probability_name(image.name, c), image)
         layer = _find(viewer, name, Image, shape, role="probability")
         if layer is None:
             layer = viewer.add_image(

@@ -39,7 +39,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from psygnal import Signal
 
-from napari_sansa.napari.geometry import META_KEY, PromptError, image_geometry, labels_array
+from napari_sansa.napari.geometry import (
+    META_KEY,
+    PromptError,
+    at_level,
+    image_geometry,
+    labels_array,
+)
 from napari_sansa.napari.imageset import META_IMAGE, SetPlan, assign_prompt_layers
 from napari_sansa.napari.plan import NO_IMAGE, RunPlan, plan_image
 
@@ -678,13 +684,14 @@ class FramePreviews:
         return None
 
     def preview_layer(self, image, dtype=np.uint8, make: bool = True):
-        """The ``<image> [sansa preview]`` Labels layer (made when ``make``)."""
+        """The ``<image> [sansa preview]`` Labels layer (made when ``make``); at a coarser
+        level of a multiscale image ``<image> [sansa preview] (level k)``, on its pixels."""
         from napari.layers import Labels
 
         from napari_sansa.napari.outputs import transform_kwargs
 
         shape = image_geometry(image).shape
-        name = preview_name(image.name)
+        name = at_level(preview_name(image.name), image)  # each level its own layer
         for layer in self.session.viewer.layers:
             if (
                 layer.name == name

@@ -11,7 +11,7 @@ import numpy as np
 from psygnal import Signal
 
 from napari_sansa.core.errors import InvalidInputError
-from napari_sansa.napari.geometry import image_geometry, layer_role
+from napari_sansa.napari.geometry import at_level, image_geometry, layer_role
 from napari_sansa.napari.objects_output import objects_name
 from napari_sansa.napari.tracks_output import TracksOutput, link_tracks, time_axis
 
@@ -59,7 +59,7 @@ class TrackCorrections:
         if settings is None or self.objects is None or not self.images:
             return False
         image = self.images[0]
-        name = objects_name(image.name)
+        name = at_level(objects_name(image.name), image)
         layer = next(
             (x for x in self.viewer.layers if x.name == name and layer_role(x) == "objects"), None
         )

@@ -116,6 +116,8 @@ def test_the_tracks_box_needs_a_time_axis(make_sansa, notifications):
     viewer.add_image(frames, name="movie", axis_labels=("t", "y", "x"))
     widget.image.value = viewer.layers["movie"]
     assert box.enabled
+    # where the corrections are: the Tracks page (it said 'the Label page')
+    assert "merge and split tracks on the Tracks page" in box.tooltip
     box.value = True
     widget.image.value = viewer.layers["cells"]  # back to the z-stack: unticked
     assert not box.value and not box.enabled
@@ -136,7 +138,11 @@ def test_merging_overlapping_tracks_from_the_dock_changes_nothing(make_sansa, qt
     panel.table.select_track(first[1], add=True)
     assert panel.table.selected_tracks() == first[:2]
     assert not panel.merge()
-    assert f"tracks {first[0]} and {first[1]} are both in frame" in widget.status.value
+    message = widget.status.value
+    assert f"tracks {first[0]} and {first[1]} cannot be merged" in message
+    assert "they are both in frame" in message
+    # what to do comes first: the dock shows ~70 characters of the status, the rest is cut
+    assert message.index("split one of them first") < 60
     np.testing.assert_array_equal(labels.data, before)
 
 
@@ -161,3 +167,33 @@ def test_a_tz_stack_is_tracked_with_its_3d_objects(make_sansa, qtbot):
     np.testing.assert_array_equal(labels.data, want)
     assert viewer.layers[tracks_name("tz")].data.shape == (len(table), 5)
     assert widget.tracks_panel.table.tracks() == np.unique(table["track"]).tolist()
+
+
+def test_the_tracks_table_fits_the_dock_when_it_scrolls(qtbot):
+    """Enough tracks for a vertical scroll bar: the five columns still fit the width the
+    dock gives the table at napari's default size (no sideways scrolling, 'cls' not cut)."""
+    from napari_sansa.napari._qt.tracks_panel import TrackTableWidget
+
+    table = TrackTableWidget()
+    qtbot.addWidget(table)
+    n = 40
+    ids = np.arange(1, n + 1) * 37  # three-digit ids
+    table.set_rows(
+        {
+            "track": ids,
+            "start": np.zeros(n, int),
+            "end": np.full(n, 120),
+            "parent": np.r_[0, ids[:-1]],
+            "class": np.full(n, 12),
+        }
+    )
+    table.resize(160, 200)  # the table's width in the dock at napari's default window
+    table.show()
+    qtbot.waitExposed(table)
+    assert table.verticalScrollBar().isVisible()
+    assert table.horizontalHeader().length() <= table.viewport().width()
+    assert not table.horizontalScrollBar().isVisible()
+    header = table.horizontalHeader()
+    for k in range(table.columnCount()):  # every title whole ('from' was cut to 'rom')
+        title = table.horizontalHeaderItem(k).text()
+        assert header.sectionSize(k) >= header.fontMetrics().horizontalAdvance(title) + 4

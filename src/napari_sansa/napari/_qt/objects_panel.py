@@ -29,7 +29,7 @@ TRACK_COLUMNS = (
 TRACKS_TIP = (
     "link the objects of a time-lapse into tracks when the run ends (objects too): "
     "'[sansa track labels]' (one id per track) and a '[sansa tracks]' Tracks layer; "
-    "merge and split tracks on the Label page"
+    "merge and split tracks on the Tracks page (shown after such a run)"
 )
 
 

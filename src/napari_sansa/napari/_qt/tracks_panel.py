@@ -49,12 +49,18 @@ class TrackTableWidget(QTableWidget):
         self.verticalHeader().setVisible(False)
         self.verticalHeader().setDefaultSectionSize(20)
         header = self.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        # 'from' and 'par.' as wide as their titles, the others share the rest (narrow
+        # padding): the five fit the dock's width at napari's default size, also when many
+        # tracks bring a vertical scroll bar (every column as wide as its texts then needed
+        # sideways scrolling: 'cls' was cut)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        for k, (key, _, _) in enumerate(COLUMNS):
+            if key in ("start", "parent"):
+                header.setSectionResizeMode(k, QHeaderView.ResizeMode.ResizeToContents)
         header.setMinimumSectionSize(20)
-        # narrow padding: the five columns fit the dock's width at napari's default size
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setStyleSheet("QHeaderView::section { padding: 1px 3px; } QTableWidget::item "
                            "{ padding: 0px 2px; }")  # fmt: skip
-        header.setStretchLastSection(True)
         self.setMinimumHeight(110)
         self.setToolTip(
             "the tracks of the last run ('[sansa tracks]'): click one to show it, "
