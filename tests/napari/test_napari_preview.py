@@ -165,7 +165,7 @@ def test_a_frame_of_a_t_by_z_stack_previews(session, source):
     np.testing.assert_array_equal(
         preview.data[1, 1], run_reference(session, [image], layers, source, settings, (0, 4))
     )
-    assert session.messages[-1] == "preview of frame 4 (t=1, z=1): classes 1, 2, 3"
+    assert session.messages[-1] == "preview of t=1, z=1 (frame 4): classes 1, 2, 3"
 
 
 def test_painted_masks_preview_as_themselves_without_the_model(session, source):

@@ -834,8 +834,12 @@ def _as_list(images) -> list:
 
 
 def _where(job: PreviewJob, part: int, frame: int) -> str:
-    """'frame 3' (one image), "frame 0 of 'b'" (an image set): short, for the state line."""
+    """'frame 3' (one image), "frame 0 of 'b'" (an image set), 't=1, z=3 (frame 11)' (a
+    stack of several frame axes: the axes first, as a narrow dock cuts the line's end)."""
     where = image_geometry_of(job.plan, part).describe(frame)
+    head, _, axes = where.partition(" (")
+    if axes:
+        where = f"{axes.rstrip(')')} ({head})"
     return f"{where} of '{job.names[part]}'" if len(job.names) > 1 else where
 
 
