@@ -350,6 +350,20 @@ def test_tracks_of_a_tz_stack_need_3d_objects():
     assert [layer.name for layer in viewer.layers] == ["tz", "paint"]
 
 
+def test_saving_tracks_after_a_run_without_tracks_says_they_are_older(tmp_path):
+    from napari_sansa.napari.session import RunSettings
+
+    viewer, session, messages = viewer_with_tracks()
+    session.images = (viewer.layers["cells"],)
+    session._runs_without_tracks(RunSettings())  # what a run without 'tracks' does first
+    assert session.save_tracks(tmp_path)  # still saved: the person's corrections are kept
+    assert "linked before the last run on 'cells', which made no tracks" in messages[-1]
+    tracks, table = link_tracks(*moving_disks(), TrackSettings())
+    session.tracks.show(tracks, table)  # a run with tracks: current again
+    session.save_tracks(tmp_path / "again")
+    assert "linked before" not in messages[-1]
+
+
 def test_a_run_whose_objects_layer_was_removed_makes_no_tracks_and_says_so():
     """The objects layer deleted by the person before the run ended: no linking of an
     empty layer made again, and the run's last message says why there are no tracks."""

@@ -52,6 +52,12 @@ class TrackCorrections:
             )
         return problem
 
+    def _runs_without_tracks(self, settings) -> None:
+        """A run on the tracked image without tracks: the tracks shown are now of an
+        earlier run (kept, with their corrections; saving them says so)."""
+        if settings.tracks is None and self.tracks is not None and self.tracks.image in self.images:
+            self.tracks.stale = True
+
     def _start_linking(self) -> bool:
         """After a run with tracks: link the objects in a worker (True: started)."""
         settings, self._track_settings = self._track_settings, None
@@ -206,5 +212,11 @@ class TrackCorrections:
         except (OSError, ValueError) as exc:
             self.fail(f"could not save the tracks: {exc}")
             return []
-        self.notify(f"saved {len(out.tracks())} tracks in {folder} (labels, tracks.csv, ctc/)")
+        said = f"saved {len(out.tracks())} tracks in {folder} (labels, tracks.csv, ctc/)"
+        if out.stale:
+            said += (
+                f"; note: they were linked before the last run on '{out.image.name}', which "
+                "made no tracks (tick 'tracks' and run again to link its objects)"
+            )
+        self.notify(said, "warning" if out.stale else "info")
         return paths

@@ -158,6 +158,7 @@ class TracksOutput:
         self.lines = None  # the Tracks layer
         self._history: list = []  # (table before, [(t, flat indices, old id, new id)])
         self.selected: int | None = None
+        self.stale = False  # True: a later run on the image made no tracks
 
     # -- layers ------------------------------------------------------------------------
     def _find(self, name, kind, role):
@@ -171,6 +172,7 @@ class TracksOutput:
         from napari.layers import Labels
 
         self.table = {k: np.asarray(v) for k, v in table.items()}
+        self.stale = False
         if "class" not in self.table:
             self.table["class"] = np.zeros(len(self.table["track"]), np.int64)
         self._history.clear()
