@@ -142,50 +142,32 @@ def check_probabilities(probabilities, classes, shape) -> dict:
     return out
 
 
-class ObjectTable:
-    """One row per object; columns are numpy arrays (``table["area"]``).
+class ColumnTable:
+    """A table whose columns are numpy arrays of one length (``table["area"]``): what
+    :class:`ObjectTable` and :class:`~napari_sansa.core.tracks.TrackTable` share.
+    ``as_dict()`` suits napari's layer ``features``."""
 
-    Columns: ``object`` (id in the object map), ``class``, ``area`` (pixels),
-    ``centroid_row``, ``centroid_col``, ``bbox_min_row``, ``bbox_min_col`` (inclusive),
-    ``bbox_max_row``, ``bbox_max_col`` (exclusive, as ``regionprops``), and
-    ``mean_probability`` (of the object's class over its pixels; NaN when no
-    probabilities were given). A table of several frames (:func:`stack_objects`) starts
-    with a ``frame`` column. ``as_dict()`` suits napari's layer ``features``.
+    #: the column whose length is the table's (a subclass names it)
+    key = ""
 
-    The table of 3D objects (``table.ndim == 3``) has :data:`COLUMNS_3D`: ``volume``
-    (voxels) and ``physical_volume`` (``volume`` times the voxel size's product; NaN
-    when the voxel size is unknown) instead of ``area``, and ``centroid_z``,
-    ``bbox_min_z``, ``bbox_max_z`` besides the row and column ones.
-    """
-
-    columns = COLUMNS
-
-    def __init__(self, data: dict):
-        required = COLUMNS_3D if "volume" in data else COLUMNS
+    def __init__(self, data: dict, required=(), what: str = "a table"):
         missing = [c for c in required if c not in data]
         if missing:
-            raise InvalidInputError(f"an object table needs the columns {missing}")
+            raise InvalidInputError(f"{what} needs the columns {missing}")
         self.columns = tuple(data)
         self._data = {name: np.asarray(data[name]) for name in self.columns}
 
     def __len__(self) -> int:
-        return len(self._data["object"])
-
-    @property
-    def ndim(self) -> int:
-        """3 for the table of 3D objects (:data:`COLUMNS_3D`), 2 otherwise."""
-        return 3 if "volume" in self._data else 2
+        return len(self._data[self.key])
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self._data[name]
 
+    def __contains__(self, name) -> bool:
+        return name in self._data
+
     def as_dict(self) -> dict[str, np.ndarray]:
         return {k: v.copy() for k, v in self._data.items()}
-
-    def counts(self) -> dict[int, int]:
-        """``{class: number of objects}``."""
-        classes, n = np.unique(self._data["class"], return_counts=True)
-        return {int(c): int(k) for c, k in zip(classes, n, strict=True)}
 
     def rows(self) -> list[dict]:
         return [{k: v[i].item() for k, v in self._data.items()} for i in range(len(self))]
@@ -211,6 +193,40 @@ class ObjectTable:
 
         write_text_atomic(path, buf.getvalue())
         return None
+
+
+class ObjectTable(ColumnTable):
+    """One row per object; columns are numpy arrays (``table["area"]``).
+
+    Columns: ``object`` (id in the object map), ``class``, ``area`` (pixels),
+    ``centroid_row``, ``centroid_col``, ``bbox_min_row``, ``bbox_min_col`` (inclusive),
+    ``bbox_max_row``, ``bbox_max_col`` (exclusive, as ``regionprops``), and
+    ``mean_probability`` (of the object's class over its pixels; NaN when no
+    probabilities were given). A table of several frames (:func:`stack_objects`) starts
+    with a ``frame`` column. ``as_dict()`` suits napari's layer ``features``.
+
+    The table of 3D objects (``table.ndim == 3``) has :data:`COLUMNS_3D`: ``volume``
+    (voxels) and ``physical_volume`` (``volume`` times the voxel size's product; NaN
+    when the voxel size is unknown) instead of ``area``, and ``centroid_z``,
+    ``bbox_min_z``, ``bbox_max_z`` besides the row and column ones.
+    """
+
+    columns = COLUMNS
+    key = "object"
+
+    def __init__(self, data: dict):
+        required = COLUMNS_3D if "volume" in data else COLUMNS
+        super().__init__(data, required, "an object table")
+
+    @property
+    def ndim(self) -> int:
+        """3 for the table of 3D objects (:data:`COLUMNS_3D`), 2 otherwise."""
+        return 3 if "volume" in self._data else 2
+
+    def counts(self) -> dict[int, int]:
+        """``{class: number of objects}``."""
+        classes, n = np.unique(self._data["class"], return_counts=True)
+        return {int(c): int(k) for c, k in zip(classes, n, strict=True)}
 
     def __repr__(self) -> str:
         return f"ObjectTable({len(self)} objects)"

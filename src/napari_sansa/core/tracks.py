@@ -41,8 +41,6 @@ array is never loaded whole.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import numbers
 import warnings
@@ -52,7 +50,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_sansa.core.errors import InvalidInputError
-from napari_sansa.core.measures import csv_value, object_dtype
+from napari_sansa.core.measures import ColumnTable, object_dtype
 
 __all__ = [
     "DIVISION_AREA",
@@ -77,7 +75,7 @@ _IOU_WEIGHT = 1.0
 _REACH = 1.5
 
 
-class TrackTable:
+class TrackTable(ColumnTable):
     """One row per (track, frame); columns are numpy arrays (``table["track"]``).
 
     Columns: ``track`` (id in the track map), ``t`` (the frame's time index: its position
@@ -91,54 +89,17 @@ class TrackTable:
     holes of the frame range, ``(t before, t after)``, where every track ended.
     """
 
+    key = "track"
+
     def __init__(self, data: dict, breaks=()):
-        for name in ("track", "t", "y", "x", "area", "parent"):
-            if name not in data:
-                raise InvalidInputError(f"a track table needs the column {name!r}")
-        self.columns = tuple(data)
-        self._data = {name: np.asarray(data[name]) for name in self.columns}
+        required = ("track", "t", "y", "x", "area", "parent")
+        super().__init__(data, required, "a track table")
         self.breaks = [tuple(int(v) for v in b) for b in breaks]
 
     @property
     def ndim(self) -> int:
         """2 or 3: the frames' spatial dimensions."""
         return 3 if "z" in self._data else 2
-
-    def __len__(self) -> int:
-        return len(self._data["track"])
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        return self._data[name]
-
-    def __contains__(self, name) -> bool:
-        return name in self._data
-
-    def as_dict(self) -> dict[str, np.ndarray]:
-        return {k: v.copy() for k, v in self._data.items()}
-
-    def rows(self) -> list[dict]:
-        return [{k: v[i].item() for k, v in self._data.items()} for i in range(len(self))]
-
-    def to_pandas(self):
-        import pandas as pd
-
-        return pd.DataFrame(self.as_dict())
-
-    def to_csv(self, path=None, *, extra: dict | None = None) -> str | None:
-        """The table as CSV text (``path`` None) or written atomically to ``path``;
-        ``extra``: columns put first with one value for every row."""
-        extra = extra or {}
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow([*extra, *self.columns])
-        for row in self.rows():
-            writer.writerow([*extra.values(), *(csv_value(row[k]) for k in self.columns)])
-        if path is None:
-            return buf.getvalue()
-        from napari_sansa.core.atomic import write_text_atomic
-
-        write_text_atomic(path, buf.getvalue())
-        return None
 
     def tracks(self) -> np.ndarray:
         """The track ids, ascending."""
