@@ -15,6 +15,12 @@ How objects are linked (numpy and scipy only; see ``docs/python.md``):
   overlap and a nearer centroid both count. An object of frame ``t`` left without a
   partner starts a new track; one of frame ``t - 1`` ends its track (unless a gap is
   closed, below).
+- **SAM2's propagation** (``moved=``, from :func:`~napari_sansa.propagate_objects`): each
+  object of frame ``t - 1`` is measured where SAM2's memory attention carried its mask
+  into frame ``t`` rather than where it was: the IoU is that of the carried mask with the
+  objects of ``t``, the distance from its centroid. Objects that move farther than they
+  overlap, or pass each other, are then linked by what SAM2 saw; an object SAM2 lost
+  (an empty carried mask) is measured where it was.
 - **Divisions** (``divisions=True``): an object of frame ``t`` left without a partner
   that is a candidate of an object of frame ``t - 1`` already paired, both being smaller
   than it and together the size of it (within :data:`DIVISION_AREA`), is its sister: the
@@ -170,6 +176,51 @@ def _read(array, i: int) -> np.ndarray:
     return np.asarray(frame)
 
 
+def _area_centroid(compact: np.ndarray, n: int, shape) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel count and centroid of objects ``1 .. n`` of a flat ``compact`` map of
+    ``shape``."""
+    area = np.bincount(compact, minlength=n + 1)[1:].astype(np.int64)
+    cent = np.zeros((n, len(shape)))
+    for axis, size in enumerate(shape):
+        along = [1] * len(shape)
+        along[axis] = size
+        coord = np.broadcast_to(np.arange(size, dtype=np.float64).reshape(along), shape)
+        sums = np.bincount(compact, weights=coord.ravel(), minlength=n + 1)[1:]
+        cent[:, axis] = sums / np.maximum(area, 1)
+    return area, cent
+
+
+@dataclass
+class _Moved:
+    """Frame ``t - 1``'s objects where SAM2 carried them in frame ``t`` (``moved=``):
+    ``compact`` in the previous frame's compact indices, their ``area`` and
+    ``centroid``."""
+
+    compact: np.ndarray
+    area: np.ndarray
+    centroid: np.ndarray
+
+
+def _measure_moved(frame: np.ndarray, prev: _Frame, index: int) -> _Moved:
+    flat = frame.ravel()
+    n = len(prev.ids)
+    compact = np.zeros(flat.shape, np.int64)
+    fg = flat != 0
+    if fg.any():
+        values = flat[fg].astype(np.int64, copy=False)
+        pos = np.searchsorted(prev.ids, values)
+        known = (pos < n) & (prev.ids[np.minimum(pos, max(n - 1, 0))] == values) if n else pos < 0
+        if not known.all():
+            bad = int(values[~known][0])
+            raise InvalidInputError(
+                f"moved[{index}] holds id {bad}, which no object of the frame before has: "
+                "give the moved stack that propagate_objects made of these objects"
+            )
+        compact[fg] = pos + 1
+    area, cent = _area_centroid(compact, n, frame.shape)
+    return _Moved(compact, area, cent)
+
+
 def _measure(frame: np.ndarray, cls_frame, index: int) -> _Frame:
     flat = frame.ravel()
     if flat.size and flat.dtype.kind == "i" and flat.min() < 0:
@@ -191,14 +242,7 @@ def _measure(frame: np.ndarray, cls_frame, index: int) -> _Frame:
         else:
             compact += 1
     n = len(ids)
-    area = np.bincount(compact, minlength=n + 1)[1:].astype(np.int64)
-    cent = np.zeros((n, frame.ndim))
-    for axis, size in enumerate(frame.shape):
-        shape = [1] * frame.ndim
-        shape[axis] = size
-        coord = np.broadcast_to(np.arange(size, dtype=np.float64).reshape(shape), frame.shape)
-        sums = np.bincount(compact, weights=coord.ravel(), minlength=n + 1)[1:]
-        cent[:, axis] = sums / np.maximum(area, 1)
+    area, cent = _area_centroid(compact, n, frame.shape)
     cls = None
     if isinstance(cls_frame, Mapping):
         cls = np.array([cls_frame.get(int(i), 0) for i in ids], np.int64).reshape(-1)
@@ -246,8 +290,9 @@ def _max_weight_matching(a, b, w, n_a, n_b) -> list[tuple[int, int]]:
     return sorted(pairs)
 
 
-def _overlaps(prev: _Frame, cur: _Frame):
-    """``(a, b, pixels)`` compact indices (from 0) of the overlapping objects."""
+def _overlaps(prev, cur: _Frame):
+    """``(a, b, pixels)`` compact indices (from 0) of the overlapping objects of ``prev``
+    (a :class:`_Frame` or :class:`_Moved`) and ``cur``."""
     fg = (prev.compact > 0) & (cur.compact > 0)
     m = len(cur.ids) + 1
     codes = prev.compact[fg] * m + cur.compact[fg]
@@ -262,23 +307,38 @@ def _diameter(area: np.ndarray, voxel: float, ndim: int) -> np.ndarray:
     return 2 * np.sqrt(size / np.pi)
 
 
-def _candidates(prev: _Frame, cur: _Frame, spacing, reach: float | None, overlap: bool):
+def _candidates(prev: _Frame, cur: _Frame, spacing, reach: float | None, overlap: bool, moved=None):
     """The candidate pairs ``(a, b, weight)`` of two frames (see the module's doc);
-    ``reach``: the largest centroid distance (None: :data:`_REACH` median diameters)."""
+    ``reach``: the largest centroid distance (None: :data:`_REACH` median diameters);
+    ``moved``: prev's objects where SAM2 carried them (a :class:`_Moved`): their
+    centroids and overlaps there count instead of prev's, for the objects it kept."""
     from scipy.spatial import cKDTree
 
     ndim = cur.centroid.shape[1]
     if reach is None:
         voxel = float(np.prod(spacing))
         reach = _REACH * float(np.median(_diameter(np.r_[prev.area, cur.area], voxel, ndim)))
-    pa, pb = prev.centroid * spacing, cur.centroid * spacing
+    centroid = prev.centroid
+    if moved is not None:
+        kept = moved.area > 0
+        centroid = np.where(kept[:, None], moved.centroid, prev.centroid)
+    pa, pb = centroid * spacing, cur.centroid * spacing
     dist = cKDTree(pa).sparse_distance_matrix(cKDTree(pb), reach, output_type="coo_matrix")
     weight = {}
     for a, b, d in zip(dist.row, dist.col, dist.data, strict=True):
         weight[(int(a), int(b))] = 1.0 - d / reach
-    if overlap:
+    if overlap or moved is not None:
         oa, ob, count = _overlaps(prev, cur)
         iou = count / (prev.area[oa] + cur.area[ob] - count)
+        if moved is not None:  # the objects SAM2 kept: their overlap where it carried them
+            lost = ~kept[oa]
+            ma, mb, mcount = _overlaps(moved, cur)
+            miou = mcount / (moved.area[ma] + cur.area[mb] - mcount)
+            if not overlap:
+                lost[:] = False
+            oa = np.r_[oa[lost], ma]
+            ob = np.r_[ob[lost], mb]
+            iou = np.r_[iou[lost], miou]
         for a, b, v in zip(oa, ob, iou, strict=True):
             key = (int(a), int(b))
             if key not in weight:
@@ -379,9 +439,10 @@ class _Linker:
         self.parent[tid] = parent
         return tid
 
-    def link(self, prev: _Frame | None, cur: _Frame, hole: bool) -> None:
+    def link(self, prev: _Frame | None, cur: _Frame, hole: bool, moved=None) -> None:
         """Give every object of ``cur`` its track, from ``prev`` (the frame before;
-        None when there is none) and the tracks that ended recently."""
+        None when there is none; ``moved``: its objects where SAM2 carried them) and the
+        tracks that ended recently."""
         n = len(cur.ids)
         track = np.zeros(n, np.int64)
         parent_of = np.zeros(n, np.int64)  # a daughter's parent track
@@ -389,7 +450,7 @@ class _Linker:
         if hole:
             self.recent = []
         if prev is not None and not hole and len(prev.ids) and n:
-            a, b, w = _candidates(prev, cur, self.spacing, self.reach, self.overlap)
+            a, b, w = _candidates(prev, cur, self.spacing, self.reach, self.overlap, moved)
             pairs = _max_weight_matching(a, b, w, len(prev.ids), n)
             matched_a = dict(pairs)
             for pa, pb in pairs:
@@ -484,6 +545,7 @@ def track_objects(
     frames=None,
     classes=None,
     overlap: bool = True,
+    moved=None,
     out=None,
 ):
     """Link the objects of a time-lapse into tracks (see the module's doc for how).
@@ -503,6 +565,11 @@ def track_objects(
     the stack (as :func:`~napari_sansa.stack_objects` makes them): the table gets a
     ``class`` column, and objects of different classes are never linked.
     ``overlap``: use the objects' overlap (False: centroids only).
+    ``moved``: where SAM2 carries each object into the next frame, as
+    :func:`~napari_sansa.propagate_objects` gives it (the objects' shape; ``moved[t]``:
+    the ids of frame ``t - 1``'s objects in frame ``t``, read frame by frame): an
+    object's overlap with the next frame's objects and its centroid are taken where SAM2
+    carried it (objects SAM2 lost fall back on their own overlap and centroid).
     ``out``: an integer array of the objects' shape (e.g. an ``np.memmap`` or a zarr
     array, for stacks larger than memory) that receives the track ids; None: a new numpy
     array of the smallest unsigned type that holds them (``uint16``, wider with more
@@ -517,6 +584,14 @@ def track_objects(
         if classes is None:
             classes = _PredictionFrames(preds, "labels")
     spacing_arr, gap, times = _check_inputs(objects, spacing, gap, frames, classes, out)
+    if moved is not None:
+        mshape = tuple(getattr(moved, "shape", ()))
+        mdt = np.dtype(getattr(moved, "dtype", np.float64))
+        if mshape != tuple(objects.shape) or mdt.kind not in "iu":
+            raise InvalidInputError(
+                f"moved must be integer ids of the objects' shape {tuple(objects.shape)} (as "
+                f"propagate_objects gives them), got {mdt} {mshape}"
+            )
     max_distance = _check_positive("max_distance", max_distance)
     if not isinstance(divisions, (bool, np.bool_)):
         raise InvalidInputError(f"divisions must be True or False, got {divisions!r}")
@@ -536,7 +611,10 @@ def track_objects(
         hole = i > 0 and times[i] - times[i - 1] > 1
         if hole:
             breaks.append((int(times[i - 1]), int(times[i])))
-        linker.link(prev, cur, hole)
+        carried = None
+        if moved is not None and prev is not None and not hole:
+            carried = _measure_moved(_read(moved, i), prev, i)
+        linker.link(prev, cur, hole, carried)
         rows.append((cur.ids, cur.track, cur.centroid, cur.area, cur.cls))
         if prev is not None:
             prev.compact = None
