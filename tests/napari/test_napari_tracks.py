@@ -389,3 +389,26 @@ def test_a_run_whose_objects_layer_was_removed_makes_no_tracks_and_says_so():
         == f"done: {T} frames; no tracks: the layer 'cells [sansa objects]' was removed"
     )
     assert [layer.name for layer in viewer.layers] == ["cells"]
+
+
+def test_the_run_frames_by_time_point_are_the_layers_planes():
+    """'follow with SAM2' reads frames[t][z] of a (T, Z, Y, X) stack from the run's
+    flat frame stack (T first): the plane the objects of (t, z) were made from."""
+    from napari.components import ViewerModel
+
+    from napari_sansa.napari.geometry import FrameStack, image_geometry
+    from napari_sansa.napari.tracks_output import TimeLapseFrames
+
+    viewer = ViewerModel()
+    data = np.random.default_rng(1).random((3, 4, 10, 12)).astype(np.float32)
+    image = viewer.add_image(data, name="tz", axis_labels=("t", "z", "y", "x"))
+    stack = FrameStack(image.data, image_geometry(image), name="tz")
+    frames = TimeLapseFrames(stack, 3, 4)
+    assert len(frames) == 3 and len(frames[1]) == 4
+    for t in range(3):
+        for z in range(4):
+            np.testing.assert_array_equal(frames[t][z], data[t, z])
+    flat = TimeLapseFrames(
+        FrameStack(data[:, 0], image_geometry(viewer.add_image(data[:, 0]))), 3, None
+    )
+    np.testing.assert_array_equal(flat[2], data[2, 0])

@@ -27,7 +27,8 @@ point (SAM2 sees 2D images).
 pre-processing (``input_size``, ``intensity_range``: give the run's): an image whose
 features the model's feature cache (memory or disk) or a run's hold still has is not
 encoded again, and :attr:`ObjectPropagation.encoded` counts those that were. Only two
-time points' features are kept at a time.
+time points' features are kept at a time, and a frame whose objects nothing carries
+(no objects before it, none in it) is not loaded at all.
 """
 
 from __future__ import annotations
@@ -148,8 +149,7 @@ class ObjectPropagation:
         moved = np.zeros(hw, dtype=prev.dtype)
         ids = np.unique(prev)
         ids = ids[ids != 0]
-        if not ids.size:
-            self._features(t, z, hw)  # kept: frame t is the next pair's first frame
+        if not ids.size:  # frame t's features are loaded when its objects are carried
             return moved
         model = self.model
         engine = model.engine
@@ -204,13 +204,13 @@ class ObjectPropagation:
         return self._frames(objects, shape)
 
     def _frames(self, objects, shape):
-        from napari_sansa.core.tracks import _read
+        from napari_sansa.core.tracks import read_frame
 
         prev = None
         for t in range(shape[0]):
             if _is_cancelled(self.cancel):
                 return
-            frame = _read(objects, t)
+            frame = read_frame(objects, t)
             if frame.dtype.kind not in "iu":
                 raise InvalidInputError(
                     f"objects must hold integer object ids (0 = background), got {frame.dtype}"
@@ -246,10 +246,10 @@ def propagate_objects(
     empty); ``out``: an array of that shape to write into (e.g. a memory map). Give it
     to :func:`~napari_sansa.track_objects` as ``moved=``.
     """
-    from napari_sansa.core.tracks import _are_predictions, _PredictionFrames
+    from napari_sansa.core.tracks import PredictionFrames, are_predictions
 
-    if _are_predictions(objects):
-        objects = _PredictionFrames(list(objects), "objects")
+    if are_predictions(objects):
+        objects = PredictionFrames(list(objects), "objects")
     run = ObjectPropagation(
         model, images, input_size=input_size, intensity_range=intensity_range, batch=batch
     )

@@ -169,7 +169,7 @@ class _Frame:
             self.track = np.zeros(len(self.ids), np.int64)
 
 
-def _read(array, i: int) -> np.ndarray:
+def read_frame(array, i: int) -> np.ndarray:
     frame = array[i]
     if hasattr(frame, "compute"):  # a dask array
         frame = frame.compute()
@@ -578,11 +578,11 @@ def track_objects(
     Returns ``(tracks, table)``: the track ids (``out`` when given) and a
     :class:`TrackTable`.
     """
-    if _are_predictions(objects):
+    if are_predictions(objects):
         preds = list(objects)
-        objects = _PredictionFrames(preds, "objects")
+        objects = PredictionFrames(preds, "objects")
         if classes is None:
-            classes = _PredictionFrames(preds, "labels")
+            classes = PredictionFrames(preds, "labels")
     spacing_arr, gap, times = _check_inputs(objects, spacing, gap, frames, classes, out)
     if moved is not None:
         mshape = tuple(getattr(moved, "shape", ()))
@@ -601,11 +601,11 @@ def track_objects(
     prev = None
     rows = []  # per frame: (ids, tracks, centroid, area, cls)
     for i in range(shape[0]):
-        frame = _read(objects, i)
+        frame = read_frame(objects, i)
         if classes is None or isinstance(classes, Mapping):
             cls_frame = classes
         else:
-            cls_frame = _read(classes, i)
+            cls_frame = read_frame(classes, i)
         cur = _measure(frame, cls_frame, int(times[i]))
         del frame, cls_frame
         hole = i > 0 and times[i] - times[i - 1] > 1
@@ -613,7 +613,7 @@ def track_objects(
             breaks.append((int(times[i - 1]), int(times[i])))
         carried = None
         if moved is not None and prev is not None and not hole:
-            carried = _measure_moved(_read(moved, i), prev, i)
+            carried = _measure_moved(read_frame(moved, i), prev, i)
         linker.link(prev, cur, hole, carried)
         rows.append((cur.ids, cur.track, cur.centroid, cur.area, cur.cls))
         if prev is not None:
@@ -635,7 +635,7 @@ def track_objects(
             f"{dtype} array or wider"
         )
     for i, (ids, track, *_) in enumerate(rows):
-        frame = _read(objects, i)
+        frame = read_frame(objects, i)
         lookup = np.zeros(int(ids[-1]) + 1 if ids.size else 1, dtype=np.dtype(out.dtype))
         lookup[ids] = track
         flat = frame.ravel()
@@ -647,7 +647,7 @@ def track_objects(
     return out, table
 
 
-def _are_predictions(objects) -> bool:
+def are_predictions(objects) -> bool:
     return (
         isinstance(objects, (list, tuple))
         and len(objects) > 0
@@ -655,7 +655,7 @@ def _are_predictions(objects) -> bool:
     )
 
 
-class _PredictionFrames:
+class PredictionFrames:
     """The ``objects`` (or ``labels``) of a list of predictions, one frame at a time."""
 
     def __init__(self, preds, attr: str):
@@ -689,8 +689,8 @@ def track_table(tracks, parents=None, *, frames=None, classes=None) -> TrackTabl
         if classes is None or isinstance(classes, Mapping):
             cls_frame = classes
         else:
-            cls_frame = _read(classes, i)
-        cur = _measure(_read(tracks, i), cls_frame, int(times[i]))
+            cls_frame = read_frame(classes, i)
+        cur = _measure(read_frame(tracks, i), cls_frame, int(times[i]))
         rows.append((cur.ids, cur.ids, cur.centroid, cur.area, cur.cls))
     ids = {int(k) for r in rows for k in r[0]}
     lookup = {k: parents.get(k, 0) for k in ids}
@@ -814,7 +814,7 @@ def write_ctc(folder, tracks, table: TrackTable, positions=None) -> list:
         by_pos.setdefault(p, []).append((tid, label))
     written = []
     for i in range(n):
-        frame = _read(tracks, i)
+        frame = read_frame(tracks, i)
         pairs = by_pos.get(i, [])
         top = max([int(frame.max()) if frame.size else 0, *(tid for tid, _ in pairs)])
         lookup = np.zeros(top + 1, np.uint16)

@@ -188,6 +188,7 @@ class SansaSession(TrackCorrections, Corrections):
         opts = settings.segment.instances
         self.objects = None if opts is None else ObjectsOutput(self.viewer, opts, self.images)
         self._track_settings = settings.tracks
+        self._track_source = (plan, model_settings, settings.segment)
         self._runs_without_tracks(settings)
         self.done, self.kept, self._stopped, self._failed = 0, (), False, None
         self.details = ""

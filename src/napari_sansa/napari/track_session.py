@@ -18,12 +18,50 @@ from napari_sansa.napari.tracks_output import TracksOutput, link_tracks, time_ax
 __all__ = ["TrackCorrections"]
 
 
-def _link(objects, classes, settings, spacing):
-    """The worker's function: the linking, or its user error as a message."""
+def _link(objects, classes, settings, spacing, follow=None):
+    """The worker's function: ``(tracks, table, note)``, or its user error as a message.
+    ``follow``: ``(frames, model_settings, models, options, cancel)`` to link on where
+    SAM2 carries the objects (settings.follow)."""
     try:
-        return link_tracks(objects, classes, settings, spacing)
+        moved, note = None, ""
+        if follow is not None:
+            moved, note = _carry(objects, *follow)
+            if moved is None:
+                return "stopped while following the objects with SAM2: no tracks"
+        return (*link_tracks(objects, classes, settings, spacing, moved), note)
     except (ValueError, MemoryError) as exc:  # InvalidInputError is a ValueError
         return f"the tracks could not be made: {exc}"
+
+
+def _carry(objects, frames, model_settings, models, options, cancel):
+    """``(moved, note)``: where SAM2 carries each object into the next frame (None when
+    stopped), on the features the run left in the model's feature cache."""
+    from napari_sansa.core.propagation import ObjectPropagation
+    from napari_sansa.napari.worker import leave_a_core_for_napari
+
+    with leave_a_core_for_napari(getattr(model_settings, "threads", None)):
+        model = models.get(model_settings)
+        run = ObjectPropagation(
+            model,
+            frames,
+            input_size=options.input_size,
+            intensity_range=options.intensity_range,
+            cancel=cancel,
+        )
+        moved = np.zeros_like(objects)
+        done = 0
+        for t, carried in run.frames(objects):
+            moved[t] = carried
+            done = t
+    if done < len(objects) - 1 and len(objects) > 1:
+        return None, ""
+    note = ""
+    if run.encoded:
+        note = (
+            f"; SAM2 encoded {run.encoded} image(s) again to follow the objects (the feature "
+            "cache no longer held them: a larger cache in the model's settings keeps them)"
+        )
+    return moved, note
 
 
 class TrackCorrections:
@@ -35,12 +73,19 @@ class TrackCorrections:
     tracks: TracksOutput | None = None
     track_note = ""  # why the last run with tracks made none (appended to its last message)
     _track_settings = None
+    _track_source = None  # (plan, model settings, segment options) of the run with tracks
     _linking = None
 
     def _check_tracks(self, images, settings) -> str | None:
         """Why the run's tracks cannot be made (None: they can)."""
         if settings.tracks is None:
             return None
+        hw = image_geometry(images[0]).hw if images else (0, 0)
+        if settings.tracks.follow and settings.segment.tiled(hw):
+            return (
+                "'follow with SAM2' carries each object on whole frames: set the tile size "
+                "to 0 (no tiles), or untick 'follow with SAM2'"
+            )
         if len(images) != 1:
             return "tracks follow one time-lapse: choose one image (not 'with images') for tracks"
         _, problem = time_axis(images[0])
@@ -82,8 +127,14 @@ class TrackCorrections:
 
             spacing = self.objects.options.spacing or scale_spacing(image, 1)
         self.tracks = TracksOutput(self.viewer, image, settings)
-        self.notify(f"linking the objects of {len(objects)} frames into tracks...", popup=False)
-        worker = self.create_worker(_link, objects, classes, settings, spacing, _start_thread=False)
+        follow = self._follow_source(objects) if settings.follow else None
+        how = " following them with SAM2" if follow is not None else ""
+        self.notify(
+            f"linking the objects of {len(objects)} frames into tracks{how}...", popup=False
+        )
+        worker = self.create_worker(
+            _link, objects, classes, settings, spacing, follow, _start_thread=False
+        )
         worker.returned.connect(self._on_linked)
         worker.errored.connect(self._on_errored)
         worker.finished.connect(self._on_link_finished)
@@ -92,6 +143,20 @@ class TrackCorrections:
         worker.start()
         return True
 
+    def _follow_source(self, objects):
+        """What the worker needs to follow the objects with SAM2: the run's frames by
+        time point, its model and pre-processing, and the Stop event."""
+        from dataclasses import replace
+
+        from napari_sansa.napari.tracks_output import TimeLapseFrames
+
+        plan, model_settings, options = self._track_source
+        part = plan.parts[0]
+        planes = objects.shape[1] if objects.ndim == 4 else None
+        frames = TimeLapseFrames(part.stack, objects.shape[0], planes)
+        options = replace(options, intensity_range=part.intensity_range)
+        return frames, model_settings, self.models, options, self._cancel
+
     def _on_linked(self, result) -> None:
         if not self.alive or self.tracks is None:
             return
@@ -99,7 +164,7 @@ class TrackCorrections:
             self._failed = result
             self.notify(result, "error")
             return
-        tracks, table = result
+        tracks, table, self.track_note = result
         self.tracks.show(tracks, table)
         self._bind_clicks()
         self.tracks_changed.emit()
@@ -117,7 +182,7 @@ class TrackCorrections:
             self.notify(f"stopped while linking: {self.done} frames, no tracks", popup=False)
             return
         n = len(self.tracks.tracks()) if self.tracks is not None else 0
-        self.notify(f"done: {self.done} frames, {n} tracks", popup=False)
+        self.notify(f"done: {self.done} frames, {n} tracks{self.track_note}", popup=False)
 
     def _bind_clicks(self) -> None:
         out = self.tracks

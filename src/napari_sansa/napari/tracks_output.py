@@ -68,11 +68,15 @@ def tracks_name(image_name: str) -> str:
 class TrackSettings:
     """How objects are linked into tracks (the core's ``track_objects`` keywords):
     ``max_distance`` (pixels a cell may move between frames; None: the linker's own),
-    ``gap`` (frames an object may be missed and its track go on), ``divisions``."""
+    ``gap`` (frames an object may be missed and its track go on), ``divisions``;
+    ``follow``: link on where SAM2 carries each object into the next frame
+    (:func:`~napari_sansa.propagate_objects`, on the features the run left in the
+    model's feature cache) rather than on where it was."""
 
     max_distance: float | None = None
     gap: int = 1
     divisions: bool = True
+    follow: bool = False
 
     def __post_init__(self):
         d = self.max_distance
@@ -129,17 +133,46 @@ def time_axis(image) -> tuple[int | None, str | None]:
     return t, None
 
 
-def link_tracks(objects, classes, settings: TrackSettings, spacing=None):
+def link_tracks(objects, classes, settings: TrackSettings, spacing=None, moved=None):
     """In a worker: ``(track ids, table columns)`` of a (T, Y, X) or (T, Z, Y, X) object
     stack, each row with the ``class`` of its object: ``classes`` is a class map of the
     stack's shape or ``{object id: class}`` (objects of different classes are never
-    linked); ``spacing``: the voxel size ``(z, y, x)`` of 3D objects."""
+    linked); ``spacing``: the voxel size ``(z, y, x)`` of 3D objects; ``moved``: where
+    SAM2 carried the objects (:func:`~napari_sansa.propagate_objects`)."""
     from napari_sansa.core.tracks import track_objects
 
     tracks, table = track_objects(
-        objects, classes=classes, spacing=spacing, **settings.kwargs()
+        objects, classes=classes, spacing=spacing, moved=moved, **settings.kwargs()
     )  # fmt: skip
     return np.asarray(tracks), {k: np.asarray(v) for k, v in table.as_dict().items()}
+
+
+class TimeLapseFrames:
+    """The frames of a run's image by time point, as the run read them: ``frames[t]``
+    (a (T, Y, X) time-lapse) or ``frames[t][z]`` (a (T, Z, Y, X) stack), from the run's
+    :class:`~napari_sansa.napari.geometry.FrameStack` (T its first frame axis)."""
+
+    def __init__(self, stack, n_times: int, n_planes: int | None):
+        self.stack, self.n_times, self.n_planes = stack, n_times, n_planes
+
+    def __len__(self) -> int:
+        return self.n_times
+
+    def __getitem__(self, t):
+        if self.n_planes is None:
+            return self.stack[t]
+        return _Planes(self.stack, t * self.n_planes, self.n_planes)
+
+
+class _Planes:
+    def __init__(self, stack, first: int, n: int):
+        self.stack, self.first, self.n = stack, first, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, z):
+        return self.stack[self.first + z]
 
 
 def _columns_of(data: dict) -> tuple[str, ...]:

@@ -197,3 +197,46 @@ def test_the_tracks_table_fits_the_dock_when_it_scrolls(qtbot):
     for k in range(table.columnCount()):  # every title whole ('from' was cut to 'rom')
         title = table.horizontalHeaderItem(k).text()
         assert header.sectionSize(k) >= header.fontMetrics().horizontalAdvance(title) + 4
+
+
+def test_following_with_sam2_links_on_the_runs_features(make_sansa, qtbot, monkeypatch):
+    """'follow with SAM2': the objects are carried by SAM2 on the features the run left
+    in the cache (none encoded again) and linked on where they went."""
+    import napari_sansa.core.propagation as propagation
+
+    made = []
+
+    class Recording(propagation.ObjectPropagation):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(propagation, "ObjectPropagation", Recording)
+    viewer, widget = open_time_lapse(make_sansa)
+    widget.large.tracks.value = True
+    assert widget.large.follow.enabled
+    widget.large.follow.value = True
+    run(qtbot, widget)
+    assert widget.status.value.startswith("done: 5 frames, "), widget.status.value
+    assert "encoded" not in widget.status.value
+    (carried,) = made
+    assert (carried.encoded, carried.reused) == (0, T)  # every frame from the run's cache
+    frames = np.asarray(viewer.layers["cells"].data)
+    assert all(np.array_equal(carried.images[t], frames[t]) for t in range(T))
+    objects = np.asarray(viewer.layers["cells [sansa objects]"].data)
+    moved = propagation.propagate_objects(
+        carried.model,
+        frames,
+        objects,
+        input_size=carried.pre.input_size,
+        intensity_range=carried.pre.intensity_range,
+    )
+    assert moved[1:].any()
+    want, _ = track_objects(
+        objects, classes=np.asarray(viewer.layers["cells [sansa]"].data), moved=moved
+    )
+    np.testing.assert_array_equal(viewer.layers[track_labels_name("cells")].data, want)
+    # with tiles it is refused before the run, saying what to change
+    widget.large.tile_size.value = 32
+    assert widget.run() is None
+    assert "follow with SAM2" in widget.status.value and "tile size" in widget.status.value

@@ -85,9 +85,16 @@ class TilesObjectsPanel:
             tooltip="the farthest (pixels) an object's centre moves from one frame to the "
             "next and stays the same track; 0: the objects' median diameter",
         )  # fmt: skip
+        self.follow = CheckBox(
+            text="follow with SAM2", value=False,
+            tooltip="link on where SAM2 carries each object into the next frame (its memory "
+            "attention, on the features the run left in the cache) instead of where it "
+            "overlaps: for cells that move more than their size or pass each other; slower "
+            "(decoder passes per object and frame); not with tiles",
+        )  # fmt: skip
         self.widgets = [self.tile_size, self.halo, self.instances, self.min_size,
                         self.seed_distance, self.per_plane, self.refine, self.tracks,
-                        self.max_move]  # fmt: skip
+                        self.max_move, self.follow]  # fmt: skip
         self.instances.changed.connect(self._on_instances)
         self.tracks.changed.connect(self._on_tracks)
         self._no_time: str | None = None
@@ -104,7 +111,7 @@ class TilesObjectsPanel:
         on = bool(self.tracks.value)
         if on and not self.instances.value:
             self.instances.value = True  # tracks imply objects
-        self.max_move.enabled = on
+        self.max_move.enabled = self.follow.enabled = on
 
     def set_image(self, image) -> None:
         """Enable 'tracks' for images with a T axis; otherwise say why in its tooltip."""
@@ -121,7 +128,7 @@ class TilesObjectsPanel:
         self.tracks.tooltip = TRACKS_TIP if problem is None else f"not for this image: {problem}"
         if problem is not None and self.tracks.value:
             self.tracks.value = False
-        self.max_move.enabled = bool(self.tracks.value)
+        self.max_move.enabled = self.follow.enabled = bool(self.tracks.value)
 
     def settings(self) -> dict:
         """``tile_size``, ``halo`` and ``instances`` for RunSettings."""
@@ -139,7 +146,9 @@ class TilesObjectsPanel:
         if self.tracks.value and self.tracks.enabled:  # enabled: the image has a T axis
             from napari_sansa.napari.tracks_output import TrackSettings
 
-            tracks = TrackSettings(max_distance=float(self.max_move.value) or None)
+            tracks = TrackSettings(
+                max_distance=float(self.max_move.value) or None, follow=bool(self.follow.value)
+            )
         return {
             "tile_size": tile,
             "halo": None if halo < 0 or tile is None else halo,
