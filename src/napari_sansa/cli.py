@@ -196,6 +196,15 @@ def _parser() -> argparse.ArgumentParser:
         "(implies --instances)",
     )
     s.add_argument(
+        "--follow",
+        action="store_true",
+        help="with --tracks (implied): link the objects on where SAM2 carries each of them "
+        "into the next frame (its memory attention, on the features the run computed, kept "
+        "on disk in the output's scratch folder until the stack's tracks are written) "
+        "rather than where they overlap; for cells that move more than their size; not "
+        "with --tile-size",
+    )
+    s.add_argument(
         "--probabilities", action="store_true", help="also write per-class probability maps"
     )
     s.add_argument(
@@ -337,7 +346,7 @@ def _segment_options(args):
     if args.input_size is not None:
         given["input_size"] = input_size_from_text(args.input_size)
     objects = {k: getattr(args, k) for k in _OBJECT_FLAGS if getattr(args, k) is not None}
-    if objects and not (args.instances or args.tracks):
+    if objects and not (args.instances or args.tracks or args.follow):
         flags = ", ".join(_FLAG_NAMES.get(k) or _flag(k) for k in objects)
         raise InvalidInputError(f"{flags} split objects: give --instances with it")
     return DatasetOptions.make(
@@ -345,8 +354,9 @@ def _segment_options(args):
         batch_size=args.batch_size,
         tile_size=args.tile_size,
         halo=args.halo,
-        instances=objects or True if args.instances or args.tracks else None,
-        tracks=args.tracks,
+        instances=objects or True if args.instances or args.tracks or args.follow else None,
+        tracks=args.tracks or args.follow,
+        follow=args.follow,
         probabilities=args.probabilities,
         axes=args.axes,
         channels=args.channels,

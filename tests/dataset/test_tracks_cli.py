@@ -173,3 +173,53 @@ def test_tracks_with_ome_zarr_outputs(weights, root):
     o0 = np.asarray(objects[objects.attrs["labels"][0]]["0"])
     assert t0.shape == o0.shape and np.array_equal(t0 > 0, o0 > 0) and (t0 > 0).any()
     assert main(args) == 0  # a rerun finds the target finished
+
+
+@pytest.mark.slow
+def test_follow_links_on_where_sam2_carries_the_objects_on_the_runs_features(
+    weights, root, monkeypatch, capsys
+):
+    """--follow: each stack's objects are carried by SAM2 on the features its run
+    computed (kept on disk in the scratch folder, none encoded again, removed after),
+    a (T, Y, X) movie and a (T, Z, Y, X) stack alike; the tracks are the core's."""
+    import napari_sansa as ns
+    import napari_sansa.core.propagation as propagation
+    from conftest import load_test_model
+
+    made = []
+
+    class Recording(propagation.ObjectPropagation):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(propagation, "ObjectPropagation", Recording)
+    base = make_image(41, shape=(80, 120), rgb=False)
+    tz = np.stack([np.stack([base[:, 4 * t : 4 * t + 96]] * 2) for t in range(3)])
+    tifffile.imwrite(root / "data" / "tz.tif", tz, imagej=True, metadata={"axes": "TZYX"})
+    out = root / "out"
+    assert main(segment_args(weights, root, "--follow", "--min-size", "45")) == 0
+    assert len(made) == 2
+    assert [(c.encoded, c.reused) for c in made] == [(0, 4), (0, 6)]  # the run's features
+    assert not list((out / ".napari-sansa").glob("*/features"))  # the scratch is gone
+    model = load_test_model(weights)
+    for name, frames in (("movie", tifffile.imread(root / "data" / "movie.tif")), ("tz", tz)):
+        objects = tifffile.imread(out / f"{name}_objects.tif")
+        labels = tifffile.imread(out / f"{name}.tif")
+        carried = next(c for c in made if len(c.images) == len(frames))
+        moved = ns.propagate_objects(
+            model,
+            list(frames),
+            objects,
+            input_size=carried.pre.input_size,
+            intensity_range=carried.pre.intensity_range,
+        )
+        want, _ = ns.track_objects(objects, classes=labels, moved=moved, spacing=None)
+        np.testing.assert_array_equal(tifffile.imread(out / f"{name}_tracks.tif"), want)
+    # following is part of what the tracks depend on: a run by overlap is another run
+    capsys.readouterr()
+    assert main(segment_args(weights, root, "--tracks", "--min-size", "45")) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    # and it needs whole frames
+    assert main(segment_args(weights, root, "--follow", "--tile-size", "64")) == 2
+    assert "--tile-size" in capsys.readouterr().err

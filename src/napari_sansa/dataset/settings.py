@@ -27,7 +27,11 @@ class DatasetOptions:
     worker thread of the cluster busy). ``tracks``: link
     the objects of every time-lapse (a stack with a T axis) into tracks
     (:mod:`~napari_sansa.dataset.tracks`); it implies objects (``instances``: their
-    defaults when not given). ``format``: the outputs' file format, "tiff" (the default)
+    defaults when not given). ``follow``: link them on where SAM2 carries each object
+    into the next frame (:func:`~napari_sansa.propagate_objects`), on the features the
+    run computed, kept in the stack's scratch folder until its tracks are written (no
+    second encoding); it implies ``tracks``, and needs whole frames (no ``tile_size``).
+    ``format``: the outputs' file format, "tiff" (the default)
     or "ome-zarr" (one OME-Zarr store per output; see
     :mod:`napari_sansa.dataset.outputs.omezarr`). ``into_input_store``: with "ome-zarr",
     also add each target's labels to the target's own OME-Zarr image store, as a new
@@ -45,6 +49,7 @@ class DatasetOptions:
     sequential_axis: str | None = None
     chunk_size: int | None = None
     tracks: bool = False
+    follow: bool = False
     format: str = "tiff"
     into_input_store: bool = False
 
@@ -62,7 +67,15 @@ class DatasetOptions:
         object.__setattr__(self, "probabilities", bool(self.probabilities))
         if not isinstance(self.tracks, (bool, int)) or self.tracks not in (0, 1):
             raise OptionError("tracks", self.tracks, "True or False")
-        object.__setattr__(self, "tracks", bool(self.tracks))
+        if not isinstance(self.follow, (bool, int)) or self.follow not in (0, 1):
+            raise OptionError("follow", self.follow, "True or False")
+        object.__setattr__(self, "follow", bool(self.follow))
+        if self.follow and self.segment.tile_size is not None:
+            raise InvalidInputError(
+                "following objects with SAM2 (follow / --follow) carries them on whole "
+                "frames: leave out tile_size (--tile-size), or link tracks by overlap"
+            )
+        object.__setattr__(self, "tracks", bool(self.tracks) or self.follow)
         if self.tracks and self.segment.instances is None:  # tracks link objects
             from napari_sansa.core.objects import ObjectOptions
 
@@ -112,6 +125,8 @@ class DatasetOptions:
         record = {**self.segment.record(), **{k: v for k, v in layout.items() if v is not None}}
         if self.tracks:  # runs without tracks keep their record
             record["tracks"] = True
+        if self.follow:
+            record["follow"] = True
         return record
 
     @property
@@ -213,6 +228,11 @@ class RunSettings:
     def tracks(self) -> bool:
         """Whether the run links the objects of time-lapses into tracks."""
         return self.options.tracks
+
+    @property
+    def follow(self) -> bool:
+        """Whether tracks are linked on where SAM2 carries each object."""
+        return self.options.follow
 
     @property
     def axes(self) -> str | None:

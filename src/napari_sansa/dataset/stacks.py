@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -130,11 +131,22 @@ class _Scratch:
         self.arrays.append(arr)
         return arr
 
+    def features(self):
+        """A feature cache on disk in the scratch folder, for ``--follow``: the features
+        the stack's run computes, read back when its objects are carried (see
+        :meth:`_StackLabels.write`); removed with the folder."""
+        from napari_sansa.core.cache import DiskFeatureCache, FeatureCache
+
+        return FeatureCache(0, DiskFeatureCache(self.folder / "features", max_bytes=1 << 60))
+
     def remove(self) -> None:
         self.arrays.clear()  # release the memory maps before removing their files
         if self.folder.is_dir() and not self.folder.is_symlink():  # a link: never followed
             for f in self.folder.iterdir():
-                f.unlink(missing_ok=True)
+                if f.is_dir() and not f.is_symlink():  # the features of --follow
+                    shutil.rmtree(f)
+                else:
+                    f.unlink(missing_ok=True)
             self.folder.rmdir()
 
 
@@ -298,6 +310,16 @@ class _StackLabels:
             self.objects = _StackObjects(scratch, n, hw)
         final = out / t.output
         layout = Layout(self.shape, self.dtype, stack.label_axes)
+        if run.follow:  # the run's features, kept on disk until the tracks are written
+            kept, self.model.features.cache = self.model.features.cache, scratch.features()
+        try:
+            self._write(out, scratch, final, layout, in_order)
+        finally:
+            if run.follow:
+                self.model.features.cache = kept
+
+    def _write(self, out, scratch, final, layout, in_order) -> None:
+        t, run, n, hw, stack = self.t, self.run, self.n, self.hw, self.stack
         if in_order and not run.probabilities:  # written as the frames are computed
             frames = (lab for _, lab in self.computed())
             write_output(final, layout, frames, describe=self.record)
@@ -323,7 +345,19 @@ class _StackLabels:
 
             add_to_input_store(t, final, self.record())
         if self.objects is not None and run.tracks:  # the track stack is written last
-            self.objects.write_tracks(t, out, stack, self.record)
+            follow = self._follow() if run.follow else None
+            self.objects.write_tracks(t, out, stack, self.record, follow)
+
+    def _follow(self):
+        """What carrying the stack's objects with SAM2 needs: the model, its frames as
+        the run read them, and the run's pre-processing."""
+        memory, segment = self.memory, self.run.segment
+        return (
+            self.model,
+            self.stack,
+            getattr(memory, "input_size", segment.input_size),
+            getattr(memory, "intensity_range", segment.intensity_range),
+        )
 
     def release(self) -> None:
         """Let go of the scratch arrays (before their files are removed)."""
@@ -422,10 +456,11 @@ class _StackObjects:
         write_output(out / t.objects_output, layout, pages, record("objects", table))
         self.table, self.frame_offsets = table, offsets
 
-    def write_tracks(self, t: Target, out, stack: TiffStack, record) -> None:
+    def write_tracks(self, t: Target, out, stack: TiffStack, record, follow=None) -> None:
         """The tracks of the object stack just written (``--tracks``; see
         :mod:`~napari_sansa.dataset.tracks`), from the scratch maps, one time point at a
-        time."""
+        time; ``follow``: ``(model, stack, input_size, intensity_range)`` to link on where
+        SAM2 carries the objects (``--follow``)."""
         from napari_sansa.core.measures import object_dtype
         from napari_sansa.dataset.tracks import TimeFrames, stack_classes, write_stack_tracks
 
@@ -440,7 +475,12 @@ class _StackObjects:
         classes = stack_classes(self.table)
         voxels = getattr(self, "voxels", None)
         spacing = None if voxels is None else voxels.spacing
-        write_stack_tracks(t, out, self.scratch, frames, classes, record, n_objects, spacing)
+        moved = None
+        if follow is not None:
+            from napari_sansa.dataset.tracks import carry_objects
+
+            moved = carry_objects(t, self.scratch, frames, *follow)
+        write_stack_tracks(t, out, self.scratch, frames, classes, record, n_objects, spacing, moved)
 
 
 def _plain(run):

@@ -115,19 +115,67 @@ class TimeFrames:
         )
 
 
+class TimeImages:
+    """A stack's frames by time point, as the run read them: ``images[t]``, or
+    ``images[t][z]`` on a T x Z stack (the order of :class:`TimeFrames`)."""
+
+    def __init__(self, stack, frames: TimeFrames):
+        self.stack, self.frames = stack, frames
+
+    def __len__(self) -> int:
+        return self.frames.shape[0]
+
+    def __getitem__(self, t):
+        if len(self.frames.shape) == 3:
+            return self.stack[self.frames.flat(int(t))]
+        return [self.stack[self.frames.flat(int(t), z)] for z in range(self.frames.shape[1])]
+
+
+def carry_objects(t, scratch, frames: TimeFrames, model, stack, input_size, intensity_range):
+    """``--follow``: where SAM2 carries each object of ``frames`` into the next frame
+    (a scratch map of their shape), on the features the run kept in the scratch folder."""
+    from napari_sansa.core.propagation import ObjectPropagation
+
+    moved = scratch.array("moved.npy", frames.dtype, frames.shape)
+    carry = ObjectPropagation(
+        model, TimeImages(stack, frames), input_size=input_size, intensity_range=intensity_range
+    )
+    moved[0] = 0
+    for i, carried in carry.frames(frames):
+        moved[i] = carried
+    log.info(
+        "%s: objects carried by SAM2 through %d frames (%d image(s) encoded again)",
+        t.source,
+        frames.shape[0],
+        carry.encoded,
+    )
+    return moved
+
+
 def write_stack_tracks(
-    t, out: Path, scratch, frames: TimeFrames, classes: dict, record, n_objects: int, spacing=None
+    t,
+    out: Path,
+    scratch,
+    frames: TimeFrames,
+    classes: dict,
+    record,
+    n_objects: int,
+    spacing=None,
+    moved=None,
 ) -> None:
     """Track ``frames`` (:class:`TimeFrames`; ``n_objects``: its number of objects, at
     least its number of tracks; ``classes``: ``{object id: class}``; ``spacing``: the
-    voxel size of 3D time points, or None) and write ``t``'s CTC
-    folder, then its track stack (with the table in its record: ``record(role)``)."""
+    voxel size of 3D time points, or None; ``moved``: where SAM2 carried the objects,
+    ``--follow``) and write ``t``'s CTC folder, then its track stack (with the table in
+    its record: ``record(role)``)."""
     from napari_sansa.core.atomic import write_text_atomic
     from napari_sansa.core.measures import object_dtype
     from napari_sansa.core.tracks import ctc_file_names, track_objects, write_ctc
 
     tracks = scratch.array("tracks.npy", object_dtype(n_objects), frames.shape)
-    tracks, table = track_objects(frames, classes=classes or None, out=tracks, spacing=spacing)
+    tracks, table = track_objects(
+        frames, classes=classes or None, out=tracks, spacing=spacing, moved=moved
+    )
     n_tracks = int(table["track"].max()) if len(table) else 0
     folder = out / t.ctc_output
     check_ctc_folder(folder, t.source)
