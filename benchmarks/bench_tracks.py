@@ -12,7 +12,12 @@ division F1 BC(0)) on their CTC output (``ns.write_ctc``):
   frame before it overlaps most, when that one overlaps it most too (no divisions, no
   gaps);
 - laptrack 0.17 (``LapTrack`` on centroids with gap closing and splitting; optional, if
-  installed), to choose the linker by measurement.
+  installed), to choose the linker by measurement;
+- ``track_objects`` with ``moved=`` the true motion: each object of frame ``t - 1``
+  carried to where its cell is in frame ``t`` (a dividing cell onto both daughters), what
+  SAM2's propagation (``ns.propagate_objects``) gives when it follows every cell right:
+  the linker's ceiling with ``--follow`` / "follow with SAM2". (With random weights,
+  SAM2's own carried masks mean nothing, so they are not scored here.)
 
 Five settings: ``default`` (10 cells of about 14 px, moving about 1.2 px a frame),
 ``crowded`` (25 cells, most touching, 2 px a frame), ``fast`` (5 px a frame on average,
@@ -26,7 +31,12 @@ zarr ``out=``), each in its own subprocess: the peak of Python's allocations
 VmHWM, reset after the imports through /proc/self/clear_refs). Goal: 200 frames <= 1.2 x
 20 frames.
 
+Cost of following with SAM2 (``--follow-cost``): on the tests' tiny model (Hiera-tiny at
+256 px, random weights, CPU), the seconds ``ObjectPropagation`` takes per object and
+frame, beside the seconds ``segment`` takes per target frame of one class, in one run.
+
     python benchmarks/bench_tracks.py [--seeds 5] [--frames 40] [--json out.json]
+        [--follow-cost]
 """
 
 from __future__ import annotations
@@ -195,6 +205,59 @@ def memory(frames_list, size: int) -> dict:
     return result
 
 
+def true_motion(truth, objects, lines):
+    """``moved`` of a perfect propagation: frame ``t``'s pixels of each cell hold the id
+    of that cell (or of its parent, for a daughter's first frame) in ``objects[t - 1]``."""
+    parent = {int(line[0]): int(line[3]) for line in lines}
+    moved = np.zeros_like(objects)
+    for t in range(1, len(truth)):
+        fg = objects[t - 1] > 0
+        pairs = np.unique(np.stack([truth[t - 1][fg], objects[t - 1][fg]]), axis=1)
+        was = {int(cell): int(oid) for cell, oid in pairs.T}
+        cur = truth[t]
+        for cell in np.unique(cur[cur > 0]):
+            src = was.get(int(cell)) or was.get(parent.get(int(cell), 0))
+            if src:
+                moved[t][cur == cell] = src
+    return moved
+
+
+def follow_cost(n_objects: int = 24, frames: int = 4) -> dict:
+    """Seconds per object and frame of SAM2's propagation, and per target frame of a
+    one-class ``segment``, on the tiny random model (side by side, one process)."""
+    import torch
+
+    import napari_sansa as ns
+    from napari_sansa.core.models.random_weights import write_random_checkpoints
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from conftest import CONFIG, SIZE, make_image
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        sam2, adapters = write_random_checkpoints(tmp, CONFIG, image_size=SIZE, seed=0)
+        model = ns.load_model(config=CONFIG, sam2_checkpoint=sam2, adapter_checkpoint=adapters,
+                              device="cpu", image_size=SIZE)  # fmt: skip
+    images = [make_image(50 + t, shape=(128, 128)) for t in range(frames)]
+    objects = np.zeros((frames, 128, 128), np.uint16)
+    side = int(np.ceil(np.sqrt(n_objects)))
+    for k in range(n_objects):
+        r, c = divmod(k, side)
+        objects[:, 4 + r * 20 : 16 + r * 20, 4 + c * 20 : 16 + c * 20] = k + 1
+    ref = ns.Reference(images[0], [ns.Mask(objects[0] > 0, label=1)])
+    t0 = time.perf_counter()
+    model.segment([ref], images[1:], input_size=None)  # (its features stay in the cache)
+    seg = (time.perf_counter() - t0) / (frames - 1)
+    run = ns.ObjectPropagation(model, images, input_size=None)
+    t0 = time.perf_counter()
+    for _ in run.frames(objects):
+        pass
+    carry = (time.perf_counter() - t0) / ((frames - 1) * n_objects)
+    return {"objects": n_objects, "frames": frames, "segment_s_per_frame": seg,
+            "follow_s_per_object_frame": carry, "encoded": run.encoded,
+            "ratio": carry / seg}  # fmt: skip
+
+
 def main():
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=5)
@@ -202,6 +265,7 @@ def main():
     p.add_argument("--size", type=int, default=160)
     p.add_argument("--memory-size", type=int, default=256)
     p.add_argument("--no-laptrack", action="store_true")
+    p.add_argument("--follow-cost", action="store_true")
     args = p.parse_args()
     import napari_sansa as ns
 
@@ -211,7 +275,7 @@ def main():
         use_laptrack = not args.no_laptrack
     except ImportError:
         use_laptrack = False
-    linkers = {"track_objects": None, "overlap baseline": None}
+    linkers = {"track_objects": None, "overlap baseline": None, "moved: true motion": None}
     if use_laptrack:
         linkers["laptrack"] = None
     settings = {  # (cells, speed, share of objects missing)
@@ -238,12 +302,16 @@ def main():
                     t0 = time.perf_counter()
                     if name == "track_objects":
                         tracks, table = ns.track_objects(objects)
+                    elif name == "moved: true motion":
+                        moved = true_motion(truth, objects, lines)
+                        t0 = time.perf_counter()  # the linking only
+                        tracks, table = ns.track_objects(objects, moved=moved)
                     elif name == "overlap baseline":
                         tracks, table = overlap_baseline(objects)
                     else:
                         tracks, table = laptrack_tracks(objects, max_distance=diameter)
                     seconds[(setting, name)] += time.perf_counter() - t0
-                    res = Path(tmp) / name.replace(" ", "_")
+                    res = Path(tmp) / name.replace(" ", "_").replace(":", "")
                     ns.write_ctc(res, tracks, table)
                     scores[(setting, name)].append(ctc_scores(res, gt))
     rows, results = [], {"scores": {}, "seconds": {}}
@@ -251,7 +319,7 @@ def main():
         mean = {k: float(np.mean([s[k] for s in per_seed])) for k in per_seed[0]}
         worst_tra = min(s["TRA"] for s in per_seed)
         rows.append((
-            f"{setting:7} {name:16}",
+            f"{setting:7} {name:18}",
             "TRA {TRA:.4f} (worst {w:.4f})  LNK {LNK:.4f}  DET {DET:.4f}  IDSW {IDSW:.1f}  "
             "BC(0) {bc:.3f}  valid {valid:.0f}  {sec:.2f} s".format(
                 **mean, w=worst_tra, bc=mean["BC(0)"], sec=seconds[(setting, name)]
@@ -260,6 +328,13 @@ def main():
         results["scores"][f"{setting}/{name}"] = per_seed
         results["seconds"][f"{setting}/{name}"] = seconds[(setting, name)]
     rows.append(("divisions (all settings and seeds)", divisions))
+    if args.follow_cost:
+        cost = follow_cost()
+        results["follow_cost"] = cost
+        rows.append(("follow with SAM2 (tiny, 256 px, CPU)", "{follow_s_per_object_frame:.3f} s "
+                     "per object and frame; segment {segment_s_per_frame:.3f} s per frame "
+                     "(one class); ratio {ratio:.2f}; {encoded} image(s) encoded again"
+                     .format(**cost)))  # fmt: skip
     mem = memory([20, 200], args.memory_size)
     results["memory"] = mem
     for n, m in mem.items():
