@@ -168,3 +168,17 @@ def test_moved_of_other_objects_is_refused():
         ns.track_objects(objects, moved=wrong[:1])
     with pytest.raises(ns.InvalidInputError, match="moved must be integer ids"):
         ns.track_objects(objects, moved=wrong.astype(np.float32))
+
+
+def test_frames_without_objects_are_not_encoded(weights, clip):
+    """Frames outside a run's range have no objects: nothing is carried into or out of
+    them, so they are never read or encoded."""
+    images, objects = clip
+    padded = np.concatenate([np.zeros_like(objects[:1]), objects, np.zeros_like(objects[:2])])
+    frames = [make_image(90), *images, make_image(91), make_image(92)]
+    bare = load_test_model(weights, cache_bytes=0)
+    run = ns.ObjectPropagation(bare, frames, input_size=None)
+    moved = dict(run.frames(padded))
+    assert (run.encoded, run.reused) == (3, 0)  # the three frames with objects, once each
+    assert not moved[1].any() and not moved[4].any() and not moved[5].any()
+    assert moved[2].any() and moved[3].any()

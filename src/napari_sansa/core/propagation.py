@@ -27,8 +27,10 @@ point (SAM2 sees 2D images).
 pre-processing (``input_size``, ``intensity_range``: give the run's): an image whose
 features the model's feature cache (memory or disk) or a run's hold still has is not
 encoded again, and :attr:`ObjectPropagation.encoded` counts those that were. Only two
-time points' features are kept at a time, and a frame whose objects nothing carries
-(no objects before it, none in it) is not loaded at all.
+time points' features are kept at a time, and a frame (plane) is loaded only to carry
+objects from it or into it: one without objects after one without objects, or without
+objects itself (nothing to link to there), is not read (e.g. the frames outside the
+range a run labelled).
 """
 
 from __future__ import annotations
@@ -137,9 +139,10 @@ class ObjectPropagation:
             del self._held[key]
 
     # -- one plane ----------------------------------------------------------------------
-    def _plane(self, t: int, z: int | None, prev: np.ndarray) -> np.ndarray:
+    def _plane(self, t: int, z: int | None, prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
         """Frame ``t``'s (plane ``z``'s) moved map: the ids of ``prev`` (frame ``t - 1``'s
-        objects on that plane) where SAM2 carries them."""
+        objects on that plane) where SAM2 carries them; nothing where ``cur`` (frame
+        ``t``'s objects there) is empty: no object there to link to."""
         import torch
         import torch.nn.functional as F
 
@@ -149,7 +152,7 @@ class ObjectPropagation:
         moved = np.zeros(hw, dtype=prev.dtype)
         ids = np.unique(prev)
         ids = ids[ids != 0]
-        if not ids.size:  # frame t's features are loaded when its objects are carried
+        if not ids.size or not cur.any():  # frame t's features: when its objects are carried
             return moved
         model = self.model
         engine = model.engine
@@ -217,9 +220,11 @@ class ObjectPropagation:
                 )
             if prev is not None:
                 if len(shape) == 3:
-                    moved = self._plane(t, None, prev)
+                    moved = self._plane(t, None, prev, frame)
                 else:
-                    moved = np.stack([self._plane(t, z, prev[z]) for z in range(shape[1])])
+                    moved = np.stack(
+                        [self._plane(t, z, prev[z], frame[z]) for z in range(shape[1])]
+                    )
                 self._keep_only(t)
                 yield t, moved
             prev = frame
