@@ -164,10 +164,10 @@ def test_cli_labels_an_omezarr_stack_in_a_folder_that_mixes_formats(weights, tmp
 def test_a_one_frame_omezarr_by_tiles_gives_the_labels_of_the_same_tiff(weights, tmp_path):
     """Read window by window (channels made per window) with --tile-size: the labels of
     the same frame saved as a TIFF."""
-    cyx = _tczyx(seed=5, t=1, z=1)[0, :, 0]
+    cyx = _tczyx(seed=5, t=1, z=1)[0, :, 0].repeat(2, axis=1).repeat(2, axis=2)  # 96 x 128
     _write_omezarr(tmp_path / "one.ome.zarr", cyx, axes="cyx")
     tifffile.imwrite(tmp_path / "one.tif", cyx[2])
-    common = [*_gray_reference(tmp_path), *cli_model_args(weights), "--tile-size", "48"]
+    common = [*_gray_reference(tmp_path), *cli_model_args(weights), "--tile-size", "64"]
     assert main(["segment", str(tmp_path / "one.ome.zarr"), "--out", str(tmp_path / "z")]
                 + common + ["--channels", "2"]) == 0  # fmt: skip
     assert main(["segment", str(tmp_path / "one.tif"), "--out", str(tmp_path / "t")] + common) == 0
@@ -176,7 +176,7 @@ def test_a_one_frame_omezarr_by_tiles_gives_the_labels_of_the_same_tiff(weights,
     )
     # the target was read through windows (never whole), as the tile path reads TIFFs
     kind, img = read_target(tmp_path / "one.ome.zarr", channels=(2,), lazy=True)
-    assert kind == "image" and not isinstance(img, np.ndarray) and img.shape == (H, W)
+    assert kind == "image" and not isinstance(img, np.ndarray) and img.shape == (2 * H, 2 * W)
 
 
 def test_an_omezarr_label_image_and_reference_image(tmp_path):
