@@ -259,7 +259,36 @@ def test_overwritten_checkpoint_is_refused_by_load_model(weights, tmp_path):
         p = tmp_path / f"zeroed{source.suffix}"
         p.write_bytes(bytes(raw))
         call = (lambda p=p: _load(p)) if source == sam2 else (lambda p=p: _load(sam2, p))
-        _check_refused(call, p, "damaged", "CRC-32")
+        _check_refused(call, p, "damaged", "bytes changed", "Download or copy the file again")
+
+
+#: words of the file format inside a checkpoint, which say nothing to a user
+_INTERNAL = ("record", "data.pkl", "/data/", "archive", "CRC", "zip", "directory", "magic")
+
+
+@pytest.mark.parametrize("damage", ["a tensor's bytes", "the pickle's bytes", "its end", "cut"])
+@pytest.mark.parametrize("role", ["SAM2", "adapter"])
+def test_a_corrupted_checkpoint_says_which_file_and_what_to_do_in_plain_words(
+    weights, tmp_path, damage, role
+):
+    """Not the name of a record inside the file (``sam2/data/144``) nor zip terms: the
+    file given, that it is damaged, and to download it again or choose another."""
+    sam2, adapters = weights
+    source = sam2 if role == "SAM2" else adapters
+    raw = bytearray(source.read_bytes())
+    if damage == "cut":
+        raw = raw[: len(raw) * 2 // 3]
+    elif damage == "its end":  # the table of the file's contents, zeroed
+        raw[-4096:] = bytes(4096)
+    else:
+        raw[len(raw) // 2 if damage == "a tensor's bytes" else 100] ^= 0xFF
+    p = tmp_path / f"damaged{source.suffix}"
+    p.write_bytes(bytes(raw))
+    call = (lambda: _load(p)) if role == "SAM2" else (lambda: _load(sam2, p))
+    text = _check_refused(call, p, f"{role} checkpoint {p}", "damaged")
+    assert "Download or copy the file again, or choose another weights file" in text, text
+    for word in _INTERNAL:
+        assert word.lower() not in text.replace(str(p), "").lower(), (word, text)
 
 
 def test_unreadable_checkpoint_names_the_file(weights, tmp_path, monkeypatch):

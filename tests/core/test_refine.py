@@ -112,7 +112,7 @@ def test_a_tiled_run_holds_only_the_tiles_with_foreground():
     from napari_sansa.core.refine import FeatureHold
     from napari_sansa.core.tiling import tile_grid
 
-    grid = tile_grid((40, 40), 20, 0)
+    grid = tile_grid((128, 128), 64, 0)
     hold = FeatureHold()
     feats = Features((torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 2, 2)), torch.zeros(1, 1, 1, 1))
     keys = [f"k{i}" for i in range(4)]

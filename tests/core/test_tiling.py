@@ -66,31 +66,32 @@ def test_bad_tile_settings():
     assert TileSpec.make(256) == TileSpec(256, 32)  # default halo: an eighth of the tile
 
 
-@pytest.mark.parametrize("size", [1, 15, 0, -64])
+@pytest.mark.parametrize("size", [1, 16, 63, 0, -64])
 def test_tile_size_below_the_minimum_is_refused_by_its_own_name(size):
     with pytest.raises(ns.InvalidInputError) as info:
         TileSpec.make(size)
     text = str(info.value)
-    assert f"tile_size must be at least 16 pixels, got {size}" in text
+    assert f"tile_size must be at least 64 pixels, got {size}" in text
+    assert "64 x 64 grid of image features" in text  # why
     worded = info.value.worded(lambda option: "--" + option.replace("_", "-"))
-    assert f"--tile-size must be at least 16 pixels, got {size}" in worded  # the CLI's words
+    assert f"--tile-size must be at least 64 pixels, got {size}" in worded  # the CLI's words
     assert "halo" not in text  # the default halo (size // 8) is not what is wrong
-    with pytest.raises(ns.InvalidInputError, match="at least 16 pixels"):
+    with pytest.raises(ns.InvalidInputError, match="at least 64 pixels"):
         ns.tile_grid((100, 100), size, 0)
-    assert TileSpec.make(16) == TileSpec(16, 2)
+    assert TileSpec.make(64) == TileSpec(64, 8)
 
 
 def test_tile_size_is_checked_before_any_work(model, images, disk_mask, weights, tmp_path):
     from napari_sansa.dataset import ModelSource, segment_dataset
 
     ref = ns.Reference(images[0], [ns.Mask(disk_mask)])
-    with pytest.raises(ns.InvalidInputError, match="at least 16 pixels, got 1"):
+    with pytest.raises(ns.InvalidInputError, match="at least 64 pixels, got 1"):
         model.segment_iter([ref], images[1:2], tile_size=1)  # raised before iterating
-    with pytest.raises(ns.InvalidInputError, match="at least 16 pixels, got 1"):
+    with pytest.raises(ns.InvalidInputError, match="at least 64 pixels, got 1"):
         model.prepare_references([ref], tile_size=1)
     # segment_dataset: before the model (here: a file that does not exist) is looked at
     source = ModelSource(sam2_checkpoint=str(tmp_path / "missing.pt"), device="cpu")
-    with pytest.raises(ns.InvalidInputError, match="at least 16 pixels, got -64"):
+    with pytest.raises(ns.InvalidInputError, match="at least 64 pixels, got -64"):
         segment_dataset(tmp_path, [ref], tmp_path / "out", model=source, tile_size=-64)
     assert not (tmp_path / "out").exists()
 
@@ -98,7 +99,7 @@ def test_tile_size_is_checked_before_any_work(model, images, disk_mask, weights,
 def test_bad_tile_settings_in_segment(model, images, disk_mask):
     ref = ns.Reference(images[0], [ns.Mask(disk_mask)])
     with pytest.raises(ns.InvalidInputError, match="larger than 2 x halo"):
-        model.segment([ref], images[1:2], tile_size=16, halo=8)
+        model.segment([ref], images[1:2], tile_size=64, halo=32)
     with pytest.raises(ns.InvalidInputError, match="halo must be"):
         model.segment_iter([ref], images[1:2], tile_size=64, halo=-2)
     with pytest.raises(ns.InvalidInputError, match="independent mode only"):
@@ -203,7 +204,7 @@ def test_every_prompt_is_carried_by_some_tile(seed):
     """A prompt outside every tile is impossible by construction: any prompt anywhere,
     any grid, every part of it reaches a tile."""
     rng = np.random.default_rng(seed)
-    h, w = rng.integers(70, 200, size=2)
+    h, w = rng.integers(140, 400, size=2)
     image = rng.integers(0, 255, (h, w), dtype=np.uint8)
     mask = np.zeros((h, w), bool)
     for _ in range(3):
@@ -218,7 +219,7 @@ def test_every_prompt_is_carried_by_some_tile(seed):
         ns.Box((r0, c0, r1 + 1, c1 + 1), label=3),
     ]
     ref = ns.Reference(image, prompts)
-    size = int(rng.integers(24, 70))
+    size = int(rng.integers(64, 140))
     grid = ns.tile_grid((h, w), size, int(rng.integers(0, (size - 1) // 2)))
     got_mask = np.zeros((h, w), bool)
     got_clicks = []

@@ -164,10 +164,10 @@ def test_cli_labels_an_omezarr_stack_in_a_folder_that_mixes_formats(weights, tmp
 def test_a_one_frame_omezarr_by_tiles_gives_the_labels_of_the_same_tiff(weights, tmp_path):
     """Read window by window (channels made per window) with --tile-size: the labels of
     the same frame saved as a TIFF."""
-    cyx = _tczyx(seed=5, t=1, z=1)[0, :, 0]
+    cyx = _tczyx(seed=5, t=1, z=1)[0, :, 0].repeat(2, axis=1).repeat(2, axis=2)  # 96 x 128
     _write_omezarr(tmp_path / "one.ome.zarr", cyx, axes="cyx")
     tifffile.imwrite(tmp_path / "one.tif", cyx[2])
-    common = [*_gray_reference(tmp_path), *cli_model_args(weights), "--tile-size", "48"]
+    common = [*_gray_reference(tmp_path), *cli_model_args(weights), "--tile-size", "64"]
     assert main(["segment", str(tmp_path / "one.ome.zarr"), "--out", str(tmp_path / "z")]
                 + common + ["--channels", "2"]) == 0  # fmt: skip
     assert main(["segment", str(tmp_path / "one.tif"), "--out", str(tmp_path / "t")] + common) == 0
@@ -176,7 +176,7 @@ def test_a_one_frame_omezarr_by_tiles_gives_the_labels_of_the_same_tiff(weights,
     )
     # the target was read through windows (never whole), as the tile path reads TIFFs
     kind, img = read_target(tmp_path / "one.ome.zarr", channels=(2,), lazy=True)
-    assert kind == "image" and not isinstance(img, np.ndarray) and img.shape == (H, W)
+    assert kind == "image" and not isinstance(img, np.ndarray) and img.shape == (2 * H, 2 * W)
 
 
 def test_an_omezarr_label_image_and_reference_image(tmp_path):
@@ -186,6 +186,61 @@ def test_an_omezarr_label_image_and_reference_image(tmp_path):
     _write_omezarr(tmp_path / "two.zarr", _tczyx(t=2, z=1)[:, 0, 0], axes="tyx")
     with pytest.raises(InvalidInputError, match="holds 2 frames"):
         load_reference_pair(tmp_path / "two.zarr", tmp_path / "l.png")
+
+
+def _pyramid_tiff(path, image, levels=3):
+    """``image`` as a pyramidal OME-TIFF (reduced levels in SubIFDs, as bfconvert and
+    tifffile write them)."""
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(image, subifds=levels - 1, metadata={"axes": "YX"})
+        for k in range(1, levels):
+            tw.write(image[:: 2**k, :: 2**k], subfiletype=1)
+    return path
+
+
+def test_a_multiscale_reference_is_read_at_full_resolution_where_its_prompts_land(
+    weights, tmp_path
+):
+    """A pyramidal OME-Zarr or OME-TIFF as a reference image (and as its label image):
+    level 0 is read, so label images and prompt coordinates are in its pixels, and the
+    run labels the targets as with the same reference saved as a PNG."""
+
+    from napari_sansa.dataset import load_prompt_file
+
+    image = make_image(0, shape=(2 * H, 2 * W), rgb=False)  # 96 x 128: levels of 48, 24
+    lab = np.zeros(image.shape, np.uint8)
+    lab[10:40, 20:70] = 1
+    (tmp_path / "data").mkdir()
+    iio.imwrite(tmp_path / "data" / "t.png", make_image(5, shape=(2 * H, 2 * W), rgb=False))
+    iio.imwrite(tmp_path / "ref.png", image)
+    iio.imwrite(tmp_path / "lab.png", lab)
+    _write_omezarr(tmp_path / "ref.ome.zarr", image, axes="yx", levels=(2, 4))
+    _write_omezarr(tmp_path / "lab.ome.zarr", lab, axes="yx", levels=(2, 4))
+    _pyramid_tiff(tmp_path / "ref.ome.tif", image)
+    _pyramid_tiff(tmp_path / "lab.ome.tif", lab)
+    with tifffile.TiffFile(tmp_path / "ref.ome.tif") as tif:  # a pyramid indeed
+        assert [lv.shape for lv in tif.series[0].levels] == [(96, 128), (48, 64), (24, 32)]
+    points = [{"row": 70, "col": 100, "label": 2}, {"row": 20, "col": 110, "label": 2}]
+    boxes = [{"box": [60, 10, 90, 50], "label": 3}]
+    outputs = {}
+    for ref, labels in [("ref.png", "lab.png"), ("ref.ome.zarr", "lab.ome.zarr"),
+                        ("ref.ome.tif", "lab.ome.tif")]:  # fmt: skip
+        prompts = tmp_path / f"{ref}.json"
+        entry = {"image": ref, "labels": labels, "points": points, "boxes": boxes}
+        prompts.write_text(json.dumps({"references": [entry]}))
+        (loaded,) = load_prompt_file(prompts)
+        np.testing.assert_array_equal(np.asarray(loaded.image), image)  # level 0, whole
+        by_class = {p.label: p for p in loaded.prompts}
+        np.testing.assert_array_equal(by_class[1].mask, lab == 1)
+        np.testing.assert_array_equal(by_class[2].coords, [[70, 100], [20, 110]])
+        np.testing.assert_array_equal(by_class[3].box, [60, 10, 90, 50])
+        out = tmp_path / f"out-{ref}"
+        args = ["segment", str(tmp_path / "data"), "--prompts", str(prompts), "--out", str(out)]
+        assert main([*args, *cli_model_args(weights)]) == 0
+        outputs[ref] = tifffile.imread(out / "t.tif")
+    assert len(np.unique(outputs["ref.png"])) > 1
+    for ref in ("ref.ome.zarr", "ref.ome.tif"):
+        np.testing.assert_array_equal(outputs[ref], outputs["ref.png"], err_msg=ref)
 
 
 def test_a_bioformats2raw_store_reads_its_first_image_and_a_plate_is_refused(tmp_path, caplog):

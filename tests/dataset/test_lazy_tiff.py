@@ -122,7 +122,7 @@ def test_label_tiles_cover_any_grid(model, images, disk_mask):
 
     ref = ns.Reference(images[0], [ns.Mask(disk_mask, 1)])
     image = np.concatenate([images[1], images[2]], axis=1)  # 96 x 256
-    (pred,) = model.segment([ref], [image], tile_size=48, halo=4)
+    (pred,) = model.segment([ref], [image], tile_size=64, halo=8)
     for n in (16, 32, 96, 112):
         areas = {1: 0}
         tiles = list(writing._label_tiles(pred, areas, n))

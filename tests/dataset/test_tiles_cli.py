@@ -44,7 +44,7 @@ def test_cli_tiles_match_the_api(weights, model, tmp_path, capsys):
     assert "overwrite" in capsys.readouterr().err.lower()
     # bad settings are refused before anything runs
     assert main([*args, "--halo", "8"]) == 2
-    assert main([*args, "--tile-size", "16", "--halo", "8", "--overwrite"]) == 2
+    assert main([*args, "--tile-size", "64", "--halo", "32", "--overwrite"]) == 2
     assert main([*args, "--tile-size", "96", "--mode", "sequential", "--overwrite"]) == 2
     err = capsys.readouterr().err
     assert "only with --tile-size" in err and "2 x --halo" in err and "independent mode only" in err
@@ -53,8 +53,9 @@ def test_cli_tiles_match_the_api(weights, model, tmp_path, capsys):
 @pytest.mark.parametrize(
     "options, words",
     [
-        (["--tile-size", "1"], ["--tile-size must be at least 16 pixels, got 1"]),
-        (["--tile-size", "-64"], ["--tile-size must be at least 16 pixels, got -64"]),
+        (["--tile-size", "1"], ["--tile-size must be at least 64 pixels, got 1"]),
+        (["--tile-size", "16"], ["--tile-size must be at least 64 pixels, got 16", "grid"]),
+        (["--tile-size", "-64"], ["--tile-size must be at least 64 pixels, got -64"]),
         (["--tile-size", "64", "--halo", "-3"], ["--halo must be >= 0", "got -3"]),
         (["--tile-size", "64", "--halo", "32"], ["2 x --halo"]),
         (["--halo", "8"], ["--halo must be given only with --tile-size"]),

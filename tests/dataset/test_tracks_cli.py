@@ -223,3 +223,74 @@ def test_follow_links_on_where_sam2_carries_the_objects_on_the_runs_features(
     # and it needs whole frames
     assert main(segment_args(weights, root, "--follow", "--tile-size", "64")) == 2
     assert "--tile-size" in capsys.readouterr().err
+
+
+def _track_outputs(out, names) -> dict:
+    """Every file ``--tracks`` writes for the stacks ``names`` in ``out``, read back."""
+    found = {"tracks.csv": (out / "tracks.csv").read_text()}
+    for name in names:
+        found[f"{name}_tracks.tif"] = tifffile.imread(out / f"{name}_tracks.tif")
+        found[f"{name}_objects.tif"] = tifffile.imread(out / f"{name}_objects.tif")
+        ctc = out / f"{name}_ctc"
+        for p in sorted(ctc.iterdir()):
+            if p.suffix == ".tif":
+                found[f"{name}_ctc/{p.name}"] = tifffile.imread(p)
+            elif p.suffix == ".txt":
+                found[f"{name}_ctc/{p.name}"] = p.read_text()
+    return found
+
+
+def _same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        if isinstance(a[k], str):
+            assert a[k] == b[k], k
+        else:
+            assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
+
+
+@pytest.mark.slow
+def test_dask_tracks_of_tyx_and_tzyx_stacks_match_a_local_run_and_resume(weights, root, capsys):
+    """A Dask cluster (one worker process) writes the track stacks, the CTC folders and
+    tracks.csv of a (T, Y, X) and a (T, Z, Y, X) time-lapse as a local run does; a run
+    interrupted before a track stack was written redoes only that stack."""
+    distributed = pytest.importorskip("dask.distributed")
+    base = make_image(41, shape=(96, 140), rgb=False)
+    pan = [base[:, 3 * t : 3 * t + 128] for t in range(3)]
+    tifffile.imwrite(
+        root / "data" / "movie.tif", np.stack(pan), imagej=True, metadata={"axes": "TYX"}
+    )
+    volume = np.stack([np.stack([p, p[::-1]]) for p in pan[:2]])  # 2 time points of 2 planes
+    meta = {"axes": "TZYX", "spacing": 2.0}
+    tifffile.imwrite(root / "data" / "vol.tif", volume, imagej=True, metadata=meta)
+    names = ("movie", "vol")
+    local = segment_args(weights, root, "--tracks", "--min-size", "3", out=root / "local")
+    assert main(local) == 0
+    expected = _track_outputs(root / "local", names)
+    assert expected["vol_tracks.tif"].shape == (2, 2, 96, 128) and expected["vol_tracks.tif"].any()
+    assert len(expected) == 1 + 2 * 3 + 3 + 2  # csv; per stack tracks, objects, res_track
+    assert {r["target"].rsplit("/", 1)[-1] for r in read_csv(root / "local" / "tracks.csv")} == {
+        "movie.tif",
+        "vol.tif",
+    }
+    out = root / "dist"
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address=None, env={"OMP_NUM_THREADS": "1"},
+    ) as cluster:  # fmt: skip
+        dist = [
+            *segment_args(weights, root, "--tracks", "--min-size", "3", out=out),
+            "--scheduler",
+            cluster.scheduler_address,
+        ]
+        assert main(dist) == 0
+        _same(expected, _track_outputs(out, names))
+        # interrupted before vol's track stack was written (it is written last): a rerun
+        # redoes vol only, and tracks.csv gets its rows back
+        (out / "vol_tracks.tif").unlink()
+        kept = {p.name: p.stat().st_mtime_ns for p in out.glob("movie*.tif")}
+        capsys.readouterr()
+        assert main(dist) == 0
+        assert "skipped 1 already done" in capsys.readouterr().err
+        assert {p.name: p.stat().st_mtime_ns for p in out.glob("movie*.tif")} == kept
+        _same(expected, _track_outputs(out, names))

@@ -282,3 +282,32 @@ def test_probability_and_object_layers_of_a_coarser_level_are_found_again():
     assert (
         objects.layer(image) is not layer and objects.layer(image).name == "slide [sansa objects]"
     )
+
+
+def test_a_folder_runs_references_come_from_the_level_labelled_with_their_prompts():
+    """The Folder page's references (``folder_references``, read when Run is pressed) from a
+    multiscale layer: its full resolution by default, the painted masks and the clicks on
+    its pixels; at a coarser level, that level's pixels, prompts mapped onto them."""
+    from napari_sansa.napari.folder import folder_references
+
+    levels = [level[0] for level in pyramid(n=1, size=128)]  # one 2D image: 128, 64, 32
+    viewer = ViewerModel()
+    data = [da.from_array(level, chunks=(32, 32)) for level in levels]
+    image = viewer.add_image(data, multiscale=True, scale=SCALE[1:], translate=TRANSLATE[1:])
+    paint = np.zeros(levels[0].shape, np.uint8)
+    paint[20:61, 30:91] = 1
+    layer = viewer.add_labels(paint, name="paint", scale=SCALE[1:], translate=TRANSLATE[1:])
+    clicks = viewer.add_points([world(100, 40)[1:]], name="clicks", features={"label": [2]})
+    (ref,), _ = folder_references([image], [layer, clicks])
+    assert np.shape(ref.image) == (128, 128)
+    np.testing.assert_array_equal(np.asarray(ref.image[:, :]), levels[0])
+    mask = next(p for p in ref.prompts if p.label == 1)
+    np.testing.assert_array_equal(mask.mask, paint == 1)
+    np.testing.assert_allclose(next(p for p in ref.prompts if p.label == 2).coords, [[100, 40]])
+    set_level(image, 1)
+    (ref,), _ = folder_references([image], [layer, clicks])
+    np.testing.assert_array_equal(np.asarray(ref.image[:, :]), levels[1])
+    np.testing.assert_array_equal(
+        next(p for p in ref.prompts if p.label == 1).mask, paint[::2, ::2] == 1
+    )
+    np.testing.assert_allclose(next(p for p in ref.prompts if p.label == 2).coords, [[50, 20]])

@@ -112,31 +112,33 @@ def test_a_frame_without_foreground_has_no_objects(make_sansa, qtbot):
 
 @pytest.mark.slow
 def test_tiles_in_the_widget_give_the_cores_tiled_result(make_sansa, qtbot, model):
-    images, labels = stack(), paint()
+    # twice the size: 6 tiles of 64 (tiles are 64 pixels at least)
+    images, labels = (a.repeat(2, axis=1).repeat(2, axis=2) for a in (stack(), paint()))
     viewer, widget = make_sansa(
         (images, {"name": "cells"}, "image"),
         (labels, {"name": "paint"}, "labels"),
     )
-    widget.large.tile_size.value = 32
-    widget.large.halo.value = 4
+    widget.large.tile_size.value = 64
+    widget.large.halo.value = 8
     options = widget.run_settings().segment
-    assert options.tile_size == 32 and options.halo == 4
+    assert options.tile_size == 64 and options.halo == 8
     run(qtbot, widget)
     refs = [ns.Reference(images[0], [ns.Mask(labels[0] == c, label=c) for c in (1, 2)])]
-    expected = model.segment(refs, list(images[1:]), tile_size=32, halo=4)
+    expected = model.segment(refs, list(images[1:]), tile_size=64, halo=8)
     out = viewer.layers["cells [sansa]"]
     for i, pred in enumerate(expected, start=1):
         np.testing.assert_array_equal(out.data[i], pred.labels)
     # halo left at auto: tile_size // 8
     widget.large.halo.value = -1
-    assert widget.run_settings().segment.halo == 32 // 8
+    assert widget.run_settings().segment.halo == 64 // 8
 
 
 @pytest.mark.parametrize(
     ("tile", "halo", "mode", "message"),
     [
-        (16, 8, "independent", "leaves nothing between two halos"),
-        (32, -1, "sequential", "tiles work in the independent mode only"),
+        (64, 32, "independent", "leaves nothing between two halos"),
+        (16, -1, "independent", "must be at least 64 pixels"),
+        (64, -1, "sequential", "tiles work in the independent mode only"),
     ],
 )
 def test_bad_tile_settings_give_a_clear_message(

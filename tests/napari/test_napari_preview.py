@@ -525,9 +525,9 @@ def test_a_failing_preview_is_said_and_raises_nothing(session, source, monkeypat
 
 def test_with_tiles_the_preview_is_the_runs_tiled_reference(session, source):
     viewer = session.viewer
-    image = viewer.add_image(stack(seed=95), name="cells")
-    points = viewer.add_points([[1, 20, 20], [1, 30, 50]], name="clicks")
-    settings = RunSettings.make(tile_size=32)
+    image = viewer.add_image(stack(shape=(2 * H, 2 * W), seed=95), name="cells")
+    points = viewer.add_points([[1, 40, 40], [1, 60, 100]], name="clicks")
+    settings = RunSettings.make(tile_size=64)  # 6 tiles (tiles of 64 at least)
     session.previews.request(image, [points], source, settings, [(0, 1)])
     assert session.previews.last.error is None, session.messages
     shown = np.array(viewer.layers["cells [sansa preview]"].data[1])

@@ -49,10 +49,13 @@ __all__ = [
 
 #: logits given to the pixels of a decoded reference that no prompted tile owns
 BACKGROUND_LOGIT = -20.0
-#: the smallest tile side: each tile is one pass of the model, enlarged to its input
-#: size (1024 px for SAM2), so a smaller tile holds too little of the image to recognise
-#: anything in, and an image then takes thousands of passes
-MIN_TILE_SIZE = 16
+#: the smallest tile side, in image pixels: SAM2 enlarges each tile to its input size
+#: (1024 px for the released weights) and sees it through a 64 x 64 grid of image
+#: features (stride 16), so a 64-pixel tile already gives every pixel a feature of its
+#: own. A smaller tile adds no detail (only enlarged blur), holds too little of the image
+#: to recognise anything in, and multiplies the passes (one per tile: a 256 x 256 image
+#: is 441 tiles of 16, 25 of 64)
+MIN_TILE_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -87,10 +90,11 @@ class TileSpec:
                 "tile_size",
                 tile_size,
                 f"at least {MIN_TILE_SIZE} pixels",
-                fix="each tile is one pass of the model, enlarged to its input size, "
-                "so smaller tiles hold too little of the image to recognise anything (and "
-                "multiply the passes); typical tiles are 512-2048 pixels, and without "
-                "{tile_size} images are segmented whole",
+                fix="SAM2 enlarges each tile to its input size and sees it through a "
+                f"{MIN_TILE_SIZE} x {MIN_TILE_SIZE} grid of image features, so a smaller tile "
+                "adds no detail, holds too little of the image to recognise anything, and "
+                "multiplies the passes of the model (one per tile); typical tiles are "
+                "512-2048 pixels, and without {tile_size} images are segmented whole",
             )
         halo = tile_size // 8 if halo is None else int(halo)
         if halo < 0:

@@ -103,3 +103,41 @@ def test_a_multiscale_image_is_labelled_into_a_multiscale_layer_as_the_cli_does(
     masks = [ns.Mask(paint[0, ::2, ::2] == c, label=c) for c in (1, 2)]
     (pred,) = model.segment([ns.Reference(half[0], masks)], [half[1]], tile_size=TILE)
     np.testing.assert_array_equal(labels_array(coarse[0])[1], pred.labels)
+
+
+def test_a_folder_run_from_a_multiscale_reference_labels_the_folder_as_the_cli_does(
+    make_sansa, qtbot, weights, tmp_path
+):
+    """The Folder page with a multiscale (pyramid) layer as the reference: read at full
+    resolution (the default level), its painted masks on those pixels: the folder's labels
+    are those of ``napari-sansa segment -r`` with the same image saved as a PNG."""
+    from napari_sansa.cli import main
+
+    image = make_image(61, (96, 128), rgb=False)
+    paint = np.zeros(image.shape, np.uint8)
+    paint[20:50, 30:80] = 1
+    paint[60:85, 10:50] = 2
+    (tmp_path / "data").mkdir()
+    iio.imwrite(tmp_path / "data" / "t.png", make_image(62, (96, 128), rgb=False))
+    iio.imwrite(tmp_path / "ref.png", image)
+    iio.imwrite(tmp_path / "ref_labels.png", paint)
+    args = ["segment", str(tmp_path / "data"), "-r", str(tmp_path / "ref.png")]
+    args += [str(tmp_path / "ref_labels.png"), "--out", str(tmp_path / "cli")]
+    assert main([*args, *cli_model_args(weights)]) == 0
+
+    place = {"scale": SCALE[1:], "translate": TRANSLATE[1:]}
+    levels = [image[:: 2**k, :: 2**k] for k in range(3)]
+    viewer, widget = make_sansa(
+        (levels, {"name": "ref", "multiscale": True, **place}, "image"),
+        (paint, {"name": "ref prompts", **place}, "labels"),
+    )
+    widget.select_images(["ref"])
+    widget.prompt_layers.value = [viewer.layers["ref prompts"]]
+    assert widget.axes.level.value == 0
+    widget.select_folder(tmp_path / "data", tmp_path / "gui")
+    assert widget.run() is not None, widget.status.value
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT)
+    assert widget.status.value.startswith("done: 1 image(s) labelled"), widget.status.value
+    cli = tifffile.imread(tmp_path / "cli" / "t.tif")
+    assert len(np.unique(cli)) > 1
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "gui" / "t.tif"), cli)

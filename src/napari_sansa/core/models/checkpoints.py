@@ -106,9 +106,13 @@ def read_checkpoint(path, what: str = "checkpoint") -> dict:
                 "weights file, or download or copy it again if it is damaged"
             ) from None
         if not isinstance(exc, pickle.UnpicklingError):
-            hint = "truncated or corrupt" if is_zip else "not a PyTorch checkpoint"
+            if is_zip:  # torch's words name the records inside the file: chained only
+                raise CheckpointError(
+                    f"{what} {path} is truncated or damaged: PyTorch cannot read it. {AGAIN}"
+                ) from exc
             raise CheckpointError(
-                f"{what} {path} is {hint} ({type(exc).__name__}: {str(exc)[:120]})"
+                f"{what} {path} is not a PyTorch checkpoint ({type(exc).__name__}: "
+                f"{str(exc)[:120]}): give the path of the weights file. {AGAIN}"
             ) from None
         text = str(exc)
         if "Weights only load failed" in text:
@@ -162,38 +166,51 @@ def check_finite(state: dict, path, what: str = "checkpoint") -> None:
 
 _ZIPS_CHECKED: set[tuple] = set()  # (path, size, mtime) of files whose checksums matched
 
+#: what a message about a damaged weights file tells the user to do
+AGAIN = "Download or copy the file again, or choose another weights file"
 
-def _check_zip(path: Path, what: str, size: int) -> None:
-    """Check every member of a torch.save zip against its CRC-32 (once per file version).
 
-    torch.load does not check them, so bytes overwritten in a file of the same size
-    would otherwise load as other weights.
+def zip_damage(path: Path, size: int) -> str | None:
+    """What is wrong with the ``torch.save`` file ``path`` (``size`` bytes), in the user's
+    terms (never the names of the records inside it), or None if it is whole.
+
+    Every record is checked against its CRC-32, which torch.load does not do, so bytes
+    overwritten in a file of the same size would otherwise load as other values; a
+    compressed record is refused before it is unpacked (torch.save never compresses, and
+    a small compressed record could unpack to gigabytes).
     """
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key in _ZIPS_CHECKED:
-        return
-    again = "download or copy it again"
     try:
         with zipfile.ZipFile(path) as zf:
             packed = [i for i in zf.infolist() if i.compress_type != zipfile.ZIP_STORED]
             bad = None if packed else zf.testzip()
-    except Exception as exc:  # noqa: BLE001 - a damaged zip directory raises many types
-        raise CheckpointError(
-            f"{what} {path} is truncated or corrupt ({size} bytes; its zip directory is "
-            f"missing or damaged: {exc}): {again}"
-        ) from None
-    if packed:  # torch.save stores every record as is: a packed one could unpack to GBs
-        raise CheckpointError(
-            f"{what} {path} is not a file written by torch.save: {len(packed)} of its records "
-            "are compressed (torch.save never compresses them; a zip tool did); give the file "
-            "torch.save wrote, or download it again"
+    except Exception:  # noqa: BLE001 - a damaged zip directory raises many types
+        return (
+            f"is damaged or truncated ({size:,} bytes): the table of its contents, at its "
+            "end, is missing or unreadable, as an interrupted download or copy leaves it"
+        )
+    if packed:
+        return (
+            "is not the file torch.save wrote: another tool compressed its contents "
+            "(torch.save never does, and compressed contents could unpack to far more memory "
+            "than the file's size)"
         )
     if bad is not None:
-        raise CheckpointError(
-            f"{what} {path} is damaged: the bytes of its record {bad} do not match their "
-            f"CRC-32 checksum (changed on disk or in transit): {again}"
+        return (
+            "is damaged: some of its bytes changed after it was written (on disk, or in a "
+            "download or copy), so the values in it cannot be trusted"
         )
+    return None
+
+
+def _check_zip(path: Path, what: str, size: int) -> None:
+    """Refuse a damaged ``torch.save`` file (:func:`zip_damage`), once per file version."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _ZIPS_CHECKED:
+        return
+    problem = zip_damage(path, size)
+    if problem is not None:
+        raise CheckpointError(f"{what} {path} {problem}. {AGAIN}")
     _ZIPS_CHECKED.add(key)
 
 

@@ -12,7 +12,6 @@ field of :meth:`Finetuning.state_dict` needs no change here.
 from __future__ import annotations
 
 import pickle
-import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.core.models.checkpoints import zip_damage
 
 __all__ = ["StateFileError", "check_plain", "load_state", "save_state", "to_plain"]
 
@@ -178,24 +178,9 @@ def load_state(path, *, fmt: str | None = None, restart: str | None = None) -> d
             "is damaged or not a napari-sansa fine-tuning state (it does not begin like a "
             "file written by torch.save)"
         )
-    try:
-        with zipfile.ZipFile(path) as zf:
-            packed = [i for i in zf.infolist() if i.compress_type != zipfile.ZIP_STORED]
-            bad = None if packed else zf.testzip()
-    except Exception as exc:  # noqa: BLE001 - a damaged zip directory raises many types
-        problem = f"is damaged or truncated ({size} bytes; {type(exc).__name__}: {exc})"
-        raise refuse(problem) from None
-    if bad is not None:
-        raise refuse(  # not the record's name: that of a temporary file, inside the zip
-            "is damaged: some of its bytes do not match the CRC-32 checksums written with "
-            "them (changed on disk or in transit)"
-        )
-    if packed:  # torch.save stores every record as is: a packed one could unpack to GBs
-        raise refuse(
-            f"is not a state written by napari-sansa: {len(packed)} of its records "
-            "are compressed (torch.save never compresses; a compressed record could unpack "
-            "to far more memory than the file's size)"
-        )
+    problem = zip_damage(path, size)  # in the user's words, no record names
+    if problem is not None:
+        raise refuse(problem)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -43,7 +43,8 @@ class TilesObjectsPanel:
         self.tile_size = SpinBox(
             label="tile size (0: off)", min=0, max=65536, step=128, value=0,
             tooltip="cut frames larger than this (pixels) into tiles, each seen by SAM2 at "
-            "full detail; references and targets alike (independent mode only); 0 = off",
+            "full detail; references and targets alike (independent mode only); 0 = off, else "
+            "at least 64",
         )  # fmt: skip
         self.halo = SpinBox(
             label="halo (-1: auto)", min=-1, max=8192, step=16, value=-1,
