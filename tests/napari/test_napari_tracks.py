@@ -412,3 +412,25 @@ def test_the_run_frames_by_time_point_are_the_layers_planes():
         FrameStack(data[:, 0], image_geometry(viewer.add_image(data[:, 0]))), 3, None
     )
     np.testing.assert_array_equal(flat[2], data[2, 0])
+
+
+def test_following_with_sam2_on_tiles_is_refused_before_the_run():
+    """'follow with SAM2' carries objects on whole frames: a run whose frames are cut
+    into tiles is refused and says what to change; frames smaller than a tile are not
+    cut, so they may follow."""
+    from napari.components import ViewerModel
+
+    from napari_sansa.napari.session import SansaSession
+    from napari_sansa.napari.worker import RunSettings
+
+    viewer = ViewerModel()
+    big = viewer.add_image(np.zeros((3, 200, 220), np.uint8), name="big")
+    small = viewer.add_image(np.zeros((3, 50, 60), np.uint8), name="small")
+    session = SansaSession(viewer)
+    follow = TrackSettings(follow=True)
+    tiled = RunSettings.make(tile_size=64, tracks=follow)
+    problem = session._check_tracks([big], tiled)
+    assert "'follow with SAM2'" in problem and "tile size to 0" in problem
+    assert session._check_tracks([small], tiled) is None
+    assert session._check_tracks([big], RunSettings.make(tile_size=64, tracks=True)) is None
+    assert session._check_tracks([big], RunSettings.make(tracks=follow)) is None

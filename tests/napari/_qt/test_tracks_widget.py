@@ -236,7 +236,3 @@ def test_following_with_sam2_links_on_the_runs_features(make_sansa, qtbot, monke
         objects, classes=np.asarray(viewer.layers["cells [sansa]"].data), moved=moved
     )
     np.testing.assert_array_equal(viewer.layers[track_labels_name("cells")].data, want)
-    # with tiles it is refused before the run, saying what to change
-    widget.large.tile_size.value = 32
-    assert widget.run() is None
-    assert "follow with SAM2" in widget.status.value and "tile size" in widget.status.value
