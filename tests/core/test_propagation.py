@@ -55,12 +55,39 @@ def test_an_object_goes_where_sansa_puts_a_reference_mask_in_the_next_frame(mode
     for t, oid in ((1, 3), (1, 7), (2, 1), (2, 2)):
         ref = ns.Reference(images[t - 1], [ns.Mask(objects[t - 1] == oid, label=1)])
         pred = model.segment([ref], [images[t]], input_size=None)[0]
-        sansa = pred.logits[1] > 0
+        # kept within three diameters of the object's box in frame t - 1
+        rows, cols = np.nonzero(objects[t - 1] == oid)
+        grow = int(np.ceil(6 * np.sqrt(len(rows) / np.pi)))
+        window = np.zeros(SHAPE, bool)
+        window[
+            max(rows.min() - grow, 0) : rows.max() + 1 + grow,
+            max(cols.min() - grow, 0) : cols.max() + 1 + grow,
+        ] = True
+        sansa = (pred.logits[1] > 0) & window
         mine = moved[t] == oid
         # where another object's carried mask is higher it takes the pixel
         others = (moved[t] != 0) & ~mine
         assert np.array_equal(mine, sansa & ~others), (t, oid)
         assert mine.any() == sansa.any()
+
+
+def test_a_carried_mask_is_kept_near_where_its_object_was(model, clip):
+    """SANSA's features find look-alikes: only the part of a carried mask within
+    ``reach`` of the object's box counts."""
+    images, objects = clip
+    near = ns.propagate_objects(model, images, objects, input_size=None, reach=1)
+    wide = ns.propagate_objects(model, images, objects, input_size=None, reach=500)
+    for t in (1, 2):
+        for oid in np.unique(objects[t - 1])[1:]:
+            rows, cols = np.nonzero(objects[t - 1] == oid)
+            box = np.zeros(SHAPE, bool)
+            box[
+                max(rows.min() - 1, 0) : rows.max() + 2, max(cols.min() - 1, 0) : cols.max() + 2
+            ] = True
+            assert not ((near[t] == oid) & ~box).any()
+    assert (wide > 0).sum() >= (near > 0).sum()
+    with pytest.raises(ns.InvalidInputError, match="reach"):
+        ns.ObjectPropagation(model, images, reach=0)
 
 
 def test_features_the_run_already_has_are_not_encoded_again(weights, clip):
@@ -87,10 +114,14 @@ def test_z_stacks_are_carried_plane_by_plane(model, clip):
     stack = np.stack([objects, objects[:, ::-1]], axis=1)  # (T, Z, Y, X)
     planes = [[im, im[::-1]] for im in images]
     moved = ns.propagate_objects(model, planes, stack, input_size=None)
-    flat = ns.propagate_objects(model, images, objects, input_size=None)
     assert moved.shape == stack.shape
+    # each plane is carried on its own images: the same as the planes as time-lapses
+    flat = ns.propagate_objects(model, images, objects, input_size=None)
+    flipped = [im[::-1] for im in images]
+    other = ns.propagate_objects(model, flipped, objects[:, ::-1].copy(), input_size=None)
     assert np.array_equal(moved[:, 0], flat)
-    assert set(np.unique(moved[1, 1])) <= {0, 3, 7}
+    assert np.array_equal(moved[:, 1], other)
+    assert not np.array_equal(moved[:, 1], flat[:, ::-1])  # (plane 1 is not plane 0's)
 
 
 def test_bad_inputs_say_what_to_change(model, clip):
@@ -119,7 +150,7 @@ def test_a_cancelled_propagation_stops_between_frames(model, clip):
     frames = run.frames(objects)
     t, _ = next(frames)
     stop.set()
-    assert t == 1 and list(frames) == []
+    assert t == 2 and list(frames) == []  # (the last pair first)
 
 
 # -- linking on where SAM2 carried the objects (numpy only) --------------------------------
@@ -150,13 +181,14 @@ def test_a_cell_that_jumps_farther_than_its_size_keeps_its_track():
 
 
 def test_an_object_sam2_lost_is_linked_where_it_was():
-    objects = np.stack([paint(SHAPE, (1, (40, 40), 10)), paint(SHAPE, (1, (42, 43), 10))])
+    """An empty carried mask: the object's own overlap links it, beyond max_distance."""
+    objects = np.stack([paint(SHAPE, (1, (40, 40), 10)), paint(SHAPE, (1, (44, 47), 10))])
     lost = np.zeros_like(objects)
-    _, table = ns.track_objects(objects, moved=lost)
+    _, table = ns.track_objects(objects, moved=lost, max_distance=3)
     assert len(table.tracks()) == 1
-    # without the plain overlap the centroid alone still links it
-    _, table = ns.track_objects(objects, moved=lost, overlap=False)
-    assert len(table.tracks()) == 1
+    # without the plain overlap (overlap=False) only the centroid counts: too far
+    _, table = ns.track_objects(objects, moved=lost, overlap=False, max_distance=3)
+    assert len(table.tracks()) == 2
 
 
 def test_moved_of_other_objects_is_refused():
@@ -182,3 +214,42 @@ def test_frames_without_objects_are_not_encoded(weights, clip):
     assert (run.encoded, run.reused) == (3, 0)  # the three frames with objects, once each
     assert not moved[1].any() and not moved[4].any() and not moved[5].any()
     assert moved[2].any() and moved[3].any()
+
+
+def test_a_time_lapse_larger_than_the_cache_encodes_only_what_it_no_longer_holds(weights, clip):
+    """The pairs are carried from the last back to the first: after a run the cache holds
+    the latest frames, used before they could be pushed out."""
+    images, objects = clip
+    probe = load_test_model(weights)
+    ref = ns.Reference(images[0], [ns.Mask(objects[0] > 0, label=1)])
+    probe.segment([ref], images[1:], input_size=None)
+    each = probe.feature_cache.nbytes // len(probe.feature_cache)
+    small = load_test_model(weights, cache_bytes=int(2.5 * each), result_cache_bytes=0)
+    small.segment([ref], images[1:], input_size=None)  # the cache keeps frames 1 and 2
+    run = ns.ObjectPropagation(small, images, input_size=None)
+    order = [t for t, _ in run.frames(objects)]
+    assert order == [2, 1]
+    assert (run.encoded, run.reused) == (1, 2)
+
+
+def test_propagate_objects_writes_into_an_array_that_holds_the_ids(model, clip):
+    images, objects = clip
+    out = np.full(objects.shape, 99, np.uint32)
+    moved = ns.propagate_objects(model, images, objects, input_size=None, out=out)
+    assert moved is out and not out[0].any()
+    with pytest.raises(ns.InvalidInputError, match="holds their ids"):
+        ns.propagate_objects(model, images, objects, out=np.zeros(objects.shape, np.uint8))
+
+
+def test_a_model_view_with_another_feature_cache_leaves_the_model_alone(weights, clip):
+    from napari_sansa.core.cache import FeatureCache
+
+    images, _ = clip
+    model = load_test_model(weights, result_cache_bytes=0)
+    mine = FeatureCache(64 << 20)
+    view = model.with_feature_cache(mine)
+    assert view.feature_cache is mine and model.feature_cache is not mine
+    assert view.engine is model.engine and view.identity == model.identity
+    ref = ns.Reference(images[0], [ns.Mask(np.ones(SHAPE, bool), label=1)])
+    view.segment([ref], images[1:2], input_size=None)
+    assert len(mine) == 2 and len(model.feature_cache) == 0

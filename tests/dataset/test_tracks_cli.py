@@ -195,7 +195,9 @@ def test_follow_links_on_where_sam2_carries_the_objects_on_the_runs_features(
 
     monkeypatch.setattr(propagation, "ObjectPropagation", Recording)
     base = make_image(41, shape=(80, 120), rgb=False)
-    tz = np.stack([np.stack([base[:, 4 * t : 4 * t + 96]] * 2) for t in range(3)])
+    # two planes unlike each other (plane 1 mirrored): each carried on its own images
+    tz = np.stack([np.stack([base[:, 4 * t : 4 * t + 96], base[::-1, 20 - 4 * t : 116 - 4 * t]])
+                   for t in range(3)])  # fmt: skip
     tifffile.imwrite(root / "data" / "tz.tif", tz, imagej=True, metadata={"axes": "TZYX"})
     out = root / "out"
     assert main(segment_args(weights, root, "--follow", "--min-size", "45")) == 0
@@ -216,6 +218,17 @@ def test_follow_links_on_where_sam2_carries_the_objects_on_the_runs_features(
         )
         want, _ = ns.track_objects(objects, classes=labels, moved=moved, spacing=None)
         np.testing.assert_array_equal(tifffile.imread(out / f"{name}_tracks.tif"), want)
+    # the features of a run killed while following are removed by the next run, which
+    # they do not block
+    leftover = out / ".napari-sansa" / ("ab" * 20) / "features" / "napari-sansa-features"
+    (leftover / "0a").mkdir(parents=True)
+    (leftover / "0a" / ("1" * 40 + ".npz")).write_bytes(b"killed")
+    assert main(segment_args(weights, root, "--follow", "--min-size", "45")) == 0  # done
+    before = tifffile.imread(out / "tz_tracks.tif")
+    (out / "tz_tracks.tif").unlink()  # (as if killed before it was written)
+    assert main(segment_args(weights, root, "--follow", "--min-size", "45")) == 0
+    np.testing.assert_array_equal(tifffile.imread(out / "tz_tracks.tif"), before)
+    assert not (out / ".napari-sansa" / ("ab" * 20)).exists()
     # following is part of what the tracks depend on: a run by overlap is another run
     capsys.readouterr()
     assert main(segment_args(weights, root, "--tracks", "--min-size", "45")) == 2

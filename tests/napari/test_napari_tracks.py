@@ -397,18 +397,18 @@ def test_the_run_frames_by_time_point_are_the_layers_planes():
     from napari.components import ViewerModel
 
     from napari_sansa.napari.geometry import FrameStack, image_geometry
-    from napari_sansa.napari.tracks_output import TimeLapseFrames
+    from napari_sansa.napari.tracks_output import time_lapse_frames
 
     viewer = ViewerModel()
     data = np.random.default_rng(1).random((3, 4, 10, 12)).astype(np.float32)
     image = viewer.add_image(data, name="tz", axis_labels=("t", "z", "y", "x"))
     stack = FrameStack(image.data, image_geometry(image), name="tz")
-    frames = TimeLapseFrames(stack, 3, 4)
+    frames = time_lapse_frames(stack, 3, 4)
     assert len(frames) == 3 and len(frames[1]) == 4
     for t in range(3):
         for z in range(4):
             np.testing.assert_array_equal(frames[t][z], data[t, z])
-    flat = TimeLapseFrames(
+    flat = time_lapse_frames(
         FrameStack(data[:, 0], image_geometry(viewer.add_image(data[:, 0]))), 3, None
     )
     np.testing.assert_array_equal(flat[2], data[2, 0])

@@ -106,6 +106,23 @@ class SansaModel:
     def feature_cache(self, cache: FeatureCache) -> None:
         self.features.cache = cache
 
+    def with_feature_cache(self, cache: FeatureCache) -> SansaModel:
+        """A view of this model (the same network, weights, settings and result cache)
+        whose images' features go to ``cache``; this model is not changed, so other
+        threads running it are not affected (a folder run's ``follow`` keeps a stack's
+        features on disk so)."""
+        import copy
+
+        view = copy.copy(self)
+        view.features = ImageFeatures(
+            self.engine,
+            device=self.device,
+            dtype=self.dtype,
+            cache=cache,
+            identity=lambda: self.identity,
+        )
+        return view
+
     # -- description --------------------------------------------------------------------
     @property
     def sam(self):

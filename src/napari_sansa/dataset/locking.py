@@ -127,6 +127,8 @@ def check_own_folder(out: Path, contents: bool = True) -> None:
         if _is_link(entry) or not entry.is_dir():
             raise _not_ours(entry, "the scratch files of a stack", "folder")
         for f in entry.iterdir():  # memory-mapped, written in place
+            if f.name == "features" and not _is_link(f) and f.is_dir():
+                continue  # --follow's feature cache on disk (see stacks.py), its own checks
             _check_regular(f, "a scratch file of a stack", True)
 
 

@@ -311,15 +311,8 @@ class _StackLabels:
         final = out / t.output
         layout = Layout(self.shape, self.dtype, stack.label_axes)
         if run.follow:  # the run's features, kept on disk until the tracks are written
-            kept, self.model.features.cache = self.model.features.cache, scratch.features()
-        try:
-            self._write(out, scratch, final, layout, in_order)
-        finally:
-            if run.follow:
-                self.model.features.cache = kept
-
-    def _write(self, out, scratch, final, layout, in_order) -> None:
-        t, run, n, hw, stack = self.t, self.run, self.n, self.hw, self.stack
+            # (a view of the model: other threads of a Dask worker share the model)
+            self.model = self.model.with_feature_cache(scratch.features())
         if in_order and not run.probabilities:  # written as the frames are computed
             frames = (lab for _, lab in self.computed())
             write_output(final, layout, frames, describe=self.record)

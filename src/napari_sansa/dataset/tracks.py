@@ -115,31 +115,15 @@ class TimeFrames:
         )
 
 
-class TimeImages:
-    """A stack's frames by time point, as the run read them: ``images[t]``, or
-    ``images[t][z]`` on a T x Z stack (the order of :class:`TimeFrames`)."""
-
-    def __init__(self, stack, frames: TimeFrames):
-        self.stack, self.frames = stack, frames
-
-    def __len__(self) -> int:
-        return self.frames.shape[0]
-
-    def __getitem__(self, t):
-        if len(self.frames.shape) == 3:
-            return self.stack[self.frames.flat(int(t))]
-        return [self.stack[self.frames.flat(int(t), z)] for z in range(self.frames.shape[1])]
-
-
 def carry_objects(t, scratch, frames: TimeFrames, model, stack, input_size, intensity_range):
     """``--follow``: where SAM2 carries each object of ``frames`` into the next frame
     (a scratch map of their shape), on the features the run kept in the scratch folder."""
-    from napari_sansa.core.propagation import ObjectPropagation
+    from napari_sansa.core.propagation import FramesByTime, ObjectPropagation
 
     moved = scratch.array("moved.npy", frames.dtype, frames.shape)
-    carry = ObjectPropagation(
-        model, TimeImages(stack, frames), input_size=input_size, intensity_range=intensity_range
-    )
+    planes = frames.shape[1] if len(frames.shape) == 4 else None
+    images = FramesByTime(lambda t, z: stack[frames.flat(t, z)], frames.shape[0], planes)
+    carry = ObjectPropagation(model, images, input_size=input_size, intensity_range=intensity_range)
     moved[0] = 0
     for i, carried in carry.frames(frames):
         moved[i] = carried

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import stat
 from collections import deque
 from dataclasses import replace
@@ -441,6 +442,9 @@ def cleanup_partials(out: Path) -> None:
         if re.fullmatch(r"[0-9a-f]{40}", folder.name):  # a stack's memory-mapped scratch
             for f in folder.glob("*.npy"):  # (see stacks.py)
                 _remove_file(f)
+            features = folder / "features"  # --follow's feature cache of a killed run
+            if features.is_dir() and not features.is_symlink():
+                shutil.rmtree(features, ignore_errors=True)
             with contextlib.suppress(OSError):
                 folder.rmdir()
     for folder, dirs, files in os.walk(out):

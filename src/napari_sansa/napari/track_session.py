@@ -19,21 +19,21 @@ __all__ = ["TrackCorrections"]
 
 
 def _link(objects, classes, settings, spacing, follow=None):
-    """The worker's function: ``(tracks, table, note)``, or its user error as a message.
-    ``follow``: ``(frames, model_settings, models, options, cancel)`` to link on where
-    SAM2 carries the objects (settings.follow)."""
+    """The worker's function: ``(tracks, table, note)``, None when stopped, or its user
+    error as a message. ``follow``: ``(frames, model_settings, models, options,
+    cancel)`` to link on where SAM2 carries the objects (settings.follow)."""
     try:
         moved, note = None, ""
         if follow is not None:
-            moved, note = _carry(objects, *follow)
+            moved, note = _carry(objects, settings, *follow)
             if moved is None:
-                return "stopped while following the objects with SAM2: no tracks"
+                return None
         return (*link_tracks(objects, classes, settings, spacing, moved), note)
     except (ValueError, MemoryError) as exc:  # InvalidInputError is a ValueError
         return f"the tracks could not be made: {exc}"
 
 
-def _carry(objects, frames, model_settings, models, options, cancel):
+def _carry(objects, settings, frames, model_settings, models, options, cancel):
     """``(moved, note)``: where SAM2 carries each object into the next frame (None when
     stopped), on the features the run left in the model's feature cache."""
     from napari_sansa.core.propagation import ObjectPropagation
@@ -46,20 +46,22 @@ def _carry(objects, frames, model_settings, models, options, cancel):
             frames,
             input_size=options.input_size,
             intensity_range=options.intensity_range,
+            reach=settings.max_distance if objects.ndim == 3 else None,  # 3D: scale units
             cancel=cancel,
         )
         moved = np.zeros_like(objects)
-        done = 0
+        pairs = 0
         for t, carried in run.frames(objects):
             moved[t] = carried
-            done = t
-    if done < len(objects) - 1 and len(objects) > 1:
+            pairs += 1
+    if pairs < len(objects) - 1:
         return None, ""
     note = ""
     if run.encoded:
         note = (
-            f"; SAM2 encoded {run.encoded} image(s) again to follow the objects (the feature "
-            "cache no longer held them: a larger cache in the model's settings keeps them)"
+            f"; following the objects, SAM2 encoded {run.encoded} image(s) the run had not "
+            "left in the feature cache (frames it did not label, or more frames than the "
+            "cache holds: a larger cache in the model's settings keeps them)"
         )
     return moved, note
 
@@ -148,17 +150,19 @@ class TrackCorrections:
         time point, its model and pre-processing, and the Stop event."""
         from dataclasses import replace
 
-        from napari_sansa.napari.tracks_output import TimeLapseFrames
+        from napari_sansa.napari.tracks_output import time_lapse_frames
 
         plan, model_settings, options = self._track_source
         part = plan.parts[0]
         planes = objects.shape[1] if objects.ndim == 4 else None
-        frames = TimeLapseFrames(part.stack, objects.shape[0], planes)
+        frames = time_lapse_frames(part.stack, objects.shape[0], planes)
         options = replace(options, intensity_range=part.intensity_range)
         return frames, model_settings, self.models, options, self._cancel
 
     def _on_linked(self, result) -> None:
         if not self.alive or self.tracks is None:
+            return
+        if result is None:  # stopped while following the objects: no tracks
             return
         if isinstance(result, str):
             self._failed = result

@@ -71,7 +71,8 @@ class TrackSettings:
     ``gap`` (frames an object may be missed and its track go on), ``divisions``;
     ``follow``: link on where SAM2 carries each object into the next frame
     (:func:`~napari_sansa.propagate_objects`, on the features the run left in the
-    model's feature cache) rather than on where it was."""
+    model's feature cache) rather than on where it was; its carried mask is kept within
+    ``max_distance`` of the object (None: three times its diameter)."""
 
     max_distance: float | None = None
     gap: int = 1
@@ -147,32 +148,17 @@ def link_tracks(objects, classes, settings: TrackSettings, spacing=None, moved=N
     return np.asarray(tracks), {k: np.asarray(v) for k, v in table.as_dict().items()}
 
 
-class TimeLapseFrames:
+def time_lapse_frames(stack, n_times: int, n_planes: int | None):
     """The frames of a run's image by time point, as the run read them: ``frames[t]``
     (a (T, Y, X) time-lapse) or ``frames[t][z]`` (a (T, Z, Y, X) stack), from the run's
-    :class:`~napari_sansa.napari.geometry.FrameStack` (T its first frame axis)."""
+    :class:`~napari_sansa.napari.geometry.FrameStack` (T its first frame axis), read
+    lazily."""
+    from napari_sansa.core.propagation import FramesByTime
 
-    def __init__(self, stack, n_times: int, n_planes: int | None):
-        self.stack, self.n_times, self.n_planes = stack, n_times, n_planes
+    def read(t, z):
+        return stack[t if z is None else t * n_planes + z]
 
-    def __len__(self) -> int:
-        return self.n_times
-
-    def __getitem__(self, t):
-        if self.n_planes is None:
-            return self.stack[t]
-        return _Planes(self.stack, t * self.n_planes, self.n_planes)
-
-
-class _Planes:
-    def __init__(self, stack, first: int, n: int):
-        self.stack, self.first, self.n = stack, first, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, z):
-        return self.stack[self.first + z]
+    return FramesByTime(read, n_times, n_planes)
 
 
 def _columns_of(data: dict) -> tuple[str, ...]:

@@ -199,6 +199,7 @@ def test_the_tracks_table_fits_the_dock_when_it_scrolls(qtbot):
         assert header.sectionSize(k) >= header.fontMetrics().horizontalAdvance(title) + 4
 
 
+@pytest.mark.slow
 def test_following_with_sam2_links_on_the_runs_features(make_sansa, qtbot, monkeypatch):
     """'follow with SAM2': the objects are carried by SAM2 on the features the run left
     in the cache (none encoded again) and linked on where they went."""
