@@ -3,8 +3,10 @@
 :class:`TracksPanel`: one row per track (id, first and last frame, frames, parent,
 class); select one to show it (its first frame, its id in the status), two to merge
 them; "Merge", "Split here" (the selected track at the frame shown) and "Undo" (the
-last correction) go to the session (:mod:`napari_sansa.napari.track_session`), which
-changes the layers and the table. The widget's Tracks page, shown by a run with tracks.
+last correction or stroke painted on the track labels) go to the session
+(:mod:`napari_sansa.napari.track_session`), which changes the layers and the table;
+strokes on the track labels refresh the table too (``tracks_changed``). The widget's
+Tracks page, shown by a run with tracks.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ COLUMNS = (
 NOTE = (
     "Click a track on the '[sansa track labels]' layer (pan/zoom mode) or a row; "
     "Ctrl+click a second one to merge the two. 'Split here': the selected track at the "
-    "frame shown."
+    "frame shown. Paint, erase or fill on that layer: the table follows."
 )
 
 
@@ -118,7 +120,9 @@ class TracksPanel:
             "frame on (its divisions follow the new part)",
         )
         self.undo_button = PushButton(
-            text="Undo", tooltip="undo the last merge or split (also Ctrl+Z on the track labels)"
+            text="Undo",
+            tooltip="undo the last merge, split or stroke painted on the track labels, the "
+            "table with it (also Ctrl+Z on that layer; Ctrl+Shift+Z redoes)",
         )
         # one row at the dock's width (as the Label page's buttons)
         self.buttons = tight(row(self.merge_button, self.split_button, self.undo_button))
