@@ -249,3 +249,32 @@ def test_the_tracks_box_explains_tracks_also_when_they_are_unavailable(make_sans
     assert "link the objects of a time-lapse into tracks" in tip
     assert "merge and split tracks on the Tracks page" in tip
     assert tip.index("not for this image") < tip.index("link the objects")
+
+
+def test_the_tracks_page_fits_napari_s_default_window(make_sansa, qtbot):
+    """The Tracks page at 1089 x 630 (napari's default window): its note, table and
+    buttons without scrolling (the table asked for ~190 px: the page scrolled by 25 px
+    once the note said that painting counts, and the table's last column was cut)."""
+    from napari_sansa.napari.tracks_output import TrackSettings, TracksOutput, link_tracks
+
+    viewer, widget = open_time_lapse(make_sansa)
+    objects = np.zeros((T, H, W), np.uint16)
+    for t in range(T):
+        a, b = disks(t)
+        objects[t][a], objects[t][b] = 1 + t, 10 + t
+    session = widget.session
+    session.tracks = TracksOutput(viewer, viewer.layers["cells"], TrackSettings())
+    session._on_linked(link_tracks(objects, None, TrackSettings()))
+    window = viewer.window._qt_window
+    window.show()
+    window.resize(1089, 630)
+    qtbot.waitExposed(window)
+    qtbot.wait(300)
+    widget.show_page("Tracks")
+    scroll = widget.pages["Tracks"]
+    qtbot.waitUntil(scroll.isVisible)
+    qtbot.wait(100)
+    assert not scroll.verticalScrollBar().isVisible()
+    panel = widget.tracks_panel
+    assert panel.note.native.isVisible() and panel.merge_button.native.isVisible()
+    assert panel.table.height() >= panel.table.minimumHeight()

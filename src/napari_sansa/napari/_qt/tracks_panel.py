@@ -69,6 +69,15 @@ class TrackTableWidget(QTableWidget):
             "Ctrl+click a second one to merge the two"
         )
 
+    def sizeHint(self):  # noqa: N802 (Qt's name)
+        """As tall as its minimum: the page's scroll area sizes the page by its parts'
+        preferred heights (its note wraps), so a table asking for ~190 px made the page
+        scroll (and cut the table's last column) once the note grew; the table gets the
+        height left over anyway (its stretch)."""
+        hint = super().sizeHint()
+        hint.setHeight(self.minimumHeight())
+        return hint
+
     def set_rows(self, summary: dict) -> None:
         ids = summary.get("track", [])
         self.setRowCount(len(ids))
