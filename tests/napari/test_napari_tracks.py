@@ -626,3 +626,45 @@ def test_painting_a_volume_of_a_tz_stack_measures_it_in_3d():
     assert table["z"][row] == 2 and table["area"][row] == np.sum(labels.data[2] == 1)
     lines = viewer.layers[tracks_name("tz")]
     assert points_of(lines, 1)[2, 2] == 2  # its z in the Tracks layer
+
+
+def test_painting_through_napari_s_plugin_proxy_and_after_a_second_linking():
+    """A plugin's viewer is napari's PublicOnlyProxy, which hands out a new proxy of a
+    layer at each access and warns on private attributes: painting still reaches the
+    tracks (also after the proxies were collected), no private attribute is read, and a
+    second linking into the same layer starts a new history (napari's kept the first
+    tracks' strokes, whose undo would have written them into the new tracks)."""
+    import gc
+    import warnings
+
+    from napari.components import ViewerModel
+    from napari.utils._proxies import PublicOnlyProxy
+
+    objects, class_map = moving_disks()
+    viewer = PublicOnlyProxy(ViewerModel())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # napari's private-access warning
+        image = viewer.add_image(np.zeros((T, H, W), np.uint8), name="cells")
+        out = TracksOutput(viewer, image, TrackSettings())
+        out.show(*link_tracks(objects, class_map, TrackSettings()))
+        out.labels = None  # no proxy of the layer kept alive
+        gc.collect()
+        labels = viewer.layers[track_labels_name("cells")]  # a new proxy
+        out.labels = labels
+        labels.brush_size = 5
+        labels.paint((2, 30, 10), 9)
+        assert rows_of(out.table, 9, 2).size
+        before = np.array(labels.data)
+        again = TracksOutput(viewer, image, TrackSettings())
+        again.show(*link_tracks(objects, class_map, TrackSettings()))
+        del labels, out
+        gc.collect()
+        labels = viewer.layers[track_labels_name("cells")]
+        assert not (np.asarray(labels.data) == 9).any()  # the new tracks
+        labels.undo()  # nothing to undo: the first tracks' stroke is not written back
+        assert not (np.asarray(labels.data) == 9).any()
+        labels.paint((3, 30, 10), 7)
+        assert rows_of(again.table, 7, 3).size
+        labels.undo()
+        assert not rows_of(again.table, 7, 3).size and not (np.asarray(labels.data) == 7).any()
+    assert before[2, 30, 10] == 9

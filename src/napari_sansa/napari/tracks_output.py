@@ -219,14 +219,25 @@ def painted_planes(data, atoms, frames) -> dict[int, np.ndarray]:
 _OWNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def _real(layer):
+    """The layer itself, not napari's proxy of it (a plugin's viewer hands out a new
+    proxy at each access: the layer is the key, and what is weakly referenced)."""
+    return getattr(layer, "__wrapped__", layer)
+
+
 def _owner(layer):
     return _OWNERS.get(layer) if layer is not None else None
+
+
+#: napari's undo history keeps this many items (``Labels._history_limit`` in 0.9)
+HISTORY_LIMIT = 100
 
 
 def _hook(layer) -> None:
     """Once per layer: its ``paint`` events and its undo and redo go to the layer's
     TracksOutput. napari 0.9's undo and redo emit no event, so the layer's own methods
     are wrapped (napari's Ctrl+Z, Ctrl+Shift+Z and ``layer.undo()`` all call them)."""
+    layer = _real(layer)
     if layer in _HOOKED:
         return
     _HOOKED.add(layer)
@@ -307,17 +318,19 @@ class TracksOutput:
         layer = self._find(name, Labels, "tracks")
         if layer is not None and tuple(layer.data.shape) == tracks.shape:
             layer.data = tracks
+            # the history of strokes and corrections starts with these tracks: napari
+            # keeps a layer's undo history when its data is set (its undo would write
+            # the old tracks' strokes); making the layer read-only for a moment clears
+            # it (napari's public way; the layer returns to pan/zoom)
+            layer.editable = False
+            layer.editable = True
         else:
             layer = self.viewer.add_labels(
                 tracks, name=name, metadata={META_KEY: "tracks"}, opacity=0.6,
                 **transform_kwargs(self.image),
             )  # fmt: skip
-        # the history of strokes and corrections starts with these tracks (napari keeps
-        # a layer's history when its data is set: its undo would write the old tracks)
-        if hasattr(layer, "_reset_history"):
-            layer._reset_history()
         _hook(layer)
-        _OWNERS[layer] = self
+        _OWNERS[_real(layer)] = self
         # Ctrl+Z, Ctrl+Shift+Z there: napari's own keys, said here to be seen in the keymap
         layer.bind_key("Control-Z", lambda lay: lay.undo(), overwrite=True)
         layer.bind_key("Control-Shift-Z", lambda lay: lay.redo(), overwrite=True)
@@ -464,8 +477,8 @@ class TracksOutput:
         self.changed.emit(edit.message)
 
     def _push(self, step: _Step) -> None:
-        limit = getattr(self.labels, "_history_limit", 100)  # napari drops older items
-        self._undo = [*self._undo, step][-limit:]
+        limit = getattr(type(_real(self.labels)), "_history_limit", HISTORY_LIMIT)
+        self._undo = [*self._undo, step][-limit:]  # napari drops its older items too
         self._redo.clear()  # as napari's: a new item ends what could be redone
 
     def _stepped(self, *, redo: bool) -> str | None:
