@@ -278,3 +278,34 @@ def test_the_tracks_page_fits_napari_s_default_window(make_sansa, qtbot):
     panel = widget.tracks_panel
     assert panel.note.native.isVisible() and panel.merge_button.native.isVisible()
     assert panel.table.height() >= panel.table.minimumHeight()
+
+
+def test_two_digit_track_ids_are_whole_in_the_dock(qtbot):
+    """At the width the dock gives the table (150 px, a vertical scroll bar shown), ids
+    10 and more are drawn whole (the cells' 2 px padding cut them to '…': track 10,
+    painted by hand, showed an empty id)."""
+    from qtpy.QtWidgets import QStyle, QStyleOptionViewItem
+
+    from napari_sansa.napari._qt.tracks_panel import TrackTableWidget
+
+    table = TrackTableWidget()
+    qtbot.addWidget(table)
+    n = 12
+    table.set_rows({"track": np.arange(1, n + 1), "start": np.zeros(n, int),
+                    "end": np.full(n, 7), "parent": np.zeros(n, int),
+                    "class": np.ones(n, int)})  # fmt: skip
+    table.resize(150, 150)
+    table.show()
+    qtbot.waitExposed(table)
+    assert table.verticalScrollBar().isVisible()
+    style = table.style()
+    margin = style.pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin, None, table) + 1
+    for r in range(n):
+        index = table.model().index(r, 0)
+        option = QStyleOptionViewItem()
+        table.initViewItemOption(option)
+        option.rect = table.visualRect(index)
+        option.text = str(index.data())
+        option.features |= QStyleOptionViewItem.ViewItemFeature.HasDisplay
+        room = style.subElementRect(QStyle.SubElement.SE_ItemViewItemText, option, table)
+        assert room.width() - 2 * margin >= table.fontMetrics().horizontalAdvance(option.text)

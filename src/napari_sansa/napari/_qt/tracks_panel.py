@@ -61,8 +61,10 @@ class TrackTableWidget(QTableWidget):
                 header.setSectionResizeMode(k, QHeaderView.ResizeMode.ResizeToContents)
         header.setMinimumSectionSize(20)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.setStyleSheet("QHeaderView::section { padding: 1px 3px; } QTableWidget::item "
-                           "{ padding: 0px 2px; }")  # fmt: skip
+        # no cell padding, 1 px beside the titles: an id of two digits (track 10) fits
+        # the id column at the dock's width (the cells' 2 px cut it to '…')
+        self.setStyleSheet("QHeaderView::section { padding: 1px 1px; } QTableWidget::item "
+                           "{ padding: 0px; }")  # fmt: skip
         self.setMinimumHeight(110)
         self.setToolTip(
             "the tracks of the last run ('[sansa tracks]'): click one to show it, "
