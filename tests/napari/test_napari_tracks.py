@@ -469,13 +469,13 @@ def test_only_the_frames_painted_are_measured_again(monkeypatch):
     viewer, session, _ = viewer_with_tracks()
     labels = viewer.layers[track_labels_name("cells")]
     measured = []
-    original = core_tracks._measure
+    original = core_tracks.measure_frame
 
     def counting(frame, cls_frame, index):
         measured.append(index)
         return original(frame, cls_frame, index)
 
-    monkeypatch.setattr(core_tracks, "_measure", counting)
+    monkeypatch.setattr(core_tracks, "measure_frame", counting)
     labels.brush_size = 3
     labels.paint((4, 30, 10), 1)
     assert measured == [4]

@@ -277,7 +277,7 @@ def plan_repaint(table, planes: dict) -> Repaint:
     object of the run, painted by hand). A track id new to the table starts with no
     parent and the table's class if it has one class (else 0, unknown). A track left in
     no frame is dropped, and tracks that divided from it lose their parent."""
-    from napari_sansa.core.tracks import _measure
+    from napari_sansa.core.tracks import measure_frame
 
     data = _columns(table)
     frames = tuple(sorted(int(t) for t in planes))
@@ -301,7 +301,7 @@ def plan_repaint(table, planes: dict) -> Repaint:
                 f"frame {t} has {plane.ndim} dimensions, the tracks {len(axes)}: paint "
                 "on the track labels layer itself"
             )
-        m = _measure(plane, None, t)
+        m = measure_frame(plane, None, t)
         here = old["t"] == t
         before = {int(k): i for k, i in zip(old["track"][here], np.flatnonzero(here), strict=True)}
         now = set()
