@@ -283,10 +283,10 @@ def _dividing_cells(t: int = 8, shape=(192, 192)):
     return (image * 200 + 20).astype(np.uint8), image > 0.5
 
 
-def tracks(launch) -> None:
+def _tracks_run(launch):
     """A time-lapse run once, its frames then corrected by hand (a stand-in: random
     weights draw no real masks), run again with tracks ticked (the corrected frames are
-    kept, their objects linked): the track labels, the Tracks layer, the tracks table."""
+    kept, their objects linked); the track labels and the Tracks layer shown."""
     image, masks = _dividing_cells()
     viewer, widget = _painted(launch, image, "cells", ("t", "y", "x"), (0,), masks[0])
     widget.run()
@@ -302,6 +302,12 @@ def tracks(launch) -> None:
     for layer in viewer.layers:
         shown = ("cells", "cells [sansa track labels]", "cells [sansa tracks]")
         layer.visible = layer.name in shown
+    return viewer, widget
+
+
+def tracks(launch) -> None:
+    """The track labels, the Tracks layer, the tracks table (track 1 selected)."""
+    viewer, widget = _tracks_run(launch)
     session = widget.session
     first = int(session.tracks.table["track"][0])
     widget.tracks_panel.table.select_track(first)
@@ -310,6 +316,33 @@ def tracks(launch) -> None:
     viewer.reset_view()
     widget.show_page("Tracks")  # the run turned to it; the table of tracks
     _shot(viewer, "tracks.png")
+    viewer.close()
+
+
+def tracks_painted(launch) -> None:
+    """Painting on the track labels of frame 6 with napari's own tools: a cell the
+    objects missed painted with a new id (the brush), a track erased from the frame
+    (the fill with 0); the Tracks page, the Tracks layer and the status follow."""
+    import numpy as np
+
+    viewer, widget = _tracks_run(launch)
+    labels = viewer.layers["cells [sansa track labels]"]
+    widget.go_to_frame(6)
+    viewer.layers.selection.active = labels
+    viewer.reset_view()
+    _settle()
+    plane = np.asarray(labels.data[6])
+    erased = int(np.bincount(plane[plane > 0]).argmax())  # the largest track of the frame
+    labels.fill((6, *np.argwhere(plane == erased)[0]), 0)
+    new = int(np.asarray(labels.data).max()) + 1
+    labels.brush_size = 14
+    for x in (150, 156, 162):  # a short stroke: a cell the run missed, a new id
+        labels.paint((6, 176, x), new)
+    labels.selected_label = new
+    labels.mode = "paint"
+    widget.tracks_panel.table.select_track(new)
+    widget.show_page("Tracks")
+    _shot(viewer, "tracks-painted.png")
     viewer.close()
 
 
@@ -459,6 +492,7 @@ ONLY = {
     "pages": lambda launch: _pages_of_photos(launch),
     "preview": preview_and_fix,
     "tracks": tracks,
+    "tracks-painted": tracks_painted,
 }
 
 
@@ -624,6 +658,7 @@ def main() -> None:
     preview_and_fix(launch)
     multiscale(launch)
     tracks(launch)
+    tracks_painted(launch)
     shutil.rmtree(folder, ignore_errors=True)
 
 

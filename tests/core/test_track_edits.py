@@ -7,9 +7,13 @@ import pytest
 
 from napari_sansa.core.track_edits import (
     TrackEditError,
+    apply_change,
     merge_tracks,
     plan_merge,
+    plan_repaint,
+    plan_split,
     split_track,
+    table_change,
     track_frames,
 )
 
@@ -208,3 +212,84 @@ def test_corrections_of_track_objects_output_stay_a_track_table():
         np.testing.assert_allclose(st[k], again[k])
     merged, mt = ns.merge_tracks(split, st, 1, int(split.max()))
     np.testing.assert_array_equal(merged, linked)
+
+
+# -- frames painted by hand, and undoing changes ----------------------------------------------
+
+
+def same_table(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_a_repainted_frame_is_measured_again_and_the_others_kept():
+    tracks, table = scene()
+    plane = tracks[4].copy()
+    plane[plane == 3] = 0  # track 3 erased from frame 4
+    plane[7:10, 12:15] = 7  # a new track, 3x3
+    plane[1, 8] = 0  # track 2 (at rows 1-2, columns 8-9) loses a pixel
+    edit = plan_repaint(table, {4: plane})
+    new = edit.table
+    assert edit.frames == (4,)
+    assert edit.added == ((4, 7),) and edit.removed == ((4, 3),) and edit.changed == ((4, 2),)
+    assert edit.message == "frame 4 painted: new track 7; track 3 erased; track 2 reshaped"
+    row = np.flatnonzero((new["track"] == 7) & (new["t"] == 4))[0]
+    assert (new["area"][row], new["y"][row], new["x"][row], new["parent"][row]) == (9, 8, 13, 0)
+    row = np.flatnonzero((new["track"] == 2) & (new["t"] == 4))[0]
+    assert new["area"][row] == 3 and new["parent"][row] == 1  # the parent stays
+    np.testing.assert_allclose([new["y"][row], new["x"][row]], [(1 + 2 + 2) / 3, (9 + 8 + 9) / 3])
+    others = new["t"] != 4
+    for k in table:
+        np.testing.assert_array_equal(new[k][others], table[k][table["t"] != 4])
+    assert np.all(np.diff(new["t"]) >= 0)  # sorted by frame, then track
+
+
+def test_a_track_erased_from_every_frame_is_dropped_and_its_daughters_unlinked():
+    tracks, table = scene()
+    planes = {t: np.where(tracks[t] == 1, 0, tracks[t]) for t in range(3)}
+    edit = plan_repaint(table, planes)
+    assert edit.gone == (1,) and edit.unlinked == (2, 3)
+    assert 1 not in edit.table["track"] and not edit.table["parent"].any()
+    assert "track 1 gone from every frame: dropped; tracks 2, 3 no longer divide from it" in (
+        edit.message
+    )
+
+
+def test_a_painted_id_takes_its_tracks_class_or_the_tables_only_class():
+    tracks, table = scene()
+    table["class"] = np.where(table["track"] == 4, 2, 1)
+    plane = tracks[2].copy()
+    plane[9:11, 3:5] = 4  # track 4 (class 2) painted on frame 2, where it was not
+    plane[5:7, 10:12] = 8  # a new id: classes 1 and 2 in the table, so 0 (unknown)
+    new = plan_repaint(table, {2: plane}).table
+    at2 = new["t"] == 2
+    cls = dict(zip(new["track"][at2].tolist(), new["class"][at2].tolist(), strict=True))
+    assert cls == {1: 1, 4: 2, 8: 0}
+    table["class"][:] = 3  # one class: a new id takes it
+    new = plan_repaint(table, {2: plane}).table
+    assert set(new["class"][new["t"] == 2].tolist()) == {3}
+
+
+def test_a_plane_of_the_wrong_dimensions_is_refused():
+    tracks, table = scene()
+    with pytest.raises(TrackEditError, match="frame 1 has 3 dimensions, the tracks 2"):
+        plan_repaint(table, {1: tracks[:2]})
+
+
+@pytest.mark.parametrize("make", ["merge", "split", "repaint"])
+def test_a_table_change_is_undone_and_made_again(make):
+    tracks, table = scene()
+    if make == "merge":
+        edit = plan_merge(table, 5, 4)
+        frames = [t for t, _, _ in edit.relabel]
+    elif make == "split":
+        edit = plan_split(table, 1, 1)
+        frames = [t for t, _, _ in edit.relabel]
+    else:
+        edit = plan_repaint(table, {t: np.where(tracks[t] == 1, 0, tracks[t]) for t in range(3)})
+        frames = edit.frames
+    change = table_change(table, edit.table, frames)
+    assert set(change.frames) == set(frames)
+    same_table(apply_change(edit.table, change, undo=True), table)
+    same_table(apply_change(table, change), edit.table)

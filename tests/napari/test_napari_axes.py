@@ -38,8 +38,8 @@ def test_a_tcyx_stack_counts_time_points_not_channels(make_sansa, qtbot):
     image = viewer.layers["cells"]
     assert widget.axes.channel_axis.value == 1
     assert widget.axes.channels.value == (0,)
-    assert "3 frame(s): t (3)" in widget.axes.note.value
-    assert "channel 0 as gray" in widget.axes.note.value
+    assert widget.axes.note.value == "3 frame(s): t (3)"  # the channels: in their boxes
+    assert "3 frame(s): t (3); channels on c: channel 0 as gray" in widget.axes.note.tooltip
     assert widget.last_frame.max == 2
     paint = widget.new_labels_layer()  # the image's shape: labels on every channel
     assert paint.data.shape == data.shape
@@ -57,9 +57,9 @@ def test_a_tcyx_stack_counts_time_points_not_channels(make_sansa, qtbot):
     # channel 1 as gray, then both as red and green: the plan's frames follow
     widget.axes.channels.value = (1,)
     plan = widget.session.plan
-    assert "channel 1 as gray" in widget.axes.note.value
+    assert "channel 1 as gray" in widget.axes.note.tooltip
     widget.axes.channels.value = (0, 1)
-    assert "0 as red, 1 as green" in widget.axes.note.value
+    assert "0 as red, 1 as green" in widget.axes.note.tooltip
     assert widget.run() is not None, widget.status.value
     wait_done(qtbot, widget)
     frame = widget.session.plan.parts[0].stack[1]
@@ -79,7 +79,7 @@ def test_an_undeclared_4d_stack_says_how_it_is_read_and_the_channel_axis_can_be_
     assert [(name.value, last.max) for _, name, _, last in rows] == [("axis 0", 1), ("axis 1", 2)]
     widget.axes.channel_axis.value = 1
     assert widget.last_frame.max == 1
-    assert "channels on axis 1" in widget.axes.note.value
+    assert "channels on axis 1" in widget.axes.note.tooltip
     assert viewer.layers["cells"].axis_labels == ("-4", "-3", "-2", "-1")  # not changed
 
 

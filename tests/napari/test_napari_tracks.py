@@ -56,8 +56,7 @@ def viewer_with_tracks():
     messages = []
     session.status.connect(messages.append)
     session.tracks = TracksOutput(viewer, image, TrackSettings())
-    tracks, table = link_tracks(objects, class_map, TrackSettings())
-    session.tracks.show(tracks, table)
+    session._on_linked(link_tracks(objects, class_map, TrackSettings()))  # the linking's end
     return viewer, session, messages
 
 
@@ -434,3 +433,283 @@ def test_following_with_sam2_on_tiles_is_refused_before_the_run():
     assert session._check_tracks([small], tiled) is None
     assert session._check_tracks([big], RunSettings.make(tile_size=64, tracks=True)) is None
     assert session._check_tracks([big], RunSettings.make(tracks=follow)) is None
+
+
+# -- painting by hand on the track labels -----------------------------------------------------
+
+
+def rows_of(table, track, t):
+    return np.flatnonzero((table["track"] == track) & (table["t"] == t))
+
+
+def points_of(lines, track):
+    return lines.data[lines.data[:, 0] == track]
+
+
+def test_painting_a_new_id_adds_its_track_at_that_frame():
+    viewer, session, messages = viewer_with_tracks()
+    labels = viewer.layers[track_labels_name("cells")]
+    lines = viewer.layers[tracks_name("cells")]
+    changes = []
+    session.tracks_changed.connect(lambda: changes.append(1))
+    labels.brush_size = 5
+    labels.paint((2, 30, 10), 9)  # napari's brush, on frame 2, away from the disks
+    painted = np.argwhere(labels.data[2] == 9)
+    assert len(painted) > 0
+    table = session.tracks.table
+    [row] = rows_of(table, 9, 2)
+    assert table["area"][row] == len(painted)
+    np.testing.assert_allclose([table["y"][row], table["x"][row]], painted.mean(axis=0))
+    assert table["parent"][row] == 0 and table["object"][row] == 0  # painted by hand
+    assert set(table["track"][table["t"] == 2].tolist()) == {1, 2, 9}
+    # the Tracks layer, the features, the counts and the status follow
+    np.testing.assert_allclose(points_of(lines, 9)[:, 1:], [[2, *painted.mean(axis=0)]])
+    assert labels.features["index"].tolist() == [1, 2, 9]
+    assert session.tracks.counts()[2]["tracks"] == 3
+    assert session.tracks.counts()[2]["new"] == 1
+    assert messages[-1] == "frame 2 painted: new track 9" and changes
+
+
+def test_painting_a_track_onto_another_frame_extends_it():
+    viewer, session, messages = viewer_with_tracks()
+    labels = viewer.layers[track_labels_name("cells")]
+    lines = viewer.layers[tracks_name("cells")]
+    assert not rows_of(session.tracks.table, 2, 3).size  # B is missed in frame 3
+    where = np.nonzero(disk((H, W), 17, 45, 5))
+    labels.data_setitem((np.full(len(where[0]), 3), *where), 2)
+    table = session.tracks.table
+    [row] = rows_of(table, 2, 3)
+    assert table["area"][row] == len(where[0]) and table["class"][row] == 2
+    np.testing.assert_allclose([table["y"][row], table["x"][row]], [17, 45])
+    assert labels.features.set_index("index").loc[2, "frames"] == 6  # no gap any more
+    assert points_of(lines, 2)[:, 1].tolist() == [0, 1, 2, 3, 4, 5]
+    assert messages[-1] == "frame 3 painted: track 2 added"
+
+
+def test_a_stroke_cutting_an_object_changes_its_area_and_centroid():
+    viewer, session, messages = viewer_with_tracks()
+    labels = viewer.layers[track_labels_name("cells")]
+    lines = viewer.layers[tracks_name("cells")]
+    before = {k: v.copy() for k, v in session.tracks.table.items()}
+    [row] = rows_of(before, 1, 2)
+    # erase the left half of track 1 in frame 2 (disk A at (10, 16))
+    cut = np.nonzero((labels.data[2] == 1) & (np.indices((H, W))[1] < 16))
+    labels.data_setitem((np.full(len(cut[0]), 2), *cut), 0)
+    table = session.tracks.table
+    [new] = rows_of(table, 1, 2)
+    left = np.argwhere(labels.data[2] == 1)
+    assert table["area"][new] == len(left) == before["area"][row] - len(cut[0])
+    np.testing.assert_allclose([table["y"][new], table["x"][new]], left.mean(axis=0))
+    assert table["x"][new] > before["x"][row] + 1  # the centroid moved right
+    np.testing.assert_allclose(points_of(lines, 1)[2, 2:], left.mean(axis=0))
+    others = table["t"] != 2  # the other frames' rows as they were
+    for k in table:
+        np.testing.assert_array_equal(table[k][others], before[k][before["t"] != 2])
+    assert messages[-1] == "frame 2 painted: track 1 reshaped"
+
+
+def test_only_the_frames_painted_are_measured_again(monkeypatch):
+    import napari_sansa.core.tracks as core_tracks
+
+    viewer, session, _ = viewer_with_tracks()
+    labels = viewer.layers[track_labels_name("cells")]
+    measured = []
+    original = core_tracks.measure_frame
+
+    def counting(frame, cls_frame, index):
+        measured.append(index)
+        return original(frame, cls_frame, index)
+
+    monkeypatch.setattr(core_tracks, "measure_frame", counting)
+    labels.brush_size = 3
+    labels.paint((4, 30, 10), 1)
+    assert measured == [4]
+    labels.data_setitem((np.array([1, 5]), np.array([30, 30]), np.array([30, 30])), 7)
+    assert measured == [4, 1, 5]
+    assert rows_of(session.tracks.table, 7, 1).size and rows_of(session.tracks.table, 7, 5).size
+
+
+def dividing_disks():
+    """Track 1 divides into 3 and 4 at frame 3; track 2 goes on beside it."""
+    objects = np.zeros((T, H, W), np.uint16)
+    for t in range(T):
+        if t < 3:
+            objects[t][disk((H, W), 20, 20, 7)] = 1 + t
+        else:
+            objects[t][disk((H, W), 13, 20, 5)] = 10 + t
+            objects[t][disk((H, W), 27, 20, 5)] = 20 + t
+        objects[t][disk((H, W), 20, 48, 5)] = 30 + t
+    return objects, (objects > 0).astype(np.uint8)
+
+
+def test_erasing_a_track_from_every_frame_drops_it_and_its_daughters_lose_their_parent():
+    viewer, session, messages = viewer_with_tracks()
+    session.tracks.show(*link_tracks(*dividing_disks(), TrackSettings()))
+    labels = viewer.layers[track_labels_name("cells")]
+    lines = viewer.layers[tracks_name("cells")]
+    before = {k: v.copy() for k, v in session.tracks.table.items()}
+    pixels = np.array(labels.data)
+    parents = dict(zip(labels.features["index"], labels.features["parent"], strict=True))
+    assert parents == {1: 0, 2: 0, 3: 1, 4: 1} and lines.graph == {3: [1], 4: [1]}
+    # erased from frame 1 only: its row there goes, the division stays
+    labels.fill((1, 20, 20), 0)
+    assert not rows_of(session.tracks.table, 1, 1).size
+    assert session.tracks.counts()[1]["tracks"] == 1
+    assert messages[-1] == "frame 1 painted: track 1 erased"
+    assert lines.graph == {3: [1], 4: [1]}
+    # erased from its other frames: dropped, and its daughters have no parent
+    where = np.nonzero(labels.data == 1)
+    labels.data_setitem(where, 0)
+    table = session.tracks.table
+    assert 1 not in table["track"] and not table["parent"].any()
+    assert labels.features["index"].tolist() == [2, 3, 4]
+    assert lines.graph == {}
+    assert "track 1 gone from every frame: dropped" in messages[-1]
+    assert "tracks 3, 4 no longer divide from it" in messages[-1]
+    # undo twice: the pixels, the rows and the division back
+    assert session.undo_tracks() and session.undo_tracks()
+    np.testing.assert_array_equal(labels.data, pixels)
+    for k, v in before.items():
+        np.testing.assert_array_equal(session.tracks.table[k], v)
+    assert lines.graph == {3: [1], 4: [1]}
+    assert messages[-1].startswith("undone: frame 1 painted")
+
+
+def test_undo_and_redo_of_strokes_and_corrections_are_one_history():
+    """Ctrl+Z (napari's undo of the layer) and the Tracks page's Undo undo the last of
+    the strokes and corrections, in order, the table with the pixels; Ctrl+Shift+Z redoes."""
+    from napari.utils.key_bindings import KeyBinding
+
+    viewer, session, messages = viewer_with_tracks()
+    labels = viewer.layers[track_labels_name("cells")]
+    lines = viewer.layers[tracks_name("cells")]
+    out = session.tracks
+
+    def state():
+        return np.array(labels.data), {k: v.copy() for k, v in out.table.items()}
+
+    def same(a, b):
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[1].keys() == b[1].keys()
+        for k in a[1]:
+            np.testing.assert_array_equal(a[1][k], b[1][k])
+
+    start = state()
+    assert session.split_track(1, 3)
+    split = state()
+    labels.brush_size = 5
+    labels.paint((4, 30, 10), 3)  # track 3 (the split's new part) gets a second object
+    painted = state()
+    assert (
+        out.table["area"][rows_of(out.table, 3, 4)[0]]
+        > split[1]["area"][rows_of(split[1], 3, 4)[0]]
+    )
+    ctrl_z = labels.keymap[KeyBinding.from_str("Control-Z")]
+    ctrl_z(labels)  # the stroke first (it was the last), not the split
+    same(state(), split)
+    assert messages[-1] == "undone: frame 4 painted: track 3 reshaped"
+    assert session.undo_tracks()  # then the split
+    same(state(), start)
+    assert set(lines.data[:, 0].tolist()) == {1, 2}
+    labels.redo()  # napari's redo: the split again, then the stroke
+    same(state(), split)
+    labels.keymap[KeyBinding.from_str("Control-Shift-Z")](labels)
+    same(state(), painted)
+    assert messages[-1] == "redone: frame 4 painted: track 3 reshaped"
+    labels.undo()  # napari's own undo of the layer, as from its console
+    same(state(), split)
+    assert out.can_undo
+    # a new stroke ends what could be redone (as napari's history does)
+    labels.paint((0, 30, 30), 8)
+    assert session.redo_tracks() is False
+    assert "nothing to redo" in messages[-1]
+
+
+def test_saving_after_painting_writes_the_painted_tracks(tmp_path):
+    import csv
+
+    viewer, session, _ = viewer_with_tracks()
+    labels = viewer.layers[track_labels_name("cells")]
+    labels.brush_size = 5
+    labels.paint((2, 30, 10), 9)
+    labels.paint((3, 30, 12), 9)
+    labels.fill((5, 10, 28), 0)  # track 1 erased from frame 5
+    session.save_tracks(tmp_path)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "cells tracks.tif"), labels.data)
+    with open(tmp_path / "tracks.csv") as f:
+        rows = list(csv.DictReader(f))
+    nine = [r for r in rows if r["track"] == "9"]
+    assert [int(r["t"]) for r in nine] == [2, 3]
+    assert int(nine[0]["area"]) == int(np.sum(labels.data[2] == 9))
+    assert not [r for r in rows if r["track"] == "1" and r["t"] == "5"]
+    ctc = (tmp_path / "ctc" / "res_track.txt").read_text().split("\n")
+    lines = {tuple(map(int, line.split())) for line in ctc if line}
+    assert (9, 2, 3, 0) in lines and (1, 0, 4, 0) in lines
+    mask = tifffile.imread(tmp_path / "ctc" / "mask003.tif")
+    np.testing.assert_array_equal(mask == 9, labels.data[3] == 9)
+
+
+def test_painting_a_volume_of_a_tz_stack_measures_it_in_3d():
+    from napari.components import ViewerModel
+
+    from napari_sansa.napari.session import SansaSession
+
+    objects2d, class_map2d = moving_disks()
+    objects = np.stack([objects2d] * 3, axis=1)
+    viewer = ViewerModel()
+    image = viewer.add_image(np.zeros(objects.shape, np.uint8), name="tz",
+                             axis_labels=("t", "z", "y", "x"))  # fmt: skip
+    session = SansaSession(viewer)
+    session.tracks = TracksOutput(viewer, image, TrackSettings())
+    class_map = np.stack([class_map2d] * 3, axis=1)
+    session.tracks.show(*link_tracks(objects, class_map, TrackSettings(), (2.0, 1.0, 1.0)))
+    labels = viewer.layers[track_labels_name("tz")]
+    where = np.nonzero(labels.data[2, :2] == 1)  # track 1 erased from planes 0 and 1
+    labels.data_setitem((np.full(len(where[0]), 2), *where), 0)
+    table = session.tracks.table
+    [row] = rows_of(table, 1, 2)
+    assert table["z"][row] == 2 and table["area"][row] == np.sum(labels.data[2] == 1)
+    lines = viewer.layers[tracks_name("tz")]
+    assert points_of(lines, 1)[2, 2] == 2  # its z in the Tracks layer
+
+
+def test_painting_through_napari_s_plugin_proxy_and_after_a_second_linking():
+    """A plugin's viewer is napari's PublicOnlyProxy, which hands out a new proxy of a
+    layer at each access and warns on private attributes: painting still reaches the
+    tracks (also after the proxies were collected), no private attribute is read, and a
+    second linking into the same layer starts a new history (napari's kept the first
+    tracks' strokes, whose undo would have written them into the new tracks)."""
+    import gc
+    import warnings
+
+    from napari.components import ViewerModel
+    from napari.utils._proxies import PublicOnlyProxy
+
+    objects, class_map = moving_disks()
+    viewer = PublicOnlyProxy(ViewerModel())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # napari's private-access warning
+        image = viewer.add_image(np.zeros((T, H, W), np.uint8), name="cells")
+        out = TracksOutput(viewer, image, TrackSettings())
+        out.show(*link_tracks(objects, class_map, TrackSettings()))
+        out.labels = None  # no proxy of the layer kept alive
+        gc.collect()
+        labels = viewer.layers[track_labels_name("cells")]  # a new proxy
+        out.labels = labels
+        labels.brush_size = 5
+        labels.paint((2, 30, 10), 9)
+        assert rows_of(out.table, 9, 2).size
+        before = np.array(labels.data)
+        again = TracksOutput(viewer, image, TrackSettings())
+        again.show(*link_tracks(objects, class_map, TrackSettings()))
+        del labels, out
+        gc.collect()
+        labels = viewer.layers[track_labels_name("cells")]
+        assert not (np.asarray(labels.data) == 9).any()  # the new tracks
+        labels.undo()  # nothing to undo: the first tracks' stroke is not written back
+        assert not (np.asarray(labels.data) == 9).any()
+        labels.paint((3, 30, 10), 7)
+        assert rows_of(again.table, 7, 3).size
+        labels.undo()
+        assert not rows_of(again.table, 7, 3).size and not (np.asarray(labels.data) == 7).any()
+    assert before[2, 30, 10] == 9

@@ -20,6 +20,15 @@ Both return the new image and table and leave their inputs as they were.
 :func:`plan_merge` and :func:`plan_split` give the same change as a :class:`TrackEdit`
 without an image (the table, and which ids change in which frames), for callers that
 update an image of their own frame by frame (napari's layer, with undo).
+
+- :func:`plan_repaint`: the table after the pixels of some frames were changed by hand
+  (painted, erased, filled): only those frames are measured again (centroid, area); a
+  track id painted on a frame where it had no row gets one, a track erased from a frame
+  loses its row there; parents stay, but a track erased from every frame is dropped and
+  its daughters lose their parent.
+- :class:`TableChange` (:func:`table_change`, :func:`apply_change`): what a change did
+  to a table (the rows of the frames it touched and the parents it changed), to undo
+  and redo it without keeping copies of the whole table.
 """
 
 from __future__ import annotations
@@ -31,13 +40,18 @@ import numpy as np
 from napari_sansa.core.errors import InvalidInputError
 
 __all__ = [
+    "Repaint",
+    "TableChange",
     "TrackEdit",
     "TrackEditError",
+    "apply_change",
     "apply_relabel",
     "merge_tracks",
     "plan_merge",
+    "plan_repaint",
     "plan_split",
     "split_track",
+    "table_change",
     "track_frames",
 ]
 
@@ -215,3 +229,184 @@ def split_track(tracks, table, track: int, frame: int, new_id: int | None = None
     out = _widened(np.asarray(tracks), edit.new)
     apply_relabel(out, edit.relabel)
     return out, _like(table, edit.table)
+
+
+# -- hand-painted frames ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Repaint:
+    """The table after frames were painted by hand (:func:`plan_repaint`): ``table``,
+    ``frames`` (those measured again), ``added``/``removed``/``changed`` ((frame, track)
+    rows that appeared, went, or got another area or centroid), ``gone`` (tracks left
+    in no frame: dropped), ``unlinked`` (their daughters, now without a parent) and
+    ``message`` (what changed, in a sentence)."""
+
+    table: dict
+    frames: tuple[int, ...]
+    added: tuple[tuple[int, int], ...]
+    removed: tuple[tuple[int, int], ...]
+    changed: tuple[tuple[int, int], ...]
+    gone: tuple[int, ...]
+    unlinked: tuple[int, ...]
+    message: str
+
+
+def _ids_text(ids) -> str:
+    ids = [int(i) for i in ids]
+    shown = ", ".join(map(str, ids[:6])) + (", ..." if len(ids) > 6 else "")
+    return f"track {shown}" if len(ids) == 1 else f"tracks {shown}"
+
+
+def _new_class(data: dict) -> int:
+    """The class of a track painted with a new id: the table's only class, else 0
+    (unknown)."""
+    if "class" not in data:
+        return 0
+    classes = np.unique(data["class"][data["class"] > 0])
+    return int(classes[0]) if classes.size == 1 else 0
+
+
+def plan_repaint(table, planes: dict) -> Repaint:
+    """The table after the frames ``planes`` ({frame t: its (Y, X) or (Z, Y, X) track
+    ids now}) were painted by hand; the other frames' rows are kept as they are.
+
+    Each frame's rows are measured again from its plane (``y``, ``x`` (and ``z``): the
+    centroid in pixels, ``area``); a row keeps its ``parent``, ``class`` and ``object``
+    (a track's own parent and class where the id is new to the frame; ``object`` 0: no
+    object of the run, painted by hand). A track id new to the table starts with no
+    parent and the table's class if it has one class (else 0, unknown). A track left in
+    no frame is dropped, and tracks that divided from it lose their parent."""
+    from napari_sansa.core.tracks import measure_frame
+
+    data = _columns(table)
+    frames = tuple(sorted(int(t) for t in planes))
+    axes = ("z", "y", "x") if "z" in data else ("y", "x")
+    in_frames = np.isin(data["t"], frames)
+    keep = {k: v[~in_frames] for k, v in data.items()}
+    old = {k: v[in_frames] for k, v in data.items()}
+    ids_all = np.unique(data["track"])
+    parent_of = {int(k): int(data["parent"][data["track"] == k][0]) for k in ids_all}
+    class_of = {}
+    if "class" in data:
+        for k in ids_all:
+            class_of[int(k)] = int(np.bincount(data["class"][data["track"] == k]).argmax())
+    fresh_class = _new_class(data)
+    new_rows = {k: [] for k in data}
+    added, removed, changed = [], [], []
+    for t in frames:
+        plane = np.asarray(planes[t])
+        if plane.ndim != len(axes):
+            raise TrackEditError(
+                f"frame {t} has {plane.ndim} dimensions, the tracks {len(axes)}: paint "
+                "on the track labels layer itself"
+            )
+        m = measure_frame(plane, None, t)
+        here = old["t"] == t
+        before = {int(k): i for k, i in zip(old["track"][here], np.flatnonzero(here), strict=True)}
+        now = set()
+        for j, track in enumerate(m.ids.tolist()):
+            now.add(track)
+            i = before.get(track)
+            row = {"track": track, "t": t, "area": int(m.area[j]),
+                   "parent": parent_of.get(track, 0)}  # fmt: skip
+            for a, axis in enumerate(axes):
+                row[axis] = float(m.centroid[j, a])
+            if i is None:
+                added.append((t, track))
+                if "class" in data:
+                    row["class"] = class_of.get(track, fresh_class)
+            else:
+                moved = any(abs(row[axis] - float(old[axis][i])) > 1e-9 for axis in axes)
+                if moved or row["area"] != int(old["area"][i]):
+                    changed.append((t, track))
+            for k in data:
+                if k not in row:
+                    row[k] = old[k][i] if i is not None else np.zeros((), data[k].dtype)
+                new_rows[k].append(row[k])
+        removed += [(t, k) for k in sorted(before) if k not in now]
+    after = {
+        k: np.concatenate([keep[k], np.asarray(new_rows[k], dtype=data[k].dtype)]) for k in data
+    }
+    gone = sorted(set(ids_all.tolist()) - set(after["track"].tolist()))
+    daughters = np.isin(after["parent"], gone) if gone else np.zeros(len(after["t"]), bool)
+    unlinked = np.unique(after["track"][daughters]).tolist()
+    after["parent"][daughters] = 0
+    message = _repaint_message(frames, added, removed, changed, gone, unlinked, parent_of)
+    return Repaint(
+        _sorted(after), frames, tuple(added), tuple(removed), tuple(changed),
+        tuple(int(g) for g in gone), tuple(int(u) for u in unlinked), message,
+    )  # fmt: skip
+
+
+def _repaint_message(frames, added, removed, changed, gone, unlinked, parent_of) -> str:
+    parts = []
+    new = sorted({k for _, k in added if k not in parent_of})
+    if new:
+        parts.append(f"new {_ids_text(new)}")
+    more = sorted({k for _, k in added if k in parent_of})
+    if more:
+        parts.append(f"{_ids_text(more)} added")
+    less = sorted({k for _, k in removed if k not in gone})
+    if less:
+        parts.append(f"{_ids_text(less)} erased")
+    if changed:
+        parts.append(f"{_ids_text(sorted({k for _, k in changed}))} reshaped")
+    if gone:
+        parts.append(f"{_ids_text(gone)} gone from every frame: dropped")
+    if unlinked:
+        parts.append(f"{_ids_text(unlinked)} no longer divide from it")
+    what = "; ".join(parts) if parts else "no track changed"
+    return f"{_frames_text(frames)} painted: {what}"
+
+
+# -- undo and redo of a change to a table ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableChange:
+    """What a change did to a track table: the rows of ``frames`` ``before`` and
+    ``after`` it, and the tracks whose parent it changed (``parents_before``,
+    ``parents_after``: {track: parent}) in the other frames. :func:`apply_change` makes
+    it again or undoes it."""
+
+    frames: tuple[int, ...]
+    before: dict
+    after: dict
+    parents_before: dict
+    parents_after: dict
+
+
+def _parents(data: dict) -> dict[int, int]:
+    ids, first = np.unique(data["track"], return_index=True)
+    return dict(zip(ids.tolist(), data["parent"][first].tolist(), strict=True))
+
+
+def table_change(before, after, frames) -> TableChange:
+    """The :class:`TableChange` from table ``before`` to ``after``, which differ in the
+    rows of ``frames`` and, elsewhere, only in parents."""
+    b, a = _columns(before), _columns(after)
+    frames = tuple(sorted({int(t) for t in frames}))
+    in_b, in_a = np.isin(b["t"], frames), np.isin(a["t"], frames)
+    pb, pa = _parents(b), _parents(a)
+    both = [k for k in pb if k in pa and pb[k] != pa[k]]
+    return TableChange(
+        frames,
+        {k: v[in_b] for k, v in b.items()},
+        {k: v[in_a] for k, v in a.items()},
+        {k: pb[k] for k in both},
+        {k: pa[k] for k in both},
+    )
+
+
+def apply_change(table, change: TableChange, *, undo: bool = False) -> dict:
+    """``table`` (the columns as a dict) with ``change`` made again, or undone
+    (``undo=True``)."""
+    data = _columns(table)
+    rows = change.before if undo else change.after
+    parents = change.parents_before if undo else change.parents_after
+    keep = ~np.isin(data["t"], change.frames)
+    out = {k: np.concatenate([v[keep], np.asarray(rows[k], v.dtype)]) for k, v in data.items()}
+    for track, parent in parents.items():
+        out["parent"][out["track"] == track] = parent
+    return _sorted(out)

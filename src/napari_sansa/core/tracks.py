@@ -221,7 +221,9 @@ def _measure_moved(frame: np.ndarray, prev: _Frame, index: int) -> _Moved:
     return _Moved(compact, area, cent)
 
 
-def _measure(frame: np.ndarray, cls_frame, index: int) -> _Frame:
+def measure_frame(frame: np.ndarray, cls_frame, index: int) -> _Frame:
+    """The objects of one frame (ids, area, centroid, class) for the linking, and for
+    :func:`~napari_sansa.core.track_edits.plan_repaint` (frames painted by hand)."""
     flat = frame.ravel()
     if flat.size and flat.dtype.kind == "i" and flat.min() < 0:
         raise InvalidInputError(
@@ -606,7 +608,7 @@ def track_objects(
             cls_frame = classes
         else:
             cls_frame = read_frame(classes, i)
-        cur = _measure(frame, cls_frame, int(times[i]))
+        cur = measure_frame(frame, cls_frame, int(times[i]))
         del frame, cls_frame
         hole = i > 0 and times[i] - times[i - 1] > 1
         if hole:
@@ -690,7 +692,7 @@ def track_table(tracks, parents=None, *, frames=None, classes=None) -> TrackTabl
             cls_frame = classes
         else:
             cls_frame = read_frame(classes, i)
-        cur = _measure(read_frame(tracks, i), cls_frame, int(times[i]))
+        cur = measure_frame(read_frame(tracks, i), cls_frame, int(times[i]))
         rows.append((cur.ids, cur.ids, cur.centroid, cur.area, cur.cls))
     ids = {int(k) for r in rows for k in r[0]}
     lookup = {k: parents.get(k, 0) for k in ids}

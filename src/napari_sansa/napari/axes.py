@@ -86,14 +86,16 @@ def axes_choice(layer, leading: tuple[int, ...]) -> AxesChoice:
     return AxesChoice()
 
 
-def describe_axes(geometry) -> str:
-    """What the frames and the channels of an image are, in a sentence."""
+def describe_axes(geometry, channels: bool = True) -> str:
+    """What the frames and (``channels``) the channels of an image are, in a sentence."""
     if not geometry.leading:
         return "a single image"
     axes = " x ".join(
         f"{geometry.axis_name(k)} ({geometry.leading[k]})" for k in geometry.frame_axes
     )
     text = f"{geometry.n_frames} frame(s): {axes}" if axes else "a single image"
+    if geometry.channel_axis is not None and not channels:
+        return text
     if geometry.channel_axis is not None:
         use = describe_channels(geometry.channels)
         text += f"; channels on {geometry.axis_name(geometry.channel_axis)}: {use}"

@@ -279,7 +279,7 @@ def image_geometry(layer: napari.layers.Image) -> StackGeometry:
             raise PromptError(
                 f"'{layer.name}' declares its {name} axis (axis {k}, {size} long) as channels, "
                 f"more than {MAX_CHANNELS}: if that is not where its channels are, choose the "
-                "channel axis under 'channel axis' (or 'none')"
+                "channel axis in the 'channel axis' box under the image (or 'none')"
             )
         bad = [c for c in choice.channels if not 0 <= c < size]
         if bad or not 1 <= len(choice.channels) <= 3:

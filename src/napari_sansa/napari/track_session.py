@@ -168,8 +168,10 @@ class TrackCorrections:
             self._failed = result
             self.notify(result, "error")
             return
-        tracks, table, self.track_note = result
+        tracks, table, *note = result  # (a linking without following has no note)
+        self.track_note = note[0] if note else ""
         self.tracks.show(tracks, table)
+        self.tracks.changed.connect(self._on_tracks_painted)
         self._bind_clicks()
         self.tracks_changed.emit()
 
@@ -239,17 +241,32 @@ class TrackCorrections:
         return True
 
     def undo_tracks(self) -> bool:
-        """Undo the last merge or split."""
+        """Undo the last merge, split or stroke painted on the track labels (napari's
+        undo of that layer: the table follows, and the status says what was undone)."""
         out = self._track_output()
         if out is None:
             return False
-        message = out.undo()
-        if message is None:
-            self.fail("there is no track correction to undo")
+        if out.undo() is None:
+            self.fail("there is no track correction to undo (a merge, a split or painting)")
             return False
+        return True
+
+    def redo_tracks(self) -> bool:
+        """Redo what the last undo undid."""
+        out = self._track_output()
+        if out is None:
+            return False
+        if out.redo() is None:
+            self.fail("there is nothing to redo on the tracks")
+            return False
+        return True
+
+    def _on_tracks_painted(self, message: str) -> None:
+        """A stroke on the track labels, an undo or a redo changed the tracks."""
+        if not self.alive:
+            return
         self.notify(message, popup=False)
         self.tracks_changed.emit()
-        return True
 
     def select_track(self, track: int) -> str | None:
         """Select ``track``: its id, frames and parent in the status; the table shows it."""

@@ -14,10 +14,16 @@ into two layers beside the objects layer:
 
 :class:`TracksOutput` keeps the track table (one row per track and frame: ``track``,
 ``t``, (``z``,) ``y``, ``x``, ``area``, ``parent``, ``class``) and makes the corrections
-(:mod:`napari_sansa.core.track_edits`): merge two tracks, split one at a frame, each
-undone by :meth:`TracksOutput.undo` (also Ctrl+Z on the track labels layer); the layers
-and the table follow. :meth:`TracksOutput.save` writes the track labels (one TIFF
-stack), ``tracks.csv`` and the Cell Tracking Challenge files.
+(:mod:`napari_sansa.core.track_edits`): merge two tracks, split one at a frame; and
+it follows what a person paints, erases or fills by hand on the track labels layer
+(napari's tools, ``layer.paint``/``fill``/``data_setitem``): the frames a stroke
+touched (napari's ``paint`` event names them) are measured again, never the whole stack
+(:func:`~napari_sansa.core.track_edits.plan_repaint`). Corrections and strokes are one
+history, napari's own: :meth:`TracksOutput.undo` (the Tracks page's Undo), Ctrl+Z and
+``layer.undo()`` undo the last of them, Ctrl+Shift+Z redoes it, and the table goes back
+with the pixels. The layers and the table follow every change; ``changed`` says what a
+stroke, an undo or a redo did. :meth:`TracksOutput.save` writes the track labels (one
+TIFF stack), ``tracks.csv`` and the Cell Tracking Challenge files.
 
 A T axis: a frame axis the image's axis labels call 't' or 'time'; an image whose
 axes are not named and that has one frame axis is taken as a time-lapse. A (T, Z, Y, X)
@@ -27,16 +33,22 @@ with the voxel size the objects were split with.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from psygnal import Signal
 
 from napari_sansa.core.errors import InvalidInputError, OptionError
 from napari_sansa.core.track_edits import (
+    TableChange,
     TrackEditError,
+    apply_change,
     plan_merge,
+    plan_repaint,
     plan_split,
+    table_change,
     track_frames,
 )
 from napari_sansa.napari.geometry import META_KEY, image_geometry, layer_role
@@ -165,8 +177,127 @@ def _columns_of(data: dict) -> tuple[str, ...]:
     return ("z", "y", "x") if "z" in data else ("y", "x")
 
 
+def painted_frames(atoms) -> list[int]:
+    """The frames (indices along the first axis) that a napari Labels ``paint`` event's
+    history atoms changed: ``(indices, old, new)`` tuples (``data_setitem``) or masked
+    atoms with a ``slice_key`` and a ``mask`` (napari >= 0.6's brush and fill)."""
+    frames: set[int] = set()
+    for atom in atoms:
+        key = getattr(atom, "slice_key", None)
+        if key is None:  # (indices, old values, new values)
+            frames.update(np.unique(np.asarray(atom[0][0])).tolist())
+            continue
+        first = key[0]
+        if isinstance(first, slice):
+            start = first.start or 0
+            mask = getattr(atom, "mask", None)
+            if mask is not None and np.ndim(mask):
+                hit = np.flatnonzero(np.asarray(mask).reshape(mask.shape[0], -1).any(axis=1))
+                frames.update((start + hit).tolist())
+            else:
+                frames.update(range(start, first.stop))
+        else:
+            frames.add(int(first))
+    return sorted(int(t) for t in frames)
+
+
+def painted_planes(data, atoms, frames) -> dict[int, np.ndarray]:
+    """The planes ``frames`` of a Labels layer's ``data`` as a ``paint`` event's history
+    atoms leave them: napari emits the event of a single ``paint``/``fill``/
+    ``data_setitem`` before it writes the pixels (a stroke's after), so the atoms' new
+    values are written into copies of the planes (the same values again, if written)."""
+    planes = {t: np.array(data[t], copy=True) for t in frames}
+    for atom in atoms:
+        key = getattr(atom, "slice_key", None)
+        if key is None:  # (indices, old values, new values)
+            index, _, new = atom
+            at = np.asarray(index[0])
+            new = np.broadcast_to(np.asarray(new), at.shape)
+            for t, plane in planes.items():
+                hit = at == t
+                if hit.any():
+                    plane[tuple(np.asarray(i)[hit] for i in index[1:])] = new[hit]
+            continue
+        first, mask = key[0], atom.mask
+        if isinstance(first, slice):
+            span = range(first.start or 0, first.stop)
+        else:
+            span, mask = [int(first)], None if mask is None else np.asarray(mask)[None]
+        for k, t in enumerate(span):
+            if t not in planes:
+                continue
+            region = planes[t][key[1:]]  # a view
+            if mask is None:
+                region[...] = atom.new_value
+            else:
+                region[np.asarray(mask)[k]] = atom.new_value
+    return planes
+
+
+#: the TracksOutput of each track labels layer (a second linking reuses the layer)
+_OWNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _real(layer):
+    """The layer itself, not napari's proxy of it (a plugin's viewer hands out a new
+    proxy at each access: the layer is the key, and what is weakly referenced)."""
+    return getattr(layer, "__wrapped__", layer)
+
+
+def _owner(layer):
+    return _OWNERS.get(layer) if layer is not None else None
+
+
+#: napari's undo history keeps this many items (``Labels._history_limit`` in 0.9)
+HISTORY_LIMIT = 100
+
+
+def _hook(layer) -> None:
+    """Once per layer: its ``paint`` events and its undo and redo go to the layer's
+    TracksOutput. napari 0.9's undo and redo emit no event, so the layer's own methods
+    are wrapped (napari's Ctrl+Z, Ctrl+Shift+Z and ``layer.undo()`` all call them)."""
+    layer = _real(layer)
+    if layer in _HOOKED:
+        return
+    _HOOKED.add(layer)
+    ref = weakref.ref(layer)
+    undo, redo = layer.undo, layer.redo
+
+    def on_paint(event):
+        out = _owner(ref())
+        if out is not None:
+            out._on_paint(event.value)
+
+    def undo_step():
+        undo()
+        out = _owner(ref())
+        return out._stepped(redo=False) if out is not None else None
+
+    def redo_step():
+        redo()
+        out = _owner(ref())
+        return out._stepped(redo=True) if out is not None else None
+
+    layer.events.paint.connect(on_paint)
+    layer.undo, layer.redo = undo_step, redo_step
+
+
+_HOOKED: weakref.WeakSet = weakref.WeakSet()
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One entry of the history, beside napari's own (a stroke or a correction)."""
+
+    change: TableChange
+    message: str
+
+
 class TracksOutput:
     """The track layers of one image and their table (see the module)."""
+
+    #: a stroke on the track labels, an undo or a redo changed the tracks: what it did
+    changed = Signal(str)
 
     def __init__(self, viewer, image, settings: TrackSettings):
         self.viewer = viewer
@@ -175,7 +306,10 @@ class TracksOutput:
         self.table: dict | None = None
         self.labels = None  # the track labels layer
         self.lines = None  # the Tracks layer
-        self._history: list = []  # (table before, [(t, flat indices, old id, new id)])
+        # one _Step per item of the layer's undo and redo history (napari's), in step
+        self._undo: list[_Step] = []
+        self._redo: list[_Step] = []
+        self._correcting: _Step | None = None  # a merge or split writing its pixels
         self.selected: int | None = None
         self.stale = False  # True: a later run on the image made no tracks
 
@@ -194,7 +328,8 @@ class TracksOutput:
         self.stale = False
         if "class" not in self.table:
             self.table["class"] = np.zeros(len(self.table["track"]), np.int64)
-        self._history.clear()
+        self._undo.clear()
+        self._redo.clear()
         self.selected = None
         selection = self.viewer.layers.selection
         active = selection.active
@@ -202,13 +337,22 @@ class TracksOutput:
         layer = self._find(name, Labels, "tracks")
         if layer is not None and tuple(layer.data.shape) == tracks.shape:
             layer.data = tracks
+            # the history of strokes and corrections starts with these tracks: napari
+            # keeps a layer's undo history when its data is set (its undo would write
+            # the old tracks' strokes); making the layer read-only for a moment clears
+            # it (napari's public way; the layer returns to pan/zoom)
+            layer.editable = False
+            layer.editable = True
         else:
             layer = self.viewer.add_labels(
                 tracks, name=name, metadata={META_KEY: "tracks"}, opacity=0.6,
                 **transform_kwargs(self.image),
             )  # fmt: skip
-        # Ctrl+Z there: these tracks' corrections first (bound again by each linking)
-        layer.bind_key("Control-Z", lambda _layer: self.undo_or_layer(), overwrite=True)
+        _hook(layer)
+        _OWNERS[_real(layer)] = self
+        # Ctrl+Z, Ctrl+Shift+Z there: napari's own keys, said here to be seen in the keymap
+        layer.bind_key("Control-Z", lambda lay: lay.undo(), overwrite=True)
+        layer.bind_key("Control-Shift-Z", lambda lay: lay.redo(), overwrite=True)
         self.labels = layer
         self._update_features()
         self._show_lines()
@@ -307,53 +451,96 @@ class TracksOutput:
         return self._apply(plan_split(self.table, track, frame))
 
     def _apply(self, edit) -> str:
+        """Write a correction into the layer through napari's history (one undo step)."""
         layer = self.labels
         if edit.new > np.iinfo(layer.data.dtype).max:
             layer.data = np.asarray(layer.data).astype(np.promote_types(
                 layer.data.dtype, np.min_scalar_type(edit.new)))  # fmt: skip
-        changes = []
-        for t, old, new in edit.relabel:
-            plane = np.asarray(layer.data[t])
-            hit = np.flatnonzero(plane == old)
-            if hit.size:
-                plane = plane.copy()
-                plane.flat[hit] = new
-                layer.data[t] = plane
-            changes.append((t, hit, old, new))
-        self._history.append((self.table, changes))
+        frames = [t for t, _, _ in edit.relabel]
+        step = _Step(table_change(self.table, edit.table, frames), edit.message)
+        self._correcting = step
+        try:
+            with layer.block_history():
+                for t, old, new in edit.relabel:
+                    hit = np.nonzero(np.asarray(layer.data[t]) == old)
+                    if hit[0].size:
+                        index = (np.full(hit[0].size, t), *hit)
+                        layer.data_setitem(index, new, refresh=False)
+        finally:
+            self._correcting = None
         self.table = edit.table
         self._refresh()
         self.selected = edit.track
         return edit.message
 
-    def undo(self) -> str | None:
-        """Undo the last merge or split (None: there is none)."""
-        if not self._history:
-            return None
-        table, changes = self._history.pop()
+    def _on_paint(self, atoms) -> None:
+        """napari's ``paint`` event: a stroke (or a correction's pixels) is in the
+        layer's history; the frames it touched are measured again."""
+        if self._correcting is not None:  # the table is the correction's
+            self._push(self._correcting)
+            return
+        if self.table is None:
+            return
         layer = self.labels
-        if layer is not None and layer in self.viewer.layers:
-            for t, hit, old, _new in reversed(changes):
-                plane = np.asarray(layer.data[t]).copy()
-                plane.flat[hit] = old
-                layer.data[t] = plane
-        self.table = table
-        self._refresh()
-        return "the last track correction was undone"
+        frames = [t for t in painted_frames(atoms) if 0 <= t < layer.data.shape[0]]
+        planes = painted_planes(layer.data, atoms, frames)
+        try:
+            edit = plan_repaint(self.table, planes)
+        except InvalidInputError as exc:  # kept in step with napari's history
+            self._push(_Step(table_change(self.table, self.table, ()), str(exc)))
+            self.changed.emit(f"the tracks could not follow the painting: {exc}")
+            return
+        self._push(_Step(table_change(self.table, edit.table, edit.frames), edit.message))
+        self.table = edit.table
+        self._refresh(pixels=False)
+        self.changed.emit(edit.message)
+
+    def _push(self, step: _Step) -> None:
+        limit = getattr(type(_real(self.labels)), "_history_limit", HISTORY_LIMIT)
+        self._undo = [*self._undo, step][-limit:]  # napari drops its older items too
+        self._redo.clear()  # as napari's: a new item ends what could be redone
+
+    def _stepped(self, *, redo: bool) -> str | None:
+        """After napari undid (or redid) the layer's last history item: the table too."""
+        source, target = (self._redo, self._undo) if redo else (self._undo, self._redo)
+        if not source:
+            return None
+        step = source.pop()
+        target.append(step)
+        self.table = apply_change(self.table, step.change, undo=not redo)
+        self._refresh(pixels=False)
+        message = f"{'redone' if redo else 'undone'}: {step.message}"
+        self.changed.emit(message)
+        return message
+
+    def undo(self) -> str | None:
+        """Undo the last merge, split or stroke on the track labels (None: there is
+        none); napari's own undo of the layer, which the table follows."""
+        if not self._undo or self.labels is None:
+            return None
+        return self.labels.undo()
+
+    def redo(self) -> str | None:
+        """Redo what :meth:`undo` undid last (None: nothing)."""
+        if not self._redo or self.labels is None:
+            return None
+        return self.labels.redo()
 
     def undo_or_layer(self) -> None:
-        """Ctrl+Z on the track labels layer: the last track correction, else napari's
-        undo of the layer (a brush stroke)."""
-        if self.undo() is None and self.labels is not None:
+        """Ctrl+Z on the track labels layer (kept for callers of the older name)."""
+        if self.labels is not None:
             self.labels.undo()
 
     @property
     def can_undo(self) -> bool:
-        return bool(self._history)
+        return bool(self._undo)
 
-    def _refresh(self) -> None:
+    def _refresh(self, pixels: bool = True) -> None:
+        """The layers after the table changed (``pixels``: the labels' too; napari
+        refreshed them itself after a stroke, an undo or a redo)."""
         if self.labels is not None and self.labels in self.viewer.layers:
-            self.labels.refresh()
+            if pixels:
+                self.labels.refresh()
             self._update_features()
         if self.lines is not None and self.lines in self.viewer.layers:
             self._show_lines()
@@ -422,7 +609,10 @@ class TracksOutput:
         for track in np.unique(data["track"]):
             rows = data["track"] == track
             starts[int(track)] = (int(data["t"][rows].min()), int(data["parent"][rows][0]))
-        for t in np.unique(data["t"]).tolist():
+        frames = set(np.unique(data["t"]).tolist())
+        if self.labels is not None:  # frames without tracks: 0 (e.g. all erased)
+            frames |= set(range(self.labels.data.shape[0]))
+        for t in sorted(frames):
             begun = [p for s, p in starts.values() if s == t]
             out[int(t)] = {
                 "tracks": int(np.sum(data["t"] == t)),

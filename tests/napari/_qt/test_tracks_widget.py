@@ -237,3 +237,115 @@ def test_following_with_sam2_links_on_the_runs_features(make_sansa, qtbot, monke
         objects, classes=np.asarray(viewer.layers["cells [sansa]"].data), moved=moved
     )
     np.testing.assert_array_equal(viewer.layers[track_labels_name("cells")].data, want)
+
+
+def test_painting_on_the_track_labels_updates_the_table_counts_and_plot(make_sansa):
+    """A stroke on '[sansa track labels]': the Tracks page's table, the tracks per frame
+    and the plot's count line follow; the page's Undo undoes the stroke."""
+    from napari_sansa.napari.tracks_output import TrackSettings, TracksOutput, link_tracks
+
+    viewer, widget = open_time_lapse(make_sansa)
+    objects = np.zeros((T, H, W), np.uint16)
+    for t in range(T):
+        a, b = disks(t)
+        objects[t][a], objects[t][b] = 1 + t, 10 + t
+    session = widget.session
+    session.tracks = TracksOutput(viewer, viewer.layers["cells"], TrackSettings())
+    session._on_linked(link_tracks(objects, (objects > 0).astype(np.uint8), TrackSettings()))
+    panel = widget.tracks_panel
+    labels = viewer.layers[track_labels_name("cells")]
+    assert panel.table.tracks() == [1, 2] and not panel.undo_button.enabled
+    labels.brush_size = 5
+    labels.paint((2, 40, 6), 9)  # a new track in frame 2
+    assert panel.table.tracks() == [1, 2, 9]
+    assert widget.object_counts.tracks()[2]["tracks"] == 3
+    assert widget.plot.counts()[2] == 3
+    assert widget.status.value == "frame 2 painted: new track 9"
+    assert panel.undo_button.enabled
+    for track in (1, 2):  # both erased from frame 4: no track there
+        labels.fill((4, *np.argwhere(labels.data[4] == track)[0]), 0)
+    assert widget.object_counts.tracks()[4]["tracks"] == 0
+    assert widget.plot.counts()[4] == 0
+    assert panel.undo() and panel.undo()
+    assert widget.plot.counts()[4] == 2
+    assert panel.undo()
+    assert panel.table.tracks() == [1, 2] and widget.plot.counts()[2] == 2
+    assert widget.status.value == "undone: frame 2 painted: new track 9"
+
+
+def test_the_tracks_box_explains_tracks_also_when_they_are_unavailable(make_sansa):
+    """A T x C time-lapse (tracks refused: channels): the tooltip says why and still what
+    tracks do (it kept only the reason once an image was chosen)."""
+    frames, paint = time_lapse()
+    movie = np.stack([frames, frames], axis=1).astype(np.uint16) * 200  # (T, C, Y, X)
+    viewer, widget = make_sansa(
+        (movie, {"name": "tc", "axis_labels": ("t", "c", "y", "x")}, "image"),
+        (paint, {"name": "paint"}, "labels"),
+    )
+    box = widget.large.tracks
+    assert widget.image.value is viewer.layers["tc"] and not box.enabled
+    tip = box.tooltip
+    assert "not for this image: 'tc' has other axes besides T and Z (channels)" in tip
+    assert "link the objects of a time-lapse into tracks" in tip
+    assert "merge and split tracks on the Tracks page" in tip
+    assert tip.index("not for this image") < tip.index("link the objects")
+
+
+def test_the_tracks_page_fits_napari_s_default_window(make_sansa, qtbot):
+    """The Tracks page at 1089 x 630 (napari's default window): its note, table and
+    buttons without scrolling (the table asked for ~190 px: the page scrolled by 25 px
+    once the note said that painting counts, and the table's last column was cut)."""
+    from napari_sansa.napari.tracks_output import TrackSettings, TracksOutput, link_tracks
+
+    viewer, widget = open_time_lapse(make_sansa)
+    objects = np.zeros((T, H, W), np.uint16)
+    for t in range(T):
+        a, b = disks(t)
+        objects[t][a], objects[t][b] = 1 + t, 10 + t
+    session = widget.session
+    session.tracks = TracksOutput(viewer, viewer.layers["cells"], TrackSettings())
+    session._on_linked(link_tracks(objects, None, TrackSettings()))
+    window = viewer.window._qt_window
+    window.show()
+    window.resize(1089, 630)
+    qtbot.waitExposed(window)
+    qtbot.wait(300)
+    widget.show_page("Tracks")
+    scroll = widget.pages["Tracks"]
+    qtbot.waitUntil(scroll.isVisible)
+    qtbot.wait(100)
+    assert not scroll.verticalScrollBar().isVisible()
+    panel = widget.tracks_panel
+    assert panel.note.native.isVisible() and panel.merge_button.native.isVisible()
+    assert panel.table.height() >= panel.table.minimumHeight()
+
+
+def test_two_digit_track_ids_are_whole_in_the_dock(qtbot):
+    """At the width the dock gives the table (150 px, a vertical scroll bar shown), ids
+    10 and more are drawn whole (the cells' 2 px padding cut them to '…': track 10,
+    painted by hand, showed an empty id)."""
+    from qtpy.QtWidgets import QStyle, QStyleOptionViewItem
+
+    from napari_sansa.napari._qt.tracks_panel import TrackTableWidget
+
+    table = TrackTableWidget()
+    qtbot.addWidget(table)
+    n = 12
+    table.set_rows({"track": np.arange(1, n + 1), "start": np.zeros(n, int),
+                    "end": np.full(n, 7), "parent": np.zeros(n, int),
+                    "class": np.ones(n, int)})  # fmt: skip
+    table.resize(150, 150)
+    table.show()
+    qtbot.waitExposed(table)
+    assert table.verticalScrollBar().isVisible()
+    style = table.style()
+    margin = style.pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin, None, table) + 1
+    for r in range(n):
+        index = table.model().index(r, 0)
+        option = QStyleOptionViewItem()
+        table.initViewItemOption(option)
+        option.rect = table.visualRect(index)
+        option.text = str(index.data())
+        option.features |= QStyleOptionViewItem.ViewItemFeature.HasDisplay
+        room = style.subElementRect(QStyle.SubElement.SE_ItemViewItemText, option, table)
+        assert room.width() - 2 * margin >= table.fontMetrics().horizontalAdvance(option.text)

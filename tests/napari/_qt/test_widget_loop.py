@@ -42,7 +42,7 @@ def wait_done(qtbot, widget):
 # -- the main page at napari's default window ---------------------------------------------
 
 
-@pytest.mark.parametrize("images", ["stack", "set"])
+@pytest.mark.parametrize("images", ["stack", "set", "channels"])
 @pytest.mark.parametrize("size", ["napari", (1089, 630)])
 def test_the_main_page_fits_napari_s_default_window_beside_half_the_width(
     make_sansa, qtbot, size, images
@@ -51,10 +51,18 @@ def test_the_main_page_fits_napari_s_default_window_beside_half_the_width(
     screen with the old widget: the main page (images and prompts, run, review) needs no
     scrolling and the canvas keeps at least half of the window's width; also with an
     image set chosen (its 'with images' list shown) while the prompts are made, and after
-    a run on that image set, with the confidence plot shown."""
+    a run on that image set, with the confidence plot shown; and after a run on a 16-bit
+    (T, C, Y, X) time-lapse (its channel axis and channels shown: it scrolled by 104 px,
+    the two boxes each under its label)."""
+    image, refs = frames(), mask_on(0)
+    kwargs = {"name": "cells"}
+    if images == "channels":  # a T x C 16-bit time-lapse with declared axes
+        image = np.stack([image, image[::-1]], axis=1).astype(np.uint16) * 200
+        kwargs["axis_labels"] = ("t", "c", "y", "x")
+        refs = np.stack([refs, np.zeros_like(refs)], axis=1)  # the image's shape
     viewer, widget = make_sansa(
-        (frames(), {"name": "cells"}, "image"),
-        (mask_on(0), {"name": "cells [sansa references]"}, "labels"),
+        (image, kwargs, "image"),
+        (refs, {"name": "cells [sansa references]"}, "labels"),
     )
     viewer.add_points(np.zeros((0, 3)), name="cells [sansa points]")
     if images == "set":  # two more images of other sizes, taken with the first
@@ -102,7 +110,10 @@ def test_the_main_page_fits_napari_s_default_window_beside_half_the_width(
     assert widget.scores.isVisible() and not widget.plot.isVisible()  # plot: once scores exist
     assert widget.run_button.native.isVisible() and widget.stop_button.native.isVisible()
     assert keys("Shift+R") in widget.run_button.native.toolTip()  # Run's tooltip: its key
-    if images == "set":  # after a run on the image set, with the confidence plot shown
+    if images == "channels":
+        assert widget.axes.channel_axis.native.isVisible()
+        assert widget.axes.channels.native.isVisible()
+    if images in ("set", "channels"):  # after a run, with the confidence plot shown
         widget.prompt_layers.value = [viewer.layers["cells [sansa references]"]]
         assert widget.run() is not None, widget.status.value
         wait_done(qtbot, widget)
@@ -110,7 +121,7 @@ def test_the_main_page_fits_napari_s_default_window_beside_half_the_width(
         qtbot.waitUntil(widget.plot.isVisible, timeout=5000)
         qtbot.wait(300)
         qtbot.waitUntil(settled, timeout=5000)
-        assert_fits("after a run on an image set, with the plot shown")
+        assert_fits(f"after a run on the {images}, with the plot shown")
         for control in (widget.prompt_layers, widget.use_frame_button, widget.scores,
                         widget.run_button):  # fmt: skip
             native = getattr(control, "native", control)

@@ -53,14 +53,14 @@ class AxesPanel:
         self.channel_axis = ComboBox(
             label="channel axis",
             choices=self._axis_choices,
-            tooltip="the axis that holds the channels (not frames); taken from the layer's "
-            "axis labels ('c') when it has them",
+            tooltip="channel axis: the axis that holds the channels (not frames); taken "
+            "from the layer's axis labels ('c') when it has them",
         )
         self.channels = ComboBox(
             label="channels",
             choices=self._channel_choices,
-            tooltip="which channel SANSA sees (as a gray image), or up to three as red, "
-            "green and blue",
+            tooltip="channels: which channel SANSA sees (as a gray image), or up to three "
+            "as red, green and blue",
         )
         self.sequential_axis = ComboBox(
             label="sequential along",
@@ -79,8 +79,19 @@ class AxesPanel:
         self.note = Label(value="")
         self.note.native.setWordWrap(True)
         self.ranges = FrameRanges()
+        # the axis and the channels side by side, without their labels (their tooltips
+        # and the note's say "channels on c: channel 0 as gray"): the main page fits
+        # napari's default window with a (T, C) time-lapse (two rows under their labels
+        # took 4 rows and made it scroll)
+        self.channel_row = Container(
+            layout="horizontal", labels=False, widgets=[self.channel_axis, self.channels]
+        )
+        self.channel_row.margins = (0, 0, 0, 0)
+        self.channel_row.native.layout().setSpacing(2)
+        self.channel_row.native.layout().setStretch(0, 2)
+        self.channel_row.native.layout().setStretch(1, 3)
         #: shown under the image (the sequential axis goes to the run section)
-        self.widgets = [self.level, self.channel_axis, self.channels, self.note]
+        self.widgets = [self.level, self.channel_row, self.note]
         self.channel_axis.changed.connect(self._on_axis)
         self.channels.changed.connect(self._on_channels)
         self.level.changed.connect(self._on_level)
@@ -151,16 +162,19 @@ class AxesPanel:
             self.sequential_axis.value = along if along in names else names[-1]
         leading = g.leading if g is not None else ()
         several = len(leading) >= 2 or (g is not None and g.channel_axis is not None)
-        self.channel_axis.visible = several
+        self.channel_row.visible = several
         self.channels.visible = g is not None and g.channel_axis is not None
         self.sequential_axis.visible = len(frame_axes) >= 2
         self.note.visible = several
         self.ranges.update(g)
         if problem is not None:
-            self.note.value = problem
+            self.note.value = self.note.tooltip = problem
             self.note.visible = True
         elif g is not None:
-            self.note.value = describe_axes(g)
+            # the channel boxes above say the channels: the note the frames (one line,
+            # not three: the main page fits), its tooltip the whole sentence
+            self.note.tooltip = describe_axes(g)
+            self.note.value = describe_axes(g, channels=g.channel_axis is None)
 
     def _on_axis(self, value=None) -> None:
         if self._image is None:

@@ -23,6 +23,27 @@ def row(*widgets) -> Container:
     return row
 
 
+def fit_rows(select: Select, most: int = 3) -> None:
+    """A list as tall as its rows, up to ``most`` (then it scrolls), at least one: a
+    list of one layer leaves the page the other rows' height (the main page fits
+    napari's default window with a (T, C) time-lapse)."""
+    native = select.native
+
+    def fit(*_):
+        try:
+            count = native.count()
+        except RuntimeError:  # the list was deleted (the viewer closing)
+            return
+        rows = min(max(count, 1), most)
+        row_height = native.sizeHintForRow(0) if count else 18
+        native.setFixedHeight(rows * max(row_height, 16) + 2 * native.frameWidth() + 2)
+
+    model = native.model()
+    for signal in (model.rowsInserted, model.rowsRemoved, model.modelReset):
+        signal.connect(fit)
+    fit()
+
+
 def elided(label: Label) -> None:
     """A one-line label that shows its text cut with '…' on the right where the dock is
     too narrow for it (set it with ``label.native.setProperty("full", text)`` and

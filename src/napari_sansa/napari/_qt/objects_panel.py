@@ -29,7 +29,8 @@ TRACK_COLUMNS = (
 TRACKS_TIP = (
     "link the objects of a time-lapse into tracks when the run ends (objects too): "
     "'[sansa track labels]' (one id per track) and a '[sansa tracks]' Tracks layer; "
-    "merge and split tracks on the Tracks page (shown after such a run)"
+    "merge and split tracks on the Tracks page (shown after such a run), or paint, erase "
+    "and fill on the track labels: the table and the Tracks layer follow"
 )
 
 
@@ -126,7 +127,9 @@ class TilesObjectsPanel:
                 problem = str(exc)
         self._no_time = problem
         self.tracks.enabled = problem is None
-        self.tracks.tooltip = TRACKS_TIP if problem is None else f"not for this image: {problem}"
+        # why not first (the box is greyed), then what tracks do (it said only why not)
+        why = "" if problem is None else f"not for this image: {problem}\n\n"
+        self.tracks.tooltip = why + TRACKS_TIP
         if problem is not None and self.tracks.value:
             self.tracks.value = False
         self.max_move.enabled = self.follow.enabled = bool(self.tracks.value)

@@ -3,8 +3,10 @@
 :class:`TracksPanel`: one row per track (id, first and last frame, frames, parent,
 class); select one to show it (its first frame, its id in the status), two to merge
 them; "Merge", "Split here" (the selected track at the frame shown) and "Undo" (the
-last correction) go to the session (:mod:`napari_sansa.napari.track_session`), which
-changes the layers and the table. The widget's Tracks page, shown by a run with tracks.
+last correction or stroke painted on the track labels) go to the session
+(:mod:`napari_sansa.napari.track_session`), which changes the layers and the table;
+strokes on the track labels refresh the table too (``tracks_changed``). The widget's
+Tracks page, shown by a run with tracks.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ COLUMNS = (
 NOTE = (
     "Click a track on the '[sansa track labels]' layer (pan/zoom mode) or a row; "
     "Ctrl+click a second one to merge the two. 'Split here': the selected track at the "
-    "frame shown."
+    "frame shown. Paint, erase or fill on that layer: the table follows."
 )
 
 
@@ -59,13 +61,24 @@ class TrackTableWidget(QTableWidget):
                 header.setSectionResizeMode(k, QHeaderView.ResizeMode.ResizeToContents)
         header.setMinimumSectionSize(20)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.setStyleSheet("QHeaderView::section { padding: 1px 3px; } QTableWidget::item "
-                           "{ padding: 0px 2px; }")  # fmt: skip
+        # no cell padding, 1 px beside the titles: an id of two digits (track 10) fits
+        # the id column at the dock's width (the cells' 2 px cut it to '…')
+        self.setStyleSheet("QHeaderView::section { padding: 1px 1px; } QTableWidget::item "
+                           "{ padding: 0px; }")  # fmt: skip
         self.setMinimumHeight(110)
         self.setToolTip(
             "the tracks of the last run ('[sansa tracks]'): click one to show it, "
             "Ctrl+click a second one to merge the two"
         )
+
+    def sizeHint(self):  # noqa: N802 (Qt's name)
+        """As tall as its minimum: the page's scroll area sizes the page by its parts'
+        preferred heights (its note wraps), so a table asking for ~190 px made the page
+        scroll (and cut the table's last column) once the note grew; the table gets the
+        height left over anyway (its stretch)."""
+        hint = super().sizeHint()
+        hint.setHeight(self.minimumHeight())
+        return hint
 
     def set_rows(self, summary: dict) -> None:
         ids = summary.get("track", [])
@@ -118,7 +131,9 @@ class TracksPanel:
             "frame on (its divisions follow the new part)",
         )
         self.undo_button = PushButton(
-            text="Undo", tooltip="undo the last merge or split (also Ctrl+Z on the track labels)"
+            text="Undo",
+            tooltip="undo the last merge, split or stroke painted on the track labels, the "
+            "table with it (also Ctrl+Z on that layer; Ctrl+Shift+Z redoes)",
         )
         # one row at the dock's width (as the Label page's buttons)
         self.buttons = tight(row(self.merge_button, self.split_button, self.undo_button))

@@ -29,6 +29,7 @@ from napari_sansa.napari._qt.folder_panel import FolderPanel
 from napari_sansa.napari._qt.layout import (
     beside,
     elided,
+    fit_rows,
     fixed_message,
     page,
     paged,
@@ -207,8 +208,8 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
         self.tracks_panel = TracksPanel(self)  # shown by a run with tracks: _qt/tracks_panel.py
 
     def _lay_out(self) -> None:
-        self.prompt_layers.native.setMaximumHeight(58)
         check_boxes(self.prompt_layers)  # which layers the next run uses: ticked
+        fit_rows(self.prompt_layers)  # as tall as its rows, up to 3 (58 px, as before)
         self.other_images.native.setMaximumHeight(42)
         #: the main page's place for more prompt controls (e.g. a preview switch)
         self.main_extras = section()
@@ -260,6 +261,8 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
             button.native.setMinimumWidth(button.native.sizeHint().width())
         self.footer = section(buttons, self.model_line, self.status)
         paged(self, pages, self.footer)
+        for combo in (self.axes.channel_axis, self.axes.channels):  # side by side: narrower
+            combo.native.setMinimumWidth(40)
         self.page_buttons["Tracks"].setVisible(False)  # shown by a run with tracks
         elided(self.model_line)
         self.status.value = READY
