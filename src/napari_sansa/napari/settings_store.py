@@ -59,6 +59,7 @@ FIELDS: dict[str, tuple[str, type]] = {
     "objects_per_plane": ("large.per_plane", bool),
     "tracks": ("large.tracks", bool),
     "max_move": ("large.max_move", int),
+    "follow_with_sam2": ("large.follow", bool),
     "folder_in": ("folder.input_folder", Path),
     "folder_out": ("folder.output_folder", Path),
     "save_to": ("save_folder", Path),

@@ -321,6 +321,7 @@ def test_settings_set_in_one_viewer_are_there_in_a_new_one(
     widget.threshold.value = 0.3
     widget.input_size.value = 0
     widget.large.tile_size.value = 512
+    widget.large.follow.value = True
     widget.folder.input_folder.value = tmp_path / "in"
     widget.folder.output_folder.value = tmp_path / "out"
     widget.training_panel.steps.value = 40
@@ -334,6 +335,7 @@ def test_settings_set_in_one_viewer_are_there_in_a_new_one(
     assert p.image_size.value == 256
     assert again.mode.value == "sequential" and again.threshold.value == pytest.approx(0.3)
     assert again.input_size.value == 0 and again.large.tile_size.value == 512
+    assert again.large.follow.value
     assert str(again.folder.input_folder.value) == str(tmp_path / "in")
     assert str(again.folder.output_folder.value) == str(tmp_path / "out")
     assert again.training_panel.steps.value == 40
