@@ -222,9 +222,10 @@ def true_motion(truth, objects, lines):
     return moved
 
 
-def follow_cost(n_objects: int = 24, frames: int = 4) -> dict:
+def follow_cost(n_objects: int = 24, frames: int = 4, size: int | None = None) -> dict:
     """Seconds per object and frame of SAM2's propagation, and per target frame of a
-    one-class ``segment``, on the tiny random model (side by side, one process)."""
+    one-class ``segment``, on the tiny random model at ``size`` px (None: the tests' 256;
+    the memory attention and decoder are those of every SAM2 size), side by side."""
     import torch
 
     import napari_sansa as ns
@@ -234,10 +235,11 @@ def follow_cost(n_objects: int = 24, frames: int = 4) -> dict:
     from conftest import CONFIG, SIZE, make_image
 
     torch.set_num_threads(1)
+    size = size or SIZE
     with tempfile.TemporaryDirectory() as tmp:
-        sam2, adapters = write_random_checkpoints(tmp, CONFIG, image_size=SIZE, seed=0)
+        sam2, adapters = write_random_checkpoints(tmp, CONFIG, image_size=size, seed=0)
         model = ns.load_model(config=CONFIG, sam2_checkpoint=sam2, adapter_checkpoint=adapters,
-                              device="cpu", image_size=SIZE)  # fmt: skip
+                              device="cpu", image_size=size)  # fmt: skip
     images = [make_image(50 + t, shape=(128, 128)) for t in range(frames)]
     objects = np.zeros((frames, 128, 128), np.uint16)
     side = int(np.ceil(np.sqrt(n_objects)))
@@ -253,7 +255,7 @@ def follow_cost(n_objects: int = 24, frames: int = 4) -> dict:
     for _ in run.frames(objects):
         pass
     carry = (time.perf_counter() - t0) / ((frames - 1) * n_objects)
-    return {"objects": n_objects, "frames": frames, "segment_s_per_frame": seg,
+    return {"objects": n_objects, "frames": frames, "size": size, "segment_s_per_frame": seg,
             "follow_s_per_object_frame": carry, "encoded": run.encoded,
             "ratio": carry / seg}  # fmt: skip
 
@@ -266,8 +268,20 @@ def main():
     p.add_argument("--memory-size", type=int, default=256)
     p.add_argument("--no-laptrack", action="store_true")
     p.add_argument("--follow-cost", action="store_true")
+    p.add_argument("--follow-size", type=int, default=None, help="model input px (256)")
+    p.add_argument("--follow-objects", type=int, default=24)
+    p.add_argument("--follow-only", action="store_true", help="only the cost of following")
     args = p.parse_args()
     import napari_sansa as ns
+
+    if args.follow_only:
+        cost = follow_cost(args.follow_objects, size=args.follow_size)
+        row = ("{follow_s_per_object_frame:.3f} s per object and frame; segment "
+               "{segment_s_per_frame:.3f} s per frame (one class); ratio {ratio:.2f}; "
+               "{encoded} image(s) encoded again").format(**cost)  # fmt: skip
+        rows = [(f"follow with SAM2 (tiny, {cost['size']} px, CPU)", row)]
+        report("Tracks: the cost of following with SAM2", rows, {"follow_cost": cost}, args.json)
+        return
 
     try:
         import laptrack  # noqa: F401
@@ -329,9 +343,10 @@ def main():
         results["seconds"][f"{setting}/{name}"] = seconds[(setting, name)]
     rows.append(("divisions (all settings and seeds)", divisions))
     if args.follow_cost:
-        cost = follow_cost()
+        cost = follow_cost(args.follow_objects, size=args.follow_size)
         results["follow_cost"] = cost
-        rows.append(("follow with SAM2 (tiny, 256 px, CPU)", "{follow_s_per_object_frame:.3f} s "
+        rows.append((f"follow with SAM2 (tiny, {cost['size']} px, CPU)",
+                     "{follow_s_per_object_frame:.3f} s "
                      "per object and frame; segment {segment_s_per_frame:.3f} s per frame "
                      "(one class); ratio {ratio:.2f}; {encoded} image(s) encoded again"
                      .format(**cost)))  # fmt: skip
