@@ -23,7 +23,6 @@ A variant that cannot run (torchao missing, no C++ compiler for inductor) is sai
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,8 +31,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-import napari_sansa as ns  # noqa: E402
-from common import blob_mask, images, parser, random_model, report  # noqa: E402
+from common import (  # noqa: E402
+    images,
+    interleaved_medians,
+    parser,
+    random_model,
+    report,
+    three_prompt_reference,
+)
 
 
 def _torchao(config_name: str):
@@ -72,12 +77,6 @@ def _args():
     return p.parse_args()
 
 
-def _time(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 def main():
     args = _args()
     torch.manual_seed(0)
@@ -101,20 +100,14 @@ def main():
             failed[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:150]}"
     with torch.inference_mode():
         models["fp32"].engine.encode(x)  # warm-up
-    times: dict = {}
-    for _ in range(args.repeats):  # interleaved: every variant sees the same drift
-        for name, model in models.items():
-            with torch.inference_mode():
-                times.setdefault(name, []).append(_time(lambda m=model: m.engine.encode(x)))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    with torch.inference_mode():
+        med = interleaved_medians(
+            {name: (lambda m=model: m.engine.encode(x)) for name, model in models.items()},
+            args.repeats,
+        )
 
     imgs = images(1 + args.targets, shape=(size // 2, size // 2))
-    shape = imgs[0].shape[:2]
-    ref = ns.Reference(imgs[0], [
-        ns.Mask(blob_mask(shape, (shape[0] // 3, shape[1] // 3), shape[0] // 6), label=1),
-        ns.Mask(blob_mask(shape, (2 * shape[0] // 3, shape[1] // 2), shape[0] // 8), label=2),
-        ns.Box((5, 2 * shape[1] // 3, shape[0] // 3, shape[1] - 5), label=3),
-    ])  # fmt: skip
+    ref = three_prompt_reference(imgs[0])
     preds = {name: model.segment([ref], imgs[1:]) for name, model in models.items()}
 
     rows = [

@@ -46,15 +46,11 @@ A quick check that it works: ``--size 256 --repeats 1 --targets 1 --matmul 512``
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import napari_sansa as ns
-from common import blob_mask, images, parser, random_model, report
+from common import images, interleaved_medians, parser, random_model, report, three_prompt_reference
 from napari_sansa.core.cpu_bf16 import cpu_bf16_units
 
 MODES = ("fp32", "autocast", "bf16")
@@ -68,12 +64,6 @@ def _args():
     p.add_argument("--targets", type=int, default=2, help="targets of the end-to-end runs")
     p.add_argument("--matmul", type=int, default=2048, help="side of the peak's matrices")
     return p.parse_args()
-
-
-def _time(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def _flops(fn) -> int:
@@ -169,17 +159,17 @@ def _matmul(n: int, dtype):
 
 def _end_to_end(args, model, targets, ref):
     preds = {}
-    times = {}
-    for _ in range(max(1, args.repeats)):  # interleaved: fp32, bf16, fp32, ...
-        for name, m in model.items():
-            t = _time(lambda m=m, name=name: preds.__setitem__(name, m.segment([ref], targets)))
-            times.setdefault(name, []).append(t)
+    fns = {
+        name: (lambda m=m, name=name: preds.__setitem__(name, m.segment([ref], targets)))
+        for name, m in model.items()
+    }
+    med = interleaved_medians(fns, max(1, args.repeats))  # fp32, bf16, fp32, ...
     worst, agree = 0.0, []
     for p32, p16 in zip(preds["fp32"], preds["bf16"], strict=True):
         for c in p32.logits:
             worst = max(worst, float(np.abs(p32.logits[c] - p16.logits[c]).max()))
         agree.append(float((p32.labels == p16.labels).mean()))
-    return {k: statistics.median(v) for k, v in times.items()}, worst, float(np.mean(agree))
+    return med, worst, float(np.mean(agree))
 
 
 def main():
@@ -194,30 +184,20 @@ def main():
     fns = {(p, m): parts.call(p, m) for p in names for m in MODES}
     peak_fns = {m: _matmul(args.matmul, d) for m, d in (("fp32", torch.float32),
                                                         ("bf16", torch.bfloat16))}  # fmt: skip
-    times: dict = {}
     failed = {}
     for fn in (*fns.values(), *peak_fns.values()):  # warm-up
         try:
             fn()
         except RuntimeError as exc:  # a part that cannot run natively in bf16: said
             failed[next(k for k, v in fns.items() if v is fn)] = str(exc).splitlines()[0]
-    for _ in range(args.repeats):
-        for m, fn in peak_fns.items():
-            times.setdefault(("peak", m), []).append(_time(fn))
-        for key, fn in fns.items():
-            if key not in failed:
-                times.setdefault(key, []).append(_time(fn))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    timed = {("peak", m): fn for m, fn in peak_fns.items()}
+    timed.update({key: fn for key, fn in fns.items() if key not in failed})
+    med = interleaved_medians(timed, args.repeats)
     peak = {m: 2 * args.matmul**3 / med["peak", m] for m in ("fp32", "bf16")}
 
     size = fp32.image_size
     imgs = images(1 + args.targets, shape=(size // 2, size // 2))
-    shape = imgs[0].shape[:2]
-    ref = ns.Reference(imgs[0], [
-        ns.Mask(blob_mask(shape, (shape[0] // 3, shape[1] // 3), shape[0] // 6), label=1),
-        ns.Mask(blob_mask(shape, (2 * shape[0] // 3, shape[1] // 2), shape[0] // 8), label=2),
-        ns.Box((5, 2 * shape[1] // 3, shape[0] // 3, shape[1] - 5), label=3),
-    ])  # fmt: skip
+    ref = three_prompt_reference(imgs[0])
     e2e, worst, agree = _end_to_end(args, {"fp32": fp32, "bf16": bf16}, imgs[1:], ref)
 
     rows = [

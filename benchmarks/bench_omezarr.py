@@ -27,14 +27,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from bench_tiles import SAMPLER, write_reference
+from bench_tiles import write_reference
 
-from common import parser, report
+from common import cli_peak, parser, report
 
 STAND_IN = r"""
 import numpy as np
@@ -59,25 +57,6 @@ def stand_in(model, memory, frames, run):
 
 writing.predictions = stand_in
 """
-
-CHILD = (
-    SAMPLER
-    + "{stand_in}"
-    + r"""
-from napari_sansa.cli import main
-
-base = status("RssAnon")
-thread = threading.Thread(target=sample, daemon=True)
-thread.start()
-t0 = time.perf_counter()
-code = main({argv!r})
-seconds = time.perf_counter() - t0
-running = False
-thread.join()
-print(json.dumps({{"code": code, "anon_peak_mib": peak["anon"], "anon_before_mib": base,
-                  "seconds": seconds, "hwm_mib": status("VmHWM")}}))
-"""
-)
 
 
 def write_target(path: Path, side: int, block: int = 1024) -> None:
@@ -114,18 +93,8 @@ def measure(side: int, folder: Path, args, sam2, ad) -> dict:
         str(sam2), "--adapter-checkpoint", str(ad), "--image-size", "256", "--device",
         args.device, "--quiet", "--overwrite",
     ]  # fmt: skip
-    code = CHILD.format(
-        bench=os.path.dirname(os.path.abspath(__file__)),
-        stand_in="" if args.model else STAND_IN,
-        argv=argv,
-    )
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    if run.returncode:
-        raise RuntimeError(run.stderr)
-    result = json.loads(run.stdout.strip().splitlines()[-1])
-    if result["code"] != 0:
-        raise RuntimeError(f"napari-sansa segment exited with {result['code']}: {run.stderr}")
+    result = cli_peak(argv, before="" if args.model else STAND_IN, env=env)
     result["tiles"] = len(tile_grid((side, side), args.tile_size, args.halo))
     result["labels_mib"] = _size(out / f"target-{side}.ome.zarr") / 2**20
     result["probabilities_mib"] = _size(out / f"target-{side}_probabilities.ome.zarr") / 2**20

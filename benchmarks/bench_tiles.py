@@ -29,33 +29,10 @@ by window through zarr.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from common import parser, report
-
-# the child processes' memory sampler: RssAnon every 10 ms while ``running``
-SAMPLER = r"""
-import json, sys, threading, time
-sys.path.insert(0, {bench!r})
-
-def status(key):
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-
-peak = {{"anon": 0.0}}
-running = True
-def sample():
-    while running:
-        peak["anon"] = max(peak["anon"], status("RssAnon"))
-        time.sleep(0.01)
-"""
+from common import BENCH_DIR, SAMPLER, child_json, cli_peak, parser, report
 
 CHILD = (
     SAMPLER
@@ -85,25 +62,6 @@ out.flush()
 print(json.dumps({{"anon_peak_mib": peak["anon"], "anon_before_mib": base, "tiles": tiles,
                   "seconds": seconds, "hwm_mib": status("VmHWM"),
                   "foreground": float((out > 0).mean())}}))
-"""
-)
-
-
-CLI_CHILD = (
-    SAMPLER
-    + r"""
-from napari_sansa.cli import main
-
-base = status("RssAnon")
-thread = threading.Thread(target=sample, daemon=True)
-thread.start()
-t0 = time.perf_counter()
-code = main({argv!r})
-seconds = time.perf_counter() - t0
-running = False
-thread.join()
-print(json.dumps({{"code": code, "anon_peak_mib": peak["anon"], "anon_before_mib": base,
-                  "seconds": seconds, "hwm_mib": status("VmHWM")}}))
 """
 )
 
@@ -140,11 +98,7 @@ def measure_cli(side, folder: Path, args, sam2, ad) -> dict:
         str(sam2), "--adapter-checkpoint", str(ad), "--image-size", "256", "--device",
         args.device, "--quiet", "--overwrite", *(["--channels", "0,1,2"] if args.omezarr else []),
     ]  # fmt: skip
-    code = CLI_CHILD.format(bench=os.path.dirname(os.path.abspath(__file__)), argv=argv)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    if result["code"] != 0:
-        raise RuntimeError(f"napari-sansa segment exited with {result['code']}: {out.stderr}")
+    result = cli_peak(argv)
     result["tiles"] = len(tile_grid((side, side), args.tile_size, args.halo))
     return result
 
@@ -197,7 +151,7 @@ def measure(side, folder: Path, args, sam2, ad) -> dict:
     if not path.exists():
         write_target(path, side)
     code = CHILD.format(
-        bench=os.path.dirname(os.path.abspath(__file__)),
+        bench=BENCH_DIR,
         sam2=str(sam2),
         ad=str(ad),
         device=args.device,
@@ -206,8 +160,7 @@ def measure(side, folder: Path, args, sam2, ad) -> dict:
         path=str(path),
         out=str(folder / f"labels-{side}.npy"),
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return child_json(code)
 
 
 def main():

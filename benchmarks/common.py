@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -94,6 +97,108 @@ def timed(store: dict, key: str, device="cpu"):
     finally:
         sync(device)
         store[key] = store.get(key, 0.0) + time.perf_counter() - t0
+
+
+def seconds(fn) -> float:
+    """Wall-clock seconds of one call of ``fn()`` (on the CPU: no device sync)."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def interleaved_medians(fns: dict, repeats: int) -> dict:
+    """``{key: median seconds}`` of ``repeats`` calls of each of ``fns`` (``{key: fn}``),
+    interleaved (each round calls every function once, in order): every variant sees the
+    same drift of the machine's speed."""
+    times: dict = {}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            times.setdefault(key, []).append(seconds(fn))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def three_prompt_reference(image):
+    """A reference on ``image`` with three classes, each a kind of prompt the model takes
+    from a label image or a layer: two blobs (classes 1 and 2) and a box (class 3), placed
+    by the image's size."""
+    import napari_sansa as ns
+
+    shape = image.shape[:2]
+    return ns.Reference(image, [
+        ns.Mask(blob_mask(shape, (shape[0] // 3, shape[1] // 3), shape[0] // 6), label=1),
+        ns.Mask(blob_mask(shape, (2 * shape[0] // 3, shape[1] // 2), shape[0] // 8), label=2),
+        ns.Box((5, 2 * shape[1] // 3, shape[0] // 3, shape[1] - 5), label=3),
+    ])  # fmt: skip
+
+
+# -- peak memory of a command in a fresh process ------------------------------------------
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+
+#: a child process's memory sampler (a ``str.format`` template: ``{bench}`` is this folder):
+#: the process's anonymous resident memory (``RssAnon``, the heap) every 10 ms while
+#: ``running``, its peak in ``peak["anon"]`` (MiB); ``status(key)`` reads /proc/self/status
+SAMPLER = r"""
+import json, sys, threading, time
+sys.path.insert(0, {bench!r})
+
+def status(key):
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+
+peak = {{"anon": 0.0}}
+running = True
+def sample():
+    while running:
+        peak["anon"] = max(peak["anon"], status("RssAnon"))
+        time.sleep(0.01)
+"""
+
+_CLI_CHILD = (
+    SAMPLER
+    + "{before}"
+    + r"""
+from napari_sansa.cli import main
+
+base = status("RssAnon")
+thread = threading.Thread(target=sample, daemon=True)
+thread.start()
+t0 = time.perf_counter()
+code = main({argv!r})
+seconds = time.perf_counter() - t0
+running = False
+thread.join()
+print(json.dumps({{"code": code, "anon_peak_mib": peak["anon"], "anon_before_mib": base,
+                  "seconds": seconds, "hwm_mib": status("VmHWM")}}))
+"""
+)
+
+
+def _child(code: str, env=None) -> tuple[dict, str]:
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if run.returncode:
+        raise RuntimeError(run.stderr)
+    return json.loads(run.stdout.strip().splitlines()[-1]), run.stderr
+
+
+def child_json(code: str, env=None) -> dict:
+    """Run the Python ``code`` in a fresh process; the JSON of the last line it prints (an
+    error with its stderr if it fails)."""
+    return _child(code, env)[0]
+
+
+def cli_peak(argv: list[str], before: str = "", env=None) -> dict:
+    """``napari_sansa.cli.main(argv)`` in a fresh process (after the code ``before``),
+    its memory sampled (:data:`SAMPLER`): ``code``, ``anon_peak_mib`` (the peak of
+    ``RssAnon`` during the command), ``anon_before_mib``, ``seconds``, ``hwm_mib`` (the
+    process's overall peak, ``VmHWM``: file pages included). An error if the command
+    exits with another code than 0."""
+    result, stderr = _child(_CLI_CHILD.format(bench=BENCH_DIR, before=before, argv=argv), env)
+    if result["code"] != 0:
+        raise RuntimeError(f"napari-sansa segment exited with {result['code']}: {stderr}")
+    return result
 
 
 def report(title: str, rows: list[tuple], results: dict, json_path: str | None) -> None:

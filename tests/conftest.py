@@ -1,4 +1,5 @@
-"""Shared fixtures: a small SANSA (SAM2 Hiera-tiny at 256 px) with random weights.
+"""Shared fixtures: a small SANSA (SAM2 Hiera-tiny at 256 px, 128 px for the fine-tuning
+tests) with random weights.
 
 The weights are written in Meta's and the authors' file formats and loaded back
 through the real loaders, so every test runs the real architecture and code path.
@@ -14,7 +15,24 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SIZE = 256  # model input size used by the tests
+TRAINING_SIZE = 128  # the fine-tuning tests' (``training_model``): a quarter of the pixels
 CONFIG = "sam2_hiera_t"
+
+
+class Weights(tuple):
+    """``(sam2 checkpoint, adapter checkpoint)`` of random weights, and ``size``: the model
+    input size they were written for (``load_test_model`` and ``cli_model_args`` use it)."""
+
+    size: int
+
+    def __new__(cls, sam2, adapters, size: int = SIZE):
+        self = super().__new__(cls, (sam2, adapters))
+        self.size = size
+        return self
+
+
+def _size(weights) -> int:
+    return getattr(weights, "size", SIZE)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -61,11 +79,24 @@ def weights(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("weights")
     sam2, adapters = write_random_checkpoints(folder, CONFIG, image_size=SIZE, seed=0)
-    return sam2, adapters
+    return Weights(sam2, adapters, SIZE)
+
+
+@pytest.fixture(scope="session")
+def training_weights(tmp_path_factory):
+    """The same random tiny model written for 128 px inputs: the fine-tuning tests check
+    what a step, a stop and a resume do, not the model's size, and a training step (the
+    encoder's backward pass on every frame of an episode) is about 4x faster at 128 px.
+    A module of such tests sets ``weights`` and ``model`` to these (see ``training_model``)."""
+    from napari_sansa.core.models.random_weights import write_random_checkpoints
+
+    folder = tmp_path_factory.mktemp("training-weights")
+    sam2, adapters = write_random_checkpoints(folder, CONFIG, image_size=TRAINING_SIZE, seed=0)
+    return Weights(sam2, adapters, TRAINING_SIZE)
 
 
 def load_test_model(weights, **options):
-    """The random tiny model on the CPU at the tests' size, with ``options``."""
+    """The random tiny model on the CPU at its weights' size, with ``options``."""
     import napari_sansa as ns
 
     sam2, adapters = weights
@@ -74,7 +105,7 @@ def load_test_model(weights, **options):
         sam2_checkpoint=sam2,
         adapter_checkpoint=adapters,
         device="cpu",
-        image_size=SIZE,
+        image_size=_size(weights),
         **options,
     )
 
@@ -85,6 +116,33 @@ def model(weights):
 
     torch.set_num_threads(1)
     return load_test_model(weights)  # the defaults users get: feature and result caches on
+
+
+@pytest.fixture(scope="session")
+def training_model(training_weights):
+    """The model of ``training_weights``, as ``model`` is of ``weights``."""
+    import torch
+
+    torch.set_num_threads(1)
+    return load_test_model(training_weights)
+
+
+def training_size_fixtures():
+    """``weights, model = training_size_fixtures()`` in a module of fine-tuning tests: its
+    ``weights`` and ``model`` are then ``training_weights`` and ``training_model`` (128 px),
+    for its tests and its fixtures. Module scope: a session fixture of this file that needs
+    ``weights`` fails there with ScopeMismatch, instead of keeping a 128 px model for the
+    whole session."""
+
+    @pytest.fixture(scope="module", name="weights")
+    def weights_128(training_weights):
+        return training_weights
+
+    @pytest.fixture(scope="module", name="model")
+    def model_128(training_model):
+        return training_model
+
+    return weights_128, model_128
 
 
 @pytest.fixture(scope="session")
@@ -115,7 +173,7 @@ def cli_model_args(weights) -> list[str]:
         "--adapter-checkpoint",
         str(adapters),
         "--image-size",
-        str(SIZE),
+        str(_size(weights)),
         "--device",
         "cpu",
         "--quiet",
@@ -188,7 +246,7 @@ def sansa_env(monkeypatch, weights, tmp_path):
     monkeypatch.setenv("NAPARI_SANSA_CONFIG", CONFIG)
     monkeypatch.setenv("NAPARI_SANSA_SAM2_CHECKPOINT", str(sam2))
     monkeypatch.setenv("NAPARI_SANSA_ADAPTER_CHECKPOINT", str(adapters))
-    monkeypatch.setenv("NAPARI_SANSA_IMAGE_SIZE", str(SIZE))
+    monkeypatch.setenv("NAPARI_SANSA_IMAGE_SIZE", str(_size(weights)))
     monkeypatch.setenv("NAPARI_SANSA_HOME", str(tmp_path / "sansa-home"))
     # the widget's remembered settings: a file of the test's own
     monkeypatch.setenv("NAPARI_SANSA_SETTINGS", str(tmp_path / "settings" / "widget.json"))

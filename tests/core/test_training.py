@@ -8,7 +8,9 @@ import torch
 from training_data import GRID, ellipse_frame
 
 import napari_sansa as ns
-from conftest import CONFIG, SIZE
+from conftest import CONFIG, TRAINING_SIZE, training_size_fixtures
+
+weights, model = training_size_fixtures()  # 128 px: fine-tuning at a quarter of the cost
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,7 @@ def test_saved_adapters_hold_adapter_tensors_only_and_load_back(model, data, wei
     assert saved and all(ADAPTER_KEY.match(k) for k in saved)
     assert set(saved) == set(dict(tuned.adapter_parameters()))
     back = ns.load_model(config=CONFIG, sam2_checkpoint=weights[0], adapter_checkpoint=path,
-                         device="cpu", image_size=SIZE)  # fmt: skip
+                         device="cpu", image_size=TRAINING_SIZE)  # fmt: skip
     img, lab = data[0]
     refs = [ns.Reference(img, [ns.Mask(lab == 1, label=1)])]
     a = tuned.segment(refs, [data[1][0], data[2][0]])
@@ -180,7 +182,7 @@ def test_stop_keeps_the_best_state(model, data):
 
 def test_fresh_adapters_as_the_authors_initialise_them(weights, data):
     plain = ns.load_model(config=CONFIG, sam2_checkpoint=weights[0], device="cpu",
-                          image_size=SIZE)  # fmt: skip
+                          image_size=TRAINING_SIZE)  # fmt: skip
     with pytest.raises(ns.InvalidInputError, match="no adapters.*fresh_adapters=True"):
         _run(plain, data)
     run = _run(plain, data, fresh_adapters=True, stages=(3,), channel_factor=0.25)
@@ -207,7 +209,7 @@ def test_prefix_encoder_gives_the_engine_features(model, data):
     from napari_sansa.core.training.encoder import PrefixEncoder
 
     imgs = [ns.to_float_rgb(d[0]) for d in data[:3]]
-    batch = torch.stack([image_to_input(x, SIZE, GRID, "cpu") for x in imgs])
+    batch = torch.stack([image_to_input(x, TRAINING_SIZE, GRID, "cpu") for x in imgs])
     with torch.no_grad():
         want = model.engine.encode(batch)
         enc = PrefixEncoder(model.engine, first_trainable=3, cache_bytes=1 << 30)
@@ -335,7 +337,7 @@ def test_gpu_memory_decision():
 def test_a_bf16_autocast_run_trains_repeatably_with_float32_adapters(weights, data, tmp_path):
     """The autocast path CUDA takes by default (bf16), here on the CPU."""
     m = ns.load_model(config=CONFIG, sam2_checkpoint=weights[0], adapter_checkpoint=weights[1],
-                      device="cpu", image_size=SIZE, precision="bf16")  # fmt: skip
+                      device="cpu", image_size=TRAINING_SIZE, precision="bf16")  # fmt: skip
     assert m.dtype == torch.bfloat16
     runs = [_run(m, data, seed=2) for _ in range(2)]
     torch.manual_seed(0)

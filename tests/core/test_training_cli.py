@@ -10,9 +10,11 @@ import tifffile
 import torch
 from training_data import ellipse_frame
 
-from conftest import cli_model_args, nan_from, scripted_validation
+from conftest import cli_model_args, nan_from, scripted_validation, training_size_fixtures
 from napari_sansa.cli import main
 from napari_sansa.core.errors import InvalidInputError
+
+weights, model = training_size_fixtures()  # 128 px: fine-tuning at a quarter of the cost
 
 
 @pytest.fixture(scope="module")

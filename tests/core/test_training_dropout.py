@@ -10,7 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import training_size_fixtures
 from napari_sansa.core.training import dropout as D
+
+weights, model = training_size_fixtures()  # 128 px: fine-tuning at a quarter of the cost
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])

@@ -10,6 +10,9 @@ import torch
 from training_data import GRID, ellipse_frame
 
 import napari_sansa as ns
+from conftest import training_size_fixtures
+
+weights, model = training_size_fixtures()  # 128 px: fine-tuning at a quarter of the cost
 
 
 @pytest.fixture(scope="module")
@@ -133,10 +136,10 @@ def test_disk_full_while_saving_keeps_the_previous_file(model, tmp_path, monkeyp
 
 
 def test_plain_sam2_has_nothing_to_save(weights, tmp_path):
-    from conftest import CONFIG, SIZE
+    from conftest import CONFIG, TRAINING_SIZE
 
     plain = ns.load_model(config=CONFIG, sam2_checkpoint=weights[0], device="cpu",
-                          image_size=SIZE)  # fmt: skip
+                          image_size=TRAINING_SIZE)  # fmt: skip
     with pytest.raises(ns.InvalidInputError, match="no adapters to save"):
         plain.save_adapters(tmp_path / "a.pth")
     assert not (tmp_path / "a.pth").exists()

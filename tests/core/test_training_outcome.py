@@ -11,8 +11,10 @@ import torch
 from training_data import GRID, ellipse_frame
 
 import napari_sansa as ns
-from conftest import nan_from, scripted_validation
+from conftest import nan_from, scripted_validation, training_size_fixtures
 from napari_sansa.core.training import TrainingError
+
+weights, model = training_size_fixtures()  # 128 px: fine-tuning at a quarter of the cost
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from training_data import GRID, ellipse_frame
 
 import napari_sansa as ns
-from conftest import SIZE
+from conftest import TRAINING_SIZE, training_size_fixtures
+
+weights, model = training_size_fixtures()  # 128 px: fine-tuning at a quarter of the cost
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +158,7 @@ def test_prefix_cache_keeps_the_decoders_high_resolution_maps(model, data):
 
     enc = PrefixEncoder(model.engine, first_trainable=3)
     assert enc.frozen == {0, 1}  # SAM2's two levels without top-down features
-    batch = torch.stack([image_to_input(ns.to_float_rgb(data[0][0]), SIZE, GRID, "cpu")])
+    batch = torch.stack([image_to_input(ns.to_float_rgb(data[0][0]), TRAINING_SIZE, GRID, "cpu")])
     with torch.no_grad():
         got = enc.encode(["a"], lambda rows: batch[rows])
         want = model.engine.encode(batch)
@@ -174,8 +176,8 @@ def test_a_counted_mask_support_runs_the_decoder_once(model, data):
     from napari_sansa.core.training.loss import EpisodeInput, run_episode
 
     engine = model.engine
-    images = [image_to_input(ns.to_float_rgb(d[0]), SIZE, GRID, "cpu") for d in data[:3]]
-    prompts = [("mask", mask_to_input(d[1] == 1, SIZE, GRID, "cpu")) for d in data[:2]]
+    images = [image_to_input(ns.to_float_rgb(d[0]), TRAINING_SIZE, GRID, "cpu") for d in data[:3]]
+    prompts = [("mask", mask_to_input(d[1] == 1, TRAINING_SIZE, GRID, "cpu")) for d in data[:2]]
     episode = EpisodeInput(prompts, [torch.zeros(GRID, GRID)] * 3, skip_first=True)
     calls = []
     hook = model.engine.mask_decoder.register_forward_hook(lambda *a: calls.append(1))

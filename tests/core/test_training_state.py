@@ -19,7 +19,7 @@ import torch
 from training_data import GRID, ellipse_frame
 
 import napari_sansa as ns
-from conftest import cli_model_args
+from conftest import cli_model_args, training_size_fixtures
 from napari_sansa.cli import main
 from napari_sansa.core.training.state import (
     StateFileError,
@@ -29,6 +29,8 @@ from napari_sansa.core.training.state import (
     to_plain,
 )
 from napari_sansa.core.training.trainer import STATE_FORMAT
+
+weights, model = training_size_fixtures()  # 128 px: fine-tuning at a quarter of the cost
 
 
 class _MakesAFolder:

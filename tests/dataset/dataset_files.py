@@ -4,6 +4,8 @@ the ``segment`` command line for them, and reading ``scores.csv``."""
 from __future__ import annotations
 
 import csv
+import errno
+import os
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -48,3 +50,26 @@ def segment_args(weights, root: Path, *extra, target=None, out=None) -> list[str
 def read_csv(path) -> list[dict]:
     with open(path) as fh:
         return list(csv.DictReader(fh))
+
+
+def make_read_only(monkeypatch, folder: Path) -> None:
+    """Creating anything inside ``folder`` raises EACCES from now on (``os.mkdir``, and
+    ``os.open`` for writing), as in a read-only folder: provoked in-process, because root
+    (as CI runs) ignores the folder's modes."""
+    mkdir, open_ = os.mkdir, os.open
+
+    def inside(path):
+        return str(Path(path)).startswith(str(folder) + os.sep)
+
+    def no_mkdir(path, *a, **k):
+        if inside(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return mkdir(path, *a, **k)
+
+    def no_open(path, flags, *a, **k):
+        if inside(path) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return open_(path, flags, *a, **k)
+
+    monkeypatch.setattr(os, "mkdir", no_mkdir)
+    monkeypatch.setattr(os, "open", no_open)

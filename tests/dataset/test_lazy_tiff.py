@@ -89,7 +89,7 @@ def test_tiled_cli_labels_of_a_tiff_read_by_tiles_are_the_apis(
     (tmp_path / "data").mkdir()
     data = _gray16()
     tifffile.imwrite(tmp_path / "data" / "big.tif", data, compression=compression)
-    tiles = ["--tile-size", "64", "--halo", "8"]
+    tiles = ["--tile-size", "80", "--halo", "8"]  # 2x2 tiles
     with monkeypatch.context() as m:  # the target is never read whole
 
         def whole(self, i):
@@ -104,7 +104,7 @@ def test_tiled_cli_labels_of_a_tiff_read_by_tiles_are_the_apis(
     model = load_test_model(weights)
     lab = iio.imread(tmp_path / "ref_labels.png")
     ref = ns.Reference(iio.imread(tmp_path / "ref.png"), [ns.Mask(lab == c, c) for c in (1, 2)])
-    (pred,) = model.segment([ref], [data], tile_size=64, halo=8)
+    (pred,) = model.segment([ref], [data], tile_size=80, halo=8)
     np.testing.assert_array_equal(labels, pred.labels)
     (row,) = read_csv(out / "scores.csv")
     for c in (1, 2):
@@ -122,7 +122,7 @@ def test_label_tiles_cover_any_grid(model, images, disk_mask):
 
     ref = ns.Reference(images[0], [ns.Mask(disk_mask, 1)])
     image = np.concatenate([images[1], images[2]], axis=1)  # 96 x 256
-    (pred,) = model.segment([ref], [image], tile_size=64, halo=8)
+    (pred,) = model.segment([ref], [image], tile_size=64, halo=4)  # 2 x 5 tiles, bands of 48
     for n in (16, 32, 96, 112):
         areas = {1: 0}
         tiles = list(writing._label_tiles(pred, areas, n))

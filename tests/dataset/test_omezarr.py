@@ -5,14 +5,13 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
-from dataset_files import segment_args, write_reference
+from dataset_files import make_read_only, segment_args, write_reference
 
 from conftest import make_image
 from napari_sansa.cli import main
@@ -262,23 +261,7 @@ def test_a_read_only_out_is_refused_with_exit_code_2(weights, root, capsys, monk
     the refusal is provoked in-process) -> a message, exit code 2, nothing written."""
     out = root / "out"
     out.mkdir()
-    mkdir, open_ = os.mkdir, os.open
-
-    def inside(path):
-        return str(Path(path)).startswith(str(out) + os.sep)
-
-    def no_mkdir(path, *a, **k):
-        if inside(path):
-            raise PermissionError(errno.EACCES, "Permission denied", str(path))
-        return mkdir(path, *a, **k)
-
-    def no_open(path, flags, *a, **k):
-        if inside(path) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
-            raise PermissionError(errno.EACCES, "Permission denied", str(path))
-        return open_(path, flags, *a, **k)
-
-    monkeypatch.setattr(os, "mkdir", no_mkdir)
-    monkeypatch.setattr(os, "open", no_open)
+    make_read_only(monkeypatch, out)
     assert main(segment_args(weights, root, "--format", "ome-zarr")) == 2
     err = capsys.readouterr().err
     assert f"cannot write into the output folder {out} (Permission denied)" in err

@@ -18,7 +18,13 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
-from dataset_files import read_csv, segment_args, write_reference, write_targets
+from dataset_files import (
+    make_read_only,
+    read_csv,
+    segment_args,
+    write_reference,
+    write_targets,
+)
 
 from conftest import make_image
 from napari_sansa.cli import main
@@ -483,23 +489,7 @@ def test_an_out_that_cannot_be_written_is_refused_before_the_model_loads(
     (os.mkdir and os.open for paths inside it)."""
     out = root / "out"
     out.mkdir()
-    mkdir, open_ = os.mkdir, os.open
-
-    def inside(path):
-        return str(Path(path)).startswith(str(out) + os.sep)
-
-    def no_mkdir(path, *a, **k):
-        if inside(path):
-            raise PermissionError(errno.EACCES, "Permission denied", str(path))
-        return mkdir(path, *a, **k)
-
-    def no_open(path, flags, *a, **k):
-        if inside(path) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
-            raise PermissionError(errno.EACCES, "Permission denied", str(path))
-        return open_(path, flags, *a, **k)
-
-    monkeypatch.setattr(os, "mkdir", no_mkdir)
-    monkeypatch.setattr(os, "open", no_open)
+    make_read_only(monkeypatch, out)
     assert main(_args(weights, root)) == 2
     err = capsys.readouterr().err
     assert f"cannot write into the output folder {out} (Permission denied)" in err

@@ -112,8 +112,9 @@ def test_a_frame_without_foreground_has_no_objects(make_sansa, qtbot):
 
 @pytest.mark.slow
 def test_tiles_in_the_widget_give_the_cores_tiled_result(make_sansa, qtbot, model):
-    # twice the size: 6 tiles of 64 (tiles are 64 pixels at least)
-    images, labels = (a.repeat(2, axis=1).repeat(2, axis=2) for a in (stack(), paint()))
+    # the painted frame and one target, twice the size: 6 tiles of 64 each (tiles are 64
+    # pixels at least); each tile is an encoding, in the widget's run and in the core's
+    images, labels = (a[:2].repeat(2, axis=1).repeat(2, axis=2) for a in (stack(), paint()))
     viewer, widget = make_sansa(
         (images, {"name": "cells"}, "image"),
         (labels, {"name": "paint"}, "labels"),

@@ -11,9 +11,20 @@ import pytest
 import torch
 
 import napari_sansa as ns
-from conftest import CONFIG, SIZE, make_image, nan_from, scripted_validation
+from conftest import (
+    CONFIG,
+    TRAINING_SIZE,
+    make_image,
+    nan_from,
+    scripted_validation,
+    training_size_fixtures,
+)
 
 pytestmark = pytest.mark.gui
+
+
+weights, model = training_size_fixtures()  # 128 px: fine-tuning at a quarter of the cost
+
 
 N, H, W = 3, 48, 64
 TIMEOUT = 180_000
@@ -101,7 +112,7 @@ def test_fine_tuning_runs_switches_models_and_saves(
     assert panel.save_adapters(path) == path
     sam2, _ = weights
     again = ns.load_model(config=CONFIG, sam2_checkpoint=sam2, adapter_checkpoint=path,
-                          device="cpu", image_size=SIZE)  # fmt: skip
+                          device="cpu", image_size=TRAINING_SIZE)  # fmt: skip
     loaded = adapters_of(again)
     for k, v in adapters_of(tuned).items():
         torch.testing.assert_close(loaded[k], v, rtol=0, atol=0)

@@ -216,6 +216,75 @@ def _digests(out: Path, digests: Path = CSV_DIGESTS) -> list[str]:
     return [d for d in known if isinstance(d, str)] if isinstance(known, list) else []
 
 
+def run_tables(out: Path, signature: str, rows, output: str, skip=frozenset()):
+    """``(source, info, columns, values)`` of every output of kind ``output`` ("objects",
+    "tracks") in ``out`` written with this run's settings, with the table its record keeps
+    under that name (its ``columns`` and rows of ``values``); not those of targets that
+    failed in this run (``rows``: this run's rows of ``scores.csv``) or in ``skip``."""
+    gone = {r["target"] for r in rows if r["status"] in KEPT_STATUSES}
+    for _, _, info in run_outputs(out, signature, skip):
+        source, table = str(info["source"]), info.get(output)
+        if info.get("output") != output or source in gone or not isinstance(table, dict):
+            continue
+        columns = table.get("columns") or []
+        for values in table.get("rows") or []:
+            yield source, info, columns, values
+
+
+def output_sources(out: Path, output: str) -> set[str]:
+    """The targets that have an output of kind ``output`` ("objects", "tracks") that
+    napari-sansa wrote in ``out`` (outside its hidden folders), whatever its run."""
+    found = set()
+    for path in output_files(out, sort=False):
+        if any(part.startswith(".") for part in path.relative_to(out).parts):
+            continue
+        info = read_record(path)
+        if info is not None and info.get("output") == output and info.get("source"):
+            found.add(str(info["source"]))
+    return found
+
+
+def write_owned_csv(out: Path, name: str, digests: Path, keys, rows, order) -> Path:
+    """Write ``rows`` (dicts) as the CSV ``name`` with the columns ``keys`` (other keys of
+    a row are left out, a missing one is empty), sorted by ``order`` (a key function),
+    atomically and known as napari-sansa's (:func:`write_owned`)."""
+    from napari_sansa.core.measures import csv_value
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, restval="", extrasaction="ignore")
+    w.writeheader()
+    for r in sorted(rows, key=order):
+        w.writerow({k: csv_value(v) for k, v in r.items()})
+    return write_owned(out, name, digests, buf.getvalue())
+
+
+def prune_owned_csv(out: Path, name: str, digests: Path, output: str, write) -> Path | None:
+    """After a run without ``output`` ("objects", "tracks"): drop from napari-sansa's CSV
+    ``name`` (``digests``: see :func:`owned_text`) the rows of targets that have no output
+    of that kind of napari-sansa's any more, written again by ``write(out, kept rows)``;
+    remove the file and its digests when no row is left. Any other file of that name is
+    left alone (not napari-sansa's business in a run without ``output``). Returns the
+    CSV's path when one remains."""
+    from napari_sansa.core.errors import InvalidInputError
+
+    try:
+        text = owned_text(out, name, digests)
+    except InvalidInputError:
+        return None
+    if text is None:
+        return None
+    rows = list(csv.DictReader(io.StringIO(text)))
+    there = output_sources(out, output)
+    kept = [r for r in rows if r.get("target") in there]
+    if len(kept) == len(rows):
+        return out / name
+    if kept:
+        return write(out, kept)
+    for path in (name, digests):
+        (out / path).unlink(missing_ok=True)
+    return None
+
+
 def owned_text(out: Path, name: str, digests: Path, legacy_keys=None) -> str | None:
     """The text of the file ``name`` that napari-sansa wrote in ``out`` (None if absent);
     an error if that file is not one napari-sansa wrote (it is never replaced then).

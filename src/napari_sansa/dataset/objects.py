@@ -24,20 +24,17 @@ in a folder whose objects were made per plane by an earlier run (its record has 
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 from napari_sansa.core.measures import COLUMNS, COLUMNS_3D
 from napari_sansa.dataset.discovery import natural_key
 from napari_sansa.dataset.manifest import (
-    KEPT_STATUSES,
     axis_columns,
     owned_text,
-    run_outputs,
-    write_owned,
+    prune_owned_csv,
+    run_tables,
+    write_owned_csv,
 )
-from napari_sansa.dataset.outputs import output_files, read_record
 from napari_sansa.dataset.rows import frame_at
 
 OBJECTS_CSV = "objects.csv"
@@ -95,50 +92,25 @@ def object_rows(out: Path, signature: str, rows, skip=frozenset()) -> list[dict]
     """The rows of ``objects.csv`` after a run: the objects of every object image in ``out``
     written with this run's settings, except those of targets that failed in this run
     (``rows``: this run's rows of ``scores.csv``) and of outputs in ``skip``."""
-    gone = {r["target"] for r in rows if r["status"] in KEPT_STATUSES}
     result = []
-    for _, _, info in run_outputs(out, signature, skip):
-        source, table = str(info["source"]), info.get("objects")
-        if info.get("output") != "objects" or source in gone or not isinstance(table, dict):
-            continue
+    for source, info, columns, values in run_tables(out, signature, rows, "objects", skip):
         stack = len(info.get("scores") or [None]) > 1
-        columns = table.get("columns") or []
-        for values in table.get("rows") or []:
-            row = dict(zip(columns, values, strict=False))
-            frame = row.pop("frame", "") if stack else ""
-            result.append({"target": source, "frame": frame, **frame_at(info, frame), **row})
+        row = dict(zip(columns, values, strict=False))
+        frame = row.pop("frame", "") if stack else ""
+        result.append({"target": source, "frame": frame, **frame_at(info, frame), **row})
     return result
 
 
 def write_objects_csv(out: Path, rows) -> Path:
     """Write ``rows`` (:func:`object_rows`) as ``objects.csv``, atomically."""
-    from napari_sansa.core.measures import csv_value
-
     present = [c for c in ALL_COLUMNS if any(c in r for r in rows)] or list(COLUMNS)
     keys = [*OBJECT_KEYS[:2], *axis_columns(rows, [*OBJECT_KEYS, *ALL_COLUMNS]), *present]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys, restval="", extrasaction="ignore")
-    w.writeheader()
 
     def order(r):
         frame = -1 if r["frame"] == "" else int(r["frame"])
         return natural_key(Path(r["target"])), frame, int(r["object"])
 
-    for r in sorted(rows, key=order):
-        w.writerow({k: csv_value(v) for k, v in r.items()})
-    return write_owned(out, OBJECTS_CSV, OBJECTS_DIGESTS, buf.getvalue())
-
-
-def _object_sources(out: Path) -> set[str]:
-    """The targets that have an object image napari-sansa wrote in ``out``."""
-    found = set()
-    for path in output_files(out, sort=False):
-        if any(part.startswith(".") for part in path.relative_to(out).parts):
-            continue
-        info = read_record(path)
-        if info is not None and info.get("output") == "objects" and info.get("source"):
-            found.add(str(info["source"]))
-    return found
+    return write_owned_csv(out, OBJECTS_CSV, OBJECTS_DIGESTS, keys, rows, order)
 
 
 def prune_objects_csv(out: Path) -> Path | None:
@@ -146,21 +118,4 @@ def prune_objects_csv(out: Path) -> Path | None:
     targets that have no object image of napari-sansa's any more; remove the file (and
     its digests) when no row is left. Any other ``objects.csv`` is left alone. Returns
     the CSV's path when one remains."""
-    from napari_sansa.core.errors import InvalidInputError
-
-    try:
-        text = owned_text(out, OBJECTS_CSV, OBJECTS_DIGESTS)
-    except InvalidInputError:
-        return None  # not ours: not napari-sansa's business without --instances
-    if text is None:
-        return None
-    rows = list(csv.DictReader(io.StringIO(text)))
-    there = _object_sources(out)
-    kept = [r for r in rows if r.get("target") in there]
-    if len(kept) == len(rows):
-        return out / OBJECTS_CSV
-    if kept:
-        return write_objects_csv(out, kept)
-    for name in (OBJECTS_CSV, OBJECTS_DIGESTS):
-        (out / name).unlink(missing_ok=True)
-    return None
+    return prune_owned_csv(out, OBJECTS_CSV, OBJECTS_DIGESTS, "objects", write_objects_csv)

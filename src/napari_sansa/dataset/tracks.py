@@ -23,8 +23,6 @@ A run with ``--tracks`` refuses, before anything is loaded, a target without a T
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 from pathlib import Path
@@ -35,12 +33,12 @@ from napari_sansa.core.errors import InvalidInputError
 from napari_sansa.dataset.ctc import CTC_MARK, check_ctc_folder, remove_ctc_folder
 from napari_sansa.dataset.discovery import natural_key
 from napari_sansa.dataset.manifest import (
-    KEPT_STATUSES,
     owned_text,
-    run_outputs,
-    write_owned,
+    prune_owned_csv,
+    run_tables,
+    write_owned_csv,
 )
-from napari_sansa.dataset.outputs import Layout, output_files, read_record, write_output
+from napari_sansa.dataset.outputs import Layout, write_output
 
 log = logging.getLogger(__name__)
 
@@ -216,63 +214,29 @@ def track_rows(out: Path, signature: str, rows, skip=frozenset()) -> list[dict]:
     """The rows of ``tracks.csv`` after a run: the rows of the track table of every track
     stack in ``out`` written with this run's settings, except those of targets that
     failed in this run."""
-    gone = {r["target"] for r in rows if r["status"] in KEPT_STATUSES}
-    result = []
-    for _, _, info in run_outputs(out, signature, skip):
-        source, table = str(info["source"]), info.get("tracks")
-        if info.get("output") != "tracks" or source in gone or not isinstance(table, dict):
-            continue
-        columns = table.get("columns") or []
-        for values in table.get("rows") or []:
-            result.append({"target": source, **dict(zip(columns, values, strict=False))})
-    return result
+    return [
+        {"target": source, **dict(zip(columns, values, strict=False))}
+        for source, _, columns, values in run_tables(out, signature, rows, "tracks", skip)
+    ]
 
 
 def write_tracks_csv(out: Path, rows) -> Path:
     """Write ``rows`` (:func:`track_rows`) as ``tracks.csv``, atomically."""
-    from napari_sansa.core.measures import csv_value
-
     keys = ["target", "track", "t"]
     for r in rows:
         keys += [k for k in r if k not in keys]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys, restval="", extrasaction="ignore")
-    w.writeheader()
 
     def order(r):
         return natural_key(Path(r["target"])), int(r["track"]), int(r["t"])
 
-    for r in sorted(rows, key=order):
-        w.writerow({k: csv_value(v) for k, v in r.items()})
-    return write_owned(out, TRACKS_CSV, TRACKS_DIGESTS, buf.getvalue())
+    return write_owned_csv(out, TRACKS_CSV, TRACKS_DIGESTS, keys, rows, order)
 
 
 def prune_tracks_csv(out: Path) -> Path | None:
     """After a run without tracks: drop from napari-sansa's ``tracks.csv`` the rows of
     targets that have no track stack of napari-sansa's any more (no row left: no file).
     Any other ``tracks.csv`` is left alone."""
-    try:
-        text = owned_text(out, TRACKS_CSV, TRACKS_DIGESTS)
-    except InvalidInputError:
-        return None
-    if text is None:
-        return None
-    rows = list(csv.DictReader(io.StringIO(text)))
-    there = set()
-    for path in output_files(out, sort=False):
-        if any(part.startswith(".") for part in path.relative_to(out).parts):
-            continue
-        info = read_record(path)
-        if info is not None and info.get("output") == "tracks" and info.get("source"):
-            there.add(str(info["source"]))
-    kept = [r for r in rows if r.get("target") in there]
-    if len(kept) == len(rows):
-        return out / TRACKS_CSV
-    if kept:
-        return write_tracks_csv(out, kept)
-    for name in (TRACKS_CSV, TRACKS_DIGESTS):
-        (out / name).unlink(missing_ok=True)
-    return None
+    return prune_owned_csv(out, TRACKS_CSV, TRACKS_DIGESTS, "tracks", write_tracks_csv)
 
 
 __all__ = [

@@ -111,7 +111,9 @@ def test_a_prompt_layer_removed_while_its_preview_is_computed(make_sansa, qtbot)
     np.testing.assert_array_equal(keep.data, kept)  # the person's layer is unchanged
 
 
-def test_a_click_fixes_a_labelled_frame_and_undo_takes_it_back(make_sansa, qtbot):
+def _labelled_on_frame_2(make_sansa, qtbot):
+    """(viewer, widget, the labels layer, its data) after a run on the frames with clicks
+    of class 1 on frame 0, the viewer on frame 2 (for a fix)."""
     viewer, widget = make_sansa((frames(), {"name": "cells"}, "image"))
     add_clicks(viewer, widget, 0, [(20, 20), (24, 30)])
     assert widget.run() is not None
@@ -119,6 +121,11 @@ def test_a_click_fixes_a_labelled_frame_and_undo_takes_it_back(make_sansa, qtbot
     out = viewer.layers["cells [sansa]"]
     before = np.array(out.data)
     widget.go_to_frame(2)
+    return viewer, widget, out, before
+
+
+def test_a_click_fixes_a_labelled_frame_and_undo_takes_it_back(make_sansa, qtbot):
+    viewer, widget, out, before = _labelled_on_frame_2(make_sansa, qtbot)
     fix = widget.preview_panel.new_fix_layer()
     assert viewer.layers.selection.active is fix
     fix.add([2, 30, 40])
@@ -139,13 +146,7 @@ def test_a_box_fixes_a_labelled_frame_as_sam2_decodes_it(make_sansa, qtbot):
 
     from napari_sansa.core.preview import redraw_mask
 
-    viewer, widget = make_sansa((frames(), {"name": "cells"}, "image"))
-    add_clicks(viewer, widget, 0, [(20, 20), (24, 30)])
-    assert widget.run() is not None
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT)
-    out = viewer.layers["cells [sansa]"]
-    before = np.array(out.data)
-    widget.go_to_frame(2)
+    viewer, widget, out, before = _labelled_on_frame_2(make_sansa, qtbot)
     action_manager.trigger("napari-sansa:fix_box")  # Shift+B: the image's box layer
     boxes = viewer.layers["cells [sansa fix box]"]
     assert viewer.layers.selection.active is boxes and boxes.mode == "add_rectangle"
