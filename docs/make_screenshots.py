@@ -490,10 +490,32 @@ ONLY = {
     "ranges": tz_ranges,
     "folder": folder_run,
     "pages": lambda launch: _pages_of_photos(launch),
+    "options-follow": lambda launch: options_follow(launch),
     "preview": preview_and_fix,
     "tracks": tracks,
     "tracks-painted": tracks_painted,
 }
+
+
+def options_follow(launch) -> None:
+    """The Options page of a 16-bit time-lapse with tracks and 'follow with SAM2' ticked,
+    scrolled to them: docs/images/options-follow.png."""
+    import numpy as np
+
+    viewer, widget = _new(launch)
+    rng = np.random.default_rng(0)
+    movie = (rng.random((8, 200, 260)) * 4000).astype(np.uint16)
+    viewer.add_image(movie, name="cells (t)", axis_labels=("t", "y", "x"))
+    widget.select_images(["cells (t)"])
+    widget.large.tracks.value = True
+    widget.large.follow.value = True
+    widget.show_page("Options")
+    _settle(0.4)
+    bar = widget.pages["Options"].verticalScrollBar()
+    bar.setValue(bar.maximum())
+    _settle(0.4)
+    _save(_grab(widget), "options-follow.png")
+    viewer.close()
 
 
 def _pages_of_photos(launch) -> None:
