@@ -298,3 +298,20 @@ def make_sansa(make_napari_viewer, sansa_env, shared_model_cache):
         return viewer, widget
 
     return factory
+
+
+@pytest.fixture
+def propagations(monkeypatch):
+    """Every ``ObjectPropagation`` made while the test runs (following objects with SAM2),
+    in order: what it was given and what it counted (``encoded``, ``reused``)."""
+    import napari_sansa.core.propagation as propagation
+
+    made = []
+
+    class Recording(propagation.ObjectPropagation):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(propagation, "ObjectPropagation", Recording)
+    return made

@@ -177,23 +177,15 @@ def test_tracks_with_ome_zarr_outputs(weights, root):
 
 @pytest.mark.slow
 def test_follow_links_on_where_sam2_carries_the_objects_on_the_runs_features(
-    weights, root, monkeypatch, capsys
+    weights, root, propagations, capsys
 ):
     """--follow: each stack's objects are carried by SAM2 on the features its run
     computed (kept on disk in the scratch folder, none encoded again, removed after),
     a (T, Y, X) movie and a (T, Z, Y, X) stack alike; the tracks are the core's."""
     import napari_sansa as ns
-    import napari_sansa.core.propagation as propagation
     from conftest import load_test_model
 
-    made = []
-
-    class Recording(propagation.ObjectPropagation):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(propagation, "ObjectPropagation", Recording)
+    made = propagations
     base = make_image(41, shape=(80, 120), rgb=False)
     # two planes unlike each other (plane 1 mirrored): each carried on its own images
     tz = np.stack([np.stack([base[:, 4 * t : 4 * t + 96], base[::-1, 20 - 4 * t : 116 - 4 * t]])

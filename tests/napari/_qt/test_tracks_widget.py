@@ -44,6 +44,22 @@ def open_time_lapse(make_sansa, **image_kwargs):
     return viewer, widget
 
 
+def linked_time_lapse(make_sansa, classes: bool = False):
+    """The time-lapse in the widget with its two disks linked into tracks (no run)."""
+    from napari_sansa.napari.tracks_output import TrackSettings, TracksOutput, link_tracks
+
+    viewer, widget = open_time_lapse(make_sansa)
+    objects = np.zeros((T, H, W), np.uint16)
+    for t in range(T):
+        a, b = disks(t)
+        objects[t][a], objects[t][b] = 1 + t, 10 + t
+    session = widget.session
+    session.tracks = TracksOutput(viewer, viewer.layers["cells"], TrackSettings())
+    class_map = (objects > 0).astype(np.uint8) if classes else None
+    session._on_linked(link_tracks(objects, class_map, TrackSettings()))
+    return viewer, widget
+
+
 def run(qtbot, widget):
     worker = widget.run()
     assert worker is not None, widget.status.value
@@ -200,19 +216,12 @@ def test_the_tracks_table_fits_the_dock_when_it_scrolls(qtbot):
 
 
 @pytest.mark.slow
-def test_following_with_sam2_links_on_the_runs_features(make_sansa, qtbot, monkeypatch):
+def test_following_with_sam2_links_on_the_runs_features(make_sansa, qtbot, propagations):
     """'follow with SAM2': the objects are carried by SAM2 on the features the run left
     in the cache (none encoded again) and linked on where they went."""
     import napari_sansa.core.propagation as propagation
 
-    made = []
-
-    class Recording(propagation.ObjectPropagation):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(propagation, "ObjectPropagation", Recording)
+    made = propagations
     viewer, widget = open_time_lapse(make_sansa)
     widget.large.tracks.value = True
     assert widget.large.follow.enabled
@@ -242,16 +251,8 @@ def test_following_with_sam2_links_on_the_runs_features(make_sansa, qtbot, monke
 def test_painting_on_the_track_labels_updates_the_table_counts_and_plot(make_sansa):
     """A stroke on '[sansa track labels]': the Tracks page's table, the tracks per frame
     and the plot's count line follow; the page's Undo undoes the stroke."""
-    from napari_sansa.napari.tracks_output import TrackSettings, TracksOutput, link_tracks
 
-    viewer, widget = open_time_lapse(make_sansa)
-    objects = np.zeros((T, H, W), np.uint16)
-    for t in range(T):
-        a, b = disks(t)
-        objects[t][a], objects[t][b] = 1 + t, 10 + t
-    session = widget.session
-    session.tracks = TracksOutput(viewer, viewer.layers["cells"], TrackSettings())
-    session._on_linked(link_tracks(objects, (objects > 0).astype(np.uint8), TrackSettings()))
+    viewer, widget = linked_time_lapse(make_sansa, classes=True)
     panel = widget.tracks_panel
     labels = viewer.layers[track_labels_name("cells")]
     assert panel.table.tracks() == [1, 2] and not panel.undo_button.enabled
@@ -295,16 +296,8 @@ def test_the_tracks_page_fits_napari_s_default_window(make_sansa, qtbot):
     """The Tracks page at 1089 x 630 (napari's default window): its note, table and
     buttons without scrolling (the table asked for ~190 px: the page scrolled by 25 px
     once the note said that painting counts, and the table's last column was cut)."""
-    from napari_sansa.napari.tracks_output import TrackSettings, TracksOutput, link_tracks
 
-    viewer, widget = open_time_lapse(make_sansa)
-    objects = np.zeros((T, H, W), np.uint16)
-    for t in range(T):
-        a, b = disks(t)
-        objects[t][a], objects[t][b] = 1 + t, 10 + t
-    session = widget.session
-    session.tracks = TracksOutput(viewer, viewer.layers["cells"], TrackSettings())
-    session._on_linked(link_tracks(objects, None, TrackSettings()))
+    viewer, widget = linked_time_lapse(make_sansa)
     window = viewer.window._qt_window
     window.show()
     window.resize(1089, 630)
