@@ -18,52 +18,55 @@ from napari_sansa.napari.tracks_output import TracksOutput, link_tracks, time_ax
 __all__ = ["TrackCorrections"]
 
 
-def _link(objects, classes, settings, spacing, follow=None):
-    """The worker's function: ``(tracks, table, note)``, None when stopped, or its user
-    error as a message. ``follow``: ``(frames, model_settings, models, options,
-    cancel)`` to link on where SAM2 carries the objects (settings.follow)."""
+def _link(objects, classes, settings, spacing):
+    """The worker's function: ``(tracks, table, note)``, or its user error as a message."""
     try:
-        moved, note = None, ""
-        if follow is not None:
-            moved, note = _carry(objects, settings, *follow)
-            if moved is None:
-                return None
-        return (*link_tracks(objects, classes, settings, spacing, moved), note)
+        return (*link_tracks(objects, classes, settings, spacing), "")
     except (ValueError, MemoryError) as exc:  # InvalidInputError is a ValueError
         return f"the tracks could not be made: {exc}"
 
 
-def _carry(objects, settings, frames, model_settings, models, options, cancel):
-    """``(moved, note)``: where SAM2 carries each object into the next frame (None when
-    stopped), on the features the run left in the model's feature cache."""
+def _follow_and_link(objects, classes, settings, spacing, follow):
+    """The worker's generator with 'follow with SAM2': yields ``(pairs done, pairs)`` as
+    each frame's objects are carried into the next (napari's progress bar, the status),
+    then returns as :func:`_link` does (None when stopped). ``follow``: ``(frames,
+    model_settings, models, options, cancel)``: the run's frames, model, pre-processing
+    and Stop; the features come from the model's feature cache, where the run left
+    them."""
     from napari_sansa.core.propagation import ObjectPropagation
     from napari_sansa.napari.worker import leave_a_core_for_napari
 
-    with leave_a_core_for_napari(getattr(model_settings, "threads", None)):
-        model = models.get(model_settings)
-        run = ObjectPropagation(
-            model,
-            frames,
-            input_size=options.input_size,
-            intensity_range=options.intensity_range,
-            reach=settings.max_distance if objects.ndim == 3 else None,  # 3D: scale units
-            cancel=cancel,
-        )
-        moved = np.zeros_like(objects)
-        pairs = 0
-        for t, carried in run.frames(objects):
-            moved[t] = carried
-            pairs += 1
-    if pairs < len(objects) - 1:
-        return None, ""
-    note = ""
-    if run.encoded:
-        note = (
-            f"; following the objects, SAM2 encoded {run.encoded} image(s) the run had not "
-            "left in the feature cache (frames it did not label, or more frames than the "
-            "cache holds: a larger cache in the model's settings keeps them)"
-        )
-    return moved, note
+    frames, model_settings, models, options, cancel = follow
+    todo = len(objects) - 1
+    try:
+        with leave_a_core_for_napari(getattr(model_settings, "threads", None)):
+            model = models.get(model_settings)
+            run = ObjectPropagation(
+                model,
+                frames,
+                input_size=options.input_size,
+                intensity_range=options.intensity_range,
+                reach=settings.max_distance if objects.ndim == 3 else None,  # 3D: scale units
+                cancel=cancel,
+            )
+            moved = np.zeros_like(objects)
+            pairs = 0
+            for t, carried in run.frames(objects):
+                moved[t] = carried
+                pairs += 1
+                yield pairs, todo
+        if pairs < todo:
+            return None
+        note = ""
+        if run.encoded:
+            note = (
+                f"; following the objects, SAM2 encoded {run.encoded} image(s) the run had "
+                "not left in the feature cache (frames it did not label, or more frames than "
+                "the cache holds: a larger cache in the model's settings keeps them)"
+            )
+        return (*link_tracks(objects, classes, settings, spacing, moved), note)
+    except (ValueError, MemoryError) as exc:  # InvalidInputError is a ValueError
+        return f"the tracks could not be made: {exc}"
 
 
 class TrackCorrections:
@@ -134,9 +137,17 @@ class TrackCorrections:
         self.notify(
             f"linking the objects of {len(objects)} frames into tracks{how}...", popup=False
         )
-        worker = self.create_worker(
-            _link, objects, classes, settings, spacing, follow, _start_thread=False
-        )
+        if follow is None:
+            worker = self.create_worker(
+                _link, objects, classes, settings, spacing, _start_thread=False
+            )
+        else:  # a generator: napari's progress bar, one step per pair of frames
+            worker = self.create_worker(
+                _follow_and_link, objects, classes, settings, spacing, follow,
+                _progress={"total": max(len(objects) - 1, 1), "desc": "SANSA: following"},
+                _start_thread=False,
+            )  # fmt: skip
+            worker.yielded.connect(self._on_followed)
         worker.returned.connect(self._on_linked)
         worker.errored.connect(self._on_errored)
         worker.finished.connect(self._on_link_finished)
@@ -144,6 +155,13 @@ class TrackCorrections:
         self.worker = worker
         worker.start()
         return True
+
+    def _on_followed(self, step) -> None:
+        """A pair of frames carried by SAM2 (the linking worker's progress)."""
+        if not self.alive or self._stopped:
+            return
+        done, todo = step
+        self.notify(f"following the objects with SAM2: {done} of {todo} frame pairs", popup=False)
 
     def _follow_source(self, objects):
         """What the worker needs to follow the objects with SAM2: the run's frames by

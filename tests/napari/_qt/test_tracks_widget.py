@@ -226,8 +226,14 @@ def test_following_with_sam2_links_on_the_runs_features(make_sansa, qtbot, propa
     widget.large.tracks.value = True
     assert widget.large.follow.enabled
     widget.large.follow.value = True
+    said = []
+    widget.session.status.connect(said.append)
     run(qtbot, widget)
     assert widget.status.value.startswith("done: 5 frames, "), widget.status.value
+    # progress while following: one step per pair of frames
+    steps = [m for m in said if m.startswith("following the objects with SAM2: ")]
+    assert steps[-1] == f"following the objects with SAM2: {T - 1} of {T - 1} frame pairs"
+    assert len(steps) == T - 1
     assert "encoded" not in widget.status.value
     (carried,) = made
     assert (carried.encoded, carried.reused) == (0, T)  # every frame from the run's cache
