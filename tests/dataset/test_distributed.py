@@ -86,6 +86,39 @@ def test_cluster_gives_the_local_results(cluster, job):
     assert (root / "dist" / "scores.csv").read_text().count("\n") == 9
 
 
+def _profiled(worker) -> set:
+    from napari_sansa.dataset.dask_plugins import PROFILER_CALLBACKS
+
+    return set(PROFILER_CALLBACKS) & set(worker.periodic_callbacks)
+
+
+def test_a_run_stops_the_workers_profiler_on_python_3_11(job):
+    """Python 3.11 can deadlock a worker whose profiler samples its threads (it hung this
+    suite): a run registers a plugin that stops it, on its workers and on those that join
+    later; on 3.12 and later the workers are left as they are."""
+    import dask
+
+    from napari_sansa.dataset import segment_dataset
+    from napari_sansa.dataset.dask_plugins import PROFILER_DEADLOCKS, StopProfiler
+
+    root, data, ref, source = job
+    profile_on = dask.config.set({"distributed.worker.profile.enabled": True})  # the default
+    cluster = distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    )
+    with profile_on, cluster, distributed.Client(cluster) as client:
+        (worker,) = cluster.workers.values()
+        assert _profiled(worker) == {"profile", "profile-cycle"}
+        report = segment_dataset(data, [ref], root / "out", model=source, client=client,
+                                 progress=False)  # fmt: skip
+        assert report.ok and report.done == 8
+        cluster.scale(2)  # a worker that joins after the run started
+        client.wait_for_workers(2, timeout=60)
+        for w in cluster.workers.values():
+            assert _profiled(w) == (set() if PROFILER_DEADLOCKS else {"profile", "profile-cycle"})
+        assert (StopProfiler.name in worker.plugins) == PROFILER_DEADLOCKS
+
+
 def _die_after_two_outputs(folder: str) -> None:
     """Run on the workers: each kills itself (SIGKILL) right after writing its second
     output, having noted in ``folder/killed-PID.json`` which outputs it finished. The

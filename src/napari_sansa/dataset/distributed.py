@@ -250,6 +250,9 @@ def _chunks(targets, run: RunSettings, size: int):
 def prepare_dask(client, source, refs, run: RunSettings, worker_wait: float = WORKER_WAIT):
     """The references' memory, prepared on a worker; its errors (model, references) raised,
     and :class:`WorkersLostError` when the cluster has no worker for ``worker_wait`` s."""
+    from napari_sansa.dataset.dask_plugins import stop_profilers
+
+    stop_profilers(client)  # Python 3.11: a worker's profiler can deadlock it
     memory = client.submit(_prepare_task, source, refs, run.segment, pure=False)
     nothing = lambda: "nothing was labelled"  # noqa: E731
     try:
