@@ -13,6 +13,22 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# precision="auto" is bf16 on CPUs with AMX (core.cpu_bf16); the suite's models and
+# comparisons are fp32 on every machine, in this process and in the processes it starts
+# (CLI runs, Dask workers): tests of the rule fake the CPU and unset this themselves
+os.environ["NAPARI_SANSA_CPU_BF16"] = "0"
+# Dask workers' statistical profiler can deadlock a process on Python 3.11 (see
+# napari_sansa.dataset.dask_plugins); the tests' in-process workers share this process
+# from the cluster's start, before a run turns it off, so it starts off here (and in the
+# worker processes, which inherit the environment); test_distributed turns it on to
+# check that a run stops it
+os.environ["DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"] = "False"
+try:  # dask may have read the environment already (a plugin imported it)
+    import dask
+
+    dask.config.set({"distributed.worker.profile.enabled": False})
+except ImportError:
+    pass
 
 SIZE = 256  # model input size used by the tests
 TRAINING_SIZE = 128  # the fine-tuning tests' (``training_model``): a quarter of the pixels
@@ -33,23 +49,6 @@ class Weights(tuple):
 
 def _size(weights) -> int:
     return getattr(weights, "size", SIZE)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _auto_precision_is_fp32_on_every_cpu():
-    """``precision="auto"`` is bf16 on CPUs with AMX (core.cpu_bf16); the suite's models and
-    comparisons are fp32 on every machine, so the CPU's AMX flag is hidden from it (tests
-    of the detection fake the flags themselves)."""
-    from napari_sansa.core import cpu_bf16
-
-    real = cpu_bf16.cpu_flags
-
-    def flags(cpuinfo=None):
-        return real(cpuinfo) - {"amx_bf16"} if cpuinfo is None else real(cpuinfo)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cpu_bf16, "cpu_flags", flags)
-        yield
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import load_test_model, make_image
-from napari_sansa.core import cpu_bf16
+from napari_sansa.core import InvalidInputError, cpu_bf16
 from napari_sansa.core.models.device import resolve_precision
 from napari_sansa.core.models.settings import ModelSettings
 
@@ -28,6 +28,7 @@ def fake_cpu(monkeypatch):
         monkeypatch.setattr(cpu_bf16, "cpu_flags", lambda cpuinfo=None: frozenset(flags))
         monkeypatch.setattr(cpu_bf16, "_mkldnn_bf16", lambda: mkldnn)
         monkeypatch.setattr(cpu_bf16, "_said", set())
+        monkeypatch.delenv(cpu_bf16.AUTO_BF16_ENV, raising=False)  # conftest sets it
 
     return fake
 
@@ -57,6 +58,23 @@ def test_auto_takes_bf16_on_a_cpu_with_amx_and_says_so(fake_cpu, caplog):
     settings = ModelSettings(sam2_checkpoint="x.pt", device="cpu")
     assert settings.resolved() == ("cpu", "bf16")
     assert resolve_precision("fp32", CPU) == torch.float32  # fp32 stays available
+
+
+def test_environment_keeps_auto_in_fp32_on_a_cpu_with_amx(fake_cpu, caplog, monkeypatch):
+    """NAPARI_SANSA_CPU_BF16=0: "auto" is fp32 on an AMX CPU too (a cluster of mixed CPUs
+    labels alike); "bf16" asked for is still bf16; another value is refused by name."""
+    fake_cpu(AMX)
+    monkeypatch.setenv(cpu_bf16.AUTO_BF16_ENV, "0")
+    with caplog.at_level(logging.INFO, logger="napari_sansa.core.cpu_bf16"):
+        assert resolve_precision("auto", CPU) == torch.float32
+    assert "fp32" in caplog.text and "NAPARI_SANSA_CPU_BF16=0" in caplog.text
+    assert ModelSettings(sam2_checkpoint="x.pt", device="cpu").resolved() == ("cpu", "fp32")
+    assert resolve_precision("bf16", CPU) == torch.bfloat16
+    monkeypatch.setenv(cpu_bf16.AUTO_BF16_ENV, "")  # empty: as unset
+    assert resolve_precision("auto", CPU) == torch.bfloat16
+    monkeypatch.setenv(cpu_bf16.AUTO_BF16_ENV, "no")
+    with pytest.raises(InvalidInputError, match="NAPARI_SANSA_CPU_BF16 is 'no': set it to 0"):
+        resolve_precision("auto", CPU)
 
 
 @pytest.mark.parametrize("flags", [AVX512_BF16, PLAIN], ids=["avx512_bf16", "none"])

@@ -27,17 +27,33 @@ which made Hiera-tiny's encoder slower than fp32 on an AMX machine). Each part r
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
-__all__ = ["auto_cpu_dtype", "cpu_bf16_units", "cpu_flags", "hold_in_bf16", "warn_if_slow"]
+from napari_sansa.core.errors import InvalidInputError
+
+__all__ = [
+    "AUTO_BF16_ENV",
+    "auto_cpu_dtype",
+    "cpu_bf16_units",
+    "cpu_flags",
+    "hold_in_bf16",
+    "warn_if_slow",
+]
 
 log = logging.getLogger(__name__)
 
 CPUINFO = Path("/proc/cpuinfo")
+
+#: ``NAPARI_SANSA_CPU_BF16=0`` keeps ``precision="auto"`` in fp32 on this machine's CPU,
+#: AMX or not: the same results on every machine of a cluster of mixed CPUs, or as an
+#: fp32 run. Unset (or empty): the rule below. Child processes (Dask workers started
+#: here, a CLI run from a script) inherit it.
+AUTO_BF16_ENV = "NAPARI_SANSA_CPU_BF16"
 
 
 def cpu_flags(cpuinfo: Path | None = None) -> frozenset[str]:
@@ -90,13 +106,19 @@ _said: set = set()
 
 def auto_cpu_dtype(units: str | None | object = ...) -> torch.dtype:
     """What ``precision="auto"`` runs on the CPU: bf16 with AMX, fp32 otherwise
-    (``units``: default this machine's, :func:`cpu_bf16_units`). The choice is logged at
-    INFO, once per process."""
-    units = cpu_bf16_units() if units is ... else units
-    dtype = torch.bfloat16 if units == "amx" else torch.float32
-    if (units, dtype) not in _said:
-        _said.add((units, dtype))
-        if dtype == torch.bfloat16:
+    (``units``: default this machine's, :func:`cpu_bf16_units`, and then fp32 whatever
+    they are when :data:`AUTO_BF16_ENV` is ``0``). The choice is logged at INFO, once per
+    process."""
+    off = False
+    if units is ...:
+        off = _auto_bf16_off()
+        units = cpu_bf16_units()
+    dtype = torch.bfloat16 if units == "amx" and not off else torch.float32
+    if (units, dtype, off) not in _said:
+        _said.add((units, dtype, off))
+        if off:
+            why = f"{AUTO_BF16_ENV}=0"
+        elif dtype == torch.bfloat16:
             why = "this CPU has AMX bf16 matrix units"
         elif units == "avx512_bf16":
             why = (
@@ -107,6 +129,17 @@ def auto_cpu_dtype(units: str | None | object = ...) -> torch.dtype:
             why = "this CPU has no bf16 matrix units"
         log.info("precision='auto' on the CPU: %s (%s)", _name(dtype), why)
     return dtype
+
+
+def _auto_bf16_off() -> bool:
+    """Whether :data:`AUTO_BF16_ENV` turns bf16 off for ``precision="auto"``."""
+    value = os.environ.get(AUTO_BF16_ENV, "").strip()
+    if value in ("", "0"):
+        return value == "0"
+    raise InvalidInputError(
+        f"the environment variable {AUTO_BF16_ENV} is {value!r}: set it to 0 (precision "
+        "'auto' stays fp32 on the CPU) or unset it (bf16 where the CPU has AMX)"
+    )
 
 
 def warn_if_slow(units: str | None | object = ...) -> None:
