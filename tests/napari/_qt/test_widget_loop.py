@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import make_image
+from napari_sansa.napari.preview import DEBOUNCE_S
 
 pytestmark = pytest.mark.gui
 
@@ -126,7 +127,11 @@ def test_the_main_page_fits_napari_s_default_window_beside_half_the_width(
                         widget.run_button):  # fmt: skip
             native = getattr(control, "native", control)
             assert native.isVisible(), control
-    # one-line messages take the dock's width (cut with '…' only where it ends)
+    # one-line messages take the dock's width (cut with '…' only where it ends); first the
+    # live preview the prompt layers asked for is left to finish (it says its own state)
+    previews = widget.session.previews
+    qtbot.wait(int(DEBOUNCE_S * 1000) + 100)
+    qtbot.waitUntil(lambda: previews.worker is None and previews.state == "idle", timeout=TIMEOUT)
     widget.preview_panel._show_state("")
     qtbot.wait(50)
     widget.preview_panel._show_state("preview of frame 1 of 'cells': class 1")
