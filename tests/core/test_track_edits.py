@@ -271,6 +271,31 @@ def test_a_painted_id_takes_its_tracks_class_or_the_tables_only_class():
     assert set(new["class"][new["t"] == 2].tolist()) == {3}
 
 
+def test_a_new_id_takes_the_class_under_it_in_the_runs_class_map():
+    """Several classes: a new id painted by hand takes the class most of its pixels have
+    in the run's class map of that frame; painted on background, or without a class map
+    of that frame's shape, it stays unknown (0); known tracks keep their own class."""
+    tracks, table = scene()
+    table["class"] = np.where(table["track"] == 4, 2, 1)
+    plane = tracks[2].copy()
+    plane[5:7, 10:12] = 8  # a new id over class 2 (3 pixels) and class 1 (1 pixel)
+    plane[0:2, 0:2] = 9  # a new id on background
+    class_map = np.zeros_like(plane)
+    class_map[5:7, 10:12] = 2
+    class_map[6, 11] = 1
+    class_map[tracks[2] > 0] = 5  # (under known tracks: not used for them)
+
+    def classes_at_2(classes):
+        new = plan_repaint(table, {2: plane}, classes).table
+        at2 = new["t"] == 2
+        return dict(zip(new["track"][at2].tolist(), new["class"][at2].tolist(), strict=True))
+
+    got = classes_at_2({2: class_map})
+    assert got[8] == 2 and got[9] == 0 and all(got[k] == 1 for k in got if k not in (8, 9))
+    assert classes_at_2({1: class_map})[8] == 0  # no class map of frame 2
+    assert classes_at_2({2: class_map[:, :-1]})[8] == 0  # another shape
+
+
 def test_a_plane_of_the_wrong_dimensions_is_refused():
     tracks, table = scene()
     with pytest.raises(TrackEditError, match="frame 1 has 3 dimensions, the tracks 2"):

@@ -470,6 +470,32 @@ def test_painting_a_new_id_adds_its_track_at_that_frame():
     assert messages[-1] == "frame 2 painted: new track 9" and changes
 
 
+def test_a_new_id_painted_takes_the_class_under_it_in_the_runs_labels():
+    """Two classes: a new id painted by hand takes the class the run's labels layer
+    ("<image> [sansa]") has under most of it; without that layer it stays 0, unknown."""
+    from napari_sansa.napari.geometry import META_KEY
+
+    viewer, session, _ = viewer_with_tracks()
+    labels = viewer.layers[track_labels_name("cells")]
+    labels.brush_size = 5
+    labels.paint((2, 30, 10), 9)  # no class map: two classes in the table, so unknown
+    [row] = rows_of(session.tracks.table, 9, 2)
+    assert session.tracks.table["class"][row] == 0
+    _, class_map = moving_disks()
+    class_map[2, 25:36, 5:16] = 2  # the run labelled class 2 where the next stroke goes
+    viewer.add_labels(class_map, name="cells [sansa]", metadata={META_KEY: "output"})
+    labels.paint((2, 30, 40), 7)
+    labels.paint((2, 30, 10), 9)  # over its own track 9: known, keeps class 0
+    labels.paint((1, 30, 10), 6)  # frame 1 has no class 2 there: background, unknown
+    table = session.tracks.table
+    assert table["class"][rows_of(table, 9, 2)].tolist() == [0]
+    assert table["class"][rows_of(table, 6, 1)].tolist() == [0]
+    labels.paint((2, 30, 12), 11)
+    table = session.tracks.table
+    assert table["class"][rows_of(table, 11, 2)].tolist() == [2]
+    assert table["class"][rows_of(table, 7, 2)].tolist() == [0]  # painted on background
+
+
 def test_painting_a_track_onto_another_frame_extends_it():
     viewer, session, messages = viewer_with_tracks()
     labels = viewer.layers[track_labels_name("cells")]

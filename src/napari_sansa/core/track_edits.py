@@ -267,7 +267,20 @@ def _new_class(data: dict) -> int:
     return int(classes[0]) if classes.size == 1 else 0
 
 
-def plan_repaint(table, planes: dict) -> Repaint:
+def _painted_class(classes, t: int, plane: np.ndarray, track: int) -> int:
+    """The class most of the pixels of ``track`` in frame ``t`` have in the class map
+    ``classes[t]`` (0: no class map of that frame, or background under all of them)."""
+    if classes is None or t not in classes:
+        return 0
+    under = np.asarray(classes[t])
+    if under.shape != plane.shape:
+        return 0
+    votes = np.bincount(under[plane == track].astype(np.int64).ravel())
+    votes[:1] = 0  # background is no class
+    return int(votes.argmax()) if votes.any() else 0
+
+
+def plan_repaint(table, planes: dict, classes: dict | None = None) -> Repaint:
     """The table after the frames ``planes`` ({frame t: its (Y, X) or (Z, Y, X) track
     ids now}) were painted by hand; the other frames' rows are kept as they are.
 
@@ -275,8 +288,10 @@ def plan_repaint(table, planes: dict) -> Repaint:
     centroid in pixels, ``area``); a row keeps its ``parent``, ``class`` and ``object``
     (a track's own parent and class where the id is new to the frame; ``object`` 0: no
     object of the run, painted by hand). A track id new to the table starts with no
-    parent and the table's class if it has one class (else 0, unknown). A track left in
-    no frame is dropped, and tracks that divided from it lose their parent."""
+    parent and the class most of its pixels have in ``classes`` ({frame t: the run's
+    class map of that frame, the plane's shape}, optional), else the table's class if it
+    has one class, else 0 (unknown). A track left in no frame is dropped, and tracks that
+    divided from it lose their parent."""
     from napari_sansa.core.tracks import measure_frame
 
     data = _columns(table)
@@ -315,7 +330,9 @@ def plan_repaint(table, planes: dict) -> Repaint:
             if i is None:
                 added.append((t, track))
                 if "class" in data:
-                    row["class"] = class_of.get(track, fresh_class)
+                    row["class"] = class_of.get(track) or (
+                        _painted_class(classes, t, plane, track) or fresh_class
+                    )
             else:
                 moved = any(abs(row[axis] - float(old[axis][i])) > 1e-9 for axis in axes)
                 if moved or row["area"] != int(old["area"][i]):

@@ -485,7 +485,7 @@ class TracksOutput:
         frames = [t for t in painted_frames(atoms) if 0 <= t < layer.data.shape[0]]
         planes = painted_planes(layer.data, atoms, frames)
         try:
-            edit = plan_repaint(self.table, planes)
+            edit = plan_repaint(self.table, planes, self._class_planes(planes))
         except InvalidInputError as exc:  # kept in step with napari's history
             self._push(_Step(table_change(self.table, self.table, ()), str(exc)))
             self.changed.emit(f"the tracks could not follow the painting: {exc}")
@@ -494,6 +494,18 @@ class TracksOutput:
         self.table = edit.table
         self._refresh(pixels=False)
         self.changed.emit(edit.message)
+
+    def _class_planes(self, planes: dict) -> dict | None:
+        """The run's class map ("<image> [sansa]") at the painted frames, when it has the
+        track labels' shape (a new track painted by hand takes the class under it)."""
+        from napari.layers import Labels
+
+        from napari_sansa.napari.outputs import level_output_name
+
+        output = self._find(level_output_name(self.image), Labels, "output")
+        if output is None or output.multiscale or output.data.shape != self.labels.data.shape:
+            return None
+        return {t: np.asarray(output.data[t]) for t in planes}
 
     def _push(self, step: _Step) -> None:
         limit = getattr(type(_real(self.labels)), "_history_limit", HISTORY_LIMIT)
