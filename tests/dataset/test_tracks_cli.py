@@ -258,7 +258,7 @@ def _same(a: dict, b: dict) -> None:
 def test_dask_tracks_of_tyx_and_tzyx_stacks_match_a_local_run_and_resume(weights, root, capsys):
     """A Dask cluster (one worker process) writes the track stacks, the CTC folders and
     tracks.csv of a (T, Y, X) and a (T, Z, Y, X) time-lapse as a local run does; a run
-    interrupted before a track stack was written redoes only that stack."""
+    interrupted before a track stack was written redoes only that stack; --follow too."""
     distributed = pytest.importorskip("dask.distributed")
     base = make_image(41, shape=(96, 140), rgb=False)
     pan = [base[:, 3 * t : 3 * t + 128] for t in range(3)]
@@ -299,3 +299,21 @@ def test_dask_tracks_of_tyx_and_tzyx_stacks_match_a_local_run_and_resume(weights
         assert "skipped 1 already done" in capsys.readouterr().err
         assert {p.name: p.stat().st_mtime_ns for p in out.glob("movie*.tif")} == kept
         _same(expected, _track_outputs(out, names))
+
+        # --follow on the cluster: the worker that labels a stack keeps its features in the
+        # stack's scratch folder and carries its objects there: the local run's tracks
+        # (objects of 200 pixels and up: each object is carried on its own)
+        def run(how, to, *cluster_args):
+            args = segment_args(weights, root, how, "--min-size", "200", out=root / to)
+            assert main([*args, *cluster_args]) == 0
+            return _track_outputs(root / to, names)
+
+        followed = run("--follow", "lf")
+        assert any(  # on these frames SAM2's carried masks link otherwise than overlaps
+            not np.array_equal(a, b)
+            for a, b in zip(followed.values(), run("--tracks", "lt").values(), strict=True)
+            if not isinstance(a, str)
+        )
+        _same(followed, run("--follow", "df", "--scheduler", cluster.scheduler_address))
+        out = root / "df"
+        assert not list((out / ".napari-sansa").glob("*/features"))
