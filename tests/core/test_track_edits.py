@@ -294,6 +294,17 @@ def test_a_new_id_takes_the_class_under_it_in_the_runs_class_map():
     assert got[8] == 2 and got[9] == 0 and all(got[k] == 1 for k in got if k not in (8, 9))
     assert classes_at_2({1: class_map})[8] == 0  # no class map of frame 2
     assert classes_at_2({2: class_map[:, :-1]})[8] == 0  # another shape
+    # any label values a person may have painted on the class map: no error, no huge count
+    for dtype, value in ((np.int32, -3), (np.uint64, 2**63 + 5), (np.int64, 2**40)):
+        odd = class_map.astype(dtype)
+        odd[5:7, 10:12] = value
+        assert classes_at_2({2: odd})[8] == (value if 0 < value < 2**63 else 0)
+    # a known track of class 0 (unknown) painted onto another frame keeps 0 there
+    table["class"] = np.where(table["track"] == 4, 0, 1)
+    plane = tracks[2].copy()
+    plane[5:7, 10:12] = 4
+    assert classes_at_2({2: class_map})[4] == 0
+    assert classes_at_2(None)[4] == 0
 
 
 def test_a_plane_of_the_wrong_dimensions_is_refused():

@@ -431,3 +431,25 @@ def test_a_scheduler_lost_mid_run_is_a_message_keeping_finished_outputs(job):
     finished = sorted(p.name for p in out.glob("*.tif"))
     assert 1 <= len(finished) < 8
     assert not list(out.rglob(f"*{PARTIAL}"))
+
+
+def test_a_scheduler_gone_before_the_run_is_the_same_message(job):
+    """The scheduler goes between the client's start and the run's first request (the
+    worker plugin of Python 3.11 is that request): "went away", not a bare connect
+    error."""
+    import dask
+
+    from napari_sansa.dataset.distributed import SchedulerLostError, prepare_dask
+    from napari_sansa.dataset.settings import RunSettings
+
+    _, _, ref, source = job
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        cluster = distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None)
+        client = distributed.Client(cluster)
+        try:
+            cluster.sync(cluster.scheduler.close)
+            with pytest.raises(SchedulerLostError, match="the Dask scheduler at .* went away"):
+                prepare_dask(client, source, [ref], RunSettings(), worker_wait=5)
+        finally:
+            client.close()
+            cluster.close()

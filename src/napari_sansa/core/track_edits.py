@@ -269,15 +269,16 @@ def _new_class(data: dict) -> int:
 
 def _painted_class(classes, t: int, plane: np.ndarray, track: int) -> int:
     """The class most of the pixels of ``track`` in frame ``t`` have in the class map
-    ``classes[t]`` (0: no class map of that frame, or background under all of them)."""
+    ``classes[t]`` (0: no class map of that frame, or background under all of them;
+    values that are no class id, negative or past int64, count as background)."""
     if classes is None or t not in classes:
         return 0
     under = np.asarray(classes[t])
     if under.shape != plane.shape:
         return 0
-    votes = np.bincount(under[plane == track].astype(np.int64).ravel())
-    votes[:1] = 0  # background is no class
-    return int(votes.argmax()) if votes.any() else 0
+    values, counts = np.unique(under[plane == track], return_counts=True)
+    keep = (values > 0) & (values <= np.iinfo(np.int64).max)  # background is no class
+    return int(values[keep][counts[keep].argmax()]) if keep.any() else 0
 
 
 def plan_repaint(table, planes: dict, classes: dict | None = None) -> Repaint:
@@ -330,8 +331,10 @@ def plan_repaint(table, planes: dict, classes: dict | None = None) -> Repaint:
             if i is None:
                 added.append((t, track))
                 if "class" in data:
-                    row["class"] = class_of.get(track) or (
-                        _painted_class(classes, t, plane, track) or fresh_class
+                    row["class"] = (
+                        class_of[track]  # a known track keeps its class, 0 too
+                        if track in class_of
+                        else _painted_class(classes, t, plane, track) or fresh_class
                     )
             else:
                 moved = any(abs(row[axis] - float(old[axis][i])) > 1e-9 for axis in axes)

@@ -252,10 +252,11 @@ def prepare_dask(client, source, refs, run: RunSettings, worker_wait: float = WO
     and :class:`WorkersLostError` when the cluster has no worker for ``worker_wait`` s."""
     from napari_sansa.dataset.dask_plugins import stop_profilers
 
-    stop_profilers(client)  # Python 3.11: a worker's profiler can deadlock it
-    memory = client.submit(_prepare_task, source, refs, run.segment, pure=False)
     nothing = lambda: "nothing was labelled"  # noqa: E731
+    memory = None
     try:
+        stop_profilers(client)  # Python 3.11: a worker's profiler can deadlock it
+        memory = client.submit(_prepare_task, source, refs, run.segment, pure=False)
         for _ in _finished(client, [memory], worker_wait, nothing):
             pass
         if memory.status == "cancelled":
@@ -265,7 +266,8 @@ def prepare_dask(client, source, refs, run: RunSettings, worker_wait: float = WO
             client.cancel([memory])
         raise
     except Exception as exc:
-        if _gone(client, exc):
+        # OSError: the scheduler could not be reached (comm closed, connect timed out)
+        if _gone(client, exc) or isinstance(exc, OSError):
             raise _scheduler_lost(client, nothing) from None
         raise
     if memory.status == "error":
