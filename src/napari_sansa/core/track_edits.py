@@ -270,7 +270,9 @@ def _new_class(data: dict) -> int:
 def _painted_class(classes, t: int, plane: np.ndarray, track: int) -> int:
     """The class most of the pixels of ``track`` in frame ``t`` have in the class map
     ``classes[t]`` (0: no class map of that frame, or background under all of them;
-    values that are no class id, negative or past int64, count as background)."""
+    values that are no class id, negative or past int64, count as background). Not
+    ``measure_frame``'s vote, which counts background as a class: a stroke that runs
+    partly over background still takes the class it touches."""
     if classes is None or t not in classes:
         return 0
     under = np.asarray(classes[t])
