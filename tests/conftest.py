@@ -278,6 +278,24 @@ def notifications():
     return _Messages()
 
 
+def previews_idle(qtbot, widget, timeout: int = 180_000) -> None:
+    """Wait until the widget's live preview has done what its prompt layers asked for: the
+    debounce timer has fired, nothing is queued and no preview job runs (a run or a test
+    that checks the preview layer or the status must not race it)."""
+    from napari_sansa.napari.preview import DEBOUNCE_S
+
+    previews = widget.session.previews
+    qtbot.wait(int(DEBOUNCE_S * 1000) + 100)
+    qtbot.waitUntil(
+        lambda: (
+            previews.worker is None
+            and not previews._queue
+            and not widget.preview_panel._timer.isActive()
+        ),
+        timeout=timeout,
+    )
+
+
 @pytest.fixture
 def make_sansa(make_napari_viewer, sansa_env, shared_model_cache):
     """``make_sansa(layers...)`` -> (viewer, widget): a real viewer with the SANSA widget

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import make_image
+from conftest import make_image, previews_idle
 
 pytestmark = pytest.mark.gui
 
@@ -18,18 +18,6 @@ TIMEOUT = 120_000  # ms
 
 def frames(n=N, seed=60):
     return np.stack([make_image(seed + i, (H, W), rgb=False) for i in range(n)])
-
-
-def idle(qtbot, widget):
-    previews = widget.session.previews
-    qtbot.waitUntil(
-        lambda: (
-            previews.worker is None
-            and not previews._queue
-            and not widget.preview_panel._timer.isActive()
-        ),
-        timeout=TIMEOUT,
-    )
 
 
 def add_clicks(viewer, widget, frame, clicks):
@@ -43,7 +31,7 @@ def add_clicks(viewer, widget, frame, clicks):
 def test_the_preview_follows_the_clicks_and_is_what_the_run_writes(make_sansa, qtbot):
     viewer, widget = make_sansa((frames(), {"name": "cells"}, "image"))
     points = add_clicks(viewer, widget, 1, [(20, 20), (24, 30)])
-    idle(qtbot, widget)
+    previews_idle(qtbot, widget, TIMEOUT)
     preview = viewer.layers["cells [sansa preview]"]
     shown = np.array(preview.data[1])
     assert shown.any() and not preview.data[0].any()
@@ -55,7 +43,7 @@ def test_the_preview_follows_the_clicks_and_is_what_the_run_writes(make_sansa, q
     np.testing.assert_array_equal(viewer.layers["cells [sansa]"].data[1], shown)
     # a removed click updates the preview
     points.data = points.data[:1]
-    idle(qtbot, widget)
+    previews_idle(qtbot, widget, TIMEOUT)
     assert widget.preview_panel.message == "preview of frame 1: class 1"
     assert widget.status.value == "done: 3 frames"  # the run's outcome stays in the status
 
@@ -66,7 +54,7 @@ def test_the_active_prompt_layer_prepares_the_shown_frame(make_sansa, qtbot):
     widget.session.previews.status.connect(messages.append)
     widget.go_to_frame(2)
     widget.new_points_layer()  # active, no clicks yet
-    idle(qtbot, widget)
+    previews_idle(qtbot, widget, TIMEOUT)
     assert any("preparing frame 2..." in m for m in messages), messages
     assert "frame 2 ready: its prompts preview at once" in messages, messages
     assert ("cells", 2) in widget.session.previews.prepared
@@ -78,10 +66,10 @@ def test_the_switch_turns_previews_off_and_on(make_sansa, qtbot):
     viewer, widget = make_sansa((frames(), {"name": "cells"}, "image"))
     widget.preview_panel.switch.value = False
     add_clicks(viewer, widget, 0, [(20, 20)])
-    idle(qtbot, widget)
+    previews_idle(qtbot, widget, TIMEOUT)
     assert "cells [sansa preview]" not in viewer.layers
     widget.preview_panel.switch.value = True
-    idle(qtbot, widget)
+    previews_idle(qtbot, widget, TIMEOUT)
     assert viewer.layers["cells [sansa preview]"].data[0].any()
     widget.preview_panel.switch.value = False
     assert not viewer.layers["cells [sansa preview]"].visible
@@ -90,13 +78,13 @@ def test_the_switch_turns_previews_off_and_on(make_sansa, qtbot):
 def test_a_prompt_layer_removed_while_its_preview_is_computed(make_sansa, qtbot):
     viewer, widget = make_sansa((frames(seed=80), {"name": "cells"}, "image"))
     keep = add_clicks(viewer, widget, 1, [(30, 40)])
-    idle(qtbot, widget)
+    previews_idle(qtbot, widget, TIMEOUT)
     kept = np.array(keep.data)
     doomed = add_clicks(viewer, widget, 1, [(10, 10), (12, 14)])
     widget.preview_panel.update()  # its preview starts now ...
     assert widget.session.previews.worker is not None
     viewer.layers.remove(doomed)  # ... and the layer goes while it is computed
-    idle(qtbot, widget)
+    previews_idle(qtbot, widget, TIMEOUT)
     preview = np.array(viewer.layers["cells [sansa preview]"].data[1])
     from napari_sansa.napari.layers import prompts_from_layers
 
@@ -129,7 +117,7 @@ def test_a_click_fixes_a_labelled_frame_and_undo_takes_it_back(make_sansa, qtbot
     fix = widget.preview_panel.new_fix_layer()
     assert viewer.layers.selection.active is fix
     fix.add([2, 30, 40])
-    idle(qtbot, widget)
+    previews_idle(qtbot, widget, TIMEOUT)
     assert widget.session.previews.last.job.kind in ("fix", "preview", "prepare")
     qtbot.waitUntil(lambda: "fixed class 1 on frame 2" in widget.status.value, timeout=TIMEOUT)
     assert not np.array_equal(out.data[2], before[2])
@@ -152,7 +140,7 @@ def test_a_box_fixes_a_labelled_frame_as_sam2_decodes_it(make_sansa, qtbot):
     assert viewer.layers.selection.active is boxes and boxes.mode == "add_rectangle"
     assert boxes not in widget.prompt_layers.choices  # a fix makes no reference
     boxes.add_rectangles(np.array([[2, 10, 12], [2, 10, 50], [2, 45, 50], [2, 45, 12]]))
-    idle(qtbot, widget)
+    previews_idle(qtbot, widget, TIMEOUT)
     qtbot.waitUntil(lambda: "fixed class 1 on frame 2" in widget.status.value, timeout=TIMEOUT)
     model = widget.session.models.get(widget.model_panel.settings())
     mask, _ = redraw_mask(
@@ -168,7 +156,7 @@ def test_a_box_fixes_a_labelled_frame_as_sam2_decodes_it(make_sansa, qtbot):
     # a box on another frame than the one shown is refused, nothing changes
     widget.go_to_frame(1)
     boxes.add_rectangles(np.array([[2, 10, 12], [2, 10, 50], [2, 45, 50], [2, 45, 12]]))
-    idle(qtbot, widget)
+    previews_idle(qtbot, widget, TIMEOUT)
     np.testing.assert_array_equal(out.data[1], before[1])
     assert "the last box is not on frame 1" in widget.status.value
 
@@ -178,7 +166,7 @@ def test_a_click_on_a_frame_still_being_prepared_waits_for_it(make_sansa, qtbot)
     add_clicks(viewer, widget, 0, [(20, 20)])
     assert widget.run() is not None
     qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT)
-    idle(qtbot, widget)
+    previews_idle(qtbot, widget, TIMEOUT)
     out = viewer.layers["cells [sansa]"]
     before = np.array(out.data)
     image = viewer.layers["cells"]
@@ -190,7 +178,7 @@ def test_a_click_on_a_frame_still_being_prepared_waits_for_it(make_sansa, qtbot)
     assert previews.current is not None and previews.current.kind == "prepare"
     assert previews.fix(image, 2, 1, source, settings, points=[[30, 40]]) is not None
     assert "is being prepared: the click is applied" in widget.status.value
-    idle(qtbot, widget)
+    previews_idle(qtbot, widget, TIMEOUT)
     assert previews.last.job.kind == "fix" and previews.last.error is None
     assert not np.array_equal(out.data[2], before[2])
     np.testing.assert_array_equal(out.data[[0, 1]], before[[0, 1]])

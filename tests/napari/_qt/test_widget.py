@@ -11,7 +11,7 @@ import pytest
 from napari.layers import Labels, Points
 
 import napari_sansa as ns
-from conftest import make_image
+from conftest import make_image, previews_idle
 
 pytestmark = pytest.mark.gui
 
@@ -195,6 +195,7 @@ def test_the_model_is_loaded_in_the_worker_on_first_run_and_kept(make_sansa, qtb
     run(qtbot, widget)
     assert widget.session.models.loads == 1
     assert viewer.layers["cells [sansa]"] is out and out.data is data
+    previews_idle(qtbot, widget, TIMEOUT)  # the preview the paint layer asked for
     made = [layer.name for layer in viewer.layers if layer.name.startswith("cells [sansa")]
     assert sorted(made) == ["cells [sansa preview]", "cells [sansa]"]  # one output (and the
     # preview of the prompts on the frame shown)

@@ -9,8 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import make_image
-from napari_sansa.napari.preview import DEBOUNCE_S
+from conftest import make_image, previews_idle
 
 pytestmark = pytest.mark.gui
 
@@ -129,9 +128,7 @@ def test_the_main_page_fits_napari_s_default_window_beside_half_the_width(
             assert native.isVisible(), control
     # one-line messages take the dock's width (cut with '…' only where it ends); first the
     # live preview the prompt layers asked for is left to finish (it says its own state)
-    previews = widget.session.previews
-    qtbot.wait(int(DEBOUNCE_S * 1000) + 100)
-    qtbot.waitUntil(lambda: previews.worker is None and previews.state == "idle", timeout=TIMEOUT)
+    previews_idle(qtbot, widget, TIMEOUT)
     widget.preview_panel._show_state("")
     qtbot.wait(50)
     widget.preview_panel._show_state("preview of frame 1 of 'cells': class 1")
