@@ -547,6 +547,10 @@ class TracksOutput:
     def can_undo(self) -> bool:
         return bool(self._undo)
 
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
     def _refresh(self, pixels: bool = True) -> None:
         """The layers after the table changed (``pixels``: the labels' too; napari
         refreshed them itself after a stroke, an undo or a redo)."""

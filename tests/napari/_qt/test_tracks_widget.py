@@ -256,12 +256,14 @@ def test_following_with_sam2_links_on_the_runs_features(make_sansa, qtbot, propa
 
 def test_painting_on_the_track_labels_updates_the_table_counts_and_plot(make_sansa):
     """A stroke on '[sansa track labels]': the Tracks page's table, the tracks per frame
-    and the plot's count line follow; the page's Undo undoes the stroke."""
+    and the plot's count line follow; the page's Undo undoes the stroke, its Redo redoes
+    it, and a new stroke ends what can be redone."""
 
     viewer, widget = linked_time_lapse(make_sansa, classes=True)
     panel = widget.tracks_panel
     labels = viewer.layers[track_labels_name("cells")]
     assert panel.table.tracks() == [1, 2] and not panel.undo_button.enabled
+    assert not panel.redo_button.enabled
     labels.brush_size = 5
     labels.paint((2, 40, 6), 9)  # a new track in frame 2
     assert panel.table.tracks() == [1, 2, 9]
@@ -278,6 +280,16 @@ def test_painting_on_the_track_labels_updates_the_table_counts_and_plot(make_san
     assert panel.undo()
     assert panel.table.tracks() == [1, 2] and widget.plot.counts()[2] == 2
     assert widget.status.value == "undone: frame 2 painted: new track 9"
+    assert not panel.undo_button.enabled and panel.redo_button.enabled
+    # Redo (the button's click) brings the new track back, the table and plot with it
+    panel.redo_button.native.click()
+    assert panel.table.tracks() == [1, 2, 9] and widget.plot.counts()[2] == 3
+    assert widget.status.value == "redone: frame 2 painted: new track 9"
+    assert panel.undo_button.enabled and panel.redo_button.enabled  # two more to redo
+    labels.paint((3, 40, 6), 9)  # a new stroke: nothing left to redo
+    assert not panel.redo_button.enabled
+    assert not panel.redo()
+    assert widget.status.value.startswith("there is nothing to redo on the tracks")
 
 
 def test_the_tracks_box_explains_tracks_also_when_they_are_unavailable(make_sansa):
@@ -317,6 +329,13 @@ def test_the_tracks_page_fits_napari_s_default_window(make_sansa, qtbot):
     panel = widget.tracks_panel
     assert panel.note.native.isVisible() and panel.merge_button.native.isVisible()
     assert panel.table.height() >= panel.table.minimumHeight()
+    # the four buttons share one row, each word whole
+    for button in (panel.merge_button, panel.split_button, panel.undo_button,
+                   panel.redo_button):  # fmt: skip
+        native = button.native
+        assert native.isVisible(), button.text
+        words = native.fontMetrics().horizontalAdvance(native.text())
+        assert words <= native.width(), (button.text, words, native.width())
 
 
 def test_two_digit_track_ids_are_whole_in_the_dock(qtbot):

@@ -2,8 +2,8 @@
 
 :class:`TracksPanel`: one row per track (id, first and last frame, frames, parent,
 class); select one to show it (its first frame, its id in the status), two to merge
-them; "Merge", "Split here" (the selected track at the frame shown) and "Undo" (the
-last correction or stroke painted on the track labels) go to the session
+them; "Merge", "Split here" (the selected track at the frame shown), "Undo" (the
+last correction or stroke painted on the track labels) and "Redo" go to the session
 (:mod:`napari_sansa.napari.track_session`), which changes the layers and the table;
 strokes on the track labels refresh the table too (``tracks_changed``). The widget's
 Tracks page, shown by a run with tracks.
@@ -114,7 +114,7 @@ class TrackTableWidget(QTableWidget):
 
 class TracksPanel:
     """The table and the buttons (public: ``table``, ``merge_button``, ``split_button``,
-    ``undo_button``; ``widgets`` for the layout)."""
+    ``undo_button``, ``redo_button``; ``widgets`` for the layout)."""
 
     def __init__(self, widget):
         self.widget = widget
@@ -133,16 +133,24 @@ class TracksPanel:
         self.undo_button = PushButton(
             text="Undo",
             tooltip="undo the last merge, split or stroke painted on the track labels, the "
-            "table with it (also Ctrl+Z on that layer; Ctrl+Shift+Z redoes)",
+            "table with it (also Ctrl+Z on that layer)",
+        )
+        self.redo_button = PushButton(
+            text="Redo",
+            tooltip="redo what Undo undid last, the table with it (also Ctrl+Shift+Z on the "
+            "track labels layer); a new stroke or correction ends what can be redone",
         )
         # one row at the dock's width (as the Label page's buttons)
-        self.buttons = tight(row(self.merge_button, self.split_button, self.undo_button))
+        self.buttons = tight(
+            row(self.merge_button, self.split_button, self.undo_button, self.redo_button)
+        )
         self.note = Label(value=NOTE)
         self.note.native.setWordWrap(True)
         self.table.itemSelectionChanged.connect(self._on_selection)
         self.merge_button.changed.connect(self.merge)
         self.split_button.changed.connect(self.split)
         self.undo_button.changed.connect(self.undo)
+        self.redo_button.changed.connect(self.redo)
         self.session.tracks_changed.connect(self.refresh)
         self.session.track_selected.connect(self._on_track_selected)
         self._quiet = False
@@ -156,7 +164,7 @@ class TracksPanel:
         return body
 
     def refresh(self) -> None:
-        """Show the session's tracks (after a run, a correction, an undo)."""
+        """Show the session's tracks (after a run, a correction, an undo or a redo)."""
         out = self.session.tracks
         if out is None or out.table is None or not self.session.alive:
             return
@@ -169,6 +177,7 @@ class TracksPanel:
         finally:
             self._quiet = False
         self.undo_button.enabled = out.can_undo
+        self.redo_button.enabled = out.can_redo
         button = self.widget.page_buttons["Tracks"]
         if button.isHidden():  # the first tracks: their page shown
             button.setVisible(True)
@@ -235,3 +244,6 @@ class TracksPanel:
 
     def undo(self, value=None) -> bool:
         return self.session.undo_tracks()
+
+    def redo(self, value=None) -> bool:
+        return self.session.redo_tracks()
