@@ -230,6 +230,36 @@ def test_follow_links_on_where_sam2_carries_the_objects_on_the_runs_features(
     assert "--tile-size" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_follow_keeps_its_features_within_half_the_free_disk(
+    weights, root, propagations, monkeypatch, capsys
+):
+    """--follow's features on disk take at most half the space free when a stack begins:
+    with no room the frames are encoded again to carry their objects (the log says how
+    many), and the tracks are the same."""
+    from napari_sansa.dataset import stacks
+
+    out = root / "out"
+    args = segment_args(weights, root, "--follow", "--min-size", "45")
+    assert main(args) == 0
+    assert [c.encoded for c in propagations] == [0]  # room for every frame
+    want = tifffile.imread(out / "movie_tracks.tif")
+    asked = []
+
+    def full(folder):
+        asked.append(folder)
+        return 1  # half of it: no entry fits
+
+    monkeypatch.setattr(stacks, "free_disk_bytes", full)
+    capsys.readouterr()
+    assert main([*args, "--overwrite"]) == 0
+    assert [c.encoded for c in propagations] == [0, 4]  # each of the 4 frames again
+    assert [f.parent.name for f in asked] == [".napari-sansa"]  # the stack's scratch
+    assert "(4 image(s) encoded again)" in capsys.readouterr().err
+    np.testing.assert_array_equal(tifffile.imread(out / "movie_tracks.tif"), want)
+    assert not list((out / ".napari-sansa").glob("*/features"))
+
+
 def _track_outputs(out, names) -> dict:
     """Every file ``--tracks`` writes for the stacks ``names`` in ``out``, read back."""
     found = {"tracks.csv": (out / "tracks.csv").read_text()}

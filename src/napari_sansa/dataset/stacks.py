@@ -134,10 +134,15 @@ class _Scratch:
     def features(self):
         """A feature cache on disk in the scratch folder, for ``--follow``: the features
         the stack's run computes, read back when its objects are carried (see
-        :meth:`_StackLabels.write`); removed with the folder."""
+        :meth:`_StackLabels.write`); removed with the folder. It keeps at most half the
+        disk space free when the stack begins (the least recently used entries go first;
+        the frames they held are encoded again when their objects are carried), so that
+        a long stack does not fill the disk the outputs are written to."""
         from napari_sansa.core.cache import DiskFeatureCache, FeatureCache
 
-        return FeatureCache(0, DiskFeatureCache(self.folder / "features", max_bytes=1 << 60))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        limit = free_disk_bytes(self.folder) // 2
+        return FeatureCache(0, DiskFeatureCache(self.folder / "features", max_bytes=limit))
 
     def remove(self) -> None:
         self.arrays.clear()  # release the memory maps before removing their files
@@ -148,6 +153,11 @@ class _Scratch:
                 else:
                     f.unlink(missing_ok=True)
             self.folder.rmdir()
+
+
+def free_disk_bytes(folder) -> int:
+    """The bytes free to this user on the file system of ``folder``."""
+    return int(shutil.disk_usage(folder).free)
 
 
 def process_stack(model, memory, t: Target, out, run, strict, rows, on_frame):
