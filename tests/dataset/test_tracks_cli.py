@@ -235,28 +235,49 @@ def test_follow_keeps_its_features_within_half_the_free_disk(
     weights, root, propagations, monkeypatch, capsys
 ):
     """--follow's features on disk take at most half the space free when a stack begins:
-    with no room the frames are encoded again to carry their objects (the log says how
-    many), and the tracks are the same."""
+    the frames whose entries were dropped for room are encoded again to carry their
+    objects (the log says how many) and not stored again (that would drop an entry still
+    to be read); an entry that could never fit is not written; the tracks are the same."""
+    from napari_sansa.core import cache
     from napari_sansa.dataset import stacks
 
     out = root / "out"
     args = segment_args(weights, root, "--follow", "--min-size", "45")
+    written = []  # the size of each entry written to the disk cache
+    account = cache.DiskFeatureCache._account
+
+    def counted(self, path):
+        written.append(path.stat().st_size)
+        return account(self, path)
+
+    monkeypatch.setattr(cache.DiskFeatureCache, "_account", counted)
     assert main(args) == 0
-    assert [c.encoded for c in propagations] == [0]  # room for every frame
+    assert [c.encoded for c in propagations] == [0] and len(written) == 4  # room for all
     want = tifffile.imread(out / "movie_tracks.tif")
-    asked = []
+    entry, asked = max(written), []
 
-    def full(folder):
-        asked.append(folder)
-        return 1  # half of it: no entry fits
+    def free(bytes_free):
+        def disk_usage(folder):
+            asked.append(folder)
+            return bytes_free
 
-    monkeypatch.setattr(stacks, "free_disk_bytes", full)
+        return disk_usage
+
+    # room for two entries: frames 2 and 3 are kept (the last used), 0 and 1 come again
+    monkeypatch.setattr(stacks, "free_disk_bytes", free(2 * (2 * entry + entry // 2)))
     capsys.readouterr()
     assert main([*args, "--overwrite"]) == 0
-    assert [c.encoded for c in propagations] == [0, 4]  # each of the 4 frames again
-    assert [f.parent.name for f in asked] == [".napari-sansa"]  # the stack's scratch
+    assert propagations[-1].encoded == 2 and propagations[-1].reused == 2
+    assert len(written) == 8  # the 4 frames labelled; none stored while carrying
+    assert "(2 image(s) encoded again)" in capsys.readouterr().err
+    np.testing.assert_array_equal(tifffile.imread(out / "movie_tracks.tif"), want)
+    # no room: nothing written, every frame encoded again
+    monkeypatch.setattr(stacks, "free_disk_bytes", free(1))
+    assert main([*args, "--overwrite"]) == 0
+    assert propagations[-1].encoded == 4 and len(written) == 8
     assert "(4 image(s) encoded again)" in capsys.readouterr().err
     np.testing.assert_array_equal(tifffile.imread(out / "movie_tracks.tif"), want)
+    assert [f.parent.name for f in asked] == [".napari-sansa"] * 2  # the stack's scratch
     assert not list((out / ".napari-sansa").glob("*/features"))
 
 

@@ -166,6 +166,8 @@ class DiskFeatureCache:
     def put(self, key: str, arrays, dtype_name: str) -> None:
         if not self.writable:
             return
+        if sum(int(a.nbytes) for a in arrays) > self.max_bytes:
+            return  # could never be kept: not written (a disk near full stays so)
         path = self._path(key)
         try:
             with atomic_write(path, fsync=False) as tmp, open(tmp, "wb") as fh:

@@ -137,7 +137,7 @@ class _Scratch:
         :meth:`_StackLabels.write`); removed with the folder. It keeps at most half the
         disk space free when the stack begins (the least recently used entries go first;
         the frames they held are encoded again when their objects are carried), so that
-        a long stack does not fill the disk the outputs are written to."""
+        a long stack leaves room for the outputs."""
         from napari_sansa.core.cache import DiskFeatureCache, FeatureCache
 
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -353,7 +353,11 @@ class _StackLabels:
 
     def _follow(self):
         """What carrying the stack's objects with SAM2 needs: the model, its frames as
-        the run read them, and the run's pre-processing."""
+        the run read them, and the run's pre-processing. The features on disk are only
+        read from now on: a frame encoded again (its entry dropped for room) is held by
+        the carrying while it is needed, and storing it would drop another frame's
+        entry still to be read."""
+        self.model.features.cache.disk.writable = False
         memory, segment = self.memory, self.run.segment
         return (
             self.model,

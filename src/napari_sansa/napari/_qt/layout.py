@@ -74,7 +74,8 @@ def elided(label: Label) -> None:
 
 
 def tight(buttons: Container) -> Container:
-    """A row of buttons whose words fill them (no padding): three fit the dock's width."""
+    """A row of buttons whose words fill them (no padding): four short ones fit the
+    dock's width (the Tracks page's)."""
     from napari.settings import get_settings
 
     size = get_settings().appearance.font_size - 1  # napari's own 'decrease(font_size, 1)'
