@@ -651,6 +651,28 @@ def test_undo_and_redo_of_strokes_and_corrections_are_one_history():
     assert "nothing to redo" in messages[-1]
 
 
+def test_undo_after_napari_reset_the_layer_s_history_leaves_the_table_with_the_pixels():
+    """Made read-only, napari's track labels layer forgets its history: an undo then
+    changes no pixel, and the table (which followed the split) stays as it is."""
+    viewer, session, messages = viewer_with_tracks()
+    labels = viewer.layers[track_labels_name("cells")]
+    out = session.tracks
+    assert session.split_track(1, 3)
+    pixels = np.array(labels.data)
+    table = {k: v.copy() for k, v in out.table.items()}
+    labels.editable = False  # napari's _on_editable_changed resets the history
+    labels.editable = True
+    assert session.undo_tracks() is False
+    assert "no track correction to undo" in messages[-1]
+    np.testing.assert_array_equal(labels.data, pixels)
+    for k in table:
+        np.testing.assert_array_equal(out.table[k], table[k])
+    assert not out.can_undo and not out.can_redo
+    # the history starts again with the next correction
+    assert session.merge_tracks(1, 3) and session.undo_tracks()
+    np.testing.assert_array_equal(labels.data, pixels)
+
+
 def test_saving_after_painting_writes_the_painted_tracks(tmp_path):
     import csv
 

@@ -264,7 +264,12 @@ class TrackCorrections:
         out = self._track_output()
         if out is None:
             return False
-        if out.undo() is None:
+        try:
+            done = out.undo()
+        except InvalidInputError as exc:  # the track labels layer was removed
+            self.fail(str(exc))
+            return False
+        if done is None:
             self.fail("there is no track correction to undo (a merge, a split or painting)")
             return False
         return True
@@ -274,7 +279,12 @@ class TrackCorrections:
         out = self._track_output()
         if out is None:
             return False
-        if out.redo() is None:
+        try:
+            done = out.redo()
+        except InvalidInputError as exc:
+            self.fail(str(exc))
+            return False
+        if done is None:
             self.fail("there is nothing to redo on the tracks")
             return False
         return True

@@ -268,21 +268,41 @@ def _hook(layer) -> None:
         if out is not None:
             out._on_paint(event.value)
 
-    def undo_step():
-        undo()
+    def stepped(step, history: str, redo_: bool):
+        before = _history_length(ref(), history)
+        step()
         out = _owner(ref())
-        return out._stepped(redo=False) if out is not None else None
+        if out is None:
+            return None
+        if before is not None and before == _history_length(ref(), history):
+            # napari had nothing to undo (redo): its history was reset (the layer made
+            # read-only clears it), so the table's steps no longer match any pixels
+            out._undo.clear()
+            out._redo.clear()
+            return None
+        return out._stepped(redo=redo_)
+
+    def undo_step():
+        return stepped(undo, "_undo_history", False)
 
     def redo_step():
-        redo()
-        out = _owner(ref())
-        return out._stepped(redo=True) if out is not None else None
+        return stepped(redo, "_redo_history", True)
 
     layer.events.paint.connect(on_paint)
     layer.undo, layer.redo = undo_step, redo_step
 
 
 _HOOKED: weakref.WeakSet = weakref.WeakSet()
+
+
+def _history_length(layer, name: str) -> int | None:
+    """How many items napari's undo (redo) history of ``layer`` holds; None where this
+    napari keeps it otherwise (then every undo counts as done, as before)."""
+    history = getattr(layer, name, None)
+    try:
+        return len(history) if history is not None else None
+    except TypeError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -527,15 +547,22 @@ class TracksOutput:
 
     def undo(self) -> str | None:
         """Undo the last merge, split or stroke on the track labels (None: there is
-        none); napari's own undo of the layer, which the table follows."""
+        none); napari's own undo of the layer, which the table follows.
+        :class:`TrackEditError` (nothing changed) when the layer was removed."""
         if not self._undo or self.labels is None:
             return None
+        problem = self._require_layers()
+        if problem:
+            raise TrackEditError(problem)
         return self.labels.undo()
 
     def redo(self) -> str | None:
         """Redo what :meth:`undo` undid last (None: nothing)."""
         if not self._redo or self.labels is None:
             return None
+        problem = self._require_layers()
+        if problem:
+            raise TrackEditError(problem)
         return self.labels.redo()
 
     def undo_or_layer(self) -> None:
@@ -545,11 +572,12 @@ class TracksOutput:
 
     @property
     def can_undo(self) -> bool:
-        return bool(self._undo)
+        """Something to undo, on a track labels layer still in the viewer."""
+        return bool(self._undo) and self._require_layers() is None
 
     @property
     def can_redo(self) -> bool:
-        return bool(self._redo)
+        return bool(self._redo) and self._require_layers() is None
 
     def _refresh(self, pixels: bool = True) -> None:
         """The layers after the table changed (``pixels``: the labels' too; napari

@@ -290,6 +290,14 @@ def test_painting_on_the_track_labels_updates_the_table_counts_and_plot(make_san
     assert not panel.redo_button.enabled
     assert not panel.redo()
     assert widget.status.value.startswith("there is nothing to redo on the tracks")
+    # the layer removed: its history is gone with it; the table is left as it was
+    assert panel.undo() and panel.redo_button.enabled
+    shown = panel.table.tracks()
+    viewer.layers.remove(labels)
+    assert not panel.undo_button.enabled and not panel.redo_button.enabled
+    assert not panel.redo() and not panel.undo()
+    assert "'cells [sansa track labels]' was removed" in widget.status.value
+    assert panel.table.tracks() == shown
 
 
 def test_the_tracks_box_explains_tracks_also_when_they_are_unavailable(make_sansa):

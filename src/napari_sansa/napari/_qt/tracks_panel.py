@@ -152,6 +152,9 @@ class TracksPanel:
         self.undo_button.changed.connect(self.undo)
         self.redo_button.changed.connect(self.redo)
         self.session.tracks_changed.connect(self.refresh)
+        # a new run replaces the tracks, a removed layer ends their history: the buttons
+        self.session.running.connect(self._update_buttons)
+        widget.viewer.layers.events.removed.connect(self._update_buttons)
         self.session.track_selected.connect(self._on_track_selected)
         self._quiet = False
 
@@ -176,8 +179,7 @@ class TracksPanel:
                 self.table.select_track(track, add=True)
         finally:
             self._quiet = False
-        self.undo_button.enabled = out.can_undo
-        self.redo_button.enabled = out.can_redo
+        self._update_buttons()
         button = self.widget.page_buttons["Tracks"]
         if button.isHidden():  # the first tracks: their page shown
             button.setVisible(True)
@@ -187,6 +189,15 @@ class TracksPanel:
             self.widget.object_counts.set_tracks(per_frame)
             for t, n in per_frame.items():  # the plot's line: tracks per frame
                 self.widget.plot.set_count(t, n["tracks"])
+
+    def _update_buttons(self, *_) -> None:
+        """Undo and Redo enabled only while there is something to undo or redo."""
+        if not self.session.alive:  # the dock went away (layers removed as napari closes)
+            return
+        out = self.session.tracks
+        ok = out is not None and out.table is not None
+        self.undo_button.enabled = ok and out.can_undo
+        self.redo_button.enabled = ok and out.can_redo
 
     def _on_selection(self) -> None:
         if self._quiet:
@@ -243,7 +254,11 @@ class TracksPanel:
         return self.session.split_track(tracks[0])
 
     def undo(self, value=None) -> bool:
-        return self.session.undo_tracks()
+        done = self.session.undo_tracks()
+        self._update_buttons()
+        return done
 
     def redo(self, value=None) -> bool:
-        return self.session.redo_tracks()
+        done = self.session.redo_tracks()
+        self._update_buttons()
+        return done
