@@ -7,6 +7,7 @@ through the real loaders, so every test runs the real architecture and code path
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -297,9 +298,12 @@ def previews_idle(qtbot, widget, timeout: int = 180_000) -> None:
 
 
 @pytest.fixture
-def make_sansa(make_napari_viewer, sansa_env, shared_model_cache):
+def make_sansa(make_napari_viewer, sansa_env, shared_model_cache, qtbot):
     """``make_sansa(layers...)`` -> (viewer, widget): a real viewer with the SANSA widget
-    docked, set to the CPU and to the process's shared model cache."""
+    docked, set to the CPU and to the process's shared model cache. Afterwards the
+    widget's live preview is let finish the job it is computing (its queue dropped), so
+    that no preview of this test runs on the shared model during the next one."""
+    made = []
 
     def factory(*layers, share_model: bool = True):
         from napari_sansa.napari._qt.widget import SansaWidget
@@ -312,9 +316,18 @@ def make_sansa(make_napari_viewer, sansa_env, shared_model_cache):
         widget.model_panel.device.value = "cpu"
         if share_model:
             widget.session.models = shared_model_cache
+        made.append(widget)
         return viewer, widget
 
-    return factory
+    yield factory
+    for widget in made:
+        previews = widget.session.previews
+        previews.enabled = False
+        previews._queue.clear()
+        with contextlib.suppress(RuntimeError):  # the test deleted the widget itself
+            widget.preview_panel._timer.stop()
+        with contextlib.suppress(Exception):  # a worker that never ends: not this test's
+            qtbot.waitUntil(lambda p=previews: p.worker is None, timeout=180_000)
 
 
 @pytest.fixture
