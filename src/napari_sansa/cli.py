@@ -205,6 +205,15 @@ def _parser() -> argparse.ArgumentParser:
         "with --tile-size",
     )
     s.add_argument(
+        "--max-move",
+        type=float,
+        default=None,
+        metavar="PIXELS",
+        help="with --tracks: the farthest a cell moves between two frames (pixels; in the "
+        "voxel size's units for T x Z stacks; default: 1.5 times the objects' median "
+        "diameter); with --follow also how far an object's carried mask may reach",
+    )
+    s.add_argument(
         "--probabilities", action="store_true", help="also write per-class probability maps"
     )
     s.add_argument(
@@ -357,6 +366,7 @@ def _segment_options(args):
         instances=objects or True if args.instances or args.tracks or args.follow else None,
         tracks=args.tracks or args.follow,
         follow=args.follow,
+        max_move=args.max_move,
         probabilities=args.probabilities,
         axes=args.axes,
         channels=args.channels,

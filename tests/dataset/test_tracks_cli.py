@@ -228,6 +228,23 @@ def test_follow_links_on_where_sam2_carries_the_objects_on_the_runs_features(
     # and it needs whole frames
     assert main(segment_args(weights, root, "--follow", "--tile-size", "64")) == 2
     assert "--tile-size" in capsys.readouterr().err
+    # --max-move: how far a (T, Y, X) stack's carried masks reach, and how far a cell moves
+    assert main(segment_args(weights, root, "--follow", "--min-size", "45", "--max-move", "9",
+                             "--overwrite")) == 0  # fmt: skip
+    frames = tifffile.imread(root / "data" / "movie.tif")
+    objects = tifffile.imread(out / "movie_objects.tif")
+    carried = made[-2] if len(made[-1].images) != len(frames) else made[-1]
+    assert carried.reach == 9.0
+    moved = ns.propagate_objects(model, list(frames), objects, reach=9.0,
+                                 input_size=carried.pre.input_size,
+                                 intensity_range=carried.pre.intensity_range)  # fmt: skip
+    want, _ = ns.track_objects(objects, classes=tifffile.imread(out / "movie.tif"), moved=moved,
+                               max_distance=9.0)  # fmt: skip
+    np.testing.assert_array_equal(tifffile.imread(out / "movie_tracks.tif"), want)
+    assert next(c for c in made[-2:] if len(c.images) == len(tz)).reach is None  # T x Z
+    # given without tracks: refused
+    assert main(segment_args(weights, root, "--max-move", "9")) == 2
+    assert "--max-move must be given only with --tracks" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -64,14 +64,23 @@ class OptionError(InvalidInputError):
     ``template``: the whole message instead, for errors that are not about one value,
     e.g. an output folder that holds another run's outputs; it names ``{value}``, the
     option and ``{overwrite}`` only (the rest is text, paths included).
-    ``default``: the naming of ``str()`` (default: the keywords).
+    ``default``: the naming of ``str()`` (default: the keywords). ``also``: other options
+    a ``template`` names (``{keyword}``, worded as the option is).
     """
 
     def __init__(
-        self, option: str, value, allowed: str = "", *, fix: str = "", template=None, default=None
+        self,
+        option: str,
+        value,
+        allowed: str = "",
+        *,
+        fix: str = "",
+        template=None,
+        default=None,
+        also: tuple = (),
     ):
         self.option, self.value, self.allowed, self.fix = option, value, allowed, fix
-        self.template, self.default = template, default
+        self.template, self.default, self.also = template, default, tuple(also)
         super().__init__(self.worded())
 
     def worded(self, name=None) -> str:
@@ -80,17 +89,18 @@ class OptionError(InvalidInputError):
         names = _Names(name or self.default or str)
         if self.template is not None:
             names["value"] = str(self.value)
-            return _word(self.template, names, only=("value", self.option, "overwrite"))
+            only = ("value", self.option, "overwrite", *self.also)
+            return _word(self.template, names, only=only)
         text = f"{names[self.option]} must be {_word(self.allowed, names)}, got {self.value!r}"
         return f"{text}: {_word(self.fix, names)}" if self.fix else text
 
     def __reduce__(self):  # raised on Dask workers: travels with its fields
         fields = (self.option, self.value, self.allowed, self.fix, self.template, self.default)
-        return (_option_error, (type(self), *fields))
+        return (_option_error, (type(self), *fields, self.also))
 
 
-def _option_error(cls, option, value, allowed, fix, template, default):
-    return cls(option, value, allowed, fix=fix, template=template, default=default)
+def _option_error(cls, option, value, allowed, fix, template, default, also=()):
+    return cls(option, value, allowed, fix=fix, template=template, default=default, also=also)
 
 
 def output_error(template: str, out) -> OptionError:

@@ -3,6 +3,7 @@ them (:class:`RunSettings`), and the one call into the engine."""
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 
@@ -31,6 +32,10 @@ class DatasetOptions:
     into the next frame (:func:`~napari_sansa.propagate_objects`), on the features the
     run computed, kept in the stack's scratch folder until its tracks are written (no
     second encoding); it implies ``tracks``, and needs whole frames (no ``tile_size``).
+    ``max_move``: with ``tracks``, the farthest a cell moves between two frames (pixels;
+    with a voxel size, a T x Z stack's in its units; None: the linker's own, 1.5 times the
+    median diameter of the objects), and with ``follow`` of a (T, Y, X) stack also how far
+    an object's carried mask may reach (None: three times its diameter).
     ``format``: the outputs' file format, "tiff" (the default)
     or "ome-zarr" (one OME-Zarr store per output; see
     :mod:`napari_sansa.dataset.outputs.omezarr`). ``into_input_store``: with "ome-zarr",
@@ -50,6 +55,7 @@ class DatasetOptions:
     chunk_size: int | None = None
     tracks: bool = False
     follow: bool = False
+    max_move: float | None = None
     format: str = "tiff"
     into_input_store: bool = False
 
@@ -76,6 +82,17 @@ class DatasetOptions:
                 "frames: leave out tile_size (--tile-size), or link tracks by overlap"
             )
         object.__setattr__(self, "tracks", bool(self.tracks) or self.follow)
+        move = self.max_move
+        if move is not None:
+            if (
+                isinstance(move, bool)
+                or not isinstance(move, numbers.Real)
+                or not (0 < float(move) < float("inf"))
+            ):
+                raise OptionError("max_move", move, "a distance in pixels above 0, or None")
+            if not self.tracks:
+                raise OptionError("max_move", move, "given only with {tracks}")
+            object.__setattr__(self, "max_move", float(move))
         if self.tracks and self.segment.instances is None:  # tracks link objects
             from napari_sansa.core.objects import ObjectOptions
 
@@ -127,6 +144,8 @@ class DatasetOptions:
             record["tracks"] = True
         if self.follow:
             record["follow"] = True
+        if self.max_move is not None:
+            record["max_move"] = self.max_move
         return record
 
     @property
@@ -233,6 +252,11 @@ class RunSettings:
     def follow(self) -> bool:
         """Whether tracks are linked on where SAM2 carries each object."""
         return self.options.follow
+
+    @property
+    def max_move(self) -> float | None:
+        """The farthest a cell moves between two frames (None: the linker's own)."""
+        return self.options.max_move
 
     @property
     def axes(self) -> str | None:

@@ -349,7 +349,7 @@ class _StackLabels:
             add_to_input_store(t, final, self.record())
         if self.objects is not None and run.tracks:  # the track stack is written last
             follow = self._follow() if run.follow else None
-            self.objects.write_tracks(t, out, stack, self.record, follow)
+            self.objects.write_tracks(t, out, stack, self.record, follow, run.max_move)
 
     def _follow(self):
         """What carrying the stack's objects with SAM2 needs: the model, its frames as
@@ -463,11 +463,14 @@ class _StackObjects:
         write_output(out / t.objects_output, layout, pages, record("objects", table))
         self.table, self.frame_offsets = table, offsets
 
-    def write_tracks(self, t: Target, out, stack: TiffStack, record, follow=None) -> None:
+    def write_tracks(
+        self, t: Target, out, stack: TiffStack, record, follow=None, max_move=None
+    ) -> None:
         """The tracks of the object stack just written (``--tracks``; see
         :mod:`~napari_sansa.dataset.tracks`), from the scratch maps, one time point at a
         time; ``follow``: ``(model, stack, input_size, intensity_range)`` to link on where
-        SAM2 carries the objects (``--follow``)."""
+        SAM2 carries the objects (``--follow``); ``max_move``: the farthest a cell moves
+        between two frames (``--max-move``; None: the linker's own)."""
         from napari_sansa.core.measures import object_dtype
         from napari_sansa.dataset.tracks import TimeFrames, stack_classes, write_stack_tracks
 
@@ -486,8 +489,13 @@ class _StackObjects:
         if follow is not None:
             from napari_sansa.dataset.tracks import carry_objects
 
-            moved = carry_objects(t, self.scratch, frames, *follow)
-        write_stack_tracks(t, out, self.scratch, frames, classes, record, n_objects, spacing, moved)
+            # a (T, Y, X) stack's carried masks reach max_move pixels (as in the viewer);
+            # a T x Z stack's max_move is in the voxel size's units: their own reach
+            reach = max_move if len(frames.shape) == 3 else None
+            moved = carry_objects(t, self.scratch, frames, *follow, reach=reach)
+        write_stack_tracks(
+            t, out, self.scratch, frames, classes, record, n_objects, spacing, moved, max_move
+        )
 
 
 def _plain(run):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sansa.core.errors import InvalidInputError
+from napari_sansa.core.errors import InvalidInputError, OptionError, option_flag
 from napari_sansa.dataset.ctc import CTC_MARK, check_ctc_folder, remove_ctc_folder
 from napari_sansa.dataset.discovery import natural_key
 from napari_sansa.dataset.manifest import (
@@ -71,10 +71,15 @@ def check_time_axes(targets, run) -> None:
                         continue
             except InvalidInputError:
                 continue
-        raise InvalidInputError(
-            f"--tracks links objects through time, but {t.source} has no T axis (its axes are "
-            f"{axes}): give time-lapses (TYX, TZYX, TCYX... TIFF stacks; --axes names the axes "
-            "of a TIFF that records none, e.g. --axes TYX), or leave --tracks out"
+        raise OptionError(
+            "tracks",
+            t.source,
+            template="{tracks} links objects through time, but {value} has no T axis (its "
+            f"axes are {axes}): give time-lapses (TYX, TZYX, TCYX... TIFF stacks[; {{axes}} "
+            "names the axes of a TIFF that records none, e.g. {axes} TYX]), or leave "
+            "{tracks} out",
+            default=option_flag,
+            also=("axes",),
         )
 
 
@@ -113,15 +118,20 @@ class TimeFrames:
         )
 
 
-def carry_objects(t, scratch, frames: TimeFrames, model, stack, input_size, intensity_range):
+def carry_objects(
+    t, scratch, frames: TimeFrames, model, stack, input_size, intensity_range, reach=None
+):
     """``--follow``: where SAM2 carries each object of ``frames`` into the next frame
-    (a scratch map of their shape), on the features the run kept in the scratch folder."""
+    (a scratch map of their shape), on the features the run kept in the scratch folder;
+    ``reach``: how far (pixels) a carried mask may reach (None: three diameters)."""
     from napari_sansa.core.propagation import FramesByTime, ObjectPropagation
 
     moved = scratch.array("moved.npy", frames.dtype, frames.shape)
     planes = frames.shape[1] if len(frames.shape) == 4 else None
     images = FramesByTime(lambda t, z: stack[frames.flat(t, z)], frames.shape[0], planes)
-    carry = ObjectPropagation(model, images, input_size=input_size, intensity_range=intensity_range)
+    carry = ObjectPropagation(
+        model, images, input_size=input_size, intensity_range=intensity_range, reach=reach
+    )
     moved[0] = 0
     for i, carried in carry.frames(frames):
         moved[i] = carried
@@ -144,11 +154,13 @@ def write_stack_tracks(
     n_objects: int,
     spacing=None,
     moved=None,
+    max_move=None,
 ) -> None:
     """Track ``frames`` (:class:`TimeFrames`; ``n_objects``: its number of objects, at
     least its number of tracks; ``classes``: ``{object id: class}``; ``spacing``: the
     voxel size of 3D time points, or None; ``moved``: where SAM2 carried the objects,
-    ``--follow``) and write ``t``'s CTC folder, then its track stack (with the table in
+    ``--follow``; ``max_move``: the farthest a cell moves between frames, None: the
+    linker's own) and write ``t``'s CTC folder, then its track stack (with the table in
     its record: ``record(role)``)."""
     from napari_sansa.core.atomic import write_text_atomic
     from napari_sansa.core.measures import object_dtype
@@ -156,7 +168,12 @@ def write_stack_tracks(
 
     tracks = scratch.array("tracks.npy", object_dtype(n_objects), frames.shape)
     tracks, table = track_objects(
-        frames, classes=classes or None, out=tracks, spacing=spacing, moved=moved
+        frames,
+        classes=classes or None,
+        out=tracks,
+        spacing=spacing,
+        moved=moved,
+        max_distance=max_move,
     )
     n_tracks = int(table["track"].max()) if len(table) else 0
     folder = out / t.ctc_output

@@ -155,7 +155,11 @@ def run_folder(job: FolderJob, models: ModelCache, cancel: threading.Event, name
     from napari_sansa.napari.messages import gui_message
 
     options = replace(job.settings.segment, intensity_range=job.intensity_range)
-    options = DatasetOptions.make(options, probabilities=job.settings.probabilities)
+    tracks = job.settings.tracks  # TrackSettings (the 'tracks' box) or None
+    linked = {}
+    if tracks is not None:  # every time-lapse of the folder: the command line's --tracks
+        linked = {"tracks": True, "follow": tracks.follow, "max_move": tracks.max_distance}
+    options = DatasetOptions.make(options, probabilities=job.settings.probabilities, **linked)
     try:
         with leave_a_core_for_napari(getattr(job.model, "threads", None)):
             model = models.get(job.model)
@@ -303,8 +307,10 @@ class FolderRun:
             self.notify(f"nothing to do: all {r.skipped} outputs in {where} are finished")
         else:
             before = f", {r.skipped} finished before" if r.skipped else ""
+            tracks = r.tracks_csv
+            linked = f"; tracks in '{tracks.name}'" if tracks is not None else ""
             self.notify(  # the list says how to open one
-                f"done: {r.done} image(s) labelled into {where}{failed}{before}",
+                f"done: {r.done} image(s) labelled into {where}{failed}{before}{linked}",
                 "warning" if r.failed else None,
             )
 

@@ -30,7 +30,7 @@ def _missing_files(name: str | None) -> list[Path]:
 
 
 #: options the viewer has no control for, in its words (None: it does not have it)
-_VIEWER_WORDS = {"out": "output folder", "overwrite": None}
+_VIEWER_WORDS = {"out": "output folder", "overwrite": None, "axes": None}  # no axes option
 
 
 def option_name(option: str) -> str | None:

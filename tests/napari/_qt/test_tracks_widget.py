@@ -375,3 +375,74 @@ def test_two_digit_track_ids_are_whole_in_the_dock(qtbot):
         option.features |= QStyleOptionViewItem.ViewItemFeature.HasDisplay
         room = style.subElementRect(QStyle.SubElement.SE_ItemViewItemText, option, table)
         assert room.width() - 2 * margin >= table.fontMetrics().horizontalAdvance(option.text)
+
+
+def _folder_outputs(out) -> dict:
+    """Every file a folder run wrote (not its scratch), read back: TIFFs as arrays."""
+    import tifffile
+
+    found = {}
+    for p in sorted(out.rglob("*")):
+        if p.is_file() and ".napari-sansa" not in p.parts and p.name != "scores.csv":
+            key = p.relative_to(out).as_posix()
+            found[key] = tifffile.imread(p) if p.suffix == ".tif" else p.read_bytes()
+    return found
+
+
+@pytest.mark.slow
+def test_a_folder_run_with_tracks_writes_what_the_command_line_writes(
+    make_sansa, qtbot, tmp_path, weights
+):
+    """The Folder page with 'tracks' ticked links every time-lapse of the folder, as
+    ``napari-sansa segment --tracks --max-move``: the track stacks, the CTC folders and
+    tracks.csv, the same files; a folder with an image that has no T axis is refused in
+    the widget's words (no command-line flags)."""
+    import imageio.v3 as iio
+    import tifffile
+
+    from conftest import CONFIG, cli_model_args
+    from napari_sansa.cli import main
+
+    frames, paint = time_lapse()
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, movie in (("a", frames), ("b", frames[:, ::-1])):  # b: its rows mirrored
+        tifffile.imwrite(data / f"{name}.tif", movie, imagej=True, metadata={"axes": "TYX"})
+    iio.imwrite(tmp_path / "ref.png", frames[0])
+    iio.imwrite(tmp_path / "ref_labels.png", paint[0])
+    viewer, widget = open_time_lapse(make_sansa)
+    widget.prompt_layers.value = [viewer.layers["paint"]]
+    large = widget.large
+    large.tracks.value = True
+    large.min_size.value, large.seed_distance.value, large.max_move.value = 20, 5, 30
+    out = tmp_path / "gui"
+    widget.select_folder(data, out)
+    run(qtbot, widget)
+    assert widget.status.value.startswith("done: 2 image(s) labelled"), widget.status.value
+    assert widget.status.value.endswith("; tracks in 'tracks.csv'")
+    cli = tmp_path / "cli"
+    args = ["segment", str(data), "-r", str(tmp_path / "ref.png"), str(tmp_path / "ref_labels.png")]
+    args += ["--out", str(cli), *cli_model_args(weights), "--config", CONFIG, "--tracks"]
+    assert main([*args, "--min-size", "20", "--seed-distance", "5", "--max-move", "30"]) == 0
+    got, want = _folder_outputs(out), _folder_outputs(cli)
+    assert {"a_tracks.tif", "b_tracks.tif", "tracks.csv", "a_ctc/res_track.txt"} <= set(want)
+    assert sorted(got) == sorted(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    # the core's tracks of the objects, with the max move given
+    objects, labels = tifffile.imread(out / "a_objects.tif"), tifffile.imread(out / "a.tif")
+    linked, _ = track_objects(objects, classes=labels, max_distance=30.0)
+    assert objects.shape == frames.shape and objects.max() > 1
+    np.testing.assert_array_equal(tifffile.imread(out / "a_tracks.tif"), linked)
+    by_default, _ = track_objects(objects, classes=labels)
+    assert not np.array_equal(linked, by_default)  # (so it was used)
+    # max move is part of the run: the command line's default is another run
+    assert main([*args, "--min-size", "20", "--seed-distance", "5"]) == 2
+    # an image without a T axis in the folder: refused before anything is labelled
+    iio.imwrite(data / "photo.png", frames[0])
+    widget.select_folder(data, tmp_path / "gui2")
+    run(qtbot, widget)
+    said = widget.status.value
+    assert "links objects through time, but" in said and "photo.png has no T axis" in said
+    assert "--" not in said and "leave 'tracks" in said, said
+    assert not (tmp_path / "gui2" / "a_tracks.tif").exists()

@@ -371,12 +371,6 @@ class SansaWidget(FrameNavigation, PromptInputs, Container):
             return None
         images = self.images()
         if self.folder.active or self.folder.run.busy():  # a folder on disk: folder_panel.py
-            if settings.tracks is not None:
-                self.session.notify(
-                    "a folder run makes no tracks (the objects, yes): link a time-lapse in "
-                    "the viewer, or the folder's objects with ns.track_objects",
-                    "warning",
-                )
             return self.folder.start(images, self.prompt_layers.value, model_settings, settings)
         return self.session.run(
             images if len(images) > 1 else self.image.value,
