@@ -244,6 +244,39 @@ def folder_run(launch) -> None:
     shutil.rmtree(root.parent, ignore_errors=True)
 
 
+def folder_tracks(launch) -> None:
+    """A folder of time-lapses labelled and linked into tracks from the Folder page (one
+    time-lapse painted in the viewer, 'tracks' ticked); one result opened."""
+    import numpy as np
+    import tifffile
+
+    root = Path(tempfile.mkdtemp(prefix="sansa-folder-tracks-")) / "data"
+    movies = root / "time-lapses"
+    movies.mkdir(parents=True)
+    image, masks = _dividing_cells()
+    for i, flip in enumerate(((), (1,), (2,))):
+        tifffile.imwrite(movies / f"movie-{i + 1}.tif", np.flip(image, flip) if flip else image,
+                         imagej=True, metadata={"axes": "TYX"})  # fmt: skip
+    viewer, widget = _painted(launch, image, "movie-1", ("t", "y", "x"), (0,), masks[0])
+    widget.large.tracks.value = True
+    widget.large.min_size.value = 20
+    widget.select_folder(movies, root / "labels")
+    widget.run()
+    _wait_for_run(widget)
+    for layer in list(viewer.layers):
+        layer.visible = False
+    image_layer, labels = widget.folder.open_row(0)
+    labels.visible = False  # the image and its track labels, as Open result adds them
+    viewer.layers.selection.active = viewer.layers["movie-1 tracks (labels)"]
+    widget.go_to_frame(6)
+    viewer.reset_view()
+    widget.folder.list.setCurrentRow(0)
+    widget.show_page("Folder")
+    _shot(viewer, "folder-tracks.png")
+    viewer.close()
+    shutil.rmtree(root.parent, ignore_errors=True)
+
+
 def tz_ranges(launch) -> None:
     """A (T, Z) stack labelled within a range on each axis, sequentially along z."""
     import numpy as np
@@ -489,6 +522,7 @@ ONLY = {
     "zstack": zstack,
     "ranges": tz_ranges,
     "folder": folder_run,
+    "folder-tracks": folder_tracks,
     "pages": lambda launch: _pages_of_photos(launch),
     "options-follow": lambda launch: options_follow(launch),
     "preview": preview_and_fix,
@@ -677,6 +711,7 @@ def main() -> None:
     zstack(launch)
     tz_ranges(launch)
     folder_run(launch)
+    folder_tracks(launch)
     preview_and_fix(launch)
     multiscale(launch)
     tracks(launch)

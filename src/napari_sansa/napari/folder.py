@@ -344,7 +344,10 @@ class FolderRun:
 
     def open_result(self, result: FolderResult):
         """Show ``result``'s image and its labels in the viewer: (image layer, labels
-        layer). An image already shown under its name (same shape) is reused."""
+        layer). An image already shown under its name (same shape) is reused. A
+        time-lapse linked into tracks also gets its track labels (``<name>_tracks.tif``)
+        as a Labels layer '<name> tracks (<folder>)'."""
+        from napari_sansa.dataset.discovery import Target
         from napari_sansa.dataset.io import read_image
 
         if result.output is None or not result.output.is_file():
@@ -357,6 +360,11 @@ class FolderRun:
         if layer is None or tuple(layer.data.shape) != image.shape:
             rgb = image.ndim == labels.ndim + 1 and image.shape[-1] in (3, 4)
             layer = self.viewer.add_image(image, name=name, rgb=rgb)
-        out = self.viewer.add_labels(labels, name=f"{name} labels ({result.output.parent.name})")
+        where = result.output.parent.name
+        out = self.viewer.add_labels(labels, name=f"{name} labels ({where})")
         out.scale, out.translate = layer.scale[-labels.ndim :], layer.translate[-labels.ndim :]
+        tracks = Path(Target(str(result.source), str(result.output)).tracks_output)
+        if tracks.is_file():
+            linked = self.viewer.add_labels(read_image(tracks), name=f"{name} tracks ({where})")
+            linked.scale, linked.translate = out.scale, out.translate
         return layer, out

@@ -436,6 +436,11 @@ def test_a_folder_run_with_tracks_writes_what_the_command_line_writes(
     np.testing.assert_array_equal(tifffile.imread(out / "a_tracks.tif"), linked)
     by_default, _ = track_objects(objects, classes=labels)
     assert not np.array_equal(linked, by_default)  # (so it was used)
+    # a result opened: its image, labels and track labels
+    row = [r.source.name for r in widget.folder.run.results].index("a.tif")
+    widget.folder.open_row(row)
+    np.testing.assert_array_equal(viewer.layers["a tracks (gui)"].data, linked)
+    np.testing.assert_array_equal(viewer.layers["a labels (gui)"].data, labels)
     # max move is part of the run: the command line's default is another run
     assert main([*args, "--min-size", "20", "--seed-distance", "5"]) == 2
     # an image without a T axis in the folder: refused before anything is labelled
