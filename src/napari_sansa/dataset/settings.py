@@ -77,9 +77,12 @@ class DatasetOptions:
             raise OptionError("follow", self.follow, "True or False")
         object.__setattr__(self, "follow", bool(self.follow))
         if self.follow and self.segment.tile_size is not None:
-            raise InvalidInputError(
-                "following objects with SAM2 (follow / --follow) carries them on whole "
-                "frames: leave out tile_size (--tile-size), or link tracks by overlap"
+            raise OptionError(
+                "follow",
+                True,
+                template="following objects with SAM2 ({follow}) carries them on whole "
+                "frames: leave out {tile_size}, or link tracks by overlap",
+                also=("tile_size",),
             )
         object.__setattr__(self, "tracks", bool(self.tracks) or self.follow)
         move = self.max_move
@@ -89,7 +92,7 @@ class DatasetOptions:
                 or not isinstance(move, numbers.Real)
                 or not (0 < float(move) < float("inf"))
             ):
-                raise OptionError("max_move", move, "a distance in pixels above 0, or None")
+                raise OptionError("max_move", move, "a distance in pixels above 0")
             if not self.tracks:
                 raise OptionError("max_move", move, "given only with {tracks}")
             object.__setattr__(self, "max_move", float(move))

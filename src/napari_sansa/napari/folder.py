@@ -159,8 +159,8 @@ def run_folder(job: FolderJob, models: ModelCache, cancel: threading.Event, name
     linked = {}
     if tracks is not None:  # every time-lapse of the folder: the command line's --tracks
         linked = {"tracks": True, "follow": tracks.follow, "max_move": tracks.max_distance}
-    options = DatasetOptions.make(options, probabilities=job.settings.probabilities, **linked)
     try:
+        options = DatasetOptions.make(options, probabilities=job.settings.probabilities, **linked)
         with leave_a_core_for_napari(getattr(job.model, "threads", None)):
             model = models.get(job.model)
             run = segment_dataset_iter(
@@ -182,6 +182,25 @@ def run_folder(job: FolderJob, models: ModelCache, cancel: threading.Event, name
                 run.close()
     except (SansaError, ValueError, OSError, MemoryError) as exc:
         return FolderOutcome(None, *gui_message(exc, job.model, names))
+
+
+def _tracks_of(path: Path, result: FolderResult) -> bool:
+    """Whether ``path`` holds the tracks napari-sansa linked for ``result``'s image in the
+    run of its labels (not a file of the user's, nor the labels of an input of that
+    name, nor the tracks of an earlier run)."""
+    from napari_sansa.dataset.outputs import read_record
+    from napari_sansa.dataset.records import same_source
+
+    if not path.is_file():
+        return False
+    info, labels = read_record(path), read_record(result.output)
+    return bool(
+        info is not None
+        and labels is not None
+        and info.get("output") == "tracks"
+        and same_source(info.get("source"), str(result.source))
+        and info.get("run") == labels.get("run")
+    )
 
 
 class FolderRun:
@@ -364,7 +383,7 @@ class FolderRun:
         out = self.viewer.add_labels(labels, name=f"{name} labels ({where})")
         out.scale, out.translate = layer.scale[-labels.ndim :], layer.translate[-labels.ndim :]
         tracks = Path(Target(str(result.source), str(result.output)).tracks_output)
-        if tracks.is_file():
+        if _tracks_of(tracks, result):
             linked = self.viewer.add_labels(read_image(tracks), name=f"{name} tracks ({where})")
             linked.scale, linked.translate = out.scale, out.translate
         return layer, out

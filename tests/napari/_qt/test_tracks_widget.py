@@ -441,8 +441,27 @@ def test_a_folder_run_with_tracks_writes_what_the_command_line_writes(
     widget.folder.open_row(row)
     np.testing.assert_array_equal(viewer.layers["a tracks (gui)"].data, linked)
     np.testing.assert_array_equal(viewer.layers["a labels (gui)"].data, labels)
-    # max move is part of the run: the command line's default is another run
-    assert main([*args, "--min-size", "20", "--seed-distance", "5"]) == 2
+    # the command line goes on with the widget's folder (nothing to redo) with the same
+    # --max-move; max move is part of the run: the command's default is another run
+    on_gui = [*args[:-1], "--tracks", "--min-size", "20", "--seed-distance", "5"]
+    on_gui[on_gui.index(str(cli))] = str(out)
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.tif")}
+    assert main([*on_gui, "--max-move", "30"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # no label written again
+    assert (out / "tracks.csv").read_bytes() == got["tracks.csv"]
+    assert main(on_gui) == 2
+    # a file of that name that is not these tracks is not opened as them
+    tifffile.imwrite(out / "b_tracks.tif", np.ones(frames.shape, np.uint8))
+    widget.folder.open_row([r.source.name for r in widget.folder.run.results].index("b.tif"))
+    assert "b labels (gui)" in viewer.layers and "b tracks (gui)" not in viewer.layers
+    # follow with SAM2 and a tile size: refused in the widget's words
+    large.follow.value, large.tile_size.value = True, 64
+    widget.select_folder(data, tmp_path / "tiled")
+    run(qtbot, widget)
+    said = widget.status.value
+    assert "carries them on whole frames" in said and "--" not in said, said
+    assert not (tmp_path / "tiled" / "a.tif").exists()
+    large.follow.value, large.tile_size.value = False, 0
     # an image without a T axis in the folder: refused before anything is labelled
     iio.imwrite(data / "photo.png", frames[0])
     widget.select_folder(data, tmp_path / "gui2")
@@ -450,4 +469,5 @@ def test_a_folder_run_with_tracks_writes_what_the_command_line_writes(
     said = widget.status.value
     assert "links objects through time, but" in said and "photo.png has no T axis" in said
     assert "--" not in said and "leave 'tracks" in said, said
+    assert not (tmp_path / "gui2" / "a.tif").exists()
     assert not (tmp_path / "gui2" / "a_tracks.tif").exists()

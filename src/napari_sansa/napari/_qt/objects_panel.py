@@ -85,7 +85,7 @@ class TilesObjectsPanel:
         self.max_move = SpinBox(
             label="max move (0: auto)", min=0, max=100_000, value=0,
             tooltip="the farthest (pixels) an object's centre moves from one frame to the "
-            "next and stays the same track; 0: the objects' median diameter",
+            "next and stays the same track; 0: 1.5 times the objects' median diameter",
         )  # fmt: skip
         self.follow = CheckBox(
             text="follow with SAM2", value=False,
