@@ -207,6 +207,29 @@ def zstack(launch) -> None:
     viewer.close()
 
 
+def _folder_run_opened(viewer, widget, images, labels_to, row: int):
+    """Label the folder ``images`` into ``labels_to`` from the Folder page, hide the
+    layers, open result ``row``: its (image, labels) layers."""
+    _previews_quiet(widget)  # the painted layer's preview made before the run's layers
+    widget.select_folder(images, labels_to)
+    widget.run()
+    _wait_for_run(widget)
+    for layer in list(viewer.layers):
+        layer.visible = False
+    return widget.folder.open_row(row)
+
+
+def _folder_shot(viewer, widget, row: int, name: str, scratch: Path) -> None:
+    """The Folder page with result ``row`` selected, saved as ``name``; the viewer closed
+    and the ``scratch`` folder removed."""
+    viewer.reset_view()
+    widget.folder.list.setCurrentRow(row)
+    widget.show_page("Folder")
+    _shot(viewer, name)
+    viewer.close()
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
 def folder_run(launch) -> None:
     """A folder on disk labelled from one painted image; one result opened to check it."""
     import imageio.v3 as iio
@@ -229,19 +252,9 @@ def folder_run(launch) -> None:
     paint.data[:] = coins_reference(reference, n_objects=4)
     paint.refresh()
     paint.mode = "pan_zoom"
-    widget.select_folder(images, root / "labels")
-    widget.run()
-    _wait_for_run(widget)
-    for layer in list(viewer.layers):
-        layer.visible = False
-    image, labels = widget.folder.open_row(1)
+    image, labels = _folder_run_opened(viewer, widget, images, root / "labels", 1)
     viewer.layers.selection.active = labels
-    viewer.reset_view()
-    widget.folder.list.setCurrentRow(1)
-    widget.show_page("Folder")
-    _shot(viewer, "folder.png")
-    viewer.close()
-    shutil.rmtree(root.parent, ignore_errors=True)
+    _folder_shot(viewer, widget, 1, "folder.png", root.parent)
 
 
 def folder_tracks(launch) -> None:
@@ -260,21 +273,11 @@ def folder_tracks(launch) -> None:
     viewer, widget = _painted(launch, image, "movie-1", ("t", "y", "x"), (0,), masks[0])
     widget.large.tracks.value = True
     widget.large.min_size.value = 20
-    widget.select_folder(movies, root / "labels")
-    widget.run()
-    _wait_for_run(widget)
-    for layer in list(viewer.layers):
-        layer.visible = False
-    image_layer, labels = widget.folder.open_row(0)
+    image_layer, labels = _folder_run_opened(viewer, widget, movies, root / "labels", 0)
     labels.visible = False  # the image and its track labels, as Open result adds them
     viewer.layers.selection.active = viewer.layers["movie-1 tracks (labels)"]
     widget.go_to_frame(6)
-    viewer.reset_view()
-    widget.folder.list.setCurrentRow(0)
-    widget.show_page("Folder")
-    _shot(viewer, "folder-tracks.png")
-    viewer.close()
-    shutil.rmtree(root.parent, ignore_errors=True)
+    _folder_shot(viewer, widget, 0, "folder-tracks.png", root.parent)
 
 
 def tz_ranges(launch) -> None:
