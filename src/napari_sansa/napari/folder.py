@@ -21,8 +21,9 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
 
 from napari_sansa.dataset.manifest import NAME_ERRORS
+from napari_sansa.dataset.rows import CSV_NAME
 from napari_sansa.dataset.settings import DatasetOptions
-from napari_sansa.napari.geometry import PromptError
+from napari_sansa.napari.geometry import META_KEY, PromptError
 from napari_sansa.napari.imageset import SetPlan, assign_prompt_layers
 from napari_sansa.napari.layers import quoted_names
 from napari_sansa.napari.messages import option_name
@@ -307,6 +308,9 @@ class FolderRun:
             return
         if self.report is not None and self.report.csv is not None:
             self._list_finished(self.report.csv)
+        elif self.job is not None:  # refused (or failed) before it listed anything: the
+            # outputs already in the folder stay listed, to open
+            self._list_finished(self.job.output / CSV_NAME)
         self.running.emit(False)
         if error is not None:
             self.notify(error, "error")
@@ -380,10 +384,17 @@ class FolderRun:
             rgb = image.ndim == labels.ndim + 1 and image.shape[-1] in (3, 4)
             layer = self.viewer.add_image(image, name=name, rgb=rgb)
         where = result.output.parent.name
-        out = self.viewer.add_labels(labels, name=f"{name} labels ({where})")
+        # marked as a result: listed among the prompt layers, but not ticked by itself
+        # (it would change the folder's references: Run would then refuse the folder)
+        out = self.viewer.add_labels(
+            labels, name=f"{name} labels ({where})", metadata={META_KEY: "result"}
+        )
         out.scale, out.translate = layer.scale[-labels.ndim :], layer.translate[-labels.ndim :]
         tracks = Path(Target(str(result.source), str(result.output)).tracks_output)
-        if _tracks_of(tracks, result):
-            linked = self.viewer.add_labels(read_image(tracks), name=f"{name} tracks ({where})")
+        if _tracks_of(tracks, result):  # track ids are no classes: never a prompt layer
+            linked = self.viewer.add_labels(
+                read_image(tracks), name=f"{name} tracks ({where})",
+                metadata={META_KEY: "result tracks"},
+            )  # fmt: skip
             linked.scale, linked.translate = out.scale, out.translate
         return layer, out

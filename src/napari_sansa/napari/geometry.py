@@ -508,6 +508,7 @@ def is_prompt_layer(layer) -> bool:
         "preview",
         "fix",
         "tracks",
+        "result tracks",
     )
 
 

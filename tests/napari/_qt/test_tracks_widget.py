@@ -441,6 +441,20 @@ def test_a_folder_run_with_tracks_writes_what_the_command_line_writes(
     widget.folder.open_row(row)
     np.testing.assert_array_equal(viewer.layers["a tracks (gui)"].data, linked)
     np.testing.assert_array_equal(viewer.layers["a labels (gui)"].data, labels)
+    # ... to look at: the references stay the painted layer (the labels opened are listed
+    # to tick by hand, the track ids not at all), so Run finds everything finished
+    assert widget.prompt_layers.value == [viewer.layers["paint"]]
+    choices = [layer for _, layer in widget._prompt_choices()]
+    assert viewer.layers["a labels (gui)"] in choices
+    assert viewer.layers["a tracks (gui)"] not in choices
+    run(qtbot, widget)
+    assert widget.status.value.startswith("nothing to do: all 2 outputs"), widget.status.value
+    # another max move is another run: refused, and the finished outputs stay listed
+    large.max_move.value = 31
+    run(qtbot, widget)
+    assert "holds the results of another run" in widget.status.value
+    assert widget.folder.list.count() == 2
+    large.max_move.value = 30
     # the command line goes on with the widget's folder (nothing to redo) with the same
     # --max-move; max move is part of the run: the command's default is another run
     on_gui = [*args[:-1], "--tracks", "--min-size", "20", "--seed-distance", "5"]

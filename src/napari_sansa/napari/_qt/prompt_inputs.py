@@ -187,6 +187,11 @@ class PromptInputs:
         except ValueError:
             return False
 
+    def _ticks(self, layer) -> bool:
+        """Whether ``layer`` is ticked by itself: it fits the chosen images and is not a
+        folder run's result opened to look at (that one is ticked by hand, if at all)."""
+        return self._fits(layer) and layer_role(layer) != "result"
+
     def reset_choices(self, *_) -> None:
         """Follow the viewer's layers: keep the chosen prompt layers (also through
         renames), and choose new ones that fit the image."""
@@ -201,7 +206,7 @@ class PromptInputs:
         for layer in new:
             self._seen.add(layer)
         keep = [layer for layer in chosen if layer in candidates]
-        keep += [layer for layer in new if layer not in keep and self._fits(layer)]
+        keep += [layer for layer in new if layer not in keep and self._ticks(layer)]
         if keep != list(self.prompt_layers.value):
             self.prompt_layers.value = keep
         self._show_prompt_list()
@@ -230,7 +235,7 @@ class PromptInputs:
         image = self.image.value
         candidates = [value for _, value in self._prompt_choices()]
         self.prompt_layers.reset_choices()  # the names shown depend on the image
-        self.prompt_layers.value = [layer for layer in candidates if self._fits(layer)]
+        self.prompt_layers.value = [layer for layer in candidates if self._ticks(layer)]
         self._show_prompt_list()
         self.axes.update(image)
         single = len(self.images()) <= 1 or bool(self.as_channels.value)
