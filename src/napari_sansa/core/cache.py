@@ -301,7 +301,7 @@ class FeatureCache:
 
     def put(self, key: str, features, nbytes: int) -> None:
         self._put_memory(key, features, nbytes)
-        if self.disk is not None:
+        if self.disk is not None and self.disk.writable:  # read-only: no copy to the CPU
             self.disk.put(key, *features.to_numpy())
 
     def _put_memory(self, key: str, features, nbytes: int) -> None:

@@ -454,20 +454,23 @@ class TracksOutput:
             )
         return None
 
+    def _ensure_layers(self) -> None:
+        """:class:`TrackEditError` (nothing changed) when there are no tracks or their
+        labels layer was removed."""
+        problem = self._require_layers()
+        if problem:
+            raise TrackEditError(problem)
+
     # -- corrections -------------------------------------------------------------------
     def merge(self, a: int, b: int) -> str:
         """Merge tracks ``a`` and ``b`` (the later one takes the earlier one's id);
         returns what was done. :class:`TrackEditError` (nothing changed) when it cannot."""
-        problem = self._require_layers()
-        if problem:
-            raise TrackEditError(problem)
+        self._ensure_layers()
         return self._apply(plan_merge(self.table, a, b))
 
     def split(self, track: int, frame: int) -> str:
         """Split ``track`` at ``frame`` (a new id from that frame on)."""
-        problem = self._require_layers()
-        if problem:
-            raise TrackEditError(problem)
+        self._ensure_layers()
         return self._apply(plan_split(self.table, track, frame))
 
     def _apply(self, edit) -> str:
@@ -549,21 +552,19 @@ class TracksOutput:
         """Undo the last merge, split or stroke on the track labels (None: there is
         none); napari's own undo of the layer, which the table follows.
         :class:`TrackEditError` (nothing changed) when the layer was removed."""
-        if not self._undo or self.labels is None:
-            return None
-        problem = self._require_layers()
-        if problem:
-            raise TrackEditError(problem)
-        return self.labels.undo()
+        return self._replay(self._undo, "undo")
 
     def redo(self) -> str | None:
         """Redo what :meth:`undo` undid last (None: nothing)."""
-        if not self._redo or self.labels is None:
+        return self._replay(self._redo, "redo")
+
+    def _replay(self, steps: list, action: str) -> str | None:
+        """napari's ``undo`` or ``redo`` of the track labels (the hooked methods, which
+        the table follows) when ``steps`` holds something to replay."""
+        if not steps or self.labels is None:
             return None
-        problem = self._require_layers()
-        if problem:
-            raise TrackEditError(problem)
-        return self.labels.redo()
+        self._ensure_layers()
+        return getattr(self.labels, action)()
 
     def undo_or_layer(self) -> None:
         """Ctrl+Z on the track labels layer (kept for callers of the older name)."""
